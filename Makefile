@@ -1,0 +1,41 @@
+# Sigma — `make demo`, `make test`, `make bench` do all set-up on a fresh Debian/Ubuntu machine with Swift.
+SHELL := /bin/bash
+DEB_PACKAGES := libzmq3-dev liblz4-dev libopenblas-dev pkg-config
+SWIFT ?= swift
+RELEASE_BIN := .build/release/sigma
+
+.PHONY: all deps build release demo test bench clean
+
+all: build
+
+# Installs whichever Debian packages are missing: apt-get as root, sudo otherwise, else says what to install.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "error: missing Debian packages:$$missing — install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+demo: release
+	$(RELEASE_BIN) demo
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: release
+	@mkdir -p artifacts
+	$(RELEASE_BIN) bench dispatch | tee artifacts/bench-dispatch.md
+
+clean:
+	rm -rf .build artifacts

@@ -1,0 +1,66 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Sigma",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sigma", targets: ["sigma"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries (Debian: libzmq3-dev, liblz4-dev, libopenblas-dev).
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"]), .brew(["zeromq"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .target(name: "CSysShims"),
+
+        // Pure layers.
+        .target(name: "SigmaModel", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "SigmaProtocol", dependencies: ["SigmaModel"]),
+        .target(name: "SigmaJobs", dependencies: ["SigmaModel"]),
+        .target(name: "SigmaCoordinatorCore", dependencies: [
+            "SigmaModel", "SigmaProtocol", "SigmaJobs",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+        .target(name: "SigmaWorkerCore", dependencies: [
+            "SigmaModel", "SigmaProtocol",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+
+        // The only users of the C libraries.
+        .target(name: "SigmaTransport", dependencies: ["CZeroMQ", "CLZ4", "CSysShims", "SigmaModel"]),
+        .target(name: "SigmaEngine", dependencies: ["COpenBLAS"]),
+
+        // I/O shells.
+        .target(name: "SigmaCoordinator", dependencies: [
+            "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SigmaWorker", dependencies: [
+            "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaJobs", "SigmaEngine",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),
+
+        .executableTarget(name: "sigma", dependencies: [
+            "SigmaCoordinator", "SigmaWorker", "SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore"]),
+        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore"]),
+        .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

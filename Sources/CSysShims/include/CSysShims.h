@@ -1,0 +1,12 @@
+#pragma once
+#include <stdint.h>
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); returns -1 on error.
+int csys_eventfd_nonblock(void);
+/// Writes 1 to the eventfd (wakes a poller). Returns 0 on success.
+int csys_eventfd_signal(int fd);
+/// Reads and clears the eventfd counter (non-blocking).
+void csys_eventfd_drain(int fd);
+/// Names the calling thread (at most 15 characters are kept).
+void csys_set_thread_name(const char *name);
+/// Total physical memory in bytes.
+uint64_t csys_physical_memory(void);

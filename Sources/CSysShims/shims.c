@@ -1,0 +1,20 @@
+#define _GNU_SOURCE
+#include "CSysShims.h"
+#include <sys/eventfd.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <stdint.h>
+
+int csys_eventfd_nonblock(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+int csys_eventfd_signal(int fd) { uint64_t one = 1; return write(fd, &one, sizeof one) == sizeof one ? 0 : -1; }
+void csys_eventfd_drain(int fd) { uint64_t v; while (read(fd, &v, sizeof v) == sizeof v) {} }
+void csys_set_thread_name(const char *name) {
+    char buf[16]; int i = 0;
+    for (; name[i] && i < 15; i++) buf[i] = name[i];
+    buf[i] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
+uint64_t csys_physical_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    return (pages > 0 && size > 0) ? (uint64_t)pages * (uint64_t)size : 0;
+}

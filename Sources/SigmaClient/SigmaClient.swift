@@ -1,0 +1,186 @@
+import Foundation
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+import Synchronization
+
+/// What a client call can fail with; every case says what to do next.
+public enum ClientError: Error, CustomStringConvertible, Equatable {
+    case noAnswer(endpoint: String, seconds: Double, request: String)
+    case refused(ErrorReply)
+    case badReply(String)
+    case connection(String)
+
+    public var description: String {
+        switch self {
+        case .noAnswer(let ep, let s, let what):
+            "no answer to \(what) from the coordinator at \(ep) within \(String(format: "%g", s)) s; is it running? (start one with: sigma coordinator)"
+        case .refused(let e): "coordinator refused: \(e.message) (code \(e.code))"
+        case .badReply(let s): "unexpected reply from the coordinator: \(s)"
+        case .connection(let s): "cannot reach the coordinator: \(s)"
+        }
+    }
+}
+
+/// Talks to a coordinator from Swift concurrency. The socket lives on its own thread (`BridgedLink`);
+/// calls never block the cooperative pool.
+public final class SigmaClient: Sendable {
+    public let endpoint: String
+    private let link: BridgedLink
+    private let handlers = Handlers()
+    private let nextRequest = Atomic<UInt64>(1)
+    private let reader: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let compressor = LZ4Compressor()
+
+    /// Receives every message for one request id; returns true when the request is complete.
+    typealias Handler = @Sendable (Result<Message, ClientError>) -> Bool
+
+    final class Handlers: Sendable {
+        let table = Mutex<[UInt64: Handler]>([:])
+        func withLock<R>(_ body: (inout [UInt64: Handler]) -> R) -> R { table.withLock { body(&$0) } }
+    }
+
+    public convenience init(endpoint: String) throws {
+        try self.init(factory: .connect(endpoint), endpoint: endpoint)
+    }
+
+    public init(factory: LinkFactory, endpoint: String) throws {
+        self.endpoint = endpoint
+        link = BridgedLink(factory, name: "sigma-client")
+        if let e = link.startError { throw ClientError.connection("\(e)") }
+        let inbound = link.inbound
+        let handlers = self.handlers
+        let compressor = self.compressor
+        reader.withLock {
+            $0 = Task.detached {
+                for await e in inbound {
+                    guard let m = try? Codec.decode(e.frames, compressor: compressor) else { continue }
+                    let req: UInt64
+                    switch m {
+                    case .accept(let a): req = a.request
+                    case .progress(let p): req = p.request
+                    case .jobResult(let o): req = o.request
+                    case .statusReply(let r, _): req = r
+                    case .error(let err): req = err.request
+                    default: continue
+                    }
+                    let h = handlers.withLock { $0[req] }
+                    if let h, h(.success(m)) { handlers.withLock { _ = $0.removeValue(forKey: req) } }
+                }
+            }
+        }
+    }
+
+    deinit {
+        link.close()
+        reader.withLock { $0?.cancel() }
+    }
+
+    public func close() { link.close() }
+
+    private func request(_ make: (UInt64) -> Message, timeout: Double, what: String,
+                         handler: @escaping Handler) -> UInt64 {
+        let id = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
+        handlers.withLock { $0[id] = handler }
+        link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
+        if timeout > 0 {
+            let handlers = self.handlers, ep = endpoint
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                if let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
+                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: timeout, request: what)))
+                }
+            }
+        }
+        return id
+    }
+
+    /// Awaits one reply to a request.
+    private func call(_ make: @escaping (UInt64) -> Message, timeout: Double, what: String) async throws -> Message {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<Message, Error>) in
+            _ = request(make, timeout: timeout, what: what) { r in
+                switch r {
+                case .success(.error(let e)): k.resume(throwing: ClientError.refused(e))
+                case .success(let m): k.resume(returning: m)
+                case .failure(let e): k.resume(throwing: e)
+                }
+                return true
+            }
+        }
+    }
+
+    public func status(timeout: Double = 5) async throws -> ClusterStatus {
+        let m = try await call({ .status(request: $0) }, timeout: timeout, what: "STATUS")
+        guard case .statusReply(_, let s) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return s
+    }
+
+    /// Submits a job and returns once it is accepted.
+    public func submit(_ spec: JobSpec, timeout: Double = 10) async throws -> Accept {
+        let m = try await call({ .submit(Submit(request: $0, options: [], spec: spec)) }, timeout: timeout, what: "SUBMIT")
+        guard case .accept(let a) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return a
+    }
+
+    public func fetch(job: JobID, timeout: Double = 10) async throws -> JobOutcome {
+        let m = try await call({ .fetch(request: $0, job: job) }, timeout: timeout, what: "FETCH")
+        guard case .jobResult(let o) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return o
+    }
+
+    /// Events of a running job, as they arrive.
+    public enum JobEvent: Sendable {
+        case accepted(Accept)
+        case progress(JobProgress)
+        case finished(JobOutcome)
+    }
+
+    /// Submits a job and follows it to the end: ACCEPT, PROGRESS (if `watch`), then JOB-RESULT.
+    /// `acceptTimeout` bounds the wait for ACCEPT (seconds); the job itself may run as long as it needs.
+    public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10) -> AsyncThrowingStream<JobEvent, Error> {
+        AsyncThrowingStream { continuation in
+            let accepted = Atomic<Bool>(false)
+            let id = request({ .submit(Submit(request: $0, options: watch ? [.watch, .pushResult] : [.pushResult], spec: spec)) },
+                             timeout: 0, what: "SUBMIT") { r in
+                switch r {
+                case .success(.accept(let a)):
+                    accepted.store(true, ordering: .relaxed)
+                    continuation.yield(.accepted(a))
+                    return false
+                case .success(.progress(let p)):
+                    continuation.yield(.progress(p))
+                    return false
+                case .success(.jobResult(let o)):
+                    continuation.yield(.finished(o))
+                    continuation.finish()
+                    return true
+                case .success(.error(let e)):
+                    continuation.finish(throwing: ClientError.refused(e))
+                    return true
+                case .success(let m):
+                    continuation.finish(throwing: ClientError.badReply(m.type.name))
+                    return true
+                case .failure(let e):
+                    continuation.finish(throwing: e)
+                    return true
+                }
+            }
+            let handlers = self.handlers, ep = endpoint
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(acceptTimeout * 1e9))
+                if !accepted.load(ordering: .relaxed), let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
+                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: acceptTimeout, request: "SUBMIT")))
+                }
+            }
+            continuation.onTermination = { _ in _ = handlers.withLock { $0.removeValue(forKey: id) } }
+        }
+    }
+
+    /// Submits and waits for the outcome (no progress events).
+    public func runToEnd(_ spec: JobSpec, acceptTimeout: Double = 10) async throws -> JobOutcome {
+        for try await e in run(spec, watch: false, acceptTimeout: acceptTimeout) {
+            if case .finished(let o) = e { return o }
+        }
+        throw ClientError.badReply("job stream ended without a result")
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import SigmaCoordinatorCore
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+import Synchronization
+
+/// Runs a `CoordinatorCore` on one poller thread that owns the coordinator's ROUTER socket: decodes what
+/// arrives, feeds the core, carries out its actions, and ticks it on a timer.
+public final class CoordinatorShell: Sendable {
+    public struct Options: Sendable {
+        public var core = CoordinatorConfig()
+        public var limits = ProtocolLimits.standard
+        /// How often the core is ticked, nanoseconds.
+        public var tickInterval: Nanos = 50_000_000
+        public init() {}
+    }
+
+    private let shared: Shared
+    private let thread: Mutex<OSThread?>
+    /// The endpoint bound (with the real port when port 0 was asked for).
+    public let endpoint: String
+
+    final class Shared: Sendable {
+        let stopping = Atomic<Bool>(false)
+        let waker = Mutex<Waker?>(nil)
+        let started = Mutex<Result<String, TransportError>?>(nil)
+        let startedSignal = Waker()
+        let snapshot = Mutex<ClusterStatus?>(nil)
+        let rejected = Atomic<Int>(0)
+    }
+
+    /// Binds and starts serving; throws if the endpoint cannot be bound.
+    public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.coordinator")) throws {
+        let shared = Shared()
+        self.shared = shared
+        let t = OSThread(name: "sigma-coord") {
+            let link: MessageLink
+            do {
+                link = try factory.make()
+            } catch {
+                shared.started.withLock { $0 = .failure(error as? TransportError ?? .closed) }
+                shared.startedSignal.wake()
+                return
+            }
+            shared.waker.withLock { $0 = link.waker }
+            let ep = (link as? ZmqLink)?.endpoint ?? "\(factory)"
+            shared.started.withLock { $0 = .success(ep) }
+            shared.startedSignal.wake()
+            var loop = Loop(link: link, options: options, logger: logger, shared: shared)
+            loop.run()
+            link.close()
+        }
+        thread = Mutex(t)
+        while shared.started.withLock({ $0 }) == nil {
+            var p = pollfd(fd: shared.startedSignal.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 100)
+        }
+        switch shared.started.withLock({ $0 })! {
+        case .success(let ep): endpoint = ep
+        case .failure(let e):
+            t.join()
+            throw e
+        }
+    }
+
+    /// The latest status snapshot (refreshed every tick).
+    public var status: ClusterStatus? { shared.snapshot.withLock { $0 } }
+
+    /// Messages rejected by the decoder so far.
+    public var rejectedMessages: Int { shared.rejected.load(ordering: .relaxed) }
+
+    public func stop() {
+        shared.stopping.store(true, ordering: .releasing)
+        shared.waker.withLock { $0 }?.wake()
+        let t = thread.withLock { t -> OSThread? in
+            defer { t = nil }
+            return t
+        }
+        t?.join()
+    }
+
+    deinit { stop() }
+
+    /// The poller thread's state (never leaves that thread).
+    struct Loop {
+        let link: MessageLink
+        let options: Options
+        let logger: Logger
+        let shared: Shared
+        var core: CoordinatorCore
+        let compressor = LZ4Compressor()
+        var nextTick: Nanos
+
+        init(link: MessageLink, options: Options, logger: Logger, shared: Shared) {
+            self.link = link
+            self.options = options
+            self.logger = logger
+            self.shared = shared
+            let now = monotonicNanos()
+            core = CoordinatorCore(config: options.core, now: now)
+            nextTick = now + options.tickInterval
+        }
+
+        mutating func run() {
+            while !shared.stopping.load(ordering: .acquiring) {
+                let now = monotonicNanos()
+                let timeout = nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
+                do {
+                    try link.wait(timeoutMs: timeout)
+                    var n = 0
+                    while n < 10_000, let e = try link.receive() {
+                        handle(e)
+                        n += 1
+                    }
+                } catch {
+                    logger.error("coordinator transport failed: \(error)")
+                    return
+                }
+                let t = monotonicNanos()
+                if t >= nextTick {
+                    perform(core.handle(.tick, now: t))
+                    shared.snapshot.withLock { $0 = core.status(now: t) }
+                    shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
+                    nextTick = t + options.tickInterval
+                }
+            }
+        }
+
+        mutating func handle(_ e: Envelope) {
+            guard let peer = e.peer else { return }
+            let event: CoordinatorEvent
+            do {
+                event = .received(peer, try Codec.decode(e.frames, limits: options.limits, compressor: compressor))
+            } catch let d as DecodeError {
+                event = .rejected(peer, d)
+            } catch {
+                event = .rejected(peer, DecodeError(.badRequest, nil, "\(error)"))
+            }
+            perform(core.handle(event, now: monotonicNanos()))
+        }
+
+        mutating func perform(_ actions: [CoordinatorAction]) {
+            for a in actions {
+                switch a {
+                case .send(let peer, let m):
+                    link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor)))
+                case .resolveInput(let peer, let submit):
+                    let rows: Result<UInt64, DataError>
+                    if case .mapReduce(let s) = submit.spec, case .npy(let path) = s.input {
+                        do { rows = .success(UInt64(try NpyFile(path: path).header.rows)) } catch let e as DataError {
+                            rows = .failure(e)
+                        } catch {
+                            rows = .failure(DataError(path: path, problem: "\(error)"))
+                        }
+                    } else {
+                        rows = .success(0)
+                    }
+                    perform(core.handle(.inputResolved(peer, submit, rows), now: monotonicNanos()))
+                case .log(let level, let text):
+                    switch level {
+                    case .debug: logger.debug("\(text)")
+                    case .info: logger.info("\(text)")
+                    case .warning: logger.warning("\(text)")
+                    case .error: logger.error("\(text)")
+                    }
+                }
+            }
+        }
+    }
+}

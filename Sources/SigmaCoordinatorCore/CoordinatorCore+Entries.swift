@@ -1,0 +1,173 @@
+import DequeModule
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+struct ShardRef: Hashable, Sendable {
+    let job: JobID
+    let shard: ShardIndex
+}
+
+/// Results are keyed by (job, shard, attempt): the first result of a shard counts, the rest are duplicates.
+struct AttemptKey: Hashable, Sendable {
+    let job: JobID
+    let shard: ShardIndex
+    let attempt: Attempt
+}
+
+struct Watcher {
+    let peer: PeerID
+    let request: UInt64
+    var lastSent: Nanos
+}
+
+/// What the coordinator knows about one registered worker.
+struct WorkerEntry {
+    enum State { case ready, dead }
+    let peer: PeerID
+    let id: String
+    let hello: Hello
+    let joinedAt: Nanos
+    var state = State.ready
+    var lastSeen: Nanos
+    /// When we last sent anything (heartbeats are only needed when idle).
+    var lastSent: Nanos = 0
+    var diedAt: Nanos = 0
+    /// Attempts assigned and not yet answered, with the time they were sent.
+    var inFlight: [AttemptKey: Nanos] = [:]
+    /// Jobs whose spec this worker already has.
+    var specSent: Set<JobID> = []
+    var shardsDone: UInt64 = 0
+    /// Smoothed heartbeat round trip, ns (0 until measured).
+    var rtt: Double = 0
+    /// Smoothed compute time per shard, ns (0 until measured).
+    var shardTime: Double = 0
+    /// The worker's last heartbeat timestamp and when it arrived (echoed back for RTT).
+    var peerSent: UInt64 = 0
+    var peerSentArrived: Nanos = 0
+
+    init(peer: PeerID, id: String, hello: Hello, joinedAt: Nanos, lastSeen: Nanos) {
+        self.peer = peer
+        self.id = id
+        self.hello = hello
+        self.joinedAt = joinedAt
+        self.lastSeen = lastSeen
+    }
+
+    mutating func observe(_ hb: Heartbeat, now: Nanos) {
+        peerSent = hb.sent
+        peerSentArrived = now
+        if hb.echo != 0, now > hb.echo, now - hb.echo > hb.held {
+            let sample = Double(now - hb.echo - hb.held)
+            rtt = rtt == 0 ? sample : 0.8 * rtt + 0.2 * sample
+        }
+    }
+
+    mutating func observeShard(sentAt: Nanos, compute: UInt64, now: Nanos) {
+        let sample = Double(compute)
+        shardTime = shardTime == 0 ? sample : 0.9 * shardTime + 0.1 * sample
+    }
+
+    func heartbeat(now: Nanos) -> Heartbeat {
+        Heartbeat(sent: now, echo: peerSent, held: peerSent == 0 ? 0 : now &- peerSentArrived,
+                  running: UInt32(inFlight.count), queued: 0)
+    }
+
+    /// Shards this worker may hold at once: its slots, plus enough queued behind them to cover one round trip
+    /// when shards are short (a bandwidth-delay product in shards), at least `prefetch` per slot.
+    func window(_ c: CoordinatorConfig) -> Int {
+        guard state != .dead else { return 0 }
+        let slots = Int(hello.slots)
+        var perSlot = 1 + c.prefetch
+        if shardTime > 0 {
+            let latency = Swift.max(rtt, 200_000)   // ns; loopback heartbeats under-report queueing
+            perSlot = Swift.max(perSlot, 1 + Int((latency / shardTime).rounded(.up)))
+        }
+        return slots * Swift.min(perSlot, c.maxWindowPerSlot)
+    }
+}
+
+struct ShardEntry {
+    enum State: UInt8 { case pending, running, done }
+    var state = State.pending
+    /// Attempts handed out so far (the next one gets `attempts + 1`).
+    var attempts: Attempt = 0
+    var failures = 0
+    /// Workers currently running an attempt.
+    var holders: [PeerID] = []
+    var failedOn: [String] = []
+}
+
+/// A job and its shards.
+struct JobEntry {
+    let id: JobID
+    let spec: MapReduceSpec
+    let ranges: [(start: UInt64, count: UInt64)]
+    let submitter: PeerID
+    let request: UInt64
+    let options: SubmitOptions
+    let submittedAt: Nanos
+    var startedAt: Nanos? = nil
+    var endedAt: Nanos? = nil
+    var state = JobState.queued
+    var shards: [ShardEntry]
+    var partials: [Partial?]
+    var done = 0
+    var running = 0
+    var duplicates = 0
+    var reruns = 0
+    var error = ""
+    var result: [UInt8] = []
+    var watchers: [Watcher] = []
+
+    init(id: JobID, spec: MapReduceSpec, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
+         options: SubmitOptions, submittedAt: Nanos) {
+        self.id = id
+        self.spec = spec
+        self.ranges = ranges
+        self.submitter = submitter
+        self.request = request
+        self.options = options
+        self.submittedAt = submittedAt
+        shards = Array(repeating: ShardEntry(), count: ranges.count)
+        partials = Array(repeating: nil, count: ranges.count)
+    }
+
+    mutating func commit(shard i: Int, partial: Partial) {
+        shards[i].state = .done
+        partials[i] = partial
+        done += 1
+        running -= 1
+    }
+
+    /// A shard failed on `worker`: run it again elsewhere, or fail the job once it has failed too often.
+    mutating func requeueOrFail(shard i: Int, worker: WorkerEntry, error: String, config: CoordinatorConfig,
+                                queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) {
+        shards[i].failures += 1
+        shards[i].failedOn.append("\(worker.id)@\(worker.hello.host)")
+        let message = "shard \(i) (rows \(ranges[i].start)..<\(ranges[i].start + ranges[i].count)) failed on worker \(worker.id) (host \(worker.hello.host)): \(error)"
+        if shards[i].failures >= config.maxFailedAttempts {
+            state = .failed
+            self.error = "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
+            return
+        }
+        out.append(.log(.warning, "job \(id): \(message); running it again"))
+        if shards[i].holders.isEmpty {
+            shards[i].state = .pending
+            running -= 1
+            reruns += 1
+            queue.prepend(ShardRef(job: id, shard: ShardIndex(i)))
+        }
+    }
+
+    func progress(request: UInt64) -> JobProgress {
+        JobProgress(request: request, job: id, state: state, done: UInt32(done), total: UInt32(shards.count),
+                 running: UInt32(running), reruns: UInt32(reruns))
+    }
+
+    func outcome(request: UInt64) -> JobOutcome {
+        JobOutcome(request: request, job: id, state: state, error: error, shards: UInt32(shards.count),
+                   duplicates: UInt32(duplicates), reruns: UInt32(reruns), elapsed: (endedAt ?? submittedAt) - submittedAt,
+                   payload: result.isEmpty ? .empty : Frame(result))
+    }
+}

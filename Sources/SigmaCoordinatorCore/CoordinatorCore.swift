@@ -1,0 +1,431 @@
+import DequeModule
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+/// Settings of the coordinator core. Times in nanoseconds.
+public struct CoordinatorConfig: Sendable {
+    /// How often each side sends a heartbeat when it has nothing else to send.
+    public var heartbeatInterval: Nanos = 1_000_000_000
+    /// Missed intervals before a silent worker is declared dead.
+    public var liveness: Int = 3
+    /// Least shards queued on a worker beyond its slots (the window grows when shards are short).
+    public var prefetch: Int = 1
+    /// Most shards in flight per worker slot, whatever the shard length.
+    public var maxWindowPerSlot: Int = 64
+    /// Shortest gap between two PROGRESS messages to one watcher.
+    public var progressInterval: Nanos = 100_000_000
+    /// Finished jobs kept for STATUS and FETCH.
+    public var keepFinishedJobs: Int = 1000
+    /// Attempts a failing shard gets (on different workers when possible) before its job fails.
+    public var maxFailedAttempts: Int = 2
+    public init() {}
+
+    /// Time after which a silent worker is dead.
+    public var deadAfter: Nanos { heartbeatInterval * Nanos(liveness) }
+}
+
+/// What happens to the coordinator.
+public enum CoordinatorEvent: Sendable {
+    /// A well-formed message from a peer.
+    case received(PeerID, Message)
+    /// A message that failed to decode.
+    case rejected(PeerID, DecodeError)
+    /// The shell read a job's input header (see `CoordinatorAction.resolveInput`).
+    case inputResolved(PeerID, Submit, Result<UInt64, DataError>)
+    /// Periodic: heartbeats, liveness, progress.
+    case tick
+}
+
+/// What the coordinator asks its shell to do.
+public enum CoordinatorAction: Sendable, Equatable {
+    case send(PeerID, Message)
+    /// Read the `.npy` header of this submission's input and answer with `.inputResolved` (file I/O is the shell's).
+    case resolveInput(PeerID, Submit)
+    case log(LogLevel, String)
+}
+
+public enum LogLevel: Sendable, Equatable { case debug, info, warning, error }
+
+/// The coordinator's whole logic as a state machine: events in, actions out. No sockets, clocks or threads.
+public struct CoordinatorCore {
+    public let config: CoordinatorConfig
+    let startedAt: Nanos
+    var workers: [PeerID: WorkerEntry] = [:]
+    /// Worker peers in registration order (round-robin and status order).
+    var workerOrder: [PeerID] = []
+    var jobs: [JobID: JobEntry] = [:]
+    var jobOrder: Deque<JobID> = []
+    var queue: Deque<ShardRef> = []
+    var nextJob: JobID = 1
+    var nextWorker = 1
+    var roundRobin = 0
+    /// Results whose job was unknown or already finished.
+    public private(set) var strayResults = 0
+    /// Messages rejected by the decoder.
+    public private(set) var rejectedMessages = 0
+
+    public init(config: CoordinatorConfig = CoordinatorConfig(), now: Nanos) {
+        self.config = config
+        startedAt = now
+    }
+
+    // MARK: events
+
+    public mutating func handle(_ event: CoordinatorEvent, now: Nanos) -> [CoordinatorAction] {
+        var out: [CoordinatorAction] = []
+        switch event {
+        case .received(let peer, let message):
+            if workers[peer] != nil { workers[peer]!.lastSeen = now }
+            receive(peer, message, now: now, into: &out)
+        case .rejected(let peer, let error):
+            rejectedMessages += 1
+            if workers[peer] != nil { workers[peer]!.lastSeen = now }
+            // Never answer an ERROR with an ERROR (two confused peers would loop).
+            if error.type != .error {
+                out.append(.send(peer, .error(ErrorReply(error.code, "\(error)"))))
+            }
+            if error.type == .hello {
+                out.append(.log(.warning, "refused worker \(peer): \(error)"))
+            }
+        case .inputResolved(let peer, let submit, let rows):
+            switch rows {
+            case .success(let n): accept(peer, submit, rows: n, now: now, into: &out)
+            case .failure(let e): out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, "input: \(e)"))))
+            }
+        case .tick:
+            tick(now: now, into: &out)
+        }
+        dispatch(now: now, into: &out)
+        return out
+    }
+
+    mutating func receive(_ peer: PeerID, _ message: Message, now: Nanos, into out: inout [CoordinatorAction]) {
+        switch message {
+        case .hello(let h): hello(peer, h, now: now, into: &out)
+        case .heartbeat(let hb):
+            guard requireWorker(peer, message, into: &out) else { return }
+            workers[peer]!.observe(hb, now: now)
+        case .result(let r):
+            guard requireWorker(peer, message, into: &out) else { return }
+            result(peer, r, now: now, into: &out)
+        case .disconnect(let reason):
+            if let w = workers[peer] {
+                out.append(.log(.info, "worker \(w.id) (\(w.hello.host)) disconnected: \(reason)"))
+                retire(peer, reason: "disconnected", now: now, into: &out)
+            }
+        case .error(let e):
+            out.append(.log(.warning, "peer \(workers[peer]?.id ?? peer.description) reported \(e)"))
+        case .submit(let s):
+            if case .mapReduce(let spec) = s.spec, case .npy = spec.input {
+                out.append(.resolveInput(peer, s))
+            } else {
+                accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
+            }
+        case .status(let req):
+            out.append(.send(peer, .statusReply(request: req, status(now: now))))
+        case .watch(let req, let job):
+            guard jobs[job] != nil else {
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(job) on this coordinator"))))
+                return
+            }
+            jobs[job]!.watchers.append(Watcher(peer: peer, request: req, lastSent: 0))
+            out.append(.send(peer, .progress(jobs[job]!.progress(request: req))))
+            if jobs[job]!.state.isFinal { jobs[job]!.watchers.removeAll { $0.peer == peer && $0.request == req } }
+        case .fetch(let req, let job):
+            guard let j = jobs[job] else {
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(job) on this coordinator"))))
+                return
+            }
+            if j.state.isFinal {
+                out.append(.send(peer, .jobResult(j.outcome(request: req))))
+            } else {
+                out.append(.send(peer, .error(ErrorReply(.notReady, request: req,
+                    "job \(job) is \(j.state) (\(j.done)/\(j.shards.count) shards); try again or watch it"))))
+            }
+        case .ready, .assign, .cancel, .accept, .statusReply, .progress, .jobResult:
+            out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
+        }
+    }
+
+    func requireWorker(_ peer: PeerID, _ m: Message, into out: inout [CoordinatorAction]) -> Bool {
+        if workers[peer] != nil && workers[peer]!.state != .dead { return true }
+        out.append(.send(peer, .error(ErrorReply(.notReady, "\(m.type.name) from an unregistered worker; send HELLO first"))))
+        return false
+    }
+
+    // MARK: workers
+
+    mutating func hello(_ peer: PeerID, _ h: Hello, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard h.slots >= 1, h.slots <= 4096 else {
+            out.append(.send(peer, .error(ErrorReply(.badRequest, "HELLO: slots must be between 1 and 4096, got \(h.slots)"))))
+            return
+        }
+        if workers[peer] != nil { retire(peer, reason: "re-registered", now: now, into: &out) }
+        // The same worker process on a new connection: its old session's shards run again.
+        for (p, w) in workers where w.hello.instance == h.instance && !h.instance.isEmpty && w.state != .dead {
+            retire(p, reason: "reconnected as a new session", now: now, into: &out)
+        }
+        let id = "w\(nextWorker)"
+        nextWorker += 1
+        workers[peer] = WorkerEntry(peer: peer, id: id, hello: h, joinedAt: now, lastSeen: now)
+        workerOrder.append(peer)
+        out.append(.send(peer, .ready(Ready(workerID: id, heartbeatInterval: UInt32(config.heartbeatInterval / 1_000_000),
+                                            liveness: UInt16(config.liveness)))))
+        workers[peer]!.lastSent = now
+        out.append(.log(.info, "worker \(id) joined: \(h.name)@\(h.host), \(h.cores) cores, \(h.slots) slots, \(h.build)"))
+    }
+
+    /// Takes a worker out of service and queues its shards again, first in line.
+    mutating func retire(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard var w = workers[peer], w.state != .dead else { return }
+        let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
+        for key in lost {
+            guard var job = jobs[key.job], !job.state.isFinal else { continue }
+            let i = Int(key.shard)
+            job.shards[i].holders.removeAll { $0 == peer }
+            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
+                job.shards[i].state = .pending
+                job.reruns += 1
+                job.running -= 1
+                queue.prepend(ShardRef(job: key.job, shard: key.shard))
+            }
+            jobs[key.job] = job
+        }
+        if !lost.isEmpty {
+            out.append(.log(.warning, "worker \(w.id) (\(w.hello.host)) \(reason); \(lost.count) shard(s) queued again"))
+        }
+        w.inFlight.removeAll()
+        w.state = .dead
+        w.diedAt = now
+        workers[peer] = w
+    }
+
+    // MARK: jobs
+
+    mutating func accept(_ peer: PeerID, _ s: Submit, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard case .mapReduce(let spec) = s.spec else { return }
+        let ranges = spec.sharding.ranges(rows: rows)
+        guard !ranges.isEmpty else {
+            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "input has no rows"))))
+            return
+        }
+        guard ranges.count <= JobLimits.maxShards else {
+            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request,
+                "shard_size gives \(ranges.count) shards; the limit is \(JobLimits.maxShards)"))))
+            return
+        }
+        let id = nextJob
+        nextJob += 1
+        var job = JobEntry(id: id, spec: spec, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
+        jobs[id] = job
+        jobOrder.append(id)
+        for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
+        out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
+        out.append(.log(.info, "job \(id) '\(spec.name)' accepted: \(rows) rows in \(ranges.count) shards"))
+        trimFinishedJobs()
+    }
+
+    mutating func result(_ peer: PeerID, _ r: ShardResult, now: Nanos, into out: inout [CoordinatorAction]) {
+        let key = AttemptKey(job: r.job, shard: r.shard, attempt: r.attempt)
+        let wasInFlight = workers[peer]!.inFlight.removeValue(forKey: key)
+        if let sentAt = wasInFlight { workers[peer]!.observeShard(sentAt: sentAt, compute: r.computeTime, now: now) }
+        guard var job = jobs[r.job], !job.state.isFinal else {
+            strayResults += 1
+            return
+        }
+        let i = Int(r.shard)
+        guard i < job.shards.count, r.attempt >= 1, r.attempt <= job.shards[i].attempts else {
+            out.append(.send(peer, .error(ErrorReply(.badRequest, "RESULT for job \(r.job) shard \(r.shard) attempt \(r.attempt) that was never assigned"))))
+            strayResults += 1
+            return
+        }
+        job.shards[i].holders.removeAll { $0 == peer }
+        if job.shards[i].state == .done {
+            job.duplicates += 1
+            jobs[r.job] = job
+            return
+        }
+        let w = workers[peer]!
+        switch r.status {
+        case .ok:
+            do {
+                let p = try Partial.decode(r.payload, expectedBins: job.spec.histogram?.bins ?? 0)
+                if job.spec.input.generatedCount != nil, p.count != job.ranges[i].count {
+                    throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(job.ranges[i].count) rows")
+                }
+                job.commit(shard: i, partial: p)
+                workers[peer]!.shardsDone += 1
+            } catch {
+                out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
+                job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, queue: &queue, into: &out)
+            }
+        case .failed:
+            job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, queue: &queue, into: &out)
+        case .unknownJob:
+            // The worker no longer has the spec: send it again with the retry.
+            workers[peer]!.specSent.remove(r.job)
+            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
+                job.shards[i].state = .pending
+                job.running -= 1
+                queue.prepend(ShardRef(job: r.job, shard: r.shard))
+            }
+        }
+        jobs[r.job] = job
+        if job.done == job.shards.count {
+            finish(r.job, state: .completed, error: "", now: now, into: &out)
+        } else if job.state == .failed {
+            finish(r.job, state: .failed, error: job.error, now: now, into: &out)
+        } else {
+            sendProgress(r.job, now: now, force: false, into: &out)
+        }
+    }
+
+    mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard var job = jobs[id] else { return }
+        job.state = state
+        job.error = error
+        job.endedAt = now
+        if state == .completed {
+            let partials = job.partials.map { $0! }
+            job.result = MapReduceResult.reduce(job.spec, partials: partials).encoded
+        }
+        job.partials = []
+        // Stop whatever still runs for this job.
+        for (peer, w) in workers where w.state != .dead && w.inFlight.keys.contains(where: { $0.job == id }) {
+            out.append(.send(peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+            workers[peer]!.inFlight = w.inFlight.filter { $0.key.job != id }
+        }
+        jobs[id] = job
+        let seconds = Double(now - job.submittedAt) / 1e9
+        out.append(.log(state == .completed ? .info : .error,
+                        "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)")))
+        sendProgress(id, now: now, force: true, into: &out)
+        jobs[id]!.watchers.removeAll()
+        if job.options.contains(.pushResult) {
+            out.append(.send(job.submitter, .jobResult(job.outcome(request: job.request))))
+        }
+    }
+
+    mutating func sendProgress(_ id: JobID, now: Nanos, force: Bool, into out: inout [CoordinatorAction]) {
+        guard var job = jobs[id], !job.watchers.isEmpty else { return }
+        for k in job.watchers.indices where force || now &- job.watchers[k].lastSent >= config.progressInterval {
+            job.watchers[k].lastSent = now
+            out.append(.send(job.watchers[k].peer, .progress(job.progress(request: job.watchers[k].request))))
+        }
+        jobs[id] = job
+    }
+
+    mutating func trimFinishedJobs() {
+        var finished = jobOrder.filter { jobs[$0]?.state.isFinal == true }
+        while finished.count > config.keepFinishedJobs {
+            let id = finished.removeFirst()
+            jobs[id] = nil
+            jobOrder.removeAll { $0 == id }
+        }
+    }
+
+    // MARK: time
+
+    mutating func tick(now: Nanos, into out: inout [CoordinatorAction]) {
+        for peer in workerOrder {
+            guard let w = workers[peer], w.state != .dead else { continue }
+            if now &- w.lastSeen > config.deadAfter {
+                out.append(.send(peer, .disconnect(reason: "no heartbeat for \((now - w.lastSeen) / 1_000_000) ms")))
+                retire(peer, reason: "missed \(config.liveness) heartbeats (silent \((now - w.lastSeen) / 1_000_000) ms)", now: now, into: &out)
+            } else if now &- w.lastSent >= config.heartbeatInterval {
+                out.append(.send(peer, .heartbeat(w.heartbeat(now: now))))
+                workers[peer]!.lastSent = now
+            }
+        }
+        // Forget workers dead for a while (they stay visible in STATUS for 10 liveness windows).
+        let forgetAfter = config.deadAfter * 10
+        let gone = workerOrder.filter { workers[$0]!.state == .dead && now &- workers[$0]!.diedAt > forgetAfter }
+        if !gone.isEmpty {
+            for p in gone { workers[p] = nil }
+            workerOrder.removeAll { workers[$0] == nil }
+        }
+        for id in jobOrder where jobs[id]?.state.isFinal == false { sendProgress(id, now: now, force: false, into: &out) }
+    }
+
+    // MARK: placement
+
+    /// Least-loaded placement: each pending shard goes to the live worker with the lowest fill of its window.
+    mutating func dispatch(now: Nanos, into out: inout [CoordinatorAction]) {
+        guard !queue.isEmpty, !workerOrder.isEmpty else { return }
+        var candidates = workerOrder.filter { workers[$0]!.state != .dead }
+        while let ref = queue.first {
+            guard var job = jobs[ref.job], !job.state.isFinal, job.shards[Int(ref.shard)].state == .pending else {
+                queue.removeFirst()
+                continue
+            }
+            // Pick the worker with the most free window, rotating among equals.
+            var best: PeerID? = nil
+            var bestFree = 0
+            let n = candidates.count
+            for k in 0..<n {
+                let p = candidates[(roundRobin + k) % n]
+                let w = workers[p]!
+                let free = w.window(config) - w.inFlight.count
+                if free > bestFree {
+                    best = p
+                    bestFree = free
+                }
+            }
+            guard let peer = best else { break }
+            roundRobin = (roundRobin + 1) % Swift.max(1, n)
+            queue.removeFirst()
+            let i = Int(ref.shard)
+            job.shards[i].attempts += 1
+            job.shards[i].state = .running
+            job.shards[i].holders.append(peer)
+            job.running += 1
+            if job.state == .queued {
+                job.state = .running
+                job.startedAt = now
+            }
+            let attempt = job.shards[i].attempts
+            let needsSpec = !workers[peer]!.specSent.contains(ref.job)
+            if needsSpec { workers[peer]!.specSent.insert(ref.job) }
+            workers[peer]!.inFlight[AttemptKey(job: ref.job, shard: ref.shard, attempt: attempt)] = now
+            workers[peer]!.lastSent = now
+            out.append(.send(peer, .assign(Assign(job: ref.job, shard: ref.shard, attempt: attempt, start: job.ranges[i].start,
+                                                  count: job.ranges[i].count, spec: needsSpec ? .mapReduce(job.spec) : nil))))
+            jobs[ref.job] = job
+            if candidates.isEmpty { candidates = workerOrder.filter { workers[$0]!.state != .dead } }
+        }
+    }
+
+    // MARK: snapshots
+
+    public func status(now: Nanos) -> ClusterStatus {
+        let ws = workerOrder.compactMap { workers[$0] }.map { w in
+            ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
+                                 state: w.state == .dead ? "dead" : (w.inFlight.isEmpty ? "ready" : "busy"),
+                                 inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
+                                 shardsDone: w.shardsDone)
+        }
+        let js = jobOrder.suffix(100).compactMap { jobs[$0] }.map { j in
+            ClusterStatus.Job(id: j.id, name: j.spec.name, kind: "map-reduce", state: j.state, done: UInt32(j.done),
+                              total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
+                              duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
+        }
+        return ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
+    }
+
+    /// Live (not dead) workers.
+    public var liveWorkers: Int { workers.values.filter { $0.state != .dead }.count }
+    public func job(_ id: JobID) -> (state: JobState, done: Int, total: Int, duplicates: Int, reruns: Int)? {
+        jobs[id].map { ($0.state, $0.done, $0.shards.count, $0.duplicates, $0.reruns) }
+    }
+}
+
+extension JobSpec {
+    /// Rows of a generated input (0 for files, whose rows the shell resolves).
+    var generatedRows: UInt64 {
+        switch self {
+        case .mapReduce(let s): s.input.generatedCount ?? 0
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import SigmaModel
+
+/// Computes one shard of a map-reduce job: f over rows `[start, start+count)`, accumulated into a `Partial`.
+public enum MapReduceKernel {
+    /// Values processed per chunk (bounded memory whatever the shard size).
+    static let chunk = 1 << 16
+
+    /// `files` caches open `.npy` files between shards (the worker keeps one per compute thread).
+    public static func run(_ spec: MapReduceSpec, start: UInt64, count: UInt64, files: NpyFileCache? = nil) throws -> Partial {
+        let hist = spec.histogram
+        var acc = Accumulator(histogram: hist)
+        let buffer = UnsafeMutableBufferPointer<Double>.allocate(capacity: chunk)
+        defer { buffer.deallocate() }
+        switch spec.input {
+        case .npy(let path):
+            let file = try files?.file(path) ?? NpyFile(path: path)
+            let rows = UInt64(file.header.rows)
+            guard start <= rows, count <= rows - start else {
+                throw DataError(path: path, problem: "shard rows \(start)..<\(start + count) exceed the file's \(rows) rows")
+            }
+            let rowsPerChunk = Swift.max(1, chunk / Swift.max(1, file.header.columns))
+            var row = Int(start)
+            let end = Int(start + count)
+            var big: UnsafeMutableBufferPointer<Double>? = nil   // a single row wider than a chunk
+            defer { big?.deallocate() }
+            while row < end {
+                let n = Swift.min(rowsPerChunk, end - row)
+                let values = n * file.header.columns
+                var target = buffer
+                if values > buffer.count {
+                    if big == nil || big!.count < values {
+                        big?.deallocate()
+                        big = .allocate(capacity: values)
+                    }
+                    target = big!
+                }
+                try file.readRows(start: row, count: n, into: target)
+                acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<values]), map: spec.map)
+                row += n
+            }
+        default:
+            var i = start
+            let end = start + count
+            while i < end {
+                let n = Int(Swift.min(UInt64(chunk), end - i))
+                let slice = UnsafeMutableBufferPointer(rebasing: buffer[0..<n])
+                Generator.fill(spec.input, from: i, into: slice)
+                acc.add(slice, map: spec.map)
+                i += UInt64(n)
+            }
+        }
+        return acc.partial
+    }
+
+    /// The single-process reference: the whole input as one range, one thread.
+    public static func runLocal(_ spec: MapReduceSpec) throws -> Partial {
+        let rows: UInt64
+        switch spec.input {
+        case .npy(let path): rows = UInt64(try NpyFile(path: path).header.rows)
+        default: rows = spec.input.generatedCount ?? 0
+        }
+        return try run(spec, start: 0, count: rows)
+    }
+}
+
+/// Accumulates mapped values into a `Partial`.
+struct Accumulator {
+    var partial: Partial
+    let low: Double, high: Double, scale: Double, bins: Int
+
+    init(histogram: (bins: Int, low: Double, high: Double)?) {
+        partial = Partial(bins: histogram?.bins ?? 0)
+        bins = histogram?.bins ?? 0
+        low = histogram?.low ?? 0
+        high = histogram?.high ?? 0
+        scale = histogram.map { Double($0.bins) / ($0.high - $0.low) } ?? 0
+    }
+
+    mutating func add(_ values: UnsafeMutableBufferPointer<Double>, map: ElementFunction) {
+        switch map {
+        case .identity: break
+        case .square: for i in values.indices { values[i] = values[i] * values[i] }
+        case .abs: for i in values.indices { values[i] = Swift.abs(values[i]) }
+        case .affine(let a, let b): for i in values.indices { values[i] = a * values[i] + b }
+        }
+        var sum = partial.sum, comp = partial.compensation
+        var mn = partial.min, mx = partial.max
+        var nans: UInt64 = 0
+        for x in values {
+            if x.isNaN { nans += 1; continue }
+            let t = sum + x
+            if Swift.abs(sum) >= Swift.abs(x) { comp += (sum - t) + x } else { comp += (x - t) + sum }
+            sum = t
+            if x < mn { mn = x }
+            if x > mx { mx = x }
+        }
+        partial.sum = sum
+        partial.compensation = comp
+        partial.min = mn
+        partial.max = mx
+        partial.nans += nans
+        partial.count += UInt64(values.count)
+        if bins > 0 {
+            partial.histogram.withUnsafeMutableBufferPointer { h in
+                for x in values where x >= low && x <= high {
+                    var b = Int((x - low) * scale)
+                    if b >= bins { b = bins - 1 }
+                    h[b] += 1
+                }
+            }
+        }
+    }
+}
+
+/// Counter-based generators: x_i depends only on (seed, i), so any shard computes its own range.
+public enum Generator {
+    /// SplitMix64 finaliser.
+    @inline(__always)
+    public static func mix(_ z0: UInt64) -> UInt64 {
+        var z = z0
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) from (seed, counter).
+    @inline(__always)
+    public static func unit(seed: UInt64, _ counter: UInt64) -> Double {
+        Double(mix(seed &+ (counter &+ 1) &* 0x9E3779B97F4A7C15) >> 11) * 0x1p-53
+    }
+
+    public static func value(_ source: DataSource, _ i: UInt64) -> Double {
+        switch source {
+        case .npy: return .nan
+        case .range(_, let a, let step): return a + Double(i) * step
+        case .uniform(_, let seed, let lo, let hi): return lo + (hi - lo) * unit(seed: seed, i)
+        case .normal(_, let seed, let mean, let std):
+            let u1 = 1 - unit(seed: seed, 2 &* i)          // (0, 1]
+            let u2 = unit(seed: seed, 2 &* i &+ 1)
+            return mean + std * (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+        }
+    }
+
+    public static func fill(_ source: DataSource, from first: UInt64, into out: UnsafeMutableBufferPointer<Double>) {
+        switch source {
+        case .range(_, let a, let step):
+            for k in out.indices { out[k] = a + Double(first + UInt64(k)) * step }
+        case .uniform(_, let seed, let lo, let hi):
+            let w = hi - lo
+            for k in out.indices { out[k] = lo + w * unit(seed: seed, first + UInt64(k)) }
+        default:
+            for k in out.indices { out[k] = value(source, first + UInt64(k)) }
+        }
+    }
+}
+
+/// Open `.npy` files by path, so consecutive shards of one job do not re-open and re-parse the header.
+/// Not thread-safe: one per compute thread.
+public final class NpyFileCache {
+    private var files: [String: (file: NpyFile, identity: [Int])] = [:]
+    private var order: [String] = []
+    private let capacity: Int
+
+    public init(capacity: Int = 8) { self.capacity = capacity }
+
+    /// The open file, re-opened when the path now names a different or modified file.
+    public func file(_ path: String) throws -> NpyFile {
+        var st = stat()
+        let identity = stat(path, &st) == 0
+            ? [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)] : []
+        if let cached = files[path], cached.identity == identity, !identity.isEmpty { return cached.file }
+        let f = try NpyFile(path: path)
+        if files[path] == nil { order.append(path) }
+        files[path] = (f, identity)
+        if order.count > capacity { files[order.removeFirst()] = nil }
+        return f
+    }
+}

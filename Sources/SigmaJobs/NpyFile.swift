@@ -1,0 +1,201 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `.npy` file could not be used: which file and what was wrong.
+public struct DataError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let path: String
+    public let problem: String
+    public init(path: String, problem: String) {
+        self.path = path
+        self.problem = problem
+    }
+    public var description: String { "\(path): \(problem)" }
+}
+
+/// The header of a `.npy` file (format versions 1.0, 2.0, 3.0), validated against the file size.
+public struct NpyHeader: Sendable, Equatable {
+    public enum DType: String, Sendable { case float32 = "f4", float64 = "f8" }
+    public let dtype: DType
+    public let bigEndian: Bool
+    public let shape: [Int]
+    /// Byte offset of the first value.
+    public let dataOffset: Int
+
+    public var rows: Int { shape.first ?? 1 }
+    /// Values per row (1 for 1-D arrays).
+    public var columns: Int { shape.count == 2 ? shape[1] : 1 }
+    public var itemSize: Int { dtype == .float32 ? 4 : 8 }
+    public var dataBytes: Int { rows * columns * itemSize }
+
+    /// Parses the header from the first bytes of a file of `fileSize` bytes.
+    public static func parse(_ bytes: [UInt8], fileSize: Int, path: String) throws -> NpyHeader {
+        func fail(_ p: String) -> DataError { DataError(path: path, problem: p) }
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw fail("not a .npy file (bad magic)") }
+        let major = bytes[6]
+        let headerLen: Int, start: Int
+        switch major {
+        case 1:
+            headerLen = Int(bytes[8]) | Int(bytes[9]) << 8
+            start = 10
+        case 2, 3:
+            guard bytes.count >= 12 else { throw fail("truncated header") }
+            headerLen = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+            start = 12
+        default:
+            throw fail("unsupported .npy format version \(major).\(bytes[7])")
+        }
+        guard headerLen <= 1 << 20 else { throw fail("header length \(headerLen) is implausible") }
+        guard bytes.count >= start + headerLen else { throw fail("truncated header: \(headerLen) bytes declared, file has \(max(0, bytes.count - start))") }
+        let text = String(decoding: bytes[start..<start + headerLen], as: UTF8.self)
+        guard let descr = Self.value(of: "descr", in: text) else { throw fail("header has no 'descr'") }
+        let d = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\" "))
+        let big: Bool
+        let code: Substring
+        switch d.first {
+        case "<", "|", "=": big = false; code = d.dropFirst()
+        case ">": big = true; code = d.dropFirst()
+        default: big = false; code = Substring(d)
+        }
+        guard let dtype = DType(rawValue: String(code)) else {
+            throw fail("dtype '\(d)' is not supported; map-reduce reads float32 ('<f4') or float64 ('<f8')")
+        }
+        let fortran = Self.value(of: "fortran_order", in: text)?.trimmingCharacters(in: .whitespaces) == "True"
+        guard let shapeText = Self.tuple(of: "shape", in: text) else { throw fail("header has no 'shape'") }
+        var shape: [Int] = []
+        for part in shapeText.split(separator: ",") {
+            let t = part.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty { continue }
+            guard let v = Int(t), v >= 0 else { throw fail("bad shape entry '\(t)'") }
+            shape.append(v)
+        }
+        guard shape.count == 1 || shape.count == 2 else {
+            throw fail("shape \(shape) has \(shape.count) dimensions; map-reduce reads 1-D or 2-D arrays")
+        }
+        if fortran && shape.count == 2 && shape[0] > 1 && shape[1] > 1 {
+            throw fail("Fortran-ordered 2-D arrays are not supported; save with C order (np.ascontiguousarray)")
+        }
+        let header = NpyHeader(dtype: dtype, bigEndian: big, shape: shape, dataOffset: start + headerLen)
+        let (prod, o1) = header.rows.multipliedReportingOverflow(by: header.columns)
+        let (need, o2) = prod.multipliedReportingOverflow(by: header.itemSize)
+        guard !o1, !o2 else { throw fail("shape \(shape) is too large") }
+        guard fileSize >= header.dataOffset + need else {
+            throw fail("truncated: shape \(shape) of \(dtype.rawValue) needs \(need) data bytes, file has \(max(0, fileSize - header.dataOffset))")
+        }
+        return header
+    }
+
+    private static func value(of key: String, in text: String) -> String? {
+        guard let r = text.range(of: "'\(key)'") else { return nil }
+        var rest = text[r.upperBound...]
+        guard let colon = rest.firstIndex(of: ":") else { return nil }
+        rest = rest[rest.index(after: colon)...]
+        let end = rest.firstIndex(of: ",") ?? rest.firstIndex(of: "}") ?? rest.endIndex
+        return String(rest[..<end]).trimmingCharacters(in: .whitespaces)
+    }
+
+    private static func tuple(of key: String, in text: String) -> String? {
+        guard let r = text.range(of: "'\(key)'") else { return nil }
+        let rest = text[r.upperBound...]
+        guard let open = rest.firstIndex(of: "("), let close = rest[open...].firstIndex(of: ")") else { return nil }
+        return String(rest[rest.index(after: open)..<close])
+    }
+}
+
+/// Reads row ranges of a `.npy` file with `pread`, so workers touch only their shard.
+public final class NpyFile {
+    public let path: String
+    public let header: NpyHeader
+    private let fd: Int32
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        self.fd = fd
+        guard fd >= 0 else { throw DataError(path: path, problem: "cannot open: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            throw DataError(path: path, problem: "cannot stat")
+        }
+        var head = [UInt8](repeating: 0, count: min(Int(st.st_size), 4096))
+        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        if got < head.count { head = Array(head.prefix(max(0, got))) }
+        do {
+            var h = try NpyHeader.parse(head, fileSize: Int(st.st_size), path: path)
+            if h.dataOffset > head.count {   // very long header: read it whole
+                var big = [UInt8](repeating: 0, count: h.dataOffset)
+                _ = big.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+                h = try NpyHeader.parse(big, fileSize: Int(st.st_size), path: path)
+            }
+            header = h
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Reads rows `[start, start+count)` and converts them to Float64 into `out` (rows × columns values).
+    public func readRows(start: Int, count: Int, into out: UnsafeMutableBufferPointer<Double>) throws {
+        guard start >= 0, count >= 0, start + count <= header.rows else {
+            throw DataError(path: path, problem: "rows \(start)..<\(start + count) are outside 0..<\(header.rows)")
+        }
+        let n = count * header.columns
+        precondition(out.count >= n)
+        let bytes = n * header.itemSize
+        let offset = header.dataOffset + start * header.columns * header.itemSize
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
+        defer { raw.deallocate() }
+        var done = 0
+        while done < bytes {
+            let r = pread(fd, raw + done, bytes - done, off_t(offset + done))
+            if r < 0 && errno == EINTR { continue }
+            guard r > 0 else { throw DataError(path: path, problem: "short read at byte \(offset + done) (file changed?)") }
+            done += r
+        }
+        switch header.dtype {
+        case .float32:
+            let p = raw.assumingMemoryBound(to: UInt32.self)
+            if header.bigEndian {
+                for i in 0..<n { out[i] = Double(Float(bitPattern: UInt32(bigEndian: p[i]))) }
+            } else {
+                for i in 0..<n { out[i] = Double(Float(bitPattern: p[i])) }
+            }
+        case .float64:
+            let p = raw.assumingMemoryBound(to: UInt64.self)
+            if header.bigEndian {
+                for i in 0..<n { out[i] = Double(bitPattern: UInt64(bigEndian: p[i])) }
+            } else {
+                for i in 0..<n { out[i] = Double(bitPattern: p[i]) }
+            }
+        }
+    }
+
+    /// Writes a little-endian `.npy` (format 1.0) file; used by tests, benchmarks and the demo.
+    public static func write(path: String, float64 values: [Double], shape: [Int]? = nil) throws {
+        try write(path: path, descr: "<f8", count: values.count, shape: shape ?? [values.count]) { values.withUnsafeBytes { Data($0) } }
+    }
+
+    public static func write(path: String, float32 values: [Float], shape: [Int]? = nil) throws {
+        try write(path: path, descr: "<f4", count: values.count, shape: shape ?? [values.count]) { values.withUnsafeBytes { Data($0) } }
+    }
+
+    private static func write(path: String, descr: String, count: Int, shape: [Int], body: () -> Data) throws {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
+        while (10 + dict.utf8.count + 1) % 64 != 0 { dict += " " }
+        dict += "\n"
+        var data = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
+        let n = UInt16(dict.utf8.count)
+        data.append(UInt8(n & 0xFF)); data.append(UInt8(n >> 8))
+        data.append(contentsOf: Array(dict.utf8))
+        data.append(body())
+        guard FileManager.default.createFile(atPath: path, contents: data) else {
+            throw DataError(path: path, problem: "cannot write")
+        }
+    }
+}

@@ -1,0 +1,116 @@
+/// Little-endian binary writer for headers and compact payloads.
+public struct ByteWriter {
+    public private(set) var bytes: [UInt8]
+
+    public init(capacity: Int = 64) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func u16(_ v: UInt16) { append(v) }
+    public mutating func u32(_ v: UInt32) { append(v) }
+    public mutating func u64(_ v: UInt64) { append(v) }
+    public mutating func i64(_ v: Int64) { append(UInt64(bitPattern: v)) }
+    public mutating func f64(_ v: Double) { append(v.bitPattern) }
+    public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
+
+    /// u16 length + UTF-8 bytes (truncated at 65,535 bytes).
+    public mutating func string(_ s: String) {
+        var utf8 = Array(s.utf8)
+        if utf8.count > Int(UInt16.max) { utf8 = Array(utf8.prefix(Int(UInt16.max))) }
+        u16(UInt16(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+
+    /// u32 length + raw bytes.
+    public mutating func blob(_ b: [UInt8]) {
+        u32(UInt32(b.count))
+        bytes.append(contentsOf: b)
+    }
+
+    public mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+
+    private mutating func append<T: FixedWidthInteger>(_ v: T) {
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+}
+
+/// A field could not be read: what was being read and why.
+public struct ByteReadError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let field: String
+    public let problem: String
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+    public var description: String { "\(field): \(problem)" }
+}
+
+/// Bounds-checked little-endian reader; every read names the field it reads so errors say what was truncated.
+public struct ByteReader {
+    public let buffer: UnsafeRawBufferPointer
+    public private(set) var offset: Int = 0
+
+    public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    public var remaining: Int { buffer.count - offset }
+
+    private mutating func take<T: FixedWidthInteger>(_: T.Type, _ field: String) throws -> T {
+        let n = MemoryLayout<T>.size
+        guard remaining >= n else {
+            throw ByteReadError(field: field, problem: "truncated: needs \(n) bytes, \(remaining) left")
+        }
+        let v = buffer.loadUnaligned(fromByteOffset: offset, as: T.self)
+        offset += n
+        return T(littleEndian: v)
+    }
+
+    public mutating func u8(_ field: String) throws -> UInt8 { try take(UInt8.self, field) }
+    public mutating func u16(_ field: String) throws -> UInt16 { try take(UInt16.self, field) }
+    public mutating func u32(_ field: String) throws -> UInt32 { try take(UInt32.self, field) }
+    public mutating func u64(_ field: String) throws -> UInt64 { try take(UInt64.self, field) }
+    public mutating func i64(_ field: String) throws -> Int64 { Int64(bitPattern: try take(UInt64.self, field)) }
+    public mutating func f64(_ field: String) throws -> Double { Double(bitPattern: try take(UInt64.self, field)) }
+    public mutating func bool(_ field: String) throws -> Bool {
+        let b = try u8(field)
+        guard b <= 1 else { throw ByteReadError(field: field, problem: "expected 0 or 1, got \(b)") }
+        return b == 1
+    }
+
+    public mutating func string(_ field: String) throws -> String {
+        let n = Int(try u16(field + ".length"))
+        guard remaining >= n else {
+            throw ByteReadError(field: field, problem: "truncated: string of \(n) bytes, \(remaining) left")
+        }
+        let s = String(decoding: UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]), as: UTF8.self)
+        offset += n
+        return s
+    }
+
+    public mutating func blob(_ field: String, limit: Int) throws -> [UInt8] {
+        let n = Int(try u32(field + ".length"))
+        guard n <= limit else { throw ByteReadError(field: field, problem: "\(n) bytes exceeds the limit of \(limit)") }
+        guard remaining >= n else {
+            throw ByteReadError(field: field, problem: "truncated: \(n) bytes declared, \(remaining) left")
+        }
+        let b = Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))
+        offset += n
+        return b
+    }
+
+    /// Throws if bytes are left over: a message must be exactly as long as its fields.
+    public func finish(_ what: String) throws {
+        guard remaining == 0 else { throw ByteReadError(field: what, problem: "\(remaining) unexpected trailing bytes") }
+    }
+}
+
+extension Frame {
+    /// Reads the frame with a `ByteReader`.
+    public func read<R>(_ body: (inout ByteReader) throws -> R) throws -> R {
+        try withUnsafeBytes { buf in
+            var r = ByteReader(buf)
+            return try body(&r)
+        }
+    }
+}

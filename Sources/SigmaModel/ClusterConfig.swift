@@ -1,0 +1,73 @@
+import Foundation
+import Yams
+
+/// `cluster.yaml`: defaults for every command; command-line flags override it.
+public struct ClusterConfig: Sendable, Equatable {
+    /// Address the coordinator binds (loopback unless told otherwise).
+    public var listen = "127.0.0.1"
+    /// Port of the coordinator's ROUTER socket (workers and clients).
+    public var port = 7700
+    /// milliseconds
+    public var heartbeatInterval = 1000
+    public var liveness = 3
+    /// Where workers and clients find the coordinator.
+    public var coordinator = "tcp://127.0.0.1:7700"
+    /// Compute threads per worker (0: one per core).
+    public var workerThreads = 0
+    /// Largest payload frame accepted, bytes.
+    public var maxFrame = 256 * 1024 * 1024
+
+    public init() {}
+
+    public static func load(path: String) throws -> ClusterConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SpecError(field: "(file)", problem: "cannot read config file '\(path)'")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), file: path)
+    }
+
+    public static func parse(_ text: String, file: String = "cluster.yaml") throws -> ClusterConfig {
+        var c = ClusterConfig()
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw SpecError(field: "\(file)", problem: "not valid YAML: \(error)")
+        }
+        guard let root = node?.mapping else { return c }
+        var top = Fields(root, path: "\(file): ")
+        if let n = top.take("coordinator") {
+            guard let m = n.mapping else { throw SpecError(field: "\(file): coordinator", problem: "expected a mapping") }
+            var f = Fields(m, path: "\(file): coordinator.")
+            if let v = try f.optionalString("listen") { c.listen = v }
+            if let v = try f.optionalUInt("port") {
+                guard v >= 1, v <= 65535 else { throw SpecError(field: "\(file): coordinator.port", problem: "must be 1…65535, got \(v)") }
+                c.port = Int(v)
+            }
+            if let v = try f.optionalString("endpoint") { c.coordinator = v } else { c.coordinator = "tcp://\(c.listen == "0.0.0.0" ? "127.0.0.1" : c.listen):\(c.port)" }
+            if let v = try f.optionalUInt("heartbeat_interval_ms") {
+                guard v >= 10, v <= 600_000 else { throw SpecError(field: "\(file): coordinator.heartbeat_interval_ms", problem: "must be 10…600000, got \(v)") }
+                c.heartbeatInterval = Int(v)
+            }
+            if let v = try f.optionalUInt("liveness") {
+                guard v >= 1, v <= 100 else { throw SpecError(field: "\(file): coordinator.liveness", problem: "must be 1…100, got \(v)") }
+                c.liveness = Int(v)
+            }
+            if let v = try f.optionalUInt("max_frame_bytes") {
+                guard v >= 1024, v <= 1 << 31 else { throw SpecError(field: "\(file): coordinator.max_frame_bytes", problem: "must be 1024…2^31, got \(v)") }
+                c.maxFrame = Int(v)
+            }
+            try f.rejectUnknown()
+        }
+        if let n = top.take("worker") {
+            guard let m = n.mapping else { throw SpecError(field: "\(file): worker", problem: "expected a mapping") }
+            var f = Fields(m, path: "\(file): worker.")
+            if let v = try f.optionalUInt("threads") {
+                guard v <= 1024 else { throw SpecError(field: "\(file): worker.threads", problem: "at most 1024, got \(v)") }
+                c.workerThreads = Int(v)
+            }
+            if let v = try f.optionalString("join") { c.coordinator = v }
+            try f.rejectUnknown()
+        }
+        try top.rejectUnknown()
+        return c
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+
+/// One ZeroMQ message part. Immutable, reference-counted bytes that can be handed to the transport without a
+/// copy: the memory is either owned here (allocated and freed by `Frame`) or lent by someone else (a received
+/// `zmq_msg_t`) and returned through `release` when the last reference goes away.
+public struct Frame: Sendable {
+    @usableFromInline let storage: Storage
+
+    public final class Storage: @unchecked Sendable {
+        // Immutable after init; safe to share between threads.
+        public let base: UnsafeRawPointer?
+        public let count: Int
+        let release: (@Sendable (UnsafeRawPointer?) -> Void)?
+
+        init(base: UnsafeRawPointer?, count: Int, release: (@Sendable (UnsafeRawPointer?) -> Void)?) {
+            self.base = base
+            self.count = count
+            self.release = release
+        }
+
+        deinit { release?(base) }
+    }
+
+    /// Copies `bytes`.
+    public init(_ bytes: [UInt8]) {
+        self = Frame(count: bytes.count) { buffer in
+            bytes.withUnsafeBytes { src in
+                if let s = src.baseAddress, let d = buffer.baseAddress { d.copyMemory(from: s, byteCount: src.count) }
+            }
+        }
+    }
+
+    /// Copies `bytes`.
+    public init(_ bytes: UnsafeRawBufferPointer) {
+        self = Frame(count: bytes.count) { buffer in
+            if let s = bytes.baseAddress, let d = buffer.baseAddress { d.copyMemory(from: s, byteCount: bytes.count) }
+        }
+    }
+
+    /// Allocates `count` bytes and lets `fill` write them (the whole buffer must be initialised).
+    public init(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+        if count == 0 {
+            storage = Storage(base: nil, count: 0, release: nil)
+            return
+        }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
+        do {
+            try fill(UnsafeMutableRawBufferPointer(start: p, count: count))
+        } catch {
+            p.deallocate()
+            throw error
+        }
+        storage = Storage(base: UnsafeRawPointer(p), count: count) { $0.map { UnsafeMutableRawPointer(mutating: $0).deallocate() } }
+    }
+
+    /// Wraps memory owned elsewhere; `release` runs once, when the last copy of this frame is gone.
+    public init(borrowing base: UnsafeRawPointer?, count: Int, release: @escaping @Sendable (UnsafeRawPointer?) -> Void) {
+        storage = Storage(base: base, count: count, release: release)
+    }
+
+    public static let empty = Frame(count: 0) { _ in }
+
+    public var count: Int { storage.count }
+    public var isEmpty: Bool { storage.count == 0 }
+
+    @inlinable
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: storage.base, count: storage.count))
+    }
+
+    /// A copy of the bytes as an array.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Keeps the storage alive; used by the transport for zero-copy sends.
+    public var retainedStorage: Storage { storage }
+}
+
+extension Frame: Equatable {
+    public static func == (a: Frame, b: Frame) -> Bool {
+        a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
+    }
+}
+
+extension Frame: CustomStringConvertible {
+    public var description: String { "Frame(\(count) bytes)" }
+}
+
+/// Compresses payload frames (the transport provides LZ4). Pure functions; safe from any thread.
+public protocol PayloadCompressor: Sendable {
+    /// The compressed frame, or nil when compression does not pay for this frame.
+    func compress(_ frame: Frame) -> Frame?
+    /// Inverse of `compress`; throws (never crashes) on corrupt input or output larger than `limit` bytes.
+    func decompress(_ frame: Frame, limit: Int) throws -> Frame
+}

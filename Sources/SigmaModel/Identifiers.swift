@@ -1,0 +1,35 @@
+/// A job, numbered by the coordinator from 1.
+public typealias JobID = UInt64
+/// A shard's index within its job, from 0.
+public typealias ShardIndex = UInt32
+/// An attempt number for a shard, from 1; a retry or re-run gets the next one.
+public typealias Attempt = UInt32
+
+/// A ZeroMQ routing identity: who sent a message to the coordinator's ROUTER socket.
+public struct PeerID: Hashable, Sendable, CustomStringConvertible {
+    public let bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public var description: String {
+        bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
+}
+
+/// Where a job stands.
+public enum JobState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case queued = 0, running = 1, completed = 2, failed = 3, cancelled = 4
+
+    public var description: String {
+        switch self {
+        case .queued: "queued"
+        case .running: "running"
+        case .completed: "completed"
+        case .failed: "failed"
+        case .cancelled: "cancelled"
+        }
+    }
+
+    public var isFinal: Bool { self == .completed || self == .failed || self == .cancelled }
+}
+
+/// Monotonic time in nanoseconds, as read by a shell and passed into a pure core.
+public typealias Nanos = UInt64

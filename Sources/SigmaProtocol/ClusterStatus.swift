@@ -1,0 +1,118 @@
+import SigmaModel
+
+/// What `sigma status` shows: a snapshot of the coordinator's workers and jobs.
+public struct ClusterStatus: Sendable, Equatable {
+    public struct Worker: Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var host: String
+        public var cores: UInt16
+        public var slots: UInt32
+        /// ready, busy, draining, dead
+        public var state: String
+        public var inFlight: UInt32
+        /// Smoothed heartbeat round trip, nanoseconds (0 until measured).
+        public var rtt: UInt64
+        /// Nanoseconds since the last message from this worker.
+        public var lastSeen: UInt64
+        public var shardsDone: UInt64
+        public init(id: String, name: String, host: String, cores: UInt16, slots: UInt32, state: String, inFlight: UInt32,
+                    rtt: UInt64, lastSeen: UInt64, shardsDone: UInt64) {
+            self.id = id
+            self.name = name
+            self.host = host
+            self.cores = cores
+            self.slots = slots
+            self.state = state
+            self.inFlight = inFlight
+            self.rtt = rtt
+            self.lastSeen = lastSeen
+            self.shardsDone = shardsDone
+        }
+    }
+
+    public struct Job: Sendable, Equatable {
+        public var id: JobID
+        public var name: String
+        public var kind: String
+        public var state: JobState
+        public var done: UInt32
+        public var total: UInt32
+        public var running: UInt32
+        public var reruns: UInt32
+        public var duplicates: UInt32
+        /// nanoseconds since submission (until the end for finished jobs)
+        public var elapsed: UInt64
+        public var error: String
+        public init(id: JobID, name: String, kind: String, state: JobState, done: UInt32, total: UInt32, running: UInt32,
+                    reruns: UInt32, duplicates: UInt32, elapsed: UInt64, error: String) {
+            self.id = id
+            self.name = name
+            self.kind = kind
+            self.state = state
+            self.done = done
+            self.total = total
+            self.running = running
+            self.reruns = reruns
+            self.duplicates = duplicates
+            self.elapsed = elapsed
+            self.error = error
+        }
+    }
+
+    public var build: String
+    /// nanoseconds since the coordinator started
+    public var uptime: UInt64
+    public var workers: [Worker]
+    public var jobs: [Job]
+    public var queuedShards: UInt32
+
+    public init(build: String = sigmaBuild, uptime: UInt64, workers: [Worker], jobs: [Job], queuedShards: UInt32) {
+        self.build = build
+        self.uptime = uptime
+        self.workers = workers
+        self.jobs = jobs
+        self.queuedShards = queuedShards
+    }
+
+    public func encode(into w: inout ByteWriter) {
+        w.string(build); w.u64(uptime); w.u32(queuedShards)
+        w.u32(UInt32(workers.count))
+        for x in workers {
+            w.string(x.id); w.string(x.name); w.string(x.host); w.u16(x.cores); w.u32(x.slots); w.string(x.state)
+            w.u32(x.inFlight); w.u64(x.rtt); w.u64(x.lastSeen); w.u64(x.shardsDone)
+        }
+        w.u32(UInt32(jobs.count))
+        for j in jobs {
+            w.u64(j.id); w.string(j.name); w.string(j.kind); w.u8(j.state.rawValue); w.u32(j.done); w.u32(j.total)
+            w.u32(j.running); w.u32(j.reruns); w.u32(j.duplicates); w.u64(j.elapsed); w.string(j.error)
+        }
+    }
+
+    public static func decode(from r: inout ByteReader) throws -> ClusterStatus {
+        let build = try r.string("status.build")
+        let uptime = try r.u64("status.uptime")
+        let queued = try r.u32("status.queued")
+        let nw = try r.u32("status.workers")
+        guard Int(nw) <= r.remaining / 40 + 1 else { throw ByteReadError(field: "status.workers", problem: "count \(nw) exceeds the message") }
+        var workers: [Worker] = []
+        for _ in 0..<nw {
+            workers.append(Worker(id: try r.string("worker.id"), name: try r.string("worker.name"), host: try r.string("worker.host"),
+                                  cores: try r.u16("worker.cores"), slots: try r.u32("worker.slots"), state: try r.string("worker.state"),
+                                  inFlight: try r.u32("worker.inflight"), rtt: try r.u64("worker.rtt"),
+                                  lastSeen: try r.u64("worker.lastseen"), shardsDone: try r.u64("worker.done")))
+        }
+        let nj = try r.u32("status.jobs")
+        guard Int(nj) <= r.remaining / 40 + 1 else { throw ByteReadError(field: "status.jobs", problem: "count \(nj) exceeds the message") }
+        var jobs: [Job] = []
+        for _ in 0..<nj {
+            let id = try r.u64("job.id"), name = try r.string("job.name"), kind = try r.string("job.kind")
+            let sv = try r.u8("job.state")
+            guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "job.state", problem: "unknown state \(sv)") }
+            jobs.append(Job(id: id, name: name, kind: kind, state: state, done: try r.u32("job.done"), total: try r.u32("job.total"),
+                            running: try r.u32("job.running"), reruns: try r.u32("job.reruns"), duplicates: try r.u32("job.duplicates"),
+                            elapsed: try r.u64("job.elapsed"), error: try r.string("job.error")))
+        }
+        return ClusterStatus(build: build, uptime: uptime, workers: workers, jobs: jobs, queuedShards: queued)
+    }
+}

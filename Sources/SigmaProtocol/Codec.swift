@@ -1,0 +1,232 @@
+import SigmaModel
+
+/// Size limits every peer enforces on what it receives (docs/protocol.md §5).
+public struct ProtocolLimits: Sendable, Equatable {
+    /// Largest header frame, bytes.
+    public var maxHeader: Int = 64 * 1024
+    /// Largest payload frame, bytes, before and after decompression.
+    public var maxPayload: Int = 256 * 1024 * 1024
+    /// Most frames in one message (header + payloads).
+    public var maxFrames: Int = 2
+    public init() {}
+    public static let standard = ProtocolLimits()
+}
+
+/// Why a message was rejected, and what error reply it earns.
+public struct DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var code: ErrorReply.Code
+    public var type: MessageType?
+    public var message: String
+    public init(_ code: ErrorReply.Code, _ type: MessageType?, _ message: String) {
+        self.code = code
+        self.type = type
+        self.message = message
+    }
+    public var description: String { (type.map { "\($0.name): " } ?? "") + message }
+}
+
+/// Header frame layout: `signature 0x53 ('S') | version u8 | type u8 | flags u8 | body…` (little-endian fields).
+public enum Codec {
+    public static let signature: UInt8 = 0x53
+    /// flags bit 0: payload frames are LZ4 blocks prefixed by their u32 decompressed size.
+    public static let flagCompressed: UInt8 = 0x01
+    /// Payloads below this size are never compressed, bytes.
+    public static let compressionThreshold = 4096
+
+    // MARK: encode
+
+    public static func encode(_ m: Message, compressor: (any PayloadCompressor)? = nil) -> [Frame] {
+        var w = ByteWriter(capacity: 64)
+        w.u8(signature); w.u8(sigmaProtocolVersion); w.u8(m.type.rawValue); w.u8(0)
+        var payload: Frame? = nil
+        switch m {
+        case .hello(let h):
+            w.string(h.build); w.u16(h.cores); w.u32(h.slots); w.u64(h.memory); w.string(h.host); w.string(h.name)
+            w.string(h.instance); w.string(h.features)
+        case .ready(let r):
+            w.string(r.workerID); w.u32(r.heartbeatInterval); w.u16(r.liveness); w.string(r.build)
+        case .heartbeat(let h):
+            w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued)
+        case .assign(let a):
+            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count)
+            if let s = a.spec { payload = Frame(s.encoded) }
+        case .result(let r):
+            w.u64(r.job); w.u32(r.shard); w.u32(r.attempt); w.u8(r.status.rawValue); w.u64(r.computeTime); w.string(r.error)
+            if !r.payload.isEmpty { payload = r.payload }
+        case .cancel(let c):
+            w.u64(c.job); w.u32(c.shard); w.u32(c.attempt)
+        case .disconnect(let reason):
+            w.string(reason)
+        case .error(let e):
+            w.u16(e.code); w.u64(e.request); w.string(e.message)
+        case .submit(let s):
+            w.u64(s.request); w.u8(s.options.rawValue)
+            payload = Frame(s.spec.encoded)
+        case .accept(let a):
+            w.u64(a.request); w.u64(a.job); w.u32(a.shards)
+        case .status(let req):
+            w.u64(req)
+        case .statusReply(let req, let st):
+            w.u64(req)
+            var pw = ByteWriter(capacity: 256)
+            st.encode(into: &pw)
+            payload = Frame(pw.bytes)
+        case .watch(let req, let job), .fetch(let req, let job):
+            w.u64(req); w.u64(job)
+        case .progress(let p):
+            w.u64(p.request); w.u64(p.job); w.u8(p.state.rawValue); w.u32(p.done); w.u32(p.total); w.u32(p.running); w.u32(p.reruns)
+        case .jobResult(let o):
+            w.u64(o.request); w.u64(o.job); w.u8(o.state.rawValue); w.string(o.error); w.u32(o.shards); w.u32(o.duplicates)
+            w.u32(o.reruns); w.u64(o.elapsed)
+            if !o.payload.isEmpty { payload = o.payload }
+        }
+        var header = w.bytes
+        guard let p = payload else { return [Frame(header)] }
+        if let c = compressor, p.count >= compressionThreshold, let z = c.compress(p) {
+            header[3] |= flagCompressed
+            return [Frame(header), z]
+        }
+        return [Frame(header), p]
+    }
+
+    // MARK: decode
+
+    /// Decodes one message; every rejection is a `DecodeError` naming the problem (never a crash).
+    public static func decode(_ frames: [Frame], limits: ProtocolLimits = .standard,
+                              compressor: (any PayloadCompressor)? = nil) throws -> Message {
+        guard let first = frames.first, !first.isEmpty else { throw DecodeError(.badRequest, nil, "empty message") }
+        guard frames.count <= limits.maxFrames else {
+            throw DecodeError(.tooLarge, nil, "\(frames.count) frames; at most \(limits.maxFrames) allowed")
+        }
+        guard first.count <= limits.maxHeader else {
+            throw DecodeError(.tooLarge, nil, "header frame of \(first.count) bytes exceeds the limit of \(limits.maxHeader)")
+        }
+        for (i, f) in frames.enumerated().dropFirst() where f.count > limits.maxPayload {
+            throw DecodeError(.tooLarge, nil, "frame \(i) of \(f.count) bytes exceeds the limit of \(limits.maxPayload)")
+        }
+        return try first.withUnsafeBytes { buf -> Message in
+            var r = ByteReader(buf)
+            func field<T>(_ t: MessageType?, _ body: () throws -> T) throws -> T {
+                do { return try body() } catch let e as ByteReadError {
+                    throw DecodeError(.badRequest, t, "malformed \(e)")
+                } catch let e as SpecError {
+                    throw DecodeError(.invalidSpec, t, "\(e)")
+                }
+            }
+            let sig = try field(nil) { try r.u8("signature") }
+            guard sig == signature else {
+                throw DecodeError(.badRequest, nil, "bad signature byte 0x\(String(sig, radix: 16)); not a Sigma message")
+            }
+            let version = try field(nil) { try r.u8("version") }
+            let code = try field(nil) { try r.u8("type") }
+            let type = MessageType(rawValue: code)
+            guard version == sigmaProtocolVersion else {
+                throw DecodeError(.versionNotSupported, type,
+                                  "protocol version \(version) is not supported; this peer speaks version \(sigmaProtocolVersion)")
+            }
+            guard let t = type else {
+                throw DecodeError(.badRequest, nil, "unknown message type 0x\(String(code, radix: 16))")
+            }
+            let flags = try field(t) { try r.u8("flags") }
+            guard flags & ~flagCompressed == 0 else {
+                throw DecodeError(.badRequest, t, "unknown flag bits 0x\(String(flags, radix: 16))")
+            }
+            // Payload frame (at most one in v1), decompressed if flagged.
+            var payload: Frame? = frames.count > 1 ? frames[1] : nil
+            if flags & flagCompressed != 0 {
+                guard let z = payload else { throw DecodeError(.badRequest, t, "compressed flag set but no payload frame") }
+                guard let c = compressor else { throw DecodeError(.badRequest, t, "compressed payload, but this peer has no decompressor") }
+                do {
+                    payload = try c.decompress(z, limit: limits.maxPayload)
+                } catch {
+                    throw DecodeError(.badRequest, t, "payload does not decompress: \(error)")
+                }
+            }
+            func noPayload() throws {
+                if payload != nil { throw DecodeError(.badRequest, t, "unexpected payload frame") }
+            }
+            func requirePayload(_ what: String) throws -> Frame {
+                guard let p = payload else { throw DecodeError(.badRequest, t, "missing payload frame (\(what))") }
+                return p
+            }
+            let m: Message = try field(t) {
+                switch t {
+                case .hello:
+                    try noPayload()
+                    return .hello(Hello(build: try r.string("build"), cores: try r.u16("cores"), slots: try r.u32("slots"),
+                                        memory: try r.u64("memory"), host: try r.string("host"), name: try r.string("name"),
+                                        instance: try r.string("instance"), features: try r.string("features")))
+                case .ready:
+                    try noPayload()
+                    return .ready(Ready(workerID: try r.string("worker"), heartbeatInterval: try r.u32("interval"),
+                                        liveness: try r.u16("liveness"), build: try r.string("build")))
+                case .heartbeat:
+                    try noPayload()
+                    return .heartbeat(Heartbeat(sent: try r.u64("sent"), echo: try r.u64("echo"), held: try r.u64("held"),
+                                                running: try r.u32("running"), queued: try r.u32("queued")))
+                case .assign:
+                    var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),
+                                   start: try r.u64("start"), count: try r.u64("count"))
+                    if let p = payload { a.spec = try p.withUnsafeBytes { try JobSpec.decode($0) } }
+                    return .assign(a)
+                case .result:
+                    let job = try r.u64("job"), shard = try r.u32("shard"), attempt = try r.u32("attempt")
+                    let sv = try r.u8("status")
+                    guard let status = ShardResult.Status(rawValue: sv) else {
+                        throw ByteReadError(field: "status", problem: "unknown status \(sv)")
+                    }
+                    return .result(ShardResult(job: job, shard: shard, attempt: attempt, status: status,
+                                               computeTime: try r.u64("compute"), error: try r.string("error"),
+                                               payload: payload ?? .empty))
+                case .cancel:
+                    try noPayload()
+                    return .cancel(Cancel(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt")))
+                case .disconnect:
+                    try noPayload()
+                    return .disconnect(reason: try r.string("reason"))
+                case .error:
+                    try noPayload()
+                    return .error(ErrorReply(rawCode: try r.u16("code"), request: try r.u64("request"), message: try r.string("message")))
+                case .submit:
+                    let req = try r.u64("request"), opts = SubmitOptions(rawValue: try r.u8("options"))
+                    let spec = try requirePayload("job spec").withUnsafeBytes { try JobSpec.decode($0) }
+                    return .submit(Submit(request: req, options: opts, spec: spec))
+                case .accept:
+                    try noPayload()
+                    return .accept(Accept(request: try r.u64("request"), job: try r.u64("job"), shards: try r.u32("shards")))
+                case .status:
+                    try noPayload()
+                    return .status(request: try r.u64("request"))
+                case .statusReply:
+                    let req = try r.u64("request")
+                    let st = try requirePayload("status").read { pr in
+                        let s = try ClusterStatus.decode(from: &pr)
+                        try pr.finish("status")
+                        return s
+                    }
+                    return .statusReply(request: req, st)
+                case .watch:
+                    try noPayload()
+                    return .watch(request: try r.u64("request"), job: try r.u64("job"))
+                case .progress:
+                    try noPayload()
+                    let req = try r.u64("request"), job = try r.u64("job"), sv = try r.u8("state")
+                    guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "state", problem: "unknown state \(sv)") }
+                    return .progress(JobProgress(request: req, job: job, state: state, done: try r.u32("done"), total: try r.u32("total"),
+                                              running: try r.u32("running"), reruns: try r.u32("reruns")))
+                case .fetch:
+                    try noPayload()
+                    return .fetch(request: try r.u64("request"), job: try r.u64("job"))
+                case .jobResult:
+                    let req = try r.u64("request"), job = try r.u64("job"), sv = try r.u8("state")
+                    guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "state", problem: "unknown state \(sv)") }
+                    return .jobResult(JobOutcome(request: req, job: job, state: state, error: try r.string("error"),
+                                                 shards: try r.u32("shards"), duplicates: try r.u32("duplicates"),
+                                                 reruns: try r.u32("reruns"), elapsed: try r.u64("elapsed"), payload: payload ?? .empty))
+                }
+            }
+            try field(t) { try r.finish("header") }
+            return m
+        }
+    }
+}

@@ -1,0 +1,300 @@
+import SigmaModel
+
+/// Sigma Protocol version spoken by this build. Every message carries it in byte 1 of its header.
+public let sigmaProtocolVersion: UInt8 = 1
+
+/// The build string sent in HELLO/READY.
+public let sigmaBuild = "sigma 0.1.0"
+
+/// Message type codes (docs/protocol.md §3).
+public enum MessageType: UInt8, Sendable, CaseIterable {
+    case hello = 0x01, ready = 0x02, heartbeat = 0x03, assign = 0x04, result = 0x05, cancel = 0x06
+    case disconnect = 0x07, error = 0x08
+    case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
+    case fetch = 0x16, jobResult = 0x17
+
+    public var name: String {
+        switch self {
+        case .hello: "HELLO"
+        case .ready: "READY"
+        case .heartbeat: "HEARTBEAT"
+        case .assign: "ASSIGN"
+        case .result: "RESULT"
+        case .cancel: "CANCEL"
+        case .disconnect: "DISCONNECT"
+        case .error: "ERROR"
+        case .submit: "SUBMIT"
+        case .accept: "ACCEPT"
+        case .status: "STATUS"
+        case .statusReply: "STATUS-REPLY"
+        case .watch: "WATCH"
+        case .progress: "PROGRESS"
+        case .fetch: "FETCH"
+        case .jobResult: "JOB-RESULT"
+        }
+    }
+}
+
+/// HELLO: a worker introduces itself.
+public struct Hello: Sendable, Equatable {
+    public var build: String
+    public var cores: UInt16
+    /// Shards the worker runs at once (its compute threads).
+    public var slots: UInt32
+    /// bytes
+    public var memory: UInt64
+    public var host: String
+    public var name: String
+    /// Random per worker process; a worker that re-registers after a reconnect keeps it.
+    public var instance: String
+    /// Comma-separated engine features, e.g. "map-reduce,lz4,blas=Haswell".
+    public var features: String
+
+    public init(build: String = sigmaBuild, cores: UInt16, slots: UInt32, memory: UInt64, host: String, name: String,
+                instance: String, features: String) {
+        self.build = build
+        self.cores = cores
+        self.slots = slots
+        self.memory = memory
+        self.host = host
+        self.name = name
+        self.instance = instance
+        self.features = features
+    }
+}
+
+/// READY: the coordinator accepts a worker and tells it the heartbeat contract.
+public struct Ready: Sendable, Equatable {
+    public var workerID: String
+    /// milliseconds
+    public var heartbeatInterval: UInt32
+    public var liveness: UInt16
+    public var build: String
+    public init(workerID: String, heartbeatInterval: UInt32, liveness: UInt16, build: String = sigmaBuild) {
+        self.workerID = workerID
+        self.heartbeatInterval = heartbeatInterval
+        self.liveness = liveness
+        self.build = build
+    }
+}
+
+/// HEARTBEAT, both directions. `echo`/`held` let the receiver compute the round-trip time:
+/// rtt = now − echo − held, all in the receiver's own clock except `held`, a duration.
+public struct Heartbeat: Sendable, Equatable {
+    /// Sender's monotonic clock, nanoseconds.
+    public var sent: UInt64
+    /// The `sent` value of the last heartbeat received from the peer (0 if none).
+    public var echo: UInt64
+    /// Nanoseconds between receiving that heartbeat and sending this one.
+    public var held: UInt64
+    /// Shards running on the sender (workers) or 0.
+    public var running: UInt32
+    /// Shards queued on the sender (workers) or 0.
+    public var queued: UInt32
+    public init(sent: UInt64, echo: UInt64 = 0, held: UInt64 = 0, running: UInt32 = 0, queued: UInt32 = 0) {
+        self.sent = sent
+        self.echo = echo
+        self.held = held
+        self.running = running
+        self.queued = queued
+    }
+}
+
+/// ASSIGN: run one shard. The job spec travels with the first shard of a job a worker sees.
+public struct Assign: Sendable, Equatable {
+    public var job: JobID
+    public var shard: ShardIndex
+    public var attempt: Attempt
+    public var start: UInt64
+    public var count: UInt64
+    public var spec: JobSpec?
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, spec: JobSpec? = nil) {
+        self.job = job
+        self.shard = shard
+        self.attempt = attempt
+        self.start = start
+        self.count = count
+        self.spec = spec
+    }
+}
+
+/// RESULT: the outcome of one shard attempt.
+public struct ShardResult: Sendable, Equatable {
+    public enum Status: UInt8, Sendable { case ok = 0, failed = 1, unknownJob = 2 }
+    public var job: JobID
+    public var shard: ShardIndex
+    public var attempt: Attempt
+    public var status: Status
+    /// Nanoseconds of compute on the worker.
+    public var computeTime: UInt64
+    public var error: String
+    /// The job-kind-specific partial result (map-reduce: an encoded `Partial`); empty unless `.ok`.
+    public var payload: Frame
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt, status: Status, computeTime: UInt64 = 0,
+                error: String = "", payload: Frame = .empty) {
+        self.job = job
+        self.shard = shard
+        self.attempt = attempt
+        self.status = status
+        self.computeTime = computeTime
+        self.error = error
+        self.payload = payload
+    }
+}
+
+/// CANCEL: stop an attempt (or every shard of a job when `shard == .all`).
+public struct Cancel: Sendable, Equatable {
+    public static let allShards: ShardIndex = .max
+    public var job: JobID
+    public var shard: ShardIndex
+    public var attempt: Attempt
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt) {
+        self.job = job
+        self.shard = shard
+        self.attempt = attempt
+    }
+}
+
+/// ERROR: a refusal or failure; `request` echoes the client's request id (0 when not a reply).
+public struct ErrorReply: Sendable, Equatable, Error, CustomStringConvertible {
+    public enum Code: UInt16, Sendable {
+        case badRequest = 400, notFound = 404, tooLarge = 413, invalidSpec = 422, notReady = 425
+        case internalError = 500, unavailable = 503, versionNotSupported = 505
+    }
+    public var code: UInt16
+    public var request: UInt64
+    public var message: String
+    public init(_ code: Code, request: UInt64 = 0, _ message: String) {
+        self.code = code.rawValue
+        self.request = request
+        self.message = message
+    }
+    public init(rawCode: UInt16, request: UInt64, message: String) {
+        code = rawCode
+        self.request = request
+        self.message = message
+    }
+    public var description: String { "error \(code): \(message)" }
+}
+
+/// SUBMIT options.
+public struct SubmitOptions: OptionSet, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Send PROGRESS messages as the job runs.
+    public static let watch = SubmitOptions(rawValue: 1)
+    /// Send JOB-RESULT when the job ends.
+    public static let pushResult = SubmitOptions(rawValue: 2)
+}
+
+public struct Submit: Sendable, Equatable {
+    public var request: UInt64
+    public var options: SubmitOptions
+    public var spec: JobSpec
+    public init(request: UInt64, options: SubmitOptions, spec: JobSpec) {
+        self.request = request
+        self.options = options
+        self.spec = spec
+    }
+}
+
+public struct Accept: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var shards: UInt32
+    public init(request: UInt64, job: JobID, shards: UInt32) {
+        self.request = request
+        self.job = job
+        self.shards = shards
+    }
+}
+
+/// PROGRESS: pushed to watchers when a job's counts change (at most every heartbeat interval, plus the end).
+public struct JobProgress: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var state: JobState
+    public var done: UInt32
+    public var total: UInt32
+    public var running: UInt32
+    /// Shards re-run after a worker died or failed them.
+    public var reruns: UInt32
+    public init(request: UInt64, job: JobID, state: JobState, done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
+        self.request = request
+        self.job = job
+        self.state = state
+        self.done = done
+        self.total = total
+        self.running = running
+        self.reruns = reruns
+    }
+}
+
+/// JOB-RESULT: a finished (or failed) job's outcome.
+public struct JobOutcome: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var state: JobState
+    public var error: String
+    public var shards: UInt32
+    /// Results dropped because their shard was already committed.
+    public var duplicates: UInt32
+    public var reruns: UInt32
+    /// Submit to end, nanoseconds.
+    public var elapsed: UInt64
+    /// Job-kind-specific result (map-reduce: an encoded `MapReduceResult`); empty unless completed.
+    public var payload: Frame
+    public init(request: UInt64, job: JobID, state: JobState, error: String = "", shards: UInt32 = 0, duplicates: UInt32 = 0,
+                reruns: UInt32 = 0, elapsed: UInt64 = 0, payload: Frame = .empty) {
+        self.request = request
+        self.job = job
+        self.state = state
+        self.error = error
+        self.shards = shards
+        self.duplicates = duplicates
+        self.reruns = reruns
+        self.elapsed = elapsed
+        self.payload = payload
+    }
+}
+
+/// Every message of Sigma Protocol v1.
+public enum Message: Sendable, Equatable {
+    case hello(Hello)
+    case ready(Ready)
+    case heartbeat(Heartbeat)
+    case assign(Assign)
+    case result(ShardResult)
+    case cancel(Cancel)
+    case disconnect(reason: String)
+    case error(ErrorReply)
+    case submit(Submit)
+    case accept(Accept)
+    case status(request: UInt64)
+    case statusReply(request: UInt64, ClusterStatus)
+    case watch(request: UInt64, job: JobID)
+    case progress(JobProgress)
+    case fetch(request: UInt64, job: JobID)
+    case jobResult(JobOutcome)
+
+    public var type: MessageType {
+        switch self {
+        case .hello: .hello
+        case .ready: .ready
+        case .heartbeat: .heartbeat
+        case .assign: .assign
+        case .result: .result
+        case .cancel: .cancel
+        case .disconnect: .disconnect
+        case .error: .error
+        case .submit: .submit
+        case .accept: .accept
+        case .status: .status
+        case .statusReply: .statusReply
+        case .watch: .watch
+        case .progress: .progress
+        case .fetch: .fetch
+        case .jobResult: .jobResult
+        }
+    }
+}

@@ -1,0 +1,211 @@
+import CZeroMQ
+import Glibc
+import SigmaModel
+
+/// Socket options shared by every Sigma socket.
+public struct LinkOptions: Sendable {
+    /// Largest frame accepted from a peer, bytes (libzmq drops the connection of a peer that sends more).
+    public var maxFrame: Int = 256 * 1024 * 1024
+    /// Milliseconds queued messages may delay close.
+    public var linger: Int32 = 200
+    /// Messages queued per peer in each direction.
+    public var highWaterMark: Int32 = 100_000
+    /// Frames at or above this size are sent without copying, bytes.
+    public var zeroCopyThreshold: Int = 64 * 1024
+    public init() {}
+}
+
+/// A ZeroMQ ROUTER (bound) or DEALER (connected) socket plus a waker, polled together.
+/// Create it on the thread that will use it; it is deliberately not Sendable.
+public final class ZmqLink: MessageLink {
+    public enum Role { case router, dealer }
+    public let role: Role
+    public let waker = Waker()
+    private var socket: UnsafeMutableRawPointer?
+    private let options: LinkOptions
+    private let msg = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+    /// Messages dropped because the peer was unknown or its queue was full.
+    public private(set) var dropped = 0
+    /// The endpoint actually bound (with the port chosen when binding port 0) or connected.
+    public private(set) var endpoint: String
+
+    private init(role: Role, options: LinkOptions, endpoint: String) throws {
+        self.role = role
+        self.options = options
+        self.endpoint = endpoint
+        guard let s = zmq_socket(ZContext.process.handle, role == .router ? ZMQ_ROUTER : ZMQ_DEALER) else {
+            throw TransportError.last("zmq_socket")
+        }
+        socket = s
+        setInt(ZMQ_LINGER, options.linger)
+        setInt(ZMQ_SNDHWM, options.highWaterMark)
+        setInt(ZMQ_RCVHWM, options.highWaterMark)
+        var maxSize = Int64(options.maxFrame)
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxSize, MemoryLayout<Int64>.size)
+        if role == .router { setInt(ZMQ_ROUTER_MANDATORY, 1) }
+        if role == .dealer {
+            setInt(ZMQ_RECONNECT_IVL, 100)
+            setInt(ZMQ_RECONNECT_IVL_MAX, 2000)
+        }
+    }
+
+    /// A ROUTER bound to `endpoint` (e.g. tcp://127.0.0.1:7700, or port 0 for any free port).
+    public static func bind(_ endpoint: String, options: LinkOptions = LinkOptions()) throws -> ZmqLink {
+        let link = try ZmqLink(role: .router, options: options, endpoint: endpoint)
+        let ep = endpoint.hasSuffix(":0") ? String(endpoint.dropLast(2)) + ":*" : endpoint
+        guard zmq_bind(link.socket, ep) == 0 else {
+            let e = zmq_errno()
+            link.close()
+            throw TransportError.bind(endpoint: endpoint, reason: String(cString: zmq_strerror(e)))
+        }
+        var buf = [CChar](repeating: 0, count: 256)
+        var len = buf.count
+        if zmq_getsockopt(link.socket, ZMQ_LAST_ENDPOINT, &buf, &len) == 0 {
+            link.endpoint = String(cString: buf)
+        }
+        return link
+    }
+
+    /// A DEALER connected to `endpoint`; libzmq reconnects by itself if the connection drops.
+    public static func connect(_ endpoint: String, options: LinkOptions = LinkOptions()) throws -> ZmqLink {
+        let link = try ZmqLink(role: .dealer, options: options, endpoint: endpoint)
+        guard zmq_connect(link.socket, endpoint) == 0 else {
+            let e = zmq_errno()
+            link.close()
+            throw TransportError.connect(endpoint: endpoint, reason: String(cString: zmq_strerror(e)))
+        }
+        return link
+    }
+
+    private func setInt(_ option: Int32, _ value: Int32) {
+        var v = value
+        zmq_setsockopt(socket, option, &v, MemoryLayout<Int32>.size)
+    }
+
+    public func close() {
+        if let s = socket { zmq_close(s) }
+        socket = nil
+    }
+
+    deinit {
+        close()
+        msg.deallocate()
+    }
+
+    public func wait(timeoutMs: Int32) throws {
+        guard let s = socket else { throw TransportError.closed }
+        var items = [
+            zmq_pollitem_t(socket: s, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
+            zmq_pollitem_t(socket: nil, fd: waker.fd, events: Int16(ZMQ_POLLIN), revents: 0),
+        ]
+        let rc = zmq_poll(&items, 2, Int(timeoutMs))
+        if rc < 0 {
+            let e = zmq_errno()
+            if e == EINTR { return }
+            if e == ETERM { throw TransportError.closed }
+            throw TransportError.socket("zmq_poll", errno: e)
+        }
+        if items[1].revents != 0 { waker.drain() }
+    }
+
+    /// Frames kept per message; further parts are read and discarded (the decoder then rejects the message).
+    static let maxFramesKept = 9
+
+    public func receive() throws -> Envelope? {
+        guard let s = socket else { throw TransportError.closed }
+        var frames: [Frame] = []
+        var peer: PeerID? = nil
+        var first = true
+        while true {
+            zmq_msg_init(msg)
+            let rc = zmq_msg_recv(msg, s, first ? ZMQ_DONTWAIT : 0)
+            if rc < 0 {
+                let e = zmq_errno()
+                zmq_msg_close(msg)
+                if first && e == EAGAIN { return nil }
+                if e == ETERM { throw TransportError.closed }
+                if e == EINTR && first { return nil }
+                throw TransportError.socket("zmq_msg_recv", errno: e)
+            }
+            let more = zmq_msg_more(msg) == 1
+            if first && role == .router {
+                peer = PeerID(Array(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg))))
+                zmq_msg_close(msg)
+            } else if frames.count < Self.maxFramesKept {
+                frames.append(takeFrame())
+            } else {
+                zmq_msg_close(msg)
+            }
+            first = false
+            if !more { break }
+        }
+        return Envelope(peer: peer, frames: frames)
+    }
+
+    /// Turns the received `msg` into a Frame: small ones copied, large ones kept without a copy.
+    private func takeFrame() -> Frame {
+        let size = zmq_msg_size(msg)
+        if size < options.zeroCopyThreshold {
+            let f = Frame(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: size))
+            zmq_msg_close(msg)
+            return f
+        }
+        let owned = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+        zmq_msg_init(owned)
+        zmq_msg_move(owned, msg)
+        zmq_msg_close(msg)
+        let handle = MsgHandle(owned)
+        return Frame(borrowing: UnsafeRawPointer(zmq_msg_data(owned)), count: size) { _ in handle.release() }
+    }
+
+    public func send(_ envelope: Envelope) -> Bool {
+        guard let s = socket else { return false }
+        var parts: [Frame] = []
+        parts.reserveCapacity(envelope.frames.count + 1)
+        if role == .router {
+            guard let p = envelope.peer else { return false }
+            parts.append(Frame(p.bytes))
+        }
+        parts.append(contentsOf: envelope.frames)
+        for (i, f) in parts.enumerated() {
+            let flags = ZMQ_DONTWAIT | (i < parts.count - 1 ? ZMQ_SNDMORE : 0)
+            let rc: Int32
+            if f.count >= options.zeroCopyThreshold {
+                rc = sendZeroCopy(f, flags: flags, socket: s)
+            } else {
+                rc = f.withUnsafeBytes { zmq_send(s, $0.baseAddress, $0.count, flags) }
+            }
+            if rc < 0 {
+                // A first part that fails leaves nothing queued; a later failure cannot happen for a
+                // message whose first part was accepted (libzmq queues multipart messages atomically).
+                dropped += 1
+                return false
+            }
+        }
+        return true
+    }
+
+    private func sendZeroCopy(_ f: Frame, flags: Int32, socket s: UnsafeMutableRawPointer) -> Int32 {
+        let storage = Unmanaged.passRetained(f.retainedStorage)
+        let out = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+        defer { out.deallocate() }
+        let base = UnsafeMutableRawPointer(mutating: f.retainedStorage.base)
+        // The free callback runs on libzmq's I/O thread once the bytes are on the wire.
+        zmq_msg_init_data(out, base, f.count, { _, hint in
+            Unmanaged<Frame.Storage>.fromOpaque(hint!).release()
+        }, storage.toOpaque())
+        let rc = zmq_msg_send(out, s, flags)
+        if rc < 0 { zmq_msg_close(out) }   // releases the storage through the callback
+        return rc < 0 ? -1 : 0
+    }
+}
+
+/// A received zmq_msg_t kept alive while a Frame refers to its bytes.
+private final class MsgHandle: @unchecked Sendable {
+    let msg: UnsafeMutablePointer<zmq_msg_t>
+    init(_ msg: UnsafeMutablePointer<zmq_msg_t>) { self.msg = msg }
+    func release() {
+        zmq_msg_close(msg)
+        msg.deallocate()
+    }
+}

@@ -1,0 +1,269 @@
+import Foundation
+import Logging
+import SigmaEngine
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+import SigmaWorkerCore
+import Synchronization
+
+/// Runs a `WorkerCore` on a poller thread that owns the worker's DEALER socket, and shards on separate
+/// compute threads, so heartbeats never wait on compute.
+public final class WorkerShell: Sendable {
+    public struct Options: Sendable {
+        public var slots: Int
+        public var name: String
+        public var limits = ProtocolLimits.standard
+        public var tickInterval: Nanos = 50_000_000
+        public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
+            self.slots = slots
+            self.name = name
+        }
+    }
+
+    private let shared: Shared
+    private let threads: Mutex<[OSThread]>
+
+    final class Shared: Sendable {
+        let stopping = Atomic<Bool>(false)
+        let stopped = Atomic<Bool>(false)
+        let waker = Mutex<Waker?>(nil)
+        let work = WorkQueue()
+        /// Results from compute threads, waiting for the poller thread.
+        let results = Mutex<[ShardResult]>([])
+        let fatal = Mutex<String?>(nil)
+        let workerID = Mutex<String?>(nil)
+        let completed = Atomic<Int>(0)
+    }
+
+    public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
+        let shared = Shared()
+        self.shared = shared
+        let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
+                          memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
+                          name: options.name, instance: UUID().uuidString, features: WorkerShell.features)
+        var ts: [OSThread] = []
+        for i in 0..<options.slots {
+            ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared) })
+        }
+        ts.append(OSThread(name: "sigma-worker") {
+            var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared)
+            loop.run()
+            shared.work.close()
+            shared.stopped.store(true, ordering: .releasing)
+        })
+        threads = Mutex(ts)
+    }
+
+    /// Engine features this worker offers.
+    public static var features: String { "map-reduce,lz4,blas=\(BLASInfo.coreName)" }
+
+    /// The id the coordinator gave this worker, once registered.
+    public var workerID: String? { shared.workerID.withLock { $0 } }
+    /// Why the worker gave up, if it did (e.g. refused for an incompatible version).
+    public var fatalError: String? { shared.fatal.withLock { $0 } }
+    public var isStopped: Bool { shared.stopped.load(ordering: .acquiring) }
+    public var shardsCompleted: Int { shared.completed.load(ordering: .relaxed) }
+
+    /// Says goodbye to the coordinator, stops the threads and waits for them.
+    public func stop() {
+        shared.stopping.store(true, ordering: .releasing)
+        shared.waker.withLock { $0 }?.wake()
+        wait()
+    }
+
+    /// Waits until the worker has stopped (after `stop()` or a fatal refusal).
+    public func wait() {
+        let ts = threads.withLock { t -> [OSThread] in
+            defer { t = [] }
+            return t
+        }
+        for t in ts.reversed() { t.join() }
+    }
+
+    static func computeLoop(_ shared: Shared) {
+        let files = NpyFileCache()
+        while let task = shared.work.next() {
+            let started = monotonicNanos()
+            var result: ShardResult
+            switch task.spec {
+            case .mapReduce(let spec):
+                do {
+                    let p = try MapReduceKernel.run(spec, start: task.start, count: task.count, files: files)
+                    result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok,
+                                         payload: Frame(p.encoded))
+                } catch {
+                    result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed,
+                                         error: "\(error)")
+                }
+            }
+            result.computeTime = monotonicNanos() - started
+            shared.results.withLock { $0.append(result) }
+            shared.completed.add(1, ordering: .relaxed)
+            shared.waker.withLock { $0 }?.wake()
+        }
+    }
+
+    /// The poller thread's state.
+    struct Loop {
+        let factory: LinkFactory
+        let options: Options
+        let logger: Logger
+        let shared: Shared
+        var core: WorkerCore
+        var link: MessageLink?
+        let compressor = LZ4Compressor()
+        var nextTick: Nanos = 0
+        var reconnectAt: Nanos? = nil
+
+        init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared) {
+            self.factory = factory
+            self.options = options
+            self.logger = logger
+            self.shared = shared
+            core = WorkerCore(config: WorkerCore.Config(hello: hello))
+        }
+
+        mutating func connect() -> Bool {
+            link?.close()
+            link = nil
+            do {
+                let l = try factory.make()
+                link = l
+                shared.waker.withLock { $0 = l.waker }
+                perform(core.handle(.connected, now: monotonicNanos()))
+                return true
+            } catch {
+                logger.error("cannot connect: \(error)")
+                return false
+            }
+        }
+
+        mutating func run() {
+            guard connect() else {
+                shared.fatal.withLock { $0 = "cannot connect" }
+                return
+            }
+            nextTick = monotonicNanos() + options.tickInterval
+            while true {
+                if shared.stopping.load(ordering: .acquiring) {
+                    perform(core.handle(.stop, now: monotonicNanos()))
+                    break
+                }
+                if shared.fatal.withLock({ $0 }) != nil { break }
+                if let at = reconnectAt, monotonicNanos() >= at {
+                    reconnectAt = nil
+                    _ = connect()
+                }
+                guard let l = link else { break }
+                let now = monotonicNanos()
+                let timeout = nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
+                do {
+                    try l.wait(timeoutMs: timeout)
+                    while link === l, let e = try l.receive() {
+                        let event: WorkerEvent
+                        do {
+                            event = .received(try Codec.decode(e.frames, limits: options.limits, compressor: compressor))
+                        } catch let d as DecodeError {
+                            event = .rejected(d)
+                        } catch {
+                            event = .rejected(DecodeError(.badRequest, nil, "\(error)"))
+                        }
+                        perform(core.handle(event, now: monotonicNanos()))
+                    }
+                } catch {
+                    logger.error("worker transport failed: \(error)")
+                    break
+                }
+                let done = shared.results.withLock { r -> [ShardResult] in
+                    defer { r.removeAll(keepingCapacity: true) }
+                    return r
+                }
+                for r in done { perform(core.handle(.computed(r), now: monotonicNanos())) }
+                let t = monotonicNanos()
+                if t >= nextTick {
+                    perform(core.handle(.tick, now: t))
+                    nextTick = t + options.tickInterval
+                }
+            }
+            link?.close()
+        }
+
+        mutating func perform(_ actions: [WorkerAction]) {
+            for a in actions {
+                switch a {
+                case .send(let m):
+                    link?.send(Envelope(frames: Codec.encode(m, compressor: compressor)))
+                    if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
+                case .compute(let task):
+                    shared.work.push(task)
+                case .cancel(let job, let shard):
+                    shared.work.remove { $0.job == job && (shard == nil || $0.shard == shard) }
+                case .cancelAll:
+                    shared.work.remove { _ in true }
+                case .reconnect(let reason):
+                    logger.warning("reconnecting: \(reason)")
+                    link?.close()
+                    link = nil
+                    _ = connect()
+                case .fatal(let message):
+                    logger.error("\(message)")
+                    shared.fatal.withLock { $0 = message }
+                case .log(let level, let text):
+                    shared.workerID.withLock { $0 = core.workerID }
+                    switch level {
+                    case .debug: logger.debug("\(text)")
+                    case .info: logger.info("\(text)")
+                    case .warning: logger.warning("\(text)")
+                    case .error: logger.error("\(text)")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shards waiting for a compute thread (FIFO), with blocking `next()` for those OS threads.
+final class WorkQueue: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var items: [ShardTask] = []
+    private var head = 0
+    private var closed = false
+
+    func push(_ t: ShardTask) {
+        cond.lock()
+        items.append(t)
+        cond.signal()
+        cond.unlock()
+    }
+
+    /// Blocks (a compute thread, never a Swift task) until a shard is available; nil once closed.
+    func next() -> ShardTask? {
+        cond.lock()
+        defer { cond.unlock() }
+        while head == items.count && !closed { cond.wait() }
+        if head == items.count { return nil }
+        let t = items[head]
+        head += 1
+        if head > 1024 && head * 2 > items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return t
+    }
+
+    func remove(where match: (ShardTask) -> Bool) {
+        cond.lock()
+        items = Array(items[head...].filter { !match($0) })
+        head = 0
+        cond.unlock()
+    }
+
+    func close() {
+        cond.lock()
+        closed = true
+        cond.broadcast()
+        cond.unlock()
+    }
+}

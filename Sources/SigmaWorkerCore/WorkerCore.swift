@@ -1,0 +1,199 @@
+import SigmaModel
+import SigmaProtocol
+
+/// A shard to compute, with the job spec it belongs to.
+public struct ShardTask: Sendable, Equatable {
+    public let job: JobID
+    public let shard: ShardIndex
+    public let attempt: Attempt
+    public let start: UInt64
+    public let count: UInt64
+    public let spec: JobSpec
+}
+
+public enum WorkerEvent: Sendable {
+    /// The link is (re)made: introduce ourselves.
+    case connected
+    case received(Message)
+    case rejected(DecodeError)
+    /// A compute thread finished a shard.
+    case computed(ShardResult)
+    case tick
+    /// Leave cleanly (tell the coordinator).
+    case stop
+}
+
+public enum WorkerAction: Sendable, Equatable {
+    case send(Message)
+    case compute(ShardTask)
+    /// Drop queued (not yet started) shards of a job, or one attempt.
+    case cancel(job: JobID, shard: ShardIndex?)
+    /// Drop every queued shard.
+    case cancelAll
+    /// Make a new connection (the coordinator went silent); followed by `.connected`.
+    case reconnect(reason: String)
+    /// The coordinator refused us for good (e.g. incompatible protocol version).
+    case fatal(String)
+    case log(LogLevel, String)
+}
+
+public enum LogLevel: Sendable, Equatable { case debug, info, warning, error }
+
+/// A worker's protocol logic: handshake, heartbeats, coordinator liveness, spec cache, shard bookkeeping.
+public struct WorkerCore {
+    public struct Config: Sendable {
+        public var hello: Hello
+        /// Used until READY says otherwise, nanoseconds.
+        public var heartbeatInterval: Nanos = 1_000_000_000
+        public var liveness = 3
+        /// Job specs remembered (least recently used go first).
+        public var specCacheSize = 64
+        public init(hello: Hello) { self.hello = hello }
+    }
+
+    public enum State: Equatable { case connecting, ready(workerID: String) }
+
+    public private(set) var state = State.connecting
+    public let config: Config
+    var interval: Nanos
+    var liveness: Int
+    var lastReceived: Nanos = 0
+    var lastSent: Nanos = 0
+    var connectedAt: Nanos = 0
+    var peerSent: UInt64 = 0
+    var peerSentArrived: Nanos = 0
+    var specs: [JobID: JobSpec] = [:]
+    var specOrder: [JobID] = []
+    /// Attempts handed to the compute threads and not yet reported.
+    public private(set) var pending: Set<AttemptRef> = []
+    public private(set) var completed: UInt64 = 0
+
+    public struct AttemptRef: Hashable, Sendable {
+        let job: JobID, shard: ShardIndex, attempt: Attempt
+    }
+
+    public init(config: Config) {
+        self.config = config
+        interval = config.heartbeatInterval
+        liveness = config.liveness
+    }
+
+    public var workerID: String? {
+        if case .ready(let id) = state { return id }
+        return nil
+    }
+
+    public mutating func handle(_ event: WorkerEvent, now: Nanos) -> [WorkerAction] {
+        var out: [WorkerAction] = []
+        switch event {
+        case .connected:
+            state = .connecting
+            connectedAt = now
+            lastReceived = now
+            peerSent = 0
+            send(.hello(config.hello), now: now, into: &out)
+        case .received(let m):
+            lastReceived = now
+            receive(m, now: now, into: &out)
+        case .rejected(let e):
+            lastReceived = now
+            out.append(.log(.warning, "coordinator sent a bad message: \(e)"))
+            if e.type != .error { send(.error(ErrorReply(e.code, "\(e)")), now: now, into: &out) }
+        case .computed(let r):
+            let key = AttemptRef(job: r.job, shard: r.shard, attempt: r.attempt)
+            guard pending.remove(key) != nil else { return out }   // cancelled or from an old session
+            completed += 1
+            send(.result(r), now: now, into: &out)
+        case .tick:
+            if now &- lastReceived > interval * Nanos(liveness) {
+                let silent = (now - lastReceived) / 1_000_000
+                pending.removeAll()
+                out.append(.cancelAll)
+                out.append(.reconnect(reason: state == .connecting
+                    ? "no READY from the coordinator after \(silent) ms"
+                    : "coordinator silent for \(silent) ms"))
+            } else if now &- lastSent >= interval {
+                if state == .connecting {
+                    send(.hello(config.hello), now: now, into: &out)
+                } else {
+                    send(.heartbeat(heartbeat(now: now)), now: now, into: &out)
+                }
+            }
+        case .stop:
+            send(.disconnect(reason: "worker stopping"), now: now, into: &out)
+        }
+        return out
+    }
+
+    mutating func receive(_ m: Message, now: Nanos, into out: inout [WorkerAction]) {
+        switch m {
+        case .ready(let r):
+            state = .ready(workerID: r.workerID)
+            interval = Nanos(max(10, r.heartbeatInterval)) * 1_000_000
+            liveness = Int(max(1, r.liveness))
+            out.append(.log(.info, "registered as \(r.workerID) with \(r.build) (heartbeat \(r.heartbeatInterval) ms × \(r.liveness))"))
+        case .heartbeat(let hb):
+            peerSent = hb.sent
+            peerSentArrived = now
+        case .assign(let a):
+            guard case .ready = state else {
+                send(.error(ErrorReply(.notReady, "ASSIGN before READY")), now: now, into: &out)
+                return
+            }
+            if let s = a.spec { remember(a.job, s) }
+            guard let spec = specs[a.job] else {
+                send(.result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .unknownJob,
+                                         error: "no spec for job \(a.job) on this worker")), now: now, into: &out)
+                return
+            }
+            pending.insert(AttemptRef(job: a.job, shard: a.shard, attempt: a.attempt))
+            out.append(.compute(ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec)))
+        case .cancel(let c):
+            if c.shard == Cancel.allShards {
+                pending = pending.filter { $0.job != c.job }
+                out.append(.cancel(job: c.job, shard: nil))
+            } else {
+                pending.remove(AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt))
+                out.append(.cancel(job: c.job, shard: c.shard))
+            }
+        case .disconnect(let reason):
+            out.append(.log(.warning, "coordinator disconnected us: \(reason)"))
+            pending.removeAll()
+            out.append(.cancelAll)
+            out.append(.reconnect(reason: "coordinator said: \(reason)"))
+        case .error(let e):
+            if e.code == ErrorReply.Code.versionNotSupported.rawValue {
+                out.append(.fatal("coordinator refused this worker: \(e.message)"))
+            } else if e.code == ErrorReply.Code.notReady.rawValue {
+                // The coordinator does not know us (it restarted, or declared us dead): register again.
+                out.append(.log(.warning, "coordinator does not know this worker (\(e.message)); registering again"))
+                pending.removeAll()
+                out.append(.cancelAll)
+                state = .connecting
+                send(.hello(config.hello), now: now, into: &out)
+            } else {
+                out.append(.log(.warning, "coordinator error \(e.code): \(e.message)"))
+            }
+        default:
+            send(.error(ErrorReply(.badRequest, "\(m.type.name) is not accepted by a worker")), now: now, into: &out)
+        }
+    }
+
+    mutating func send(_ m: Message, now: Nanos, into out: inout [WorkerAction]) {
+        lastSent = now
+        out.append(.send(m))
+    }
+
+    func heartbeat(now: Nanos) -> Heartbeat {
+        Heartbeat(sent: now, echo: peerSent, held: peerSent == 0 ? 0 : now &- peerSentArrived,
+                  running: UInt32(pending.count), queued: 0)
+    }
+
+    mutating func remember(_ job: JobID, _ spec: JobSpec) {
+        if specs[job] == nil {
+            specOrder.append(job)
+            if specOrder.count > config.specCacheSize { specs[specOrder.removeFirst()] = nil }
+        }
+        specs[job] = spec
+    }
+}

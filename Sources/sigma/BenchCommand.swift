@@ -1,0 +1,206 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SigmaClient
+import SigmaEngine
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+import Synchronization
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks, each next to its baseline measured in the same run.",
+        discussion: """
+        Example:
+          sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
+        """)
+
+    @OptionGroup var common: CommonOptions
+    @Argument(help: "Which benchmark: dispatch.") var which: String = "dispatch"
+    @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
+    @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
+    @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
+    @Option(help: "Worker processes for the throughput run.") var workers: Int = 1
+
+    func run() async throws {
+        common.bootstrapLogging()
+        do {
+            guard which == "dispatch" else { throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch") }
+            try await dispatch()
+        } catch {
+            exitWith(error)
+        }
+    }
+
+    func dispatch() async throws {
+        let logger = Logger(label: "sigma.bench")
+        print("# sigma bench dispatch — \(ProcessInfo.processInfo.activeProcessorCount) cores, libzmq \(ZContext.libraryVersion), OpenBLAS \(BLASInfo.coreName)")
+        print("# \(shards) tiny shards per run, \(runs) runs, \(samples) round trips per latency run; medians of runs")
+
+        // Raw ZeroMQ baselines: direct request/reply, and through a one-socket broker (Sigma's topology).
+        let stop = Atomic<Bool>(false)
+        let stopFlag = StopFlag()
+        let echoDirect = try spawnEcho(["--bind", "tcp://127.0.0.1:0"])
+        defer { echoDirect.process.terminate() }
+        let (brokerEP, brokerThread) = try RawBaseline.broker { stopFlag.isSet }
+        let echoBrokered = try spawnEcho(["--join", brokerEP])
+        defer { echoBrokered.process.terminate() }
+        _ = stop
+        var rawDirect: [Double] = [], rawBrokered: [Double] = [], rawTput: [Double] = []
+        var rawDirectP99: [Double] = [], rawBrokeredP99: [Double] = []
+        for _ in 0..<runs {
+            let d = try await onThread { try RawBaseline.roundTrips(endpoint: echoDirect.endpoint, count: samples, warmup: 500) }
+            rawDirect.append(percentile(d, 0.5)); rawDirectP99.append(percentile(d, 0.99))
+            let b = try await onThread { try RawBaseline.roundTrips(endpoint: brokerEP, count: samples, warmup: 500) }
+            rawBrokered.append(percentile(b, 0.5)); rawBrokeredP99.append(percentile(b, 0.99))
+            rawTput.append(try await onThread { try RawBaseline.throughput(endpoint: brokerEP, messages: shards, window: 64) })
+        }
+        stopFlag.set()
+        echoDirect.process.terminate()
+        echoBrokered.process.terminate()
+        brokerThread.join()
+
+        // Sigma: embedded coordinator, worker process(es), client in this process.
+        let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
+        defer { cluster.stop() }
+        guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }
+        let client = try SigmaClient(endpoint: cluster.coordinator.endpoint)
+        defer { client.close() }
+        let tiny = JobSpec.mapReduce(MapReduceSpec(name: "bench-tiny", input: .range(count: UInt64(shards), start: 0, step: 1),
+                                                   reduce: [.sum], sharding: .size(1)))
+        let one = JobSpec.mapReduce(MapReduceSpec(name: "bench-rtt", input: .range(count: 1, start: 0, step: 1),
+                                                  reduce: [.sum], sharding: .count(1)))
+        var tput: [Double] = [], p50: [Double] = [], p99: [Double] = []
+        for _ in 0..<runs {
+            let t0 = monotonicNanos()
+            let o = try await client.runToEnd(tiny)
+            let dt = Double(monotonicNanos() - t0) / 1e9
+            guard o.state == .completed, let r = o.mapReduce, r.total.total == Double(shards) * Double(shards - 1) / 2 else {
+                throw CLIError.jobFailed("throughput job gave a wrong result: \(o.error)")
+            }
+            tput.append(Double(shards) / dt)
+            for _ in 0..<200 { _ = try await client.runToEnd(one) }   // warm-up
+            var lat: [UInt64] = []
+            lat.reserveCapacity(samples)
+            for _ in 0..<samples {
+                let t = monotonicNanos()
+                let o = try await client.runToEnd(one)
+                lat.append(monotonicNanos() - t)
+                guard o.state == .completed else { throw CLIError.jobFailed("round-trip job failed: \(o.error)") }
+            }
+            p50.append(percentile(lat, 0.5)); p99.append(percentile(lat, 0.99))
+        }
+
+        func us(_ x: Double) -> String { String(format: "%.1f µs", x / 1e3) }
+        print("")
+        print("| measure | Sigma | raw ZeroMQ (same run) | target |")
+        print("|---|---|---|---|")
+        print("| tiny-shard dispatch, shards/s (\(workers) worker, 1 thread) | \(Int(median(tput))) | \(Int(median(rawTput))) msg/s brokered, 64 in flight | ≥ 50,000 |")
+        print("| round trip p50 client→coordinator→worker→client | \(us(median(p50))) | \(us(median(rawBrokered))) brokered; \(us(median(rawDirect))) direct | ≤ 250 µs |")
+        print("| round trip p99 | \(us(median(p99))) | \(us(median(rawBrokeredP99))) brokered; \(us(median(rawDirectP99))) direct | |")
+        print("")
+        print("runs: throughput \(tput.map { Int($0) }), p50 \(p50.map { Int($0 / 1e3) }) µs")
+        print("verdict: dispatch \(median(tput) >= 50_000 ? "meets" : "MISSES") 50,000 shards/s; p50 \(median(p50) <= 250_000 ? "meets" : "MISSES") 250 µs")
+    }
+
+    func spawnEcho(_ args: [String]) throws -> (process: Process, endpoint: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: selfExecutable())
+        var a = ["bench-echo"] + args
+        var endpoint = args[1]
+        if args[0] == "--bind" {
+            // pick a free port by binding then releasing is racy; let the echo process report its endpoint
+            a = ["bench-echo", "--bind", "tcp://127.0.0.1:0"]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.arguments = a
+            try p.run()
+            let line = pipe.fileHandleForReading.readLine()
+            guard let ep = line, ep.hasPrefix("tcp://") else { throw CLIError.unreachable("echo server did not start") }
+            endpoint = ep
+            return (p, endpoint)
+        }
+        p.arguments = a
+        try p.run()
+        return (p, endpoint)
+    }
+}
+
+/// The raw ZeroMQ echo peer for the benchmark baseline (hidden).
+struct EchoServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-echo", abstract: "Benchmark helper: raw ZeroMQ echo peer.",
+                                                    shouldDisplay: false)
+    @Option var bind: String?
+    @Option var join: String?
+
+    func run() throws {
+        if let b = bind {
+            var ep = b
+            if b.hasSuffix(":0") {
+                // Find a free port by asking the kernel, then bind it.
+                ep = "tcp://127.0.0.1:\(freePort())"
+            }
+            print(ep)
+            fflush(nil)
+            try RawBaseline.echo(endpoint: ep, bind: true) { getppid() == 1 }
+        } else if let j = join {
+            try RawBaseline.echo(endpoint: j, bind: false) { getppid() == 1 }
+        }
+    }
+}
+
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
+}
+
+/// Runs blocking work on its own OS thread and awaits it (never blocks the cooperative pool).
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { k in
+        _ = OSThread(name: "bench") {
+            do { k.resume(returning: try body()) } catch { k.resume(throwing: error) }
+        }
+    }
+}
+
+func percentile(_ xs: [UInt64], _ q: Double) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return Double(s[min(s.count - 1, Int(Double(s.count) * q))])
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+extension FileHandle {
+    /// Reads one line (blocking; used before any task work starts).
+    func readLine() -> String? {
+        var bytes: [UInt8] = []
+        while true {
+            let d = readData(ofLength: 1)
+            if d.isEmpty { break }
+            if d[0] == 10 { break }
+            bytes.append(d[0])
+        }
+        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+/// Live progress on a terminal (one redrawn line) or plain lines when stderr is not a terminal.
+final class ProgressLine: @unchecked Sendable {
+    let isTTY = isatty(STDERR_FILENO) == 1
+    let started = Date()
+    var lastPlain = -1
+
+    func update(done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
+        let frac = total == 0 ? 0 : Double(done) / Double(total)
+        let elapsed = Date().timeIntervalSince(started)
+        let eta = frac > 0 && frac < 1 ? String(format: " ETA %.1fs", elapsed / frac - elapsed) : ""
+        let extra = reruns > 0 ? " (\(reruns) re-run)" : ""
+        if isTTY {
+            let width = 30
+            let filled = Int(frac * Double(width))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            let line = String(format: "\r%@ %3.0f%%  %u/%u shards  %u running  %.1fs%@%@\u{1B}[K",
+                              bar, frac * 100, done, total, running, elapsed, eta, extra)
+            FileHandle.standardError.write(Data(line.utf8))
+        } else {
+            let step = Int(frac * 10)
+            if step != lastPlain {
+                lastPlain = step
+                FileHandle.standardError.write(Data(String(format: "progress: %u/%u shards (%.0f%%) %.1fs%@\n",
+                                                           done, total, frac * 100, elapsed, extra).utf8))
+            }
+        }
+    }
+
+    func finish() {
+        if isTTY { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+func jsonString(_ object: Any) -> String {
+    guard JSONSerialization.isValidJSONObject(object),
+          let d = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
+    return String(decoding: d, as: UTF8.self)
+}
+
+extension JobOutcome {
+    /// The map-reduce result carried by this outcome, if it completed.
+    var mapReduce: MapReduceResult? {
+        guard state == .completed, !payload.isEmpty else { return nil }
+        return try? payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+    }
+
+    var jsonObject: [String: Any] {
+        var o: [String: Any] = ["job": Int(job), "state": state.description, "shards": Int(shards),
+                                "duplicates": Int(duplicates), "reruns": Int(reruns), "elapsed_s": Double(elapsed) / 1e9]
+        if !error.isEmpty { o["error"] = error }
+        if let r = mapReduce { o["result"] = r.jsonObject }
+        return o
+    }
+}
+
+func formatDuration(_ ns: UInt64) -> String {
+    let s = Double(ns) / 1e9
+    if s < 1e-3 { return String(format: "%.0fµs", s * 1e6) }
+    if s < 1 { return String(format: "%.1fms", s * 1e3) }
+    if s < 120 { return String(format: "%.1fs", s) }
+    return String(format: "%.0fm", s / 60)
+}
+
+func formatBytes(_ b: UInt64) -> String {
+    let g = Double(b) / 1_073_741_824
+    return g >= 1 ? String(format: "%.1fGiB", g) : String(format: "%.0fMiB", Double(b) / 1_048_576)
+}

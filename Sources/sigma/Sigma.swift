@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SigmaModel
+
+@main
+struct Sigma: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sigma",
+        abstract: "Sigma: a distributed map-reduce compute cluster for machine-learning jobs.",
+        discussion: """
+        Start a coordinator, join workers to it, submit jobs:
+          sigma coordinator                       # binds tcp://127.0.0.1:7700
+          sigma worker --join tcp://HOST:7700     # on each worker host
+          sigma submit job.yaml --follow          # progress, then the result
+          sigma status                            # workers and jobs
+          sigma demo                              # everything on this machine, one command
+
+        Exit codes: 0 success; 1 the job failed; 2 bad input (spec, config, flags); 3 the coordinator cannot be reached.
+        """,
+        subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self,
+                      DemoCommand.self, BenchCommand.self, EchoServerCommand.self]
+    )
+}
+
+/// Flags every command shares.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "Cluster config file (default: ./cluster.yaml if present).")
+    var config: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, warning, error (default: info; demo: warning).")
+    var logLevel: String?
+
+    func load() throws -> ClusterConfig {
+        let path = config ?? (FileManager.default.fileExists(atPath: "cluster.yaml") ? "cluster.yaml" : nil)
+        guard let p = path else { return ClusterConfig() }
+        do { return try ClusterConfig.load(path: p) } catch let e as SpecError {
+            throw CLIError.usage("\(e)")
+        }
+    }
+
+    func bootstrapLogging(default fallback: Logger.Level = .info) {
+        let level = logLevel.flatMap { Logger.Level(rawValue: $0) } ?? fallback
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+    }
+}
+
+/// Errors the CLI reports, with their exit codes.
+enum CLIError: Error, CustomStringConvertible {
+    case usage(String)
+    case unreachable(String)
+    case jobFailed(String)
+
+    var description: String {
+        switch self {
+        case .usage(let s), .unreachable(let s), .jobFailed(let s): s
+        }
+    }
+
+    var exitCode: Int32 {
+        switch self {
+        case .usage: 2
+        case .unreachable: 3
+        case .jobFailed: 1
+        }
+    }
+}
+
+/// Prints the error and exits with its code (ArgumentParser's own errors keep theirs).
+func exitWith(_ error: Error) -> Never {
+    if let e = error as? CLIError {
+        FileHandle.standardError.write(Data("sigma: \(e)\n".utf8))
+        exit(e.exitCode)
+    }
+    Sigma.exit(withError: error)
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SigmaModel
+import SigmaTransport
+import SigmaWorker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker that joins a coordinator and computes shards.",
+        discussion: """
+        Example:
+          sigma worker --join tcp://10.0.0.5:7700 --threads 2
+        The worker connects outbound (works behind NAT), reconnects by itself, and leaves cleanly on SIGTERM/SIGINT.
+        """)
+
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
+    @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
+    @Option(help: "A name shown in status (default: worker-PID).") var name: String?
+
+    func run() async throws {
+        common.bootstrapLogging()
+        let logger = Logger(label: "sigma.worker")
+        do {
+            let cfg = try common.load()
+            let endpoint = join ?? cfg.coordinator
+            let n = threads ?? (cfg.workerThreads > 0 ? cfg.workerThreads : ProcessInfo.processInfo.activeProcessorCount)
+            guard n >= 1, n <= 1024 else { throw CLIError.usage("--threads must be 1…1024, got \(n)") }
+            guard endpoint.hasPrefix("tcp://") || endpoint.hasPrefix("ipc://") else {
+                throw CLIError.usage("--join needs an endpoint like tcp://HOST:7700, got '\(endpoint)'")
+            }
+            var link = LinkOptions()
+            link.maxFrame = cfg.maxFrame
+            let shell = WorkerShell(.zmqConnect(endpoint, link),
+                                    options: WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())"), logger: logger)
+            logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
+            let stopper = Task.detached {
+                await waitForTerminationSignal()
+                shell.stop()
+            }
+            // Wait for the worker to end (signal or fatal refusal) without blocking the cooperative pool.
+            while !shell.isStopped { try? await Task.sleep(nanoseconds: 50_000_000) }
+            stopper.cancel()
+            shell.wait()
+            if let f = shell.fatalError { throw CLIError.usage(f) }
+        } catch {
+            exitWith(error)
+        }
+    }
+}
