@@ -57,7 +57,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore"]),
-        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
         .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs"]),

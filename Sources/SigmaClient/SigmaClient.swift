@@ -27,9 +27,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
 public final class SigmaClient: Sendable {
     public let endpoint: String
     private let link: BridgedLink
-    private let handlers = Handlers()
+    private let handlers: Handlers
     private let nextRequest = Atomic<UInt64>(1)
-    private let reader: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let compressor = LZ4Compressor()
 
     /// Receives every message for one request id; returns true when the request is complete.
@@ -46,35 +45,28 @@ public final class SigmaClient: Sendable {
 
     public init(factory: LinkFactory, endpoint: String) throws {
         self.endpoint = endpoint
-        link = BridgedLink(factory, name: "sigma-client")
-        if let e = link.startError { throw ClientError.connection("\(e)") }
-        let inbound = link.inbound
-        let handlers = self.handlers
-        let compressor = self.compressor
-        reader.withLock {
-            $0 = Task.detached {
-                for await e in inbound {
-                    guard let m = try? Codec.decode(e.frames, compressor: compressor) else { continue }
-                    let req: UInt64
-                    switch m {
-                    case .accept(let a): req = a.request
-                    case .progress(let p): req = p.request
-                    case .jobResult(let o): req = o.request
-                    case .statusReply(let r, _): req = r
-                    case .error(let err): req = err.request
-                    default: continue
-                    }
-                    let h = handlers.withLock { $0[req] }
-                    if let h, h(.success(m)) { handlers.withLock { _ = $0.removeValue(forKey: req) } }
-                }
+        let handlers = Handlers()
+        self.handlers = handlers
+        let compressor = LZ4Compressor()
+        // Replies are decoded and dispatched on the link's own thread: no extra task hop per reply.
+        link = BridgedLink(factory, name: "sigma-client") { e in
+            guard let m = try? Codec.decode(e.frames, compressor: compressor) else { return }
+            let req: UInt64
+            switch m {
+            case .accept(let a): req = a.request
+            case .progress(let p): req = p.request
+            case .jobResult(let o): req = o.request
+            case .statusReply(let r, _): req = r
+            case .error(let err): req = err.request
+            default: return
             }
+            let h = handlers.withLock { $0[req] }
+            if let h, h(.success(m)) { handlers.withLock { _ = $0.removeValue(forKey: req) } }
         }
+        if let e = link.startError { throw ClientError.connection("\(e)") }
     }
 
-    deinit {
-        link.close()
-        reader.withLock { $0?.cancel() }
-    }
+    deinit { link.close() }
 
     public func close() { link.close() }
 

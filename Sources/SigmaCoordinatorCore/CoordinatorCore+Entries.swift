@@ -98,8 +98,8 @@ struct ShardEntry {
     var failedOn: [String] = []
 }
 
-/// A job and its shards.
-struct JobEntry {
+/// A job and its shards. A class: shard tables are large and updated in place on every result.
+final class JobEntry {
     let id: JobID
     let spec: MapReduceSpec
     let ranges: [(start: UInt64, count: UInt64)]
@@ -133,31 +133,32 @@ struct JobEntry {
         partials = Array(repeating: nil, count: ranges.count)
     }
 
-    mutating func commit(shard i: Int, partial: Partial) {
+    /// Commits the first result of a shard (it may arrive from an older attempt while a newer one is queued).
+    func commit(shard i: Int, partial: Partial) {
+        if shards[i].state == .running { running -= 1 }
         shards[i].state = .done
         partials[i] = partial
         done += 1
-        running -= 1
     }
 
-    /// A shard failed on `worker`: run it again elsewhere, or fail the job once it has failed too often.
-    mutating func requeueOrFail(shard i: Int, worker: WorkerEntry, error: String, config: CoordinatorConfig,
-                                queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) {
+    /// A shard failed on `worker`: run it again elsewhere, or — once it has failed too often — return the
+    /// error that fails the job.
+    func requeueOrFail(shard i: Int, worker: WorkerEntry, error: String, config: CoordinatorConfig,
+                       queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) -> String? {
         shards[i].failures += 1
         shards[i].failedOn.append("\(worker.id)@\(worker.hello.host)")
         let message = "shard \(i) (rows \(ranges[i].start)..<\(ranges[i].start + ranges[i].count)) failed on worker \(worker.id) (host \(worker.hello.host)): \(error)"
         if shards[i].failures >= config.maxFailedAttempts {
-            state = .failed
-            self.error = "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
-            return
+            return "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
         }
         out.append(.log(.warning, "job \(id): \(message); running it again"))
-        if shards[i].holders.isEmpty {
+        if shards[i].state == .running && shards[i].holders.isEmpty {
             shards[i].state = .pending
             running -= 1
             reruns += 1
             queue.prepend(ShardRef(job: id, shard: ShardIndex(i)))
         }
+        return nil
     }
 
     func progress(request: UInt64) -> JobProgress {

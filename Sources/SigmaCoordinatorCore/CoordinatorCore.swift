@@ -17,6 +17,10 @@ public struct CoordinatorConfig: Sendable {
     public var progressInterval: Nanos = 100_000_000
     /// Finished jobs kept for STATUS and FETCH.
     public var keepFinishedJobs: Int = 1000
+    /// Jobs queued or running at once; more are refused (bounded memory).
+    public var maxActiveJobs: Int = 10_000
+    /// Shards waiting in the queue across all jobs; a submission that would exceed it is refused.
+    public var maxQueuedShards: Int = 10_000_000
     /// Attempts a failing shard gets (on different workers when possible) before its job fails.
     public var maxFailedAttempts: Int = 2
     public init() {}
@@ -55,7 +59,9 @@ public struct CoordinatorCore {
     /// Worker peers in registration order (round-robin and status order).
     var workerOrder: [PeerID] = []
     var jobs: [JobID: JobEntry] = [:]
-    var jobOrder: Deque<JobID> = []
+    /// Finished jobs, oldest first (trimmed to `keepFinishedJobs`).
+    var finishedOrder: Deque<JobID> = []
+    var activeJobs = 0
     var queue: Deque<ShardRef> = []
     var nextJob: JobID = 1
     var nextWorker = 1
@@ -181,7 +187,7 @@ public struct CoordinatorCore {
         guard var w = workers[peer], w.state != .dead else { return }
         let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
         for key in lost {
-            guard var job = jobs[key.job], !job.state.isFinal else { continue }
+            guard let job = jobs[key.job], !job.state.isFinal else { continue }
             let i = Int(key.shard)
             job.shards[i].holders.removeAll { $0 == peer }
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
@@ -215,23 +221,27 @@ public struct CoordinatorCore {
                 "shard_size gives \(ranges.count) shards; the limit is \(JobLimits.maxShards)"))))
             return
         }
+        guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
+            out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
+                "coordinator is full (\(activeJobs) active jobs, \(queue.count) shards queued); retry later"))))
+            return
+        }
         let id = nextJob
         nextJob += 1
-        var job = JobEntry(id: id, spec: spec, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        activeJobs += 1
+        let job = JobEntry(id: id, spec: spec, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
         if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
         jobs[id] = job
-        jobOrder.append(id)
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
         out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
         out.append(.log(.info, "job \(id) '\(spec.name)' accepted: \(rows) rows in \(ranges.count) shards"))
-        trimFinishedJobs()
     }
 
     mutating func result(_ peer: PeerID, _ r: ShardResult, now: Nanos, into out: inout [CoordinatorAction]) {
         let key = AttemptKey(job: r.job, shard: r.shard, attempt: r.attempt)
         let wasInFlight = workers[peer]!.inFlight.removeValue(forKey: key)
         if let sentAt = wasInFlight { workers[peer]!.observeShard(sentAt: sentAt, compute: r.computeTime, now: now) }
-        guard var job = jobs[r.job], !job.state.isFinal else {
+        guard let job = jobs[r.job], !job.state.isFinal else {
             strayResults += 1
             return
         }
@@ -248,6 +258,7 @@ public struct CoordinatorCore {
             return
         }
         let w = workers[peer]!
+        var fatal: String? = nil
         switch r.status {
         case .ok:
             do {
@@ -259,10 +270,10 @@ public struct CoordinatorCore {
                 workers[peer]!.shardsDone += 1
             } catch {
                 out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
-                job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, queue: &queue, into: &out)
+                fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, queue: &queue, into: &out)
             }
         case .failed:
-            job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, queue: &queue, into: &out)
+            fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, queue: &queue, into: &out)
         case .unknownJob:
             // The worker no longer has the spec: send it again with the retry.
             workers[peer]!.specSent.remove(r.job)
@@ -275,15 +286,18 @@ public struct CoordinatorCore {
         jobs[r.job] = job
         if job.done == job.shards.count {
             finish(r.job, state: .completed, error: "", now: now, into: &out)
-        } else if job.state == .failed {
-            finish(r.job, state: .failed, error: job.error, now: now, into: &out)
+        } else if let error = fatal {
+            finish(r.job, state: .failed, error: error, now: now, into: &out)
         } else {
             sendProgress(r.job, now: now, force: false, into: &out)
         }
     }
 
     mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction]) {
-        guard var job = jobs[id] else { return }
+        guard let job = jobs[id], !job.state.isFinal else { return }
+        activeJobs -= 1
+        finishedOrder.append(id)
+        while finishedOrder.count > config.keepFinishedJobs { jobs[finishedOrder.removeFirst()] = nil }
         job.state = state
         job.error = error
         job.endedAt = now
@@ -309,21 +323,12 @@ public struct CoordinatorCore {
     }
 
     mutating func sendProgress(_ id: JobID, now: Nanos, force: Bool, into out: inout [CoordinatorAction]) {
-        guard var job = jobs[id], !job.watchers.isEmpty else { return }
+        guard let job = jobs[id], !job.watchers.isEmpty else { return }
         for k in job.watchers.indices where force || now &- job.watchers[k].lastSent >= config.progressInterval {
             job.watchers[k].lastSent = now
             out.append(.send(job.watchers[k].peer, .progress(job.progress(request: job.watchers[k].request))))
         }
         jobs[id] = job
-    }
-
-    mutating func trimFinishedJobs() {
-        var finished = jobOrder.filter { jobs[$0]?.state.isFinal == true }
-        while finished.count > config.keepFinishedJobs {
-            let id = finished.removeFirst()
-            jobs[id] = nil
-            jobOrder.removeAll { $0 == id }
-        }
     }
 
     // MARK: time
@@ -346,7 +351,7 @@ public struct CoordinatorCore {
             for p in gone { workers[p] = nil }
             workerOrder.removeAll { workers[$0] == nil }
         }
-        for id in jobOrder where jobs[id]?.state.isFinal == false { sendProgress(id, now: now, force: false, into: &out) }
+        for (id, job) in jobs where !job.state.isFinal && !job.watchers.isEmpty { sendProgress(id, now: now, force: false, into: &out) }
     }
 
     // MARK: placement
@@ -356,7 +361,7 @@ public struct CoordinatorCore {
         guard !queue.isEmpty, !workerOrder.isEmpty else { return }
         var candidates = workerOrder.filter { workers[$0]!.state != .dead }
         while let ref = queue.first {
-            guard var job = jobs[ref.job], !job.state.isFinal, job.shards[Int(ref.shard)].state == .pending else {
+            guard let job = jobs[ref.job], !job.state.isFinal, job.shards[Int(ref.shard)].state == .pending else {
                 queue.removeFirst()
                 continue
             }
@@ -406,7 +411,7 @@ public struct CoordinatorCore {
                                  inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
                                  shardsDone: w.shardsDone)
         }
-        let js = jobOrder.suffix(100).compactMap { jobs[$0] }.map { j in
+        let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { j in
             ClusterStatus.Job(id: j.id, name: j.spec.name, kind: "map-reduce", state: j.state, done: UInt32(j.done),
                               total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
                               duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)

@@ -20,8 +20,11 @@ public final class BridgedLink: Sendable {
         let made = Waker()
     }
 
-    /// Starts the poller thread and makes the link on it. `bufferLimit` bounds unread inbound messages.
-    public init(_ factory: LinkFactory, name: String = "sigma-link", bufferLimit: Int = 100_000) {
+    /// Starts the poller thread and makes the link on it. Inbound messages go to `onReceive` when given — called
+    /// on the link's thread, so it must be quick and never block (it saves a task hop per message) — else to
+    /// `inbound`, which buffers at most `bufferLimit` unread messages.
+    public init(_ factory: LinkFactory, name: String = "sigma-link", bufferLimit: Int = 100_000,
+                onReceive: (@Sendable (Envelope) -> Void)? = nil) {
         let (stream, continuation) = AsyncStream<Envelope>.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
         inbound = stream
         let shared = Shared()
@@ -46,7 +49,9 @@ public final class BridgedLink: Sendable {
             while !shared.stopping.load(ordering: .acquiring) {
                 do {
                     try link.wait(timeoutMs: 200)
-                    while let e = try link.receive() { continuation.yield(e) }
+                    while let e = try link.receive() {
+                        if let deliver = onReceive { deliver(e) } else { continuation.yield(e) }
+                    }
                 } catch {
                     return
                 }

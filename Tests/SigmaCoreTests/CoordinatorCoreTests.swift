@@ -1,0 +1,220 @@
+import SigmaCoordinatorCore
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// A coordinator core driven by hand: simulated workers answer ASSIGNs by running the real kernel.
+struct Harness {
+    var core: CoordinatorCore
+    var now: Nanos = 1_000_000_000
+    var outbox: [(PeerID, Message)] = []
+    var logs: [String] = []
+    var resolvedRows: UInt64 = 0
+
+    init(_ config: CoordinatorConfig = CoordinatorConfig()) { core = CoordinatorCore(config: config, now: now) }
+
+    @discardableResult
+    mutating func event(_ e: CoordinatorEvent) -> [(PeerID, Message)] {
+        var sent: [(PeerID, Message)] = []
+        var pending = [e]
+        while !pending.isEmpty {
+            let ev = pending.removeFirst()
+            for a in core.handle(ev, now: now) {
+                switch a {
+                case .send(let p, let m): sent.append((p, m))
+                case .log(_, let s): logs.append(s)
+                case .resolveInput(let p, let s): pending.append(.inputResolved(p, s, .success(resolvedRows)))
+                }
+            }
+        }
+        outbox += sent
+        return sent
+    }
+
+    mutating func hello(_ peer: PeerID, slots: UInt32 = 1, instance: String? = nil, host: String = "host") -> [(PeerID, Message)] {
+        event(.received(peer, .hello(Hello(cores: 2, slots: slots, memory: 1 << 30, host: host, name: "n",
+                                           instance: instance ?? peer.description, features: ""))))
+    }
+
+    mutating func advance(_ ns: Nanos) { now += ns }
+
+    /// ASSIGNs sent to `peer` and not yet answered (as seen in the outbox).
+    mutating func takeAssigns(_ peer: PeerID) -> [Assign] {
+        var out: [Assign] = []
+        outbox.removeAll { p, m in
+            if p == peer, case .assign(let a) = m { out.append(a); return true }
+            return false
+        }
+        return out
+    }
+
+    mutating func answer(_ peer: PeerID, _ a: Assign, spec: MapReduceSpec) throws -> [(PeerID, Message)] {
+        let p = try MapReduceKernel.run(spec, start: a.start, count: a.count)
+        return event(.received(peer, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok,
+                                                         computeTime: 1000, payload: Frame(p.encoded)))))
+    }
+}
+
+let w1 = PeerID([0, 0, 0, 0, 1]), w2 = PeerID([0, 0, 0, 0, 2]), w3 = PeerID([0, 0, 0, 0, 3]), client = PeerID([0, 0, 0, 0, 9])
+let spec = MapReduceSpec(name: "t", input: .uniform(count: 10_000, seed: 4, low: -1, high: 1), map: .square,
+                         reduce: [.sum, .count, .histogram(bins: 4, low: 0, high: 1)], sharding: .count(20))
+
+func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
+    for (_, m) in sent { if case .jobResult(let o) = m { return o } }
+    return nil
+}
+
+@Suite struct CoordinatorCoreTests {
+    @Test func handshakeAssignsIdAndHeartbeatContract() {
+        var h = Harness()
+        let sent = h.hello(w1)
+        #expect(sent.count == 1)
+        guard case .ready(let r) = sent[0].1 else { Issue.record("expected READY"); return }
+        #expect(r.workerID == "w1" && r.heartbeatInterval == 1000 && r.liveness == 3)
+        // A second HELLO from the same process instance on a new connection retires the old session.
+        _ = h.hello(w2, instance: w1.description)
+        #expect(h.core.liveWorkers == 1)
+    }
+
+    @Test func runsAJobToTheSameResultAsOneProcess() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 2)
+        _ = h.hello(w2, slots: 1)
+        h.event(.received(client, .submit(Submit(request: 5, options: [.pushResult, .watch], spec: .mapReduce(spec)))))
+        #expect(h.outbox.contains { $0.0 == client && $0.1 == .accept(Accept(request: 5, job: 1, shards: 20)) })
+        var final: JobOutcome? = nil
+        var rounds = 0
+        while final == nil && rounds < 100 {
+            rounds += 1
+            for w in [w1, w2] {
+                for a in h.takeAssigns(w) { final = outcome(try h.answer(w, a, spec: spec)) ?? final }
+            }
+        }
+        let o = try #require(final)
+        #expect(o.state == .completed && o.shards == 20 && o.duplicates == 0 && o.reruns == 0)
+        let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        let local = try MapReduceKernel.runLocal(spec)
+        #expect(r.total.total == local.total)   // combined in shard order: bitwise equal to a sharded reference
+        #expect(r.total.count == 10_000 && r.total.histogram == local.histogram)
+        // Watchers saw progress ending in `completed`.
+        let last = h.outbox.last { if case .progress = $0.1 { true } else { false } }
+        if case .progress(let p)? = last?.1 { #expect(p.state == .completed && p.done == 20) } else { Issue.record("no progress") }
+    }
+
+    @Test func firstResultCountsDuplicatesAreDroppedAndCounted() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1)
+        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(2))
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(one)))))
+        var assigns = h.takeAssigns(w1)
+        #expect(assigns.count == 2)   // window: 1 slot + 1 prefetched
+        _ = try h.answer(w1, assigns[0], spec: one)
+        _ = try h.answer(w1, assigns[0], spec: one)   // duplicate of the same attempt
+        #expect(h.core.job(1)?.duplicates == 1)
+        assigns = h.takeAssigns(w1)
+        let done = outcome(try h.answer(w1, assigns.isEmpty ? Assign(job: 1, shard: 1, attempt: 1, start: 5, count: 5) : assigns[0], spec: one))
+        #expect(done?.state == .completed)
+        #expect(done?.duplicates == 1)
+        let r = try done!.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        #expect(r.total.total == 45)
+        // A result for a shard attempt never handed out is refused.
+        let bogus = h.event(.received(w1, .result(ShardResult(job: 1, shard: 7, attempt: 1, status: .ok))))
+        #expect(bogus.isEmpty || bogus.allSatisfy { if case .error = $0.1 { true } else { false } })
+    }
+
+    @Test func silentWorkerIsDeclaredDeadAndItsShardsRunElsewhere() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1)
+        _ = h.hello(w2, slots: 1)
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))))
+        let lost = h.takeAssigns(w1)
+        #expect(!lost.isEmpty)
+        // w2 keeps heartbeating, w1 goes silent.
+        var final: JobOutcome? = nil
+        for _ in 0..<80 {
+            h.advance(100_000_000)
+            h.event(.received(w2, .heartbeat(Heartbeat(sent: h.now))))
+            h.event(.tick)
+            for a in h.takeAssigns(w2) { final = outcome(try h.answer(w2, a, spec: spec)) ?? final }
+            _ = h.takeAssigns(w1)
+        }
+        let o = try #require(final)
+        #expect(o.state == .completed)
+        #expect(o.reruns >= UInt32(lost.count))
+        #expect(h.logs.contains { $0.contains("w1") && $0.contains("missed 3 heartbeats") && $0.contains("queued again") })
+        let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        #expect(r.total.total == (try MapReduceKernel.runLocal(spec)).total)
+        // A late answer from the dead worker is refused as unregistered.
+        let late = h.event(.received(w1, .heartbeat(Heartbeat(sent: 1))))
+        #expect(late.contains { if case .error(let e) = $0.1 { e.code == 425 } else { false } })
+    }
+
+    @Test func lateJoinerGetsShardsAtOnce() {
+        var h = Harness()
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(spec)))))
+        #expect(h.outbox.allSatisfy { if case .assign = $0.1 { false } else { true } })
+        let sent = h.hello(w3, slots: 2)
+        #expect(sent.contains { if case .assign(let a) = $0.1 { a.spec != nil } else { false } })   // first carries the spec
+        #expect(sent.filter { if case .assign = $0.1 { true } else { false } }.count == 4)       // 2 slots × (1 + prefetch)
+    }
+
+    @Test func shardFailingTwiceFailsTheJobNamingShardWorkerAndHost() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1, host: "alpha")
+        _ = h.hello(w2, slots: 1, host: "beta")
+        let one = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        h.event(.received(client, .submit(Submit(request: 3, options: [.pushResult], spec: .mapReduce(one)))))
+        var final: JobOutcome? = nil
+        for _ in 0..<4 {
+            for w in [w1, w2] {
+                for a in h.takeAssigns(w) {
+                    final = outcome(h.event(.received(w, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt,
+                                                                             status: .failed, error: "disk on fire"))))) ?? final
+                }
+            }
+        }
+        let o = try #require(final)
+        #expect(o.state == .failed)
+        #expect(o.error.contains("shard 0") && o.error.contains("disk on fire") && o.error.contains("alpha") && o.error.contains("beta"))
+    }
+
+    @Test func unknownJobReplyResendsTheSpec() {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1)
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(spec)))))
+        let a = h.takeAssigns(w1)
+        h.event(.received(w1, .result(ShardResult(job: a[0].job, shard: a[0].shard, attempt: a[0].attempt, status: .unknownJob))))
+        let again = h.takeAssigns(w1)
+        #expect(again.contains { $0.shard == a[0].shard && $0.spec != nil })
+    }
+
+    @Test func clientRequestsAnswerWithErrorsNamingTheJob() {
+        var h = Harness()
+        let f = h.event(.received(client, .fetch(request: 4, job: 77)))
+        #expect(f.contains { if case .error(let e) = $0.1 { e.code == 404 && e.request == 4 && e.message.contains("77") } else { false } })
+        h.event(.received(client, .submit(Submit(request: 5, options: [], spec: .mapReduce(spec)))))
+        let early = h.event(.received(client, .fetch(request: 6, job: 1)))
+        #expect(early.contains { if case .error(let e) = $0.1 { e.code == 425 && e.message.contains("job 1") } else { false } })
+        let st = h.event(.received(client, .status(request: 7)))
+        guard case .statusReply(7, let s)? = st.first?.1 else { Issue.record("no status"); return }
+        #expect(s.jobs.count == 1 && s.queuedShards == 20)
+        // npy inputs are resolved by the shell; a failure comes back as 422 naming the file.
+        let npy = MapReduceSpec(input: .npy(path: "/nope.npy"), reduce: [.sum])
+        let r = h.core.handle(.inputResolved(client, Submit(request: 8, options: [], spec: .mapReduce(npy)),
+                                             .failure(DataError(path: "/nope.npy", problem: "cannot open"))), now: h.now)
+        #expect(r.contains { if case .send(_, .error(let e)) = $0 { e.code == 422 && e.message.contains("/nope.npy") } else { false } })
+    }
+
+    @Test func heartbeatsMeasureRoundTrip() {
+        var h = Harness()
+        _ = h.hello(w1)
+        h.advance(1_000_000_000)
+        let sent = h.event(.tick)
+        guard case .heartbeat(let hb)? = sent.first(where: { $0.0 == w1 })?.1 else { Issue.record("no heartbeat"); return }
+        h.advance(300_000)   // 0.3 ms later the worker answers, having held it 100 µs
+        h.event(.received(w1, .heartbeat(Heartbeat(sent: 5, echo: hb.sent, held: 100_000))))
+        let w = h.core.status(now: h.now).workers[0]
+        #expect(w.rtt == 200_000)
+    }
+}

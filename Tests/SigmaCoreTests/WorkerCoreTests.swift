@@ -1,0 +1,56 @@
+import SigmaModel
+import SigmaProtocol
+import SigmaWorkerCore
+import Testing
+
+@Suite struct WorkerCoreTests {
+    func core() -> WorkerCore {
+        WorkerCore(config: .init(hello: Hello(cores: 2, slots: 1, memory: 1, host: "h", name: "n", instance: "i", features: "")))
+    }
+
+    @Test func handshakeComputeAndReport() {
+        var c = core()
+        var a = c.handle(.connected, now: 0)
+        #expect(a.count == 1)
+        if case .send(.hello) = a[0] {} else { Issue.record("expected HELLO") }
+        _ = c.handle(.received(.ready(Ready(workerID: "w7", heartbeatInterval: 500, liveness: 3))), now: 1)
+        #expect(c.workerID == "w7")
+        let spec = JobSpec.mapReduce(MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum]))
+        a = c.handle(.received(.assign(Assign(job: 1, shard: 0, attempt: 1, start: 0, count: 4, spec: spec))), now: 2)
+        #expect(a.contains { if case .compute(let t) = $0 { t.job == 1 && t.shard == 0 && t.count == 4 && t.spec == spec } else { false } })
+        // Same job without the spec attached: served from the cache.
+        a = c.handle(.received(.assign(Assign(job: 1, shard: 1, attempt: 1, start: 4, count: 0))), now: 3)
+        #expect(a.contains { if case .compute(let t) = $0 { t.spec == spec } else { false } })
+        a = c.handle(.computed(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)), now: 4)
+        #expect(a.contains { if case .send(.result) = $0 { true } else { false } })
+        // Unknown job without spec: ask for it.
+        a = c.handle(.received(.assign(Assign(job: 9, shard: 0, attempt: 1, start: 0, count: 1))), now: 5)
+        #expect(a.contains { if case .send(.result(let r)) = $0 { r.status == .unknownJob } else { false } })
+        // Cancelled attempts are not reported.
+        _ = c.handle(.received(.cancel(Cancel(job: 1, shard: Cancel.allShards, attempt: 0))), now: 6)
+        a = c.handle(.computed(ShardResult(job: 1, shard: 1, attempt: 1, status: .ok)), now: 7)
+        #expect(a.isEmpty)
+    }
+
+    @Test func heartbeatsWhenIdleAndReconnectsWhenCoordinatorIsSilent() {
+        var c = core()
+        _ = c.handle(.connected, now: 0)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 100, liveness: 3))), now: 0)
+        var a = c.handle(.tick, now: 100_000_000)
+        #expect(a.contains { if case .send(.heartbeat) = $0 { true } else { false } })
+        a = c.handle(.tick, now: 301_000_000)
+        #expect(a.contains { if case .reconnect = $0 { true } else { false } })
+    }
+
+    @Test func refusedVersionIsFatalAndUnknownWorkerReRegisters() {
+        var c = core()
+        _ = c.handle(.connected, now: 0)
+        var a = c.handle(.received(.error(ErrorReply(.versionNotSupported, "protocol version 1 is not supported; this peer speaks version 2"))), now: 1)
+        #expect(a.contains { if case .fatal(let m) = $0 { m.contains("version 2") } else { false } })
+        c = core()
+        _ = c.handle(.connected, now: 0)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 100, liveness: 3))), now: 0)
+        a = c.handle(.received(.error(ErrorReply(.notReady, "HEARTBEAT from an unregistered worker; send HELLO first"))), now: 1)
+        #expect(a.contains { if case .send(.hello) = $0 { true } else { false } })
+    }
+}

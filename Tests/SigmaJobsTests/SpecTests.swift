@@ -1,0 +1,62 @@
+import SigmaJobs
+import SigmaModel
+import Testing
+
+@Suite struct SpecTests {
+    @Test func parsesACompleteSpec() throws {
+        let s = try JobSpec.parse("""
+        kind: map-reduce
+        name: squares
+        input: {generate: normal, count: 10M, seed: 5, mean: 1, std: 2}
+        map: {affine: {a: 2, b: -1}}
+        reduce: [sum, mean, min, max, count, {histogram: {bins: 10, low: -5, high: 5}}]
+        shard_size: 100k
+        """)
+        #expect(s == .mapReduce(MapReduceSpec(name: "squares", input: .normal(count: 10_000_000, seed: 5, mean: 1, std: 2),
+                                              map: .affine(a: 2, b: -1),
+                                              reduce: [.sum, .mean, .min, .max, .count, .histogram(bins: 10, low: -5, high: 5)],
+                                              sharding: .size(100_000))))
+        // JSON is accepted too, and the binary form round-trips.
+        let j = try JobSpec.parse(#"{"kind": "map-reduce", "input": {"npy": "/data/x.npy"}, "reduce": "sum", "shards": 8}"#)
+        #expect(j == .mapReduce(MapReduceSpec(input: .npy(path: "/data/x.npy"), reduce: [.sum], sharding: .count(8))))
+        for spec in [s, j] {
+            let back = try spec.encoded.withUnsafeBytes { try JobSpec.decode($0) }
+            #expect(back == spec)
+        }
+    }
+
+    /// Each bad spec's error names the field and the problem.
+    @Test(arguments: [
+        ("kind: map-reduce\nreduce: sum", "input", "missing"),
+        ("kind: mapreduce\ninput: {npy: a.npy}\nreduce: sum", "kind", "unknown job kind"),
+        ("kind: map-reduce\ninput: {generate: uniform, count: -5}\nreduce: sum", "input.count", "non-negative integer"),
+        ("kind: map-reduce\ninput: {generate: uniform, count: 0}\nreduce: sum", "input.count", "≥ 1"),
+        ("kind: map-reduce\ninput: {generate: zipf, count: 10}\nreduce: sum", "input.generate", "unknown generator"),
+        ("kind: map-reduce\ninput: {generate: uniform, count: 10, low: 2, high: 1}\nreduce: sum", "input.high", "greater than low"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: median", "reduce", "unknown reducer 'median'"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: [sum, {histogram: {bins: 0, low: 0, high: 1}}]", "reduce[1].histogram.bins", "≥ 1"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: [{histogram: {bins: 4, low: 1, high: 1}}]", "reduce[0].histogram.high", "greater than low"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nmap: cube\nreduce: sum", "map", "unknown function 'cube'"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: sum\nshards: 5\nshard_size: 3", "shards", "either"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: sum\nshardz: 5", "shardz", "unknown field"),
+        ("kind: map-reduce\ninput: {npy: a.npy, seed: 1}\nreduce: sum", "input.seed", "unknown field"),
+        ("kind: map-reduce\ninput: {generate: range, count: 10G}\nreduce: sum\nshard_size: 1", "shard_size", "limit"),
+        ("[1, 2", "(document)", "not valid"),
+    ])
+    func badSpecsNameTheField(_ text: String, _ field: String, _ problem: String) {
+        #expect {
+            _ = try JobSpec.parse(text)
+        } throws: { e in
+            guard let s = e as? SpecError else { return false }
+            return s.field == field && s.problem.contains(problem)
+        }
+    }
+
+    @Test func clusterConfigParsesAndRejects() throws {
+        let c = try ClusterConfig.parse("coordinator: {listen: 127.0.0.1, port: 7800, heartbeat_interval_ms: 250, liveness: 4}\nworker: {threads: 2}")
+        #expect(c.port == 7800 && c.heartbeatInterval == 250 && c.liveness == 4 && c.workerThreads == 2)
+        #expect(c.coordinator == "tcp://127.0.0.1:7800")
+        #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinator: {port: 70000}") }
+        #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinatr: {port: 7}") }
+    }
+}

@@ -1,0 +1,141 @@
+import SigmaCoordinatorCore
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// Tests quote the clause of docs/protocol.md they check.
+@Suite struct CodecTests {
+    // §3.1 "The header frame: signature 0x53, version, type, flags, then the fields in little-endian order."
+    @Test func goldenBytesHeartbeat() {
+        let frames = Codec.encode(.heartbeat(Heartbeat(sent: 0x0102030405060708, echo: 1, held: 2, running: 3, queued: 4)))
+        #expect(frames.count == 1)
+        #expect(frames[0].bytes == [0x53, 0x01, 0x03, 0x00,
+                                    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
+                                    1, 0, 0, 0, 0, 0, 0, 0,
+                                    2, 0, 0, 0, 0, 0, 0, 0,
+                                    3, 0, 0, 0,
+                                    4, 0, 0, 0])
+    }
+
+    @Test func goldenBytesAssignAndReady() {
+        let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128)))
+        #expect(a.count == 1)
+        #expect(a[0].bytes == [0x53, 0x01, 0x04, 0x00,
+                               7, 0, 0, 0, 0, 0, 0, 0,
+                               2, 0, 0, 0,
+                               1, 0, 0, 0,
+                               0, 1, 0, 0, 0, 0, 0, 0,
+                               128, 0, 0, 0, 0, 0, 0, 0])
+        let r = Codec.encode(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3, build: "b")))
+        #expect(r[0].bytes == [0x53, 0x01, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62])
+    }
+
+    @Test func goldenBytesHello() {
+        let h = Codec.encode(.hello(Hello(build: "s", cores: 2, slots: 1, memory: 1024, host: "h", name: "n", instance: "i", features: "f")))
+        #expect(h[0].bytes == [0x53, 0x01, 0x01, 0x00, 1, 0, 0x73, 2, 0, 1, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
+                               1, 0, 0x68, 1, 0, 0x6E, 1, 0, 0x69, 1, 0, 0x66])
+    }
+
+    static let spec = JobSpec.mapReduce(MapReduceSpec(name: "t", input: .uniform(count: 1000, seed: 1, low: 0, high: 1),
+                                                      map: .square, reduce: [.sum, .histogram(bins: 4, low: 0, high: 1)],
+                                                      sharding: .count(10)))
+
+    static let all: [Message] = [
+        .hello(Hello(cores: 8, slots: 4, memory: 1 << 34, host: "host-a", name: "w", instance: "abc", features: "map-reduce")),
+        .ready(Ready(workerID: "w3", heartbeatInterval: 500, liveness: 4)),
+        .heartbeat(Heartbeat(sent: 99, echo: 42, held: 7, running: 2, queued: 1)),
+        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, spec: spec)),
+        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5)),
+        .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .ok, computeTime: 12, payload: Frame([1, 2, 3]))),
+        .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .failed, error: "boom")),
+        .cancel(Cancel(job: 9, shard: Cancel.allShards, attempt: 0)),
+        .disconnect(reason: "bye"),
+        .error(ErrorReply(.notFound, request: 5, "no job 5")),
+        .submit(Submit(request: 11, options: [.watch, .pushResult], spec: spec)),
+        .accept(Accept(request: 11, job: 3, shards: 10)),
+        .status(request: 12),
+        .statusReply(request: 12, ClusterStatus(uptime: 5, workers: [
+            .init(id: "w1", name: "n", host: "h", cores: 2, slots: 1, state: "ready", inFlight: 0, rtt: 50_000, lastSeen: 1, shardsDone: 9)],
+            jobs: [.init(id: 1, name: "j", kind: "map-reduce", state: .running, done: 1, total: 2, running: 1, reruns: 0,
+                         duplicates: 0, elapsed: 3, error: "")], queuedShards: 4)),
+        .watch(request: 13, job: 3),
+        .progress(JobProgress(request: 13, job: 3, state: .running, done: 4, total: 10, running: 2, reruns: 1)),
+        .fetch(request: 14, job: 3),
+        .jobResult(JobOutcome(request: 14, job: 3, state: .completed, shards: 10, duplicates: 1, reruns: 2, elapsed: 100,
+                              payload: Frame([9, 9]))),
+    ]
+
+    // §3 every message type round-trips.
+    @Test func everyMessageRoundTrips() throws {
+        for m in Self.all {
+            #expect(try Codec.decode(Codec.encode(m)) == m, "\(m.type.name)")
+        }
+        #expect(Set(Self.all.map(\.type)) == Set(MessageType.allCases))
+    }
+
+    // §2 "A peer MUST reject a message whose version byte differs from its own, naming both versions."
+    @Test func wrongVersionIsRejectedNamingBothVersions() {
+        var bytes = Codec.encode(.hello(Hello(cores: 1, slots: 1, memory: 1, host: "h", name: "n", instance: "i", features: "")))[0].bytes
+        bytes[1] = 2
+        #expect {
+            _ = try Codec.decode([Frame(bytes)])
+        } throws: { e in
+            let d = e as! DecodeError
+            return d.code == .versionNotSupported && d.type == .hello && d.message.contains("version 2") && d.message.contains("version 1")
+        }
+    }
+
+    // §3.1 "Every truncated message is rejected."
+    @Test func everyTruncationIsRejected() {
+        for m in Self.all {
+            let frames = Codec.encode(m)
+            let header = frames[0].bytes
+            for cut in 0..<header.count {
+                #expect(throws: DecodeError.self) {
+                    _ = try Codec.decode([Frame(Array(header.prefix(cut)))] + frames.dropFirst())
+                }
+            }
+            if frames.count > 1 {   // payload truncated (where the payload is structured)
+                let p = frames[1].bytes
+                if case .submit = m {
+                    for cut in 0..<p.count {
+                        #expect(throws: DecodeError.self) { _ = try Codec.decode([frames[0], Frame(Array(p.prefix(cut)))]) }
+                    }
+                }
+            }
+        }
+    }
+
+    // §5 limits.
+    @Test func oversizedAndMalformedAreRejected() {
+        var limits = ProtocolLimits()
+        limits.maxPayload = 100
+        let big = Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok, payload: Frame([UInt8](repeating: 1, count: 101)))))
+        #expect(throws: DecodeError.self) { _ = try Codec.decode(big, limits: limits) }
+        let header = [UInt8](repeating: 0x53, count: 70_000)
+        #expect { _ = try Codec.decode([Frame(header)]) } throws: { ($0 as! DecodeError).code == .tooLarge }
+        let three = Codec.encode(.status(request: 1)) + [Frame([1]), Frame([2])]
+        #expect { _ = try Codec.decode(three) } throws: { ($0 as! DecodeError).code == .tooLarge }
+        #expect { _ = try Codec.decode([Frame([0x53, 1, 0x7F, 0])]) } throws: { ($0 as! DecodeError).message.contains("unknown message type 0x7f") }
+        #expect { _ = try Codec.decode([Frame([0x41, 1, 1, 0])]) } throws: { ($0 as! DecodeError).message.contains("signature") }
+        #expect { _ = try Codec.decode([]) } throws: { ($0 as! DecodeError).message.contains("empty") }
+        #expect { _ = try Codec.decode([Frame([0x53, 1, 0x12, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])]) } throws: { ($0 as! DecodeError).message.contains("flag") }
+        var trailing = Codec.encode(.status(request: 1))[0].bytes
+        trailing.append(0)
+        #expect { _ = try Codec.decode([Frame(trailing)]) } throws: { ($0 as! DecodeError).message.contains("trailing") }
+        let submitNoPayload = [Codec.encode(.submit(Submit(request: 1, options: [], spec: Self.spec)))[0]]
+        #expect { _ = try Codec.decode(submitNoPayload) } throws: { ($0 as! DecodeError).message.contains("missing payload") }
+        let compressedNoDecompressor = Frame([0x53, 1, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
+        #expect(throws: DecodeError.self) { _ = try Codec.decode([compressedNoDecompressor, Frame([1, 2, 3, 4, 5])]) }
+    }
+
+    // §4.3 an invalid job spec in SUBMIT earns 422 naming the field.
+    @Test func invalidSpecInSubmitNamesField() {
+        let bad = JobSpec.mapReduce(MapReduceSpec(input: .uniform(count: 10, seed: 1, low: 1, high: 0), reduce: [.sum]))
+        let frames = Codec.encode(.submit(Submit(request: 1, options: [], spec: bad)))
+        #expect { _ = try Codec.decode(frames) } throws: { e in
+            let d = e as! DecodeError
+            return d.code == .invalidSpec && d.message.contains("input.high")
+        }
+    }
+}
