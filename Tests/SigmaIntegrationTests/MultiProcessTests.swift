@@ -1,0 +1,178 @@
+import Foundation
+import SigmaClient
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Synchronization
+import Testing
+
+/// 10M float64 values in a `.npy` file, and an independent single-process Float64 reference over them.
+struct BigInput: Sendable {
+    static let count = 10_000_000
+    static let bins = (count: 20, low: -4.0, high: 8.0)
+    let path: String
+    let sum: Double, min: Double, max: Double, sumSquares: Double
+    let histogram: [UInt64]
+
+    static let shared: BigInput = {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-it-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("values.npy").path
+        // Values: a drifting sine plus noise, mean ≈ 2, some negative.
+        var values = [Double](repeating: 0, count: count)
+        var state: UInt64 = 12345
+        for i in 0..<count {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            let u = Double(state >> 11) * 0x1p-53
+            values[i] = 2 + 3 * sin(Double(i) * 1e-4) + (u - 0.5)
+        }
+        try! NpyFile.write(path: path, float64: values)
+        // Reference: Kahan summation, written independently of Sigma's kernel.
+        func kahan(_ f: (Double) -> Double) -> Double {
+            var s = 0.0, c = 0.0
+            for v in values {
+                let y = f(v) - c
+                let t = s + y
+                c = (t - s) - y
+                s = t
+            }
+            return s
+        }
+        var hist = [UInt64](repeating: 0, count: bins.count)
+        let width = (bins.high - bins.low) / Double(bins.count)
+        for v in values where v >= bins.low && v <= bins.high {
+            hist[Swift.min(bins.count - 1, Int((v - bins.low) / width))] += 1
+        }
+        return BigInput(path: path, sum: kahan { $0 }, min: values.min()!, max: values.max()!, sumSquares: kahan { $0 * $0 },
+                        histogram: hist)
+    }()
+
+    func spec(map: String = "identity", shards: Int = 200) -> String {
+        """
+        kind: map-reduce
+        name: it-every-reducer
+        input: {npy: \(path)}
+        map: \(map)
+        reduce: [sum, mean, min, max, count, {histogram: {bins: \(BigInput.bins.count), low: \(BigInput.bins.low), high: \(BigInput.bins.high)}}]
+        shards: \(shards)
+        """
+    }
+
+    /// Checks a result against the reference: relative error ≤ 1e-12, exact where exactness is expected.
+    func check(_ r: MapReduceResult, squared: Bool = false) {
+        let sum = squared ? sumSquares : self.sum
+        #expect(r.total.count == UInt64(BigInput.count))
+        #expect(abs(r.total.total - sum) <= 1e-12 * abs(sum), "sum \(r.total.total) vs \(sum)")
+        let mean = r.total.value(.mean)!
+        #expect(abs(mean - sum / Double(BigInput.count)) <= 1e-12 * abs(sum / Double(BigInput.count)))
+        if !squared {
+            #expect(r.total.min == min)
+            #expect(r.total.max == max)
+            #expect(r.total.histogram == histogram)
+        }
+    }
+}
+
+@Suite(.serialized) struct MultiProcessTests {
+    /// Coordinator + 3 workers as separate OS processes over TCP loopback; every reducer; via the CLI.
+    @Test func everyReducerOverTenMillionValuesMatchesSingleProcess() async throws {
+        let input = BigInput.shared
+        let cluster = try await ProcessCluster(workers: 3)
+        defer { cluster.stop() }
+        let specPath = URL(fileURLWithPath: input.path).deletingLastPathComponent().appendingPathComponent("every.yaml").path
+        try input.spec().write(toFile: specPath, atomically: true, encoding: .utf8)
+        let submit = try SigmaProcess(["submit", specPath, "--follow", "--json", "--coordinator", cluster.endpoint])
+        #expect(try await submit.wait(timeout: 120) == 0, "\(submit.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(submit.stdout.joined(separator: "\n").utf8)) as! [String: Any]
+        #expect(json["state"] as? String == "completed")
+        let res = json["result"] as! [String: Any]
+        #expect(abs((res["sum"] as! Double) - input.sum) <= 1e-12 * abs(input.sum))
+        #expect(res["min"] as! Double == input.min)
+        #expect(res["max"] as! Double == input.max)
+        #expect(res["count"] as! Int == BigInput.count)
+        let hist = (res["histogram"] as! [String: Any])["counts"] as! [Int]
+        #expect(hist.map(UInt64.init) == input.histogram)
+
+        // And with f = square through the client library, checking the full-precision binary result.
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let o = try await client.runToEnd(try JobSpec.parse(input.spec(map: "square")))
+        #expect(o.state == .completed)
+        input.check(try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }, squared: true)
+        let status = try await client.status()
+        #expect(status.workers.filter { $0.state != "dead" && $0.shardsDone > 0 }.count == 3)
+    }
+
+    /// One worker SIGKILLed mid-job: its shards run elsewhere (default heartbeat 1 s × 3) and the result is the same.
+    @Test func workerKilledMidJobGivesTheSameResult() async throws {
+        let input = BigInput.shared
+        let cluster = try await ProcessCluster(workers: 3)
+        defer { cluster.stop() }
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        for _ in 0..<500 where try await client.status().workers.count < 3 { try await Task.sleep(nanoseconds: 20_000_000) }
+        let victim = cluster.workers.withLock { $0[1] }
+        var killedAt: UInt32? = nil
+        var outcome: JobOutcome? = nil
+        for try await e in client.run(try JobSpec.parse(input.spec(shards: 400))) {
+            switch e {
+            case .progress(let p) where killedAt == nil && p.done >= 20:
+                victim.kill(SIGKILL)
+                killedAt = p.done
+            case .finished(let o): outcome = o
+            default: break
+            }
+        }
+        let o = try #require(outcome)
+        #expect(killedAt != nil && killedAt! < 400, "the worker was killed mid-job (at \(killedAt ?? 0)/400 shards)")
+        #expect(o.state == .completed)
+        #expect(o.reruns >= 1, "the killed worker's shards were re-run")
+        input.check(try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) })
+        let status = try await client.status()
+        #expect(status.workers.contains { $0.state == "dead" })
+    }
+
+    /// A worker started after submission receives shards at once and the job completes.
+    @Test func workerStartedAfterSubmissionReceivesShards() async throws {
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let spec = try JobSpec.parse("kind: map-reduce\ninput: {generate: uniform, count: 1M, seed: 3}\nmap: square\nreduce: [sum, count]\nshards: 50")
+        let a = try await client.submit(spec)
+        try await Task.sleep(nanoseconds: 300_000_000)
+        var s = try await client.status()
+        #expect(s.jobs.first { $0.id == a.job }?.done == 0)
+        #expect(s.queuedShards == 50)
+        try cluster.addWorker("late")
+        var outcome: JobOutcome? = nil
+        for _ in 0..<1500 {
+            if let o = try? await client.fetch(job: a.job) { outcome = o; break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        let o = try #require(outcome)
+        #expect(o.state == .completed)
+        guard case .mapReduce(let mr) = spec else { return }
+        let reference = try MapReduceKernel.runLocal(mr)
+        let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        #expect(abs(r.total.total - reference.total) <= 1e-12 * reference.total)
+        s = try await client.status()
+        #expect(s.workers.first { $0.name == "late" }?.shardsDone == 50)
+    }
+
+    /// CLI exit codes: 2 for a bad spec (naming the field), 3 when the coordinator cannot be reached.
+    @Test func cliReportsUnreachableCoordinatorAndBadSpecs() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-cli-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let bad = dir.appendingPathComponent("bad.yaml").path
+        try "kind: map-reduce\ninput: {generate: uniform, count: 10}\nreduce: median".write(toFile: bad, atomically: true, encoding: .utf8)
+        let p = try SigmaProcess(["submit", bad, "--coordinator", "tcp://127.0.0.1:1"])
+        #expect(try await p.wait() == 2)
+        #expect(p.stderr.joined().contains("reduce") && p.stderr.joined().contains("median"))
+        let good = dir.appendingPathComponent("good.yaml").path
+        try "kind: map-reduce\ninput: {generate: uniform, count: 10}\nreduce: sum".write(toFile: good, atomically: true, encoding: .utf8)
+        let q = try SigmaProcess(["submit", good, "--coordinator", "tcp://127.0.0.1:1", "--timeout", "1"])
+        #expect(try await q.wait() == 3)
+        #expect(q.stderr.joined().contains("sigma coordinator"))
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// The `sigma` binary built next to this test bundle.
+func sigmaBinary() throws -> String {
+    let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+    let candidate = dir.appendingPathComponent("sigma").path
+    if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    if let env = ProcessInfo.processInfo.environment["SIGMA_BIN"] { return env }
+    throw SigmaTestError("sigma binary not found next to \(exe); run `swift build` first or set SIGMA_BIN")
+}
+
+struct SigmaTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ s: String) { description = s }
+}
+
+/// A `sigma` child process whose output is collected line by line.
+final class SigmaProcess: Sendable {
+    let process: Process
+    private let lines = Lines()
+    private let errLines = Lines()
+
+    final class Lines: Sendable {
+        let m = Mutex<[String]>([])
+        func withLock<R>(_ body: (inout [String]) -> R) -> R { m.withLock { body(&$0) } }
+    }
+
+    init(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try sigmaBinary())
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        process = p
+        let collect: @Sendable (FileHandle, Bool) -> Void = { [lines, errLines] h, isErr in
+            Thread.detachNewThread {
+                var buffer = Data()
+                while true {
+                    let d = h.availableData
+                    if d.isEmpty { break }
+                    buffer.append(d)
+                    while let nl = buffer.firstIndex(of: 10) {
+                        let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
+                        buffer = Data(buffer[(nl + 1)...])
+                        if isErr { errLines.withLock { $0.append(line) } } else { lines.withLock { $0.append(line) } }
+                    }
+                }
+            }
+        }
+        try p.run()
+        collect(out.fileHandleForReading, false)
+        collect(err.fileHandleForReading, true)
+    }
+
+    var stdout: [String] { lines.withLock { $0 } }
+    var stderr: [String] { errLines.withLock { $0 } }
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits for a stdout line starting with `prefix`.
+    func waitForLine(_ prefix: String, timeout: Double = 30) async throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let l = stdout.first(where: { $0.hasPrefix(prefix) }) { return l }
+            if !process.isRunning && stdout.first(where: { $0.hasPrefix(prefix) }) == nil {
+                throw SigmaTestError("process exited (\(process.terminationStatus)) before printing '\(prefix)': \(stderr.suffix(5))")
+            }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        throw SigmaTestError("no '\(prefix)' line within \(timeout) s; stderr: \(stderr.suffix(5))")
+    }
+
+    /// Waits for exit; returns the status.
+    func wait(timeout: Double = 60) async throws -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline {
+                kill(SIGKILL)
+                throw SigmaTestError("process did not exit within \(timeout) s")
+            }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        try await Task.sleep(nanoseconds: 50_000_000)   // let the output readers drain
+        return process.terminationStatus
+    }
+
+    func kill(_ signal: Int32 = SIGTERM) {
+        if process.isRunning { Foundation.kill(process.processIdentifier, signal) }
+    }
+
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// A coordinator process on a free loopback port plus worker processes.
+final class ProcessCluster: Sendable {
+    let coordinator: SigmaProcess
+    let endpoint: String
+    let workers = Mutex<[SigmaProcess]>([])
+
+    init(workers n: Int, coordinatorArgs: [String] = []) async throws {
+        coordinator = try SigmaProcess(["coordinator", "--port", "0", "--log-level", "info"] + coordinatorArgs)
+        let line = try await coordinator.waitForLine("listening ")
+        endpoint = String(line.dropFirst("listening ".count))
+        for i in 0..<n { try addWorker("w\(i + 1)") }
+    }
+
+    @discardableResult
+    func addWorker(_ name: String) throws -> SigmaProcess {
+        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "warning"])
+        workers.withLock { $0.append(w) }
+        return w
+    }
+
+    func stop() {
+        for w in workers.withLock({ $0 }) { w.kill(SIGTERM) }
+        coordinator.kill(SIGTERM)
+    }
+}
