@@ -21,7 +21,7 @@ struct TestCluster {
 
     init(_ wiring: Wiring, workers n: Int, options: CoordinatorShell.Options = .init()) throws {
         var logger = Logger(label: "test")
-        logger.logLevel = .warning
+        logger.logLevel = .critical
         switch wiring {
         case .inMemory:
             let net = InMemoryNetwork()
