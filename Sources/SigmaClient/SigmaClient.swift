@@ -168,11 +168,39 @@ public final class SigmaClient: Sendable {
         }
     }
 
-    /// Submits and waits for the outcome (no progress events).
+    /// Submits and waits for the outcome (no progress events). One continuation, resumed once, on the link
+    /// thread: the cheapest round trip the client offers.
     public func runToEnd(_ spec: JobSpec, acceptTimeout: Double = 10) async throws -> JobOutcome {
-        for try await e in run(spec, watch: false, acceptTimeout: acceptTimeout) {
-            if case .finished(let o) = e { return o }
+        let accepted = Flag()
+        let handlers = self.handlers, ep = endpoint
+        return try await withCheckedThrowingContinuation { (k: CheckedContinuation<JobOutcome, Error>) in
+            let id = request({ .submit(Submit(request: $0, options: [.pushResult, .deferAccept], spec: spec)) },
+                             timeout: 0, what: "SUBMIT") { r in
+                switch r {
+                case .success(.accept):
+                    accepted.set()
+                    return false
+                case .success(.jobResult(let o)):
+                    accepted.set()
+                    k.resume(returning: o)
+                case .success(.error(let e)): k.resume(throwing: ClientError.refused(e))
+                case .success(let m): k.resume(throwing: ClientError.badReply(m.type.name))
+                case .failure(let e): k.resume(throwing: e)
+                }
+                return true
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(acceptTimeout * 1e9))
+                if !accepted.isSet, let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
+                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: acceptTimeout, request: "SUBMIT")))
+                }
+            }
         }
-        throw ClientError.badReply("job stream ended without a result")
+    }
+
+    final class Flag: Sendable {
+        private let v = Atomic<Bool>(false)
+        var isSet: Bool { v.load(ordering: .acquiring) }
+        func set() { v.store(true, ordering: .releasing) }
     }
 }

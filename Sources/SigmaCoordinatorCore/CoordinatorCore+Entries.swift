@@ -119,6 +119,8 @@ final class JobEntry {
     var error = ""
     var result: [UInt8] = []
     var watchers: [Watcher] = []
+    /// ACCEPT deferred to the next tick (SUBMIT option `deferAccept`).
+    var acceptPending = false
 
     init(id: JobID, spec: MapReduceSpec, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
          options: SubmitOptions, submittedAt: Nanos) {

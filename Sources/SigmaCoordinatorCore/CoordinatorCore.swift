@@ -233,7 +233,11 @@ public struct CoordinatorCore {
         if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
-        out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
+        if s.options.contains(.deferAccept) {
+            job.acceptPending = true
+        } else {
+            out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
+        }
         out.append(.log(.info, "job \(id) '\(spec.name)' accepted: \(rows) rows in \(ranges.count) shards"))
     }
 
@@ -296,6 +300,7 @@ public struct CoordinatorCore {
     mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction]) {
         guard let job = jobs[id], !job.state.isFinal else { return }
         activeJobs -= 1
+        job.acceptPending = false   // JOB-RESULT (or the job's status) now says it was accepted
         finishedOrder.append(id)
         while finishedOrder.count > config.keepFinishedJobs { jobs[finishedOrder.removeFirst()] = nil }
         job.state = state
@@ -351,7 +356,13 @@ public struct CoordinatorCore {
             for p in gone { workers[p] = nil }
             workerOrder.removeAll { workers[$0] == nil }
         }
-        for (id, job) in jobs where !job.state.isFinal && !job.watchers.isEmpty { sendProgress(id, now: now, force: false, into: &out) }
+        for (id, job) in jobs where !job.state.isFinal {
+            if job.acceptPending {
+                job.acceptPending = false
+                out.append(.send(job.submitter, .accept(Accept(request: job.request, job: id, shards: UInt32(job.shards.count)))))
+            }
+            if !job.watchers.isEmpty { sendProgress(id, now: now, force: false, into: &out) }
+        }
     }
 
     // MARK: placement

@@ -10,7 +10,9 @@ public enum MapReduceKernel {
     public static func run(_ spec: MapReduceSpec, start: UInt64, count: UInt64, files: NpyFileCache? = nil) throws -> Partial {
         let hist = spec.histogram
         var acc = Accumulator(histogram: hist)
-        let buffer = UnsafeMutableBufferPointer<Double>.allocate(capacity: chunk)
+        // Sized to the shard: a fixed 512 KiB buffer would be an mmap + munmap for every tiny shard.
+        let rows = spec.input.generatedCount == nil ? chunk : Int(Swift.min(UInt64(chunk), Swift.max(1, count)))
+        let buffer = UnsafeMutableBufferPointer<Double>.allocate(capacity: rows)
         defer { buffer.deallocate() }
         switch spec.input {
         case .npy(let path):

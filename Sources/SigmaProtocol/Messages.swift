@@ -185,6 +185,9 @@ public struct SubmitOptions: OptionSet, Sendable {
     public static let watch = SubmitOptions(rawValue: 1)
     /// Send JOB-RESULT when the job ends.
     public static let pushResult = SubmitOptions(rawValue: 2)
+    /// Hold ACCEPT until the coordinator's next tick (≤ 50 ms), and drop it if the job has ended by then
+    /// (JOB-RESULT then implies acceptance). Saves one message, and one wake-up of the client, per short job.
+    public static let deferAccept = SubmitOptions(rawValue: 4)
 }
 
 public struct Submit: Sendable, Equatable {

@@ -93,12 +93,22 @@ struct BenchCommand: AsyncParsableCommand {
             p50.append(percentile(lat, 0.5)); p99.append(percentile(lat, 0.99))
         }
 
+        // The same round trip from a client that owns its socket on its own thread (no async bridge): shows what
+        // the bridge to Swift concurrency costs.
+        var directP50: [Double] = []
+        let endpoint = cluster.coordinator.endpoint
+        for _ in 0..<runs {
+            let lat = try await onThread { try blockingRoundTrips(endpoint: endpoint, spec: one, count: samples, warmup: 200) }
+            directP50.append(percentile(lat, 0.5))
+        }
+
         func us(_ x: Double) -> String { String(format: "%.1f µs", x / 1e3) }
         print("")
         print("| measure | Sigma | raw ZeroMQ (same run) | target |")
         print("|---|---|---|---|")
         print("| tiny-shard dispatch, shards/s (\(workers) worker, 1 thread) | \(Int(median(tput))) | \(Int(median(rawTput))) msg/s brokered, 64 in flight | ≥ 50,000 |")
         print("| round trip p50 client→coordinator→worker→client | \(us(median(p50))) | \(us(median(rawBrokered))) brokered; \(us(median(rawDirect))) direct | ≤ 250 µs |")
+        print("| round trip p50, client on its own thread (no async bridge) | \(us(median(directP50))) | | |")
         print("| round trip p99 | \(us(median(p99))) | \(us(median(rawBrokeredP99))) brokered; \(us(median(rawDirectP99))) direct | |")
         print("")
         print("runs: throughput \(tput.map { Int($0) }), p50 \(p50.map { Int($0 / 1e3) }) µs")
@@ -126,6 +136,28 @@ struct BenchCommand: AsyncParsableCommand {
         try p.run()
         return (p, endpoint)
     }
+}
+
+/// Round trips of 1-shard jobs from a client that owns a DEALER on the calling thread (blocking waits).
+func blockingRoundTrips(endpoint: String, spec: JobSpec, count: Int, warmup: Int) throws -> [UInt64] {
+    let link = try ZmqLink.connect(endpoint)
+    defer { link.close() }
+    var samples: [UInt64] = []
+    samples.reserveCapacity(count)
+    for i in 0..<(count + warmup) {
+        let t0 = monotonicNanos()
+        link.send(Envelope(frames: Codec.encode(.submit(Submit(request: UInt64(i + 1), options: [.pushResult, .deferAccept], spec: spec)))))
+        var done = false
+        while !done {
+            try link.wait(timeoutMs: 5000)
+            while let e = try link.receive() {
+                if case .jobResult = try Codec.decode(e.frames) { done = true }
+            }
+            if !done && monotonicNanos() - t0 > 5_000_000_000 { throw CLIError.unreachable("no JOB-RESULT within 5 s") }
+        }
+        if i >= warmup { samples.append(monotonicNanos() - t0) }
+    }
+    return samples
 }
 
 /// The raw ZeroMQ echo peer for the benchmark baseline (hidden).

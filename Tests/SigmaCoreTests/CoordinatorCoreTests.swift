@@ -218,3 +218,21 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         #expect(w.rtt == 200_000)
     }
 }
+
+@Suite struct DeferredAcceptTests {
+    @Test func deferredAcceptIsDroppedForJobsThatEndBeforeTheTickAndSentOtherwise() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1)
+        let one = MapReduceSpec(input: .range(count: 3, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        let sent = h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult, .deferAccept], spec: .mapReduce(one)))))
+        #expect(!sent.contains { if case .accept = $0.1 { true } else { false } })
+        let a = h.takeAssigns(w1)[0]
+        let done = try h.answer(w1, a, spec: one)
+        #expect(outcome(done)?.state == .completed)
+        #expect(!h.event(.tick).contains { if case .accept = $0.1 { true } else { false } })
+        // A job still running at the next tick gets its ACCEPT then.
+        h.event(.received(client, .submit(Submit(request: 2, options: [.pushResult, .deferAccept], spec: .mapReduce(spec)))))
+        let tick = h.event(.tick)
+        #expect(tick.contains { $0.0 == client && $0.1 == .accept(Accept(request: 2, job: 2, shards: 20)) })
+    }
+}
