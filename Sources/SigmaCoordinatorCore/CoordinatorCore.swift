@@ -89,7 +89,7 @@ public struct CoordinatorCore {
             if workers[peer] != nil { workers[peer]!.lastSeen = now }
             // Never answer an ERROR with an ERROR (two confused peers would loop).
             if error.type != .error {
-                out.append(.send(peer, .error(ErrorReply(error.code, "\(error)"))))
+                out.append(.send(peer, .error(ErrorReply(error.code, request: error.request, "\(error)"))))
             }
             if error.type == .hello {
                 out.append(.log(.warning, "refused worker \(peer): \(error)"))

@@ -17,6 +17,8 @@ public struct DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
     public var code: ErrorReply.Code
     public var type: MessageType?
     public var message: String
+    /// The client's request id when it could be read (so the ERROR reply reaches the waiting request), else 0.
+    public var request: UInt64 = 0
     public init(_ code: ErrorReply.Code, _ type: MessageType?, _ message: String) {
         self.code = code
         self.type = type
@@ -94,6 +96,22 @@ public enum Codec {
     /// Decodes one message; every rejection is a `DecodeError` naming the problem (never a crash).
     public static func decode(_ frames: [Frame], limits: ProtocolLimits = .standard,
                               compressor: (any PayloadCompressor)? = nil) throws -> Message {
+        do {
+            return try decodeUnchecked(frames, limits: limits, compressor: compressor)
+        } catch var e as DecodeError {
+            // Client requests start with `u64 request` (§3.2): echo it so the client's call gets the error.
+            if let first = frames.first, first.count >= 12, e.type.map(isClientRequest) == true {
+                e.request = first.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt64.self)) }
+            }
+            throw e
+        }
+    }
+
+    static func isClientRequest(_ t: MessageType) -> Bool {
+        t == .submit || t == .status || t == .watch || t == .fetch
+    }
+
+    static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?) throws -> Message {
         guard let first = frames.first, !first.isEmpty else { throw DecodeError(.badRequest, nil, "empty message") }
         guard frames.count <= limits.maxFrames else {
             throw DecodeError(.tooLarge, nil, "\(frames.count) frames; at most \(limits.maxFrames) allowed")

@@ -39,13 +39,13 @@ struct DemoCommand: AsyncParsableCommand {
             guard case .mapReduce(let mr) = spec else { return }
             guard workers >= 1, workers <= 64 else { throw CLIError.usage("--workers must be 1…64") }
 
-            print("Sigma demo: S = Σ x_i² over \(mr.input.generatedCount ?? 0) uniform values in [-1, 1), \(shards) shards")
+            say("Sigma demo: S = Σ x_i² over \(mr.input.generatedCount ?? 0) uniform values in [-1, 1), \(shards) shards")
             let cluster = try LocalCluster(workers: workers, threadsPerWorker: threads, logger: logger)
             defer { cluster.stop() }
-            print("coordinator \(cluster.coordinator.endpoint); starting \(workers) worker processes × \(threads) thread(s)")
+            say("coordinator \(cluster.coordinator.endpoint); starting \(workers) worker processes × \(threads) thread(s)")
             let joined = await cluster.waitForWorkers(workers)
             guard joined >= 1 else { throw CLIError.unreachable("no worker joined the embedded coordinator within 20 s") }
-            print("\(joined) workers joined")
+            say("\(joined) workers joined")
 
             let client = try SigmaClient(endpoint: cluster.coordinator.endpoint)
             defer { client.close() }
@@ -67,19 +67,19 @@ struct DemoCommand: AsyncParsableCommand {
                 throw CLIError.jobFailed("demo job did not complete: \(outcome?.error ?? "no result")")
             }
 
-            print("computing the same in this one process…")
+            say("computing the same in this one process…")
             let t1 = Date()
             let local = MapReduceResult(reducers: mr.reduce, total: try MapReduceKernel.runLocal(mr))
             let localTime = Date().timeIntervalSince(t1)
 
-            print("")
+            say("")
             func col(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s + String(repeating: " ", count: w - s.count) }
-            print(col("reducer", 12) + col("distributed", 26) + col("single process", 26) + "rel. diff")
+            say(col("reducer", 12) + col("distributed", 26) + col("single process", 26) + "rel. diff")
             var worst = 0.0
             for r in mr.reduce {
                 if case .histogram = r {
                     let same = distributed.total.histogram == local.total.histogram
-                    print(col("histogram", 12) + (same ? "identical: \(local.total.histogram)"
+                    say(col("histogram", 12) + (same ? "identical: \(local.total.histogram)"
                                                       : "DIFFERENT: \(distributed.total.histogram) vs \(local.total.histogram)"))
                     if !same { worst = .infinity }
                     continue
@@ -87,13 +87,13 @@ struct DemoCommand: AsyncParsableCommand {
                 let a = distributed.total.value(r) ?? .nan, b = local.total.value(r) ?? .nan
                 let rel = a == b ? 0 : Swift.abs(a - b) / Swift.max(Swift.abs(b), .leastNormalMagnitude)
                 worst = Swift.max(worst, rel)
-                print(col(r.name, 12) + col(String(format: "%.17g", a), 26) + col(String(format: "%.17g", b), 26) + String(format: "%.1e", rel))
+                say(col(r.name, 12) + col(String(format: "%.17g", a), 26) + col(String(format: "%.17g", b), 26) + String(format: "%.1e", rel))
             }
-            print("")
-            print(String(format: "distributed: %.2f s on %d workers (%u shards, %u re-run)   single process: %.2f s",
+            say("")
+            say(String(format: "distributed: %.2f s on %d workers (%u shards, %u re-run)   single process: %.2f s",
                          distributedTime, joined, o.shards, o.reruns, localTime))
             if worst <= 1e-12 {
-                print("✓ distributed result equals the single-process result (max relative difference \(String(format: "%.1e", worst)))")
+                say("✓ distributed result equals the single-process result (max relative difference \(String(format: "%.1e", worst)))")
             } else {
                 throw CLIError.jobFailed("distributed and single-process results differ (max relative difference \(worst))")
             }

@@ -70,3 +70,9 @@ func formatBytes(_ b: UInt64) -> String {
     let g = Double(b) / 1_073_741_824
     return g >= 1 ? String(format: "%.1fGiB", g) : String(format: "%.0fMiB", Double(b) / 1_048_576)
 }
+
+/// Prints a line and flushes, so stdout and the progress on stderr interleave in order.
+func say(_ s: String) {
+    print(s)
+    fflush(nil)
+}

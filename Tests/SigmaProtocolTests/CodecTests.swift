@@ -130,12 +130,26 @@ import Testing
     }
 
     // §4.3 an invalid job spec in SUBMIT earns 422 naming the field.
-    @Test func invalidSpecInSubmitNamesField() {
+    @Test func invalidSpecInSubmitNamesField() throws {
         let bad = JobSpec.mapReduce(MapReduceSpec(input: .uniform(count: 10, seed: 1, low: 1, high: 0), reduce: [.sum]))
         let frames = Codec.encode(.submit(Submit(request: 1, options: [], spec: bad)))
         #expect { _ = try Codec.decode(frames) } throws: { e in
             let d = e as! DecodeError
-            return d.code == .invalidSpec && d.message.contains("input.high")
+            return d.code == .invalidSpec && d.message.contains("input.high") && d.request == 1
         }
+        // The coordinator's ERROR reply echoes the request id, so the client's call gets it.
+        var core = CoordinatorCore(now: 0)
+        let err = try #require(decodeError(frames))
+        let actions = core.handle(.rejected(PeerID([1]), err), now: 1)
+        #expect(actions.contains { if case .send(_, .error(let e)) = $0 { e.request == 1 && e.code == 422 } else { false } })
+    }
+}
+
+func decodeError(_ frames: [Frame]) -> DecodeError? {
+    do {
+        _ = try Codec.decode(frames)
+        return nil
+    } catch {
+        return error as? DecodeError
     }
 }
