@@ -56,25 +56,26 @@ extension ClusterStatus {
     var table: String {
         var out = "coordinator \(build), up \(formatDuration(uptime)), \(queuedShards) shards queued\n\n"
         out += "WORKERS (\(workers.filter { $0.state != "dead" }.count) live)\n"
-        out += pad(["ID", "NAME", "HOST", "CORES", "SLOTS", "STATE", "IN-FLIGHT", "RTT", "LAST-SEEN", "DONE"]) + "\n"
+        let ww = [5, 16, 16, 6, 6, 7, 10, 9, 12, 8]
+        out += pad(["ID", "NAME", "HOST", "CORES", "SLOTS", "STATE", "IN-FLIGHT", "RTT", "LAST-SEEN", "DONE"], ww) + "\n"
         for w in workers {
             out += pad([w.id, w.name, w.host, "\(w.cores)", "\(w.slots)", w.state, "\(w.inFlight)",
-                        w.rtt == 0 ? "-" : formatDuration(w.rtt), formatDuration(w.lastSeen) + " ago", "\(w.shardsDone)"]) + "\n"
+                        w.rtt == 0 ? "-" : formatDuration(w.rtt), formatDuration(w.lastSeen) + " ago", "\(w.shardsDone)"], ww) + "\n"
         }
         out += "\nJOBS (latest \(jobs.count))\n"
-        out += pad(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "ELAPSED"]) + "\n"
+        let jw = [5, 16, 11, 10, 18, 8, 7, 9]
+        out += pad(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "ELAPSED"], jw) + "\n"
         for j in jobs {
             let pct = j.total == 0 ? 0 : Int(Double(j.done) / Double(j.total) * 100)
             out += pad(["\(j.id)", j.name, j.kind, j.state.description, "\(j.done)/\(j.total) (\(pct)%)", "\(j.running)",
-                        "\(j.reruns)", formatDuration(j.elapsed)]) + "\n"
+                        "\(j.reruns)", formatDuration(j.elapsed)], jw) + "\n"
             if !j.error.isEmpty { out += "    error: \(j.error)\n" }
         }
         return out
     }
 }
 
-private func pad(_ cols: [String]) -> String {
-    let widths = [5, 16, 16, 6, 6, 10, 16, 9, 12, 8]
+private func pad(_ cols: [String], _ widths: [Int]) -> String {
     return cols.enumerated().map { i, c in
         let w = i < widths.count ? widths[i] : 8
         return c.count >= w ? c + " " : c + String(repeating: " ", count: w - c.count)
