@@ -158,6 +158,21 @@ struct BigInput: Sendable {
         #expect(abs(r.total.total - reference.total) <= 1e-12 * reference.total)
         s = try await client.status()
         #expect(s.workers.first { $0.name == "late" }?.shardsDone == 50)
+        // `sigma status --json` shows the same: workers with cores, in-flight, RTT, last heartbeat; jobs with progress.
+        let st = try SigmaProcess(["status", "--json", "--coordinator", cluster.endpoint])
+        #expect(try await st.wait() == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as! [String: Any]
+        let workers = json["workers"] as! [[String: Any]]
+        let late = try #require(workers.first { $0["name"] as? String == "late" })
+        #expect(late["shards_done"] as? Int == 50)
+        #expect(late["cores"] as? Int == ProcessInfo.processInfo.activeProcessorCount)
+        #expect(late["in_flight"] as? Int == 0)
+        #expect(late["rtt_us"] is Double && late["last_seen_ms"] is Double)
+        let jobs = json["jobs"] as! [[String: Any]]
+        #expect(jobs.contains { $0["id"] as? Int == Int(a.job) && $0["done"] as? Int == 50 && $0["total"] as? Int == 50 })
+        let table = try SigmaProcess(["status", "--coordinator", cluster.endpoint])
+        #expect(try await table.wait() == 0)
+        #expect(table.stdout.contains { $0.contains("late") && $0.contains("ready") })
     }
 
     /// CLI exit codes: 2 for a bad spec (naming the field), 3 when the coordinator cannot be reached.
