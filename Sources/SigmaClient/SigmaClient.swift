@@ -70,6 +70,12 @@ public final class SigmaClient: Sendable {
 
     public func close() { link.close() }
 
+    /// Runs `body` with its tasks on the client's link thread: requests are sent and replies resumed without any
+    /// thread hop (the lowest-latency way to issue many small jobs in a row). `body` must not block.
+    public func withLinkExecutor<T: Sendable>(_ body: @Sendable () async throws -> T) async rethrows -> T {
+        try await withTaskExecutorPreference(link.executor, operation: body)
+    }
+
     private func request(_ make: (UInt64) -> Message, timeout: Double, what: String,
                          handler: @escaping Handler) -> UInt64 {
         let id = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue

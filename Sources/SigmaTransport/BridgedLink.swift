@@ -12,7 +12,15 @@ public final class BridgedLink: Sendable {
     /// Set if the link could not be made (bad endpoint).
     public let startError: TransportError?
 
-    final class Shared: Sendable {
+    /// Also a `TaskExecutor`: tasks that prefer it run on the link thread itself, so sending and resuming after
+    /// a reply cost no thread wake-up at all (see `SigmaClient.withLinkExecutor`).
+    final class Shared: TaskExecutor, Sendable {
+        let jobs = Mutex<[UnownedJob]>([])
+        func enqueue(_ job: consuming ExecutorJob) {
+            let j = UnownedJob(job)
+            jobs.withLock { $0.append(j) }
+            waker.withLock { $0 }?.wake()
+        }
         let outbox = Mutex<[Envelope]>([])
         let stopping = Atomic<Bool>(false)
         let waker = Mutex<Waker?>(nil)
@@ -55,12 +63,21 @@ public final class BridgedLink: Sendable {
                 } catch {
                     return
                 }
-                let pending = shared.outbox.withLock { q -> [Envelope] in
-                    let all = q
-                    q.removeAll(keepingCapacity: true)
-                    return all
-                }
-                for e in pending { link.send(e) }
+                // Run tasks that prefer this thread, then send what they (and anyone else) queued. Repeat while
+                // they keep the thread busy, so a task resumed by a reply and sending its next request does not
+                // wait for a wake-up.
+                repeat {
+                    let ready = shared.jobs.withLock { q -> [UnownedJob] in
+                        defer { q.removeAll(keepingCapacity: true) }
+                        return q
+                    }
+                    for j in ready { j.runSynchronously(on: shared.asUnownedTaskExecutor()) }
+                    let pending = shared.outbox.withLock { q -> [Envelope] in
+                        defer { q.removeAll(keepingCapacity: true) }
+                        return q
+                    }
+                    for e in pending { link.send(e) }
+                } while shared.jobs.withLock({ !$0.isEmpty })
             }
         }
         thread = Mutex(t)
@@ -71,6 +88,10 @@ public final class BridgedLink: Sendable {
         }
         startError = shared.ready.withLock { $0.error }
     }
+
+    /// An executor that runs tasks on this link's thread (use with `withTaskExecutorPreference`). Work run there
+    /// must not block: it shares the thread with the socket.
+    public var executor: any TaskExecutor { shared }
 
     /// Queues a message; callable from any task or thread, never blocks.
     public func send(_ e: Envelope) {

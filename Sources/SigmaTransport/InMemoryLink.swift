@@ -96,6 +96,7 @@ public final class InMemoryNetwork: Sendable {
     }
 
     final class RouterEnd: End, MessageLink {
+        @discardableResult
         func send(_ e: Envelope) -> Bool {
             guard !closed, let peer = e.peer else { return false }
             return network.toDealer(name, peer, Envelope(peer: nil, frames: e.frames))
@@ -112,6 +113,7 @@ public final class InMemoryNetwork: Sendable {
             self.id = id
             super.init(network: network, name: name, inbox: inbox)
         }
+        @discardableResult
         func send(_ e: Envelope) -> Bool {
             guard !closed else { return false }
             return network.toRouter(name, Envelope(peer: id, frames: e.frames))

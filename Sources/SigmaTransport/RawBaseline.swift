@@ -59,7 +59,7 @@ public enum RawBaseline {
             var buf = [CChar](repeating: 0, count: 256)
             var len = buf.count
             zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, &buf, &len)
-            box.endpoint = String(cString: buf)
+            box.endpoint = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             made.wake()
             var worker: [UInt8]? = nil
             var frames: [[UInt8]] = []

@@ -61,7 +61,7 @@ public final class ZmqLink: MessageLink {
         var buf = [CChar](repeating: 0, count: 256)
         var len = buf.count
         if zmq_getsockopt(link.socket, ZMQ_LAST_ENDPOINT, &buf, &len) == 0 {
-            link.endpoint = String(cString: buf)
+            link.endpoint = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
         return link
     }
@@ -158,6 +158,7 @@ public final class ZmqLink: MessageLink {
         return Frame(borrowing: UnsafeRawPointer(zmq_msg_data(owned)), count: size) { _ in handle.release() }
     }
 
+    @discardableResult
     public func send(_ envelope: Envelope) -> Bool {
         guard let s = socket else { return false }
         var parts: [Frame] = []

@@ -141,3 +141,44 @@ struct TestCluster {
         #expect(r.total.total == 500_500)
     }
 }
+
+@Suite(.serialized) struct HandshakeTests {
+    /// §2: an incompatible peer is refused with both versions in the error, over a real socket.
+    @Test func incompatibleWorkerIsRefusedNamingBothVersions() async throws {
+        let cluster = try TestCluster(.tcp, workers: 0)
+        defer { cluster.stop() }
+        let endpoint = cluster.coordinator.endpoint
+        try onOwnThread {
+            let link = try ZmqLink.connect(endpoint)
+            defer { link.close() }
+            var hello = Codec.encode(.hello(Hello(cores: 2, slots: 1, memory: 1, host: "old", name: "n", instance: "x", features: "")))[0].bytes
+            hello[1] = 2
+            link.send(Envelope(frames: [Frame(hello)]))
+            let reply = try #require(try receive(link))
+            guard case .error(let e) = try Codec.decode(reply.frames) else { Issue.record("expected ERROR"); return }
+            #expect(e.code == 505)
+            #expect(e.message.contains("version 2") && e.message.contains("version 1"))
+        }
+        #expect(try await cluster.client.status().workers.isEmpty)
+    }
+
+    /// Tasks run on the client's link thread (withLinkExecutor) get the same results.
+    @Test(arguments: Wiring.allCases)
+    func linkExecutorRunsJobs(_ wiring: Wiring) async throws {
+        let cluster = try TestCluster(wiring, workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        let client = cluster.client
+        let sums = try await client.withLinkExecutor { () async throws -> [Double] in
+            var out: [Double] = []
+            for n in 1...20 {
+                let spec = MapReduceSpec(input: .range(count: UInt64(n), start: 1, step: 1), reduce: [.sum], sharding: .count(1))
+                let o = try await client.runToEnd(.mapReduce(spec))
+                out.append(try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }.total.total)
+            }
+            return out
+        }
+        let expected: [Double] = (1...20).map { (n: Int) -> Double in Double(n * (n + 1) / 2) }
+        #expect(sums == expected)
+    }
+}
