@@ -153,3 +153,24 @@ func decodeError(_ frames: [Frame]) -> DecodeError? {
         return error as? DecodeError
     }
 }
+
+/// §3: truncated, oversized, wrong-version and unknown-type frames each earn an ERROR reply from the coordinator.
+@Suite struct RejectionReplyTests {
+    @Test(arguments: [
+        ("truncated", [Frame([0x53, 0x01, 0x12, 0x00, 1, 2, 3])], UInt16(400)),
+        ("oversized header", [Frame([0x53, 0x01, 0x12, 0x00] + [UInt8](repeating: 0, count: 70_000))], UInt16(413)),
+        ("too many frames", [Frame([0x53, 0x01, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), Frame([1]), Frame([2])], UInt16(413)),
+        ("wrong version", [Frame([0x53, 0x07, 0x03, 0x00] + [UInt8](repeating: 0, count: 32))], UInt16(505)),
+        ("unknown type", [Frame([0x53, 0x01, 0x66, 0x00])], UInt16(400)),
+        ("not Sigma", [Frame(Array("GET / HTTP/1.1".utf8))], UInt16(400)),
+    ])
+    func coordinatorRepliesWithError(_ name: String, _ frames: [Frame], _ code: UInt16) throws {
+        var core = CoordinatorCore(now: 0)
+        let peer = PeerID([0, 1, 2, 3, 4])
+        let err = try #require(decodeError(frames), "\(name) must not decode")
+        let actions = core.handle(.rejected(peer, err), now: 1)
+        let replies = actions.compactMap { a -> ErrorReply? in if case .send(peer, .error(let e)) = a { e } else { nil } }
+        #expect(replies.count == 1, "\(name)")
+        #expect(replies.first?.code == code, "\(name): \(replies.first?.message ?? "")")
+    }
+}
