@@ -1,0 +1,196 @@
+/// Reverse-mode automatic differentiation on a tape. Operations on `Var`s compute their value at once and record
+/// themselves; `backward(from:)` walks the tape in reverse applying one derivative rule per primitive
+/// (`Graph.derivatives`, the one table of rules).
+public final class Graph {
+    public private(set) var values: [Tensor] = []
+    var ops: [Op] = []
+    /// Parameters fed into this graph, by var id: backward writes their gradients.
+    var parameters: [Int: Parameter] = [:]
+
+    public init() {}
+
+    indirect enum Op {
+        case leaf
+        case binary(Kernels.Binary, Int, Int)
+        case matmul(Int, Int, transA: Bool, transB: Bool)
+        case unary(Kernels.Unary, Int)
+        case sum(Int)
+        case mean(Int)
+        case scale(Int, Float)
+        case reshape(Int)
+        case logSoftmax(Int)
+        /// Mean negative log-likelihood of `labels` under log-probabilities (N, C).
+        case nll(Int, labels: [Int32])
+    }
+
+    /// A value that needs no gradient (inputs, targets).
+    public func constant(_ t: Tensor) -> Var { record(t, .leaf) }
+
+    /// A trainable parameter: its gradient is accumulated into `p.grad` by `backward`.
+    public func param(_ p: Parameter) -> Var {
+        let v = record(p.value, .leaf)
+        parameters[v.id] = p
+        return v
+    }
+
+    func record(_ t: Tensor, _ op: Op) -> Var {
+        values.append(t)
+        ops.append(op)
+        return Var(id: values.count - 1, graph: self)
+    }
+
+    /// Back-propagates from a scalar `loss`; parameter gradients are added to `Parameter.grad`.
+    /// Returns the gradient of every var (nil where none flowed).
+    @discardableResult
+    public func backward(from loss: Var) -> [Tensor?] {
+        precondition(loss.value.count == 1, "backward needs a scalar loss, got shape \(loss.value.shape)")
+        var grads = [Tensor?](repeating: nil, count: values.count)
+        grads[loss.id] = Tensor(shape: loss.value.shape, repeating: 1)
+        for id in stride(from: loss.id, through: 0, by: -1) {
+            guard let g = grads[id] else { continue }
+            for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g) {
+                if let existing = grads[input] {
+                    grads[input] = Kernels.binary(.add, existing, contribution)
+                } else {
+                    grads[input] = contribution
+                }
+            }
+        }
+        for (id, p) in parameters {
+            guard let g = grads[id] else { continue }
+            if let existing = p.grad { p.grad = Kernels.binary(.add, existing, g) } else { p.grad = g }
+        }
+        return grads
+    }
+
+    /// The derivative rules: for an op with output `y` and upstream gradient `g`, the gradient of each input.
+    func derivatives(of op: Op, output y: Tensor, gradient g: Tensor) -> [(Int, Tensor)] {
+        switch op {
+        case .leaf:
+            return []
+        case .binary(let kind, let a, let b):
+            let x = values[a], z = values[b]
+            switch kind {
+            case .add:
+                return [(a, Kernels.sumTo(g, shape: x.shape)), (b, Kernels.sumTo(g, shape: z.shape))]
+            case .sub:
+                return [(a, Kernels.sumTo(g, shape: x.shape)), (b, Kernels.sumTo(Kernels.unary(.neg, g), shape: z.shape))]
+            case .mul:
+                return [(a, Kernels.sumTo(Kernels.binary(.mul, g, z), shape: x.shape)),
+                        (b, Kernels.sumTo(Kernels.binary(.mul, g, x), shape: z.shape))]
+            case .div:
+                let ga = Kernels.binary(.div, g, z)
+                let gb = Kernels.unary(.neg, Kernels.binary(.div, Kernels.binary(.mul, ga, x), z))
+                return [(a, Kernels.sumTo(ga, shape: x.shape)), (b, Kernels.sumTo(gb, shape: z.shape))]
+            }
+        case .matmul(let a, let b, let ta, let tb):
+            let A = values[a], B = values[b]
+            switch (ta, tb) {
+            case (false, false):
+                return [(a, Kernels.matmul(g, B, transB: true)), (b, Kernels.matmul(A, g, transA: true))]
+            case (false, true):
+                return [(a, Kernels.matmul(g, B)), (b, Kernels.matmul(g, A, transA: true))]
+            case (true, false):
+                return [(a, Kernels.matmul(B, g, transB: true)), (b, Kernels.matmul(A, g))]
+            case (true, true):
+                return [(a, Kernels.matmul(B, g, transA: true, transB: true)), (b, Kernels.matmul(g, A, transA: true, transB: true))]
+            }
+        case .unary(let kind, let a):
+            return [(a, Kernels.unaryBackward(kind, x: values[a], y: y, g: g))]
+        case .sum(let a):
+            return [(a, Tensor(shape: values[a].shape, repeating: g.item))]
+        case .mean(let a):
+            return [(a, Tensor(shape: values[a].shape, repeating: g.item / Float(max(1, values[a].count))))]
+        case .scale(let a, let s):
+            return [(a, Kernels.binary(.mul, g, .scalar(s)))]
+        case .reshape(let a):
+            return [(a, g.reshaped(values[a].shape))]
+        case .logSoftmax(let a):
+            // dx = g − softmax(x) · Σ_row g
+            let c = y.shape.last ?? 1
+            var dx = Tensor(zeros: y.shape)
+            y.withData { py in g.withData { pg in dx.withMutableData { pd in
+                var base = 0
+                while base < py.count {
+                    var s: Float = 0
+                    for j in 0..<c { s += pg[base + j] }
+                    for j in 0..<c { pd[base + j] = pg[base + j] - expf(py[base + j]) * s }
+                    base += c
+                }
+            } } }
+            return [(a, dx)]
+        case .nll(let a, let labels):
+            let logp = values[a]
+            let n = logp.shape[0], c = logp.shape[1]
+            let scale = -g.item / Float(n)
+            var dx = Tensor(zeros: logp.shape)
+            dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
+            return [(a, dx)]
+        }
+    }
+}
+
+/// A node of a `Graph`: its value is computed when the op is recorded.
+public struct Var {
+    public let id: Int
+    public unowned let graph: Graph
+    public var value: Tensor { graph.values[id] }
+    public var shape: [Int] { value.shape }
+
+    public static func + (a: Var, b: Var) -> Var { a.graph.record(Kernels.binary(.add, a.value, b.value), .binary(.add, a.id, b.id)) }
+    public static func - (a: Var, b: Var) -> Var { a.graph.record(Kernels.binary(.sub, a.value, b.value), .binary(.sub, a.id, b.id)) }
+    public static func * (a: Var, b: Var) -> Var { a.graph.record(Kernels.binary(.mul, a.value, b.value), .binary(.mul, a.id, b.id)) }
+    public static func / (a: Var, b: Var) -> Var { a.graph.record(Kernels.binary(.div, a.value, b.value), .binary(.div, a.id, b.id)) }
+
+    /// self (M, K) · other (K, N) → (M, N); transposes read the stored matrix transposed.
+    public func matmul(_ other: Var, transA: Bool = false, transB: Bool = false) -> Var {
+        graph.record(Kernels.matmul(value, other.value, transA: transA, transB: transB),
+                     .matmul(id, other.id, transA: transA, transB: transB))
+    }
+
+    public func unary(_ op: Kernels.Unary) -> Var { graph.record(Kernels.unary(op, value), .unary(op, id)) }
+    public func relu() -> Var { unary(.relu) }
+    public func gelu() -> Var { unary(.gelu) }
+    public func tanh() -> Var { unary(.tanh) }
+    public func exp() -> Var { unary(.exp) }
+    public func log() -> Var { unary(.log) }
+    public func sum() -> Var { graph.record(Kernels.sum(value), .sum(id)) }
+    public func mean() -> Var { graph.record(.scalar(Kernels.sum(value).item / Float(max(1, value.count))), .mean(id)) }
+    public func scaled(_ s: Float) -> Var { graph.record(Kernels.binary(.mul, value, .scalar(s)), .scale(id, s)) }
+    public func reshaped(_ shape: [Int]) -> Var { graph.record(value.reshaped(shape), .reshape(id)) }
+    /// Over the last axis.
+    public func logSoftmax() -> Var { graph.record(Kernels.logSoftmax(value), .logSoftmax(id)) }
+
+    /// Mean negative log-likelihood: self is log-probabilities (N, C), `labels` N class indices.
+    public func nll(_ labels: [Int32]) -> Var {
+        let v = value
+        precondition(v.rank == 2 && v.shape[0] == labels.count, "nll: log-probs \(v.shape) vs \(labels.count) labels")
+        let c = v.shape[1]
+        var s: Double = 0
+        v.withData { p in for (i, l) in labels.enumerated() { precondition(l >= 0 && Int(l) < c, "label \(l) outside 0..<\(c)"); s += Double(p[i * c + Int(l)]) } }
+        return graph.record(.scalar(Float(-s / Double(max(1, labels.count)))), .nll(id, labels: labels))
+    }
+
+    /// Cross-entropy of logits (N, C) against class labels, averaged over N (PyTorch's default).
+    public func crossEntropy(_ labels: [Int32]) -> Var { logSoftmax().nll(labels) }
+
+    /// Mean squared error against `target` (same shape).
+    public func mse(_ target: Var) -> Var {
+        let d = self - target
+        return (d * d).mean()
+    }
+}
+
+/// A trainable tensor and its accumulated gradient.
+public final class Parameter {
+    public let name: String
+    public var value: Tensor
+    public var grad: Tensor?
+    public init(_ name: String, _ value: Tensor) {
+        self.name = name
+        self.value = value
+    }
+    public func zeroGrad() { grad = nil }
+}
+
+import Glibc

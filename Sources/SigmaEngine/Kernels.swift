@@ -1,0 +1,277 @@
+import COpenBLAS
+import Glibc
+
+/// Compute kernels. Each fast kernel has a simple reference beside it (`…Reference`); tests check one against the
+/// other. Shapes are in the doc comments.
+public enum Kernels {
+    // MARK: matmul
+
+    /// a (M, K) · b (K, N) → (M, N); `transA`/`transB` read a as (K, M) / b as (N, K). Fast: `cblas_sgemm`.
+    public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+        let (m, k, n) = matmulDims(a, b, transA, transB)
+        var out = Tensor(zeros: [m, n])
+        if m == 0 || n == 0 { return out }
+        a.withData { pa in
+            b.withData { pb in
+                out.withMutableData { pc in
+                    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                                Int32(m), Int32(n), Int32(k), 1, pa.baseAddress, Int32(a.shape[1]), pb.baseAddress,
+                                Int32(b.shape[1]), 0, pc.baseAddress, Int32(n))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Reference for `matmul`: the triple loop, accumulating in Float64.
+    public static func matmulReference(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+        let (m, k, n) = matmulDims(a, b, transA, transB)
+        let A = a.scalars, B = b.scalars
+        var out = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k {
+                    let x = transA ? A[p * m + i] : A[i * k + p]
+                    let y = transB ? B[j * k + p] : B[p * n + j]
+                    s += Double(x) * Double(y)
+                }
+                out[i * n + j] = Float(s)
+            }
+        }
+        return Tensor(shape: [m, n], out)
+    }
+
+    static func matmulDims(_ a: Tensor, _ b: Tensor, _ ta: Bool, _ tb: Bool) -> (Int, Int, Int) {
+        precondition(a.rank == 2 && b.rank == 2, "matmul needs 2-D tensors, got \(a.shape) and \(b.shape)")
+        let m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1]
+        let k2 = tb ? b.shape[1] : b.shape[0], n = tb ? b.shape[0] : b.shape[1]
+        precondition(k == k2, "matmul: inner dimensions differ: \(a.shape)\(ta ? "ᵀ" : "") · \(b.shape)\(tb ? "ᵀ" : "")")
+        return (m, k, n)
+    }
+
+    // MARK: broadcasting
+
+    /// NumPy broadcasting of two shapes.
+    public static func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int] {
+        let r = max(a.count, b.count)
+        var out = [Int](repeating: 1, count: r)
+        for i in 0..<r {
+            let x = i < r - a.count ? 1 : a[i - (r - a.count)]
+            let y = i < r - b.count ? 1 : b[i - (r - b.count)]
+            precondition(x == y || x == 1 || y == 1, "shapes \(a) and \(b) do not broadcast")
+            out[i] = max(x, y)
+        }
+        return out
+    }
+
+    /// Element strides of `shape` inside `out` (0 where broadcast).
+    static func broadcastStrides(_ shape: [Int], in out: [Int]) -> [Int] {
+        let pad = out.count - shape.count
+        var strides = [Int](repeating: 0, count: out.count)
+        var s = 1
+        for i in stride(from: shape.count - 1, through: 0, by: -1) {
+            strides[i + pad] = shape[i] == 1 ? 0 : s
+            s *= shape[i]
+        }
+        return strides
+    }
+
+    public enum Binary { case add, sub, mul, div }
+
+    @inline(__always)
+    static func apply(_ op: Binary, _ x: Float, _ y: Float) -> Float {
+        switch op {
+        case .add: x + y
+        case .sub: x - y
+        case .mul: x * y
+        case .div: x / y
+        }
+    }
+
+    /// Elementwise `a op b` with broadcasting. Fast paths: equal shapes, and `b` broadcast along leading dims
+    /// (a bias (N) added to (M, N)).
+    public static func binary(_ op: Binary, _ a: Tensor, _ b: Tensor) -> Tensor {
+        if a.shape == b.shape {
+            var out = Tensor(zeros: a.shape)
+            a.withData { pa in b.withData { pb in out.withMutableData { po in
+                switch op {
+                case .add: for i in 0..<po.count { po[i] = pa[i] + pb[i] }
+                case .sub: for i in 0..<po.count { po[i] = pa[i] - pb[i] }
+                case .mul: for i in 0..<po.count { po[i] = pa[i] * pb[i] }
+                case .div: for i in 0..<po.count { po[i] = pa[i] / pb[i] }
+                }
+            } } }
+            return out
+        }
+        let shape = broadcastShape(a.shape, b.shape)
+        if shape == a.shape, b.count > 0, a.count % b.count == 0, Array(a.shape.suffix(b.rank)) == b.shape {
+            var out = Tensor(zeros: shape)
+            let n = b.count
+            a.withData { pa in b.withData { pb in out.withMutableData { po in
+                var base = 0
+                while base < po.count {
+                    switch op {
+                    case .add: for j in 0..<n { po[base + j] = pa[base + j] + pb[j] }
+                    case .sub: for j in 0..<n { po[base + j] = pa[base + j] - pb[j] }
+                    case .mul: for j in 0..<n { po[base + j] = pa[base + j] * pb[j] }
+                    case .div: for j in 0..<n { po[base + j] = pa[base + j] / pb[j] }
+                    }
+                    base += n
+                }
+            } } }
+            return out
+        }
+        return binaryReference(op, a, b)
+    }
+
+    /// Reference for `binary`: general broadcasting by multi-index.
+    public static func binaryReference(_ op: Binary, _ a: Tensor, _ b: Tensor) -> Tensor {
+        let shape = broadcastShape(a.shape, b.shape)
+        let sa = broadcastStrides(a.shape, in: shape), sb = broadcastStrides(b.shape, in: shape)
+        let A = a.scalars, B = b.scalars
+        var out = [Float](repeating: 0, count: shape.reduce(1, *))
+        var idx = [Int](repeating: 0, count: shape.count)
+        for o in 0..<out.count {
+            var ia = 0, ib = 0
+            for d in 0..<shape.count { ia += idx[d] * sa[d]; ib += idx[d] * sb[d] }
+            out[o] = apply(op, A[ia], B[ib])
+            var d = shape.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < shape[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        return Tensor(shape: shape, out)
+    }
+
+    /// Sums `t` down to `shape` (undoing a broadcast): the gradient rule of every broadcasting op.
+    public static func sumTo(_ t: Tensor, shape: [Int]) -> Tensor {
+        if t.shape == shape { return t }
+        let target = shape.reduce(1, *)
+        // Fast path: `shape` is a suffix of t's shape (bias gradients): sum rows.
+        if Array(t.shape.suffix(shape.count)) == shape || (shape.allSatisfy { $0 == 1 } && target == 1) {
+            var out = Tensor(zeros: shape)
+            t.withData { pt in out.withMutableData { po in
+                var base = 0
+                while base < pt.count {
+                    for j in 0..<target { po[j] += pt[base + j] }
+                    base += target
+                }
+            } }
+            return out
+        }
+        let st = broadcastStrides(shape, in: t.shape)
+        var out = [Float](repeating: 0, count: target)
+        let T = t.scalars
+        var idx = [Int](repeating: 0, count: t.rank)
+        for o in 0..<T.count {
+            var j = 0
+            for d in 0..<t.rank { j += idx[d] * st[d] }
+            out[j] += T[o]
+            var d = t.rank - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < t.shape[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        return Tensor(shape: shape, out)
+    }
+
+    // MARK: unary
+
+    public enum Unary { case relu, tanh, gelu, exp, log, neg, sqrt }
+
+    @inline(__always)
+    static func apply(_ op: Unary, _ x: Float) -> Float {
+        switch op {
+        case .relu: x > 0 ? x : 0
+        case .tanh: tanhf(x)
+        case .gelu: 0.5 * x * (1 + erff(x * 0.70710678118654752))
+        case .exp: expf(x)
+        case .log: logf(x)
+        case .neg: -x
+        case .sqrt: x.squareRoot()
+        }
+    }
+
+    public static func unary(_ op: Unary, _ a: Tensor) -> Tensor {
+        var out = Tensor(zeros: a.shape)
+        a.withData { pa in out.withMutableData { po in
+            switch op {
+            case .relu: for i in 0..<po.count { po[i] = pa[i] > 0 ? pa[i] : 0 }
+            default: for i in 0..<po.count { po[i] = apply(op, pa[i]) }
+            }
+        } }
+        return out
+    }
+
+    /// d op(x) / dx, elementwise, times `g`.
+    public static func unaryBackward(_ op: Unary, x: Tensor, y: Tensor, g: Tensor) -> Tensor {
+        var out = Tensor(zeros: x.shape)
+        x.withData { px in y.withData { py in g.withData { pg in out.withMutableData { po in
+            for i in 0..<po.count {
+                let d: Float
+                switch op {
+                case .relu: d = px[i] > 0 ? 1 : 0
+                case .tanh: d = 1 - py[i] * py[i]
+                case .gelu:
+                    let x = px[i]
+                    d = 0.5 * (1 + erff(x * 0.70710678118654752)) + x * 0.39894228040143268 * expf(-0.5 * x * x)
+                case .exp: d = py[i]
+                case .log: d = 1 / px[i]
+                case .neg: d = -1
+                case .sqrt: d = 0.5 / py[i]
+                }
+                po[i] = d * pg[i]
+            }
+        } } } }
+        return out
+    }
+
+    // MARK: reductions and softmax
+
+    public static func sum(_ a: Tensor) -> Tensor {
+        var s = 0.0
+        a.withData { for v in $0 { s += Double(v) } }
+        return .scalar(Float(s))
+    }
+
+    /// Log-softmax over the last axis: x (…, C) → (…, C), computed stably (max subtracted).
+    public static func logSoftmax(_ a: Tensor) -> Tensor {
+        let c = a.shape.last ?? 1
+        var out = Tensor(zeros: a.shape)
+        a.withData { pa in out.withMutableData { po in
+            var base = 0
+            while base < pa.count {
+                var m = -Float.infinity
+                for j in 0..<c { m = max(m, pa[base + j]) }
+                var s: Float = 0
+                for j in 0..<c { s += expf(pa[base + j] - m) }
+                let lse = m + logf(s)
+                for j in 0..<c { po[base + j] = pa[base + j] - lse }
+                base += c
+            }
+        } }
+        return out
+    }
+
+    /// Reference for `logSoftmax` from primitives, in Float64: x − log Σ exp x.
+    public static func logSoftmaxReference(_ a: Tensor) -> Tensor {
+        let c = a.shape.last ?? 1
+        let x = a.scalars
+        var out = [Float](repeating: 0, count: x.count)
+        for base in stride(from: 0, to: x.count, by: c) {
+            let s = (0..<c).reduce(0.0) { $0 + Foundation_exp(Double(x[base + $1])) }
+            for j in 0..<c { out[base + j] = Float(Double(x[base + j]) - Foundation_log(s)) }
+        }
+        return Tensor(shape: a.shape, out)
+    }
+}
+
+@inline(__always) func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
+@inline(__always) func Foundation_log(_ x: Double) -> Double { Glibc.log(x) }

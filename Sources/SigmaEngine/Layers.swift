@@ -1,0 +1,56 @@
+/// Something with parameters that maps a batch to a batch.
+public protocol Layer: AnyObject {
+    /// x (N, in) → (N, out), recorded on x's graph.
+    func callAsFunction(_ x: Var) -> Var
+    var parameters: [Parameter] { get }
+}
+
+/// y = x · Wᵀ + b, W (out, in), b (out) — PyTorch's layout and default initialisation
+/// (U(−1/√in, 1/√in) for both), seeded.
+public final class Linear: Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, name: String = "linear", rng: inout SeededRandom) {
+        let bound = 1 / Float(inFeatures).squareRoot()
+        weight = Parameter(name + ".weight", .uniform([outFeatures, inFeatures], low: -bound, high: bound, rng: &rng))
+        self.bias = bias ? Parameter(name + ".bias", .uniform([outFeatures], low: -bound, high: bound, rng: &rng)) : nil
+    }
+
+    public func callAsFunction(_ x: Var) -> Var {
+        let y = x.matmul(x.graph.param(weight), transB: true)
+        guard let b = bias else { return y }
+        return y + x.graph.param(b)
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+}
+
+/// An elementwise activation as a layer.
+public final class Activation: Layer {
+    public let op: Kernels.Unary
+    public init(_ op: Kernels.Unary) { self.op = op }
+    public func callAsFunction(_ x: Var) -> Var { x.unary(op) }
+    public var parameters: [Parameter] { [] }
+}
+
+/// Layers applied in order.
+public final class Sequential: Layer {
+    public let layers: [Layer]
+    public init(_ layers: [Layer]) { self.layers = layers }
+    public func callAsFunction(_ x: Var) -> Var { layers.reduce(x) { $1($0) } }
+    public var parameters: [Parameter] { layers.flatMap(\.parameters) }
+
+    /// A multi-layer perceptron: Linear → activation → … → Linear. Parameter names follow PyTorch's
+    /// `nn.Sequential` state dict (`0.weight`, `0.bias`, `2.weight`, …).
+    public static func mlp(_ sizes: [Int], activation: Kernels.Unary = .relu, seed: UInt64) -> Sequential {
+        precondition(sizes.count >= 2, "an MLP needs at least input and output sizes")
+        var rng = SeededRandom(seed: seed)
+        var layers: [Layer] = []
+        for i in 0..<(sizes.count - 1) {
+            layers.append(Linear(sizes[i], sizes[i + 1], name: "\(layers.count)", rng: &rng))
+            if i < sizes.count - 2 { layers.append(Activation(activation)) }
+        }
+        return Sequential(layers)
+    }
+}

@@ -1,0 +1,121 @@
+import Glibc
+
+/// Updates parameters from their gradients.
+public protocol Optimizer: AnyObject {
+    var learningRate: Float { get set }
+    func step(_ parameters: [Parameter])
+}
+
+extension Optimizer {
+    public func zeroGrad(_ parameters: [Parameter]) { for p in parameters { p.zeroGrad() } }
+}
+
+/// SGD with momentum and L2 weight decay, as PyTorch's `torch.optim.SGD` (dampening 0, not Nesterov):
+/// g ← g + λ·w; v ← μ·v + g; w ← w − lr·v.
+public final class SGD: Optimizer {
+    public var learningRate: Float
+    public let momentum: Float
+    public let weightDecay: Float
+    var velocity: [ObjectIdentifier: Tensor] = [:]
+
+    public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0) {
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+    }
+
+    public func step(_ parameters: [Parameter]) {
+        for p in parameters {
+            guard let g = p.grad else { continue }
+            let key = ObjectIdentifier(p)
+            var v = velocity[key]
+            let first = v == nil
+            if first { v = Tensor(zeros: g.shape) }
+            velocity[key] = nil
+            let lr = learningRate, mu = momentum, wd = weightDecay
+            p.value.withMutableData { w in
+                g.withData { gd in
+                    v!.withMutableData { vd in
+                        for i in 0..<w.count {
+                            let gi = gd[i] + wd * w[i]
+                            let vi = mu == 0 ? gi : (first ? gi : mu * vd[i] + gi)
+                            vd[i] = vi
+                            w[i] -= lr * vi
+                        }
+                    }
+                }
+            }
+            velocity[key] = v
+        }
+    }
+}
+
+/// Adam (and AdamW with `decoupled: true`), as PyTorch: bias-corrected moments; L2 decay added to the gradient
+/// (Adam) or applied to the weights directly, w ← w − lr·λ·w (AdamW).
+public final class Adam: Optimizer {
+    public var learningRate: Float
+    public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
+    public let decoupled: Bool
+    var moments: [ObjectIdentifier: (m: Tensor, v: Tensor)] = [:]
+    public private(set) var steps = 0
+
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupled: Bool = false) {
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.decoupled = decoupled
+    }
+
+    public static func adamW(learningRate: Float = 1e-3, weightDecay: Float = 0.01) -> Adam {
+        Adam(learningRate: learningRate, weightDecay: weightDecay, decoupled: true)
+    }
+
+    public func step(_ parameters: [Parameter]) {
+        steps += 1
+        let c1 = 1 - powf(beta1, Float(steps)), c2 = 1 - powf(beta2, Float(steps))
+        let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay, dec = decoupled
+        for p in parameters {
+            guard let g = p.grad else { continue }
+            let key = ObjectIdentifier(p)
+            var (m, v) = moments[key] ?? (Tensor(zeros: g.shape), Tensor(zeros: g.shape))
+            moments[key] = nil
+            p.value.withMutableData { w in
+                g.withData { gd in
+                    m.withMutableData { md in
+                        v.withMutableData { vd in
+                            for i in 0..<w.count {
+                                if dec { w[i] -= lr * wd * w[i] }
+                                let gi = dec ? gd[i] : gd[i] + wd * w[i]
+                                md[i] = b1 * md[i] + (1 - b1) * gi
+                                vd[i] = b2 * vd[i] + (1 - b2) * gi * gi
+                                w[i] -= lr * (md[i] / c1) / ((vd[i] / c2).squareRoot() + eps)
+                            }
+                        }
+                    }
+                }
+            }
+            moments[key] = (m, v)
+        }
+    }
+}
+
+/// Linear warm-up to the peak rate, then cosine decay to `floor` at `totalSteps`.
+public struct WarmupCosine: Sendable {
+    public let peak: Float, warmupSteps: Int, totalSteps: Int, floor: Float
+    public init(peak: Float, warmupSteps: Int, totalSteps: Int, floor: Float = 0) {
+        self.peak = peak
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+        self.floor = floor
+    }
+
+    /// The rate for step `s` (0-based).
+    public func rate(at s: Int) -> Float {
+        if s < warmupSteps { return peak * Float(s + 1) / Float(warmupSteps) }
+        let t = Float(min(s, totalSteps) - warmupSteps) / Float(max(1, totalSteps - warmupSteps))
+        return floor + (peak - floor) * 0.5 * (1 + cosf(.pi * t))
+    }
+}

@@ -1,0 +1,130 @@
+/// A Float32 tensor: a shape over contiguous row-major storage. Value semantics: operations return new tensors,
+/// and in-place updates (`withMutableData`) copy first if the storage is shared.
+public struct Tensor: @unchecked Sendable {
+    public private(set) var shape: [Int]
+    @usableFromInline var storage: TensorStorage
+
+    /// Zero-filled.
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        storage = TensorStorage(count: shape.reduce(1, *))
+    }
+
+    public init(shape: [Int], repeating value: Float) {
+        self.init(zeros: shape)
+        if value != 0 { storage.pointer.update(repeating: value, count: count) }
+    }
+
+    public init(shape: [Int], _ values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "shape \(shape) needs \(shape.reduce(1, *)) values, got \(values.count)")
+        self.init(zeros: shape)
+        values.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    /// A tensor filled by `body` writing `count` values.
+    public init(shape: [Int], fill body: (UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows {
+        self.init(zeros: shape)
+        try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
+    }
+
+    public static func scalar(_ v: Float) -> Tensor { Tensor(shape: [], [v]) }
+
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+    /// The single value of a one-element tensor.
+    public var item: Float {
+        precondition(count == 1, "item of a tensor of \(count) values")
+        return storage.pointer[0]
+    }
+
+    @inlinable
+    public func withData<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: storage.count))
+    }
+
+    /// Mutable access; copies the storage first if another tensor shares it.
+    public mutating func withMutableData<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
+    }
+
+    /// The same values under another shape (no copy).
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        var t = self
+        t.shape = newShape
+        return t
+    }
+
+    public subscript(_ i: Int) -> Float {
+        get { storage.pointer[i] }
+    }
+}
+
+extension Tensor: Equatable {
+    public static func == (a: Tensor, b: Tensor) -> Bool { a.shape == b.shape && a.scalars == b.scalars }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let head = scalars.prefix(8).map { String($0) }.joined(separator: ", ")
+        return "Tensor(\(shape): [\(head)\(count > 8 ? ", …" : "")])"
+    }
+}
+
+/// Owned, 64-byte aligned Float storage.
+public final class TensorStorage {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
+        pointer.initialize(repeating: 0, count: max(1, count))
+    }
+
+    func copy() -> TensorStorage {
+        let s = TensorStorage(count: count)
+        s.pointer.update(from: pointer, count: count)
+        return s
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+}
+
+/// Seeded pseudo-random numbers (SplitMix64), so initialisation is reproducible.
+public struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    public mutating func unit() -> Float { Float(next() >> 40) * 0x1p-24 }
+}
+
+extension Tensor {
+    /// Uniform in [low, high).
+    public static func uniform(_ shape: [Int], low: Float, high: Float, rng: inout SeededRandom) -> Tensor {
+        Tensor(shape: shape) { b in for i in b.indices { b[i] = low + (high - low) * rng.unit() } }
+    }
+
+    /// Normal(0, std) by Box–Muller.
+    public static func normal(_ shape: [Int], std: Float, rng: inout SeededRandom) -> Tensor {
+        Tensor(shape: shape) { b in
+            for i in b.indices {
+                let u1 = max(rng.unit(), 1e-7), u2 = rng.unit()
+                b[i] = std * (-2 * logf(u1)).squareRoot() * cosf(2 * .pi * u2)
+            }
+        }
+    }
+}
+
+import Glibc

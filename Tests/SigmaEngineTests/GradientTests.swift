@@ -1,0 +1,89 @@
+import SigmaEngine
+import Testing
+
+/// Checks every input's backward gradient against central finite differences of the same Float32 forward.
+/// Tolerance: |analytic − numeric| ≤ atol + rtol·|numeric|, with atol 2e-3, rtol 2e-2 (Float32 differences with
+/// step 1e-2 on O(1) values carry ~1e-3 of rounding noise).
+func checkGradients(_ inputs: [Tensor], step: Float = 1e-2, atol: Float = 2e-3, rtol: Float = 2e-2,
+                    sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Var]) -> Var) {
+    let g = Graph()
+    let params = inputs.enumerated().map { Parameter("x\($0.offset)", $0.element) }
+    let vars = params.map { g.param($0) }
+    g.backward(from: f(vars))
+    for (k, p) in params.enumerated() {
+        let analytic = p.grad ?? Tensor(zeros: p.value.shape)
+        for i in 0..<p.value.count {
+            func loss(_ delta: Float) -> Double {
+                var xs = inputs
+                xs[k].withMutableData { $0[i] += delta }
+                let h = Graph()
+                return Double(f(xs.map { h.constant($0) }).value.item)
+            }
+            let numeric = Float((loss(step) - loss(-step)) / Double(2 * step))
+            let a = analytic[i]
+            #expect(abs(a - numeric) <= atol + rtol * abs(numeric),
+                    "input \(k) element \(i): backward \(a) vs finite difference \(numeric)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+func random(_ shape: [Int], seed: UInt64, low: Float = -1, high: Float = 1) -> Tensor {
+    var r = SeededRandom(seed: seed)
+    return .uniform(shape, low: low, high: high, rng: &r)
+}
+
+/// Keeps values away from a kink (ReLU at 0) so finite differences are meaningful.
+func awayFromZero(_ t: Tensor) -> Tensor {
+    Tensor(shape: t.shape, t.scalars.map { abs($0) < 0.05 ? ($0 < 0 ? -0.2 : 0.2) : $0 })
+}
+
+@Suite struct GradientTests {
+    @Test func binaryOpsWithBroadcasting() {
+        let a = random([3, 4], seed: 1), b = random([4], seed: 2), c = random([3, 1], seed: 3)
+        checkGradients([a, b]) { ($0[0] + $0[1]).sum() }
+        checkGradients([a, c]) { ($0[0] - $0[1]).sum() }
+        checkGradients([a, b]) { ($0[0] * $0[1]).sum() }
+        checkGradients([a, random([3, 4], seed: 4, low: 0.5, high: 2)]) { ($0[0] / $0[1]).sum() }
+        checkGradients([a, random([4], seed: 5, low: 0.5, high: 2)]) { ($0[0] / $0[1]).mean() }
+    }
+
+    @Test func matmulInAllFourLayouts() {
+        let a = random([3, 5], seed: 6), b = random([5, 2], seed: 7)
+        let at = random([5, 3], seed: 8), bt = random([2, 5], seed: 9)
+        let w = random([3, 2], seed: 10)
+        checkGradients([a, b, w]) { ($0[0].matmul($0[1]) * $0[2]).sum() }
+        checkGradients([a, bt, w]) { ($0[0].matmul($0[1], transB: true) * $0[2]).sum() }
+        checkGradients([at, b, w]) { ($0[0].matmul($0[1], transA: true) * $0[2]).sum() }
+        checkGradients([at, bt, w]) { ($0[0].matmul($0[1], transA: true, transB: true) * $0[2]).sum() }
+    }
+
+    @Test func unaryOps() {
+        let x = random([2, 6], seed: 11, low: -2, high: 2), w = random([2, 6], seed: 12)
+        checkGradients([awayFromZero(x), w]) { ($0[0].relu() * $0[1]).sum() }
+        checkGradients([x, w]) { ($0[0].tanh() * $0[1]).sum() }
+        checkGradients([x, w]) { ($0[0].gelu() * $0[1]).sum() }
+        checkGradients([x, w]) { ($0[0].exp() * $0[1]).sum() }
+        checkGradients([random([2, 6], seed: 13, low: 0.5, high: 3), w]) { ($0[0].log() * $0[1]).sum() }
+        checkGradients([x, w]) { ($0[0].unary(.neg) * $0[1]).sum() }
+        checkGradients([random([2, 6], seed: 14, low: 0.5, high: 3), w]) { ($0[0].unary(.sqrt) * $0[1]).sum() }
+    }
+
+    @Test func reductionsReshapeScale() {
+        let x = random([3, 4], seed: 15), w = random([4, 3], seed: 16)
+        checkGradients([x]) { $0[0].mean() }
+        checkGradients([x]) { $0[0].scaled(3).sum() }
+        checkGradients([x, w]) { ($0[0].reshaped([4, 3]) * $0[1]).sum() }
+    }
+
+    @Test func logSoftmaxCrossEntropyMSE() {
+        let logits = random([4, 5], seed: 17, low: -3, high: 3), w = random([4, 5], seed: 18)
+        checkGradients([logits, w]) { ($0[0].logSoftmax() * $0[1]).sum() }
+        checkGradients([logits]) { $0[0].crossEntropy([0, 4, 2, 2]) }
+        checkGradients([logits, random([4, 5], seed: 19)]) { $0[0].mse($0[1]) }
+    }
+
+    @Test func gradientsAccumulateWhenAVarIsUsedTwice() {
+        let x = random([3], seed: 20)
+        checkGradients([x]) { ($0[0] * $0[0] + $0[0]).sum() }
+    }
+}
