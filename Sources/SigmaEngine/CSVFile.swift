@@ -1,0 +1,40 @@
+import Foundation
+
+/// A data file could not be read: which file, where, and what was wrong.
+public struct FormatError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let file: String
+    public let problem: String
+    public init(file: String, problem: String) {
+        self.file = file
+        self.problem = problem
+    }
+    public var description: String { "\(file): \(problem)" }
+}
+
+/// Numeric CSV: every row the same number of comma-separated numbers (an optional header row is skipped).
+public enum CSVFile {
+    public static func readFloats(path: String, header: Bool = false) throws -> (rows: Int, columns: Int, values: [Float]) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FormatError(file: path, problem: "cannot read")
+        }
+        var values: [Float] = []
+        var columns = -1, rows = 0
+        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            if header && n == 0 { continue }
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            if columns < 0 { columns = fields.count }
+            guard fields.count == columns else {
+                throw FormatError(file: path, problem: "line \(n + 1) has \(fields.count) fields, expected \(columns)")
+            }
+            for (c, f) in fields.enumerated() {
+                guard let v = Float(f.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                    throw FormatError(file: path, problem: "line \(n + 1) column \(c + 1): '\(f)' is not a number")
+                }
+                values.append(v)
+            }
+            rows += 1
+        }
+        guard rows > 0 else { throw FormatError(file: path, problem: "no data rows") }
+        return (rows, columns, values)
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import SigmaEngine
+import Testing
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// scikit-learn's 8×8 digits (data/digits.csv): pixels scaled to [0, 1], shuffled with a fixed seed, 80/20 split.
+struct Digits {
+    let trainX: Tensor, trainY: [Int32], testX: Tensor, testY: [Int32]
+
+    static func load(seed: UInt64 = 0) throws -> Digits {
+        let (rows, cols, v) = try CSVFile.readFloats(path: repoRoot + "/data/digits.csv")
+        #expect(rows == 1797 && cols == 65)
+        var order = Array(0..<rows)
+        var rng = SeededRandom(seed: seed)
+        order.shuffle(using: &rng)
+        let nTest = 360
+        func take(_ idx: ArraySlice<Int>) -> (Tensor, [Int32]) {
+            var x: [Float] = [], y: [Int32] = []
+            for r in idx {
+                x += v[(r * cols)..<(r * cols + 64)].map { $0 / 16 }
+                y.append(Int32(v[r * cols + 64]))
+            }
+            return (Tensor(shape: [idx.count, 64], x), y)
+        }
+        let (tx, ty) = take(order[nTest...]), (vx, vy) = take(order[..<nTest])
+        return Digits(trainX: tx, trainY: ty, testX: vx, testY: vy)
+    }
+}
+
+func batch(_ x: Tensor, _ y: [Int32], _ idx: ArraySlice<Int>) -> (Tensor, [Int32]) {
+    let d = x.shape[1]
+    let xs = x.scalars
+    var out: [Float] = []
+    out.reserveCapacity(idx.count * d)
+    for i in idx { out += xs[(i * d)..<((i + 1) * d)] }
+    return (Tensor(shape: [idx.count, d], out), idx.map { y[$0] })
+}
+
+func accuracy(_ model: Layer, _ x: Tensor, _ y: [Int32]) -> Double {
+    let g = Graph()
+    let logits = model(g.constant(x)).value
+    var correct = 0
+    for i in 0..<y.count {
+        var best = 0
+        for c in 1..<10 where logits[i * 10 + c] > logits[i * 10 + best] { best = c }
+        if best == Int(y[i]) { correct += 1 }
+    }
+    return Double(correct) / Double(y.count)
+}
+
+@Suite struct TrainingTests {
+    /// An MLP trained with SGD + momentum on the digits reaches ≥ 96 % held-out accuracy (fixed seeds).
+    @Test func mlpLearnsDigits() throws {
+        let d = try Digits.load()
+        let model = Sequential.mlp([64, 128, 10], seed: 1)
+        let opt = SGD(learningRate: 0.05, momentum: 0.9)
+        var rng = SeededRandom(seed: 2)
+        var order = Array(0..<d.trainY.count)
+        var lastLoss: Float = .infinity
+        for _ in 0..<20 {
+            order.shuffle(using: &rng)
+            for start in stride(from: 0, to: order.count, by: 32) {
+                let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
+                let g = Graph()
+                let loss = model(g.constant(x)).crossEntropy(y)
+                opt.zeroGrad(model.parameters)
+                g.backward(from: loss)
+                opt.step(model.parameters)
+                lastLoss = loss.value.item
+            }
+        }
+        let acc = accuracy(model, d.testX, d.testY)
+        #expect(acc >= 0.96, "held-out accuracy \(acc)")
+        #expect(lastLoss < 0.2)
+    }
+
+    /// AdamW with a warm-up + cosine schedule trains the same MLP too.
+    @Test func adamWWithScheduleLearnsDigits() throws {
+        let d = try Digits.load()
+        let model = Sequential.mlp([64, 64, 10], activation: .gelu, seed: 3)
+        let opt = Adam.adamW(learningRate: 0, weightDecay: 0.01)
+        let steps = 15 * 45
+        let schedule = WarmupCosine(peak: 0.01, warmupSteps: 50, totalSteps: steps)
+        var rng = SeededRandom(seed: 4)
+        var order = Array(0..<d.trainY.count)
+        var step = 0
+        for _ in 0..<15 {
+            order.shuffle(using: &rng)
+            for start in stride(from: 0, to: order.count, by: 32) {
+                let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
+                let g = Graph()
+                let loss = model(g.constant(x)).crossEntropy(y)
+                opt.zeroGrad(model.parameters)
+                g.backward(from: loss)
+                opt.learningRate = schedule.rate(at: step)
+                opt.step(model.parameters)
+                step += 1
+            }
+        }
+        #expect(accuracy(model, d.testX, d.testY) >= 0.96)
+    }
+}
+
+@Suite struct OptimizerTests {
+    /// One parameter, a fixed gradient sequence: updates equal PyTorch's documented formulas computed in Float64.
+    @Test func sgdMomentumAndWeightDecayFollowPyTorch() {
+        let p = Parameter("w", Tensor(shape: [2], [1, -2]))
+        let opt = SGD(learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)
+        var w: [Double] = [1, -2], v: [Double] = [0, 0]
+        let grads: [[Float]] = [[0.5, -1], [0.25, 0.5], [-1, 2]]
+        for (t, g) in grads.enumerated() {
+            p.grad = Tensor(shape: [2], g)
+            opt.step([p])
+            for i in 0..<2 {
+                let gi = Double(g[i]) + 0.01 * w[i]
+                v[i] = t == 0 ? gi : 0.9 * v[i] + gi
+                w[i] -= 0.1 * v[i]
+            }
+        }
+        for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-6) }
+    }
+
+    @Test func adamAndAdamWFollowPyTorch() {
+        for decoupled in [false, true] {
+            let p = Parameter("w", Tensor(shape: [2], [0.5, -1.5]))
+            let opt = Adam(learningRate: 0.01, weightDecay: 0.1, decoupled: decoupled)
+            var w: [Double] = [0.5, -1.5], m: [Double] = [0, 0], v: [Double] = [0, 0]
+            let grads: [[Float]] = [[1, -1], [0.5, 0.5], [-2, 0.1], [0.3, -0.7]]
+            for (k, g) in grads.enumerated() {
+                p.grad = Tensor(shape: [2], g)
+                opt.step([p])
+                let t = Double(k + 1)
+                for i in 0..<2 {
+                    if decoupled { w[i] -= 0.01 * 0.1 * w[i] }
+                    let gi = decoupled ? Double(g[i]) : Double(g[i]) + 0.1 * w[i]
+                    m[i] = 0.9 * m[i] + 0.1 * gi
+                    v[i] = 0.999 * v[i] + 0.001 * gi * gi
+                    w[i] -= 0.01 * (m[i] / (1 - pow(0.9, t))) / ((v[i] / (1 - pow(0.999, t))).squareRoot() + 1e-8)
+                }
+            }
+            for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-5, "decoupled \(decoupled)") }
+        }
+    }
+
+    @Test func warmupCosineSchedule() {
+        let s = WarmupCosine(peak: 1, warmupSteps: 10, totalSteps: 110)
+        #expect(abs(s.rate(at: 0) - 0.1) < 1e-6)
+        #expect(abs(s.rate(at: 9) - 1) < 1e-6)
+        #expect(abs(s.rate(at: 60) - 0.5) < 1e-6)
+        #expect(abs(s.rate(at: 110)) < 1e-6)
+    }
+
+    @Test func csvErrorsNameFileAndLine() throws {
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).csv").path
+        try "1,2,3\n4,x,6\n".write(toFile: p, atomically: true, encoding: .utf8)
+        #expect { _ = try CSVFile.readFloats(path: p) } throws: { "\($0)".contains("line 2 column 2") && "\($0)".contains(p) }
+        try "1,2,3\n4,5\n".write(toFile: p, atomically: true, encoding: .utf8)
+        #expect { _ = try CSVFile.readFloats(path: p) } throws: { "\($0)".contains("line 2 has 2 fields") }
+    }
+}
