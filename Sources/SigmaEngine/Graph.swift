@@ -21,6 +21,8 @@ public final class Graph {
         case logSoftmax(Int)
         /// Mean negative log-likelihood of `labels` under log-probabilities (N, C).
         case nll(Int, labels: [Int32])
+        case conv2d(Int, Int, bias: Int?, stride: Int, padding: Int)
+        case pool2d(ConvKernels.Pool, Int, kernel: Int, stride: Int, argmax: [Int32])
     }
 
     /// A value that needs no gradient (inputs, targets).
@@ -126,6 +128,11 @@ public final class Graph {
             var dx = Tensor(zeros: logp.shape)
             dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
             return [(a, dx)]
+        case .conv2d(let x, let w, let b, let stride, let padding):
+            let (dx, dw, db) = ConvKernels.conv2dBackward(values[x], values[w], g, stride: stride, padding: padding, hasBias: b != nil)
+            return [(x, dx), (w, dw)] + (b.map { [($0, db!)] } ?? [])
+        case .pool2d(let kind, let x, let k, let s, let argmax):
+            return [(x, ConvKernels.pool2dBackward(kind, inputShape: values[x].shape, dy: g, argmax: argmax, kernel: k, stride: s))]
         }
     }
 }
@@ -169,6 +176,18 @@ public struct Var {
         var s: Double = 0
         v.withData { p in for (i, l) in labels.enumerated() { precondition(l >= 0 && Int(l) < c, "label \(l) outside 0..<\(c)"); s += Double(p[i * c + Int(l)]) } }
         return graph.record(.scalar(Float(-s / Double(max(1, labels.count)))), .nll(id, labels: labels))
+    }
+
+    /// x (N, C, H, W) ⊛ w (O, C, kh, kw) + b (O) → (N, O, Ho, Wo).
+    public func conv2d(_ w: Var, _ b: Var?, stride: Int = 1, padding: Int = 0) -> Var {
+        graph.record(ConvKernels.conv2d(value, w.value, b?.value, stride: stride, padding: padding),
+                     .conv2d(id, w.id, bias: b?.id, stride: stride, padding: padding))
+    }
+
+    /// k×k pooling with the given stride (default k), no padding.
+    public func pool2d(_ kind: ConvKernels.Pool, kernel k: Int, stride s: Int? = nil) -> Var {
+        let (y, argmax) = ConvKernels.pool2d(kind, value, kernel: k, stride: s ?? k)
+        return graph.record(y, .pool2d(kind, id, kernel: k, stride: s ?? k, argmax: argmax))
     }
 
     /// Cross-entropy of logits (N, C) against class labels, averaged over N (PyTorch's default).

@@ -54,3 +54,47 @@ public final class Sequential: Layer {
         return Sequential(layers)
     }
 }
+
+/// 2-D convolution layer, NCHW; PyTorch's layout (`weight` (O, C, kh, kw), `bias` (O)) and default init.
+public final class Conv2d: Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int, padding: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true,
+                name: String = "conv", rng: inout SeededRandom) {
+        let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()
+        weight = Parameter(name + ".weight", .uniform([outChannels, inChannels, kernel, kernel], low: -bound, high: bound, rng: &rng))
+        self.bias = bias ? Parameter(name + ".bias", .uniform([outChannels], low: -bound, high: bound, rng: &rng)) : nil
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public func callAsFunction(_ x: Var) -> Var {
+        x.conv2d(x.graph.param(weight), bias.map { x.graph.param($0) }, stride: stride, padding: padding)
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+}
+
+/// Max or average pooling as a layer.
+public final class Pool2d: Layer {
+    public let kind: ConvKernels.Pool, kernel: Int, stride: Int
+    public init(_ kind: ConvKernels.Pool, kernel: Int, stride: Int? = nil) {
+        self.kind = kind
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+    }
+    public func callAsFunction(_ x: Var) -> Var { x.pool2d(kind, kernel: kernel, stride: stride) }
+    public var parameters: [Parameter] { [] }
+}
+
+/// Reshapes (N, …) to (N, rest) or any fixed shape with a leading batch dimension.
+public final class Flatten: Layer {
+    public init() {}
+    public func callAsFunction(_ x: Var) -> Var {
+        let n = x.shape[0]
+        return x.reshaped([n, x.value.count / max(1, n)])
+    }
+    public var parameters: [Parameter] { [] }
+}

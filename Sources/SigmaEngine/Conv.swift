@@ -1,0 +1,182 @@
+import COpenBLAS
+
+/// 2-D convolution and pooling on NCHW tensors.
+public enum ConvKernels {
+    public struct Geometry: Sendable, Equatable {
+        public let n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, stride: Int, padding: Int
+        public var ho: Int { (h + 2 * padding - kh) / stride + 1 }
+        public var wo: Int { (w + 2 * padding - kw) / stride + 1 }
+        public var patch: Int { c * kh * kw }
+    }
+
+    public static func geometry(_ x: Tensor, _ w: Tensor, stride: Int, padding: Int) -> Geometry {
+        precondition(x.rank == 4 && w.rank == 4, "conv2d needs x (N, C, H, W) and w (O, C, kh, kw), got \(x.shape), \(w.shape)")
+        precondition(x.shape[1] == w.shape[1], "conv2d: x has \(x.shape[1]) channels, w expects \(w.shape[1])")
+        let g = Geometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], o: w.shape[0], kh: w.shape[2], kw: w.shape[3],
+                         stride: stride, padding: padding)
+        precondition(stride >= 1 && g.ho >= 1 && g.wo >= 1, "conv2d: kernel \(w.shape) does not fit \(x.shape) with padding \(padding)")
+        return g
+    }
+
+    /// One image's patches: x_n (C, H, W) → cols (C·kh·kw, Ho·Wo).
+    static func im2col(_ x: UnsafePointer<Float>, _ g: Geometry, _ cols: UnsafeMutablePointer<Float>) {
+        let hw = g.ho * g.wo
+        for c in 0..<g.c {
+            for i in 0..<g.kh {
+                for j in 0..<g.kw {
+                    let row = (c * g.kh + i) * g.kw + j
+                    for oy in 0..<g.ho {
+                        let y = oy * g.stride - g.padding + i
+                        for ox in 0..<g.wo {
+                            let xx = ox * g.stride - g.padding + j
+                            cols[row * hw + oy * g.wo + ox] = (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? x[(c * g.h + y) * g.w + xx] : 0
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adjoint of `im2col`: accumulates cols back into dx_n.
+    static func col2im(_ cols: UnsafePointer<Float>, _ g: Geometry, _ dx: UnsafeMutablePointer<Float>) {
+        let hw = g.ho * g.wo
+        for c in 0..<g.c {
+            for i in 0..<g.kh {
+                for j in 0..<g.kw {
+                    let row = (c * g.kh + i) * g.kw + j
+                    for oy in 0..<g.ho {
+                        let y = oy * g.stride - g.padding + i
+                        guard y >= 0 && y < g.h else { continue }
+                        for ox in 0..<g.wo {
+                            let xx = ox * g.stride - g.padding + j
+                            if xx >= 0 && xx < g.w { dx[(c * g.h + y) * g.w + xx] += cols[row * hw + oy * g.wo + ox] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y (N, O, Ho, Wo) = conv(x (N, C, H, W), w (O, C, kh, kw)) + b (O): im2col + `cblas_sgemm` per image.
+    public static func conv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+        let g = geometry(x, w, stride: stride, padding: padding)
+        let hw = g.ho * g.wo
+        var y = Tensor(zeros: [g.n, g.o, g.ho, g.wo])
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
+        defer { cols.deallocate() }
+        x.withData { px in w.withData { pw in y.withMutableData { py in
+            for n in 0..<g.n {
+                im2col(px.baseAddress! + n * g.c * g.h * g.w, g, cols)
+                let out = py.baseAddress! + n * g.o * hw
+                if let b {
+                    b.withData { pb in for o in 0..<g.o { (out + o * hw).update(repeating: pb[o], count: hw) } }
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(g.o), Int32(hw), Int32(g.patch), 1,
+                            pw.baseAddress, Int32(g.patch), cols, Int32(hw), b == nil ? 0 : 1, out, Int32(hw))
+            }
+        } } }
+        return y
+    }
+
+    /// Gradients of `conv2d`: (dx, dw, db) from dy.
+    public static func conv2dBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, stride: Int, padding: Int, hasBias: Bool)
+        -> (Tensor, Tensor, Tensor?) {
+        let g = geometry(x, w, stride: stride, padding: padding)
+        let hw = g.ho * g.wo
+        var dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape)
+        var db: Tensor? = hasBias ? Tensor(zeros: [g.o]) : nil
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
+        let dcols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
+        defer { cols.deallocate(); dcols.deallocate() }
+        x.withData { px in w.withData { pw in dy.withData { pdy in dx.withMutableData { pdx in dw.withMutableData { pdw in
+            for n in 0..<g.n {
+                let dyn = pdy.baseAddress! + n * g.o * hw
+                im2col(px.baseAddress! + n * g.c * g.h * g.w, g, cols)
+                // dW += dy_n (O, HW) · cols_nᵀ (HW, patch)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(g.o), Int32(g.patch), Int32(hw), 1,
+                            dyn, Int32(hw), cols, Int32(hw), 1, pdw.baseAddress, Int32(g.patch))
+                // dcols = Wᵀ (patch, O) · dy_n (O, HW)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(g.patch), Int32(hw), Int32(g.o), 1,
+                            pw.baseAddress, Int32(g.patch), dyn, Int32(hw), 0, dcols, Int32(hw))
+                col2im(dcols, g, pdx.baseAddress! + n * g.c * g.h * g.w)
+            }
+        } } } } }
+        if hasBias {
+            db!.withMutableData { pdb in dy.withData { pdy in
+                for n in 0..<g.n { for o in 0..<g.o { for k in 0..<hw { pdb[o] += pdy[(n * g.o + o) * hw + k] } } }
+            } }
+        }
+        return (dx, dw, db)
+    }
+
+    /// Reference for `conv2d`: the direct loop nest, accumulating in Float64.
+    public static func conv2dReference(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+        let g = geometry(x, w, stride: stride, padding: padding)
+        let X = x.scalars, W = w.scalars, B = b?.scalars
+        var y = [Float](repeating: 0, count: g.n * g.o * g.ho * g.wo)
+        for n in 0..<g.n { for o in 0..<g.o { for oy in 0..<g.ho { for ox in 0..<g.wo {
+            var s = Double(B?[o] ?? 0)
+            for c in 0..<g.c { for i in 0..<g.kh { for j in 0..<g.kw {
+                let yy = oy * g.stride - g.padding + i, xx = ox * g.stride - g.padding + j
+                if yy >= 0 && yy < g.h && xx >= 0 && xx < g.w {
+                    s += Double(X[((n * g.c + c) * g.h + yy) * g.w + xx]) * Double(W[((o * g.c + c) * g.kh + i) * g.kw + j])
+                }
+            } } }
+            y[((n * g.o + o) * g.ho + oy) * g.wo + ox] = Float(s)
+        } } } }
+        return Tensor(shape: [g.n, g.o, g.ho, g.wo], y)
+    }
+
+    // MARK: pooling
+
+    public enum Pool: Sendable { case max, average }
+
+    /// x (N, C, H, W) → (N, C, Ho, Wo) with a k×k window and the given stride (no padding); for max pooling also
+    /// the flat input index each output came from (for backward).
+    public static func pool2d(_ kind: Pool, _ x: Tensor, kernel k: Int, stride s: Int) -> (Tensor, [Int32]) {
+        precondition(x.rank == 4 && k >= 1 && s >= 1 && x.shape[2] >= k && x.shape[3] >= k, "pool2d: window \(k) does not fit \(x.shape)")
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let ho = (h - k) / s + 1, wo = (w - k) / s + 1
+        var y = Tensor(zeros: [n, c, ho, wo])
+        var argmax = [Int32](repeating: 0, count: kind == .max ? y.count : 0)
+        x.withData { px in y.withMutableData { py in
+            var o = 0
+            for plane in 0..<(n * c) {
+                let base = plane * h * w
+                for oy in 0..<ho { for ox in 0..<wo {
+                    var best = -Float.infinity, bestAt = 0
+                    var sum: Float = 0
+                    for i in 0..<k { for j in 0..<k {
+                        let at = base + (oy * s + i) * w + ox * s + j
+                        let v = px[at]
+                        sum += v
+                        if v > best { best = v; bestAt = at }
+                    } }
+                    if kind == .max { py[o] = best; argmax[o] = Int32(bestAt) } else { py[o] = sum / Float(k * k) }
+                    o += 1
+                } }
+            }
+        } }
+        return (y, argmax)
+    }
+
+    public static func pool2dBackward(_ kind: Pool, inputShape: [Int], dy: Tensor, argmax: [Int32], kernel k: Int, stride s: Int) -> Tensor {
+        var dx = Tensor(zeros: inputShape)
+        let h = inputShape[2], w = inputShape[3], ho = dy.shape[2], wo = dy.shape[3]
+        dy.withData { pdy in dx.withMutableData { pdx in
+            if kind == .max {
+                for o in 0..<pdy.count { pdx[Int(argmax[o])] += pdy[o] }
+            } else {
+                let scale = 1 / Float(k * k)
+                var o = 0
+                for plane in 0..<(inputShape[0] * inputShape[1]) {
+                    for oy in 0..<ho { for ox in 0..<wo {
+                        for i in 0..<k { for j in 0..<k { pdx[plane * h * w + (oy * s + i) * w + ox * s + j] += pdy[o] * scale } }
+                        o += 1
+                    } }
+                }
+            }
+        } }
+        return dx
+    }
+}
