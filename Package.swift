@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
         .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs"]),
-        .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"]),
+        .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

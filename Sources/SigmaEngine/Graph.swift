@@ -140,7 +140,7 @@ public final class Graph {
 /// A node of a `Graph`: its value is computed when the op is recorded.
 public struct Var {
     public let id: Int
-    public unowned let graph: Graph
+    public let graph: Graph
     public var value: Tensor { graph.values[id] }
     public var shape: [Int] { value.shape }
 

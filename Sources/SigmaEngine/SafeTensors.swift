@@ -1,0 +1,129 @@
+import Foundation
+
+/// The safetensors format: `u64 little-endian header length | JSON header | tensor bytes`. The header maps names to
+/// `{dtype, shape, data_offsets: [begin, end]}` relative to the byte buffer after the header.
+public enum SafeTensors {
+    /// Reads every tensor as Float32 (F32 as is; F16 and BF16 widened). Every inconsistency between the header and
+    /// the file is an error naming the file and the tensor.
+    public static func read(path: String) throws -> [String: Tensor] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(file: path, problem: "cannot read") }
+        return try read(data, file: path)
+    }
+
+    public static func read(_ data: Data, file: String = "(memory)") throws -> [String: Tensor] {
+        func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
+        guard data.count >= 8 else { throw fail("too short for a safetensors header (\(data.count) bytes)") }
+        let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard n <= UInt64(data.count - 8), n <= 100_000_000 else {
+            throw fail("header length \(n) exceeds the file (\(data.count) bytes)")
+        }
+        let headerEnd = 8 + Int(n)
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<headerEnd)) } catch {
+            throw fail("header is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let header = json as? [String: Any] else { throw fail("header is not a JSON object") }
+        let bufferSize = data.count - headerEnd
+        var out: [String: Tensor] = [:]
+        var spans: [(Int, Int, String)] = []
+        for (name, entry) in header where name != "__metadata__" {
+            guard let e = entry as? [String: Any], let dtype = e["dtype"] as? String, let shapeAny = e["shape"] as? [Any],
+                  let offsAny = e["data_offsets"] as? [Any], offsAny.count == 2 else {
+                throw fail("tensor '\(name)': entry needs dtype, shape and data_offsets [begin, end]")
+            }
+            let shape = try shapeAny.map { v -> Int in
+                guard let i = (v as? NSNumber)?.intValue, i >= 0 else { throw fail("tensor '\(name)': bad shape \(shapeAny)") }
+                return i
+            }
+            let offs = try offsAny.map { v -> Int in
+                guard let i = (v as? NSNumber)?.intValue, i >= 0 else { throw fail("tensor '\(name)': bad data_offsets \(offsAny)") }
+                return i
+            }
+            let itemSize: Int
+            switch dtype {
+            case "F32": itemSize = 4
+            case "F16", "BF16": itemSize = 2
+            default: throw fail("tensor '\(name)': dtype \(dtype) is not supported (F32, F16, BF16)")
+            }
+            var count = 1
+            for d in shape {
+                let (r, o) = count.multipliedReportingOverflow(by: d)
+                guard !o else { throw fail("tensor '\(name)': shape \(shape) is too large") }
+                count = r
+            }
+            guard offs[0] <= offs[1], offs[1] <= bufferSize else {
+                throw fail("tensor '\(name)': data_offsets \(offs) outside the \(bufferSize)-byte data section (file truncated?)")
+            }
+            guard offs[1] - offs[0] == count * itemSize else {
+                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * itemSize) bytes, data_offsets give \(offs[1] - offs[0])")
+            }
+            spans.append((offs[0], offs[1], name))
+            let base = headerEnd + offs[0]
+            out[name] = data.withUnsafeBytes { raw in
+                Tensor(shape: shape) { dst in
+                    for i in 0..<count {
+                        switch dtype {
+                        case "F32":
+                            dst[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
+                        case "F16":
+                            dst[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2 * i, as: UInt16.self))))
+                        default:
+                            let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2 * i, as: UInt16.self))
+                            dst[i] = Float(bitPattern: UInt32(b) << 16)
+                        }
+                    }
+                }
+            }
+        }
+        spans.sort { $0.0 < $1.0 }
+        for k in 1..<max(1, spans.count) where spans[k].0 < spans[k - 1].1 {
+            throw fail("tensors '\(spans[k - 1].2)' and '\(spans[k].2)' overlap")
+        }
+        return out
+    }
+
+    /// Writes F32 tensors (names sorted, data contiguous, header padded to 8 bytes).
+    public static func write(_ tensors: [String: Tensor], path: String, metadata: [String: String] = [:]) throws {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        let names = tensors.keys.sorted()
+        for name in names {
+            let t = tensors[name]!
+            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
+            offset += 4 * t.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data()
+        var n = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(json)
+        for name in names {
+            tensors[name]!.withData { p in
+                for v in p { var b = v.bitPattern.littleEndian; withUnsafeBytes(of: &b) { out.append(contentsOf: $0) } }
+            }
+        }
+        guard FileManager.default.createFile(atPath: path, contents: out) else { throw FormatError(file: path, problem: "cannot write") }
+    }
+}
+
+extension Layer {
+    /// Parameters by name (PyTorch state-dict names for `Sequential.mlp` and the layers' `name`s).
+    public var stateDict: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+    }
+
+    /// Loads parameters by name; every missing name or shape mismatch is an error naming the tensor.
+    public func load(_ tensors: [String: Tensor], file: String = "(weights)") throws {
+        for p in parameters {
+            guard let t = tensors[p.name] else {
+                throw FormatError(file: file, problem: "tensor '\(p.name)' missing (file has: \(tensors.keys.sorted().joined(separator: ", ")))")
+            }
+            guard t.shape == p.value.shape else {
+                throw FormatError(file: file, problem: "tensor '\(p.name)' has shape \(t.shape), the model expects \(p.value.shape)")
+            }
+            p.value = t
+        }
+    }
+}

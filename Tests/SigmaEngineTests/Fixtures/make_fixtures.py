@@ -1,0 +1,35 @@
+# Produces the PyTorch reference fixtures once (committed). Run with a Python that has torch and safetensors:
+#   python make_fixtures.py
+# Each fixture holds the model's weights (PyTorch state-dict names) plus `input` and `output` tensors computed by
+# PyTorch in float32 for those weights.
+import torch
+from safetensors.torch import save_file
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+def save(name, model, x):
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors["input"] = x.contiguous()
+    tensors["output"] = y.contiguous()
+    save_file(tensors, name, metadata={"torch": torch.__version__})
+    print(name, {k: tuple(v.shape) for k, v in tensors.items()})
+
+mlp = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.GELU(),
+                          torch.nn.Linear(16, 10))
+save("mlp.safetensors", mlp, torch.rand(6, 64))
+
+cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                          torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+                          torch.nn.Flatten(), torch.nn.Linear(32, 10))
+save("cnn.safetensors", cnn, torch.rand(5, 1, 8, 8))
+
+# Log-softmax and cross-entropy for the same logits, as a loss reference.
+logits = torch.randn(4, 7) * 3
+labels = torch.tensor([0, 6, 3, 3])
+save_file({"logits": logits, "log_softmax": torch.log_softmax(logits, -1),
+           "labels": labels.float(), "cross_entropy": torch.nn.functional.cross_entropy(logits, labels).reshape(1)},
+          "loss.safetensors")
