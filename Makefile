@@ -35,7 +35,11 @@ test: deps
 
 bench: release
 	@mkdir -p artifacts
-	$(RELEASE_BIN) bench dispatch | tee artifacts/bench-dispatch.md
+	$(RELEASE_BIN) bench dispatch --log-level warning | tee artifacts/bench-dispatch.md
+	$(RELEASE_BIN) bench gemm | tee artifacts/bench-gemm.md
+	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
+	@echo "NumPy baseline, same MLP step (samples/s, median of 5):" | tee -a artifacts/bench-mlp.md
+	@for t in 1 2; do printf "| %s thread(s) | NumPy %s |\n" $$t "$$(OPENBLAS_NUM_THREADS=$$t python3 bench/mlp_numpy.py 5 2>/dev/null || echo 'unavailable (pip install numpy)')"; done | tee -a artifacts/bench-mlp.md
 
 clean:
 	rm -rf .build artifacts

@@ -12,3 +12,26 @@ public enum BLASInfo {
 
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 }
+
+extension BLASInfo {
+    /// `cblas_sgemm` on the tensors' buffers into a reused output, for benchmarks (the baseline the engine is
+    /// measured against).
+    public static func sgemmDirect(_ a: Tensor, _ b: Tensor, n: Int) {
+        let c = scratch(n * n)
+        a.withData { pa in b.withData { pb in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, pa.baseAddress, Int32(n),
+                        pb.baseAddress, Int32(n), 0, c, Int32(n))
+        } }
+    }
+
+    nonisolated(unsafe) private static var scratchBuffer: UnsafeMutablePointer<Float>? = nil
+    nonisolated(unsafe) private static var scratchCount = 0
+    private static func scratch(_ n: Int) -> UnsafeMutablePointer<Float> {
+        if scratchCount < n {
+            scratchBuffer?.deallocate()
+            scratchBuffer = .allocate(capacity: n)
+            scratchCount = n
+        }
+        return scratchBuffer!
+    }
+}

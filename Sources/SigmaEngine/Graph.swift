@@ -21,6 +21,8 @@ public final class Graph {
         case logSoftmax(Int)
         /// Mean negative log-likelihood of `labels` under log-probabilities (N, C).
         case nll(Int, labels: [Int32])
+        /// x (N, in) · w (out, in)ᵀ + b (out), fused.
+        case linear(Int, Int, bias: Int?)
         case conv2d(Int, Int, bias: Int?, stride: Int, padding: Int)
         case pool2d(ConvKernels.Pool, Int, kernel: Int, stride: Int, argmax: [Int32])
     }
@@ -128,6 +130,9 @@ public final class Graph {
             var dx = Tensor(zeros: logp.shape)
             dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
             return [(a, dx)]
+        case .linear(let x, let w, let b):
+            let dx = Kernels.matmul(g, values[w]), dw = Kernels.matmul(g, values[x], transA: true)
+            return [(x, dx), (w, dw)] + (b.map { [($0, Kernels.sumTo(g, shape: values[$0].shape))] } ?? [])
         case .conv2d(let x, let w, let b, let stride, let padding):
             let (dx, dw, db) = ConvKernels.conv2dBackward(values[x], values[w], g, stride: stride, padding: padding, hasBias: b != nil)
             return [(x, dx), (w, dw)] + (b.map { [($0, db!)] } ?? [])
@@ -176,6 +181,11 @@ public struct Var {
         var s: Double = 0
         v.withData { p in for (i, l) in labels.enumerated() { precondition(l >= 0 && Int(l) < c, "label \(l) outside 0..<\(c)"); s += Double(p[i * c + Int(l)]) } }
         return graph.record(.scalar(Float(-s / Double(max(1, labels.count)))), .nll(id, labels: labels))
+    }
+
+    /// self (N, in) · w (out, in)ᵀ + b (out) → (N, out), one GEMM with the bias as its initial value.
+    public func linear(_ w: Var, _ b: Var?) -> Var {
+        graph.record(Kernels.linear(value, w.value, b?.value), .linear(id, w.id, bias: b?.id))
     }
 
     /// x (N, C, H, W) ⊛ w (O, C, kh, kw) + b (O) → (N, O, Ho, Wo).

@@ -9,8 +9,8 @@ public enum Kernels {
     /// a (M, K) · b (K, N) → (M, N); `transA`/`transB` read a as (K, M) / b as (N, K). Fast: `cblas_sgemm`.
     public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
         let (m, k, n) = matmulDims(a, b, transA, transB)
-        var out = Tensor(zeros: [m, n])
-        if m == 0 || n == 0 { return out }
+        if m == 0 || n == 0 || k == 0 { return Tensor(zeros: [m, n]) }
+        var out = Tensor(uninitialized: [m, n])
         a.withData { pa in
             b.withData { pb in
                 out.withMutableData { pc in
@@ -20,6 +20,22 @@ public enum Kernels {
                 }
             }
         }
+        return out
+    }
+
+    /// x (N, in) · w (out, in)ᵀ + b (out) → (N, out): the bias rows are the GEMM's initial C (beta 1).
+    public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
+        guard let b else { return matmul(x, w, transB: true) }
+        let (m, k, n) = matmulDims(x, w, false, true)
+        precondition(b.shape == [n], "linear: bias \(b.shape) for \(n) outputs")
+        var out = Tensor(uninitialized: [m, n])
+        x.withData { px in w.withData { pw in b.withData { pb in out.withMutableData { po in
+            for r in 0..<m { (po.baseAddress! + r * n).update(from: pb.baseAddress!, count: n) }
+            if k > 0 {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, px.baseAddress, Int32(k),
+                            pw.baseAddress, Int32(k), 1, po.baseAddress, Int32(n))
+            }
+        } } } }
         return out
     }
 
@@ -93,7 +109,7 @@ public enum Kernels {
     /// (a bias (N) added to (M, N)).
     public static func binary(_ op: Binary, _ a: Tensor, _ b: Tensor) -> Tensor {
         if a.shape == b.shape {
-            var out = Tensor(zeros: a.shape)
+            var out = Tensor(uninitialized: a.shape)
             a.withData { pa in b.withData { pb in out.withMutableData { po in
                 switch op {
                 case .add: for i in 0..<po.count { po[i] = pa[i] + pb[i] }
@@ -106,7 +122,7 @@ public enum Kernels {
         }
         let shape = broadcastShape(a.shape, b.shape)
         if shape == a.shape, b.count > 0, a.count % b.count == 0, Array(a.shape.suffix(b.rank)) == b.shape {
-            var out = Tensor(zeros: shape)
+            var out = Tensor(uninitialized: shape)
             let n = b.count
             a.withData { pa in b.withData { pb in out.withMutableData { po in
                 var base = 0
@@ -200,7 +216,7 @@ public enum Kernels {
     }
 
     public static func unary(_ op: Unary, _ a: Tensor) -> Tensor {
-        var out = Tensor(zeros: a.shape)
+        var out = Tensor(uninitialized: a.shape)
         a.withData { pa in out.withMutableData { po in
             switch op {
             case .relu: for i in 0..<po.count { po[i] = pa[i] > 0 ? pa[i] : 0 }
@@ -212,8 +228,12 @@ public enum Kernels {
 
     /// d op(x) / dx, elementwise, times `g`.
     public static func unaryBackward(_ op: Unary, x: Tensor, y: Tensor, g: Tensor) -> Tensor {
-        var out = Tensor(zeros: x.shape)
+        var out = Tensor(uninitialized: x.shape)
         x.withData { px in y.withData { py in g.withData { pg in out.withMutableData { po in
+            if op == .relu {
+                for i in 0..<po.count { po[i] = px[i] > 0 ? pg[i] : 0 }
+                return
+            }
             for i in 0..<po.count {
                 let d: Float
                 switch op {

@@ -18,9 +18,7 @@ public final class Linear: Layer {
     }
 
     public func callAsFunction(_ x: Var) -> Var {
-        let y = x.matmul(x.graph.param(weight), transB: true)
-        guard let b = bias else { return y }
-        return y + x.graph.param(b)
+        x.linear(x.graph.param(weight), bias.map { x.graph.param($0) })
     }
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }

@@ -11,6 +11,12 @@ public struct Tensor: @unchecked Sendable {
         storage = TensorStorage(count: shape.reduce(1, *))
     }
 
+    /// Storage left uninitialised: for kernels that write every element.
+    init(uninitialized shape: [Int]) {
+        self.shape = shape
+        storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
+    }
+
     public init(shape: [Int], repeating value: Float) {
         self.init(zeros: shape)
         if value != 0 { storage.pointer.update(repeating: value, count: count) }
@@ -79,15 +85,15 @@ public final class TensorStorage {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
-    init(count: Int) {
+    init(count: Int, zeroed: Bool = true) {
         self.count = count
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
-        pointer.initialize(repeating: 0, count: max(1, count))
+        if zeroed { pointer.initialize(repeating: 0, count: max(1, count)) }
     }
 
     func copy() -> TensorStorage {
-        let s = TensorStorage(count: count)
+        let s = TensorStorage(count: count, zeroed: false)
         s.pointer.update(from: pointer, count: count)
         return s
     }

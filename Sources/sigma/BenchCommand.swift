@@ -15,10 +15,12 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
+          sigma bench gemm                # engine matmul vs direct cblas_sgemm, 1 and 2 threads
+          sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch.") var which: String = "dispatch"
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp.") var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
@@ -27,8 +29,12 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         common.bootstrapLogging()
         do {
-            guard which == "dispatch" else { throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch") }
-            try await dispatch()
+            switch which {
+            case "dispatch": try await dispatch()
+            case "gemm": try await onThread { benchGemm(runs: runs) }
+            case "mlp": try await onThread { benchMLP(runs: runs) }
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp")
+            }
         } catch {
             exitWith(error)
         }

@@ -87,3 +87,14 @@ func awayFromZero(_ t: Tensor) -> Tensor {
         checkGradients([x]) { ($0[0] * $0[0] + $0[0]).sum() }
     }
 }
+
+@Suite struct LinearTests {
+    @Test func fusedLinearEqualsMatmulPlusBiasAndHasGradients() {
+        let x = random([4, 6], seed: 40), w = random([3, 6], seed: 41), b = random([3], seed: 42)
+        let fused = Kernels.linear(x, w, b)
+        let ref = Kernels.binaryReference(.add, Kernels.matmulReference(x, w, transB: true), b)
+        #expect(maxRelativeError(fused, ref) <= 1e-5)
+        checkGradients([x, w, b, random([4, 3], seed: 43)]) { ($0[0].linear($0[1], $0[2]) * $0[3]).sum() }
+        checkGradients([x, w, random([4, 3], seed: 44)]) { ($0[0].linear($0[1], nil) * $0[2]).sum() }
+    }
+}
