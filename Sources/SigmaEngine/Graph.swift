@@ -21,6 +21,11 @@ public final class Graph {
         case logSoftmax(Int)
         /// Mean negative log-likelihood of `labels` under log-probabilities (N, C).
         case nll(Int, labels: [Int32])
+        case bmm(Int, Int, transA: Bool, transB: Bool)
+        case permute(Int, [Int])
+        case softmax(Int)
+        case layerNorm(Int, Int, Int, means: [Float], inverseStd: [Float])
+        case gather(Int, ids: [Int32])
         /// x (N, in) · w (out, in)ᵀ + b (out), fused.
         case linear(Int, Int, bias: Int?)
         case conv2d(Int, Int, bias: Int?, stride: Int, padding: Int)
@@ -130,6 +135,64 @@ public final class Graph {
             var dx = Tensor(zeros: logp.shape)
             dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
             return [(a, dx)]
+        case .bmm(let a, let b, let ta, let tb):
+            let A = values[a], B = values[b]
+            switch (ta, tb) {
+            case (false, false): return [(a, Kernels.bmm(g, B, transB: true)), (b, Kernels.bmm(A, g, transA: true))]
+            case (false, true): return [(a, Kernels.bmm(g, B)), (b, Kernels.bmm(g, A, transA: true))]
+            case (true, false): return [(a, Kernels.bmm(B, g, transB: true)), (b, Kernels.bmm(A, g))]
+            case (true, true): return [(a, Kernels.bmm(B, g, transA: true, transB: true)), (b, Kernels.bmm(g, A, transA: true, transB: true))]
+            }
+        case .permute(let a, let order):
+            var inverse = [Int](repeating: 0, count: order.count)
+            for (i, o) in order.enumerated() { inverse[o] = i }
+            return [(a, Kernels.permute(g, inverse))]
+        case .softmax(let a):
+            // dx = y ⊙ (g − Σ_row g ⊙ y)
+            let c = y.shape.last ?? 1
+            var dx = Tensor(uninitialized: y.shape)
+            y.withData { py in g.withData { pg in dx.withMutableData { pd in
+                var base = 0
+                while base < py.count {
+                    var s: Float = 0
+                    for j in 0..<c { s += pg[base + j] * py[base + j] }
+                    for j in 0..<c { pd[base + j] = py[base + j] * (pg[base + j] - s) }
+                    base += c
+                }
+            } } }
+            return [(a, dx)]
+        case .layerNorm(let x, let gamma, let beta, let means, let inv):
+            let X = values[x], d = X.shape.last ?? 1
+            var dx = Tensor(uninitialized: X.shape), dg = Tensor(zeros: [d]), db = Tensor(zeros: [d])
+            X.withData { px in g.withData { pg in values[gamma].withData { pgam in
+                dx.withMutableData { pdx in dg.withMutableData { pdg in db.withMutableData { pdb in
+                    for r in 0..<means.count {
+                        let base = r * d, mean = means[r], s = inv[r]
+                        var sumG: Float = 0, sumGX: Float = 0
+                        for j in 0..<d {
+                            let xhat = (px[base + j] - mean) * s
+                            let gj = pg[base + j]
+                            pdg[j] += gj * xhat
+                            pdb[j] += gj
+                            let gx = gj * pgam[j]
+                            sumG += gx
+                            sumGX += gx * xhat
+                        }
+                        for j in 0..<d {
+                            let xhat = (px[base + j] - mean) * s
+                            pdx[base + j] = s * (pg[base + j] * pgam[j] - (sumG + xhat * sumGX) / Float(d))
+                        }
+                    }
+                } } }
+            } } }
+            return [(x, dx), (gamma, dg), (beta, db)]
+        case .gather(let table, let ids):
+            let T = values[table], d = T.shape[1]
+            var dt = Tensor(zeros: T.shape)
+            g.withData { pg in dt.withMutableData { pt in
+                for (i, id) in ids.enumerated() { for j in 0..<d { pt[Int(id) * d + j] += pg[i * d + j] } }
+            } }
+            return [(table, dt)]
         case .linear(let x, let w, let b):
             let dx = Kernels.matmul(g, values[w]), dw = Kernels.matmul(g, values[x], transA: true)
             return [(x, dx), (w, dw)] + (b.map { [($0, Kernels.sumTo(g, shape: values[$0].shape))] } ?? [])
@@ -182,6 +245,26 @@ public struct Var {
         v.withData { p in for (i, l) in labels.enumerated() { precondition(l >= 0 && Int(l) < c, "label \(l) outside 0..<\(c)"); s += Double(p[i * c + Int(l)]) } }
         return graph.record(.scalar(Float(-s / Double(max(1, labels.count)))), .nll(id, labels: labels))
     }
+
+    /// self (B, M, K) · other (B, K, N) → (B, M, N).
+    public func bmm(_ other: Var, transA: Bool = false, transB: Bool = false) -> Var {
+        graph.record(Kernels.bmm(value, other.value, transA: transA, transB: transB), .bmm(id, other.id, transA: transA, transB: transB))
+    }
+
+    /// Output axis i is input axis `order[i]`.
+    public func permuted(_ order: [Int]) -> Var { graph.record(Kernels.permute(value, order), .permute(id, order)) }
+
+    /// Over the last axis.
+    public func softmax() -> Var { graph.record(Kernels.softmax(value), .softmax(id)) }
+
+    /// Layer norm over the last axis with γ, β of that width.
+    public func layerNorm(_ gamma: Var, _ beta: Var, epsilon: Float = 1e-5) -> Var {
+        let (y, means, inv) = Kernels.layerNorm(value, gamma.value, beta.value, epsilon: epsilon)
+        return graph.record(y, .layerNorm(id, gamma.id, beta.id, means: means, inverseStd: inv))
+    }
+
+    /// Rows of this table (V, D) at `ids` → (ids.count, D).
+    public func gather(_ ids: [Int32]) -> Var { graph.record(Kernels.gather(value, ids), .gather(id, ids: ids)) }
 
     /// self (N, in) · w (out, in)ᵀ + b (out) → (N, out), one GEMM with the bias as its initial value.
     public func linear(_ w: Var, _ b: Var?) -> Var {

@@ -134,3 +134,14 @@ extension Tensor {
 }
 
 import Glibc
+
+extension Tensor {
+    /// Rows `range` of the leading axis, copied (e.g. the query block of a fused QKV projection).
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) of \(shape)")
+        let inner = count / max(1, shape[0])
+        var s = shape
+        s[0] = range.count
+        return withData { p in Tensor(shape: s, Array(p[(range.lowerBound * inner)..<(range.upperBound * inner)])) }
+    }
+}

@@ -33,3 +33,20 @@ labels = torch.tensor([0, 6, 3, 3])
 save_file({"logits": logits, "log_softmax": torch.log_softmax(logits, -1),
            "labels": labels.float(), "cross_entropy": torch.nn.functional.cross_entropy(logits, labels).reshape(1)},
           "loss.safetensors")
+
+# One post-norm transformer encoder layer (BERT's arrangement), GELU, no dropout, with a key padding mask.
+torch.backends.mha.set_fastpath_enabled(False)
+layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=4, dim_feedforward=32, dropout=0.0, activation="gelu",
+                                         batch_first=True, norm_first=False)
+with torch.no_grad():   # non-trivial norms
+    layer.norm1.weight.uniform_(0.5, 1.5); layer.norm1.bias.uniform_(-0.5, 0.5)
+    layer.norm2.weight.uniform_(0.5, 1.5); layer.norm2.bias.uniform_(-0.5, 0.5)
+layer.eval()
+x = torch.randn(2, 5, 16)
+pad = torch.tensor([[False, False, False, False, False], [False, False, False, True, True]])
+with torch.no_grad():
+    y = layer(x, src_key_padding_mask=pad)
+t = {k: v.contiguous() for k, v in layer.state_dict().items()}
+t.update({"input": x, "output": y.contiguous(), "key_padding": pad.float()})
+save_file(t, "encoder_layer.safetensors", metadata={"torch": torch.__version__})
+print("encoder_layer.safetensors", {k: tuple(v.shape) for k, v in t.items()})

@@ -1,0 +1,110 @@
+import COpenBLAS
+import Glibc
+
+/// Kernels for transformer layers: batched matmul, permutes, softmax, layer norm, embedding gather.
+extension Kernels {
+    /// a (B, M, K) · b (B, K, N) → (B, M, N) (b read as (B, N, K) when `transB`), one `cblas_sgemm` per batch.
+    public static func bmm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+        precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0], "bmm needs (B, M, K) and (B, K, N), got \(a.shape), \(b.shape)")
+        let batch = a.shape[0]
+        let m = transA ? a.shape[2] : a.shape[1], k = transA ? a.shape[1] : a.shape[2]
+        let n = transB ? b.shape[1] : b.shape[2], k2 = transB ? b.shape[2] : b.shape[1]
+        precondition(k == k2, "bmm: inner dimensions differ: \(a.shape) · \(b.shape)")
+        var out = Tensor(zeros: [batch, m, n])
+        if m == 0 || n == 0 || k == 0 { return out }
+        a.withData { pa in b.withData { pb in out.withMutableData { po in
+            for i in 0..<batch {
+                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                            Int32(m), Int32(n), Int32(k), 1, pa.baseAddress! + i * m * k, Int32(a.shape[2]),
+                            pb.baseAddress! + i * k * n, Int32(b.shape[2]), 0, po.baseAddress! + i * m * n, Int32(n))
+            }
+        } } }
+        return out
+    }
+
+    /// Reorders axes: output axis i is input axis `order[i]`.
+    public static func permute(_ a: Tensor, _ order: [Int]) -> Tensor {
+        precondition(order.sorted() == Array(0..<a.rank), "permute: \(order) is not a permutation of \(a.rank) axes")
+        let outShape = order.map { a.shape[$0] }
+        var inStrides = [Int](repeating: 1, count: a.rank)
+        for d in stride(from: a.rank - 2, through: 0, by: -1) { inStrides[d] = inStrides[d + 1] * a.shape[d + 1] }
+        let strides = order.map { inStrides[$0] }
+        var out = Tensor(uninitialized: outShape)
+        a.withData { pa in out.withMutableData { po in
+            var idx = [Int](repeating: 0, count: a.rank)
+            var src = 0
+            for o in 0..<po.count {
+                po[o] = pa[src]
+                var d = a.rank - 1
+                while d >= 0 {
+                    idx[d] += 1
+                    src += strides[d]
+                    if idx[d] < outShape[d] { break }
+                    src -= strides[d] * outShape[d]
+                    idx[d] = 0
+                    d -= 1
+                }
+            }
+        } }
+        return out
+    }
+
+    /// Softmax over the last axis, max-subtracted.
+    public static func softmax(_ a: Tensor) -> Tensor {
+        var y = logSoftmax(a)
+        y.withMutableData { p in for i in 0..<p.count { p[i] = expf(p[i]) } }
+        return y
+    }
+
+    /// Layer normalisation over the last axis: (x − mean) / √(var + ε) · γ + β, with the biased variance (as PyTorch).
+    /// Returns y and, per row, the mean and 1/σ for the backward pass.
+    public static func layerNorm(_ x: Tensor, _ gamma: Tensor, _ beta: Tensor, epsilon: Float) -> (Tensor, [Float], [Float]) {
+        let d = x.shape.last ?? 1
+        precondition(gamma.shape == [d] && beta.shape == [d], "layerNorm: γ \(gamma.shape), β \(beta.shape) for width \(d)")
+        let rows = x.count / max(1, d)
+        var y = Tensor(uninitialized: x.shape)
+        var means = [Float](repeating: 0, count: rows), inv = [Float](repeating: 0, count: rows)
+        x.withData { px in gamma.withData { pg in beta.withData { pb in y.withMutableData { py in
+            for r in 0..<rows {
+                let base = r * d
+                var mean: Float = 0
+                for j in 0..<d { mean += px[base + j] }
+                mean /= Float(d)
+                var v: Float = 0
+                for j in 0..<d { let c = px[base + j] - mean; v += c * c }
+                let s = 1 / (v / Float(d) + epsilon).squareRoot()
+                means[r] = mean
+                inv[r] = s
+                for j in 0..<d { py[base + j] = (px[base + j] - mean) * s * pg[j] + pb[j] }
+            }
+        } } } }
+        return (y, means, inv)
+    }
+
+    /// Reference for `layerNorm`, in Float64, two-pass.
+    public static func layerNormReference(_ x: Tensor, _ gamma: Tensor, _ beta: Tensor, epsilon: Float) -> Tensor {
+        let d = x.shape.last ?? 1
+        let X = x.scalars, G = gamma.scalars, B = beta.scalars
+        var out = [Float](repeating: 0, count: X.count)
+        for base in stride(from: 0, to: X.count, by: d) {
+            let row = X[base..<(base + d)].map(Double.init)
+            let mean = row.reduce(0, +) / Double(d)
+            let v = row.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(d)
+            for j in 0..<d { out[base + j] = Float((row[j] - mean) / (v + Double(epsilon)).squareRoot() * Double(G[j]) + Double(B[j])) }
+        }
+        return Tensor(shape: x.shape, out)
+    }
+
+    /// Rows of `table` (V, D) at `ids` → (ids.count, D). Ids outside 0..<V are a programming error (callers check).
+    public static func gather(_ table: Tensor, _ ids: [Int32]) -> Tensor {
+        let v = table.shape[0], d = table.shape[1]
+        var out = Tensor(uninitialized: [ids.count, d])
+        table.withData { pt in out.withMutableData { po in
+            for (i, id) in ids.enumerated() {
+                precondition(id >= 0 && Int(id) < v, "embedding id \(id) outside 0..<\(v)")
+                (po.baseAddress! + i * d).update(from: pt.baseAddress! + Int(id) * d, count: d)
+            }
+        } }
+        return out
+    }
+}

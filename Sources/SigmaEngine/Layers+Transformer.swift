@@ -1,0 +1,96 @@
+import Glibc
+
+/// Layer normalisation over the last axis (PyTorch `nn.LayerNorm`: weight 1, bias 0 at init).
+public final class LayerNorm: Layer {
+    public let weight: Parameter, bias: Parameter
+    public let epsilon: Float
+    public init(_ width: Int, epsilon: Float = 1e-5, name: String = "norm") {
+        weight = Parameter(name + ".weight", Tensor(shape: [width], repeating: 1))
+        bias = Parameter(name + ".bias", Tensor(zeros: [width]))
+        self.epsilon = epsilon
+    }
+    public func callAsFunction(_ x: Var) -> Var { x.layerNorm(x.graph.param(weight), x.graph.param(bias), epsilon: epsilon) }
+    public var parameters: [Parameter] { [weight, bias] }
+}
+
+/// A lookup table of vectors (PyTorch `nn.Embedding`: N(0, 1) at init).
+public final class Embedding {
+    public let weight: Parameter
+    public init(_ count: Int, _ width: Int, name: String = "embedding", rng: inout SeededRandom) {
+        weight = Parameter(name + ".weight", .normal([count, width], std: 1, rng: &rng))
+    }
+    /// ids → (ids.count, width), recorded on `graph`.
+    public func callAsFunction(_ ids: [Int32], graph: Graph) -> Var { graph.param(weight).gather(ids) }
+    public var parameters: [Parameter] { [weight] }
+}
+
+/// softmax(q kᵀ / √d + mask) v for q, k, v (B, T, d) and an additive mask broadcastable to (B, T, T).
+public func scaledDotProductAttention(_ q: Var, _ k: Var, _ v: Var, mask: Var? = nil) -> Var {
+    let d = q.shape[2]
+    var scores = q.bmm(k, transB: true).scaled(1 / Float(d).squareRoot())
+    if let m = mask { scores = scores + m }
+    return scores.softmax().bmm(v)
+}
+
+/// Multi-head self-attention with separate query, key and value projections (BERT's layout).
+public final class MultiHeadSelfAttention {
+    public let query: Linear, key: Linear, value: Linear, output: Linear
+    public let heads: Int, width: Int
+
+    public init(width: Int, heads: Int, name: String = "attention", rng: inout SeededRandom) {
+        precondition(width % heads == 0, "width \(width) is not divisible by \(heads) heads")
+        self.width = width
+        self.heads = heads
+        query = Linear(width, width, name: name + ".query", rng: &rng)
+        key = Linear(width, width, name: name + ".key", rng: &rng)
+        value = Linear(width, width, name: name + ".value", rng: &rng)
+        output = Linear(width, width, name: name + ".output", rng: &rng)
+    }
+
+    /// x (B·T, width) for `batch` sequences of length T; `keyPadding[b][t]` true where position t of sequence b is
+    /// padding (not attended to). Returns (B·T, width).
+    public func callAsFunction(_ x: Var, batch: Int, keyPadding: [[Bool]]? = nil) -> Var {
+        let t = x.shape[0] / batch, dh = width / heads
+        func split(_ y: Var) -> Var {   // (B·T, width) → (B·H, T, dh)
+            y.reshaped([batch, t, heads, dh]).permuted([0, 2, 1, 3]).reshaped([batch * heads, t, dh])
+        }
+        var mask: Var? = nil
+        if let pad = keyPadding {
+            precondition(pad.count == batch && pad.allSatisfy { $0.count == t }, "key padding mask must be \(batch) × \(t)")
+            var m = [Float](repeating: 0, count: batch * heads * t)
+            for b in 0..<batch { for h in 0..<heads { for j in 0..<t where pad[b][j] { m[(b * heads + h) * t + j] = -1e30 } } }
+            mask = x.graph.constant(Tensor(shape: [batch * heads, 1, t], m))
+        }
+        let a = scaledDotProductAttention(split(query(x)), split(key(x)), split(value(x)), mask: mask)
+        return output(a.reshaped([batch, heads, t, dh]).permuted([0, 2, 1, 3]).reshaped([batch * t, width]))
+    }
+
+    public var parameters: [Parameter] { query.parameters + key.parameters + value.parameters + output.parameters }
+}
+
+/// A post-norm transformer encoder layer, as BERT and PyTorch's `nn.TransformerEncoderLayer(norm_first=False)`:
+/// h = LN₁(x + Attention(x)); y = LN₂(h + W₂ GELU(W₁ h)).
+public final class TransformerEncoderLayer {
+    public let attention: MultiHeadSelfAttention
+    public let norm1: LayerNorm, norm2: LayerNorm
+    public let linear1: Linear, linear2: Linear
+
+    public init(width: Int, heads: Int, hidden: Int, epsilon: Float = 1e-5, name: String = "", rng: inout SeededRandom) {
+        let p = name.isEmpty ? "" : name + "."
+        attention = MultiHeadSelfAttention(width: width, heads: heads, name: p + "self_attn", rng: &rng)
+        linear1 = Linear(width, hidden, name: p + "linear1", rng: &rng)
+        linear2 = Linear(hidden, width, name: p + "linear2", rng: &rng)
+        norm1 = LayerNorm(width, epsilon: epsilon, name: p + "norm1")
+        norm2 = LayerNorm(width, epsilon: epsilon, name: p + "norm2")
+    }
+
+    /// x (B·T, width) → (B·T, width).
+    public func callAsFunction(_ x: Var, batch: Int, keyPadding: [[Bool]]? = nil) -> Var {
+        let h = norm1(x + attention(x, batch: batch, keyPadding: keyPadding))
+        return norm2(h + linear2(linear1(h).gelu()))
+    }
+
+    public var parameters: [Parameter] {
+        attention.parameters + linear1.parameters + linear2.parameters + norm1.parameters + norm2.parameters
+    }
+}

@@ -1,0 +1,69 @@
+import Glibc
+import SigmaEngine
+import Testing
+
+@Suite struct TransformerTests {
+    @Test func gradientsOfTransformerPrimitives() {
+        let a = random([2, 3, 4], seed: 50), b = random([2, 4, 5], seed: 51), bt = random([2, 5, 4], seed: 52)
+        checkGradients([a, b, random([2, 3, 5], seed: 53)]) { ($0[0].bmm($0[1]) * $0[2]).sum() }
+        checkGradients([a, bt, random([2, 3, 5], seed: 54)]) { ($0[0].bmm($0[1], transB: true) * $0[2]).sum() }
+        checkGradients([a, random([4, 2, 3], seed: 55)]) { ($0[0].permuted([2, 0, 1]) * $0[1]).sum() }
+        checkGradients([random([3, 6], seed: 56, low: -2, high: 2), random([3, 6], seed: 57)]) { ($0[0].softmax() * $0[1]).sum() }
+        let x = random([4, 6], seed: 58, low: -2, high: 2), gamma = random([6], seed: 59, low: 0.5, high: 1.5), beta = random([6], seed: 60)
+        checkGradients([x, gamma, beta, random([4, 6], seed: 61)]) { ($0[0].layerNorm($0[1], $0[2]) * $0[3]).sum() }
+        checkGradients([random([5, 3], seed: 62), random([4, 3], seed: 63)]) { ($0[0].gather([4, 0, 4, 2]) * $0[1]).sum() }
+    }
+
+    @Test func fusedKernelsEqualReferences() {
+        let x = random([7, 12], seed: 64, low: -3, high: 3), gamma = random([12], seed: 65), beta = random([12], seed: 66)
+        let (y, _, _) = Kernels.layerNorm(x, gamma, beta, epsilon: 1e-5)
+        #expect(maxRelativeError(y, Kernels.layerNormReference(x, gamma, beta, epsilon: 1e-5)) <= 1e-5)
+        let s = Kernels.softmax(x)
+        let ref = Kernels.logSoftmaxReference(x).scalars.map { Float(Glibc.exp(Double($0))) }
+        #expect(maxRelativeError(s, Tensor(shape: x.shape, ref)) <= 1e-5)
+        let p = Kernels.permute(random([2, 3, 4], seed: 67), [1, 2, 0])
+        #expect(p.shape == [3, 4, 2])
+        let src = random([2, 3, 4], seed: 67).scalars
+        #expect(p[(1 * 4 + 2) * 2 + 1] == src[(1 * 3 + 1) * 4 + 2])
+    }
+
+    /// Attention with a padding mask: masked keys get no weight, and gradients flow.
+    @Test func attentionGradientsAndMask() {
+        var rng = SeededRandom(seed: 68)
+        let mha = MultiHeadSelfAttention(width: 8, heads: 2, rng: &rng)
+        let x = random([6, 8], seed: 69)
+        let pad = [[false, false, true], [false, false, false]]
+        // Changing a padded position's input must not change any unpadded output.
+        let g1 = Graph(), y1 = mha(g1.constant(x), batch: 2, keyPadding: pad).value
+        var x2 = x
+        x2.withMutableData { for j in 0..<8 { $0[2 * 8 + j] += 5 } }
+        let g2 = Graph(), y2 = mha(g2.constant(x2), batch: 2, keyPadding: pad).value
+        for r in [0, 1, 3, 4, 5] { for j in 0..<8 { #expect(abs(y1[r * 8 + j] - y2[r * 8 + j]) < 1e-5) } }
+        checkGradients([x, random([6, 8], seed: 70)]) { v in (mha(v[0], batch: 2, keyPadding: pad) * v[1]).sum() }
+    }
+
+    /// One encoder layer equals PyTorch's nn.TransformerEncoderLayer (post-norm, GELU, padding mask): ≤ 1e-4.
+    @Test func encoderLayerMatchesPyTorch() throws {
+        let f = try SafeTensors.read(path: engineFixtures + "/encoder_layer.safetensors")
+        var rng = SeededRandom(seed: 0)
+        let layer = TransformerEncoderLayer(width: 16, heads: 4, hidden: 32, rng: &rng)
+        var w = f
+        let inW = f["self_attn.in_proj_weight"]!, inB = f["self_attn.in_proj_bias"]!
+        for (i, part) in ["query", "key", "value"].enumerated() {
+            w["self_attn.\(part).weight"] = inW.rows((16 * i)..<(16 * (i + 1)))
+            w["self_attn.\(part).bias"] = inB.rows((16 * i)..<(16 * (i + 1)))
+        }
+        w["self_attn.output.weight"] = f["self_attn.out_proj.weight"]
+        w["self_attn.output.bias"] = f["self_attn.out_proj.bias"]
+        for p in layer.parameters {
+            let t = try #require(w[p.name], "fixture has no \(p.name)")
+            #expect(t.shape == p.value.shape, "\(p.name)")
+            p.value = t
+        }
+        let pad = f["key_padding"]!.scalars
+        let mask = (0..<2).map { b in (0..<5).map { pad[b * 5 + $0] != 0 } }
+        let g = Graph()
+        let y = layer(g.constant(f["input"]!.reshaped([10, 16])), batch: 2, keyPadding: mask).value
+        #expect(maxAbsDiff(y.reshaped([2, 5, 16]), f["output"]!) <= 1e-4)
+    }
+}
