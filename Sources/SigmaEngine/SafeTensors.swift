@@ -3,7 +3,7 @@ import Foundation
 /// The safetensors format: `u64 little-endian header length | JSON header | tensor bytes`. The header maps names to
 /// `{dtype, shape, data_offsets: [begin, end]}` relative to the byte buffer after the header.
 public enum SafeTensors {
-    /// Reads every tensor as Float32 (F32 as is; F16 and BF16 widened). Every inconsistency between the header and
+    /// Reads every tensor as Float32 (F32 as is; F16 and BF16 widened; I64 and I32 converted, exact below 2²⁴). Every inconsistency between the header and
     /// the file is an error naming the file and the tensor.
     public static func read(path: String) throws -> [String: Tensor] {
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(file: path, problem: "cannot read") }
@@ -43,7 +43,9 @@ public enum SafeTensors {
             switch dtype {
             case "F32": itemSize = 4
             case "F16", "BF16": itemSize = 2
-            default: throw fail("tensor '\(name)': dtype \(dtype) is not supported (F32, F16, BF16)")
+            case "I64": itemSize = 8
+            case "I32": itemSize = 4
+            default: throw fail("tensor '\(name)': dtype \(dtype) is not supported (F32, F16, BF16, I64, I32)")
             }
             var count = 1
             for d in shape {
@@ -65,6 +67,10 @@ public enum SafeTensors {
                         switch dtype {
                         case "F32":
                             dst[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
+                        case "I64":
+                            dst[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8 * i, as: Int64.self)))
+                        case "I32":
+                            dst[i] = Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4 * i, as: Int32.self)))
                         case "F16":
                             dst[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2 * i, as: UInt16.self))))
                         default:

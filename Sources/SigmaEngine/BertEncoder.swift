@@ -1,0 +1,144 @@
+import Foundation
+
+/// A BERT-family sentence encoder loaded from a Hugging Face model folder (`config.json`, `model.safetensors`,
+/// `vocab.txt`, optionally `sentence_bert_config.json`): WordPiece → embeddings → post-norm encoder layers →
+/// attention-masked mean pooling → L2 normalisation (the all-MiniLM-L6-v2 recipe).
+public final class BertEncoder {
+    public struct Config: Sendable, Equatable {
+        public var hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, typeVocab: Int, vocab: Int
+        public var epsilon: Float
+    }
+
+    public let config: Config
+    public let tokenizer: WordPieceTokenizer
+    /// Longest token sequence fed to the model ([CLS] and [SEP] included).
+    public let maxLength: Int
+    let word: Embedding, position: Embedding, tokenType: Embedding
+    let embeddingNorm: LayerNorm
+    let layers: [TransformerEncoderLayer]
+
+    public init(modelDirectory dir: String) throws {
+        let configPath = dir + "/config.json"
+        guard let cdata = FileManager.default.contents(atPath: configPath),
+              let c = try? JSONSerialization.jsonObject(with: cdata) as? [String: Any] else {
+            throw FormatError(file: configPath, problem: "missing or not a JSON object")
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = (c[k] as? NSNumber)?.intValue, v > 0 else { throw FormatError(file: configPath, problem: "'\(k)' missing or not a positive integer") }
+            return v
+        }
+        if let act = c["hidden_act"] as? String, act != "gelu" {
+            throw FormatError(file: configPath, problem: "hidden_act '\(act)' is not supported (gelu)")
+        }
+        config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
+                        intermediate: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
+                        typeVocab: try int("type_vocab_size"), vocab: try int("vocab_size"),
+                        epsilon: (c["layer_norm_eps"] as? NSNumber)?.floatValue ?? 1e-12)
+        guard config.hidden % config.heads == 0 else {
+            throw FormatError(file: configPath, problem: "hidden_size \(config.hidden) is not divisible by num_attention_heads \(config.heads)")
+        }
+        var maxLen = config.maxPositions
+        if let s = FileManager.default.contents(atPath: dir + "/sentence_bert_config.json"),
+           let j = try? JSONSerialization.jsonObject(with: s) as? [String: Any], let m = (j["max_seq_length"] as? NSNumber)?.intValue, m > 0 {
+            maxLen = min(m, config.maxPositions)
+        }
+        maxLength = maxLen
+        tokenizer = try WordPieceTokenizer(vocabPath: dir + "/vocab.txt")
+        guard tokenizer.vocab.count <= config.vocab else {
+            throw FormatError(file: dir + "/vocab.txt", problem: "\(tokenizer.vocab.count) tokens, config vocab_size is \(config.vocab)")
+        }
+
+        var rng = SeededRandom(seed: 0)
+        word = Embedding(config.vocab, config.hidden, name: "word", rng: &rng)
+        position = Embedding(config.maxPositions, config.hidden, name: "position", rng: &rng)
+        tokenType = Embedding(config.typeVocab, config.hidden, name: "type", rng: &rng)
+        embeddingNorm = LayerNorm(config.hidden, epsilon: config.epsilon, name: "embnorm")
+        let cfg = config
+        var built: [TransformerEncoderLayer] = []
+        for i in 0..<cfg.layers {
+            built.append(TransformerEncoderLayer(width: cfg.hidden, heads: cfg.heads, hidden: cfg.intermediate, epsilon: cfg.epsilon,
+                                                 name: "L\(i)", rng: &rng))
+        }
+        layers = built
+
+        let weightsPath = dir + "/model.safetensors"
+        let w = try SafeTensors.read(path: weightsPath)
+        let prefix = w["embeddings.word_embeddings.weight"] == nil && w["bert.embeddings.word_embeddings.weight"] != nil ? "bert." : ""
+        func assign(_ p: Parameter, _ name: String) throws {
+            guard let t = w[prefix + name] else { throw FormatError(file: weightsPath, problem: "tensor '\(prefix + name)' missing") }
+            guard t.shape == p.value.shape else {
+                throw FormatError(file: weightsPath, problem: "tensor '\(prefix + name)' has shape \(t.shape), config.json implies \(p.value.shape)")
+            }
+            p.value = t
+        }
+        try assign(word.weight, "embeddings.word_embeddings.weight")
+        try assign(position.weight, "embeddings.position_embeddings.weight")
+        try assign(tokenType.weight, "embeddings.token_type_embeddings.weight")
+        try assign(embeddingNorm.weight, "embeddings.LayerNorm.weight")
+        try assign(embeddingNorm.bias, "embeddings.LayerNorm.bias")
+        for (i, l) in layers.enumerated() {
+            let hf = "encoder.layer.\(i)."
+            let pairs: [(Linear, String)] = [(l.attention.query, "attention.self.query"), (l.attention.key, "attention.self.key"),
+                                             (l.attention.value, "attention.self.value"), (l.attention.output, "attention.output.dense"),
+                                             (l.linear1, "intermediate.dense"), (l.linear2, "output.dense")]
+            for (lin, name) in pairs {
+                try assign(lin.weight, hf + name + ".weight")
+                try assign(lin.bias!, hf + name + ".bias")
+            }
+            for (norm, name) in [(l.norm1, "attention.output.LayerNorm"), (l.norm2, "output.LayerNorm")] {
+                try assign(norm.weight, hf + name + ".weight")
+                try assign(norm.bias, hf + name + ".bias")
+            }
+        }
+    }
+
+    /// Token ids of each text, truncated to `maxLength`.
+    public func tokenize(_ texts: [String]) -> [[Int32]] { texts.map { tokenizer.encode($0, maxLength: maxLength) } }
+
+    /// L2-normalised mean-pooled embeddings (texts.count, hidden), in input order. Texts are batched by length.
+    public func embed(_ texts: [String], batchSize: Int = 32) -> Tensor {
+        let ids = tokenize(texts)
+        let order = ids.indices.sorted { ids[$0].count < ids[$1].count }
+        var out = Tensor(zeros: [texts.count, config.hidden])
+        var start = 0
+        while start < order.count {
+            let chunk = Array(order[start..<min(start + batchSize, order.count)])
+            let vectors = embedBatch(chunk.map { ids[$0] })
+            out.withMutableData { po in vectors.withData { pv in
+                for (k, row) in chunk.enumerated() {
+                    (po.baseAddress! + row * config.hidden).update(from: pv.baseAddress! + k * config.hidden, count: config.hidden)
+                }
+            } }
+            start += batchSize
+        }
+        return out
+    }
+
+    /// One padded batch → (batch, hidden) pooled, normalised vectors.
+    func embedBatch(_ batch: [[Int32]]) -> Tensor {
+        let b = batch.count, t = batch.map(\.count).max() ?? 0, h = config.hidden
+        var flat: [Int32] = [], positions: [Int32] = [], padding: [[Bool]] = []
+        for seq in batch {
+            flat += seq + [Int32](repeating: tokenizer.pad, count: t - seq.count)
+            positions += (0..<t).map(Int32.init)
+            padding.append((0..<t).map { $0 >= seq.count })
+        }
+        let g = Graph()
+        var x = word(flat, graph: g) + position(positions, graph: g) + tokenType([Int32](repeating: 0, count: b * t), graph: g)
+        x = embeddingNorm(x)
+        for l in layers { x = l(x, batch: b, keyPadding: padding) }
+        let states = x.value
+        var pooled = Tensor(zeros: [b, h])
+        states.withData { ps in pooled.withMutableData { pp in
+            for i in 0..<b {
+                let n = batch[i].count
+                for j in 0..<n { for k in 0..<h { pp[i * h + k] += ps[(i * t + j) * h + k] } }
+                var norm: Float = 0
+                for k in 0..<h { pp[i * h + k] /= Float(n); norm += pp[i * h + k] * pp[i * h + k] }
+                let s = 1 / max(norm.squareRoot(), 1e-12)
+                for k in 0..<h { pp[i * h + k] *= s }
+            }
+        } }
+        return pooled
+    }
+}
