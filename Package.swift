@@ -37,7 +37,7 @@ let package = Package(
 
         // The only users of the C libraries.
         .target(name: "SigmaTransport", dependencies: ["CZeroMQ", "CLZ4", "CSysShims", "SigmaModel"]),
-        .target(name: "SigmaEngine", dependencies: ["COpenBLAS"]),
+        .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims"]),
 
         // I/O shells.
         .target(name: "SigmaCoordinator", dependencies: [

@@ -18,3 +18,8 @@ uint64_t csys_physical_memory(void) {
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
     return (pages > 0 && size > 0) ? (uint64_t)pages * (uint64_t)size : 0;
 }
+#include <malloc.h>
+void csys_tune_heap(int mmap_threshold, int trim_threshold) {
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
+}

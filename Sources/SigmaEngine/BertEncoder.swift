@@ -49,9 +49,10 @@ public final class BertEncoder {
         }
 
         var rng = SeededRandom(seed: 0)
-        word = Embedding(config.vocab, config.hidden, name: "word", rng: &rng)
-        position = Embedding(config.maxPositions, config.hidden, name: "position", rng: &rng)
-        tokenType = Embedding(config.typeVocab, config.hidden, name: "type", rng: &rng)
+        // Zero tables: every weight is replaced from model.safetensors below.
+        word = Embedding(weight: Tensor(zeros: [config.vocab, config.hidden]), name: "word")
+        position = Embedding(weight: Tensor(zeros: [config.maxPositions, config.hidden]), name: "position")
+        tokenType = Embedding(weight: Tensor(zeros: [config.typeVocab, config.hidden]), name: "type")
         embeddingNorm = LayerNorm(config.hidden, epsilon: config.epsilon, name: "embnorm")
         let cfg = config
         var built: [TransformerEncoderLayer] = []
@@ -95,21 +96,36 @@ public final class BertEncoder {
     /// Token ids of each text, truncated to `maxLength`.
     public func tokenize(_ texts: [String]) -> [[Int32]] { texts.map { tokenizer.encode($0, maxLength: maxLength) } }
 
-    /// L2-normalised mean-pooled embeddings (texts.count, hidden), in input order. Texts are batched by length.
-    public func embed(_ texts: [String], batchSize: Int = 32) -> Tensor {
+    /// L2-normalised mean-pooled embeddings (texts.count, hidden), in input order. Texts are batched by length;
+    /// batches run on `threads` OS threads at once, each with single-threaded BLAS (many small GEMMs parallelise
+    /// better across batches than inside OpenBLAS). Results do not depend on `threads`.
+    public func embed(_ texts: [String], batchSize: Int = 32, threads: Int = BLASInfo.threads) -> Tensor {
         let ids = tokenize(texts)
         let order = ids.indices.sorted { ids[$0].count < ids[$1].count }
+        let chunks = stride(from: 0, to: order.count, by: max(1, batchSize)).map { Array(order[$0..<min($0 + batchSize, order.count)]) }
+        let results = ResultSlots(count: chunks.count)
+        let next = NextIndex()
+        let work: @Sendable () -> Void = { [self] in
+            while let c = next.take(below: chunks.count) {
+                results.set(c, embedBatch(chunks[c].map { ids[$0] }))
+            }
+        }
+        let n = max(1, min(threads, chunks.count))
+        let savedThreads = BLASInfo.threads
+        if n > 1 { BLASInfo.setThreads(1) }
+        let helpers = (1..<max(1, n)).map { _ in Thread.detachedJoinable(work) }
+        work()
+        for h in helpers { h.join() }
+        if n > 1 { BLASInfo.setThreads(savedThreads) }
         var out = Tensor(zeros: [texts.count, config.hidden])
-        var start = 0
-        while start < order.count {
-            let chunk = Array(order[start..<min(start + batchSize, order.count)])
-            let vectors = embedBatch(chunk.map { ids[$0] })
-            out.withMutableData { po in vectors.withData { pv in
-                for (k, row) in chunk.enumerated() {
-                    (po.baseAddress! + row * config.hidden).update(from: pv.baseAddress! + k * config.hidden, count: config.hidden)
+        out.withMutableData { po in
+            for (c, chunk) in chunks.enumerated() {
+                results.get(c).withData { pv in
+                    for (k, row) in chunk.enumerated() {
+                        (po.baseAddress! + row * config.hidden).update(from: pv.baseAddress! + k * config.hidden, count: config.hidden)
+                    }
                 }
-            } }
-            start += batchSize
+            }
         }
         return out
     }
@@ -141,4 +157,46 @@ public final class BertEncoder {
         } }
         return pooled
     }
+}
+
+extension BertEncoder: @unchecked Sendable {}   // immutable after init; batches only read the weights
+
+/// Results written by worker threads, one slot each.
+final class ResultSlots: @unchecked Sendable {
+    private var slots: [Tensor?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ t: Tensor) { lock.lock(); slots[i] = t; lock.unlock() }
+    func get(_ i: Int) -> Tensor { lock.lock(); defer { lock.unlock() }; return slots[i]! }
+}
+
+/// Hands out 0, 1, 2, … to worker threads.
+final class NextIndex: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func take(below limit: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard value < limit else { return nil }
+        value += 1
+        return value - 1
+    }
+}
+
+/// A joinable OS thread for compute (never a Swift task: compute must not occupy the cooperative pool).
+final class JoinableThread: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    init(_ body: @escaping @Sendable () -> Void) {
+        let t = Thread { [done] in
+            body()
+            done.signal()
+        }
+        t.stackSize = 8 << 20
+        t.start()
+    }
+    func join() { done.wait() }
+}
+
+extension Thread {
+    static func detachedJoinable(_ body: @escaping @Sendable () -> Void) -> JoinableThread { JoinableThread(body) }
 }

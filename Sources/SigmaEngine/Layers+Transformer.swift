@@ -19,6 +19,11 @@ public final class Embedding {
     public init(_ count: Int, _ width: Int, name: String = "embedding", rng: inout SeededRandom) {
         weight = Parameter(name + ".weight", .normal([count, width], std: 1, rng: &rng))
     }
+
+    /// A table with given (e.g. loaded) weights.
+    public init(weight: Tensor, name: String = "embedding") {
+        self.weight = Parameter(name + ".weight", weight)
+    }
     /// ids → (ids.count, width), recorded on `graph`.
     public func callAsFunction(_ ids: [Int32], graph: Graph) -> Var { graph.param(weight).gather(ids) }
     public var parameters: [Parameter] { [weight] }

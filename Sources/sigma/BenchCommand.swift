@@ -17,6 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
           sigma bench gemm                # engine matmul vs direct cblas_sgemm, 1 and 2 threads
           sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
+          sigma bench embed               # all-MiniLM-L6-v2 over 2,000 sentences (needs `make model`)
         """)
 
     @OptionGroup var common: CommonOptions
@@ -33,7 +34,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "dispatch": try await dispatch()
             case "gemm": try await onThread { benchGemm(runs: runs) }
             case "mlp": try await onThread { benchMLP(runs: runs) }
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp")
+            case "embed": try await onThread { try benchEmbed(runs: runs) }
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed")
             }
         } catch {
             exitWith(error)

@@ -10,3 +10,5 @@ void csys_eventfd_drain(int fd);
 void csys_set_thread_name(const char *name);
 /// Total physical memory in bytes.
 uint64_t csys_physical_memory(void);
+/// Keeps freed blocks up to `mmap_threshold` bytes in the heap (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
+void csys_tune_heap(int mmap_threshold, int trim_threshold);
