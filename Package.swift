@@ -25,7 +25,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "SigmaProtocol", dependencies: ["SigmaModel"]),
-        .target(name: "SigmaJobs", dependencies: ["SigmaModel"]),
+        .target(name: "SigmaJobs", dependencies: ["SigmaModel", "SigmaEngine"]),
         .target(name: "SigmaCoordinatorCore", dependencies: [
             "SigmaModel", "SigmaProtocol", "SigmaJobs",
             .product(name: "DequeModule", package: "swift-collections"),

@@ -96,3 +96,21 @@ public final class Flatten: Layer {
     }
     public var parameters: [Parameter] { [] }
 }
+
+/// Classification metrics.
+public enum Metrics {
+    /// Fraction of rows of `logits` (N, C) whose arg-max equals the label.
+    public static func accuracy(logits: Tensor, labels: [Int32]) -> Double {
+        precondition(logits.rank == 2 && logits.shape[0] == labels.count, "accuracy: logits \(logits.shape) for \(labels.count) labels")
+        let c = logits.shape[1]
+        var correct = 0
+        logits.withData { p in
+            for i in 0..<labels.count {
+                var best = 0
+                for k in 1..<c where p[i * c + k] > p[i * c + best] { best = k }
+                if best == Int(labels[i]) { correct += 1 }
+            }
+        }
+        return labels.isEmpty ? .nan : Double(correct) / Double(labels.count)
+    }
+}

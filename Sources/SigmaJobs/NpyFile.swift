@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,26 +33,13 @@ public struct NpyHeader: Sendable, Equatable {
     /// Parses the header from the first bytes of a file of `fileSize` bytes.
     public static func parse(_ bytes: [UInt8], fileSize: Int, path: String) throws -> NpyHeader {
         func fail(_ p: String) -> DataError { DataError(path: path, problem: p) }
-        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
-        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw fail("not a .npy file (bad magic)") }
-        let major = bytes[6]
-        let headerLen: Int, start: Int
-        switch major {
-        case 1:
-            headerLen = Int(bytes[8]) | Int(bytes[9]) << 8
-            start = 10
-        case 2, 3:
-            guard bytes.count >= 12 else { throw fail("truncated header") }
-            headerLen = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-            start = 12
-        default:
-            throw fail("unsupported .npy format version \(major).\(bytes[7])")
+        let h: NumPyFormat.Header
+        do {
+            h = try bytes.withUnsafeBytes { try NumPyFormat.parseHeader($0, file: path) }
+        } catch let e as FormatError {
+            throw fail(e.problem)
         }
-        guard headerLen <= 1 << 20 else { throw fail("header length \(headerLen) is implausible") }
-        guard bytes.count >= start + headerLen else { throw fail("truncated header: \(headerLen) bytes declared, file has \(max(0, bytes.count - start))") }
-        let text = String(decoding: bytes[start..<start + headerLen], as: UTF8.self)
-        guard let descr = Self.value(of: "descr", in: text) else { throw fail("header has no 'descr'") }
-        let d = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\" "))
+        let d = h.descr
         let big: Bool
         let code: Substring
         switch d.first {
@@ -62,22 +50,14 @@ public struct NpyHeader: Sendable, Equatable {
         guard let dtype = DType(rawValue: String(code)) else {
             throw fail("dtype '\(d)' is not supported; map-reduce reads float32 ('<f4') or float64 ('<f8')")
         }
-        let fortran = Self.value(of: "fortran_order", in: text)?.trimmingCharacters(in: .whitespaces) == "True"
-        guard let shapeText = Self.tuple(of: "shape", in: text) else { throw fail("header has no 'shape'") }
-        var shape: [Int] = []
-        for part in shapeText.split(separator: ",") {
-            let t = part.trimmingCharacters(in: .whitespaces)
-            if t.isEmpty { continue }
-            guard let v = Int(t), v >= 0 else { throw fail("bad shape entry '\(t)'") }
-            shape.append(v)
-        }
+        let fortran = h.fortranOrder, shape = h.shape
         guard shape.count == 1 || shape.count == 2 else {
             throw fail("shape \(shape) has \(shape.count) dimensions; map-reduce reads 1-D or 2-D arrays")
         }
         if fortran && shape.count == 2 && shape[0] > 1 && shape[1] > 1 {
             throw fail("Fortran-ordered 2-D arrays are not supported; save with C order (np.ascontiguousarray)")
         }
-        let header = NpyHeader(dtype: dtype, bigEndian: big, shape: shape, dataOffset: start + headerLen)
+        let header = NpyHeader(dtype: dtype, bigEndian: big, shape: shape, dataOffset: h.dataOffset)
         let (prod, o1) = header.rows.multipliedReportingOverflow(by: header.columns)
         let (need, o2) = prod.multipliedReportingOverflow(by: header.itemSize)
         guard !o1, !o2 else { throw fail("shape \(shape) is too large") }
@@ -85,22 +65,6 @@ public struct NpyHeader: Sendable, Equatable {
             throw fail("truncated: shape \(shape) of \(dtype.rawValue) needs \(need) data bytes, file has \(max(0, fileSize - header.dataOffset))")
         }
         return header
-    }
-
-    private static func value(of key: String, in text: String) -> String? {
-        guard let r = text.range(of: "'\(key)'") else { return nil }
-        var rest = text[r.upperBound...]
-        guard let colon = rest.firstIndex(of: ":") else { return nil }
-        rest = rest[rest.index(after: colon)...]
-        let end = rest.firstIndex(of: ",") ?? rest.firstIndex(of: "}") ?? rest.endIndex
-        return String(rest[..<end]).trimmingCharacters(in: .whitespaces)
-    }
-
-    private static func tuple(of key: String, in text: String) -> String? {
-        guard let r = text.range(of: "'\(key)'") else { return nil }
-        let rest = text[r.upperBound...]
-        guard let open = rest.firstIndex(of: "("), let close = rest[open...].firstIndex(of: ")") else { return nil }
-        return String(rest[rest.index(after: open)..<close])
     }
 }
 

@@ -80,16 +80,7 @@ struct TrainCommand: ParsableCommand {
                     batches += 1
                 }
                 var acc = Double.nan
-                if nTest > 0 {
-                    let logits = model(Graph().constant(testX)).value
-                    var correct = 0
-                    for i in 0..<testY.count {
-                        var best = 0
-                        for c in 1..<classes where logits[i * classes + c] > logits[i * classes + best] { best = c }
-                        if best == Int(testY[i]) { correct += 1 }
-                    }
-                    acc = Double(correct) / Double(testY.count)
-                }
+                if nTest > 0 { acc = Metrics.accuracy(logits: model(Graph().constant(testX)).value, labels: testY) }
                 let line = String(format: "epoch %d/%d  loss %.4f  held-out accuracy %.4f", epoch, s.epochs, lossSum / Double(max(1, batches)), acc)
                 FileHandle.standardError.write(Data((line + "\n").utf8))
                 metrics = ["epoch": epoch, "loss": lossSum / Double(max(1, batches)), "accuracy": acc]

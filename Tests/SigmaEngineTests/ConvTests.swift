@@ -42,28 +42,8 @@ extension TrainingTests {
             Conv2d(16, 32, kernel: 3, padding: 1, name: "3", rng: &rng), Activation(.relu), Pool2d(.max, kernel: 2),
             Flatten(), Linear(128, 10, name: "7", rng: &rng),
         ])
-        let opt = Adam(learningRate: 0.003)
-        var order = Array(0..<d.trainY.count)
-        for _ in 0..<12 {
-            order.shuffle(using: &rng)
-            for start in stride(from: 0, to: order.count, by: 32) {
-                let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
-                let g = Graph()
-                let loss = model(g.constant(x.reshaped([y.count, 1, 8, 8]))).crossEntropy(y)
-                opt.zeroGrad(model.parameters)
-                g.backward(from: loss)
-                opt.step(model.parameters)
-            }
-        }
-        let g = Graph()
-        let logits = model(g.constant(d.testX.reshaped([d.testY.count, 1, 8, 8]))).value
-        var correct = 0
-        for i in 0..<d.testY.count {
-            var best = 0
-            for c in 1..<10 where logits[i * 10 + c] > logits[i * 10 + best] { best = c }
-            if best == Int(d.testY[i]) { correct += 1 }
-        }
-        let acc = Double(correct) / Double(d.testY.count)
+        trainDigits(model, d, optimizer: Adam(learningRate: 0.003), epochs: 12, rng: &rng, inputShape: [1, 8, 8])
+        let acc = accuracy(model, d.testX.reshaped([d.testY.count, 1, 8, 8]), d.testY)
         #expect(acc >= 0.97, "held-out accuracy \(acc)")
     }
 }

@@ -38,15 +38,29 @@ func batch(_ x: Tensor, _ y: [Int32], _ idx: ArraySlice<Int>) -> (Tensor, [Int32
 }
 
 func accuracy(_ model: Layer, _ x: Tensor, _ y: [Int32]) -> Double {
-    let g = Graph()
-    let logits = model(g.constant(x)).value
-    var correct = 0
-    for i in 0..<y.count {
-        var best = 0
-        for c in 1..<10 where logits[i * 10 + c] > logits[i * 10 + best] { best = c }
-        if best == Int(y[i]) { correct += 1 }
+    Metrics.accuracy(logits: model(Graph().constant(x)).value, labels: y)
+}
+
+/// Mini-batch training on the digits; `inputShape` reshapes each batch (e.g. to NCHW); `schedule` sets the rate.
+func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: Int, rng: inout SeededRandom,
+                 inputShape: [Int]? = nil, schedule: ((Int) -> Float)? = nil) {
+    var order = Array(0..<d.trainY.count)
+    var step = 0
+    for _ in 0..<epochs {
+        order.shuffle(using: &rng)
+        for start in stride(from: 0, to: order.count, by: 32) {
+            let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
+            do {
+                let g = Graph()
+                let input = inputShape.map { x.reshaped([y.count] + $0) } ?? x
+                opt.zeroGrad(model.parameters)
+                g.backward(from: model(g.constant(input)).crossEntropy(y))
+            }
+            if let s = schedule { opt.learningRate = s(step) }
+            opt.step(model.parameters)
+            step += 1
+        }
     }
-    return Double(correct) / Double(y.count)
 }
 
 @Suite struct TrainingTests {
@@ -54,50 +68,22 @@ func accuracy(_ model: Layer, _ x: Tensor, _ y: [Int32]) -> Double {
     @Test func mlpLearnsDigits() throws {
         let d = try Digits.load()
         let model = Sequential.mlp([64, 128, 10], seed: 1)
-        let opt = SGD(learningRate: 0.05, momentum: 0.9)
         var rng = SeededRandom(seed: 2)
-        var order = Array(0..<d.trainY.count)
-        var lastLoss: Float = .infinity
-        for _ in 0..<20 {
-            order.shuffle(using: &rng)
-            for start in stride(from: 0, to: order.count, by: 32) {
-                let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
-                let g = Graph()
-                let loss = model(g.constant(x)).crossEntropy(y)
-                opt.zeroGrad(model.parameters)
-                g.backward(from: loss)
-                opt.step(model.parameters)
-                lastLoss = loss.value.item
-            }
-        }
+        trainDigits(model, d, optimizer: SGD(learningRate: 0.05, momentum: 0.9), epochs: 20, rng: &rng)
         let acc = accuracy(model, d.testX, d.testY)
         #expect(acc >= 0.96, "held-out accuracy \(acc)")
-        #expect(lastLoss < 0.2)
+        let trainLoss = model(Graph().constant(d.trainX)).crossEntropy(d.trainY).value.item
+        #expect(trainLoss < 0.2)
     }
 
     /// AdamW with a warm-up + cosine schedule trains the same MLP too.
     @Test func adamWWithScheduleLearnsDigits() throws {
         let d = try Digits.load()
         let model = Sequential.mlp([64, 64, 10], activation: .gelu, seed: 3)
-        let opt = Adam.adamW(learningRate: 0, weightDecay: 0.01)
-        let steps = 15 * 45
-        let schedule = WarmupCosine(peak: 0.01, warmupSteps: 50, totalSteps: steps)
+        let schedule = WarmupCosine(peak: 0.01, warmupSteps: 50, totalSteps: 15 * 45)
         var rng = SeededRandom(seed: 4)
-        var order = Array(0..<d.trainY.count)
-        var step = 0
-        for _ in 0..<15 {
-            order.shuffle(using: &rng)
-            for start in stride(from: 0, to: order.count, by: 32) {
-                let (x, y) = batch(d.trainX, d.trainY, order[start..<min(start + 32, order.count)])
-                let g = Graph()
-                let loss = model(g.constant(x)).crossEntropy(y)
-                opt.zeroGrad(model.parameters)
-                g.backward(from: loss)
-                opt.learningRate = schedule.rate(at: step)
-                opt.step(model.parameters)
-                step += 1
-            }
-        }
+        trainDigits(model, d, optimizer: Adam.adamW(learningRate: 0, weightDecay: 0.01), epochs: 15, rng: &rng,
+                    schedule: { schedule.rate(at: $0) })
         #expect(accuracy(model, d.testX, d.testY) >= 0.96)
     }
 }
