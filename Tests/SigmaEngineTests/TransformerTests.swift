@@ -67,3 +67,19 @@ import Testing
         #expect(maxAbsDiff(y.reshaped([2, 5, 16]), f["output"]!) <= 1e-4)
     }
 }
+
+@Suite struct BatchedMatmulTests {
+    /// Batched GEMM against the Float64 reference applied per batch, all four layouts: ≤ 1e-5 relative.
+    @Test func bmmEqualsPerBatchReference() {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a = random(ta ? [3, 7, 5] : [3, 5, 7], seed: 90), b = random(tb ? [3, 4, 7] : [3, 7, 4], seed: 91)
+            let fast = Kernels.bmm(a, b, transA: ta, transB: tb)
+            #expect(fast.shape == [3, 5, 4])
+            for i in 0..<3 {
+                let ref = Kernels.matmulReference(a.rows(i..<(i + 1)).reshaped(Array(a.shape.dropFirst())),
+                                                  b.rows(i..<(i + 1)).reshaped(Array(b.shape.dropFirst())), transA: ta, transB: tb)
+                #expect(maxRelativeError(fast.rows(i..<(i + 1)).reshaped([5, 4]), ref) <= 1e-5, "ta \(ta) tb \(tb) batch \(i)")
+            }
+        }
+    }
+}
