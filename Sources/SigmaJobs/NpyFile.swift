@@ -4,15 +4,13 @@ import SigmaEngine
 import Glibc
 #endif
 
-/// A `.npy` file could not be used: which file and what was wrong.
-public struct DataError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let path: String
-    public let problem: String
-    public init(path: String, problem: String) {
-        self.path = path
-        self.problem = problem
-    }
-    public var description: String { "\(path): \(problem)" }
+/// A data file could not be used: which file and what was wrong (the engine's `FormatError`, one error type for
+/// every file format).
+public typealias DataError = FormatError
+
+extension FormatError {
+    public init(path: String, problem: String) { self.init(file: path, problem: problem) }
+    public var path: String { file }
 }
 
 /// The header of a `.npy` file (format versions 1.0, 2.0, 3.0), validated against the file size.
