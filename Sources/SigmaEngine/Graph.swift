@@ -93,17 +93,8 @@ public final class Graph {
                 return [(a, Kernels.sumTo(ga, shape: x.shape)), (b, Kernels.sumTo(gb, shape: z.shape))]
             }
         case .matmul(let a, let b, let ta, let tb):
-            let A = values[a], B = values[b]
-            switch (ta, tb) {
-            case (false, false):
-                return [(a, Kernels.matmul(g, B, transB: true)), (b, Kernels.matmul(A, g, transA: true))]
-            case (false, true):
-                return [(a, Kernels.matmul(g, B)), (b, Kernels.matmul(g, A, transA: true))]
-            case (true, false):
-                return [(a, Kernels.matmul(B, g, transB: true)), (b, Kernels.matmul(A, g))]
-            case (true, true):
-                return [(a, Kernels.matmul(B, g, transA: true, transB: true)), (b, Kernels.matmul(g, A, transA: true, transB: true))]
-            }
+            let (da, db) = productGradients(values[a], values[b], g, ta, tb) { Kernels.matmul($0, $1, transA: $2, transB: $3) }
+            return [(a, da), (b, db)]
         case .unary(let kind, let a):
             return [(a, Kernels.unaryBackward(kind, x: values[a], y: y, g: g))]
         case .sum(let a):
@@ -136,13 +127,8 @@ public final class Graph {
             dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
             return [(a, dx)]
         case .bmm(let a, let b, let ta, let tb):
-            let A = values[a], B = values[b]
-            switch (ta, tb) {
-            case (false, false): return [(a, Kernels.bmm(g, B, transB: true)), (b, Kernels.bmm(A, g, transA: true))]
-            case (false, true): return [(a, Kernels.bmm(g, B)), (b, Kernels.bmm(g, A, transA: true))]
-            case (true, false): return [(a, Kernels.bmm(B, g, transB: true)), (b, Kernels.bmm(A, g))]
-            case (true, true): return [(a, Kernels.bmm(B, g, transA: true, transB: true)), (b, Kernels.bmm(g, A, transA: true, transB: true))]
-            }
+            let (da, db) = productGradients(values[a], values[b], g, ta, tb) { Kernels.bmm($0, $1, transA: $2, transB: $3) }
+            return [(a, da), (b, db)]
         case .permute(let a, let order):
             var inverse = [Int](repeating: 0, count: order.count)
             for (i, o) in order.enumerated() { inverse[o] = i }
@@ -203,6 +189,15 @@ public final class Graph {
             return [(x, ConvKernels.pool2dBackward(kind, inputShape: values[x].shape, dy: g, argmax: argmax, kernel: k, stride: s))]
         }
     }
+}
+
+/// Gradients of y = op(A)·op(B) (op = optional transpose) for any product `mul(x, y, transX, transY)` — the one
+/// rule shared by matmul and batched matmul: dA = g·op(B)ᵀ (or its transpose), dB = op(A)ᵀ·g (or its transpose).
+func productGradients(_ A: Tensor, _ B: Tensor, _ g: Tensor, _ ta: Bool, _ tb: Bool,
+                      _ mul: (Tensor, Tensor, Bool, Bool) -> Tensor) -> (Tensor, Tensor) {
+    let da = ta ? mul(B, g, tb, true) : mul(g, B, false, !tb)
+    let db = tb ? mul(g, A, true, ta) : mul(A, g, !ta, false)
+    return (da, db)
 }
 
 /// A node of a `Graph`: its value is computed when the op is recorded.
