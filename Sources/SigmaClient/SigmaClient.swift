@@ -34,9 +34,22 @@ public final class SigmaClient: Sendable {
     /// Receives every message for one request id; returns true when the request is complete.
     typealias Handler = @Sendable (Result<Message, ClientError>) -> Bool
 
+    /// Pending requests and their answer timers. A timer bounds the wait for a request's *first* reply (the only
+    /// one for STATUS/FETCH; ACCEPT or JOB-RESULT for a job) and is cancelled as soon as that reply arrives.
     final class Handlers: Sendable {
         let table = Mutex<[UInt64: Handler]>([:])
+        let timers = Mutex<[UInt64: Task<Void, Never>]>([:])
         func withLock<R>(_ body: (inout [UInt64: Handler]) -> R) -> R { table.withLock { body(&$0) } }
+
+        func arm(_ id: UInt64, seconds: Double, onExpiry: @escaping @Sendable () -> Void) {
+            let t = Task {
+                try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                if !Task.isCancelled { onExpiry() }
+            }
+            timers.withLock { $0[id] = t }
+        }
+
+        func disarm(_ id: UInt64) { timers.withLock { $0.removeValue(forKey: id) }?.cancel() }
     }
 
     public convenience init(endpoint: String) throws {
@@ -60,6 +73,7 @@ public final class SigmaClient: Sendable {
             case .error(let err): req = err.request
             default: return
             }
+            handlers.disarm(req)
             let h = handlers.withLock { $0[req] }
             if let h, h(.success(m)) { handlers.withLock { _ = $0.removeValue(forKey: req) } }
         }
@@ -83,8 +97,7 @@ public final class SigmaClient: Sendable {
         link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
         if timeout > 0 {
             let handlers = self.handlers, ep = endpoint
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+            handlers.arm(id, seconds: timeout) {
                 if let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
                     _ = h(.failure(.noAnswer(endpoint: ep, seconds: timeout, request: what)))
                 }
@@ -137,12 +150,10 @@ public final class SigmaClient: Sendable {
     /// `acceptTimeout` bounds the wait for ACCEPT (seconds); the job itself may run as long as it needs.
     public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10) -> AsyncThrowingStream<JobEvent, Error> {
         AsyncThrowingStream { continuation in
-            let accepted = Atomic<Bool>(false)
             let id = request({ .submit(Submit(request: $0, options: watch ? [.watch, .pushResult] : [.pushResult], spec: spec)) },
-                             timeout: 0, what: "SUBMIT") { r in
+                             timeout: acceptTimeout, what: "SUBMIT") { r in
                 switch r {
                 case .success(.accept(let a)):
-                    accepted.store(true, ordering: .relaxed)
                     continuation.yield(.accepted(a))
                     return false
                 case .success(.progress(let p)):
@@ -163,31 +174,24 @@ public final class SigmaClient: Sendable {
                     return true
                 }
             }
-            let handlers = self.handlers, ep = endpoint
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(acceptTimeout * 1e9))
-                if !accepted.load(ordering: .relaxed), let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
-                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: acceptTimeout, request: "SUBMIT")))
-                }
+            let handlers = self.handlers
+            continuation.onTermination = { _ in
+                handlers.disarm(id)
+                _ = handlers.withLock { $0.removeValue(forKey: id) }
             }
-            continuation.onTermination = { _ in _ = handlers.withLock { $0.removeValue(forKey: id) } }
         }
     }
 
     /// Submits and waits for the outcome (no progress events). One continuation, resumed once, on the link
     /// thread: the cheapest round trip the client offers.
     public func runToEnd(_ spec: JobSpec, acceptTimeout: Double = 10) async throws -> JobOutcome {
-        let accepted = Flag()
-        let handlers = self.handlers, ep = endpoint
-        return try await withCheckedThrowingContinuation { (k: CheckedContinuation<JobOutcome, Error>) in
-            let id = request({ .submit(Submit(request: $0, options: [.pushResult, .deferAccept], spec: spec)) },
-                             timeout: 0, what: "SUBMIT") { r in
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<JobOutcome, Error>) in
+            _ = request({ .submit(Submit(request: $0, options: [.pushResult, .deferAccept], spec: spec)) },
+                        timeout: acceptTimeout, what: "SUBMIT") { r in
                 switch r {
                 case .success(.accept):
-                    accepted.set()
                     return false
                 case .success(.jobResult(let o)):
-                    accepted.set()
                     k.resume(returning: o)
                 case .success(.error(let e)): k.resume(throwing: ClientError.refused(e))
                 case .success(let m): k.resume(throwing: ClientError.badReply(m.type.name))
@@ -195,18 +199,6 @@ public final class SigmaClient: Sendable {
                 }
                 return true
             }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(acceptTimeout * 1e9))
-                if !accepted.isSet, let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
-                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: acceptTimeout, request: "SUBMIT")))
-                }
-            }
         }
-    }
-
-    final class Flag: Sendable {
-        private let v = Atomic<Bool>(false)
-        var isSet: Bool { v.load(ordering: .acquiring) }
-        func set() { v.store(true, ordering: .releasing) }
     }
 }
