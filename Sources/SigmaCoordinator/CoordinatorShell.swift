@@ -143,22 +143,15 @@ public final class CoordinatorShell: Sendable {
         }
 
         mutating func perform(_ actions: [CoordinatorAction]) {
+            // (resolve and writeFile run on this thread: small for the job kinds we have; see docs/architecture.md)
             for a in actions {
                 switch a {
                 case .send(let peer, let m):
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor)))
                 case .resolveInput(let peer, let submit):
-                    let rows: Result<UInt64, DataError>
-                    if case .mapReduce(let s) = submit.spec, case .npy(let path) = s.input {
-                        do { rows = .success(UInt64(try NpyFile(path: path).header.rows)) } catch let e as DataError {
-                            rows = .failure(e)
-                        } catch {
-                            rows = .failure(DataError(path: path, problem: "\(error)"))
-                        }
-                    } else {
-                        rows = .success(0)
-                    }
-                    perform(core.handle(.inputResolved(peer, submit, rows), now: monotonicNanos()))
+                    perform(core.handle(.inputResolved(peer, submit, CoordinatorShell.resolve(submit.spec)), now: monotonicNanos()))
+                case .writeFile(let f):
+                    do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
                 case .log(let level, let text):
                     switch level {
                     case .debug: logger.debug("\(text)")
@@ -167,6 +160,23 @@ public final class CoordinatorShell: Sendable {
                     case .error: logger.error("\(text)")
                     }
                 }
+            }
+        }
+    }
+
+    /// Reads what a submission needs before it can be accepted (file I/O, on the shell's side of the core).
+    static func resolve(_ spec: JobSpec) -> Result<ResolvedInput, JobError> {
+        switch spec {
+        case .mapReduce(let s):
+            guard case .npy(let path) = s.input else { return .success(.rows(0)) }
+            do { return .success(.rows(UInt64(try NpyFile(path: path).header.rows))) } catch {
+                return .failure(JobError("\(error)"))
+            }
+        default:
+            do { return .success(.driver(try MLJobs.prepare(spec))) } catch let e as JobError {
+                return .failure(e)
+            } catch {
+                return .failure(JobError("\(error)"))
             }
         }
     }

@@ -37,6 +37,8 @@ struct WorkerEntry {
     var inFlight: [AttemptKey: Nanos] = [:]
     /// Jobs whose spec this worker already has.
     var specSent: Set<JobID> = []
+    /// The parameter version of each job this worker holds (PARAMS is sent once per version).
+    var paramsSent: [JobID: UInt32] = [:]
     var shardsDone: UInt64 = 0
     /// Smoothed heartbeat round trip, ns (0 until measured).
     var rtt: Double = 0
@@ -99,10 +101,18 @@ struct ShardEntry {
 }
 
 /// A job and its shards. A class: shard tables are large and updated in place on every result.
+/// Multi-round jobs (training: one round per step) replace `ranges`/`shards` each round; shard indices on the wire
+/// are global (`base` + index in the round), so a late result from an earlier round is recognised as stale.
 final class JobEntry {
     let id: JobID
-    let spec: MapReduceSpec
-    let ranges: [(start: UInt64, count: UInt64)]
+    let spec: JobSpec
+    /// Map-reduce jobs: the spec and the partials per shard.
+    let mapReduce: MapReduceSpec?
+    /// ML jobs: the coordinator-side driver (reduction, optimizer, results).
+    let driver: (any RoundDriver)?
+    var ranges: [(start: UInt64, count: UInt64)]
+    /// Global index of `shards[0]`.
+    var base = 0
     let submitter: PeerID
     let request: UInt64
     let options: SubmitOptions
@@ -122,24 +132,44 @@ final class JobEntry {
     /// ACCEPT deferred to the next tick (SUBMIT option `deferAccept`).
     var acceptPending = false
 
-    init(id: JobID, spec: MapReduceSpec, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
+    init(id: JobID, spec: JobSpec, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
          options: SubmitOptions, submittedAt: Nanos) {
         self.id = id
         self.spec = spec
+        if case .mapReduce(let m) = spec { mapReduce = m } else { mapReduce = nil }
+        self.driver = driver
         self.ranges = ranges
         self.submitter = submitter
         self.request = request
         self.options = options
         self.submittedAt = submittedAt
         shards = Array(repeating: ShardEntry(), count: ranges.count)
-        partials = Array(repeating: nil, count: ranges.count)
+        partials = Array(repeating: nil, count: mapReduce == nil ? 0 : ranges.count)
     }
 
+    /// Index into `shards` of a global shard index, if it belongs to the current round.
+    func local(_ shard: ShardIndex) -> Int? {
+        let i = Int(shard) - base
+        return i >= 0 && i < shards.count ? i : nil
+    }
+
+    /// Starts the next round with new ranges; returns their global shard indices.
+    func startRound(_ newRanges: [(start: UInt64, count: UInt64)]) -> Range<Int> {
+        base += shards.count
+        ranges = newRanges
+        shards = Array(repeating: ShardEntry(), count: newRanges.count)
+        done = 0
+        running = 0
+        return base..<(base + newRanges.count)
+    }
+
+    var unit: String { driver?.unit ?? "rows" }
+
     /// Commits the first result of a shard (it may arrive from an older attempt while a newer one is queued).
-    func commit(shard i: Int, partial: Partial) {
+    func commit(shard i: Int, partial: Partial?) {
         if shards[i].state == .running { running -= 1 }
         shards[i].state = .done
-        partials[i] = partial
+        if let p = partial { partials[i] = p }
         done += 1
     }
 
@@ -149,7 +179,8 @@ final class JobEntry {
                        queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) -> String? {
         shards[i].failures += 1
         shards[i].failedOn.append("\(worker.id)@\(worker.hello.host)")
-        let message = "shard \(i) (rows \(ranges[i].start)..<\(ranges[i].start + ranges[i].count)) failed on worker \(worker.id) (host \(worker.hello.host)): \(error)"
+        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" } ?? ""
+        let message = "\(round)shard \(base + i) (\(unit) \(ranges[i].start)..<\(ranges[i].start + ranges[i].count)) failed on worker \(worker.id) (host \(worker.hello.host)): \(error)"
         if shards[i].failures >= config.maxFailedAttempts {
             return "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
         }
@@ -158,14 +189,22 @@ final class JobEntry {
             shards[i].state = .pending
             running -= 1
             reruns += 1
-            queue.prepend(ShardRef(job: id, shard: ShardIndex(i)))
+            queue.prepend(ShardRef(job: id, shard: ShardIndex(base + i)))
         }
         return nil
     }
 
     func progress(request: UInt64) -> JobProgress {
-        JobProgress(request: request, job: id, state: state, done: UInt32(done), total: UInt32(shards.count),
-                 running: UInt32(running), reruns: UInt32(reruns))
+        var p = JobProgress(request: request, job: id, state: state, done: UInt32(done), total: UInt32(shards.count),
+                            running: UInt32(running), reruns: UInt32(reruns))
+        if let d = driver, d.kind == "train" {
+            let g = d.progress
+            p.step = UInt32(g.step)
+            p.steps = UInt32(g.steps)
+            p.loss = g.loss
+            p.accuracy = g.accuracy
+        }
+        return p
     }
 
     func outcome(request: UInt64) -> JobOutcome {

@@ -35,17 +35,28 @@ public enum CoordinatorEvent: Sendable {
     case received(PeerID, Message)
     /// A message that failed to decode.
     case rejected(PeerID, DecodeError)
-    /// The shell read a job's input header (see `CoordinatorAction.resolveInput`).
-    case inputResolved(PeerID, Submit, Result<UInt64, DataError>)
+    /// The shell read a job's input (see `CoordinatorAction.resolveInput`).
+    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>)
     /// Periodic: heartbeats, liveness, progress.
     case tick
 }
 
 /// What the coordinator asks its shell to do.
+/// What the shell found when it read a submission's input.
+public enum ResolvedInput: Sendable {
+    /// Rows of a map-reduce input file.
+    case rows(UInt64)
+    /// An ML job, checked and ready: its coordinator-side driver.
+    case driver(any RoundDriver)
+}
+
 public enum CoordinatorAction: Sendable, Equatable {
     case send(PeerID, Message)
-    /// Read the `.npy` header of this submission's input and answer with `.inputResolved` (file I/O is the shell's).
+    /// Read this submission's input (the `.npy` header of a map-reduce input; data, model and weights of an ML job)
+    /// and answer with `.inputResolved` (file I/O is the shell's).
     case resolveInput(PeerID, Submit)
+    /// Write a file (a checkpoint) atomically.
+    case writeFile(OutputFile)
     case log(LogLevel, String)
 }
 
@@ -94,10 +105,13 @@ public struct CoordinatorCore {
             if error.type == .hello {
                 out.append(.log(.warning, "refused worker \(peer): \(error)"))
             }
-        case .inputResolved(let peer, let submit, let rows):
-            switch rows {
-            case .success(let n): accept(peer, submit, rows: n, now: now, into: &out)
-            case .failure(let e): out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, "input: \(e)"))))
+        case .inputResolved(let peer, let submit, let input):
+            switch input {
+            case .success(.rows(let n)): accept(peer, submit, rows: n, now: now, into: &out)
+            case .success(.driver(let d)): accept(peer, submit, driver: d, now: now, into: &out)
+            case .failure(let e):
+                let prefix = submit.spec.kind == "map-reduce" ? "input: " : "\(submit.spec.kind) job '\(submit.spec.name)': "
+                out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, prefix + "\(e)"))))
             }
         case .tick:
             tick(now: now, into: &out)
@@ -123,10 +137,10 @@ public struct CoordinatorCore {
         case .error(let e):
             out.append(.log(.warning, "peer \(workers[peer]?.id ?? peer.description) reported \(e)"))
         case .submit(let s):
-            if case .mapReduce(let spec) = s.spec, case .npy = spec.input {
-                out.append(.resolveInput(peer, s))
-            } else {
+            if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
                 accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
+            } else {
+                out.append(.resolveInput(peer, s))
             }
         case .status(let req):
             out.append(.send(peer, .statusReply(request: req, status(now: now))))
@@ -149,7 +163,7 @@ public struct CoordinatorCore {
                 out.append(.send(peer, .error(ErrorReply(.notReady, request: req,
                     "job \(job) is \(j.state) (\(j.done)/\(j.shards.count) shards); try again or watch it"))))
             }
-        case .ready, .assign, .cancel, .accept, .statusReply, .progress, .jobResult:
+        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult:
             out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
         }
     }
@@ -187,8 +201,7 @@ public struct CoordinatorCore {
         guard var w = workers[peer], w.state != .dead else { return }
         let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
         for key in lost {
-            guard let job = jobs[key.job], !job.state.isFinal else { continue }
-            let i = Int(key.shard)
+            guard let job = jobs[key.job], !job.state.isFinal, let i = job.local(key.shard) else { continue }
             job.shards[i].holders.removeAll { $0 == peer }
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
@@ -202,6 +215,7 @@ public struct CoordinatorCore {
             out.append(.log(.warning, "worker \(w.id) (\(w.hello.host)) \(reason); \(lost.count) shard(s) queued again"))
         }
         w.inFlight.removeAll()
+        w.paramsSent.removeAll()
         w.state = .dead
         w.diedAt = now
         workers[peer] = w
@@ -221,6 +235,20 @@ public struct CoordinatorCore {
                 "shard_size gives \(ranges.count) shards; the limit is \(JobLimits.maxShards)"))))
             return
         }
+        admit(peer, s, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
+    }
+
+    mutating func accept(_ peer: PeerID, _ s: Submit, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+        let ranges = driver.plan(slots: liveSlots)
+        var detail = "\(ranges.count) shards"
+        if let t = driver as? TrainDriver {
+            detail = "\(t.plan.totalSteps) steps of \(t.spec.batchSize) rows (\(t.parameterCount) parameters), from step \(t.step)"
+        }
+        admit(peer, s, driver: driver, ranges: ranges, detail: detail, now: now, into: &out)
+    }
+
+    mutating func admit(_ peer: PeerID, _ s: Submit, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
+                        now: Nanos, into out: inout [CoordinatorAction]) {
         guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
             out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
                 "coordinator is full (\(activeJobs) active jobs, \(queue.count) shards queued); retry later"))))
@@ -229,7 +257,7 @@ public struct CoordinatorCore {
         let id = nextJob
         nextJob += 1
         activeJobs += 1
-        let job = JobEntry(id: id, spec: spec, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
         if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
@@ -238,7 +266,33 @@ public struct CoordinatorCore {
         } else {
             out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
         }
-        out.append(.log(.info, "job \(id) '\(spec.name)' accepted: \(rows) rows in \(ranges.count) shards"))
+        out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)"))
+        if ranges.isEmpty, let d = driver { completeRound(job, d, now: now, into: &out) }
+    }
+
+    /// Worker slots alive now (at least 1): how many shards a round is split into.
+    var liveSlots: Int {
+        max(1, workers.values.filter { $0.state != .dead }.reduce(0) { $0 + Int($1.hello.slots) })
+    }
+
+    /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
+    mutating func completeRound(_ job: JobEntry, _ d: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+        let end: RoundEnd
+        do { end = try d.completeRound() } catch {
+            finish(job.id, state: .failed, error: "job \(job.id): \(error)", now: now, into: &out)
+            return
+        }
+        for f in end.files { out.append(.writeFile(f)) }
+        for line in end.log { out.append(.log(.info, "job \(job.id): \(line)")) }
+        if end.finished {
+            job.result = end.results
+            finish(job.id, state: .completed, error: "", now: now, into: &out)
+            return
+        }
+        let refs = job.startRound(d.plan(slots: liveSlots))
+        for g in refs { queue.append(ShardRef(job: job.id, shard: ShardIndex(g))) }
+        sendProgress(job.id, now: now, force: false, into: &out)
+        if refs.isEmpty { completeRound(job, d, now: now, into: &out) }
     }
 
     mutating func result(_ peer: PeerID, _ r: ShardResult, now: Nanos, into out: inout [CoordinatorAction]) {
@@ -249,8 +303,11 @@ public struct CoordinatorCore {
             strayResults += 1
             return
         }
-        let i = Int(r.shard)
-        guard i < job.shards.count, r.attempt >= 1, r.attempt <= job.shards[i].attempts else {
+        if Int(r.shard) < job.base {
+            job.duplicates += 1   // a late answer from an earlier round
+            return
+        }
+        guard let i = job.local(r.shard), r.attempt >= 1, r.attempt <= job.shards[i].attempts else {
             out.append(.send(peer, .error(ErrorReply(.badRequest, "RESULT for job \(r.job) shard \(r.shard) attempt \(r.attempt) that was never assigned"))))
             strayResults += 1
             return
@@ -266,11 +323,16 @@ public struct CoordinatorCore {
         switch r.status {
         case .ok:
             do {
-                let p = try Partial.decode(r.payload, expectedBins: job.spec.histogram?.bins ?? 0)
-                if job.spec.input.generatedCount != nil, p.count != job.ranges[i].count {
-                    throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(job.ranges[i].count) rows")
+                if let d = job.driver {
+                    try d.accept(shard: i, payload: r.payload)
+                    job.commit(shard: i, partial: nil)
+                } else if let spec = job.mapReduce {
+                    let p = try Partial.decode(r.payload, expectedBins: spec.histogram?.bins ?? 0)
+                    if spec.input.generatedCount != nil, p.count != job.ranges[i].count {
+                        throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(job.ranges[i].count) rows")
+                    }
+                    job.commit(shard: i, partial: p)
                 }
-                job.commit(shard: i, partial: p)
                 workers[peer]!.shardsDone += 1
             } catch {
                 out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
@@ -281,6 +343,7 @@ public struct CoordinatorCore {
         case .unknownJob:
             // The worker no longer has the spec: send it again with the retry.
             workers[peer]!.specSent.remove(r.job)
+            workers[peer]!.paramsSent[r.job] = nil
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
                 job.running -= 1
@@ -288,10 +351,14 @@ public struct CoordinatorCore {
             }
         }
         jobs[r.job] = job
-        if job.done == job.shards.count {
-            finish(r.job, state: .completed, error: "", now: now, into: &out)
-        } else if let error = fatal {
+        if let error = fatal {
             finish(r.job, state: .failed, error: error, now: now, into: &out)
+        } else if job.done == job.shards.count {
+            if let d = job.driver {
+                completeRound(job, d, now: now, into: &out)
+            } else {
+                finish(r.job, state: .completed, error: "", now: now, into: &out)
+            }
         } else {
             sendProgress(r.job, now: now, force: false, into: &out)
         }
@@ -306,9 +373,9 @@ public struct CoordinatorCore {
         job.state = state
         job.error = error
         job.endedAt = now
-        if state == .completed {
+        if state == .completed, let spec = job.mapReduce {
             let partials = job.partials.map { $0! }
-            job.result = MapReduceResult.reduce(job.spec, partials: partials).encoded
+            job.result = MapReduceResult.reduce(spec, partials: partials).encoded
         }
         job.partials = []
         // Stop whatever still runs for this job.
@@ -316,6 +383,7 @@ public struct CoordinatorCore {
             out.append(.send(peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
             workers[peer]!.inFlight = w.inFlight.filter { $0.key.job != id }
         }
+        for peer in workerOrder where workers[peer]!.paramsSent[id] != nil { workers[peer]!.paramsSent[id] = nil }
         jobs[id] = job
         let seconds = Double(now - job.submittedAt) / 1e9
         out.append(.log(state == .completed ? .info : .error,
@@ -372,7 +440,7 @@ public struct CoordinatorCore {
         guard !queue.isEmpty, !workerOrder.isEmpty else { return }
         var candidates = workerOrder.filter { workers[$0]!.state != .dead }
         while let ref = queue.first {
-            guard let job = jobs[ref.job], !job.state.isFinal, job.shards[Int(ref.shard)].state == .pending else {
+            guard let job = jobs[ref.job], !job.state.isFinal, let i = job.local(ref.shard), job.shards[i].state == .pending else {
                 queue.removeFirst()
                 continue
             }
@@ -392,7 +460,6 @@ public struct CoordinatorCore {
             guard let peer = best else { break }
             roundRobin = (roundRobin + 1) % Swift.max(1, n)
             queue.removeFirst()
-            let i = Int(ref.shard)
             job.shards[i].attempts += 1
             job.shards[i].state = .running
             job.shards[i].holders.append(peer)
@@ -406,8 +473,13 @@ public struct CoordinatorCore {
             if needsSpec { workers[peer]!.specSent.insert(ref.job) }
             workers[peer]!.inFlight[AttemptKey(job: ref.job, shard: ref.shard, attempt: attempt)] = now
             workers[peer]!.lastSent = now
+            let round = job.driver?.round ?? 0
+            if let d = job.driver, let params = d.params, workers[peer]!.paramsSent[ref.job] != round {
+                workers[peer]!.paramsSent[ref.job] = round
+                out.append(.send(peer, .params(Params(job: ref.job, version: round, payload: params))))
+            }
             out.append(.send(peer, .assign(Assign(job: ref.job, shard: ref.shard, attempt: attempt, start: job.ranges[i].start,
-                                                  count: job.ranges[i].count, spec: needsSpec ? .mapReduce(job.spec) : nil))))
+                                                  count: job.ranges[i].count, round: round, spec: needsSpec ? job.spec : nil))))
             jobs[ref.job] = job
             if candidates.isEmpty { candidates = workerOrder.filter { workers[$0]!.state != .dead } }
         }
@@ -423,7 +495,7 @@ public struct CoordinatorCore {
                                  shardsDone: w.shardsDone)
         }
         let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { j in
-            ClusterStatus.Job(id: j.id, name: j.spec.name, kind: "map-reduce", state: j.state, done: UInt32(j.done),
+            ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: UInt32(j.done),
                               total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
                               duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
         }
@@ -442,6 +514,7 @@ extension JobSpec {
     var generatedRows: UInt64 {
         switch self {
         case .mapReduce(let s): s.input.generatedCount ?? 0
+        default: 0
         }
     }
 }

@@ -101,16 +101,24 @@ public final class Flatten: Layer {
 public enum Metrics {
     /// Fraction of rows of `logits` (N, C) whose arg-max equals the label.
     public static func accuracy(logits: Tensor, labels: [Int32]) -> Double {
+        labels.isEmpty ? .nan : Double(correct(logits: logits, labels: labels)) / Double(labels.count)
+    }
+
+    /// Rows of `logits` (N, C) whose arg-max (the first, on ties) equals the label.
+    public static func correct(logits: Tensor, labels: [Int32]) -> Int {
         precondition(logits.rank == 2 && logits.shape[0] == labels.count, "accuracy: logits \(logits.shape) for \(labels.count) labels")
         let c = logits.shape[1]
         var correct = 0
         logits.withData { p in
-            for i in 0..<labels.count {
-                var best = 0
-                for k in 1..<c where p[i * c + k] > p[i * c + best] { best = k }
-                if best == Int(labels[i]) { correct += 1 }
-            }
+            for i in 0..<labels.count where argmax(p, row: i, classes: c) == Int(labels[i]) { correct += 1 }
         }
-        return labels.isEmpty ? .nan : Double(correct) / Double(labels.count)
+        return correct
+    }
+
+    /// Index of the largest of `classes` values in row `row` (the first, on ties).
+    public static func argmax(_ p: UnsafeBufferPointer<Float>, row: Int, classes c: Int) -> Int {
+        var best = 0
+        for k in 1..<max(1, c) where p[row * c + k] > p[row * c + best] { best = k }
+        return best
     }
 }

@@ -100,7 +100,7 @@ public enum NumPyFormat {
         header += "\n"
         var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
         d.append(contentsOf: Array(header.utf8))
-        t.withData { p in for v in p { var b = v.bitPattern.littleEndian; withUnsafeBytes(of: &b) { d.append(contentsOf: $0) } } }
+        t.withData { d.append(UnsafeBufferPointer(start: $0.baseAddress, count: $0.count)) }   // little-endian host
         return d
     }
 

@@ -57,7 +57,7 @@ public final class Adam: Optimizer {
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
     public let decoupled: Bool
     var moments: [ObjectIdentifier: (m: Tensor, v: Tensor)] = [:]
-    public private(set) var steps = 0
+    public internal(set) var steps = 0
 
     public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
                 weightDecay: Float = 0, decoupled: Bool = false) {
@@ -117,5 +117,61 @@ public struct WarmupCosine: Sendable {
         if s < warmupSteps { return peak * Float(s + 1) / Float(warmupSteps) }
         let t = Float(min(s, totalSteps) - warmupSteps) / Float(max(1, totalSteps - warmupSteps))
         return floor + (peak - floor) * 0.5 * (1 + cosf(.pi * t))
+    }
+}
+
+// MARK: state (checkpoints)
+
+/// Optimizer state as named tensors, so a checkpoint can hold it next to the weights. Names are
+/// `<parameter name>.<slot>` (`momentum_buffer`, `exp_avg`, `exp_avg_sq`), plus `step` for Adam.
+public protocol StatefulOptimizer: Optimizer {
+    func state(_ parameters: [Parameter]) -> [String: Tensor]
+    /// Restores what `state` produced; an error names the tensor that is missing or has the wrong shape.
+    func load(state: [String: Tensor], _ parameters: [Parameter], file: String) throws
+}
+
+func stateTensor(_ state: [String: Tensor], _ name: String, shape: [Int], file: String) throws -> Tensor {
+    guard let t = state[name] else { throw FormatError(file: file, problem: "optimizer state '\(name)' missing") }
+    guard t.shape == shape else { throw FormatError(file: file, problem: "optimizer state '\(name)' has shape \(t.shape), expected \(shape)") }
+    return t
+}
+
+extension SGD: StatefulOptimizer {
+    public func state(_ parameters: [Parameter]) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for p in parameters { if let v = velocity[ObjectIdentifier(p)] { out[p.name + ".momentum_buffer"] = v } }
+        return out
+    }
+
+    public func load(state: [String: Tensor], _ parameters: [Parameter], file: String) throws {
+        velocity = [:]
+        for p in parameters where state[p.name + ".momentum_buffer"] != nil {
+            velocity[ObjectIdentifier(p)] = try stateTensor(state, p.name + ".momentum_buffer", shape: p.value.shape, file: file)
+        }
+    }
+}
+
+extension Adam: StatefulOptimizer {
+    public func state(_ parameters: [Parameter]) -> [String: Tensor] {
+        var out: [String: Tensor] = ["step": Tensor(shape: [1], [Float(steps)])]
+        for p in parameters {
+            if let (m, v) = moments[ObjectIdentifier(p)] {
+                out[p.name + ".exp_avg"] = m
+                out[p.name + ".exp_avg_sq"] = v
+            }
+        }
+        return out
+    }
+
+    public func load(state: [String: Tensor], _ parameters: [Parameter], file: String) throws {
+        let s = try stateTensor(state, "step", shape: [1], file: file)
+        let n = s.withData { $0[0] }
+        guard n >= 0, n == n.rounded(), n < 1e9 else { throw FormatError(file: file, problem: "optimizer state 'step' is \(n), expected a count") }
+        steps = Int(n)
+        moments = [:]
+        for p in parameters where state[p.name + ".exp_avg"] != nil {
+            moments[ObjectIdentifier(p)] = (try stateTensor(state, p.name + ".exp_avg", shape: p.value.shape, file: file),
+                                            try stateTensor(state, p.name + ".exp_avg_sq", shape: p.value.shape, file: file))
+        }
     }
 }

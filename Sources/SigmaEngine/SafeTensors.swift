@@ -11,6 +11,11 @@ public enum SafeTensors {
     }
 
     public static func read(_ data: Data, file: String = "(memory)") throws -> [String: Tensor] {
+        try readWithMetadata(data, file: file).tensors
+    }
+
+    /// The tensors and the header's `__metadata__` string map.
+    public static func readWithMetadata(_ data: Data, file: String = "(memory)") throws -> (tensors: [String: Tensor], metadata: [String: String]) {
         func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
         guard data.count >= 8 else { throw fail("too short for a safetensors header (\(data.count) bytes)") }
         let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
@@ -23,6 +28,11 @@ public enum SafeTensors {
             throw fail("header is not valid JSON: \(error.localizedDescription)")
         }
         guard let header = json as? [String: Any] else { throw fail("header is not a JSON object") }
+        var metadata: [String: String] = [:]
+        if let m = header["__metadata__"] {
+            guard let mm = m as? [String: String] else { throw fail("__metadata__ must map strings to strings") }
+            metadata = mm
+        }
         let bufferSize = data.count - headerEnd
         var out: [String: Tensor] = [:]
         var spans: [(Int, Int, String)] = []
@@ -85,11 +95,18 @@ public enum SafeTensors {
         for k in 1..<max(1, spans.count) where spans[k].0 < spans[k - 1].1 {
             throw fail("tensors '\(spans[k - 1].2)' and '\(spans[k].2)' overlap")
         }
-        return out
+        return (out, metadata)
     }
 
     /// Writes F32 tensors (names sorted, data contiguous, header padded to 8 bytes).
     public static func write(_ tensors: [String: Tensor], path: String, metadata: [String: String] = [:]) throws {
+        guard FileManager.default.createFile(atPath: path, contents: try encode(tensors, metadata: metadata)) else {
+            throw FormatError(file: path, problem: "cannot write")
+        }
+    }
+
+    /// The bytes of a safetensors file holding `tensors` as F32.
+    public static func encode(_ tensors: [String: Tensor], metadata: [String: String] = [:]) throws -> Data {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
@@ -105,12 +122,8 @@ public enum SafeTensors {
         var n = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
         out.append(json)
-        for name in names {
-            tensors[name]!.withData { p in
-                for v in p { var b = v.bitPattern.littleEndian; withUnsafeBytes(of: &b) { out.append(contentsOf: $0) } }
-            }
-        }
-        guard FileManager.default.createFile(atPath: path, contents: out) else { throw FormatError(file: path, problem: "cannot write") }
+        for name in names { tensors[name]!.withData { out.append(UnsafeBufferPointer(start: $0.baseAddress, count: $0.count)) } }
+        return out
     }
 }
 

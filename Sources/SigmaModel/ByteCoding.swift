@@ -31,6 +31,11 @@ public struct ByteWriter {
 
     public mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
 
+    /// Float32 values, little-endian, no length.
+    public mutating func floats(_ v: UnsafeBufferPointer<Float>) {
+        bytes.append(contentsOf: UnsafeRawBufferPointer(v))
+    }
+
     private mutating func append<T: FixedWidthInteger>(_ v: T) {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
@@ -97,6 +102,20 @@ public struct ByteReader {
         let b = Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))
         offset += n
         return b
+    }
+
+    /// `count` little-endian float32 values.
+    public mutating func floats(_ count: Int, _ field: String) throws -> [Float] {
+        let n = count * 4
+        guard count >= 0, remaining >= n else {
+            throw ByteReadError(field: field, problem: "truncated: \(count) float32 values need \(n) bytes, \(remaining) left")
+        }
+        let out = [Float](unsafeUninitializedCapacity: count) { dst, initialized in
+            UnsafeMutableRawBufferPointer(dst).copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))
+            initialized = count
+        }
+        offset += n
+        return out
     }
 
     /// Throws if bytes are left over: a message must be exactly as long as its fields.

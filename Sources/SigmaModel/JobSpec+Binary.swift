@@ -5,6 +5,10 @@ extension JobSpec {
         case .mapReduce(let s):
             w.u8(1)
             s.encode(into: &w)
+        case .train(let s): w.u8(2); w.blob(MLSpecCoding.encode(s))
+        case .infer(let s): w.u8(3); w.blob(MLSpecCoding.encode(s))
+        case .eval(let s): w.u8(4); w.blob(MLSpecCoding.encode(s))
+        case .embed(let s): w.u8(5); w.blob(MLSpecCoding.encode(s))
         }
     }
 
@@ -22,6 +26,18 @@ extension JobSpec {
             let s = try MapReduceSpec.decode(from: &r)
             try s.validate()
             return .mapReduce(s)
+        case 2:
+            let s = try MLSpecCoding.decode(TrainJob.self, try r.blob("spec.train", limit: 1 << 20), field: "spec.train")
+            try s.validate()
+            return .train(s)
+        case 3, 4:
+            let s = try MLSpecCoding.decode(PredictJob.self, try r.blob("spec.predict", limit: 1 << 20), field: "spec.predict")
+            try s.validate(eval: kind == 4)
+            return kind == 4 ? .eval(s) : .infer(s)
+        case 5:
+            let s = try MLSpecCoding.decode(EmbedJob.self, try r.blob("spec.embed", limit: 1 << 20), field: "spec.embed")
+            try s.validate()
+            return .embed(s)
         default:
             throw ByteReadError(field: "spec.kind", problem: "unknown job kind code \(kind)")
         }

@@ -29,8 +29,16 @@ extension JobSpec {
         switch kind {
         case "map-reduce":
             return .mapReduce(try MapReduceSpec.parse(&fields, baseDirectory: baseDirectory))
+        case "train":
+            return .train(try TrainJob.parse(&fields, base: baseDirectory))
+        case "infer":
+            return .infer(try PredictJob.parse(&fields, base: baseDirectory, eval: false))
+        case "eval":
+            return .eval(try PredictJob.parse(&fields, base: baseDirectory, eval: true))
+        case "embed":
+            return .embed(try EmbedJob.parse(&fields, base: baseDirectory))
         default:
-            throw SpecError(field: "kind", problem: "unknown job kind '\(kind)'; expected one of: map-reduce")
+            throw SpecError(field: "kind", problem: "unknown job kind '\(kind)'; expected one of: map-reduce, train, infer, eval, embed")
         }
     }
 

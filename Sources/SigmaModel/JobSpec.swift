@@ -1,16 +1,37 @@
 /// What a user submits. Declared in YAML or JSON; never code.
 public enum JobSpec: Sendable, Equatable {
     case mapReduce(MapReduceSpec)
+    case train(TrainJob)
+    case infer(PredictJob)
+    case eval(PredictJob)
+    case embed(EmbedJob)
 
     public var name: String {
         switch self {
         case .mapReduce(let s): s.name
+        case .train(let s): s.name
+        case .infer(let s), .eval(let s): s.name
+        case .embed(let s): s.name
         }
     }
 
     public var kind: String {
         switch self {
         case .mapReduce: "map-reduce"
+        case .train: "train"
+        case .infer: "infer"
+        case .eval: "eval"
+        case .embed: "embed"
+        }
+    }
+
+    /// Where the user asked for results to be written, if anywhere.
+    public var output: String? {
+        switch self {
+        case .mapReduce: nil
+        case .train(let s): s.output
+        case .infer(let s), .eval(let s): s.output
+        case .embed(let s): s.output
         }
     }
 }

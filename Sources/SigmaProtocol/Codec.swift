@@ -50,7 +50,7 @@ public enum Codec {
         case .heartbeat(let h):
             w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued)
         case .assign(let a):
-            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count)
+            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round)
             if let s = a.spec { payload = Frame(s.encoded) }
         case .result(let r):
             w.u64(r.job); w.u32(r.shard); w.u32(r.attempt); w.u8(r.status.rawValue); w.u64(r.computeTime); w.string(r.error)
@@ -61,6 +61,9 @@ public enum Codec {
             w.string(reason)
         case .error(let e):
             w.u16(e.code); w.u64(e.request); w.string(e.message)
+        case .params(let p):
+            w.u64(p.job); w.u32(p.version)
+            if !p.payload.isEmpty { payload = p.payload }
         case .submit(let s):
             w.u64(s.request); w.u8(s.options.rawValue)
             payload = Frame(s.spec.encoded)
@@ -77,6 +80,7 @@ public enum Codec {
             w.u64(req); w.u64(job)
         case .progress(let p):
             w.u64(p.request); w.u64(p.job); w.u8(p.state.rawValue); w.u32(p.done); w.u32(p.total); w.u32(p.running); w.u32(p.reruns)
+            w.u32(p.step); w.u32(p.steps); w.f64(p.loss); w.f64(p.accuracy)
         case .jobResult(let o):
             w.u64(o.request); w.u64(o.job); w.u8(o.state.rawValue); w.string(o.error); w.u32(o.shards); w.u32(o.duplicates)
             w.u32(o.reruns); w.u64(o.elapsed)
@@ -184,7 +188,7 @@ public enum Codec {
                                                 running: try r.u32("running"), queued: try r.u32("queued")))
                 case .assign:
                     var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),
-                                   start: try r.u64("start"), count: try r.u64("count"))
+                                   start: try r.u64("start"), count: try r.u64("count"), round: try r.u32("round"))
                     if let p = payload { a.spec = try p.withUnsafeBytes { try JobSpec.decode($0) } }
                     return .assign(a)
                 case .result:
@@ -205,6 +209,8 @@ public enum Codec {
                 case .error:
                     try noPayload()
                     return .error(ErrorReply(rawCode: try r.u16("code"), request: try r.u64("request"), message: try r.string("message")))
+                case .params:
+                    return .params(Params(job: try r.u64("job"), version: try r.u32("version"), payload: payload ?? .empty))
                 case .submit:
                     let req = try r.u64("request"), opts = SubmitOptions(rawValue: try r.u8("options"))
                     let spec = try requirePayload("job spec").withUnsafeBytes { try JobSpec.decode($0) }
@@ -231,7 +237,8 @@ public enum Codec {
                     let req = try r.u64("request"), job = try r.u64("job"), sv = try r.u8("state")
                     guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "state", problem: "unknown state \(sv)") }
                     return .progress(JobProgress(request: req, job: job, state: state, done: try r.u32("done"), total: try r.u32("total"),
-                                              running: try r.u32("running"), reruns: try r.u32("reruns")))
+                                              running: try r.u32("running"), reruns: try r.u32("reruns"), step: try r.u32("step"),
+                                              steps: try r.u32("steps"), loss: try r.f64("loss"), accuracy: try r.f64("accuracy")))
                 case .fetch:
                     try noPayload()
                     return .fetch(request: try r.u64("request"), job: try r.u64("job"))

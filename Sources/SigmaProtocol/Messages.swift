@@ -9,7 +9,7 @@ public let sigmaBuild = "sigma 0.1.0"
 /// Message type codes (docs/protocol.md §3).
 public enum MessageType: UInt8, Sendable, CaseIterable {
     case hello = 0x01, ready = 0x02, heartbeat = 0x03, assign = 0x04, result = 0x05, cancel = 0x06
-    case disconnect = 0x07, error = 0x08
+    case disconnect = 0x07, error = 0x08, params = 0x09
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
     case fetch = 0x16, jobResult = 0x17
 
@@ -23,6 +23,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .cancel: "CANCEL"
         case .disconnect: "DISCONNECT"
         case .error: "ERROR"
+        case .params: "PARAMS"
         case .submit: "SUBMIT"
         case .accept: "ACCEPT"
         case .status: "STATUS"
@@ -107,14 +108,30 @@ public struct Assign: Sendable, Equatable {
     public var attempt: Attempt
     public var start: UInt64
     public var count: UInt64
+    /// The job's round: a training step (the shard needs parameters of this version, sent in PARAMS), else 0.
+    public var round: UInt32
     public var spec: JobSpec?
-    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, spec: JobSpec? = nil) {
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, round: UInt32 = 0, spec: JobSpec? = nil) {
         self.job = job
         self.shard = shard
         self.attempt = attempt
         self.start = start
         self.count = count
+        self.round = round
         self.spec = spec
+    }
+}
+
+/// PARAMS: a job's parameters at one version (a training step), sent once to each worker before the first
+/// ASSIGN that needs them. The payload is the flat float32 parameter vector (docs/protocol.md).
+public struct Params: Sendable, Equatable {
+    public var job: JobID
+    public var version: UInt32
+    public var payload: Frame
+    public init(job: JobID, version: UInt32, payload: Frame) {
+        self.job = job
+        self.version = version
+        self.payload = payload
     }
 }
 
@@ -222,7 +239,14 @@ public struct JobProgress: Sendable, Equatable {
     public var running: UInt32
     /// Shards re-run after a worker died or failed them.
     public var reruns: UInt32
-    public init(request: UInt64, job: JobID, state: JobState, done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
+    /// Training: steps done and planned (0 for single-round jobs), the last step's loss and the last held-out
+    /// accuracy (NaN when none yet).
+    public var step: UInt32
+    public var steps: UInt32
+    public var loss: Double
+    public var accuracy: Double
+    public init(request: UInt64, job: JobID, state: JobState, done: UInt32, total: UInt32, running: UInt32, reruns: UInt32,
+                step: UInt32 = 0, steps: UInt32 = 0, loss: Double = .nan, accuracy: Double = .nan) {
         self.request = request
         self.job = job
         self.state = state
@@ -230,6 +254,16 @@ public struct JobProgress: Sendable, Equatable {
         self.total = total
         self.running = running
         self.reruns = reruns
+        self.step = step
+        self.steps = steps
+        self.loss = loss
+        self.accuracy = accuracy
+    }
+
+    public static func == (a: JobProgress, b: JobProgress) -> Bool {
+        a.request == b.request && a.job == b.job && a.state == b.state && a.done == b.done && a.total == b.total
+            && a.running == b.running && a.reruns == b.reruns && a.step == b.step && a.steps == b.steps
+            && a.loss.bitPattern == b.loss.bitPattern && a.accuracy.bitPattern == b.accuracy.bitPattern
     }
 }
 
@@ -271,6 +305,7 @@ public enum Message: Sendable, Equatable {
     case cancel(Cancel)
     case disconnect(reason: String)
     case error(ErrorReply)
+    case params(Params)
     case submit(Submit)
     case accept(Accept)
     case status(request: UInt64)
@@ -290,6 +325,7 @@ public enum Message: Sendable, Equatable {
         case .cancel: .cancel
         case .disconnect: .disconnect
         case .error: .error
+        case .params: .params
         case .submit: .submit
         case .accept: .accept
         case .status: .status

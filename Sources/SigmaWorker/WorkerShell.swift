@@ -60,7 +60,7 @@ public final class WorkerShell: Sendable {
     }
 
     /// Engine features this worker offers.
-    public static var features: String { "map-reduce,lz4,blas=\(BLASInfo.coreName)" }
+    public static var features: String { "map-reduce,train,infer,eval,embed,lz4,blas=\(BLASInfo.coreName)" }
 
     /// The id the coordinator gave this worker, once registered.
     public var workerID: String? { shared.workerID.withLock { $0 } }
@@ -87,15 +87,16 @@ public final class WorkerShell: Sendable {
 
     static func computeLoop(_ shared: Shared) {
         let files = NpyFileCache()
+        let runner = ShardRunner()
         while let task = shared.work.next() {
-            let result = compute(task, files: files)
+            let result = compute(task, files: files, runner: runner)
             shared.results.withLock { $0.append(result) }
             shared.completed.add(1, ordering: .relaxed)
             shared.waker.withLock { $0 }?.wake()
         }
     }
 
-    static func compute(_ task: ShardTask, files: NpyFileCache) -> ShardResult {
+    static func compute(_ task: ShardTask, files: NpyFileCache, runner: ShardRunner? = nil) -> ShardResult {
         let started = monotonicNanos()
         var result: ShardResult
         switch task.spec {
@@ -103,6 +104,14 @@ public final class WorkerShell: Sendable {
             do {
                 let p = try MapReduceKernel.run(spec, start: task.start, count: task.count, files: files)
                 result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: Frame(p.encoded))
+            } catch {
+                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
+            }
+        default:
+            do {
+                guard let runner else { throw JobError("ML shards run on compute threads") }
+                let payload = try runner.run(task.spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
+                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: payload)
             } catch {
                 result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
             }
@@ -214,7 +223,7 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    if task.count <= options.inlineRows && shared.work.isIdle {
+                    if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isIdle {
                         inline.append(task)
                     } else {
                         shared.work.push(task)

@@ -9,6 +9,26 @@ public struct ShardTask: Sendable, Equatable {
     public let start: UInt64
     public let count: UInt64
     public let spec: JobSpec
+    /// The job's round (training step) and the parameters of that version, when the job kind needs them.
+    public var round: UInt32 = 0
+    public var params: Frame? = nil
+
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, spec: JobSpec,
+                round: UInt32 = 0, params: Frame? = nil) {
+        self.job = job
+        self.shard = shard
+        self.attempt = attempt
+        self.start = start
+        self.count = count
+        self.spec = spec
+        self.round = round
+        self.params = params
+    }
+
+    public static func == (a: ShardTask, b: ShardTask) -> Bool {
+        a.job == b.job && a.shard == b.shard && a.attempt == b.attempt && a.start == b.start && a.count == b.count
+            && a.spec == b.spec && a.round == b.round && a.params == b.params
+    }
 }
 
 public enum WorkerEvent: Sendable {
@@ -64,6 +84,8 @@ public struct WorkerCore {
     var peerSentArrived: Nanos = 0
     var specs: [JobID: JobSpec] = [:]
     var specOrder: [JobID] = []
+    /// The latest parameters received per job (PARAMS), with their version.
+    var params: [JobID: (version: UInt32, frame: Frame)] = [:]
     /// Attempts handed to the compute threads and not yet reported.
     public private(set) var pending: Set<AttemptRef> = []
     public private(set) var completed: UInt64 = 0
@@ -146,11 +168,29 @@ public struct WorkerCore {
                                          error: "no spec for job \(a.job) on this worker")), now: now, into: &out)
                 return
             }
+            var p: Frame? = nil
+            if case .train = spec {
+                guard let held = params[a.job], held.version == a.round else {
+                    send(.result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .unknownJob,
+                                             error: "no parameters of version \(a.round) for job \(a.job) on this worker")), now: now, into: &out)
+                    return
+                }
+                p = held.frame
+            }
             pending.insert(AttemptRef(job: a.job, shard: a.shard, attempt: a.attempt))
-            out.append(.compute(ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec)))
+            out.append(.compute(ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec,
+                                          round: a.round, params: p)))
+        case .params(let p):
+            guard case .ready = state else {
+                send(.error(ErrorReply(.notReady, "PARAMS before READY")), now: now, into: &out)
+                return
+            }
+            if let held = params[p.job], held.version > p.version { return }   // older than what we have
+            params[p.job] = (p.version, p.payload)
         case .cancel(let c):
             if c.shard == Cancel.allShards {
                 pending = pending.filter { $0.job != c.job }
+                params[c.job] = nil
                 out.append(.cancel(job: c.job, shard: nil))
             } else {
                 pending.remove(AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt))
@@ -192,7 +232,11 @@ public struct WorkerCore {
     mutating func remember(_ job: JobID, _ spec: JobSpec) {
         if specs[job] == nil {
             specOrder.append(job)
-            if specOrder.count > config.specCacheSize { specs[specOrder.removeFirst()] = nil }
+            if specOrder.count > config.specCacheSize {
+                let old = specOrder.removeFirst()
+                specs[old] = nil
+                params[old] = nil
+            }
         }
         specs[job] = spec
     }

@@ -10,9 +10,12 @@ struct SubmitCommand: AsyncParsableCommand {
         abstract: "Submit a job spec (YAML or JSON) to the coordinator.",
         discussion: """
         Example:
-          sigma submit jobs/sum-squares.yaml --follow
-          sigma submit jobs/sum-squares.yaml --follow --json > result.json
-        Without --follow, prints the job id once the coordinator accepts the job.
+          sigma submit examples/sum-of-squares.yaml --follow
+          sigma submit examples/train-digits.yaml --follow -o results/
+          sigma submit examples/train-digits.yaml --local            # same job, in this process
+          sigma submit examples/train-digits.yaml --follow --resume ckpt/step-100.safetensors
+        Without --follow, prints the job id once the coordinator accepts the job (results: sigma results ID -o DIR).
+        Job kinds: map-reduce, train, infer, eval, embed (docs/jobs.md).
         """)
 
     @OptionGroup var common: CommonOptions
@@ -21,12 +24,24 @@ struct SubmitCommand: AsyncParsableCommand {
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for the coordinator to accept the job.") var timeout: Double = 10
+    @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
+    @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
+    @Option(help: "Continue a train job from this checkpoint.") var resume: String?
 
     func run() async throws {
         do {
             let cfg = try common.load()
-            let jobSpec: JobSpec
+            var jobSpec: JobSpec
             do { jobSpec = try JobSpec.load(path: spec) } catch { throw CLIError.usage("\(spec): \(error)") }
+            if let r = resume {
+                guard case .train(var t) = jobSpec else { throw CLIError.usage("--resume applies to train jobs only") }
+                t.resume = URL(fileURLWithPath: r).standardizedFileURL.path
+                jobSpec = .train(t)
+            }
+            if local {
+                try MLOutput.runLocal(jobSpec, output: output, json: json)
+                return
+            }
             let endpoint = coordinator ?? cfg.coordinator
             let client = try SigmaClient(endpoint: endpoint)
             defer { client.close() }
@@ -40,6 +55,8 @@ struct SubmitCommand: AsyncParsableCommand {
                 return
             }
             let bar = json ? nil : ProgressLine()
+            var trainLine: TrainProgress? = nil
+            if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
                 for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout) {
@@ -47,19 +64,30 @@ struct SubmitCommand: AsyncParsableCommand {
                     case .accepted(let a):
                         if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
                     case .progress(let p):
-                        bar?.update(done: p.done, total: p.total, running: p.running, reruns: p.reruns)
+                        if let t = trainLine {
+                            if p.steps > 0 { t.update(step: Int(p.step), steps: Int(p.steps), loss: p.loss, accuracy: p.accuracy) }
+                        } else {
+                            bar?.update(done: p.done, total: p.total, running: p.running, reruns: p.reruns)
+                        }
                     case .finished(let o):
                         outcome = o
                     }
                 }
             }
-            bar?.finish()
+            if let t = trainLine { t.finish() } else { bar?.finish() }
             guard let o = outcome else { throw CLIError.unreachable("the coordinator closed the job stream without a result") }
+            var summary: [String: Any]? = nil
+            if case .mapReduce = jobSpec {} else if o.state == .completed {
+                summary = try MLOutput.write(try MLOutput.files(o), to: MLOutput.directory(output, jobSpec))
+            }
             if json {
-                print(jsonString(o.jsonObject))
+                var obj = o.jsonObject
+                if let s = summary { obj["results"] = s }
+                print(jsonString(obj))
             } else {
                 print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(o.shards) shards, \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
-                if let r = o.mapReduce { for l in r.lines { print("  " + l) } }
+                if case .mapReduce = jobSpec, let r = o.mapReduce { for l in r.lines { print("  " + l) } }
+                if let s = summary { MLOutput.say(summary: s) }
                 if !o.error.isEmpty { print("  error: \(o.error)") }
             }
             if o.state != .completed { throw CLIError.jobFailed("job \(o.job) \(o.state): \(o.error) (see: sigma status)") }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SigmaEngine
 import SigmaModel
 import SigmaTransport
 import SigmaWorker
@@ -28,6 +29,8 @@ struct WorkerCommand: AsyncParsableCommand {
             let endpoint = join ?? cfg.coordinator
             let n = threads ?? (cfg.workerThreads > 0 ? cfg.workerThreads : ProcessInfo.processInfo.activeProcessorCount)
             guard n >= 1, n <= 1024 else { throw CLIError.usage("--threads must be 1…1024, got \(n)") }
+            // Several compute threads: each shard runs single-threaded BLAS (parallelism comes from the shards).
+            if n > 1 { BLASInfo.setThreads(1) }
             guard endpoint.hasPrefix("tcp://") || endpoint.hasPrefix("ipc://") else {
                 throw CLIError.usage("--join needs an endpoint like tcp://HOST:7700, got '\(endpoint)'")
             }

@@ -1,0 +1,423 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+
+/// A file a job produces (a checkpoint): the coordinator's shell writes it, atomically.
+public struct OutputFile: Sendable, Equatable {
+    public let path: String
+    public let bytes: Data
+    public init(path: String, bytes: Data) {
+        self.path = path
+        self.bytes = bytes
+    }
+}
+
+/// What happened when a round's last shard arrived.
+public struct RoundEnd: Sendable {
+    /// The job is done; `results` is its result bundle.
+    public var finished = false
+    public var results: [UInt8] = []
+    public var files: [OutputFile] = []
+    public var log: [String] = []
+}
+
+public struct RoundProgress: Sendable, Equatable {
+    public var step: Int, steps: Int
+    public var loss: Double, accuracy: Double
+}
+
+/// The coordinator-side logic of a multi-round ML job (train: one round per step; infer/eval/embed: one round).
+/// Lives inside the coordinator core, which hands it shard payloads and asks for the next round.
+public protocol RoundDriver: AnyObject, Sendable {
+    var kind: String { get }
+    /// The current round (a training step), sent in ASSIGN.
+    var round: UInt32 { get }
+    /// Parameters the current round's shards need (PARAMS, version = `round`), if any.
+    var params: Frame? { get }
+    /// Items the round's ranges count ("micro-batches", "rows", "lines"), for messages.
+    var unit: String { get }
+    /// Splits the current round into shards for `slots` worker slots; remembered until the round ends.
+    func plan(slots: Int) -> [(start: UInt64, count: UInt64)]
+    /// Checks and keeps shard `index`'s payload; an error says what was wrong with it.
+    func accept(shard index: Int, payload: Frame) throws
+    /// Every shard of the round is in: reduce, and either start the next round or finish.
+    func completeRound() throws -> RoundEnd
+    var progress: RoundProgress { get }
+}
+
+/// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:
+/// `u32 count`, then per file `string name, u32 length, bytes`.
+public enum ResultBundle {
+    public static func encode(_ files: [(String, Data)]) -> [UInt8] {
+        var w = ByteWriter(capacity: files.reduce(4) { $0 + 6 + $1.0.utf8.count + $1.1.count })
+        w.u32(UInt32(files.count))
+        for (name, data) in files {
+            w.string(name)
+            w.u32(UInt32(data.count))
+            w.raw(Array(data))
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> [(name: String, data: Data)] {
+        var r = ByteReader(bytes)
+        let n = try r.u32("results.count")
+        guard n <= 64 else { throw ByteReadError(field: "results.count", problem: "\(n) files; at most 64") }
+        var out: [(String, Data)] = []
+        for _ in 0..<n {
+            let name = try r.string("results.name")
+            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
+                throw ByteReadError(field: "results.name", problem: "'\(name)' is not a plain file name")
+            }
+            out.append((name, Data(try r.blob("results.data", limit: 1 << 30))))
+        }
+        try r.finish("results")
+        return out
+    }
+}
+
+func jsonData(_ v: Any) -> Data {
+    (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .prettyPrinted])) ?? Data("{}".utf8)
+}
+
+/// Splits `0..<n` into `parts` contiguous ranges of nearly equal length (the first ones one longer).
+func split(_ n: Int, parts: Int) -> [(start: UInt64, count: UInt64)] {
+    let k = max(1, min(parts, n))
+    var out: [(UInt64, UInt64)] = []
+    var s = 0
+    for i in 0..<k {
+        let c = n / k + (i < n % k ? 1 : 0)
+        out.append((UInt64(s), UInt64(c)))
+        s += c
+    }
+    return out
+}
+
+// MARK: train
+
+public final class TrainDriver: RoundDriver, @unchecked Sendable {
+    public let spec: TrainJob
+    public let data: LabeledData
+    public let plan: TrainPlan
+    let model: Sequential
+    let optimizer: StatefulOptimizer
+    public private(set) var step: Int
+    public private(set) var history: [[String: Any]] = []
+    var parts: [TreeNode: GradientSum] = [:]
+    var ranges: [(start: UInt64, count: UInt64)] = []
+    var paramsFrame: Frame
+    var lastLoss = Double.nan
+    var lastEval: (loss: Double, accuracy: Double)? = nil
+    public let parameterCount: Int
+
+    public var kind: String { "train" }
+    public var unit: String { "micro-batches" }
+    public var round: UInt32 { UInt32(step) }
+    public var params: Frame? { paramsFrame }
+
+    public init(spec: TrainJob, data: LabeledData) throws {
+        self.spec = spec
+        self.data = data
+        plan = TrainPlan(spec, rows: data.rows)
+        guard !plan.train.isEmpty else { throw JobError("data: no training rows left after holding out \(spec.holdout)") }
+        model = try MLModels.build(spec.model, seed: spec.seed &+ 1)
+        let o = spec.optimizer
+        switch o.kind {
+        case "sgd": optimizer = SGD(learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
+        case "adam": optimizer = Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
+        default: optimizer = Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay), decoupled: true)
+        }
+        step = 0
+        parameterCount = MLModels.parameterCount(model)
+        paramsFrame = TrainDriver.frame(model)
+        if let path = spec.resume { try resume(from: path) }
+    }
+
+    static func frame(_ model: Layer) -> Frame {
+        let flat = MLModels.flatten(model.parameters)
+        return Frame(count: flat.count * 4) { dst in flat.withUnsafeBytes { dst.copyMemory(from: $0) } }
+    }
+
+    public var finished: Bool { step >= plan.totalSteps }
+
+    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+        parts = [:]
+        ranges = split(plan.microBatches(step: step), parts: slots)
+        return ranges
+    }
+
+    public func accept(shard index: Int, payload: Frame) throws {
+        let r = Int(ranges[index].start)..<Int(ranges[index].start + ranges[index].count)
+        let decoded = try payload.withUnsafeBytes {
+            try GradientTree.decode($0, range: r, total: plan.microBatches(step: step), parameters: parameterCount)
+        }
+        for (n, s) in decoded { parts[n] = s }
+    }
+
+    /// The learning rate for `step` (warm-up, then constant or cosine).
+    func learningRate(at s: Int) -> Float {
+        let o = spec.optimizer
+        if o.schedule == "cosine" {
+            return WarmupCosine(peak: Float(o.lr), warmupSteps: o.warmupSteps, totalSteps: plan.totalSteps).rate(at: s)
+        }
+        if s < o.warmupSteps { return Float(o.lr) * Float(s + 1) / Float(o.warmupSteps) }
+        return Float(o.lr)
+    }
+
+    /// Applies one step's reduced gradient (the tree's root divided by the step's rows).
+    public func apply(_ root: GradientSum) {
+        let rows = Float(root.rows)
+        var offset = 0
+        for p in model.parameters {
+            let n = p.value.count
+            p.grad = Tensor(shape: p.value.shape) { g in
+                root.values.withUnsafeBufferPointer { src in for i in 0..<n { g[i] = src[offset + i] / rows } }
+            }
+            offset += n
+        }
+        let lr = learningRate(at: step)
+        optimizer.learningRate = lr
+        optimizer.step(model.parameters)
+        lastLoss = root.loss / Double(root.rows)
+        var entry: [String: Any] = ["step": step + 1, "loss": lastLoss, "accuracy": Double(root.correct) / Double(root.rows),
+                                    "lr": Double(lr), "rows": Int(root.rows)]
+        step += 1
+        if (spec.evalEvery > 0 && step % spec.evalEvery == 0) || step == plan.totalSteps, !plan.holdout.isEmpty {
+            let e = evaluate()
+            lastEval = e
+            entry["eval_loss"] = e.loss
+            entry["eval_accuracy"] = e.accuracy
+        }
+        history.append(entry)
+        paramsFrame = TrainDriver.frame(model)
+    }
+
+    public func completeRound() throws -> RoundEnd {
+        let root: GradientSum
+        do { root = try GradientTree.root(from: parts, total: plan.microBatches(step: step)) } catch {
+            throw JobError("step \(step + 1): \(error)")
+        }
+        apply(root)
+        var end = RoundEnd()
+        if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
+            end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
+        }
+        if spec.checkpointEvery > 0, step % spec.checkpointEvery == 0 || step == plan.totalSteps, let dir = spec.checkpointDir {
+            end.files.append(OutputFile(path: dir + "/step-\(step).safetensors", bytes: try checkpoint()))
+        }
+        if finished {
+            end.finished = true
+            end.results = try results()
+        }
+        return end
+    }
+
+    public var progress: RoundProgress {
+        RoundProgress(step: step, steps: plan.totalSteps, loss: lastLoss, accuracy: lastEval?.accuracy ?? .nan)
+    }
+
+    /// Mean loss and accuracy on the held-out rows (fixed batches of 512, the same everywhere).
+    public func evaluate() -> (loss: Double, accuracy: Double) {
+        var lossSum = 0.0, correct = 0
+        for s in stride(from: 0, to: plan.holdout.count, by: 512) {
+            let idx = plan.holdout[s..<min(s + 512, plan.holdout.count)]
+            let (x, y) = data.batch(idx)
+            let logits = model(Graph().constant(x)).value
+            lossSum += PredictDriver.rowLosses(logits, y).reduce(0, +)
+            correct += Metrics.correct(logits: logits, labels: y)
+        }
+        let n = Double(plan.holdout.count)
+        return (lossSum / n, Double(correct) / n)
+    }
+
+    public var stateDict: [String: Tensor] { model.stateDict }
+
+    /// Weights, optimizer state (`optim.*`), step and history: everything `resume` needs. The data order is a
+    /// pure function of (seed, step), so (seed, step) is the RNG state.
+    public func checkpoint() throws -> Data {
+        var tensors = model.stateDict
+        for (k, v) in optimizer.state(model.parameters) { tensors["optim." + k] = v }
+        let meta = ["sigma.kind": "checkpoint", "sigma.job": spec.name, "sigma.step": "\(step)", "sigma.seed": "\(spec.seed)",
+                    "sigma.optimizer": spec.optimizer.kind,
+                    "sigma.history": String(decoding: try JSONSerialization.data(withJSONObject: history, options: [.sortedKeys]), as: UTF8.self)]
+        return try SafeTensors.encode(tensors, metadata: meta)
+    }
+
+    func resume(from path: String) throws {
+        func fail(_ p: String) -> JobError { JobError("resume: \(path): \(p)") }
+        guard let d = FileManager.default.contents(atPath: path) else { throw fail("cannot read the checkpoint") }
+        let (tensors, meta): ([String: Tensor], [String: String])
+        do { (tensors, meta) = try SafeTensors.readWithMetadata(d, file: path) } catch { throw JobError("resume: \(error)") }
+        guard meta["sigma.kind"] == "checkpoint", let s = meta["sigma.step"].flatMap(Int.init) else {
+            throw fail("not a Sigma checkpoint (metadata sigma.kind/sigma.step missing)")
+        }
+        guard meta["sigma.seed"] == "\(spec.seed)" else { throw fail("written with seed \(meta["sigma.seed"] ?? "?"), the spec says \(spec.seed)") }
+        guard meta["sigma.optimizer"] == spec.optimizer.kind else {
+            throw fail("written by optimizer \(meta["sigma.optimizer"] ?? "?"), the spec says \(spec.optimizer.kind)")
+        }
+        guard s >= 0, s <= plan.totalSteps else { throw fail("step \(s) is beyond the job's \(plan.totalSteps) steps") }
+        do {
+            try model.load(tensors, file: path)
+            var opt: [String: Tensor] = [:]
+            for (k, v) in tensors where k.hasPrefix("optim.") { opt[String(k.dropFirst(6))] = v }
+            try optimizer.load(state: opt, model.parameters, file: path)
+        } catch let e as FormatError { throw JobError("resume: \(e)") }
+        if let h = meta["sigma.history"], let arr = try? JSONSerialization.jsonObject(with: Data(h.utf8)) as? [[String: Any]] { history = arr }
+        step = s
+        paramsFrame = TrainDriver.frame(model)
+    }
+
+    func results() throws -> [UInt8] {
+        var metrics: [String: Any] = ["steps": step, "loss": lastLoss, "parameters": parameterCount,
+                                      "rows": ["train": plan.train.count, "holdout": plan.holdout.count]]
+        if let e = lastEval {
+            metrics["eval_loss"] = e.loss
+            metrics["eval_accuracy"] = e.accuracy
+        }
+        return ResultBundle.encode([
+            ("model.safetensors", try SafeTensors.encode(model.stateDict, metadata: ["sigma.job": spec.name, "sigma.step": "\(step)"])),
+            ("history.json", jsonData(history)),
+            ("metrics.json", jsonData(metrics)),
+        ])
+    }
+}
+
+// MARK: infer / eval
+
+public final class PredictDriver: RoundDriver, @unchecked Sendable {
+    public let spec: PredictJob
+    public let isEval: Bool
+    public let rows: Int
+    let labels: [Int32]?
+    var ranges: [(start: UInt64, count: UInt64)] = []
+    var outputs: [[Float]?] = []
+
+    public var kind: String { isEval ? "eval" : "infer" }
+    public var unit: String { "rows" }
+    public var round: UInt32 { 0 }
+    public var params: Frame? { nil }
+
+    public init(spec: PredictJob, eval: Bool, data: LabeledData) {
+        self.spec = spec
+        isEval = eval
+        rows = data.rows
+        labels = data.y
+    }
+
+    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+        let b = spec.batchSize
+        let batches = (rows + b - 1) / b
+        ranges = split(batches, parts: max(1, slots) * 4).map { r in
+            let start = Int(r.start) * b
+            return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, rows) - start))
+        }
+        outputs = Array(repeating: nil, count: ranges.count)
+        return ranges
+    }
+
+    public func accept(shard index: Int, payload: Frame) throws {
+        let n = Int(ranges[index].count) * spec.model.outputs
+        let values = try payload.read { r -> [Float] in
+            let v = try r.floats(n, "logits")
+            try r.finish("logits")
+            return v
+        }
+        outputs[index] = values
+    }
+
+    public var progress: RoundProgress { RoundProgress(step: 0, steps: 0, loss: .nan, accuracy: .nan) }
+
+    /// −log softmax(logits)[label] per row, in Float64.
+    static func rowLosses(_ logits: Tensor, _ labels: [Int32]) -> [Double] {
+        let c = logits.shape[1]
+        return logits.withData { p in
+            labels.indices.map { i in
+                var m = -Double.infinity
+                for k in 0..<c { m = max(m, Double(p[i * c + k])) }
+                var s = 0.0
+                for k in 0..<c { s += Foundation.exp(Double(p[i * c + k]) - m) }
+                return m + Foundation.log(s) - Double(p[i * c + Int(labels[i])])
+            }
+        }
+    }
+
+    public func completeRound() throws -> RoundEnd {
+        var all: [Float] = []
+        all.reserveCapacity(rows * spec.model.outputs)
+        for (i, o) in outputs.enumerated() {
+            guard let o else { throw JobError("shard \(i) has no result") }
+            all += o
+        }
+        let logits = Tensor(shape: [rows, spec.model.outputs], all)
+        var files: [(String, Data)] = [("predictions.npy", NumPyFormat.npyData(logits))]
+        if isEval, let y = labels {
+            let c = spec.model.outputs
+            var confusion = Array(repeating: Array(repeating: 0, count: c), count: c)
+            logits.withData { p in for i in 0..<rows { confusion[Int(y[i])][Metrics.argmax(p, row: i, classes: c)] += 1 } }
+            let loss = PredictDriver.rowLosses(logits, y).reduce(0, +) / Double(rows)
+            let metrics: [String: Any] = ["rows": rows, "accuracy": Double(Metrics.correct(logits: logits, labels: y)) / Double(rows),
+                                          "loss": loss, "confusion_matrix": confusion]
+            files.append(("metrics.json", jsonData(metrics)))
+        }
+        var end = RoundEnd()
+        end.finished = true
+        end.results = ResultBundle.encode(files)
+        return end
+    }
+}
+
+// MARK: embed
+
+public final class EmbedDriver: RoundDriver, @unchecked Sendable {
+    public let spec: EmbedJob
+    public let lines: Int
+    public let dimension: Int
+    var ranges: [(start: UInt64, count: UInt64)] = []
+    var outputs: [[Float]?] = []
+
+    public var kind: String { "embed" }
+    public var unit: String { "lines" }
+    public var round: UInt32 { 0 }
+    public var params: Frame? { nil }
+
+    public init(spec: EmbedJob, lines: Int, dimension: Int) {
+        self.spec = spec
+        self.lines = lines
+        self.dimension = dimension
+    }
+
+    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+        let b = spec.batchSize
+        let batches = (lines + b - 1) / b
+        ranges = split(batches, parts: max(1, slots) * 4).map { r in
+            let start = Int(r.start) * b
+            return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, lines) - start))
+        }
+        outputs = Array(repeating: nil, count: ranges.count)
+        return ranges
+    }
+
+    public func accept(shard index: Int, payload: Frame) throws {
+        let n = Int(ranges[index].count) * dimension
+        outputs[index] = try payload.read { r -> [Float] in
+            let v = try r.floats(n, "embeddings")
+            try r.finish("embeddings")
+            return v
+        }
+    }
+
+    public var progress: RoundProgress { RoundProgress(step: 0, steps: 0, loss: .nan, accuracy: .nan) }
+
+    public func completeRound() throws -> RoundEnd {
+        var all: [Float] = []
+        all.reserveCapacity(lines * dimension)
+        for (i, o) in outputs.enumerated() {
+            guard let o else { throw JobError("shard \(i) has no result") }
+            all += o
+        }
+        var end = RoundEnd()
+        end.finished = true
+        end.results = ResultBundle.encode([("embeddings.npy", NumPyFormat.npyData(Tensor(shape: [lines, dimension], all)))])
+        return end
+    }
+}

@@ -1,0 +1,151 @@
+import SigmaModel
+
+/// A node of the fixed binary tree over a step's micro-batch indices `0..<total`: node (level l, index k) stands for
+/// the micro-batches `k·2^l ..< min((k+1)·2^l, total)`. Its value is `left + right` (children at level l−1,
+/// indices 2k and 2k+1), or just `left` when the right child starts at or after `total`. Float addition is
+/// commutative but not associative; fixing the tree fixes every addition, so the root is the same bits however
+/// the micro-batches were split between workers and in whatever order their partial sums arrived.
+public struct TreeNode: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let level: UInt8
+    public let index: UInt32
+    public init(level: UInt8, index: UInt32) {
+        self.level = level
+        self.index = index
+    }
+    public static func < (a: TreeNode, b: TreeNode) -> Bool { (a.level, a.index) < (b.level, b.index) }
+    public var description: String { "(\(level),\(index))" }
+
+    public func span(total: Int) -> Range<Int> {
+        let lo = Int(index) << Int(level)
+        return lo..<min(lo + (1 << Int(level)), total)
+    }
+}
+
+/// Partial sum of a range of micro-batches: the gradient sum plus the exact statistics that travel with it.
+public struct GradientSum: Sendable, Equatable {
+    public var values: [Float]
+    public var loss: Double
+    public var correct: UInt64
+    public var rows: UInt64
+
+    public init(values: [Float], loss: Double, correct: UInt64, rows: UInt64) {
+        self.values = values
+        self.loss = loss
+        self.correct = correct
+        self.rows = rows
+    }
+
+    /// `a + b`, element by element, in that order.
+    public static func + (a: GradientSum, b: GradientSum) -> GradientSum {
+        precondition(a.values.count == b.values.count)
+        var out = a
+        out.values.withUnsafeMutableBufferPointer { o in
+            b.values.withUnsafeBufferPointer { q in
+                for i in 0..<o.count { o[i] += q[i] }
+            }
+        }
+        out.loss += b.loss
+        out.correct += b.correct
+        out.rows += b.rows
+        return out
+    }
+}
+
+public enum GradientTree {
+    /// The level of the root for `total` leaves.
+    public static func rootLevel(total: Int) -> UInt8 {
+        var l = 0
+        while (1 << l) < total { l += 1 }
+        return UInt8(l)
+    }
+
+    /// The canonical nodes whose spans tile `range` exactly: at each position the highest aligned node that does
+    /// not reach past the range's end. Workers return one partial sum per node.
+    public static func cover(_ range: Range<Int>, total: Int) -> [TreeNode] {
+        precondition(range.lowerBound >= 0 && range.upperBound <= total)
+        var out: [TreeNode] = []
+        var p = range.lowerBound
+        while p < range.upperBound {
+            var l = 0
+            while true {
+                let next = l + 1
+                guard p % (1 << next) == 0 else { break }
+                let end = min(p + (1 << next), total)
+                guard end <= range.upperBound, next <= Int(rootLevel(total: total)) else { break }
+                l = next
+            }
+            let node = TreeNode(level: UInt8(l), index: UInt32(p >> l))
+            out.append(node)
+            p = node.span(total: total).upperBound
+        }
+        return out
+    }
+
+    /// The value of `node`, from leaves computed on demand (a worker's view).
+    public static func sum(_ node: TreeNode, total: Int, leaf: (Int) throws -> GradientSum) rethrows -> GradientSum {
+        if node.level == 0 { return try leaf(Int(node.index)) }
+        let left = TreeNode(level: node.level - 1, index: node.index * 2)
+        let right = TreeNode(level: node.level - 1, index: node.index * 2 + 1)
+        let l = try sum(left, total: total, leaf: leaf)
+        guard right.span(total: total).lowerBound < total else { return l }
+        return l + (try sum(right, total: total, leaf: leaf))
+    }
+
+    /// The root, completed from partial sums that tile `0..<total` (the coordinator's view). An error names the
+    /// first micro-batch no partial covers.
+    public static func root(from parts: [TreeNode: GradientSum], total: Int) throws -> GradientSum {
+        struct Missing: Error, CustomStringConvertible {
+            let index: Int
+            var description: String { "no partial sum covers micro-batch \(index)" }
+        }
+        func value(_ n: TreeNode) throws -> GradientSum {
+            if let v = parts[n] { return v }
+            if n.level == 0 { throw Missing(index: Int(n.index)) }
+            let left = TreeNode(level: n.level - 1, index: n.index * 2)
+            let right = TreeNode(level: n.level - 1, index: n.index * 2 + 1)
+            let l = try value(left)
+            guard right.span(total: total).lowerBound < total else { return l }
+            return l + (try value(right))
+        }
+        return try value(TreeNode(level: rootLevel(total: total), index: 0))
+    }
+
+    // MARK: wire form
+
+    /// `u32 nodes`, then per node: `u8 level, u32 index, f64 loss, u64 correct, u64 rows, u32 n, n × f32`.
+    public static func encode(_ parts: [(TreeNode, GradientSum)]) -> [UInt8] {
+        var w = ByteWriter(capacity: parts.reduce(4) { $0 + 33 + $1.1.values.count * 4 })
+        w.u32(UInt32(parts.count))
+        for (n, s) in parts {
+            w.u8(n.level); w.u32(n.index); w.f64(s.loss); w.u64(s.correct); w.u64(s.rows); w.u32(UInt32(s.values.count))
+            s.values.withUnsafeBufferPointer { w.floats($0) }
+        }
+        return w.bytes
+    }
+
+    /// Decodes a worker's partial sums and checks they are exactly the cover of the shard's range, each with
+    /// `parameters` values.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int) throws -> [(TreeNode, GradientSum)] {
+        var r = ByteReader(bytes)
+        let expected = cover(range, total: total)
+        let n = try r.u32("partials.count")
+        guard Int(n) == expected.count else {
+            throw ByteReadError(field: "partials.count", problem: "\(n) partial sums; micro-batches \(range) need \(expected.count)")
+        }
+        var out: [(TreeNode, GradientSum)] = []
+        for e in expected {
+            let node = TreeNode(level: try r.u8("partial.level"), index: try r.u32("partial.index"))
+            guard node == e else { throw ByteReadError(field: "partial.node", problem: "got node \(node), expected \(e)") }
+            let loss = try r.f64("partial.loss"), correct = try r.u64("partial.correct"), rows = try r.u64("partial.rows")
+            let count = try r.u32("partial.values")
+            guard Int(count) == parameters else {
+                throw ByteReadError(field: "partial.values", problem: "\(count) gradient values; the model has \(parameters) parameters")
+            }
+            let values = try r.floats(Int(count), "partial.values")
+            guard loss.isFinite else { throw ByteReadError(field: "partial.loss", problem: "not finite (\(loss)); training diverged") }
+            out.append((node, GradientSum(values: values, loss: loss, correct: correct, rows: rows)))
+        }
+        try r.finish("partials")
+        return out
+    }
+}

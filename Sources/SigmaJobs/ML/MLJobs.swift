@@ -1,0 +1,131 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+
+/// Entry points shared by the coordinator's shell, the worker and `--local` runs.
+public enum MLJobs {
+    /// Everything checked at submit time: files readable, data shaped for the model, labels in range, weights and
+    /// checkpoint matching the model. Returns the job's coordinator-side driver.
+    public static func prepare(_ spec: JobSpec) throws -> any RoundDriver {
+        switch spec {
+        case .mapReduce:
+            throw JobError("map-reduce jobs have no round driver")
+        case .train(let s):
+            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: true)
+            if let dir = s.checkpointDir {
+                do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                    throw JobError("checkpoint_dir: cannot create '\(dir)': \(error.localizedDescription)")
+                }
+            }
+            return try TrainDriver(spec: s, data: data)
+        case .infer(let s), .eval(let s):
+            let isEval: Bool
+            if case .eval = spec { isEval = true } else { isEval = false }
+            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: isEval)
+            _ = try MLModels.build(s.model, seed: 0)   // weights present, named and shaped as the model says
+            return PredictDriver(spec: s, eval: isEval, data: data)
+        case .embed(let s):
+            let w = try EmbedWorker(spec: s)
+            return EmbedDriver(spec: s, lines: w.lines.count, dimension: w.dimension)
+        }
+    }
+
+    /// A pass over a whole job in this process, through the same shard code and the same reduction as the cluster.
+    /// `progress` is called after each round.
+    public static func runLocal(_ spec: JobSpec, slots: Int = 1, progress: (any RoundDriver, RoundEnd) -> Void = { _, _ in }) throws -> [(name: String, data: Data)] {
+        let driver = try prepare(spec)
+        let runner = ShardRunner()
+        while true {
+            let ranges = driver.plan(slots: slots)
+            for (i, r) in ranges.enumerated() {
+                let payload = try runner.run(spec, job: 0, round: driver.round, params: driver.params, start: r.start, count: r.count)
+                try driver.accept(shard: i, payload: payload)
+            }
+            let end = try driver.completeRound()
+            for f in end.files { try OutputFiles.write(f) }
+            progress(driver, end)
+            if end.finished { return try end.results.withUnsafeBytes { try ResultBundle.decode($0) } }
+        }
+    }
+}
+
+/// Runs ML shards on one thread, keeping per-job state (data, model, encoder) between shards.
+public final class ShardRunner {
+    enum State {
+        case train(TrainWorker)
+        case predict(PredictWorker)
+        case embed(EmbedWorker)
+    }
+    var states: [(job: JobID, state: State)] = []
+    let capacity: Int
+
+    public init(capacity: Int = 4) { self.capacity = capacity }
+
+    func state(_ job: JobID, _ spec: JobSpec) throws -> State {
+        if let s = states.first(where: { $0.job == job }) { return s.state }
+        let s: State
+        switch spec {
+        case .train(let t):
+            s = .train(try TrainWorker(spec: t, data: LabeledData.load(t.data, features: t.model.inputs, classes: t.model.outputs, needLabels: true)))
+        case .infer(let p), .eval(let p):
+            let isEval: Bool
+            if case .eval = spec { isEval = true } else { isEval = false }
+            s = .predict(try PredictWorker(spec: p, data: LabeledData.load(p.data, features: p.model.inputs, classes: p.model.outputs, needLabels: isEval)))
+        case .embed(let e):
+            s = .embed(try EmbedWorker(spec: e))
+        case .mapReduce:
+            throw JobError("map-reduce shards do not run here")
+        }
+        states.append((job, s))
+        if states.count > capacity { states.removeFirst() }
+        return s
+    }
+
+    /// One shard's payload: gradient partial sums (train), logits (infer/eval) or embeddings (embed).
+    public func run(_ spec: JobSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
+        guard count <= UInt64(Int32.max), start <= UInt64(Int32.max) else { throw JobError("shard range \(start)+\(count) too large") }
+        switch try state(job, spec) {
+        case .train(let w):
+            guard let p = params else { throw JobError("training shard without parameters") }
+            guard Int(round) < w.plan.totalSteps else { throw JobError("step \(round) is beyond the job's \(w.plan.totalSteps) steps") }
+            let parts = try p.withUnsafeBytes {
+                try w.compute(step: Int(round), version: round, params: $0, range: Int(start)..<Int(start + count))
+            }
+            return Frame(GradientTree.encode(parts))
+        case .predict(let w):
+            return floatFrame(try w.logits(start: Int(start), count: Int(count)))
+        case .embed(let w):
+            return floatFrame(try w.embeddings(start: Int(start), count: Int(count)))
+        }
+    }
+
+    func floatFrame(_ v: [Float]) -> Frame {
+        Frame(count: v.count * 4) { dst in v.withUnsafeBytes { dst.copyMemory(from: $0) } }
+    }
+}
+
+public enum OutputFiles {
+    /// Writes through a temporary file and a rename, so a crash never leaves half a checkpoint.
+    public static func write(_ f: OutputFile) throws {
+        let tmp = f.path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: tmp, contents: f.bytes) else {
+            throw JobError("cannot write '\(f.path)'")
+        }
+        guard rename(tmp, f.path) == 0 else {
+            unlink(tmp)
+            throw JobError("cannot move '\(tmp)' to '\(f.path)': \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Writes result files into `directory` (created if needed); returns their paths.
+    public static func writeResults(_ files: [(name: String, data: Data)], directory: String) throws -> [String] {
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw JobError("cannot create '\(directory)': \(error.localizedDescription)")
+        }
+        return try files.map { f in
+            let p = directory + "/" + f.name
+            try write(OutputFile(path: p, bytes: f.data))
+            return p
+        }
+    }
+}

@@ -1,0 +1,312 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+
+/// Why an ML job cannot run: names the file, tensor or field and what was wrong.
+public struct JobError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Feature rows (row-major) with optional integer labels.
+public struct LabeledData: Sendable {
+    public let rows: Int
+    public let features: Int
+    public let x: [Float]
+    public let y: [Int32]?
+
+    /// Loads and checks the data for a model with `features` inputs and `classes` outputs (labels in 0..<classes).
+    public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool) throws -> LabeledData {
+        var x: [Float] = [], y: [Int32]? = nil
+        var rows = 0, features = 0
+        let scale = Float(spec.scale)
+        do {
+            if let csv = spec.csv {
+                let t = try CSVFile.readFloats(path: csv)
+                guard t.columns >= 2 else { throw JobError("\(csv): \(t.columns) column(s); expected features and a label column") }
+                rows = t.rows
+                features = t.columns - 1
+                guard features == expected else {
+                    throw JobError("\(csv) has \(features) feature columns (plus the label); model.mlp[0] is \(expected)")
+                }
+                x.reserveCapacity(rows * features)
+                var labels: [Int32] = []
+                labels.reserveCapacity(rows)
+                for r in 0..<rows {
+                    let base = r * t.columns
+                    for c in 0..<features { x.append(t.values[base + c] * scale) }
+                    labels.append(try label(t.values[base + features], row: r, classes: classes, file: csv))
+                }
+                y = labels
+            } else if let xp = spec.x {
+                let t = try NumPyFormat.readNpy(path: xp)
+                guard t.rank == 2 else { throw JobError("\(xp): features must be a 2-D array (rows, features), got shape \(t.shape)") }
+                rows = t.shape[0]
+                features = t.shape[1]
+                guard features == expected else { throw JobError("\(xp) has \(features) features per row; model.mlp[0] is \(expected)") }
+                x = t.withData { p in p.map { $0 * scale } }
+                if let yp = spec.y {
+                    let l = try NumPyFormat.readNpy(path: yp)
+                    guard l.rank == 1, l.shape[0] == rows else {
+                        throw JobError("\(yp): labels must be a 1-D array of \(rows) entries (one per row of \(xp)), got shape \(l.shape)")
+                    }
+                    y = try l.withData { p in try p.enumerated().map { try label($1, row: $0, classes: classes, file: yp) } }
+                }
+            }
+        } catch let e as FormatError {
+            throw JobError("\(e)")
+        }
+        guard rows > 0 else { throw JobError("\(spec.paths.joined(separator: ", ")): no rows") }
+        if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
+        return LabeledData(rows: rows, features: features, x: x, y: y)
+    }
+
+    static func label(_ v: Float, row: Int, classes: Int, file: String) throws -> Int32 {
+        guard v >= 0, v < Float(classes), v == v.rounded() else {
+            throw JobError("\(file): row \(row + 1) has label \(v), expected an integer in 0..<\(classes) (the model has \(classes) outputs)")
+        }
+        return Int32(v)
+    }
+
+    /// The rows `idx` as a (idx.count, features) tensor and their labels.
+    public func batch<C: Collection>(_ idx: C) -> (Tensor, [Int32]) where C.Element == Int {
+        let f = features
+        let t = Tensor(shape: [idx.count, f]) { out in
+            x.withUnsafeBufferPointer { src in
+                for (k, i) in idx.enumerated() {
+                    (out.baseAddress! + k * f).update(from: src.baseAddress! + i * f, count: f)
+                }
+            }
+        }
+        return (t, y.map { labels in idx.map { labels[$0] } } ?? [])
+    }
+}
+
+public enum MLModels {
+    static func activation(_ name: String) -> Kernels.Unary { name == "gelu" ? .gelu : name == "tanh" ? .tanh : .relu }
+
+    /// The model of `spec`: weights from `spec.weights` (tensor names under `spec.prefix`), else a seeded init.
+    public static func build(_ spec: ModelSpec, seed: UInt64) throws -> Sequential {
+        let model = Sequential.mlp(spec.mlp, activation: activation(spec.activation), seed: seed)
+        if let path = spec.weights {
+            do {
+                var tensors = try SafeTensors.read(path: path)
+                if !spec.prefix.isEmpty {
+                    tensors = Dictionary(uniqueKeysWithValues: tensors.compactMap { k, v in
+                        k.hasPrefix(spec.prefix) ? (String(k.dropFirst(spec.prefix.count)), v) : nil
+                    })
+                }
+                try model.load(tensors, file: path + (spec.prefix.isEmpty ? "" : " (prefix '\(spec.prefix)')"))
+            } catch let e as FormatError {
+                throw JobError("model.weights: \(e)")
+            }
+        }
+        return model
+    }
+
+    public static func parameterCount(_ model: Layer) -> Int { model.parameters.reduce(0) { $0 + $1.value.count } }
+
+    /// All parameters, concatenated in `parameters` order.
+    public static func flatten(_ params: [Parameter]) -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(params.reduce(0) { $0 + $1.value.count })
+        for p in params { p.value.withData { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    /// Gradients (zeros where none), concatenated in `parameters` order.
+    static func flattenGradients(_ params: [Parameter], into out: inout [Float]) {
+        out.removeAll(keepingCapacity: true)
+        for p in params {
+            if let g = p.grad { g.withData { out.append(contentsOf: $0) } } else { out.append(contentsOf: repeatElement(0, count: p.value.count)) }
+        }
+    }
+
+    /// Sets every parameter from a flat float32 vector (the PARAMS payload).
+    public static func assign(_ params: [Parameter], from bytes: UnsafeRawBufferPointer) throws {
+        let total = params.reduce(0) { $0 + $1.value.count }
+        guard bytes.count == total * 4 else {
+            throw JobError("parameters: \(bytes.count) bytes, the model needs \(total) float32 values (\(total * 4) bytes)")
+        }
+        var offset = 0
+        for p in params {
+            let n = p.value.count
+            p.value = Tensor(shape: p.value.shape) { dst in
+                UnsafeMutableRawBufferPointer(dst).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n * 4]))
+            }
+            offset += n * 4
+        }
+    }
+}
+
+/// Which rows each training step uses. A pure function of the spec and the row count, so every worker (and a
+/// resumed job) derives the same batches: a seeded shuffle splits off the held-out rows, then each epoch's order
+/// is a shuffle seeded by (seed, epoch) — the data-order RNG state is just (seed, step).
+public struct TrainPlan: Sendable {
+    public let spec: TrainJob
+    public let train: [Int]
+    public let holdout: [Int]
+    public let stepsPerEpoch: Int
+    public let totalSteps: Int
+
+    public init(_ spec: TrainJob, rows: Int) {
+        self.spec = spec
+        var rng = SeededRandom(seed: spec.seed)
+        var order = Array(0..<rows)
+        order.shuffle(using: &rng)
+        let nTest = min(rows - 1, Int(Double(rows) * spec.holdout))
+        holdout = Array(order[..<nTest])
+        train = Array(order[nTest...])
+        stepsPerEpoch = (train.count + spec.batchSize - 1) / spec.batchSize
+        totalSteps = spec.steps ?? (spec.epochs ?? 1) * stepsPerEpoch
+    }
+
+    public func epochOrder(_ epoch: Int) -> [Int] {
+        var rng = SeededRandom(seed: spec.seed ^ (0x5EED_0000_0000 &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15))
+        var o = train
+        o.shuffle(using: &rng)
+        return o
+    }
+
+    /// Position of step's rows within its epoch order.
+    public func batchRange(step: Int) -> Range<Int> {
+        let k = step % stepsPerEpoch
+        return (k * spec.batchSize)..<min((k + 1) * spec.batchSize, train.count)
+    }
+
+    public func microBatches(step: Int) -> Int {
+        (batchRange(step: step).count + spec.microBatch - 1) / spec.microBatch
+    }
+}
+
+/// What one training shard computes: the partial sums of the gradient tree over micro-batches `range` of a step.
+/// Shared by workers and `--local` runs, so both compute every leaf and every addition identically.
+public final class TrainWorker {
+    public let spec: TrainJob
+    public let data: LabeledData
+    public let plan: TrainPlan
+    let model: Sequential
+    var loadedVersion: UInt32? = nil
+    var cachedEpoch = -1
+    var cachedOrder: [Int] = []
+    var scratch: [Float] = []
+
+    public init(spec: TrainJob, data: LabeledData) throws {
+        self.spec = spec
+        self.data = data
+        plan = TrainPlan(spec, rows: data.rows)
+        model = Sequential.mlp(spec.model.mlp, activation: MLModels.activation(spec.model.activation), seed: 0)
+    }
+
+    public var parameterCount: Int { MLModels.parameterCount(model) }
+
+    /// Partial sums for micro-batches `range` of `step` with parameters `params` (version `version`).
+    public func compute(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> [(TreeNode, GradientSum)] {
+        let total = plan.microBatches(step: step)
+        guard range.lowerBound >= 0, range.upperBound <= total, !range.isEmpty else {
+            throw JobError("micro-batches \(range) outside step \(step)'s 0..<\(total)")
+        }
+        if loadedVersion != version {
+            try MLModels.assign(model.parameters, from: params)
+            loadedVersion = version
+        }
+        let epoch = step / plan.stepsPerEpoch
+        if epoch != cachedEpoch {
+            cachedOrder = plan.epochOrder(epoch)
+            cachedEpoch = epoch
+        }
+        let rows = plan.batchRange(step: step)
+        let m = spec.microBatch
+        let order = cachedOrder
+        func leaf(_ j: Int) throws -> GradientSum {
+            let lo = rows.lowerBound + j * m, hi = min(lo + m, rows.upperBound)
+            return try self.leaf(Array(order[lo..<hi]))
+        }
+        return try GradientTree.cover(range, total: total).map { node in
+            (node, try GradientTree.sum(node, total: total, leaf: leaf))
+        }
+    }
+
+    /// One micro-batch: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
+    func leaf(_ idx: [Int]) throws -> GradientSum {
+        let (x, y) = data.batch(idx)
+        let g = Graph()
+        let logits = model(g.constant(x))
+        let loss = logits.crossEntropy(y)
+        for p in model.parameters { p.zeroGrad() }
+        g.backward(from: loss.scaled(Float(idx.count)))
+        MLModels.flattenGradients(model.parameters, into: &scratch)
+        let lossSum = Double(loss.value.item) * Double(idx.count)
+        guard lossSum.isFinite else { throw JobError("loss is not finite (\(lossSum)) at rows \(idx.prefix(4))…; lower the learning rate") }
+        return GradientSum(values: scratch, loss: lossSum, correct: UInt64(Metrics.correct(logits: logits.value, labels: y)), rows: UInt64(idx.count))
+    }
+}
+
+/// infer / eval shards: logits for a row range, computed batch by batch on absolute batch boundaries.
+public final class PredictWorker {
+    public let spec: PredictJob
+    public let data: LabeledData
+    let model: Sequential
+
+    public init(spec: PredictJob, data: LabeledData) throws {
+        self.spec = spec
+        self.data = data
+        model = try MLModels.build(spec.model, seed: 0)
+    }
+
+    /// Logits of rows `start ..< start+count` (row-major, `classes` per row).
+    public func logits(start: Int, count: Int) throws -> [Float] {
+        guard start >= 0, count >= 0, start + count <= data.rows else {
+            throw JobError("rows \(start)..<\(start + count) outside the data's 0..<\(data.rows)")
+        }
+        var out: [Float] = []
+        out.reserveCapacity(count * spec.model.outputs)
+        var r = start
+        while r < start + count {
+            let end = min((r / spec.batchSize + 1) * spec.batchSize, start + count)
+            let (x, _) = data.batch(r..<end)
+            model(Graph().constant(x)).value.withData { out.append(contentsOf: $0) }
+            r = end
+        }
+        return out
+    }
+}
+
+/// embed shards: sentence embeddings for a line range, batch by batch on absolute batch boundaries.
+public final class EmbedWorker {
+    public let spec: EmbedJob
+    public let lines: [String]
+    public let encoder: BertEncoder
+
+    public init(spec: EmbedJob) throws {
+        self.spec = spec
+        lines = try EmbedWorker.readLines(spec.input)
+        do { encoder = try BertEncoder(modelDirectory: spec.model) } catch { throw JobError("model: \(error)") }
+    }
+
+    public static func readLines(_ path: String) throws -> [String] {
+        guard let d = FileManager.default.contents(atPath: path) else { throw JobError("input: cannot read '\(path)'") }
+        var lines = String(decoding: d, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        guard !lines.isEmpty else { throw JobError("input: '\(path)' has no lines") }
+        return lines
+    }
+
+    public var dimension: Int { encoder.config.hidden }
+
+    public func embeddings(start: Int, count: Int) throws -> [Float] {
+        guard start >= 0, count >= 0, start + count <= lines.count else {
+            throw JobError("lines \(start)..<\(start + count) outside the file's 0..<\(lines.count)")
+        }
+        var out: [Float] = []
+        out.reserveCapacity(count * dimension)
+        var r = start
+        while r < start + count {
+            let end = min((r / spec.batchSize + 1) * spec.batchSize, start + count)
+            encoder.embed(Array(lines[r..<end]), batchSize: spec.batchSize, threads: 1).withData { out.append(contentsOf: $0) }
+            r = end
+        }
+        return out
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+/// A live line for training (step, loss, samples/s, ETA) and the printing of ML job results.
+final class TrainProgress: @unchecked Sendable {
+    let isTTY = isatty(STDERR_FILENO) == 1
+    let started = Date()
+    let batch: Int
+    var firstStep: Int? = nil
+    var lastPlain = Date.distantPast
+
+    init(batch: Int) { self.batch = batch }
+
+    func update(step: Int, steps: Int, loss: Double, accuracy: Double) {
+        if firstStep == nil { firstStep = max(0, step - 1) }
+        let elapsed = Date().timeIntervalSince(started)
+        let doneHere = step - (firstStep ?? 0)
+        let rate = elapsed > 0 ? Double(doneHere * batch) / elapsed : 0
+        let eta = doneHere > 0 ? elapsed / Double(doneHere) * Double(steps - step) : .nan
+        var line = String(format: "step %d/%d  loss %.4f  %.0f samples/s", step, steps, loss, rate)
+        if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) }
+        if eta.isFinite && step < steps { line += String(format: "  ETA %.1fs", eta) }
+        if isTTY {
+            FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
+        } else if Date().timeIntervalSince(lastPlain) >= 1 || step == steps {
+            lastPlain = Date()
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+    }
+
+    func finish() { if isTTY { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
+
+enum MLOutput {
+    /// Writes the result files into `dir` and returns a summary (files, and metrics.json's content when present).
+    static func write(_ files: [(name: String, data: Data)], to dir: String) throws -> [String: Any] {
+        let paths: [String]
+        do { paths = try OutputFiles.writeResults(files, directory: dir) } catch { throw CLIError.usage("\(error)") }
+        var o: [String: Any] = ["files": paths]
+        if let m = files.first(where: { $0.name == "metrics.json" }), let obj = try? JSONSerialization.jsonObject(with: m.data) {
+            o["metrics"] = obj
+        }
+        return o
+    }
+
+    static func say(summary: [String: Any]) {
+        for p in summary["files"] as? [String] ?? [] { print("  wrote \(p)") }
+        if let m = summary["metrics"] as? [String: Any] {
+            for k in m.keys.sorted() where !(m[k] is [Any]) && !(m[k] is [String: Any]) { print("  \(k): \(m[k]!)") }
+        }
+    }
+
+    /// The result files carried by a completed ML job's outcome.
+    static func files(_ o: JobOutcome) throws -> [(name: String, data: Data)] {
+        guard o.state == .completed, !o.payload.isEmpty else { return [] }
+        do { return try o.payload.withUnsafeBytes { try ResultBundle.decode($0) } } catch {
+            throw CLIError.jobFailed("job \(o.job): malformed result bundle: \(error)")
+        }
+    }
+
+    /// Where results go: `-o DIR`, else the spec's `output`, else ./sigma-results/<name>.
+    static func directory(_ option: String?, _ spec: JobSpec) -> String {
+        option ?? spec.output ?? "sigma-results/\(spec.name)"
+    }
+
+    /// Runs an ML job in this process (`--local`) with the same shard code and reduction as the cluster.
+    static func runLocal(_ spec: JobSpec, output: String?, json: Bool) throws {
+        if case .mapReduce = spec { throw CLIError.usage("--local runs train, infer, eval and embed jobs; map-reduce jobs run with: sigma demo / sigma submit") }
+        var live: TrainProgress? = nil
+        if case .train(let t) = spec, !json { live = TrainProgress(batch: t.batchSize) }
+        let t0 = Date()
+        let files: [(name: String, data: Data)]
+        do {
+            files = try MLJobs.runLocal(spec, slots: 1) { driver, end in
+                let p = driver.progress
+                if p.steps > 0 { live?.update(step: p.step, steps: p.steps, loss: p.loss, accuracy: p.accuracy) }
+                for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }
+            }
+        } catch let e as JobError {
+            throw CLIError.usage("\(spec.kind) job '\(spec.name)': \(e)")
+        }
+        live?.finish()
+        var summary = try write(files, to: directory(output, spec))
+        summary["elapsed_s"] = Date().timeIntervalSince(t0)
+        summary["kind"] = spec.kind
+        if json { print(jsonString(summary)) } else {
+            print("\(spec.kind) job '\(spec.name)' completed locally in \(String(format: "%.2f", Date().timeIntervalSince(t0))) s")
+            say(summary: summary)
+        }
+    }
+}
