@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
-        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine"]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

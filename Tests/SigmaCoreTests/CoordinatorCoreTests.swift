@@ -10,6 +10,7 @@ struct Harness {
     var now: Nanos = 1_000_000_000
     var outbox: [(PeerID, Message)] = []
     var logs: [String] = []
+    var files: [OutputFile] = []
     var resolvedRows: UInt64 = 0
 
     init(_ config: CoordinatorConfig = CoordinatorConfig()) { core = CoordinatorCore(config: config, now: now) }
@@ -24,7 +25,8 @@ struct Harness {
                 switch a {
                 case .send(let p, let m): sent.append((p, m))
                 case .log(_, let s): logs.append(s)
-                case .resolveInput(let p, let s): pending.append(.inputResolved(p, s, .success(resolvedRows)))
+                case .resolveInput(let p, let s): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows))))
+                case .writeFile(let f): files.append(f)
                 }
             }
         }
@@ -202,7 +204,7 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         // npy inputs are resolved by the shell; a failure comes back as 422 naming the file.
         let npy = MapReduceSpec(input: .npy(path: "/nope.npy"), reduce: [.sum])
         let r = h.core.handle(.inputResolved(client, Submit(request: 8, options: [], spec: .mapReduce(npy)),
-                                             .failure(DataError(path: "/nope.npy", problem: "cannot open"))), now: h.now)
+                                             .failure(JobError("/nope.npy: cannot open"))), now: h.now)
         #expect(r.contains { if case .send(_, .error(let e)) = $0 { e.code == 422 && e.message.contains("/nope.npy") } else { false } })
     }
 

@@ -13,13 +13,14 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let spec = try String(contentsOfFile: repoRoot + "/examples/train-digits.yaml", encoding: .utf8)
             .replacingOccurrences(of: "../data/digits.csv", with: repoRoot + "/data/digits.csv")
-            .replacingOccurrences(of: "output: digits-mlp.safetensors", with: "output: \(dir)/w.safetensors")
+            .replacingOccurrences(of: "output: digits-mlp ", with: "output: \(dir)/out ")
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let p = try SigmaProcess(["train", dir + "/spec.yaml", "--local", "--json"])
         #expect(try await p.wait(timeout: 300) == 0, "\(p.stderr.suffix(3))")
         let json = try JSONSerialization.jsonObject(with: Data(p.stdout.joined(separator: "\n").utf8)) as! [String: Any]
-        #expect((json["accuracy"] as? Double ?? 0) >= 0.95)
-        let w = try SafeTensors.read(path: dir + "/w.safetensors")
+        let metrics = json["metrics"] as? [String: Any] ?? [:]
+        #expect((metrics["eval_accuracy"] as? Double ?? 0) >= 0.95, "\(json)")
+        let w = try SafeTensors.read(path: dir + "/out/model.safetensors")
         #expect(Set(w.keys) == ["0.weight", "0.bias", "2.weight", "2.bias"])
         #expect(w["0.weight"]?.shape == [128, 64])
 

@@ -111,8 +111,8 @@ final class ProcessCluster: Sendable {
     }
 
     @discardableResult
-    func addWorker(_ name: String) throws -> SigmaProcess {
-        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "warning"])
+    func addWorker(_ name: String, threads: Int = 1) throws -> SigmaProcess {
+        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"])
         workers.withLock { $0.append(w) }
         return w
     }
@@ -120,5 +120,20 @@ final class ProcessCluster: Sendable {
     func stop() {
         for w in workers.withLock({ $0 }) { w.kill(SIGTERM) }
         coordinator.kill(SIGTERM)
+    }
+
+    /// Waits until `n` workers are registered and alive (per `sigma status --json`).
+    func waitForWorkers(_ n: Int, timeout: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let st = try SigmaProcess(["status", "--coordinator", endpoint, "--json"])
+            if try await st.wait() == 0,
+               let o = try? JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as? [String: Any],
+               let ws = o["workers"] as? [[String: Any]], ws.filter({ ($0["state"] as? String) != "dead" }).count >= n {
+                return
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        throw SigmaTestError("\(n) workers did not register within \(timeout) s")
     }
 }

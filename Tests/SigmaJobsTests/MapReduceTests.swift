@@ -99,11 +99,13 @@ import Testing
     }
 }
 
-struct SplitMix {
+/// A small seeded generator for the tests.
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
         state &+= 0x9E3779B97F4A7C15
         return Generator.mix(state)
     }
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }

@@ -18,14 +18,19 @@ import Testing
     }
 
     @Test func goldenBytesAssignAndReady() {
-        let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128)))
+        let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5)))
         #expect(a.count == 1)
         #expect(a[0].bytes == [0x53, 0x01, 0x04, 0x00,
                                7, 0, 0, 0, 0, 0, 0, 0,
                                2, 0, 0, 0,
                                1, 0, 0, 0,
                                0, 1, 0, 0, 0, 0, 0, 0,
-                               128, 0, 0, 0, 0, 0, 0, 0])
+                               128, 0, 0, 0, 0, 0, 0, 0,
+                               5, 0, 0, 0])
+        let p = Codec.encode(.params(Params(job: 7, version: 3, payload: Frame([1, 2, 3, 4]))))
+        #expect(p.count == 2)
+        #expect(p[0].bytes == [0x53, 0x01, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
+        #expect(p[1].bytes == [1, 2, 3, 4])
         let r = Codec.encode(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3, build: "b")))
         #expect(r[0].bytes == [0x53, 0x01, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62])
     }
@@ -40,12 +45,19 @@ import Testing
                                                       map: .square, reduce: [.sum, .histogram(bins: 4, low: 0, high: 1)],
                                                       sharding: .count(10)))
 
+    static let trainSpec = JobSpec.train(TrainJob(name: "t", model: ModelSpec(mlp: [4, 3]), data: LabeledDataSpec(csv: "/d.csv"),
+                                                  optimizer: OptimizerSpec(kind: "adam", lr: 0.01), steps: 5, batchSize: 8, microBatch: 2))
+    static let embedSpec = JobSpec.embed(EmbedJob(model: "/m", input: "/lines.txt", batchSize: 16))
+
     static let all: [Message] = [
         .hello(Hello(cores: 8, slots: 4, memory: 1 << 34, host: "host-a", name: "w", instance: "abc", features: "map-reduce")),
         .ready(Ready(workerID: "w3", heartbeatInterval: 500, liveness: 4)),
         .heartbeat(Heartbeat(sent: 99, echo: 42, held: 7, running: 2, queued: 1)),
         .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, spec: spec)),
-        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5)),
+        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, round: 17)),
+        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, round: 2, spec: trainSpec)),
+        .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, spec: embedSpec)),
+        .params(Params(job: 1, version: 17, payload: Frame([0, 0, 128, 63]))),
         .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .ok, computeTime: 12, payload: Frame([1, 2, 3]))),
         .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .failed, error: "boom")),
         .cancel(Cancel(job: 9, shard: Cancel.allShards, attempt: 0)),
@@ -60,6 +72,8 @@ import Testing
                          duplicates: 0, elapsed: 3, error: "")], queuedShards: 4)),
         .watch(request: 13, job: 3),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 4, total: 10, running: 2, reruns: 1)),
+        .progress(JobProgress(request: 13, job: 3, state: .running, done: 1, total: 2, running: 1, reruns: 0, step: 7, steps: 90,
+                              loss: 0.25, accuracy: 0.875)),
         .fetch(request: 14, job: 3),
         .jobResult(JobOutcome(request: 14, job: 3, state: .completed, shards: 10, duplicates: 1, reruns: 2, elapsed: 100,
                               payload: Frame([9, 9]))),

@@ -15,9 +15,10 @@ public struct TreeNode: Hashable, Sendable, Comparable, CustomStringConvertible 
     public static func < (a: TreeNode, b: TreeNode) -> Bool { (a.level, a.index) < (b.level, b.index) }
     public var description: String { "(\(level),\(index))" }
 
+    /// The micro-batches under this node (empty when it starts at or after `total`).
     public func span(total: Int) -> Range<Int> {
         let lo = Int(index) << Int(level)
-        return lo..<min(lo + (1 << Int(level)), total)
+        return lo..<max(lo, min(lo + (1 << Int(level)), total))
     }
 }
 

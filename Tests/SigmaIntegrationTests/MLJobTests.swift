@@ -1,0 +1,226 @@
+import Foundation
+import SigmaClient
+import SigmaEngine
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// A scratch directory removed at the end of a test.
+struct Scratch {
+    let path: String
+    init(_ name: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-\(name)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func write(_ name: String, _ text: String) throws -> String {
+        let p = path + "/" + name
+        try text.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs `sigma ARGS`; returns (status, stdout, stderr).
+func sigma(_ args: [String], timeout: Double = 300) async throws -> (Int32, String, String) {
+    let p = try SigmaProcess(args)
+    let status = try await p.wait(timeout: timeout)
+    return (status, p.stdout.joined(separator: "\n"), p.stderr.joined(separator: "\n"))
+}
+
+func fileBytes(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
+
+/// Digits training spec: Adam with warm-up + cosine, micro-batches of 6 in steps of 64 (11 per step, 5 in the short last step of an epoch), held-out eval.
+func digitsTrainSpec(steps: Int, extra: String = "") -> String {
+    """
+    kind: train
+    name: it-digits
+    model: {mlp: [64, 32, 10], activation: relu}
+    data: {csv: \(repoRoot)/data/digits.csv, scale: 0.0625}
+    optimizer: {adam: {lr: 0.01, warmup_steps: 10, schedule: cosine}}
+    steps: \(steps)
+    batch_size: 64
+    micro_batch: 6
+    holdout: 0.2
+    eval_every: 50
+    seed: 7
+    \(extra)
+    """
+}
+
+@Suite(.serialized) struct MLJobTests {
+    /// The final parameters after 200 steps are the same bits with 1, 2 and 3 workers (with 1 to 4 shards per
+    /// step) as in one process (`--local`).
+    @Test func trainingIsBitwiseIdenticalToLocalForAnyWorkerCount() async throws {
+        let dir = try Scratch("train")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 200))
+        let (ls, lo, le) = try await sigma(["submit", spec, "--local", "--json", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let local = try #require(fileBytes(dir.path + "/local/model.safetensors"))
+        let summary = try JSONSerialization.jsonObject(with: Data(lo.utf8)) as? [String: Any]
+        let acc = (summary?["metrics"] as? [String: Any])?["eval_accuracy"] as? Double ?? 0
+        #expect(acc >= 0.93, "held-out accuracy \(acc)")
+
+        for (n, threads) in [(1, [1]), (2, [1, 1]), (3, [1, 1, 2])] {
+            let cluster = try await ProcessCluster(workers: 0)
+            defer { cluster.stop() }
+            for (i, t) in threads.enumerated() { try cluster.addWorker("w\(i + 1)", threads: t) }
+            try await cluster.waitForWorkers(n)
+            let out = dir.path + "/cluster-\(n)"
+            let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", out])
+            #expect(s == 0, "\(n) workers: \(e.suffix(500))")
+            #expect(fileBytes(out + "/model.safetensors") == local, "\(n) workers: parameters differ from --local")
+            #expect(fileBytes(out + "/history.json") == fileBytes(dir.path + "/local/history.json"), "\(n) workers: history differs")
+        }
+    }
+
+    /// A worker SIGKILLed mid-training: its shard of the step runs elsewhere and the result is still bitwise equal.
+    @Test func trainingSurvivesAKilledWorkerBitwise() async throws {
+        let dir = try Scratch("train-kill")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 400))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(3)
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let job = try JobSpec.load(path: spec)
+        var killedAt: UInt32? = nil
+        var outcome: JobOutcome? = nil
+        for try await e in client.run(job) {
+            switch e {
+            case .progress(let p) where killedAt == nil && p.step >= 40:
+                cluster.workers.withLock { $0[1] }.kill(SIGKILL)
+                killedAt = p.step
+            case .finished(let o): outcome = o
+            default: break
+            }
+        }
+        let o = try #require(outcome)
+        #expect(o.state == .completed, "\(o.error)")
+        let killed = try #require(killedAt, "the job ended before a worker could be killed")
+        #expect(killed < 400)
+        let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
+        let model = files.first { $0.name == "model.safetensors" }?.data
+        #expect(model == fileBytes(dir.path + "/local/model.safetensors"), "parameters differ after a worker was killed at step \(killed)")
+        #expect(o.reruns >= 1, "the killed worker's shard was not run again")
+    }
+
+    /// Checkpoints every 50 steps; resuming from step 100 (on the cluster) ends at the same bits as an
+    /// uninterrupted run.
+    @Test func resumeFromCheckpointMatchesUninterruptedRun() async throws {
+        let dir = try Scratch("resume")
+        defer { dir.remove() }
+        let full = try dir.write("full.yaml", digitsTrainSpec(steps: 200, extra: "checkpoint_every: 50\ncheckpoint_dir: \(dir.path)/ckpt"))
+        let (s1, _, e1) = try await sigma(["submit", full, "--local", "-o", dir.path + "/full"])
+        try #require(s1 == 0, "\(e1)")
+        for step in [50, 100, 150, 200] {
+            #expect(FileManager.default.fileExists(atPath: dir.path + "/ckpt/step-\(step).safetensors"), "checkpoint at step \(step)")
+        }
+        let (_, meta) = try SafeTensors.readWithMetadata(try #require(fileBytes(dir.path + "/ckpt/step-100.safetensors")))
+        #expect(meta["sigma.step"] == "100")
+        let plain = try dir.write("plain.yaml", digitsTrainSpec(steps: 200))
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let (s2, _, e2) = try await sigma(["submit", plain, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/resumed",
+                                           "--resume", dir.path + "/ckpt/step-100.safetensors"])
+        #expect(s2 == 0, "\(e2)")
+        #expect(fileBytes(dir.path + "/resumed/model.safetensors") == fileBytes(dir.path + "/full/model.safetensors"))
+        #expect(fileBytes(dir.path + "/resumed/history.json") == fileBytes(dir.path + "/full/history.json"))
+        // A checkpoint from another seed is refused, naming the file and the mismatch.
+        let other = try dir.write("other.yaml", digitsTrainSpec(steps: 200).replacingOccurrences(of: "seed: 7", with: "seed: 8"))
+        let (s3, _, e3) = try await sigma(["submit", other, "--local", "--resume", dir.path + "/ckpt/step-100.safetensors"])
+        #expect(s3 == 2 && e3.contains("step-100.safetensors") && e3.contains("seed"), "\(e3)")
+    }
+
+    /// A PyTorch-trained MLP (committed safetensors with `0.weight`… names) run as a distributed `infer` job
+    /// reproduces PyTorch's logits; `eval` reduces accuracy, loss and a confusion matrix that agree with them.
+    @Test func inferReproducesPyTorchLogitsDistributed() async throws {
+        let fx = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp"
+        let dir = try Scratch("infer")
+        defer { dir.remove() }
+        let infer = try dir.write("infer.yaml", """
+            kind: infer
+            model: {mlp: [64, 64, 10], activation: relu, weights: \(fx)/model.safetensors}
+            data: {x: \(fx)/inputs.npy}
+            batch_size: 16
+            """)
+        let eval = try dir.write("eval.yaml", """
+            kind: eval
+            model: {mlp: [64, 64, 10], activation: relu, weights: \(fx)/model.safetensors}
+            data: {x: \(fx)/inputs.npy, y: \(fx)/labels.npy}
+            batch_size: 16
+            """)
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let (s, _, e) = try await sigma(["submit", infer, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/infer"])
+        try #require(s == 0, "\(e)")
+        let ours = try NumPyFormat.readNpy(path: dir.path + "/infer/predictions.npy")
+        let torch = try NumPyFormat.readNpy(path: fx + "/logits.npy")
+        #expect(ours.shape == torch.shape)
+        var worst: Float = 0
+        ours.withData { a in torch.withData { b in for i in 0..<min(a.count, b.count) { worst = max(worst, abs(a[i] - b[i])) } } }
+        #expect(worst <= 1e-4, "max |Sigma − PyTorch| = \(worst)")
+
+        let (s2, o2, e2) = try await sigma(["submit", eval, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/eval"])
+        try #require(s2 == 0, "\(e2)")
+        let res = (try JSONSerialization.jsonObject(with: Data(o2.utf8)) as? [String: Any])?["results"] as? [String: Any]
+        let m = try #require(res?["metrics"] as? [String: Any])
+        let labels = try NumPyFormat.readNpy(path: fx + "/labels.npy")
+        let expected = labels.withData { l in torch.withData { t in (0..<l.count).filter { Metrics.argmax(t, row: $0, classes: 10) == Int(l[$0]) }.count } }
+        #expect(m["accuracy"] as? Double == Double(expected) / Double(labels.count))
+        let confusion = try #require(m["confusion_matrix"] as? [[Int]])
+        #expect(confusion.count == 10 && confusion.flatMap { $0 }.reduce(0, +) == labels.count)
+        #expect((0..<10).map { confusion[$0][$0] }.reduce(0, +) == expected)
+    }
+
+    /// Bad specs, missing files and model/data mismatches are refused at submit time with a message naming the
+    /// problem (exit 2), and the workers are still there afterwards.
+    @Test func badJobsAreRefusedAtSubmitNamingTheProblem() async throws {
+        let dir = try Scratch("bad")
+        defer { dir.remove() }
+        let fx = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp"
+        let cluster = try await ProcessCluster(workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        let cases: [(String, String, [String])] = [
+            ("missing-data", digitsTrainSpec(steps: 5).replacingOccurrences(of: "data/digits.csv", with: "data/nope.csv"), ["nope.csv"]),
+            ("features", digitsTrainSpec(steps: 5).replacingOccurrences(of: "[64, 32, 10]", with: "[63, 32, 10]"), ["63", "64 feature"]),
+            ("labels", digitsTrainSpec(steps: 5).replacingOccurrences(of: "[64, 32, 10]", with: "[64, 32, 5]"), ["label", "0..<5"]),
+            ("micro", digitsTrainSpec(steps: 5).replacingOccurrences(of: "micro_batch: 6", with: "micro_batch: 100"), ["micro_batch", "100"]),
+            ("optimizer", digitsTrainSpec(steps: 5).replacingOccurrences(of: "adam:", with: "adagrad:"), ["adagrad"]),
+            ("weights-shape", """
+                kind: infer
+                model: {mlp: [64, 32, 10], weights: \(fx)/model.safetensors}
+                data: {x: \(fx)/inputs.npy}
+                """, ["0.weight", "[64, 64]", "[32, 64]"]),
+            ("weights-prefix", """
+                kind: infer
+                model: {mlp: [64, 64, 10], weights: \(fx)/model.safetensors, prefix: "net."}
+                data: {x: \(fx)/inputs.npy}
+                """, ["0.weight", "missing"]),
+            ("eval-no-labels", """
+                kind: eval
+                model: {mlp: [64, 64, 10], weights: \(fx)/model.safetensors}
+                data: {x: \(fx)/inputs.npy}
+                """, ["data.y"]),
+            ("embed-no-model", "kind: embed\nmodel: \(dir.path)/no-model\ninput: \(fx)/inputs.csv\n", ["no-model"]),
+        ]
+        for (name, text, needles) in cases {
+            let spec = try dir.write(name + ".yaml", text)
+            let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow"])
+            #expect(s == 2, "\(name): exit \(s): \(e)")
+            for n in needles { #expect(e.contains(n), "\(name): '\(n)' not in: \(e)") }
+        }
+        // The worker is still alive and a good job still runs.
+        let good = try dir.write("good.yaml", digitsTrainSpec(steps: 5))
+        let (s, _, e) = try await sigma(["submit", good, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/good"])
+        #expect(s == 0, "\(e)")
+        #expect(cluster.workers.withLock { $0.allSatisfy { $0.process.isRunning } })
+    }
+}

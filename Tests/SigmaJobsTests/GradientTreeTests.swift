@@ -1,0 +1,65 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import Testing
+
+@Suite struct GradientTreeTests {
+    /// Leaves with values of very different magnitudes, so that a different association changes the bits.
+    static func leaf(_ j: Int) -> GradientSum {
+        var rng = SplitMix(seed: UInt64(j) &* 7919 &+ 1)
+        let values = (0..<64).map { _ in Float(rng.unit() - 0.5) * Float(pow(10.0, Double(Int(rng.unit() * 12) - 6))) }
+        return GradientSum(values: values, loss: rng.unit() * 1e3, correct: UInt64(j % 5), rows: 8)
+    }
+
+    /// Any split of the micro-batches into contiguous ranges, with partials arriving in any order, gives the same
+    /// root bits as one worker computing everything — and a plain left-to-right sum does not (the test can fail).
+    @Test func rootIsBitwiseIndependentOfSplitAndArrivalOrder() throws {
+        var rng = SplitMix(seed: 42)
+        for total in [1, 2, 3, 5, 8, 13, 64, 100, 257] {
+            let whole = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: GradientTree.cover(0..<total, total: total).map {
+                ($0, GradientTree.sum($0, total: total, leaf: Self.leaf))
+            }), total: total)
+            for _ in 0..<20 {
+                // A random split into contiguous ranges.
+                var cuts = Set((0..<Int(rng.unit() * 6)).map { _ in Int(rng.unit() * Double(total)) })
+                cuts.insert(0)
+                let starts = cuts.sorted()
+                var parts: [(TreeNode, GradientSum)] = []
+                for (k, s) in starts.enumerated() {
+                    let e = k + 1 < starts.count ? starts[k + 1] : total
+                    let nodes = GradientTree.cover(s..<e, total: total)
+                    // The cover tiles the range exactly.
+                    #expect(nodes.flatMap { Array($0.span(total: total)) } == Array(s..<e))
+                    // Through the wire form, as a worker would send it.
+                    let bytes = GradientTree.encode(nodes.map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) })
+                    parts += try bytes.withUnsafeBytes { try GradientTree.decode($0, range: s..<e, total: total, parameters: 64) }
+                }
+                parts.shuffle(using: &rng)
+                let root = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: parts), total: total)
+                #expect(root.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "total \(total), split at \(starts)")
+                #expect(root.loss.bitPattern == whole.loss.bitPattern && root.rows == UInt64(8 * total))
+            }
+        }
+        // A sequential sum associates differently: for these leaves it gives other bits, so the check above is real.
+        let total = 100
+        let seq = (1..<total).reduce(Self.leaf(0)) { $0 + Self.leaf($1) }
+        let tree = GradientTree.sum(TreeNode(level: GradientTree.rootLevel(total: total), index: 0), total: total, leaf: Self.leaf)
+        #expect(seq.values.map(\.bitPattern) != tree.values.map(\.bitPattern))
+    }
+
+    @Test func malformedPartialsAreRejectedNamingTheProblem() throws {
+        let total = 10
+        let good = GradientTree.encode(GradientTree.cover(2..<7, total: total).map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) })
+        // Wrong range claimed, wrong parameter count, truncation, trailing bytes.
+        #expect(throws: ByteReadError.self) { try good.withUnsafeBytes { try GradientTree.decode($0, range: 2..<8, total: total, parameters: 64) } }
+        #expect(throws: ByteReadError.self) { try good.withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 63) } }
+        for cut in [0, 3, 20, good.count - 1] {
+            #expect(throws: ByteReadError.self) { try Array(good.prefix(cut)).withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 64) } }
+        }
+        #expect(throws: ByteReadError.self) { try (good + [0]).withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 64) } }
+        // A partial set that does not tile the step names the missing micro-batch.
+        let some = GradientTree.cover(0..<4, total: total).map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }
+        #expect { try GradientTree.root(from: Dictionary(uniqueKeysWithValues: some), total: total) } throws: { "\($0)".contains("micro-batch 4") }
+    }
+}
+
