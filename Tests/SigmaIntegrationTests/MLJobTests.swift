@@ -6,6 +6,18 @@ import SigmaModel
 import SigmaProtocol
 import Testing
 
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// A scratch directory removed at the end of a test.
 struct Scratch {
     let path: String
@@ -177,6 +189,37 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let confusion = try #require(m["confusion_matrix"] as? [[Int]])
         #expect(confusion.count == 10 && confusion.flatMap { $0 }.reduce(0, +) == labels.count)
         #expect((0..<10).map { confusion[$0][$0] }.reduce(0, +) == expected)
+    }
+
+    /// `embed` over 1,000 lines on 3 workers writes the same bits as the local run, in input order.
+    @Test func embedOnThreeWorkersEqualsLocalBitwise() async throws {
+        let model = repoRoot + "/models/all-MiniLM-L6-v2"
+        try #require(FileManager.default.fileExists(atPath: model + "/model.safetensors"), "run `make model` first")
+        let dir = try Scratch("embed")
+        defer { dir.remove() }
+        var rng = SplitMix64(seed: 3)
+        let words = ("the a cluster worker shard gradient model data fast slow reduce map sum train embed sentence vector network "
+            + "latency bandwidth scheduler coordinator result trust bit exact tree order café naïve 東京 🙂 https://example.com 3.14").split(separator: " ")
+        let lines = (0..<1000).map { _ in (0..<(4 + Int(rng.next() % 9))).map { _ in String(words[Int(rng.next() % UInt64(words.count))]) }.joined(separator: " ") }
+        _ = try dir.write("lines.txt", lines.joined(separator: "\n") + "\n")
+        let spec = try dir.write("embed.yaml", "kind: embed\nmodel: \(model)\ninput: \(dir.path)/lines.txt\nbatch_size: 32\n")
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"], timeout: 600)
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 3)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(3)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/cluster"], timeout: 600)
+        #expect(s == 0, "\(e)")
+        let local = try #require(fileBytes(dir.path + "/local/embeddings.npy"))
+        #expect(fileBytes(dir.path + "/cluster/embeddings.npy") == local, "embeddings differ from the local run")
+        let t = try NumPyFormat.readNpy(path: dir.path + "/local/embeddings.npy")
+        #expect(t.shape == [1000, 384])
+        t.withData { p in
+            for r in [0, 499, 999] {
+                let n = (0..<384).reduce(Float(0)) { $0 + p[r * 384 + $1] * p[r * 384 + $1] }
+                #expect(abs(n - 1) < 1e-4, "row \(r) is not unit length (\(n))")
+            }
+        }
     }
 
     /// Bad specs, missing files and model/data mismatches are refused at submit time with a message naming the
