@@ -14,6 +14,7 @@ final class TrainProgress: @unchecked Sendable {
     init(batch: Int) { self.batch = batch }
 
     func update(step: Int, steps: Int, loss: Double, accuracy: Double) {
+        guard step > 0 else { return }
         if firstStep == nil { firstStep = max(0, step - 1) }
         let elapsed = Date().timeIntervalSince(started)
         let doneHere = step - (firstStep ?? 0)
