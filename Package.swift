@@ -41,7 +41,7 @@ let package = Package(
 
         // I/O shells.
         .target(name: "SigmaCoordinator", dependencies: [
-            "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol",
+            "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol", "SigmaEngine",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaWorker", dependencies: [

@@ -22,4 +22,7 @@ uint64_t csys_physical_memory(void) {
 void csys_tune_heap(int mmap_threshold, int trim_threshold) {
     mallopt(M_MMAP_THRESHOLD, mmap_threshold);
     mallopt(M_TRIM_THRESHOLD, trim_threshold);
+    /* One arena: a thread arena's heap is at most 64 MiB, so larger blocks allocated off the main thread
+       (tensor payloads on compute and ZeroMQ threads) would bypass it and be fresh, zero-filled mmaps. */
+    mallopt(M_ARENA_MAX, 1);
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SigmaCoordinatorCore
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
@@ -34,6 +35,7 @@ public final class CoordinatorShell: Sendable {
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.coordinator")) throws {
+        TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         let shared = Shared()
         self.shared = shared
         let t = OSThread(name: "sigma-coord") {
@@ -49,7 +51,8 @@ public final class CoordinatorShell: Sendable {
             let ep = (link as? ZmqLink)?.endpoint ?? "\(factory)"
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
-            var loop = Loop(link: link, options: options, logger: logger, shared: shared)
+            var loop = Loop(link: link, options: options, logger: logger, shared: shared,
+                            compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             loop.run()
             link.close()
         }
@@ -91,10 +94,11 @@ public final class CoordinatorShell: Sendable {
         let logger: Logger
         let shared: Shared
         var core: CoordinatorCore
-        let compressor = LZ4Compressor()
+        let compressor: AdaptiveCompressor
         var nextTick: Nanos
 
-        init(link: MessageLink, options: Options, logger: Logger, shared: Shared) {
+        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, compressor: AdaptiveCompressor) {
+            self.compressor = compressor
             self.link = link
             self.options = options
             self.logger = logger

@@ -88,6 +88,9 @@ public final class TensorStorage {
     /// Keep freed tensor buffers in the heap instead of returning them to the kernel: otherwise every large
     /// temporary (> 128 KiB, glibc's default) is a fresh mmap whose pages the kernel faults in and zeroes —
     /// measured at 12 % of an embedding run. Process-wide, set once.
+    /// Call early (before threads allocate) so every thread shares the tuned heap.
+    public static func tuneHeap() { _ = heapTuned }
+
     private static let heapTuned: Bool = {
         csys_tune_heap(512 << 20, 1 << 30)
         return true

@@ -132,6 +132,14 @@ public enum LinkFactory: Sendable {
     case memoryBind(InMemoryNetwork, String)
     case memoryConnect(InMemoryNetwork, String)
 
+    /// The endpoint this factory binds or connects to.
+    public var endpoint: String {
+        switch self {
+        case .zmqBind(let ep, _), .zmqConnect(let ep, _): ep
+        case .memoryBind(_, let ep), .memoryConnect(_, let ep): "inproc://" + ep
+        }
+    }
+
     public func make() throws -> MessageLink {
         switch self {
         case .zmqBind(let ep, let o): try ZmqLink.bind(ep, options: o)

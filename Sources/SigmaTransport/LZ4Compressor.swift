@@ -12,6 +12,12 @@ public struct LZ4Compressor: PayloadCompressor {
     }
 
     public func compress(_ frame: Frame) -> Frame? {
+        guard let z = compressAlways(frame), Double(frame.count) / Double(z.count) >= minRatio else { return nil }
+        return z
+    }
+
+    /// The compressed frame whatever the ratio (nil only if LZ4 cannot take it).
+    public func compressAlways(_ frame: Frame) -> Frame? {
         guard frame.count > 0, frame.count < Int(LZ4_MAX_INPUT_SIZE) else { return nil }
         let bound = Int(LZ4_compressBound(Int32(frame.count)))
         var out = [UInt8](repeating: 0, count: 4 + bound)
@@ -23,7 +29,7 @@ public struct LZ4Compressor: PayloadCompressor {
                                             Int32(frame.count), Int32(bound))
             }
         }
-        guard n > 0, Double(frame.count) / Double(n + 4) >= minRatio else { return nil }
+        guard n > 0 else { return nil }
         return Frame(Array(out.prefix(4 + Int(n))))
     }
 

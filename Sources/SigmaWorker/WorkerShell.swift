@@ -41,6 +41,7 @@ public final class WorkerShell: Sendable {
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
+        TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         let shared = Shared()
         self.shared = shared
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
@@ -128,7 +129,7 @@ public final class WorkerShell: Sendable {
         let shared: Shared
         var core: WorkerCore
         var link: MessageLink?
-        let compressor = LZ4Compressor()
+        let compressor: AdaptiveCompressor
         var nextTick: Nanos = 0
         var reconnectAt: Nanos? = nil
         let inlineFiles = NpyFileCache()
@@ -136,6 +137,7 @@ public final class WorkerShell: Sendable {
 
         init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared) {
             self.factory = factory
+            compressor = AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: factory.endpoint))
             self.options = options
             self.logger = logger
             self.shared = shared

@@ -18,6 +18,9 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench gemm                # engine matmul vs direct cblas_sgemm, 1 and 2 threads
           sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
           sigma bench embed               # all-MiniLM-L6-v2 over 2,000 sentences (needs `make model`)
+          sigma bench train               # MLP training on 2 local workers vs the engine alone
+          sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
+          sigma bench embed-cluster       # embedding on 2 workers vs the local job
         """)
 
     @OptionGroup var common: CommonOptions
@@ -35,7 +38,10 @@ struct BenchCommand: AsyncParsableCommand {
             case "gemm": try await onThread { benchGemm(runs: runs) }
             case "mlp": try await onThread { benchMLP(runs: runs) }
             case "embed": try await onThread { try benchEmbed(runs: runs) }
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed")
+            case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"))
+            case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
+            case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster")
             }
         } catch {
             exitWith(error)

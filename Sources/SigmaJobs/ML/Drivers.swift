@@ -133,9 +133,18 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         if let path = spec.resume { try resume(from: path) }
     }
 
+    /// The flat float32 parameter vector, written straight into the PARAMS frame.
     static func frame(_ model: Layer) -> Frame {
-        let flat = MLModels.flatten(model.parameters)
-        return Frame(count: flat.count * 4) { dst in flat.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        let params = model.parameters
+        return Frame(count: params.reduce(0) { $0 + $1.value.count } * 4) { dst in
+            var o = 0
+            for p in params {
+                p.value.withData { src in
+                    dst.baseAddress!.advanced(by: o).copyMemory(from: src.baseAddress!, byteCount: src.count * 4)
+                    o += src.count * 4
+                }
+            }
+        }
     }
 
     public var finished: Bool { step >= plan.totalSteps }

@@ -114,14 +114,22 @@ public enum GradientTree {
     // MARK: wire form
 
     /// `u32 nodes`, then per node: `u8 level, u32 index, f64 loss, u64 correct, u64 rows, u32 n, n × f32`.
-    public static func encode(_ parts: [(TreeNode, GradientSum)]) -> [UInt8] {
-        var w = ByteWriter(capacity: parts.reduce(4) { $0 + 33 + $1.1.values.count * 4 })
-        w.u32(UInt32(parts.count))
-        for (n, s) in parts {
-            w.u8(n.level); w.u32(n.index); w.f64(s.loss); w.u64(s.correct); w.u64(s.rows); w.u32(UInt32(s.values.count))
-            s.values.withUnsafeBufferPointer { w.floats($0) }
+    /// Written straight into the frame that goes on the wire (gradients are megabytes: one copy, no regrowth).
+    public static func encode(_ parts: [(TreeNode, GradientSum)]) -> Frame {
+        let size = parts.reduce(4) { $0 + 33 + $1.1.values.count * 4 }
+        return Frame(count: size) { buf in
+            var o = 0
+            func put<T: FixedWidthInteger>(_ v: T) {
+                withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                o += MemoryLayout<T>.size
+            }
+            put(UInt32(parts.count))
+            for (n, s) in parts {
+                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(s.values.count))
+                s.values.withUnsafeBytes { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                o += s.values.count * 4
+            }
         }
-        return w.bytes
     }
 
     /// Decodes a worker's partial sums and checks they are exactly the cover of the shard's range, each with

@@ -91,7 +91,7 @@ public final class ShardRunner {
             let parts = try p.withUnsafeBytes {
                 try w.compute(step: Int(round), version: round, params: $0, range: Int(start)..<Int(start + count))
             }
-            return Frame(GradientTree.encode(parts))
+            return GradientTree.encode(parts)
         case .predict(let w):
             return floatFrame(try w.logits(start: Int(start), count: Int(count)))
         case .embed(let w):

@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+import SigmaClient
+import SigmaEngine
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+
+/// Benchmarks of the distributed ML jobs, each against a baseline measured in the same run.
+enum BenchJobs {
+    static func scratch() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Random features (rows, features) and labels in 0..<classes as `.npy` files.
+    static func syntheticData(_ dir: String, rows: Int, features: Int, classes: Int) throws -> (String, String) {
+        var rng = SeededRandom(seed: 11)
+        let x = Tensor.uniform([rows, features], low: 0, high: 1, rng: &rng)
+        let y = Tensor(shape: [rows], (0..<rows).map { _ in Float(rng.next() % UInt64(classes)) })
+        try NumPyFormat.writeNpy(x, path: dir + "/x-\(features).npy")
+        try NumPyFormat.writeNpy(y, path: dir + "/y-\(features).npy")
+        return (dir + "/x-\(features).npy", dir + "/y-\(features).npy")
+    }
+
+    static func cluster(workers: Int, logger: Logger) async throws -> LocalCluster {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
+        let c = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
+        unsetenv("OPENBLAS_NUM_THREADS")
+        guard await c.waitForWorkers(workers) >= workers else { throw CLIError.unreachable("\(workers) workers did not join") }
+        return c
+    }
+
+    /// Seconds of each completed run of `spec` on the cluster (submit to result, as the coordinator measured it).
+    static func runs(_ spec: JobSpec, on c: LocalCluster, count: Int) async throws -> [Double] {
+        let client = try SigmaClient(endpoint: c.coordinator.endpoint)
+        defer { client.close() }
+        var out: [Double] = []
+        for _ in 0..<count {
+            let o = try await client.runToEnd(spec, acceptTimeout: 60)
+            guard o.state == .completed else { throw CLIError.jobFailed("bench job failed: \(o.error)") }
+            out.append(Double(o.elapsed) / 1e9)
+        }
+        return out
+    }
+
+    /// MLP 784-1024-1024-10, batch 256, SGD: 2 workers (one core each) against the engine alone on 2 threads.
+    static func train(runs n: Int, logger: Logger) async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (x, y) = try syntheticData(dir, rows: 4096, features: 784, classes: 10)
+        let steps = 40
+        print("# sigma bench train — MLP 784-1024-1024-10, batch 256 (2 micro-batches of 128), SGD momentum 0.9, \(steps) steps per run, OpenBLAS \(BLASInfo.coreName)")
+        print("")
+        let engine = engineStepRate(threads: 2, runs: n)
+        let spec = try JobSpec.parse("""
+            kind: train
+            name: bench-train
+            model: {mlp: [784, 1024, 1024, 10]}
+            data: {x: \(x), y: \(y)}
+            optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
+            steps: \(steps)
+            batch_size: 256
+            micro_batch: 128
+            holdout: 0
+            """)
+        let c = try await cluster(workers: 2, logger: logger)
+        defer { c.stop() }
+        let times = try await runs(spec, on: c, count: n)
+        let rate = Double(steps * 256) / median(times)
+        print("| setup | samples/s (median of \(n)) | share of engine alone | target |")
+        print("|---|---|---|---|")
+        print("| engine alone, 2 BLAS threads | \(Int(engine)) | 100 % | |")
+        print("| Sigma, 2 local workers × 1 thread | \(Int(rate)) | \(Int((rate / engine * 100).rounded())) % | ≥ 90 % |")
+    }
+
+    /// 4 workers each return a 64 MiB float32 gradient per step (and receive 64 MiB of parameters), against raw
+    /// ZeroMQ moving the same bytes over loopback in the same run.
+    static func reduce(runs n: Int, logger: Logger) async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (x, y) = try syntheticData(dir, rows: 8, features: 4096, classes: 4096)
+        let params = 4096 * 4096 + 4096
+        let bytes = params * 4
+        let steps = 5
+        print("# sigma bench reduce — 4 workers × \(String(format: "%.1f", Double(bytes) / 1_048_576)) MiB float32 gradients (linear 4096→4096), \(steps) steps per run")
+        print("")
+        let raw = try await onThread { try RawBaseline.scatterGather(peers: 4, bytes: bytes, rounds: steps * n) }
+        let spec = try JobSpec.parse("""
+            kind: train
+            name: bench-reduce
+            model: {mlp: [4096, 4096]}
+            data: {x: \(x), y: \(y)}
+            optimizer: {sgd: {lr: 0.000001}}
+            steps: \(steps)
+            batch_size: 4
+            micro_batch: 1
+            holdout: 0
+            """)
+        let c = try await cluster(workers: 4, logger: logger)
+        defer { c.stop() }
+        let times = try await runs(spec, on: c, count: n).map { $0 / Double(steps) }
+        let moved = Double(bytes) * 8   // 4 × parameters out, 4 × gradients in
+        let rawStep = median(raw), ours = median(times)
+        print("| per step: 4 × params out, 4 × gradients in | ms (median) | GB/s moved | share of raw |")
+        print("|---|---|---|---|")
+        print(String(format: "| raw ZeroMQ, one DEALER pair per worker, loopback, no compute | %.1f | %.2f | 100 %% |", rawStep * 1e3, moved / rawStep / 1e9))
+        print(String(format: "| Sigma train step (gradients + tree reduce + SGD) | %.1f | %.2f | %.0f %% (target ≥ 50 %%) |",
+                     ours * 1e3, moved / ours / 1e9, rawStep / ours * 100))
+    }
+
+    /// Embedding 2,000 sentences: 2 workers against the same job run locally.
+    static func embed(runs n: Int, logger: Logger) async throws {
+        let model = URL(fileURLWithPath: "models/all-MiniLM-L6-v2").standardizedFileURL.path
+        let encoder = try BertEncoder(modelDirectory: model)
+        let sentences = benchSentences(vocab: encoder.tokenizer.vocab)
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try sentences.joined(separator: "\n").write(toFile: dir + "/s.txt", atomically: true, encoding: .utf8)
+        let spec = try JobSpec.parse("kind: embed\nname: bench-embed\nmodel: \(model)\ninput: \(dir)/s.txt\nbatch_size: 32\n")
+        print("# sigma bench embed-cluster — all-MiniLM-L6-v2, \(sentences.count) sentences, batch 32")
+        print("")
+        var local: [Double] = []
+        for _ in 0..<n {
+            let t = monotonicNanos()
+            _ = try MLJobs.runLocal(spec)
+            local.append(Double(monotonicNanos() - t) / 1e9)
+        }
+        let c = try await cluster(workers: 2, logger: logger)
+        defer { c.stop() }
+        let times = try await runs(spec, on: c, count: n)
+        let a = Double(sentences.count) / median(local), b = Double(sentences.count) / median(times)
+        print("| setup | sentences/s (median of \(n)) |")
+        print("|---|---|")
+        print("| local job, one process (2 BLAS threads) | \(Int(a)) |")
+        print("| Sigma, 2 local workers × 1 thread | \(Int(b)) (\(Int((b / a * 100).rounded())) % of local) |")
+    }
+}
