@@ -268,3 +268,40 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(cluster.workers.withLock { $0.allSatisfy { $0.process.isRunning } })
     }
 }
+
+/// Every example spec in examples/ (the ones docs/jobs.md shows) runs on a 2-worker cluster and writes the files
+/// docs/jobs.md promises; the ML kinds also run with --local and give the same bytes.
+@Suite(.serialized) struct ExampleSpecTests {
+    @Test func everyExampleSpecRunsOnTheClusterAndLocally() async throws {
+        let dir = try Scratch("examples")
+        defer { dir.remove() }
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let expected: [(String, [String])] = [
+            ("sum-of-squares.yaml", []),
+            ("train-digits.yaml", ["model.safetensors", "history.json", "metrics.json"]),
+            ("infer-digits.yaml", ["predictions.npy"]),
+            ("eval-digits.yaml", ["predictions.npy", "metrics.json"]),
+            ("embed-sentences.yaml", ["embeddings.npy"]),
+        ]
+        let listed = try FileManager.default.contentsOfDirectory(atPath: repoRoot + "/examples").filter { $0.hasSuffix(".yaml") }
+        #expect(Set(listed) == Set(expected.map(\.0)), "examples/ and this test disagree")
+        let docs = try String(contentsOfFile: repoRoot + "/docs/jobs.md", encoding: .utf8)
+        for (name, files) in expected {
+            #expect(docs.contains("examples/" + name), "docs/jobs.md does not show examples/\(name)")
+            let spec = repoRoot + "/examples/" + name
+            let out = dir.path + "/cluster-" + name
+            let (s, o, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", out], timeout: 600)
+            #expect(s == 0, "\(name): \(e.suffix(400))")
+            if files.isEmpty { #expect(o.contains("sum"), "\(name): \(o)"); continue }
+            for f in files { #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(name): no \(f)") }
+            let local = dir.path + "/local-" + name
+            let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", local], timeout: 600)
+            #expect(ls == 0, "\(name) --local: \(le.suffix(400))")
+            for f in files {
+                #expect(fileBytes(out + "/" + f) == fileBytes(local + "/" + f), "\(name): \(f) differs between cluster and --local")
+            }
+        }
+    }
+}
