@@ -21,9 +21,9 @@ struct Watcher {
     var lastSent: Nanos
 }
 
-/// What the coordinator knows about one registered worker.
+/// What the coordinator knows about one registered worker, including the scheduler's model of it.
 struct WorkerEntry {
-    enum State { case ready, dead }
+    enum State: String { case ready, draining, dead }
     let peer: PeerID
     let id: String
     let hello: Hello
@@ -33,20 +33,43 @@ struct WorkerEntry {
     /// When we last sent anything (heartbeats are only needed when idle).
     var lastSent: Nanos = 0
     var diedAt: Nanos = 0
-    /// Attempts assigned and not yet answered, with the time they were sent.
-    var inFlight: [AttemptKey: Nanos] = [:]
+    /// Attempts assigned and not yet answered.
+    var inFlight: [AttemptKey: InFlight] = [:]
     /// Jobs whose spec this worker already has.
     var specSent: Set<JobID> = []
     /// The parameter version of each job this worker holds (PARAMS is sent once per version).
     var paramsSent: [JobID: UInt32] = [:]
     var shardsDone: UInt64 = 0
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
     /// Smoothed heartbeat round trip, ns (0 until measured).
     var rtt: Double = 0
-    /// Smoothed compute time per shard, ns (0 until measured).
+    /// Smoothed link bandwidth, bytes/s (0 until measured).
+    var bandwidth: Double = 0
+    /// Smoothed compute throughput per slot by job kind, items/s (0 until measured).
+    var rates = [Double](repeating: 0, count: JobKindIndex.count)
+    /// When each rate was last measured: an estimate not refreshed for `rateTTL` is dropped, so a worker that was
+    /// slow once (and so got no work) is tried again.
+    var ratedAt = [Nanos](repeating: 0, count: JobKindIndex.count)
+    /// Jobs this worker has returned a result for: the first shard of a job pays one-time setup (reading data,
+    /// building the model) and is not used to estimate throughput.
+    var warmJobs: Set<JobID> = []
+    /// Smoothed compute time per shard, ns (0 until measured): sizes the prefetch window.
     var shardTime: Double = 0
+    /// When the scheduler expects this worker's slots to have worked through what it holds.
+    var busyUntil: Nanos = 0
     /// The worker's last heartbeat timestamp and when it arrived (echoed back for RTT).
     var peerSent: UInt64 = 0
     var peerSentArrived: Nanos = 0
+
+    struct InFlight {
+        var sentAt: Nanos
+        /// Expected compute, ns (0 if unknown).
+        var compute: Double
+        var bytes: Int
+        /// Shards this worker held when this one was sent (its queue position).
+        var ahead: Int
+    }
 
     init(peer: PeerID, id: String, hello: Hello, joinedAt: Nanos, lastSeen: Nanos) {
         self.peer = peer
@@ -55,6 +78,16 @@ struct WorkerEntry {
         self.joinedAt = joinedAt
         self.lastSeen = lastSeen
     }
+
+    var isLive: Bool { state != .dead }
+    /// Measured throughput for `kind`, if measured recently enough.
+    func rate(_ kind: Int, now: Nanos, ttl: Nanos) -> Double? {
+        rates[kind] > 0 && now &- ratedAt[kind] <= ttl ? rates[kind] : nil
+    }
+    /// Takes new shards.
+    var accepts: Bool { state == .ready }
+    var slots: Int { Int(hello.slots) }
+    var label: String { "\(id) (host \(hello.host))" }
 
     mutating func observe(_ hb: Heartbeat, now: Nanos) {
         peerSent = hb.sent
@@ -65,9 +98,27 @@ struct WorkerEntry {
         }
     }
 
-    mutating func observeShard(sentAt: Nanos, compute: UInt64, now: Nanos) {
-        let sample = Double(compute)
-        shardTime = shardTime == 0 ? sample : 0.9 * shardTime + 0.1 * sample
+    /// A result arrived: update compute throughput and (when the shard did not queue behind others) bandwidth.
+    mutating func observeShard(_ f: InFlight, job: JobID, kind: Int, items: UInt64, compute: UInt64, resultBytes: Int, now: Nanos) {
+        if warmJobs.insert(job).inserted {
+            if inFlight.isEmpty { busyUntil = now }
+            return
+        }
+        if compute > 0, items > 0 {
+            ratedAt[kind] = now
+            let sample = Double(items) / (Double(compute) / 1e9)
+            rates[kind] = rates[kind] == 0 ? sample : 0.7 * rates[kind] + 0.3 * sample
+            shardTime = shardTime == 0 ? Double(compute) : 0.9 * shardTime + 0.1 * Double(compute)
+        }
+        let moved = f.bytes + resultBytes
+        if f.ahead < slots, moved >= 256 * 1024, now > f.sentAt {
+            let transfer = Double(now - f.sentAt) - Double(compute) - rtt
+            if transfer > 0 {
+                let sample = Double(moved) / (transfer / 1e9)
+                bandwidth = bandwidth == 0 ? sample : 0.7 * bandwidth + 0.3 * sample
+            }
+        }
+        if inFlight.isEmpty { busyUntil = now }
     }
 
     func heartbeat(now: Nanos) -> Heartbeat {
@@ -75,13 +126,12 @@ struct WorkerEntry {
                   running: UInt32(inFlight.count), queued: 0)
     }
 
-    /// Shards this worker may hold at once: its slots, plus enough queued behind them to cover one round trip
-    /// when shards are short (a bandwidth-delay product in shards), at least `prefetch` per slot.
-    func window(_ c: CoordinatorConfig) -> Int {
-        guard state != .dead else { return 0 }
-        let slots = Int(hello.slots)
+    /// Shards this worker may hold at once. Latency-aware: its slots, plus enough queued behind them to cover one
+    /// round trip when shards are short (a bandwidth-delay product in shards). Other policies: slots × (1 + prefetch).
+    func window(_ c: CoordinatorConfig, adaptive: Bool) -> Int {
+        guard accepts else { return 0 }
         var perSlot = 1 + c.prefetch
-        if shardTime > 0 {
+        if adaptive, shardTime > 0 {
             let latency = Swift.max(rtt, 200_000)   // ns; loopback heartbeats under-report queueing
             perSlot = Swift.max(perSlot, 1 + Int((latency / shardTime).rounded(.up)))
         }
@@ -98,6 +148,15 @@ struct ShardEntry {
     /// Workers currently running an attempt.
     var holders: [PeerID] = []
     var failedOn: [String] = []
+    /// Workers that died while running this shard ("w2@host").
+    var killed: [String] = []
+    /// The worker this shard was sized for (latency-aware training steps).
+    var preferred: PeerID? = nil
+    /// When the latest attempt was sent, and how long it was expected to take (ns, 0 if unknown).
+    var sentAt: Nanos = 0
+    var expected: Double = 0
+    /// A backup attempt is running (hedged).
+    var hedged = false
 }
 
 /// A job and its shards. A class: shard tables are large and updated in place on every result.
@@ -126,6 +185,12 @@ final class JobEntry {
     var running = 0
     var duplicates = 0
     var reruns = 0
+    var hedges = 0
+    var hedgesWon = 0
+    /// When the current round (the whole job for map-reduce) started: the step timeout counts from here.
+    var roundStartedAt: Nanos
+    /// Shards of the current round queued (not running, not done).
+    var pending: Int { shards.count - done - running }
     var error = ""
     var result: [UInt8] = []
     var watchers: [Watcher] = []
@@ -143,6 +208,7 @@ final class JobEntry {
         self.request = request
         self.options = options
         self.submittedAt = submittedAt
+        roundStartedAt = submittedAt
         shards = Array(repeating: ShardEntry(), count: ranges.count)
         partials = Array(repeating: nil, count: mapReduce == nil ? 0 : ranges.count)
     }
@@ -154,8 +220,9 @@ final class JobEntry {
     }
 
     /// Starts the next round with new ranges; returns their global shard indices.
-    func startRound(_ newRanges: [(start: UInt64, count: UInt64)]) -> Range<Int> {
+    func startRound(_ newRanges: [(start: UInt64, count: UInt64)], now: Nanos) -> Range<Int> {
         base += shards.count
+        roundStartedAt = now
         ranges = newRanges
         shards = Array(repeating: ShardEntry(), count: newRanges.count)
         done = 0
@@ -164,6 +231,12 @@ final class JobEntry {
     }
 
     var unit: String { driver?.unit ?? "rows" }
+
+    /// "step 12 shard 40 (rows 0..<21)" / "shard 7 (rows 700..<800)".
+    func describe(_ i: Int) -> String {
+        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" } ?? ""
+        return "\(round)shard \(base + i) (\(unit) \(ranges[i].start)..<\(ranges[i].start + ranges[i].count))"
+    }
 
     /// Commits the first result of a shard (it may arrive from an older attempt while a newer one is queued).
     func commit(shard i: Int, partial: Partial?) {
@@ -179,8 +252,7 @@ final class JobEntry {
                        queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) -> String? {
         shards[i].failures += 1
         shards[i].failedOn.append("\(worker.id)@\(worker.hello.host)")
-        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" } ?? ""
-        let message = "\(round)shard \(base + i) (\(unit) \(ranges[i].start)..<\(ranges[i].start + ranges[i].count)) failed on worker \(worker.id) (host \(worker.hello.host)): \(error)"
+        let message = "\(describe(i)) failed on worker \(worker.label): \(error)"
         if shards[i].failures >= config.maxFailedAttempts {
             return "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
         }

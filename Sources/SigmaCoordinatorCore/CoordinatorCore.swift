@@ -23,6 +23,20 @@ public struct CoordinatorConfig: Sendable {
     public var maxQueuedShards: Int = 10_000_000
     /// Attempts a failing shard gets (on different workers when possible) before its job fails.
     public var maxFailedAttempts: Int = 2
+    /// Placement policy (docs/scheduling.md).
+    public var policy = SchedulingPolicy.latencyAware
+    /// Backup copies of late shards near the end of a job or step (latency-aware policy).
+    public var hedging = true
+    /// A shard is late once it has run this many times its expected time, and at least `hedgeDelay` over it.
+    public var hedgeFactor = 2.0
+    public var hedgeDelay: Nanos = 20_000_000
+    /// Longest a step (the whole job, for single-round jobs) may take before the job fails naming the missing
+    /// shards; 0 for no limit.
+    public var stepTimeout: Nanos = 3600 * 1_000_000_000
+    /// A worker's throughput estimate not refreshed for this long is forgotten (it is measured again).
+    public var rateTTL: Nanos = 3_000_000_000
+    /// Workers that may die while running one shard before the shard fails its job.
+    public var poisonDeaths = 2
     public init() {}
 
     /// Time after which a silent worker is dead.
@@ -66,9 +80,9 @@ public enum LogLevel: Sendable, Equatable { case debug, info, warning, error }
 public struct CoordinatorCore {
     public let config: CoordinatorConfig
     let startedAt: Nanos
-    var workers: [PeerID: WorkerEntry] = [:]
-    /// Worker peers in registration order (round-robin and status order).
-    var workerOrder: [PeerID] = []
+    /// Registered workers in registration order (dead ones are forgotten after a while), and where each peer is.
+    var table: [WorkerEntry] = []
+    var index: [PeerID: Int] = [:]
     var jobs: [JobID: JobEntry] = [:]
     /// Finished jobs, oldest first (trimmed to `keepFinishedJobs`).
     var finishedOrder: Deque<JobID> = []
@@ -81,6 +95,8 @@ public struct CoordinatorCore {
     public private(set) var strayResults = 0
     /// Messages rejected by the decoder.
     public private(set) var rejectedMessages = 0
+    /// Shard attempts placed (the simulator reports the core's cost per decision).
+    public internal(set) var decisions = 0
 
     public init(config: CoordinatorConfig = CoordinatorConfig(), now: Nanos) {
         self.config = config
@@ -93,11 +109,11 @@ public struct CoordinatorCore {
         var out: [CoordinatorAction] = []
         switch event {
         case .received(let peer, let message):
-            if workers[peer] != nil { workers[peer]!.lastSeen = now }
+            if let k = index[peer] { table[k].lastSeen = now }
             receive(peer, message, now: now, into: &out)
         case .rejected(let peer, let error):
             rejectedMessages += 1
-            if workers[peer] != nil { workers[peer]!.lastSeen = now }
+            if let k = index[peer] { table[k].lastSeen = now }
             // Never answer an ERROR with an ERROR (two confused peers would loop).
             if error.type != .error {
                 out.append(.send(peer, .error(ErrorReply(error.code, request: error.request, "\(error)"))))
@@ -125,17 +141,20 @@ public struct CoordinatorCore {
         case .hello(let h): hello(peer, h, now: now, into: &out)
         case .heartbeat(let hb):
             guard requireWorker(peer, message, into: &out) else { return }
-            workers[peer]!.observe(hb, now: now)
+            table[index[peer]!].observe(hb, now: now)
+        case .drain(let reason):
+            guard requireWorker(peer, message, into: &out) else { return }
+            drain(peer, reason: reason, now: now, into: &out)
         case .result(let r):
             guard requireWorker(peer, message, into: &out) else { return }
             result(peer, r, now: now, into: &out)
         case .disconnect(let reason):
-            if let w = workers[peer] {
-                out.append(.log(.info, "worker \(w.id) (\(w.hello.host)) disconnected: \(reason)"))
+            if let k = index[peer], table[k].isLive {
+                out.append(.log(.info, "worker \(table[k].label) disconnected: \(reason)"))
                 retire(peer, reason: "disconnected", now: now, into: &out)
             }
         case .error(let e):
-            out.append(.log(.warning, "peer \(workers[peer]?.id ?? peer.description) reported \(e)"))
+            out.append(.log(.warning, "peer \(index[peer].map { table[$0].id } ?? peer.description) reported \(e)"))
         case .submit(let s):
             if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
                 accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
@@ -169,7 +188,7 @@ public struct CoordinatorCore {
     }
 
     func requireWorker(_ peer: PeerID, _ m: Message, into out: inout [CoordinatorAction]) -> Bool {
-        if workers[peer] != nil && workers[peer]!.state != .dead { return true }
+        if let k = index[peer], table[k].isLive { return true }
         out.append(.send(peer, .error(ErrorReply(.notReady, "\(m.type.name) from an unregistered worker; send HELLO first"))))
         return false
     }
@@ -181,44 +200,81 @@ public struct CoordinatorCore {
             out.append(.send(peer, .error(ErrorReply(.badRequest, "HELLO: slots must be between 1 and 4096, got \(h.slots)"))))
             return
         }
-        if workers[peer] != nil { retire(peer, reason: "re-registered", now: now, into: &out) }
+        if index[peer] != nil { retire(peer, reason: "re-registered", now: now, into: &out) }
         // The same worker process on a new connection: its old session's shards run again.
-        for (p, w) in workers where w.hello.instance == h.instance && !h.instance.isEmpty && w.state != .dead {
-            retire(p, reason: "reconnected as a new session", now: now, into: &out)
+        for w in table where w.hello.instance == h.instance && !h.instance.isEmpty && w.isLive {
+            retire(w.peer, reason: "reconnected as a new session", now: now, into: &out)
+        }
+        if let old = index[peer] {   // the same peer id registering again: its old entry leaves the table
+            table.remove(at: old)
+            reindex()
         }
         let id = "w\(nextWorker)"
         nextWorker += 1
-        workers[peer] = WorkerEntry(peer: peer, id: id, hello: h, joinedAt: now, lastSeen: now)
-        workerOrder.append(peer)
+        var w = WorkerEntry(peer: peer, id: id, hello: h, joinedAt: now, lastSeen: now)
+        w.lastSent = now
+        w.busyUntil = now
+        index[peer] = table.count
+        table.append(w)
         out.append(.send(peer, .ready(Ready(workerID: id, heartbeatInterval: UInt32(config.heartbeatInterval / 1_000_000),
                                             liveness: UInt16(config.liveness)))))
-        workers[peer]!.lastSent = now
         out.append(.log(.info, "worker \(id) joined: \(h.name)@\(h.host), \(h.cores) cores, \(h.slots) slots, \(h.build)"))
     }
 
     /// Takes a worker out of service and queues its shards again, first in line.
-    mutating func retire(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction]) {
-        guard var w = workers[peer], w.state != .dead else { return }
+    /// A shard that was running on a worker that died counts that death; at `poisonDeaths` it fails its job.
+    mutating func retire(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction], died: Bool = true) {
+        guard let k = index[peer], table[k].isLive else { return }
+        let w = table[k]
         let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
+        table[k].inFlight.removeAll()
+        table[k].paramsSent.removeAll()
+        table[k].state = .dead
+        table[k].diedAt = now
+        var poisoned: [(JobID, String)] = []
         for key in lost {
             guard let job = jobs[key.job], !job.state.isFinal, let i = job.local(key.shard) else { continue }
             job.shards[i].holders.removeAll { $0 == peer }
-            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
+            guard job.shards[i].state == .running else { continue }
+            if died {
+                job.shards[i].killed.append("\(w.id)@\(w.hello.host)")
+                if job.shards[i].killed.count >= config.poisonDeaths {
+                    poisoned.append((key.job, "job \(key.job): \(job.describe(i)) was running on \(job.shards[i].killed.count) workers that died (\(job.shards[i].killed.joined(separator: ", "))); not running it again — it may be what kills them"))
+                    continue
+                }
+            }
+            if job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
                 job.reruns += 1
                 job.running -= 1
                 queue.prepend(ShardRef(job: key.job, shard: key.shard))
             }
-            jobs[key.job] = job
         }
         if !lost.isEmpty {
-            out.append(.log(.warning, "worker \(w.id) (\(w.hello.host)) \(reason); \(lost.count) shard(s) queued again"))
+            out.append(.log(.warning, "worker \(w.label) \(reason); \(lost.count) shard(s) queued again"))
         }
-        w.inFlight.removeAll()
-        w.paramsSent.removeAll()
-        w.state = .dead
-        w.diedAt = now
-        workers[peer] = w
+        for (job, error) in poisoned { finish(job, state: .failed, error: error, now: now, into: &out) }
+    }
+
+    /// A worker asked to leave once its shards are done: no new shards; DISCONNECT when it holds none.
+    mutating func drain(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard let k = index[peer], table[k].state == .ready else { return }
+        table[k].state = .draining
+        // Shards it was assigned but has not started would wait behind its running ones: it declines those.
+        out.append(.log(.info, "worker \(table[k].label) draining (\(reason)); \(table[k].inFlight.count) shard(s) to finish"))
+        finishDrain(k, now: now, into: &out)
+    }
+
+    mutating func finishDrain(_ k: Int, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard table[k].state == .draining, table[k].inFlight.isEmpty else { return }
+        out.append(.send(table[k].peer, .disconnect(reason: "drained")))
+        out.append(.log(.info, "worker \(table[k].label) drained and left"))
+        retire(table[k].peer, reason: "drained", now: now, into: &out, died: false)
+    }
+
+    mutating func reindex() {
+        index = [:]
+        for (k, w) in table.enumerated() { index[w.peer] = k }
     }
 
     // MARK: jobs
@@ -239,7 +295,7 @@ public struct CoordinatorCore {
     }
 
     mutating func accept(_ peer: PeerID, _ s: Submit, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
-        let ranges = driver.plan(slots: liveSlots)
+        let ranges = driver.plan(shares: Array(repeating: 1, count: liveSlots)).map { ($0.start, $0.count) }
         var detail = "\(ranges.count) shards"
         if let t = driver as? TrainDriver {
             detail = "\(t.plan.totalSteps) steps of \(t.spec.batchSize) rows (\(t.parameterCount) parameters), from step \(t.step)"
@@ -272,7 +328,7 @@ public struct CoordinatorCore {
 
     /// Worker slots alive now (at least 1): how many shards a round is split into.
     var liveSlots: Int {
-        max(1, workers.values.filter { $0.state != .dead }.reduce(0) { $0 + Int($1.hello.slots) })
+        max(1, table.reduce(0) { $0 + ($1.accepts ? $1.slots : 0) })
     }
 
     /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
@@ -289,16 +345,23 @@ public struct CoordinatorCore {
             finish(job.id, state: .completed, error: "", now: now, into: &out)
             return
         }
-        let refs = job.startRound(d.plan(slots: liveSlots))
-        for g in refs { queue.append(ShardRef(job: job.id, shard: ShardIndex(g))) }
+        let shares = roundShares(job, items: d.roundItems, bytes: d.params?.count ?? 0, now: now)
+        let planned = d.plan(shares: shares.map(\.weight))
+        let refs = job.startRound(planned.map { ($0.start, $0.count) }, now: now)
+        for (g, p) in zip(refs, planned) {
+            job.shards[g - job.base].preferred = p.share.flatMap { $0 < shares.count ? shares[$0].worker : nil }
+            queue.append(ShardRef(job: job.id, shard: ShardIndex(g)))
+        }
         sendProgress(job.id, now: now, force: false, into: &out)
         if refs.isEmpty { completeRound(job, d, now: now, into: &out) }
     }
 
     mutating func result(_ peer: PeerID, _ r: ShardResult, now: Nanos, into out: inout [CoordinatorAction]) {
         let key = AttemptKey(job: r.job, shard: r.shard, attempt: r.attempt)
-        let wasInFlight = workers[peer]!.inFlight.removeValue(forKey: key)
-        if let sentAt = wasInFlight { workers[peer]!.observeShard(sentAt: sentAt, compute: r.computeTime, now: now) }
+        let k = index[peer]!
+        let wasInFlight = table[k].inFlight.removeValue(forKey: key)
+        table[k].bytesIn += UInt64(r.payload.count + 32)
+        defer { finishDrain(k, now: now, into: &out) }
         guard let job = jobs[r.job], !job.state.isFinal else {
             strayResults += 1
             return
@@ -312,13 +375,17 @@ public struct CoordinatorCore {
             strayResults += 1
             return
         }
+        if let f = wasInFlight, r.status == .ok {
+            table[k].observeShard(f, job: job.id, kind: JobKindIndex.of(job.spec), items: job.ranges[i].count, compute: r.computeTime,
+                                  resultBytes: r.payload.count, now: now)
+        }
         job.shards[i].holders.removeAll { $0 == peer }
         if job.shards[i].state == .done {
             job.duplicates += 1
             jobs[r.job] = job
             return
         }
-        let w = workers[peer]!
+        let w = table[k]
         var fatal: String? = nil
         switch r.status {
         case .ok:
@@ -333,7 +400,9 @@ public struct CoordinatorCore {
                     }
                     job.commit(shard: i, partial: p)
                 }
-                workers[peer]!.shardsDone += 1
+                table[k].shardsDone += 1
+                if job.shards[i].hedged && r.attempt == job.shards[i].attempts { job.hedgesWon += 1 }
+                cancelOthers(job, i, except: peer, now: now, into: &out)
             } catch {
                 out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
                 fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, queue: &queue, into: &out)
@@ -342,8 +411,15 @@ public struct CoordinatorCore {
             fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, queue: &queue, into: &out)
         case .unknownJob:
             // The worker no longer has the spec: send it again with the retry.
-            workers[peer]!.specSent.remove(r.job)
-            workers[peer]!.paramsSent[r.job] = nil
+            table[k].specSent.remove(r.job)
+            table[k].paramsSent[r.job] = nil
+            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
+                job.shards[i].state = .pending
+                job.running -= 1
+                queue.prepend(ShardRef(job: r.job, shard: r.shard))
+            }
+        case .declined:
+            // A draining worker did not start it: run it elsewhere (not a failure).
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
                 job.running -= 1
@@ -379,11 +455,12 @@ public struct CoordinatorCore {
         }
         job.partials = []
         // Stop whatever still runs for this job.
-        for (peer, w) in workers where w.state != .dead && w.inFlight.keys.contains(where: { $0.job == id }) {
-            out.append(.send(peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
-            workers[peer]!.inFlight = w.inFlight.filter { $0.key.job != id }
+        for k in table.indices where table[k].isLive && table[k].inFlight.keys.contains(where: { $0.job == id }) {
+            out.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+            table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }
+            if table[k].inFlight.isEmpty { table[k].busyUntil = now }
         }
-        for peer in workerOrder where workers[peer]!.paramsSent[id] != nil { workers[peer]!.paramsSent[id] = nil }
+        for k in table.indices where table[k].paramsSent[id] != nil { table[k].paramsSent[id] = nil }
         jobs[id] = job
         let seconds = Double(now - job.submittedAt) / 1e9
         out.append(.log(state == .completed ? .info : .error,
@@ -407,23 +484,25 @@ public struct CoordinatorCore {
     // MARK: time
 
     mutating func tick(now: Nanos, into out: inout [CoordinatorAction]) {
-        for peer in workerOrder {
-            guard let w = workers[peer], w.state != .dead else { continue }
+        for k in table.indices where table[k].isLive {
+            let w = table[k]
             if now &- w.lastSeen > config.deadAfter {
-                out.append(.send(peer, .disconnect(reason: "no heartbeat for \((now - w.lastSeen) / 1_000_000) ms")))
-                retire(peer, reason: "missed \(config.liveness) heartbeats (silent \((now - w.lastSeen) / 1_000_000) ms)", now: now, into: &out)
+                out.append(.send(w.peer, .disconnect(reason: "no heartbeat for \((now - w.lastSeen) / 1_000_000) ms")))
+                retire(w.peer, reason: "missed \(config.liveness) heartbeats (silent \((now - w.lastSeen) / 1_000_000) ms)", now: now, into: &out)
             } else if now &- w.lastSent >= config.heartbeatInterval {
-                out.append(.send(peer, .heartbeat(w.heartbeat(now: now))))
-                workers[peer]!.lastSent = now
+                out.append(.send(w.peer, .heartbeat(w.heartbeat(now: now))))
+                table[k].lastSent = now
             }
         }
         // Forget workers dead for a while (they stay visible in STATUS for 10 liveness windows).
         let forgetAfter = config.deadAfter * 10
-        let gone = workerOrder.filter { workers[$0]!.state == .dead && now &- workers[$0]!.diedAt > forgetAfter }
-        if !gone.isEmpty {
-            for p in gone { workers[p] = nil }
-            workerOrder.removeAll { workers[$0] == nil }
+        if table.contains(where: { !$0.isLive && now &- $0.diedAt > forgetAfter }) {
+            table.removeAll { !$0.isLive && now &- $0.diedAt > forgetAfter }
+            reindex()
+            roundRobin = 0
         }
+        hedge(now: now, into: &out)
+        checkTimeouts(now: now, into: &out)
         for (id, job) in jobs where !job.state.isFinal {
             if job.acceptPending {
                 job.acceptPending = false
@@ -433,79 +512,56 @@ public struct CoordinatorCore {
         }
     }
 
-    // MARK: placement
-
-    /// Least-loaded placement: each pending shard goes to the live worker with the lowest fill of its window.
-    mutating func dispatch(now: Nanos, into out: inout [CoordinatorAction]) {
-        guard !queue.isEmpty, !workerOrder.isEmpty else { return }
-        var candidates = workerOrder.filter { workers[$0]!.state != .dead }
-        while let ref = queue.first {
-            guard let job = jobs[ref.job], !job.state.isFinal, let i = job.local(ref.shard), job.shards[i].state == .pending else {
-                queue.removeFirst()
-                continue
-            }
-            // Pick the worker with the most free window, rotating among equals.
-            var best: PeerID? = nil
-            var bestFree = 0
-            let n = candidates.count
-            for k in 0..<n {
-                let p = candidates[(roundRobin + k) % n]
-                let w = workers[p]!
-                let free = w.window(config) - w.inFlight.count
-                if free > bestFree {
-                    best = p
-                    bestFree = free
-                }
-            }
-            guard let peer = best else { break }
-            roundRobin = (roundRobin + 1) % Swift.max(1, n)
-            queue.removeFirst()
-            job.shards[i].attempts += 1
-            job.shards[i].state = .running
-            job.shards[i].holders.append(peer)
-            job.running += 1
-            if job.state == .queued {
-                job.state = .running
-                job.startedAt = now
-            }
-            let attempt = job.shards[i].attempts
-            let needsSpec = !workers[peer]!.specSent.contains(ref.job)
-            if needsSpec { workers[peer]!.specSent.insert(ref.job) }
-            workers[peer]!.inFlight[AttemptKey(job: ref.job, shard: ref.shard, attempt: attempt)] = now
-            workers[peer]!.lastSent = now
-            let round = job.driver?.round ?? 0
-            if let d = job.driver, let params = d.params, workers[peer]!.paramsSent[ref.job] != round {
-                workers[peer]!.paramsSent[ref.job] = round
-                out.append(.send(peer, .params(Params(job: ref.job, version: round, payload: params))))
-            }
-            out.append(.send(peer, .assign(Assign(job: ref.job, shard: ref.shard, attempt: attempt, start: job.ranges[i].start,
-                                                  count: job.ranges[i].count, round: round, spec: needsSpec ? job.spec : nil))))
-            jobs[ref.job] = job
-            if candidates.isEmpty { candidates = workerOrder.filter { workers[$0]!.state != .dead } }
-        }
-    }
-
     // MARK: snapshots
 
     public func status(now: Nanos) -> ClusterStatus {
-        let ws = workerOrder.compactMap { workers[$0] }.map { w in
-            ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
-                                 state: w.state == .dead ? "dead" : (w.inFlight.isEmpty ? "ready" : "busy"),
+        let ws = table.map { w in
+            var s = ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
+                                 state: w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
                                  inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
                                  shardsDone: w.shardsDone)
+            s.throughput = w.rates.max() ?? 0
+            s.bandwidth = w.bandwidth
+            s.bytesIn = w.bytesIn
+            s.bytesOut = w.bytesOut
+            return s
         }
         let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { j in
             ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: UInt32(j.done),
                               total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
                               duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
         }
-        return ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
+        var st = ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
+        st.policy = config.policy.rawValue
+        return st
     }
 
     /// Live (not dead) workers.
-    public var liveWorkers: Int { workers.values.filter { $0.state != .dead }.count }
+    public var liveWorkers: Int { liveCount }
+    var liveCount: Int { table.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
     public func job(_ id: JobID) -> (state: JobState, done: Int, total: Int, duplicates: Int, reruns: Int)? {
         jobs[id].map { ($0.state, $0.done, $0.shards.count, $0.duplicates, $0.reruns) }
+    }
+
+    /// Scheduling counts of a job: backup attempts started, and how many of them finished first.
+    public func hedges(_ id: JobID) -> (started: Int, won: Int)? { jobs[id].map { ($0.hedges, $0.hedgesWon) } }
+
+    /// Per worker (by its coordinator id): shards completed.
+    public var shardsDone: [String: UInt64] { Dictionary(table.map { ($0.id, $0.shardsDone) }, uniquingKeysWith: +) }
+
+    /// Other attempts of a committed shard are cancelled on their workers.
+    mutating func cancelOthers(_ job: JobEntry, _ i: Int, except winner: PeerID, now: Nanos, into out: inout [CoordinatorAction]) {
+        for p in job.shards[i].holders where p != winner {
+            guard let k = index[p] else { continue }
+            let keys = table[k].inFlight.keys.filter { $0.job == job.id && $0.shard == ShardIndex(job.base + i) }
+            for key in keys {
+                table[k].inFlight[key] = nil
+                out.append(.send(p, .cancel(Cancel(job: job.id, shard: key.shard, attempt: key.attempt))))
+            }
+            if table[k].inFlight.isEmpty { table[k].busyUntil = now }
+            finishDrain(k, now: now, into: &out)
+        }
+        job.shards[i].holders.removeAll()
     }
 }
 

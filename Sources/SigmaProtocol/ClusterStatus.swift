@@ -16,6 +16,12 @@ public struct ClusterStatus: Sendable, Equatable {
         /// Nanoseconds since the last message from this worker.
         public var lastSeen: UInt64
         public var shardsDone: UInt64
+        /// Best measured compute throughput per slot, items/s (0 until measured).
+        public var throughput: Double = 0
+        /// Measured link bandwidth, bytes/s (0 until measured).
+        public var bandwidth: Double = 0
+        public var bytesIn: UInt64 = 0
+        public var bytesOut: UInt64 = 0
         public init(id: String, name: String, host: String, cores: UInt16, slots: UInt32, state: String, inFlight: UInt32,
                     rtt: UInt64, lastSeen: UInt64, shardsDone: UInt64) {
             self.id = id
@@ -66,6 +72,8 @@ public struct ClusterStatus: Sendable, Equatable {
     public var workers: [Worker]
     public var jobs: [Job]
     public var queuedShards: UInt32
+    /// The cluster's scheduling policy.
+    public var policy = ""
 
     public init(build: String = sigmaBuild, uptime: UInt64, workers: [Worker], jobs: [Job], queuedShards: UInt32) {
         self.build = build
@@ -81,12 +89,14 @@ public struct ClusterStatus: Sendable, Equatable {
         for x in workers {
             w.string(x.id); w.string(x.name); w.string(x.host); w.u16(x.cores); w.u32(x.slots); w.string(x.state)
             w.u32(x.inFlight); w.u64(x.rtt); w.u64(x.lastSeen); w.u64(x.shardsDone)
+            w.f64(x.throughput); w.f64(x.bandwidth); w.u64(x.bytesIn); w.u64(x.bytesOut)
         }
         w.u32(UInt32(jobs.count))
         for j in jobs {
             w.u64(j.id); w.string(j.name); w.string(j.kind); w.u8(j.state.rawValue); w.u32(j.done); w.u32(j.total)
             w.u32(j.running); w.u32(j.reruns); w.u32(j.duplicates); w.u64(j.elapsed); w.string(j.error)
         }
+        w.string(policy)
     }
 
     public static func decode(from r: inout ByteReader) throws -> ClusterStatus {
@@ -97,10 +107,15 @@ public struct ClusterStatus: Sendable, Equatable {
         guard Int(nw) <= r.remaining / 40 + 1 else { throw ByteReadError(field: "status.workers", problem: "count \(nw) exceeds the message") }
         var workers: [Worker] = []
         for _ in 0..<nw {
-            workers.append(Worker(id: try r.string("worker.id"), name: try r.string("worker.name"), host: try r.string("worker.host"),
-                                  cores: try r.u16("worker.cores"), slots: try r.u32("worker.slots"), state: try r.string("worker.state"),
-                                  inFlight: try r.u32("worker.inflight"), rtt: try r.u64("worker.rtt"),
-                                  lastSeen: try r.u64("worker.lastseen"), shardsDone: try r.u64("worker.done")))
+            var x = Worker(id: try r.string("worker.id"), name: try r.string("worker.name"), host: try r.string("worker.host"),
+                           cores: try r.u16("worker.cores"), slots: try r.u32("worker.slots"), state: try r.string("worker.state"),
+                           inFlight: try r.u32("worker.inflight"), rtt: try r.u64("worker.rtt"),
+                           lastSeen: try r.u64("worker.lastseen"), shardsDone: try r.u64("worker.done"))
+            x.throughput = try r.f64("worker.throughput")
+            x.bandwidth = try r.f64("worker.bandwidth")
+            x.bytesIn = try r.u64("worker.bytesin")
+            x.bytesOut = try r.u64("worker.bytesout")
+            workers.append(x)
         }
         let nj = try r.u32("status.jobs")
         guard Int(nj) <= r.remaining / 40 + 1 else { throw ByteReadError(field: "status.jobs", problem: "count \(nj) exceeds the message") }
@@ -113,6 +128,8 @@ public struct ClusterStatus: Sendable, Equatable {
                             running: try r.u32("job.running"), reruns: try r.u32("job.reruns"), duplicates: try r.u32("job.duplicates"),
                             elapsed: try r.u64("job.elapsed"), error: try r.string("job.error")))
         }
-        return ClusterStatus(build: build, uptime: uptime, workers: workers, jobs: jobs, queuedShards: queued)
+        var st = ClusterStatus(build: build, uptime: uptime, workers: workers, jobs: jobs, queuedShards: queued)
+        st.policy = try r.string("status.policy")
+        return st
     }
 }

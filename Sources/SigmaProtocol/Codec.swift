@@ -57,7 +57,7 @@ public enum Codec {
             if !r.payload.isEmpty { payload = r.payload }
         case .cancel(let c):
             w.u64(c.job); w.u32(c.shard); w.u32(c.attempt)
-        case .disconnect(let reason):
+        case .disconnect(let reason), .drain(let reason):
             w.string(reason)
         case .error(let e):
             w.u16(e.code); w.u64(e.request); w.string(e.message)
@@ -206,6 +206,9 @@ public enum Codec {
                 case .disconnect:
                     try noPayload()
                     return .disconnect(reason: try r.string("reason"))
+                case .drain:
+                    try noPayload()
+                    return .drain(reason: try r.string("reason"))
                 case .error:
                     try noPayload()
                     return .error(ErrorReply(rawCode: try r.u16("code"), request: try r.u64("request"), message: try r.string("message")))

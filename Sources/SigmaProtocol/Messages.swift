@@ -9,7 +9,7 @@ public let sigmaBuild = "sigma 0.1.0"
 /// Message type codes (docs/protocol.md §3).
 public enum MessageType: UInt8, Sendable, CaseIterable {
     case hello = 0x01, ready = 0x02, heartbeat = 0x03, assign = 0x04, result = 0x05, cancel = 0x06
-    case disconnect = 0x07, error = 0x08, params = 0x09
+    case disconnect = 0x07, error = 0x08, params = 0x09, drain = 0x0A
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
     case fetch = 0x16, jobResult = 0x17
 
@@ -24,6 +24,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .disconnect: "DISCONNECT"
         case .error: "ERROR"
         case .params: "PARAMS"
+        case .drain: "DRAIN"
         case .submit: "SUBMIT"
         case .accept: "ACCEPT"
         case .status: "STATUS"
@@ -137,7 +138,8 @@ public struct Params: Sendable, Equatable {
 
 /// RESULT: the outcome of one shard attempt.
 public struct ShardResult: Sendable, Equatable {
-    public enum Status: UInt8, Sendable { case ok = 0, failed = 1, unknownJob = 2 }
+    /// `declined`: a draining worker did not start the shard (run it elsewhere; not a failure).
+    public enum Status: UInt8, Sendable { case ok = 0, failed = 1, unknownJob = 2, declined = 3 }
     public var job: JobID
     public var shard: ShardIndex
     public var attempt: Attempt
@@ -306,6 +308,8 @@ public enum Message: Sendable, Equatable {
     case disconnect(reason: String)
     case error(ErrorReply)
     case params(Params)
+    /// A worker will take no new shards and leaves once those it holds are done.
+    case drain(reason: String)
     case submit(Submit)
     case accept(Accept)
     case status(request: UInt64)
@@ -326,6 +330,7 @@ public enum Message: Sendable, Equatable {
         case .disconnect: .disconnect
         case .error: .error
         case .params: .params
+        case .drain: .drain
         case .submit: .submit
         case .accept: .accept
         case .status: .status

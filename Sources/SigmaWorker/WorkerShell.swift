@@ -30,6 +30,7 @@ public final class WorkerShell: Sendable {
 
     final class Shared: Sendable {
         let stopping = Atomic<Bool>(false)
+        let draining = Atomic<Bool>(false)
         let stopped = Atomic<Bool>(false)
         let waker = Mutex<Waker?>(nil)
         let work = WorkQueue()
@@ -75,6 +76,12 @@ public final class WorkerShell: Sendable {
         shared.stopping.store(true, ordering: .releasing)
         shared.waker.withLock { $0 }?.wake()
         wait()
+    }
+
+    /// Finishes the shards held, takes no new ones, then leaves (the process's SIGTERM). Returns at once.
+    public func drain() {
+        shared.draining.store(true, ordering: .releasing)
+        shared.waker.withLock { $0 }?.wake()
     }
 
     /// Waits until the worker has stopped (after `stop()` or a fatal refusal).
@@ -132,6 +139,8 @@ public final class WorkerShell: Sendable {
         let compressor: AdaptiveCompressor
         var nextTick: Nanos = 0
         var reconnectAt: Nanos? = nil
+        var drainAsked = false
+        var finished = false
         let inlineFiles = NpyFileCache()
         var inline: [ShardTask] = []
 
@@ -170,7 +179,11 @@ public final class WorkerShell: Sendable {
                     perform(core.handle(.stop, now: monotonicNanos()))
                     break
                 }
-                if shared.fatal.withLock({ $0 }) != nil { break }
+                if shared.fatal.withLock({ $0 }) != nil || finished { break }
+                if !drainAsked, shared.draining.load(ordering: .acquiring) {
+                    drainAsked = true
+                    perform(core.handle(.drain, now: monotonicNanos()))
+                }
                 if let at = reconnectAt, monotonicNanos() >= at {
                     reconnectAt = nil
                     _ = connect()
@@ -242,6 +255,9 @@ public final class WorkerShell: Sendable {
                 case .fatal(let message):
                     logger.error("\(message)")
                     shared.fatal.withLock { $0 = message }
+                case .finished:
+                    logger.info("drained; leaving")
+                    finished = true
                 case .log(let level, let text):
                     shared.workerID.withLock { $0 = core.workerID }
                     switch level {

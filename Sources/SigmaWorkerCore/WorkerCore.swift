@@ -41,6 +41,8 @@ public enum WorkerEvent: Sendable {
     case tick
     /// Leave cleanly (tell the coordinator).
     case stop
+    /// Take no new shards, finish those held, then leave (SIGTERM).
+    case drain
 }
 
 public enum WorkerAction: Sendable, Equatable {
@@ -54,6 +56,8 @@ public enum WorkerAction: Sendable, Equatable {
     case reconnect(reason: String)
     /// The coordinator refused us for good (e.g. incompatible protocol version).
     case fatal(String)
+    /// Drained: every shard is done and the coordinator let us go; exit.
+    case finished
     case log(LogLevel, String)
 }
 
@@ -89,6 +93,8 @@ public struct WorkerCore {
     /// Attempts handed to the compute threads and not yet reported.
     public private(set) var pending: Set<AttemptRef> = []
     public private(set) var completed: UInt64 = 0
+    /// Since when we have been draining (nil: not draining).
+    public private(set) var drainingSince: Nanos? = nil
 
     public struct AttemptRef: Hashable, Sendable {
         let job: JobID, shard: ShardIndex, attempt: Attempt
@@ -127,7 +133,11 @@ public struct WorkerCore {
             completed += 1
             send(.result(r), now: now, into: &out)
         case .tick:
-            if now &- lastReceived > interval * Nanos(liveness) {
+            // Draining, nothing left, and no word from the coordinator for two intervals: leave anyway.
+            if let since = drainingSince, pending.isEmpty, now &- since > 2 * interval {
+                send(.disconnect(reason: "worker drained"), now: now, into: &out)
+                out.append(.finished)
+            } else if now &- lastReceived > interval * Nanos(liveness) {
                 let silent = (now - lastReceived) / 1_000_000
                 pending.removeAll()
                 out.append(.cancelAll)
@@ -143,6 +153,15 @@ public struct WorkerCore {
             }
         case .stop:
             send(.disconnect(reason: "worker stopping"), now: now, into: &out)
+        case .drain:
+            guard drainingSince == nil else { return out }
+            drainingSince = now
+            out.append(.log(.info, "draining: finishing \(pending.count) shard(s), taking no new ones"))
+            if case .ready = state {
+                send(.drain(reason: "worker draining (SIGTERM)"), now: now, into: &out)
+            } else {
+                out.append(.finished)
+            }
         }
         return out
     }
@@ -163,6 +182,11 @@ public struct WorkerCore {
                 return
             }
             if let s = a.spec { remember(a.job, s) }
+            if drainingSince != nil {
+                send(.result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .declined,
+                                         error: "worker draining")), now: now, into: &out)
+                return
+            }
             guard let spec = specs[a.job] else {
                 send(.result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .unknownJob,
                                          error: "no spec for job \(a.job) on this worker")), now: now, into: &out)
@@ -196,6 +220,11 @@ public struct WorkerCore {
                 pending.remove(AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt))
                 out.append(.cancel(job: c.job, shard: c.shard))
             }
+        case .disconnect(let reason) where drainingSince != nil:
+            out.append(.log(.info, "drained; coordinator said: \(reason)"))
+            pending.removeAll()
+            out.append(.cancelAll)
+            out.append(.finished)
         case .disconnect(let reason):
             out.append(.log(.warning, "coordinator disconnected us: \(reason)"))
             pending.removeAll()

@@ -13,7 +13,7 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma worker --join tcp://10.0.0.5:7700 --threads 2
-        The worker connects outbound (works behind NAT), reconnects by itself, and leaves cleanly on SIGTERM/SIGINT.
+        The worker connects outbound (works behind NAT), reconnects by itself. On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -39,7 +39,11 @@ struct WorkerCommand: AsyncParsableCommand {
             let shell = WorkerShell(.zmqConnect(endpoint, link),
                                     options: WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())"), logger: logger)
             logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
+            // First SIGTERM/SIGINT: drain (finish the shards held, take no new ones, leave); a second: leave now.
             let stopper = Task.detached {
+                await waitForTerminationSignal()
+                logger.info("draining; send the signal again to leave at once")
+                shell.drain()
                 await waitForTerminationSignal()
                 shell.stop()
             }

@@ -62,6 +62,7 @@ import Testing
         .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .failed, error: "boom")),
         .cancel(Cancel(job: 9, shard: Cancel.allShards, attempt: 0)),
         .disconnect(reason: "bye"),
+        .drain(reason: "SIGTERM"),
         .error(ErrorReply(.notFound, request: 5, "no job 5")),
         .submit(Submit(request: 11, options: [.watch, .pushResult], spec: spec)),
         .accept(Accept(request: 11, job: 3, shards: 10)),

@@ -36,8 +36,13 @@ public protocol RoundDriver: AnyObject, Sendable {
     var params: Frame? { get }
     /// Items the round's ranges count ("micro-batches", "rows", "lines"), for messages.
     var unit: String { get }
-    /// Splits the current round into shards for `slots` worker slots; remembered until the round ends.
-    func plan(slots: Int) -> [(start: UInt64, count: UInt64)]
+    /// Units of work in the current round (the total count of its ranges).
+    var roundItems: Int { get }
+    /// Splits the current round into shards, remembered until the round ends. `shares` are relative sizes, one per
+    /// worker slot: a training step gives each share a contiguous run of micro-batches in proportion (empty
+    /// shares are left out; `share` says which share each range is for); single-round jobs cut finer shards
+    /// (4 per share) that the scheduler places as workers free up.
+    func plan(shares: [Double]) -> [ShardPlan]
     /// Checks and keeps shard `index`'s payload; an error says what was wrong with it.
     func accept(shard index: Int, payload: Frame) throws
     /// Every shard of the round is in: reduce, and either start the next round or finish.
@@ -81,6 +86,35 @@ func jsonData(_ v: Any) -> Data {
 }
 
 /// Splits `0..<n` into `parts` contiguous ranges of nearly equal length (the first ones one longer).
+/// One shard of a round: a range of the round's units, and the share (worker slot) it was sized for.
+public struct ShardPlan: Sendable, Equatable {
+    public var start: UInt64
+    public var count: UInt64
+    public var share: Int?
+    public init(start: UInt64, count: UInt64, share: Int? = nil) {
+        self.start = start
+        self.count = count
+        self.share = share
+    }
+}
+
+/// Splits `n` units into contiguous runs in proportion to `weights` (largest remainder; ties to the earlier
+/// share). Runs may be empty; they add up to `n`.
+public func proportionalSplit(_ n: Int, weights: [Double]) -> [Int] {
+    let w = weights.map { $0.isFinite && $0 > 0 ? $0 : 0 }
+    let total = w.reduce(0, +)
+    guard total > 0 else { return split(n, parts: weights.count).map { Int($0.count) } + Array(repeating: 0, count: max(0, weights.count - n)) }
+    let exact = w.map { Double(n) * $0 / total }
+    var counts = exact.map { Int($0.rounded(.down)) }
+    var left = n - counts.reduce(0, +)
+    let order = exact.indices.sorted { (exact[$0] - Double(counts[$0]), -$0) > (exact[$1] - Double(counts[$1]), -$1) }
+    for i in order where left > 0 {
+        counts[i] += 1
+        left -= 1
+    }
+    return counts
+}
+
 func split(_ n: Int, parts: Int) -> [(start: UInt64, count: UInt64)] {
     let k = max(1, min(parts, n))
     var out: [(UInt64, UInt64)] = []
@@ -149,10 +183,18 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
 
     public var finished: Bool { step >= plan.totalSteps }
 
-    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+    public var roundItems: Int { plan.microBatches(step: step) }
+
+    public func plan(shares: [Double]) -> [ShardPlan] {
         parts = [:]
-        ranges = split(plan.microBatches(step: step), parts: slots)
-        return ranges
+        var out: [ShardPlan] = []
+        var start = 0
+        for (k, c) in proportionalSplit(roundItems, weights: shares.isEmpty ? [1] : shares).enumerated() where c > 0 {
+            out.append(ShardPlan(start: UInt64(start), count: UInt64(c), share: k))
+            start += c
+        }
+        ranges = out.map { ($0.start, $0.count) }
+        return out
     }
 
     public func accept(shard index: Int, payload: Frame) throws {
@@ -313,15 +355,17 @@ public final class PredictDriver: RoundDriver, @unchecked Sendable {
         labels = data.y
     }
 
-    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+    public var roundItems: Int { rows }
+
+    public func plan(shares: [Double]) -> [ShardPlan] {
         let b = spec.batchSize
         let batches = (rows + b - 1) / b
-        ranges = split(batches, parts: max(1, slots) * 4).map { r in
+        ranges = split(batches, parts: max(1, shares.count) * 4).map { r in
             let start = Int(r.start) * b
             return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, rows) - start))
         }
         outputs = Array(repeating: nil, count: ranges.count)
-        return ranges
+        return ranges.map { ShardPlan(start: $0.start, count: $0.count) }
     }
 
     public func accept(shard index: Int, payload: Frame) throws {
@@ -395,15 +439,17 @@ public final class EmbedDriver: RoundDriver, @unchecked Sendable {
         self.dimension = dimension
     }
 
-    public func plan(slots: Int) -> [(start: UInt64, count: UInt64)] {
+    public var roundItems: Int { lines }
+
+    public func plan(shares: [Double]) -> [ShardPlan] {
         let b = spec.batchSize
         let batches = (lines + b - 1) / b
-        ranges = split(batches, parts: max(1, slots) * 4).map { r in
+        ranges = split(batches, parts: max(1, shares.count) * 4).map { r in
             let start = Int(r.start) * b
             return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, lines) - start))
         }
         outputs = Array(repeating: nil, count: ranges.count)
-        return ranges
+        return ranges.map { ShardPlan(start: $0.start, count: $0.count) }
     }
 
     public func accept(shard index: Int, payload: Frame) throws {

@@ -36,7 +36,7 @@ public enum MLJobs {
         let driver = try prepare(spec)
         let runner = ShardRunner()
         while true {
-            let ranges = driver.plan(slots: slots)
+            let ranges = driver.plan(shares: Array(repeating: 1, count: slots))
             for (i, r) in ranges.enumerated() {
                 let payload = try runner.run(spec, job: 0, round: driver.round, params: driver.params, start: r.start, count: r.count)
                 try driver.accept(shard: i, payload: payload)

@@ -1,0 +1,289 @@
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+/// How shards are placed on workers (docs/scheduling.md).
+public enum SchedulingPolicy: String, CaseIterable, Sendable {
+    /// Shard k goes to the next worker in turn, waiting for it if its window is full.
+    case roundRobin = "round-robin"
+    /// Each shard goes to the worker with the most free room (slots × (1 + prefetch)); equal shards per step.
+    case leastLoaded = "least-loaded"
+    /// Each shard goes to the worker expected to finish it first (queue wait + RTT + bytes / bandwidth +
+    /// items / throughput); training steps are split so all shards are expected to finish together; stragglers
+    /// near the end are hedged.
+    case latencyAware = "latency-aware"
+
+    public static func parse(_ s: String) throws -> SchedulingPolicy {
+        guard let p = SchedulingPolicy(rawValue: s) else {
+            throw SpecError(field: "policy", problem: "unknown scheduling policy '\(s)'; expected one of: "
+                            + allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return p
+    }
+}
+
+/// Job kinds as small integers (throughput is modelled per kind).
+enum JobKindIndex {
+    static let count = 5
+    static func of(_ spec: JobSpec) -> Int {
+        switch spec {
+        case .mapReduce: 0
+        case .train: 1
+        case .infer: 2
+        case .eval: 3
+        case .embed: 4
+        }
+    }
+}
+
+/// The cost model: when would `items` items (with `bytes` to send) finish on worker `w` if sent `now`?
+/// Expected finish = max(now + RTT/2 + bytes/bandwidth, when its slots free up) + items/throughput + RTT/2.
+struct CostModel {
+    /// Throughput assumed for workers not yet measured on a kind: the mean of those measured, else 1 item/µs.
+    var fallbackRate: [Double]
+    let now: Nanos
+    let ttl: Nanos
+
+    init(_ table: [WorkerEntry], now: Nanos, ttl: Nanos) {
+        self.now = now
+        self.ttl = ttl
+        var sum = [Double](repeating: 0, count: JobKindIndex.count), n = sum
+        for w in table where w.isLive {
+            for k in 0..<JobKindIndex.count {
+                if let r = w.rate(k, now: now, ttl: ttl) {
+                    sum[k] += r
+                    n[k] += 1
+                }
+            }
+        }
+        fallbackRate = (0..<JobKindIndex.count).map { n[$0] > 0 ? sum[$0] / n[$0] : 1e6 }
+    }
+
+    func rate(_ w: WorkerEntry, kind: Int) -> Double { w.rate(kind, now: now, ttl: ttl) ?? fallbackRate[kind] }
+    func measured(_ w: WorkerEntry, kind: Int) -> Bool { w.rate(kind, now: now, ttl: ttl) != nil }
+
+    /// Expected compute, ns.
+    func compute(_ w: WorkerEntry, kind: Int, items: UInt64) -> Double { Double(items) / rate(w, kind: kind) * 1e9 }
+
+    /// Transfer time of `bytes`, ns (0 when the link is not yet measured: loopback-like).
+    func transfer(_ w: WorkerEntry, bytes: Int) -> Double { w.bandwidth > 0 ? Double(bytes) / w.bandwidth * 1e9 : 0 }
+
+    func finish(_ w: WorkerEntry, kind: Int, items: UInt64, bytes: Int, now: Nanos) -> Double {
+        let arrive = Double(now) + w.rtt / 2 + transfer(w, bytes: bytes)
+        let start = Swift.max(arrive, Double(w.busyUntil))
+        return start + compute(w, kind: kind, items: items) + w.rtt / 2
+    }
+}
+
+/// `t + d` nanoseconds, clamped (estimates from absurd shard sizes must not trap).
+func saturatingAdd(_ t: Nanos, _ d: Double) -> Nanos {
+    guard d.isFinite, d > 0 else { return t }
+    let cap = Double(Nanos.max / 2)
+    let r = Double(t) + d
+    return r >= cap ? Nanos.max / 2 : Nanos(r)
+}
+
+extension CoordinatorCore {
+    /// The policy a job runs under.
+    func policy(of job: JobEntry) -> SchedulingPolicy { config.policy }
+
+    // MARK: training steps: how to split a round
+
+    /// Relative sizes of the shards of a new round, and the worker each is for. Latency-aware: one share per live
+    /// worker slot, sized so every shard is expected to finish at the same time (T = offset_i + c_i / rate_i);
+    /// other policies: equal shares, placed by dispatch.
+    func roundShares(_ job: JobEntry, items: Int, bytes: Int, now: Nanos) -> [(weight: Double, worker: PeerID?)] {
+        let live = table.filter(\.accepts)
+        guard !live.isEmpty else { return [(1, nil)] }
+        guard policy(of: job) == .latencyAware else {
+            return Array(repeating: (1, nil), count: live.reduce(0) { $0 + $1.slots })
+        }
+        let kind = JobKindIndex.of(job.spec), model = CostModel(table, now: now, ttl: config.rateTTL)
+        // One entry per slot: (offset ns, rate items/ns, worker).
+        var slots: [(offset: Double, rate: Double, peer: PeerID)] = []
+        for w in live {
+            let wait = Swift.max(0, Double(w.busyUntil) - Double(now))
+            let offset = wait + w.rtt + 2 * model.transfer(w, bytes: bytes)   // parameters out, gradients back
+            for _ in 0..<w.slots { slots.append((offset, model.rate(w, kind: kind) / 1e9, w.peer)) }
+        }
+        // Equal finish time T over the slots that get work; a slot whose offset alone exceeds T gets none.
+        slots.sort { $0.offset < $1.offset }
+        var used = slots.count
+        while used > 1 {
+            let head = slots[0..<used]
+            let t = (Double(items) + head.reduce(0) { $0 + $1.rate * $1.offset }) / head.reduce(0) { $0 + $1.rate }
+            if slots[used - 1].offset < t { break }
+            used -= 1
+        }
+        let head = slots[0..<used]
+        let t = (Double(items) + head.reduce(0) { $0 + $1.rate * $1.offset }) / head.reduce(0) { $0 + $1.rate }
+        return head.map { (Swift.max(0, $0.rate * (t - $0.offset)), $0.peer) }
+    }
+
+    // MARK: placement
+
+    /// Places queued shards on workers, in queue order, under each job's policy. A shard whose best worker has no
+    /// room waits (later shards wait behind it), so a slow worker is not handed work a fast one would finish sooner.
+    mutating func dispatch(now: Nanos, into out: inout [CoordinatorAction]) {
+        guard !queue.isEmpty, liveCount > 0 else { return }
+        var model: CostModel? = nil
+        while let ref = queue.first {
+            guard let job = jobs[ref.job], !job.state.isFinal, let i = job.local(ref.shard), job.shards[i].state == .pending else {
+                queue.removeFirst()
+                continue
+            }
+            let policy = policy(of: job)
+            let kind = JobKindIndex.of(job.spec)
+            let items = job.ranges[i].count
+            let bytes = job.driver?.params.map(\.count) ?? 0
+            var chosen: Int? = nil
+            if let p = job.shards[i].preferred, let k = index[p], table[k].accepts {
+                if table[k].inFlight.count < table[k].window(config, adaptive: true) { chosen = k } else { break }
+            } else {
+                switch policy {
+                case .roundRobin:
+                    // Strict turns among the workers taking shards; wait for the one whose turn it is.
+                    let n = table.count
+                    var k = roundRobin % n, tries = 0
+                    while !table[k].accepts && tries < n { k = (k + 1) % n; tries += 1 }
+                    guard table[k].accepts, table[k].inFlight.count < table[k].window(config, adaptive: false) else { break }
+                    chosen = k
+                    roundRobin = (k + 1) % n
+                case .leastLoaded:
+                    var best = -1.0
+                    let n = table.count
+                    for j in 0..<n {
+                        let k = (roundRobin + j) % n
+                        guard table[k].accepts else { continue }
+                        let window = table[k].window(config, adaptive: false)
+                        let free = Double(window - table[k].inFlight.count) / Double(window)
+                        if free > best && free > 0 { best = free; chosen = k }
+                    }
+                    roundRobin = (roundRobin + 1) % Swift.max(1, n)
+                case .latencyAware:
+                    if model == nil { model = CostModel(table, now: now, ttl: config.rateTTL) }
+                    var best = Double.infinity, bestHasRoom = false
+                    for k in table.indices where table[k].accepts {
+                        let f = model!.finish(table[k], kind: kind, items: items, bytes: needsParams(k, job) ? bytes : 0, now: now)
+                        if f < best {
+                            best = f
+                            chosen = k
+                            bestHasRoom = table[k].inFlight.count < table[k].window(config, adaptive: true)
+                        }
+                    }
+                    if !bestHasRoom { chosen = nil }
+                }
+            }
+            guard let k = chosen else { break }
+            if model == nil { model = CostModel(table, now: now, ttl: config.rateTTL) }
+            queue.removeFirst()
+            assign(job, i, to: k, kind: kind, model: model!, now: now, into: &out)
+        }
+    }
+
+    func needsParams(_ k: Int, _ job: JobEntry) -> Bool {
+        guard let d = job.driver, d.params != nil else { return false }
+        return table[k].paramsSent[job.id] != d.round
+    }
+
+    /// Sends attempt `attempts + 1` of shard `i` to worker `k` (with the spec and parameters it lacks).
+    mutating func assign(_ job: JobEntry, _ i: Int, to k: Int, kind: Int, model: CostModel, now: Nanos, into out: inout [CoordinatorAction]) {
+        let peer = table[k].peer
+        let shard = ShardIndex(job.base + i)
+        job.shards[i].attempts += 1
+        if job.shards[i].state != .running {
+            job.shards[i].state = .running
+            job.running += 1
+        }
+        job.shards[i].holders.append(peer)
+        if job.state == .queued {
+            job.state = .running
+            job.startedAt = now
+        }
+        let attempt = job.shards[i].attempts
+        let needsSpec = !table[k].specSent.contains(job.id)
+        if needsSpec { table[k].specSent.insert(job.id) }
+        let round = job.driver?.round ?? 0
+        var bytes = 64
+        if let d = job.driver, let params = d.params, table[k].paramsSent[job.id] != round {
+            table[k].paramsSent[job.id] = round
+            bytes += params.count
+            out.append(.send(peer, .params(Params(job: job.id, version: round, payload: params))))
+        }
+        let items = job.ranges[i].count
+        let compute = model.compute(table[k], kind: kind, items: items)
+        let arrive = saturatingAdd(now, table[k].rtt / 2 + model.transfer(table[k], bytes: bytes))
+        table[k].busyUntil = saturatingAdd(Swift.max(table[k].busyUntil, arrive), compute / Double(table[k].slots))
+        job.shards[i].sentAt = now
+        // (unknown until this worker's throughput on the kind is measured: no hedging against a guess)
+        job.shards[i].expected = model.measured(table[k], kind: kind) ? table[k].rtt + model.transfer(table[k], bytes: bytes) + compute : 0
+        table[k].inFlight[AttemptKey(job: job.id, shard: shard, attempt: attempt)] =
+            WorkerEntry.InFlight(sentAt: now, compute: compute, bytes: bytes, ahead: table[k].inFlight.count)
+        table[k].lastSent = now
+        table[k].bytesOut += UInt64(bytes)
+        decisions += 1
+        out.append(.send(peer, .assign(Assign(job: job.id, shard: shard, attempt: attempt, start: job.ranges[i].start,
+                                              count: items, round: round, spec: needsSpec ? job.spec : nil))))
+    }
+
+    // MARK: hedging
+
+    /// Near the end of a job or step (nothing of it queued), a shard running well past its expected time gets a
+    /// backup attempt on an idle worker expected to finish it sooner; the first result wins.
+    mutating func hedge(now: Nanos, into out: inout [CoordinatorAction]) {
+        guard config.hedging, idleCount(now: now) > 0 else { return }
+        var model: CostModel? = nil
+        for id in jobs.keys.sorted() {
+            guard let job = jobs[id], job.state == .running, policy(of: job) == .latencyAware, job.pending == 0, job.running > 0 else { continue }
+            let kind = JobKindIndex.of(job.spec)
+            for i in job.shards.indices where job.shards[i].state == .running && !job.shards[i].hedged && job.shards[i].holders.count == 1 {
+                let s = job.shards[i]
+                guard s.expected > 0 else { continue }
+                let late = Double(now &- s.sentAt)
+                guard late > Swift.max(config.hedgeFactor * s.expected, s.expected + Double(config.hedgeDelay)) else { continue }
+                if model == nil { model = CostModel(table, now: now, ttl: config.rateTTL) }
+                // The idle worker expected to finish it first; only if that beats what is left of the original,
+                // taken as at least as long again as it has already run.
+                var best: Int? = nil, bestFinish = Double(now) + late
+                for k in table.indices where table[k].accepts && table[k].inFlight.isEmpty && table[k].peer != s.holders[0] {
+                    let bytes = job.driver?.params.map(\.count) ?? 0
+                    let f = model!.finish(table[k], kind: kind, items: job.ranges[i].count, bytes: needsParams(k, job) ? bytes : 0, now: now)
+                    if f < bestFinish { bestFinish = f; best = k }
+                }
+                guard let k = best else { continue }
+                job.shards[i].hedged = true
+                job.hedges += 1
+                let original = table[index[s.holders[0]]!].label
+                out.append(.log(.info, "job \(id): \(job.describe(i)) on \(original) running \(Int(late / 1e6)) ms (expected \(Int(s.expected / 1e6)) ms): hedging on \(table[k].label)"))
+                assign(job, i, to: k, kind: kind, model: model!, now: now, into: &out)
+                if idleCount(now: now) == 0 { return }
+            }
+        }
+    }
+
+    func idleCount(now: Nanos) -> Int { table.reduce(0) { $0 + ($1.accepts && $1.inFlight.isEmpty ? 1 : 0) } }
+
+    // MARK: step timeouts
+
+    /// Fails jobs whose current step (the whole job, for single-round jobs) has run longer than the step timeout,
+    /// naming the shards still missing and where they are.
+    mutating func checkTimeouts(now: Nanos, into out: inout [CoordinatorAction]) {
+        guard config.stepTimeout > 0 else { return }
+        for id in jobs.keys.sorted() {
+            guard let job = jobs[id], !job.state.isFinal, now &- job.roundStartedAt > config.stepTimeout else { continue }
+            var missing: [String] = []
+            for i in job.shards.indices where job.shards[i].state != .done {
+                let s = job.shards[i]
+                let holders = s.holders.compactMap { index[$0].map { table[$0].label } }
+                let where_ = holders.isEmpty ? "queued, no worker took it" : "running on " + holders.joined(separator: " and ")
+                missing.append("shard \(job.base + i) (\(job.unit) \(job.ranges[i].start)..<\(job.ranges[i].start + job.ranges[i].count)): \(where_)")
+                if missing.count == 10 { break }
+            }
+            let left = job.shards.count - job.done
+            let more = left > missing.count ? "; and \(left - missing.count) more" : ""
+            let step = job.driver.map { $0.kind == "train" ? "step \($0.round + 1)" : "reduce" } ?? "reduce"
+            finish(id, state: .failed, error: "job \(id): \(step) timed out after \(config.stepTimeout / 1_000_000_000) s with \(left) of \(job.shards.count) shards missing: "
+                   + missing.joined(separator: "; ") + more + " — see `sigma status`", now: now, into: &out)
+        }
+    }
+}
