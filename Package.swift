@@ -30,6 +30,11 @@ let package = Package(
             "SigmaModel", "SigmaProtocol", "SigmaJobs",
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
+        .target(name: "SigmaSimulator", dependencies: [
+            "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs", "SigmaModel", "SigmaProtocol",
+            .product(name: "HeapModule", package: "swift-collections"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
         .target(name: "SigmaWorkerCore", dependencies: [
             "SigmaModel", "SigmaProtocol",
             .product(name: "DequeModule", package: "swift-collections"),
@@ -51,14 +56,14 @@ let package = Package(
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),
 
         .executableTarget(name: "sigma", dependencies: [
-            "SigmaCoordinator", "SigmaWorker", "SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
+            "SigmaCoordinator", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore"]),
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
-        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore"]),
+        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
         .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),

@@ -100,6 +100,12 @@ struct WorkerEntry {
 
     /// A result arrived: update compute throughput and (when the shard did not queue behind others) bandwidth.
     mutating func observeShard(_ f: InFlight, job: JobID, kind: Int, items: UInt64, compute: UInt64, resultBytes: Int, now: Nanos) {
+        let moved = f.bytes + resultBytes
+        // A shard that did not queue behind others measures the round trip too (busy workers send no heartbeats).
+        if f.ahead < slots, moved < 64 * 1024, now > f.sentAt, Double(now - f.sentAt) > Double(compute) {
+            let sample = Double(now - f.sentAt) - Double(compute)
+            rtt = rtt == 0 ? sample : 0.9 * rtt + 0.1 * sample
+        }
         if warmJobs.insert(job).inserted {
             if inFlight.isEmpty { busyUntil = now }
             return
@@ -110,7 +116,6 @@ struct WorkerEntry {
             rates[kind] = rates[kind] == 0 ? sample : 0.7 * rates[kind] + 0.3 * sample
             shardTime = shardTime == 0 ? Double(compute) : 0.9 * shardTime + 0.1 * Double(compute)
         }
-        let moved = f.bytes + resultBytes
         if f.ahead < slots, moved >= 256 * 1024, now > f.sentAt {
             let transfer = Double(now - f.sentAt) - Double(compute) - rtt
             if transfer > 0 {

@@ -162,16 +162,21 @@ extension CoordinatorCore {
                     roundRobin = (roundRobin + 1) % Swift.max(1, n)
                 case .latencyAware:
                     if model == nil { model = CostModel(table, now: now, ttl: config.rateTTL) }
-                    var best = Double.infinity, bestHasRoom = false
+                    // The earliest expected finish among workers with room (windows are sized to keep each busy
+                    // across its round trip). In the tail, if the overall best is full, wait for it when it would
+                    // still finish clearly sooner (by more than one of its shards plus a round trip).
+                    var best = Double.infinity, bestRoom = Double.infinity, full: Int? = nil
                     for k in table.indices where table[k].accepts {
                         let f = model!.finish(table[k], kind: kind, items: items, bytes: needsParams(k, job) ? bytes : 0, now: now)
-                        if f < best {
-                            best = f
-                            chosen = k
-                            bestHasRoom = table[k].inFlight.count < table[k].window(config, adaptive: true)
-                        }
+                        let room = table[k].inFlight.count < table[k].window(config, adaptive: true)
+                        if f < best { best = f; full = room ? nil : k }
+                        if room && f < bestRoom { bestRoom = f; chosen = k }
                     }
-                    if !bestHasRoom { chosen = nil }
+                    // (Only in the tail: while plenty is queued, every worker with room gets work.)
+                    if let k = full, chosen != nil, job.pending <= liveCount,
+                       bestRoom > best + model!.compute(table[k], kind: kind, items: items) + table[k].rtt {
+                        chosen = nil
+                    }
                 }
             }
             guard let k = chosen else { break }

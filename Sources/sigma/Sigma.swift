@@ -19,7 +19,7 @@ struct Sigma: AsyncParsableCommand {
         Exit codes: 0 success; 1 the job failed; 2 bad input (spec, config, flags); 3 the coordinator cannot be reached.
         """,
         subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, ResultsCommand.self,
-                      DemoCommand.self, TrainCommand.self, EmbedCommand.self, BenchCommand.self, EchoServerCommand.self]
+                      DemoCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
 }
 

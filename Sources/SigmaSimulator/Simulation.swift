@@ -1,0 +1,316 @@
+import Foundation
+import HeapModule
+import SigmaCoordinatorCore
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import SigmaWorkerCore
+import Yams
+
+/// A simulated worker host.
+public struct SimWorker: Sendable {
+    public var name: String
+    /// Relative compute speed (1 = `costPerRow` per row).
+    public var speed: Double = 1
+    public var rtt: Double = 0          // seconds
+    public var bandwidth: Double = 1e9  // bytes/s
+    public var slots = 1
+    public var joinAt: Double = 0
+    public var failAt: Double? = nil    // seconds; the process vanishes (no goodbye)
+    /// From this time on the worker runs `straggleFactor` times slower.
+    public var straggleFrom: Double? = nil
+    public var straggleFactor: Double = 1
+    public init(name: String) { self.name = name }
+}
+
+/// What to simulate: workers and one map-reduce job over generated data.
+public struct Scenario: Sendable {
+    public var name = "scenario"
+    public var workers: [SimWorker] = []
+    public var shards = 1000
+    public var rowsPerShard = 100
+    /// Seconds of compute per row at speed 1.
+    public var costPerRow = 1e-4
+    public var policy = SchedulingPolicy.latencyAware
+    public var hedging = true
+    public var heartbeat = 1.0
+    public var liveness = 3
+    public var tick = 0.05
+    public init() {}
+
+    public var spec: JobSpec {
+        .mapReduce(MapReduceSpec(name: name, input: .uniform(count: UInt64(shards * rowsPerShard), seed: 7, low: 0, high: 1),
+                                 map: .square, reduce: [.sum, .count], sharding: .size(UInt64(rowsPerShard))))
+    }
+
+    /// Parses a scenario file (docs/scheduling.md shows the format).
+    public static func parse(_ text: String) throws -> Scenario {
+        guard let any = try Yams.load(yaml: text) as? [String: Any] else {
+            throw SpecError(field: "(document)", problem: "expected a mapping with 'workers' and 'job'")
+        }
+        var s = Scenario()
+        func num(_ d: [String: Any], _ k: String, _ path: String) throws -> Double? {
+            guard let v = d[k] else { return nil }
+            if let x = v as? Double { return x }
+            if let x = v as? Int { return Double(x) }
+            throw SpecError(field: path + k, problem: "expected a number, got \(v)")
+        }
+        if let n = any["name"] as? String { s.name = n }
+        if let p = any["policy"] as? String { s.policy = try SchedulingPolicy.parse(p) }
+        if let h = any["hedging"] as? Bool { s.hedging = h }
+        if let v = try num(any, "heartbeat_ms", "") { s.heartbeat = v / 1000 }
+        if let v = try num(any, "liveness", "") { s.liveness = Int(v) }
+        guard let ws = any["workers"] as? [[String: Any]], !ws.isEmpty else {
+            throw SpecError(field: "workers", problem: "expected a non-empty list of {speed, rtt_ms, …}")
+        }
+        for (i, w) in ws.enumerated() {
+            let path = "workers[\(i)]."
+            let count = Int(try num(w, "count", path) ?? 1)
+            var x = SimWorker(name: w["name"] as? String ?? "w")
+            x.speed = try num(w, "speed", path) ?? 1
+            guard x.speed > 0 else { throw SpecError(field: path + "speed", problem: "must be > 0") }
+            x.rtt = (try num(w, "rtt_ms", path) ?? 0) / 1000
+            x.bandwidth = (try num(w, "bandwidth_mbps", path) ?? 8000) * 1e6 / 8
+            x.slots = Int(try num(w, "slots", path) ?? 1)
+            x.joinAt = try num(w, "join_s", path) ?? 0
+            x.failAt = try num(w, "fail_s", path)
+            x.straggleFrom = try num(w, "straggle_from_s", path)
+            x.straggleFactor = try num(w, "straggle_factor", path) ?? 1
+            for k in 0..<max(1, count) {
+                var y = x
+                y.name = count > 1 ? "\(x.name)\(k + 1)" : x.name
+                s.workers.append(y)
+            }
+        }
+        if let j = any["job"] as? [String: Any] {
+            if let v = try num(j, "shards", "job.") { s.shards = Int(v) }
+            if let v = try num(j, "rows_per_shard", "job.") { s.rowsPerShard = Int(v) }
+            if let v = try num(j, "cost_per_row_us", "job.") { s.costPerRow = v / 1e6 }
+        }
+        return s
+    }
+}
+
+/// What a simulation measured.
+public struct SimReport: Sendable {
+    public var makespan: Double
+    public var lowerBound: Double
+    public var completed: Bool
+    public var error: String
+    public var result: [UInt8]
+    public var hedges: Int
+    public var hedgesWon: Int
+    public var reruns: Int
+    public var duplicates: Int
+    public var decisions: Int
+    /// Wall-clock seconds the coordinator core spent handling events.
+    public var coreSeconds: Double
+    public var wallSeconds: Double
+    public var workers: [(name: String, shards: Int, utilisation: Double)]
+    /// Time from the last shard's first dispatch to the end of the job.
+    public var tail: Double
+}
+
+/// The real `CoordinatorCore` and real `WorkerCore`s driven by a simulated clock and network: messages arrive after
+/// RTT/2 + bytes / bandwidth, shards take rows × cost / speed. Deterministic: same scenario, same report.
+public final class Simulation {
+    enum Event {
+        case toCoordinator(PeerID, Message)
+        case toWorker(Int, Message)
+        case computed(Int, ShardTask)
+        case workerTick(Int)
+        case coordinatorTick
+        case join(Int)
+        case fail(Int)
+    }
+
+    struct Timed: Comparable {
+        let time: Double, seq: Int
+        let index: Int
+        static func < (a: Timed, b: Timed) -> Bool { (a.time, a.seq) < (b.time, b.seq) }
+        static func == (a: Timed, b: Timed) -> Bool { a.seq == b.seq }
+    }
+
+    final class Node {
+        let spec: SimWorker
+        var core: WorkerCore
+        var alive = false
+        var queue: [ShardTask] = []
+        var running = 0
+        var busy = 0.0
+        var shards = 0
+        init(_ spec: SimWorker, core: WorkerCore) { self.spec = spec; self.core = core }
+    }
+
+    let scenario: Scenario
+    var core: CoordinatorCore
+    var nodes: [Node] = []
+    var heap = Heap<Timed>()
+    var events: [Event?] = []
+    var seq = 0
+    var now = 0.0
+    let client = PeerID(Array("client".utf8))
+    var outcome: JobOutcome? = nil
+    var coreNanos: UInt64 = 0
+    var lastDispatch = 0.0
+
+    public init(_ scenario: Scenario) {
+        self.scenario = scenario
+        var c = CoordinatorConfig()
+        c.policy = scenario.policy
+        c.hedging = scenario.hedging
+        c.heartbeatInterval = Nanos(scenario.heartbeat * 1e9)
+        c.liveness = scenario.liveness
+        core = CoordinatorCore(config: c, now: 0)
+        for (i, w) in scenario.workers.enumerated() {
+            let hello = Hello(cores: UInt16(w.slots), slots: UInt32(w.slots), memory: 1 << 30, host: "sim-\(w.name)", name: w.name,
+                              instance: "sim-\(i)", features: "map-reduce")
+            nodes.append(Node(w, core: WorkerCore(config: WorkerCore.Config(hello: hello))))
+            schedule(w.joinAt, .join(i))
+            if let f = w.failAt { schedule(f, .fail(i)) }
+        }
+        schedule(scenario.tick, .coordinatorTick)
+    }
+
+    func peer(_ i: Int) -> PeerID { PeerID(Array("sim-\(i)".utf8)) }
+
+    func schedule(_ t: Double, _ e: Event) {
+        events.append(e)
+        heap.insert(Timed(time: t, seq: seq, index: events.count - 1))
+        seq += 1
+    }
+
+    static func size(_ m: Message) -> Int {
+        switch m {
+        case .result(let r): 40 + r.payload.count
+        case .params(let p): 24 + p.payload.count
+        case .assign(let a): 48 + (a.spec == nil ? 0 : 200)
+        default: 48
+        }
+    }
+
+    func coordinator(_ e: CoordinatorEvent) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let actions = core.handle(e, now: Nanos(now * 1e9))
+        coreNanos += DispatchTime.now().uptimeNanoseconds - t0
+        for a in actions {
+            guard case .send(let p, let m) = a else { continue }
+            if p == client {
+                if case .jobResult(let o) = m { outcome = o }
+                continue
+            }
+            guard let i = workerIndex(p), nodes[i].alive else { continue }
+            if case .assign = m { lastDispatch = now }
+            let w = nodes[i].spec
+            schedule(now + w.rtt / 2 + Double(Self.size(m)) / w.bandwidth, .toWorker(i, m))
+        }
+    }
+
+    func workerIndex(_ p: PeerID) -> Int? {
+        let s = String(decoding: p.bytes, as: UTF8.self)
+        guard s.hasPrefix("sim-"), let i = Int(s.dropFirst(4)), i < nodes.count else { return nil }
+        return i
+    }
+
+    func worker(_ i: Int, _ e: WorkerEvent) {
+        let n = nodes[i]
+        for a in n.core.handle(e, now: Nanos(now * 1e9)) {
+            switch a {
+            case .send(let m):
+                schedule(now + n.spec.rtt / 2 + Double(Self.size(m)) / n.spec.bandwidth, .toCoordinator(peer(i), m))
+            case .compute(let task):
+                n.queue.append(task)
+            case .cancel(let job, let shard):
+                n.queue.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
+            case .cancelAll:
+                n.queue.removeAll()
+            default: break
+            }
+        }
+        startWork(i)
+    }
+
+    func startWork(_ i: Int) {
+        let n = nodes[i]
+        while n.running < n.spec.slots, !n.queue.isEmpty {
+            let task = n.queue.removeFirst()
+            var speed = n.spec.speed
+            if let from = n.spec.straggleFrom, now >= from { speed /= n.spec.straggleFactor }
+            let d = Double(task.count) * scenario.costPerRow / speed
+            n.running += 1
+            n.busy += d
+            schedule(now + d, .computed(i, task))
+        }
+    }
+
+    /// Runs until the job ends (or `limit` simulated seconds).
+    public func run(limit: Double = 36_000) -> SimReport {
+        let wall0 = Date()
+        coordinator(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: scenario.spec))))
+        while outcome == nil, let next = heap.popMin() {
+            now = next.time
+            if now > limit { break }
+            guard let e = events[next.index] else { continue }
+            events[next.index] = nil
+            switch e {
+            case .join(let i):
+                nodes[i].alive = true
+                worker(i, .connected)
+                schedule(now + scenario.tick, .workerTick(i))
+            case .fail(let i):
+                nodes[i].alive = false
+            case .workerTick(let i):
+                guard nodes[i].alive else { continue }
+                worker(i, .tick)
+                schedule(now + scenario.tick, .workerTick(i))
+            case .coordinatorTick:
+                coordinator(.tick)
+                schedule(now + scenario.tick, .coordinatorTick)
+            case .toWorker(let i, let m):
+                guard nodes[i].alive else { continue }
+                worker(i, .received(m))
+            case .toCoordinator(let p, let m):
+                if let i = workerIndex(p), !nodes[i].alive { continue }
+                coordinator(.received(p, m))
+            case .computed(let i, let task):
+                guard nodes[i].alive else { continue }
+                nodes[i].running -= 1
+                nodes[i].shards += 1
+                var r: ShardResult
+                if case .mapReduce(let spec) = task.spec, let p = try? MapReduceKernel.run(spec, start: task.start, count: task.count) {
+                    r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: Frame(p.encoded))
+                } else {
+                    r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "not a map-reduce shard")
+                }
+                r.computeTime = UInt64(Double(task.count) * scenario.costPerRow / nodes[i].spec.speed * 1e9)
+                if let from = nodes[i].spec.straggleFrom, now >= from { r.computeTime = UInt64(Double(r.computeTime) * nodes[i].spec.straggleFactor) }
+                worker(i, .computed(r))
+            }
+        }
+        let o = outcome
+        let h = core.hedges(1) ?? (0, 0)
+        let span = o.map { Double($0.elapsed) / 1e9 } ?? now
+        return SimReport(makespan: span, lowerBound: lowerBound(), completed: o?.state == .completed, error: o?.error ?? "did not finish",
+                         result: o.map { Array($0.payload.withUnsafeBytes { Array($0) }) } ?? [],
+                         hedges: h.started, hedgesWon: h.won, reruns: Int(o?.reruns ?? 0), duplicates: Int(o?.duplicates ?? 0),
+                         decisions: core.decisions, coreSeconds: Double(coreNanos) / 1e9, wallSeconds: Date().timeIntervalSince(wall0),
+                         workers: nodes.map { ($0.spec.name, $0.shards, span > 0 ? min(1, $0.busy / span) : 0) },
+                         tail: span - lastDispatch)
+    }
+
+    /// No schedule can beat this: the smallest T with Σ speed_i × (T − join_i − RTT_i)⁺ / cost ≥ all rows
+    /// (each worker computing without pause from its first possible moment, until it fails; stragglers at nominal speed).
+    public func lowerBound() -> Double {
+        let rows = Double(scenario.shards * scenario.rowsPerShard)
+        func done(_ t: Double) -> Double {
+            scenario.workers.reduce(0) { acc, w in
+                let end = min(t, w.failAt ?? t)
+                return acc + max(0, end - w.joinAt - w.rtt) * w.speed * Double(w.slots) / scenario.costPerRow
+            }
+        }
+        var lo = 0.0, hi = 1.0
+        while done(hi) < rows { hi *= 2; if hi > 1e9 { return .infinity } }
+        for _ in 0..<60 { let mid = (lo + hi) / 2; if done(mid) >= rows { hi = mid } else { lo = mid } }
+        return hi
+    }
+}
