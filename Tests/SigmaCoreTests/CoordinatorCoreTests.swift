@@ -34,6 +34,7 @@ struct Harness {
         return sent
     }
 
+    @discardableResult
     mutating func hello(_ peer: PeerID, slots: UInt32 = 1, instance: String? = nil, host: String = "host") -> [(PeerID, Message)] {
         event(.received(peer, .hello(Hello(cores: 2, slots: slots, memory: 1 << 30, host: host, name: "n",
                                            instance: instance ?? peer.description, features: ""))))

@@ -1,0 +1,89 @@
+import SigmaCoordinatorCore
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+private let oneShard = MapReduceSpec(name: "poison", input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+
+private func jobError(_ sent: [(PeerID, Message)]) -> String? {
+    for (p, m) in sent where p == client { if case .jobResult(let o) = m, o.state == .failed { return o.error } }
+    return nil
+}
+
+@Suite struct FailureHandlingTests {
+    /// A shard whose workers die under it twice fails its job, naming the shard, both workers and their hosts.
+    @Test func poisonShardFailsTheJobNamingIt() {
+        var c = CoordinatorConfig()
+        c.heartbeatInterval = 100_000_000
+        var h = Harness(c)
+        h.hello(w1, host: "alpha")
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(oneShard)))))
+        #expect(h.takeAssigns(w1).count == 1)
+        h.hello(w2, host: "beta")
+        var error: String? = nil
+        // w1 goes silent: declared dead, the shard moves to w2, which goes silent too.
+        for _ in 0..<12 where error == nil {
+            h.advance(50_000_000)
+            h.event(.received(w2, .heartbeat(Heartbeat(sent: h.now))))
+            error = jobError(h.event(.tick))
+        }
+        #expect(error == nil, "failed before the second death: \(error ?? "")")
+        #expect(h.takeAssigns(w2).count == 1, "the dead worker's shard did not move")
+        for _ in 0..<12 where error == nil {
+            h.advance(50_000_000)
+            error = jobError(h.event(.tick))
+        }
+        let e = try! #require(error)
+        #expect(e.contains("shard 0") && e.contains("w1@alpha") && e.contains("w2@beta"), "\(e)")
+    }
+
+    /// A step that runs past the step timeout fails its job, naming the missing shards and where they run.
+    @Test func stepTimeoutNamesMissingShardsAndWorkers() {
+        var c = CoordinatorConfig()
+        c.stepTimeout = 2_000_000_000
+        c.hedging = false
+        var h = Harness(c)
+        h.hello(w1, host: "alpha")
+        let spec = MapReduceSpec(name: "slow", input: .range(count: 20, start: 0, step: 1), reduce: [.sum], sharding: .count(2))
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))))
+        var error: String? = nil
+        for _ in 0..<30 where error == nil {
+            h.advance(100_000_000)
+            h.event(.received(w1, .heartbeat(Heartbeat(sent: h.now))))
+            error = jobError(h.event(.tick))
+        }
+        let e = try! #require(error)
+        #expect(e.contains("timed out") && e.contains("shard 0") && e.contains("shard 1") && e.contains("w1 (host alpha)"), "\(e)")
+    }
+
+    /// A draining worker gets no new shards; DISCONNECT once its own are done; declined shards run elsewhere.
+    @Test func drainingWorkerFinishesAndLeaves() throws {
+        var h = Harness()
+        h.hello(w1)
+        let spec = MapReduceSpec(name: "d", input: .range(count: 40, start: 0, step: 1), reduce: [.sum], sharding: .count(4))
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))))
+        let held = h.takeAssigns(w1)
+        #expect(!held.isEmpty)
+        h.event(.received(w1, .drain(reason: "SIGTERM")))
+        h.hello(w2)
+        #expect(h.takeAssigns(w1).isEmpty, "a draining worker got new shards")
+        // It finishes the first, declines the rest.
+        try h.answer(w1, held[0], spec: spec)
+        var left = h.outbox
+        for a in held.dropFirst() {
+            left += h.event(.received(w1, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .declined, error: "draining"))))
+        }
+        #expect(left.contains { p, m in p == w1 && m == .disconnect(reason: "drained") })
+        // w2 runs everything else; the job completes.
+        var done = false
+        for _ in 0..<10 where !done {
+            for a in h.takeAssigns(w2) {
+                for (p, m) in try h.answer(w2, a, spec: spec) where p == client {
+                    if case .jobResult(let o) = m { done = o.state == .completed }
+                }
+            }
+        }
+        #expect(done)
+    }
+}
