@@ -40,7 +40,11 @@ bench: release
 	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
 	@echo "NumPy baseline, same MLP step (samples/s, median of 5):" | tee -a artifacts/bench-mlp.md
 	@for t in 1 2; do printf "| %s thread(s) | NumPy %s |\n" $$t "$$(OPENBLAS_NUM_THREADS=$$t python3 bench/mlp_numpy.py 5 2>/dev/null || echo 'unavailable (pip install numpy)')"; done | tee -a artifacts/bench-mlp.md
+	$(RELEASE_BIN) bench train --runs 3 --log-level warning | tee artifacts/bench-train.md
+	$(RELEASE_BIN) bench reduce --runs 3 --log-level warning | tee artifacts/bench-reduce.md
+	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
 	$(MAKE) model
+	$(RELEASE_BIN) bench embed-cluster --runs 3 --log-level warning | tee artifacts/bench-embed-cluster.md
 	$(RELEASE_BIN) bench embed --runs 3 | tee artifacts/bench-embed.md
 	@echo "sentence-transformers baseline, same sentences (sentences/s; set SIGMA_BENCH_PYTHON to a Python with sentence-transformers):" | tee -a artifacts/bench-embed.md
 	@for t in 1 2; do printf "| %s thread(s) | sentence-transformers %s |\n" $$t "$$(HF_HUB_OFFLINE=1 $${SIGMA_BENCH_PYTHON:-python3} bench/embed_sentence_transformers.py models/all-MiniLM-L6-v2 artifacts/bench-sentences.txt 3 $$t 2>/dev/null || echo unavailable)"; done | tee -a artifacts/bench-embed.md

@@ -538,7 +538,11 @@ public struct CoordinatorCore {
 
     /// Live (not dead) workers.
     public var liveWorkers: Int { liveCount }
-    var liveCount: Int { table.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
+    var liveCount: Int {
+        var n = 0
+        for k in table.indices where table[k].isLive { n += 1 }
+        return n
+    }
     public func job(_ id: JobID) -> (state: JobState, done: Int, total: Int, duplicates: Int, reruns: Int)? {
         jobs[id].map { ($0.state, $0.done, $0.shards.count, $0.duplicates, $0.reruns) }
     }

@@ -48,10 +48,10 @@ struct CostModel {
         self.now = now
         self.ttl = ttl
         var sum = [Double](repeating: 0, count: JobKindIndex.count), n = sum
-        for w in table where w.isLive {
-            for k in 0..<JobKindIndex.count {
-                if let r = w.rate(k, now: now, ttl: ttl) {
-                    sum[k] += r
+        table.withUnsafeBufferPointer { ws in
+            for i in ws.indices where ws[i].state != .dead {
+                for k in 0..<JobKindIndex.count where ws[i].rates[k] > 0 && now &- ws[i].ratedAt[k] <= ttl {
+                    sum[k] += ws[i].rates[k]
                     n[k] += 1
                 }
             }
@@ -59,16 +59,17 @@ struct CostModel {
         fallbackRate = (0..<JobKindIndex.count).map { n[$0] > 0 ? sum[$0] / n[$0] : 1e6 }
     }
 
-    func rate(_ w: WorkerEntry, kind: Int) -> Double { w.rate(kind, now: now, ttl: ttl) ?? fallbackRate[kind] }
-    func measured(_ w: WorkerEntry, kind: Int) -> Bool { w.rate(kind, now: now, ttl: ttl) != nil }
+    // (Workers are passed `borrowing`: copying a WorkerEntry per candidate dominated placement at 1,000 workers.)
+    func rate(_ w: borrowing WorkerEntry, kind: Int) -> Double { w.rate(kind, now: now, ttl: ttl) ?? fallbackRate[kind] }
+    func measured(_ w: borrowing WorkerEntry, kind: Int) -> Bool { w.rate(kind, now: now, ttl: ttl) != nil }
 
     /// Expected compute, ns.
-    func compute(_ w: WorkerEntry, kind: Int, items: UInt64) -> Double { Double(items) / rate(w, kind: kind) * 1e9 }
+    func compute(_ w: borrowing WorkerEntry, kind: Int, items: UInt64) -> Double { Double(items) / rate(w, kind: kind) * 1e9 }
 
     /// Transfer time of `bytes`, ns (0 when the link is not yet measured: loopback-like).
-    func transfer(_ w: WorkerEntry, bytes: Int) -> Double { w.bandwidth > 0 ? Double(bytes) / w.bandwidth * 1e9 : 0 }
+    func transfer(_ w: borrowing WorkerEntry, bytes: Int) -> Double { w.bandwidth > 0 ? Double(bytes) / w.bandwidth * 1e9 : 0 }
 
-    func finish(_ w: WorkerEntry, kind: Int, items: UInt64, bytes: Int, now: Nanos) -> Double {
+    func finish(_ w: borrowing WorkerEntry, kind: Int, items: UInt64, bytes: Int, now: Nanos) -> Double {
         let arrive = Double(now) + w.rtt / 2 + transfer(w, bytes: bytes)
         let start = Swift.max(arrive, Double(w.busyUntil))
         return start + compute(w, kind: kind, items: items) + w.rtt / 2
@@ -125,7 +126,8 @@ extension CoordinatorCore {
     /// Places queued shards on workers, in queue order, under each job's policy. A shard whose best worker has no
     /// room waits (later shards wait behind it), so a slow worker is not handed work a fast one would finish sooner.
     mutating func dispatch(now: Nanos, into out: inout [CoordinatorAction]) {
-        guard !queue.isEmpty, liveCount > 0 else { return }
+        let live = liveCount
+        guard !queue.isEmpty, live > 0 else { return }
         var model: CostModel? = nil
         while let ref = queue.first {
             guard let job = jobs[ref.job], !job.state.isFinal, let i = job.local(ref.shard), job.shards[i].state == .pending else {
@@ -166,14 +168,25 @@ extension CoordinatorCore {
                     // across its round trip). In the tail, if the overall best is full, wait for it when it would
                     // still finish clearly sooner (by more than one of its shards plus a round trip).
                     var best = Double.infinity, bestRoom = Double.infinity, full: Int? = nil
-                    for k in table.indices where table[k].accepts {
-                        let f = model!.finish(table[k], kind: kind, items: items, bytes: needsParams(k, job) ? bytes : 0, now: now)
-                        let room = table[k].inFlight.count < table[k].window(config, adaptive: true)
-                        if f < best { best = f; full = room ? nil : k }
-                        if room && f < bestRoom { bestRoom = f; chosen = k }
+                    let m = model!, c = config, round = job.driver?.round, hasParams = bytes > 0
+                    // (fields read through the buffer: copying a WorkerEntry per candidate dominated at 1,000 workers)
+                    table.withUnsafeBufferPointer { ws in
+                        for k in ws.indices where ws[k].state == .ready {
+                            let send = hasParams && ws[k].paramsSent[job.id] != round ? bytes : 0
+                            let arrive = Double(now) + ws[k].rtt / 2 + (ws[k].bandwidth > 0 ? Double(send) / ws[k].bandwidth * 1e9 : 0)
+                            let r = ws[k].rates[kind] > 0 && now &- ws[k].ratedAt[kind] <= m.ttl ? ws[k].rates[kind] : m.fallbackRate[kind]
+                            let f = Swift.max(arrive, Double(ws[k].busyUntil)) + Double(items) / r * 1e9 + ws[k].rtt / 2
+                            var perSlot = 1 + c.prefetch
+                            if ws[k].shardTime > 0 {
+                                perSlot = Swift.max(perSlot, 1 + Int((Swift.max(ws[k].rtt, 200_000) / ws[k].shardTime).rounded(.up)))
+                            }
+                            let room = ws[k].inFlight.count < Int(ws[k].hello.slots) * Swift.min(perSlot, c.maxWindowPerSlot)
+                            if f < best { best = f; full = room ? nil : k }
+                            if room && f < bestRoom { bestRoom = f; chosen = k }
+                        }
                     }
                     // (Only in the tail: while plenty is queued, every worker with room gets work.)
-                    if let k = full, chosen != nil, job.pending <= liveCount,
+                    if let k = full, chosen != nil, job.pending <= live,
                        bestRoom > best + model!.compute(table[k], kind: kind, items: items) + table[k].rtt {
                         chosen = nil
                     }
@@ -266,7 +279,11 @@ extension CoordinatorCore {
         }
     }
 
-    func idleCount(now: Nanos) -> Int { table.reduce(0) { $0 + ($1.accepts && $1.inFlight.isEmpty ? 1 : 0) } }
+    func idleCount(now: Nanos) -> Int {
+        var n = 0
+        for k in table.indices where table[k].accepts && table[k].inFlight.isEmpty { n += 1 }
+        return n
+    }
 
     // MARK: step timeouts
 
