@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SigmaCoordinatorCore
 import Logging
 import SigmaCoordinator
 import SigmaModel
@@ -21,6 +22,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Port to bind (default 7700; 0 picks a free port).") var port: Int?
     @Option(help: "Heartbeat interval in milliseconds (default 1000).") var heartbeatMs: Int?
     @Option(help: "Missed heartbeats before a worker is declared dead (default 3).") var liveness: Int?
+    @Option(help: "Scheduling policy: latency-aware (default), least-loaded, round-robin.") var policy: String?
+    @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
+    @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
 
     func run() async throws {
@@ -38,6 +42,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
             options.core.liveness = liveness ?? cfg.liveness
+            if let p = policy { options.core.policy = try SchedulingPolicy.parse(p) }
+            if noHedging { options.core.hedging = false }
+            if let t = stepTimeout {
+                guard t >= 0 else { throw CLIError.usage("--step-timeout must be ≥ 0, got \(t)") }
+                options.core.stepTimeout = UInt64(t) * 1_000_000_000
+            }
             options.limits.maxPayload = cfg.maxFrame
             guard options.core.heartbeatInterval >= 10_000_000 else { throw CLIError.usage("--heartbeat-ms must be ≥ 10") }
             guard options.core.liveness >= 1 else { throw CLIError.usage("--liveness must be ≥ 1") }

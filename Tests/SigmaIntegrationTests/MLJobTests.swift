@@ -94,7 +94,9 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 400))
         let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
-        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])
+        // (this checks the re-run path: hedging off, or a backup copy could win before the timeout; least-loaded so
+        // every worker has a shard in every step — latency-aware may leave a worker out of such tiny steps)
+        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250", "--no-hedging", "--policy", "least-loaded"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(3)
         let client = try SigmaClient(endpoint: cluster.endpoint)
