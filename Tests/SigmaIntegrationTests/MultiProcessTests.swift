@@ -170,11 +170,16 @@ struct BigInput: Sendable {
         #expect(late["cores"] as? Int == ProcessInfo.processInfo.activeProcessorCount)
         #expect(late["in_flight"] as? Int == 0)
         #expect(late["rtt_us"] is Double && late["last_seen_ms"] is Double)
+        // The scheduler's view: the policy, and a throughput estimate from the 49 shards after the first (warm-up).
+        #expect(json["policy"] as? String == "latency-aware")
+        #expect((late["throughput_items_per_s"] as? Double ?? 0) > 0, "\(late)")
         let jobs = json["jobs"] as! [[String: Any]]
         #expect(jobs.contains { $0["id"] as? Int == Int(a.job) && $0["done"] as? Int == 50 && $0["total"] as? Int == 50 })
         let table = try SigmaProcess(["status", "--coordinator", cluster.endpoint])
         #expect(try await table.wait() == 0)
         #expect(table.stdout.contains { $0.contains("late") && $0.contains("ready") })
+        #expect(table.stdout.contains { $0.contains("policy latency-aware") })
+        #expect(table.stdout.contains { $0.contains("RTT") && $0.contains("ITEMS/S") && $0.contains("IN-FLIGHT") })
     }
 
     /// CLI exit codes: 2 for a bad spec (naming the field), 3 when the coordinator cannot be reached.
