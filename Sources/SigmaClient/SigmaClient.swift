@@ -127,8 +127,8 @@ public final class SigmaClient: Sendable {
     }
 
     /// Submits a job and returns once it is accepted.
-    public func submit(_ spec: JobSpec, timeout: Double = 10) async throws -> Accept {
-        let m = try await call({ .submit(Submit(request: $0, options: [], spec: spec)) }, timeout: timeout, what: "SUBMIT")
+    public func submit(_ spec: JobSpec, timeout: Double = 10, options: SubmitOptions = []) async throws -> Accept {
+        let m = try await call({ .submit(Submit(request: $0, options: options, spec: spec)) }, timeout: timeout, what: "SUBMIT")
         guard case .accept(let a) = m else { throw ClientError.badReply("\(m.type.name)") }
         return a
     }
@@ -148,9 +148,9 @@ public final class SigmaClient: Sendable {
 
     /// Submits a job and follows it to the end: ACCEPT, PROGRESS (if `watch`), then JOB-RESULT.
     /// `acceptTimeout` bounds the wait for ACCEPT (seconds); the job itself may run as long as it needs.
-    public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10) -> AsyncThrowingStream<JobEvent, Error> {
+    public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10, options extra: SubmitOptions = []) -> AsyncThrowingStream<JobEvent, Error> {
         AsyncThrowingStream { continuation in
-            let id = request({ .submit(Submit(request: $0, options: watch ? [.watch, .pushResult] : [.pushResult], spec: spec)) },
+            let id = request({ .submit(Submit(request: $0, options: (watch ? SubmitOptions([.watch, .pushResult]) : SubmitOptions.pushResult).union(extra), spec: spec)) },
                              timeout: acceptTimeout, what: "SUBMIT") { r in
                 switch r {
                 case .success(.accept(let a)):

@@ -13,6 +13,15 @@ public enum SchedulingPolicy: String, CaseIterable, Sendable {
     /// near the end are hedged.
     case latencyAware = "latency-aware"
 
+    /// The SUBMIT option bits that ask for this policy.
+    public var submitOption: SubmitOptions {
+        switch self {
+        case .roundRobin: .policy(1)
+        case .leastLoaded: .policy(2)
+        case .latencyAware: .policy(3)
+        }
+    }
+
     public static func parse(_ s: String) throws -> SchedulingPolicy {
         guard let p = SchedulingPolicy(rawValue: s) else {
             throw SpecError(field: "policy", problem: "unknown scheduling policy '\(s)'; expected one of: "
@@ -86,7 +95,14 @@ func saturatingAdd(_ t: Nanos, _ d: Double) -> Nanos {
 
 extension CoordinatorCore {
     /// The policy a job runs under.
-    func policy(of job: JobEntry) -> SchedulingPolicy { config.policy }
+    func policy(of job: JobEntry) -> SchedulingPolicy {
+        switch job.options.policyCode {
+        case 1: .roundRobin
+        case 2: .leastLoaded
+        case 3: .latencyAware
+        default: config.policy
+        }
+    }
 
     // MARK: training steps: how to split a round
 

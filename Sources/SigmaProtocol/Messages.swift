@@ -207,6 +207,9 @@ public struct SubmitOptions: OptionSet, Sendable {
     /// Hold ACCEPT until the coordinator's next tick (≤ 50 ms), and drop it if the job has ended by then
     /// (JOB-RESULT then implies acceptance). Saves one message, and one wake-up of the client, per short job.
     public static let deferAccept = SubmitOptions(rawValue: 4)
+    /// Bits 3–4: this job's scheduling policy (0: the cluster's; 1 round-robin, 2 least-loaded, 3 latency-aware).
+    public static func policy(_ code: UInt8) -> SubmitOptions { SubmitOptions(rawValue: (code & 3) << 3) }
+    public var policyCode: UInt8 { (rawValue >> 3) & 3 }
 }
 
 public struct Submit: Sendable, Equatable {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SigmaClient
+import SigmaCoordinatorCore
 import SigmaModel
 import SigmaProtocol
 
@@ -27,6 +28,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
     @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
+    @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the cluster's).") var policy: String?
 
     func run() async throws {
         do {
@@ -42,11 +44,15 @@ struct SubmitCommand: AsyncParsableCommand {
                 try MLOutput.runLocal(jobSpec, output: output, json: json)
                 return
             }
+            var policyOption: SubmitOptions = []
+            if let p = policy {
+                do { policyOption = try SchedulingPolicy.parse(p).submitOption } catch { throw CLIError.usage("--policy: \(error)") }
+            }
             let endpoint = coordinator ?? cfg.coordinator
             let client = try SigmaClient(endpoint: endpoint)
             defer { client.close() }
             if !follow {
-                let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout) }
+                let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout, options: policyOption) }
                 if json {
                     print(jsonString(["job": Int(a.job), "shards": Int(a.shards), "state": "accepted"]))
                 } else {
@@ -59,7 +65,7 @@ struct SubmitCommand: AsyncParsableCommand {
             if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
-                for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout) {
+                for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption) {
                     switch e {
                     case .accepted(let a):
                         if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }

@@ -87,3 +87,18 @@ private func jobError(_ sent: [(PeerID, Message)]) -> String? {
         #expect(done)
     }
 }
+
+@Suite struct PerJobPolicyTests {
+    /// A job submitted with the round-robin option takes strict turns even on a latency-aware cluster.
+    @Test func submitOptionSelectsTheJobsPolicy() {
+        var h = Harness()
+        h.hello(w1)
+        h.hello(w2)
+        let spec = MapReduceSpec(name: "rr", input: .range(count: 40, start: 0, step: 1), reduce: [.sum], sharding: .count(4))
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult, SchedulingPolicy.roundRobin.submitOption],
+                                                 spec: .mapReduce(spec)))))
+        let order = h.outbox.compactMap { p, m -> PeerID? in if case .assign = m { return p } else { return nil } }
+        #expect(order == [w1, w2, w1, w2], "\(order)")
+        #expect(SchedulingPolicy.roundRobin.submitOption.policyCode == 1 && SchedulingPolicy.latencyAware.submitOption.policyCode == 3)
+    }
+}
