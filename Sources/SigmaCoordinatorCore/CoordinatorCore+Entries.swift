@@ -135,8 +135,13 @@ struct WorkerEntry {
     /// round trip when shards are short (a bandwidth-delay product in shards). Other policies: slots × (1 + prefetch).
     func window(_ c: CoordinatorConfig, adaptive: Bool) -> Int {
         guard accepts else { return 0 }
+        return Self.window(slots: slots, rtt: rtt, shardTime: adaptive ? shardTime : 0, c)
+    }
+
+    /// The window from plain fields (placement reads them in place rather than copying entries).
+    static func window(slots: Int, rtt: Double, shardTime: Double, _ c: CoordinatorConfig) -> Int {
         var perSlot = 1 + c.prefetch
-        if adaptive, shardTime > 0 {
+        if shardTime > 0 {
             let latency = Swift.max(rtt, 200_000)   // ns; loopback heartbeats under-report queueing
             perSlot = Swift.max(perSlot, 1 + Int((latency / shardTime).rounded(.up)))
         }

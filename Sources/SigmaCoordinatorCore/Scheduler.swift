@@ -79,9 +79,13 @@ struct CostModel {
     func transfer(_ w: borrowing WorkerEntry, bytes: Int) -> Double { w.bandwidth > 0 ? Double(bytes) / w.bandwidth * 1e9 : 0 }
 
     func finish(_ w: borrowing WorkerEntry, kind: Int, items: UInt64, bytes: Int, now: Nanos) -> Double {
-        let arrive = Double(now) + w.rtt / 2 + transfer(w, bytes: bytes)
-        let start = Swift.max(arrive, Double(w.busyUntil))
-        return start + compute(w, kind: kind, items: items) + w.rtt / 2
+        Self.finish(rtt: w.rtt, bandwidth: w.bandwidth, busyUntil: w.busyUntil, rate: rate(w, kind: kind), items: items, bytes: bytes, now: now)
+    }
+
+    /// The formula above from plain fields; `rate` in items/s.
+    static func finish(rtt: Double, bandwidth: Double, busyUntil: Nanos, rate: Double, items: UInt64, bytes: Int, now: Nanos) -> Double {
+        let arrive = Double(now) + rtt / 2 + (bandwidth > 0 ? Double(bytes) / bandwidth * 1e9 : 0)
+        return Swift.max(arrive, Double(busyUntil)) + Double(items) / rate * 1e9 + rtt / 2
     }
 }
 
@@ -189,14 +193,11 @@ extension CoordinatorCore {
                     table.withUnsafeBufferPointer { ws in
                         for k in ws.indices where ws[k].state == .ready {
                             let send = hasParams && ws[k].paramsSent[job.id] != round ? bytes : 0
-                            let arrive = Double(now) + ws[k].rtt / 2 + (ws[k].bandwidth > 0 ? Double(send) / ws[k].bandwidth * 1e9 : 0)
                             let r = ws[k].rates[kind] > 0 && now &- ws[k].ratedAt[kind] <= m.ttl ? ws[k].rates[kind] : m.fallbackRate[kind]
-                            let f = Swift.max(arrive, Double(ws[k].busyUntil)) + Double(items) / r * 1e9 + ws[k].rtt / 2
-                            var perSlot = 1 + c.prefetch
-                            if ws[k].shardTime > 0 {
-                                perSlot = Swift.max(perSlot, 1 + Int((Swift.max(ws[k].rtt, 200_000) / ws[k].shardTime).rounded(.up)))
-                            }
-                            let room = ws[k].inFlight.count < Int(ws[k].hello.slots) * Swift.min(perSlot, c.maxWindowPerSlot)
+                            let f = CostModel.finish(rtt: ws[k].rtt, bandwidth: ws[k].bandwidth, busyUntil: ws[k].busyUntil,
+                                                     rate: r, items: items, bytes: send, now: now)
+                            let room = ws[k].inFlight.count < WorkerEntry.window(slots: Int(ws[k].hello.slots), rtt: ws[k].rtt,
+                                                                                 shardTime: ws[k].shardTime, c)
                             if f < best { best = f; full = room ? nil : k }
                             if room && f < bestRoom { bestRoom = f; chosen = k }
                         }

@@ -12,21 +12,13 @@ final class EmulatedHosts {
     let rttMs: [Int]
     private(set) var made: [String] = []
 
-    static func run(_ args: [String]) -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        p.arguments = args
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        do { try p.run() } catch { return (-1, "\(error)") }
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-    }
+    static func run(_ args: [String]) -> (Int32, String) { command("/usr/sbin/ip", args) }
+    static func tc(_ args: [String]) -> (Int32, String) { command("/usr/sbin/tc", args) }
 
-    static func tc(_ args: [String]) -> (Int32, String) {
+    /// Runs a tool to the end: its exit status and standard error.
+    static func command(_ path: String, _ args: [String]) -> (Int32, String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/tc")
+        p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
         let err = Pipe()
         p.standardError = err

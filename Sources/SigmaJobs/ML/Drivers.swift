@@ -115,6 +115,14 @@ public func proportionalSplit(_ n: Int, weights: [Double]) -> [Int] {
     return counts
 }
 
+/// `n` items cut into about `parts` contiguous ranges on whole-batch boundaries (the last batch may be short).
+func batchAlignedSplit(_ n: Int, batch b: Int, parts: Int) -> [(start: UInt64, count: UInt64)] {
+    split((n + b - 1) / b, parts: parts).map { r in
+        let start = Int(r.start) * b
+        return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, n) - start))
+    }
+}
+
 func split(_ n: Int, parts: Int) -> [(start: UInt64, count: UInt64)] {
     let k = max(1, min(parts, n))
     var out: [(UInt64, UInt64)] = []
@@ -358,12 +366,7 @@ public final class PredictDriver: RoundDriver, @unchecked Sendable {
     public var roundItems: Int { rows }
 
     public func plan(shares: [Double]) -> [ShardPlan] {
-        let b = spec.batchSize
-        let batches = (rows + b - 1) / b
-        ranges = split(batches, parts: max(1, shares.count) * 4).map { r in
-            let start = Int(r.start) * b
-            return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, rows) - start))
-        }
+        ranges = batchAlignedSplit(rows, batch: spec.batchSize, parts: max(1, shares.count) * 4)
         outputs = Array(repeating: nil, count: ranges.count)
         return ranges.map { ShardPlan(start: $0.start, count: $0.count) }
     }
@@ -442,12 +445,7 @@ public final class EmbedDriver: RoundDriver, @unchecked Sendable {
     public var roundItems: Int { lines }
 
     public func plan(shares: [Double]) -> [ShardPlan] {
-        let b = spec.batchSize
-        let batches = (lines + b - 1) / b
-        ranges = split(batches, parts: max(1, shares.count) * 4).map { r in
-            let start = Int(r.start) * b
-            return (UInt64(start), UInt64(min(Int(r.start + r.count) * b, lines) - start))
-        }
+        ranges = batchAlignedSplit(lines, batch: spec.batchSize, parts: max(1, shares.count) * 4)
         outputs = Array(repeating: nil, count: ranges.count)
         return ranges.map { ShardPlan(start: $0.start, count: $0.count) }
     }
