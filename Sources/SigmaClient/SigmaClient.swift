@@ -70,6 +70,7 @@ public final class SigmaClient: Sendable {
             case .progress(let p): req = p.request
             case .jobResult(let o): req = o.request
             case .statusReply(let r, _): req = r
+            case .detailReply(let r, _): req = r
             case .error(let err): req = err.request
             default: return
             }
@@ -126,9 +127,30 @@ public final class SigmaClient: Sendable {
         return s
     }
 
+    /// One job in depth: summary, log lines from `logFrom`, and (when `attempts`) every shard attempt.
+    public func detail(job: JobID, logFrom: UInt32 = 0, attempts: Bool = false, timeout: Double = 5) async throws -> JobDetail {
+        let m = try await call({ .detail(request: $0, job: job, logFrom: logFrom, attempts: attempts) }, timeout: timeout, what: "DETAIL")
+        guard case .detailReply(_, let d) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return d
+    }
+
+    /// Cancels a job; returns its state afterwards (a job already finished keeps its state).
+    public func cancel(job: JobID, timeout: Double = 5) async throws -> JobProgress {
+        let m = try await call({ .cancelJob(request: $0, job: job) }, timeout: timeout, what: "CANCEL-JOB")
+        guard case .progress(let p) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return p
+    }
+
+    /// Drains a worker (by id or name): it finishes its shards, takes no new ones, and leaves.
+    public func drain(worker: String, timeout: Double = 5) async throws -> ClusterStatus {
+        let m = try await call({ .drainWorker(request: $0, worker: worker) }, timeout: timeout, what: "DRAIN-WORKER")
+        guard case .statusReply(_, let s) = m else { throw ClientError.badReply("\(m.type.name)") }
+        return s
+    }
+
     /// Submits a job and returns once it is accepted.
-    public func submit(_ spec: JobSpec, timeout: Double = 10, options: SubmitOptions = []) async throws -> Accept {
-        let m = try await call({ .submit(Submit(request: $0, options: options, spec: spec)) }, timeout: timeout, what: "SUBMIT")
+    public func submit(_ spec: JobSpec, timeout: Double = 10, options: SubmitOptions = [], key: String = "") async throws -> Accept {
+        let m = try await call({ .submit(Submit(request: $0, options: options, spec: spec, key: key)) }, timeout: timeout, what: "SUBMIT")
         guard case .accept(let a) = m else { throw ClientError.badReply("\(m.type.name)") }
         return a
     }
@@ -148,9 +170,10 @@ public final class SigmaClient: Sendable {
 
     /// Submits a job and follows it to the end: ACCEPT, PROGRESS (if `watch`), then JOB-RESULT.
     /// `acceptTimeout` bounds the wait for ACCEPT (seconds); the job itself may run as long as it needs.
-    public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10, options extra: SubmitOptions = []) -> AsyncThrowingStream<JobEvent, Error> {
+    public func run(_ spec: JobSpec, watch: Bool = true, acceptTimeout: Double = 10, options extra: SubmitOptions = [],
+                    key: String = "") -> AsyncThrowingStream<JobEvent, Error> {
         AsyncThrowingStream { continuation in
-            let id = request({ .submit(Submit(request: $0, options: (watch ? SubmitOptions([.watch, .pushResult]) : SubmitOptions.pushResult).union(extra), spec: spec)) },
+            let id = request({ .submit(Submit(request: $0, options: (watch ? SubmitOptions([.watch, .pushResult]) : SubmitOptions.pushResult).union(extra), spec: spec, key: key)) },
                              timeout: acceptTimeout, what: "SUBMIT") { r in
                 switch r {
                 case .success(.accept(let a)):

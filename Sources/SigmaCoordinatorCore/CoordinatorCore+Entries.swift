@@ -42,6 +42,11 @@ struct WorkerEntry {
     var shardsDone: UInt64 = 0
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
+    /// Load the worker reports in heartbeats: CPU percent of one core, resident bytes, payload bytes before/after LZ4.
+    var cpu = 0.0
+    var rss: UInt64 = 0
+    var rawOut: UInt64 = 0
+    var wireOut: UInt64 = 0
     /// Smoothed heartbeat round trip, ns (0 until measured).
     var rtt: Double = 0
     /// Smoothed link bandwidth, bytes/s (0 until measured).
@@ -69,6 +74,8 @@ struct WorkerEntry {
         var bytes: Int
         /// Shards this worker held when this one was sent (its queue position).
         var ahead: Int
+        /// Index of this attempt's record in its job's `attempts` (-1: not recorded).
+        var record: Int = -1
     }
 
     init(peer: PeerID, id: String, hello: Hello, joinedAt: Nanos, lastSeen: Nanos) {
@@ -90,6 +97,10 @@ struct WorkerEntry {
     var label: String { "\(id) (host \(hello.host))" }
 
     mutating func observe(_ hb: Heartbeat, now: Nanos) {
+        cpu = hb.cpu
+        rss = hb.rss
+        rawOut = hb.rawOut
+        wireOut = hb.wireOut
         peerSent = hb.sent
         peerSentArrived = now
         if hb.echo != 0, now > hb.echo, now - hb.echo > hb.held {
@@ -206,6 +217,68 @@ final class JobEntry {
     var watchers: [Watcher] = []
     /// ACCEPT deferred to the next tick (SUBMIT option `deferAccept`).
     var acceptPending = false
+    /// The client-chosen id it was submitted with ("" for none).
+    var key = ""
+    /// Clients that re-submitted the same key and wait for JOB-RESULT (peer, request).
+    var extraResultTo: [(PeerID, UInt64)] = []
+    /// Items of committed shards (rows, samples, lines), over all rounds.
+    var itemsDone: UInt64 = 0
+    /// When the current shards were queued (their records' `queued` time).
+    var queuedAt: [Nanos] = []
+    /// The job's log (lines about it the coordinator logged) and its shard attempts, both bounded.
+    var logs: [JobLogLine] = []
+    var logsDropped = 0
+    var attempts: [AttemptRecord] = []
+    var attemptsDropped = 0
+    static let maxLogLines = 2000
+    static let maxAttempts = 200_000
+    /// Digests of the spec, input and model ("" when unknown).
+    var specDigest = ""
+    var inputDigest = ""
+    var modelDigest = ""
+    /// The policy placing this job's shards.
+    var policyName = ""
+
+    func log(_ level: LogLevel, _ text: String, now: Nanos) {
+        if logs.count >= JobEntry.maxLogLines {
+            logs.removeFirst(JobEntry.maxLogLines / 4)
+            logsDropped += JobEntry.maxLogLines / 4
+        }
+        let l: JobLogLine.Level = switch level {
+        case .debug: .debug
+        case .info: .info
+        case .warning: .warning
+        case .error: .error
+        }
+        logs.append(JobLogLine(at: now &- submittedAt, level: l, text: text))
+    }
+
+    /// Records an attempt sent now; returns its record index (-1 once the bound is reached).
+    func recordAttempt(_ i: Int, attempt: Attempt, worker: WorkerEntry, hedge: Bool, now: Nanos) -> Int {
+        guard attempts.count < JobEntry.maxAttempts else {
+            attemptsDropped += 1
+            return -1
+        }
+        let queued = i < queuedAt.count ? queuedAt[i] : roundStartedAt
+        attempts.append(AttemptRecord(round: UInt32(driver?.round ?? 0), shard: UInt32(base + i), attempt: attempt,
+                                      start: ranges[i].start, count: ranges[i].count, worker: worker.id, host: worker.hello.host,
+                                      hedge: hedge, queued: queued &- submittedAt, started: now &- submittedAt))
+        return attempts.count - 1
+    }
+
+    /// Ends an attempt's record (no-op for unrecorded or already ended ones).
+    func endAttempt(_ record: Int, _ outcome: AttemptRecord.Outcome, now: Nanos, compute: UInt64 = 0, error: String = "") {
+        guard record >= 0, record < attempts.count, attempts[record].outcome == .running else { return }
+        attempts[record].outcome = outcome
+        attempts[record].finished = Swift.max(attempts[record].started, now &- submittedAt)
+        attempts[record].compute = compute
+        attempts[record].error = error
+    }
+
+    /// A shard goes back to the queue: its next attempt's queue time is now.
+    func requeued(_ i: Int, now: Nanos) {
+        if i < queuedAt.count { queuedAt[i] = now }
+    }
 
     init(id: JobID, spec: JobSpec, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
          options: SubmitOptions, submittedAt: Nanos) {
@@ -221,6 +294,7 @@ final class JobEntry {
         roundStartedAt = submittedAt
         shards = Array(repeating: ShardEntry(), count: ranges.count)
         partials = Array(repeating: nil, count: mapReduce == nil ? 0 : ranges.count)
+        queuedAt = Array(repeating: submittedAt, count: ranges.count)
     }
 
     /// Index into `shards` of a global shard index, if it belongs to the current round.
@@ -235,6 +309,7 @@ final class JobEntry {
         roundStartedAt = now
         ranges = newRanges
         shards = Array(repeating: ShardEntry(), count: newRanges.count)
+        queuedAt = Array(repeating: now, count: newRanges.count)
         done = 0
         running = 0
         return base..<(base + newRanges.count)
@@ -254,11 +329,12 @@ final class JobEntry {
         shards[i].state = .done
         if let p = partial { partials[i] = p }
         done += 1
+        itemsDone += ranges[i].count
     }
 
     /// A shard failed on `worker`: run it again elsewhere, or — once it has failed too often — return the
     /// error that fails the job.
-    func requeueOrFail(shard i: Int, worker: WorkerEntry, error: String, config: CoordinatorConfig,
+    func requeueOrFail(shard i: Int, worker: WorkerEntry, error: String, config: CoordinatorConfig, now: Nanos,
                        queue: inout Deque<ShardRef>, into out: inout [CoordinatorAction]) -> String? {
         shards[i].failures += 1
         shards[i].failedOn.append("\(worker.id)@\(worker.hello.host)")
@@ -271,6 +347,7 @@ final class JobEntry {
             shards[i].state = .pending
             running -= 1
             reruns += 1
+            requeued(i, now: now)
             queue.prepend(ShardRef(job: id, shard: ShardIndex(base + i)))
         }
         return nil

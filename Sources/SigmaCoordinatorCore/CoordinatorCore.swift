@@ -89,6 +89,8 @@ public struct CoordinatorCore {
     var activeJobs = 0
     var queue: Deque<ShardRef> = []
     var nextJob: JobID = 1
+    /// Jobs by the client-chosen id they were submitted with.
+    var keyed: [String: JobID] = [:]
     var nextWorker = 1
     var roundRobin = 0
     /// Results whose job was unknown or already finished.
@@ -133,7 +135,57 @@ public struct CoordinatorCore {
             tick(now: now, into: &out)
         }
         dispatch(now: now, into: &out)
+        captureJobLogs(out, now: now)
         return out
+    }
+
+    /// Lines logged about a job ("job 12: …", "job 12 '…' accepted …") go to that job's log too (`sigma logs`).
+    func captureJobLogs(_ out: [CoordinatorAction], now: Nanos) {
+        for a in out {
+            guard case .log(let level, let text) = a, text.hasPrefix("job ") else { continue }
+            let digits = text.utf8.dropFirst(4).prefix { $0 >= 48 && $0 <= 57 }
+            guard !digits.isEmpty, let id = JobID(String(decoding: digits, as: UTF8.self)), let job = jobs[id] else { continue }
+            job.log(level, text, now: now)
+        }
+    }
+
+    /// A SUBMIT with a key already used: the same job answers (ACCEPT, and PROGRESS / JOB-RESULT as asked).
+    mutating func resubmitted(_ peer: PeerID, _ s: Submit, _ job: JobEntry, now: Nanos, into out: inout [CoordinatorAction]) {
+        out.append(.send(peer, .accept(Accept(request: s.request, job: job.id, shards: UInt32(job.shards.count)))))
+        job.log(.info, "submitted again with id '\(s.key)': the existing job answers", now: now)
+        if job.state.isFinal {
+            if s.options.contains(.watch) { out.append(.send(peer, .progress(job.progress(request: s.request)))) }
+            if s.options.contains(.pushResult) { out.append(.send(peer, .jobResult(job.outcome(request: s.request)))) }
+            return
+        }
+        if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
+        if s.options.contains(.pushResult) { job.extraResultTo.append((peer, s.request)) }
+    }
+
+    func summary(_ j: JobEntry, now: Nanos) -> ClusterStatus.Job {
+        var s = ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: UInt32(j.done),
+                                  total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
+                                  duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
+        s.key = j.key
+        s.hedges = UInt32(j.hedges)
+        s.hedgesWon = UInt32(j.hedgesWon)
+        s.items = j.itemsDone
+        if let d = j.driver, d.kind == "train" {
+            let g = d.progress
+            s.step = UInt32(g.step)
+            s.steps = UInt32(g.steps)
+            s.loss = g.loss
+            s.accuracy = g.accuracy
+        }
+        return s
+    }
+
+    func detail(_ j: JobEntry, logFrom: Int, attempts: Bool, now: Nanos) -> JobDetail {
+        let first = Swift.max(0, logFrom - j.logsDropped)
+        let lines = first < j.logs.count ? Array(j.logs[first...]) : []
+        return JobDetail(job: summary(j, now: now), policy: j.policyName, specDigest: j.specDigest, inputDigest: j.inputDigest,
+                         modelDigest: j.modelDigest, logFrom: UInt32(j.logsDropped + first), logTotal: UInt32(j.logsDropped + j.logs.count),
+                         logs: lines, attemptsDropped: UInt32(j.attemptsDropped), attempts: attempts ? j.attempts : [])
     }
 
     mutating func receive(_ peer: PeerID, _ message: Message, now: Nanos, into out: inout [CoordinatorAction]) {
@@ -156,6 +208,10 @@ public struct CoordinatorCore {
         case .error(let e):
             out.append(.log(.warning, "peer \(index[peer].map { table[$0].id } ?? peer.description) reported \(e)"))
         case .submit(let s):
+            if !s.key.isEmpty, let id = keyed[s.key], let job = jobs[id] {
+                resubmitted(peer, s, job, now: now, into: &out)
+                return
+            }
             if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
                 accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
             } else {
@@ -182,7 +238,36 @@ public struct CoordinatorCore {
                 out.append(.send(peer, .error(ErrorReply(.notReady, request: req,
                     "job \(job) is \(j.state) (\(j.done)/\(j.shards.count) shards); try again or watch it"))))
             }
-        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult:
+        case .cancelJob(let req, let id):
+            guard let job = jobs[id] else {
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(id) on this coordinator; list jobs with: sigma jobs"))))
+                return
+            }
+            if !job.state.isFinal {
+                job.log(.warning, "cancelled by a client", now: now)
+                finish(id, state: .cancelled, error: "cancelled by a client", now: now, into: &out)
+            }
+            out.append(.send(peer, .progress(jobs[id]!.progress(request: req))))
+        case .detail(let req, let id, let from, let withAttempts):
+            guard let job = jobs[id] else {
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(id) on this coordinator; list jobs with: sigma jobs"))))
+                return
+            }
+            out.append(.send(peer, .detailReply(request: req, detail(job, logFrom: Int(from), attempts: withAttempts, now: now))))
+        case .drainWorker(let req, let name):
+            guard let k = table.indices.first(where: { table[$0].isLive && (table[$0].id == name || table[$0].hello.name == name) }) else {
+                let live = table.filter(\.isLive).map { "\($0.id) (\($0.hello.name))" }.joined(separator: ", ")
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req,
+                    "no live worker '\(name)'; live workers: \(live.isEmpty ? "none" : live) (see: sigma workers)"))))
+                return
+            }
+            let p = table[k].peer
+            if table[k].state == .ready {
+                out.append(.send(p, .drain(reason: "asked by a client")))
+                drain(p, reason: "asked by a client", now: now, into: &out)
+            }
+            out.append(.send(peer, .statusReply(request: req, status(now: now))))
+        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply:
             out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
         }
     }
@@ -227,6 +312,7 @@ public struct CoordinatorCore {
         guard let k = index[peer], table[k].isLive else { return }
         let w = table[k]
         let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
+        for (key, f) in w.inFlight { jobs[key.job]?.endAttempt(f.record, died ? .lost : .declined, now: now, error: "worker \(w.id) \(reason)") }
         table[k].inFlight.removeAll()
         table[k].paramsSent.removeAll()
         table[k].state = .dead
@@ -247,6 +333,7 @@ public struct CoordinatorCore {
                 job.shards[i].state = .pending
                 job.reruns += 1
                 job.running -= 1
+                job.requeued(i, now: now)
                 queue.prepend(ShardRef(job: key.job, shard: key.shard))
             }
         }
@@ -314,6 +401,10 @@ public struct CoordinatorCore {
         nextJob += 1
         activeJobs += 1
         let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        job.key = s.key
+        if !s.key.isEmpty { keyed[s.key] = id }
+        job.policyName = policy(of: job).rawValue
+        job.specDigest = Digest.fnv1a64(s.spec.encoded)
         if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
@@ -368,6 +459,7 @@ public struct CoordinatorCore {
         }
         if Int(r.shard) < job.base {
             job.duplicates += 1   // a late answer from an earlier round
+            if let f = wasInFlight { job.endAttempt(f.record, .late, now: now, compute: r.computeTime) }
             return
         }
         guard let i = job.local(r.shard), r.attempt >= 1, r.attempt <= job.shards[i].attempts else {
@@ -380,7 +472,9 @@ public struct CoordinatorCore {
                                   resultBytes: r.payload.count, now: now)
         }
         job.shards[i].holders.removeAll { $0 == peer }
+        let record = wasInFlight?.record ?? -1
         if job.shards[i].state == .done {
+            job.endAttempt(record, .late, now: now, compute: r.computeTime)
             job.duplicates += 1
             jobs[r.job] = job
             return
@@ -401,28 +495,35 @@ public struct CoordinatorCore {
                     job.commit(shard: i, partial: p)
                 }
                 table[k].shardsDone += 1
+                job.endAttempt(record, .ok, now: now, compute: r.computeTime)
                 if job.shards[i].hedged && r.attempt == job.shards[i].attempts { job.hedgesWon += 1 }
                 cancelOthers(job, i, except: peer, now: now, into: &out)
             } catch {
                 out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
-                fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, queue: &queue, into: &out)
+                job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: "malformed result: \(error)")
+                fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, now: now, queue: &queue, into: &out)
             }
         case .failed:
-            fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, queue: &queue, into: &out)
+            job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
+            fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, now: now, queue: &queue, into: &out)
         case .unknownJob:
             // The worker no longer has the spec: send it again with the retry.
+            job.endAttempt(record, .failed, now: now, error: "the worker no longer had the job's spec; sent again")
             table[k].specSent.remove(r.job)
             table[k].paramsSent[r.job] = nil
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
                 job.running -= 1
+                job.requeued(i, now: now)
                 queue.prepend(ShardRef(job: r.job, shard: r.shard))
             }
         case .declined:
             // A draining worker did not start it: run it elsewhere (not a failure).
+            job.endAttempt(record, .declined, now: now, error: r.error)
             if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
                 job.shards[i].state = .pending
                 job.running -= 1
+                job.requeued(i, now: now)
                 queue.prepend(ShardRef(job: r.job, shard: r.shard))
             }
         }
@@ -445,7 +546,11 @@ public struct CoordinatorCore {
         activeJobs -= 1
         job.acceptPending = false   // JOB-RESULT (or the job's status) now says it was accepted
         finishedOrder.append(id)
-        while finishedOrder.count > config.keepFinishedJobs { jobs[finishedOrder.removeFirst()] = nil }
+        while finishedOrder.count > config.keepFinishedJobs {
+            let old = finishedOrder.removeFirst()
+            if let k = jobs[old]?.key, !k.isEmpty { keyed[k] = nil }
+            jobs[old] = nil
+        }
         job.state = state
         job.error = error
         job.endedAt = now
@@ -457,6 +562,7 @@ public struct CoordinatorCore {
         // Stop whatever still runs for this job.
         for k in table.indices where table[k].isLive && table[k].inFlight.keys.contains(where: { $0.job == id }) {
             out.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+            for (key, f) in table[k].inFlight where key.job == id { job.endAttempt(f.record, .cancelled, now: now, error: "job \(state)") }
             table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }
             if table[k].inFlight.isEmpty { table[k].busyUntil = now }
         }
@@ -470,6 +576,8 @@ public struct CoordinatorCore {
         if job.options.contains(.pushResult) {
             out.append(.send(job.submitter, .jobResult(job.outcome(request: job.request))))
         }
+        for (p, req) in job.extraResultTo { out.append(.send(p, .jobResult(job.outcome(request: req)))) }
+        job.extraResultTo = []
     }
 
     mutating func sendProgress(_ id: JobID, now: Nanos, force: Bool, into out: inout [CoordinatorAction]) {
@@ -524,13 +632,15 @@ public struct CoordinatorCore {
             s.bandwidth = w.bandwidth
             s.bytesIn = w.bytesIn
             s.bytesOut = w.bytesOut
+            s.cpu = w.cpu
+            s.rss = w.rss
+            s.memory = w.hello.memory
+            s.rawBytes = w.rawOut
+            s.wireBytes = w.wireOut
+            s.joined = now &- w.joinedAt
             return s
         }
-        let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { j in
-            ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: UInt32(j.done),
-                              total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
-                              duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
-        }
+        let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }
         var st = ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
         st.policy = config.policy.rawValue
         return st
@@ -559,6 +669,7 @@ public struct CoordinatorCore {
             guard let k = index[p] else { continue }
             let keys = table[k].inFlight.keys.filter { $0.job == job.id && $0.shard == ShardIndex(job.base + i) }
             for key in keys {
+                if let f = table[k].inFlight[key] { job.endAttempt(f.record, .cancelled, now: now, error: "another attempt finished first") }
                 table[k].inFlight[key] = nil
                 out.append(.send(p, .cancel(Cancel(job: job.id, shard: key.shard, attempt: key.attempt))))
             }

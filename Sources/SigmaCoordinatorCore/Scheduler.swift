@@ -252,8 +252,9 @@ extension CoordinatorCore {
         job.shards[i].sentAt = now
         // (unknown until this worker's throughput on the kind is measured: no hedging against a guess)
         job.shards[i].expected = model.measured(table[k], kind: kind) ? table[k].rtt + model.transfer(table[k], bytes: bytes) + compute : 0
+        let record = job.recordAttempt(i, attempt: attempt, worker: table[k], hedge: job.shards[i].holders.count > 1, now: now)
         table[k].inFlight[AttemptKey(job: job.id, shard: shard, attempt: attempt)] =
-            WorkerEntry.InFlight(sentAt: now, compute: compute, bytes: bytes, ahead: table[k].inFlight.count)
+            WorkerEntry.InFlight(sentAt: now, compute: compute, bytes: bytes, ahead: table[k].inFlight.count, record: record)
         table[k].lastSent = now
         table[k].bytesOut += UInt64(bytes)
         decisions += 1

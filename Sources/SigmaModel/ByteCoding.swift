@@ -133,3 +133,17 @@ extension Frame {
         }
     }
 }
+
+/// Short content digests for provenance (not for security).
+public enum Digest {
+    /// FNV-1a, 64 bits, as 16 hex digits.
+    public static func fnv1a64(_ bytes: [UInt8]) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(h, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

@@ -22,6 +22,16 @@ public struct ClusterStatus: Sendable, Equatable {
         public var bandwidth: Double = 0
         public var bytesIn: UInt64 = 0
         public var bytesOut: UInt64 = 0
+        /// The worker process's CPU use over its last heartbeat interval, percent of one core (200 = two cores busy).
+        public var cpu: Double = 0
+        /// Its resident memory and the host's memory, bytes.
+        public var rss: UInt64 = 0
+        public var memory: UInt64 = 0
+        /// Payload bytes before / after LZ4 on this worker's link (equal when nothing was compressed).
+        public var rawBytes: UInt64 = 0
+        public var wireBytes: UInt64 = 0
+        /// Nanoseconds since the worker joined.
+        public var joined: UInt64 = 0
         public init(id: String, name: String, host: String, cores: UInt16, slots: UInt32, state: String, inFlight: UInt32,
                     rtt: UInt64, lastSeen: UInt64, shardsDone: UInt64) {
             self.id = id
@@ -50,6 +60,18 @@ public struct ClusterStatus: Sendable, Equatable {
         /// nanoseconds since submission (until the end for finished jobs)
         public var elapsed: UInt64
         public var error: String
+        /// The client-chosen id the job was submitted with (`sigma submit --id`), or "".
+        public var key: String = ""
+        /// Training: steps done and planned, last loss and held-out accuracy (NaN when none).
+        public var step: UInt32 = 0
+        public var steps: UInt32 = 0
+        public var loss: Double = .nan
+        public var accuracy: Double = .nan
+        /// Backup attempts started by hedging, and how many finished first.
+        public var hedges: UInt32 = 0
+        public var hedgesWon: UInt32 = 0
+        /// Items (rows, samples, lines) the job has processed, for throughput and ETA.
+        public var items: UInt64 = 0
         public init(id: JobID, name: String, kind: String, state: JobState, done: UInt32, total: UInt32, running: UInt32,
                     reruns: UInt32, duplicates: UInt32, elapsed: UInt64, error: String) {
             self.id = id
@@ -63,6 +85,36 @@ public struct ClusterStatus: Sendable, Equatable {
             self.duplicates = duplicates
             self.elapsed = elapsed
             self.error = error
+        }
+
+        public func encode(into w: inout ByteWriter) {
+            w.u64(id); w.string(name); w.string(kind); w.u8(state.rawValue); w.u32(done); w.u32(total)
+            w.u32(running); w.u32(reruns); w.u32(duplicates); w.u64(elapsed); w.string(error)
+            w.string(key); w.u32(step); w.u32(steps); w.f64(loss); w.f64(accuracy); w.u32(hedges); w.u32(hedgesWon); w.u64(items)
+        }
+
+        public static func decode(from r: inout ByteReader) throws -> Job {
+            let id = try r.u64("job.id"), name = try r.string("job.name"), kind = try r.string("job.kind")
+            let sv = try r.u8("job.state")
+            guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "job.state", problem: "unknown state \(sv)") }
+            var j = Job(id: id, name: name, kind: kind, state: state, done: try r.u32("job.done"), total: try r.u32("job.total"),
+                        running: try r.u32("job.running"), reruns: try r.u32("job.reruns"), duplicates: try r.u32("job.duplicates"),
+                        elapsed: try r.u64("job.elapsed"), error: try r.string("job.error"))
+            j.key = try r.string("job.key")
+            j.step = try r.u32("job.step")
+            j.steps = try r.u32("job.steps")
+            j.loss = try r.f64("job.loss")
+            j.accuracy = try r.f64("job.accuracy")
+            j.hedges = try r.u32("job.hedges")
+            j.hedgesWon = try r.u32("job.hedges_won")
+            j.items = try r.u64("job.items")
+            return j
+        }
+
+        public static func == (a: Job, b: Job) -> Bool {
+            var w1 = ByteWriter(capacity: 64), w2 = ByteWriter(capacity: 64)
+            a.encode(into: &w1); b.encode(into: &w2)
+            return w1.bytes == w2.bytes
         }
     }
 
@@ -90,12 +142,10 @@ public struct ClusterStatus: Sendable, Equatable {
             w.string(x.id); w.string(x.name); w.string(x.host); w.u16(x.cores); w.u32(x.slots); w.string(x.state)
             w.u32(x.inFlight); w.u64(x.rtt); w.u64(x.lastSeen); w.u64(x.shardsDone)
             w.f64(x.throughput); w.f64(x.bandwidth); w.u64(x.bytesIn); w.u64(x.bytesOut)
+            w.f64(x.cpu); w.u64(x.rss); w.u64(x.memory); w.u64(x.rawBytes); w.u64(x.wireBytes); w.u64(x.joined)
         }
         w.u32(UInt32(jobs.count))
-        for j in jobs {
-            w.u64(j.id); w.string(j.name); w.string(j.kind); w.u8(j.state.rawValue); w.u32(j.done); w.u32(j.total)
-            w.u32(j.running); w.u32(j.reruns); w.u32(j.duplicates); w.u64(j.elapsed); w.string(j.error)
-        }
+        for j in jobs { j.encode(into: &w) }
         w.string(policy)
     }
 
@@ -115,19 +165,18 @@ public struct ClusterStatus: Sendable, Equatable {
             x.bandwidth = try r.f64("worker.bandwidth")
             x.bytesIn = try r.u64("worker.bytesin")
             x.bytesOut = try r.u64("worker.bytesout")
+            x.cpu = try r.f64("worker.cpu")
+            x.rss = try r.u64("worker.rss")
+            x.memory = try r.u64("worker.memory")
+            x.rawBytes = try r.u64("worker.raw_bytes")
+            x.wireBytes = try r.u64("worker.wire_bytes")
+            x.joined = try r.u64("worker.joined")
             workers.append(x)
         }
         let nj = try r.u32("status.jobs")
         guard Int(nj) <= r.remaining / 40 + 1 else { throw ByteReadError(field: "status.jobs", problem: "count \(nj) exceeds the message") }
         var jobs: [Job] = []
-        for _ in 0..<nj {
-            let id = try r.u64("job.id"), name = try r.string("job.name"), kind = try r.string("job.kind")
-            let sv = try r.u8("job.state")
-            guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "job.state", problem: "unknown state \(sv)") }
-            jobs.append(Job(id: id, name: name, kind: kind, state: state, done: try r.u32("job.done"), total: try r.u32("job.total"),
-                            running: try r.u32("job.running"), reruns: try r.u32("job.reruns"), duplicates: try r.u32("job.duplicates"),
-                            elapsed: try r.u64("job.elapsed"), error: try r.string("job.error")))
-        }
+        for _ in 0..<nj { jobs.append(try Job.decode(from: &r)) }
         var st = ClusterStatus(build: build, uptime: uptime, workers: workers, jobs: jobs, queuedShards: queued)
         st.policy = try r.string("status.policy")
         return st

@@ -48,7 +48,7 @@ public enum Codec {
         case .ready(let r):
             w.string(r.workerID); w.u32(r.heartbeatInterval); w.u16(r.liveness); w.string(r.build)
         case .heartbeat(let h):
-            w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued)
+            w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut)
         case .assign(let a):
             w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round)
             if let s = a.spec { payload = Frame(s.encoded) }
@@ -65,7 +65,7 @@ public enum Codec {
             w.u64(p.job); w.u32(p.version)
             if !p.payload.isEmpty { payload = p.payload }
         case .submit(let s):
-            w.u64(s.request); w.u8(s.options.rawValue)
+            w.u64(s.request); w.u8(s.options.rawValue); w.string(s.key)
             payload = Frame(s.spec.encoded)
         case .accept(let a):
             w.u64(a.request); w.u64(a.job); w.u32(a.shards)
@@ -85,6 +85,17 @@ public enum Codec {
             w.u64(o.request); w.u64(o.job); w.u8(o.state.rawValue); w.string(o.error); w.u32(o.shards); w.u32(o.duplicates)
             w.u32(o.reruns); w.u64(o.elapsed)
             if !o.payload.isEmpty { payload = o.payload }
+        case .cancelJob(let req, let job):
+            w.u64(req); w.u64(job)
+        case .detail(let req, let job, let from, let attempts):
+            w.u64(req); w.u64(job); w.u32(from); w.bool(attempts)
+        case .detailReply(let req, let d):
+            w.u64(req)
+            var pw = ByteWriter(capacity: 256)
+            d.encode(into: &pw)
+            payload = Frame(pw.bytes)
+        case .drainWorker(let req, let worker):
+            w.u64(req); w.string(worker)
         }
         var header = w.bytes
         guard let p = payload else { return [Frame(header)] }
@@ -112,7 +123,7 @@ public enum Codec {
     }
 
     static func isClientRequest(_ t: MessageType) -> Bool {
-        t == .submit || t == .status || t == .watch || t == .fetch
+        t == .submit || t == .status || t == .watch || t == .fetch || t == .cancelJob || t == .detail || t == .drainWorker
     }
 
     static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?) throws -> Message {
@@ -184,8 +195,12 @@ public enum Codec {
                                         liveness: try r.u16("liveness"), build: try r.string("build")))
                 case .heartbeat:
                     try noPayload()
-                    return .heartbeat(Heartbeat(sent: try r.u64("sent"), echo: try r.u64("echo"), held: try r.u64("held"),
-                                                running: try r.u32("running"), queued: try r.u32("queued")))
+                    var h = Heartbeat(sent: try r.u64("sent"), echo: try r.u64("echo"), held: try r.u64("held"),
+                                      running: try r.u32("running"), queued: try r.u32("queued"),
+                                      cpu: try r.f64("cpu"), rss: try r.u64("rss"))
+                    h.rawOut = try r.u64("raw_out")
+                    h.wireOut = try r.u64("wire_out")
+                    return .heartbeat(h)
                 case .assign:
                     var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),
                                    start: try r.u64("start"), count: try r.u64("count"), round: try r.u32("round"))
@@ -215,9 +230,9 @@ public enum Codec {
                 case .params:
                     return .params(Params(job: try r.u64("job"), version: try r.u32("version"), payload: payload ?? .empty))
                 case .submit:
-                    let req = try r.u64("request"), opts = SubmitOptions(rawValue: try r.u8("options"))
+                    let req = try r.u64("request"), opts = SubmitOptions(rawValue: try r.u8("options")), key = try r.string("key")
                     let spec = try requirePayload("job spec").withUnsafeBytes { try JobSpec.decode($0) }
-                    return .submit(Submit(request: req, options: opts, spec: spec))
+                    return .submit(Submit(request: req, options: opts, spec: spec, key: key))
                 case .accept:
                     try noPayload()
                     return .accept(Accept(request: try r.u64("request"), job: try r.u64("job"), shards: try r.u32("shards")))
@@ -251,6 +266,24 @@ public enum Codec {
                     return .jobResult(JobOutcome(request: req, job: job, state: state, error: try r.string("error"),
                                                  shards: try r.u32("shards"), duplicates: try r.u32("duplicates"),
                                                  reruns: try r.u32("reruns"), elapsed: try r.u64("elapsed"), payload: payload ?? .empty))
+                case .cancelJob:
+                    try noPayload()
+                    return .cancelJob(request: try r.u64("request"), job: try r.u64("job"))
+                case .detail:
+                    try noPayload()
+                    return .detail(request: try r.u64("request"), job: try r.u64("job"), logFrom: try r.u32("log_from"),
+                                   attempts: try r.bool("attempts"))
+                case .detailReply:
+                    let req = try r.u64("request")
+                    let d = try requirePayload("detail").read { pr in
+                        let d = try JobDetail.decode(from: &pr)
+                        try pr.finish("detail")
+                        return d
+                    }
+                    return .detailReply(request: req, d)
+                case .drainWorker:
+                    try noPayload()
+                    return .drainWorker(request: try r.u64("request"), worker: try r.string("worker"))
                 }
             }
             try field(t) { try r.finish("header") }

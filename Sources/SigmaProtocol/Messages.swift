@@ -11,7 +11,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case hello = 0x01, ready = 0x02, heartbeat = 0x03, assign = 0x04, result = 0x05, cancel = 0x06
     case disconnect = 0x07, error = 0x08, params = 0x09, drain = 0x0A
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
-    case fetch = 0x16, jobResult = 0x17
+    case fetch = 0x16, jobResult = 0x17, cancelJob = 0x18, detail = 0x19, detailReply = 0x1A, drainWorker = 0x1B
 
     public var name: String {
         switch self {
@@ -33,6 +33,10 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .progress: "PROGRESS"
         case .fetch: "FETCH"
         case .jobResult: "JOB-RESULT"
+        case .cancelJob: "CANCEL-JOB"
+        case .detail: "DETAIL"
+        case .detailReply: "DETAIL-REPLY"
+        case .drainWorker: "DRAIN-WORKER"
         }
     }
 }
@@ -93,12 +97,20 @@ public struct Heartbeat: Sendable, Equatable {
     public var running: UInt32
     /// Shards queued on the sender (workers) or 0.
     public var queued: UInt32
-    public init(sent: UInt64, echo: UInt64 = 0, held: UInt64 = 0, running: UInt32 = 0, queued: UInt32 = 0) {
+    /// Workers: process CPU use over the last interval, percent of one core; resident memory, bytes (0 from coordinators).
+    public var cpu: Double
+    public var rss: UInt64
+    /// Payload bytes the sender has offered for compression since it started, and what went on the wire for them.
+    public var rawOut: UInt64 = 0
+    public var wireOut: UInt64 = 0
+    public init(sent: UInt64, echo: UInt64 = 0, held: UInt64 = 0, running: UInt32 = 0, queued: UInt32 = 0, cpu: Double = 0, rss: UInt64 = 0) {
         self.sent = sent
         self.echo = echo
         self.held = held
         self.running = running
         self.queued = queued
+        self.cpu = cpu
+        self.rss = rss
     }
 }
 
@@ -216,10 +228,14 @@ public struct Submit: Sendable, Equatable {
     public var request: UInt64
     public var options: SubmitOptions
     public var spec: JobSpec
-    public init(request: UInt64, options: SubmitOptions, spec: JobSpec) {
+    /// A client-chosen id (`sigma submit --id`): submitting the same key again returns the existing job
+    /// instead of starting another (idempotent retries). "" for none.
+    public var key: String
+    public init(request: UInt64, options: SubmitOptions, spec: JobSpec, key: String = "") {
         self.request = request
         self.options = options
         self.spec = spec
+        self.key = key
     }
 }
 
@@ -321,6 +337,14 @@ public enum Message: Sendable, Equatable {
     case progress(JobProgress)
     case fetch(request: UInt64, job: JobID)
     case jobResult(JobOutcome)
+    /// Client: cancel a job (answered with PROGRESS showing its final state).
+    case cancelJob(request: UInt64, job: JobID)
+    /// Client: one job in depth — log lines from `logFrom`, and its shard attempts when `attempts`.
+    case detail(request: UInt64, job: JobID, logFrom: UInt32, attempts: Bool)
+    case detailReply(request: UInt64, JobDetail)
+    /// Client: stop giving shards to a worker (by id or name); it finishes what it holds and leaves.
+    /// Answered with STATUS-REPLY.
+    case drainWorker(request: UInt64, worker: String)
 
     public var type: MessageType {
         switch self {
@@ -342,6 +366,10 @@ public enum Message: Sendable, Equatable {
         case .progress: .progress
         case .fetch: .fetch
         case .jobResult: .jobResult
+        case .cancelJob: .cancelJob
+        case .detail: .detail
+        case .detailReply: .detailReply
+        case .drainWorker: .drainWorker
         }
     }
 }

@@ -20,6 +20,8 @@ public final class AdaptiveCompressor: PayloadCompressor {
         var attempts = 0
         var used = 0
         var skipped = 0
+        var raw: UInt64 = 0
+        var wire: UInt64 = 0
     }
     private let state = Mutex(State())
 
@@ -39,7 +41,19 @@ public final class AdaptiveCompressor: PayloadCompressor {
     /// (large payloads tried, compressed, sent raw without trying)
     public var counts: (attempts: Int, used: Int, skipped: Int) { state.withLock { ($0.attempts, $0.used, $0.skipped) } }
 
+    /// Payload bytes offered for compression, and what went on the wire for them.
+    public var totals: (raw: UInt64, wire: UInt64) { state.withLock { ($0.raw, $0.wire) } }
+
     public func compress(_ frame: Frame) -> Frame? {
+        let z = decide(frame)
+        state.withLock { s in
+            s.raw &+= UInt64(frame.count)
+            s.wire &+= UInt64(z?.count ?? frame.count)
+        }
+        return z
+    }
+
+    func decide(_ frame: Frame) -> Frame? {
         let n = Double(frame.count)
         if frame.count < AdaptiveCompressor.small { return lz4.compress(frame) }
         let tryIt = state.withLock { s -> Bool in

@@ -143,6 +143,8 @@ public final class WorkerShell: Sendable {
         var finished = false
         let inlineFiles = NpyFileCache()
         var inline: [ShardTask] = []
+        var loadSampler = ProcessLoadSampler()
+        var loadSampledAt: Nanos = 0
 
         init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared) {
             self.factory = factory
@@ -224,6 +226,16 @@ public final class WorkerShell: Sendable {
                 }
                 let t = monotonicNanos()
                 if t >= nextTick {
+                    if t &- loadSampledAt >= 500_000_000 {   // /proc is read at most twice a second
+                        loadSampledAt = t
+                        let (cpu, rss) = loadSampler.sample(now: t)
+                        let (raw, wire) = compressor.totals
+                        core.load = WorkerLoad()
+                        core.load.cpu = cpu
+                        core.load.rss = rss
+                        core.load.rawOut = raw
+                        core.load.wireOut = wire
+                    }
                     perform(core.handle(.tick, now: t))
                     nextTick = t + options.tickInterval
                 }

@@ -31,6 +31,18 @@ public struct ShardTask: Sendable, Equatable {
     }
 }
 
+/// What a worker process measures of itself (the shell reads /proc).
+public struct WorkerLoad: Sendable, Equatable {
+    /// CPU use over the last interval, percent of one core.
+    public var cpu: Double = 0
+    /// Resident memory, bytes.
+    public var rss: UInt64 = 0
+    /// Payload bytes offered for compression and what went on the wire for them, since start.
+    public var rawOut: UInt64 = 0
+    public var wireOut: UInt64 = 0
+    public init() {}
+}
+
 public enum WorkerEvent: Sendable {
     /// The link is (re)made: introduce ourselves.
     case connected
@@ -93,6 +105,9 @@ public struct WorkerCore {
     /// Attempts handed to the compute threads and not yet reported.
     public private(set) var pending: Set<AttemptRef> = []
     public private(set) var completed: UInt64 = 0
+    /// The worker process's load, set by the shell; reported in every heartbeat.
+    public var load = WorkerLoad()
+    var lastHeartbeat: Nanos = 0
     /// Since when we have been draining (nil: not draining).
     public private(set) var drainingSince: Nanos? = nil
 
@@ -144,7 +159,8 @@ public struct WorkerCore {
                 out.append(.reconnect(reason: state == .connecting
                     ? "no READY from the coordinator after \(silent) ms"
                     : "coordinator silent for \(silent) ms"))
-            } else if now &- lastSent >= interval {
+            } else if now &- lastSent >= interval || (state != .connecting && now &- lastHeartbeat >= interval) {
+                // Heartbeats also go out while results keep the link busy: they carry the load figures.
                 if state == .connecting {
                     send(.hello(config.hello), now: now, into: &out)
                 } else {
@@ -220,6 +236,12 @@ public struct WorkerCore {
                 pending.remove(AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt))
                 out.append(.cancel(job: c.job, shard: c.shard))
             }
+        case .drain(let reason):
+            // The coordinator drains us (`sigma worker --drain`): finish what we hold, take nothing new, then leave.
+            if drainingSince == nil {
+                drainingSince = now
+                out.append(.log(.info, "coordinator asked this worker to drain (\(reason)): finishing \(pending.count) shard(s)"))
+            }
         case .disconnect(let reason) where drainingSince != nil:
             out.append(.log(.info, "drained; coordinator said: \(reason)"))
             pending.removeAll()
@@ -253,9 +275,13 @@ public struct WorkerCore {
         out.append(.send(m))
     }
 
-    func heartbeat(now: Nanos) -> Heartbeat {
-        Heartbeat(sent: now, echo: peerSent, held: peerSent == 0 ? 0 : now &- peerSentArrived,
-                  running: UInt32(pending.count), queued: 0)
+    mutating func heartbeat(now: Nanos) -> Heartbeat {
+        lastHeartbeat = now
+        var h = Heartbeat(sent: now, echo: peerSent, held: peerSent == 0 ? 0 : now &- peerSentArrived,
+                          running: UInt32(pending.count), queued: 0, cpu: load.cpu, rss: load.rss)
+        h.rawOut = load.rawOut
+        h.wireOut = load.wireOut
+        return h
     }
 
     mutating func remember(_ job: JobID, _ spec: JobSpec) {

@@ -68,7 +68,9 @@ func formatDuration(_ ns: UInt64) -> String {
 
 func formatBytes(_ b: UInt64) -> String {
     let g = Double(b) / 1_073_741_824
-    return g >= 1 ? String(format: "%.1fGiB", g) : String(format: "%.0fMiB", Double(b) / 1_048_576)
+    if g >= 1 { return String(format: "%.1fGiB", g) }
+    if b >= 1_048_576 { return String(format: "%.0fMiB", Double(b) / 1_048_576) }
+    return String(format: "%.0fKiB", Double(b) / 1024)
 }
 
 /// Prints a line and flushes, so stdout and the progress on stderr interleave in order.

@@ -18,7 +18,8 @@ struct Sigma: AsyncParsableCommand {
 
         Exit codes: 0 success; 1 the job failed; 2 bad input (spec, config, flags); 3 the coordinator cannot be reached.
         """,
-        subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, ResultsCommand.self,
+        subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self, JobCommand.self,
+                      LogsCommand.self, CancelCommand.self, ResultsCommand.self, WorkersCommand.self, TraceCommand.self, TopCommand.self,
                       DemoCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
 }

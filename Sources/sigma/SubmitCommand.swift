@@ -15,6 +15,7 @@ struct SubmitCommand: AsyncParsableCommand {
           sigma submit examples/train-digits.yaml --follow -o results/
           sigma submit examples/train-digits.yaml --local            # same job, in this process
           sigma submit examples/train-digits.yaml --follow --resume ckpt/step-100.safetensors
+          sigma submit examples/sum-of-squares.yaml --id nightly-2026-11-23   # a retry returns the same job
         Without --follow, prints the job id once the coordinator accepts the job (results: sigma results ID -o DIR).
         Job kinds: map-reduce, train, infer, eval, embed (docs/jobs.md).
         """)
@@ -29,6 +30,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
     @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the cluster's).") var policy: String?
+    @Option(name: .customLong("id"), help: "A client-chosen id: submitting again with the same id answers with the existing job instead of starting another (safe retries).") var key: String = ""
 
     func run() async throws {
         do {
@@ -52,11 +54,11 @@ struct SubmitCommand: AsyncParsableCommand {
             let client = try SigmaClient(endpoint: endpoint)
             defer { client.close() }
             if !follow {
-                let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout, options: policyOption) }
+                let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key) }
                 if json {
                     print(jsonString(["job": Int(a.job), "shards": Int(a.shards), "state": "accepted"]))
                 } else {
-                    print("job \(a.job) accepted (\(a.shards) shards); follow it with: sigma status")
+                    print("job \(a.job) accepted (\(a.shards) shards); follow it with: sigma job \(a.job)")
                 }
                 return
             }
@@ -65,7 +67,7 @@ struct SubmitCommand: AsyncParsableCommand {
             if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
-                for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption) {
+                for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption, key: key) {
                     switch e {
                     case .accepted(let a):
                         if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
@@ -111,7 +113,7 @@ func mapClientError<T>(_ body: () async throws -> T) async throws -> T {
         case .refused(let r) where r.code == ErrorReply.Code.invalidSpec.rawValue || r.code == ErrorReply.Code.badRequest.rawValue:
             throw CLIError.usage("\(e)")
         case .refused(let r) where r.code == ErrorReply.Code.notFound.rawValue:
-            throw CLIError.usage("\(e); list jobs with: sigma status")
+            throw CLIError.usage(e.description.contains("sigma ") ? "\(e)" : "\(e); list jobs with: sigma jobs")
         case .refused: throw CLIError.jobFailed("\(e)")
         default: throw CLIError.unreachable("\(e)")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SigmaClient
 import SigmaEngine
 import SigmaModel
 import SigmaTransport
@@ -13,6 +14,7 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma worker --join tcp://10.0.0.5:7700 --threads 2
+          sigma worker --drain w3 --join tcp://10.0.0.5:7700   # let running worker w3 (id or name) finish and leave
         The worker connects outbound (works behind NAT), reconnects by itself. On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
         """)
 
@@ -20,8 +22,26 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
     @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
+    @Option(help: "Instead of running a worker: drain the running worker with this id or name (it finishes its shards, takes no new ones, and leaves).") var drain: String?
+    @Flag(help: "With --drain: print machine-readable JSON.") var json = false
 
     func run() async throws {
+        if let target = drain {
+            do {
+                let cfg = try common.load()
+                let client = try SigmaClient(endpoint: join ?? cfg.coordinator)
+                defer { client.close() }
+                let s = try await mapClientError { try await client.drain(worker: target) }
+                let w = s.workers.first { $0.id == target || $0.name == target }
+                if json {
+                    print(jsonString(w?.jsonObject ?? [:]))
+                } else {
+                    let who = "worker \(w?.id ?? target) (\(w?.name ?? target)@\(w?.host ?? "?"))"
+                    print(w?.state == "draining" ? "\(who) draining: finishing \(w?.inFlight ?? 0) shard(s), then it leaves" : "\(who) drained and left")
+                }
+            } catch { exitWith(error) }
+            return
+        }
         common.bootstrapLogging()
         let logger = Logger(label: "sigma.worker")
         do {

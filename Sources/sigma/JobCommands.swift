@@ -1,0 +1,360 @@
+import ArgumentParser
+import Foundation
+import SigmaClient
+import SigmaModel
+import SigmaProtocol
+
+/// Flags of every command that talks to a coordinator.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
+    @Option(help: "Seconds to wait for an answer.") var timeout: Double = 5
+    @Flag(help: "Print machine-readable JSON on stdout.") var json = false
+
+    func connect(_ common: CommonOptions) throws -> SigmaClient {
+        let cfg = try common.load()
+        do { return try SigmaClient(endpoint: coordinator ?? cfg.coordinator) } catch {
+            throw CLIError.unreachable("\(error)")
+        }
+    }
+}
+
+struct JobsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobs",
+        abstract: "List the coordinator's jobs (latest 100): state, progress, re-runs, elapsed time.",
+        discussion: """
+        Example:
+          sigma jobs
+          sigma jobs --json | jq '.[] | select(.state == "failed")'
+        Next: sigma job ID (one job in depth), sigma logs ID, sigma cancel ID.
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+            if client.json {
+                print(jsonString(s.jobs.map(\.jsonObject)))
+            } else {
+                print(ClusterStatus.jobsTable(s.jobs), terminator: "")
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+struct WorkersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workers",
+        abstract: "List the coordinator's workers: state, CPU, memory, shards in flight, throughput, RTT, bytes.",
+        discussion: """
+        Example:
+          sigma workers
+          sigma workers --json | jq '.[] | {id, cpu_percent, rtt_us}'
+        Next: sigma worker --drain ID (let a worker finish and leave), sigma top (live view).
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+            if client.json {
+                print(jsonString(s.workers.map(\.jsonObject)))
+            } else {
+                print(ClusterStatus.workersTable(s.workers), terminator: "")
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+struct JobCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "job",
+        abstract: "Show one job in depth: state, progress, policy, digests; with --shards every shard attempt's provenance.",
+        discussion: """
+        Example:
+          sigma job 12
+          sigma job 12 --shards            # worker, host, attempt, queued/started/finished per shard attempt
+          sigma job 12 --shards --json
+        Times are seconds since the job was submitted. Next: sigma logs 12, sigma trace 12 -o trace.json.
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Job id (from sigma submit or sigma jobs).") var job: UInt64
+    @Flag(help: "List every shard attempt.") var shards = false
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            let d = try await mapClientError { try await c.detail(job: job, attempts: shards, timeout: client.timeout) }
+            if client.json {
+                var o = d.job.jsonObject
+                o["policy"] = d.policy
+                o["spec_digest"] = d.specDigest
+                if shards {
+                    o["attempts"] = d.attempts.map(\.jsonObject)
+                    o["attempts_not_recorded"] = Int(d.attemptsDropped)
+                }
+                print(jsonString(o))
+            } else {
+                print(d.text(shards: shards), terminator: "")
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Print a job's log (what the coordinator logged about it); -f follows it until the job ends.",
+        discussion: """
+        Example:
+          sigma logs 12
+          sigma logs -f 12                 # keeps going across coordinator restarts and reconnects
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Job id.") var job: UInt64
+    @Flag(name: [.short, .customLong("follow")], help: "Keep printing new lines until the job ends.") var follow = false
+
+    func run() async throws {
+        do {
+            var next: UInt32 = 0
+            var c = try client.connect(common)
+            defer { c.close() }
+            var failures = 0
+            while true {
+                let d: JobDetail
+                do {
+                    d = try await c.detail(job: job, logFrom: next, timeout: client.timeout)
+                    failures = 0
+                } catch let e as ClientError {
+                    // Following: ride out a coordinator restart (a fresh connection each retry).
+                    guard follow, case .noAnswer = e, failures < 60 else { _ = try await mapClientError { throw e } ; return }
+                    failures += 1
+                    c.close()
+                    c = try client.connect(common)
+                    continue
+                }
+                if d.logFrom > next { print("… \(d.logFrom - next) older line(s) no longer kept") }
+                for l in d.logs {
+                    if client.json {
+                        print(jsonString(["at_s": Double(l.at) / 1e9, "level": "\(l.level)", "text": l.text]).replacingOccurrences(of: "\n", with: ""))
+                    } else {
+                        print(String(format: "%9.3fs %@ %@", Double(l.at) / 1e9, "\(l.level)".padding(toLength: 7, withPad: " ", startingAt: 0), l.text))
+                    }
+                }
+                fflush(nil)
+                next = d.logTotal
+                if !follow || d.job.state.isFinal { return }
+                try await Task.sleep(nanoseconds: 500_000_000)
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel a job: its queued shards are dropped and running ones stopped on the workers.",
+        discussion: """
+        Example:
+          sigma cancel 12
+        Cancelling a job that already ended changes nothing and says how it ended (exit code 0).
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Job id.") var job: UInt64
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            let p = try await mapClientError { try await c.cancel(job: job, timeout: client.timeout) }
+            if client.json {
+                print(jsonString(["job": Int(p.job), "state": p.state.description, "done": Int(p.done), "total": Int(p.total)]))
+            } else {
+                print("job \(p.job) \(p.state) (\(p.done)/\(p.total) shards done)")
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+struct TraceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Write a job's shard timeline as a Chrome trace (chrome://tracing, Perfetto): one track per worker.",
+        discussion: """
+        Example:
+          sigma trace 12 -o trace.json
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Job id.") var job: UInt64
+    @Option(name: [.short, .customLong("output")], help: "Trace file to write.") var output: String = "trace.json"
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            let d = try await mapClientError { try await c.detail(job: job, attempts: true, timeout: client.timeout) }
+            let trace = d.chromeTrace
+            do { try Data(jsonString(trace).utf8).write(to: URL(fileURLWithPath: output)) } catch {
+                throw CLIError.usage("cannot write \(output): \(error.localizedDescription)")
+            }
+            let events = (trace["traceEvents"] as? [Any])?.count ?? 0
+            if client.json {
+                print(jsonString(["job": Int(job), "file": output, "events": events, "attempts": d.attempts.count]))
+            } else {
+                print("wrote \(output): \(d.attempts.count) shard attempts on \(Set(d.attempts.map(\.worker)).count) workers (open in chrome://tracing or ui.perfetto.dev)")
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+// MARK: rendering
+
+extension ClusterStatus.Job {
+    var progressFraction: Double {
+        if steps > 0 { return Double(step) / Double(steps) }
+        return total == 0 ? (state == .completed ? 1 : 0) : Double(done) / Double(total)
+    }
+
+    /// Seconds left at the current pace (nil when unknown or finished).
+    var eta: Double? {
+        let f = progressFraction
+        guard state == .running, f > 0, f < 1 else { return nil }
+        let e = Double(elapsed) / 1e9
+        return e / f - e
+    }
+
+    var jsonObject: [String: Any] {
+        var o: [String: Any] = ["id": Int(id), "name": name, "kind": kind, "state": state.description, "done": Int(done),
+                                "total": Int(total), "running": Int(running), "reruns": Int(reruns), "duplicates": Int(duplicates),
+                                "elapsed_s": Double(elapsed) / 1e9, "error": error, "hedges": Int(hedges), "hedges_won": Int(hedgesWon),
+                                "items": Int(items), "progress": progressFraction]
+        if !key.isEmpty { o["client_id"] = key }
+        if steps > 0 {
+            o["step"] = Int(step)
+            o["steps"] = Int(steps)
+            if loss.isFinite { o["loss"] = loss }
+            if accuracy.isFinite { o["accuracy"] = accuracy }
+        }
+        if let e = eta { o["eta_s"] = e }
+        return o
+    }
+}
+
+extension ClusterStatus.Worker {
+    var compressionRatio: Double { wireBytes == 0 ? 1 : Double(rawBytes) / Double(wireBytes) }
+
+    var jsonObject: [String: Any] {
+        ["id": id, "name": name, "host": host, "cores": Int(cores), "slots": Int(slots), "state": state,
+         "in_flight": Int(inFlight), "rtt_us": Double(rtt) / 1e3, "last_seen_ms": Double(lastSeen) / 1e6,
+         "shards_done": Int(shardsDone), "throughput_items_per_s": throughput, "bandwidth_bytes_per_s": bandwidth,
+         "bytes_in": Int(bytesIn), "bytes_out": Int(bytesOut), "cpu_percent": cpu, "rss_bytes": Int(rss),
+         "memory_bytes": Int(memory), "compression_ratio": compressionRatio, "up_s": Double(joined) / 1e9]
+    }
+}
+
+extension ClusterStatus {
+    static func jobsTable(_ jobs: [Job]) -> String {
+        let jw = [5, 18, 11, 10, 18, 8, 7, 9, 8]
+        var out = columns(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "ELAPSED", "ETA"], jw) + "\n"
+        for j in jobs {
+            let prog = j.steps > 0 ? "step \(j.step)/\(j.steps)" : "\(j.done)/\(j.total) (\(Int(j.progressFraction * 100))%)"
+            out += columns(["\(j.id)", j.name, j.kind, j.state.description, prog, "\(j.running)", "\(j.reruns)",
+                            formatDuration(j.elapsed), j.eta.map { formatDuration(UInt64($0 * 1e9)) } ?? "-"], jw) + "\n"
+            if !j.error.isEmpty { out += "    error: \(j.error)\n" }
+        }
+        if jobs.isEmpty { out += "(no jobs; submit one with: sigma submit SPEC)\n" }
+        return out
+    }
+
+    static func workersTable(_ workers: [Worker]) -> String {
+        let ww = [5, 14, 14, 9, 6, 9, 6, 9, 9, 10, 10, 6]
+        var out = columns(["ID", "NAME", "HOST", "STATE", "CPU%", "MEM", "SHARDS", "ITEMS/S", "RTT", "IN", "OUT", "LZ4"], ww) + "\n"
+        for w in workers {
+            out += columns([w.id, w.name, w.host, w.state, String(format: "%.0f", w.cpu), formatBytes(w.rss), "\(w.inFlight)",
+                            w.throughput == 0 ? "-" : formatRate(w.throughput), w.rtt == 0 ? "-" : formatDuration(w.rtt),
+                            formatBytes(w.bytesIn), formatBytes(w.bytesOut), String(format: "%.2f", w.compressionRatio)], ww) + "\n"
+        }
+        if workers.isEmpty { out += "(no workers; join one with: sigma worker --join tcp://COORDINATOR:7700)\n" }
+        return out
+    }
+}
+
+extension AttemptRecord {
+    var jsonObject: [String: Any] {
+        ["round": Int(round), "shard": Int(shard), "attempt": Int(attempt), "start": Int(start), "count": Int(count),
+         "worker": worker, "host": host, "hedge": hedge, "queued_s": Double(queued) / 1e9, "started_s": Double(started) / 1e9,
+         "finished_s": outcome == .running ? NSNull() : Double(finished) / 1e9 as Any, "compute_s": Double(compute) / 1e9,
+         "outcome": outcome.description, "error": error]
+    }
+}
+
+extension JobDetail {
+    func text(shards: Bool) -> String {
+        let j = job
+        var out = "job \(j.id) '\(j.name)' (\(j.kind)): \(j.state)\n"
+        if !j.key.isEmpty { out += "  client id    \(j.key)\n" }
+        out += "  progress     \(j.done)/\(j.total) shards" + (j.steps > 0 ? ", step \(j.step)/\(j.steps)" : "") + "\n"
+        if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy) : "") + "\n" }
+        out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "") + "\n"
+        out += "  re-runs      \(j.reruns)   hedges \(j.hedges) (won \(j.hedgesWon))   late results dropped \(j.duplicates)\n"
+        out += "  policy       \(policy)\n"
+        out += "  spec digest  \(specDigest)\n"
+        if !j.error.isEmpty { out += "  error        \(j.error)\n" }
+        guard shards else { return out + "shard attempts: sigma job \(j.id) --shards; log: sigma logs \(j.id)\n" }
+        out += "\n"
+        let w = [6, 7, 8, 16, 8, 14, 9, 9, 9, 9, 10]
+        out += columns(["STEP", "SHARD", "ATTEMPT", "RANGE", "WORKER", "HOST", "QUEUED", "STARTED", "FINISHED", "COMPUTE", "OUTCOME"], w) + "\n"
+        for a in attempts {
+            let f = a.outcome == .running ? "-" : String(format: "%.3f", Double(a.finished) / 1e9)
+            out += columns(["\(a.round + 1)", "\(a.shard)", "\(a.attempt)" + (a.hedge ? "h" : ""), "\(a.start)..<\(a.start + a.count)",
+                            a.worker, a.host, String(format: "%.3f", Double(a.queued) / 1e9), String(format: "%.3f", Double(a.started) / 1e9),
+                            f, String(format: "%.3f", Double(a.compute) / 1e9), a.outcome.description + (a.error.isEmpty ? "" : ": \(a.error)")], w) + "\n"
+        }
+        if attemptsDropped > 0 { out += "(\(attemptsDropped) later attempts not recorded: the per-job bound was reached)\n" }
+        return out
+    }
+
+    /// Chrome trace format: one process per job, one thread (track) per worker, one complete ("X") slice per attempt.
+    var chromeTrace: [String: Any] {
+        var tracks: [String: Int] = [:]
+        var events: [Any] = [["name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+                              "args": ["name": "job \(job.id) \(job.name) (\(job.kind))"]] as [String: Any]]
+        for a in attempts {
+            let label = "\(a.worker)@\(a.host)"
+            let tid: Int
+            if let t = tracks[label] { tid = t } else {
+                tid = tracks.count + 1
+                tracks[label] = tid
+                events.append(["name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": ["name": label]] as [String: Any])
+            }
+            let end = a.outcome == .running ? max(a.started, job.elapsed) : a.finished
+            events.append(["name": (job.steps > 0 ? "step \(a.round + 1) " : "") + "shard \(a.shard)" + (a.attempt > 1 ? " #\(a.attempt)" : ""),
+                           "cat": a.outcome.description, "ph": "X", "pid": 1, "tid": tid,
+                           "ts": Double(a.started) / 1e3, "dur": Double(end - a.started) / 1e3,
+                           "args": ["range": "\(a.start)..<\(a.start + a.count)", "attempt": Int(a.attempt), "hedge": a.hedge,
+                                    "queued_ms": Double(a.queued) / 1e6, "compute_ms": Double(a.compute) / 1e6,
+                                    "outcome": a.outcome.description, "error": a.error] as [String: Any]] as [String: Any])
+        }
+        return ["traceEvents": events, "displayTimeUnit": "ms",
+                "otherData": ["job": Int(job.id), "policy": policy, "spec_digest": specDigest]]
+    }
+}
+
+/// Left-aligned columns, each at least its width (a longer value keeps one space after it).
+func columns(_ cols: [String], _ widths: [Int]) -> String {
+    cols.enumerated().map { i, c in
+        let w = i < widths.count ? widths[i] : 8
+        return c.count >= w ? c + " " : c + String(repeating: " ", count: w - c.count)
+    }.joined()
+}

@@ -1,0 +1,187 @@
+import ArgumentParser
+import Foundation
+import SigmaClient
+import SigmaModel
+import SigmaProtocol
+
+struct TopCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "top",
+        abstract: "Live full-screen dashboard of the cluster: workers, jobs, totals; refreshed every second.",
+        discussion: """
+        Example:
+          sigma top
+          sigma top --once                 # one frame on stdout, for scripts
+        Keys: s cycles the worker sort (id, cpu, throughput, rtt, in-flight); q or Ctrl-C quits.
+        Works in an 80×24 terminal (over SSH too); bigger terminals show more rows.
+        """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var client: ClientOptions
+    @Flag(help: "Print one frame and exit.") var once = false
+    @Option(help: "Seconds between refreshes.") var interval: Double = 1
+
+    func run() async throws {
+        do {
+            let c = try client.connect(common)
+            defer { c.close() }
+            if once {
+                let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+                let size = terminalSize()
+                print(TopView(status: s, sort: .id).render(width: size.width, height: size.height).joined(separator: "\n"))
+                return
+            }
+            let terminal = RawTerminal()
+            defer { terminal.restore() }
+            var sort = TopView.Sort.id
+            var last: ClusterStatus? = nil
+            var problem = ""
+            while true {
+                do {
+                    last = try await c.status(timeout: client.timeout)
+                    problem = ""
+                } catch {
+                    problem = "\(error)"
+                }
+                let size = terminalSize()
+                var lines = last.map { TopView(status: $0, sort: sort).render(width: size.width, height: size.height) }
+                    ?? ["sigma top — waiting for the coordinator at \(c.endpoint)"]
+                if !problem.isEmpty { lines.insert(String(("! " + problem).prefix(size.width)), at: 0) }
+                terminal.draw(Array(lines.prefix(size.height)))
+                // Keys are polled (never a blocking read) until the next refresh.
+                let until = Date().addingTimeInterval(max(0.1, interval))
+                var redraw = false
+                while Date() < until, !redraw {
+                    for key in terminal.keys() {
+                        switch key {
+                        case UInt8(ascii: "q"), 3: return
+                        case UInt8(ascii: "s"):
+                            sort = sort.next
+                            redraw = true
+                        default: break
+                        }
+                    }
+                    if !redraw { try await Task.sleep(nanoseconds: 50_000_000) }
+                }
+            }
+        } catch { exitWith(error) }
+    }
+}
+
+/// One frame of `sigma top`, as lines no wider than the terminal. Pure: status in, text out.
+struct TopView {
+    enum Sort: String, CaseIterable {
+        case id, cpu, throughput, rtt, inFlight = "in-flight"
+        var next: Sort { let all = Sort.allCases; return all[(all.firstIndex(of: self)! + 1) % all.count] }
+    }
+    var status: ClusterStatus
+    var sort: Sort
+
+    func render(width: Int, height: Int) -> [String] {
+        let width = max(60, width), height = max(12, height)
+        let live = status.workers.filter { $0.state != "dead" }
+        let slots = live.reduce(0) { $0 + Int($1.slots) }
+        let busy = live.reduce(0) { $0 + Int($1.inFlight) }
+        let cpu = live.reduce(0.0) { $0 + $1.cpu }
+        let cores = live.reduce(0) { $0 + Int($1.cores) }
+        let rate = live.reduce(0.0) { $0 + ($1.inFlight > 0 ? $1.throughput * Double($1.slots) : 0) }
+        let raw = live.reduce(UInt64(0)) { $0 + $1.rawBytes }, wire = live.reduce(UInt64(0)) { $0 + $1.wireBytes }
+        let running = status.jobs.filter { $0.state == .running || $0.state == .queued }
+        var lines: [String] = []
+        lines.append("sigma top  up \(formatDuration(status.uptime))  policy \(status.policy)  sort \(sort.rawValue)  (s: sort, q: quit)")
+        lines.append("workers \(live.count) live  slots \(slots)  in flight \(busy)  queued \(status.queuedShards)  jobs \(running.count) running  cpu \(String(format: "%.0f", cpu))%/\(cores * 100)%")
+        lines.append("throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", wire == 0 ? 1 : Double(raw) / Double(wire)))x")
+        // Jobs first (at most a third of the screen), newest running first, then the latest finished.
+        let finished = status.jobs.filter { $0.state.isFinal }.suffix(3)
+        let shown = (running.reversed() + finished.reversed()).prefix(max(2, (height - 8) / 3))
+        lines.append(pad("JOB", 6) + pad("NAME", 16) + pad("STATE", 10) + "PROGRESS")
+        let barWidth = max(10, width - 6 - 16 - 10 - 34)
+        for j in shown {
+            let f = j.progressFraction
+            let filled = Int((f * Double(barWidth)).rounded(.down))
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: barWidth - filled)
+            var info = String(format: " %3.0f%%", f * 100)
+            if j.steps > 0 { info += " step \(j.step)/\(j.steps)" + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "") }
+            else { info += " \(j.done)/\(j.total)" }
+            info += j.eta.map { " ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? " \(formatDuration(j.elapsed))"
+            lines.append(pad("\(j.id)", 6) + pad(j.name, 16) + pad(j.state.description, 10) + "[" + bar + "]" + info)
+        }
+        if shown.isEmpty { lines.append("(no jobs yet)") }
+        lines.append("")
+        lines.append(pad("WORKER", 8) + pad("HOST", 14) + pad("STATE", 10) + pad("CPU%", 6) + pad("MEM", 8) + pad("SHARDS", 7)
+                     + pad("ITEMS/S", 9) + pad("RTT", 9) + pad("IN", 8) + pad("OUT", 8) + "LZ4")
+        let rows = max(1, height - lines.count - 1)
+        let ordered = sorted(status.workers)
+        for w in ordered.prefix(rows) {
+            lines.append(pad(w.id, 8) + pad(w.host, 14) + pad(w.state, 10) + pad(String(format: "%.0f", w.cpu), 6)
+                         + pad(formatBytes(w.rss), 8) + pad("\(w.inFlight)", 7) + pad(w.throughput == 0 ? "-" : formatRate(w.throughput), 9)
+                         + pad(w.rtt == 0 ? "-" : formatDuration(w.rtt), 9) + pad(formatBytes(w.bytesIn), 8) + pad(formatBytes(w.bytesOut), 8)
+                         + String(format: "%.2f", w.compressionRatio))
+        }
+        if ordered.count > rows { lines.append("… \(ordered.count - rows) more workers (enlarge the terminal, or: sigma workers)") }
+        if status.workers.isEmpty { lines.append("(no workers; join one with: sigma worker --join tcp://COORDINATOR:7700)") }
+        return lines.map { $0.count > width ? String($0.prefix(width)) : $0 }
+    }
+
+    func sorted(_ ws: [ClusterStatus.Worker]) -> [ClusterStatus.Worker] {
+        switch sort {
+        case .id: ws
+        case .cpu: ws.sorted { $0.cpu > $1.cpu }
+        case .throughput: ws.sorted { $0.throughput > $1.throughput }
+        case .rtt: ws.sorted { $0.rtt > $1.rtt }
+        case .inFlight: ws.sorted { $0.inFlight > $1.inFlight }
+        }
+    }
+
+    func pad(_ s: String, _ w: Int) -> String {
+        s.count >= w ? String(s.prefix(w - 1)) + " " : s + String(repeating: " ", count: w - s.count)
+    }
+}
+
+func terminalSize() -> (width: Int, height: Int) {
+    var ws = winsize()
+    if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &ws) == 0, ws.ws_col > 0, ws.ws_row > 0 {
+        return (Int(ws.ws_col), Int(ws.ws_row))
+    }
+    return (80, 24)
+}
+
+/// The terminal in raw mode on the alternate screen while `sigma top` runs; restored on exit.
+final class RawTerminal {
+    var saved = termios()
+    let isTTY = isatty(STDIN_FILENO) == 1
+
+    init() {
+        if isTTY {
+            tcgetattr(STDIN_FILENO, &saved)
+            var raw = saved
+            raw.c_lflag &= ~tcflag_t(ICANON | ECHO)
+            tcsetattr(STDIN_FILENO, TCSANOW, &raw)
+        }
+        write("\u{1B}[?1049h\u{1B}[?25l")
+    }
+
+    func restore() {
+        write("\u{1B}[?25h\u{1B}[?1049l")
+        if isTTY { tcsetattr(STDIN_FILENO, TCSANOW, &saved) }
+    }
+
+    func draw(_ lines: [String]) {
+        write("\u{1B}[H" + lines.map { $0 + "\u{1B}[K" }.joined(separator: "\r\n") + "\u{1B}[J")
+    }
+
+    /// Keys typed since the last call (never blocks).
+    func keys() -> [UInt8] {
+        var out: [UInt8] = []
+        var p = pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)
+        while poll(&p, 1, 0) > 0, p.revents & Int16(POLLIN) != 0 {
+            var b: UInt8 = 0
+            guard read(STDIN_FILENO, &b, 1) == 1 else { break }
+            out.append(b)
+        }
+        return out
+    }
+
+    func write(_ s: String) {
+        FileHandle.standardOutput.write(Data(s.utf8))
+    }
+}
