@@ -1,16 +1,24 @@
 # Sigma — `make demo`, `make test`, `make bench` do all set-up on a fresh Debian/Ubuntu machine with Swift.
 SHELL := /bin/bash
 DEB_PACKAGES := libzmq3-dev liblz4-dev libopenblas-dev pkg-config
+# What the tests drive: sigma top in tmux, the web dashboard in headless Chromium.
+TEST_PACKAGES := tmux chromium
 SWIFT ?= swift
 RELEASE_BIN := .build/release/sigma
 
-.PHONY: all deps build release demo test bench model clean
+.PHONY: all deps test-deps install-packages build release demo test bench model clean
 
 all: build
 
 # Installs whichever Debian packages are missing: apt-get as root, sudo otherwise, else says what to install.
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES) $(TEST_PACKAGES)"
+
+install-packages:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -29,7 +37,7 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo
 
-test: deps model
+test: test-deps model
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

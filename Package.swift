@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries (Debian: libzmq3-dev, liblz4-dev, libopenblas-dev).
@@ -54,9 +56,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),
+        // The coordinator's HTTP side: web dashboard, JSON API and Prometheus /metrics, from coordinator snapshots.
+        .target(name: "SigmaDashboard", dependencies: [
+            "SigmaProtocol", "SigmaModel",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
 
         .executableTarget(name: "sigma", dependencies: [
-            "SigmaCoordinator", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
+            "SigmaCoordinator", "SigmaDashboard", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -65,7 +73,7 @@ let package = Package(
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
-        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine"], exclude: ["Fixtures"]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

@@ -31,6 +31,11 @@ public final class CoordinatorShell: Sendable {
         let startedSignal = Waker()
         let snapshot = Mutex<ClusterStatus?>(nil)
         let rejected = Atomic<Int>(0)
+        /// Jobs a reader (the web dashboard) asked about, and when; their details are published while asked for.
+        let wanted = Mutex<[JobID: Nanos]>([:])
+        let details = Mutex<[JobID: (at: Nanos, detail: JobDetail?)]>([:])
+        /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
+        let samples = Mutex<(shards: [UInt64], reduces: [UInt64])>(([], []))
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -71,6 +76,26 @@ public final class CoordinatorShell: Sendable {
 
     /// The latest status snapshot (refreshed every tick).
     public var status: ClusterStatus? { shared.snapshot.withLock { $0 } }
+
+    /// One job with its shard attempts, as of at most ~0.5 s ago; nil if the coordinator has no such job.
+    /// Never touches the core: the poller thread publishes details of asked-for jobs between events.
+    public func jobDetail(_ id: JobID) async -> JobDetail? {
+        let asked = monotonicNanos()
+        shared.wanted.withLock { $0[id] = asked }
+        for _ in 0..<40 {
+            if let d = shared.details.withLock({ $0[id] }), asked &- d.at < 500_000_000 || d.at >= asked { return d.detail }
+            try? await Task.sleep(nanoseconds: 25_000_000)
+        }
+        return nil
+    }
+
+    /// Takes the histogram samples gathered since the last call (ns).
+    public func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) {
+        shared.samples.withLock { s in
+            defer { s = ([], []) }
+            return s
+        }
+    }
 
     /// Messages rejected by the decoder so far.
     public var rejectedMessages: Int { shared.rejected.load(ordering: .relaxed) }
@@ -127,9 +152,37 @@ public final class CoordinatorShell: Sendable {
                 if t >= nextTick {
                     perform(core.handle(.tick, now: t))
                     shared.snapshot.withLock { $0 = core.status(now: t) }
+                    publishForReaders(now: t)
                     shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
                     nextTick = t + options.tickInterval
                 }
+            }
+        }
+
+        /// Samples for the metrics, and details of the jobs a reader asked about in the last 10 s (each at most
+        /// every 0.5 s): bounded work, between events, never waiting on a reader.
+        mutating func publishForReaders(now: Nanos) {
+            let (shards, reduces) = core.takeSamples()
+            if !shards.isEmpty || !reduces.isEmpty {
+                shared.samples.withLock { s in
+                    if s.shards.count < 200_000 { s.shards += shards }
+                    if s.reduces.count < 200_000 { s.reduces += reduces }
+                }
+            }
+            let wanted = shared.wanted.withLock { w -> [JobID] in
+                w = w.filter { now &- $0.value < 10_000_000_000 }
+                return Array(w.keys)
+            }
+            guard !wanted.isEmpty else {
+                shared.details.withLock { if !$0.isEmpty { $0 = [:] } }
+                return
+            }
+            let stale = shared.details.withLock { d in wanted.filter { d[$0].map { now &- $0.at >= 500_000_000 } ?? true } }
+            var fresh: [JobID: (at: Nanos, detail: JobDetail?)] = [:]
+            for id in stale { fresh[id] = (now, core.detail(job: id, attempts: true, now: now)) }
+            shared.details.withLock { d in
+                d = d.filter { wanted.contains($0.key) }
+                d.merge(fresh) { $1 }
             }
         }
 

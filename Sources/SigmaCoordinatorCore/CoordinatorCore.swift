@@ -99,6 +99,26 @@ public struct CoordinatorCore {
     public private(set) var rejectedMessages = 0
     /// Shard attempts placed (the simulator reports the core's cost per decision).
     public internal(set) var decisions = 0
+    /// Counters since start (STATUS, Prometheus).
+    var totals = ClusterStatus.Totals()
+    var rerunsOfForgottenJobs: UInt64 = 0
+    var hedgesStarted = 0
+    /// Recent samples for the shell's histograms (bounded; the shell takes them): shard round trips (sent to
+    /// result, ns), and reduce times of completed rounds (ns).
+    var shardSamples: [UInt64] = []
+    var reduceSamples: [UInt64] = []
+    static let maxSamples = 100_000
+
+    /// Hands the samples gathered since the last call to the shell (metrics).
+    public mutating func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) {
+        defer { shardSamples.removeAll(keepingCapacity: true); reduceSamples.removeAll(keepingCapacity: true) }
+        return (shardSamples, reduceSamples)
+    }
+
+    /// One job in depth (nil if unknown).
+    public func detail(job id: JobID, logFrom: Int = 0, attempts: Bool, now: Nanos) -> JobDetail? {
+        jobs[id].map { detail($0, logFrom: logFrom, attempts: attempts, now: now) }
+    }
 
     public init(config: CoordinatorConfig = CoordinatorConfig(), now: Nanos) {
         self.config = config
@@ -425,10 +445,11 @@ public struct CoordinatorCore {
     /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
     mutating func completeRound(_ job: JobEntry, _ d: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
         let end: RoundEnd
-        do { end = try d.completeRound() } catch {
+        do { end = try d.timedCompleteRound() } catch {
             finish(job.id, state: .failed, error: "job \(job.id): \(error)", now: now, into: &out)
             return
         }
+        if end.reduceNanos > 0, reduceSamples.count < CoordinatorCore.maxSamples { reduceSamples.append(end.reduceNanos) }
         for f in end.files { out.append(.writeFile(f)) }
         for line in end.log { out.append(.log(.info, "job \(job.id): \(line)")) }
         if end.finished {
@@ -452,6 +473,7 @@ public struct CoordinatorCore {
         let k = index[peer]!
         let wasInFlight = table[k].inFlight.removeValue(forKey: key)
         table[k].bytesIn += UInt64(r.payload.count + 32)
+        totals.bytesIn += UInt64(r.payload.count + 32)
         defer { finishDrain(k, now: now, into: &out) }
         guard let job = jobs[r.job], !job.state.isFinal else {
             strayResults += 1
@@ -495,6 +517,8 @@ public struct CoordinatorCore {
                     job.commit(shard: i, partial: p)
                 }
                 table[k].shardsDone += 1
+                totals.shardsDone += 1
+                if let f = wasInFlight, shardSamples.count < CoordinatorCore.maxSamples { shardSamples.append(now &- f.sentAt) }
                 job.endAttempt(record, .ok, now: now, compute: r.computeTime)
                 if job.shards[i].hedged && r.attempt == job.shards[i].attempts { job.hedgesWon += 1 }
                 cancelOthers(job, i, except: peer, now: now, into: &out)
@@ -504,6 +528,7 @@ public struct CoordinatorCore {
                 fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, now: now, queue: &queue, into: &out)
             }
         case .failed:
+            totals.shardsFailed += 1
             job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
             fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, now: now, queue: &queue, into: &out)
         case .unknownJob:
@@ -549,11 +574,18 @@ public struct CoordinatorCore {
         while finishedOrder.count > config.keepFinishedJobs {
             let old = finishedOrder.removeFirst()
             if let k = jobs[old]?.key, !k.isEmpty { keyed[k] = nil }
+            rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
             jobs[old] = nil
         }
         job.state = state
         job.error = error
         job.endedAt = now
+        switch state {
+        case .completed: totals.jobsCompleted += 1
+        case .failed: totals.jobsFailed += 1
+        case .cancelled: totals.jobsCancelled += 1
+        default: break
+        }
         if state == .completed, let spec = job.mapReduce {
             let partials = job.partials.map { $0! }
             job.result = MapReduceResult.reduce(spec, partials: partials).encoded
@@ -643,6 +675,9 @@ public struct CoordinatorCore {
         let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }
         var st = ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
         st.policy = config.policy.rawValue
+        st.totals = totals
+        st.totals.reruns = UInt64(jobs.values.reduce(0) { $0 + $1.reruns }) + rerunsOfForgottenJobs
+        st.totals.hedges = UInt64(hedgesStarted)
         return st
     }
 

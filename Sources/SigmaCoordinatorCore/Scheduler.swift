@@ -257,6 +257,7 @@ extension CoordinatorCore {
             WorkerEntry.InFlight(sentAt: now, compute: compute, bytes: bytes, ahead: table[k].inFlight.count, record: record)
         table[k].lastSent = now
         table[k].bytesOut += UInt64(bytes)
+        totals.bytesOut += UInt64(bytes)
         decisions += 1
         out.append(.send(peer, .assign(Assign(job: job.id, shard: shard, attempt: attempt, start: job.ranges[i].start,
                                               count: items, round: round, spec: needsSpec ? job.spec : nil))))
@@ -289,6 +290,7 @@ extension CoordinatorCore {
                 guard let k = best else { continue }
                 job.shards[i].hedged = true
                 job.hedges += 1
+                hedgesStarted += 1
                 let original = table[index[s.holders[0]]!].label
                 out.append(.log(.info, "job \(id): \(job.describe(i)) on \(original) running \(Int(late / 1e6)) ms (expected \(Int(s.expected / 1e6)) ms): hedging on \(table[k].label)"))
                 assign(job, i, to: k, kind: kind, model: model!, now: now, into: &out)

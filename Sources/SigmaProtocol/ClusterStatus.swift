@@ -126,6 +126,25 @@ public struct ClusterStatus: Sendable, Equatable {
     public var queuedShards: UInt32
     /// The cluster's scheduling policy.
     public var policy = ""
+    /// Counts since the coordinator started (never decrease): Prometheus counters.
+    public struct Totals: Sendable, Equatable {
+        public var bytesIn: UInt64 = 0
+        public var bytesOut: UInt64 = 0
+        public var shardsDone: UInt64 = 0
+        public var shardsFailed: UInt64 = 0
+        public var reruns: UInt64 = 0
+        public var hedges: UInt64 = 0
+        public var jobsCompleted: UInt64 = 0
+        public var jobsFailed: UInt64 = 0
+        public var jobsCancelled: UInt64 = 0
+        public init() {}
+        var all: [UInt64] { [bytesIn, bytesOut, shardsDone, shardsFailed, reruns, hedges, jobsCompleted, jobsFailed, jobsCancelled] }
+        init(_ v: [UInt64]) {
+            (bytesIn, bytesOut, shardsDone, shardsFailed, reruns) = (v[0], v[1], v[2], v[3], v[4])
+            (hedges, jobsCompleted, jobsFailed, jobsCancelled) = (v[5], v[6], v[7], v[8])
+        }
+    }
+    public var totals = Totals()
 
     public init(build: String = sigmaBuild, uptime: UInt64, workers: [Worker], jobs: [Job], queuedShards: UInt32) {
         self.build = build
@@ -147,6 +166,7 @@ public struct ClusterStatus: Sendable, Equatable {
         w.u32(UInt32(jobs.count))
         for j in jobs { j.encode(into: &w) }
         w.string(policy)
+        for v in totals.all { w.u64(v) }
     }
 
     public static func decode(from r: inout ByteReader) throws -> ClusterStatus {
@@ -179,6 +199,7 @@ public struct ClusterStatus: Sendable, Equatable {
         for _ in 0..<nj { jobs.append(try Job.decode(from: &r)) }
         var st = ClusterStatus(build: build, uptime: uptime, workers: workers, jobs: jobs, queuedShards: queued)
         st.policy = try r.string("status.policy")
+        st.totals = Totals(try (0..<9).map { _ in try r.u64("status.totals") })
         return st
     }
 }

@@ -3,7 +3,9 @@ import Foundation
 import SigmaCoordinatorCore
 import Logging
 import SigmaCoordinator
+import SigmaDashboard
 import SigmaModel
+import SigmaProtocol
 import SigmaTransport
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -26,6 +28,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
+    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1; the dashboard binds loopback unless told otherwise).") var httpListen: String = "127.0.0.1"
+    @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
+    @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
 
     func run() async throws {
         common.bootstrapLogging()
@@ -64,8 +69,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
             // Machine-readable line for scripts and tests that asked for port 0.
             print("listening \(shell.endpoint)")
             fflush(nil)
+            var web: Task<Void, Never>? = nil
+            if !noHttp {
+                let hp = httpPort ?? (p == 0 ? 0 : p + 1)
+                guard (0...65535).contains(hp) else { throw CLIError.usage("--http-port must be 0…65535, got \(hp)") }
+                let host = httpListen
+                web = Task {
+                    do {
+                        try await Dashboard(source: shell).run(host: host, port: hp) { bound in
+                            logger.info("web dashboard on http://\(host):\(bound)/ (metrics: /metrics)")
+                            print("dashboard http://\(host):\(bound)/")
+                            fflush(nil)
+                        }
+                    } catch {
+                        logger.warning("web dashboard not served: \(error) (pass --http-port, or --no-http)")
+                    }
+                }
+            }
             await waitForTerminationSignal()
             logger.info("coordinator stopping")
+            web?.cancel()
             shell.stop()
         } catch {
             exitWith(error)
@@ -103,4 +126,8 @@ final class SignalSources: @unchecked Sendable {
             sources.append(s)
         }
     }
+}
+
+extension CoordinatorShell: DashboardSource {
+    public func snapshot() -> ClusterStatus? { status }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SigmaClient
+import SigmaDashboard
 import SigmaModel
 import SigmaProtocol
 
@@ -37,14 +38,6 @@ struct StatusCommand: AsyncParsableCommand {
 }
 
 extension ClusterStatus {
-    var jsonObject: [String: Any] {
-        [
-            "build": build, "uptime_s": Double(uptime) / 1e9, "queued_shards": Int(queuedShards), "policy": policy,
-            "workers": workers.map(\.jsonObject),
-            "jobs": jobs.map(\.jsonObject),
-        ]
-    }
-
     var table: String {
         var out = "coordinator \(build), up \(formatDuration(uptime)), policy \(policy), \(queuedShards) shards queued\n\n"
         out += "WORKERS (\(workers.filter { $0.state != "dead" }.count) live)\n"

@@ -19,6 +19,18 @@ public struct RoundEnd: Sendable {
     public var results: [UInt8] = []
     public var files: [OutputFile] = []
     public var log: [String] = []
+    /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`.
+    public var reduceNanos: UInt64 = 0
+}
+
+extension RoundDriver {
+    /// `completeRound`, timed (the core never reads clocks; the job code measures its own reduction).
+    public func timedCompleteRound() throws -> RoundEnd {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var end = try completeRound()
+        end.reduceNanos = DispatchTime.now().uptimeNanoseconds &- t0
+        return end
+    }
 }
 
 public struct RoundProgress: Sendable, Equatable {

@@ -1,0 +1,89 @@
+import Foundation
+import Hummingbird
+import SigmaModel
+import SigmaProtocol
+
+/// Where the dashboard reads: coordinator snapshots (never the scheduling loop itself).
+public protocol DashboardSource: Sendable {
+    func snapshot() -> ClusterStatus?
+    func jobDetail(_ id: JobID) async -> JobDetail?
+    func takeSamples() -> (shards: [UInt64], reduces: [UInt64])
+}
+
+/// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
+/// `/api/jobs/ID`, `/api/events` as server-sent events) and Prometheus `/metrics`. No external assets.
+public struct Dashboard: Sendable {
+    let source: any DashboardSource
+    let metrics = SigmaMetrics()
+    /// Seconds between server-sent events.
+    public var eventInterval: Double = 1
+
+    public init(source: any DashboardSource) {
+        self.source = source
+    }
+
+    /// Serves until the surrounding task is cancelled. `onRunning` gets the bound port (useful with port 0).
+    public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void) async throws {
+        let router = Router()
+        let source = self.source, metrics = self.metrics, interval = eventInterval
+        router.get("/") { _, _ in
+            // The first frame is in the page itself (it shows without waiting for a request); events update it.
+            let initial = source.snapshot().map { jsonText($0.jsonObject).replacingOccurrences(of: "</", with: "<\\/") } ?? "null"
+            return Dashboard.html(DashboardPage.overview.replacingOccurrences(of: "__INITIAL__", with: initial))
+        }
+        router.get("/job/:id") { _, ctx in
+            guard ctx.parameters.get("id", as: UInt64.self) != nil else { throw HTTPError(.badRequest, message: "job id must be a number") }
+            return Dashboard.html(DashboardPage.job)
+        }
+        router.get("/api/status") { _, _ in
+            guard let s = source.snapshot() else { throw HTTPError(.serviceUnavailable, message: "coordinator starting") }
+            return Dashboard.json(jsonText(s.jsonObject))
+        }
+        router.get("/api/jobs/:id") { _, ctx in
+            guard let id = ctx.parameters.get("id", as: UInt64.self) else { throw HTTPError(.badRequest, message: "job id must be a number") }
+            guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
+            var o = d.job.jsonObject
+            o["policy"] = d.policy
+            o["spec_digest"] = d.specDigest
+            o["attempts"] = d.attempts.map(\.jsonObject)
+            o["attempts_not_recorded"] = Int(d.attemptsDropped)
+            o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
+            return Dashboard.json(jsonText(o))
+        }
+        router.get("/api/events") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                while !Task.isCancelled {
+                    if let s = source.snapshot() {
+                        try await writer.write(ByteBuffer(string: "data: \(jsonText(s.jsonObject))\n\n"))
+                    }
+                    try await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                }
+                try await writer.finish(nil)
+            })
+        }
+        router.get("/metrics") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers,
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples()))))
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sigma"),
+                              onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) })
+        try await app.run()
+    }
+
+    static func html(_ page: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+    }
+
+    static func json(_ text: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+}

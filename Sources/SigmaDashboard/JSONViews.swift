@@ -1,0 +1,106 @@
+import Foundation
+import SigmaModel
+import SigmaProtocol
+
+// JSON views of the coordinator's snapshots, shared by the CLI's --json output and the web dashboard's API.
+
+extension ClusterStatus.Job {
+    public var progressFraction: Double {
+        if steps > 0 { return Double(step) / Double(steps) }
+        return total == 0 ? (state == .completed ? 1 : 0) : Double(done) / Double(total)
+    }
+
+    /// Seconds left at the current pace (nil when unknown or finished).
+    public var eta: Double? {
+        let f = progressFraction
+        guard state == .running, f > 0, f < 1 else { return nil }
+        let e = Double(elapsed) / 1e9
+        return e / f - e
+    }
+
+    public var jsonObject: [String: Any] {
+        var o: [String: Any] = ["id": Int(id), "name": name, "kind": kind, "state": state.description, "done": Int(done),
+                                "total": Int(total), "running": Int(running), "reruns": Int(reruns), "duplicates": Int(duplicates),
+                                "elapsed_s": Double(elapsed) / 1e9, "error": error, "hedges": Int(hedges), "hedges_won": Int(hedgesWon),
+                                "items": Int(items), "progress": progressFraction]
+        if !key.isEmpty { o["client_id"] = key }
+        if steps > 0 {
+            o["step"] = Int(step)
+            o["steps"] = Int(steps)
+            if loss.isFinite { o["loss"] = loss }
+            if accuracy.isFinite { o["accuracy"] = accuracy }
+        }
+        if let e = eta { o["eta_s"] = e }
+        return o
+    }
+}
+
+extension ClusterStatus.Worker {
+    public var compressionRatio: Double { wireBytes == 0 ? 1 : Double(rawBytes) / Double(wireBytes) }
+
+    public var jsonObject: [String: Any] {
+        ["id": id, "name": name, "host": host, "cores": Int(cores), "slots": Int(slots), "state": state,
+         "in_flight": Int(inFlight), "rtt_us": Double(rtt) / 1e3, "last_seen_ms": Double(lastSeen) / 1e6,
+         "shards_done": Int(shardsDone), "throughput_items_per_s": throughput, "bandwidth_bytes_per_s": bandwidth,
+         "bytes_in": Int(bytesIn), "bytes_out": Int(bytesOut), "cpu_percent": cpu, "rss_bytes": Int(rss),
+         "memory_bytes": Int(memory), "compression_ratio": compressionRatio, "up_s": Double(joined) / 1e9]
+    }
+}
+
+extension AttemptRecord {
+    public var jsonObject: [String: Any] {
+        ["round": Int(round), "shard": Int(shard), "attempt": Int(attempt), "start": Int(start), "count": Int(count),
+         "worker": worker, "host": host, "hedge": hedge, "queued_s": Double(queued) / 1e9, "started_s": Double(started) / 1e9,
+         "finished_s": outcome == .running ? NSNull() : Double(finished) / 1e9 as Any, "compute_s": Double(compute) / 1e9,
+         "outcome": outcome.description, "error": error]
+    }
+}
+
+extension JobDetail {
+    /// Chrome trace format: one process per job, one thread (track) per worker, one complete ("X") slice per attempt.
+    public var chromeTrace: [String: Any] {
+        var tracks: [String: Int] = [:]
+        var events: [Any] = [["name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+                              "args": ["name": "job \(job.id) \(job.name) (\(job.kind))"]] as [String: Any]]
+        for a in attempts {
+            let label = "\(a.worker)@\(a.host)"
+            let tid: Int
+            if let t = tracks[label] { tid = t } else {
+                tid = tracks.count + 1
+                tracks[label] = tid
+                events.append(["name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": ["name": label]] as [String: Any])
+            }
+            let end = a.outcome == .running ? max(a.started, job.elapsed) : a.finished
+            events.append(["name": (job.steps > 0 ? "step \(a.round + 1) " : "") + "shard \(a.shard)" + (a.attempt > 1 ? " #\(a.attempt)" : ""),
+                           "cat": a.outcome.description, "ph": "X", "pid": 1, "tid": tid,
+                           "ts": Double(a.started) / 1e3, "dur": Double(end - a.started) / 1e3,
+                           "args": ["range": "\(a.start)..<\(a.start + a.count)", "attempt": Int(a.attempt), "hedge": a.hedge,
+                                    "queued_ms": Double(a.queued) / 1e6, "compute_ms": Double(a.compute) / 1e6,
+                                    "outcome": a.outcome.description, "error": a.error] as [String: Any]] as [String: Any])
+        }
+        return ["traceEvents": events, "displayTimeUnit": "ms",
+                "otherData": ["job": Int(job.id), "policy": policy, "spec_digest": specDigest]]
+    }
+}
+
+
+extension ClusterStatus {
+    public var jsonObject: [String: Any] {
+        [
+            "build": build, "uptime_s": Double(uptime) / 1e9, "queued_shards": Int(queuedShards), "policy": policy,
+            "workers": workers.map(\.jsonObject),
+            "jobs": jobs.map(\.jsonObject),
+            "totals": ["bytes_in": Int(totals.bytesIn), "bytes_out": Int(totals.bytesOut), "shards_done": Int(totals.shardsDone),
+                       "shards_failed": Int(totals.shardsFailed), "reruns": Int(totals.reruns), "hedges": Int(totals.hedges),
+                       "jobs_completed": Int(totals.jobsCompleted), "jobs_failed": Int(totals.jobsFailed),
+                       "jobs_cancelled": Int(totals.jobsCancelled)],
+        ]
+    }
+}
+
+/// Compact JSON text of a JSON object (sorted keys, so output is stable for snapshots).
+public func jsonText(_ object: Any, pretty: Bool = false) -> String {
+    guard JSONSerialization.isValidJSONObject(object),
+          let d = try? JSONSerialization.data(withJSONObject: object, options: pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]) else { return "{}" }
+    return String(decoding: d, as: UTF8.self)
+}

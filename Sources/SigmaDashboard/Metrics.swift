@@ -1,0 +1,83 @@
+import Prometheus
+import SigmaProtocol
+import Synchronization
+
+/// Prometheus metrics (`sigma_` prefix) kept from coordinator snapshots: gauges set at each scrape, counters
+/// advanced by the totals' growth, histograms fed with the samples the coordinator gathered since the last scrape.
+public final class SigmaMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    static let workerStates = ["ready", "busy", "draining", "dead"]
+    static let shardStates = ["queued", "running", "done"]
+    let workers: [String: Gauge]
+    let shards: [String: Gauge]
+    let jobsActive: Gauge
+    let slots: Gauge
+    let cpu: Gauge
+    let counters: [(name: String, counter: Counter, value: @Sendable (ClusterStatus.Totals) -> UInt64)]
+    let last = Mutex<[UInt64]>([])
+    let rtt: ValueHistogram
+    let shardDuration: DurationHistogram
+    let reduce: DurationHistogram
+
+    public init() {
+        let r = registry
+        workers = Dictionary(uniqueKeysWithValues: SigmaMetrics.workerStates.map {
+            ($0, r.makeGauge(name: "sigma_workers", labels: [("state", $0)], help: "Workers by state"))
+        })
+        shards = Dictionary(uniqueKeysWithValues: SigmaMetrics.shardStates.map {
+            ($0, r.makeGauge(name: "sigma_shards", labels: [("state", $0)], help: "Shards of unfinished jobs by state (current round)"))
+        })
+        jobsActive = r.makeGauge(name: "sigma_jobs_active", help: "Jobs queued or running")
+        slots = r.makeGauge(name: "sigma_worker_slots", help: "Compute slots of live workers")
+        cpu = r.makeGauge(name: "sigma_worker_cpu_percent", help: "Sum of live workers' CPU use, percent of one core")
+        counters = [
+            ("sigma_bytes_received_total", r.makeCounter(name: "sigma_bytes_received_total", help: "Bytes of shard results received from workers"), { $0.bytesIn }),
+            ("sigma_bytes_sent_total", r.makeCounter(name: "sigma_bytes_sent_total", help: "Bytes of assignments and parameters sent to workers"), { $0.bytesOut }),
+            ("sigma_shards_completed_total", r.makeCounter(name: "sigma_shards_completed_total", help: "Shard results committed"), { $0.shardsDone }),
+            ("sigma_shards_failed_total", r.makeCounter(name: "sigma_shards_failed_total", help: "Shard attempts that failed"), { $0.shardsFailed }),
+            ("sigma_shard_reruns_total", r.makeCounter(name: "sigma_shard_reruns_total", help: "Shards run again after a worker died or failed them"), { $0.reruns }),
+            ("sigma_hedges_total", r.makeCounter(name: "sigma_hedges_total", help: "Backup attempts started by hedging"), { $0.hedges }),
+            ("sigma_jobs_completed_total", r.makeCounter(name: "sigma_jobs_completed_total", help: "Jobs completed"), { $0.jobsCompleted }),
+            ("sigma_jobs_failed_total", r.makeCounter(name: "sigma_jobs_failed_total", help: "Jobs failed"), { $0.jobsFailed }),
+            ("sigma_jobs_cancelled_total", r.makeCounter(name: "sigma_jobs_cancelled_total", help: "Jobs cancelled"), { $0.jobsCancelled }),
+        ]
+        rtt = r.makeValueHistogram(name: "sigma_worker_rtt_seconds",
+                                   buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+                                   help: "Live workers' smoothed round-trip times, one sample per worker per scrape")
+        shardDuration = r.makeDurationHistogram(name: "sigma_shard_duration_seconds",
+                                                buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                                                          .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30)],
+                                                help: "Shard attempts from sent to result committed")
+        reduce = r.makeDurationHistogram(name: "sigma_reduce_duration_seconds",
+                                         buckets: [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                                   .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)],
+                                         help: "Reduction (and optimizer step) per completed round of an ML job")
+    }
+
+    /// Brings the metrics up to `status` and the new samples; returns the text exposition.
+    public func scrape(_ status: ClusterStatus?, samples: (shards: [UInt64], reduces: [UInt64])) -> String {
+        for s in samples.shards { shardDuration.recordNanoseconds(Int64(clamping: s)) }
+        for s in samples.reduces { reduce.recordNanoseconds(Int64(clamping: s)) }
+        if let st = status {
+            for state in SigmaMetrics.workerStates { workers[state]!.set(to: Double(st.workers.filter { $0.state == state }.count)) }
+            let active = st.jobs.filter { !$0.state.isFinal }
+            shards["queued"]!.set(to: Double(st.queuedShards))
+            shards["running"]!.set(to: Double(active.reduce(0) { $0 + Int($1.running) }))
+            shards["done"]!.set(to: Double(active.reduce(0) { $0 + Int($1.done) }))
+            jobsActive.set(to: Double(active.count))
+            let live = st.workers.filter { $0.state != "dead" }
+            slots.set(to: Double(live.reduce(0) { $0 + Int($1.slots) }))
+            cpu.set(to: live.reduce(0) { $0 + $1.cpu })
+            for w in live where w.rtt > 0 { rtt.record(Double(w.rtt) / 1e9) }
+            last.withLock { prev in
+                if prev.count != counters.count { prev = Array(repeating: 0, count: counters.count) }
+                for (i, c) in counters.enumerated() {
+                    let v = c.value(st.totals)
+                    if v > prev[i] { c.counter.increment(by: Int64(clamping: v - prev[i])) }
+                    prev[i] = max(prev[i], v)
+                }
+            }
+        }
+        return registry.emitToString()
+    }
+}

@@ -1,0 +1,254 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// The operator's side over real processes: the job CLI, `sigma top` in tmux, the web dashboard in headless
+/// Chromium, Prometheus /metrics and Chrome-trace export.
+@Suite(.serialized) struct OperationsTests {
+    static let longJob = """
+        kind: map-reduce
+        name: ops-long
+        input: {generate: uniform, count: 300M, seed: 5, low: -1, high: 1}
+        map: square
+        reduce: [sum, count]
+        shards: 300
+        """
+
+    func run(_ args: [String], timeout: Double = 30) async throws -> (code: Int32, out: String, err: String) {
+        let p = try SigmaProcess(args)
+        let code = try await p.wait(timeout: timeout)
+        return (code, p.stdout.joined(separator: "\n"), p.stderr.joined(separator: "\n"))
+    }
+
+    func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+
+    @Test func jobCommandsTopDashboardMetricsAndTrace() async throws {
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        let dashLine = try await cluster.coordinator.waitForLine("dashboard ")
+        let base = String(dashLine.dropFirst("dashboard ".count)).trimmingCharacters(in: .whitespaces)
+        try await cluster.waitForWorkers(2)
+        let ep = ["--coordinator", cluster.endpoint]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-ops-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let spec = dir.appendingPathComponent("long.yaml").path
+        try OperationsTests.longJob.write(toFile: spec, atomically: true, encoding: .utf8)
+
+        // submit --id is idempotent: the same key answers with the same job.
+        let s1 = try await run(["submit", spec, "--id", "ops-key", "--json"] + ep)
+        let s2 = try await run(["submit", spec, "--id", "ops-key", "--json"] + ep)
+        #expect(s1.code == 0 && s2.code == 0, "\(s1.err) \(s2.err)")
+        let job = try #require((try json(s1.out) as? [String: Any])?["job"] as? Int)
+        #expect((try json(s2.out) as? [String: Any])?["job"] as? Int == job)
+
+        // Wait until some shards are done so every view has something to show.
+        var done = 0
+        for _ in 0..<100 where done < 20 {
+            let j = try await run(["jobs", "--json"] + ep)
+            done = ((try json(j.out) as? [[String: Any]])?.first { $0["id"] as? Int == job }?["done"] as? Int) ?? 0
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(done >= 20)
+
+        // sigma jobs / workers / job --shards, JSON and text.
+        let jobs = try await run(["jobs", "--json"] + ep)
+        let listed = try #require((try json(jobs.out) as? [[String: Any]])?.first { $0["id"] as? Int == job })
+        #expect(listed["client_id"] as? String == "ops-key")
+        #expect(listed["name"] as? String == "ops-long")
+        let workers = try #require(try json(try await run(["workers", "--json"] + ep).out) as? [[String: Any]])
+        #expect(workers.filter { $0["state"] as? String != "dead" }.count == 2)
+        for key in ["cpu_percent", "rss_bytes", "in_flight", "rtt_us", "throughput_items_per_s", "bytes_in", "compression_ratio"] {
+            #expect(workers.allSatisfy { $0[key] != nil }, "workers --json lacks \(key)")
+        }
+        #expect(workers.contains { ($0["rss_bytes"] as? Int ?? 0) > 1_000_000 }, "worker memory not reported")
+        let detail = try #require(try json(try await run(["job", "\(job)", "--shards", "--json"] + ep).out) as? [String: Any])
+        let attempts = try #require(detail["attempts"] as? [[String: Any]])
+        #expect(attempts.count >= 20)
+        let names = Set(workers.compactMap { $0["id"] as? String })
+        for a in attempts.prefix(20) {
+            #expect(names.contains(a["worker"] as? String ?? ""), "attempt on an unknown worker: \(a)")
+            #expect((a["host"] as? String)?.isEmpty == false)
+            #expect((a["started_s"] as? Double ?? -1) >= (a["queued_s"] as? Double ?? 0))
+            if a["outcome"] as? String == "ok" { #expect((a["finished_s"] as? Double ?? -1) >= (a["started_s"] as? Double ?? 0)) }
+        }
+        let text = try await run(["job", "\(job)"] + ep)
+        #expect(text.code == 0 && text.out.contains("ops-long") && text.out.contains("policy"))
+        let logs = try await run(["logs", "\(job)"] + ep)
+        #expect(logs.code == 0 && logs.out.contains("accepted"), "\(logs.out)")
+
+        // sigma top in an 80×24 tmux pane: workers and the running job's progress are on screen; keys work.
+        if let tmux = ["/usr/bin/tmux", "/bin/tmux"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
+            let session = "sigma-top-\(getpid())"
+            let bin = try sigmaBinary()
+            func tm(_ args: [String]) throws -> String {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: tmux)
+                p.arguments = args
+                let out = Pipe()
+                p.standardOutput = out
+                try p.run()
+                let d = out.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                return String(decoding: d, as: UTF8.self)
+            }
+            _ = try tm(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", "\(bin) top --coordinator \(cluster.endpoint)"])
+            defer { _ = try? tm(["kill-session", "-t", session]) }
+            var screen = ""
+            for _ in 0..<50 {
+                try await Task.sleep(nanoseconds: 200_000_000)
+                screen = try tm(["capture-pane", "-p", "-t", session])
+                if screen.contains("ops-long") && names.allSatisfy({ screen.contains($0) }) { break }
+            }
+            #expect(screen.contains("ops-long"), "top shows no job:\n\(screen)")
+            #expect(names.allSatisfy { screen.contains($0) }, "top shows no workers:\n\(screen)")
+            #expect(screen.contains("%") && screen.contains("["), "top shows no progress bar:\n\(screen)")
+            #expect(screen.split(separator: "\n").allSatisfy { $0.count <= 80 })
+            _ = try tm(["send-keys", "-t", session, "s"])
+            try await Task.sleep(nanoseconds: 400_000_000)
+            #expect(try tm(["capture-pane", "-p", "-t", session]).contains("sort cpu"))
+            _ = try tm(["send-keys", "-t", session, "q"])
+            try await Task.sleep(nanoseconds: 500_000_000)
+            #expect(try tm(["list-sessions"]).contains(session) == false, "q did not quit sigma top")
+        } else {
+            Issue.record("tmux is not installed (make test installs it): sigma top was not driven")
+        }
+
+        // Prometheus /metrics parses as text exposition and carries the sigma_ series.
+        let metrics = try await httpGet(base + "metrics")
+        let problems = PrometheusText.validate(metrics)
+        #expect(problems.isEmpty, "\(problems)")
+        for name in ["sigma_workers", "sigma_shards", "sigma_bytes_received_total", "sigma_worker_rtt_seconds_bucket",
+                     "sigma_shard_duration_seconds_bucket", "sigma_reduce_duration_seconds_count", "sigma_shards_completed_total"] {
+            #expect(metrics.contains("\n" + name), "/metrics lacks \(name)")
+        }
+        #expect(metrics.contains("sigma_workers{state=\"busy\"}") || metrics.contains("sigma_workers{state=\"ready\"}"))
+
+        // The web dashboard in headless Chromium: a screenshot (kept) and the rendered page shows workers and the job.
+        if let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
+            let artifacts = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("artifacts")
+            try FileManager.default.createDirectory(at: artifacts, withIntermediateDirectories: true)
+            let shot = artifacts.appendingPathComponent("dashboard.png").path
+            try? FileManager.default.removeItem(atPath: shot)
+            let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--timeout=4000"]
+            let dom = try runTool(chromium, flags + ["--dump-dom", base])
+            let png = try runTool(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base])
+            _ = png
+            #expect(dom.contains("ops-long"), "dashboard shows no job")
+            #expect(names.allSatisfy { dom.contains(">\($0)<") }, "dashboard shows no workers")
+            let size = (try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
+            #expect(size > 10_000, "no screenshot at \(shot)")
+            let jobPage = try await httpGet(base + "api/jobs/\(job)")
+            #expect(((try json(jobPage) as? [String: Any])?["attempts"] as? [Any])?.isEmpty == false)
+        } else {
+            Issue.record("chromium is not installed (make test installs it): the web dashboard was not loaded")
+        }
+
+        // Chrome trace: valid structure, one named track per worker, one complete slice per attempt.
+        let tracePath = dir.appendingPathComponent("trace.json").path
+        let tr = try await run(["trace", "\(job)", "-o", tracePath] + ep)
+        #expect(tr.code == 0, "\(tr.err)")
+        let trace = try #require(try json(String(decoding: try Data(contentsOf: URL(fileURLWithPath: tracePath)), as: UTF8.self)) as? [String: Any])
+        let events = try #require(trace["traceEvents"] as? [[String: Any]])
+        let slices = events.filter { $0["ph"] as? String == "X" }
+        let tracks = Set(events.filter { $0["ph"] as? String == "M" && $0["name"] as? String == "thread_name" }.compactMap { $0["tid"] as? Int })
+        #expect(slices.count >= 20)
+        #expect(tracks.count == 2)
+        for e in slices {
+            #expect(e["ts"] is Double && (e["dur"] as? Double ?? -1) >= 0 && e["pid"] is Int && e["name"] is String)
+            #expect(tracks.contains(e["tid"] as? Int ?? -1), "slice on a track without a name: \(e)")
+        }
+
+        // cancel: the job ends cancelled; unknown ids are usage errors naming the job and the next command.
+        let c = try await run(["cancel", "\(job)"] + ep)
+        #expect(c.code == 0 && c.out.contains("cancelled"), "\(c.out) \(c.err)")
+        let after = try #require(try json(try await run(["job", "\(job)", "--json"] + ep).out) as? [String: Any])
+        #expect(after["state"] as? String == "cancelled")
+        let missing = try await run(["cancel", "99999"] + ep)
+        #expect(missing.code == 2 && missing.err.contains("no job 99999") && missing.err.contains("sigma jobs"), "\(missing.err)")
+        #expect(try await run(["job", "99999"] + ep).code == 2)
+        // An unreachable coordinator: exit 3 saying so.
+        let away = try await run(["jobs", "--coordinator", "tcp://127.0.0.1:1", "--timeout", "0.5"])
+        #expect(away.code == 3 && away.err.contains("sigma coordinator"), "\(away.err)")
+    }
+
+    @Test func everyCommandHasHelpWithAnExample() async throws {
+        for cmd in ["submit", "jobs", "job", "logs", "cancel", "results", "workers", "trace", "top", "status", "worker"] {
+            let h = try await run([cmd, "--help"])
+            #expect(h.code == 0, "\(cmd) --help")
+            #expect(h.out.contains("Example"), "sigma \(cmd) --help has no example")
+            if !["worker", "submit"].contains(cmd) { #expect(h.out.contains("--json") || cmd == "top" || cmd == "logs", "sigma \(cmd) --help lacks --json") }
+        }
+    }
+
+    func httpGet(_ url: String) async throws -> String {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        let code = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard code == 200 else { throw SigmaTestError("GET \(url): HTTP \(code)") }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func runTool(_ path: String, _ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let d = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: d, as: UTF8.self)
+    }
+}
+
+/// A checker of the Prometheus text exposition format (0.0.4): HELP/TYPE lines, sample syntax, TYPE before
+/// samples, histogram buckets cumulative with `+Inf` equal to `_count`.
+enum PrometheusText {
+    static func validate(_ text: String) -> [String] {
+        var problems: [String] = []
+        var types: [String: String] = [:]
+        var buckets: [String: [(le: Double, v: Double)]] = [:]
+        var counts: [String: Double] = [:]
+        let namePattern = try! NSRegularExpression(pattern: #"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)( -?[0-9]+)?$"#)
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) {
+            if line.hasPrefix("# HELP ") { continue }
+            if line.hasPrefix("# TYPE ") {
+                let f = line.split(separator: " ")
+                guard f.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(String(f[3])) else {
+                    problems.append("bad TYPE line: \(line)"); continue
+                }
+                types[String(f[2])] = String(f[3])
+                continue
+            }
+            if line.hasPrefix("#") { continue }
+            let r = NSRange(line.startIndex..., in: line)
+            guard let m = namePattern.firstMatch(in: line, range: r), let nr = Range(m.range(at: 1), in: line) else {
+                problems.append("bad sample line: \(line)"); continue
+            }
+            let name = String(line[nr])
+            guard name.hasPrefix("sigma_") else { problems.append("not sigma_-prefixed: \(name)"); continue }
+            let family = ["_bucket", "_sum", "_count"].reduce(name) { n, s in types[n] == nil && n.hasSuffix(s) ? String(n.dropLast(s.count)) : n }
+            guard types[family] != nil else { problems.append("sample before its TYPE: \(line)"); continue }
+            let value = Double(line.split(separator: " ").last!.replacingOccurrences(of: "+Inf", with: "inf")) ?? .nan
+            if name.hasSuffix("_bucket"), let leR = line.range(of: #"le=""#) {
+                let rest = line[leR.upperBound...]
+                let le = rest.prefix { $0 != "\"" }
+                buckets[family, default: []].append((le == "+Inf" ? .infinity : Double(le) ?? .nan, value))
+            } else if name.hasSuffix("_count"), types[family] == "histogram" {
+                counts[family] = value
+            }
+        }
+        for (family, bs) in buckets {
+            let sorted = bs.sorted { $0.le < $1.le }
+            for i in 1..<max(1, sorted.count) where sorted[i].v < sorted[i - 1].v { problems.append("\(family): buckets not cumulative") }
+            if sorted.last?.le != .infinity { problems.append("\(family): no +Inf bucket") }
+            if let c = counts[family], sorted.last?.v != c { problems.append("\(family): +Inf bucket \(sorted.last?.v ?? -1) != count \(c)") }
+        }
+        if types.isEmpty { problems.append("no metrics at all") }
+        return problems
+    }
+}
