@@ -85,11 +85,12 @@ struct TopView {
         let cores = live.reduce(0) { $0 + Int($1.cores) }
         let rate = live.reduce(0.0) { $0 + ($1.inFlight > 0 ? $1.throughput * Double($1.slots) : 0) }
         let raw = live.reduce(UInt64(0)) { $0 + $1.rawBytes }, wire = live.reduce(UInt64(0)) { $0 + $1.wireBytes }
+        let lz4Ratio: Double = wire == 0 ? 1.0 : Double(raw) / Double(wire)
         let running = status.jobs.filter { $0.state == .running || $0.state == .queued }
         var lines: [String] = []
         lines.append("sigma top  up \(formatDuration(status.uptime))  policy \(status.policy)  sort \(sort.rawValue)  (s: sort, q: quit)")
         lines.append("workers \(live.count) live  slots \(slots)  in flight \(busy)  queued \(status.queuedShards)  jobs \(running.count) running  cpu \(String(format: "%.0f", cpu))%/\(cores * 100)%")
-        lines.append("throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", wire == 0 ? 1 : Double(raw) / Double(wire)))x")
+        lines.append("throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
         // Jobs first (at most a third of the screen), newest running first, then the latest finished.
         let finished = status.jobs.filter { $0.state.isFinal }.suffix(3)
         let shown = (running.reversed() + finished.reversed()).prefix(max(2, (height - 8) / 3))

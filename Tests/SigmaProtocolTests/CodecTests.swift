@@ -7,14 +7,21 @@ import Testing
 @Suite struct CodecTests {
     // §3.1 "The header frame: signature 0x53, version, type, flags, then the fields in little-endian order."
     @Test func goldenBytesHeartbeat() {
-        let frames = Codec.encode(.heartbeat(Heartbeat(sent: 0x0102030405060708, echo: 1, held: 2, running: 3, queued: 4)))
+        var hb = Heartbeat(sent: 0x0102030405060708, echo: 1, held: 2, running: 3, queued: 4, cpu: 0.5, rss: 5)
+        hb.rawOut = 6
+        hb.wireOut = 7
+        let frames = Codec.encode(.heartbeat(hb))
         #expect(frames.count == 1)
         #expect(frames[0].bytes == [0x53, 0x01, 0x03, 0x00,
                                     0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
                                     1, 0, 0, 0, 0, 0, 0, 0,
                                     2, 0, 0, 0, 0, 0, 0, 0,
                                     3, 0, 0, 0,
-                                    4, 0, 0, 0])
+                                    4, 0, 0, 0,
+                                    0, 0, 0, 0, 0, 0, 0xE0, 0x3F,
+                                    5, 0, 0, 0, 0, 0, 0, 0,
+                                    6, 0, 0, 0, 0, 0, 0, 0,
+                                    7, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func goldenBytesAssignAndReady() {
@@ -53,6 +60,7 @@ import Testing
         .hello(Hello(cores: 8, slots: 4, memory: 1 << 34, host: "host-a", name: "w", instance: "abc", features: "map-reduce")),
         .ready(Ready(workerID: "w3", heartbeatInterval: 500, liveness: 4)),
         .heartbeat(Heartbeat(sent: 99, echo: 42, held: 7, running: 2, queued: 1)),
+        .heartbeat(Heartbeat(sent: 99, echo: 42, held: 7, running: 2, queued: 1, cpu: 187.5, rss: 1 << 30)),
         .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, spec: spec)),
         .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, round: 17)),
         .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, round: 2, spec: trainSpec)),
@@ -65,6 +73,17 @@ import Testing
         .drain(reason: "SIGTERM"),
         .error(ErrorReply(.notFound, request: 5, "no job 5")),
         .submit(Submit(request: 11, options: [.watch, .pushResult], spec: spec)),
+        .submit(Submit(request: 11, options: [.pushResult], spec: spec, key: "nightly-7")),
+        .cancelJob(request: 15, job: 3),
+        .detail(request: 16, job: 3, logFrom: 2, attempts: true),
+        .detailReply(request: 16, JobDetail(
+            job: .init(id: 3, name: "j", kind: "train", state: .failed, done: 1, total: 2, running: 0, reruns: 1, duplicates: 0,
+                       elapsed: 9, error: "boom"),
+            policy: "latency-aware", specDigest: "00ff", inputDigest: "", modelDigest: "", logFrom: 2, logTotal: 3,
+            logs: [JobLogLine(at: 5, level: .warning, text: "job 3: shard 1 failed")], attemptsDropped: 0,
+            attempts: [AttemptRecord(round: 1, shard: 4, attempt: 2, start: 8, count: 8, worker: "w2", host: "h", hedge: true,
+                                     queued: 1, started: 2, finished: 3, compute: 1, outcome: .failed, error: "boom")])),
+        .drainWorker(request: 17, worker: "w2"),
         .accept(Accept(request: 11, job: 3, shards: 10)),
         .status(request: 12),
         .statusReply(request: 12, ClusterStatus(uptime: 5, workers: [
