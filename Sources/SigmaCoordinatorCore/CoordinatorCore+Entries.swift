@@ -275,9 +275,15 @@ final class JobEntry {
         attempts[record].error = error
     }
 
-    /// A shard goes back to the queue: its next attempt's queue time is now.
-    func requeued(_ i: Int, now: Nanos) {
+    /// A running shard that no worker holds any more goes back to the head of the queue (its next attempt's queue
+    /// time is now); `rerun` counts it as a re-run (a worker died or failed it, rather than declined it).
+    func requeue(_ i: Int, rerun: Bool, now: Nanos, queue: inout Deque<ShardRef>) {
+        guard shards[i].state == .running, shards[i].holders.isEmpty else { return }
+        shards[i].state = .pending
+        running -= 1
+        if rerun { reruns += 1 }
         if i < queuedAt.count { queuedAt[i] = now }
+        queue.prepend(ShardRef(job: id, shard: ShardIndex(base + i)))
     }
 
     init(id: JobID, spec: JobSpec, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], submitter: PeerID, request: UInt64,
@@ -343,27 +349,26 @@ final class JobEntry {
             return "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
         }
         out.append(.log(.warning, "job \(id): \(message); running it again"))
-        if shards[i].state == .running && shards[i].holders.isEmpty {
-            shards[i].state = .pending
-            running -= 1
-            reruns += 1
-            requeued(i, now: now)
-            queue.prepend(ShardRef(job: id, shard: ShardIndex(base + i)))
-        }
+        requeue(i, rerun: true, now: now, queue: &queue)
         return nil
     }
 
     func progress(request: UInt64) -> JobProgress {
         var p = JobProgress(request: request, job: id, state: state, done: UInt32(done), total: UInt32(shards.count),
                             running: UInt32(running), reruns: UInt32(reruns))
-        if let d = driver, d.kind == "train" {
-            let g = d.progress
+        if let g = trainProgress {
             p.step = UInt32(g.step)
             p.steps = UInt32(g.steps)
             p.loss = g.loss
             p.accuracy = g.accuracy
         }
         return p
+    }
+
+    /// Training: steps done and planned, last loss and held-out accuracy (nil for other kinds).
+    var trainProgress: RoundProgress? {
+        guard let d = driver, d.kind == "train" else { return nil }
+        return d.progress
     }
 
     func outcome(request: UInt64) -> JobOutcome {

@@ -190,8 +190,7 @@ public struct CoordinatorCore {
         s.hedges = UInt32(j.hedges)
         s.hedgesWon = UInt32(j.hedgesWon)
         s.items = j.itemsDone
-        if let d = j.driver, d.kind == "train" {
-            let g = d.progress
+        if let g = j.trainProgress {
             s.step = UInt32(g.step)
             s.steps = UInt32(g.steps)
             s.loss = g.loss
@@ -349,13 +348,7 @@ public struct CoordinatorCore {
                     continue
                 }
             }
-            if job.shards[i].holders.isEmpty {
-                job.shards[i].state = .pending
-                job.reruns += 1
-                job.running -= 1
-                job.requeued(i, now: now)
-                queue.prepend(ShardRef(job: key.job, shard: key.shard))
-            }
+            job.requeue(i, rerun: true, now: now, queue: &queue)
         }
         if !lost.isEmpty {
             out.append(.log(.warning, "worker \(w.label) \(reason); \(lost.count) shard(s) queued again"))
@@ -536,21 +529,11 @@ public struct CoordinatorCore {
             job.endAttempt(record, .failed, now: now, error: "the worker no longer had the job's spec; sent again")
             table[k].specSent.remove(r.job)
             table[k].paramsSent[r.job] = nil
-            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
-                job.shards[i].state = .pending
-                job.running -= 1
-                job.requeued(i, now: now)
-                queue.prepend(ShardRef(job: r.job, shard: r.shard))
-            }
+            job.requeue(i, rerun: false, now: now, queue: &queue)
         case .declined:
             // A draining worker did not start it: run it elsewhere (not a failure).
             job.endAttempt(record, .declined, now: now, error: r.error)
-            if job.shards[i].state == .running && job.shards[i].holders.isEmpty {
-                job.shards[i].state = .pending
-                job.running -= 1
-                job.requeued(i, now: now)
-                queue.prepend(ShardRef(job: r.job, shard: r.shard))
-            }
+            job.requeue(i, rerun: false, now: now, queue: &queue)
         }
         jobs[r.job] = job
         if let error = fatal {

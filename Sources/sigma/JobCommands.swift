@@ -17,6 +17,13 @@ struct ClientOptions: ParsableArguments {
             throw CLIError.unreachable("\(error)")
         }
     }
+
+    /// One request: connect, ask, close; client errors become CLI errors with their exit codes.
+    func ask<T>(_ common: CommonOptions, _ body: (SigmaClient, Double) async throws -> T) async throws -> T {
+        let c = try connect(common)
+        defer { c.close() }
+        return try await mapClientError { try await body(c, timeout) }
+    }
 }
 
 struct JobsCommand: AsyncParsableCommand {
@@ -34,9 +41,7 @@ struct JobsCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
-            defer { c.close() }
-            let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+            let s = try await client.ask(common) { try await $0.status(timeout: $1) }
             if client.json {
                 print(jsonString(s.jobs.map(\.jsonObject)))
             } else {
@@ -61,9 +66,7 @@ struct WorkersCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
-            defer { c.close() }
-            let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+            let s = try await client.ask(common) { try await $0.status(timeout: $1) }
             if client.json {
                 print(jsonString(s.workers.map(\.jsonObject)))
             } else {
@@ -91,9 +94,7 @@ struct JobCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
-            defer { c.close() }
-            let d = try await mapClientError { try await c.detail(job: job, attempts: shards, timeout: client.timeout) }
+            let d = try await client.ask(common) { try await $0.detail(job: job, attempts: shards, timeout: $1) }
             if client.json {
                 var o = d.job.jsonObject
                 o["policy"] = d.policy
@@ -175,9 +176,7 @@ struct CancelCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
-            defer { c.close() }
-            let p = try await mapClientError { try await c.cancel(job: job, timeout: client.timeout) }
+            let p = try await client.ask(common) { try await $0.cancel(job: job, timeout: $1) }
             if client.json {
                 print(jsonString(["job": Int(p.job), "state": p.state.description, "done": Int(p.done), "total": Int(p.total)]))
             } else {
@@ -202,9 +201,7 @@ struct TraceCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
-            defer { c.close() }
-            let d = try await mapClientError { try await c.detail(job: job, attempts: true, timeout: client.timeout) }
+            let d = try await client.ask(common) { try await $0.detail(job: job, attempts: true, timeout: $1) }
             let trace = d.chromeTrace
             do { try Data(jsonString(trace).utf8).write(to: URL(fileURLWithPath: output)) } catch {
                 throw CLIError.usage("cannot write \(output): \(error.localizedDescription)")

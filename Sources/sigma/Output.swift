@@ -1,4 +1,5 @@
 import Foundation
+import SigmaDashboard
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
@@ -36,11 +37,7 @@ final class ProgressLine: @unchecked Sendable {
     }
 }
 
-func jsonString(_ object: Any) -> String {
-    guard JSONSerialization.isValidJSONObject(object),
-          let d = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
-    return String(decoding: d, as: UTF8.self)
-}
+func jsonString(_ object: Any) -> String { jsonText(object, pretty: true) }
 
 extension JobOutcome {
     /// The map-reduce result carried by this outcome, if it completed.

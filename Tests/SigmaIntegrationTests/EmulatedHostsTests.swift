@@ -17,15 +17,8 @@ final class EmulatedHosts {
 
     /// Runs a tool to the end: its exit status and standard error.
     static func command(_ path: String, _ args: [String]) -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        do { try p.run() } catch { return (-1, "\(error)") }
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        let r = runTool(path, args)
+        return (r.status, r.err)
     }
 
     /// Why this machine cannot host the test, or nil.

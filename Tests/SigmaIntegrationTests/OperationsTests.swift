@@ -84,17 +84,7 @@ import Testing
         if let tmux = ["/usr/bin/tmux", "/bin/tmux"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
             let session = "sigma-top-\(getpid())"
             let bin = try sigmaBinary()
-            func tm(_ args: [String]) throws -> String {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: tmux)
-                p.arguments = args
-                let out = Pipe()
-                p.standardOutput = out
-                try p.run()
-                let d = out.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                return String(decoding: d, as: UTF8.self)
-            }
+            func tm(_ args: [String]) throws -> String { runTool(tmux, args).out }
             _ = try tm(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", "\(bin) top --coordinator \(cluster.endpoint)"])
             defer { _ = try? tm(["kill-session", "-t", session]) }
             var screen = ""
@@ -134,9 +124,8 @@ import Testing
             let shot = artifacts.appendingPathComponent("dashboard.png").path
             try? FileManager.default.removeItem(atPath: shot)
             let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--timeout=4000"]
-            let dom = try runTool(chromium, flags + ["--dump-dom", base])
-            let png = try runTool(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base])
-            _ = png
+            let dom = runTool(chromium, flags + ["--dump-dom", base]).out
+            _ = runTool(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base])
             #expect(dom.contains("ops-long"), "dashboard shows no job")
             #expect(names.allSatisfy { dom.contains(">\($0)<") }, "dashboard shows no workers")
             let size = (try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
@@ -189,19 +178,6 @@ import Testing
         let code = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard code == 200 else { throw SigmaTestError("GET \(url): HTTP \(code)") }
         return String(decoding: data, as: UTF8.self)
-    }
-
-    func runTool(_ path: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let d = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: d, as: UTF8.self)
     }
 }
 

@@ -137,3 +137,22 @@ final class ProcessCluster: Sendable {
         throw SigmaTestError("\(n) workers did not register within \(timeout) s")
     }
 }
+
+/// Runs a tool (ip, tc, tmux, chromium…) to the end: exit status, standard output and standard error.
+/// Both pipes are drained at once, so a chatty tool cannot block on a full pipe.
+func runTool(_ path: String, _ args: [String]) -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    do { try p.run() } catch { return (-1, "", "\(error)") }
+    let errText = Mutex("")
+    let reader = Thread { errText.withLock { $0 = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) } }
+    reader.start()
+    let outText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    while !reader.isFinished { usleep(1000) }
+    return (p.terminationStatus, outText, errText.withLock { $0 })
+}
