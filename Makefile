@@ -37,9 +37,13 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo
 
+# The suite takes a few minutes; a hung test must not hold CI for its whole budget: 25 minutes, then it is stopped.
+TEST_TIMEOUT ?= 1500
 test: test-deps model
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	@timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build; rc=$$?; \
+	if [ $$rc = 124 ] || [ $$rc = 137 ]; then echo "error: the test suite did not finish within $(TEST_TIMEOUT) s (see the last tests started above)" >&2; fi; \
+	exit $$rc
 
 bench: release
 	@mkdir -p artifacts

@@ -36,6 +36,8 @@ public final class CoordinatorShell: Sendable {
         let details = Mutex<[JobID: (at: Nanos, detail: JobDetail?)]>([:])
         /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
         let samples = Mutex<(shards: [UInt64], reduces: [UInt64])>(([], []))
+        /// Submissions whose input the resolver thread has read, waiting for the poller thread.
+        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>)]>([])
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -56,9 +58,11 @@ public final class CoordinatorShell: Sendable {
             let ep = (link as? ZmqLink)?.endpoint ?? "\(factory)"
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
-            var loop = Loop(link: link, options: options, logger: logger, shared: shared,
+            let resolver = Resolver(shared: shared, waker: link.waker)
+            var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver,
                             compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             loop.run()
+            resolver.stop()
             link.close()
         }
         thread = Mutex(t)
@@ -120,10 +124,12 @@ public final class CoordinatorShell: Sendable {
         let shared: Shared
         var core: CoordinatorCore
         let compressor: AdaptiveCompressor
+        let resolver: Resolver
         var nextTick: Nanos
 
-        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, compressor: AdaptiveCompressor) {
+        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, compressor: AdaptiveCompressor) {
             self.compressor = compressor
+            self.resolver = resolver
             self.link = link
             self.options = options
             self.logger = logger
@@ -147,6 +153,13 @@ public final class CoordinatorShell: Sendable {
                 } catch {
                     logger.error("coordinator transport failed: \(error)")
                     return
+                }
+                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>)] in
+                    defer { r.removeAll() }
+                    return r
+                }
+                for (peer, submit, input) in resolved {
+                    perform(core.handle(.inputResolved(peer, submit, input), now: monotonicNanos()))
                 }
                 let t = monotonicNanos()
                 if t >= nextTick {
@@ -200,13 +213,13 @@ public final class CoordinatorShell: Sendable {
         }
 
         mutating func perform(_ actions: [CoordinatorAction]) {
-            // (resolve and writeFile run on this thread: small for the job kinds we have; see docs/architecture.md)
+            // (writeFile runs on this thread: small for the job kinds we have; see docs/architecture.md)
             for a in actions {
                 switch a {
                 case .send(let peer, let m):
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor)))
                 case .resolveInput(let peer, let submit):
-                    perform(core.handle(.inputResolved(peer, submit, CoordinatorShell.resolve(submit.spec)), now: monotonicNanos()))
+                    resolver.push(peer, submit)
                 case .writeFile(let f):
                     do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
                 case .log(let level, let text):
@@ -218,6 +231,50 @@ public final class CoordinatorShell: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// Reads submissions' inputs on its own thread — a data file's header, an ML job's data and model (a model
+    /// load takes seconds on a busy machine) — so the poller thread keeps answering heartbeats meanwhile.
+    /// Results go to `Shared.resolved` and wake the poller thread.
+    final class Resolver: @unchecked Sendable {
+        private let cond = NSCondition()
+        private var pending: [(PeerID, Submit)] = []
+        private var closed = false
+        private var thread: OSThread?
+
+        init(shared: Shared, waker: Waker) {
+            thread = OSThread(name: "sigma-resolve") { [self] in
+                while let (peer, submit) = next() {
+                    let input = CoordinatorShell.resolve(submit.spec)
+                    shared.resolved.withLock { $0.append((peer, submit, input)) }
+                    waker.wake()
+                }
+            }
+        }
+
+        func push(_ peer: PeerID, _ submit: Submit) {
+            cond.lock()
+            pending.append((peer, submit))
+            cond.signal()
+            cond.unlock()
+        }
+
+        private func next() -> (PeerID, Submit)? {
+            cond.lock()
+            defer { cond.unlock() }
+            while pending.isEmpty && !closed { cond.wait() }
+            return closed ? nil : pending.removeFirst()
+        }
+
+        /// Ends the thread after the submission being read, if any; those still queued are dropped.
+        func stop() {
+            cond.lock()
+            closed = true
+            cond.broadcast()
+            cond.unlock()
+            thread?.join()
+            thread = nil
         }
     }
 

@@ -91,6 +91,9 @@ public struct CoordinatorCore {
     var nextJob: JobID = 1
     /// Jobs by the client-chosen id they were submitted with.
     var keyed: [String: JobID] = [:]
+    /// Client-chosen ids whose first submission's input is being read, with the same-id submissions that arrived
+    /// meanwhile (answered once the first is accepted or refused).
+    var resolvingKeys: [String: [(PeerID, Submit)]] = [:]
     var nextWorker = 1
     var roundRobin = 0
     /// Results whose job was unknown or already finished.
@@ -150,6 +153,9 @@ public struct CoordinatorCore {
             case .failure(let e):
                 let prefix = submit.spec.kind == "map-reduce" ? "input: " : "\(submit.spec.kind) job '\(submit.spec.name)': "
                 out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, prefix + "\(e)"))))
+            }
+            if !submit.key.isEmpty, let parked = resolvingKeys.removeValue(forKey: submit.key) {
+                for (p, s) in parked { receive(p, .submit(s), now: now, into: &out) }
             }
         case .tick:
             tick(now: now, into: &out)
@@ -231,9 +237,14 @@ public struct CoordinatorCore {
                 resubmitted(peer, s, job, now: now, into: &out)
                 return
             }
+            if !s.key.isEmpty, resolvingKeys[s.key] != nil {
+                resolvingKeys[s.key]!.append((peer, s))
+                return
+            }
             if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
                 accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
             } else {
+                if !s.key.isEmpty { resolvingKeys[s.key] = [] }
                 out.append(.resolveInput(peer, s))
             }
         case .status(let req):
@@ -304,10 +315,11 @@ public struct CoordinatorCore {
             out.append(.send(peer, .error(ErrorReply(.badRequest, "HELLO: slots must be between 1 and 4096, got \(h.slots)"))))
             return
         }
-        if index[peer] != nil { retire(peer, reason: "re-registered", now: now, into: &out) }
-        // The same worker process on a new connection: its old session's shards run again.
+        // The same worker process registering again, or on a new connection (it found this coordinator silent):
+        // its old session's shards run again, but the process is alive, so no shard is blamed for killing it.
+        if index[peer] != nil { retire(peer, reason: "re-registered", now: now, into: &out, blame: false) }
         for w in table where w.hello.instance == h.instance && !h.instance.isEmpty && w.isLive {
-            retire(w.peer, reason: "reconnected as a new session", now: now, into: &out)
+            retire(w.peer, reason: "reconnected as a new session", now: now, into: &out, blame: false)
         }
         if let old = index[peer] {   // the same peer id registering again: its old entry leaves the table
             table.remove(at: old)
@@ -326,8 +338,9 @@ public struct CoordinatorCore {
     }
 
     /// Takes a worker out of service and queues its shards again, first in line.
-    /// A shard that was running on a worker that died counts that death; at `poisonDeaths` it fails its job.
-    mutating func retire(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction], died: Bool = true) {
+    /// `died`: its shards were lost (else it declined them). `blame`: a shard that was running on a worker that
+    /// died counts that death; at `poisonDeaths` it fails its job.
+    mutating func retire(_ peer: PeerID, reason: String, now: Nanos, into out: inout [CoordinatorAction], died: Bool = true, blame: Bool = true) {
         guard let k = index[peer], table[k].isLive else { return }
         let w = table[k]
         let lost = w.inFlight.keys.sorted { ($0.job, $0.shard) > ($1.job, $1.shard) }
@@ -341,7 +354,7 @@ public struct CoordinatorCore {
             guard let job = jobs[key.job], !job.state.isFinal, let i = job.local(key.shard) else { continue }
             job.shards[i].holders.removeAll { $0 == peer }
             guard job.shards[i].state == .running else { continue }
-            if died {
+            if died && blame {
                 job.shards[i].killed.append("\(w.id)@\(w.hello.host)")
                 if job.shards[i].killed.count >= config.poisonDeaths {
                     poisoned.append((key.job, "job \(key.job): \(job.describe(i)) was running on \(job.shards[i].killed.count) workers that died (\(job.shards[i].killed.joined(separator: ", "))); not running it again — it may be what kills them"))

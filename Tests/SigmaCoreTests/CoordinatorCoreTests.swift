@@ -239,3 +239,36 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         #expect(tick.contains { $0.0 == client && $0.1 == .accept(Accept(request: 2, job: 2, shards: 20)) })
     }
 }
+
+/// The shell reads a submission's input on another thread; a second submission with the same client id that
+/// arrives meanwhile must not start a second job: it is answered with the first one's job once that is accepted.
+@Suite struct KeyedSubmitWhileResolvingTests {
+    @Test func sameKeyDuringResolveGetsTheSameJob() {
+        var core = CoordinatorCore(config: CoordinatorConfig(), now: 0)
+        let file = MapReduceSpec(name: "k", input: .npy(path: "/data/x.npy"), map: .square, reduce: [.sum], sharding: .count(4))
+        let a = core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(file), key: "K"))), now: 1)
+        let resolves = a.compactMap { act -> Submit? in if case .resolveInput(_, let s) = act { return s } else { return nil } }
+        #expect(resolves.count == 1)
+        // The same key again, and once more from another client, before the input is read: no second read.
+        let other = PeerID([0, 0, 0, 0, 8])
+        let b = core.handle(.received(client, .submit(Submit(request: 2, options: [], spec: .mapReduce(file), key: "K"))), now: 2)
+        let c = core.handle(.received(other, .submit(Submit(request: 7, options: [], spec: .mapReduce(file), key: "K"))), now: 3)
+        #expect(!(b + c).contains { if case .resolveInput = $0 { return true } else { return false } })
+        #expect(!(b + c).contains { if case .send = $0 { return true } else { return false } }, "answered before the first was accepted")
+        let d = core.handle(.inputResolved(client, resolves[0], .success(.rows(100))), now: 4)
+        let accepts = d.compactMap { act -> (PeerID, Accept)? in
+            if case .send(let p, .accept(let acc)) = act { return (p, acc) } else { return nil }
+        }
+        #expect(accepts.map(\.1.request).sorted() == [1, 2, 7])
+        #expect(Set(accepts.map(\.1.job)).count == 1, "one job for one key: \(accepts)")
+        #expect(accepts.contains { $0.0 == other && $0.1.request == 7 })
+        // A key whose first submission was refused is free again: the next submission is read afresh.
+        let e = core.handle(.received(client, .submit(Submit(request: 3, options: [], spec: .mapReduce(file), key: "L"))), now: 5)
+        let again = core.handle(.received(client, .submit(Submit(request: 4, options: [], spec: .mapReduce(file), key: "L"))), now: 6)
+        #expect(again.isEmpty)
+        let s3 = e.compactMap { act -> Submit? in if case .resolveInput(_, let s) = act { return s } else { return nil } }
+        let f = core.handle(.inputResolved(client, s3[0], .failure(JobError("input: cannot read '/data/x.npy'"))), now: 7)
+        #expect(f.contains { if case .send(client, .error(let er)) = $0 { return er.request == 3 } else { return false } })
+        #expect(f.contains { if case .resolveInput(_, let s) = $0 { return s.request == 4 } else { return false } })
+    }
+}

@@ -38,6 +38,24 @@ private func jobError(_ sent: [(PeerID, Message)]) -> String? {
         #expect(e.contains("shard 0") && e.contains("w1@alpha") && e.contains("w2@beta"), "\(e)")
     }
 
+    /// A worker process that reconnects (it found the coordinator silent) is alive: the shard it held runs again,
+    /// but is not blamed for a death — reconnecting three times does not fail the job as a poison shard.
+    @Test func reconnectingWorkerIsNotAPoisonDeath() {
+        var h = Harness()
+        h.hello(w1, instance: "proc-1", host: "alpha")
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(oneShard)))))
+        #expect(h.takeAssigns(w1).count == 1)
+        var peers = [w1]
+        for n in 0..<3 {
+            let again = PeerID([0, 0, 0, 1, UInt8(n)])
+            let sent = h.hello(again, instance: "proc-1", host: "alpha")
+            #expect(jobError(sent) == nil, "a reconnection failed the job: \(jobError(sent) ?? "")")
+            #expect(h.takeAssigns(again).count == 1, "the shard did not run again on the new session")
+            peers.append(again)
+        }
+        #expect(h.core.status(now: h.now).jobs.first?.reruns == 3)
+    }
+
     /// A step that runs past the step timeout fails its job, naming the missing shards and where they run.
     @Test func stepTimeoutNamesMissingShardsAndWorkers() {
         var c = CoordinatorConfig()

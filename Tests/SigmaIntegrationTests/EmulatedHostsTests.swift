@@ -86,7 +86,7 @@ final class EmulatedHosts {
     }
 }
 
-@Suite(.serialized) struct EmulatedHostsTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct EmulatedHostsTests {
     /// Workers behind 0 / 10 / 40 ms links: a map-reduce gives the local result under both policies, and the
     /// latency-aware policy finishes sooner than round-robin.
     @Test func latencyAwareBeatsRoundRobinAcrossDelayedLinks() async throws {

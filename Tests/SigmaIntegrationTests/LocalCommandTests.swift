@@ -5,7 +5,7 @@ import Testing
 
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-@Suite(.serialized) struct LocalCommandTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct LocalCommandTests {
     /// `sigma train SPEC --local` trains the digits MLP, reports held-out accuracy and writes loadable weights.
     @Test func trainLocalLearnsDigitsAndWritesWeights() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("train-\(UUID().uuidString)").path

@@ -60,7 +60,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
     """
 }
 
-@Suite(.serialized) struct MLJobTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct MLJobTests {
     /// The final parameters after 200 steps are the same bits with 1, 2 and 3 workers (with 1 to 4 shards per
     /// step) as in one process (`--local`).
     @Test func trainingIsBitwiseIdenticalToLocalForAnyWorkerCount() async throws {
@@ -275,7 +275,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
 
 /// Every example spec in examples/ (the ones docs/jobs.md shows) runs on a 2-worker cluster and writes the files
 /// docs/jobs.md promises; the ML kinds also run with --local and give the same bytes.
-@Suite(.serialized) struct ExampleSpecTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ExampleSpecTests {
     @Test func everyExampleSpecRunsOnTheClusterAndLocally() async throws {
         let dir = try Scratch("examples")
         defer { dir.remove() }

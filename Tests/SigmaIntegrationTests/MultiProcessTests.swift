@@ -73,7 +73,7 @@ struct BigInput: Sendable {
     }
 }
 
-@Suite(.serialized) struct MultiProcessTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct MultiProcessTests {
     /// Coordinator + 3 workers as separate OS processes over TCP loopback; every reducer; via the CLI.
     @Test func everyReducerOverTenMillionValuesMatchesSingleProcess() async throws {
         let input = BigInput.shared

@@ -6,7 +6,7 @@ import Testing
 
 /// The operator's side over real processes: the job CLI, `sigma top` in tmux, the web dashboard in headless
 /// Chromium, Prometheus /metrics and Chrome-trace export.
-@Suite(.serialized) struct OperationsTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct OperationsTests {
     static let longJob = """
         kind: map-reduce
         name: ops-long
@@ -84,25 +84,25 @@ import Testing
         if let tmux = ["/usr/bin/tmux", "/bin/tmux"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
             let session = "sigma-top-\(getpid())"
             let bin = try sigmaBinary()
-            func tm(_ args: [String]) throws -> String { runTool(tmux, args).out }
-            _ = try tm(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", "\(bin) top --coordinator \(cluster.endpoint)"])
-            defer { _ = try? tm(["kill-session", "-t", session]) }
+            func tm(_ args: [String]) async -> String { await runToolAsync(tmux, args, timeout: 20).out }
+            _ = await tm(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", "\(bin) top --coordinator \(cluster.endpoint)"])
+            defer { _ = runTool(tmux, ["kill-session", "-t", session], timeout: 10) }
             var screen = ""
             for _ in 0..<50 {
                 try await Task.sleep(nanoseconds: 200_000_000)
-                screen = try tm(["capture-pane", "-p", "-t", session])
+                screen = await tm(["capture-pane", "-p", "-t", session])
                 if screen.contains("ops-long") && names.allSatisfy({ screen.contains($0) }) { break }
             }
             #expect(screen.contains("ops-long"), "top shows no job:\n\(screen)")
             #expect(names.allSatisfy { screen.contains($0) }, "top shows no workers:\n\(screen)")
             #expect(screen.contains("%") && screen.contains("["), "top shows no progress bar:\n\(screen)")
             #expect(screen.split(separator: "\n").allSatisfy { $0.count <= 80 })
-            _ = try tm(["send-keys", "-t", session, "s"])
+            _ = await tm(["send-keys", "-t", session, "s"])
             try await Task.sleep(nanoseconds: 400_000_000)
-            #expect(try tm(["capture-pane", "-p", "-t", session]).contains("sort cpu"))
-            _ = try tm(["send-keys", "-t", session, "q"])
+            #expect(await tm(["capture-pane", "-p", "-t", session]).contains("sort cpu"))
+            _ = await tm(["send-keys", "-t", session, "q"])
             try await Task.sleep(nanoseconds: 500_000_000)
-            #expect(try tm(["list-sessions"]).contains(session) == false, "q did not quit sigma top")
+            #expect(await tm(["list-sessions"]).contains(session) == false, "q did not quit sigma top")
         } else {
             Issue.record("tmux is not installed (make test installs it): sigma top was not driven")
         }
@@ -124,8 +124,8 @@ import Testing
             let shot = artifacts.appendingPathComponent("dashboard.png").path
             try? FileManager.default.removeItem(atPath: shot)
             let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--timeout=4000"]
-            let dom = runTool(chromium, flags + ["--dump-dom", base]).out
-            _ = runTool(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base])
+            let dom = await runToolAsync(chromium, flags + ["--dump-dom", base], timeout: 90).out
+            _ = await runToolAsync(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base], timeout: 90)
             #expect(dom.contains("ops-long"), "dashboard shows no job")
             #expect(names.allSatisfy { dom.contains(">\($0)<") }, "dashboard shows no workers")
             let size = (try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
@@ -174,7 +174,9 @@ import Testing
     }
 
     func httpGet(_ url: String) async throws -> String {
-        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        var request = URLRequest(url: URL(string: url)!)
+        request.timeoutInterval = 30
+        let (data, response) = try await URLSession.shared.data(for: request)
         let code = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard code == 200 else { throw SigmaTestError("GET \(url): HTTP \(code)") }
         return String(decoding: data, as: UTF8.self)

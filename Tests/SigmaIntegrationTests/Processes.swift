@@ -138,21 +138,73 @@ final class ProcessCluster: Sendable {
     }
 }
 
-/// Runs a tool (ip, tc, tmux, chromium…) to the end: exit status, standard output and standard error.
-/// Both pipes are drained at once, so a chatty tool cannot block on a full pipe.
-func runTool(_ path: String, _ args: [String]) -> (status: Int32, out: String, err: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    do { try p.run() } catch { return (-1, "", "\(error)") }
-    let errText = Mutex("")
-    let reader = Thread { errText.withLock { $0 = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) } }
-    reader.start()
-    let outText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    while !reader.isFinished { usleep(1000) }
-    return (p.terminationStatus, outText, errText.withLock { $0 })
+/// A tool (ip, tc, tmux, chromium…) run to its end or to a deadline, with `posix_spawn` and `waitpid`.
+/// Not Foundation's `Process`: it tells a child's end by a descriptor the child inherits, so a tool that leaves a
+/// daemon behind (tmux starts its server, Chromium its crash handler) seems to run forever. Output goes to
+/// files, not pipes, for the same reason.
+struct ToolRun {
+    let pid: pid_t
+    let outPath: String, errPath: String
+    let deadline: Date
+    let timeout: Double
+    private var raw: Int32 = 0
+    private var killed = false
+
+    init(_ path: String, _ args: [String], timeout: Double) throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-tool-\(UUID().uuidString.prefix(8))").path
+        outPath = base + ".out"
+        errPath = base + ".err"
+        self.timeout = timeout
+        deadline = Date().addingTimeInterval(timeout)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let argv = ([path] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, path, &actions, nil, argv, environ)
+        guard rc == 0 else { throw SigmaTestError("cannot start \(path): \(String(cString: strerror(rc)))") }
+        pid = child
+    }
+
+    /// Whether the tool is still running; past the deadline it is killed (and reaped) instead.
+    mutating func running() -> Bool {
+        guard waitpid(pid, &raw, WNOHANG) == 0 else { return false }
+        guard Date() >= deadline else { return true }
+        kill(pid, SIGKILL)
+        waitpid(pid, &raw, 0)
+        killed = true
+        return false
+    }
+
+    /// After `running()` said false: exit status (or 128 + signal), standard output and standard error.
+    func result() -> (status: Int32, out: String, err: String) {
+        defer {
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+        }
+        let out = String(decoding: FileManager.default.contents(atPath: outPath) ?? Data(), as: UTF8.self)
+        var err = String(decoding: FileManager.default.contents(atPath: errPath) ?? Data(), as: UTF8.self)
+        if killed { err += "\n(killed: still running after \(timeout) s)" }
+        let signal = raw & 0x7f
+        return (signal == 0 ? (raw >> 8) & 0xff : 128 + signal, out, err)
+    }
+}
+
+/// Runs a tool to the end (at most `timeout` seconds, then it is killed): exit status, standard output and
+/// standard error. Blocks the calling thread: for quick tools (ip, tc) in synchronous code.
+func runTool(_ path: String, _ args: [String], timeout: Double = 60) -> (status: Int32, out: String, err: String) {
+    guard var r = try? ToolRun(path, args, timeout: timeout) else { return (-1, "", "cannot start \(path)") }
+    while r.running() { usleep(5_000) }
+    return r.result()
+}
+
+/// `runTool` for async tests: waits with `Task.sleep`, never holding a cooperative thread.
+func runToolAsync(_ path: String, _ args: [String], timeout: Double = 60) async -> (status: Int32, out: String, err: String) {
+    guard var r = try? ToolRun(path, args, timeout: timeout) else { return (-1, "", "cannot start \(path)") }
+    while r.running() { try? await Task.sleep(nanoseconds: 10_000_000) }
+    return r.result()
 }
