@@ -30,6 +30,8 @@ struct WorkerEntry {
     let joinedAt: Nanos
     var state = State.ready
     var lastSeen: Nanos
+    /// Silent for more than two heartbeat intervals but not yet declared dead: takes no new shards meanwhile.
+    var suspect = false
     /// When we last sent anything (heartbeats are only needed when idle).
     var lastSent: Nanos = 0
     var diedAt: Nanos = 0
@@ -92,7 +94,7 @@ struct WorkerEntry {
         rates[kind] > 0 && now &- ratedAt[kind] <= ttl ? rates[kind] : nil
     }
     /// Takes new shards.
-    var accepts: Bool { state == .ready }
+    var accepts: Bool { state == .ready && !suspect }
     var slots: Int { Int(hello.slots) }
     var label: String { "\(id) (host \(hello.host))" }
 

@@ -41,6 +41,9 @@ public struct CoordinatorConfig: Sendable {
 
     /// Time after which a silent worker is dead.
     public var deadAfter: Nanos { heartbeatInterval * Nanos(liveness) }
+    /// A worker silent this long is suspect (shown so, and given no new shards) until heard again; with a
+    /// liveness of 2 or less there is no suspect phase.
+    public var suspectAfter: Nanos { heartbeatInterval * 2 }
 }
 
 /// What happens to the coordinator.
@@ -134,11 +137,11 @@ public struct CoordinatorCore {
         var out: [CoordinatorAction] = []
         switch event {
         case .received(let peer, let message):
-            if let k = index[peer] { table[k].lastSeen = now }
+            heard(peer, now: now, into: &out)
             receive(peer, message, now: now, into: &out)
         case .rejected(let peer, let error):
             rejectedMessages += 1
-            if let k = index[peer] { table[k].lastSeen = now }
+            heard(peer, now: now, into: &out)
             // Never answer an ERROR with an ERROR (two confused peers would loop).
             if error.type != .error {
                 out.append(.send(peer, .error(ErrorReply(error.code, request: error.request, "\(error)"))))
@@ -285,10 +288,13 @@ public struct CoordinatorCore {
             }
             out.append(.send(peer, .detailReply(request: req, detail(job, logFrom: Int(from), attempts: withAttempts, now: now))))
         case .drainWorker(let req, let name):
-            guard let k = table.indices.first(where: { table[$0].isLive && (table[$0].id == name || table[$0].hello.name == name) }) else {
+            // An id names one worker; a name may be shared (two processes started with the same --name).
+            let byName = table.indices.filter { table[$0].isLive && table[$0].hello.name == name }
+            guard let k = table.indices.first(where: { table[$0].isLive && table[$0].id == name }) ?? (byName.count == 1 ? byName[0] : nil) else {
                 let live = table.filter(\.isLive).map { "\($0.id) (\($0.hello.name))" }.joined(separator: ", ")
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req,
-                    "no live worker '\(name)'; live workers: \(live.isEmpty ? "none" : live) (see: sigma workers)"))))
+                let problem = byName.count > 1 ? "'\(name)' names \(byName.count) live workers (\(byName.map { table[$0].id }.joined(separator: ", "))); give the id"
+                                               : "no live worker '\(name)'; live workers: \(live.isEmpty ? "none" : live)"
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, problem + " (see: sigma workers)"))))
                 return
             }
             let p = table[k].peer
@@ -619,9 +625,22 @@ public struct CoordinatorCore {
 
     // MARK: time
 
+    mutating func heard(_ peer: PeerID, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard let k = index[peer] else { return }
+        table[k].lastSeen = now
+        if table[k].suspect {
+            table[k].suspect = false
+            out.append(.log(.info, "worker \(table[k].label) heard from again; no longer suspect"))
+        }
+    }
+
     mutating func tick(now: Nanos, into out: inout [CoordinatorAction]) {
         for k in table.indices where table[k].isLive {
             let w = table[k]
+            if !w.suspect, config.suspectAfter < config.deadAfter, now &- w.lastSeen > config.suspectAfter {
+                table[k].suspect = true
+                out.append(.log(.warning, "worker \(w.label) suspect: silent for \((now - w.lastSeen) / 1_000_000) ms; no new shards until heard from"))
+            }
             if now &- w.lastSeen > config.deadAfter {
                 out.append(.send(w.peer, .disconnect(reason: "no heartbeat for \((now - w.lastSeen) / 1_000_000) ms")))
                 retire(w.peer, reason: "missed \(config.liveness) heartbeats (silent \((now - w.lastSeen) / 1_000_000) ms)", now: now, into: &out)
@@ -653,7 +672,7 @@ public struct CoordinatorCore {
     public func status(now: Nanos) -> ClusterStatus {
         let ws = table.map { w in
             var s = ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
-                                 state: w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
+                                 state: w.suspect && w.isLive ? "suspect" : w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
                                  inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
                                  shardsDone: w.shardsDone)
             s.throughput = w.rates.max() ?? 0

@@ -32,7 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 let client = try SigmaClient(endpoint: join ?? cfg.coordinator)
                 defer { client.close() }
                 let s = try await mapClientError { try await client.drain(worker: target) }
-                let w = s.workers.first { $0.id == target || $0.name == target }
+                let w = s.workers.first { $0.id == target } ?? s.workers.first { $0.name == target && $0.state != "dead" }
                 if json {
                     print(jsonString(w?.jsonObject ?? [:]))
                 } else {

@@ -56,6 +56,49 @@ private func jobError(_ sent: [(PeerID, Message)]) -> String? {
         #expect(h.core.status(now: h.now).jobs.first?.reruns == 3)
     }
 
+    /// With default settings (1 s heartbeats × 3), a worker silent for more than 2 s is "suspect": shown so and
+    /// given no new shards; heard from again, it is ready and takes shards; silent past 3 s, it is dead.
+    @Test func silentWorkerIsSuspectBeforeDeadAndGetsNoNewShards() {
+        var h = Harness()
+        h.hello(w1, host: "alpha")
+        h.hello(w2, host: "beta")
+        func state(_ id: String) -> String? { h.core.status(now: h.now).workers.first { $0.id == id }?.state }
+        for _ in 0..<5 {   // 2.5 s: w2 keeps heart-beating, w1 is silent
+            h.advance(500_000_000)
+            h.event(.received(w2, .heartbeat(Heartbeat(sent: h.now))))
+            h.event(.tick)
+        }
+        #expect(state("w1") == "suspect")
+        #expect(state("w2") == "ready")
+        let many = MapReduceSpec(name: "m", input: .range(count: 400, start: 0, step: 1), reduce: [.sum], sharding: .count(40))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(many)))))
+        #expect(h.takeAssigns(w1).isEmpty, "a suspect worker was given shards")
+        #expect(!h.takeAssigns(w2).isEmpty)
+        h.event(.received(w1, .heartbeat(Heartbeat(sent: h.now))))
+        #expect(state("w1") == "busy", "heard from again, w1 should take shards")
+        #expect(!h.takeAssigns(w1).isEmpty)
+        h.advance(3_100_000_000)
+        h.event(.received(w2, .heartbeat(Heartbeat(sent: h.now))))
+        h.event(.tick)
+        #expect(state("w1") == "dead")
+    }
+
+    /// DRAIN-WORKER names a worker by id, or by name when one live worker has it; a shared name is refused,
+    /// listing the ids (draining the wrong process would be worse than asking again).
+    @Test func drainWorkerPrefersTheIdAndRefusesAmbiguousNames() {
+        var h = Harness()
+        h.hello(w1, host: "alpha")
+        h.hello(w2, host: "beta")   // both are named "n"
+        let ambiguous = h.event(.received(client, .drainWorker(request: 1, worker: "n")))
+        #expect(ambiguous.contains { if case .error(let e) = $0.1 { return e.message.contains("w1, w2") && e.message.contains("give the id") } else { return false } },
+                "\(ambiguous)")
+        let byID = h.event(.received(client, .drainWorker(request: 2, worker: "w2")))
+        #expect(byID.contains { $0.0 == w2 && $0.1 == .drain(reason: "asked by a client") })
+        #expect(!byID.contains { $0.0 == w1 && $0.1 == .drain(reason: "asked by a client") })
+        // w2 held nothing, so it left at once; w1 is untouched.
+        #expect(h.core.status(now: h.now).workers.map(\.state) == ["ready", "dead"])
+    }
+
     /// A step that runs past the step timeout fails its job, naming the missing shards and where they run.
     @Test func stepTimeoutNamesMissingShardsAndWorkers() {
         var c = CoordinatorConfig()

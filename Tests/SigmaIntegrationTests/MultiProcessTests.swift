@@ -135,6 +135,91 @@ struct BigInput: Sendable {
         #expect(status.workers.contains { $0.state == "dead" })
     }
 
+    /// With default settings (latency-aware, hedging on, 1 s heartbeats × 3), every shard a SIGKILLed worker held
+    /// is running or done on another worker within 5 s of the kill, and the job completes with the right result.
+    @Test func killedWorkersShardsRunElsewhereWithinFiveSecondsByDefault() async throws {
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let text = "kind: map-reduce\ninput: {generate: uniform, count: 80M, seed: 9}\nmap: square\nreduce: [sum, count]\nshards: 400"
+        let spec = try JobSpec.parse(text)
+        let job = try await client.submit(spec).job
+        // Wait until both workers hold shards; the victim is the one named w2.
+        let status = try await client.status()
+        let victim = try #require(status.workers.first { $0.name == "w2" }?.id)
+        var held: Set<UInt32> = []
+        for _ in 0..<300 where held.isEmpty {
+            let d = try await client.detail(job: job, attempts: true)
+            held = Set(d.attempts.filter { $0.worker == victim && $0.outcome == .running }.map(\.shard))
+            if held.isEmpty { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        try #require(!held.isEmpty, "w2 never held a shard")
+        let d0 = try await client.detail(job: job, attempts: true)
+        held = Set(d0.attempts.filter { $0.worker == victim && $0.outcome == .running }.map(\.shard))
+        cluster.workers.withLock { $0[1] }.kill(SIGKILL)
+        let killed = Date()
+        var moved: TimeInterval? = nil
+        while moved == nil && Date().timeIntervalSince(killed) < 15 {
+            let d = try await client.detail(job: job, attempts: true)
+            let elsewhere = held.allSatisfy { shard in
+                d.attempts.contains { $0.shard == shard && $0.worker != victim && ($0.outcome == .running || $0.outcome == .ok) }
+            }
+            if elsewhere { moved = Date().timeIntervalSince(killed) } else { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        let t = try #require(moved, "shards \(held.sorted()) of the killed worker did not run elsewhere within 15 s")
+        print("the killed worker's \(held.count) shard(s) ran elsewhere \(String(format: "%.2f", t)) s after the kill")
+        #expect(t <= 5, "the killed worker's shards ran elsewhere only after \(t) s")
+        var outcome: JobOutcome? = nil
+        for _ in 0..<3000 where outcome == nil {
+            outcome = try? await client.fetch(job: job)
+            if outcome == nil { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        let o = try #require(outcome)
+        #expect(o.state == .completed)
+        guard case .mapReduce(let mr) = spec else { return }
+        let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        #expect(r.total.count == 80_000_000)
+        let reference = try MapReduceKernel.runLocal(mr)
+        #expect(abs(r.total.total - reference.total) <= 1e-12 * reference.total)
+    }
+
+    /// `sigma worker --drain W` on a running job: the worker finishes what it runs, takes nothing new and exits by
+    /// itself (status 0); none of its attempts is lost, and the job completes.
+    @Test func drainCommandLetsARunningWorkerFinishAndLeave() async throws {
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let spec = try JobSpec.parse("kind: map-reduce\ninput: {generate: uniform, count: 60M, seed: 4}\nmap: square\nreduce: [sum, count]\nshards: 300")
+        let job = try await client.submit(spec).job
+        let target = cluster.workers.withLock { $0[0] }
+        for _ in 0..<300 {
+            let d = try await client.detail(job: job, attempts: true)
+            if d.job.done >= 5 { break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        let id = try #require(try await client.status().workers.first { $0.name == "w1" }?.id)
+        let drain = try SigmaProcess(["worker", "--drain", id, "--join", cluster.endpoint])
+        #expect(try await drain.wait(timeout: 30) == 0, "\(drain.stderr)")
+        #expect(drain.stdout.joined().contains("worker \(id) (w1@"), "\(drain.stdout)")
+        #expect(try await target.wait(timeout: 30) == 0, "the drained worker did not exit by itself")
+        var outcome: JobOutcome? = nil
+        for _ in 0..<3000 where outcome == nil {
+            outcome = try? await client.fetch(job: job)
+            if outcome == nil { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        #expect(outcome?.state == .completed)
+        let d = try await client.detail(job: job, attempts: true)
+        let w1 = try #require(try await client.status().workers.first { $0.id == id })
+        let ofW1 = d.attempts.filter { $0.worker == id }
+        #expect(!ofW1.isEmpty && ofW1.allSatisfy { $0.outcome == .ok || $0.outcome == .declined || $0.outcome == .late },
+                "outcomes of the drained worker's attempts: \(Set(ofW1.map(\.outcome.description)))")
+        #expect(w1.state == "dead", "a drained worker is shown as gone (\(w1.state))")
+    }
+
     /// A worker started after submission receives shards at once and the job completes.
     @Test func workerStartedAfterSubmissionReceivesShards() async throws {
         let cluster = try await ProcessCluster(workers: 0)
