@@ -12,9 +12,24 @@ public struct SpecError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "job spec field '\(field)': \(problem)" }
 }
 
+/// A job spec file: the job, and how the submitter wants it scheduled (`policy:`, optional).
+public struct JobFile: Sendable {
+    public var spec: JobSpec
+    /// One of `JobFile.policies`, or nil for the cluster's policy.
+    public var policy: String?
+    /// The scheduling policies a spec may name (the coordinator's `SchedulingPolicy` cases).
+    public static let policies = ["latency-aware", "least-loaded", "round-robin"]
+}
+
 extension JobSpec {
     /// Parses a YAML or JSON job spec. Relative `npy` paths are resolved against `baseDirectory`.
+    /// A `policy:` key is checked and dropped (see `parseFile` to keep it).
     public static func parse(_ text: String, baseDirectory: String? = nil) throws -> JobSpec {
+        try parseFile(text, baseDirectory: baseDirectory).spec
+    }
+
+    /// Parses a job spec file, keeping its `policy:` (scheduling is the submission's, not part of the job).
+    public static func parseFile(_ text: String, baseDirectory: String? = nil) throws -> JobFile {
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
@@ -26,29 +41,40 @@ extension JobSpec {
         }
         var fields = Fields(map, path: "")
         let kind = try fields.string("kind")
+        let policy = try fields.optionalString("policy")
+        if let p = policy, !JobFile.policies.contains(p) {
+            throw SpecError(field: "policy", problem: "unknown scheduling policy '\(p)'; expected one of: " + JobFile.policies.joined(separator: ", "))
+        }
+        let spec: JobSpec
         switch kind {
         case "map-reduce":
-            return .mapReduce(try MapReduceSpec.parse(&fields, baseDirectory: baseDirectory))
+            spec = .mapReduce(try MapReduceSpec.parse(&fields, baseDirectory: baseDirectory))
         case "train":
-            return .train(try TrainJob.parse(&fields, base: baseDirectory))
+            spec = .train(try TrainJob.parse(&fields, base: baseDirectory))
         case "infer":
-            return .infer(try PredictJob.parse(&fields, base: baseDirectory, eval: false))
+            spec = .infer(try PredictJob.parse(&fields, base: baseDirectory, eval: false))
         case "eval":
-            return .eval(try PredictJob.parse(&fields, base: baseDirectory, eval: true))
+            spec = .eval(try PredictJob.parse(&fields, base: baseDirectory, eval: true))
         case "embed":
-            return .embed(try EmbedJob.parse(&fields, base: baseDirectory))
+            spec = .embed(try EmbedJob.parse(&fields, base: baseDirectory))
         default:
             throw SpecError(field: "kind", problem: "unknown job kind '\(kind)'; expected one of: map-reduce, train, infer, eval, embed")
         }
+        return JobFile(spec: spec, policy: policy)
     }
 
     /// Reads a spec file; errors name the file.
     public static func load(path: String) throws -> JobSpec {
+        try loadFile(path: path).spec
+    }
+
+    /// Reads a spec file keeping its `policy:`; errors name the file.
+    public static func loadFile(path: String) throws -> JobFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SpecError(field: "(file)", problem: "cannot read job spec file '\(path)'")
         }
         let dir = (URL(fileURLWithPath: path).deletingLastPathComponent().path)
-        return try parse(String(decoding: data, as: UTF8.self), baseDirectory: dir)
+        return try parseFile(String(decoding: data, as: UTF8.self), baseDirectory: dir)
     }
 }
 

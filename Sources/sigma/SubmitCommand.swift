@@ -29,14 +29,15 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
     @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
-    @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the cluster's).") var policy: String?
+    @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the spec's policy:, else the cluster's).") var policy: String?
     @Option(name: .customLong("id"), help: "A client-chosen id: submitting again with the same id answers with the existing job instead of starting another (safe retries).") var key: String = ""
 
     func run() async throws {
         do {
             let cfg = try common.load()
-            var jobSpec: JobSpec
-            do { jobSpec = try JobSpec.load(path: spec) } catch { throw CLIError.usage("\(spec): \(error)") }
+            let file: JobFile
+            do { file = try JobSpec.loadFile(path: spec) } catch { throw CLIError.usage("\(spec): \(error)") }
+            var jobSpec = file.spec
             if let r = resume {
                 guard case .train(var t) = jobSpec else { throw CLIError.usage("--resume applies to train jobs only") }
                 t.resume = URL(fileURLWithPath: r).standardizedFileURL.path
@@ -47,7 +48,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 return
             }
             var policyOption: SubmitOptions = []
-            if let p = policy {
+            if let p = policy ?? file.policy {   // --policy overrides the spec file's policy:
                 do { policyOption = try SchedulingPolicy.parse(p).submitOption } catch { throw CLIError.usage("--policy: \(error)") }
             }
             let endpoint = coordinator ?? cfg.coordinator

@@ -272,3 +272,10 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         #expect(f.contains { if case .resolveInput(_, let s) = $0 { return s.request == 4 } else { return false } })
     }
 }
+
+@Suite struct PolicyNamesTests {
+    /// The policies a spec file may name are exactly the scheduler's.
+    @Test func specPoliciesAreTheSchedulers() {
+        #expect(Set(JobFile.policies) == Set(SchedulingPolicy.allCases.map(\.rawValue)))
+    }
+}

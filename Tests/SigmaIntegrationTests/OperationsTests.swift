@@ -14,6 +14,7 @@ import Testing
         map: square
         reduce: [sum, count]
         shards: 300
+        policy: least-loaded
         """
 
     func run(_ args: [String], timeout: Double = 30) async throws -> (code: Int32, out: String, err: String) {
@@ -66,6 +67,7 @@ import Testing
         }
         #expect(workers.contains { ($0["rss_bytes"] as? Int ?? 0) > 1_000_000 }, "worker memory not reported")
         let detail = try #require(try json(try await run(["job", "\(job)", "--shards", "--json"] + ep).out) as? [String: Any])
+        #expect(detail["policy"] as? String == "least-loaded", "the spec's policy: was not used")
         let attempts = try #require(detail["attempts"] as? [[String: Any]])
         #expect(attempts.count >= 20)
         let names = Set(workers.compactMap { $0["id"] as? String })

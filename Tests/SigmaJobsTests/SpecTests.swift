@@ -25,6 +25,15 @@ import Testing
         }
     }
 
+    /// `policy:` is kept by `parseFile` (the submission's scheduling), not part of the job spec itself.
+    @Test func policyKeyIsTheSubmissionsNotTheJobs() throws {
+        let text = "kind: map-reduce\ninput: {npy: /data/x.npy}\nreduce: sum\nshards: 8\npolicy: round-robin"
+        let f = try JobSpec.parseFile(text)
+        #expect(f.policy == "round-robin")
+        #expect(f.spec == (try JobSpec.parse(text.replacingOccurrences(of: "\npolicy: round-robin", with: ""))))
+        #expect(try JobSpec.parseFile("kind: map-reduce\ninput: {npy: /data/x.npy}\nreduce: sum").policy == nil)
+    }
+
     /// Each bad spec's error names the field and the problem.
     @Test(arguments: [
         ("kind: map-reduce\nreduce: sum", "input", "missing"),
@@ -42,6 +51,7 @@ import Testing
         ("kind: map-reduce\ninput: {npy: a.npy, seed: 1}\nreduce: sum", "input.seed", "unknown field"),
         ("kind: map-reduce\ninput: {generate: range, count: 10G}\nreduce: sum\nshard_size: 1", "shard_size", "limit"),
         ("[1, 2", "(document)", "not valid"),
+        ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: sum\npolicy: fastest", "policy", "unknown scheduling policy 'fastest'; expected one of: latency-aware, least-loaded, round-robin"),
     ])
     func badSpecsNameTheField(_ text: String, _ field: String, _ problem: String) {
         #expect {
