@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
-        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard"], exclude: ["Fixtures"]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard"], exclude: ["Fixtures", "Snapshots"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

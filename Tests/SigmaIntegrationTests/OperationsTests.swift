@@ -45,6 +45,7 @@ import Testing
         #expect(s1.code == 0 && s2.code == 0, "\(s1.err) \(s2.err)")
         let job = try #require((try json(s1.out) as? [String: Any])?["job"] as? Int)
         #expect((try json(s2.out) as? [String: Any])?["job"] as? Int == job)
+        Snapshot.check("json/submit.json", try Snapshot.jsonShape(s1.out))
 
         // Wait until some shards are done so every view has something to show.
         var done = 0
@@ -57,16 +58,23 @@ import Testing
 
         // sigma jobs / workers / job --shards, JSON and text.
         let jobs = try await run(["jobs", "--json"] + ep)
+        Snapshot.check("json/jobs.json", try Snapshot.jsonShape(jobs.out))
+        let statusJSON = try await run(["status", "--json"] + ep)
+        Snapshot.check("json/status.json", try Snapshot.jsonShape(statusJSON.out))
         let listed = try #require((try json(jobs.out) as? [[String: Any]])?.first { $0["id"] as? Int == job })
         #expect(listed["client_id"] as? String == "ops-key")
         #expect(listed["name"] as? String == "ops-long")
-        let workers = try #require(try json(try await run(["workers", "--json"] + ep).out) as? [[String: Any]])
+        let workersOut = try await run(["workers", "--json"] + ep).out
+        Snapshot.check("json/workers.json", try Snapshot.jsonShape(workersOut))
+        let workers = try #require(try json(workersOut) as? [[String: Any]])
         #expect(workers.filter { $0["state"] as? String != "dead" }.count == 2)
         for key in ["cpu_percent", "rss_bytes", "in_flight", "rtt_us", "throughput_items_per_s", "bytes_in", "compression_ratio"] {
             #expect(workers.allSatisfy { $0[key] != nil }, "workers --json lacks \(key)")
         }
         #expect(workers.contains { ($0["rss_bytes"] as? Int ?? 0) > 1_000_000 }, "worker memory not reported")
-        let detail = try #require(try json(try await run(["job", "\(job)", "--shards", "--json"] + ep).out) as? [String: Any])
+        let detailOut = try await run(["job", "\(job)", "--shards", "--json"] + ep).out
+        Snapshot.check("json/job-shards.json", try Snapshot.jsonShape(detailOut))
+        let detail = try #require(try json(detailOut) as? [String: Any])
         #expect(detail["policy"] as? String == "least-loaded", "the spec's policy: was not used")
         let attempts = try #require(detail["attempts"] as? [[String: Any]])
         #expect(attempts.count >= 20)
@@ -156,7 +164,12 @@ import Testing
         // cancel: the job ends cancelled; unknown ids are usage errors naming the job and the next command.
         let c = try await run(["cancel", "\(job)"] + ep)
         #expect(c.code == 0 && c.out.contains("cancelled"), "\(c.out) \(c.err)")
-        let after = try #require(try json(try await run(["job", "\(job)", "--json"] + ep).out) as? [String: Any])
+        let again = try await run(["cancel", "\(job)", "--json"] + ep)
+        #expect(again.code == 0)
+        Snapshot.check("json/cancel.json", try Snapshot.jsonShape(again.out))
+        let afterOut = try await run(["job", "\(job)", "--json"] + ep).out
+        Snapshot.check("json/job.json", try Snapshot.jsonShape(afterOut))
+        let after = try #require(try json(afterOut) as? [String: Any])
         #expect(after["state"] as? String == "cancelled")
         let missing = try await run(["cancel", "99999"] + ep)
         #expect(missing.code == 2 && missing.err.contains("no job 99999") && missing.err.contains("sigma jobs"), "\(missing.err)")
@@ -166,12 +179,23 @@ import Testing
         #expect(away.code == 3 && away.err.contains("sigma coordinator"), "\(away.err)")
     }
 
+    /// Every command's --help has an example, and equals its committed snapshot (80 columns).
     @Test func everyCommandHasHelpWithAnExample() async throws {
-        for cmd in ["submit", "jobs", "job", "logs", "cancel", "results", "workers", "trace", "top", "status", "worker"] {
-            let h = try await run([cmd, "--help"])
-            #expect(h.code == 0, "\(cmd) --help")
-            #expect(h.out.contains("Example"), "sigma \(cmd) --help has no example")
-            if !["worker", "submit"].contains(cmd) { #expect(h.out.contains("--json") || cmd == "top" || cmd == "logs", "sigma \(cmd) --help lacks --json") }
+        let top = try SigmaProcess(["--help"], environment: ["COLUMNS": "80"])
+        #expect(try await top.wait(timeout: 30) == 0)
+        Snapshot.check("help/sigma.txt", top.stdout.joined(separator: "\n") + "\n")
+        let commands = ["coordinator", "worker", "submit", "status", "jobs", "job", "logs", "cancel", "results", "workers",
+                        "trace", "top", "demo", "train", "embed", "simulate", "bench"]
+        for cmd in commands {
+            #expect(top.stdout.contains { $0.hasPrefix("  \(cmd) ") }, "sigma --help does not list \(cmd)")
+            let p = try SigmaProcess([cmd, "--help"], environment: ["COLUMNS": "80"])
+            #expect(try await p.wait(timeout: 30) == 0, "\(cmd) --help")
+            let h = p.stdout.joined(separator: "\n") + "\n"
+            #expect(h.contains("Example"), "sigma \(cmd) --help has no example")
+            if ["status", "jobs", "job", "cancel", "results", "workers", "trace"].contains(cmd) {
+                #expect(h.contains("--json"), "sigma \(cmd) --help lacks --json")
+            }
+            Snapshot.check("help/\(cmd).txt", h)
         }
     }
 

@@ -29,10 +29,12 @@ final class SigmaProcess: Sendable {
         func withLock<R>(_ body: (inout [String]) -> R) -> R { m.withLock { body(&$0) } }
     }
 
-    init(_ args: [String]) throws {
+    /// `environment`: variables set for the child on top of this process's.
+    init(_ args: [String], environment: [String: String] = [:]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try sigmaBinary())
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
