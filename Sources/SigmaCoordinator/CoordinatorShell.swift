@@ -37,7 +37,7 @@ public final class CoordinatorShell: Sendable {
         /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
         let samples = Mutex<(shards: [UInt64], reduces: [UInt64])>(([], []))
         /// Submissions whose input the resolver thread has read, waiting for the poller thread.
-        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>)]>([])
+        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)]>([])
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -154,12 +154,12 @@ public final class CoordinatorShell: Sendable {
                     logger.error("coordinator transport failed: \(error)")
                     return
                 }
-                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>)] in
+                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)] in
                     defer { r.removeAll() }
                     return r
                 }
-                for (peer, submit, input) in resolved {
-                    perform(core.handle(.inputResolved(peer, submit, input), now: monotonicNanos()))
+                for (peer, submit, input, digests) in resolved {
+                    perform(core.handle(.inputResolved(peer, submit, input, digests: digests), now: monotonicNanos()))
                 }
                 let t = monotonicNanos()
                 if t >= nextTick {
@@ -247,7 +247,8 @@ public final class CoordinatorShell: Sendable {
             thread = OSThread(name: "sigma-resolve") { [self] in
                 while let (peer, submit) = next() {
                     let input = CoordinatorShell.resolve(submit.spec)
-                    shared.resolved.withLock { $0.append((peer, submit, input)) }
+                    let digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec) } ?? InputDigests()
+                    shared.resolved.withLock { $0.append((peer, submit, input, digests)) }
                     waker.wake()
                 }
             }
@@ -275,6 +276,20 @@ public final class CoordinatorShell: Sendable {
             cond.unlock()
             thread?.join()
             thread = nil
+        }
+    }
+
+    /// Content digests of a job's input and model files (provenance shown by `sigma job`); "" where there is no
+    /// file or it cannot be read (resolve has already said what is wrong with the job).
+    static func digests(_ spec: JobSpec) -> InputDigests {
+        func d(_ paths: [String]) -> String { (try? Digest.files(paths)) ?? "" }
+        switch spec {
+        case .mapReduce(let s):
+            if case .npy(let path) = s.input { return InputDigests(input: d([path])) }
+            return InputDigests()
+        case .train(let t): return InputDigests(input: d(t.data.paths), model: d(t.resume.map { [$0] } ?? []))
+        case .infer(let p), .eval(let p): return InputDigests(input: d(p.data.paths), model: d(p.model.weights.map { [$0] } ?? []))
+        case .embed(let e): return InputDigests(input: d([e.input]), model: d([e.model + "/model.safetensors"]))
         }
     }
 

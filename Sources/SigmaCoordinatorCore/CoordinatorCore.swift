@@ -52,14 +52,25 @@ public enum CoordinatorEvent: Sendable {
     case received(PeerID, Message)
     /// A message that failed to decode.
     case rejected(PeerID, DecodeError)
-    /// The shell read a job's input (see `CoordinatorAction.resolveInput`).
-    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>)
+    /// The shell read a job's input (see `CoordinatorAction.resolveInput`), with the content digests of its
+    /// input and model files for provenance.
+    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>, digests: InputDigests = InputDigests())
     /// Periodic: heartbeats, liveness, progress.
     case tick
 }
 
 /// What the coordinator asks its shell to do.
 /// What the shell found when it read a submission's input.
+/// Content digests of a job's files ("" where a job has none, e.g. generated input or a model trained from a seed).
+public struct InputDigests: Sendable, Equatable {
+    public var input: String
+    public var model: String
+    public init(input: String = "", model: String = "") {
+        self.input = input
+        self.model = model
+    }
+}
+
 public enum ResolvedInput: Sendable {
     /// Rows of a map-reduce input file.
     case rows(UInt64)
@@ -149,7 +160,14 @@ public struct CoordinatorCore {
             if error.type == .hello {
                 out.append(.log(.warning, "refused worker \(peer): \(error)"))
             }
-        case .inputResolved(let peer, let submit, let input):
+        case .inputResolved(let peer, let submit, let input, let digests):
+            let before = nextJob
+            defer {
+                if nextJob > before, let job = jobs[before] {
+                    job.inputDigest = digests.input
+                    job.modelDigest = digests.model
+                }
+            }
             switch input {
             case .success(.rows(let n)): accept(peer, submit, rows: n, now: now, into: &out)
             case .success(.driver(let d)): accept(peer, submit, driver: d, now: now, into: &out)

@@ -42,11 +42,7 @@ public struct Dashboard: Sendable {
         router.get("/api/jobs/:id") { _, ctx in
             guard let id = ctx.parameters.get("id", as: UInt64.self) else { throw HTTPError(.badRequest, message: "job id must be a number") }
             guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
-            var o = d.job.jsonObject
-            o["policy"] = d.policy
-            o["spec_digest"] = d.specDigest
-            o["attempts"] = d.attempts.map(\.jsonObject)
-            o["attempts_not_recorded"] = Int(d.attemptsDropped)
+            var o = d.jsonObject(attempts: true)
             o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
             return Dashboard.json(jsonText(o))
         }

@@ -79,7 +79,7 @@ enum DashboardPage {
       document.getElementById('info').innerHTML=`<table><tr><th>State</th><td class="state-${j.state}">${j.state}</td><th>Progress</th><td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span> ${j.steps?('step '+j.step+'/'+j.steps):(j.done+'/'+j.total+' shards')}</td></tr>
         <tr><th>Elapsed</th><td>${fmtDur(j.elapsed_s)}</td><th>ETA</th><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>
         <tr><th>Re-runs</th><td>${j.reruns}</td><th>Hedges</th><td>${j.hedges} (won ${j.hedges_won})</td></tr>
-        <tr><th>Policy</th><td>${j.policy}</td><th>Spec digest</th><td>${j.spec_digest}</td></tr>${j.error?`<tr><th>Error</th><td colspan="3" class="state-failed">${esc(j.error)}</td></tr>`:''}</table>`;
+        <tr><th>Policy</th><td>${j.policy}</td><th>Digests</th><td>spec ${j.spec_digest} · input ${j.input_digest||'–'} · model ${j.model_digest||'–'}</td></tr>${j.error?`<tr><th>Error</th><td colspan="3" class="state-failed">${esc(j.error)}</td></tr>`:''}</table>`;
       const a=j.attempts,tracks=[...new Set(a.map(x=>x.worker+'@'+x.host))],cv=document.getElementById('timeline');
       cv.height=Math.max(60,24+tracks.length*22);const c=cv.getContext('2d'),w=cv.width,left=120;c.clearRect(0,0,w,cv.height);
       const end=Math.max(j.elapsed_s,...a.map(x=>x.finished_s||x.started_s),1e-6),sx=t=>left+(w-left-10)*t/end;

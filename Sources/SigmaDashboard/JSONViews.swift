@@ -57,6 +57,21 @@ extension AttemptRecord {
 }
 
 extension JobDetail {
+    /// `sigma job --json` and the dashboard's /api/jobs/ID: the job's summary, policy and provenance digests
+    /// ("" where there is no such file), and with `attempts` every recorded shard attempt.
+    public func jsonObject(attempts withAttempts: Bool) -> [String: Any] {
+        var o = job.jsonObject
+        o["policy"] = policy
+        o["spec_digest"] = specDigest
+        o["input_digest"] = inputDigest
+        o["model_digest"] = modelDigest
+        if withAttempts {
+            o["attempts"] = attempts.map(\.jsonObject)
+            o["attempts_not_recorded"] = Int(attemptsDropped)
+        }
+        return o
+    }
+
     /// Chrome trace format: one process per job, one thread (track) per worker, one complete ("X") slice per attempt.
     public var chromeTrace: [String: Any] {
         var tracks: [String: Int] = [:]
@@ -79,7 +94,8 @@ extension JobDetail {
                                     "outcome": a.outcome.description, "error": a.error] as [String: Any]] as [String: Any])
         }
         return ["traceEvents": events, "displayTimeUnit": "ms",
-                "otherData": ["job": Int(job.id), "policy": policy, "spec_digest": specDigest]]
+                "otherData": ["job": Int(job.id), "policy": policy, "spec_digest": specDigest, "input_digest": inputDigest,
+                              "model_digest": modelDigest]]
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 /// Little-endian binary writer for headers and compact payloads.
 public struct ByteWriter {
     public private(set) var bytes: [UInt8]
@@ -143,7 +144,43 @@ public enum Digest {
             h ^= UInt64(b)
             h = h &* 0x0000_0100_0000_01b3
         }
+        return hex16(h)
+    }
+
+    static func hex16(_ h: UInt64) -> String {
         let hex = String(h, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// A file's content digest (16 hex digits): 64-bit words folded FNV-style with a rotation, then the length
+    /// (fast enough for a 90 MB model: the coordinator computes it off its poller thread at submission).
+    public static func file(_ path: String) throws -> String {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw SpecError(field: "(file)", problem: "cannot read '\(path)'") }
+        defer { try? h.close() }
+        var acc: UInt64 = 0xcbf2_9ce4_8422_2325
+        var length: UInt64 = 0
+        while let chunk = try h.read(upToCount: 4 << 20), !chunk.isEmpty {
+            length += UInt64(chunk.count)
+            chunk.withUnsafeBytes { raw in
+                let words = raw.count / 8
+                for i in 0..<words {
+                    let w = raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+                    acc = ((acc ^ w) &* 0x0000_0100_0000_01b3)
+                    acc = (acc << 29) | (acc >> 35)
+                }
+                for i in (words * 8)..<raw.count { acc = (acc ^ UInt64(raw[i])) &* 0x0000_0100_0000_01b3 }
+            }
+        }
+        acc = (acc ^ length) &* 0x9E37_79B9_7F4A_7C15
+        return hex16(acc ^ (acc >> 31))
+    }
+
+    /// One digest for several files (in order), or "" for none.
+    public static func files(_ paths: [String]) throws -> String {
+        switch paths.count {
+        case 0: return ""
+        case 1: return try file(paths[0])
+        default: return fnv1a64(Array(try paths.map { try file($0) }.joined(separator: ",").utf8))
+        }
     }
 }

@@ -96,14 +96,7 @@ struct JobCommand: AsyncParsableCommand {
         do {
             let d = try await client.ask(common) { try await $0.detail(job: job, attempts: shards, timeout: $1) }
             if client.json {
-                var o = d.job.jsonObject
-                o["policy"] = d.policy
-                o["spec_digest"] = d.specDigest
-                if shards {
-                    o["attempts"] = d.attempts.map(\.jsonObject)
-                    o["attempts_not_recorded"] = Int(d.attemptsDropped)
-                }
-                print(jsonString(o))
+                print(jsonString(d.jsonObject(attempts: shards)))
             } else {
                 print(d.text(shards: shards), terminator: "")
             }
@@ -255,7 +248,7 @@ extension JobDetail {
         out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "") + "\n"
         out += "  re-runs      \(j.reruns)   hedges \(j.hedges) (won \(j.hedgesWon))   late results dropped \(j.duplicates)\n"
         out += "  policy       \(policy)\n"
-        out += "  spec digest  \(specDigest)\n"
+        out += "  digests      spec \(specDigest)   input \(inputDigest.isEmpty ? "-" : inputDigest)   model \(modelDigest.isEmpty ? "-" : modelDigest)\n"
         if !j.error.isEmpty { out += "  error        \(j.error)\n" }
         guard shards else { return out + "shard attempts: sigma job \(j.id) --shards; log: sigma logs \(j.id)\n" }
         out += "\n"

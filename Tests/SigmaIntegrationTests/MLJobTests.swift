@@ -194,6 +194,14 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let confusion = try #require(m["confusion_matrix"] as? [[Int]])
         #expect(confusion.count == 10 && confusion.flatMap { $0 }.reduce(0, +) == labels.count)
         #expect((0..<10).map { confusion[$0][$0] }.reduce(0, +) == expected)
+
+        // Provenance: the eval job (job 2) carries the content digests of its data files and of its weights.
+        let (s3, o3, e3) = try await sigma(["job", "2", "--json", "--coordinator", cluster.endpoint])
+        try #require(s3 == 0, "\(e3)")
+        let job = try #require(try JSONSerialization.jsonObject(with: Data(o3.utf8)) as? [String: Any])
+        #expect(job["input_digest"] as? String == (try Digest.files([fx + "/inputs.npy", fx + "/labels.npy"])))
+        #expect(job["model_digest"] as? String == (try Digest.file(fx + "/model.safetensors")))
+        #expect((job["input_digest"] as? String)?.count == 16 && job["input_digest"] as? String != job["model_digest"] as? String)
     }
 
     /// `embed` over 1,000 lines on 3 workers writes the same bits as the local run, in input order.

@@ -1,3 +1,4 @@
+import Foundation
 import SigmaJobs
 import SigmaModel
 import Testing
@@ -68,5 +69,32 @@ import Testing
         #expect(c.coordinator == "tcp://127.0.0.1:7800")
         #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinator: {port: 70000}") }
         #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinatr: {port: 7}") }
+    }
+}
+
+@Suite struct DigestTests {
+    /// A file's digest depends on every byte and on the length; equal files give equal digests.
+    @Test func fileDigestFollowsTheContent() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-digest-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var bytes = [UInt8]((0..<100_003).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        func write(_ name: String, _ b: [UInt8]) -> String {
+            let p = dir + "/" + name
+            FileManager.default.createFile(atPath: p, contents: Data(b))
+            return p
+        }
+        let a = try Digest.file(write("a", bytes))
+        #expect(a.count == 16)
+        #expect(try Digest.file(write("a2", bytes)) == a)
+        bytes[50_000] ^= 1
+        #expect(try Digest.file(write("b", bytes)) != a)
+        bytes[50_000] ^= 1
+        bytes[100_002] ^= 0x80   // the tail beyond the last whole word
+        #expect(try Digest.file(write("c", bytes)) != a)
+        #expect(try Digest.file(write("d", bytes + [0])) != (try Digest.file(write("e", bytes))))
+        #expect(throws: SpecError.self) { try Digest.file(dir + "/missing") }
+        #expect(try Digest.files([]) == "")
+        #expect(try Digest.files([dir + "/a", dir + "/b"]) != (try Digest.files([dir + "/b", dir + "/a"])))
     }
 }
