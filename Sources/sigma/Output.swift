@@ -9,26 +9,53 @@ final class ProgressLine: @unchecked Sendable {
     let isTTY = isatty(STDERR_FILENO) == 1
     let started = Date()
     var lastPlain = -1
+    /// Items (rows, lines) in the whole job when the client knows them: throughput is then shown in items/s.
+    let items: UInt64?
+    let unit: String
+
+    init(items: UInt64? = nil, unit: String = "rows") {
+        self.items = items
+        self.unit = unit
+    }
 
     func update(done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
         let frac = total == 0 ? 0 : Double(done) / Double(total)
         let elapsed = Date().timeIntervalSince(started)
         let eta = frac > 0 && frac < 1 ? String(format: " ETA %.1fs", elapsed / frac - elapsed) : ""
         let extra = reruns > 0 ? " (\(reruns) re-run)" : ""
+        let rate = elapsed > 0 ? "  " + ProgressLine.throughput(done: done, total: total, items: items, unit: unit, seconds: elapsed) : ""
         if isTTY {
             let width = 30
             let filled = Int(frac * Double(width))
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-            let line = String(format: "\r%@ %3.0f%%  %u/%u shards  %u running  %.1fs%@%@\u{1B}[K",
-                              bar, frac * 100, done, total, running, elapsed, eta, extra)
+            let line = String(format: "\r%@ %3.0f%%  %u/%u shards  %u running%@  %.1fs%@%@\u{1B}[K",
+                              bar, frac * 100, done, total, running, rate, elapsed, eta, extra)
             FileHandle.standardError.write(Data(line.utf8))
         } else {
             let step = Int(frac * 10)
             if step != lastPlain {
                 lastPlain = step
-                FileHandle.standardError.write(Data(String(format: "progress: %u/%u shards (%.0f%%) %.1fs%@\n",
-                                                           done, total, frac * 100, elapsed, extra).utf8))
+                FileHandle.standardError.write(Data(String(format: "progress: %u/%u shards (%.0f%%)%@ %.1fs%@\n",
+                                                           done, total, frac * 100, rate, elapsed, extra).utf8))
             }
+        }
+    }
+
+    /// "12.3 shards/s", or with the job's item count known "4.1M rows/s" (shards are near-equal ranges).
+    static func throughput(done: UInt32, total: UInt32, items: UInt64?, unit: String, seconds: Double) -> String {
+        if let n = items, total > 0 {
+            let perSecond = Double(n) * Double(done) / Double(total) / seconds
+            return scaled(perSecond) + " \(unit)/s"
+        }
+        return String(format: "%.1f shards/s", Double(done) / seconds)
+    }
+
+    static func scaled(_ x: Double) -> String {
+        switch x {
+        case 1e9...: String(format: "%.1fG", x / 1e9)
+        case 1e6...: String(format: "%.1fM", x / 1e6)
+        case 1e4...: String(format: "%.1fk", x / 1e3)
+        default: String(format: "%.0f", x)
         }
     }
 

@@ -63,7 +63,9 @@ struct SubmitCommand: AsyncParsableCommand {
                 }
                 return
             }
-            let bar = json ? nil : ProgressLine()
+            var known: (UInt64, String)? = nil
+            if case .mapReduce(let m) = jobSpec, let n = m.input.generatedCount { known = (n, "rows") }
+            let bar = json ? nil : ProgressLine(items: known?.0, unit: known?.1 ?? "rows")
             var trainLine: TrainProgress? = nil
             if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize) }
             var outcome: JobOutcome? = nil
