@@ -81,6 +81,7 @@ enum DashboardPage {
         <tr><th>Re-runs</th><td>${j.reruns}</td><th>Hedges</th><td>${j.hedges} (won ${j.hedges_won})</td></tr>
         <tr><th>Policy</th><td>${j.policy}</td><th>Digests</th><td>spec ${j.spec_digest} · input ${j.input_digest||'–'} · model ${j.model_digest||'–'}</td></tr>${j.error?`<tr><th>Error</th><td colspan="3" class="state-failed">${esc(j.error)}</td></tr>`:''}</table>`;
       const a=j.attempts,tracks=[...new Set(a.map(x=>x.worker+'@'+x.host))],cv=document.getElementById('timeline');
+      cv.setAttribute('role','img');cv.setAttribute('aria-label','Shard timeline: '+tracks.length+' worker tracks ('+tracks.join(', ')+'), '+a.length+' attempts');
       cv.height=Math.max(60,24+tracks.length*22);const c=cv.getContext('2d'),w=cv.width,left=120;c.clearRect(0,0,w,cv.height);
       const end=Math.max(j.elapsed_s,...a.map(x=>x.finished_s||x.started_s),1e-6),sx=t=>left+(w-left-10)*t/end;
       c.font='12px system-ui';tracks.forEach((t,i)=>{c.fillStyle='#556';c.fillText(t,4,30+i*22);});

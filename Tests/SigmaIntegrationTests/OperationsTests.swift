@@ -140,6 +140,16 @@ import Testing
             #expect(names.allSatisfy { dom.contains(">\($0)<") }, "dashboard shows no workers")
             let size = (try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
             #expect(size > 10_000, "no screenshot at \(shot)")
+            // The per-job page: its shard timeline has a track per worker (virtual time lets the page fetch first).
+            let page = base + "job/\(job)"
+            let jobDom = await runToolAsync(chromium, flags + ["--virtual-time-budget=4000", "--dump-dom", page], timeout: 90).out
+            #expect(jobDom.contains("ops-long"), "the job page shows no job")
+            // (the timeline is a canvas; its accessible label names the tracks it drew)
+            #expect(jobDom.contains("Shard timeline: 2 worker tracks"), "the job page's timeline does not have a track per worker")
+            #expect(workers.allSatisfy { w in jobDom.contains("\(w["id"] as? String ?? "?")@") }, "the job page's timeline lacks a worker track")
+            let jobShot = artifacts.appendingPathComponent("job.png").path
+            _ = await runToolAsync(chromium, flags + ["--virtual-time-budget=4000", "--window-size=1280,900", "--screenshot=\(jobShot)", page], timeout: 90)
+            #expect(((try? FileManager.default.attributesOfItem(atPath: jobShot)[.size] as? Int) ?? 0) > 10_000, "no screenshot at \(jobShot)")
             let jobPage = try await httpGet(base + "api/jobs/\(job)")
             #expect(((try json(jobPage) as? [String: Any])?["attempts"] as? [Any])?.isEmpty == false)
         } else {
