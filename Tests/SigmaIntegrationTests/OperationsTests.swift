@@ -184,6 +184,26 @@ import Testing
         let missing = try await run(["cancel", "99999"] + ep)
         #expect(missing.code == 2 && missing.err.contains("no job 99999") && missing.err.contains("sigma jobs"), "\(missing.err)")
         #expect(try await run(["job", "99999"] + ep).code == 2)
+        // A finished job: sigma results writes result.json; results/logs/trace --json have their committed shapes.
+        let small = dir.appendingPathComponent("small.yaml").path
+        try "kind: map-reduce\nname: ops-small\ninput: {generate: range, count: 1000}\nmap: square\nreduce: [sum, count]\nshards: 4\n"
+            .write(toFile: small, atomically: true, encoding: .utf8)
+        let finished = try await run(["submit", small, "--follow", "--json"] + ep)
+        let smallJob = try #require((try json(finished.out) as? [String: Any])?["job"] as? Int, "\(finished.out) \(finished.err)")
+        let resultsDir = dir.appendingPathComponent("results").path
+        let res = try await run(["results", "\(smallJob)", "-o", resultsDir, "--json"] + ep)
+        #expect(res.code == 0, "\(res.err)")
+        Snapshot.check("json/results.json", try Snapshot.jsonShape(res.out))
+        let written = try #require(try? json(String(contentsOfFile: resultsDir + "/result.json", encoding: .utf8)) as? [String: Any])
+        #expect(written["sum"] as? Double == 332_833_500 && written["count"] as? Int == 1000, "\(written)")
+        let logLines = try await run(["logs", "\(smallJob)", "--json"] + ep)
+        #expect(logLines.code == 0 && logLines.out.split(separator: "\n").count >= 2, "\(logLines.out)")
+        Snapshot.check("json/logs-line.json", try Snapshot.jsonShape(String(logLines.out.split(separator: "\n")[0])))
+        let traced = try await run(["trace", "\(smallJob)", "-o", dir.appendingPathComponent("small.json").path, "--json"] + ep)
+        #expect(traced.code == 0, "\(traced.err)")
+        Snapshot.check("json/trace.json", try Snapshot.jsonShape(traced.out))
+        #expect(try await run(["results", "99999"] + ep).code == 2)
+
         // An unreachable coordinator: exit 3 saying so.
         let away = try await run(["jobs", "--coordinator", "tcp://127.0.0.1:1", "--timeout", "0.5"])
         #expect(away.code == 3 && away.err.contains("sigma coordinator"), "\(away.err)")
