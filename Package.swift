@@ -53,6 +53,7 @@ let package = Package(
         ]),
         .target(name: "SigmaWorker", dependencies: [
             "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaJobs", "SigmaEngine",
+            .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),

@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import SigmaEngine
@@ -287,8 +288,9 @@ public final class WorkerShell: Sendable {
 /// Shards waiting for a compute thread (FIFO), with blocking `next()` for those OS threads.
 final class WorkQueue: @unchecked Sendable {
     private let cond = NSCondition()
-    private var items: [ShardTask] = []
-    private var head = 0
+    /// Waiting shards only: a taken shard leaves the queue at once, so its parameters frame (megabytes for a
+    /// training step) is released as soon as the compute thread is done with it.
+    private var items = Deque<ShardTask>()
     private var closed = false
 
     func push(_ t: ShardTask) {
@@ -302,28 +304,20 @@ final class WorkQueue: @unchecked Sendable {
     func next() -> ShardTask? {
         cond.lock()
         defer { cond.unlock() }
-        while head == items.count && !closed { cond.wait() }
-        if head == items.count { return nil }
-        let t = items[head]
-        head += 1
-        if head > 1024 && head * 2 > items.count {
-            items.removeFirst(head)
-            head = 0
-        }
-        return t
+        while items.isEmpty && !closed { cond.wait() }
+        return items.popFirst()
     }
 
     /// No shard is waiting (compute threads may still be busy).
     var isIdle: Bool {
         cond.lock()
         defer { cond.unlock() }
-        return head == items.count
+        return items.isEmpty
     }
 
     func remove(where match: (ShardTask) -> Bool) {
         cond.lock()
-        items = Array(items[head...].filter { !match($0) })
-        head = 0
+        items.removeAll(where: match)
         cond.unlock()
     }
 

@@ -172,8 +172,17 @@ import Testing
         }
 
         // cancel: the job ends cancelled; unknown ids are usage errors naming the job and the next command.
+        // A follower attached through the idempotent key sees the cancel and exits 1 naming the job.
+        let follower = try SigmaProcess(["submit", spec, "--id", "ops-key", "--follow"] + ep)
+        for _ in 0..<150 where !follower.stderr.contains(where: { $0.hasPrefix("job \(job) accepted") }) {
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(follower.stderr.contains { $0.hasPrefix("job \(job) accepted") }, "the follower did not attach: \(follower.stderr.suffix(3))")
         let c = try await run(["cancel", "\(job)"] + ep)
         #expect(c.code == 0 && c.out.contains("cancelled"), "\(c.out) \(c.err)")
+        let followed = try await follower.wait(timeout: 30)
+        let followErr = follower.stderr.joined(separator: "\n")
+        #expect(followed == 1 && followErr.contains("job \(job) cancelled"), "exit \(followed): \(followErr)")
         let again = try await run(["cancel", "\(job)", "--json"] + ep)
         #expect(again.code == 0)
         Snapshot.check("json/cancel.json", try Snapshot.jsonShape(again.out))
