@@ -26,3 +26,13 @@ void csys_tune_heap(int mmap_threshold, int trim_threshold) {
        (tensor payloads on compute and ZeroMQ threads) would bypass it and be fresh, zero-filled mmaps. */
     mallopt(M_ARENA_MAX, 1);
 }
+
+uint64_t csys_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+void csys_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+
+/* Every Sigma process tunes its heap before main and before any thread exists: a thread that allocated
+   before `mallopt(M_ARENA_MAX, 1)` keeps its own arena, whose 64 MiB heaps cannot hold a large tensor or
+   payload, so those would be fresh zero-filled mmaps (page faults) on every step. */
+__attribute__((constructor)) static void csys_tune_heap_at_load(void) {
+    csys_tune_heap(512 << 20, 1 << 30);
+}

@@ -16,6 +16,8 @@ public final class CoordinatorShell: Sendable {
         public var limits = ProtocolLimits.standard
         /// How often the core is ticked, nanoseconds.
         public var tickInterval: Nanos = 50_000_000
+        /// Offer same-host workers shared memory for large payloads (also off when `SIGMA_SHM=0`).
+        public var sharedMemory = true
         public init() {}
     }
 
@@ -126,6 +128,9 @@ public final class CoordinatorShell: Sendable {
         let compressor: AdaptiveCompressor
         let resolver: Resolver
         var nextTick: Nanos
+        /// Same-host shared memory per worker (docs/protocol.md §6): offered in HELLO, accepted in READY.
+        var shmOffered: Set<PeerID> = []
+        var carriers: [PeerID: SharedMemoryCarrier] = [:]
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, compressor: AdaptiveCompressor) {
             self.compressor = compressor
@@ -140,6 +145,7 @@ public final class CoordinatorShell: Sendable {
         }
 
         mutating func run() {
+            defer { carriers = [:] }   // unlinks the coordinator's segments
             while !shared.stopping.load(ordering: .acquiring) {
                 let now = monotonicNanos()
                 let timeout = nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
@@ -164,6 +170,10 @@ public final class CoordinatorShell: Sendable {
                 let t = monotonicNanos()
                 if t >= nextTick {
                     perform(core.handle(.tick, now: t))
+                    if !carriers.isEmpty {
+                        let live = core.livePeers
+                        carriers = carriers.filter { live.contains($0.key) }   // a dead worker's segments are unlinked
+                    }
                     shared.snapshot.withLock { $0 = core.status(now: t) }
                     publishForReaders(now: t)
                     shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
@@ -203,7 +213,12 @@ public final class CoordinatorShell: Sendable {
             guard let peer = e.peer else { return }
             let event: CoordinatorEvent
             do {
-                event = .received(peer, try Codec.decode(e.frames, limits: options.limits, compressor: compressor))
+                let m = try Codec.decode(e.frames, limits: options.limits, compressor: compressor, carrier: carriers[peer])
+                if case .hello(let h) = m {
+                    carriers[peer] = nil
+                    if options.sharedMemory, SharedMemory.offered(in: h.features) { shmOffered.insert(peer) } else { shmOffered.remove(peer) }
+                }
+                event = .received(peer, m)
             } catch let d as DecodeError {
                 event = .rejected(peer, d)
             } catch {
@@ -216,8 +231,14 @@ public final class CoordinatorShell: Sendable {
             // (writeFile runs on this thread: small for the job kinds we have; see docs/architecture.md)
             for a in actions {
                 switch a {
-                case .send(let peer, let m):
-                    link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor)))
+                case .send(let peer, var m):
+                    if case .ready(var r) = m, shmOffered.remove(peer) != nil {
+                        r.features = r.features.isEmpty ? "shm" : r.features + ",shm"
+                        m = .ready(r)
+                        carriers[peer] = SharedMemoryCarrier()
+                        logger.info("worker \(r.workerID) shares memory with the coordinator: payloads ≥ 1 MiB go through /dev/shm")
+                    }
+                    link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                 case .resolveInput(let peer, let submit):
                     resolver.push(peer, submit)
                 case .writeFile(let f):

@@ -716,6 +716,8 @@ public struct CoordinatorCore {
 
     /// Live (not dead) workers.
     public var liveWorkers: Int { liveCount }
+    /// The peers of live workers.
+    public var livePeers: Set<PeerID> { Set(table.lazy.filter(\.isLive).map(\.peer)) }
     var liveCount: Int {
         var n = 0
         for k in table.indices where table[k].isLive { n += 1 }

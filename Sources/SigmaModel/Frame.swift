@@ -86,6 +86,14 @@ extension Frame: CustomStringConvertible {
 }
 
 /// Compresses payload frames (the transport provides LZ4). Pure functions; safe from any thread.
+/// Moves large payloads around the socket (same-host shared memory): `carry` returns a small reference frame to
+/// send instead of the bytes (nil: send the bytes), `resolve` turns a received reference back into the bytes.
+public protocol PayloadCarrier: Sendable {
+    func carry(_ frame: Frame) -> Frame?
+    /// Throws (never crashes) on a reference that does not name a valid payload of at most `limit` bytes.
+    func resolve(_ reference: Frame, limit: Int) throws -> Frame
+}
+
 public protocol PayloadCompressor: Sendable {
     /// The compressed frame, or nil when compression does not pay for this frame.
     func compress(_ frame: Frame) -> Frame?

@@ -32,12 +32,14 @@ public enum Codec {
     public static let signature: UInt8 = 0x53
     /// flags bit 0: payload frames are LZ4 blocks prefixed by their u32 decompressed size.
     public static let flagCompressed: UInt8 = 0x01
+    /// flags bit 1: the payload frame is a shared-memory reference (same-host peers that agreed on it; §6).
+    public static let flagShared: UInt8 = 0x02
     /// Payloads below this size are never compressed, bytes.
     public static let compressionThreshold = 4096
 
     // MARK: encode
 
-    public static func encode(_ m: Message, compressor: (any PayloadCompressor)? = nil) -> [Frame] {
+    public static func encode(_ m: Message, compressor: (any PayloadCompressor)? = nil, carrier: (any PayloadCarrier)? = nil) -> [Frame] {
         var w = ByteWriter(capacity: 64)
         w.u8(signature); w.u8(sigmaProtocolVersion); w.u8(m.type.rawValue); w.u8(0)
         var payload: Frame? = nil
@@ -46,7 +48,7 @@ public enum Codec {
             w.string(h.build); w.u16(h.cores); w.u32(h.slots); w.u64(h.memory); w.string(h.host); w.string(h.name)
             w.string(h.instance); w.string(h.features)
         case .ready(let r):
-            w.string(r.workerID); w.u32(r.heartbeatInterval); w.u16(r.liveness); w.string(r.build)
+            w.string(r.workerID); w.u32(r.heartbeatInterval); w.u16(r.liveness); w.string(r.build); w.string(r.features)
         case .heartbeat(let h):
             w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut)
         case .assign(let a):
@@ -99,6 +101,10 @@ public enum Codec {
         }
         var header = w.bytes
         guard let p = payload else { return [Frame(header)] }
+        if let c = carrier, let ref = c.carry(p) {
+            header[3] |= flagShared
+            return [Frame(header), ref]
+        }
         if let c = compressor, p.count >= compressionThreshold, let z = c.compress(p) {
             header[3] |= flagCompressed
             return [Frame(header), z]
@@ -110,9 +116,9 @@ public enum Codec {
 
     /// Decodes one message; every rejection is a `DecodeError` naming the problem (never a crash).
     public static func decode(_ frames: [Frame], limits: ProtocolLimits = .standard,
-                              compressor: (any PayloadCompressor)? = nil) throws -> Message {
+                              compressor: (any PayloadCompressor)? = nil, carrier: (any PayloadCarrier)? = nil) throws -> Message {
         do {
-            return try decodeUnchecked(frames, limits: limits, compressor: compressor)
+            return try decodeUnchecked(frames, limits: limits, compressor: compressor, carrier: carrier)
         } catch var e as DecodeError {
             // Client requests start with `u64 request` (§3.2): echo it so the client's call gets the error.
             if let first = frames.first, first.count >= 12, e.type.map(isClientRequest) == true {
@@ -126,7 +132,8 @@ public enum Codec {
         t == .submit || t == .status || t == .watch || t == .fetch || t == .cancelJob || t == .detail || t == .drainWorker
     }
 
-    static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?) throws -> Message {
+    static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?,
+                                carrier: (any PayloadCarrier)? = nil) throws -> Message {
         guard let first = frames.first, !first.isEmpty else { throw DecodeError(.badRequest, nil, "empty message") }
         guard frames.count <= limits.maxFrames else {
             throw DecodeError(.tooLarge, nil, "\(frames.count) frames; at most \(limits.maxFrames) allowed")
@@ -161,7 +168,7 @@ public enum Codec {
                 throw DecodeError(.badRequest, nil, "unknown message type 0x\(String(code, radix: 16))")
             }
             let flags = try field(t) { try r.u8("flags") }
-            guard flags & ~flagCompressed == 0 else {
+            guard flags & ~(flagCompressed | flagShared) == 0, flags != flagCompressed | flagShared else {
                 throw DecodeError(.badRequest, t, "unknown flag bits 0x\(String(flags, radix: 16))")
             }
             // Payload frame (at most one in v1), decompressed if flagged.
@@ -173,6 +180,15 @@ public enum Codec {
                     payload = try c.decompress(z, limit: limits.maxPayload)
                 } catch {
                     throw DecodeError(.badRequest, t, "payload does not decompress: \(error)")
+                }
+            }
+            if flags & flagShared != 0 {
+                guard let ref = payload else { throw DecodeError(.badRequest, t, "shared-memory flag set but no payload frame") }
+                guard let c = carrier else { throw DecodeError(.badRequest, t, "shared-memory payload, but this link did not agree to shared memory") }
+                do {
+                    payload = try c.resolve(ref, limit: limits.maxPayload)
+                } catch {
+                    throw DecodeError(.badRequest, t, "shared-memory payload: \(error)")
                 }
             }
             func noPayload() throws {
@@ -192,7 +208,8 @@ public enum Codec {
                 case .ready:
                     try noPayload()
                     return .ready(Ready(workerID: try r.string("worker"), heartbeatInterval: try r.u32("interval"),
-                                        liveness: try r.u16("liveness"), build: try r.string("build")))
+                                        liveness: try r.u16("liveness"), build: try r.string("build"),
+                                        features: try r.string("features")))
                 case .heartbeat:
                     try noPayload()
                     var h = Heartbeat(sent: try r.u64("sent"), echo: try r.u64("echo"), held: try r.u64("held"),

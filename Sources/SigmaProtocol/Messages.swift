@@ -76,11 +76,14 @@ public struct Ready: Sendable, Equatable {
     public var heartbeatInterval: UInt32
     public var liveness: UInt16
     public var build: String
-    public init(workerID: String, heartbeatInterval: UInt32, liveness: UInt16, build: String = sigmaBuild) {
+    /// Comma-separated link features the coordinator accepted, e.g. "shm" (same-host shared memory, §6).
+    public var features: String
+    public init(workerID: String, heartbeatInterval: UInt32, liveness: UInt16, build: String = sigmaBuild, features: String = "") {
         self.workerID = workerID
         self.heartbeatInterval = heartbeatInterval
         self.liveness = liveness
         self.build = build
+        self.features = features
     }
 }
 

@@ -63,7 +63,9 @@ public final class WorkerShell: Sendable {
     }
 
     /// Engine features this worker offers.
-    public static var features: String { "map-reduce,train,infer,eval,embed,lz4,blas=\(BLASInfo.coreName)" }
+    public static var features: String {
+        "map-reduce,train,infer,eval,embed,lz4,blas=\(BLASInfo.coreName)" + (SharedMemory.feature.map { "," + $0 } ?? "")
+    }
 
     /// The id the coordinator gave this worker, once registered.
     public var workerID: String? { shared.workerID.withLock { $0 } }
@@ -138,6 +140,8 @@ public final class WorkerShell: Sendable {
         var core: WorkerCore
         var link: MessageLink?
         let compressor: AdaptiveCompressor
+        /// Same-host shared memory with the coordinator, once its READY accepted it (docs/protocol.md §6).
+        var carrier: SharedMemoryCarrier? = nil
         var nextTick: Nanos = 0
         var reconnectAt: Nanos? = nil
         var drainAsked = false
@@ -159,6 +163,7 @@ public final class WorkerShell: Sendable {
         mutating func connect() -> Bool {
             link?.close()
             link = nil
+            carrier = nil
             do {
                 let l = try factory.make()
                 link = l
@@ -199,7 +204,12 @@ public final class WorkerShell: Sendable {
                     while link === l, let e = try l.receive() {
                         let event: WorkerEvent
                         do {
-                            event = .received(try Codec.decode(e.frames, limits: options.limits, compressor: compressor))
+                            let m = try Codec.decode(e.frames, limits: options.limits, compressor: compressor, carrier: carrier)
+                            if case .ready(let r) = m {
+                                carrier = r.features.split(separator: ",").contains("shm") ? SharedMemoryCarrier() : nil
+                                if carrier != nil { logger.info("the coordinator shares memory with this worker: payloads ≥ 1 MiB go through /dev/shm") }
+                            }
+                            event = .received(m)
                         } catch let d as DecodeError {
                             event = .rejected(d)
                         } catch {
@@ -242,13 +252,14 @@ public final class WorkerShell: Sendable {
                 }
             }
             link?.close()
+            carrier = nil   // unlinks this worker's segments
         }
 
         mutating func perform(_ actions: [WorkerAction]) {
             for a in actions {
                 switch a {
                 case .send(let m):
-                    link?.send(Envelope(frames: Codec.encode(m, compressor: compressor)))
+                    link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
                     if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isIdle {

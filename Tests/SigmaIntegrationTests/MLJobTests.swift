@@ -87,6 +87,43 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         }
     }
 
+    /// Parameters and gradients of ≥ 1 MiB travel through shared memory between same-host processes
+    /// (docs/protocol.md §6): the result is still bitwise equal to `--local`, the coordinator really wrote
+    /// segments, and they are gone once the processes stop.
+    @Test func trainingThroughSharedMemoryIsBitwiseIdenticalToLocal() async throws {
+        let dir = try Scratch("train-shm")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", """
+            kind: train
+            name: it-shm
+            model: {mlp: [64, 512, 512, 10], activation: relu}
+            data: {csv: \(repoRoot)/data/digits.csv, scale: 0.0625}
+            optimizer: {sgd: {lr: 0.05, momentum: 0.9}}
+            steps: 30
+            batch_size: 64
+            micro_batch: 16
+            holdout: 0.2
+            seed: 3
+            """)
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 2)
+        try await cluster.waitForWorkers(2)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/cluster"])
+        #expect(s == 0, "\(e.suffix(500))")
+        #expect(fileBytes(dir.path + "/cluster/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"),
+                "parameters through shared memory differ from --local")
+        let log = (cluster.coordinator.stdout + cluster.coordinator.stderr).joined(separator: "\n")
+        #expect(log.contains("worker w1 shares memory") && log.contains("worker w2 shares memory"), "shared memory was not agreed: \(log.suffix(800))")
+        let prefix = "sigma-shm-\(cluster.coordinator.pid)-"
+        let written = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix(prefix) }
+        #expect(!written.isEmpty, "the coordinator wrote no shared-memory segment: parameters went through the socket")
+        cluster.stop()
+        _ = try await cluster.coordinator.wait(timeout: 30)
+        let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix(prefix) }
+        #expect(left.isEmpty, "segments left behind: \(left)")
+    }
+
     /// A worker SIGKILLed mid-training: its shard of the step runs elsewhere and the result is still bitwise equal.
     @Test func trainingSurvivesAKilledWorkerBitwise() async throws {
         let dir = try Scratch("train-kill")

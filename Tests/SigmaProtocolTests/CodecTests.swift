@@ -39,7 +39,7 @@ import Testing
         #expect(p[0].bytes == [0x53, 0x01, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
         #expect(p[1].bytes == [1, 2, 3, 4])
         let r = Codec.encode(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3, build: "b")))
-        #expect(r[0].bytes == [0x53, 0x01, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62])
+        #expect(r[0].bytes == [0x53, 0x01, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62, 0, 0])
     }
 
     @Test func goldenBytesHello() {

@@ -1,0 +1,220 @@
+import CSysShims
+import Foundation
+import SigmaModel
+import Synchronization
+
+/// Same-host payloads through shared memory (docs/protocol.md §6). Two peers that see the same `/dev/shm` (same
+/// kernel boot, same tmpfs mount, same user) agree on it at registration; a payload of at least `threshold` bytes
+/// is then copied once into a segment the sender owns and reuses, and the message carries only a reference
+/// (name, generation, size). The receiver maps the segment once and reads the payload in place; when its frame is
+/// released it clears the segment's busy word, and the sender may reuse the segment.
+public enum SharedMemory {
+    static let directory = "/dev/shm"
+    static let prefix = "sigma-shm-"
+    /// Segment header: magic u64 | busy u64 | generation u64 | size u64, padded to a page.
+    static let headerSize = 4096
+    static let magic: UInt64 = 0x5347_534D_0000_0001
+    static let referenceMagic: UInt32 = 0x314D_4853   // "SHM1"
+    /// Payloads at least this large go through shared memory.
+    public static let threshold = 1 << 20
+
+    /// What a peer must also see for shared memory to work between us; nil when `/dev/shm` is not usable here
+    /// or `SIGMA_SHM=0` turns it off.
+    public static let hostKey: String? = {
+        if ProcessInfo.processInfo.environment["SIGMA_SHM"] == "0" { return nil }
+        guard let boot = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
+        var st = stat()
+        guard stat(directory, &st) == 0 else { return nil }
+        // Can we create segments at all (a read-only or full /dev/shm)?
+        let probe = directory + "/" + prefix + "\(getpid())-probe"
+        let fd = open(probe, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return nil }
+        close(fd)
+        unlink(probe)
+        sweepStale()
+        return "\(boot.trimmingCharacters(in: .whitespacesAndNewlines)):\(st.st_dev):\(st.st_ino):\(geteuid())"
+    }()
+
+    /// The HELLO feature a worker offers: `shm=<host key>`.
+    public static var feature: String? { hostKey.map { "shm=\($0)" } }
+
+    /// Whether a peer's comma-separated features offer shared memory we can use.
+    public static func offered(in features: String) -> Bool {
+        guard let key = feature else { return false }
+        return features.split(separator: ",").contains { $0 == key }
+    }
+
+    static let counter = Atomic<UInt64>(0)
+
+    static func newName() -> String { prefix + "\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)" }
+
+    /// A name we accept from a peer: our prefix, then digits and dashes only (no path).
+    static func validName(_ name: String) -> Bool {
+        name.hasPrefix(prefix) && name.count <= 64 && name.dropFirst(prefix.count).allSatisfy { $0.isASCII && ($0.isNumber || $0 == "-") }
+    }
+
+    /// Removes segments left behind by processes that no longer exist (a SIGKILLed worker cannot clean up).
+    static func sweepStale() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for n in names where n.hasPrefix(prefix) {
+            guard let pid = n.dropFirst(prefix.count).split(separator: "-").first.flatMap({ Int32($0) }) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(directory + "/" + n) }
+        }
+    }
+
+    /// A segment this process writes: created, mapped, reused, unlinked when dropped.
+    final class Segment {
+        let name: String
+        let base: UnsafeMutableRawPointer
+        let length: Int
+        var generation: UInt64 = 0
+
+        init?(payloadCapacity: Int) {
+            name = SharedMemory.newName()
+            let path = SharedMemory.directory + "/" + name
+            length = SharedMemory.headerSize + payloadCapacity
+            let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            guard ftruncate(fd, off_t(length)) == 0,
+                  let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+                unlink(path)
+                return nil
+            }
+            base = p
+            word(0).pointee = SharedMemory.magic
+        }
+
+        deinit {
+            munmap(base, length)
+            unlink(SharedMemory.directory + "/" + name)
+        }
+
+        func word(_ i: Int) -> UnsafeMutablePointer<UInt64> { base.advanced(by: i * 8).assumingMemoryBound(to: UInt64.self) }
+        var capacity: Int { length - SharedMemory.headerSize }
+        var busy: Bool { csys_atomic_load_u64(word(1)) != 0 }
+    }
+
+    /// A peer's segment, mapped here; unmapped when the last frame reading it is gone.
+    final class Mapping: @unchecked Sendable {
+        let base: UnsafeMutableRawPointer
+        let length: Int
+        init(base: UnsafeMutableRawPointer, length: Int) {
+            self.base = base
+            self.length = length
+        }
+        deinit { munmap(base, length) }
+        func word(_ i: Int) -> UnsafeMutablePointer<UInt64> { base.advanced(by: i * 8).assumingMemoryBound(to: UInt64.self) }
+    }
+}
+
+/// What went wrong resolving a shared-memory reference.
+public struct SharedMemoryError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    init(_ s: String) { description = s }
+}
+
+/// One link's shared memory, both directions: segments this side writes for the peer (at most `maxSegments`;
+/// when all are busy the payload goes through the socket as usual) and the peer's segments mapped here.
+public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
+    struct State {
+        var segments: [SharedMemory.Segment] = []
+        var mappings: [String: SharedMemory.Mapping] = [:]
+        var mappingOrder: [String] = []
+        var carried: UInt64 = 0
+        var fellBack: UInt64 = 0
+    }
+    // @unchecked: every access to `state` goes through this lock.
+    private let lock = Mutex<Void>(())
+    private var state = State()
+    public let threshold: Int
+    public let maxSegments: Int
+    static let maxMappings = 16
+
+    public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4) {
+        self.threshold = threshold
+        self.maxSegments = maxSegments
+    }
+
+    /// (payloads sent through shared memory, large payloads that went through the socket because every segment was busy)
+    public var counts: (carried: UInt64, fellBack: UInt64) { lock.withLock { _ in (state.carried, state.fellBack) } }
+
+    public func carry(_ frame: Frame) -> Frame? {
+        guard frame.count >= threshold else { return nil }
+        return lock.withLock { _ -> Frame? in
+            var pick = state.segments.filter { !$0.busy && $0.capacity >= frame.count }.min { $0.capacity < $1.capacity }
+            if pick == nil {
+                if state.segments.count >= maxSegments {
+                    guard let i = state.segments.firstIndex(where: { !$0.busy }) else {
+                        state.fellBack += 1
+                        return nil
+                    }
+                    state.segments.remove(at: i)   // free but too small: replaced by a larger one
+                }
+                let rounded = (frame.count + (1 << 20) - 1) & ~((1 << 20) - 1)
+                guard let s = SharedMemory.Segment(payloadCapacity: rounded) else {
+                    state.fellBack += 1
+                    return nil
+                }
+                state.segments.append(s)
+                pick = s
+            }
+            let s = pick!
+            frame.withUnsafeBytes { src in
+                if let b = src.baseAddress { s.base.advanced(by: SharedMemory.headerSize).copyMemory(from: b, byteCount: src.count) }
+            }
+            s.generation &+= 1
+            s.word(2).pointee = s.generation
+            s.word(3).pointee = UInt64(frame.count)
+            csys_atomic_store_u64(s.word(1), 1)
+            state.carried += 1
+            var w = ByteWriter(capacity: 64)
+            w.u32(SharedMemory.referenceMagic); w.string(s.name); w.u64(s.generation); w.u64(UInt64(frame.count))
+            return Frame(w.bytes)
+        }
+    }
+
+    public func resolve(_ reference: Frame, limit: Int) throws -> Frame {
+        let (name, generation, size) = try reference.read { r -> (String, UInt64, UInt64) in
+            guard try r.u32("shm.magic") == SharedMemory.referenceMagic else { throw SharedMemoryError("not a shared-memory reference") }
+            return (try r.string("shm.name"), try r.u64("shm.generation"), try r.u64("shm.size"))
+        }
+        guard SharedMemory.validName(name) else { throw SharedMemoryError("bad segment name '\(name.prefix(80))'") }
+        guard size <= UInt64(limit) else { throw SharedMemoryError("segment \(name): payload of \(size) bytes exceeds the limit \(limit)") }
+        let m = try lock.withLock { _ in try mapping(name) }
+        let n = Int(size)
+        guard m.length >= SharedMemory.headerSize + n else { throw SharedMemoryError("segment \(name): \(size) bytes do not fit its \(m.length - SharedMemory.headerSize)") }
+        guard m.word(0).pointee == SharedMemory.magic else { throw SharedMemoryError("segment \(name): bad magic") }
+        guard m.word(2).pointee == generation, m.word(3).pointee == size, csys_atomic_load_u64(m.word(1)) == 1 else {
+            throw SharedMemoryError("segment \(name): holds generation \(m.word(2).pointee) (\(m.word(3).pointee) bytes), the message names \(generation) (\(size) bytes)")
+        }
+        return Frame(borrowing: UnsafeRawPointer(m.base.advanced(by: SharedMemory.headerSize)), count: n) { _ in
+            csys_atomic_store_u64(m.word(1), 0)
+        }
+    }
+
+    /// Maps a peer's segment (once; the last few stay mapped so reuse costs no page faults).
+    private func mapping(_ name: String) throws -> SharedMemory.Mapping {
+        if let m = state.mappings[name] { return m }
+        let path = SharedMemory.directory + "/" + name
+        let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw SharedMemoryError("segment \(name): cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == geteuid() else {
+            throw SharedMemoryError("segment \(name): not a regular file of this user")
+        }
+        let length = Int(st.st_size)
+        guard length > SharedMemory.headerSize,
+              let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw SharedMemoryError("segment \(name): cannot map \(length) bytes")
+        }
+        let m = SharedMemory.Mapping(base: p, length: length)
+        state.mappings[name] = m
+        state.mappingOrder.append(name)
+        if state.mappingOrder.count > SharedMemoryCarrier.maxMappings {
+            state.mappings[state.mappingOrder.removeFirst()] = nil   // frames still reading it keep it mapped
+        }
+        return m
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import SigmaModel
+import SigmaProtocol
+@testable import SigmaTransport
+import Testing
+
+/// Same-host shared memory (docs/protocol.md §6): payloads arrive intact, segments are reused once released,
+/// the sender falls back to the socket when every segment is busy, and a bad reference is refused with an
+/// error naming the problem — never a crash, never a read outside a segment.
+@Suite struct SharedMemoryTests {
+    func payload(_ n: Int, seed: UInt8) -> Frame {
+        Frame(count: n) { b in for i in 0..<n { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)) } }
+    }
+
+    func segments() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []).filter { $0.hasPrefix("sigma-shm-\(getpid())-") }
+    }
+
+    @Test func thisHostOffersSharedMemory() throws {
+        let feature = try #require(SharedMemory.feature, "/dev/shm is not usable here")
+        #expect(SharedMemory.offered(in: "map-reduce,lz4,\(feature)"))
+        #expect(!SharedMemory.offered(in: "map-reduce,lz4,shm=another-host"))
+        #expect(!SharedMemory.offered(in: "map-reduce,lz4"))
+    }
+
+    @Test func payloadsRoundTripThroughTheCodecAndSegmentsAreReused() throws {
+        let sender = SharedMemoryCarrier(maxSegments: 2), receiver = SharedMemoryCarrier()
+        let big = payload(3 << 20, seed: 7)
+        let r = ShardResult(job: 4, shard: 2, attempt: 1, status: .ok, payload: big)
+        let frames = Codec.encode(.result(r), carrier: sender)
+        #expect(frames.count == 2 && frames[1].count < 100, "the payload went through the socket")
+        #expect(frames[0].bytes[3] & Codec.flagShared != 0)
+        do {
+            guard case .result(let got) = try Codec.decode(frames, carrier: receiver) else { Issue.record("not a result"); return }
+            #expect(got == r, "payload changed on the way")
+            // Held by the receiver: a second payload needs a second segment; a third falls back to the socket.
+            let second = Codec.encode(.result(ShardResult(job: 4, shard: 3, attempt: 1, status: .ok, payload: payload(2 << 20, seed: 9))), carrier: sender)
+            let held2 = try Codec.decode(second, carrier: receiver)
+            #expect(segments().count >= 2)
+            let third = Codec.encode(.result(ShardResult(job: 4, shard: 4, attempt: 1, status: .ok, payload: payload(2 << 20, seed: 1))), carrier: sender)
+            #expect(third[1].count == 2 << 20 && third[0].bytes[3] & Codec.flagShared == 0, "all segments busy: the bytes must go through the socket")
+            #expect(sender.counts == (2, 1))
+            _ = held2
+        }
+        // Released (the frames above are gone): a segment is free again and reused, no new segment.
+        let before = Set(segments())
+        let fourth = Codec.encode(.result(ShardResult(job: 4, shard: 5, attempt: 1, status: .ok, payload: payload(3 << 20, seed: 3))), carrier: sender)
+        #expect(fourth[0].bytes[3] & Codec.flagShared != 0)
+        #expect(Set(segments()) == before, "a released segment was not reused")
+        guard case .result(let again) = try Codec.decode(fourth, carrier: receiver) else { Issue.record("not a result"); return }
+        #expect(again.payload == payload(3 << 20, seed: 3))
+        // Small payloads stay in the message.
+        let small = Codec.encode(.result(ShardResult(job: 4, shard: 6, attempt: 1, status: .ok, payload: payload(5000, seed: 1))), carrier: sender)
+        #expect(small[1].count == 5000)
+    }
+
+    @Test func segmentsAreUnlinkedWithTheirCarrier() throws {
+        var sender: SharedMemoryCarrier? = SharedMemoryCarrier()
+        let before = Set(segments())
+        _ = sender!.carry(payload(2 << 20, seed: 1))
+        #expect(Set(segments()).subtracting(before).count == 1)
+        sender = nil
+        #expect(Set(segments()).subtracting(before).isEmpty, "segments outlived their carrier")
+    }
+
+    @Test func badReferencesAreRefusedNamingTheProblem() throws {
+        let sender = SharedMemoryCarrier(), receiver = SharedMemoryCarrier()
+        let good = try #require(sender.carry(payload(2 << 20, seed: 5)))
+        let (name, generation) = try good.read { r -> (String, UInt64) in
+            _ = try r.u32("m")
+            return (try r.string("n"), try r.u64("g"))
+        }
+        func reference(_ n: String, _ g: UInt64, _ size: UInt64) -> Frame {
+            var w = ByteWriter(capacity: 64)
+            w.u32(SharedMemory.referenceMagic); w.string(n); w.u64(g); w.u64(size)
+            return Frame(w.bytes)
+        }
+        func refusal(_ f: Frame, limit: Int = 1 << 30) -> String {
+            do { _ = try receiver.resolve(f, limit: limit); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(refusal(reference("../../etc/passwd", 1, 10)).contains("bad segment name"))
+        #expect(refusal(reference("sigma-shm-1/x", 1, 10)).contains("bad segment name"))
+        #expect(refusal(reference("sigma-shm-999999999-1", 1, 10)).contains("cannot open"))
+        #expect(refusal(reference(name, generation + 1, 2 << 20)).contains("generation"))
+        #expect(refusal(reference(name, generation, 64 << 20)).contains("do not fit"))
+        #expect(refusal(reference(name, generation, 2 << 20), limit: 1 << 20).contains("exceeds the limit"))
+        #expect(refusal(Frame([1, 2, 3])).contains("truncated") || refusal(Frame([1, 2, 3])).contains("magic"))
+        // Through the codec: a shared-memory payload on a link that did not agree to it is a decode error.
+        var header = Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes
+        header[3] |= Codec.flagShared
+        #expect(throws: DecodeError.self) { try Codec.decode([Frame(header), good]) }
+        // The good reference still resolves, intact.
+        #expect(try receiver.resolve(good, limit: 1 << 30) == payload(2 << 20, seed: 5))
+    }
+}
