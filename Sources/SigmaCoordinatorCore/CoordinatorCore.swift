@@ -611,8 +611,9 @@ public struct CoordinatorCore {
             job.result = MapReduceResult.reduce(spec, partials: partials).encoded
         }
         job.partials = []
-        // Stop whatever still runs for this job.
-        for k in table.indices where table[k].isLive && table[k].inFlight.keys.contains(where: { $0.job == id }) {
+        // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
+        // the job's state (model, gradients, data) now rather than when a later job pushes it out.
+        for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil) {
             out.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
             for (key, f) in table[k].inFlight where key.job == id { job.endAttempt(f.record, .cancelled, now: now, error: "job \(state)") }
             table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }

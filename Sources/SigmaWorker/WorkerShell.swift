@@ -40,6 +40,8 @@ public final class WorkerShell: Sendable {
         let fatal = Mutex<String?>(nil)
         let workerID = Mutex<String?>(nil)
         let completed = Atomic<Int>(0)
+        /// Jobs the coordinator ended or cancelled (most recent last, bounded): compute threads drop their state.
+        let ended = Mutex<[JobID]>([])
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
@@ -100,6 +102,8 @@ public final class WorkerShell: Sendable {
         let files = NpyFileCache()
         let runner = ShardRunner()
         while let task = shared.work.next() {
+            let ended = shared.ended.withLock { $0 }
+            if !ended.isEmpty { runner.forget(Set(ended).subtracting([task.job])) }
             let result = compute(task, files: files, runner: runner)
             shared.results.withLock { $0.append(result) }
             shared.completed.add(1, ordering: .relaxed)
@@ -269,6 +273,12 @@ public final class WorkerShell: Sendable {
                     }
                 case .cancel(let job, let shard):
                     shared.work.remove { $0.job == job && (shard == nil || $0.shard == shard) }
+                    if shard == nil {
+                        shared.ended.withLock { e in
+                            e.append(job)
+                            if e.count > 256 { e.removeFirst(e.count - 256) }
+                        }
+                    }
                 case .cancelAll:
                     shared.work.remove { _ in true }
                 case .reconnect(let reason):

@@ -51,7 +51,7 @@ enum BenchJobs {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (x, y) = try syntheticData(dir, rows: 4096, features: 784, classes: 10)
-        let steps = 40
+        let steps = 200   // a short training run; the job's one-time setup (data load, model build) is in the figure
         print("# sigma bench train — MLP 784-1024-1024-10, batch 256 (2 micro-batches of 128), SGD momentum 0.9, \(steps) steps per run, OpenBLAS \(BLASInfo.coreName)")
         print("")
         let engine = engineStepRate(threads: 2, runs: n)
@@ -84,7 +84,7 @@ enum BenchJobs {
         let (x, y) = try syntheticData(dir, rows: 8, features: 4096, classes: 4096)
         let params = 4096 * 4096 + 4096
         let bytes = params * 4
-        let steps = 5
+        let steps = 10   // each run is a whole job: its setup (a 16.8M-parameter model built everywhere) is in the figure
         print("# sigma bench reduce — 4 workers × \(String(format: "%.1f", Double(bytes) / 1_048_576)) MiB float32 gradients (linear 4096→4096), \(steps) steps per run")
         print("")
         let raw = try await onThread { try RawBaseline.scatterGather(peers: 4, bytes: bytes, rounds: steps * n) }

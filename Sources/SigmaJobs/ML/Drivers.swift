@@ -21,6 +21,7 @@ public struct RoundEnd: Sendable {
     public var log: [String] = []
     /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`.
     public var reduceNanos: UInt64 = 0
+    public init() {}
 }
 
 extension RoundDriver {
@@ -36,6 +37,12 @@ extension RoundDriver {
 public struct RoundProgress: Sendable, Equatable {
     public var step: Int, steps: Int
     public var loss: Double, accuracy: Double
+    public init(step: Int, steps: Int, loss: Double, accuracy: Double) {
+        self.step = step
+        self.steps = steps
+        self.loss = loss
+        self.accuracy = accuracy
+    }
 }
 
 /// The coordinator-side logic of a multi-round ML job (train: one round per step; infer/eval/embed: one round).

@@ -61,6 +61,11 @@ public final class ShardRunner {
 
     public init(capacity: Int = 4) { self.capacity = capacity }
 
+    /// Drops the state (model, data, buffers) of jobs that have ended.
+    public func forget(_ jobs: Set<JobID>) {
+        states.removeAll { jobs.contains($0.job) }
+    }
+
     func state(_ job: JobID, _ spec: JobSpec) throws -> State {
         if let s = states.first(where: { $0.job == job }) { return s.state }
         let s: State
