@@ -105,6 +105,13 @@ public struct ByteReader {
         return b
     }
 
+    /// The next `n` bytes, in place (valid while the buffer being read is).
+    public mutating func bytes(_ n: Int, _ field: String) throws -> UnsafeRawBufferPointer {
+        guard n >= 0, remaining >= n else { throw ByteReadError(field: field, problem: "truncated: needs \(n) bytes, \(remaining) left") }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n])
+    }
+
     /// `count` little-endian float32 values.
     public mutating func floats(_ count: Int, _ field: String) throws -> [Float] {
         let n = count * 4

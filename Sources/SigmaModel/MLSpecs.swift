@@ -127,10 +127,14 @@ public struct TrainJob: Codable, Sendable, Equatable {
     public var seed: UInt64
     /// Where `sigma train --local` / `sigma submit -o` write the results by default.
     public var output: String?
+    /// How workers send gradients: "f32" (exact, the default), "bf16" or "fp16" (half the bytes, lossy).
+    public var gradientTransport: String
 
     public init(name: String = "train", model: ModelSpec, data: LabeledDataSpec, optimizer: OptimizerSpec, steps: Int? = nil,
                 epochs: Int? = nil, batchSize: Int = 32, microBatch: Int = 16, holdout: Double = 0.2, evalEvery: Int = 0,
-                checkpointEvery: Int = 0, checkpointDir: String? = nil, resume: String? = nil, seed: UInt64 = 0, output: String? = nil) {
+                checkpointEvery: Int = 0, checkpointDir: String? = nil, resume: String? = nil, seed: UInt64 = 0, output: String? = nil,
+                gradientTransport: String = "f32") {
+        self.gradientTransport = gradientTransport
         self.name = name
         self.model = model
         self.data = data
@@ -169,6 +173,9 @@ public struct TrainJob: Codable, Sendable, Equatable {
         guard holdout >= 0, holdout < 1 else { throw SpecError(field: "holdout", problem: "must be in [0, 1), got \(holdout)") }
         guard evalEvery >= 0 else { throw SpecError(field: "eval_every", problem: "must be ≥ 0, got \(evalEvery)") }
         guard checkpointEvery >= 0 else { throw SpecError(field: "checkpoint_every", problem: "must be ≥ 0, got \(checkpointEvery)") }
+        guard ["f32", "bf16", "fp16"].contains(gradientTransport) else {
+            throw SpecError(field: "gradient_transport", problem: "expected f32 (exact, the default), bf16 or fp16 (lossy), got '\(gradientTransport)'")
+        }
         if checkpointEvery > 0 && (checkpointDir ?? "").isEmpty {
             throw SpecError(field: "checkpoint_dir", problem: "missing; checkpoint_every needs a directory")
         }
@@ -299,7 +306,8 @@ extension TrainJob {
                             evalEvery: try f.optionalInt("eval_every") ?? 0, checkpointEvery: try f.optionalInt("checkpoint_every") ?? 0,
                             checkpointDir: try f.optionalString("checkpoint_dir").map { resolvePath($0, base) },
                             resume: try f.optionalString("resume").map { resolvePath($0, base) },
-                            seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) })
+                            seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) },
+                            gradientTransport: try f.optionalString("gradient_transport") ?? "f32")
         try f.rejectUnknown()
         try spec.validate()
         return spec

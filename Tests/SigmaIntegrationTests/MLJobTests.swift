@@ -124,6 +124,27 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(left.isEmpty, "segments left behind: \(left)")
     }
 
+    /// `gradient_transport: bf16` (lossy, half the gradient bytes) still trains the digits MLP on 2 workers to the
+    /// accuracy the exact transport reaches.
+    @Test func bf16GradientTransportTrainsOnTheCluster() async throws {
+        let dir = try Scratch("train-bf16")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 200, extra: "gradient_transport: bf16"))
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let (s, out, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/out"])
+        #expect(s == 0, "\(e.suffix(500))")
+        let summary = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        let acc = ((summary?["results"] as? [String: Any])?["metrics"] as? [String: Any])?["eval_accuracy"] as? Double ?? 0
+        #expect(acc >= 0.93, "held-out accuracy with bf16 gradients: \(acc); \(out.suffix(600))")
+        // The rounding really happened: the exact transport gives other bits.
+        let exact = try dir.write("exact.yaml", digitsTrainSpec(steps: 200))
+        let (ls, _, le) = try await sigma(["submit", exact, "--local", "-o", dir.path + "/exact"])
+        try #require(ls == 0, "\(le)")
+        #expect(fileBytes(dir.path + "/exact/model.safetensors") != fileBytes(dir.path + "/out/model.safetensors"))
+    }
+
     /// A worker SIGKILLed mid-training: its shard of the step runs elsewhere and the result is still bitwise equal.
     @Test func trainingSurvivesAKilledWorkerBitwise() async throws {
         let dir = try Scratch("train-kill")

@@ -31,7 +31,7 @@ import Testing
                     // The cover tiles the range exactly.
                     #expect(nodes.flatMap { Array($0.span(total: total)) } == Array(s..<e))
                     // Through the wire form, as a worker would send it.
-                    let bytes = GradientTree.encode(nodes.map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }).bytes
+                    let bytes = try GradientTree.encode(nodes.map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }).bytes
                     parts += try bytes.withUnsafeBytes { try GradientTree.decode($0, range: s..<e, total: total, parameters: 64) }
                 }
                 parts.shuffle(using: &rng)
@@ -49,7 +49,7 @@ import Testing
 
     @Test func malformedPartialsAreRejectedNamingTheProblem() throws {
         let total = 10
-        let good = GradientTree.encode(GradientTree.cover(2..<7, total: total).map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }).bytes
+        let good = try GradientTree.encode(GradientTree.cover(2..<7, total: total).map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }).bytes
         // Wrong range claimed, wrong parameter count, truncation, trailing bytes.
         #expect(throws: ByteReadError.self) { try good.withUnsafeBytes { try GradientTree.decode($0, range: 2..<8, total: total, parameters: 64) } }
         #expect(throws: ByteReadError.self) { try good.withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 63) } }

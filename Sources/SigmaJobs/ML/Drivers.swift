@@ -227,7 +227,8 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     public func accept(shard index: Int, payload: Frame) throws {
         let r = Int(ranges[index].start)..<Int(ranges[index].start + ranges[index].count)
         let decoded = try payload.withUnsafeBytes {
-            try GradientTree.decode($0, range: r, total: plan.microBatches(step: step), parameters: parameterCount)
+            try GradientTree.decode($0, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
+                                    transport: GradientTransport(rawValue: spec.gradientTransport) ?? .f32)
         }
         for (n, s) in decoded { parts[n] = s }
     }

@@ -113,11 +113,13 @@ public enum GradientTree {
 
     // MARK: wire form
 
-    /// `u32 nodes`, then per node: `u8 level, u32 index, f64 loss, u64 correct, u64 rows, u32 n, n × f32`.
+    /// `u32 nodes`, then per node: `u8 level, u32 index, f64 loss, u64 correct, u64 rows, u32 n, n values` — float32,
+    /// or with a lossy `transport` bfloat16 / float16 (2 bytes each, rounded to nearest even).
     /// Written straight into the frame that goes on the wire (gradients are megabytes: one copy, no regrowth).
-    public static func encode(_ parts: [(TreeNode, GradientSum)]) -> Frame {
-        let size = parts.reduce(4) { $0 + 33 + $1.1.values.count * 4 }
-        return Frame(count: size) { buf in
+    /// Throws when a value does not fit float16 (|x| > 65504): bf16 keeps float32's range.
+    public static func encode(_ parts: [(TreeNode, GradientSum)], transport: GradientTransport = .f32) throws -> Frame {
+        let size = parts.reduce(4) { $0 + 33 + $1.1.values.count * transport.bytes }
+        return try Frame(count: size) { buf in
             var o = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -126,15 +128,36 @@ public enum GradientTree {
             put(UInt32(parts.count))
             for (n, s) in parts {
                 put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(s.values.count))
-                s.values.withUnsafeBytes { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                o += s.values.count * 4
+                let dst = buf.baseAddress!.advanced(by: o)
+                switch transport {
+                case .f32:
+                    s.values.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                case .bf16:
+                    let out = dst.bindMemory(to: UInt16.self, capacity: s.values.count)
+                    s.values.withUnsafeBufferPointer { v in for i in 0..<v.count { out[i] = GradientTransport.bfloat16(v[i]).littleEndian } }
+                case .fp16:
+                    let out = dst.bindMemory(to: UInt16.self, capacity: s.values.count)
+                    var overflow: Float? = nil
+                    s.values.withUnsafeBufferPointer { v in
+                        for i in 0..<v.count {
+                            let h = Float16(v[i])
+                            if !h.isFinite && v[i].isFinite && overflow == nil { overflow = v[i] }
+                            out[i] = h.bitPattern.littleEndian
+                        }
+                    }
+                    if let x = overflow {
+                        throw JobError("gradient_transport fp16: a gradient sum (\(x)) is beyond float16's range (±65504); use bf16 or f32")
+                    }
+                }
+                o += s.values.count * transport.bytes
             }
         }
     }
 
     /// Decodes a worker's partial sums and checks they are exactly the cover of the shard's range, each with
     /// `parameters` values.
-    public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int) throws -> [(TreeNode, GradientSum)] {
+    public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int,
+                              transport: GradientTransport = .f32) throws -> [(TreeNode, GradientSum)] {
         var r = ByteReader(bytes)
         let expected = cover(range, total: total)
         let n = try r.u32("partials.count")
@@ -150,11 +173,40 @@ public enum GradientTree {
             guard Int(count) == parameters else {
                 throw ByteReadError(field: "partial.values", problem: "\(count) gradient values; the model has \(parameters) parameters")
             }
-            let values = try r.floats(Int(count), "partial.values")
+            let values: [Float]
+            switch transport {
+            case .f32: values = try r.floats(Int(count), "partial.values")
+            case .bf16, .fp16:
+                let b = try r.bytes(Int(count) * 2, "partial.values")
+                let bf16 = transport == .bf16
+                values = [Float](unsafeUninitializedCapacity: Int(count)) { dst, initialized in
+                    for i in 0..<Int(count) {
+                        let h = UInt16(littleEndian: b.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                        dst[i] = bf16 ? Float(bitPattern: UInt32(h) << 16) : Float(Float16(bitPattern: h))
+                    }
+                    initialized = Int(count)
+                }
+            }
             guard loss.isFinite else { throw ByteReadError(field: "partial.loss", problem: "not finite (\(loss)); training diverged") }
             out.append((node, GradientSum(values: values, loss: loss, correct: correct, rows: rows)))
         }
         try r.finish("partials")
         return out
+    }
+}
+
+/// How workers send gradient partial sums: float32 (exact; the default), or bfloat16 / float16 — half the bytes,
+/// lossy (about 3 and 2 significant decimal digits), and no longer bitwise reproducible across worker counts
+/// because the rounding happens at whichever tree nodes each worker's range covers.
+public enum GradientTransport: String, Sendable, CaseIterable {
+    case f32, bf16, fp16
+
+    var bytes: Int { self == .f32 ? 4 : 2 }
+
+    /// float32 → bfloat16, round to nearest even (NaN stays NaN).
+    @inline(__always) static func bfloat16(_ x: Float) -> UInt16 {
+        let b = x.bitPattern
+        if x.isNaN { return UInt16(b >> 16) | 0x40 }
+        return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
     }
 }
