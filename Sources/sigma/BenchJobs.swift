@@ -55,25 +55,29 @@ enum BenchJobs {
         print("# sigma bench train — MLP 784-1024-1024-10, batch 256 (2 micro-batches of 128), SGD momentum 0.9, \(steps) steps per run, OpenBLAS \(BLASInfo.coreName)")
         print("")
         let engine = engineStepRate(threads: 2, runs: n)
-        let spec = try JobSpec.parse("""
-            kind: train
-            name: bench-train
-            model: {mlp: [784, 1024, 1024, 10]}
-            data: {x: \(x), y: \(y)}
-            optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
-            steps: \(steps)
-            batch_size: 256
-            micro_batch: 128
-            holdout: 0
-            """)
+        func spec(_ transport: String) throws -> JobSpec {
+            try JobSpec.parse("""
+                kind: train
+                name: bench-train
+                model: {mlp: [784, 1024, 1024, 10]}
+                data: {x: \(x), y: \(y)}
+                optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
+                steps: \(steps)
+                batch_size: 256
+                micro_batch: 128
+                holdout: 0
+                gradient_transport: \(transport)
+                """)
+        }
         let c = try await cluster(workers: 2, logger: logger)
         defer { c.stop() }
-        let times = try await runs(spec, on: c, count: n)
-        let rate = Double(steps * 256) / median(times)
+        let rate = Double(steps * 256) / median(try await runs(try spec("f32"), on: c, count: n))
+        let rate16 = Double(steps * 256) / median(try await runs(try spec("bf16"), on: c, count: n))
         print("| setup | samples/s (median of \(n)) | share of engine alone | target |")
         print("|---|---|---|---|")
         print("| engine alone, 2 BLAS threads | \(Int(engine)) | 100 % | |")
         print("| Sigma, 2 local workers × 1 thread | \(Int(rate)) | \(Int((rate / engine * 100).rounded())) % | ≥ 90 % |")
+        print("| same, gradient_transport: bf16 (lossy) | \(Int(rate16)) | \(Int((rate16 / engine * 100).rounded())) % | |")
     }
 
     /// 4 workers each return a 64 MiB float32 gradient per step (and receive 64 MiB of parameters), against raw
