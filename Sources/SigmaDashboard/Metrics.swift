@@ -18,6 +18,18 @@ public final class SigmaMetrics: Sendable {
     let rtt: ValueHistogram
     let shardDuration: DurationHistogram
     let reduce: DurationHistogram
+    /// Per-worker gauges (labels worker, host), one set per live worker; a worker's series go when it does.
+    static let perWorker: [(name: String, help: String, value: @Sendable (ClusterStatus.Worker) -> Double)] = [
+        ("sigma_worker_in_flight", "Shards held by the worker", { Double($0.inFlight) }),
+        ("sigma_worker_cpu_percent_by_worker", "Worker process CPU use, percent of one core", { $0.cpu }),
+        ("sigma_worker_rss_bytes", "Worker process resident memory", { Double($0.rss) }),
+        ("sigma_worker_rtt_by_worker_seconds", "Smoothed round-trip time to the worker", { Double($0.rtt) / 1e9 }),
+        ("sigma_worker_throughput_items_per_second", "Measured items per second (current job kind)", { $0.throughput }),
+        ("sigma_worker_shards_done", "Shard results committed from the worker", { Double($0.shardsDone) }),
+        ("sigma_worker_bytes_in", "Result bytes received from the worker", { Double($0.bytesIn) }),
+        ("sigma_worker_bytes_out", "Bytes sent to the worker", { Double($0.bytesOut) }),
+    ]
+    let workerGauges = Mutex<[String: [Gauge]]>([:])
 
     public init() {
         let r = registry
@@ -69,6 +81,20 @@ public final class SigmaMetrics: Sendable {
             slots.set(to: Double(live.reduce(0) { $0 + Int($1.slots) }))
             cpu.set(to: live.reduce(0) { $0 + $1.cpu })
             for w in live where w.rtt > 0 { rtt.record(Double(w.rtt) / 1e9) }
+            workerGauges.withLock { g in
+                let ids = Set(live.map(\.id))
+                for (id, gauges) in g where !ids.contains(id) {
+                    for x in gauges { registry.unregisterGauge(x) }
+                    g[id] = nil
+                }
+                for w in live {
+                    let gauges = g[w.id] ?? SigmaMetrics.perWorker.map {
+                        registry.makeGauge(name: $0.name, labels: [("worker", w.id), ("host", w.host)], help: $0.help)
+                    }
+                    g[w.id] = gauges
+                    for (x, m) in zip(gauges, SigmaMetrics.perWorker) { x.set(to: m.value(w)) }
+                }
+            }
             last.withLock { prev in
                 if prev.count != counters.count { prev = Array(repeating: 0, count: counters.count) }
                 for (i, c) in counters.enumerated() {

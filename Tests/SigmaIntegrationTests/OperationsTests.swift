@@ -126,6 +126,13 @@ import Testing
             #expect(metrics.contains("\n" + name), "/metrics lacks \(name)")
         }
         #expect(metrics.contains("sigma_workers{state=\"busy\"}") || metrics.contains("sigma_workers{state=\"ready\"}"))
+        // Per-worker series: one per live worker, labelled with its id and host.
+        for id in names {
+            for series in ["sigma_worker_in_flight", "sigma_worker_rss_bytes", "sigma_worker_cpu_percent_by_worker", "sigma_worker_shards_done"] {
+                #expect(metrics.split(separator: "\n").contains { $0.hasPrefix(series + "{") && $0.contains("worker=\"\(id)\"") },
+                        "/metrics lacks \(series) for worker \(id)")
+            }
+        }
 
         // The web dashboard in headless Chromium: a screenshot (kept) and the rendered page shows workers and the job.
         if let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
