@@ -9,7 +9,7 @@ import Synchronization
 /// (name, generation, size). The receiver maps the segment once and reads the payload in place; when its frame is
 /// released it clears the segment's busy word, and the sender may reuse the segment.
 public enum SharedMemory {
-    static let directory = "/dev/shm"
+    public static let directory = "/dev/shm"
     static let prefix = "sigma-shm-"
     /// Segment header: magic u64 | busy u64 | generation u64 | size u64, padded to a page.
     static let headerSize = 4096
@@ -69,14 +69,19 @@ public enum SharedMemory {
         let length: Int
         var generation: UInt64 = 0
 
-        init?(payloadCapacity: Int) {
+        let directory: String
+
+        init?(payloadCapacity: Int, directory: String) {
             name = SharedMemory.newName()
-            let path = SharedMemory.directory + "/" + name
+            self.directory = directory
+            let path = directory + "/" + name
             length = SharedMemory.headerSize + payloadCapacity
             let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { return nil }
             defer { close(fd) }
-            guard ftruncate(fd, off_t(length)) == 0,
+            // posix_fallocate, not just ftruncate: the pages are reserved now, or we learn now that /dev/shm is
+            // full (a container's default is 64 MiB) — writing to a sparse file on a full tmpfs is a SIGBUS.
+            guard posix_fallocate(fd, 0, off_t(length)) == 0,
                   let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
                 unlink(path)
                 return nil
@@ -87,7 +92,7 @@ public enum SharedMemory {
 
         deinit {
             munmap(base, length)
-            unlink(SharedMemory.directory + "/" + name)
+            unlink(directory + "/" + name)
         }
 
         func word(_ i: Int) -> UnsafeMutablePointer<UInt64> { base.advanced(by: i * 8).assumingMemoryBound(to: UInt64.self) }
@@ -129,11 +134,14 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     private var state = State()
     public let threshold: Int
     public let maxSegments: Int
+    /// Where segments live (`/dev/shm`; tests use a small tmpfs of their own).
+    public let directory: String
     static let maxMappings = 16
 
-    public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4) {
+    public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4, directory: String = SharedMemory.directory) {
         self.threshold = threshold
         self.maxSegments = maxSegments
+        self.directory = directory
     }
 
     /// (payloads sent through shared memory, large payloads that went through the socket because every segment was busy)
@@ -152,7 +160,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
                     state.segments.remove(at: i)   // free but too small: replaced by a larger one
                 }
                 let rounded = (frame.count + (1 << 20) - 1) & ~((1 << 20) - 1)
-                guard let s = SharedMemory.Segment(payloadCapacity: rounded) else {
+                guard let s = SharedMemory.Segment(payloadCapacity: rounded, directory: directory) else {
                     state.fellBack += 1
                     return nil
                 }
@@ -196,7 +204,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     /// Maps a peer's segment (once; the last few stay mapped so reuse costs no page faults).
     private func mapping(_ name: String) throws -> SharedMemory.Mapping {
         if let m = state.mappings[name] { return m }
-        let path = SharedMemory.directory + "/" + name
+        let path = directory + "/" + name
         let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw SharedMemoryError("segment \(name): cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

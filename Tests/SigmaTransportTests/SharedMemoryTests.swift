@@ -93,3 +93,35 @@ import Testing
         #expect(try receiver.resolve(good, limit: 1 << 30) == payload(2 << 20, seed: 5))
     }
 }
+
+/// A full /dev/shm (a container's default is 64 MiB) must mean "send through the socket", never a SIGBUS from
+/// writing into a segment the filesystem cannot back.
+@Suite struct SharedMemoryFullTests {
+    @Test func aFullSharedMemoryFilesystemFallsBackToTheSocket() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-tinyshm-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func run(_ tool: String, _ args: [String]) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        guard getuid() == 0, (try? run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", dir])) == 0 else {
+            print("SharedMemoryFullTests: cannot mount a 2 MiB tmpfs here (needs root): the full-/dev/shm fallback was not exercised")
+            return
+        }
+        defer { _ = try? run("/bin/umount", [dir]) }
+        let sender = SharedMemoryCarrier(directory: dir), receiver = SharedMemoryCarrier(directory: dir)
+        let small = Frame(count: 1 << 20) { b in for i in 0..<b.count { b[i] = UInt8(truncatingIfNeeded: i) } }
+        let ref = try #require(sender.carry(small), "1 MiB fits in a 2 MiB tmpfs")
+        #expect(try receiver.resolve(ref, limit: 1 << 30) == small)
+        let big = Frame(count: 3 << 20) { b in for i in 0..<b.count { b[i] = UInt8(truncatingIfNeeded: i &* 7) } }
+        #expect(sender.carry(big) == nil, "a 3 MiB payload cannot have a segment in a 2 MiB tmpfs")
+        #expect(sender.counts.fellBack == 1)
+    }
+}
