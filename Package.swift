@@ -43,7 +43,10 @@ let package = Package(
         ]),
 
         // The only users of the C libraries.
-        .target(name: "SigmaTransport", dependencies: ["CZeroMQ", "CLZ4", "CSysShims", "SigmaModel"]),
+        .target(name: "SigmaTransport", dependencies: [
+            "CZeroMQ", "CLZ4", "CSysShims", "SigmaModel",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
         .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims"]),
 
         // I/O shells.
@@ -53,7 +56,6 @@ let package = Package(
         ]),
         .target(name: "SigmaWorker", dependencies: [
             "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaJobs", "SigmaEngine",
-            .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),

@@ -259,14 +259,12 @@ public final class CoordinatorShell: Sendable {
     /// load takes seconds on a busy machine) — so the poller thread keeps answering heartbeats meanwhile.
     /// Results go to `Shared.resolved` and wake the poller thread.
     final class Resolver: @unchecked Sendable {
-        private let cond = NSCondition()
-        private var pending: [(PeerID, Submit)] = []
-        private var closed = false
+        private let queue = BlockingQueue<(PeerID, Submit)>()
         private var thread: OSThread?
 
         init(shared: Shared, waker: Waker) {
-            thread = OSThread(name: "sigma-resolve") { [self] in
-                while let (peer, submit) = next() {
+            thread = OSThread(name: "sigma-resolve") { [queue] in
+                while let (peer, submit) = queue.next() {
                     let input = CoordinatorShell.resolve(submit.spec)
                     let digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec) } ?? InputDigests()
                     shared.resolved.withLock { $0.append((peer, submit, input, digests)) }
@@ -275,26 +273,11 @@ public final class CoordinatorShell: Sendable {
             }
         }
 
-        func push(_ peer: PeerID, _ submit: Submit) {
-            cond.lock()
-            pending.append((peer, submit))
-            cond.signal()
-            cond.unlock()
-        }
-
-        private func next() -> (PeerID, Submit)? {
-            cond.lock()
-            defer { cond.unlock() }
-            while pending.isEmpty && !closed { cond.wait() }
-            return closed ? nil : pending.removeFirst()
-        }
+        func push(_ peer: PeerID, _ submit: Submit) { queue.push((peer, submit)) }
 
         /// Ends the thread after the submission being read, if any; those still queued are dropped.
         func stop() {
-            cond.lock()
-            closed = true
-            cond.broadcast()
-            cond.unlock()
+            queue.close(dropping: true)
             thread?.join()
             thread = nil
         }

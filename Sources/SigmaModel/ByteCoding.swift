@@ -114,16 +114,14 @@ public struct ByteReader {
 
     /// `count` little-endian float32 values.
     public mutating func floats(_ count: Int, _ field: String) throws -> [Float] {
-        let n = count * 4
-        guard count >= 0, remaining >= n else {
-            throw ByteReadError(field: field, problem: "truncated: \(count) float32 values need \(n) bytes, \(remaining) left")
+        guard count >= 0, count <= remaining / 4 else {
+            throw ByteReadError(field: field, problem: "truncated: \(count) float32 values need \(count * 4) bytes, \(remaining) left")
         }
-        let out = [Float](unsafeUninitializedCapacity: count) { dst, initialized in
-            UnsafeMutableRawBufferPointer(dst).copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n]))
+        let src = try bytes(count * 4, field)
+        return [Float](unsafeUninitializedCapacity: count) { dst, initialized in
+            UnsafeMutableRawBufferPointer(dst).copyMemory(from: src)
             initialized = count
         }
-        offset += n
-        return out
     }
 
     /// Throws if bytes are left over: a message must be exactly as long as its fields.

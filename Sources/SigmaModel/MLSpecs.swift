@@ -103,6 +103,21 @@ public struct OptimizerSpec: Codable, Sendable, Equatable {
 }
 
 /// `kind: train` — synchronous data-parallel training with a bitwise-reproducible gradient reduction.
+/// How workers send gradient partial sums: float32 (exact; the default), or bfloat16 / float16 — half the bytes,
+/// lossy (about 3 and 3.3 significant decimal digits), and no longer bitwise reproducible across worker counts
+/// because the rounding happens at whichever tree nodes each worker's range covers.
+public enum GradientTransport: String, Codable, Sendable, CaseIterable {
+    case f32, bf16, fp16
+
+    static func parse(_ value: String?) throws -> GradientTransport {
+        guard let v = value else { return .f32 }
+        guard let t = GradientTransport(rawValue: v) else {
+            throw SpecError(field: "gradient_transport", problem: "expected f32 (exact, the default), bf16 or fp16 (lossy), got '\(v)'")
+        }
+        return t
+    }
+}
+
 public struct TrainJob: Codable, Sendable, Equatable {
     public var name: String
     public var model: ModelSpec
@@ -127,13 +142,13 @@ public struct TrainJob: Codable, Sendable, Equatable {
     public var seed: UInt64
     /// Where `sigma train --local` / `sigma submit -o` write the results by default.
     public var output: String?
-    /// How workers send gradients: "f32" (exact, the default), "bf16" or "fp16" (half the bytes, lossy).
-    public var gradientTransport: String
+    /// How workers send gradients: f32 (exact, the default), bf16 or fp16 (half the bytes, lossy).
+    public var gradientTransport: GradientTransport
 
     public init(name: String = "train", model: ModelSpec, data: LabeledDataSpec, optimizer: OptimizerSpec, steps: Int? = nil,
                 epochs: Int? = nil, batchSize: Int = 32, microBatch: Int = 16, holdout: Double = 0.2, evalEvery: Int = 0,
                 checkpointEvery: Int = 0, checkpointDir: String? = nil, resume: String? = nil, seed: UInt64 = 0, output: String? = nil,
-                gradientTransport: String = "f32") {
+                gradientTransport: GradientTransport = .f32) {
         self.gradientTransport = gradientTransport
         self.name = name
         self.model = model
@@ -173,9 +188,6 @@ public struct TrainJob: Codable, Sendable, Equatable {
         guard holdout >= 0, holdout < 1 else { throw SpecError(field: "holdout", problem: "must be in [0, 1), got \(holdout)") }
         guard evalEvery >= 0 else { throw SpecError(field: "eval_every", problem: "must be ≥ 0, got \(evalEvery)") }
         guard checkpointEvery >= 0 else { throw SpecError(field: "checkpoint_every", problem: "must be ≥ 0, got \(checkpointEvery)") }
-        guard ["f32", "bf16", "fp16"].contains(gradientTransport) else {
-            throw SpecError(field: "gradient_transport", problem: "expected f32 (exact, the default), bf16 or fp16 (lossy), got '\(gradientTransport)'")
-        }
         if checkpointEvery > 0 && (checkpointDir ?? "").isEmpty {
             throw SpecError(field: "checkpoint_dir", problem: "missing; checkpoint_every needs a directory")
         }
@@ -307,7 +319,7 @@ extension TrainJob {
                             checkpointDir: try f.optionalString("checkpoint_dir").map { resolvePath($0, base) },
                             resume: try f.optionalString("resume").map { resolvePath($0, base) },
                             seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) },
-                            gradientTransport: try f.optionalString("gradient_transport") ?? "f32")
+                            gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
         try f.rejectUnknown()
         try spec.validate()
         return spec

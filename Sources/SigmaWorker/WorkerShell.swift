@@ -1,4 +1,3 @@
-import DequeModule
 import Foundation
 import Logging
 import SigmaEngine
@@ -34,7 +33,7 @@ public final class WorkerShell: Sendable {
         let draining = Atomic<Bool>(false)
         let stopped = Atomic<Bool>(false)
         let waker = Mutex<Waker?>(nil)
-        let work = WorkQueue()
+        let work = BlockingQueue<ShardTask>()
         /// Results from compute threads, waiting for the poller thread.
         let results = Mutex<[ShardResult]>([])
         let fatal = Mutex<String?>(nil)
@@ -42,6 +41,8 @@ public final class WorkerShell: Sendable {
         let completed = Atomic<Int>(0)
         /// Jobs the coordinator ended or cancelled (most recent last, bounded): compute threads drop their state.
         let ended = Mutex<[JobID]>([])
+        /// Bumped with every addition to `ended`, so a compute thread looks at the list only when it changed.
+        let endedVersion = Atomic<Int>(0)
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
@@ -101,9 +102,13 @@ public final class WorkerShell: Sendable {
     static func computeLoop(_ shared: Shared) {
         let files = NpyFileCache()
         let runner = ShardRunner()
+        var seen = 0
         while let task = shared.work.next() {
-            let ended = shared.ended.withLock { $0 }
-            if !ended.isEmpty { runner.forget(Set(ended).subtracting([task.job])) }
+            let version = shared.endedVersion.load(ordering: .acquiring)
+            if version != seen {
+                seen = version
+                runner.forget(Set(shared.ended.withLock { $0 }).subtracting([task.job]))
+            }
             let result = compute(task, files: files, runner: runner)
             shared.results.withLock { $0.append(result) }
             shared.completed.add(1, ordering: .relaxed)
@@ -266,7 +271,7 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isIdle {
+                    if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
                         inline.append(task)
                     } else {
                         shared.work.push(task)
@@ -278,6 +283,7 @@ public final class WorkerShell: Sendable {
                             e.append(job)
                             if e.count > 256 { e.removeFirst(e.count - 256) }
                         }
+                        shared.endedVersion.add(1, ordering: .releasing)
                     }
                 case .cancelAll:
                     shared.work.remove { _ in true }
@@ -303,49 +309,5 @@ public final class WorkerShell: Sendable {
                 }
             }
         }
-    }
-}
-
-/// Shards waiting for a compute thread (FIFO), with blocking `next()` for those OS threads.
-final class WorkQueue: @unchecked Sendable {
-    private let cond = NSCondition()
-    /// Waiting shards only: a taken shard leaves the queue at once, so its parameters frame (megabytes for a
-    /// training step) is released as soon as the compute thread is done with it.
-    private var items = Deque<ShardTask>()
-    private var closed = false
-
-    func push(_ t: ShardTask) {
-        cond.lock()
-        items.append(t)
-        cond.signal()
-        cond.unlock()
-    }
-
-    /// Blocks (a compute thread, never a Swift task) until a shard is available; nil once closed.
-    func next() -> ShardTask? {
-        cond.lock()
-        defer { cond.unlock() }
-        while items.isEmpty && !closed { cond.wait() }
-        return items.popFirst()
-    }
-
-    /// No shard is waiting (compute threads may still be busy).
-    var isIdle: Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        return items.isEmpty
-    }
-
-    func remove(where match: (ShardTask) -> Bool) {
-        cond.lock()
-        items.removeAll(where: match)
-        cond.unlock()
-    }
-
-    func close() {
-        cond.lock()
-        closed = true
-        cond.broadcast()
-        cond.unlock()
     }
 }

@@ -228,7 +228,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         let r = Int(ranges[index].start)..<Int(ranges[index].start + ranges[index].count)
         let decoded = try payload.withUnsafeBytes {
             try GradientTree.decode($0, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
-                                    transport: GradientTransport(rawValue: spec.gradientTransport) ?? .f32)
+                                    transport: spec.gradientTransport)
         }
         for (n, s) in decoded { parts[n] = s }
     }

@@ -195,12 +195,7 @@ public enum GradientTree {
     }
 }
 
-/// How workers send gradient partial sums: float32 (exact; the default), or bfloat16 / float16 — half the bytes,
-/// lossy (about 3 and 2 significant decimal digits), and no longer bitwise reproducible across worker counts
-/// because the rounding happens at whichever tree nodes each worker's range covers.
-public enum GradientTransport: String, Sendable, CaseIterable {
-    case f32, bf16, fp16
-
+extension GradientTransport {
     var bytes: Int { self == .f32 ? 4 : 2 }
 
     /// float32 → bfloat16, round to nearest even (NaN stays NaN).

@@ -96,7 +96,7 @@ public final class ShardRunner {
             let parts = try p.withUnsafeBytes {
                 try w.compute(step: Int(round), version: round, params: $0, range: Int(start)..<Int(start + count))
             }
-            return try GradientTree.encode(parts, transport: GradientTransport(rawValue: w.spec.gradientTransport) ?? .f32)
+            return try GradientTree.encode(parts, transport: w.spec.gradientTransport)
         case .predict(let w):
             return floatFrame(try w.logits(start: Int(start), count: Int(count)))
         case .embed(let w):
