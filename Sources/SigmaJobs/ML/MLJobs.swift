@@ -56,7 +56,9 @@ public final class ShardRunner {
         case predict(PredictWorker)
         case embed(EmbedWorker)
     }
-    var states: [(job: JobID, state: State)] = []
+    /// Keyed by job id *and* spec: a restarted coordinator numbers its jobs from 1 again, and its job 1 must not
+    /// run on the model and data of the old one.
+    var states: [(job: JobID, spec: JobSpec, state: State)] = []
     let capacity: Int
 
     public init(capacity: Int = 4) { self.capacity = capacity }
@@ -67,7 +69,8 @@ public final class ShardRunner {
     }
 
     func state(_ job: JobID, _ spec: JobSpec) throws -> State {
-        if let s = states.first(where: { $0.job == job }) { return s.state }
+        if let s = states.first(where: { $0.job == job && $0.spec == spec }) { return s.state }
+        states.removeAll { $0.job == job }
         let s: State
         switch spec {
         case .train(let t):
@@ -81,7 +84,7 @@ public final class ShardRunner {
         case .mapReduce:
             throw JobError("map-reduce shards do not run here")
         }
-        states.append((job, s))
+        states.append((job, spec, s))
         if states.count > capacity { states.removeFirst() }
         return s
     }
