@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
-        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard"], exclude: ["Fixtures", "Snapshots"]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard", "CSysShims"], exclude: ["Fixtures", "Snapshots"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

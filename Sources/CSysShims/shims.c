@@ -36,3 +36,20 @@ void csys_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __A
 __attribute__((constructor)) static void csys_tune_heap_at_load(void) {
     csys_tune_heap(512 << 20, 1 << 30);
 }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+int csys_tun_create(const char *name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}

@@ -5,12 +5,18 @@ import SigmaModel
 import SigmaProtocol
 import Testing
 
-/// Three "hosts": network namespaces joined to this one by veth pairs, each link delayed with `tc netem`.
-/// The coordinator runs here (bound to 0.0.0.0 on a free port), each worker inside its namespace.
+/// Three "hosts": network namespaces joined to this one by delayed point-to-point links. Where the kernel has
+/// `sch_netem`, each link is a veth pair with `tc netem delay` on both ends; where it does not (this project's
+/// VMs), each link is a pair of TUN devices joined by a `DelayLine` thread that holds every packet for the same
+/// one-way delay. The coordinator runs here (bound to 0.0.0.0 on a free port), each worker inside its namespace.
 final class EmulatedHosts {
+    enum Links: String { case netem = "veth + tc netem", delayLine = "TUN + userspace delay line" }
     let names: [String]
     let rttMs: [Int]
+    let links: Links
     private(set) var made: [String] = []
+    private var delayLine: DelayLine?
+    private let tag = String(getpid() % 10000)
 
     static func run(_ args: [String]) -> (Int32, String) { command("/usr/sbin/ip", args) }
     static func tc(_ args: [String]) -> (Int32, String) { command("/usr/sbin/tc", args) }
@@ -29,44 +35,73 @@ final class EmulatedHosts {
         return nil
     }
 
+    /// Whether `tc netem` works here: tried on a throwaway veth pair.
+    static func netemAvailable(tag: String) -> Bool {
+        let a = "sgqa\(tag)"
+        guard run(["link", "add", a, "type", "veth", "peer", "name", "sgqb\(tag)"]).0 == 0 else { return false }
+        defer { _ = run(["link", "del", a]) }
+        return tc(["qdisc", "add", "dev", a, "root", "netem", "delay", "1ms"]).0 == 0
+    }
+
     init(rttMs: [Int]) throws {
         self.rttMs = rttMs
-        let tag = String(getpid() % 10000)
-        names = rttMs.indices.map { "sgt\(tag)w\($0)" }
-        for (i, ns) in names.enumerated() {
-            let host = "sgh\(tag)\(i)", peer = "sgp\(tag)\(i)"
-            let half = "\(Double(rttMs[i]) / 2)ms"
-            let steps: [[String]] = [
-                ["netns", "add", ns],
-                ["link", "add", host, "type", "veth", "peer", "name", peer],
-                ["link", "set", peer, "netns", ns],
-                ["addr", "add", "10.77.\(i).1/24", "dev", host],
-                ["link", "set", host, "up"],
-                ["-n", ns, "addr", "add", "10.77.\(i).2/24", "dev", peer],
-                ["-n", ns, "link", "set", peer, "up"],
-                ["-n", ns, "link", "set", "lo", "up"],
-            ]
-            made.append(ns)
-            for s in steps {
-                let (rc, err) = Self.run(s)
-                if rc != 0 { teardown(); throw SigmaTestError("ip \(s.joined(separator: " ")): \(err)") }
-            }
+        names = rttMs.indices.map { [tag] in "sgt\(tag)w\($0)" }
+        links = Self.netemAvailable(tag: tag) ? .netem : .delayLine
+        do {
+            if links == .delayLine { delayLine = DelayLine() }
+            for i in names.indices { try link(i) }
+            delayLine?.start()
+        } catch {
+            teardown()
+            throw error
+        }
+    }
+
+    private func ip(_ args: [String]) throws {
+        let (rc, err) = Self.run(args)
+        if rc != 0 { throw SigmaTestError("ip \(args.joined(separator: " ")): \(err)") }
+    }
+
+    /// Namespace `i`, its link to this namespace (10.77.i.1 here, 10.77.i.2 there), delayed by half the RTT each way.
+    private func link(_ i: Int) throws {
+        let ns = names[i], host = "sgh\(tag)\(i)", peer = "sgp\(tag)\(i)"
+        let oneWay = Double(rttMs[i]) / 2
+        try ip(["netns", "add", ns])
+        made.append(ns)
+        switch links {
+        case .netem:
+            try ip(["link", "add", host, "type", "veth", "peer", "name", peer])
+            try ip(["link", "set", peer, "netns", ns])
+            try ip(["addr", "add", "10.77.\(i).1/24", "dev", host])
+            try ip(["-n", ns, "addr", "add", "10.77.\(i).2/24", "dev", peer])
             if rttMs[i] > 0 {
                 for (dev, nsArgs) in [(host, [String]()), (peer, ["-n", ns])] {
-                    let (rc, err) = Self.tc(nsArgs + ["qdisc", "add", "dev", dev, "root", "netem", "delay", half])
-                    if rc != 0 { teardown(); throw SigmaTestError("tc netem on \(dev): \(err)") }
+                    let (rc, err) = Self.tc(nsArgs + ["qdisc", "add", "dev", dev, "root", "netem", "delay", "\(oneWay)ms"])
+                    if rc != 0 { throw SigmaTestError("tc netem on \(dev): \(err)") }
                 }
             }
+        case .delayLine:
+            let line = delayLine!
+            let a = try line.device(host), b = try line.device(peer)
+            try ip(["link", "set", peer, "netns", ns])
+            try ip(["addr", "add", "10.77.\(i).1", "peer", "10.77.\(i).2/32", "dev", host])
+            try ip(["-n", ns, "addr", "add", "10.77.\(i).2", "peer", "10.77.\(i).1/32", "dev", peer])
+            line.join(a, b, oneWayMs: oneWay)
         }
+        try ip(["link", "set", host, "up"])
+        try ip(["-n", ns, "link", "set", peer, "up"])
+        try ip(["-n", ns, "link", "set", "lo", "up"])
     }
 
     /// The address of this namespace's side for worker `i` to join.
     func coordinatorAddress(_ i: Int) -> String { "10.77.\(i).1" }
 
     func teardown() {
+        delayLine?.close()
+        delayLine = nil
         for (i, ns) in made.enumerated() {
             _ = Self.run(["netns", "del", ns])
-            _ = Self.run(["link", "del", "sgh\(String(getpid() % 10000))\(i)"])
+            if links == .netem { _ = Self.run(["link", "del", "sgh\(tag)\(i)"]) }
         }
         made = []
     }
@@ -124,8 +159,16 @@ final class EmulatedHosts {
             #expect(abs(r.total.total - local.total) <= 1e-9 * local.total && r.total.count == local.count, "\(policy)")
             elapsed[policy] = Double(o.elapsed) / 1e9
             let st = try await client.status()
-            print("emulated hosts, \(policy): \(String(format: "%.3f", elapsed[policy]!)) s; shards per worker: "
-                  + st.workers.map { "\($0.name) \($0.shardsDone)" }.joined(separator: ", "))
+            print("emulated hosts (\(hosts.links.rawValue)), \(policy): \(String(format: "%.3f", elapsed[policy]!)) s; "
+                  + st.workers.map { "\($0.name): \($0.shardsDone) shards, RTT \(String(format: "%.1f", Double($0.rtt) / 1e6)) ms" }
+                    .joined(separator: ", "))
+            // The links are really delayed: the coordinator's own heartbeat RTTs see at least the emulated delay
+            // (more when a busy worker answers late), and every host got work.
+            for w in st.workers {
+                let ms = Double(w.rtt) / 1e6, want = Double(w.name.dropFirst(3)) ?? .infinity
+                #expect(ms >= want * 0.9, "\(w.name): measured RTT \(ms) ms, below the emulated \(want) ms")
+                #expect(w.shardsDone > 0, "\(policy) placed no shard on \(w.name)")
+            }
         }
         let la = try #require(elapsed["latency-aware"]), rr = try #require(elapsed["round-robin"])
         #expect(la < rr, "latency-aware \(la) s vs round-robin \(rr) s")
