@@ -1,6 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+/// The coordinator core and the simulator are optimised in debug builds too, so `make test` can run the committed
+/// 1,000-worker × 100,000-shard scenario (minutes unoptimised, seconds optimised). Debugging them: drop this flag.
+let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "Sigma",
     platforms: [.macOS(.v15)],
@@ -25,22 +29,22 @@ let package = Package(
         // Pure layers.
         .target(name: "SigmaModel", dependencies: [
             .product(name: "Yams", package: "Yams"),
-        ]),
-        .target(name: "SigmaProtocol", dependencies: ["SigmaModel"]),
+        ], swiftSettings: optimizedInDebug),
+        .target(name: "SigmaProtocol", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
         .target(name: "SigmaJobs", dependencies: ["SigmaModel", "SigmaEngine"]),
         .target(name: "SigmaCoordinatorCore", dependencies: [
             "SigmaModel", "SigmaProtocol", "SigmaJobs",
             .product(name: "DequeModule", package: "swift-collections"),
-        ]),
+        ], swiftSettings: optimizedInDebug),
         .target(name: "SigmaSimulator", dependencies: [
             "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs", "SigmaModel", "SigmaProtocol",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Yams", package: "Yams"),
-        ]),
+        ], swiftSettings: optimizedInDebug),
         .target(name: "SigmaWorkerCore", dependencies: [
             "SigmaModel", "SigmaProtocol",
             .product(name: "DequeModule", package: "swift-collections"),
-        ]),
+        ], swiftSettings: optimizedInDebug),
 
         // The only users of the C libraries.
         .target(name: "SigmaTransport", dependencies: [

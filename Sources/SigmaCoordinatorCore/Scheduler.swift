@@ -300,9 +300,7 @@ extension CoordinatorCore {
     }
 
     func idleCount(now: Nanos) -> Int {
-        var n = 0
-        for k in table.indices where table[k].accepts && table[k].inFlight.isEmpty { n += 1 }
-        return n
+        table.withUnsafeBufferPointer { ws in ws.reduce(0) { $0 + ($1.accepts && $1.inFlight.isEmpty ? 1 : 0) } }
     }
 
     // MARK: step timeouts

@@ -79,3 +79,18 @@ private func scenario(_ name: String) throws -> Scenario {
         }
     }
 }
+
+/// The committed 1,000-worker × 100,000-shard scenario: simulated-time bounds asserted; the wall time is reported
+/// (and measured by `make bench`, not asserted here).
+@Suite struct ThousandWorkersScenarioTests {
+    @Test func thousandWorkersHundredThousandShards() throws {
+        let s = try scenario("thousand-workers")
+        let started = Date()
+        let r = Simulation(s).run()
+        let wall = Date().timeIntervalSince(started)
+        print("thousand-workers: \(String(format: "%.1f", wall)) s wall, makespan \(r.makespan) s, bound \(r.lowerBound) s")
+        #expect(r.completed)
+        #expect(r.workers.count == 1_000)
+        #expect(r.makespan <= 1.10 * r.lowerBound, "latency-aware \(r.makespan) s vs lower bound \(r.lowerBound) s")
+    }
+}
