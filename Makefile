@@ -41,8 +41,10 @@ demo: release
 TEST_TIMEOUT ?= 1500
 test: test-deps model
 	$(SWIFT) build --build-tests
-	@timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build; rc=$$?; \
+	@mkdir -p artifacts; set -o pipefail; \
+	timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build 2>&1 | tee artifacts/test.log; rc=$$?; \
 	if [ $$rc = 124 ] || [ $$rc = 137 ]; then echo "error: the test suite did not finish within $(TEST_TIMEOUT) s (see the last tests started above)" >&2; fi; \
+	if [ $$rc != 0 ]; then echo "== what failed (from artifacts/test.log) =="; grep -a -A3 -E "✘|error:|Fatal error|Crash" artifacts/test.log | grep -av "^✔" | head -60; fi; \
 	exit $$rc
 
 bench: release

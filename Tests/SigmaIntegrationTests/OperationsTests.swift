@@ -107,12 +107,21 @@ import Testing
             #expect(names.allSatisfy { screen.contains($0) }, "top shows no workers:\n\(screen)")
             #expect(screen.contains("%") && screen.contains("["), "top shows no progress bar:\n\(screen)")
             #expect(screen.split(separator: "\n").allSatisfy { $0.count <= 80 })
+            // (polled, not a fixed sleep: on a loaded machine a redraw can take a while)
             _ = await tm(["send-keys", "-t", session, "s"])
-            try await Task.sleep(nanoseconds: 400_000_000)
-            #expect(await tm(["capture-pane", "-p", "-t", session]).contains("sort cpu"))
+            var sorted = false
+            for _ in 0..<50 where !sorted {
+                try await Task.sleep(nanoseconds: 100_000_000)
+                sorted = await tm(["capture-pane", "-p", "-t", session]).contains("sort cpu")
+            }
+            #expect(sorted, "s did not sort by CPU")
             _ = await tm(["send-keys", "-t", session, "q"])
-            try await Task.sleep(nanoseconds: 500_000_000)
-            #expect(await tm(["list-sessions"]).contains(session) == false, "q did not quit sigma top")
+            var quit = false
+            for _ in 0..<50 where !quit {
+                try await Task.sleep(nanoseconds: 100_000_000)
+                quit = await tm(["list-sessions"]).contains(session) == false
+            }
+            #expect(quit, "q did not quit sigma top")
         } else {
             Issue.record("tmux is not installed (make test installs it): sigma top was not driven")
         }
