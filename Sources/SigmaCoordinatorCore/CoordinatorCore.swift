@@ -721,7 +721,12 @@ public struct CoordinatorCore {
     public var livePeers: Set<PeerID> { Set(table.lazy.filter(\.isLive).map(\.peer)) }
     var liveCount: Int {
         // (through the buffer: `table[k].isLive` copied the whole WorkerEntry — most of the time at 1,000 workers)
-        table.withUnsafeBufferPointer { ws in ws.reduce(0) { $0 + ($1.state != .dead ? 1 : 0) } }
+        // (indices, not `reduce`: passing an element by value copies it too)
+        table.withUnsafeBufferPointer { ws in
+            var n = 0
+            for i in ws.indices where ws[i].state != .dead { n += 1 }
+            return n
+        }
     }
     public func job(_ id: JobID) -> (state: JobState, done: Int, total: Int, duplicates: Int, reruns: Int)? {
         jobs[id].map { ($0.state, $0.done, $0.shards.count, $0.duplicates, $0.reruns) }

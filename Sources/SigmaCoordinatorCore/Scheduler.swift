@@ -300,7 +300,11 @@ extension CoordinatorCore {
     }
 
     func idleCount(now: Nanos) -> Int {
-        table.withUnsafeBufferPointer { ws in ws.reduce(0) { $0 + ($1.accepts && $1.inFlight.isEmpty ? 1 : 0) } }
+        table.withUnsafeBufferPointer { ws in
+            var n = 0
+            for i in ws.indices where ws[i].state == .ready && !ws[i].suspect && ws[i].inFlight.isEmpty { n += 1 }
+            return n
+        }
     }
 
     // MARK: step timeouts
