@@ -48,6 +48,40 @@ public final class SGD: Optimizer {
             velocity[key] = v
         }
     }
+
+    /// The same update as setting each parameter's gradient to its slice of `flat` divided by `divisor` and calling
+    /// `step` — the same operations in the same order, so the same bits — done in one pass over memory: the
+    /// gradient is read where it is, and each updated weight is also written to `out` (float32, the parameters end
+    /// to end). Gradients are not stored on the parameters. (The coordinator's training step: reduce, optimizer
+    /// and the next PARAMS payload were three passes over every parameter.)
+    public func step(_ parameters: [Parameter], flat: UnsafeBufferPointer<Float>, divisor: Float, writingTo out: UnsafeMutableRawBufferPointer) {
+        let total = parameters.reduce(0) { $0 + $1.value.count }
+        precondition(flat.count == total && out.count == total * 4, "flat gradient of \(flat.count) values for \(total) parameters")
+        let o = out.bindMemory(to: Float.self)
+        let lr = learningRate, mu = momentum, wd = weightDecay
+        var offset = 0
+        for p in parameters {
+            let n = p.value.count
+            let key = ObjectIdentifier(p)
+            var v = velocity[key]
+            let first = v == nil
+            if first { v = Tensor(zeros: p.value.shape) }
+            velocity[key] = nil
+            p.value.withMutableData { w in
+                v!.withMutableData { vd in
+                    for i in 0..<n {
+                        let gi = flat[offset + i] / divisor + wd * w[i]
+                        let vi = mu == 0 ? gi : (first ? gi : mu * vd[i] + gi)
+                        vd[i] = vi
+                        w[i] -= lr * vi
+                        o[offset + i] = w[i]
+                    }
+                }
+            }
+            velocity[key] = v
+            offset += n
+        }
+    }
 }
 
 /// Adam (and AdamW with `decoupled: true`), as PyTorch: bias-corrected moments; L2 decay added to the gradient

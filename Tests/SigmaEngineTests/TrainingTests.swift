@@ -107,6 +107,35 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-6) }
     }
 
+    /// The coordinator's fused step (gradient = flat slice / divisor, update, weights written out) gives the same
+    /// bits as setting the gradients and calling `step`, with and without momentum and weight decay.
+    @Test func fusedSGDStepIsBitwiseTheSameAsGradientsThenStep() {
+        for (mu, wd) in [(Float(0), Float(0)), (0.9, 0), (0.9, 0.01)] {
+            func params() -> [Parameter] {
+                [Parameter("a", Tensor(shape: [3, 5], (0..<15).map { Float($0) * 0.37 - 2.1 })),
+                 Parameter("b", Tensor(shape: [7], (0..<7).map { Float($0) * -1.3 + 0.77 }))]
+            }
+            let (pa, pb) = (params(), params())
+            let (oa, ob) = (SGD(learningRate: 0.05, momentum: mu, weightDecay: wd), SGD(learningRate: 0.05, momentum: mu, weightDecay: wd))
+            var out = [Float](repeating: 0, count: 22)
+            for step in 0..<4 {
+                let flat = (0..<22).map { Float(sin(Double($0 * 7 + step * 13))) * 3.3 }
+                let divisor = Float(3 + step)
+                var offset = 0
+                for p in pa {
+                    let n = p.value.count, o = offset
+                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { flat[o + $0] / divisor })
+                    offset += n
+                }
+                oa.step(pa)
+                flat.withUnsafeBufferPointer { f in out.withUnsafeMutableBytes { ob.step(pb, flat: f, divisor: divisor, writingTo: $0) } }
+                let expected = pa.flatMap { $0.value.withData { Array($0) } }
+                #expect(pb.flatMap { $0.value.withData { Array($0) } }.map(\.bitPattern) == expected.map(\.bitPattern), "μ \(mu), λ \(wd), step \(step)")
+                #expect(out.map(\.bitPattern) == expected.map(\.bitPattern), "written weights, μ \(mu), λ \(wd), step \(step)")
+            }
+        }
+    }
+
     @Test func adamAndAdamWFollowPyTorch() {
         for decoupled in [false, true] {
             let p = Parameter("w", Tensor(shape: [2], [0.5, -1.5]))

@@ -25,6 +25,7 @@ import Testing
                 cuts.insert(0)
                 let starts = cuts.sorted()
                 var parts: [(TreeNode, GradientSum)] = []
+                var inPlace: [(TreeNode, ArrivedPartial)] = []
                 for (k, s) in starts.enumerated() {
                     let e = k + 1 < starts.count ? starts[k + 1] : total
                     let nodes = GradientTree.cover(s..<e, total: total)
@@ -33,10 +34,15 @@ import Testing
                     // Through the wire form, as a worker would send it.
                     let bytes = try GradientTree.encode(nodes.map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }).bytes
                     parts += try bytes.withUnsafeBytes { try GradientTree.decode($0, range: s..<e, total: total, parameters: 64) }
+                    // The coordinator's way: values left in the payload (at unaligned offsets) until the reduce.
+                    inPlace += try GradientTree.decode(Frame(bytes), range: s..<e, total: total, parameters: 64)
                 }
                 parts.shuffle(using: &rng)
                 let root = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: parts), total: total)
                 #expect(root.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "total \(total), split at \(starts)")
+                let rootInPlace = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: inPlace), total: total)
+                #expect(rootInPlace.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "in place: total \(total), split at \(starts)")
+                #expect(rootInPlace.loss.bitPattern == whole.loss.bitPattern && rootInPlace.correct == whole.correct)
                 #expect(root.loss.bitPattern == whole.loss.bitPattern && root.rows == UInt64(8 * total))
             }
         }

@@ -164,7 +164,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     let optimizer: StatefulOptimizer
     public private(set) var step: Int
     public private(set) var history: [[String: Any]] = []
-    var parts: [TreeNode: GradientSum] = [:]
+    var parts: [TreeNode: ArrivedPartial] = [:]
     var ranges: [(start: UInt64, count: UInt64)] = []
     var paramsFrame: Frame
     var lastLoss = Double.nan
@@ -226,10 +226,9 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
 
     public func accept(shard index: Int, payload: Frame) throws {
         let r = Int(ranges[index].start)..<Int(ranges[index].start + ranges[index].count)
-        let decoded = try payload.withUnsafeBytes {
-            try GradientTree.decode($0, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
-                                    transport: spec.gradientTransport)
-        }
+        // (float32 values stay in the payload until the step's reduce reads them: no copy)
+        let decoded = try GradientTree.decode(payload, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
+                                              transport: spec.gradientTransport)
         for (n, s) in decoded { parts[n] = s }
     }
 
@@ -246,17 +245,25 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     /// Applies one step's reduced gradient (the tree's root divided by the step's rows).
     public func apply(_ root: GradientSum) {
         let rows = Float(root.rows)
-        var offset = 0
-        for p in model.parameters {
-            let n = p.value.count
-            p.grad = Tensor(shape: p.value.shape) { g in
-                root.values.withUnsafeBufferPointer { src in for i in 0..<n { g[i] = src[offset + i] / rows } }
-            }
-            offset += n
-        }
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
-        optimizer.step(model.parameters)
+        var next: Frame? = nil
+        if let sgd = optimizer as? SGD {
+            // One pass: gradient / rows, the SGD update, and the next PARAMS payload written as it goes.
+            next = Frame(count: parameterCount * 4) { out in
+                root.values.withUnsafeBufferPointer { sgd.step(model.parameters, flat: $0, divisor: rows, writingTo: out) }
+            }
+        } else {
+            var offset = 0
+            for p in model.parameters {
+                let n = p.value.count
+                p.grad = Tensor(shape: p.value.shape) { g in
+                    root.values.withUnsafeBufferPointer { src in for i in 0..<n { g[i] = src[offset + i] / rows } }
+                }
+                offset += n
+            }
+            optimizer.step(model.parameters)
+        }
         lastLoss = root.loss / Double(root.rows)
         var entry: [String: Any] = ["step": step + 1, "loss": lastLoss, "accuracy": Double(root.correct) / Double(root.rows),
                                     "lr": Double(lr), "rows": Int(root.rows)]
@@ -268,7 +275,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
             entry["eval_accuracy"] = e.accuracy
         }
         history.append(entry)
-        paramsFrame = TrainDriver.frame(model)
+        paramsFrame = next ?? TrainDriver.frame(model)
     }
 
     public func completeRound() throws -> RoundEnd {

@@ -92,23 +92,35 @@ public enum GradientTree {
         return l + (try sum(right, total: total, leaf: leaf))
     }
 
-    /// The root, completed from partial sums that tile `0..<total` (the coordinator's view). An error names the
-    /// first micro-batch no partial covers.
+    /// The root, completed from partial sums that tile `0..<total`. An error names the first micro-batch no
+    /// partial covers.
     public static func root(from parts: [TreeNode: GradientSum], total: Int) throws -> GradientSum {
+        try root(from: parts.mapValues(ArrivedPartial.init), total: total)
+    }
+
+    /// The root, completed from partial sums as they arrived (the coordinator's view): each addition of the tree
+    /// reads its operands where they are (payloads, shared-memory segments) and writes into one buffer per
+    /// subtree, so a step's reduce is one pass over the gradients instead of a decode copy per worker plus a copy
+    /// per addition. Same additions in the same tree, so the same bits. An error names the first micro-batch no
+    /// partial covers.
+    public static func root(from parts: [TreeNode: ArrivedPartial], total: Int) throws -> GradientSum {
         struct Missing: Error, CustomStringConvertible {
             let index: Int
             var description: String { "no partial sum covers micro-batch \(index)" }
         }
-        func value(_ n: TreeNode) throws -> GradientSum {
-            if let v = parts[n] { return v }
+        func value(_ n: TreeNode) throws -> Subtree {
+            if let v = parts[n] { return .arrived(v) }
             if n.level == 0 { throw Missing(index: Int(n.index)) }
             let left = TreeNode(level: n.level - 1, index: n.index * 2)
             let right = TreeNode(level: n.level - 1, index: n.index * 2 + 1)
             let l = try value(left)
             guard right.span(total: total).lowerBound < total else { return l }
-            return l + (try value(right))
+            return .summed(Subtree.add(l, try value(right)))
         }
-        return try value(TreeNode(level: rootLevel(total: total), index: 0))
+        switch try value(TreeNode(level: rootLevel(total: total), index: 0)) {
+        case .summed(let a): return a.take()
+        case .arrived(let p): return p.withBytes { GradientSum(values: Array(floats: $0), loss: p.loss, correct: p.correct, rows: p.rows) }
+        }
     }
 
     // MARK: wire form
@@ -158,13 +170,35 @@ public enum GradientTree {
     /// `parameters` values.
     public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int,
                               transport: GradientTransport = .f32) throws -> [(TreeNode, GradientSum)] {
+        try parse(bytes, range: range, total: total, parameters: parameters, transport: transport).map { n, p in
+            (n, GradientSum(values: p.decoded ?? Array(floats: UnsafeRawBufferPointer(rebasing: bytes[p.offset..<p.offset + parameters * 4])),
+                            loss: p.loss, correct: p.correct, rows: p.rows))
+        }
+    }
+
+    /// The same checks, keeping float32 values where they are in `payload` (no copy; the partials hold the frame).
+    public static func decode(_ payload: Frame, range: Range<Int>, total: Int, parameters: Int,
+                              transport: GradientTransport = .f32) throws -> [(TreeNode, ArrivedPartial)] {
+        try payload.withUnsafeBytes { bytes in
+            try parse(bytes, range: range, total: total, parameters: parameters, transport: transport).map { n, p in
+                let values = p.decoded.map { ArrivedPartial.Values.decoded($0) } ?? .inFrame(payload, offset: p.offset, count: parameters)
+                return (n, ArrivedPartial(values: values, loss: p.loss, correct: p.correct, rows: p.rows))
+            }
+        }
+    }
+
+    /// One node's statistics, and where its float32 values start (lossy transports: the values, decoded).
+    private struct Parsed { var loss: Double, correct: UInt64, rows: UInt64, offset: Int, decoded: [Float]? }
+
+    private static func parse(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int,
+                              transport: GradientTransport) throws -> [(TreeNode, Parsed)] {
         var r = ByteReader(bytes)
         let expected = cover(range, total: total)
         let n = try r.u32("partials.count")
         guard Int(n) == expected.count else {
             throw ByteReadError(field: "partials.count", problem: "\(n) partial sums; micro-batches \(range) need \(expected.count)")
         }
-        var out: [(TreeNode, GradientSum)] = []
+        var out: [(TreeNode, Parsed)] = []
         for e in expected {
             let node = TreeNode(level: try r.u8("partial.level"), index: try r.u32("partial.index"))
             guard node == e else { throw ByteReadError(field: "partial.node", problem: "got node \(node), expected \(e)") }
@@ -173,13 +207,14 @@ public enum GradientTree {
             guard Int(count) == parameters else {
                 throw ByteReadError(field: "partial.values", problem: "\(count) gradient values; the model has \(parameters) parameters")
             }
-            let values: [Float]
+            let offset = r.offset
+            var decoded: [Float]? = nil
             switch transport {
-            case .f32: values = try r.floats(Int(count), "partial.values")
+            case .f32: _ = try r.bytes(Int(count) * 4, "partial.values")
             case .bf16, .fp16:
                 let b = try r.bytes(Int(count) * 2, "partial.values")
                 let bf16 = transport == .bf16
-                values = [Float](unsafeUninitializedCapacity: Int(count)) { dst, initialized in
+                decoded = [Float](unsafeUninitializedCapacity: Int(count)) { dst, initialized in
                     for i in 0..<Int(count) {
                         let h = UInt16(littleEndian: b.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
                         dst[i] = bf16 ? Float(bitPattern: UInt32(h) << 16) : Float(Float16(bitPattern: h))
@@ -188,10 +223,122 @@ public enum GradientTree {
                 }
             }
             guard loss.isFinite else { throw ByteReadError(field: "partial.loss", problem: "not finite (\(loss)); training diverged") }
-            out.append((node, GradientSum(values: values, loss: loss, correct: correct, rows: rows)))
+            out.append((node, Parsed(loss: loss, correct: correct, rows: rows, offset: offset, decoded: decoded)))
         }
         try r.finish("partials")
         return out
+    }
+}
+
+/// A partial sum as the coordinator holds it until the step's reduce: statistics decoded; float32 values left in
+/// the payload they arrived in (possibly a shared-memory segment, released when the last reference goes), values
+/// of a lossy transport decoded.
+public struct ArrivedPartial: Sendable {
+    public enum Values: Sendable {
+        case inFrame(Frame, offset: Int, count: Int)
+        case decoded([Float])
+    }
+    public let values: Values
+    public let loss: Double, correct: UInt64, rows: UInt64
+
+    public init(values: Values, loss: Double, correct: UInt64, rows: UInt64) {
+        self.values = values
+        self.loss = loss
+        self.correct = correct
+        self.rows = rows
+    }
+
+    public init(_ s: GradientSum) { self.init(values: .decoded(s.values), loss: s.loss, correct: s.correct, rows: s.rows) }
+
+    /// The float32 values as raw little-endian bytes (possibly unaligned: read with `loadUnaligned`).
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch values {
+        case .inFrame(let f, let offset, let count):
+            return try f.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + count * 4])) }
+        case .decoded(let v):
+            return try v.withUnsafeBytes(body)
+        }
+    }
+}
+
+/// A subtree's value during the reduce: one partial as it arrived, or a sum this reduce owns (a class, so adding
+/// into it never copies the buffer).
+private enum Subtree {
+    final class Sum {
+        var values: [Float], loss: Double, correct: UInt64, rows: UInt64
+        init(values: [Float], loss: Double, correct: UInt64, rows: UInt64) {
+            self.values = values
+            self.loss = loss
+            self.correct = correct
+            self.rows = rows
+        }
+        func take() -> GradientSum {
+            let v = values
+            values = []
+            return GradientSum(values: v, loss: loss, correct: correct, rows: rows)
+        }
+    }
+    case arrived(ArrivedPartial)
+    case summed(Sum)
+
+    var stats: (loss: Double, correct: UInt64, rows: UInt64) {
+        switch self {
+        case .arrived(let p): (p.loss, p.correct, p.rows)
+        case .summed(let s): (s.loss, s.correct, s.rows)
+        }
+    }
+
+    /// `l + r`, element by element (float addition is commutative, so writing into whichever side this reduce
+    /// owns gives the same bits as `l[i] + r[i]`).
+    static func add(_ l: Subtree, _ r: Subtree) -> Sum {
+        let (a, b) = (l.stats, r.stats)
+        let loss = a.loss + b.loss, correct = a.correct + b.correct, rows = a.rows + b.rows
+        func into(_ s: Sum, _ other: ArrivedPartial) -> Sum {
+            other.withBytes { q in
+                s.values.withUnsafeMutableBufferPointer { o in
+                    precondition(q.count == o.count * 4, "partial sums of different sizes")
+                    for i in 0..<o.count { o[i] += q.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
+                }
+            }
+            (s.loss, s.correct, s.rows) = (loss, correct, rows)
+            return s
+        }
+        switch (l, r) {
+        case (.summed(let s), .arrived(let p)), (.arrived(let p), .summed(let s)):
+            return into(s, p)
+        case (.summed(let s), .summed(let t)):
+            t.values.withUnsafeBufferPointer { q in
+                s.values.withUnsafeMutableBufferPointer { o in
+                    precondition(q.count == o.count, "partial sums of different sizes")
+                    for i in 0..<o.count { o[i] += q[i] }
+                }
+            }
+            (s.loss, s.correct, s.rows) = (loss, correct, rows)
+            return s
+        case (.arrived(let p), .arrived(let q)):
+            let values = p.withBytes { x in
+                q.withBytes { y in
+                    precondition(x.count == y.count, "partial sums of different sizes")
+                    return [Float](unsafeUninitializedCapacity: x.count / 4) { o, n in
+                        for i in 0..<x.count / 4 {
+                            o[i] = x.loadUnaligned(fromByteOffset: i * 4, as: Float.self) + y.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                        }
+                        n = x.count / 4
+                    }
+                }
+            }
+            return Sum(values: values, loss: loss, correct: correct, rows: rows)
+        }
+    }
+}
+
+extension Array where Element == Float {
+    /// float32 values from raw (possibly unaligned) bytes.
+    init(floats bytes: UnsafeRawBufferPointer) {
+        self.init(unsafeUninitializedCapacity: bytes.count / 4) { o, n in
+            for i in 0..<bytes.count / 4 { o[i] = bytes.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
+            n = bytes.count / 4
+        }
     }
 }
 

@@ -132,7 +132,8 @@ public enum MLModels {
         var offset = 0
         for p in params {
             let n = p.value.count
-            p.value = Tensor(shape: p.value.shape) { dst in
+            // (into the tensor's own storage: a fresh tensor per parameter per step cost page faults on every step)
+            p.value.withMutableData { dst in
                 UnsafeMutableRawBufferPointer(dst).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n * 4]))
             }
             offset += n * 4
