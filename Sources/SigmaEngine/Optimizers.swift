@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 
 /// Updates parameters from their gradients.
@@ -49,37 +50,64 @@ public final class SGD: Optimizer {
         }
     }
 
-    /// The same update as setting each parameter's gradient to its slice of `flat` divided by `divisor` and calling
-    /// `step` — the same operations in the same order, so the same bits — done in one pass over memory: the
-    /// gradient is read where it is, and each updated weight is also written to `out` (float32, the parameters end
-    /// to end). Gradients are not stored on the parameters. (The coordinator's training step: reduce, optimizer
-    /// and the next PARAMS payload were three passes over every parameter.)
-    public func step(_ parameters: [Parameter], flat: UnsafeBufferPointer<Float>, divisor: Float, writingTo out: UnsafeMutableRawBufferPointer) {
+    /// The same update as setting the parameters' gradients (end to end) to `(a + b) / divisor` — element by
+    /// element in float32; `a / divisor` when `b` is nil — and calling `step`: the same operations in the same
+    /// order, so the same bits. Done in one pass over memory, split across `threads` threads: the gradient is
+    /// read where it is (`a`, `b`: little-endian float32 bytes, possibly unaligned), and each updated weight is
+    /// also written to `out` (float32, end to end). Gradients are not stored on the parameters. (The
+    /// coordinator's training step: the reduce's last addition, the optimizer and the next PARAMS payload were
+    /// four passes over every parameter.)
+    public func step(_ parameters: [Parameter], sumOf a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer?, divisor: Float,
+                     writingTo out: UnsafeMutableRawBufferPointer, threads: Int = 1) {
         let total = parameters.reduce(0) { $0 + $1.value.count }
-        precondition(flat.count == total && out.count == total * 4, "flat gradient of \(flat.count) values for \(total) parameters")
-        let o = out.bindMemory(to: Float.self)
-        let lr = learningRate, mu = momentum, wd = weightDecay
+        precondition(a.count == total * 4 && (b?.count ?? a.count) == a.count && out.count == total * 4,
+                     "gradient of \(a.count / 4) values for \(total) parameters")
+        // Per parameter: its weights and velocity (made unique here, on this thread), and where it starts.
+        var slices: [FusedSGDPass.Slice] = []
         var offset = 0
         for p in parameters {
-            let n = p.value.count
             let key = ObjectIdentifier(p)
-            var v = velocity[key]
-            let first = v == nil
-            if first { v = Tensor(zeros: p.value.shape) }
+            var v = velocity[key] ?? Tensor(zeros: p.value.shape)
+            let first = velocity[key] == nil
             velocity[key] = nil
-            p.value.withMutableData { w in
-                v!.withMutableData { vd in
-                    for i in 0..<n {
-                        let gi = flat[offset + i] / divisor + wd * w[i]
-                        let vi = mu == 0 ? gi : (first ? gi : mu * vd[i] + gi)
-                        vd[i] = vi
-                        w[i] -= lr * vi
-                        o[offset + i] = w[i]
-                    }
-                }
-            }
+            let vp = v.withMutableData { $0.baseAddress! }
             velocity[key] = v
-            offset += n
+            let wp = p.value.withMutableData { $0.baseAddress! }
+            slices.append(FusedSGDPass.Slice(w: wp, v: vp, start: offset, count: p.value.count, first: first))
+            offset += p.value.count
+        }
+        let pass = FusedSGDPass(slices: slices, a: a.baseAddress!, b: b?.baseAddress, out: out.baseAddress!.assumingMemoryBound(to: Float.self),
+                                lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
+        let n = max(1, min(threads, total / 65_536))
+        if n == 1 { pass.run(0..<total); return }
+        // (The pointers stay valid: the tensors are held by `parameters` and `velocity`, and nothing else touches
+        // them until this returns.)
+        DispatchQueue.concurrentPerform(iterations: n) { k in pass.run(total * k / n ..< total * (k + 1) / n) }
+    }
+}
+
+/// One fused SGD pass over an element range of the parameters laid end to end (see `SGD.step(_:sumOf:…)`).
+struct FusedSGDPass: @unchecked Sendable {
+    struct Slice { let w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, start: Int, count: Int, first: Bool }
+    let slices: [Slice]
+    let a: UnsafeRawPointer, b: UnsafeRawPointer?
+    let out: UnsafeMutablePointer<Float>
+    let lr: Float, mu: Float, wd: Float, divisor: Float
+
+    func run(_ r: Range<Int>) {
+        for s in slices where s.start < r.upperBound && s.start + s.count > r.lowerBound {
+            let lo = max(r.lowerBound, s.start) - s.start, hi = min(r.upperBound, s.start + s.count) - s.start
+            let w = s.w, vd = s.v, base = s.start, first = s.first
+            for i in lo..<hi {
+                let k = (base + i) * 4
+                let sum = b == nil ? a.loadUnaligned(fromByteOffset: k, as: Float.self)
+                    : a.loadUnaligned(fromByteOffset: k, as: Float.self) + b!.loadUnaligned(fromByteOffset: k, as: Float.self)
+                let gi = sum / divisor + wd * w[i]
+                let vi = mu == 0 ? gi : (first ? gi : mu * vd[i] + gi)
+                vd[i] = vi
+                w[i] -= lr * vi
+                out[base + i] = w[i]
+            }
         }
     }
 }

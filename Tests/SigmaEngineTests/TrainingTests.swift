@@ -107,28 +107,42 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-6) }
     }
 
-    /// The coordinator's fused step (gradient = flat slice / divisor, update, weights written out) gives the same
-    /// bits as setting the gradients and calling `step`, with and without momentum and weight decay.
+    /// The coordinator's fused step — gradient = (a + b) / divisor read from raw operands, update, weights written
+    /// out, split over threads — gives the same bits as setting the gradients and calling `step`, with and without
+    /// momentum and weight decay, with one operand and with two. (Large enough that 2 threads really split it.)
     @Test func fusedSGDStepIsBitwiseTheSameAsGradientsThenStep() {
+        let shapes = [[300, 500], [70_001]]
+        let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
         for (mu, wd) in [(Float(0), Float(0)), (0.9, 0), (0.9, 0.01)] {
             func params() -> [Parameter] {
-                [Parameter("a", Tensor(shape: [3, 5], (0..<15).map { Float($0) * 0.37 - 2.1 })),
-                 Parameter("b", Tensor(shape: [7], (0..<7).map { Float($0) * -1.3 + 0.77 }))]
+                shapes.enumerated().map { k, shape in
+                    let n = shape.reduce(1, *)
+                    return Parameter("p\(k)", Tensor(shape: shape, (0..<n).map { Float(sin(Double($0 + k * 7))) * 2.1 }))
+                }
             }
             let (pa, pb) = (params(), params())
             let (oa, ob) = (SGD(learningRate: 0.05, momentum: mu, weightDecay: wd), SGD(learningRate: 0.05, momentum: mu, weightDecay: wd))
-            var out = [Float](repeating: 0, count: 22)
+            var out = [Float](repeating: 0, count: total)
             for step in 0..<4 {
-                let flat = (0..<22).map { Float(sin(Double($0 * 7 + step * 13))) * 3.3 }
+                let a = (0..<total).map { Float(sin(Double($0 * 7 + step * 13))) * 3.3 }
+                let b: [Float]? = step % 2 == 0 ? (0..<total).map { Float(cos(Double($0 * 3 + step))) * 1e-3 } : nil
                 let divisor = Float(3 + step)
+                // Reference: the gradient as a tensor per parameter, then `step`.
+                var sum = a
+                if let b { for i in 0..<total { sum[i] = a[i] + b[i] } }
                 var offset = 0
                 for p in pa {
                     let n = p.value.count, o = offset
-                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { flat[o + $0] / divisor })
+                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { sum[o + $0] / divisor })
                     offset += n
                 }
                 oa.step(pa)
-                flat.withUnsafeBufferPointer { f in out.withUnsafeMutableBytes { ob.step(pb, flat: f, divisor: divisor, writingTo: $0) } }
+                a.withUnsafeBytes { ra in
+                    out.withUnsafeMutableBytes { o in
+                        if let b { b.withUnsafeBytes { rb in ob.step(pb, sumOf: ra, rb, divisor: divisor, writingTo: o, threads: 2) } }
+                        else { ob.step(pb, sumOf: ra, nil, divisor: divisor, writingTo: o, threads: step == 1 ? 1 : 2) }
+                    }
+                }
                 let expected = pa.flatMap { $0.value.withData { Array($0) } }
                 #expect(pb.flatMap { $0.value.withData { Array($0) } }.map(\.bitPattern) == expected.map(\.bitPattern), "μ \(mu), λ \(wd), step \(step)")
                 #expect(out.map(\.bitPattern) == expected.map(\.bitPattern), "written weights, μ \(mu), λ \(wd), step \(step)")

@@ -243,17 +243,20 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     }
 
     /// Applies one step's reduced gradient (the tree's root divided by the step's rows).
-    public func apply(_ root: GradientSum) {
-        let rows = Float(root.rows)
+    public func apply(_ reduced: ReducedGradient) {
+        let rows = Float(reduced.rows)
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
         var next: Frame? = nil
+        let root: (loss: Double, correct: UInt64, rows: UInt64) = (reduced.loss, reduced.correct, reduced.rows)
         if let sgd = optimizer as? SGD {
-            // One pass: gradient / rows, the SGD update, and the next PARAMS payload written as it goes.
+            // One pass on both cores (the workers are waiting for these parameters): the reduce's last addition,
+            // / rows, the SGD update, and the next PARAMS payload written as it goes.
             next = Frame(count: parameterCount * 4) { out in
-                root.values.withUnsafeBufferPointer { sgd.step(model.parameters, flat: $0, divisor: rows, writingTo: out) }
+                reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: 2) }
             }
         } else {
+            let root = reduced.materialized()
             var offset = 0
             for p in model.parameters {
                 let n = p.value.count
@@ -279,11 +282,12 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     }
 
     public func completeRound() throws -> RoundEnd {
-        let root: GradientSum
-        do { root = try GradientTree.root(from: parts, total: plan.microBatches(step: step)) } catch {
+        let reduced: ReducedGradient
+        do { reduced = try GradientTree.reduce(parts, total: plan.microBatches(step: step)) } catch {
             throw JobError("step \(step + 1): \(error)")
         }
-        apply(root)
+        apply(reduced)
+        parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
         var end = RoundEnd()
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
             end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))

@@ -98,29 +98,44 @@ public enum GradientTree {
         try root(from: parts.mapValues(ArrivedPartial.init), total: total)
     }
 
-    /// The root, completed from partial sums as they arrived (the coordinator's view): each addition of the tree
-    /// reads its operands where they are (payloads, shared-memory segments) and writes into one buffer per
-    /// subtree, so a step's reduce is one pass over the gradients instead of a decode copy per worker plus a copy
-    /// per addition. Same additions in the same tree, so the same bits. An error names the first micro-batch no
-    /// partial covers.
+    /// The root, completed from partial sums as they arrived (the coordinator's view). An error names the first
+    /// micro-batch no partial covers.
     public static func root(from parts: [TreeNode: ArrivedPartial], total: Int) throws -> GradientSum {
+        try reduce(parts, total: total).materialized()
+    }
+
+    /// The tree's additions over partial sums as they arrived, all but the last: each reads its operands where
+    /// they are (payloads, shared-memory segments) and writes into one buffer per subtree, and the root's own
+    /// addition is left to whoever reads the gradient (the optimizer fuses it into its pass), so a step's reduce
+    /// costs no copy of its own. Same additions in the same tree, so the same bits. An error names the first
+    /// micro-batch no partial covers.
+    public static func reduce(_ parts: [TreeNode: ArrivedPartial], total: Int) throws -> ReducedGradient {
         struct Missing: Error, CustomStringConvertible {
             let index: Int
             var description: String { "no partial sum covers micro-batch \(index)" }
         }
-        func value(_ n: TreeNode) throws -> Subtree {
-            if let v = parts[n] { return .arrived(v) }
+        func children(_ n: TreeNode) throws -> (TreeNode, TreeNode?) {
             if n.level == 0 { throw Missing(index: Int(n.index)) }
             let left = TreeNode(level: n.level - 1, index: n.index * 2)
             let right = TreeNode(level: n.level - 1, index: n.index * 2 + 1)
+            return (left, right.span(total: total).lowerBound < total ? right : nil)
+        }
+        func value(_ n: TreeNode) throws -> Subtree {
+            if let v = parts[n] { return .arrived(v) }
+            let (left, right) = try children(n)
             let l = try value(left)
-            guard right.span(total: total).lowerBound < total else { return l }
+            guard let right else { return l }
             return .summed(Subtree.add(l, try value(right)))
         }
-        switch try value(TreeNode(level: rootLevel(total: total), index: 0)) {
-        case .summed(let a): return a.take()
-        case .arrived(let p): return p.withBytes { GradientSum(values: Array(floats: $0), loss: p.loss, correct: p.correct, rows: p.rows) }
+        /// The two operands of the last addition on the way to the root (or the root itself, when none is left).
+        func operands(_ n: TreeNode) throws -> (Subtree, Subtree?) {
+            if let v = parts[n] { return (.arrived(v), nil) }
+            let (left, right) = try children(n)
+            guard let right else { return try operands(left) }
+            return (try value(left), try value(right))
         }
+        let (l, r) = try operands(TreeNode(level: rootLevel(total: total), index: 0))
+        return ReducedGradient(left: l, right: r)
     }
 
     // MARK: wire form
@@ -261,9 +276,43 @@ public struct ArrivedPartial: Sendable {
     }
 }
 
+/// A step's reduced gradient: the sum `left + right` (element by element, float32), not yet added, plus the exact
+/// statistics. Read it with `withOperands` (fused into a consumer's pass) or `materialized()`.
+public struct ReducedGradient {
+    fileprivate let left: Subtree
+    fileprivate let right: Subtree?
+
+    public var loss: Double { stats.loss }
+    public var correct: UInt64 { stats.correct }
+    public var rows: UInt64 { stats.rows }
+    private var stats: (loss: Double, correct: UInt64, rows: UInt64) {
+        guard let right else { return left.stats }
+        let (a, b) = (left.stats, right.stats)
+        return (a.loss + b.loss, a.correct + b.correct, a.rows + b.rows)
+    }
+
+    /// The float32 bytes (little-endian, possibly unaligned) of the two operands whose element-wise sum is the
+    /// gradient; the second is nil when the gradient is the first alone.
+    public func withOperands<R>(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
+        try left.withBytes { a in
+            guard let right else { return try body(a, nil) }
+            return try right.withBytes { b in try body(a, b) }
+        }
+    }
+
+    /// The gradient as an owned sum (the last addition done). Call once: it takes the buffer the reduce owns.
+    public func materialized() -> GradientSum {
+        if let right { return Subtree.add(left, right).take() }
+        switch left {
+        case .summed(let a): return a.take()
+        case .arrived(let p): return p.withBytes { GradientSum(values: Array(floats: $0), loss: p.loss, correct: p.correct, rows: p.rows) }
+        }
+    }
+}
+
 /// A subtree's value during the reduce: one partial as it arrived, or a sum this reduce owns (a class, so adding
 /// into it never copies the buffer).
-private enum Subtree {
+fileprivate enum Subtree {
     final class Sum {
         var values: [Float], loss: Double, correct: UInt64, rows: UInt64
         init(values: [Float], loss: Double, correct: UInt64, rows: UInt64) {
@@ -285,6 +334,13 @@ private enum Subtree {
         switch self {
         case .arrived(let p): (p.loss, p.correct, p.rows)
         case .summed(let s): (s.loss, s.correct, s.rows)
+        }
+    }
+
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch self {
+        case .arrived(let p): try p.withBytes(body)
+        case .summed(let s): try s.values.withUnsafeBytes(body)
         }
     }
 
