@@ -27,4 +27,26 @@ import Testing
         runner.forget([1])
         #expect(try runner.run(small, job: 1, round: 0, params: params(nSmall), start: 0, count: 2).count == 37 + nSmall * 4)
     }
+
+    /// A worker's RESULT payload, with gradients flattened straight into the message, is byte for byte what
+    /// computing the partial sums and then encoding them gives — for ranges covered by single micro-batches and by
+    /// summed subtrees.
+    @Test func gradientsWrittenIntoTheMessageEqualComputeThenEncode() throws {
+        let text = "kind: train\nname: r\nmodel: {mlp: [64, 12, 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\n"
+            + "optimizer: {sgd: {lr: 0.1}}\nsteps: 3\nbatch_size: 40\nmicro_batch: 4\n"
+        guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
+        let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
+        let n = 64 * 12 + 12 + 12 * 10 + 10
+        let weights = Frame(count: n * 4) { b in
+            let f = b.bindMemory(to: Float.self)
+            for i in 0..<n { f[i] = Float(sin(Double(i))) * 0.3 }
+        }
+        for range in [0..<1, 3..<4, 0..<10, 2..<7, 8..<10] {
+            let (a, b) = (try TrainWorker(spec: t, data: data), try TrainWorker(spec: t, data: data))
+            let direct = try weights.withUnsafeBytes { try a.encodedPartials(step: 1, version: 1, params: $0, range: range) }
+            let reference = try GradientTree.encode(try weights.withUnsafeBytes { try b.compute(step: 1, version: 1, params: $0, range: range) })
+            #expect(direct.bytes == reference.bytes, "micro-batches \(range)")
+            #expect(direct.count == 4 + GradientTree.cover(range, total: 10).count * (33 + n * 4))
+        }
+    }
 }

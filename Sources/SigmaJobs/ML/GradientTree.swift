@@ -181,6 +181,30 @@ public enum GradientTree {
         }
     }
 
+    /// The same wire form (float32) for `nodes`, each node's values written straight into the frame by `fill`,
+    /// which returns the node's statistics: a worker flattens its gradients into the message itself, with no
+    /// intermediate vector.
+    public static func encode(nodes: [TreeNode], parameters: Int,
+                              fill: (TreeNode, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
+        try Frame(count: 4 + nodes.count * (33 + parameters * 4)) { buf in
+            var o = 0
+            func put<T: FixedWidthInteger>(_ v: T) {
+                withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                o += MemoryLayout<T>.size
+            }
+            put(UInt32(nodes.count))
+            for n in nodes {
+                let header = o
+                o += 33
+                let s = try fill(n, UnsafeMutableRawBufferPointer(rebasing: buf[o..<o + parameters * 4]))
+                let end = o + parameters * 4
+                o = header
+                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(parameters))
+                o = end
+            }
+        }
+    }
+
     /// Decodes a worker's partial sums and checks they are exactly the cover of the shard's range, each with
     /// `parameters` values.
     public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, total: Int, parameters: Int,

@@ -123,6 +123,17 @@ public enum MLModels {
         }
     }
 
+    /// Writes every parameter's gradient (zeros where none), end to end, as float32 into `out`.
+    static func writeGradients(_ params: [Parameter], into out: UnsafeMutableRawBufferPointer) {
+        var o = 0
+        for p in params {
+            let bytes = p.value.count * 4
+            let dst = UnsafeMutableRawBufferPointer(rebasing: out[o..<o + bytes])
+            if let g = p.grad { g.withData { dst.copyMemory(from: UnsafeRawBufferPointer($0)) } } else { dst.initializeMemory(as: UInt8.self, repeating: 0) }
+            o += bytes
+        }
+    }
+
     /// Sets every parameter from a flat float32 vector (the PARAMS payload).
     public static func assign(_ params: [Parameter], from bytes: UnsafeRawBufferPointer) throws {
         let total = params.reduce(0) { $0 + $1.value.count }
@@ -202,8 +213,37 @@ public final class TrainWorker {
 
     public var parameterCount: Int { MLModels.parameterCount(model) }
 
+    /// The RESULT payload for micro-batches `range` of `step`: with float32 transport a single micro-batch's
+    /// gradient is flattened straight into the message; otherwise the partial sums are computed, then encoded.
+    public func encodedPartials(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> Frame {
+        guard spec.gradientTransport == .f32 else {
+            return try GradientTree.encode(try compute(step: step, version: version, params: params, range: range), transport: spec.gradientTransport)
+        }
+        let rowsOf = try prepare(step: step, version: version, params: params, range: range)
+        let total = plan.microBatches(step: step)
+        return try GradientTree.encode(nodes: GradientTree.cover(range, total: total), parameters: parameterCount) { node, dst in
+            if node.level == 0 {
+                let s = try backward(rowsOf(Int(node.index)))
+                MLModels.writeGradients(model.parameters, into: dst)
+                return s
+            }
+            let s = try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0)) }
+            s.values.withUnsafeBytes { dst.copyMemory(from: $0) }
+            return (s.loss, s.correct, s.rows)
+        }
+    }
+
     /// Partial sums for micro-batches `range` of `step` with parameters `params` (version `version`).
     public func compute(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> [(TreeNode, GradientSum)] {
+        let rowsOf = try prepare(step: step, version: version, params: params, range: range)
+        let total = plan.microBatches(step: step)
+        return try GradientTree.cover(range, total: total).map { node in
+            (node, try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0)) })
+        }
+    }
+
+    /// Checks the range, loads the parameters if they are a new version; returns micro-batch j's row indices.
+    func prepare(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> (Int) -> [Int] {
         let total = plan.microBatches(step: step)
         guard range.lowerBound >= 0, range.upperBound <= total, !range.isEmpty else {
             throw JobError("micro-batches \(range) outside step \(step)'s 0..<\(total)")
@@ -220,27 +260,30 @@ public final class TrainWorker {
         let rows = plan.batchRange(step: step)
         let m = spec.microBatch
         let order = cachedOrder
-        func leaf(_ j: Int) throws -> GradientSum {
+        return { j in
             let lo = rows.lowerBound + j * m, hi = min(lo + m, rows.upperBound)
-            return try self.leaf(Array(order[lo..<hi]))
-        }
-        return try GradientTree.cover(range, total: total).map { node in
-            (node, try GradientTree.sum(node, total: total, leaf: leaf))
+            return Array(order[lo..<hi])
         }
     }
 
     /// One micro-batch: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
     func leaf(_ idx: [Int]) throws -> GradientSum {
+        let s = try backward(idx)
+        MLModels.flattenGradients(model.parameters, into: &scratch)
+        return GradientSum(values: scratch, loss: s.loss, correct: s.correct, rows: s.rows)
+    }
+
+    /// Forward and backward over rows `idx`, the gradients left on the parameters: the loss sum, correct count, rows.
+    func backward(_ idx: [Int]) throws -> (loss: Double, correct: UInt64, rows: UInt64) {
         let (x, y) = data.batch(idx)
         let g = Graph()
         let logits = model(g.constant(x))
         let loss = logits.crossEntropy(y)
         for p in model.parameters { p.zeroGrad() }
         g.backward(from: loss.scaled(Float(idx.count)))
-        MLModels.flattenGradients(model.parameters, into: &scratch)
         let lossSum = Double(loss.value.item) * Double(idx.count)
         guard lossSum.isFinite else { throw JobError("loss is not finite (\(lossSum)) at rows \(idx.prefix(4))…; lower the learning rate") }
-        return GradientSum(values: scratch, loss: lossSum, correct: UInt64(Metrics.correct(logits: logits.value, labels: y)), rows: UInt64(idx.count))
+        return (lossSum, UInt64(Metrics.correct(logits: logits.value, labels: y)), UInt64(idx.count))
     }
 }
 
