@@ -50,9 +50,21 @@ public struct Tensor: @unchecked Sendable {
         try body(UnsafeBufferPointer(start: storage.pointer, count: storage.count))
     }
 
-    /// Mutable access; copies the storage first if another tensor shares it.
+    /// A tensor over `count` floats at `pointer` that belong to `owner` (kept alive while the tensor is): no copy.
+    /// Such a tensor is read-only — `withMutableData` copies it first. The memory must not change while `owner` is
+    /// held (a worker's parameters read straight from the PARAMS message).
+    public init(borrowing pointer: UnsafePointer<Float>, shape: [Int], owner: AnyObject) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        storage = TensorStorage(borrowing: pointer, count: shape.reduce(1, *), owner: owner)
+    }
+
+    /// Whether this tensor reads memory it does not own (`init(borrowing:shape:owner:)`).
+    public var isBorrowed: Bool { storage.owner != nil }
+
+    /// Mutable access; copies the storage first if another tensor shares it or it is borrowed.
     public mutating func withMutableData<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        if !isKnownUniquelyReferenced(&storage) || storage.owner != nil { storage = storage.copy() }
         return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
     }
 
@@ -80,10 +92,18 @@ extension Tensor: CustomStringConvertible {
     }
 }
 
-/// Owned, 64-byte aligned Float storage.
+/// Owned, 64-byte aligned Float storage — or memory borrowed from an `owner` (read-only).
 public final class TensorStorage {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// Set when the memory is borrowed: what keeps it alive (never freed here).
+    let owner: AnyObject?
+
+    init(borrowing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        self.pointer = UnsafeMutablePointer(mutating: pointer)
+        self.count = count
+        self.owner = owner
+    }
 
     /// Keep freed tensor buffers in the heap instead of returning them to the kernel: otherwise every large
     /// temporary (> 128 KiB, glibc's default) is a fresh mmap whose pages the kernel faults in and zeroes —
@@ -99,6 +119,7 @@ public final class TensorStorage {
     init(count: Int, zeroed: Bool = true) {
         _ = TensorStorage.heapTuned
         self.count = count
+        owner = nil
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
         if zeroed { pointer.initialize(repeating: 0, count: max(1, count)) }
@@ -110,7 +131,7 @@ public final class TensorStorage {
         return s
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit { if owner == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 }
 
 /// Seeded pseudo-random numbers (SplitMix64), so initialisation is reproducible.

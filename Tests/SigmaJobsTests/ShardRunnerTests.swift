@@ -43,10 +43,36 @@ import Testing
         }
         for range in [0..<1, 3..<4, 0..<10, 2..<7, 8..<10] {
             let (a, b) = (try TrainWorker(spec: t, data: data), try TrainWorker(spec: t, data: data))
-            let direct = try weights.withUnsafeBytes { try a.encodedPartials(step: 1, version: 1, params: $0, range: range) }
-            let reference = try GradientTree.encode(try weights.withUnsafeBytes { try b.compute(step: 1, version: 1, params: $0, range: range) })
+            let direct = try a.encodedPartials(step: 1, version: 1, params: weights, range: range)
+            let reference = try GradientTree.encode(try b.compute(step: 1, version: 1, params: weights, range: range))
             #expect(direct.bytes == reference.bytes, "micro-batches \(range)")
             #expect(direct.count == 4 + GradientTree.cover(range, total: 10).count * (33 + n * 4))
         }
+    }
+
+    /// A worker's model reads its parameters straight from the PARAMS payload: the payload stays alive (a
+    /// shared-memory segment stays busy) while the model uses it, and is released when the next version replaces it.
+    @Test func parametersAreReadFromThePayloadAndReleasedWhenReplaced() throws {
+        guard case .train(let t) = try spec(hidden: 8) else { Issue.record("not a train spec"); return }
+        let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
+        let n = 64 * 8 + 8 + 8 * 10 + 10
+        final class Released: @unchecked Sendable { var flag = false }
+        let released = Released()
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 16)
+        for i in 0..<n { memory.storeBytes(of: Float(i % 7) * 0.01, toByteOffset: i * 4, as: Float.self) }
+        var lent: Frame? = Frame(borrowing: UnsafeRawPointer(memory), count: n * 4) { p in
+            released.flag = true
+            UnsafeMutableRawPointer(mutating: p!).deallocate()
+        }
+        let copied = Frame(lent!.bytes)
+        let w = try TrainWorker(spec: t, data: data)
+        let fromLent = try w.encodedPartials(step: 0, version: 1, params: lent!, range: 0..<1)
+        lent = nil
+        #expect(!released.flag, "the payload was released while the model still reads it")
+        // Same gradients as from a private copy of the same parameters.
+        let fromCopy = try TrainWorker(spec: t, data: data).encodedPartials(step: 0, version: 1, params: copied, range: 0..<1)
+        #expect(fromLent.bytes == fromCopy.bytes)
+        _ = try w.encodedPartials(step: 1, version: 2, params: copied, range: 0..<1)
+        #expect(released.flag, "the old payload was not released when the next version replaced it")
     }
 }

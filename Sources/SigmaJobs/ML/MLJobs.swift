@@ -96,9 +96,7 @@ public final class ShardRunner {
         case .train(let w):
             guard let p = params else { throw JobError("training shard without parameters") }
             guard Int(round) < w.plan.totalSteps else { throw JobError("step \(round) is beyond the job's \(w.plan.totalSteps) steps") }
-            return try p.withUnsafeBytes {
-                try w.encodedPartials(step: Int(round), version: round, params: $0, range: Int(start)..<Int(start + count))
-            }
+            return try w.encodedPartials(step: Int(round), version: round, params: p, range: Int(start)..<Int(start + count))
         case .predict(let w):
             return floatFrame(try w.logits(start: Int(start), count: Int(count)))
         case .embed(let w):

@@ -134,12 +134,34 @@ public enum MLModels {
         }
     }
 
-    /// Sets every parameter from a flat float32 vector (the PARAMS payload).
-    public static func assign(_ params: [Parameter], from bytes: UnsafeRawBufferPointer) throws {
-        let total = params.reduce(0) { $0 + $1.value.count }
-        guard bytes.count == total * 4 else {
-            throw JobError("parameters: \(bytes.count) bytes, the model needs \(total) float32 values (\(total * 4) bytes)")
+    /// Points every parameter at its slice of a flat float32 vector (the PARAMS payload) without copying: the
+    /// tensors hold the frame (a shared-memory segment goes back to its sender when the next version replaces
+    /// them). Copies instead when the payload is not float-aligned.
+    public static func assign(_ params: [Parameter], from frame: Frame) throws {
+        try frame.withUnsafeBytes { bytes in
+            guard let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else {
+                return try assign(params, from: bytes)
+            }
+            try checkSize(params, bytes.count)
+            var offset = 0
+            for p in params {
+                let n = p.value.count
+                p.value = Tensor(borrowing: (base + offset).assumingMemoryBound(to: Float.self), shape: p.value.shape, owner: frame.retainedStorage)
+                offset += n * 4
+            }
         }
+    }
+
+    static func checkSize(_ params: [Parameter], _ count: Int) throws {
+        let total = params.reduce(0) { $0 + $1.value.count }
+        guard count == total * 4 else {
+            throw JobError("parameters: \(count) bytes, the model needs \(total) float32 values (\(total * 4) bytes)")
+        }
+    }
+
+    /// Sets every parameter from a flat float32 vector (the PARAMS payload), copying.
+    public static func assign(_ params: [Parameter], from bytes: UnsafeRawBufferPointer) throws {
+        try checkSize(params, bytes.count)
         var offset = 0
         for p in params {
             let n = p.value.count
@@ -215,7 +237,7 @@ public final class TrainWorker {
 
     /// The RESULT payload for micro-batches `range` of `step`: with float32 transport a single micro-batch's
     /// gradient is flattened straight into the message; otherwise the partial sums are computed, then encoded.
-    public func encodedPartials(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> Frame {
+    public func encodedPartials(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> Frame {
         guard spec.gradientTransport == .f32 else {
             return try GradientTree.encode(try compute(step: step, version: version, params: params, range: range), transport: spec.gradientTransport)
         }
@@ -234,7 +256,7 @@ public final class TrainWorker {
     }
 
     /// Partial sums for micro-batches `range` of `step` with parameters `params` (version `version`).
-    public func compute(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> [(TreeNode, GradientSum)] {
+    public func compute(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> [(TreeNode, GradientSum)] {
         let rowsOf = try prepare(step: step, version: version, params: params, range: range)
         let total = plan.microBatches(step: step)
         return try GradientTree.cover(range, total: total).map { node in
@@ -243,7 +265,7 @@ public final class TrainWorker {
     }
 
     /// Checks the range, loads the parameters if they are a new version; returns micro-batch j's row indices.
-    func prepare(step: Int, version: UInt32, params: UnsafeRawBufferPointer, range: Range<Int>) throws -> (Int) -> [Int] {
+    func prepare(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> (Int) -> [Int] {
         let total = plan.microBatches(step: step)
         guard range.lowerBound >= 0, range.upperBound <= total, !range.isEmpty else {
             throw JobError("micro-batches \(range) outside step \(step)'s 0..<\(total)")
