@@ -47,6 +47,10 @@ struct WorkerEntry {
     /// Load the worker reports in heartbeats: CPU percent of one core, resident bytes, payload bytes before/after LZ4.
     var cpu = 0.0
     var rss: UInt64 = 0
+    /// Memory available on the worker's host, bytes (0: not reported), and whether that is below the reserve
+    /// (`lowMemory`: no new shards — an out-of-memory kill would lose every shard it holds).
+    var available: UInt64 = 0
+    var lowMemory = false
     var rawOut: UInt64 = 0
     var wireOut: UInt64 = 0
     /// Smoothed heartbeat round trip, ns (0 until measured).
@@ -94,13 +98,14 @@ struct WorkerEntry {
         rates[kind] > 0 && now &- ratedAt[kind] <= ttl ? rates[kind] : nil
     }
     /// Takes new shards.
-    var accepts: Bool { state == .ready && !suspect }
+    var accepts: Bool { state == .ready && !suspect && !lowMemory }
     var slots: Int { Int(hello.slots) }
     var label: String { "\(id) (host \(hello.host))" }
 
     mutating func observe(_ hb: Heartbeat, now: Nanos) {
         cpu = hb.cpu
         rss = hb.rss
+        available = hb.available
         rawOut = hb.rawOut
         wireOut = hb.wireOut
         peerSent = hb.sent

@@ -44,6 +44,9 @@ public struct CoordinatorConfig: Sendable {
     /// A worker silent this long is suspect (shown so, and given no new shards) until heard again; with a
     /// liveness of 2 or less there is no suspect phase.
     public var suspectAfter: Nanos { heartbeatInterval * 2 }
+    /// A worker whose host has less memory available than this takes no new shards: 5 % of the host's memory,
+    /// at least 256 MiB and at most 2 GiB.
+    public func memoryReserve(host memory: UInt64) -> UInt64 { min(2 << 30, max(256 << 20, memory / 20)) }
 }
 
 /// What happens to the coordinator.
@@ -239,7 +242,17 @@ public struct CoordinatorCore {
         case .hello(let h): hello(peer, h, now: now, into: &out)
         case .heartbeat(let hb):
             guard requireWorker(peer, message, into: &out) else { return }
-            table[index[peer]!].observe(hb, now: now)
+            let k = index[peer]!
+            table[k].observe(hb, now: now)
+            // Memory reserve: below it the worker takes no new shards (hysteresis: back above 1.5 × the reserve).
+            let reserve = config.memoryReserve(host: table[k].hello.memory)
+            if !table[k].lowMemory, hb.available > 0, hb.available < reserve {
+                table[k].lowMemory = true
+                out.append(.log(.warning, "worker \(table[k].label): only \(hb.available >> 20) MiB of memory left on its host (reserve \(reserve >> 20) MiB); no new shards until it recovers"))
+            } else if table[k].lowMemory, hb.available == 0 || hb.available >= reserve + reserve / 2 {
+                table[k].lowMemory = false
+                out.append(.log(.info, "worker \(table[k].label): \(hb.available >> 20) MiB of memory available again; taking shards"))
+            }
         case .drain(let reason):
             guard requireWorker(peer, message, into: &out) else { return }
             drain(peer, reason: reason, now: now, into: &out)
@@ -691,7 +704,8 @@ public struct CoordinatorCore {
     public func status(now: Nanos) -> ClusterStatus {
         let ws = table.map { w in
             var s = ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
-                                 state: w.suspect && w.isLive ? "suspect" : w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
+                                 state: w.suspect && w.isLive ? "suspect" : w.lowMemory && w.state == .ready ? "low-memory"
+                                     : w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
                                  inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
                                  shardsDone: w.shardsDone)
             s.throughput = w.rates.max() ?? 0

@@ -191,7 +191,7 @@ extension CoordinatorCore {
                     let m = model!, c = config, round = job.driver?.round, hasParams = bytes > 0
                     // (fields read through the buffer: copying a WorkerEntry per candidate dominated at 1,000 workers)
                     table.withUnsafeBufferPointer { ws in
-                        for k in ws.indices where ws[k].state == .ready && !ws[k].suspect {
+                        for k in ws.indices where ws[k].state == .ready && !ws[k].suspect && !ws[k].lowMemory {
                             let send = hasParams && ws[k].paramsSent[job.id] != round ? bytes : 0
                             let r = ws[k].rates[kind] > 0 && now &- ws[k].ratedAt[kind] <= m.ttl ? ws[k].rates[kind] : m.fallbackRate[kind]
                             let f = CostModel.finish(rtt: ws[k].rtt, bandwidth: ws[k].bandwidth, busyUntil: ws[k].busyUntil,
@@ -302,7 +302,7 @@ extension CoordinatorCore {
     func idleCount(now: Nanos) -> Int {
         table.withUnsafeBufferPointer { ws in
             var n = 0
-            for i in ws.indices where ws[i].state == .ready && !ws[i].suspect && ws[i].inFlight.isEmpty { n += 1 }
+            for i in ws.indices where ws[i].state == .ready && !ws[i].suspect && !ws[i].lowMemory && ws[i].inFlight.isEmpty { n += 1 }
             return n
         }
     }

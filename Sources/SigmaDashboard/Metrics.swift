@@ -6,7 +6,7 @@ import Synchronization
 /// advanced by the totals' growth, histograms fed with the samples the coordinator gathered since the last scrape.
 public final class SigmaMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
-    static let workerStates = ["ready", "busy", "draining", "suspect", "dead"]
+    static let workerStates = ["ready", "busy", "draining", "suspect", "low-memory", "dead"]
     static let shardStates = ["queued", "running", "done"]
     let workers: [String: Gauge]
     let shards: [String: Gauge]

@@ -8,7 +8,7 @@ public struct ClusterStatus: Sendable, Equatable {
         public var host: String
         public var cores: UInt16
         public var slots: UInt32
-        /// ready, busy, draining, dead
+        /// ready, busy, draining, suspect, low-memory, dead
         public var state: String
         public var inFlight: UInt32
         /// Smoothed heartbeat round trip, nanoseconds (0 until measured).

@@ -50,7 +50,7 @@ public enum Codec {
         case .ready(let r):
             w.string(r.workerID); w.u32(r.heartbeatInterval); w.u16(r.liveness); w.string(r.build); w.string(r.features)
         case .heartbeat(let h):
-            w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut)
+            w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut); w.u64(h.available)
         case .assign(let a):
             w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round)
             if let s = a.spec { payload = Frame(s.encoded) }
@@ -217,6 +217,7 @@ public enum Codec {
                                       cpu: try r.f64("cpu"), rss: try r.u64("rss"))
                     h.rawOut = try r.u64("raw_out")
                     h.wireOut = try r.u64("wire_out")
+                    h.available = try r.u64("available")
                     return .heartbeat(h)
                 case .assign:
                     var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),

@@ -106,6 +106,8 @@ public struct Heartbeat: Sendable, Equatable {
     /// Payload bytes the sender has offered for compression since it started, and what went on the wire for them.
     public var rawOut: UInt64 = 0
     public var wireOut: UInt64 = 0
+    /// Workers: memory available on the host (Linux MemAvailable), bytes; 0 when unknown.
+    public var available: UInt64 = 0
     public init(sent: UInt64, echo: UInt64 = 0, held: UInt64 = 0, running: UInt32 = 0, queued: UInt32 = 0, cpu: Double = 0, rss: UInt64 = 0) {
         self.sent = sent
         self.echo = echo

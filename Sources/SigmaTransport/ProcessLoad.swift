@@ -41,6 +41,15 @@ public struct ProcessLoadSampler: Sendable {
         return pages * pageSize
     }
 
+    /// The host's MemAvailable (/proc/meminfo), bytes: what can still be allocated without swapping.
+    public static func availableMemory() -> UInt64? {
+        guard let text = readSmallFile("/proc/meminfo"),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }) else { return nil }
+        let fields = line.split(separator: " ")
+        guard fields.count >= 2, let kb = UInt64(fields[1]) else { return nil }
+        return kb * 1024
+    }
+
     static func readSmallFile(_ path: String) -> String? {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return nil }

@@ -255,6 +255,7 @@ public final class WorkerShell: Sendable {
                         core.load.rss = rss
                         core.load.rawOut = raw
                         core.load.wireOut = wire
+                        core.load.available = ProcessLoadSampler.availableMemory() ?? 0
                     }
                     perform(core.handle(.tick, now: t))
                     nextTick = t + options.tickInterval

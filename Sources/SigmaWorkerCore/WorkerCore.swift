@@ -40,6 +40,8 @@ public struct WorkerLoad: Sendable, Equatable {
     /// Payload bytes offered for compression and what went on the wire for them, since start.
     public var rawOut: UInt64 = 0
     public var wireOut: UInt64 = 0
+    /// Memory available on the host, bytes (0: unknown).
+    public var available: UInt64 = 0
     public init() {}
 }
 
@@ -281,6 +283,7 @@ public struct WorkerCore {
                           running: UInt32(pending.count), queued: 0, cpu: load.cpu, rss: load.rss)
         h.rawOut = load.rawOut
         h.wireOut = load.wireOut
+        h.available = load.available
         return h
     }
 

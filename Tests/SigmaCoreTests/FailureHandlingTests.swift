@@ -83,6 +83,34 @@ private func jobError(_ sent: [(PeerID, Message)]) -> String? {
         #expect(state("w1") == "dead")
     }
 
+    /// A worker whose host reports less memory available than the reserve (5 % of its memory, at least 256 MiB)
+    /// is shown as low-memory and given no new shards, with a warning naming it; with memory back above 1.5 × the
+    /// reserve it takes shards again.
+    @Test func workerLowOnMemoryGetsNoNewShardsUntilItRecovers() {
+        var h = Harness()
+        h.hello(w1, host: "alpha")   // (the harness's hosts have 1 GiB: the reserve is 256 MiB)
+        h.hello(w2, host: "beta")
+        func state(_ id: String) -> String? { h.core.status(now: h.now).workers.first { $0.id == id }?.state }
+        func beat(_ peer: PeerID, available: UInt64) -> [(PeerID, Message)] {
+            var hb = Heartbeat(sent: h.now)
+            hb.available = available
+            return h.event(.received(peer, .heartbeat(hb)))
+        }
+        _ = beat(w1, available: 100 << 20)
+        _ = beat(w2, available: 800 << 20)
+        #expect(state("w1") == "low-memory")
+        #expect(h.logs.contains { $0.contains("w1") && $0.contains("alpha") && $0.contains("100 MiB") && $0.contains("no new shards") }, "\(h.logs)")
+        let many = MapReduceSpec(name: "m", input: .range(count: 400, start: 0, step: 1), reduce: [.sum], sharding: .count(40))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(many)))))
+        #expect(h.takeAssigns(w1).isEmpty, "a worker low on memory was given shards")
+        #expect(!h.takeAssigns(w2).isEmpty)
+        _ = beat(w1, available: 300 << 20)   // above the reserve, below 1.5 × it: still held back
+        #expect(state("w1") == "low-memory")
+        _ = beat(w1, available: 500 << 20)
+        #expect(state("w1") == "busy", "with memory back, w1 should take shards")
+        #expect(!h.takeAssigns(w1).isEmpty)
+    }
+
     /// DRAIN-WORKER names a worker by id, or by name when one live worker has it; a shared name is refused,
     /// listing the ids (draining the wrong process would be worse than asking again).
     @Test func drainWorkerPrefersTheIdAndRefusesAmbiguousNames() {

@@ -10,6 +10,7 @@ import Testing
         var hb = Heartbeat(sent: 0x0102030405060708, echo: 1, held: 2, running: 3, queued: 4, cpu: 0.5, rss: 5)
         hb.rawOut = 6
         hb.wireOut = 7
+        hb.available = 8
         let frames = Codec.encode(.heartbeat(hb))
         #expect(frames.count == 1)
         #expect(frames[0].bytes == [0x53, 0x01, 0x03, 0x00,
@@ -21,7 +22,8 @@ import Testing
                                     0, 0, 0, 0, 0, 0, 0xE0, 0x3F,
                                     5, 0, 0, 0, 0, 0, 0, 0,
                                     6, 0, 0, 0, 0, 0, 0, 0,
-                                    7, 0, 0, 0, 0, 0, 0, 0])
+                                    7, 0, 0, 0, 0, 0, 0, 0,
+                                    8, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func goldenBytesAssignAndReady() {

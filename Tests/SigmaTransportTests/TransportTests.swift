@@ -116,3 +116,19 @@ func receive(_ link: MessageLink, timeoutMs: Int32 = 5000) throws -> Envelope? {
         #expect(echoed == 100)
     }
 }
+
+@Suite struct ProcessLoadTests {
+    /// What heartbeats report: this process's CPU and memory, and the host's available memory — read from /proc,
+    /// plausible against the host's physical memory.
+    @Test func loadAndAvailableMemoryAreReadFromProc() throws {
+        var s = ProcessLoadSampler()
+        _ = s.sample()
+        var x = 0.0
+        for i in 0..<2_000_000 { x += Double(i).squareRoot() }   // some CPU between samples
+        let (cpu, rss) = s.sample()
+        #expect(x > 0 && cpu >= 0 && rss > 1 << 20)
+        let physical = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let available = try #require(ProcessLoadSampler.availableMemory(), "no MemAvailable in /proc/meminfo")
+        #expect(available > 16 << 20 && available <= physical, "available \(available) of \(physical) bytes")
+    }
+}
