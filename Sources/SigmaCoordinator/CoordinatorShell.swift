@@ -45,6 +45,7 @@ public final class CoordinatorShell: Sendable {
     /// Binds and starts serving; throws if the endpoint cannot be bound.
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.coordinator")) throws {
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
+        if options.sharedMemory { SharedMemoryPool.install() }   // PARAMS written once, read by every same-host worker
         let shared = Shared()
         self.shared = shared
         let t = OSThread(name: "sigma-coord") {

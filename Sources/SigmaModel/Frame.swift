@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One ZeroMQ message part. Immutable, reference-counted bytes that can be handed to the transport without a
 /// copy: the memory is either owned here (allocated and freed by `Frame`) or lent by someone else (a received
@@ -11,11 +12,14 @@ public struct Frame: Sendable {
         public let base: UnsafeRawPointer?
         public let count: Int
         let release: (@Sendable (UnsafeRawPointer?) -> Void)?
+        /// Set when the bytes live in memory a `SharedFrameAllocator` handed out (what it handed out).
+        public let shared: (any Sendable & AnyObject)?
 
-        init(base: UnsafeRawPointer?, count: Int, release: (@Sendable (UnsafeRawPointer?) -> Void)?) {
+        init(base: UnsafeRawPointer?, count: Int, release: (@Sendable (UnsafeRawPointer?) -> Void)?, shared: (any Sendable & AnyObject)? = nil) {
             self.base = base
             self.count = count
             self.release = release
+            self.shared = shared
         }
 
         deinit { release?(base) }
@@ -53,6 +57,30 @@ public struct Frame: Sendable {
         storage = Storage(base: UnsafeRawPointer(p), count: count) { $0.map { UnsafeMutableRawPointer(mutating: $0).deallocate() } }
     }
 
+    /// Like `init(count:fill:)`, but in memory that same-host peers can map (`Frame.sharedAllocator`, when the
+    /// process installed one and it has room), so the transport can hand the frame over without copying it.
+    /// For large payloads that go to several peers or cross a link as they are (PARAMS, gradient results).
+    /// `allocator`: this one instead of the process's.
+    public init(shareable count: Int, in allocator: (any SharedFrameAllocator)? = nil, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+        if let a = allocator ?? Frame.sharedAllocator.withLock({ $0 }), let r = a.reserve(count: count) {
+            do {
+                try fill(UnsafeMutableRawBufferPointer(start: r.base, count: count))
+            } catch {
+                r.release(UnsafeRawPointer(r.base))
+                throw error
+            }
+            self.init(storage: Storage(base: UnsafeRawPointer(r.base), count: count, release: r.release, shared: r.owner))
+            return
+        }
+        try self.init(count: count, fill: fill)
+    }
+
+    /// Installed once per process by the transport (same-host shared memory); nil: `init(shareable:)` allocates
+    /// normally.
+    public static let sharedAllocator = Mutex<(any SharedFrameAllocator)?>(nil)
+
+    init(storage: Storage) { self.storage = storage }
+
     /// Wraps memory owned elsewhere; `release` runs once, when the last copy of this frame is gone.
     public init(borrowing base: UnsafeRawPointer?, count: Int, release: @escaping @Sendable (UnsafeRawPointer?) -> Void) {
         storage = Storage(base: base, count: count, release: release)
@@ -83,6 +111,13 @@ extension Frame: Equatable {
 
 extension Frame: CustomStringConvertible {
     public var description: String { "Frame(\(count) bytes)" }
+}
+
+/// Hands out memory for `Frame(shareable:fill:)` that same-host peers can map.
+public protocol SharedFrameAllocator: Sendable {
+    /// `count` writable bytes, what to call when the frame is gone, and a token carriers recognise; nil when there
+    /// is no room (the frame is then allocated normally).
+    func reserve(count: Int) -> (base: UnsafeMutableRawPointer, release: @Sendable (UnsafeRawPointer?) -> Void, owner: any Sendable & AnyObject)?
 }
 
 /// Compresses payload frames (the transport provides LZ4). Pure functions; safe from any thread.

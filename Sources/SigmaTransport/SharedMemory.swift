@@ -62,6 +62,13 @@ public enum SharedMemory {
         }
     }
 
+    /// The message that stands for `count` payload bytes at the start of segment `s`'s payload area.
+    static func reference(_ s: Segment, count: Int) -> Frame {
+        var w = ByteWriter(capacity: 64)
+        w.u32(referenceMagic); w.string(s.name); w.u64(s.generation); w.u64(UInt64(count))
+        return Frame(w.bytes)
+    }
+
     /// A segment this process writes: created, mapped, reused, unlinked when dropped.
     final class Segment {
         let name: String
@@ -113,6 +120,81 @@ public enum SharedMemory {
     }
 }
 
+/// Segments this process writes payloads into directly (`Frame(shareable:fill:)`: PARAMS, gradient results), so
+/// a carrier sends such a frame by reference without copying it — to any number of same-host peers at once: the
+/// segment's busy word counts the readers (each reference sent adds one, each receiver's release takes one away).
+/// A segment is reused once its frame is gone here and no reader holds it. At most `maxSegments`; beyond that (or
+/// when `/dev/shm` is full) frames are allocated normally and carriers copy as before. A reader that dies holding
+/// a reference keeps its segment busy until this process exits (bounded by `maxSegments`).
+public final class SharedMemoryPool: SharedFrameAllocator, @unchecked Sendable {
+    /// One segment and whether a frame here still uses it (guarded by the pool's lock).
+    final class Pooled: @unchecked Sendable {
+        let segment: SharedMemory.Segment
+        var inUse = false
+        init(_ s: SharedMemory.Segment) { segment = s }
+    }
+    // @unchecked: `segments` and each `Pooled.inUse` are only touched under this lock.
+    private let lock = Mutex<Void>(())
+    private var segments: [Pooled] = []
+    public let directory: String
+    public let maxSegments: Int
+    public let threshold: Int
+
+    public init(directory: String = SharedMemory.directory, maxSegments: Int = 8, threshold: Int = SharedMemory.threshold) {
+        self.directory = directory
+        self.maxSegments = maxSegments
+        self.threshold = threshold
+    }
+
+    /// The process's pool, installed as `Frame.sharedAllocator` by `install()`.
+    public static let shared = SharedMemoryPool()
+
+    /// Makes `Frame(shareable:)` use the process's pool (once; segments are unlinked at exit). No-op when shared
+    /// memory is off or unusable here.
+    public static func install() {
+        guard SharedMemory.hostKey != nil else { return }
+        Frame.sharedAllocator.withLock { a in
+            if a == nil {
+                a = shared
+                atexit { SharedMemoryPool.shared.unlinkAll() }
+            }
+        }
+    }
+
+    public func reserve(count: Int) -> (base: UnsafeMutableRawPointer, release: @Sendable (UnsafeRawPointer?) -> Void, owner: any Sendable & AnyObject)? {
+        guard count >= threshold else { return nil }
+        return lock.withLock { _ in
+            var pick = segments.filter { !$0.inUse && !$0.segment.busy && $0.segment.capacity >= count }.min { $0.segment.capacity < $1.segment.capacity }
+            if pick == nil {
+                if segments.count >= maxSegments {
+                    guard let i = segments.firstIndex(where: { !$0.inUse && !$0.segment.busy }) else { return nil }
+                    segments.remove(at: i)   // free but too small: replaced by a larger one
+                }
+                let rounded = (count + (1 << 20) - 1) & ~((1 << 20) - 1)
+                guard let s = SharedMemory.Segment(payloadCapacity: rounded, directory: directory) else { return nil }
+                pick = Pooled(s)
+                segments.append(pick!)
+            }
+            let p = pick!, s = p.segment
+            p.inUse = true
+            s.generation &+= 1
+            s.word(2).pointee = s.generation
+            s.word(3).pointee = UInt64(count)
+            csys_atomic_store_u64(s.word(1), 0)
+            return (s.base.advanced(by: SharedMemory.headerSize), { [self] _ in lock.withLock { _ in p.inUse = false } }, p)
+        }
+    }
+
+    /// (segments, of which a frame here or a reader still uses)
+    public var counts: (segments: Int, inUse: Int) {
+        lock.withLock { _ in (segments.count, segments.filter { $0.inUse || $0.segment.busy }.count) }
+    }
+
+    func unlinkAll() {
+        lock.withLock { _ in for p in segments { unlink(p.segment.directory + "/" + p.segment.name) } }
+    }
+}
+
 /// What went wrong resolving a shared-memory reference.
 public struct SharedMemoryError: Error, CustomStringConvertible, Equatable {
     public let description: String
@@ -128,6 +210,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
         var mappingOrder: [String] = []
         var carried: UInt64 = 0
         var fellBack: UInt64 = 0
+        var byReference: UInt64 = 0
     }
     // @unchecked: every access to `state` goes through this lock.
     private let lock = Mutex<Void>(())
@@ -144,11 +227,22 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
         self.directory = directory
     }
 
-    /// (payloads sent through shared memory, large payloads that went through the socket because every segment was busy)
-    public var counts: (carried: UInt64, fellBack: UInt64) { lock.withLock { _ in (state.carried, state.fellBack) } }
+    /// (payloads sent through shared memory, large payloads that went through the socket because every segment was
+    /// busy, payloads sent by reference to a pool segment without a copy — included in `carried`)
+    public var counts: (carried: UInt64, fellBack: UInt64, byReference: UInt64) {
+        lock.withLock { _ in (state.carried, state.fellBack, state.byReference) }
+    }
 
     public func carry(_ frame: Frame) -> Frame? {
         guard frame.count >= threshold else { return nil }
+        // Already in a pool segment (written there by its producer): one more reader, no copy.
+        if let p = frame.retainedStorage.shared as? SharedMemoryPool.Pooled, p.segment.directory == directory,
+           frame.retainedStorage.base == UnsafeRawPointer(p.segment.base.advanced(by: SharedMemory.headerSize)),
+           p.segment.word(3).pointee == UInt64(frame.count) {
+            _ = csys_atomic_add_u64(p.segment.word(1), 1)
+            lock.withLock { _ in state.carried += 1; state.byReference += 1 }
+            return SharedMemory.reference(p.segment, count: frame.count)
+        }
         return lock.withLock { _ -> Frame? in
             var pick = state.segments.filter { !$0.busy && $0.capacity >= frame.count }.min { $0.capacity < $1.capacity }
             if pick == nil {
@@ -176,9 +270,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
             s.word(3).pointee = UInt64(frame.count)
             csys_atomic_store_u64(s.word(1), 1)
             state.carried += 1
-            var w = ByteWriter(capacity: 64)
-            w.u32(SharedMemory.referenceMagic); w.string(s.name); w.u64(s.generation); w.u64(UInt64(frame.count))
-            return Frame(w.bytes)
+            return SharedMemory.reference(s, count: frame.count)
         }
     }
 
@@ -193,11 +285,12 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
         let n = Int(size)
         guard m.length >= SharedMemory.headerSize + n else { throw SharedMemoryError("segment \(name): \(size) bytes do not fit its \(m.length - SharedMemory.headerSize)") }
         guard m.word(0).pointee == SharedMemory.magic else { throw SharedMemoryError("segment \(name): bad magic") }
-        guard m.word(2).pointee == generation, m.word(3).pointee == size, csys_atomic_load_u64(m.word(1)) == 1 else {
+        guard m.word(2).pointee == generation, m.word(3).pointee == size, csys_atomic_load_u64(m.word(1)) >= 1 else {
             throw SharedMemoryError("segment \(name): holds generation \(m.word(2).pointee) (\(m.word(3).pointee) bytes), the message names \(generation) (\(size) bytes)")
         }
+        // (the busy word counts readers: a pool segment may be read by several peers at once)
         return Frame(borrowing: UnsafeRawPointer(m.base.advanced(by: SharedMemory.headerSize)), count: n) { _ in
-            csys_atomic_store_u64(m.word(1), 0)
+            _ = csys_atomic_add_u64(m.word(1), UInt64.max)
         }
     }
 

@@ -47,6 +47,7 @@ public final class WorkerShell: Sendable {
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
+        SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
         let shared = Shared()
         self.shared = shared
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),

@@ -12,8 +12,15 @@ import Testing
         Frame(count: n) { b in for i in 0..<n { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)) } }
     }
 
-    func segments() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []).filter { $0.hasPrefix("sigma-shm-\(getpid())-") }
+    /// A directory of this test's own on /dev/shm (other tests, and the process's pool, make segments too).
+    func scratch() throws -> String {
+        let dir = "/dev/shm/sigma-test-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        return dir
+    }
+
+    func segments(_ dir: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("sigma-shm-\(getpid())-") }
     }
 
     @Test func thisHostOffersSharedMemory() throws {
@@ -23,8 +30,46 @@ import Testing
         #expect(!SharedMemory.offered(in: "map-reduce,lz4"))
     }
 
+    /// A frame its producer wrote into a pool segment goes to several peers by reference (no copy): each reader
+    /// sees the bytes, the segment stays busy until every reader and the producer are done, is then reused (an
+    /// old reference to it is refused), and a full pool means a normal allocation.
+    @Test func poolFramesGoByReferenceToSeveralReadersAndAreReusedWhenAllAreDone() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pool = SharedMemoryPool(directory: dir, maxSegments: 2)
+        func make(_ seed: UInt8) -> Frame {
+            Frame(shareable: 2 << 20, in: pool) { b in for i in 0..<b.count { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)) } }
+        }
+        var frame: Frame? = make(1)
+        #expect(frame!.retainedStorage.shared != nil, "the pool did not provide the frame")
+        let toA = SharedMemoryCarrier(directory: dir), toB = SharedMemoryCarrier(directory: dir)
+        let atA = SharedMemoryCarrier(directory: dir), atB = SharedMemoryCarrier(directory: dir)
+        let refA = try #require(toA.carry(frame!)), refB = try #require(toB.carry(frame!))
+        #expect(toA.counts.byReference == 1 && toB.counts.byReference == 1)
+        var readA: Frame? = try atA.resolve(refA, limit: 1 << 30), readB: Frame? = try atB.resolve(refB, limit: 1 << 30)
+        #expect(readA == payload(2 << 20, seed: 1) && readB == payload(2 << 20, seed: 1))
+        // The producer lets go; two readers still hold it: the next frame gets the other segment.
+        frame = nil
+        let second = make(2)
+        #expect(pool.counts == (2, 2))
+        readA = nil
+        #expect(pool.counts.inUse == 2, "reused while a reader still held it")
+        readB = nil
+        #expect(pool.counts.inUse == 1)
+        // Free again: reused for the next frame; the old reference now names a past generation.
+        let third = make(3)
+        #expect(pool.counts == (2, 2))
+        #expect(throws: SharedMemoryError.self) { _ = try atA.resolve(refA, limit: 1 << 30) }
+        // Both segments in use: a normal allocation, carried by copy as before.
+        let fourth = make(4)
+        #expect(fourth.retainedStorage.shared == nil)
+        #expect(second == payload(2 << 20, seed: 2) && third == payload(2 << 20, seed: 3) && fourth == payload(2 << 20, seed: 4))
+    }
+
     @Test func payloadsRoundTripThroughTheCodecAndSegmentsAreReused() throws {
-        let sender = SharedMemoryCarrier(maxSegments: 2), receiver = SharedMemoryCarrier()
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let sender = SharedMemoryCarrier(maxSegments: 2, directory: dir), receiver = SharedMemoryCarrier(directory: dir)
         let big = payload(3 << 20, seed: 7)
         let r = ShardResult(job: 4, shard: 2, attempt: 1, status: .ok, payload: big)
         let frames = Codec.encode(.result(r), carrier: sender)
@@ -36,17 +81,17 @@ import Testing
             // Held by the receiver: a second payload needs a second segment; a third falls back to the socket.
             let second = Codec.encode(.result(ShardResult(job: 4, shard: 3, attempt: 1, status: .ok, payload: payload(2 << 20, seed: 9))), carrier: sender)
             let held2 = try Codec.decode(second, carrier: receiver)
-            #expect(segments().count >= 2)
+            #expect(segments(dir).count >= 2)
             let third = Codec.encode(.result(ShardResult(job: 4, shard: 4, attempt: 1, status: .ok, payload: payload(2 << 20, seed: 1))), carrier: sender)
             #expect(third[1].count == 2 << 20 && third[0].bytes[3] & Codec.flagShared == 0, "all segments busy: the bytes must go through the socket")
-            #expect(sender.counts == (2, 1))
+            #expect(sender.counts.carried == 2 && sender.counts.fellBack == 1)
             _ = held2
         }
         // Released (the frames above are gone): a segment is free again and reused, no new segment.
-        let before = Set(segments())
+        let before = Set(segments(dir))
         let fourth = Codec.encode(.result(ShardResult(job: 4, shard: 5, attempt: 1, status: .ok, payload: payload(3 << 20, seed: 3))), carrier: sender)
         #expect(fourth[0].bytes[3] & Codec.flagShared != 0)
-        #expect(Set(segments()) == before, "a released segment was not reused")
+        #expect(Set(segments(dir)) == before, "a released segment was not reused")
         guard case .result(let again) = try Codec.decode(fourth, carrier: receiver) else { Issue.record("not a result"); return }
         #expect(again.payload == payload(3 << 20, seed: 3))
         // Small payloads stay in the message.
@@ -55,12 +100,13 @@ import Testing
     }
 
     @Test func segmentsAreUnlinkedWithTheirCarrier() throws {
-        var sender: SharedMemoryCarrier? = SharedMemoryCarrier()
-        let before = Set(segments())
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var sender: SharedMemoryCarrier? = SharedMemoryCarrier(directory: dir)
         _ = sender!.carry(payload(2 << 20, seed: 1))
-        #expect(Set(segments()).subtracting(before).count == 1)
+        #expect(segments(dir).count == 1)
         sender = nil
-        #expect(Set(segments()).subtracting(before).isEmpty, "segments outlived their carrier")
+        #expect(segments(dir).isEmpty, "segments outlived their carrier")
     }
 
     @Test func badReferencesAreRefusedNamingTheProblem() throws {

@@ -15,6 +15,8 @@ void csys_tune_heap(int mmap_threshold, int trim_threshold);
 /// Atomic load/store (sequentially consistent) of a 64-bit word, also across processes sharing the memory.
 uint64_t csys_atomic_load_u64(const uint64_t *p);
 void csys_atomic_store_u64(uint64_t *p, uint64_t v);
+/// Atomically adds `delta` (two's complement: subtracts too) and returns the new value.
+uint64_t csys_atomic_add_u64(uint64_t *p, uint64_t delta);
 /// Creates a TUN device (IFF_TUN | IFF_NO_PI) named `name`, attached to the returned non-blocking descriptor;
 /// the device goes away when the descriptor is closed. Returns -errno on failure. (Used by the emulated-hosts
 /// test's delay line, where the kernel has no `netem`.)

@@ -197,7 +197,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     /// The flat float32 parameter vector, written straight into the PARAMS frame.
     static func frame(_ model: Layer) -> Frame {
         let params = model.parameters
-        return Frame(count: params.reduce(0) { $0 + $1.value.count } * 4) { dst in
+        return Frame(shareable: params.reduce(0) { $0 + $1.value.count } * 4) { dst in
             var o = 0
             for p in params {
                 p.value.withData { src in
@@ -252,7 +252,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         if let sgd = optimizer as? SGD {
             // One pass on both cores (the workers are waiting for these parameters): the reduce's last addition,
             // / rows, the SGD update, and the next PARAMS payload written as it goes.
-            next = Frame(count: parameterCount * 4) { out in
+            next = Frame(shareable: parameterCount * 4) { out in
                 reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: 2) }
             }
         } else {

@@ -146,7 +146,7 @@ public enum GradientTree {
     /// Throws when a value does not fit float16 (|x| > 65504): bf16 keeps float32's range.
     public static func encode(_ parts: [(TreeNode, GradientSum)], transport: GradientTransport = .f32) throws -> Frame {
         let size = parts.reduce(4) { $0 + 33 + $1.1.values.count * transport.bytes }
-        return try Frame(count: size) { buf in
+        return try Frame(shareable: size) { buf in
             var o = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -186,7 +186,7 @@ public enum GradientTree {
     /// intermediate vector.
     public static func encode(nodes: [TreeNode], parameters: Int,
                               fill: (TreeNode, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
-        try Frame(count: 4 + nodes.count * (33 + parameters * 4)) { buf in
+        try Frame(shareable: 4 + nodes.count * (33 + parameters * 4)) { buf in
             var o = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
