@@ -47,7 +47,7 @@ func benchMLP(runs: Int) {
 }
 
 /// The engine alone: samples/s of the MLP 784-1024-1024-10 SGD step (batch 256) on `threads` BLAS threads.
-func engineStepRate(threads: Int, runs: Int) -> Double {
+func engineStepRate(threads: Int, runs: Int, steps: Int = 20) -> Double {
     let saved = BLASInfo.threads
     BLASInfo.setThreads(threads)
     defer { BLASInfo.setThreads(saved) }
@@ -69,8 +69,8 @@ func engineStepRate(threads: Int, runs: Int) -> Double {
     var rates: [Double] = []
     for _ in 0..<runs {
         let t = monotonicNanos()
-        for _ in 0..<20 { step() }
-        rates.append(20 * 256 / (Double(monotonicNanos() - t) / 1e9))
+        for _ in 0..<steps { step() }
+        rates.append(Double(steps * 256) / (Double(monotonicNanos() - t) / 1e9))
     }
     return median(rates)
 }
