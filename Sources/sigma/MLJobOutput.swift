@@ -6,23 +6,33 @@ import SigmaProtocol
 /// A live line for training (step, loss, samples/s, ETA) and the printing of ML job results.
 final class TrainProgress: @unchecked Sendable {
     let isTTY = isatty(STDERR_FILENO) == 1
-    let started = Date()
     let batch: Int
-    var firstStep: Int? = nil
+    /// Where the rate is measured from: (when, step). A job started here counts from step 0 at creation; a job
+    /// attached to while running (`submit --id` of a known job) from the first step seen — there is no rate until
+    /// a second one arrives. (Progress comes about once per tick, so the first update may be many steps in.)
+    var origin: (at: Date, step: Int)?
     var lastPlain = Date.distantPast
 
-    init(batch: Int) { self.batch = batch }
+    init(batch: Int, fromStart: Bool = true) {
+        self.batch = batch
+        origin = fromStart ? (Date(), 0) : nil
+    }
+
+    /// (samples/s, seconds left) from `origin` to `step` now; nil before there is an interval to measure.
+    static func rate(origin: (at: Date, step: Int), step: Int, steps: Int, batch: Int, now: Date) -> (rate: Double, eta: Double)? {
+        let elapsed = now.timeIntervalSince(origin.at), done = step - origin.step
+        guard elapsed > 0, done > 0 else { return nil }
+        return (Double(done * batch) / elapsed, elapsed / Double(done) * Double(max(0, steps - step)))
+    }
 
     func update(step: Int, steps: Int, loss: Double, accuracy: Double) {
         guard step > 0 else { return }
-        if firstStep == nil { firstStep = max(0, step - 1) }
-        let elapsed = Date().timeIntervalSince(started)
-        let doneHere = step - (firstStep ?? 0)
-        let rate = elapsed > 0 ? Double(doneHere * batch) / elapsed : 0
-        let eta = doneHere > 0 ? elapsed / Double(doneHere) * Double(steps - step) : .nan
-        var line = String(format: "step %d/%d  loss %.4f  %.0f samples/s", step, steps, loss, rate)
+        if origin == nil { origin = (Date(), step) }
+        let r = TrainProgress.rate(origin: origin!, step: step, steps: steps, batch: batch, now: Date())
+        var line = String(format: "step %d/%d  loss %.4f", step, steps, loss)
+        if let r { line += String(format: "  %.0f samples/s", r.rate) }
         if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) }
-        if eta.isFinite && step < steps { line += String(format: "  ETA %.1fs", eta) }
+        if let r, step < steps { line += String(format: "  ETA %.1fs", r.eta) }
         if isTTY {
             FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
         } else if Date().timeIntervalSince(lastPlain) >= 1 || step == steps {

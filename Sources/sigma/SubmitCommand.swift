@@ -67,7 +67,7 @@ struct SubmitCommand: AsyncParsableCommand {
             if case .mapReduce(let m) = jobSpec, let n = m.input.generatedCount { known = (n, "rows") }
             let bar = json ? nil : ProgressLine(items: known?.0, unit: known?.1 ?? "rows")
             var trainLine: TrainProgress? = nil
-            if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize) }
+            if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize, fromStart: key.isEmpty) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
                 for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption, key: key) {
