@@ -30,6 +30,8 @@ void csys_tune_heap(int mmap_threshold, int trim_threshold) {
 uint64_t csys_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 void csys_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 uint64_t csys_atomic_add_u64(uint64_t *p, uint64_t delta) { return __atomic_add_fetch(p, delta, __ATOMIC_SEQ_CST); }
+uint64_t csys_atomic_or_u64(uint64_t *p, uint64_t bits) { return __atomic_or_fetch(p, bits, __ATOMIC_SEQ_CST); }
+uint64_t csys_atomic_and_u64(uint64_t *p, uint64_t bits) { return __atomic_and_fetch(p, bits, __ATOMIC_SEQ_CST); }
 
 /* Every Sigma process tunes its heap before main and before any thread exists: a thread that allocated
    before `mallopt(M_ARENA_MAX, 1)` keeps its own arena, whose 64 MiB heaps cannot hold a large tensor or

@@ -62,12 +62,26 @@ public enum SharedMemory {
         }
     }
 
-    /// The message that stands for `count` payload bytes at the start of segment `s`'s payload area.
-    static func reference(_ s: Segment, count: Int) -> Frame {
+    /// The message that stands for `count` payload bytes at the start of segment `s`'s payload area, for the
+    /// reader whose bit in the busy word is `reader`.
+    static func reference(_ s: Segment, count: Int, reader: UInt64) -> Frame {
         var w = ByteWriter(capacity: 64)
-        w.u32(referenceMagic); w.string(s.name); w.u64(s.generation); w.u64(UInt64(count))
+        w.u32(referenceMagic); w.string(s.name); w.u64(s.generation); w.u64(UInt64(count)); w.u64(reader)
         return Frame(w.bytes)
     }
+
+    /// Reader bits for links (one per carrier, 64 at most per process): a pool segment's busy word has one bit per
+    /// link reading it, so a link that ends can take its bits back even when its peer died holding a reference.
+    static let readerBits = Mutex<UInt64>(0)
+    static func takeReaderBit() -> UInt64 {
+        readerBits.withLock { used in
+            guard used != .max else { return 0 }
+            let bit = UInt64(1) << UInt64((~used).trailingZeroBitCount)
+            used |= bit
+            return bit
+        }
+    }
+    static func returnReaderBit(_ bit: UInt64) { readerBits.withLock { $0 &= ~bit } }
 
     /// A segment this process writes: created, mapped, reused, unlinked when dropped.
     final class Segment {
@@ -220,11 +234,28 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     /// Where segments live (`/dev/shm`; tests use a small tmpfs of their own).
     public let directory: String
     static let maxMappings = 16
+    /// This link's bit in pool segments' busy words (0: none left — pool frames are then copied like any other).
+    let readerBit: UInt64
+    /// Pool segments this link sent references to: when the link ends, its bit is cleared in each (a peer that
+    /// died holding a reference would otherwise keep the segment busy for good).
+    private var referenced: [ObjectIdentifier: SharedMemoryPool.Pooled] = [:]
 
     public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4, directory: String = SharedMemory.directory) {
         self.threshold = threshold
         self.maxSegments = maxSegments
         self.directory = directory
+        readerBit = SharedMemory.takeReaderBit()
+    }
+
+    deinit {
+        // A reference still held when the link ends: the segment is freed from this reader, and the bit is retired
+        // for good — should the peer be alive after all and release late, it clears a bit no other link uses.
+        var stillHeld = false
+        for p in referenced.values where csys_atomic_load_u64(p.segment.word(1)) & readerBit != 0 {
+            _ = csys_atomic_and_u64(p.segment.word(1), ~readerBit)
+            stillHeld = true
+        }
+        if readerBit != 0 && !stillHeld { SharedMemory.returnReaderBit(readerBit) }
     }
 
     /// (payloads sent through shared memory, large payloads that went through the socket because every segment was
@@ -235,13 +266,21 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
 
     public func carry(_ frame: Frame) -> Frame? {
         guard frame.count >= threshold else { return nil }
-        // Already in a pool segment (written there by its producer): one more reader, no copy.
-        if let p = frame.retainedStorage.shared as? SharedMemoryPool.Pooled, p.segment.directory == directory,
+        // Already in a pool segment (written there by its producer): this link's reader bit set, no copy. (Not
+        // when the bit is already set: the peer still holds an earlier reference to the same frame — copy then.)
+        if readerBit != 0, let p = frame.retainedStorage.shared as? SharedMemoryPool.Pooled, p.segment.directory == directory,
            frame.retainedStorage.base == UnsafeRawPointer(p.segment.base.advanced(by: SharedMemory.headerSize)),
-           p.segment.word(3).pointee == UInt64(frame.count) {
-            _ = csys_atomic_add_u64(p.segment.word(1), 1)
-            lock.withLock { _ in state.carried += 1; state.byReference += 1 }
-            return SharedMemory.reference(p.segment, count: frame.count)
+           p.segment.word(3).pointee == UInt64(frame.count),
+           csys_atomic_load_u64(p.segment.word(1)) & readerBit == 0 {
+            _ = csys_atomic_or_u64(p.segment.word(1), readerBit)
+            lock.withLock { _ in
+                state.carried += 1
+                state.byReference += 1
+                // (forget segments our peer has released: nothing to clear for them when the link ends)
+                referenced = referenced.filter { csys_atomic_load_u64($0.value.segment.word(1)) & readerBit != 0 }
+                referenced[ObjectIdentifier(p)] = p
+            }
+            return SharedMemory.reference(p.segment, count: frame.count, reader: readerBit)
         }
         return lock.withLock { _ -> Frame? in
             var pick = state.segments.filter { !$0.busy && $0.capacity >= frame.count }.min { $0.capacity < $1.capacity }
@@ -270,27 +309,28 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
             s.word(3).pointee = UInt64(frame.count)
             csys_atomic_store_u64(s.word(1), 1)
             state.carried += 1
-            return SharedMemory.reference(s, count: frame.count)
+            return SharedMemory.reference(s, count: frame.count, reader: 1)
         }
     }
 
     public func resolve(_ reference: Frame, limit: Int) throws -> Frame {
-        let (name, generation, size) = try reference.read { r -> (String, UInt64, UInt64) in
+        let (name, generation, size, reader) = try reference.read { r -> (String, UInt64, UInt64, UInt64) in
             guard try r.u32("shm.magic") == SharedMemory.referenceMagic else { throw SharedMemoryError("not a shared-memory reference") }
-            return (try r.string("shm.name"), try r.u64("shm.generation"), try r.u64("shm.size"))
+            return (try r.string("shm.name"), try r.u64("shm.generation"), try r.u64("shm.size"), try r.u64("shm.reader"))
         }
+        guard reader != 0, reader & (reader - 1) == 0 else { throw SharedMemoryError("segment \(name): reader \(reader) is not a single bit") }
         guard SharedMemory.validName(name) else { throw SharedMemoryError("bad segment name '\(name.prefix(80))'") }
         guard size <= UInt64(limit) else { throw SharedMemoryError("segment \(name): payload of \(size) bytes exceeds the limit \(limit)") }
         let m = try lock.withLock { _ in try mapping(name) }
         let n = Int(size)
         guard m.length >= SharedMemory.headerSize + n else { throw SharedMemoryError("segment \(name): \(size) bytes do not fit its \(m.length - SharedMemory.headerSize)") }
         guard m.word(0).pointee == SharedMemory.magic else { throw SharedMemoryError("segment \(name): bad magic") }
-        guard m.word(2).pointee == generation, m.word(3).pointee == size, csys_atomic_load_u64(m.word(1)) >= 1 else {
+        guard m.word(2).pointee == generation, m.word(3).pointee == size, csys_atomic_load_u64(m.word(1)) & reader != 0 else {
             throw SharedMemoryError("segment \(name): holds generation \(m.word(2).pointee) (\(m.word(3).pointee) bytes), the message names \(generation) (\(size) bytes)")
         }
-        // (the busy word counts readers: a pool segment may be read by several peers at once)
+        // (the busy word has a bit per reader: a pool segment may be read by several peers at once)
         return Frame(borrowing: UnsafeRawPointer(m.base.advanced(by: SharedMemory.headerSize)), count: n) { _ in
-            _ = csys_atomic_add_u64(m.word(1), UInt64.max)
+            _ = csys_atomic_and_u64(m.word(1), ~reader)
         }
     }
 

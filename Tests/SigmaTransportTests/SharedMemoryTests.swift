@@ -66,6 +66,27 @@ import Testing
         #expect(second == payload(2 << 20, seed: 2) && third == payload(2 << 20, seed: 3) && fourth == payload(2 << 20, seed: 4))
     }
 
+    /// A peer that dies holding a reference must not keep a pool segment busy for good: when its link (carrier)
+    /// ends, the link's reader bit is cleared and the segment can be reused.
+    @Test func aDeadReadersLinkGivesItsPoolSegmentsBack() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pool = SharedMemoryPool(directory: dir, maxSegments: 1)
+        var frame: Frame? = Frame(shareable: 2 << 20, in: pool) { $0.initializeMemory(as: UInt8.self, repeating: 7) }
+        var link: SharedMemoryCarrier? = SharedMemoryCarrier(directory: dir)
+        let peer = SharedMemoryCarrier(directory: dir)
+        let held = try peer.resolve(try #require(link!.carry(frame!)), limit: 1 << 30)   // the peer never lets go
+        frame = nil
+        #expect(Frame(shareable: 2 << 20, in: pool) { _ in }.retainedStorage.shared == nil, "reused while a reader held it")
+        let bit = link!.readerBit
+        link = nil   // the peer is gone: its link ends
+        #expect(Frame(shareable: 2 << 20, in: pool) { _ in }.retainedStorage.shared != nil, "the dead reader's segment was not given back")
+        // Its bit is retired: were the peer alive after all, its late release must not clear another link's bit.
+        let next = SharedMemoryCarrier(directory: dir)
+        #expect(next.readerBit != bit && next.readerBit != 0)
+        withExtendedLifetime(held) {}
+    }
+
     @Test func payloadsRoundTripThroughTheCodecAndSegmentsAreReused() throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -116,9 +137,9 @@ import Testing
             _ = try r.u32("m")
             return (try r.string("n"), try r.u64("g"))
         }
-        func reference(_ n: String, _ g: UInt64, _ size: UInt64) -> Frame {
+        func reference(_ n: String, _ g: UInt64, _ size: UInt64, reader: UInt64 = 1) -> Frame {
             var w = ByteWriter(capacity: 64)
-            w.u32(SharedMemory.referenceMagic); w.string(n); w.u64(g); w.u64(size)
+            w.u32(SharedMemory.referenceMagic); w.string(n); w.u64(g); w.u64(size); w.u64(reader)
             return Frame(w.bytes)
         }
         func refusal(_ f: Frame, limit: Int = 1 << 30) -> String {
@@ -130,6 +151,9 @@ import Testing
         #expect(refusal(reference(name, generation + 1, 2 << 20)).contains("generation"))
         #expect(refusal(reference(name, generation, 64 << 20)).contains("do not fit"))
         #expect(refusal(reference(name, generation, 2 << 20), limit: 1 << 20).contains("exceeds the limit"))
+        #expect(refusal(reference(name, generation, 2 << 20, reader: 0)).contains("not a single bit"))
+        #expect(refusal(reference(name, generation, 2 << 20, reader: 3)).contains("not a single bit"))
+        #expect(refusal(reference(name, generation, 2 << 20, reader: 2)).contains("generation"), "a reader bit the segment does not have")
         #expect(refusal(Frame([1, 2, 3])).contains("truncated") || refusal(Frame([1, 2, 3])).contains("magic"))
         // Through the codec: a shared-memory payload on a link that did not agree to it is a decode error.
         var header = Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes

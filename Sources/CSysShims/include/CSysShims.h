@@ -17,6 +17,9 @@ uint64_t csys_atomic_load_u64(const uint64_t *p);
 void csys_atomic_store_u64(uint64_t *p, uint64_t v);
 /// Atomically adds `delta` (two's complement: subtracts too) and returns the new value.
 uint64_t csys_atomic_add_u64(uint64_t *p, uint64_t delta);
+/// Atomic OR / AND of a 64-bit word; return the new value.
+uint64_t csys_atomic_or_u64(uint64_t *p, uint64_t bits);
+uint64_t csys_atomic_and_u64(uint64_t *p, uint64_t bits);
 /// Creates a TUN device (IFF_TUN | IFF_NO_PI) named `name`, attached to the returned non-blocking descriptor;
 /// the device goes away when the descriptor is closed. Returns -errno on failure. (Used by the emulated-hosts
 /// test's delay line, where the kernel has no `netem`.)
