@@ -26,28 +26,26 @@ public final class SGD: Optimizer {
     }
 
     public func step(_ parameters: [Parameter]) {
-        for p in parameters {
-            guard let g = p.grad else { continue }
-            let key = ObjectIdentifier(p)
-            var v = velocity[key]
-            let first = v == nil
-            if first { v = Tensor(zeros: g.shape) }
-            velocity[key] = nil
-            let lr = learningRate, mu = momentum, wd = weightDecay
-            p.value.withMutableData { w in
-                g.withData { gd in
-                    v!.withMutableData { vd in
-                        for i in 0..<w.count {
-                            let gi = gd[i] + wd * w[i]
-                            let vi = mu == 0 ? gi : (first ? gi : mu * vd[i] + gi)
-                            vd[i] = vi
-                            w[i] -= lr * vi
-                        }
-                    }
-                }
-            }
-            velocity[key] = v
+        // The same pass as the fused step below, reading each gradient tensor (÷ 1 is exact), writing nothing else.
+        let withGrad = parameters.filter { $0.grad != nil }
+        let grads = withGrad.map { $0.grad! }   // (held until the pass is done)
+        let slices = withGrad.indices.map { k in slice(withGrad[k], gradient: grads[k].withData { UnsafeRawPointer($0.baseAddress!) }, nil, out: nil, start: 0) }
+        withExtendedLifetime(grads) {
+            for s in slices { FusedSGDPass(slices: [s], lr: learningRate, mu: momentum, wd: weightDecay, divisor: 1).run(0..<s.count) }
         }
+    }
+
+    /// One parameter's part of a pass: its weights and velocity (made unique here, on this thread), its gradient
+    /// operands, where its updated weights go, and where it starts in the whole vector.
+    private func slice(_ p: Parameter, gradient a: UnsafeRawPointer, _ b: UnsafeRawPointer?, out: UnsafeMutableRawPointer?, start: Int) -> FusedSGDPass.Slice {
+        let key = ObjectIdentifier(p)
+        let first = velocity[key] == nil
+        var v = velocity[key] ?? Tensor(zeros: p.value.shape)
+        velocity[key] = nil
+        let vp = v.withMutableData { $0.baseAddress! }
+        velocity[key] = v
+        let wp = p.value.withMutableData { $0.baseAddress! }
+        return FusedSGDPass.Slice(w: wp, v: vp, a: a, b: b, out: out, start: start, count: p.value.count, first: first)
     }
 
     /// The same update as setting the parameters' gradients (end to end) to `(a + b) / divisor` — element by
@@ -62,22 +60,14 @@ public final class SGD: Optimizer {
         let total = parameters.reduce(0) { $0 + $1.value.count }
         precondition(a.count == total * 4 && (b?.count ?? a.count) == a.count && out.count == total * 4,
                      "gradient of \(a.count / 4) values for \(total) parameters")
-        // Per parameter: its weights and velocity (made unique here, on this thread), and where it starts.
         var slices: [FusedSGDPass.Slice] = []
         var offset = 0
         for p in parameters {
-            let key = ObjectIdentifier(p)
-            var v = velocity[key] ?? Tensor(zeros: p.value.shape)
-            let first = velocity[key] == nil
-            velocity[key] = nil
-            let vp = v.withMutableData { $0.baseAddress! }
-            velocity[key] = v
-            let wp = p.value.withMutableData { $0.baseAddress! }
-            slices.append(FusedSGDPass.Slice(w: wp, v: vp, start: offset, count: p.value.count, first: first))
+            slices.append(slice(p, gradient: a.baseAddress! + offset * 4, b.map { $0.baseAddress! + offset * 4 },
+                                out: out.baseAddress! + offset * 4, start: offset))
             offset += p.value.count
         }
-        let pass = FusedSGDPass(slices: slices, a: a.baseAddress!, b: b?.baseAddress, out: out.baseAddress!.assumingMemoryBound(to: Float.self),
-                                lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
+        let pass = FusedSGDPass(slices: slices, lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
         let n = max(1, min(threads, total / 65_536))
         if n == 1 { pass.run(0..<total); return }
         // (The pointers stay valid: the tensors are held by `parameters` and `velocity`, and nothing else touches
@@ -86,12 +76,17 @@ public final class SGD: Optimizer {
     }
 }
 
-/// One fused SGD pass over an element range of the parameters laid end to end (see `SGD.step(_:sumOf:…)`).
+/// The SGD update over an element range of parameters laid end to end — the one implementation behind both
+/// `SGD.step`s: g = (a + b) / divisor + λ·w; v = μ·v + g (v = g on the first step or without momentum);
+/// w −= lr·v; the new w also written to `out` when there is one.
 struct FusedSGDPass: @unchecked Sendable {
-    struct Slice { let w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, start: Int, count: Int, first: Bool }
+    struct Slice {
+        let w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+        /// The gradient's operands (float32, possibly unaligned), and where the updated weights also go.
+        let a: UnsafeRawPointer, b: UnsafeRawPointer?, out: UnsafeMutableRawPointer?
+        let start: Int, count: Int, first: Bool
+    }
     let slices: [Slice]
-    let a: UnsafeRawPointer, b: UnsafeRawPointer?
-    let out: UnsafeMutablePointer<Float>
     let lr: Float, mu: Float, wd: Float, divisor: Float
 
     func run(_ r: Range<Int>) {
@@ -104,33 +99,32 @@ struct FusedSGDPass: @unchecked Sendable {
 
     /// Four lanes at a time (SIMD4: each lane is the scalar float32 operation, so the same bits), then the rest.
     @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, momentum: Bool) {
-        let w = UnsafeMutableRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), o = UnsafeMutableRawPointer(out)
-        let base = s.start
+        let w = UnsafeMutableRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), a = s.a, b = s.b, o = s.out
         let d4 = SIMD4<Float>(repeating: divisor), wd4 = SIMD4<Float>(repeating: wd), mu4 = SIMD4<Float>(repeating: mu)
         let lr4 = SIMD4<Float>(repeating: lr)
         var i = r.lowerBound
         while i + 4 <= r.upperBound {
-            let k = (base + i) * 4
+            let k = i * 4
             var sum = a.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self)
             if let b { sum = sum + b.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self) }
-            var wi = w.loadUnaligned(fromByteOffset: i * 4, as: SIMD4<Float>.self)
+            var wi = w.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self)
             let gi = sum / d4 + wd4 * wi
-            let vi = momentum ? mu4 * vd.loadUnaligned(fromByteOffset: i * 4, as: SIMD4<Float>.self) + gi : gi
-            vd.storeBytes(of: vi, toByteOffset: i * 4, as: SIMD4<Float>.self)
+            let vi = momentum ? mu4 * vd.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self) + gi : gi
+            vd.storeBytes(of: vi, toByteOffset: k, as: SIMD4<Float>.self)
             wi = wi - lr4 * vi
-            w.storeBytes(of: wi, toByteOffset: i * 4, as: SIMD4<Float>.self)
-            o.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
+            w.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
+            o?.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
             i += 4
         }
         while i < r.upperBound {
-            let k = (base + i) * 4
+            let k = i * 4
             var sum = a.loadUnaligned(fromByteOffset: k, as: Float.self)
             if let b { sum = sum + b.loadUnaligned(fromByteOffset: k, as: Float.self) }
             let gi = sum / divisor + wd * s.w[i]
             let vi = momentum ? mu * s.v[i] + gi : gi
             s.v[i] = vi
             s.w[i] -= lr * vi
-            out[base + i] = s.w[i]
+            o?.storeBytes(of: s.w[i], toByteOffset: k, as: Float.self)
             i += 1
         }
     }

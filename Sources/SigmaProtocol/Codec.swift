@@ -171,26 +171,19 @@ public enum Codec {
             guard flags & ~(flagCompressed | flagShared) == 0, flags != flagCompressed | flagShared else {
                 throw DecodeError(.badRequest, t, "unknown flag bits 0x\(String(flags, radix: 16))")
             }
-            // Payload frame (at most one in v1), decompressed if flagged.
+            // Payload frame (at most one in v1), decompressed / fetched from shared memory if flagged.
             var payload: Frame? = frames.count > 1 ? frames[1] : nil
-            if flags & flagCompressed != 0 {
-                guard let z = payload else { throw DecodeError(.badRequest, t, "compressed flag set but no payload frame") }
-                guard let c = compressor else { throw DecodeError(.badRequest, t, "compressed payload, but this peer has no decompressor") }
-                do {
-                    payload = try c.decompress(z, limit: limits.maxPayload)
-                } catch {
-                    throw DecodeError(.badRequest, t, "payload does not decompress: \(error)")
-                }
+            // Each flag turns the payload frame into another through its hook; an error names the flag and the problem.
+            func unwrap(_ flag: UInt8, _ what: String, _ hook: ((Frame) throws -> Frame)?, missingHook: String, failed: String) throws {
+                guard flags & flag != 0 else { return }
+                guard let f = payload else { throw DecodeError(.badRequest, t, "\(what) flag set but no payload frame") }
+                guard let hook else { throw DecodeError(.badRequest, t, missingHook) }
+                do { payload = try hook(f) } catch { throw DecodeError(.badRequest, t, "\(failed): \(error)") }
             }
-            if flags & flagShared != 0 {
-                guard let ref = payload else { throw DecodeError(.badRequest, t, "shared-memory flag set but no payload frame") }
-                guard let c = carrier else { throw DecodeError(.badRequest, t, "shared-memory payload, but this link did not agree to shared memory") }
-                do {
-                    payload = try c.resolve(ref, limit: limits.maxPayload)
-                } catch {
-                    throw DecodeError(.badRequest, t, "shared-memory payload: \(error)")
-                }
-            }
+            try unwrap(flagCompressed, "compressed", compressor.map { c in { try c.decompress($0, limit: limits.maxPayload) } },
+                       missingHook: "compressed payload, but this peer has no decompressor", failed: "payload does not decompress")
+            try unwrap(flagShared, "shared-memory", carrier.map { c in { try c.resolve($0, limit: limits.maxPayload) } },
+                       missingHook: "shared-memory payload, but this link did not agree to shared memory", failed: "shared-memory payload")
             func noPayload() throws {
                 if payload != nil { throw DecodeError(.badRequest, t, "unexpected payload frame") }
             }

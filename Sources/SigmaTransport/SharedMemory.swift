@@ -219,7 +219,6 @@ public struct SharedMemoryError: Error, CustomStringConvertible, Equatable {
 /// when all are busy the payload goes through the socket as usual) and the peer's segments mapped here.
 public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     struct State {
-        var segments: [SharedMemory.Segment] = []
         var mappings: [String: SharedMemory.Mapping] = [:]
         var mappingOrder: [String] = []
         var carried: UInt64 = 0
@@ -240,10 +239,14 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     /// died holding a reference would otherwise keep the segment busy for good).
     private var referenced: [ObjectIdentifier: SharedMemoryPool.Pooled] = [:]
 
+    /// The segments this link copies payloads into (unlinked with the carrier).
+    private let own: SharedMemoryPool
+
     public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4, directory: String = SharedMemory.directory) {
         self.threshold = threshold
         self.maxSegments = maxSegments
         self.directory = directory
+        own = SharedMemoryPool(directory: directory, maxSegments: maxSegments, threshold: 0)
         readerBit = SharedMemory.takeReaderBit()
     }
 
@@ -282,35 +285,19 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
             }
             return SharedMemory.reference(p.segment, count: frame.count, reader: readerBit)
         }
-        return lock.withLock { _ -> Frame? in
-            var pick = state.segments.filter { !$0.busy && $0.capacity >= frame.count }.min { $0.capacity < $1.capacity }
-            if pick == nil {
-                if state.segments.count >= maxSegments {
-                    guard let i = state.segments.firstIndex(where: { !$0.busy }) else {
-                        state.fellBack += 1
-                        return nil
-                    }
-                    state.segments.remove(at: i)   // free but too small: replaced by a larger one
-                }
-                let rounded = (frame.count + (1 << 20) - 1) & ~((1 << 20) - 1)
-                guard let s = SharedMemory.Segment(payloadCapacity: rounded, directory: directory) else {
-                    state.fellBack += 1
-                    return nil
-                }
-                state.segments.append(s)
-                pick = s
-            }
-            let s = pick!
-            frame.withUnsafeBytes { src in
-                if let b = src.baseAddress { s.base.advanced(by: SharedMemory.headerSize).copyMemory(from: b, byteCount: src.count) }
-            }
-            s.generation &+= 1
-            s.word(2).pointee = s.generation
-            s.word(3).pointee = UInt64(frame.count)
-            csys_atomic_store_u64(s.word(1), 1)
-            state.carried += 1
-            return SharedMemory.reference(s, count: frame.count, reader: 1)
+        // Otherwise copied once into one of this link's own segments (a private pool: same choice of segment);
+        // the peer's bit keeps it busy until the peer releases it.
+        guard let r = own.reserve(count: frame.count), let p = r.owner as? SharedMemoryPool.Pooled else {
+            lock.withLock { _ in state.fellBack += 1 }
+            return nil
         }
+        frame.withUnsafeBytes { src in
+            if let b = src.baseAddress { r.base.copyMemory(from: b, byteCount: src.count) }
+        }
+        csys_atomic_store_u64(p.segment.word(1), 1)
+        r.release(nil)   // no frame here uses it: only the peer's bit holds it now
+        lock.withLock { _ in state.carried += 1 }
+        return SharedMemory.reference(p.segment, count: frame.count, reader: 1)
     }
 
     public func resolve(_ reference: Frame, limit: Int) throws -> Frame {

@@ -145,39 +145,29 @@ public enum GradientTree {
     /// Written straight into the frame that goes on the wire (gradients are megabytes: one copy, no regrowth).
     /// Throws when a value does not fit float16 (|x| > 65504): bf16 keeps float32's range.
     public static func encode(_ parts: [(TreeNode, GradientSum)], transport: GradientTransport = .f32) throws -> Frame {
-        let size = parts.reduce(4) { $0 + 33 + $1.1.values.count * transport.bytes }
-        return try Frame(shareable: size) { buf in
-            var o = 0
-            func put<T: FixedWidthInteger>(_ v: T) {
-                withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                o += MemoryLayout<T>.size
-            }
-            put(UInt32(parts.count))
-            for (n, s) in parts {
-                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(s.values.count))
-                let dst = buf.baseAddress!.advanced(by: o)
-                switch transport {
-                case .f32:
-                    s.values.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                case .bf16:
-                    let out = dst.bindMemory(to: UInt16.self, capacity: s.values.count)
-                    s.values.withUnsafeBufferPointer { v in for i in 0..<v.count { out[i] = GradientTransport.bfloat16(v[i]).littleEndian } }
-                case .fp16:
-                    let out = dst.bindMemory(to: UInt16.self, capacity: s.values.count)
-                    var overflow: Float? = nil
-                    s.values.withUnsafeBufferPointer { v in
-                        for i in 0..<v.count {
-                            let h = Float16(v[i])
-                            if !h.isFinite && v[i].isFinite && overflow == nil { overflow = v[i] }
-                            out[i] = h.bitPattern.littleEndian
-                        }
-                    }
-                    if let x = overflow {
-                        throw JobError("gradient_transport fp16: a gradient sum (\(x)) is beyond float16's range (±65504); use bf16 or f32")
+        try encode(nodes: parts.map { ($0.0, $0.1.values.count) }, transport: transport) { k, dst in
+            let s = parts[k].1
+            switch transport {
+            case .f32:
+                s.values.withUnsafeBytes { dst.copyMemory(from: $0) }
+            case .bf16:
+                let out = dst.bindMemory(to: UInt16.self)
+                s.values.withUnsafeBufferPointer { v in for i in 0..<v.count { out[i] = GradientTransport.bfloat16(v[i]).littleEndian } }
+            case .fp16:
+                let out = dst.bindMemory(to: UInt16.self)
+                var overflow: Float? = nil
+                s.values.withUnsafeBufferPointer { v in
+                    for i in 0..<v.count {
+                        let h = Float16(v[i])
+                        if !h.isFinite && v[i].isFinite && overflow == nil { overflow = v[i] }
+                        out[i] = h.bitPattern.littleEndian
                     }
                 }
-                o += s.values.count * transport.bytes
+                if let x = overflow {
+                    throw JobError("gradient_transport fp16: a gradient sum (\(x)) is beyond float16's range (±65504); use bf16 or f32")
+                }
             }
+            return (s.loss, s.correct, s.rows)
         }
     }
 
@@ -186,20 +176,25 @@ public enum GradientTree {
     /// intermediate vector.
     public static func encode(nodes: [TreeNode], parameters: Int,
                               fill: (TreeNode, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
-        try Frame(shareable: 4 + nodes.count * (33 + parameters * 4)) { buf in
+        try encode(nodes: nodes.map { ($0, parameters) }, transport: .f32) { k, dst in try fill(nodes[k], dst) }
+    }
+
+    /// The one writer of the wire form: node k's `count` values (in `transport`'s width) written by `fill` into
+    /// the frame, its header after, from the statistics `fill` returns.
+    private static func encode(nodes: [(TreeNode, Int)], transport: GradientTransport,
+                               fill: (Int, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
+        try Frame(shareable: nodes.reduce(4) { $0 + 33 + $1.1 * transport.bytes }) { buf in
             var o = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 o += MemoryLayout<T>.size
             }
             put(UInt32(nodes.count))
-            for n in nodes {
-                let header = o
-                o += 33
-                let s = try fill(n, UnsafeMutableRawBufferPointer(rebasing: buf[o..<o + parameters * 4]))
-                let end = o + parameters * 4
+            for (k, (n, count)) in nodes.enumerated() {
+                let header = o, values = o + 33, end = values + count * transport.bytes
+                let s = try fill(k, UnsafeMutableRawBufferPointer(rebasing: buf[values..<end]))
                 o = header
-                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(parameters))
+                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(count))
                 o = end
             }
         }
@@ -416,7 +411,7 @@ extension Array where Element == Float {
     /// float32 values from raw (possibly unaligned) bytes.
     init(floats bytes: UnsafeRawBufferPointer) {
         self.init(unsafeUninitializedCapacity: bytes.count / 4) { o, n in
-            for i in 0..<bytes.count / 4 { o[i] = bytes.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
+            UnsafeMutableRawBufferPointer(o).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<bytes.count / 4 * 4]))
             n = bytes.count / 4
         }
     }
