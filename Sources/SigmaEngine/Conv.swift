@@ -79,11 +79,12 @@ public enum ConvKernels {
     }
 
     /// Gradients of `conv2d`: (dx, dw, db) from dy.
-    public static func conv2dBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, stride: Int, padding: Int, hasBias: Bool)
-        -> (Tensor, Tensor, Tensor?) {
+    /// dx is computed only when `inputGradient` (a network's input needs none); it is nil otherwise.
+    public static func conv2dBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, stride: Int, padding: Int, hasBias: Bool,
+                                      inputGradient: Bool = true) -> (Tensor?, Tensor, Tensor?) {
         let g = geometry(x, w, stride: stride, padding: padding)
         let hw = g.ho * g.wo
-        var dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape)
+        var dx = Tensor(zeros: inputGradient ? x.shape : [0]), dw = Tensor(zeros: w.shape)
         var db: Tensor? = hasBias ? Tensor(zeros: [g.o]) : nil
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
         let dcols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
@@ -95,6 +96,7 @@ public enum ConvKernels {
                 // dW += dy_n (O, HW) · cols_nᵀ (HW, patch)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(g.o), Int32(g.patch), Int32(hw), 1,
                             dyn, Int32(hw), cols, Int32(hw), 1, pdw.baseAddress, Int32(g.patch))
+                guard inputGradient else { continue }
                 // dcols = Wᵀ (patch, O) · dy_n (O, HW)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(g.patch), Int32(hw), Int32(g.o), 1,
                             pw.baseAddress, Int32(g.patch), dyn, Int32(hw), 0, dcols, Int32(hw))
@@ -106,7 +108,7 @@ public enum ConvKernels {
                 for n in 0..<g.n { for o in 0..<g.o { for k in 0..<hw { pdb[o] += pdy[(n * g.o + o) * hw + k] } } }
             } }
         }
-        return (dx, dw, db)
+        return (inputGradient ? dx : nil, dw, db)
     }
 
     /// Reference for `conv2d`: the direct loop nest, accumulating in Float64.

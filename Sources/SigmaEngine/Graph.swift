@@ -6,6 +6,9 @@ public final class Graph {
     var ops: [Op] = []
     /// Parameters fed into this graph, by var id: backward writes their gradients.
     var parameters: [Int: Parameter] = [:]
+    /// Whether a gradient can flow to each var: it is a parameter or computed from one. Inputs and targets
+    /// (constants) are not, so backward skips their gradients — e.g. the first layer's dx, a whole GEMM.
+    var needsGradient: [Bool] = []
 
     public init() {}
 
@@ -30,6 +33,19 @@ public final class Graph {
         case linear(Int, Int, bias: Int?)
         case conv2d(Int, Int, bias: Int?, stride: Int, padding: Int)
         case pool2d(ConvKernels.Pool, Int, kernel: Int, stride: Int, argmax: [Int32])
+
+        /// The vars this op reads.
+        var inputs: [Int] {
+            switch self {
+            case .leaf: return []
+            case .binary(_, let a, let b), .matmul(let a, let b, _, _), .bmm(let a, let b, _, _): return [a, b]
+            case .unary(_, let a), .sum(let a), .mean(let a), .scale(let a, _), .reshape(let a), .logSoftmax(let a),
+                 .nll(let a, _), .permute(let a, _), .softmax(let a), .gather(let a, _), .pool2d(_, let a, _, _, _):
+                return [a]
+            case .layerNorm(let x, let g, let b, _, _): return [x, g, b]
+            case .linear(let x, let w, let b), .conv2d(let x, let w, let b, _, _): return [x, w] + (b.map { [$0] } ?? [])
+            }
+        }
     }
 
     /// A value that needs no gradient (inputs, targets).
@@ -39,17 +55,19 @@ public final class Graph {
     public func param(_ p: Parameter) -> Var {
         let v = record(p.value, .leaf)
         parameters[v.id] = p
+        needsGradient[v.id] = true
         return v
     }
 
     func record(_ t: Tensor, _ op: Op) -> Var {
         values.append(t)
         ops.append(op)
+        needsGradient.append(op.inputs.contains { needsGradient[$0] })
         return Var(id: values.count - 1, graph: self)
     }
 
     /// Back-propagates from a scalar `loss`; parameter gradients are added to `Parameter.grad`.
-    /// Returns the gradient of every var (nil where none flowed).
+    /// Returns the gradient of every var that depends on a parameter (nil where none flowed, and for constants).
     @discardableResult
     public func backward(from loss: Var) -> [Tensor?] {
         precondition(loss.value.count == 1, "backward needs a scalar loss, got shape \(loss.value.shape)")
@@ -57,7 +75,7 @@ public final class Graph {
         grads[loss.id] = Tensor(shape: loss.value.shape, repeating: 1)
         for id in stride(from: loss.id, through: 0, by: -1) {
             guard let g = grads[id] else { continue }
-            for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g) {
+            for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g) where needsGradient[input] {
                 if let existing = grads[input] {
                     grads[input] = Kernels.binary(.add, existing, contribution)
                 } else {
@@ -93,8 +111,7 @@ public final class Graph {
                 return [(a, Kernels.sumTo(ga, shape: x.shape)), (b, Kernels.sumTo(gb, shape: z.shape))]
             }
         case .matmul(let a, let b, let ta, let tb):
-            let (da, db) = productGradients(values[a], values[b], g, ta, tb) { Kernels.matmul($0, $1, transA: $2, transB: $3) }
-            return [(a, da), (b, db)]
+            return productGradients(a, b, g, ta, tb) { Kernels.matmul($0, $1, transA: $2, transB: $3) }
         case .unary(let kind, let a):
             return [(a, Kernels.unaryBackward(kind, x: values[a], y: y, g: g))]
         case .sum(let a):
@@ -127,8 +144,7 @@ public final class Graph {
             dx.withMutableData { pd in for i in 0..<n { pd[i * c + Int(labels[i])] = scale } }
             return [(a, dx)]
         case .bmm(let a, let b, let ta, let tb):
-            let (da, db) = productGradients(values[a], values[b], g, ta, tb) { Kernels.bmm($0, $1, transA: $2, transB: $3) }
-            return [(a, da), (b, db)]
+            return productGradients(a, b, g, ta, tb) { Kernels.bmm($0, $1, transA: $2, transB: $3) }
         case .permute(let a, let order):
             var inverse = [Int](repeating: 0, count: order.count)
             for (i, o) in order.enumerated() { inverse[o] = i }
@@ -180,24 +196,31 @@ public final class Graph {
             } }
             return [(table, dt)]
         case .linear(let x, let w, let b):
-            let dx = Kernels.matmul(g, values[w]), dw = Kernels.matmul(g, values[x], transA: true)
-            return [(x, dx), (w, dw)] + (b.map { [($0, Kernels.sumTo(g, shape: values[$0].shape))] } ?? [])
+            let dw = Kernels.matmul(g, values[x], transA: true)
+            let dx = needsGradient[x] ? [(x, Kernels.matmul(g, values[w]))] : []
+            return dx + [(w, dw)] + (b.map { [($0, Kernels.sumTo(g, shape: values[$0].shape))] } ?? [])
         case .conv2d(let x, let w, let b, let stride, let padding):
-            let (dx, dw, db) = ConvKernels.conv2dBackward(values[x], values[w], g, stride: stride, padding: padding, hasBias: b != nil)
-            return [(x, dx), (w, dw)] + (b.map { [($0, db!)] } ?? [])
+            let (dx, dw, db) = ConvKernels.conv2dBackward(values[x], values[w], g, stride: stride, padding: padding,
+                                                          hasBias: b != nil, inputGradient: needsGradient[x])
+            return (dx.map { [(x, $0)] } ?? []) + [(w, dw)] + (b.map { [($0, db!)] } ?? [])
         case .pool2d(let kind, let x, let k, let s, let argmax):
             return [(x, ConvKernels.pool2dBackward(kind, inputShape: values[x].shape, dy: g, argmax: argmax, kernel: k, stride: s))]
         }
     }
 }
 
-/// Gradients of y = op(A)·op(B) (op = optional transpose) for any product `mul(x, y, transX, transY)` — the one
-/// rule shared by matmul and batched matmul: dA = g·op(B)ᵀ (or its transpose), dB = op(A)ᵀ·g (or its transpose).
-func productGradients(_ A: Tensor, _ B: Tensor, _ g: Tensor, _ ta: Bool, _ tb: Bool,
-                      _ mul: (Tensor, Tensor, Bool, Bool) -> Tensor) -> (Tensor, Tensor) {
-    let da = ta ? mul(B, g, tb, true) : mul(g, B, false, !tb)
-    let db = tb ? mul(g, A, true, ta) : mul(A, g, !ta, false)
-    return (da, db)
+extension Graph {
+    /// Gradients of y = op(A)·op(B) (op = optional transpose) for any product `mul(x, y, transX, transY)` — the
+    /// one rule shared by matmul and batched matmul: dA = g·op(B)ᵀ (or its transpose), dB = op(A)ᵀ·g (or its
+    /// transpose); each only for an operand that needs a gradient.
+    func productGradients(_ a: Int, _ b: Int, _ g: Tensor, _ ta: Bool, _ tb: Bool,
+                          _ mul: (Tensor, Tensor, Bool, Bool) -> Tensor) -> [(Int, Tensor)] {
+        let A = values[a], B = values[b]
+        var out: [(Int, Tensor)] = []
+        if needsGradient[a] { out.append((a, ta ? mul(B, g, tb, true) : mul(g, B, false, !tb))) }
+        if needsGradient[b] { out.append((b, tb ? mul(g, A, true, ta) : mul(A, g, !ta, false))) }
+        return out
+    }
 }
 
 /// A node of a `Graph`: its value is computed when the op is recorded.

@@ -237,11 +237,29 @@ public enum Kernels {
         var out = Tensor(uninitialized: a.shape)
         a.withData { pa in out.withMutableData { po in
             switch op {
-            case .relu: for i in 0..<po.count { po[i] = pa[i] > 0 ? pa[i] : 0 }
+            case .relu: reluSelect(pa, pa, po)
             default: for i in 0..<po.count { po[i] = apply(op, pa[i]) }
             }
         } }
         return out
+    }
+
+    /// out[i] = x[i] > 0 ? v[i] : 0 (NaN → 0), 16 lanes at a time without branches: ReLU is v = x, its backward
+    /// v = the upstream gradient. (A branch per element mispredicts half the time on real activations.)
+    @inline(__always)
+    static func reluSelect(_ x: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>) {
+        let n = out.count, px = UnsafeRawPointer(x.baseAddress), pv = UnsafeRawPointer(v.baseAddress)
+        let po = UnsafeMutableRawPointer(out.baseAddress)
+        var i = 0
+        if let px, let pv, let po {
+            while i + 16 <= n {
+                let xs = px.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+                let vs = pv.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+                po.storeBytes(of: SIMD16<Float>(repeating: 0).replacing(with: vs, where: xs .> 0), toByteOffset: i * 4, as: SIMD16<Float>.self)
+                i += 16
+            }
+        }
+        while i < n { out[i] = x[i] > 0 ? v[i] : 0; i += 1 }
     }
 
     /// d op(x) / dx, elementwise, times `g`.
@@ -249,7 +267,7 @@ public enum Kernels {
         var out = Tensor(uninitialized: x.shape)
         x.withData { px in y.withData { py in g.withData { pg in out.withMutableData { po in
             if op == .relu {
-                for i in 0..<po.count { po[i] = px[i] > 0 ? pg[i] : 0 }
+                reluSelect(px, pg, po)
                 return
             }
             for i in 0..<po.count {

@@ -38,6 +38,27 @@ func awayFromZero(_ t: Tensor) -> Tensor {
 }
 
 @Suite struct GradientTests {
+    /// Inputs (constants) get no gradient — backward skips e.g. the first layer's dx GEMM — and skipping it leaves
+    /// every parameter's gradient bit for bit what it is when the input is differentiated too (a parameter).
+    @Test func constantsGetNoGradientAndParametersTheSameOne() {
+        let x = random([6, 5], seed: 31), w1 = random([4, 5], seed: 32), b1 = random([4], seed: 33)
+        let w2 = random([3, 4], seed: 34), img = random([2, 1, 5, 5], seed: 35), k = random([2, 1, 3, 3], seed: 36)
+        func grads(inputIsParameter: Bool) -> ([Tensor], Tensor?) {
+            let g = Graph()
+            let ps = [Parameter("w1", w1), Parameter("b1", b1), Parameter("w2", w2), Parameter("k", k)]
+            let xp = Parameter("x", x), ip = Parameter("img", img)
+            let xv = inputIsParameter ? g.param(xp) : g.constant(x), iv = inputIsParameter ? g.param(ip) : g.constant(img)
+            let h = xv.linear(g.param(ps[0]), g.param(ps[1])).relu().matmul(g.param(ps[2]), transB: true)
+            let c = iv.conv2d(g.param(ps[3]), nil, padding: 1)
+            let all = g.backward(from: h.sum() + c.sum())
+            return (ps.map { $0.grad! }, all[xv.id])
+        }
+        let (withInput, xGrad) = grads(inputIsParameter: true), (without, none) = grads(inputIsParameter: false)
+        #expect(xGrad != nil)
+        #expect(none == nil, "a constant input got a gradient")
+        for (a, b) in zip(withInput, without) { #expect(a.scalars.map(\.bitPattern) == b.scalars.map(\.bitPattern)) }
+    }
+
     @Test func binaryOpsWithBroadcasting() {
         let a = random([3, 4], seed: 1), b = random([4], seed: 2), c = random([3, 1], seed: 3)
         checkGradients([a, b]) { ($0[0] + $0[1]).sum() }

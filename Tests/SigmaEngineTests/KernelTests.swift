@@ -49,6 +49,24 @@ func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
         #expect(Kernels.logSoftmax(big).scalars.allSatisfy { $0.isFinite })
     }
 
+    /// The 16-lane ReLU and its backward against the scalar definitions, bit for bit, at lengths with every tail
+    /// size, with NaN, ±0 and infinities among the inputs (x > 0 ? v : 0, so NaN and -0 give +0).
+    @Test func simdReluEqualsScalarDefinition() {
+        var rng = SeededRandom(seed: 3)
+        for n in [0, 1, 15, 16, 17, 31, 33, 100, 1024 + 7] {
+            var xs = Tensor.uniform([n], low: -1, high: 1, rng: &rng).scalars
+            let specials: [Float] = [.nan, -0.0, 0.0, .infinity, -.infinity, .leastNonzeroMagnitude]
+            for (k, v) in specials.enumerated() where k * 5 < n { xs[k * 5] = v }
+            let x = Tensor(shape: [n], xs), g = Tensor.uniform([n], low: -2, high: 2, rng: &rng)
+            let y = Kernels.unary(.relu, x), dx = Kernels.unaryBackward(.relu, x: x, y: y, g: g)
+            for i in 0..<n {
+                let want: Float = xs[i] > 0 ? xs[i] : 0, wantG: Float = xs[i] > 0 ? g[i] : 0
+                #expect(y[i].bitPattern == want.bitPattern, "relu n \(n) i \(i): \(y[i]) vs \(want)")
+                #expect(dx[i].bitPattern == wantG.bitPattern, "relu backward n \(n) i \(i)")
+            }
+        }
+    }
+
     @Test func geluIsTheErfForm() {
         // Values from PyTorch's F.gelu (approximate='none').
         let x = Tensor(shape: [5], [-3, -1, 0, 0.5, 2])
