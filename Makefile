@@ -52,8 +52,6 @@ bench: release
 	$(RELEASE_BIN) bench dispatch --log-level warning | tee artifacts/bench-dispatch.md
 	$(RELEASE_BIN) bench gemm | tee artifacts/bench-gemm.md
 	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
-	@echo "NumPy baseline, same MLP step (samples/s, median of 5):" | tee -a artifacts/bench-mlp.md
-	@for t in 1 2; do printf "| %s thread(s) | NumPy %s |\n" $$t "$$(OPENBLAS_NUM_THREADS=$$t python3 bench/mlp_numpy.py 5 2>/dev/null || echo 'unavailable (pip install numpy)')"; done | tee -a artifacts/bench-mlp.md
 	$(RELEASE_BIN) bench train --runs 3 --log-level warning | tee artifacts/bench-train.md
 	$(RELEASE_BIN) bench reduce --runs 3 --log-level warning | tee artifacts/bench-reduce.md
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md

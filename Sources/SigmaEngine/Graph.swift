@@ -75,7 +75,9 @@ public final class Graph {
         grads[loss.id] = Tensor(shape: loss.value.shape, repeating: 1)
         for id in stride(from: loss.id, through: 0, by: -1) {
             guard let g = grads[id] else { continue }
-            for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g) where needsGradient[input] {
+            // A parameter's first gradient contribution may be computed straight into its gradient buffer.
+            let sink: (Int) -> UnsafeMutableBufferPointer<Float>? = { v in grads[v] == nil ? self.parameters[v]?.gradientBuffer : nil }
+            for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g, sink: sink) where needsGradient[input] {
                 if let existing = grads[input] {
                     grads[input] = Kernels.binary(.add, existing, contribution)
                 } else {
@@ -85,13 +87,21 @@ public final class Graph {
         }
         for (id, p) in parameters {
             guard let g = grads[id] else { continue }
-            if let existing = p.grad { p.grad = Kernels.binary(.add, existing, g) } else { p.grad = g }
+            var total = p.grad.map { Kernels.binary(.add, $0, g) } ?? g
+            if let buffer = p.gradientBuffer, let base = buffer.baseAddress, !total.isStored(at: base) {
+                precondition(buffer.count == total.count, "\(p.name): gradient buffer of \(buffer.count) floats for \(total.count)")
+                total.withData { _ = buffer.update(fromContentsOf: $0) }
+                total = Tensor(borrowing: base, shape: total.shape, owner: Tensor.externalMemory)
+            }
+            p.grad = total
         }
         return grads
     }
 
     /// The derivative rules: for an op with output `y` and upstream gradient `g`, the gradient of each input.
-    func derivatives(of op: Op, output y: Tensor, gradient g: Tensor) -> [(Int, Tensor)] {
+    /// `sink(v)`: memory where var v's gradient may be written directly (the linear rule's weight GEMM does).
+    func derivatives(of op: Op, output y: Tensor, gradient g: Tensor,
+                     sink: (Int) -> UnsafeMutableBufferPointer<Float>? = { _ in nil }) -> [(Int, Tensor)] {
         switch op {
         case .leaf:
             return []
@@ -196,7 +206,7 @@ public final class Graph {
             } }
             return [(table, dt)]
         case .linear(let x, let w, let b):
-            let dw = Kernels.matmul(g, values[x], transA: true)
+            let dw = Kernels.matmul(g, values[x], transA: true, into: sink(w))
             let dx = needsGradient[x] ? [(x, Kernels.matmul(g, values[w]))] : []
             return dx + [(w, dw)] + (b.map { [($0, Kernels.sumTo(g, shape: values[$0].shape))] } ?? [])
         case .conv2d(let x, let w, let b, let stride, let padding):
@@ -316,6 +326,10 @@ public final class Parameter {
     public let name: String
     public var value: Tensor
     public var grad: Tensor?
+    /// When set, `backward` leaves this parameter's gradient in this memory (e.g. inside an outgoing message) and
+    /// `grad` reads it there: the linear rule's weight GEMM writes it in place, any other gradient is copied in at
+    /// the end. Whoever sets it keeps the memory alive while `grad` is in use, then clears both.
+    public var gradientBuffer: UnsafeMutableBufferPointer<Float>?
     public init(_ name: String, _ value: Tensor) {
         self.name = name
         self.value = value

@@ -7,19 +7,28 @@ public enum Kernels {
     // MARK: matmul
 
     /// a (M, K) · b (K, N) → (M, N); `transA`/`transB` read a as (K, M) / b as (N, K). Fast: `cblas_sgemm`.
-    public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+    /// With `into`, the product is written there (m·n floats, caller-owned) and the result reads it in place.
+    public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false,
+                              into external: UnsafeMutableBufferPointer<Float>? = nil) -> Tensor {
         let (m, k, n) = matmulDims(a, b, transA, transB)
-        if m == 0 || n == 0 || k == 0 { return Tensor(zeros: [m, n]) }
-        var out = Tensor(uninitialized: [m, n])
-        a.withData { pa in
-            b.withData { pb in
-                out.withMutableData { pc in
+        func gemm(_ pc: UnsafeMutableBufferPointer<Float>) {
+            if k == 0 { pc.update(repeating: 0); return }
+            a.withData { pa in
+                b.withData { pb in
                     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                                 Int32(m), Int32(n), Int32(k), 1, pa.baseAddress, Int32(a.shape[1]), pb.baseAddress,
                                 Int32(b.shape[1]), 0, pc.baseAddress, Int32(n))
                 }
             }
         }
+        if let external, let base = external.baseAddress {
+            precondition(external.count == m * n, "matmul into \(external.count) floats for a (\(m), \(n)) product")
+            gemm(external)
+            return Tensor(borrowing: base, shape: [m, n], owner: Tensor.externalMemory)
+        }
+        if m == 0 || n == 0 || k == 0 { return Tensor(zeros: [m, n]) }
+        var out = Tensor(uninitialized: [m, n])
+        out.withMutableData { gemm($0) }
         return out
     }
 

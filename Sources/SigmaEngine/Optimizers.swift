@@ -90,17 +90,28 @@ struct FusedSGDPass: @unchecked Sendable {
     let lr: Float, mu: Float, wd: Float, divisor: Float
 
     func run(_ r: Range<Int>) {
+        // Dividing by a power of two is multiplying by its reciprocal, exactly (the same real number, rounded
+        // once): a multiply instead of a divide, which is what bounds this loop (the batch size usually is one).
+        let reciprocal = 1 / divisor
+        let exact = divisor > 0 && divisor.isNormal && divisor.significandBitPattern == 0 && reciprocal.isNormal
         for s in slices where s.start < r.upperBound && s.start + s.count > r.lowerBound {
             let lo = max(r.lowerBound, s.start) - s.start, hi = min(r.upperBound, s.start + s.count) - s.start
-            // Momentum applies from the second step on; the branch is hoisted out of the loop.
-            if mu == 0 || s.first { pass(s, lo..<hi, momentum: false) } else { pass(s, lo..<hi, momentum: true) }
+            // Momentum applies from the second step on; the branches are hoisted out of the loop.
+            switch (mu == 0 || s.first, exact) {
+            case (true, true): pass(s, lo..<hi, momentum: false, scale: reciprocal)
+            case (true, false): pass(s, lo..<hi, momentum: false, scale: nil)
+            case (false, true): pass(s, lo..<hi, momentum: true, scale: reciprocal)
+            case (false, false): pass(s, lo..<hi, momentum: true, scale: nil)
+            }
         }
     }
 
     /// Four lanes at a time (SIMD4: each lane is the scalar float32 operation, so the same bits), then the rest.
-    @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, momentum: Bool) {
+    /// `scale`: the divisor's exact reciprocal, multiplied instead of dividing.
+    @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, momentum: Bool, scale: Float?) {
         let w = UnsafeMutableRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), a = s.a, b = s.b, o = s.out
         let d4 = SIMD4<Float>(repeating: divisor), wd4 = SIMD4<Float>(repeating: wd), mu4 = SIMD4<Float>(repeating: mu)
+        let s4 = SIMD4<Float>(repeating: scale ?? 1)
         let lr4 = SIMD4<Float>(repeating: lr)
         var i = r.lowerBound
         while i + 4 <= r.upperBound {
@@ -108,7 +119,7 @@ struct FusedSGDPass: @unchecked Sendable {
             var sum = a.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self)
             if let b { sum = sum + b.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self) }
             var wi = w.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self)
-            let gi = sum / d4 + wd4 * wi
+            let gi = (scale != nil ? sum * s4 : sum / d4) + wd4 * wi
             let vi = momentum ? mu4 * vd.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self) + gi : gi
             vd.storeBytes(of: vi, toByteOffset: k, as: SIMD4<Float>.self)
             wi = wi - lr4 * vi
@@ -120,7 +131,7 @@ struct FusedSGDPass: @unchecked Sendable {
             let k = i * 4
             var sum = a.loadUnaligned(fromByteOffset: k, as: Float.self)
             if let b { sum = sum + b.loadUnaligned(fromByteOffset: k, as: Float.self) }
-            let gi = sum / divisor + wd * s.w[i]
+            let gi = (scale.map { sum * $0 } ?? sum / divisor) + wd * s.w[i]
             let vi = momentum ? mu * s.v[i] + gi : gi
             s.v[i] = vi
             s.w[i] -= lr * vi

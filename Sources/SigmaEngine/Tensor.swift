@@ -59,6 +59,15 @@ public struct Tensor: @unchecked Sendable {
         storage = TensorStorage(borrowing: pointer, count: shape.reduce(1, *), owner: owner)
     }
 
+    /// The owner of borrowed memory whose lifetime the caller manages (e.g. a gradient written into a message).
+    public static let externalMemory: AnyObject & Sendable = ExternalMemory()
+    final class ExternalMemory: Sendable {}
+
+    /// Whether this tensor's values are stored at `address` (it reads that memory, no copy).
+    public func isStored(at address: UnsafeRawPointer?) -> Bool {
+        address != nil && UnsafeRawPointer(storage.pointer) == address
+    }
+
     /// Whether this tensor reads memory it does not own (`init(borrowing:shape:owner:)`).
     public var isBorrowed: Bool { storage.owner != nil }
 

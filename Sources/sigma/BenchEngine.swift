@@ -35,15 +35,44 @@ func benchGemm(runs: Int) {
 }
 
 /// One SGD training step of an MLP 784-1024-1024-10 on batches of 256 (forward, backward, update), samples/s,
-/// 1 and 2 BLAS threads; medians of `runs` (each 20 steps after 3 warm-up steps).
+/// 1 and 2 BLAS threads; medians of `runs` (each 20 steps after 3 warm-up steps). Each run is paired with a run of
+/// the hand-written NumPy loop (`bench/mlp_numpy.py`, same shapes and update) just after it, so drift on a shared
+/// machine hits both alike; the ratio is the median of the pairs.
 func benchMLP(runs: Int) {
     print("# sigma bench mlp — OpenBLAS kernels: \(BLASInfo.coreName), MLP 784-1024-1024-10, batch 256, SGD momentum 0.9")
     print("")
-    print("| threads | Sigma samples/s | target |")
-    print("|---|---|---|")
+    print("| threads | Sigma samples/s | NumPy loop, same run | Sigma / NumPy (median of pairs, range) | target |")
+    print("|---|---|---|---|---|")
     for threads in [1, 2] {
-        print("| \(threads) | \(Int(engineStepRate(threads: threads, runs: runs))) | \(threads == 2 ? "≥ 34,000" : "") |")
+        var ours: [Double] = [], numpy: [Double] = []
+        for _ in 0..<runs {
+            ours.append(engineStepRate(threads: threads, runs: 1))
+            if let r = numpyStepRate(threads: threads) { numpy.append(r) }
+        }
+        let base = numpy.isEmpty ? "unavailable (python3 with numpy)" : "\(Int(median(numpy)))"
+        let ratios = zip(ours, numpy).map { $0 / $1 * 100 }
+        let ratio = ratios.isEmpty ? "" : "\(Int(median(ratios).rounded())) % (\(Int(ratios.min()!.rounded()))–\(Int(ratios.max()!.rounded())) %)"
+        print("| \(threads) | \(Int(median(ours))) | \(base) | \(ratio) | \(threads == 2 ? "≥ 34,000" : "") |")
     }
+}
+
+/// One run of the NumPy baseline (20 steps after 3 warm-up) on `threads` BLAS threads; nil without python3/numpy.
+func numpyStepRate(threads: Int) -> Double? {
+    let script = "bench/mlp_numpy.py"
+    guard FileManager.default.fileExists(atPath: script) else { return nil }
+    let p = Process(), out = Pipe()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [ProcessInfo.processInfo.environment["SIGMA_BENCH_PYTHON"] ?? "python3", script, "1"]
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "\(threads)"
+    p.environment = env
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    do { try p.run() } catch { return nil }
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { return nil }
+    return Double(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
 /// The engine alone: samples/s of the MLP 784-1024-1024-10 SGD step (batch 256) on `threads` BLAS threads.

@@ -40,6 +40,37 @@ func awayFromZero(_ t: Tensor) -> Tensor {
 @Suite struct GradientTests {
     /// Inputs (constants) get no gradient — backward skips e.g. the first layer's dx GEMM — and skipping it leaves
     /// every parameter's gradient bit for bit what it is when the input is differentiated too (a parameter).
+    /// A parameter with a gradient buffer gets its gradient there, bit for bit what it gets without one: the
+    /// linear weight's GEMM writes in place, other gradients (bias; a weight used twice) are copied in at the end.
+    @Test func gradientBuffersReceiveTheSameGradientsInPlace() {
+        let x = random([6, 5], seed: 41), w1 = random([4, 5], seed: 42), b1 = random([4], seed: 43), w2 = random([4, 4], seed: 44)
+        func run(buffers: Bool) -> ([[UInt32]], [Bool]) {
+            let ps = [Parameter("w1", w1), Parameter("b1", b1), Parameter("w2", w2)]
+            let memory = UnsafeMutableBufferPointer<Float>.allocate(capacity: 20 + 4 + 16)
+            memory.initialize(repeating: .nan)
+            defer { memory.deallocate() }
+            if buffers {
+                ps[0].gradientBuffer = UnsafeMutableBufferPointer(rebasing: memory[0..<20])
+                ps[1].gradientBuffer = UnsafeMutableBufferPointer(rebasing: memory[20..<24])
+                ps[2].gradientBuffer = UnsafeMutableBufferPointer(rebasing: memory[24..<40])
+            }
+            let g = Graph()
+            let w2v = g.param(ps[2])
+            // w2 is used by two linear ops: its gradient is the sum of two contributions.
+            let h = g.constant(x).linear(g.param(ps[0]), g.param(ps[1])).relu().linear(w2v, nil).linear(w2v, nil)
+            g.backward(from: h.sum())
+            let bits = ps.map { $0.grad!.scalars.map(\.bitPattern) }
+            let inPlace = ps.map { p in p.gradientBuffer.map { p.grad!.isStored(at: $0.baseAddress) } ?? false }
+            if buffers {
+                #expect(Array(memory).map(\.bitPattern) == bits.flatMap { $0 }, "the buffers hold the gradients")
+            }
+            return (bits, inPlace)
+        }
+        let (plain, _) = run(buffers: false), (buffered, inPlace) = run(buffers: true)
+        #expect(plain == buffered)
+        #expect(inPlace == [true, true, true])
+    }
+
     @Test func constantsGetNoGradientAndParametersTheSameOne() {
         let x = random([6, 5], seed: 31), w1 = random([4, 5], seed: 32), b1 = random([4], seed: 33)
         let w2 = random([3, 4], seed: 34), img = random([2, 1, 5, 5], seed: 35), k = random([2, 1, 3, 3], seed: 36)

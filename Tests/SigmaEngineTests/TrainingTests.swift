@@ -109,7 +109,8 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
 
     /// The coordinator's fused step — gradient = (a + b) / divisor read from raw operands, update, weights written
     /// out, split over threads — gives the same bits as setting the gradients and calling `step`, with and without
-    /// momentum and weight decay, with one operand and with two. (Large enough that 2 threads really split it.)
+    /// momentum and weight decay, with one operand and with two, dividing or (powers of two) multiplying by the
+    /// exact reciprocal. (Large enough that 2 threads really split it.)
     @Test func fusedSGDStepIsBitwiseTheSameAsGradientsThenStep() {
         let shapes = [[300, 500], [70_001]]
         let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
@@ -124,9 +125,10 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
             let (oa, ob) = (SGD(learningRate: 0.05, momentum: mu, weightDecay: wd), SGD(learningRate: 0.05, momentum: mu, weightDecay: wd))
             var out = [Float](repeating: 0, count: total)
             for step in 0..<4 {
-                let a = (0..<total).map { Float(sin(Double($0 * 7 + step * 13))) * 3.3 }
+                // (every 97th value tiny: ÷ 256 makes it subnormal, where a reciprocal must still round the same)
+                let a = (0..<total).map { Float(sin(Double($0 * 7 + step * 13))) * ($0 % 97 == 0 ? 3.3e-37 : 3.3) }
                 let b: [Float]? = step % 2 == 0 ? (0..<total).map { Float(cos(Double($0 * 3 + step))) * 1e-3 } : nil
-                let divisor = Float(3 + step)
+                let divisor: Float = [3, 4, 5, 256][step]   // powers of two multiply by the reciprocal instead
                 // Reference: the gradient as a tensor per parameter, then `step`.
                 var sum = a
                 if let b { for i in 0..<total { sum[i] = a[i] + b[i] } }

@@ -63,6 +63,14 @@ import Testing
             #expect(throws: ByteReadError.self) { try Array(good.prefix(cut)).withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 64) } }
         }
         #expect(throws: ByteReadError.self) { try (good + [0]).withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 64) } }
+        // Non-zero padding after the first node's level (bytes 5…7: after u32 count and u8 level).
+        for k in 5...7 {
+            var bad = good
+            bad[k] = 1
+            #expect { try bad.withUnsafeBytes { try GradientTree.decode($0, range: 2..<7, total: total, parameters: 64) } } throws: {
+                "\($0)".contains("padding")
+            }
+        }
         // A partial set that does not tile the step names the missing micro-batch.
         let some = GradientTree.cover(0..<4, total: total).map { ($0, GradientTree.sum($0, total: total, leaf: Self.leaf)) }
         #expect { try GradientTree.root(from: Dictionary(uniqueKeysWithValues: some), total: total) } throws: { "\($0)".contains("micro-batch 4") }

@@ -19,13 +19,13 @@ import Testing
         let runner = ShardRunner()
         let small = try spec(hidden: 8), large = try spec(hidden: 16)
         let nSmall = 64 * 8 + 8 + 8 * 10 + 10, nLarge = 64 * 16 + 16 + 16 * 10 + 10
-        // (a gradient payload is one partial sum here: 4 + 33 header bytes, then one float32 per parameter)
-        #expect(try runner.run(small, job: 1, round: 0, params: params(nSmall), start: 0, count: 2).count == 37 + nSmall * 4)
-        #expect(try runner.run(large, job: 1, round: 0, params: params(nLarge), start: 0, count: 2).count == 37 + nLarge * 4,
+        // (a gradient payload is one partial sum here: 4 + 36 header bytes, then one float32 per parameter)
+        #expect(try runner.run(small, job: 1, round: 0, params: params(nSmall), start: 0, count: 2).count == 40 + nSmall * 4)
+        #expect(try runner.run(large, job: 1, round: 0, params: params(nLarge), start: 0, count: 2).count == 40 + nLarge * 4,
                 "job 1's new spec ran on the old job 1's model")
         // An ended job's state is dropped: running it again builds the model afresh.
         runner.forget([1])
-        #expect(try runner.run(small, job: 1, round: 0, params: params(nSmall), start: 0, count: 2).count == 37 + nSmall * 4)
+        #expect(try runner.run(small, job: 1, round: 0, params: params(nSmall), start: 0, count: 2).count == 40 + nSmall * 4)
     }
 
     /// A worker's RESULT payload, with gradients flattened straight into the message, is byte for byte what
@@ -46,7 +46,7 @@ import Testing
             let direct = try a.encodedPartials(step: 1, version: 1, params: weights, range: range)
             let reference = try GradientTree.encode(try b.compute(step: 1, version: 1, params: weights, range: range))
             #expect(direct.bytes == reference.bytes, "micro-batches \(range)")
-            #expect(direct.count == 4 + GradientTree.cover(range, total: 10).count * (33 + n * 4))
+            #expect(direct.count == 4 + GradientTree.cover(range, total: 10).count * (36 + n * 4))
         }
     }
 

@@ -140,8 +140,9 @@ public enum GradientTree {
 
     // MARK: wire form
 
-    /// `u32 nodes`, then per node: `u8 level, u32 index, f64 loss, u64 correct, u64 rows, u32 n, n values` — float32,
-    /// or with a lossy `transport` bfloat16 / float16 (2 bytes each, rounded to nearest even).
+    /// `u32 nodes`, then per node: `u8 level, 3 zero bytes, u32 index, f64 loss, u64 correct, u64 rows, u32 n,
+    /// n values` — float32 (4-byte aligned in the payload, so a worker's backward pass writes them in place), or
+    /// with a lossy `transport` bfloat16 / float16 (2 bytes each, rounded to nearest even).
     /// Written straight into the frame that goes on the wire (gradients are megabytes: one copy, no regrowth).
     /// Throws when a value does not fit float16 (|x| > 65504): bf16 keeps float32's range.
     public static func encode(_ parts: [(TreeNode, GradientSum)], transport: GradientTransport = .f32) throws -> Frame {
@@ -171,6 +172,9 @@ public enum GradientTree {
         }
     }
 
+    /// Bytes before each node's values: level, padding, index, loss, correct, rows, count.
+    static let nodeHeader = 36
+
     /// The same wire form (float32) for `nodes`, each node's values written straight into the frame by `fill`,
     /// which returns the node's statistics: a worker flattens its gradients into the message itself, with no
     /// intermediate vector.
@@ -183,7 +187,7 @@ public enum GradientTree {
     /// the frame, its header after, from the statistics `fill` returns.
     private static func encode(nodes: [(TreeNode, Int)], transport: GradientTransport,
                                fill: (Int, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
-        try Frame(shareable: nodes.reduce(4) { $0 + 33 + $1.1 * transport.bytes }) { buf in
+        try Frame(shareable: nodes.reduce(4) { $0 + nodeHeader + $1.1 * transport.bytes }) { buf in
             var o = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.littleEndian) { buf.baseAddress!.advanced(by: o).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -191,10 +195,11 @@ public enum GradientTree {
             }
             put(UInt32(nodes.count))
             for (k, (n, count)) in nodes.enumerated() {
-                let header = o, values = o + 33, end = values + count * transport.bytes
+                let header = o, values = o + nodeHeader, end = values + count * transport.bytes
                 let s = try fill(k, UnsafeMutableRawBufferPointer(rebasing: buf[values..<end]))
                 o = header
-                put(n.level); put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(count))
+                put(n.level); put(UInt8(0)); put(UInt16(0))
+                put(n.index); put(s.loss.bitPattern); put(s.correct); put(s.rows); put(UInt32(count))
                 o = end
             }
         }
@@ -234,7 +239,11 @@ public enum GradientTree {
         }
         var out: [(TreeNode, Parsed)] = []
         for e in expected {
-            let node = TreeNode(level: try r.u8("partial.level"), index: try r.u32("partial.index"))
+            let level = try r.u8("partial.level")
+            guard try r.u8("partial.padding") == 0, try r.u16("partial.padding") == 0 else {
+                throw ByteReadError(field: "partial.padding", problem: "the 3 bytes after the level must be zero")
+            }
+            let node = TreeNode(level: level, index: try r.u32("partial.index"))
             guard node == e else { throw ByteReadError(field: "partial.node", problem: "got node \(node), expected \(e)") }
             let loss = try r.f64("partial.loss"), correct = try r.u64("partial.correct"), rows = try r.u64("partial.rows")
             let count = try r.u32("partial.values")

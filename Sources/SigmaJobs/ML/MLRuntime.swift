@@ -123,15 +123,35 @@ public enum MLModels {
         }
     }
 
-    /// Writes every parameter's gradient (zeros where none), end to end, as float32 into `out`.
+    /// Writes every parameter's gradient (zeros where none), end to end, as float32 into `out`; a gradient the
+    /// backward pass already left in place (`gradientBuffers(in:)`) is not copied.
     static func writeGradients(_ params: [Parameter], into out: UnsafeMutableRawBufferPointer) {
         var o = 0
         for p in params {
             let bytes = p.value.count * 4
             let dst = UnsafeMutableRawBufferPointer(rebasing: out[o..<o + bytes])
-            if let g = p.grad { g.withData { dst.copyMemory(from: UnsafeRawBufferPointer($0)) } } else { dst.initializeMemory(as: UInt8.self, repeating: 0) }
+            if let g = p.grad {
+                if !g.isStored(at: dst.baseAddress) { g.withData { dst.copyMemory(from: UnsafeRawBufferPointer($0)) } }
+            } else {
+                dst.initializeMemory(as: UInt8.self, repeating: 0)
+            }
             o += bytes
         }
+    }
+
+    /// Points each parameter's gradient buffer at its slice of `out` (the layout `writeGradients` writes), so the
+    /// backward pass computes gradients straight into the message; false (nothing set) when `out` is not
+    /// float-aligned or too small.
+    static func gradientBuffers(_ params: [Parameter], in out: UnsafeMutableRawBufferPointer) -> Bool {
+        let n = params.reduce(0) { $0 + $1.value.count }
+        guard let base = out.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0, out.count >= n * 4 else { return false }
+        let floats = base.bindMemory(to: Float.self, capacity: n)
+        var o = 0
+        for p in params {
+            p.gradientBuffer = UnsafeMutableBufferPointer(start: floats + o, count: p.value.count)
+            o += p.value.count
+        }
+        return true
     }
 
     /// Points every parameter at its slice of a flat float32 vector (the PARAMS payload) without copying: the
@@ -245,6 +265,9 @@ public final class TrainWorker {
         let total = plan.microBatches(step: step)
         return try GradientTree.encode(nodes: GradientTree.cover(range, total: total), parameters: parameterCount) { node, dst in
             if node.level == 0 {
+                // The backward pass writes the gradients into the message itself; nothing keeps pointing there after.
+                let inPlace = MLModels.gradientBuffers(model.parameters, in: dst)
+                defer { if inPlace { for p in model.parameters { p.gradientBuffer = nil; p.zeroGrad() } } }
                 let s = try backward(rowsOf(Int(node.index)))
                 MLModels.writeGradients(model.parameters, into: dst)
                 return s
