@@ -73,10 +73,15 @@ public final class Graph {
         precondition(loss.value.count == 1, "backward needs a scalar loss, got shape \(loss.value.shape)")
         var grads = [Tensor?](repeating: nil, count: values.count)
         grads[loss.id] = Tensor(shape: loss.value.shape, repeating: 1)
+        // A parameter's first gradient contribution may be computed straight into its gradient buffer — only when
+        // nothing else reads that memory meanwhile: no gradient accumulated there from an earlier backward, and
+        // the parameter fed into this graph once (fed twice, each var would claim the same buffer).
+        var feeds: [ObjectIdentifier: Int] = [:]
+        for p in parameters.values { feeds[ObjectIdentifier(p), default: 0] += 1 }
+        let direct = parameters.compactMapValues { p in p.grad == nil && feeds[ObjectIdentifier(p)] == 1 ? p.gradientBuffer : nil }
         for id in stride(from: loss.id, through: 0, by: -1) {
             guard let g = grads[id] else { continue }
-            // A parameter's first gradient contribution may be computed straight into its gradient buffer.
-            let sink: (Int) -> UnsafeMutableBufferPointer<Float>? = { v in grads[v] == nil ? self.parameters[v]?.gradientBuffer : nil }
+            let sink: (Int) -> UnsafeMutableBufferPointer<Float>? = { v in grads[v] == nil ? direct[v] : nil }
             for (input, contribution) in derivatives(of: ops[id], output: values[id], gradient: g, sink: sink) where needsGradient[input] {
                 if let existing = grads[input] {
                     grads[input] = Kernels.binary(.add, existing, contribution)

@@ -69,6 +69,25 @@ func awayFromZero(_ t: Tensor) -> Tensor {
         let (plain, _) = run(buffers: false), (buffered, inPlace) = run(buffers: true)
         #expect(plain == buffered)
         #expect(inPlace == [true, true, true])
+
+        // Gradients accumulated over two backward passes, and a layer fed into one graph twice (weight sharing):
+        // with a buffer, the same sums as without.
+        func twice(buffer: Bool, shared: Bool) -> [UInt32] {
+            var r = SeededRandom(seed: 7)
+            let layer = Linear(5, 4, name: "l", rng: &r)
+            let memory = UnsafeMutableBufferPointer<Float>.allocate(capacity: 20)
+            defer { memory.deallocate() }
+            if buffer { layer.weight.gradientBuffer = memory }
+            for k in 0..<2 {
+                let g = Graph()
+                let h = layer(g.constant(random([3, 5], seed: 50 + UInt64(k))))
+                g.backward(from: (shared ? layer(g.constant(random([2, 5], seed: 60 + UInt64(k)))).sum() + h.sum() : h.sum()))
+            }
+            let bits = layer.weight.grad!.scalars.map(\.bitPattern)
+            if buffer { #expect(Array(memory).map(\.bitPattern) == bits) }
+            return bits
+        }
+        for shared in [false, true] { #expect(twice(buffer: false, shared: shared) == twice(buffer: true, shared: shared), "shared \(shared)") }
     }
 
     @Test func constantsGetNoGradientAndParametersTheSameOne() {
