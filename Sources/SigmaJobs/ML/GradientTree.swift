@@ -176,8 +176,8 @@ public enum GradientTree {
     static let nodeHeader = 36
 
     /// The same wire form (float32) for `nodes`, each node's values written straight into the frame by `fill`,
-    /// which returns the node's statistics: a worker flattens its gradients into the message itself, with no
-    /// intermediate vector.
+    /// which returns the node's statistics: a worker's backward pass writes its gradients into the message
+    /// itself, with no intermediate vector.
     public static func encode(nodes: [TreeNode], parameters: Int,
                               fill: (TreeNode, UnsafeMutableRawBufferPointer) throws -> (loss: Double, correct: UInt64, rows: UInt64)) throws -> Frame {
         try encode(nodes: nodes.map { ($0, parameters) }, transport: .f32) { k, dst in try fill(nodes[k], dst) }

@@ -115,14 +115,6 @@ public enum MLModels {
         return out
     }
 
-    /// Gradients (zeros where none), concatenated in `parameters` order.
-    static func flattenGradients(_ params: [Parameter], into out: inout [Float]) {
-        out.removeAll(keepingCapacity: true)
-        for p in params {
-            if let g = p.grad { g.withData { out.append(contentsOf: $0) } } else { out.append(contentsOf: repeatElement(0, count: p.value.count)) }
-        }
-    }
-
     /// Writes every parameter's gradient (zeros where none), end to end, as float32 into `out`; a gradient the
     /// backward pass already left in place (`gradientBuffers(in:)`) is not copied.
     static func writeGradients(_ params: [Parameter], into out: UnsafeMutableRawBufferPointer) {
@@ -244,7 +236,6 @@ public final class TrainWorker {
     var loadedVersion: UInt32? = nil
     var cachedEpoch = -1
     var cachedOrder: [Int] = []
-    var scratch: [Float] = []
 
     public init(spec: TrainJob, data: LabeledData) throws {
         self.spec = spec
@@ -256,7 +247,8 @@ public final class TrainWorker {
     public var parameterCount: Int { MLModels.parameterCount(model) }
 
     /// The RESULT payload for micro-batches `range` of `step`: with float32 transport a single micro-batch's
-    /// gradient is flattened straight into the message; otherwise the partial sums are computed, then encoded.
+    /// gradient is computed straight into the message (backward writes there); otherwise the partial sums are
+    /// computed, then encoded.
     public func encodedPartials(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> Frame {
         guard spec.gradientTransport == .f32 else {
             return try GradientTree.encode(try compute(step: step, version: version, params: params, range: range), transport: spec.gradientTransport)
@@ -314,8 +306,12 @@ public final class TrainWorker {
     /// One micro-batch: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
     func leaf(_ idx: [Int]) throws -> GradientSum {
         let s = try backward(idx)
-        MLModels.flattenGradients(model.parameters, into: &scratch)
-        return GradientSum(values: scratch, loss: s.loss, correct: s.correct, rows: s.rows)
+        let n = parameterCount
+        let values = [Float](unsafeUninitializedCapacity: n) { buf, initialized in
+            MLModels.writeGradients(model.parameters, into: UnsafeMutableRawBufferPointer(buf))
+            initialized = n
+        }
+        return GradientSum(values: values, loss: s.loss, correct: s.correct, rows: s.rows)
     }
 
     /// Forward and backward over rows `idx`, the gradients left on the parameters: the loss sum, correct count, rows.
