@@ -29,32 +29,38 @@ public final class SGD: Optimizer {
         // The same pass as the fused step below, reading each gradient tensor (÷ 1 is exact), writing nothing else.
         let withGrad = parameters.filter { $0.grad != nil }
         let grads = withGrad.map { $0.grad! }   // (held until the pass is done)
-        let slices = withGrad.indices.map { k in slice(withGrad[k], gradient: grads[k].withData { UnsafeRawPointer($0.baseAddress!) }, nil, out: nil, start: 0) }
+        let slices = withGrad.indices.map { k in
+            // (the weights updated in place: read and written at the same address)
+            let w = withGrad[k].value.withMutableData { $0.baseAddress! }
+            return slice(withGrad[k], weights: w, gradient: grads[k].withData { UnsafeRawPointer($0.baseAddress!) }, nil, out: UnsafeMutableRawPointer(w), start: 0)
+        }
         withExtendedLifetime(grads) {
             for s in slices { FusedSGDPass(slices: [s], lr: learningRate, mu: momentum, wd: weightDecay, divisor: 1).run(0..<s.count) }
         }
     }
 
-    /// One parameter's part of a pass: its weights and velocity (made unique here, on this thread), its gradient
+    /// One parameter's part of a pass: its weights, its velocity (made unique here, on this thread), its gradient
     /// operands, where its updated weights go, and where it starts in the whole vector.
-    private func slice(_ p: Parameter, gradient a: UnsafeRawPointer, _ b: UnsafeRawPointer?, out: UnsafeMutableRawPointer?, start: Int) -> FusedSGDPass.Slice {
+    private func slice(_ p: Parameter, weights: UnsafePointer<Float>, gradient a: UnsafeRawPointer, _ b: UnsafeRawPointer?,
+                       out: UnsafeMutableRawPointer, start: Int) -> FusedSGDPass.Slice {
         let key = ObjectIdentifier(p)
         let first = velocity[key] == nil
         var v = velocity[key] ?? Tensor(zeros: p.value.shape)
         velocity[key] = nil
         let vp = v.withMutableData { $0.baseAddress! }
         velocity[key] = v
-        let wp = p.value.withMutableData { $0.baseAddress! }
-        return FusedSGDPass.Slice(w: wp, v: vp, a: a, b: b, out: out, start: start, count: p.value.count, first: first)
+        return FusedSGDPass.Slice(w: weights, v: vp, a: a, b: b, out: out, start: start, count: p.value.count, first: first)
     }
 
     /// The same update as setting the parameters' gradients (end to end) to `(a + b) / divisor` — element by
     /// element in float32; `a / divisor` when `b` is nil — and calling `step`: the same operations in the same
     /// order, so the same bits. Done in one pass over memory, split across `threads` threads: the gradient is
-    /// read where it is (`a`, `b`: little-endian float32 bytes, possibly unaligned), and each updated weight is
-    /// also written to `out` (float32, end to end). Gradients are not stored on the parameters. (The
-    /// coordinator's training step: the reduce's last addition, the optimizer and the next PARAMS payload were
-    /// four passes over every parameter.)
+    /// read where it is (`a`, `b`: little-endian float32 bytes, possibly unaligned), and the updated weights are
+    /// written to `out` only (float32, end to end) — the parameters keep their old values, read-only here; the
+    /// caller points them at `out` (e.g. `Tensor(borrowing:)` over the PARAMS frame) before the next step. No
+    /// gradients are stored on the parameters. (The coordinator's training step: the reduce's last addition, the
+    /// optimizer and the next PARAMS payload were four passes over every parameter, and the weights were kept
+    /// twice.)
     public func step(_ parameters: [Parameter], sumOf a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer?, divisor: Float,
                      writingTo out: UnsafeMutableRawBufferPointer, threads: Int = 1) {
         let total = parameters.reduce(0) { $0 + $1.value.count }
@@ -63,8 +69,8 @@ public final class SGD: Optimizer {
         var slices: [FusedSGDPass.Slice] = []
         var offset = 0
         for p in parameters {
-            slices.append(slice(p, gradient: a.baseAddress! + offset * 4, b.map { $0.baseAddress! + offset * 4 },
-                                out: out.baseAddress! + offset * 4, start: offset))
+            slices.append(slice(p, weights: p.value.withData { $0.baseAddress! }, gradient: a.baseAddress! + offset * 4,
+                                b.map { $0.baseAddress! + offset * 4 }, out: out.baseAddress! + offset * 4, start: offset))
             offset += p.value.count
         }
         let pass = FusedSGDPass(slices: slices, lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
@@ -78,12 +84,12 @@ public final class SGD: Optimizer {
 
 /// The SGD update over an element range of parameters laid end to end — the one implementation behind both
 /// `SGD.step`s: g = (a + b) / divisor + λ·w; v = μ·v + g (v = g on the first step or without momentum);
-/// w −= lr·v; the new w also written to `out` when there is one.
+/// out = w − lr·v (`out` may be `w` itself: an update in place).
 struct FusedSGDPass: @unchecked Sendable {
     struct Slice {
-        let w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
-        /// The gradient's operands (float32, possibly unaligned), and where the updated weights also go.
-        let a: UnsafeRawPointer, b: UnsafeRawPointer?, out: UnsafeMutableRawPointer?
+        let w: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>
+        /// The gradient's operands (float32, possibly unaligned), and where the updated weights go.
+        let a: UnsafeRawPointer, b: UnsafeRawPointer?, out: UnsafeMutableRawPointer
         let start: Int, count: Int, first: Bool
     }
     let slices: [Slice]
@@ -109,7 +115,7 @@ struct FusedSGDPass: @unchecked Sendable {
     /// Four lanes at a time (SIMD4: each lane is the scalar float32 operation, so the same bits), then the rest.
     /// `scale`: the divisor's exact reciprocal, multiplied instead of dividing.
     @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, momentum: Bool, scale: Float?) {
-        let w = UnsafeMutableRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), a = s.a, b = s.b, o = s.out
+        let w = UnsafeRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), a = s.a, b = s.b, o = s.out
         let d4 = SIMD4<Float>(repeating: divisor), wd4 = SIMD4<Float>(repeating: wd), mu4 = SIMD4<Float>(repeating: mu)
         let s4 = SIMD4<Float>(repeating: scale ?? 1)
         let lr4 = SIMD4<Float>(repeating: lr)
@@ -123,8 +129,7 @@ struct FusedSGDPass: @unchecked Sendable {
             let vi = momentum ? mu4 * vd.loadUnaligned(fromByteOffset: k, as: SIMD4<Float>.self) + gi : gi
             vd.storeBytes(of: vi, toByteOffset: k, as: SIMD4<Float>.self)
             wi = wi - lr4 * vi
-            w.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
-            o?.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
+            o.storeBytes(of: wi, toByteOffset: k, as: SIMD4<Float>.self)
             i += 4
         }
         while i < r.upperBound {
@@ -134,8 +139,7 @@ struct FusedSGDPass: @unchecked Sendable {
             let gi = (scale.map { sum * $0 } ?? sum / divisor) + wd * s.w[i]
             let vi = momentum ? mu * s.v[i] + gi : gi
             s.v[i] = vi
-            s.w[i] -= lr * vi
-            o?.storeBytes(of: s.w[i], toByteOffset: k, as: Float.self)
+            o.storeBytes(of: s.w[i] - lr * vi, toByteOffset: k, as: Float.self)
             i += 1
         }
     }

@@ -139,6 +139,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                     offset += n
                 }
                 oa.step(pa)
+                let before = pb.flatMap { $0.value.withData { Array($0) } }
                 a.withUnsafeBytes { ra in
                     out.withUnsafeMutableBytes { o in
                         if let b { b.withUnsafeBytes { rb in ob.step(pb, sumOf: ra, rb, divisor: divisor, writingTo: o, threads: 2) } }
@@ -146,8 +147,12 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                     }
                 }
                 let expected = pa.flatMap { $0.value.withData { Array($0) } }
-                #expect(pb.flatMap { $0.value.withData { Array($0) } }.map(\.bitPattern) == expected.map(\.bitPattern), "μ \(mu), λ \(wd), step \(step)")
+                // The fused step leaves the parameters' values alone (read-only) and writes the new weights to `out`.
+                #expect(pb.flatMap { $0.value.withData { Array($0) } } == before, "the fused step wrote the parameters, μ \(mu), λ \(wd), step \(step)")
                 #expect(out.map(\.bitPattern) == expected.map(\.bitPattern), "written weights, μ \(mu), λ \(wd), step \(step)")
+                // The caller points the parameters at the new weights (here by copy) for the next step.
+                var o = 0
+                for p in pb { let n = p.value.count; p.value = Tensor(shape: p.value.shape, Array(out[o..<o + n])); o += n }
             }
         }
     }

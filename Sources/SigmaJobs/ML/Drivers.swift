@@ -243,7 +243,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     }
 
     /// Applies one step's reduced gradient (the tree's root divided by the step's rows).
-    public func apply(_ reduced: ReducedGradient) {
+    public func apply(_ reduced: ReducedGradient) throws {
         let rows = Float(reduced.rows)
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
@@ -252,9 +252,13 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         if let sgd = optimizer as? SGD {
             // One pass on both cores (the workers are waiting for these parameters): the reduce's last addition,
             // / rows, the SGD update, and the next PARAMS payload written as it goes.
-            next = Frame(shareable: parameterCount * 4) { out in
+            let frame = Frame(shareable: parameterCount * 4) { out in
                 reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: 2) }
             }
+            // The weights now live in the PARAMS payload only (read-only tensors over it, as on the workers): the
+            // pass wrote them once, and the next one reads them there.
+            try MLModels.assign(model.parameters, from: frame)
+            next = frame
         } else {
             let root = reduced.materialized()
             var offset = 0
@@ -286,7 +290,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         do { reduced = try GradientTree.reduce(parts, total: plan.microBatches(step: step)) } catch {
             throw JobError("step \(step + 1): \(error)")
         }
-        apply(reduced)
+        try apply(reduced)
         parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
         var end = RoundEnd()
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
