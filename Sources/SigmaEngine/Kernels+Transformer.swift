@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSysShims
 import Glibc
 
 /// Kernels for transformer layers: batched matmul, permutes, softmax, layer norm, embedding gather.
@@ -30,6 +31,28 @@ extension Kernels {
         for d in stride(from: a.rank - 2, through: 0, by: -1) { inStrides[d] = inStrides[d + 1] * a.shape[d + 1] }
         let strides = order.map { inStrides[$0] }
         var out = Tensor(uninitialized: outShape)
+        // The last axis stays last (attention's head split and merge): contiguous runs, copied whole.
+        if let run = a.shape.last, order.last == a.rank - 1, run > 1, a.rank > 1 {
+            let outer = Array(outShape.dropLast()), outerStrides = Array(strides.dropLast())
+            a.withData { pa in out.withMutableData { po in
+                guard let src0 = pa.baseAddress, let dst0 = po.baseAddress else { return }
+                var idx = [Int](repeating: 0, count: outer.count)
+                var src = 0
+                for o in stride(from: 0, to: po.count, by: run) {
+                    (dst0 + o).update(from: src0 + src, count: run)
+                    var d = outer.count - 1
+                    while d >= 0 {
+                        idx[d] += 1
+                        src += outerStrides[d]
+                        if idx[d] < outer[d] { break }
+                        src -= outerStrides[d] * outer[d]
+                        idx[d] = 0
+                        d -= 1
+                    }
+                }
+            } }
+            return out
+        }
         a.withData { pa in out.withMutableData { po in
             var idx = [Int](repeating: 0, count: a.rank)
             var src = 0
@@ -49,11 +72,28 @@ extension Kernels {
         return out
     }
 
-    /// Softmax over the last axis, max-subtracted.
+    /// Softmax over the last axis, max-subtracted: e^(x − max) / Σ, as PyTorch computes it, with one vectorised
+    /// exponential per element (C, CSysShims); `softmaxReference` is the Float64 definition.
     public static func softmax(_ a: Tensor) -> Tensor {
-        var y = logSoftmax(a)
-        y.withMutableData { p in for i in 0..<p.count { p[i] = expf(p[i]) } }
+        let c = a.shape.last ?? 1
+        var y = Tensor(uninitialized: a.shape)
+        guard a.count > 0 else { return y }
+        a.withData { pa in y.withMutableData { py in csys_softmax_rows(pa.baseAddress, py.baseAddress, a.count / c, c) } }
         return y
+    }
+
+    /// Reference for `softmax`, in Float64.
+    public static func softmaxReference(_ a: Tensor) -> Tensor {
+        let c = a.shape.last ?? 1
+        let x = a.scalars
+        var out = [Float](repeating: 0, count: x.count)
+        for base in stride(from: 0, to: x.count, by: c) {
+            let m = x[base..<base + c].max() ?? 0
+            let e = (0..<c).map { Foundation_exp(Double(x[base + $0] - m)) }
+            let s = e.reduce(0, +)
+            for j in 0..<c { out[base + j] = Float(e[j] / s) }
+        }
+        return Tensor(shape: a.shape, out)
     }
 
     /// Layer normalisation over the last axis: (x − mean) / √(var + ε) · γ + β, with the biased variance (as PyTorch).

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSysShims
 import Glibc
 
 /// Compute kernels. Each fast kernel has a simple reference beside it (`…Reference`); tests check one against the
@@ -247,6 +248,7 @@ public enum Kernels {
         a.withData { pa in out.withMutableData { po in
             switch op {
             case .relu: reluSelect(pa, pa, po)
+            case .gelu: csys_gelu(pa.baseAddress, po.baseAddress, po.count)
             default: for i in 0..<po.count { po[i] = apply(op, pa[i]) }
             }
         } }

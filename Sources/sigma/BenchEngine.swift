@@ -127,7 +127,11 @@ func benchEmbed(runs: Int) throws {
     print("")
     print("| threads | Sigma sentences/s | target |")
     print("|---|---|---|")
+    let savedThreads = BLASInfo.threads
+    defer { BLASInfo.setThreads(savedThreads) }
     for threads in [1, 2] {
+        // One core means one BLAS thread too (with one batch thread, `embed` leaves BLAS's own setting alone).
+        BLASInfo.setThreads(threads)
         _ = encoder.embed(Array(sentences.prefix(64)), threads: threads)
         var rates: [Double] = []
         for _ in 0..<runs {

@@ -24,3 +24,8 @@ uint64_t csys_atomic_and_u64(uint64_t *p, uint64_t bits);
 /// the device goes away when the descriptor is closed. Returns -errno on failure. (Used by the emulated-hosts
 /// test's delay line, where the kernel has no `netem`.)
 int csys_tun_create(const char *name);
+/// GELU, erf form: y = x/2 · (1 + erf(x/√2)), erf by Abramowitz & Stegun 7.1.26 with a vectorisable e^x
+/// (within 1e-6 of the scalar definition; the engine's tests check it).
+void csys_gelu(const float *x, float *y, long n);
+/// Softmax over each of `rows` rows of `cols` values: e^(x − max) / Σ, with the same vectorisable e^x.
+void csys_softmax_rows(const float *x, float *y, long rows, long cols);
