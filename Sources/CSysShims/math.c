@@ -25,6 +25,15 @@ static inline float exp_approx(float in) {
     return in == in ? e * scale : in;
 }
 
+// Compiled twice — AVX2 (8 lanes) and the x86-64 baseline (SSE, 4 lanes) — and picked at load time. Not FMA: the
+// same IEEE operations lane by lane either way, so every machine computes the same bits.
+#if defined(__x86_64__) && defined(__clang__)
+#define CSYS_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CSYS_CLONES
+#endif
+
+CSYS_CLONES
 void csys_gelu(const float *x, float *y, long n) {
     for (long i = 0; i < n; i++) {
         float v = x[i];
@@ -37,6 +46,7 @@ void csys_gelu(const float *x, float *y, long n) {
     }
 }
 
+CSYS_CLONES
 void csys_softmax_rows(const float *x, float *y, long rows, long cols) {
     for (long row = 0; row < rows; row++) {
         const float *xr = x + row * cols;
