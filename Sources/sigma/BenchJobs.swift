@@ -70,12 +70,11 @@ enum BenchJobs {
         }
         let c = try await cluster(workers: 2, logger: logger)
         defer { c.stop() }
-        // Interleaved: engine alone for as many steps, then each Sigma job, n times; each Sigma run is compared with
-        // the engine run just before it (this VM's speed drifts by ±20 % from minute to minute).
+        // Interleaved and bracketed: each Sigma run is compared with the mean of an engine-alone run just before it and
+        // one just after it (this VM's speed drifts by ±20 % from minute to minute; a bracket cancels a steady drift).
         // Two figures per Sigma run: the whole job (setup, the first steps' page faults and cold caches included)
         // and steps 10…200 from the job's own shard records — like the engine-alone loop, which is timed after
         // warm-up steps.
-        var engine: [Double] = [], f32: [Double] = [], f32Warm: [Double] = [], bf16: [Double] = []
         let client = try SigmaClient(endpoint: c.coordinator.endpoint)
         defer { client.close() }
         func run(_ s: JobSpec) async throws -> (whole: Double, warm: Double) {
@@ -87,23 +86,34 @@ enum BenchJobs {
             let warm = to > from && d.attemptsDropped == 0 ? Double((steps - 10) * 256) / (Double(to - from) / 1e9) : .nan
             return (Double(steps * 256) / (Double(o.elapsed) / 1e9), warm)
         }
+        func engine() -> Double { engineStepRate(threads: 2, runs: 1, steps: steps) }
+        // Per pair: (engine alone: mean of the runs before and after, Sigma)
+        var f32: [(engine: Double, sigma: Double)] = [], f32Warm: [(engine: Double, sigma: Double)] = []
+        var bf16: [(engine: Double, sigma: Double)] = []
+        var before = engine()
         for _ in 0..<n {
-            engine.append(engineStepRate(threads: 2, runs: 1, steps: steps))
             let r = try await run(try spec("f32"))
-            f32.append(r.whole)
-            f32Warm.append(r.warm)
-            bf16.append(try await run(try spec("bf16")).whole)
+            let after = engine()
+            let e = (before + after) / 2
+            f32.append((e, r.whole))
+            f32Warm.append((e, r.warm))
+            let b = try await run(try spec("bf16")).whole
+            let next = engine()
+            bf16.append(((after + next) / 2, b))
+            before = next
         }
-        func share(_ xs: [Double]) -> String {
-            let r = zip(xs, engine).map { $0 / $1 * 100 }
+        func share(_ xs: [(engine: Double, sigma: Double)]) -> String {
+            let r = xs.map { $0.sigma / $0.engine * 100 }
             return "\(Int(median(r).rounded())) % (\(Int(r.min()!.rounded()))–\(Int(r.max()!.rounded())) %)"
         }
         print("| setup | samples/s (median of \(n)) | share of engine alone (median of the pairs, range) | target |")
         print("|---|---|---|---|")
-        print("| engine alone, 2 BLAS threads (after 3 warm-up steps) | \(Int(median(engine))) | 100 % | |")
-        print("| Sigma, 2 local workers × 1 thread: steps 10–\(steps) | \(Int(median(f32Warm))) | \(share(f32Warm)) | ≥ 90 % |")
-        print("| same, whole job (setup and cold first steps included) | \(Int(median(f32))) | \(share(f32)) | |")
-        print("| same, whole job, gradient_transport: bf16 (lossy) | \(Int(median(bf16))) | \(share(bf16)) | |")
+        print("| engine alone, 2 BLAS threads (after 3 warm-up steps; the run before and the run after each Sigma run) | \(Int(median(f32Warm.map(\.engine)))) | 100 % | |")
+        print("| Sigma, 2 local workers × 1 thread: steps 10–\(steps) | \(Int(median(f32Warm.map(\.sigma)))) | \(share(f32Warm)) | ≥ 90 % |")
+        print("| same, whole job (setup and cold first steps included) | \(Int(median(f32.map(\.sigma)))) | \(share(f32)) | |")
+        print("| same, whole job, gradient_transport: bf16 (lossy) | \(Int(median(bf16.map(\.sigma)))) | \(share(bf16)) | |")
+        print("")
+        print("Pairs, steps 10–\(steps) (engine alone, bracketed mean → Sigma): " + f32Warm.map { "\(Int($0.engine)) → \(Int($0.sigma)) (\(Int(($0.sigma / $0.engine * 100).rounded())) %)" }.joined(separator: "; "))
     }
 
     /// 4 workers each return a 64 MiB float32 gradient per step (and receive 64 MiB of parameters), against raw

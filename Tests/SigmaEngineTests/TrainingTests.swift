@@ -107,6 +107,45 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-6) }
     }
 
+    /// `step` splits its in-place pass over threads: 1, 2 and 3 threads give the same bits, and those are the
+    /// scalar float32 update (g = grad + λ·w, v = μ·v + g — v = g on the first step — and w − lr·v, in that order).
+    @Test func sgdStepOnSeveralThreadsIsTheScalarUpdate() {
+        let shapes = [[257, 509], [3], [70_001]]   // (more than 64 Ki elements each way: the split really happens)
+        let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
+        var w = (0..<total).map { Float(sin(Double($0) * 0.37)) * 1.7 }
+        var v = [Float](repeating: 0, count: total)
+        let runs = [1, 2, 3].map { t -> ([Parameter], SGD) in
+            var o = 0
+            let ps = shapes.enumerated().map { k, shape -> Parameter in
+                let n = shape.reduce(1, *)
+                defer { o += n }
+                return Parameter("p\(k)", Tensor(shape: shape, Array(w[o..<o + n])))
+            }
+            let opt = SGD(learningRate: 0.03, momentum: 0.9, weightDecay: 0.01)
+            opt.threads = t
+            return (ps, opt)
+        }
+        for step in 0..<3 {
+            let g = (0..<total).map { Float(cos(Double($0 * 5 + step * 11))) * ($0 % 89 == 0 ? 1e-38 : 0.8) }
+            for i in 0..<total {
+                let gi = g[i] * 1 + 0.01 * w[i]
+                v[i] = step == 0 ? gi : 0.9 * v[i] + gi
+                w[i] = w[i] - 0.03 * v[i]
+            }
+            for (ps, opt) in runs {
+                var o = 0
+                for p in ps {
+                    let n = p.value.count
+                    p.grad = Tensor(shape: p.value.shape, Array(g[o..<o + n]))
+                    o += n
+                }
+                opt.step(ps)
+                let got = ps.flatMap { $0.value.withData { Array($0) } }
+                #expect(got.map(\.bitPattern) == w.map(\.bitPattern), "\(opt.threads!) threads, step \(step)")
+            }
+        }
+    }
+
     /// The coordinator's fused step — gradient = (a + b) / divisor read from raw operands, update, weights written
     /// out, split over threads — gives the same bits as setting the gradients and calling `step`, with and without
     /// momentum and weight decay, with one operand and with two, dividing or (powers of two) multiplying by the
