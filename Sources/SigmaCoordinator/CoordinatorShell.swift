@@ -244,6 +244,10 @@ public final class CoordinatorShell: Sendable {
                     resolver.push(peer, submit)
                 case .writeFile(let f):
                     do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
+                case .serveFile(let peer, let g, let file, let files):
+                    // (on this thread: one read of at most FileGet.maxLength bytes, usually from the page cache)
+                    link.send(Envelope(peer: peer, frames: Codec.encode(CoordinatorShell.fileData(g, file, files: files), compressor: compressor,
+                                                                       carrier: carriers[peer])))
                 case .log(let level, let text):
                     switch level {
                     case .debug: logger.debug("\(text)")
@@ -266,8 +270,11 @@ public final class CoordinatorShell: Sendable {
         init(shared: Shared, waker: Waker) {
             thread = OSThread(name: "sigma-resolve") { [queue] in
                 while let (peer, submit) = queue.next() {
-                    let input = CoordinatorShell.resolve(submit.spec)
-                    let digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec) } ?? InputDigests()
+                    var input = CoordinatorShell.resolve(submit.spec)
+                    var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec) } ?? InputDigests()
+                    if case .success = input, submit.spec.inputTransport == .coordinator {
+                        do { digests.files = try CoordinatorShell.inputFiles(submit.spec) } catch { input = .failure(JobError("\(error)")) }
+                    }
                     shared.resolved.withLock { $0.append((peer, submit, input, digests)) }
                     waker.wake()
                 }
@@ -296,6 +303,46 @@ public final class CoordinatorShell: Sendable {
         case .infer(let p), .eval(let p): return InputDigests(input: d(p.data.paths), model: d(p.model.weights.map { [$0] } ?? []))
         case .embed(let e): return InputDigests(input: d([e.input]), model: d([e.model + "/model.safetensors"]))
         }
+    }
+
+    /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted.
+    static func inputFiles(_ spec: JobSpec) throws -> [InputFile] {
+        try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
+            do {
+                let (hex, size) = try SHA256.file(path)
+                return InputFile(path: path, size: size, sha256: hex)
+            } catch {
+                throw JobError("input_transport coordinator: cannot read '\(path)' to serve it to workers")
+            }
+        }
+    }
+
+    /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still have its submitted
+    /// size (the worker checks the SHA-256 of the whole file).
+    static func fileData(_ g: FileGet, _ f: InputFile, files: Int) -> Message {
+        func failure(_ problem: String) -> Message {
+            .error(ErrorReply(.internalError, request: g.request, "FILE-GET job \(g.job) file \(g.index) '\(f.path)': \(problem)"))
+        }
+        let fd = open(f.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return failure("cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, UInt64(st.st_size) == f.size else {
+            return failure("changed since the job was submitted (\(st.st_size) bytes, was \(f.size))")
+        }
+        let n = Int(min(UInt64(g.length), f.size - g.offset))
+        var short = false
+        let payload = Frame(count: n) { buf in
+            var done = 0
+            while done < n {
+                let r = pread(fd, buf.baseAddress! + done, n - done, off_t(g.offset) + off_t(done))
+                if r <= 0 { short = true; memset(buf.baseAddress! + done, 0, n - done); break }
+                done += r
+            }
+        }
+        if short { return failure("read failed at byte \(g.offset)") }
+        return .fileData(FileData(request: g.request, job: g.job, index: g.index, files: UInt32(files), path: f.path, size: f.size,
+                                  sha256: f.sha256, offset: g.offset, payload: payload))
     }
 
     /// Reads what a submission needs before it can be accepted (file I/O, on the shell's side of the core).

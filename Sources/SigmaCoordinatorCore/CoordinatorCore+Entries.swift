@@ -243,6 +243,8 @@ final class JobEntry {
     var specDigest = ""
     var inputDigest = ""
     var modelDigest = ""
+    /// What workers may fetch from the coordinator (`input_transport: coordinator`).
+    var inputFiles: [InputFile] = []
     /// The policy placing this job's shards.
     var policyName = ""
 

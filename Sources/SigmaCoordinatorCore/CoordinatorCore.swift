@@ -68,9 +68,25 @@ public enum CoordinatorEvent: Sendable {
 public struct InputDigests: Sendable, Equatable {
     public var input: String
     public var model: String
-    public init(input: String = "", model: String = "") {
+    /// The files the coordinator serves to workers (`input_transport: coordinator`; else empty), in the order of
+    /// `JobSpec.workerInputFiles`.
+    public var files: [InputFile]
+    public init(input: String = "", model: String = "", files: [InputFile] = []) {
         self.input = input
         self.model = model
+        self.files = files
+    }
+}
+
+/// One input file a job's workers fetch from the coordinator, as it was when the job was submitted.
+public struct InputFile: Sendable, Equatable {
+    public var path: String
+    public var size: UInt64
+    public var sha256: String
+    public init(path: String, size: UInt64, sha256: String) {
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
     }
 }
 
@@ -88,6 +104,9 @@ public enum CoordinatorAction: Sendable, Equatable {
     case resolveInput(PeerID, Submit)
     /// Write a file (a checkpoint) atomically.
     case writeFile(OutputFile)
+    /// Answer a FILE-GET with FILE-DATA: read the asked bytes of `file` (`files`: the job's count); if the file
+    /// cannot be read as it was at submission, answer ERROR naming it (file I/O is the shell's).
+    case serveFile(PeerID, FileGet, file: InputFile, files: Int)
     case log(LogLevel, String)
 }
 
@@ -169,6 +188,7 @@ public struct CoordinatorCore {
                 if nextJob > before, let job = jobs[before] {
                     job.inputDigest = digests.input
                     job.modelDigest = digests.model
+                    job.inputFiles = digests.files
                 }
             }
             switch input {
@@ -334,9 +354,33 @@ public struct CoordinatorCore {
                 drain(p, reason: "asked by a client", now: now, into: &out)
             }
             out.append(.send(peer, .statusReply(request: req, status(now: now))))
-        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply:
+        case .fileGet(let g):
+            guard let k = index[peer], table[k].isLive else {
+                out.append(.send(peer, .error(ErrorReply(.notReady, request: g.request, "FILE-GET from an unregistered worker; send HELLO first"))))
+                return
+            }
+            fileGet(peer, g, into: &out)
+        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply, .fileData:
             out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
         }
+    }
+
+    /// A worker asks for a piece of a job's input file: only files the job's own spec names (by index), only while
+    /// the job runs, only for jobs that ship their inputs.
+    func fileGet(_ peer: PeerID, _ g: FileGet, into out: inout [CoordinatorAction]) {
+        func refuse(_ code: ErrorReply.Code, _ problem: String) {
+            out.append(.send(peer, .error(ErrorReply(code, request: g.request, "FILE-GET job \(g.job) file \(g.index): \(problem)"))))
+        }
+        guard let job = jobs[g.job] else { return refuse(.notFound, "no such job on this coordinator") }
+        guard !job.state.isFinal else { return refuse(.notFound, "the job has ended (\(job.state))") }
+        guard job.spec.inputTransport == .coordinator else {
+            return refuse(.notFound, "the job reads its inputs from a shared path (input_transport: shared)")
+        }
+        guard Int(g.index) < job.inputFiles.count else { return refuse(.notFound, "the job has \(job.inputFiles.count) input files") }
+        let f = job.inputFiles[Int(g.index)]
+        guard g.offset <= f.size else { return refuse(.badRequest, "offset \(g.offset) is past the end of \(f.path) (\(f.size) bytes)") }
+        guard g.length <= FileGet.maxLength else { return refuse(.tooLarge, "\(g.length) bytes asked; at most \(FileGet.maxLength) per request") }
+        out.append(.serveFile(peer, g, file: f, files: job.inputFiles.count))
     }
 
     func requireWorker(_ peer: PeerID, _ m: Message, into out: inout [CoordinatorAction]) -> Bool {

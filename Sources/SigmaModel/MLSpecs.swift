@@ -118,6 +118,22 @@ public enum GradientTransport: String, Codable, Sendable, CaseIterable {
     }
 }
 
+/// Where workers get a job's input files (`input_transport`): `shared` (the default) — each worker reads the
+/// spec's paths itself, which must name the same files on every host (a shared filesystem); `coordinator` — the
+/// workers fetch the files from the coordinator (docs/protocol.md FILE-GET) and keep them in a cache keyed by
+/// SHA-256, checked after every transfer, so a file travels to a host once however many jobs use it.
+public enum InputTransport: String, Codable, Sendable, CaseIterable {
+    case shared, coordinator
+
+    static func parse(_ value: String?) throws -> InputTransport? {
+        guard let v = value else { return nil }
+        guard let t = InputTransport(rawValue: v) else {
+            throw SpecError(field: "input_transport", problem: "expected shared (workers read the paths; the default) or coordinator (workers fetch the files from the coordinator), got '\(v)'")
+        }
+        return t
+    }
+}
+
 public struct TrainJob: Codable, Sendable, Equatable {
     public var name: String
     public var model: ModelSpec
@@ -144,6 +160,8 @@ public struct TrainJob: Codable, Sendable, Equatable {
     public var output: String?
     /// How workers send gradients: f32 (exact, the default), bf16 or fp16 (half the bytes, lossy).
     public var gradientTransport: GradientTransport
+    /// Where workers get the data files (nil: shared).
+    public var inputTransport: InputTransport?
 
     public init(name: String = "train", model: ModelSpec, data: LabeledDataSpec, optimizer: OptimizerSpec, steps: Int? = nil,
                 epochs: Int? = nil, batchSize: Int = 32, microBatch: Int = 16, holdout: Double = 0.2, evalEvery: Int = 0,
@@ -202,6 +220,8 @@ public struct PredictJob: Codable, Sendable, Equatable {
     /// Rows per batch; shards are whole batches, so results do not depend on how the job was split.
     public var batchSize: Int
     public var output: String?
+    /// Where workers get the data and weights files (nil: shared).
+    public var inputTransport: InputTransport?
 
     public init(name: String, model: ModelSpec, data: LabeledDataSpec, batchSize: Int = 256, output: String? = nil) {
         self.name = name
@@ -229,6 +249,8 @@ public struct EmbedJob: Codable, Sendable, Equatable {
     /// Lines per batch; shards are whole batches.
     public var batchSize: Int
     public var output: String?
+    /// Where workers get the text file and the model folder's files (nil: shared).
+    public var inputTransport: InputTransport?
 
     public init(name: String = "embed", model: String, input: String, batchSize: Int = 32, output: String? = nil) {
         self.name = name
@@ -312,7 +334,7 @@ extension TrainJob {
         if okind != "sgd", of.take("momentum") != nil { throw SpecError(field: "optimizer.\(okind).momentum", problem: "only sgd takes momentum") }
         try of.rejectUnknown()
         let batch = try f.optionalInt("batch_size") ?? 32
-        let spec = TrainJob(name: name, model: model, data: data, optimizer: opt, steps: try f.optionalInt("steps"),
+        var spec = TrainJob(name: name, model: model, data: data, optimizer: opt, steps: try f.optionalInt("steps"),
                             epochs: try f.optionalInt("epochs"), batchSize: batch,
                             microBatch: try f.optionalInt("micro_batch") ?? min(16, batch), holdout: try f.optionalDouble("holdout") ?? 0.2,
                             evalEvery: try f.optionalInt("eval_every") ?? 0, checkpointEvery: try f.optionalInt("checkpoint_every") ?? 0,
@@ -320,6 +342,7 @@ extension TrainJob {
                             resume: try f.optionalString("resume").map { resolvePath($0, base) },
                             seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) },
                             gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
+        spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         try spec.validate()
         return spec
@@ -328,9 +351,10 @@ extension TrainJob {
 
 extension PredictJob {
     static func parse(_ f: inout Fields, base: String?, eval: Bool) throws -> PredictJob {
-        let spec = PredictJob(name: try f.optionalString("name") ?? (eval ? "eval" : "infer"), model: try ModelSpec.parse(&f, base: base),
+        var spec = PredictJob(name: try f.optionalString("name") ?? (eval ? "eval" : "infer"), model: try ModelSpec.parse(&f, base: base),
                               data: try LabeledDataSpec.parse(&f, base: base), batchSize: try f.optionalInt("batch_size") ?? 256,
                               output: try f.optionalString("output").map { resolvePath($0, base) })
+        spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         try spec.validate(eval: eval)
         return spec
@@ -339,9 +363,10 @@ extension PredictJob {
 
 extension EmbedJob {
     static func parse(_ f: inout Fields, base: String?) throws -> EmbedJob {
-        let spec = EmbedJob(name: try f.optionalString("name") ?? "embed", model: resolvePath(try f.string("model"), base),
+        var spec = EmbedJob(name: try f.optionalString("name") ?? "embed", model: resolvePath(try f.string("model"), base),
                             input: resolvePath(try f.string("input"), base), batchSize: try f.optionalInt("batch_size") ?? 32,
                             output: try f.optionalString("output").map { resolvePath($0, base) })
+        spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         try spec.validate()
         return spec

@@ -98,6 +98,11 @@ public enum Codec {
             payload = Frame(pw.bytes)
         case .drainWorker(let req, let worker):
             w.u64(req); w.string(worker)
+        case .fileGet(let g):
+            w.u64(g.request); w.u64(g.job); w.u32(g.index); w.u64(g.offset); w.u32(g.length)
+        case .fileData(let d):
+            w.u64(d.request); w.u64(d.job); w.u32(d.index); w.u32(d.files); w.string(d.path); w.u64(d.size); w.string(d.sha256); w.u64(d.offset)
+            if !d.payload.isEmpty { payload = d.payload }
         }
         var header = w.bytes
         guard let p = payload else { return [Frame(header)] }
@@ -130,6 +135,7 @@ public enum Codec {
 
     static func isClientRequest(_ t: MessageType) -> Bool {
         t == .submit || t == .status || t == .watch || t == .fetch || t == .cancelJob || t == .detail || t == .drainWorker
+            || t == .fileGet || t == .fileData
     }
 
     static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?,
@@ -295,6 +301,23 @@ public enum Codec {
                 case .drainWorker:
                     try noPayload()
                     return .drainWorker(request: try r.u64("request"), worker: try r.string("worker"))
+                case .fileGet:
+                    try noPayload()
+                    return .fileGet(FileGet(request: try r.u64("request"), job: try r.u64("job"), index: try r.u32("index"),
+                                            offset: try r.u64("offset"), length: try r.u32("length")))
+                case .fileData:
+                    let req = try r.u64("request"), job = try r.u64("job"), index = try r.u32("index"), files = try r.u32("files")
+                    let path = try r.string("path"), size = try r.u64("size"), sha = try r.string("sha256"), offset = try r.u64("offset")
+                    guard index < files else { throw ByteReadError(field: "index", problem: "file \(index) of \(files)") }
+                    guard sha.utf8.count == 64, sha.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                        throw ByteReadError(field: "sha256", problem: "'\(sha.prefix(80))' is not 64 lowercase hex digits")
+                    }
+                    let p = payload ?? .empty
+                    guard offset <= size, UInt64(p.count) <= size - offset else {
+                        throw ByteReadError(field: "offset", problem: "\(p.count) bytes at \(offset) run past the file's \(size)")
+                    }
+                    return .fileData(FileData(request: req, job: job, index: index, files: files, path: path, size: size, sha256: sha,
+                                              offset: offset, payload: p))
                 }
             }
             try field(t) { try r.finish("header") }

@@ -12,6 +12,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case disconnect = 0x07, error = 0x08, params = 0x09, drain = 0x0A
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
     case fetch = 0x16, jobResult = 0x17, cancelJob = 0x18, detail = 0x19, detailReply = 0x1A, drainWorker = 0x1B
+    case fileGet = 0x1C, fileData = 0x1D
 
     public var name: String {
         switch self {
@@ -37,6 +38,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .detail: "DETAIL"
         case .detailReply: "DETAIL-REPLY"
         case .drainWorker: "DRAIN-WORKER"
+        case .fileGet: "FILE-GET"
+        case .fileData: "FILE-DATA"
         }
     }
 }
@@ -149,6 +152,53 @@ public struct Params: Sendable, Equatable {
     public init(job: JobID, version: UInt32, payload: Frame) {
         self.job = job
         self.version = version
+        self.payload = payload
+    }
+}
+
+/// FILE-GET (worker → coordinator): bytes `offset..<offset+length` of input file `index` of a job whose spec says
+/// `input_transport: coordinator` (the files `JobSpec.workerInputFiles` lists, in that order). `length` 0 asks for
+/// the file's identity only.
+public struct FileGet: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var index: UInt32
+    public var offset: UInt64
+    public var length: UInt32
+    /// Most bytes one FILE-GET may ask for.
+    public static let maxLength: UInt32 = 16 << 20
+    public init(request: UInt64, job: JobID, index: UInt32, offset: UInt64, length: UInt32) {
+        self.request = request
+        self.job = job
+        self.index = index
+        self.offset = offset
+        self.length = length
+    }
+}
+
+/// FILE-DATA (coordinator → worker): the answer to a FILE-GET — how many input files the job has, file `index`'s
+/// path on the coordinator, size and SHA-256 (64 lowercase hex digits), and its bytes from `offset` (the payload;
+/// shorter than asked at the end of the file).
+public struct FileData: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var index: UInt32
+    public var files: UInt32
+    public var path: String
+    public var size: UInt64
+    public var sha256: String
+    public var offset: UInt64
+    public var payload: Frame
+    public init(request: UInt64, job: JobID, index: UInt32, files: UInt32, path: String, size: UInt64, sha256: String,
+                offset: UInt64, payload: Frame = .empty) {
+        self.request = request
+        self.job = job
+        self.index = index
+        self.files = files
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.offset = offset
         self.payload = payload
     }
 }
@@ -350,6 +400,9 @@ public enum Message: Sendable, Equatable {
     /// Client: stop giving shards to a worker (by id or name); it finishes what it holds and leaves.
     /// Answered with STATUS-REPLY.
     case drainWorker(request: UInt64, worker: String)
+    /// Worker: a piece of a job's input file (answered with FILE-DATA, or ERROR echoing the request).
+    case fileGet(FileGet)
+    case fileData(FileData)
 
     public var type: MessageType {
         switch self {
@@ -375,6 +428,8 @@ public enum Message: Sendable, Equatable {
         case .detail: .detail
         case .detailReply: .detailReply
         case .drainWorker: .drainWorker
+        case .fileGet: .fileGet
+        case .fileData: .fileData
         }
     }
 }

@@ -19,6 +19,8 @@ public final class WorkerShell: Sendable {
         /// Shards of at most this many rows run on the poller thread itself: they take microseconds, and a
         /// hand-off to a compute thread would cost two thread wake-ups (~50 µs each on small VMs).
         public var inlineRows: UInt64 = 4096
+        /// Where input files shipped by the coordinator are kept (`input_transport: coordinator`), by SHA-256.
+        public var cacheDirectory: String = InputFetcher.defaultDirectory
         public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
             self.slots = slots
             self.name = name
@@ -27,6 +29,7 @@ public final class WorkerShell: Sendable {
 
     private let shared: Shared
     private let threads: Mutex<[OSThread]>
+    let fetcher: InputFetcher
 
     final class Shared: Sendable {
         let stopping = Atomic<Bool>(false)
@@ -50,15 +53,17 @@ public final class WorkerShell: Sendable {
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
         let shared = Shared()
         self.shared = shared
+        let fetcher = InputFetcher(directory: options.cacheDirectory, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
+        self.fetcher = fetcher
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
                           name: options.name, instance: UUID().uuidString, features: WorkerShell.features)
         var ts: [OSThread] = []
         for i in 0..<options.slots {
-            ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared) })
+            ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared, fetcher: fetcher) })
         }
         ts.append(OSThread(name: "sigma-worker") {
-            var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared)
+            var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared, fetcher: fetcher)
             loop.run()
             shared.work.close()
             shared.stopped.store(true, ordering: .releasing)
@@ -77,6 +82,8 @@ public final class WorkerShell: Sendable {
     public var fatalError: String? { shared.fatal.withLock { $0 } }
     public var isStopped: Bool { shared.stopped.load(ordering: .acquiring) }
     public var shardsCompleted: Int { shared.completed.load(ordering: .relaxed) }
+    /// Bytes of input files fetched from the coordinator so far.
+    public var inputBytesFetched: UInt64 { fetcher.bytesFetched.load(ordering: .relaxed) }
 
     /// Says goodbye to the coordinator, stops the threads and waits for them.
     public func stop() {
@@ -100,17 +107,34 @@ public final class WorkerShell: Sendable {
         for t in ts.reversed() { t.join() }
     }
 
-    static func computeLoop(_ shared: Shared) {
+    static func computeLoop(_ shared: Shared, fetcher: InputFetcher) {
         let files = NpyFileCache()
         let runner = ShardRunner()
         var seen = 0
-        while let task = shared.work.next() {
+        /// Specs of jobs whose inputs came from the coordinator, reading the cache's copies.
+        var localized: [JobID: JobSpec] = [:]
+        while var task = shared.work.next() {
             let version = shared.endedVersion.load(ordering: .acquiring)
             if version != seen {
                 seen = version
-                runner.forget(Set(shared.ended.withLock { $0 }).subtracting([task.job]))
+                let ended = Set(shared.ended.withLock { $0 }).subtracting([task.job])
+                runner.forget(ended)
+                localized = localized.filter { !ended.contains($0.key) }
             }
-            let result = compute(task, files: files, runner: runner)
+            var result: ShardResult
+            if task.spec.inputTransport == .coordinator {
+                do {
+                    let spec = try localized[task.job] ?? fetcher.localize(task.spec, job: task.job)
+                    localized[task.job] = spec
+                    task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
+                                     round: task.round, params: task.params)
+                    result = compute(task, files: files, runner: runner)
+                } catch {
+                    result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
+                }
+            } else {
+                result = compute(task, files: files, runner: runner)
+            }
             shared.results.withLock { $0.append(result) }
             shared.completed.add(1, ordering: .relaxed)
             shared.waker.withLock { $0 }?.wake()
@@ -147,6 +171,7 @@ public final class WorkerShell: Sendable {
         let options: Options
         let logger: Logger
         let shared: Shared
+        let fetcher: InputFetcher
         var core: WorkerCore
         var link: MessageLink?
         let compressor: AdaptiveCompressor
@@ -161,8 +186,9 @@ public final class WorkerShell: Sendable {
         var loadSampler = ProcessLoadSampler()
         var loadSampledAt: Nanos = 0
 
-        init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared) {
+        init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared, fetcher: InputFetcher) {
             self.factory = factory
+            self.fetcher = fetcher
             compressor = AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: factory.endpoint))
             self.options = options
             self.logger = logger
@@ -171,6 +197,7 @@ public final class WorkerShell: Sendable {
         }
 
         mutating func connect() -> Bool {
+            fetcher.failAll("the connection to the coordinator was reset")
             link?.close()
             link = nil
             carrier = nil
@@ -215,12 +242,17 @@ public final class WorkerShell: Sendable {
                         let event: WorkerEvent
                         do {
                             let m = try Codec.decode(e.frames, limits: options.limits, compressor: compressor, carrier: carrier)
+                            // Answers to a compute thread's FILE-GET go to it, not to the core.
+                            if case .fileData(let d) = m, fetcher.deliver(request: d.request, .success(d)) { continue }
+                            if case .error(let x) = m, fetcher.isPending(x.request),
+                               fetcher.deliver(request: x.request, .failure(InputFetcher.FetchError(description: "the coordinator refused: \(x)"))) { continue }
                             if case .ready(let r) = m {
                                 carrier = r.features.split(separator: ",").contains("shm") ? SharedMemoryCarrier() : nil
                                 if carrier != nil { logger.info("the coordinator shares memory with this worker: payloads ≥ 1 MiB go through /dev/shm") }
                             }
                             event = .received(m)
                         } catch let d as DecodeError {
+                            if d.type == .fileData, fetcher.deliver(request: d.request, .failure(InputFetcher.FetchError(description: "bad FILE-DATA: \(d)"))) { continue }
                             event = .rejected(d)
                         } catch {
                             event = .rejected(DecodeError(.badRequest, nil, "\(error)"))
@@ -236,6 +268,7 @@ public final class WorkerShell: Sendable {
                     return r
                 }
                 for r in done { perform(core.handle(.computed(r), now: monotonicNanos())) }
+                for m in fetcher.outbox() { link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier))) }
                 while !inline.isEmpty {
                     let batch = inline
                     inline.removeAll()

@@ -22,6 +22,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
     @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
+    @Option(help: "Where input files shipped by the coordinator are kept, by SHA-256 (jobs with input_transport: coordinator; default: ~/.cache/sigma/inputs).") var cacheDir: String?
     @Option(help: "Instead of running a worker: drain the running worker with this id or name (it finishes its shards, takes no new ones, and leaves).") var drain: String?
     @Flag(help: "With --drain: print machine-readable JSON.") var json = false
 
@@ -56,8 +57,9 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
-            let shell = WorkerShell(.zmqConnect(endpoint, link),
-                                    options: WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())"), logger: logger)
+            var options = WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())")
+            if let d = cacheDir { options.cacheDirectory = d }
+            let shell = WorkerShell(.zmqConnect(endpoint, link), options: options, logger: logger)
             logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
             // First SIGTERM/SIGINT: drain (finish the shards held, take no new ones, leave); a second: leave now.
             let stopper = Task.detached {

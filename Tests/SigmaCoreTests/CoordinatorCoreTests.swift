@@ -11,6 +11,7 @@ struct Harness {
     var outbox: [(PeerID, Message)] = []
     var logs: [String] = []
     var files: [OutputFile] = []
+    var served: [(PeerID, FileGet, InputFile, Int)] = []
     var resolvedRows: UInt64 = 0
 
     init(_ config: CoordinatorConfig = CoordinatorConfig()) { core = CoordinatorCore(config: config, now: now) }
@@ -27,6 +28,7 @@ struct Harness {
                 case .log(_, let s): logs.append(s)
                 case .resolveInput(let p, let s): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows))))
                 case .writeFile(let f): files.append(f)
+                case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
                 }
             }
         }

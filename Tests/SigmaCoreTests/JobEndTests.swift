@@ -57,4 +57,56 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             #expect(told, "worker \(p) holds the job's parameters but was not told the job ended")
         }
     }
+
+    /// FILE-GET: a registered worker gets pieces of the files its running job's spec names (by index) when the
+    /// job ships its inputs — and an ERROR echoing its request for anything else: an unknown job, a job that reads
+    /// a shared path, an index past the job's files, an offset past the file's end, a request too large, a job that
+    /// has ended, or a peer that is not a registered worker.
+    @Test func fileGetServesOnlyTheRunningJobsOwnFiles() throws {
+        var h = Harness()
+        h.hello(w1)
+        func submit(_ transport: String) throws -> JobID {
+            let spec = try JobSpec.parse("kind: train\nname: t\nmodel: {mlp: [4, 2]}\ndata: {x: /data/x.npy, y: /data/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 2\nbatch_size: 1\nmicro_batch: 1\ninput_transport: \(transport)\n")
+            var resolve: [CoordinatorEvent] = []
+            for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
+                if case .resolveInput(let p, let s) = a {
+                    resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())), digests: InputDigests(files: transport == "coordinator" ? [
+                        InputFile(path: "/data/x.npy", size: 1000, sha256: String(repeating: "a", count: 64)),
+                        InputFile(path: "/data/y.npy", size: 10, sha256: String(repeating: "b", count: 64)),
+                    ] : [])))
+                }
+            }
+            try #require(resolve.count == 1)
+            h.event(resolve[0])
+            let accepted = h.outbox.compactMap { _, m -> JobID? in if case .accept(let a) = m { return a.job }; return nil }
+            return try #require(accepted.last)
+        }
+        let shipped = try submit("coordinator"), shared = try submit("shared")
+        func ask(_ peer: PeerID, _ g: FileGet) -> String? {
+            h.served = []
+            let sent = h.event(.received(peer, .fileGet(g)))
+            if let e = sent.compactMap({ p, m -> ErrorReply? in if p == peer, case .error(let e) = m { return e }; return nil }).first {
+                #expect(e.request == g.request, "the ERROR does not echo the request")
+                return e.message
+            }
+            return nil
+        }
+        #expect(ask(w1, FileGet(request: 7, job: shipped, index: 1, offset: 4, length: 6)) == nil)
+        try #require(h.served.count == 1)
+        #expect(h.served[0].0 == w1 && h.served[0].2.path == "/data/y.npy" && h.served[0].3 == 2 && h.served[0].1.offset == 4)
+        let refusals: [(PeerID, FileGet, String)] = [
+            (w1, FileGet(request: 8, job: 999, index: 0, offset: 0, length: 1), "no such job"),
+            (w1, FileGet(request: 9, job: shared, index: 0, offset: 0, length: 1), "shared path"),
+            (w1, FileGet(request: 10, job: shipped, index: 2, offset: 0, length: 1), "has 2 input files"),
+            (w1, FileGet(request: 11, job: shipped, index: 0, offset: 1001, length: 1), "past the end"),
+            (w1, FileGet(request: 12, job: shipped, index: 0, offset: 0, length: FileGet.maxLength + 1), "at most"),
+            (w2, FileGet(request: 13, job: shipped, index: 0, offset: 0, length: 1), "unregistered worker"),
+        ]
+        for (peer, g, problem) in refusals {
+            let m = ask(peer, g)
+            #expect(m?.contains(problem) == true && h.served.isEmpty, "request \(g.request): \(m ?? "served")")
+        }
+        h.event(.received(client, .cancelJob(request: 2, job: shipped)))
+        #expect(ask(w1, FileGet(request: 14, job: shipped, index: 0, offset: 0, length: 1))?.contains("has ended") == true)
+    }
 }

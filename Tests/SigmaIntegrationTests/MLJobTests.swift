@@ -124,6 +124,66 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(left.isEmpty, "segments left behind: \(left)")
     }
 
+    /// `input_transport: coordinator`: workers that cannot see the data — each in its own mount namespace with an
+    /// empty tmpfs over the data folder — fetch the files from the coordinator, check them against SHA-256 and keep
+    /// them in their cache under that digest. The trained model is bitwise the one `--local` trains; a second job
+    /// fetches nothing (the cached files keep their inodes); the same spec with `input_transport: shared` fails
+    /// naming the file the workers cannot read. (Root only: mount namespaces.)
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")))
+    func workersFetchInputsFromTheCoordinatorAndCacheThem() async throws {
+        let dir = try Scratch("ship")
+        defer { dir.remove() }
+        let data = dir.path + "/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: repoRoot + "/data/digits.csv", toPath: data + "/digits.csv")
+        func spec(_ transport: String) throws -> String {
+            try dir.write("train-\(transport).yaml", """
+                kind: train
+                name: it-ship
+                model: {mlp: [64, 256, 10], activation: relu}
+                data: {csv: \(data)/digits.csv, scale: 0.0625}
+                optimizer: {sgd: {lr: 0.05, momentum: 0.9}}
+                steps: 40
+                batch_size: 64
+                micro_batch: 8
+                holdout: 0.2
+                seed: 5
+                input_transport: \(transport)
+                """)
+        }
+        let shipped = try spec("coordinator")
+        let (ls, _, le) = try await sigma(["submit", shipped, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        let caches = [dir.path + "/cache-1", dir.path + "/cache-2"]
+        for (i, c) in caches.enumerated() { try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) }
+        try await cluster.waitForWorkers(2)
+        // (round-robin: both workers get shards of every step, so both fetch)
+        let (s, _, e) = try await sigma(["submit", shipped, "--coordinator", cluster.endpoint, "--policy", "round-robin", "--follow", "-o", dir.path + "/cluster"])
+        #expect(s == 0, "\(e.suffix(800))")
+        #expect(fileBytes(dir.path + "/cluster/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"),
+                "parameters trained from shipped inputs differ from --local")
+        let (sha, _) = try SHA256.file(data + "/digits.csv")
+        var inodes: [UInt64] = []
+        for c in caches {
+            let copy = c + "/" + sha + "/digits.csv"
+            #expect(fileBytes(copy) == fileBytes(data + "/digits.csv"), "no verified copy at \(copy)")
+            inodes.append(((try? FileManager.default.attributesOfItem(atPath: copy))?[.systemFileNumber] as? NSNumber)?.uint64Value ?? 0)
+        }
+        // Again: from the cache, nothing fetched.
+        let (s2, _, e2) = try await sigma(["submit", shipped, "--coordinator", cluster.endpoint, "--policy", "round-robin", "--follow", "-o", dir.path + "/again"])
+        #expect(s2 == 0, "\(e2.suffix(800))")
+        #expect(fileBytes(dir.path + "/again/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"))
+        for (c, inode) in zip(caches, inodes) {
+            let now = ((try? FileManager.default.attributesOfItem(atPath: c + "/" + sha + "/digits.csv"))?[.systemFileNumber] as? NSNumber)?.uint64Value
+            #expect(inode != 0 && now == inode, "\(c): the cached copy was fetched again")
+        }
+        // The workers really cannot read the path: the shared transport fails, naming the file.
+        let (s3, _, e3) = try await sigma(["submit", try spec("shared"), "--coordinator", cluster.endpoint, "--follow"])
+        #expect(s3 != 0 && e3.contains(data + "/digits.csv"), "shared transport with hidden data: \(s3) \(e3.suffix(400))")
+    }
+
     /// `gradient_transport: bf16` (lossy, half the gradient bytes) still trains the digits MLP on 2 workers to the
     /// accuracy the exact transport reaches.
     @Test func bf16GradientTransportTrainsOnTheCluster() async throws {

@@ -30,9 +30,10 @@ final class SigmaProcess: Sendable {
     }
 
     /// `environment`: variables set for the child on top of this process's.
-    init(_ args: [String], environment: [String: String] = [:]) throws {
+    /// `executable`: run it with `args` instead of `sigma ARGS` (e.g. a wrapper that execs sigma).
+    init(_ args: [String], environment: [String: String] = [:], executable: String? = nil) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try sigmaBinary())
+        p.executableURL = URL(fileURLWithPath: try executable ?? sigmaBinary())
         p.arguments = args
         if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
@@ -115,6 +116,16 @@ final class ProcessCluster: Sendable {
     @discardableResult
     func addWorker(_ name: String, threads: Int = 1) throws -> SigmaProcess {
         let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"])
+        workers.withLock { $0.append(w) }
+        return w
+    }
+
+    /// A worker in its own mount namespace with an empty tmpfs over `hidden` (root only): files there are not
+    /// visible to it. Its cache of shipped inputs is `cache`.
+    @discardableResult
+    func addWorker(_ name: String, hiding hidden: String, cache: String) throws -> SigmaProcess {
+        let command = "mount -t tmpfs sigma-hidden '\(hidden)' && exec '\(try sigmaBinary())' worker --join '\(endpoint)' --threads 1 --name \(name) --cache-dir '\(cache)' --log-level warning"
+        let w = try SigmaProcess(["--mount", "sh", "-c", command], executable: "/usr/bin/unshare")
         workers.withLock { $0.append(w) }
         return w
     }

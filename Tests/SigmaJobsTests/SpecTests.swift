@@ -52,6 +52,7 @@ import Testing
         ("kind: map-reduce\ninput: {npy: a.npy, seed: 1}\nreduce: sum", "input.seed", "unknown field"),
         ("kind: map-reduce\ninput: {generate: range, count: 10G}\nreduce: sum\nshard_size: 1", "shard_size", "limit"),
         ("[1, 2", "(document)", "not valid"),
+        ("kind: embed\nmodel: m\ninput: s.txt\ninput_transport: ftp", "input_transport", "expected shared"),
         ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: sum\npolicy: fastest", "policy", "unknown scheduling policy 'fastest'; expected one of: latency-aware, least-loaded, round-robin"),
     ])
     func badSpecsNameTheField(_ text: String, _ field: String, _ problem: String) {
@@ -60,6 +61,49 @@ import Testing
         } throws: { e in
             guard let s = e as? SpecError else { return false }
             return s.field == field && s.problem.contains(problem)
+        }
+    }
+
+    /// The files a job's workers read, in the order the coordinator serves them, and the same spec reading local
+    /// copies (a model folder by a folder of copies); `input_transport` survives the wire form.
+    @Test func inputFilesAndLocalizedSpecs() throws {
+        let train = try JobSpec.parse("kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: /d/x.npy, y: /d/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\ninput_transport: coordinator\n")
+        #expect(train.inputTransport == .coordinator)
+        #expect(try JobSpec.decode(train.encoded.withUnsafeBytes { $0 }) == train)
+        #expect(train.workerInputFiles { _ in true } == ["/d/x.npy", "/d/y.npy"])
+        guard case .train(let t) = train.localized(["/d/x.npy": "/c/1/x.npy", "/d/y.npy": "/c/2/y.npy"]) else { Issue.record("kind"); return }
+        #expect(t.data.x == "/c/1/x.npy" && t.data.y == "/c/2/y.npy" && t.inputTransport == .coordinator)
+        let infer = try JobSpec.parse("kind: infer\nmodel: {mlp: [4, 2], weights: /m/w.safetensors}\ndata: {csv: /d/a.csv}\n")
+        #expect(infer.inputTransport == .shared)
+        #expect(infer.workerInputFiles { _ in true } == ["/d/a.csv", "/m/w.safetensors"])
+        guard case .infer(let p) = infer.localized(["/m/w.safetensors": "/c/w.safetensors"]) else { Issue.record("kind"); return }
+        #expect(p.model.weights == "/c/w.safetensors" && p.data.csv == "/d/a.csv")
+        let embed = try JobSpec.parse("kind: embed\nmodel: /m/minilm\ninput: /d/s.txt\ninput_transport: coordinator\n")
+        #expect(embed.modelFolder == "/m/minilm")
+        #expect(embed.workerInputFiles { _ in false } == ["/d/s.txt", "/m/minilm/config.json", "/m/minilm/vocab.txt", "/m/minilm/model.safetensors"])
+        #expect(embed.workerInputFiles { $0.hasSuffix("sentence_bert_config.json") }.last == "/m/minilm/sentence_bert_config.json")
+        guard case .embed(let e) = embed.localized(["/m/minilm": "/c/folder-1", "/d/s.txt": "/c/s.txt"]) else { Issue.record("kind"); return }
+        #expect(e.model == "/c/folder-1" && e.input == "/c/s.txt")
+    }
+
+    /// SHA-256 against FIPS 180-4's examples, fed whole and in uneven pieces.
+    @Test func sha256MatchesTheStandardsExamples() {
+        let cases: [([UInt8], String)] = [
+            ([], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+            (Array("abc".utf8), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+            ([UInt8](repeating: 0x61, count: 1_000_000), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+        ]
+        for (bytes, hex) in cases {
+            #expect(SHA256.hex(of: bytes) == hex, "\(bytes.count) bytes")
+            var s = SHA256()
+            var i = 0, step = 1
+            while i < bytes.count {
+                s.update(Array(bytes[i..<min(i + step, bytes.count)]))
+                i += step
+                step = step * 3 % 199 + 1
+            }
+            #expect(SHA256.hex(s.finish()) == hex, "\(bytes.count) bytes in pieces")
         }
     }
 

@@ -86,6 +86,10 @@ import Testing
             attempts: [AttemptRecord(round: 1, shard: 4, attempt: 2, start: 8, count: 8, worker: "w2", host: "h", hedge: true,
                                      queued: 1, started: 2, finished: 3, compute: 1, outcome: .failed, error: "boom")])),
         .drainWorker(request: 17, worker: "w2"),
+        .fileGet(FileGet(request: 18, job: 3, index: 1, offset: 4 << 20, length: 1 << 20)),
+        .fileData(FileData(request: 18, job: 3, index: 1, files: 2, path: "/data/x.npy", size: 5 << 20, sha256: String(repeating: "0f", count: 32),
+                           offset: 4 << 20, payload: Frame([1, 2, 3]))),
+        .fileData(FileData(request: 19, job: 3, index: 0, files: 1, path: "/data/y.npy", size: 0, sha256: String(repeating: "e", count: 64), offset: 0)),
         .accept(Accept(request: 11, job: 3, shards: 10)),
         .status(request: 12),
         .statusReply(request: 12, ClusterStatus(uptime: 5, workers: [
@@ -163,6 +167,26 @@ import Testing
         #expect { _ = try Codec.decode(submitNoPayload) } throws: { ($0 as! DecodeError).message.contains("missing payload") }
         let compressedNoDecompressor = Frame([0x53, 1, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
         #expect(throws: DecodeError.self) { _ = try Codec.decode([compressedNoDecompressor, Frame([1, 2, 3, 4, 5])]) }
+    }
+
+    /// FILE-DATA that does not describe a file consistently is refused naming the field, with the request echoed
+    /// (so the worker's waiting fetch fails at once).
+    @Test func inconsistentFileDataIsRejected() {
+        func data(index: UInt32 = 0, files: UInt32 = 1, size: UInt64 = 10, sha: String = String(repeating: "a", count: 64),
+                  offset: UInt64 = 0, payload: [UInt8] = [1]) -> [Frame] {
+            Codec.encode(.fileData(FileData(request: 21, job: 1, index: index, files: files, path: "p", size: size, sha256: sha,
+                                            offset: offset, payload: payload.isEmpty ? .empty : Frame(payload))))
+        }
+        for (frames, field) in [(data(index: 1, files: 1), "index"), (data(sha: "ABC"), "sha256"),
+                                (data(sha: String(repeating: "A", count: 64)), "sha256"), (data(size: 10, offset: 11, payload: []), "offset"),
+                                (data(size: 10, offset: 8, payload: [1, 2, 3]), "offset")] {
+            #expect {
+                _ = try Codec.decode(frames)
+            } throws: { e in
+                let d = e as! DecodeError
+                return d.type == .fileData && d.message.contains(field) && d.request == 21
+            }
+        }
     }
 
     // §4.3 an invalid job spec in SUBMIT earns 422 naming the field.

@@ -1,0 +1,198 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import SigmaTransport
+import Synchronization
+
+/// A worker's copies of input files the coordinator ships (`input_transport: coordinator`), in a cache keyed by
+/// SHA-256: `<cache>/<sha256>/<file name>`. A compute thread asks for a job's files (`localize`) and waits; the
+/// poller thread sends its FILE-GETs and hands the answers back (`outbox`, `deliver`). Each file is written under a
+/// temporary name, checked against the SHA-256 the coordinator announced, then renamed into place — so what the
+/// cache holds under a digest always has that digest, and a file travels to a host once whatever jobs use it.
+final class InputFetcher: Sendable {
+    let directory: String
+    /// Bytes per FILE-GET.
+    let chunk: UInt32
+    let timeoutSeconds: Double
+    private let nextRequest = Atomic<UInt64>(1)
+    private let pending = Mutex<[UInt64: Slot]>([:])
+    private let queued = Mutex<[Message]>([])
+    /// Bytes received in FILE-DATA (for tests and logs).
+    let bytesFetched = Atomic<UInt64>(0)
+    let wake: @Sendable () -> Void
+
+    final class Slot: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let answer = Mutex<Result<FileData, FetchError>?>(nil)
+    }
+
+    struct FetchError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(directory: String, chunk: UInt32 = 4 << 20, timeoutSeconds: Double = 60, wake: @escaping @Sendable () -> Void) {
+        self.directory = directory
+        self.chunk = chunk
+        self.timeoutSeconds = timeoutSeconds
+        self.wake = wake
+    }
+
+    /// The default cache: $XDG_CACHE_HOME/sigma/inputs, else ~/.cache/sigma/inputs.
+    static var defaultDirectory: String {
+        let env = ProcessInfo.processInfo.environment
+        if let x = env["XDG_CACHE_HOME"], !x.isEmpty { return x + "/sigma/inputs" }
+        if let h = env["HOME"], !h.isEmpty { return h + "/.cache/sigma/inputs" }
+        return "/tmp/sigma-inputs-\(getuid())"
+    }
+
+    // MARK: poller side
+
+    /// FILE-GETs waiting to be sent (the poller sends them).
+    func outbox() -> [Message] {
+        queued.withLock { q in
+            defer { q.removeAll() }
+            return q
+        }
+    }
+
+    /// Hands an answer to the compute thread waiting on `request`; false when nobody waits for it.
+    func deliver(request: UInt64, _ answer: Result<FileData, FetchError>) -> Bool {
+        guard let slot = pending.withLock({ $0.removeValue(forKey: request) }) else { return false }
+        slot.answer.withLock { $0 = answer }
+        slot.done.signal()
+        return true
+    }
+
+    func isPending(_ request: UInt64) -> Bool { request != 0 && pending.withLock { $0[request] != nil } }
+
+    /// Every waiting request fails (the connection to the coordinator is gone).
+    func failAll(_ why: String) {
+        let slots = pending.withLock { p in
+            defer { p.removeAll() }
+            return p
+        }
+        for (_, s) in slots {
+            s.answer.withLock { $0 = .failure(FetchError(description: why)) }
+            s.done.signal()
+        }
+    }
+
+    // MARK: compute-thread side
+
+    func get(job: JobID, index: UInt32, offset: UInt64, length: UInt32) throws -> FileData {
+        let id = nextRequest.add(1, ordering: .relaxed).newValue
+        let slot = Slot()
+        pending.withLock { $0[id] = slot }
+        queued.withLock { $0.append(.fileGet(FileGet(request: id, job: job, index: index, offset: offset, length: length))) }
+        wake()
+        if slot.done.wait(timeout: .now() + timeoutSeconds) == .timedOut {
+            _ = pending.withLock { $0.removeValue(forKey: id) }
+            throw FetchError(description: "no answer from the coordinator within \(Int(timeoutSeconds)) s")
+        }
+        let d = try slot.answer.withLock { $0! }.get()
+        guard d.job == job, d.index == index, d.offset == offset, d.payload.count <= Int(length) else {
+            throw FetchError(description: "the coordinator answered for job \(d.job) file \(d.index) at \(d.offset), asked job \(job) file \(index) at \(offset)")
+        }
+        bytesFetched.add(UInt64(d.payload.count), ordering: .relaxed)
+        return d
+    }
+
+    /// `spec` reading local copies of its input files: cached ones as they are, the others fetched first.
+    func localize(_ spec: JobSpec, job: JobID) throws -> JobSpec {
+        do {
+            let first = try get(job: job, index: 0, offset: 0, length: 0)
+            var local: [String: String] = [:]
+            var shas: [String] = []
+            for i in 0..<first.files {
+                let meta = i == 0 ? first : try get(job: job, index: i, offset: 0, length: 0)
+                local[meta.path] = try cached(meta, job: job)
+                shas.append(meta.sha256)
+            }
+            if let folder = spec.modelFolder {
+                let inFolder = local.filter { $0.key.hasPrefix(folder + "/") }
+                local[folder] = try folderOfLinks(inFolder.map { (String($0.key.dropFirst(folder.count + 1)), $0.value) },
+                                                  key: SHA256.hex(of: Array(inFolder.keys.sorted().map { local[$0]! }.joined(separator: "\n").utf8)))
+            }
+            return spec.localized(local)
+        } catch let e as FetchError {
+            throw JobError("input_transport coordinator: \(e)")
+        }
+    }
+
+    /// The cache's copy of the file `meta` describes, fetched if missing.
+    func cached(_ meta: FileData, job: JobID) throws -> String {
+        let name = (meta.path as NSString).lastPathComponent
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else {
+            throw FetchError(description: "file \(meta.index): '\(meta.path)' has no usable file name")
+        }
+        let dir = directory + "/" + meta.sha256
+        let path = dir + "/" + name
+        if let a = try? FileManager.default.attributesOfItem(atPath: path), (a[.size] as? NSNumber)?.uint64Value == meta.size {
+            return path
+        }
+        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw FetchError(description: "cannot create the cache directory \(dir): \(error)")
+        }
+        let temp = dir + "/.\(name).\(getpid()).\(nextRequest.add(1, ordering: .relaxed).newValue).part"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FetchError(description: "cannot write \(temp): \(String(cString: strerror(errno)))") }
+        var closed = false
+        defer {
+            if !closed { close(fd) }
+            unlink(temp)
+        }
+        var hash = SHA256()
+        var offset: UInt64 = 0
+        while offset < meta.size {
+            let d = try get(job: job, index: meta.index, offset: offset, length: chunk)
+            guard d.size == meta.size, d.sha256 == meta.sha256 else {
+                throw FetchError(description: "'\(meta.path)' changed on the coordinator during the transfer")
+            }
+            guard !d.payload.isEmpty else { throw FetchError(description: "'\(meta.path)': no bytes at \(offset) of \(meta.size)") }
+            try d.payload.withUnsafeBytes { b in
+                hash.update(b)
+                var done = 0
+                while done < b.count {
+                    let w = write(fd, b.baseAddress! + done, b.count - done)
+                    guard w > 0 else { throw FetchError(description: "cannot write \(temp): \(String(cString: strerror(errno)))") }
+                    done += w
+                }
+            }
+            offset += UInt64(d.payload.count)
+        }
+        let got = SHA256.hex(hash.finish())
+        guard got == meta.sha256 else {
+            throw FetchError(description: "'\(meta.path)' arrived with SHA-256 \(got), the coordinator announced \(meta.sha256); not kept")
+        }
+        guard fsync(fd) == 0, close(fd) == 0 else { throw FetchError(description: "cannot write \(temp): \(String(cString: strerror(errno)))") }
+        closed = true
+        guard rename(temp, path) == 0 else { throw FetchError(description: "cannot rename \(temp): \(String(cString: strerror(errno)))") }
+        return path
+    }
+
+    /// A folder holding `files` (name, cached path) under their names — hard links into the cache (copies where
+    /// links fail), made under a temporary name and renamed into place.
+    func folderOfLinks(_ files: [(String, String)], key: String) throws -> String {
+        let dir = directory + "/folder-" + key
+        if FileManager.default.fileExists(atPath: dir) { return dir }
+        let temp = dir + ".\(getpid()).\(nextRequest.add(1, ordering: .relaxed).newValue).part"
+        do {
+            try FileManager.default.createDirectory(atPath: temp, withIntermediateDirectories: true)
+            for (name, path) in files {
+                guard !name.isEmpty, !name.contains("/") else { throw FetchError(description: "'\(name)' is not a file name in a model folder") }
+                if link(path, temp + "/" + name) != 0 { try FileManager.default.copyItem(atPath: path, toPath: temp + "/" + name) }
+            }
+            if rename(temp, dir) != 0 {
+                try? FileManager.default.removeItem(atPath: temp)
+                guard FileManager.default.fileExists(atPath: dir) else { throw FetchError(description: "cannot create \(dir)") }
+            }
+            return dir
+        } catch let e as FetchError {
+            throw e
+        } catch {
+            try? FileManager.default.removeItem(atPath: temp)
+            throw FetchError(description: "cannot create \(dir): \(error)")
+        }
+    }
+}
