@@ -184,6 +184,41 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(s3 != 0 && e3.contains(data + "/digits.csv"), "shared transport with hidden data: \(s3) \(e3.suffix(400))")
     }
 
+    /// An embed job shipping its inputs: hidden workers fetch the text file and the model folder's files, rebuild the
+    /// folder in their cache (links named as in the folder) and embed the same bits as the local run.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")))
+    func embedShipsTheModelFolderToHiddenWorkers() async throws {
+        let model = repoRoot + "/models/all-MiniLM-L6-v2"
+        try #require(FileManager.default.fileExists(atPath: model + "/model.safetensors"), "run `make model` first")
+        let dir = try Scratch("ship-embed")
+        defer { dir.remove() }
+        let data = dir.path + "/data"
+        let names = ["config.json", "vocab.txt", "model.safetensors", "sentence_bert_config.json"]
+        try FileManager.default.createDirectory(atPath: data + "/m", withIntermediateDirectories: true)
+        for n in names { try FileManager.default.copyItem(atPath: model + "/" + n, toPath: data + "/m/" + n) }
+        let lines = (0..<200).map { "sentence \($0) about shipping café files to 東京 workers" }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: data + "/lines.txt", atomically: true, encoding: .utf8)
+        let spec = try dir.write("embed.yaml", "kind: embed\nmodel: \(data)/m\ninput: \(data)/lines.txt\nbatch_size: 16\ninput_transport: coordinator\n")
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"], timeout: 600)
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        let caches = [dir.path + "/cache-1", dir.path + "/cache-2"]
+        for (i, c) in caches.enumerated() { try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) }
+        try await cluster.waitForWorkers(2)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--policy", "round-robin", "--follow", "-o", dir.path + "/cluster"], timeout: 600)
+        #expect(s == 0, "\(e.suffix(800))")
+        #expect(fileBytes(dir.path + "/cluster/embeddings.npy") == fileBytes(dir.path + "/local/embeddings.npy"), "embeddings differ from the local run")
+        for c in caches {
+            let folders = (try? FileManager.default.contentsOfDirectory(atPath: c))?.filter { $0.hasPrefix("folder-") } ?? []
+            #expect(folders.count == 1, "\(c): \(folders)")
+            if let f = folders.first {
+                #expect(Set((try? FileManager.default.contentsOfDirectory(atPath: c + "/" + f)) ?? []) == Set(names), "\(c)/\(f)")
+                #expect(fileBytes(c + "/" + f + "/config.json") == fileBytes(model + "/config.json"))
+            }
+        }
+    }
+
     /// `gradient_transport: bf16` (lossy, half the gradient bytes) still trains the digits MLP on 2 workers to the
     /// accuracy the exact transport reaches.
     @Test func bf16GradientTransportTrainsOnTheCluster() async throws {
