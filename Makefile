@@ -52,7 +52,7 @@ bench: release
 	$(RELEASE_BIN) bench dispatch --log-level warning | tee artifacts/bench-dispatch.md
 	$(RELEASE_BIN) bench gemm | tee artifacts/bench-gemm.md
 	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
-	$(RELEASE_BIN) bench train --runs 3 --log-level warning | tee artifacts/bench-train.md
+	$(RELEASE_BIN) bench train --runs 5 --log-level warning | tee artifacts/bench-train.md
 	$(RELEASE_BIN) bench reduce --runs 3 --log-level warning | tee artifacts/bench-reduce.md
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
 	$(MAKE) model
