@@ -18,8 +18,6 @@ final class InputFetcher: Sendable {
     private let nextRequest = Atomic<UInt64>(1)
     private let pending = Mutex<[UInt64: Slot]>([:])
     private let queued = Mutex<[Message]>([])
-    /// Bytes received in FILE-DATA (for tests and logs).
-    let bytesFetched = Atomic<UInt64>(0)
     let wake: @Sendable () -> Void
 
     final class Slot: Sendable {
@@ -94,7 +92,6 @@ final class InputFetcher: Sendable {
         guard d.job == job, d.index == index, d.offset == offset, d.payload.count <= Int(length) else {
             throw FetchError(description: "the coordinator answered for job \(d.job) file \(d.index) at \(d.offset), asked job \(job) file \(index) at \(offset)")
         }
-        bytesFetched.add(UInt64(d.payload.count), ordering: .relaxed)
         return d
     }
 

@@ -82,8 +82,6 @@ public final class WorkerShell: Sendable {
     public var fatalError: String? { shared.fatal.withLock { $0 } }
     public var isStopped: Bool { shared.stopped.load(ordering: .acquiring) }
     public var shardsCompleted: Int { shared.completed.load(ordering: .relaxed) }
-    /// Bytes of input files fetched from the coordinator so far.
-    public var inputBytesFetched: UInt64 { fetcher.bytesFetched.load(ordering: .relaxed) }
 
     /// Says goodbye to the coordinator, stops the threads and waits for them.
     public func stop() {
