@@ -40,6 +40,8 @@ public final class CoordinatorShell: Sendable {
         let samples = Mutex<(shards: [UInt64], reduces: [UInt64])>(([], []))
         /// Submissions whose input the resolver thread has read, waiting for the poller thread.
         let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)]>([])
+        /// FILE-DATA (or ERROR) read by the file server, for the poller to send.
+        let fileReplies = Mutex<[(PeerID, Message)]>([])
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -62,10 +64,12 @@ public final class CoordinatorShell: Sendable {
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
             let resolver = Resolver(shared: shared, waker: link.waker)
-            var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver,
+            let files = FileServer(shared: shared, waker: link.waker)
+            var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files,
                             compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             loop.run()
             resolver.stop()
+            files.stop()
             link.close()
         }
         thread = Mutex(t)
@@ -128,14 +132,17 @@ public final class CoordinatorShell: Sendable {
         var core: CoordinatorCore
         let compressor: AdaptiveCompressor
         let resolver: Resolver
+        let files: FileServer
         var nextTick: Nanos
         /// Same-host shared memory per worker (docs/protocol.md §6): offered in HELLO, accepted in READY.
         var shmOffered: Set<PeerID> = []
         var carriers: [PeerID: SharedMemoryCarrier] = [:]
 
-        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, compressor: AdaptiveCompressor) {
+        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer,
+             compressor: AdaptiveCompressor) {
             self.compressor = compressor
             self.resolver = resolver
+            self.files = files
             self.link = link
             self.options = options
             self.logger = logger
@@ -167,6 +174,9 @@ public final class CoordinatorShell: Sendable {
                 }
                 for (peer, submit, input, digests) in resolved {
                     perform(core.handle(.inputResolved(peer, submit, input, digests: digests), now: monotonicNanos()))
+                }
+                for (peer, m) in shared.fileReplies.withLock({ r in defer { r.removeAll() }; return r }) {
+                    link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                 }
                 let t = monotonicNanos()
                 if t >= nextTick {
@@ -244,10 +254,8 @@ public final class CoordinatorShell: Sendable {
                     resolver.push(peer, submit)
                 case .writeFile(let f):
                     do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
-                case .serveFile(let peer, let g, let file, let files):
-                    // (on this thread: one read of at most FileGet.maxLength bytes, usually from the page cache)
-                    link.send(Envelope(peer: peer, frames: Codec.encode(CoordinatorShell.fileData(g, file, files: files), compressor: compressor,
-                                                                       carrier: carriers[peer])))
+                case .serveFile(let peer, let g, let file, let count):
+                    files.push(peer, g, file, count)
                 case .log(let level, let text):
                     switch level {
                     case .debug: logger.debug("\(text)")
@@ -284,6 +292,31 @@ public final class CoordinatorShell: Sendable {
         func push(_ peer: PeerID, _ submit: Submit) { queue.push((peer, submit)) }
 
         /// Ends the thread after the submission being read, if any; those still queued are dropped.
+        func stop() {
+            queue.close(dropping: true)
+            thread?.join()
+            thread = nil
+        }
+    }
+
+    /// Reads the bytes FILE-GETs ask for on its own thread (a slow disk must not hold up heartbeats and results),
+    /// in arrival order; the answers go to `Shared.fileReplies` and wake the poller thread, which sends them.
+    final class FileServer: @unchecked Sendable {
+        private let queue = BlockingQueue<(PeerID, FileGet, InputFile, Int)>()
+        private var thread: OSThread?
+
+        init(shared: Shared, waker: Waker) {
+            thread = OSThread(name: "sigma-files") { [queue] in
+                while let (peer, g, file, count) = queue.next() {
+                    let m = CoordinatorShell.fileData(g, file, files: count)
+                    shared.fileReplies.withLock { $0.append((peer, m)) }
+                    waker.wake()
+                }
+            }
+        }
+
+        func push(_ peer: PeerID, _ g: FileGet, _ file: InputFile, _ count: Int) { queue.push((peer, g, file, count)) }
+
         func stop() {
             queue.close(dropping: true)
             thread?.join()
