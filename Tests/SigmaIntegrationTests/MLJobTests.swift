@@ -128,9 +128,9 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
     /// empty tmpfs over the data folder — fetch the files from the coordinator, check them against SHA-256 and keep
     /// them in their cache under that digest. The trained model is bitwise the one `--local` trains; a second job
     /// fetches nothing (the cached files keep their inodes); the same spec with `input_transport: shared` fails
-    /// naming the file the workers cannot read. (Root only: mount namespaces.)
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")))
-    func workersFetchInputsFromTheCoordinatorAndCacheThem() async throws {
+    /// naming the file the workers cannot read. (Hiding the folder needs root and mount namespaces; without them the
+    /// workers could read it, and the rest is checked all the same.)
+    @Test func workersFetchInputsFromTheCoordinatorAndCacheThem() async throws {
         let dir = try Scratch("ship")
         defer { dir.remove() }
         let data = dir.path + "/data"
@@ -157,7 +157,8 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let cluster = try await ProcessCluster(workers: 0)
         defer { cluster.stop() }
         let caches = [dir.path + "/cache-1", dir.path + "/cache-2"]
-        for (i, c) in caches.enumerated() { try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) }
+        var hidden = true
+        for (i, c) in caches.enumerated() { hidden = try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) && hidden }
         try await cluster.waitForWorkers(2)
         // (round-robin: both workers get shards of every step, so both fetch)
         let (s, _, e) = try await sigma(["submit", shipped, "--coordinator", cluster.endpoint, "--policy", "round-robin", "--follow", "-o", dir.path + "/cluster"])
@@ -180,14 +181,15 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             #expect(inode != 0 && now == inode, "\(c): the cached copy was fetched again")
         }
         // The workers really cannot read the path: the shared transport fails, naming the file.
+        guard hidden else { return }
         let (s3, _, e3) = try await sigma(["submit", try spec("shared"), "--coordinator", cluster.endpoint, "--follow"])
         #expect(s3 != 0 && e3.contains(data + "/digits.csv"), "shared transport with hidden data: \(s3) \(e3.suffix(400))")
     }
 
     /// An embed job shipping its inputs: hidden workers fetch the text file and the model folder's files, rebuild the
-    /// folder in their cache (links named as in the folder) and embed the same bits as the local run.
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")))
-    func embedShipsTheModelFolderToHiddenWorkers() async throws {
+    /// folder in their cache (links named as in the folder) and embed the same bits as the local run. (Hidden where
+    /// mount namespaces are available.)
+    @Test func embedShipsTheModelFolderToHiddenWorkers() async throws {
         let model = repoRoot + "/models/all-MiniLM-L6-v2"
         try #require(FileManager.default.fileExists(atPath: model + "/model.safetensors"), "run `make model` first")
         let dir = try Scratch("ship-embed")

@@ -120,14 +120,30 @@ final class ProcessCluster: Sendable {
         return w
     }
 
-    /// A worker in its own mount namespace with an empty tmpfs over `hidden` (root only): files there are not
-    /// visible to it. Its cache of shipped inputs is `cache`.
+    /// Whether workers can be started in their own mount namespace (root with CAP_SYS_ADMIN and util-linux's
+    /// unshare): tried once on a scratch folder.
+    static let canHideFolders: Bool = {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return false }
+        let probe = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-unshare-probe-\(getpid())").path
+        try? FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: probe) }
+        return runTool("/usr/bin/unshare", ["--mount", "sh", "-c", "mount -t tmpfs sigma-probe '\(probe)'"]).status == 0
+    }()
+
+    /// A worker whose cache of shipped inputs is `cache` and which, where `canHideFolders`, runs in its own mount
+    /// namespace with an empty tmpfs over `hidden`: the files there are not visible to it. Returns whether it is hidden.
     @discardableResult
-    func addWorker(_ name: String, hiding hidden: String, cache: String) throws -> SigmaProcess {
-        let command = "mount -t tmpfs sigma-hidden '\(hidden)' && exec '\(try sigmaBinary())' worker --join '\(endpoint)' --threads 1 --name \(name) --cache-dir '\(cache)' --log-level warning"
+    func addWorker(_ name: String, hiding hidden: String, cache: String) throws -> Bool {
+        let args = ["worker", "--join", endpoint, "--threads", "1", "--name", name, "--cache-dir", cache, "--log-level", "warning"]
+        guard Self.canHideFolders else {
+            let w = try SigmaProcess(args)
+            workers.withLock { $0.append(w) }
+            return false
+        }
+        let command = "mount -t tmpfs sigma-hidden '\(hidden)' && exec '\(try sigmaBinary())' " + args.map { "'\($0)'" }.joined(separator: " ")
         let w = try SigmaProcess(["--mount", "sh", "-c", command], executable: "/usr/bin/unshare")
         workers.withLock { $0.append(w) }
-        return w
+        return true
     }
 
     func stop() {
