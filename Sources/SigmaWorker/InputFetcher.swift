@@ -12,6 +12,11 @@ import Synchronization
 /// cache holds under a digest always has that digest, and a file travels to a host once whatever jobs use it.
 final class InputFetcher: Sendable {
     let directory: String
+    /// Most bytes the cache keeps (0: no limit): after each job's files are in place, the least recently used
+    /// entries of jobs no longer running here are removed until it fits.
+    let limit: UInt64
+    /// Cache entries (directory names) each job running here uses: never removed while it runs.
+    private let inUse = Mutex<[JobID: Set<String>]>([:])
     /// Bytes per FILE-GET.
     let chunk: UInt32
     let timeoutSeconds: Double
@@ -29,8 +34,9 @@ final class InputFetcher: Sendable {
         let description: String
     }
 
-    init(directory: String, chunk: UInt32 = 4 << 20, timeoutSeconds: Double = 60, wake: @escaping @Sendable () -> Void) {
-        self.directory = directory
+    init(directory: String, limit: UInt64 = 0, chunk: UInt32 = 4 << 20, timeoutSeconds: Double = 60, wake: @escaping @Sendable () -> Void) {
+        self.directory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        self.limit = limit
         self.chunk = chunk
         self.timeoutSeconds = timeoutSeconds
         self.wake = wake
@@ -103,6 +109,7 @@ final class InputFetcher: Sendable {
             var shas: [String] = []
             for i in 0..<first.files {
                 let meta = i == 0 ? first : try get(job: job, index: i, offset: 0, length: 0)
+                inUse.withLock { $0[job, default: []].insert(meta.sha256) }   // (before it is written: not pruned meanwhile)
                 local[meta.path] = try cached(meta, job: job)
                 shas.append(meta.sha256)
             }
@@ -111,9 +118,52 @@ final class InputFetcher: Sendable {
                 local[folder] = try folderOfLinks(inFolder.map { (String($0.key.dropFirst(folder.count + 1)), $0.value) },
                                                   key: SHA256.hex(of: Array(inFolder.keys.sorted().map { local[$0]! }.joined(separator: "\n").utf8)))
             }
+            // The entries this job uses: marked used now (their directory's time) and kept while it runs.
+            let entries = Set(local.values.map { String($0.dropFirst(directory.count + 1).prefix { $0 != "/" }) })
+            for e in entries { utimes(directory + "/" + e, nil) }
+            inUse.withLock { $0[job, default: []].formUnion(entries) }
+            prune()
             return spec.localized(local)
         } catch let e as FetchError {
             throw JobError("input_transport coordinator: \(e)")
+        }
+    }
+
+    /// The job no longer runs here: its cache entries may be removed.
+    func release(_ jobs: Set<JobID>) {
+        inUse.withLock { u in for j in jobs { u[j] = nil } }
+    }
+
+    /// Which entries to remove, oldest use first, so that the rest fit in `limit` bytes; entries in `keep` stay.
+    static func evictions(_ entries: [(name: String, bytes: UInt64, used: Double)], keep: Set<String>, limit: UInt64) -> [String] {
+        var total = entries.reduce(UInt64(0)) { $0 + $1.bytes }
+        var out: [String] = []
+        for e in entries.sorted(by: { ($0.used, $0.name) < ($1.used, $1.name) }) where total > limit && !keep.contains(e.name) {
+            out.append(e.name)
+            total -= e.bytes
+        }
+        return out
+    }
+
+    /// Removes least recently used entries until the cache fits its limit (hard links count once per entry, so
+    /// the total is an upper bound). Entries of jobs running here are kept; a partial download (`.part`) is not an
+    /// entry.
+    func prune() {
+        guard limit > 0, let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        let keep = inUse.withLock { $0.values.reduce(into: Set<String>()) { $0.formUnion($1) } }
+        var entries: [(name: String, bytes: UInt64, used: Double)] = []
+        for n in names where !n.hasPrefix(".") && !n.hasSuffix(".part") {
+            var st = stat()
+            guard lstat(directory + "/" + n, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            var bytes: UInt64 = 0
+            for f in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/" + n)) ?? [] {
+                var fs = stat()
+                if lstat(directory + "/" + n + "/" + f, &fs) == 0 { bytes += UInt64(fs.st_size) }
+            }
+            entries.append((n, bytes, Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9))
+        }
+        for e in Self.evictions(entries, keep: keep, limit: limit) {
+            try? FileManager.default.removeItem(atPath: directory + "/" + e)
         }
     }
 

@@ -21,6 +21,8 @@ public final class WorkerShell: Sendable {
         public var inlineRows: UInt64 = 4096
         /// Where input files shipped by the coordinator are kept (`input_transport: coordinator`), by SHA-256.
         public var cacheDirectory: String = InputFetcher.defaultDirectory
+        /// Most bytes that cache keeps (0: no limit); least recently used entries go first.
+        public var cacheLimit: UInt64 = 20 << 30
         public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
             self.slots = slots
             self.name = name
@@ -53,7 +55,7 @@ public final class WorkerShell: Sendable {
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
         let shared = Shared()
         self.shared = shared
-        let fetcher = InputFetcher(directory: options.cacheDirectory, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
+        let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
@@ -118,6 +120,7 @@ public final class WorkerShell: Sendable {
                 let ended = Set(shared.ended.withLock { $0 }).subtracting([task.job])
                 runner.forget(ended)
                 localized = localized.filter { !ended.contains($0.key) }
+                fetcher.release(ended)
             }
             var result: ShardResult
             if task.spec.inputTransport == .coordinator {

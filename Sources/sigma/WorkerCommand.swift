@@ -23,6 +23,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
     @Option(help: "Where input files shipped by the coordinator are kept, by SHA-256 (jobs with input_transport: coordinator; default: ~/.cache/sigma/inputs).") var cacheDir: String?
+    @Option(help: "Most GiB that cache keeps; least recently used files of jobs not running here go first (0: no limit).") var cacheLimitGib: Double = 20
     @Option(help: "Instead of running a worker: drain the running worker with this id or name (it finishes its shards, takes no new ones, and leaves).") var drain: String?
     @Flag(help: "With --drain: print machine-readable JSON.") var json = false
 
@@ -59,6 +60,8 @@ struct WorkerCommand: AsyncParsableCommand {
             link.maxFrame = cfg.maxFrame
             var options = WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())")
             if let d = cacheDir { options.cacheDirectory = d }
+            guard cacheLimitGib >= 0, cacheLimitGib.isFinite else { throw CLIError.usage("--cache-limit-gib must be ≥ 0, got \(cacheLimitGib)") }
+            options.cacheLimit = UInt64(cacheLimitGib * 1_073_741_824)
             let shell = WorkerShell(.zmqConnect(endpoint, link), options: options, logger: logger)
             logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
             // First SIGTERM/SIGINT: drain (finish the shards held, take no new ones, leave); a second: leave now.
