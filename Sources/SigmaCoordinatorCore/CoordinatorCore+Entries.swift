@@ -195,8 +195,11 @@ final class JobEntry {
     let spec: JobSpec
     /// Map-reduce jobs: the spec and the partials per shard.
     let mapReduce: MapReduceSpec?
-    /// ML jobs: the coordinator-side driver (reduction, optimizer, results).
-    let driver: (any RoundDriver)?
+    /// ML jobs: the coordinator-side driver (reduction, optimizer, results) while the job runs. It holds the job's
+    /// data, model, optimizer state and parameter payload, so it goes when the job ends (`releaseDriver`).
+    private(set) var driver: (any RoundDriver)?
+    /// What an ended ML job keeps of its driver: the unit of its ranges, its last round, its training progress.
+    private var endedDriver: (unit: String, round: UInt32, train: RoundProgress?)? = nil
     var ranges: [(start: UInt64, count: UInt64)]
     /// Global index of `shards[0]`.
     var base = 0
@@ -330,11 +333,19 @@ final class JobEntry {
         return base..<(base + newRanges.count)
     }
 
-    var unit: String { driver?.unit ?? "rows" }
+    var unit: String { driver?.unit ?? endedDriver?.unit ?? "rows" }
+
+    /// The job has ended: its driver's state is freed; its unit, last round and training progress stay for status.
+    func releaseDriver() {
+        guard let d = driver else { return }
+        endedDriver = (d.unit, d.round, d.kind == "train" ? d.progress : nil)
+        driver = nil
+    }
 
     /// "step 12 shard 40 (rows 0..<21)" / "shard 7 (rows 700..<800)".
     func describe(_ i: Int) -> String {
-        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" } ?? ""
+        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" }
+            ?? endedDriver.map { $0.train != nil ? "step \($0.round + 1) " : "" } ?? ""
         return "\(round)shard \(base + i) (\(unit) \(ranges[i].start)..<\(ranges[i].start + ranges[i].count))"
     }
 
@@ -376,8 +387,8 @@ final class JobEntry {
 
     /// Training: steps done and planned, last loss and held-out accuracy (nil for other kinds).
     var trainProgress: RoundProgress? {
-        guard let d = driver, d.kind == "train" else { return nil }
-        return d.progress
+        guard let d = driver else { return endedDriver?.train }
+        return d.kind == "train" ? d.progress : nil
     }
 
     func outcome(request: UInt64) -> JobOutcome {

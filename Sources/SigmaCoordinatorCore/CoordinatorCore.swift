@@ -668,6 +668,7 @@ public struct CoordinatorCore {
             job.result = MapReduceResult.reduce(spec, partials: partials).encoded
         }
         job.partials = []
+        job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
         for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil) {

@@ -58,6 +58,35 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         }
     }
 
+    /// An ended training job frees its driver — the job's data, model, optimizer state and parameter payload (a
+    /// coordinator that kept them grew by tens of megabytes per job, and its shared-memory segments ran out) —
+    /// while its status still shows the steps and loss it reached.
+    @Test func anEndedJobFreesItsDriverAndKeepsItsProgress() throws {
+        var h = Harness()
+        h.hello(w1)
+        let spec = try JobSpec.parse("kind: train\nname: t\nmodel: {mlp: [4, 2]}\ndata: {x: /nonexistent/x.npy, y: /nonexistent/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 2\nbatch_size: 1\nmicro_batch: 1\n")
+        weak var freed: TwoStepDriver?
+        do {
+            let driver = TwoStepDriver()
+            freed = driver
+            var resolve: [CoordinatorEvent] = []
+            for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
+                if case .resolveInput(let p, let s) = a { resolve.append(.inputResolved(p, s, .success(.driver(driver)))) }
+            }
+            try #require(resolve.count == 1)
+            h.event(resolve[0])
+        }
+        for _ in 0..<2 {
+            let a = try #require(h.takeAssigns(w1).first)
+            h.advance(1_000_000)
+            h.event(.received(w1, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok, computeTime: 1000, payload: Frame([1])))))
+        }
+        #expect(h.logs.contains { $0.contains("completed") }, "\(h.logs)")
+        #expect(freed == nil, "the ended job still holds its driver")
+        let job = try #require(h.core.status(now: h.now).jobs.first)
+        #expect(job.state == .completed && job.step == 2 && job.steps == 2, "\(job)")
+    }
+
     /// FILE-GET: a registered worker gets pieces of the files its running job's spec names (by index) when the
     /// job ships its inputs — and an ERROR echoing its request for anything else: an unknown job, a job that reads
     /// a shared path, an index past the job's files, an offset past the file's end, a request too large, a job that
