@@ -19,6 +19,10 @@ public final class WorkerShell: Sendable {
         /// Shards of at most this many rows run on the poller thread itself: they take microseconds, and a
         /// hand-off to a compute thread would cost two thread wake-ups (~50 µs each on small VMs).
         public var inlineRows: UInt64 = 4096
+        /// An ML shard runs on the poller thread too (two wake-ups saved: a small model's training step is mostly
+        /// round trip) when compute thread 0 is idle, nothing is queued, and the job's last shard here took at most
+        /// this long — so heartbeats wait at most about that. 0: never.
+        public var inlineComputeNanos: UInt64 = 20_000_000
         /// Where input files shipped by the coordinator are kept (`input_transport: coordinator`), by SHA-256.
         public var cacheDirectory: String = InputFetcher.defaultDirectory
         /// Most bytes that cache keeps (0: no limit); least recently used entries go first.
@@ -48,6 +52,8 @@ public final class WorkerShell: Sendable {
         let ended = Mutex<[JobID]>([])
         /// Bumped with every addition to `ended`, so a compute thread looks at the list only when it changed.
         let endedVersion = Atomic<Int>(0)
+        /// Compute thread 0's context; the poller borrows it to run a short ML shard itself when that thread is idle.
+        let primary = Mutex(ComputeContext())
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
@@ -62,7 +68,7 @@ public final class WorkerShell: Sendable {
                           name: options.name, instance: UUID().uuidString, features: WorkerShell.features)
         var ts: [OSThread] = []
         for i in 0..<options.slots {
-            ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared, fetcher: fetcher) })
+            ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared, fetcher: fetcher, index: i) })
         }
         ts.append(OSThread(name: "sigma-worker") {
             var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared, fetcher: fetcher)
@@ -107,13 +113,19 @@ public final class WorkerShell: Sendable {
         for t in ts.reversed() { t.join() }
     }
 
-    static func computeLoop(_ shared: Shared, fetcher: InputFetcher) {
+    /// What a thread computing ML shards keeps between them: loaded data, built models, localized specs. Used by one
+    /// thread at a time (compute thread 0's sits in `Shared.primary`, which the poller borrows for short shards).
+    final class ComputeContext {
         let files = NpyFileCache()
         let runner = ShardRunner()
         var seen = 0
         /// Specs of jobs whose inputs came from the coordinator, reading the cache's copies.
         var localized: [JobID: JobSpec] = [:]
-        while var task = shared.work.next() {
+
+        /// Runs `task`; nil (nothing done) when its inputs still have to be fetched and `mayFetch` is false — the
+        /// poller must not wait for answers only it can receive.
+        func run(_ task: ShardTask, shared: Shared, fetcher: InputFetcher, mayFetch: Bool = true) -> ShardResult? {
+            var task = task
             let version = shared.endedVersion.load(ordering: .acquiring)
             if version != seen {
                 seen = version
@@ -122,20 +134,26 @@ public final class WorkerShell: Sendable {
                 localized = localized.filter { !ended.contains($0.key) }
                 fetcher.release(ended)
             }
-            var result: ShardResult
-            if task.spec.inputTransport == .coordinator {
-                do {
-                    let spec = try localized[task.job] ?? fetcher.localize(task.spec, job: task.job)
-                    localized[task.job] = spec
-                    task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
-                                     round: task.round, params: task.params)
-                    result = compute(task, files: files, runner: runner)
-                } catch {
-                    result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
-                }
-            } else {
-                result = compute(task, files: files, runner: runner)
+            guard task.spec.inputTransport == .coordinator else { return WorkerShell.compute(task, files: files, runner: runner) }
+            if localized[task.job] == nil && !mayFetch { return nil }
+            do {
+                let spec = try localized[task.job] ?? fetcher.localize(task.spec, job: task.job)
+                localized[task.job] = spec
+                task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
+                                 round: task.round, params: task.params)
+                return WorkerShell.compute(task, files: files, runner: runner)
+            } catch {
+                return ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
             }
+        }
+    }
+
+    static func computeLoop(_ shared: Shared, fetcher: InputFetcher, index: Int) {
+        let own = ComputeContext()
+        while let task = shared.work.next() {
+            // (compute thread 0 holds the shared context while it computes: the poller then does not borrow it)
+            let result = index == 0 ? shared.primary.withLock { $0.run(task, shared: shared, fetcher: fetcher)! }
+                                    : own.run(task, shared: shared, fetcher: fetcher)!
             shared.results.withLock { $0.append(result) }
             shared.completed.add(1, ordering: .relaxed)
             shared.waker.withLock { $0 }?.wake()
@@ -184,6 +202,9 @@ public final class WorkerShell: Sendable {
         var finished = false
         let inlineFiles = NpyFileCache()
         var inline: [ShardTask] = []
+        /// ML shards to run on this thread (see `Options.inlineComputeNanos`), and each job's last compute time.
+        var inlineML: [ShardTask] = []
+        var recentCompute: [JobID: UInt64] = [:]
         var loadSampler = ProcessLoadSampler()
         var loadSampledAt: Nanos = 0
 
@@ -268,15 +289,31 @@ public final class WorkerShell: Sendable {
                     defer { r.removeAll(keepingCapacity: true) }
                     return r
                 }
-                for r in done { perform(core.handle(.computed(r), now: monotonicNanos())) }
+                for r in done { computed(r) }
                 for m in fetcher.outbox() { link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier))) }
+                if !inlineML.isEmpty {
+                    let batch = inlineML
+                    inlineML.removeAll()
+                    var queued = false
+                    for t in batch {
+                        // (compute thread 0 busy, or the inputs still to fetch: the compute threads take it after all)
+                        let r = queued ? nil : shared.primary.withLockIfAvailable { $0.run(t, shared: shared, fetcher: fetcher, mayFetch: false) } ?? nil
+                        guard let r else {
+                            queued = true
+                            shared.work.push(t)
+                            continue
+                        }
+                        shared.completed.add(1, ordering: .relaxed)
+                        computed(r)
+                    }
+                }
                 while !inline.isEmpty {
                     let batch = inline
                     inline.removeAll()
                     for t in batch {
                         let r = WorkerShell.compute(t, files: inlineFiles)
                         shared.completed.add(1, ordering: .relaxed)
-                        perform(core.handle(.computed(r), now: monotonicNanos()))
+                        computed(r)
                     }
                 }
                 let t = monotonicNanos()
@@ -300,6 +337,13 @@ public final class WorkerShell: Sendable {
             carrier = nil   // unlinks this worker's segments
         }
 
+        /// A shard's result goes to the core; its compute time decides whether the job's next shards run here.
+        mutating func computed(_ r: ShardResult) {
+            if recentCompute.count >= 256 { recentCompute.removeAll() }
+            recentCompute[r.job] = r.status == .ok ? r.computeTime : .max
+            perform(core.handle(.computed(r), now: monotonicNanos()))
+        }
+
         mutating func perform(_ actions: [WorkerAction]) {
             for a in actions {
                 switch a {
@@ -309,6 +353,10 @@ public final class WorkerShell: Sendable {
                 case .compute(let task):
                     if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
                         inline.append(task)
+                    } else if case .mapReduce = task.spec {
+                        shared.work.push(task)
+                    } else if shared.work.isEmpty, let last = recentCompute[task.job], last <= options.inlineComputeNanos {
+                        inlineML.append(task)
                     } else {
                         shared.work.push(task)
                     }
