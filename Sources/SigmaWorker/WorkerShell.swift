@@ -362,6 +362,8 @@ public final class WorkerShell: Sendable {
                     }
                 case .cancel(let job, let shard):
                     shared.work.remove { $0.job == job && (shard == nil || $0.shard == shard) }
+                    inlineML.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
+                    inline.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
                     if shard == nil {
                         shared.ended.withLock { e in
                             e.append(job)
@@ -371,6 +373,8 @@ public final class WorkerShell: Sendable {
                     }
                 case .cancelAll:
                     shared.work.remove { _ in true }
+                    inlineML.removeAll()
+                    inline.removeAll()
                 case .reconnect(let reason):
                     logger.warning("reconnecting: \(reason)")
                     link?.close()
