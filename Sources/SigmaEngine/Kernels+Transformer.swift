@@ -31,39 +31,24 @@ extension Kernels {
         for d in stride(from: a.rank - 2, through: 0, by: -1) { inStrides[d] = inStrides[d + 1] * a.shape[d + 1] }
         let strides = order.map { inStrides[$0] }
         var out = Tensor(uninitialized: outShape)
-        // The last axis stays last (attention's head split and merge): contiguous runs, copied whole.
-        if let run = a.shape.last, order.last == a.rank - 1, run > 1, a.rank > 1 {
-            let outer = Array(outShape.dropLast()), outerStrides = Array(strides.dropLast())
-            a.withData { pa in out.withMutableData { po in
-                guard let src0 = pa.baseAddress, let dst0 = po.baseAddress else { return }
-                var idx = [Int](repeating: 0, count: outer.count)
-                var src = 0
-                for o in stride(from: 0, to: po.count, by: run) {
-                    (dst0 + o).update(from: src0 + src, count: run)
-                    var d = outer.count - 1
-                    while d >= 0 {
-                        idx[d] += 1
-                        src += outerStrides[d]
-                        if idx[d] < outer[d] { break }
-                        src -= outerStrides[d] * outer[d]
-                        idx[d] = 0
-                        d -= 1
-                    }
-                }
-            } }
-            return out
-        }
+        // One odometer over the output: when the last axis stays last (attention's head split and merge) it steps
+        // over contiguous runs, copied whole; otherwise over single elements.
+        let keepsLast = a.rank > 1 && order.last == a.rank - 1 && (a.shape.last ?? 0) > 1
+        let run = keepsLast ? a.shape[a.rank - 1] : 1
+        let outer = keepsLast ? Array(outShape.dropLast()) : outShape
+        let outerStrides = keepsLast ? Array(strides.dropLast()) : strides
         a.withData { pa in out.withMutableData { po in
-            var idx = [Int](repeating: 0, count: a.rank)
+            guard let src0 = pa.baseAddress, let dst0 = po.baseAddress else { return }
+            var idx = [Int](repeating: 0, count: outer.count)
             var src = 0
-            for o in 0..<po.count {
-                po[o] = pa[src]
-                var d = a.rank - 1
+            for o in stride(from: 0, to: po.count, by: run) {
+                if run == 1 { dst0[o] = src0[src] } else { (dst0 + o).update(from: src0 + src, count: run) }
+                var d = outer.count - 1
                 while d >= 0 {
                     idx[d] += 1
-                    src += strides[d]
-                    if idx[d] < outShape[d] { break }
-                    src -= strides[d] * outShape[d]
+                    src += outerStrides[d]
+                    if idx[d] < outer[d] { break }
+                    src -= outerStrides[d] * outer[d]
                     idx[d] = 0
                     d -= 1
                 }

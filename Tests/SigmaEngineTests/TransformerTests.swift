@@ -29,8 +29,8 @@ import Testing
 
     /// The vectorised kernels against their definitions: GELU (C, its own e^x) within 1e-6 of the scalar erf
     /// form over [-12, 12] and ±∞; softmax (C) within 1e-6 relative of the Float64 definition, also with masked
-    /// (−1e9) entries and rows of width 1…67; a permute that keeps the last axis (contiguous runs copied) equal to
-    /// index-by-index placement.
+    /// (−1e9) entries and rows of width 1…67; a permute — keeping the last axis (contiguous runs copied) or not —
+    /// equal to index-by-index placement.
     @Test func vectorisedKernelsEqualTheirDefinitions() {
         let xs = (0...24_000).map { -12 + Float($0) * 1e-3 } + [.infinity, 0, -0.0, 1e-30]
         let g = Kernels.unary(.gelu, Tensor(shape: [xs.count], xs))
@@ -44,7 +44,8 @@ import Testing
             let s = Kernels.softmax(t), ref = Kernels.softmaxReference(t)
             for i in 0..<t.count { #expect(abs(s[i] - ref[i]) <= 1e-6 * max(abs(ref[i]), 1e-30) + 1e-38, "softmax width \(width) [\(i)]") }
         }
-        for (shape, order) in [([2, 3, 4, 5], [0, 2, 1, 3]), ([3, 4, 2], [1, 0, 2]), ([2, 2, 3, 4], [2, 0, 1, 3])] {
+        for (shape, order) in [([2, 3, 4, 5], [0, 2, 1, 3]), ([3, 4, 2], [1, 0, 2]), ([2, 2, 3, 4], [2, 0, 1, 3]),
+                               ([2, 3, 4], [1, 2, 0]), ([2, 3, 4, 5], [3, 1, 0, 2]), ([7], [0]), ([3, 1], [0, 1])] {
             let a = random(shape, seed: 71), p = Kernels.permute(a, order)
             let outShape = order.map { shape[$0] }
             #expect(p.shape == outShape)
