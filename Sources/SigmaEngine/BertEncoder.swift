@@ -139,7 +139,7 @@ public final class BertEncoder {
             positions += (0..<t).map(Int32.init)
             padding.append((0..<t).map { $0 >= seq.count })
         }
-        let g = Graph()
+        let g = Graph(recording: false)
         var x = word(flat, graph: g) + position(positions, graph: g) + tokenType([Int32](repeating: 0, count: b * t), graph: g)
         x = embeddingNorm(x)
         for l in layers { x = l(x, batch: b, keyPadding: padding) }

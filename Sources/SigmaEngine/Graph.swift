@@ -2,6 +2,10 @@
 /// themselves; `backward(from:)` walks the tape in reverse applying one derivative rule per primitive
 /// (`Graph.derivatives`, the one table of rules).
 public final class Graph {
+    /// Whether operations are recorded for `backward`. A graph that does not record (inference) keeps nothing:
+    /// each `Var` holds its own value, freed when the last `Var` referring to it goes — a forward pass then
+    /// holds only the tensors still in use, not every intermediate of every layer.
+    public let recording: Bool
     public private(set) var values: [Tensor] = []
     var ops: [Op] = []
     /// Parameters fed into this graph, by var id: backward writes their gradients.
@@ -10,7 +14,10 @@ public final class Graph {
     /// (constants) are not, so backward skips their gradients — e.g. the first layer's dx, a whole GEMM.
     var needsGradient: [Bool] = []
 
-    public init() {}
+    /// `recording: false` for inference: no tape, no gradients, memory of one layer's intermediates at a time.
+    public init(recording: Bool = true) { self.recording = recording }
+    /// Ids handed out when not recording (vars are numbered all the same; nothing is kept under them).
+    private var unrecorded = 0
 
     indirect enum Op {
         case leaf
@@ -54,22 +61,29 @@ public final class Graph {
     /// A trainable parameter: its gradient is accumulated into `p.grad` by `backward`.
     public func param(_ p: Parameter) -> Var {
         let v = record(p.value, .leaf)
-        parameters[v.id] = p
-        needsGradient[v.id] = true
+        if recording {
+            parameters[v.id] = p
+            needsGradient[v.id] = true
+        }
         return v
     }
 
     func record(_ t: Tensor, _ op: Op) -> Var {
+        guard recording else {
+            unrecorded += 1
+            return Var(id: unrecorded - 1, graph: self, value: t)
+        }
         values.append(t)
         ops.append(op)
         needsGradient.append(op.inputs.contains { needsGradient[$0] })
-        return Var(id: values.count - 1, graph: self)
+        return Var(id: values.count - 1, graph: self, value: t)
     }
 
     /// Back-propagates from a scalar `loss`; parameter gradients are added to `Parameter.grad`.
     /// Returns the gradient of every var that depends on a parameter (nil where none flowed, and for constants).
     @discardableResult
     public func backward(from loss: Var) -> [Tensor?] {
+        precondition(recording, "backward on a graph made with recording: false (nothing was recorded)")
         precondition(loss.value.count == 1, "backward needs a scalar loss, got shape \(loss.value.shape)")
         var grads = [Tensor?](repeating: nil, count: values.count)
         grads[loss.id] = Tensor(shape: loss.value.shape, repeating: 1)
@@ -242,7 +256,7 @@ extension Graph {
 public struct Var {
     public let id: Int
     public let graph: Graph
-    public var value: Tensor { graph.values[id] }
+    public let value: Tensor
     public var shape: [Int] { value.shape }
 
     public static func + (a: Var, b: Var) -> Var { a.graph.record(Kernels.binary(.add, a.value, b.value), .binary(.add, a.id, b.id)) }

@@ -100,6 +100,13 @@ import Testing
         let g = Graph()
         let y = layer(g.constant(f["input"]!.reshaped([10, 16])), batch: 2, keyPadding: mask).value
         #expect(maxAbsDiff(y.reshaped([2, 5, 16]), f["output"]!) <= 1e-4)
+        // Inference on a graph that records nothing: the same bits, and no tape kept (the recording graph holds
+        // every intermediate of the layer).
+        let quiet = Graph(recording: false)
+        let yq = layer(quiet.constant(f["input"]!.reshaped([10, 16])), batch: 2, keyPadding: mask).value
+        #expect(yq.scalars.map(\.bitPattern) == y.scalars.map(\.bitPattern))
+        #expect(quiet.values.isEmpty && !quiet.recording)
+        #expect(g.values.count > 20)
     }
 }
 

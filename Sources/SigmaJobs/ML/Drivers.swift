@@ -316,7 +316,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         for s in stride(from: 0, to: plan.holdout.count, by: 512) {
             let idx = plan.holdout[s..<min(s + 512, plan.holdout.count)]
             let (x, y) = data.batch(idx)
-            let logits = model(Graph().constant(x)).value
+            let logits = model(Graph(recording: false).constant(x)).value
             lossSum += PredictDriver.rowLosses(logits, y).reduce(0, +)
             correct += Metrics.correct(logits: logits, labels: y)
         }

@@ -351,7 +351,7 @@ public final class PredictWorker {
         while r < start + count {
             let end = min((r / spec.batchSize + 1) * spec.batchSize, start + count)
             let (x, _) = data.batch(r..<end)
-            model(Graph().constant(x)).value.withData { out.append(contentsOf: $0) }
+            model(Graph(recording: false).constant(x)).value.withData { out.append(contentsOf: $0) }
             r = end
         }
         return out
