@@ -101,8 +101,7 @@ public final class BertEncoder {
     /// better across batches than inside OpenBLAS). Results do not depend on `threads`.
     public func embed(_ texts: [String], batchSize: Int = 32, threads: Int = BLASInfo.threads) -> Tensor {
         let ids = tokenize(texts)
-        let order = ids.indices.sorted { ids[$0].count < ids[$1].count }
-        let chunks = stride(from: 0, to: order.count, by: max(1, batchSize)).map { Array(order[$0..<min($0 + batchSize, order.count)]) }
+        let chunks = Self.batches(lengths: ids.map(\.count), batchSize: batchSize)
         let results = ResultSlots(count: chunks.count)
         let next = NextIndex()
         let work: @Sendable () -> Void = { [self] in
@@ -128,6 +127,30 @@ public final class BertEncoder {
             }
         }
         return out
+    }
+
+    /// The batches `embed` runs, as indices into its input: sorted by token count (so a batch pads little), then
+    /// `batchSize` at a time.
+    public static func batches(lengths: [Int], batchSize: Int) -> [[Int]] {
+        let order = lengths.indices.sorted { lengths[$0] < lengths[$1] }
+        let size = max(1, batchSize)
+        return stride(from: 0, to: order.count, by: size).map { Array(order[$0..<min($0 + size, order.count)]) }
+    }
+
+    /// Floating-point operations of the matrix products in `embed` over sequences of these token counts (2 per
+    /// multiply-add): per padded token and layer the four projections and the two feed-forward products, and per
+    /// batch and layer attention's two batched products (t² · hidden multiply-adds each per sequence). Time can not
+    /// go below this over the machine's GEMM rate; the other kernels (GELU, layer norm, softmax) come on top.
+    public func matmulFLOPs(lengths: [Int], batchSize: Int) -> Double {
+        let h = Double(config.hidden), f = Double(config.intermediate), layers = Double(config.layers)
+        var total = 0.0
+        for batch in Self.batches(lengths: lengths, batchSize: batchSize) {
+            let t = Double(batch.map { lengths[$0] }.max() ?? 0), sequences = Double(batch.count)
+            let projections: Double = sequences * t * (4 * h * h + 2 * h * f)
+            let attention: Double = 2 * sequences * t * t * h
+            total += layers * 2 * (projections + attention)
+        }
+        return total
     }
 
     /// One padded batch → (batch, hidden) pooled, normalised vectors.

@@ -42,6 +42,19 @@ func fixtureSentences() throws -> [String] {
         #expect(expected.last?.count == 256)
     }
 
+    /// `embed` batches by token count; the FLOP count behind `sigma bench embed`'s ceiling pads each batch to its
+    /// longest sequence: lengths [2, 4, 3] in batches of 2 are [2, 3] padded to 3 and [4] alone.
+    @Test func batchesAndMatmulFLOPs() throws {
+        let encoder = try Self.encoder.get()
+        #expect(BertEncoder.batches(lengths: [2, 4, 3], batchSize: 2) == [[0, 2], [1]])
+        #expect(BertEncoder.batches(lengths: [], batchSize: 2).isEmpty)
+        // all-MiniLM-L6-v2: 6 layers, hidden 384, feed-forward 1536. Per layer: 2 · tokens · (4·384² + 2·384·1536)
+        // for the products with weights, 2 · 2 · sequences · t² · 384 for attention.
+        let perToken = 2.0 * (4 * 384 * 384 + 2 * 384 * 1536)
+        let want = 6 * (perToken * 6 + 4 * 2 * 9 * 384) + 6 * (perToken * 4 + 4 * 1 * 16 * 384)
+        #expect(encoder.matmulFLOPs(lengths: [2, 4, 3], batchSize: 2) == want)
+    }
+
     /// Embeddings have cosine ≥ 0.9999 to sentence-transformers' for the same sentences.
     @Test func embeddingsEqualSentenceTransformers() throws {
         let encoder = try Self.encoder.get()
