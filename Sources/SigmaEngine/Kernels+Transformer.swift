@@ -23,6 +23,42 @@ extension Kernels {
         return out
     }
 
+    /// softmax(q kᵀ · scale + mask) v for q, k, v (B, T, d) and a mask (B, 1, T) or (B, T, T), one (T, T) score
+    /// matrix at a time: the steps `scaledDotProductAttention` records, in the same order with the same roundings
+    /// (so the same bits), without the (B, T, T) intermediates — for inference, where nothing needs them later.
+    public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, scale: Float) -> Tensor {
+        precondition(q.rank == 3 && k.shape == q.shape && v.shape == q.shape, "attention needs q, k, v of one shape (B, T, d), got \(q.shape), \(k.shape), \(v.shape)")
+        let batch = q.shape[0], t = q.shape[1], d = q.shape[2]
+        let maskRows = mask?.shape[1] ?? 0
+        if let m = mask {
+            precondition(m.shape == [batch, 1, t] || m.shape == [batch, t, t], "attention mask \(m.shape) for scores \([batch, t, t])")
+        }
+        var out = Tensor(zeros: [batch, t, d])
+        if t == 0 || d == 0 { return out }
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        defer { scores.deallocate() }
+        q.withData { pq in k.withData { pk in v.withData { pv in out.withMutableData { po in
+            for i in 0..<batch {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(d), 1, pq.baseAddress! + i * t * d, Int32(d),
+                            pk.baseAddress! + i * t * d, Int32(d), 0, scores, Int32(t))
+                for j in 0..<(t * t) { scores[j] = scores[j] * scale }
+                if let m = mask {
+                    m.withData { pm in
+                        let rows = pm.baseAddress! + i * maskRows * t
+                        for r in 0..<t {
+                            let mr = rows + (maskRows == 1 ? 0 : r * t), sr = scores + r * t
+                            for j in 0..<t { sr[j] = sr[j] + mr[j] }
+                        }
+                    }
+                }
+                csys_softmax_rows(scores, scores, t, t)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(d), Int32(t), 1, scores, Int32(t),
+                            pv.baseAddress! + i * t * d, Int32(d), 0, po.baseAddress! + i * t * d, Int32(d))
+            }
+        } } } }
+        return out
+    }
+
     /// Reorders axes: output axis i is input axis `order[i]`.
     public static func permute(_ a: Tensor, _ order: [Int]) -> Tensor {
         precondition(order.sorted() == Array(0..<a.rank), "permute: \(order) is not a permutation of \(a.rank) axes")

@@ -30,8 +30,13 @@ public final class Embedding {
 }
 
 /// softmax(q kᵀ / √d + mask) v for q, k, v (B, T, d) and an additive mask broadcastable to (B, T, T).
+/// On a graph that does not record (inference), one fused kernel with the same bits and no (B, T, T) intermediates.
 public func scaledDotProductAttention(_ q: Var, _ k: Var, _ v: Var, mask: Var? = nil) -> Var {
     let d = q.shape[2]
+    let (b, t) = (q.shape[0], q.shape[1])
+    if !q.graph.recording && k.shape == q.shape && v.shape == q.shape && (mask == nil || mask!.shape == [b, 1, t] || mask!.shape == [b, t, t]) {
+        return q.graph.constant(Kernels.attention(q.value, k.value, v.value, mask: mask?.value, scale: 1 / Float(d).squareRoot()))
+    }
     var scores = q.bmm(k, transB: true).scaled(1 / Float(d).squareRoot())
     if let m = mask { scores = scores + m }
     return scores.softmax().bmm(v)

@@ -77,6 +77,25 @@ import Testing
         checkGradients([x, random([6, 8], seed: 70)]) { v in (mha(v[0], batch: 2, keyPadding: pad) * v[1]).sum() }
     }
 
+    /// Inference's fused attention kernel gives the recorded ops' bits: without a mask, with a per-key mask
+    /// (B, 1, T) and with a full (B, T, T) mask, including rows whose every key is masked.
+    @Test func fusedAttentionEqualsTheRecordedOps() {
+        let q = random([3, 5, 4], seed: 71, low: -2, high: 2), k = random([3, 5, 4], seed: 72, low: -2, high: 2), v = random([3, 5, 4], seed: 73)
+        var keyMask = [Float](repeating: 0, count: 3 * 5), full = [Float](repeating: 0, count: 3 * 5 * 5)
+        for j in [1, 4] { keyMask[5 + j] = -1e30 }
+        for i in 0..<full.count where i % 3 == 0 || (i >= 50 && i < 55) { full[i] = -1e30 }
+        for mask in [nil, Tensor(shape: [3, 1, 5], keyMask), Tensor(shape: [3, 5, 5], full)] {
+            let recorded = Graph(), quiet = Graph(recording: false)
+            func run(_ g: Graph) -> Tensor {
+                scaledDotProductAttention(g.constant(q), g.constant(k), g.constant(v), mask: mask.map { g.constant($0) }).value
+            }
+            let a = run(recorded), b = run(quiet)
+            #expect(a.shape == [3, 5, 4] && b.shape == a.shape)
+            #expect(a.scalars.map(\.bitPattern) == b.scalars.map(\.bitPattern), "mask \(mask?.shape ?? [])")
+            #expect(recorded.values.count > 5 && quiet.values.isEmpty)
+        }
+    }
+
     /// One encoder layer equals PyTorch's nn.TransformerEncoderLayer (post-norm, GELU, padding mask): ≤ 1e-4.
     @Test func encoderLayerMatchesPyTorch() throws {
         let f = try SafeTensors.read(path: engineFixtures + "/encoder_layer.safetensors")
