@@ -50,6 +50,15 @@ public final class SigmaClient: Sendable {
         }
 
         func disarm(_ id: UInt64) { timers.withLock { $0.removeValue(forKey: id) }?.cancel() }
+
+        /// Fails every pending request (the connection cannot work, e.g. the coordinator refused our key).
+        func failAll(_ error: ClientError) {
+            let pending = table.withLock { t in defer { t = [:] }; return t }
+            for (id, h) in pending {
+                disarm(id)
+                _ = h(.failure(error))
+            }
+        }
     }
 
     public convenience init(endpoint: String) throws {
@@ -60,6 +69,13 @@ public final class SigmaClient: Sendable {
         self.endpoint = endpoint
         let handlers = Handlers()
         self.handlers = handlers
+        var factory = factory
+        // A failed handshake (key not enrolled, CURVE on one side only) fails the waiting calls at once, saying why,
+        // instead of letting them run into their timeouts.
+        if case .zmqConnect(let ep, var o) = factory, o.onHandshakeFailure == nil {
+            o.onHandshakeFailure = { reason in handlers.failAll(.connection(reason)) }
+            factory = .zmqConnect(ep, o)
+        }
         let compressor = LZ4Compressor()
         // Replies are decoded and dispatched on the link's own thread: no extra task hop per reply.
         link = BridgedLink(factory, name: "sigma-client") { e in

@@ -16,6 +16,12 @@ public struct ClusterConfig: Sendable, Equatable {
     public var workerThreads = 0
     /// Largest payload frame accepted, bytes.
     public var maxFrame = 256 * 1024 * 1024
+    /// CURVE: this host's key pair file (`sigma keygen`): the coordinator's own, or a worker's or client's.
+    public var keyFile: String? = nil
+    /// CURVE, coordinator: the folder of enrolled public keys (`*.pub`) it admits.
+    public var allowFolder: String? = nil
+    /// CURVE, workers and clients: the coordinator's public key file (when their key file does not name it).
+    public var coordinatorKeyFile: String? = nil
 
     public init() {}
 
@@ -65,6 +71,17 @@ public struct ClusterConfig: Sendable, Equatable {
                 c.workerThreads = Int(v)
             }
             if let v = try f.optionalString("join") { c.coordinator = v }
+            try f.rejectUnknown()
+        }
+        if let n = top.take("security") {
+            guard let m = n.mapping else { throw SpecError(field: "\(file): security", problem: "expected a mapping") }
+            var f = Fields(m, path: "\(file): security.")
+            // Relative paths are relative to the config file's folder.
+            let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : base + "/" + p }
+            c.keyFile = try f.optionalString("key").map(resolve)
+            c.allowFolder = try f.optionalString("allow").map(resolve)
+            c.coordinatorKeyFile = try f.optionalString("coordinator_key").map(resolve)
             try f.rejectUnknown()
         }
         try top.rejectUnknown()

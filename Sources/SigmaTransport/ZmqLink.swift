@@ -1,6 +1,7 @@
 import CZeroMQ
 import Glibc
 import SigmaModel
+import Synchronization
 
 /// Socket options shared by every Sigma socket.
 public struct LinkOptions: Sendable {
@@ -12,6 +13,10 @@ public struct LinkOptions: Sendable {
     public var highWaterMark: Int32 = 100_000
     /// Frames at or above this size are sent without copying, bytes.
     public var zeroCopyThreshold: Int = 64 * 1024
+    /// CurveZMQ encryption and authentication; nil: plain ZMTP (loopback or `--insecure` only).
+    public var security: LinkSecurity? = nil
+    /// Called on the link's thread when a CURVE handshake with the peer fails (a DEALER's monitor), with why.
+    public var onHandshakeFailure: (@Sendable (String) -> Void)? = nil
     public init() {}
 }
 
@@ -28,6 +33,9 @@ public final class ZmqLink: MessageLink {
     public private(set) var dropped = 0
     /// The endpoint actually bound (with the port chosen when binding port 0) or connected.
     public private(set) var endpoint: String
+    /// A PAIR socket receiving this socket's handshake events (DEALERs with `onHandshakeFailure`).
+    private var monitor: UnsafeMutableRawPointer?
+    private static let monitors = Atomic<Int>(0)
 
     private init(role: Role, options: LinkOptions, endpoint: String) throws {
         self.role = role
@@ -47,6 +55,31 @@ public final class ZmqLink: MessageLink {
             setInt(ZMQ_RECONNECT_IVL, 100)
             setInt(ZMQ_RECONNECT_IVL_MAX, 2000)
         }
+        switch options.security {
+        case .server(let secret, let domain):
+            setInt(ZMQ_CURVE_SERVER, 1)
+            try setKey(ZMQ_CURVE_SECRETKEY, secret)
+            _ = domain.withCString { zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, $0, domain.utf8.count) }
+        case .client(let server, let pub, let secret):
+            try setKey(ZMQ_CURVE_SERVERKEY, server)
+            try setKey(ZMQ_CURVE_PUBLICKEY, pub)
+            try setKey(ZMQ_CURVE_SECRETKEY, secret)
+        case nil:
+            break
+        }
+        if role == .dealer, options.onHandshakeFailure != nil {
+            let address = "inproc://sigma-monitor-\(getpid())-\(Self.monitors.wrappingAdd(1, ordering: .relaxed).oldValue)"
+            let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            if zmq_socket_monitor(s, address, events) == 0, let m = zmq_socket(ZContext.process.handle, ZMQ_PAIR) {
+                if zmq_connect(m, address) == 0 { monitor = m } else { zmq_close(m) }
+            }
+        }
+    }
+
+    private func setKey(_ option: Int32, _ z85: String) throws {
+        guard Z85.isKey(z85) else { throw TransportError.socket("CURVE key option \(option): not a 40-character Z85 key", errno: EINVAL) }
+        let rc = z85.withCString { zmq_setsockopt(socket, option, $0, 40) }
+        guard rc == 0 else { throw TransportError.last("zmq_setsockopt(CURVE key \(option))") }
     }
 
     /// A ROUTER bound to `endpoint` (e.g. tcp://127.0.0.1:7700, or port 0 for any free port).
@@ -83,6 +116,11 @@ public final class ZmqLink: MessageLink {
     }
 
     public func close() {
+        if let m = monitor {
+            if let s = socket { zmq_socket_monitor(s, nil, 0) }
+            zmq_close(m)
+            monitor = nil
+        }
         if let s = socket { zmq_close(s) }
         socket = nil
     }
@@ -98,7 +136,8 @@ public final class ZmqLink: MessageLink {
             zmq_pollitem_t(socket: s, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
             zmq_pollitem_t(socket: nil, fd: waker.fd, events: Int16(ZMQ_POLLIN), revents: 0),
         ]
-        let rc = zmq_poll(&items, 2, Int(timeoutMs))
+        if let m = monitor { items.append(zmq_pollitem_t(socket: m, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)) }
+        let rc = zmq_poll(&items, Int32(items.count), Int(timeoutMs))
         if rc < 0 {
             let e = zmq_errno()
             if e == EINTR { return }
@@ -106,6 +145,45 @@ public final class ZmqLink: MessageLink {
             throw TransportError.socket("zmq_poll", errno: e)
         }
         if items[1].revents != 0 { waker.drain() }
+        if items.count > 2 && items[2].revents != 0 { readMonitor() }
+    }
+
+    /// Reads pending handshake events: [event id (u16) + value (u32), endpoint] each.
+    private func readMonitor() {
+        guard let m = monitor else { return }
+        while true {
+            var head = [UInt8](repeating: 0, count: 6)
+            let n = zmq_recv(m, &head, 6, ZMQ_DONTWAIT)
+            if n < 0 { return }
+            var more: Int32 = 0, size = MemoryLayout<Int32>.size
+            zmq_getsockopt(m, ZMQ_RCVMORE, &more, &size)
+            if more != 0 {
+                var tail = [UInt8](repeating: 0, count: 256)
+                _ = zmq_recv(m, &tail, 256, 0)
+            }
+            guard n >= 6 else { continue }
+            let event = UInt16(head[0]) | UInt16(head[1]) << 8
+            let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
+            options.onHandshakeFailure?(Self.describeHandshakeFailure(event: Int32(event), value: value, endpoint: endpoint,
+                                                                      secure: options.security != nil))
+        }
+    }
+
+    static func describeHandshakeFailure(event: Int32, value: UInt32, endpoint: String, secure: Bool) -> String {
+        if !secure {
+            return "the coordinator at \(endpoint) requires CURVE keys and this side has none: pass --key NAME.key (sigma keygen NAME --coordinator coordinator.pub), enrolled with the coordinator"
+        }
+        switch event {
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            return "the coordinator at \(endpoint) refused this key (ZAP status \(value)): it is not enrolled — copy this key's .pub file into the coordinator's allow folder"
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            if value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+                return "the coordinator at \(endpoint) does not use CURVE keys but this side does: drop --key, or start the coordinator with --key and --allow"
+            }
+            return "CURVE handshake with the coordinator at \(endpoint) failed (protocol error 0x\(String(value, radix: 16))): is the coordinator key right?"
+        default:
+            return "CURVE handshake with the coordinator at \(endpoint) failed: is --coordinator-key the coordinator's public key?"
+        }
     }
 
     /// Frames kept per message; further parts are read and discarded (the decoder then rejects the message).

@@ -15,8 +15,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma coordinator                         # tcp://127.0.0.1:7700 (loopback only)
-          sigma coordinator --listen 10.0.0.5 --port 7700 --insecure
-        Binding anything but loopback needs --insecure until CURVE keys are supported (see docs/operations.md).
+          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key --allow keys/allowed
+          sigma coordinator --listen 10.0.0.5 --insecure   # no encryption: a trusted network only
+        With --key, every connection is CURVE-encrypted and only workers and clients whose public key is in the
+        --allow folder get in (sigma keygen makes keys; see docs/operations.md). Without keys the coordinator binds
+        loopback only, unless --insecure.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -28,6 +31,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
+    @Option(help: "With --key: folder of enrolled public keys (*.pub) of workers and clients; re-read when it changes (default: security.allow).") var allow: String?
     @Option(help: "Web dashboard and /metrics address (default 127.0.0.1; the dashboard binds loopback unless told otherwise).") var httpListen: String = "127.0.0.1"
     @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
     @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
@@ -40,9 +44,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let address = listen ?? cfg.listen
             let p = port ?? cfg.port
             guard (0...65535).contains(p) else { throw CLIError.usage("--port must be 0…65535, got \(p)") }
-            let loopback = address == "127.0.0.1" || address == "localhost" || address == "::1"
-            if !loopback && !insecure {
-                throw CLIError.usage("refusing to bind \(address) without encryption: CURVE keys are not supported yet; pass --insecure to bind anyway on a trusted network")
+            let security = try serverSecurity(cfg, logger: logger)
+            if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure) {
+                throw CLIError.usage(problem)
             }
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
@@ -58,6 +62,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             guard options.core.liveness >= 1 else { throw CLIError.usage("--liveness must be ≥ 1") }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
+            link.security = security
             let shell: CoordinatorShell
             do {
                 shell = try CoordinatorShell(.zmqBind("tcp://\(address == "localhost" ? "127.0.0.1" : address):\(p)", link),
@@ -65,7 +70,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             } catch {
                 throw CLIError.usage("\(error) (is another coordinator running? pick another --port)")
             }
-            logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion))")
+            logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion)), \(security == nil ? "no encryption" : "CURVE: enrolled keys only")")
             // Machine-readable line for scripts and tests that asked for port 0.
             print("listening \(shell.endpoint)")
             fflush(nil)
@@ -93,6 +98,47 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch {
             exitWith(error)
         }
+    }
+}
+
+extension CoordinatorCommand {
+    /// The coordinator's CURVE settings from --key/--allow or cluster.yaml; nil: plain. Registers the allow list
+    /// with the process's ZAP handler, which logs every refusal.
+    func serverSecurity(_ cfg: ClusterConfig, logger: Logger) throws -> LinkSecurity? {
+        let keyPath = common.key ?? cfg.keyFile
+        let allowPath = allow ?? cfg.allowFolder
+        guard let keyPath else {
+            if let a = allowPath { throw CLIError.usage("--allow \(a) needs --key: the coordinator's key pair (make one with: sigma keygen coordinator)") }
+            return nil
+        }
+        guard let allowPath else {
+            throw CLIError.usage("--key needs --allow FOLDER: the enrolled public keys (*.pub) of the workers and clients to admit")
+        }
+        guard ZContext.hasCurve else { throw CLIError.usage("this libzmq has no CURVE support (Debian's libzmq5 has it)") }
+        do {
+            let k = try CurveKeyFile.load(path: keyPath, secret: true)
+            let (_, secret) = try Curve.verified(k, file: keyPath)
+            let list = try AllowList(folder: allowPath)
+            let n = list.refresh()
+            for s in list.skipped { logger.warning("allow folder: skipped \(s)") }
+            logger.info("CURVE: \(n) enrolled key(s) in \(allowPath)")
+            let domain = try ZAPService.shared.register(list) { d in
+                if d.admitted { logger.info("\(d.note)") } else { logger.warning("\(d.note)") }
+            }
+            return .server(secretKey: secret, domain: domain)
+        } catch let e as KeyFileError {
+            throw CLIError.usage("\(e)")
+        }
+    }
+}
+
+/// Where the coordinator may bind: loopback always; any other address only with CURVE keys, or when told
+/// `--insecure`.
+enum BindPolicy {
+    static func check(address: String, encrypted: Bool, insecure: Bool) -> String? {
+        let loopback = address == "127.0.0.1" || address == "localhost" || address == "::1" || address.hasPrefix("127.")
+        if loopback || encrypted || insecure { return nil }
+        return "refusing to bind \(address) without encryption: pass --key coordinator.key --allow FOLDER (sigma keygen makes keys), or --insecure on a trusted network"
     }
 }
 

@@ -13,9 +13,7 @@ struct ClientOptions: ParsableArguments {
 
     func connect(_ common: CommonOptions) throws -> SigmaClient {
         let cfg = try common.load()
-        do { return try SigmaClient(endpoint: coordinator ?? cfg.coordinator) } catch {
-            throw CLIError.unreachable("\(error)")
-        }
+        return try common.client(coordinator ?? cfg.coordinator, cfg)
     }
 
     /// One request: connect, ask, close; client errors become CLI errors with their exit codes.

@@ -26,7 +26,7 @@ struct ResultsCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let cfg = try common.load()
-            let client = try SigmaClient(endpoint: coordinator ?? cfg.coordinator)
+            let client = try common.client(coordinator ?? cfg.coordinator, cfg)
             defer { client.close() }
             let o = try await mapClientError { try await client.fetch(job: job, timeout: timeout) }
             guard o.state == .completed else {

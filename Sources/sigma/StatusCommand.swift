@@ -23,7 +23,7 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let cfg = try common.load()
-            let client = try SigmaClient(endpoint: coordinator ?? cfg.coordinator)
+            let client = try common.client(coordinator ?? cfg.coordinator, cfg)
             defer { client.close() }
             let s = try await mapClientError { try await client.status(timeout: timeout) }
             if json {

@@ -52,7 +52,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 do { policyOption = try SchedulingPolicy.parse(p).submitOption } catch { throw CLIError.usage("--policy: \(error)") }
             }
             let endpoint = coordinator ?? cfg.coordinator
-            let client = try SigmaClient(endpoint: endpoint)
+            let client = try common.client(endpoint, cfg)
             defer { client.close() }
             if !follow {
                 let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key) }

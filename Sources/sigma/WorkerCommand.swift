@@ -6,6 +6,7 @@ import SigmaEngine
 import SigmaModel
 import SigmaTransport
 import SigmaWorker
+import Synchronization
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let target = drain {
             do {
                 let cfg = try common.load()
-                let client = try SigmaClient(endpoint: join ?? cfg.coordinator)
+                let client = try common.client(join ?? cfg.coordinator, cfg)
                 defer { client.close() }
                 let s = try await mapClientError { try await client.drain(worker: target) }
                 let w = s.workers.first { $0.id == target } ?? s.workers.first { $0.name == target && $0.state != "dead" }
@@ -58,6 +59,18 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
+            link.security = try common.clientSecurity(cfg)
+            // libzmq retries by itself, so a key enrolled later gets in without a restart; say why meanwhile.
+            let lastReason = Mutex<(String, UInt64)>(("", 0))
+            link.onHandshakeFailure = { reason in
+                let now = DispatchTime.now().uptimeNanoseconds
+                let say = lastReason.withLock { last in
+                    guard last.0 != reason || now - last.1 > 30_000_000_000 else { return false }
+                    last = (reason, now)
+                    return true
+                }
+                if say { logger.error("\(reason) (retrying)") }
+            }
             var options = WorkerShell.Options(slots: n, name: name ?? "worker-\(getpid())")
             if let d = cacheDir { options.cacheDirectory = d }
             guard cacheLimitGib >= 0, cacheLimitGib.isFinite else { throw CLIError.usage("--cache-limit-gib must be ≥ 0, got \(cacheLimitGib)") }

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import SigmaClient
+import SigmaModel
+import SigmaTransport
+
+extension CommonOptions {
+    /// A worker's or client's CURVE settings from --key / --coordinator-key or cluster.yaml; nil: plain.
+    func clientSecurity(_ cfg: ClusterConfig) throws -> LinkSecurity? {
+        let keyPath = key ?? cfg.keyFile
+        let serverPath = coordinatorKey ?? cfg.coordinatorKeyFile
+        guard let keyPath else {
+            if let s = serverPath { throw CLIError.usage("\(s) (the coordinator's key) is given but this host has no key pair: pass --key NAME.key (make one with: sigma keygen NAME)") }
+            return nil
+        }
+        do {
+            guard ZContext.hasCurve else { throw CLIError.usage("this libzmq has no CURVE support; install Debian's libzmq3-dev/libzmq5 (built with libsodium)") }
+            let k = try CurveKeyFile.load(path: keyPath, secret: true)
+            let (pub, secret) = try Curve.verified(k, file: keyPath)
+            let server: String
+            if let p = serverPath {
+                server = try CurveKeyFile.load(path: p, secret: false).publicKey
+            } else if let c = k.coordinatorKey {
+                server = c
+            } else {
+                throw CLIError.usage("\(keyPath) does not name the coordinator's key: pass --coordinator-key coordinator.pub (or make the key with: sigma keygen \(k.name) --coordinator coordinator.pub)")
+            }
+            return .client(serverKey: server, publicKey: pub, secretKey: secret)
+        } catch let e as KeyFileError {
+            throw CLIError.usage("\(e)")
+        }
+    }
+
+    /// A client for `endpoint` with this host's CURVE settings.
+    func client(_ endpoint: String, _ cfg: ClusterConfig) throws -> SigmaClient {
+        var o = LinkOptions()
+        o.maxFrame = cfg.maxFrame
+        o.security = try clientSecurity(cfg)
+        do { return try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint) } catch {
+            throw CLIError.unreachable("\(error)")
+        }
+    }
+}
+
+struct KeygenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Make a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (to enrol with the coordinator).",
+        discussion: """
+        Example:
+          sigma keygen coordinator -o keys/                                # the coordinator's pair
+          sigma keygen worker-b --coordinator keys/coordinator.pub -o keys/
+          cp keys/worker-b.pub keys/allowed/                               # enrol it (no restart needed)
+          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key --allow keys/allowed
+          sigma worker --join tcp://hostA:7700 --key keys/worker-b.key     # on host B
+        A worker's or client's key file made with --coordinator carries the coordinator's public key, so --key is all
+        it needs. Keys never leave the host they were made for except NAME.pub.
+        """)
+
+    @Argument(help: "Name of the key (letters, digits, '-', '_', '.'); shown in the coordinator's log for this peer.") var name: String
+    @Option(name: [.customShort("o"), .long], help: "Folder to write NAME.key and NAME.pub into (default: current).") var output: String = "."
+    @Option(help: "The coordinator's public key file (NAME.pub or its .key): written into NAME.key, so workers and clients need only --key.") var coordinator: String?
+    @Flag(help: "Replace existing files.") var force = false
+
+    func run() throws {
+        do {
+            guard CurveKeyFile.isValidName(name) else { throw CLIError.usage("key name '\(name)' must be 1…64 letters, digits, '-', '_' or '.'") }
+            let server = try coordinator.map { try CurveKeyFile.load(path: $0, secret: false).publicKey }
+            let (pub, secret) = try Curve.newKeyPair()
+            let k = CurveKeyFile(name: name, publicKey: pub, secretKey: secret, coordinatorKey: server)
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let keyPath = output + "/" + name + ".key", pubPath = output + "/" + name + ".pub"
+            for p in [keyPath, pubPath] where !force && FileManager.default.fileExists(atPath: p) {
+                throw CLIError.usage("\(p) exists; pass --force to replace it (peers enrolled with the old key are then refused)")
+            }
+            // The secret file is created 0600 before any byte is written.
+            unlink(keyPath)
+            let fd = open(keyPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw CLIError.usage("cannot create \(keyPath): \(String(cString: strerror(errno)))") }
+            let text = Array(k.secretFileText!.utf8)
+            let written = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            guard written == text.count else { throw CLIError.usage("cannot write \(keyPath)") }
+            try k.publicFileText.write(toFile: pubPath, atomically: true, encoding: .utf8)
+            print("wrote \(keyPath) (secret) and \(pubPath) (public key \(pub))")
+            if server == nil {
+                print("a worker or client using this key also needs --coordinator-key coordinator.pub (or make it with --coordinator)")
+            }
+        } catch let e as KeyFileError {
+            exitWith(CLIError.usage("\(e)"))
+        } catch {
+            exitWith(error)
+        }
+    }
+}
