@@ -103,7 +103,7 @@ public struct CurveKeyFile: Equatable, Sendable {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, !parts[0].isEmpty else {
+            guard parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0 == "_" }) else {
                 throw KeyFileError(file: file, problem: "line \(i + 1): expected 'field = value', got '\(line.prefix(60))'")
             }
             guard ["name", "public", "secret", "coordinator"].contains(parts[0]) else {
@@ -151,6 +151,8 @@ public final class AllowList: @unchecked Sendable {
     private let lock = NSLock()
     private var keys: [String: String] = [:]     // Z85 public key → name
     private var stamp: (sec: Int, nsec: Int) = (-1, -1)
+    /// When the folder was last read (wall clock, seconds).
+    private var readAt = 0.0
     /// Files skipped at the last read, with why (shown in the coordinator's log).
     public private(set) var skipped: [String] = []
 
@@ -171,8 +173,12 @@ public final class AllowList: @unchecked Sendable {
         var st = stat()
         guard stat(folder, &st) == 0 else { keys = [:]; return 0 }
         let now = (Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
-        if now == stamp { return keys.count }
+        // File times are coarse (a clock tick): a change made in the tick of the last read can leave the stamp as it
+        // was, so a stamp within 2 s of that read does not prove the folder unchanged — read it again.
+        let mtime = Double(now.0) + Double(now.1) / 1e9
+        if now == stamp && readAt - mtime > 2 { return keys.count }
         stamp = now
+        readAt = Date().timeIntervalSince1970
         var found: [String: String] = [:], bad: [String] = []
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".pub") }.sorted()
         for n in names {

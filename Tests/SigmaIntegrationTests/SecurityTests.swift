@@ -1,0 +1,240 @@
+import Foundation
+import Glibc
+import SigmaJobs
+import Synchronization
+import Testing
+
+/// A TCP relay on 127.0.0.1 that forwards every connection to `target` and keeps every byte it forwards, both
+/// ways — what anyone on the path would see.
+final class RecordingRelay: @unchecked Sendable {
+    let port: UInt16
+    private let listener: Int32
+    private let targetPort: UInt16
+    private let seen = Mutex<[UInt8]>([])
+    private let stopped = Atomic<Bool>(false)
+
+    init(targetPort: UInt16) throws {
+        self.targetPort = targetPort
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = Self.loopback(0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { close(fd); throw SigmaTestError("relay: cannot listen on 127.0.0.1") }
+        listener = fd
+        port = UInt16(bigEndian: addr.sin_port)
+        Thread.detachNewThread { [self] in acceptLoop() }
+    }
+
+    var bytes: [UInt8] { seen.withLock { $0 } }
+
+    func contains(_ text: String) -> Bool {
+        let needle = Array(text.utf8), hay = bytes
+        guard needle.count <= hay.count else { return false }
+        return (0...(hay.count - needle.count)).contains { i in hay[i..<(i + needle.count)].elementsEqual(needle) }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    private static func loopback(_ port: UInt16) -> sockaddr_in {
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return a
+    }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .acquiring) {
+            let c = accept(listener, nil, nil)
+            if c < 0 { return }
+            let up = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = Self.loopback(targetPort)
+            let connected = withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(up, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            if !connected { close(c); close(up); continue }
+            Thread.detachNewThread { [self] in pump(c, up) }
+        }
+    }
+
+    private func pump(_ a: Int32, _ b: Int32) {
+        defer { close(a); close(b) }
+        var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while !stopped.load(ordering: .acquiring) {
+            if poll(&fds, 2, 200) <= 0 { continue }
+            for (i, f) in fds.enumerated() where f.revents != 0 {
+                let n = read(f.fd, &buf, buf.count)
+                if n <= 0 { return }
+                seen.withLock { $0.append(contentsOf: buf[0..<n]) }
+                let to = i == 0 ? b : a
+                var off = 0
+                while off < n {
+                    let w = buf.withUnsafeBytes { write(to, $0.baseAddress! + off, n - off) }
+                    if w <= 0 { return }
+                    off += w
+                }
+            }
+        }
+    }
+}
+
+/// CurveZMQ end to end, as separate processes: keys made by `sigma keygen`, a coordinator that admits enrolled keys
+/// only, workers and clients with and without keys.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct SecurityTests {
+    struct Keys {
+        let dir: String
+        var allow: String { dir + "/allowed" }
+        func key(_ n: String) -> String { dir + "/" + n + ".key" }
+        func pub(_ n: String) -> String { dir + "/" + n + ".pub" }
+    }
+
+    func makeKeys() throws -> Keys {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-keys-\(UUID().uuidString)").path
+        let k = Keys(dir: dir)
+        try FileManager.default.createDirectory(atPath: k.allow, withIntermediateDirectories: true)
+        let sigma = try sigmaBinary()
+        #expect(runTool(sigma, ["keygen", "coordinator", "-o", dir]).status == 0)
+        for n in ["w1", "client", "stranger"] {
+            let r = runTool(sigma, ["keygen", n, "--coordinator", k.pub("coordinator"), "-o", dir])
+            #expect(r.status == 0, "\(r.err)")
+        }
+        for n in ["w1", "client"] { try FileManager.default.copyItem(atPath: k.pub(n), toPath: k.allow + "/" + n + ".pub") }
+        return k
+    }
+
+    func mode(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_mode & 0o777) : -1
+    }
+
+    /// A small map-reduce job (Σ of 1…1000 = 500500) whose spec carries a marker text.
+    func job(marker: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-sec-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try NpyFile.write(path: dir + "/v.npy", float64: (1...1000).map(Double.init))
+        let spec = dir + "/job.yaml"
+        try "kind: map-reduce\nname: \(marker)\ninput: {npy: \(dir)/v.npy}\nmap: identity\nreduce: [sum, count]\nshards: 4\n"
+            .write(toFile: spec, atomically: true, encoding: .utf8)
+        return spec
+    }
+
+    func workerNames(_ endpoint: String, key: String) -> [String] {
+        let r = runTool(try! sigmaBinary(), ["workers", "--json", "--coordinator", endpoint, "--key", key])
+        guard r.status == 0, let a = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]] else { return [] }
+        return a.filter { $0["state"] as? String != "dead" }.compactMap { $0["name"] as? String }.sorted()
+    }
+
+    @Test func onlyEnrolledKeysGetInAndTrafficIsEncrypted() async throws {
+        let k = try makeKeys()
+        defer { try? FileManager.default.removeItem(atPath: k.dir) }
+        #expect(mode(k.key("w1")) == 0o600 && mode(k.key("coordinator")) == 0o600)
+        #expect(mode(k.pub("w1")) & 0o044 == 0o044)
+
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
+                                            "--key", k.key("coordinator"), "--allow", k.allow])
+        defer { coordinator.kill() }
+        let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
+        func worker(_ name: String, key: String?) throws -> SigmaProcess {
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? []))
+        }
+        let w1 = try worker("w1", key: k.key("w1")), stranger = try worker("stranger", key: k.key("stranger")), plain = try worker("plain", key: nil)
+        defer { for w in [w1, stranger, plain] { w.kill(SIGKILL) } }
+
+        // The enrolled worker joins; the others are refused, each told why.
+        var names: [String] = []
+        for _ in 0..<100 where names != ["w1"] {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            names = workerNames(endpoint, key: k.key("client"))
+        }
+        #expect(names == ["w1"])
+        for _ in 0..<50 where !(stranger.stderr.joined().contains("not enrolled") && plain.stderr.joined().contains("requires CURVE keys")) {
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(stranger.stderr.joined().contains("not enrolled"), "\(stranger.stderr.suffix(3))")
+        #expect(plain.stderr.joined().contains("requires CURVE keys"), "\(plain.stderr.suffix(3))")
+        #expect(coordinator.stderr.joined().contains("refused CURVE key"))
+        #expect(coordinator.stderr.joined().contains("admitted key \"w1\""))
+
+        // Clients: an enrolled key runs a job through a relay that records the wire; the marker never shows.
+        let marker = "marker-7f3a9c-curve"
+        let spec = try job(marker: marker)
+        let port = UInt16(endpoint.split(separator: ":").last!)!
+        let relay = try RecordingRelay(targetPort: port)
+        defer { relay.stop() }
+        let run = runTool(try sigmaBinary(), ["submit", spec, "--follow", "--json", "--coordinator", "tcp://127.0.0.1:\(relay.port)", "--key", k.key("client")], timeout: 60)
+        #expect(run.status == 0, "\(run.err)")
+        let json = try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any]
+        let result = json?["result"] as? [String: Any]
+        #expect(result?["sum"] as? Double == 500_500 && result?["count"] as? Int == 1000, "\(run.out)")
+        #expect(relay.bytes.count > 1000)
+        #expect(!relay.contains(marker) && !relay.contains("map-reduce"), "the job spec crossed the wire in the clear")
+
+        // Refused clients fail at once (exit 3), saying why — no waiting for a timeout.
+        let t0 = Date()
+        let noKey = runTool(try sigmaBinary(), ["status", "--coordinator", endpoint, "--timeout", "20"])
+        #expect(noKey.status == 3 && noKey.err.contains("requires CURVE keys"), "\(noKey.err)")
+        let strangerClient = runTool(try sigmaBinary(), ["status", "--coordinator", endpoint, "--key", k.key("stranger"), "--timeout", "20"])
+        #expect(strangerClient.status == 3 && strangerClient.err.contains("not enrolled"), "\(strangerClient.err)")
+        #expect(Date().timeIntervalSince(t0) < 10)
+
+        // Enrolling a key is copying its .pub file: the waiting worker gets in without any restart.
+        try FileManager.default.copyItem(atPath: k.pub("stranger"), toPath: k.allow + "/stranger.pub")
+        for _ in 0..<100 where names != ["stranger", "w1"] {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            names = workerNames(endpoint, key: k.key("client"))
+        }
+        #expect(names == ["stranger", "w1"])
+    }
+
+    /// The control for the test above: without keys, the same relay sees the job spec in the clear — so the
+    /// recorder does see what crosses it.
+    @Test func withoutKeysTheRelaySeesTheSpec() async throws {
+        let cluster = try await ProcessCluster(workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        let marker = "marker-7f3a9c-plain"
+        let spec = try job(marker: marker)
+        let relay = try RecordingRelay(targetPort: UInt16(cluster.endpoint.split(separator: ":").last!)!)
+        defer { relay.stop() }
+        let run = runTool(try sigmaBinary(), ["submit", spec, "--follow", "--json", "--coordinator", "tcp://127.0.0.1:\(relay.port)"], timeout: 60)
+        #expect(run.status == 0, "\(run.err)")
+        #expect(relay.contains(marker))
+    }
+
+    /// Key and policy mistakes are refused before anything listens, naming the file or flag.
+    @Test func badKeysAndBindsAreRefusedWithClearErrors() throws {
+        let k = try makeKeys()
+        defer { try? FileManager.default.removeItem(atPath: k.dir) }
+        let sigma = try sigmaBinary()
+        func coordinator(_ args: [String]) -> (status: Int32, out: String, err: String) {
+            runTool(sigma, ["coordinator", "--port", "0", "--no-http"] + args, timeout: 20)
+        }
+        var r = coordinator(["--listen", "192.0.2.1"])
+        #expect(r.status == 2 && r.err.contains("refusing to bind 192.0.2.1 without encryption"), "\(r.err)")
+        r = coordinator(["--key", k.key("coordinator")])
+        #expect(r.status == 2 && r.err.contains("--allow"), "\(r.err)")
+        r = coordinator(["--key", k.pub("coordinator"), "--allow", k.allow])
+        #expect(r.status == 2 && r.err.contains("holds no 'secret' key"), "\(r.err)")
+        chmod(k.key("w1"), 0o644)
+        r = coordinator(["--key", k.key("w1"), "--allow", k.allow])
+        #expect(r.status == 2 && r.err.contains("readable by others") && r.err.contains("chmod 600"), "\(r.err)")
+        r = coordinator(["--key", k.key("coordinator"), "--allow", k.dir + "/nowhere"])
+        #expect(r.status == 2 && r.err.contains("no such folder"), "\(r.err)")
+        // A client key that does not name the coordinator's key, and no --coordinator-key.
+        #expect(runTool(sigma, ["keygen", "loose", "-o", k.dir]).status == 0)
+        r = runTool(sigma, ["status", "--coordinator", "tcp://127.0.0.1:1", "--key", k.key("loose")])
+        #expect(r.status == 2 && r.err.contains("--coordinator-key"), "\(r.err)")
+        // keygen does not overwrite a key by accident.
+        r = runTool(sigma, ["keygen", "w1", "-o", k.dir])
+        #expect(r.status == 2 && r.err.contains("--force"), "\(r.err)")
+    }
+}
