@@ -54,6 +54,7 @@ bench: release
 	$(RELEASE_BIN) bench mlp | tee artifacts/bench-mlp.md
 	$(RELEASE_BIN) bench train --runs 5 --log-level warning | tee artifacts/bench-train.md
 	$(RELEASE_BIN) bench reduce --runs 3 --log-level warning | tee artifacts/bench-reduce.md
+	$(RELEASE_BIN) bench curve --runs 3 --shards 50000 --samples 2000 --log-level warning | tee artifacts/bench-curve.md
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
 	$(MAKE) model
 	$(RELEASE_BIN) bench embed-cluster --runs 3 --log-level warning | tee artifacts/bench-embed-cluster.md

@@ -21,6 +21,7 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench train               # MLP training on 2 local workers vs the engine alone
           sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
           sigma bench embed-cluster       # embedding on 2 workers vs the local job
+          sigma bench curve               # the cost of CURVE encryption: dispatch, round trip, 64 MiB payloads
         """)
 
     @OptionGroup var common: CommonOptions
@@ -41,7 +42,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"))
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster")
+            case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve")
             }
         } catch {
             exitWith(error)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SigmaClient
+import SigmaCoordinator
 import SigmaEngine
 import SigmaJobs
 import SigmaModel
@@ -128,17 +129,7 @@ enum BenchJobs {
         print("# sigma bench reduce — 4 workers × \(String(format: "%.1f", Double(bytes) / 1_048_576)) MiB float32 gradients (linear 4096→4096), \(steps) steps per run")
         print("")
         let raw = try await onThread { try RawBaseline.scatterGather(peers: 4, bytes: bytes, rounds: steps * n) }
-        let spec = try JobSpec.parse("""
-            kind: train
-            name: bench-reduce
-            model: {mlp: [4096, 4096]}
-            data: {x: \(x), y: \(y)}
-            optimizer: {sgd: {lr: 0.000001}}
-            steps: \(steps)
-            batch_size: 4
-            micro_batch: 1
-            holdout: 0
-            """)
+        let spec = try reduceSpec(x: x, y: y, steps: steps)
         let c = try await cluster(workers: 4, logger: logger)
         defer { c.stop() }
         let times = try await runs(spec, on: c, count: n).map { $0 / Double(steps) }
@@ -149,6 +140,90 @@ enum BenchJobs {
         print(String(format: "| raw ZeroMQ, one DEALER pair per worker, loopback, no compute | %.1f | %.2f | 100 %% |", rawStep * 1e3, moved / rawStep / 1e9))
         print(String(format: "| Sigma train step (gradients + tree reduce + SGD) | %.1f | %.2f | %.0f %% (target ≥ 50 %%) |",
                      ours * 1e3, moved / ours / 1e9, rawStep / ours * 100))
+    }
+
+    /// The reduce benchmark's job: a linear 4096→4096 layer (16.8M parameters, 64 MiB), 4 shards a step.
+    static func reduceSpec(x: String, y: String, steps: Int) throws -> JobSpec {
+        try JobSpec.parse("""
+            kind: train
+            name: bench-reduce
+            model: {mlp: [4096, 4096]}
+            data: {x: \(x), y: \(y)}
+            optimizer: {sgd: {lr: 0.000001}}
+            steps: \(steps)
+            batch_size: 4
+            micro_batch: 1
+            holdout: 0
+            """)
+    }
+
+    /// What CURVE encryption costs: the same embedded cluster with and without keys, alternating, for tiny-shard
+    /// dispatch (1 worker), round trips, and the reduce benchmark's 64 MiB payloads (4 workers, shared memory off,
+    /// so every byte crosses the encrypted socket as it would between hosts).
+    static func curve(runs n: Int, shards: Int, samples: Int, logger: Logger) async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (x, y) = try syntheticData(dir, rows: 8, features: 4096, classes: 4096)
+        let steps = 5
+        let reduce = try reduceSpec(x: x, y: y, steps: steps)
+        let tiny = JobSpec.mapReduce(MapReduceSpec(name: "bench-tiny", input: .range(count: UInt64(shards), start: 0, step: 1),
+                                                   reduce: [.sum], sharding: .size(1)))
+        let one = JobSpec.mapReduce(MapReduceSpec(name: "bench-rtt", input: .range(count: 1, start: 0, step: 1),
+                                                  reduce: [.sum], sharding: .count(1)))
+        print("# sigma bench curve — the same embedded cluster without and with CURVE keys, alternating; \(n) runs, medians")
+        print("# libzmq \(ZContext.libraryVersion); \(shards) tiny shards per run, \(samples) round trips; reduce: 4 workers × 64 MiB, \(steps) steps, shared memory off")
+        var tput: [Bool: [Double]] = [:], p50: [Bool: [Double]] = [:], step: [Bool: [Double]] = [:]
+        for _ in 0..<n {
+            for secure in [false, true] {
+                let c = try LocalCluster(workers: 1, threadsPerWorker: 1, logger: logger, secure: secure)
+                defer { c.stop() }
+                guard await c.waitForWorkers(1) == 1 else { throw CLIError.unreachable("the worker did not join (secure: \(secure))") }
+                let client = try c.client()
+                defer { client.close() }
+                let t0 = monotonicNanos()
+                let o = try await client.runToEnd(tiny)
+                guard o.state == .completed, o.mapReduce?.total.total == Double(shards) * Double(shards - 1) / 2 else {
+                    throw CLIError.jobFailed("tiny-shard job gave a wrong result: \(o.error)")
+                }
+                tput[secure, default: []].append(Double(shards) / (Double(monotonicNanos() - t0) / 1e9))
+                for _ in 0..<200 { _ = try await client.runToEnd(one) }
+                var lat: [UInt64] = []
+                for _ in 0..<samples {
+                    let t = monotonicNanos()
+                    _ = try await client.runToEnd(one)
+                    lat.append(monotonicNanos() - t)
+                }
+                p50[secure, default: []].append(percentile(lat, 0.5))
+            }
+            for secure in [false, true] {
+                var options = CoordinatorShell.Options()
+                options.sharedMemory = false
+                setenv("OPENBLAS_NUM_THREADS", "1", 1)
+                let c = try LocalCluster(workers: 4, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, secure: secure)
+                unsetenv("OPENBLAS_NUM_THREADS")
+                defer { c.stop() }
+                guard await c.waitForWorkers(4) == 4 else { throw CLIError.unreachable("4 workers did not join (secure: \(secure))") }
+                let client = try c.client()
+                defer { client.close() }
+                let o = try await client.runToEnd(reduce, acceptTimeout: 60)
+                guard o.state == .completed else { throw CLIError.jobFailed("reduce job failed: \(o.error)") }
+                step[secure, default: []].append(Double(o.elapsed) / 1e9 / Double(steps))
+            }
+        }
+        func cell(_ d: [Bool: [Double]], _ f: (Double) -> String) -> (String, String, Double) {
+            let a = median(d[false] ?? []), b = median(d[true] ?? [])
+            return (f(a), f(b), a / b)
+        }
+        print("")
+        print("| measure | plain | CURVE | CURVE / plain |")
+        print("|---|---|---|---|")
+        let t = cell(tput) { "\(Int($0)) shards/s" }
+        print("| tiny-shard dispatch (1 worker, 1 thread) | \(t.0) | \(t.1) | \(String(format: "%.0f %%", 100 / t.2)) of plain |")
+        let r = cell(p50) { String(format: "%.0f µs", $0 / 1e3) }
+        print("| round trip p50 client→coordinator→worker→client | \(r.0) | \(r.1) | \(String(format: "+%.0f µs", (median(p50[true] ?? []) - median(p50[false] ?? [])) / 1e3)) |")
+        let moved = Double(4096 * 4096 + 4096) * 4 * 8
+        let g = cell(step) { String(format: "%.0f ms/step (%.2f GB/s)", $0 * 1e3, moved / $0 / 1e9) }
+        print("| reduce step, 4 × 64 MiB out and in (shared memory off) | \(g.0) | \(g.1) | \(String(format: "%.0f %%", 100 * g.2)) of plain throughput |")
     }
 
     /// Embedding 2,000 sentences: 2 workers against the same job run locally.

@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import SigmaClient
 import SigmaCoordinator
+import SigmaModel
 import SigmaTransport
 
 /// An embedded coordinator plus worker processes on loopback: what `sigma demo` and `sigma bench` run.
@@ -8,9 +10,28 @@ final class LocalCluster {
     let coordinator: CoordinatorShell
     private(set) var workers: [Process] = []
 
-    init(workers n: Int, threadsPerWorker: Int, logger: Logger, coordinatorOptions: CoordinatorShell.Options = .init()) throws {
-        coordinator = try CoordinatorShell(.bind("tcp://127.0.0.1:0"), options: coordinatorOptions, logger: logger)
+    /// With `secure`: throw-away CURVE keys (a temporary folder removed at `stop`), every connection encrypted.
+    let keys: LocalKeys?
+
+    init(workers n: Int, threadsPerWorker: Int, logger: Logger, coordinatorOptions: CoordinatorShell.Options = .init(),
+         secure: Bool = false) throws {
+        var link = LinkOptions()
+        keys = secure ? try LocalKeys() : nil
+        if let k = keys {
+            let domain = try ZAPService.shared.register(try AllowList(folder: k.allow)) { d in
+                if !d.admitted { logger.warning("\(d.note)") }
+            }
+            link.security = .server(secretKey: k.coordinator.secretKey, domain: domain)
+        }
+        coordinator = try CoordinatorShell(.zmqBind("tcp://127.0.0.1:0", link), options: coordinatorOptions, logger: logger)
         for i in 0..<n { try addWorker(name: "local-\(i + 1)", threads: threadsPerWorker) }
+    }
+
+    /// A client of the embedded coordinator (with the cluster's client key when it is secure).
+    func client() throws -> SigmaClient {
+        var o = LinkOptions()
+        if let k = keys { o.security = .client(serverKey: k.coordinator.publicKey, publicKey: k.client.publicKey, secretKey: k.client.secretKey) }
+        return try SigmaClient(factory: .zmqConnect(coordinator.endpoint, o), endpoint: coordinator.endpoint)
     }
 
     /// Starts one more `sigma worker` process joined to the embedded coordinator.
@@ -18,6 +39,7 @@ final class LocalCluster {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: selfExecutable())
         p.arguments = ["worker", "--join", coordinator.endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"]
+            + (keys.map { ["--key", $0.workerKeyFile] } ?? [])
         try p.run()
         workers.append(p)
     }
@@ -42,6 +64,33 @@ final class LocalCluster {
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         }
         coordinator.stop()
+        if let k = keys { try? FileManager.default.removeItem(atPath: k.dir) }
+    }
+}
+
+/// Throw-away CURVE keys for an embedded cluster: the coordinator's and a client's pairs in memory, the workers'
+/// key file and the allow folder (worker and client enrolled) in a temporary folder.
+struct LocalKeys {
+    let dir: String
+    let coordinator: (publicKey: String, secretKey: String)
+    let client: (publicKey: String, secretKey: String)
+    var allow: String { dir + "/allowed" }
+    var workerKeyFile: String { dir + "/local-worker.key" }
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-local-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir + "/allowed", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        coordinator = try Curve.newKeyPair()
+        client = try Curve.newKeyPair()
+        let worker = try Curve.newKeyPair()
+        let w = CurveKeyFile(name: "local-worker", publicKey: worker.publicKey, secretKey: worker.secretKey, coordinatorKey: coordinator.publicKey)
+        guard FileManager.default.createFile(atPath: dir + "/local-worker.key", contents: Data(w.secretFileText!.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError.usage("cannot write \(dir)/local-worker.key")
+        }
+        try w.publicFileText.write(toFile: dir + "/allowed/local-worker.pub", atomically: true, encoding: .utf8)
+        try CurveKeyFile(name: "local-client", publicKey: client.publicKey).publicFileText
+            .write(toFile: dir + "/allowed/local-client.pub", atomically: true, encoding: .utf8)
     }
 }
 
