@@ -12,6 +12,7 @@ final class LocalCluster {
 
     /// With `secure`: throw-away CURVE keys (a temporary folder removed at `stop`), every connection encrypted.
     let keys: LocalKeys?
+    private var zapDomain: String?
 
     init(workers n: Int, threadsPerWorker: Int, logger: Logger, coordinatorOptions: CoordinatorShell.Options = .init(),
          secure: Bool = false) throws {
@@ -22,6 +23,7 @@ final class LocalCluster {
                 if !d.admitted { logger.warning("\(d.note)") }
             }
             link.security = .server(secretKey: k.coordinator.secretKey, domain: domain)
+            zapDomain = domain
         }
         coordinator = try CoordinatorShell(.zmqBind("tcp://127.0.0.1:0", link), options: coordinatorOptions, logger: logger)
         for i in 0..<n { try addWorker(name: "local-\(i + 1)", threads: threadsPerWorker) }
@@ -64,6 +66,7 @@ final class LocalCluster {
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         }
         coordinator.stop()
+        if let d = zapDomain { ZAPService.shared.unregister(d) }
         if let k = keys { try? FileManager.default.removeItem(atPath: k.dir) }
     }
 }
