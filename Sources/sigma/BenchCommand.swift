@@ -21,7 +21,7 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench train               # MLP training on 2 local workers vs the engine alone
           sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
           sigma bench embed-cluster       # embedding on 2 workers vs the local job
-          sigma bench curve               # the cost of CURVE encryption: dispatch, round trip, 64 MiB payloads
+          sigma bench curve               # what CURVE encryption costs, vs plain
         """)
 
     @OptionGroup var common: CommonOptions

@@ -14,12 +14,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         abstract: "Run a coordinator: accepts workers and jobs on one ZeroMQ ROUTER endpoint.",
         discussion: """
         Example:
-          sigma coordinator                         # tcp://127.0.0.1:7700 (loopback only)
-          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key --allow keys/allowed
-          sigma coordinator --listen 10.0.0.5 --insecure   # no encryption: a trusted network only
-        With --key, every connection is CURVE-encrypted and only workers and clients whose public key is in the
-        --allow folder get in (sigma keygen makes keys; see docs/operations.md). Without keys the coordinator binds
-        loopback only, unless --insecure.
+          sigma coordinator                  # tcp://127.0.0.1:7700 (loopback only)
+          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
+                            --allow keys/allowed
+          sigma coordinator --listen 10.0.0.5 --insecure   # trusted network only
+        With --key every connection is encrypted (CurveZMQ) and only workers and
+        clients whose public key is in the --allow folder get in; `sigma keygen`
+        makes keys (docs/operations.md, "Security"). Without keys the coordinator
+        binds loopback only, unless --insecure.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -31,6 +33,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
+    @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
     @Option(help: "With --key: folder of enrolled public keys (*.pub) of workers and clients; re-read when it changes (default: security.allow).") var allow: String?
     @Option(help: "Web dashboard and /metrics address (default 127.0.0.1; the dashboard binds loopback unless told otherwise).") var httpListen: String = "127.0.0.1"
     @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
@@ -105,7 +108,7 @@ extension CoordinatorCommand {
     /// The coordinator's CURVE settings from --key/--allow or cluster.yaml; nil: plain. Registers the allow list
     /// with the process's ZAP handler, which logs every refusal.
     func serverSecurity(_ cfg: ClusterConfig, logger: Logger) throws -> LinkSecurity? {
-        let keyPath = common.key ?? cfg.keyFile
+        let keyPath = key ?? cfg.keyFile
         let allowPath = allow ?? cfg.allowFolder
         guard let keyPath else {
             if let a = allowPath { throw CLIError.usage("--allow \(a) needs --key: the coordinator's key pair (make one with: sigma keygen coordinator)") }

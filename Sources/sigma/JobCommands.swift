@@ -10,10 +10,11 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for an answer.") var timeout: Double = 5
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
+    @OptionGroup var keys: KeyOptions
 
     func connect(_ common: CommonOptions) throws -> SigmaClient {
         let cfg = try common.load()
-        return try common.client(coordinator ?? cfg.coordinator, cfg)
+        return try keys.client(coordinator ?? cfg.coordinator, cfg)
     }
 
     /// One request: connect, ask, close; client errors become CLI errors with their exit codes.

@@ -17,6 +17,7 @@ struct ResultsCommand: AsyncParsableCommand {
         """)
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var keys: KeyOptions
     @Argument(help: "Job id (from sigma submit or sigma status).") var job: UInt64
     @Option(name: [.short, .customLong("output")], help: "Directory for the result files.") var output: String = "."
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
@@ -26,7 +27,7 @@ struct ResultsCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let cfg = try common.load()
-            let client = try common.client(coordinator ?? cfg.coordinator, cfg)
+            let client = try keys.client(coordinator ?? cfg.coordinator, cfg)
             defer { client.close() }
             let o = try await mapClientError { try await client.fetch(job: job, timeout: timeout) }
             guard o.state == .completed else {

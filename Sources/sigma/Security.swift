@@ -4,7 +4,14 @@ import SigmaClient
 import SigmaModel
 import SigmaTransport
 
-extension CommonOptions {
+/// CURVE flags of every command that connects to a coordinator (workers and clients).
+struct KeyOptions: ParsableArguments {
+    @Option(help: "This host's CURVE key pair file from `sigma keygen` (default: cluster.yaml security.key; none: no encryption).")
+    var key: String?
+
+    @Option(help: "The coordinator's public key file (default: security.coordinator_key, else the one named in --key's file).")
+    var coordinatorKey: String?
+
     /// A worker's or client's CURVE settings from --key / --coordinator-key or cluster.yaml; nil: plain.
     func clientSecurity(_ cfg: ClusterConfig) throws -> LinkSecurity? {
         let keyPath = key ?? cfg.keyFile
@@ -48,17 +55,18 @@ struct KeygenCommand: ParsableCommand {
         abstract: "Make a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (to enrol with the coordinator).",
         discussion: """
         Example:
-          sigma keygen coordinator -o keys/                                # the coordinator's pair
+          sigma keygen coordinator -o keys/            # the coordinator's pair
           sigma keygen worker-b --coordinator keys/coordinator.pub -o keys/
-          cp keys/worker-b.pub keys/allowed/                               # enrol it (no restart needed)
-          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key --allow keys/allowed
-          sigma worker --join tcp://hostA:7700 --key keys/worker-b.key     # on host B
-        A worker's or client's key file made with --coordinator carries the coordinator's public key, so --key is all
-        it needs. Keys never leave the host they were made for except NAME.pub.
+          cp keys/worker-b.pub allowed/                # enrol it (no restart)
+          sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
+                            --allow allowed/
+          sigma worker --join tcp://hostA:7700 --key keys/worker-b.key
+        A key made with --coordinator carries the coordinator's public key, so a
+        worker or client needs only --key. Only NAME.pub leaves its host.
         """)
 
     @Argument(help: "Name of the key (letters, digits, '-', '_', '.'); shown in the coordinator's log for this peer.") var name: String
-    @Option(name: [.customShort("o"), .long], help: "Folder to write NAME.key and NAME.pub into (default: current).") var output: String = "."
+    @Option(name: [.customShort("o"), .long], help: "Folder to write NAME.key and NAME.pub into.") var output: String = "."
     @Option(help: "The coordinator's public key file (NAME.pub or its .key): written into NAME.key, so workers and clients need only --key.") var coordinator: String?
     @Flag(help: "Replace existing files.") var force = false
 

@@ -32,12 +32,6 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, warning, error (default: info; demo: warning).")
     var logLevel: String?
 
-    @Option(name: .long, help: "CURVE key pair file from `sigma keygen` (coordinator: its own; worker, client: theirs). Default: cluster.yaml security.key.")
-    var key: String?
-
-    @Option(name: .long, help: "Worker, client: the coordinator's public key file (default: security.coordinator_key, else the one named in --key's file).")
-    var coordinatorKey: String?
-
     func load() throws -> ClusterConfig {
         let path = config ?? (FileManager.default.fileExists(atPath: "cluster.yaml") ? "cluster.yaml" : nil)
         guard let p = path else { return ClusterConfig() }

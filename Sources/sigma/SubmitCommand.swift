@@ -21,6 +21,7 @@ struct SubmitCommand: AsyncParsableCommand {
         """)
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var keys: KeyOptions
     @Argument(help: "Job spec file (YAML or JSON).") var spec: String
     @Flag(help: "Show progress and wait for the result.") var follow = false
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
@@ -52,7 +53,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 do { policyOption = try SchedulingPolicy.parse(p).submitOption } catch { throw CLIError.usage("--policy: \(error)") }
             }
             let endpoint = coordinator ?? cfg.coordinator
-            let client = try common.client(endpoint, cfg)
+            let client = try keys.client(endpoint, cfg)
             defer { client.close() }
             if !follow {
                 let a = try await mapClientError { try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key) }

@@ -20,6 +20,7 @@ struct WorkerCommand: AsyncParsableCommand {
         """)
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var keys: KeyOptions
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
     @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
@@ -32,7 +33,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let target = drain {
             do {
                 let cfg = try common.load()
-                let client = try common.client(join ?? cfg.coordinator, cfg)
+                let client = try keys.client(join ?? cfg.coordinator, cfg)
                 defer { client.close() }
                 let s = try await mapClientError { try await client.drain(worker: target) }
                 let w = s.workers.first { $0.id == target } ?? s.workers.first { $0.name == target && $0.state != "dead" }
@@ -59,7 +60,7 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
-            link.security = try common.clientSecurity(cfg)
+            link.security = try keys.clientSecurity(cfg)
             // libzmq retries by itself, so a key enrolled later gets in without a restart; say why meanwhile.
             let lastReason = Mutex<(String, UInt64)>(("", 0))
             link.onHandshakeFailure = { reason in
