@@ -175,9 +175,7 @@ final class InputFetcher: Sendable {
         }
         let dir = directory + "/" + meta.sha256
         let path = dir + "/" + name
-        if let a = try? FileManager.default.attributesOfItem(atPath: path), (a[.size] as? NSNumber)?.uint64Value == meta.size {
-            return path
-        }
+        if Self.isVerified(path, size: meta.size, sha256: meta.sha256) { return path }
         do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
             throw FetchError(description: "cannot create the cache directory \(dir): \(error)")
         }
@@ -212,10 +210,49 @@ final class InputFetcher: Sendable {
         guard got == meta.sha256 else {
             throw FetchError(description: "'\(meta.path)' arrived with SHA-256 \(got), the coordinator announced \(meta.sha256); not kept")
         }
-        guard fsync(fd) == 0, close(fd) == 0 else { throw FetchError(description: "cannot write \(temp): \(String(cString: strerror(errno)))") }
+        guard fchmod(fd, 0o444) == 0, fsync(fd) == 0, close(fd) == 0 else { throw FetchError(description: "cannot write \(temp): \(String(cString: strerror(errno)))") }
         closed = true
         guard rename(temp, path) == 0 else { throw FetchError(description: "cannot rename \(temp): \(String(cString: strerror(errno)))") }
+        Self.recordVerified(path)
         return path
+    }
+
+    /// What changes whenever a file's bytes can have: inode, size and modification time (not ctime: linking a cached
+    /// file into a model folder changes that).
+    static func stamp(_ path: String) -> String? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return "\(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+    }
+
+    static func stampPath(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".verified"
+    }
+
+    /// Notes that `path`'s bytes were checked against their SHA-256 just now.
+    static func recordVerified(_ path: String) {
+        guard let s = stamp(path) else { return }
+        try? s.write(toFile: stampPath(path), atomically: true, encoding: .utf8)
+    }
+
+    /// Whether the cached `path` can be used as is: it has the size, and either its stamp is the one recorded when its
+    /// SHA-256 was last checked, or it is checked again now and matches. A copy that was changed on disk is removed
+    /// (and then fetched again).
+    static func isVerified(_ path: String, size: UInt64, sha256: String) -> Bool {
+        guard let now = stamp(path) else { return false }
+        if now.split(separator: " ").dropFirst().first == Substring("\(size)") {
+            if (try? String(contentsOfFile: stampPath(path), encoding: .utf8)) == now { return true }
+        } else {
+            return false   // a partial or foreign file: fetched again (the fetch replaces it)
+        }
+        if (try? SHA256.file(path))?.hex == sha256 {
+            recordVerified(path)
+            return true
+        }
+        unlink(path)
+        unlink(stampPath(path))
+        return false
     }
 
     /// A folder holding `files` (name, cached path) under their names — hard links into the cache (copies where

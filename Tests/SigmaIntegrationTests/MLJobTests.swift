@@ -180,6 +180,17 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             let now = ((try? FileManager.default.attributesOfItem(atPath: c + "/" + sha + "/digits.csv"))?[.systemFileNumber] as? NSNumber)?.uint64Value
             #expect(inode != 0 && now == inode, "\(c): the cached copy was fetched again")
         }
+        // A cached copy changed on disk (one byte, same size) is not used: it is fetched again, and training still
+        // equals --local.
+        let tampered = caches[0] + "/" + sha + "/digits.csv"
+        chmod(tampered, 0o644)
+        var bytes = try #require(fileBytes(tampered))
+        bytes[10] = bytes[10] == UInt8(ascii: "1") ? UInt8(ascii: "2") : UInt8(ascii: "1")
+        try Data(bytes).write(to: URL(fileURLWithPath: tampered))
+        let (s4, _, e4) = try await sigma(["submit", shipped, "--coordinator", cluster.endpoint, "--policy", "round-robin", "--follow", "-o", dir.path + "/tampered"])
+        #expect(s4 == 0, "\(e4.suffix(800))")
+        #expect(fileBytes(dir.path + "/tampered/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"))
+        #expect(fileBytes(tampered) == fileBytes(data + "/digits.csv"), "the changed cached copy was used or kept")
         // The workers really cannot read the path: the shared transport fails, naming the file.
         guard hidden else { return }
         let (s3, _, e3) = try await sigma(["submit", try spec("shared"), "--coordinator", cluster.endpoint, "--follow"])

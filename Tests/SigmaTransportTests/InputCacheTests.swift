@@ -1,4 +1,5 @@
 import Foundation
+import SigmaModel
 @testable import SigmaWorker
 import Testing
 
@@ -36,5 +37,34 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["new"])
         InputFetcher(directory: dir, limit: 0, wake: {}).prune()   // no limit
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["new"])
+    }
+
+    /// A cached copy is used as is only while its stamp (inode, size, modification time) is the one recorded when its
+    /// SHA-256 was checked; otherwise it is hashed again: kept when it still matches, removed when it does not.
+    @Test func aCachedCopyChangedOnDiskIsNotUsed() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-verified-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/data.csv"
+        let bytes = Array("1,2,3\n4,5,6\n".utf8)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let sha = SHA256.hex({ var h = SHA256(); h.update(bytes); return h.finish() }())
+        let size = UInt64(bytes.count)
+        // Never checked: hashed now, matches, stamp recorded.
+        #expect(InputFetcher.isVerified(path, size: size, sha256: sha))
+        #expect(FileManager.default.fileExists(atPath: InputFetcher.stampPath(path)))
+        // Touched only (same bytes, new time): hashed again, still good.
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_000_000)], ofItemAtPath: path)
+        #expect(InputFetcher.isVerified(path, size: size, sha256: sha))
+        #expect(try String(contentsOfFile: InputFetcher.stampPath(path), encoding: .utf8) == InputFetcher.stamp(path))
+        // One byte changed, same size: not used, and removed so that it is fetched again.
+        var bad = bytes
+        bad[0] = UInt8(ascii: "9")
+        try Data(bad).write(to: URL(fileURLWithPath: path))
+        #expect(!InputFetcher.isVerified(path, size: size, sha256: sha))
+        #expect(!FileManager.default.fileExists(atPath: path))
+        // The wrong size never passes.
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(!InputFetcher.isVerified(path, size: size + 1, sha256: sha))
     }
 }
