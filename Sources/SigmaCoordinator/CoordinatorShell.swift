@@ -279,10 +279,13 @@ public final class CoordinatorShell: Sendable {
             thread = OSThread(name: "sigma-resolve") { [queue] in
                 while let (peer, submit) = queue.next() {
                     var input = CoordinatorShell.resolve(submit.spec)
-                    var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec) } ?? InputDigests()
+                    // Shipped files are read once for both their SHA-256 and their provenance digest.
+                    var files: [InputFile] = [], known: [String: String] = [:]
                     if case .success = input, submit.spec.inputTransport == .coordinator {
-                        do { digests.files = try CoordinatorShell.inputFiles(submit.spec) } catch { input = .failure(JobError("\(error)")) }
+                        do { (files, known) = try CoordinatorShell.inputFiles(submit.spec) } catch { input = .failure(JobError("\(error)")) }
                     }
+                    var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec, known: known) } ?? InputDigests()
+                    digests.files = files
                     shared.resolved.withLock { $0.append((peer, submit, input, digests)) }
                     waker.wake()
                 }
@@ -326,8 +329,8 @@ public final class CoordinatorShell: Sendable {
 
     /// Content digests of a job's input and model files (provenance shown by `sigma job`); "" where there is no
     /// file or it cannot be read (resolve has already said what is wrong with the job).
-    static func digests(_ spec: JobSpec) -> InputDigests {
-        func d(_ paths: [String]) -> String { (try? Digest.files(paths)) ?? "" }
+    static func digests(_ spec: JobSpec, known: [String: String] = [:]) -> InputDigests {
+        func d(_ paths: [String]) -> String { (try? Digest.files(paths, known: known)) ?? "" }
         switch spec {
         case .mapReduce(let s):
             if case .npy(let path) = s.input { return InputDigests(input: d([path])) }
@@ -338,16 +341,20 @@ public final class CoordinatorShell: Sendable {
         }
     }
 
-    /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted.
-    static func inputFiles(_ spec: JobSpec) throws -> [InputFile] {
-        try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
+    /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted,
+    /// and their provenance digests by path (read in the same pass).
+    static func inputFiles(_ spec: JobSpec) throws -> ([InputFile], [String: String]) {
+        var known: [String: String] = [:]
+        let files = try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
             do {
-                let (hex, size) = try SHA256.file(path)
-                return InputFile(path: path, size: size, sha256: hex)
+                let (digest, sha, size) = try Digest.fileAndSHA256(path)
+                known[path] = digest
+                return InputFile(path: path, size: size, sha256: sha)
             } catch {
                 throw JobError("input_transport coordinator: cannot read '\(path)' to serve it to workers")
             }
         }
+        return (files, known)
     }
 
     /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still have its submitted

@@ -157,35 +157,57 @@ public enum Digest {
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
-    /// A file's content digest (16 hex digits): 64-bit words folded FNV-style with a rotation, then the length
-    /// (fast enough for a 90 MB model: the coordinator computes it off its poller thread at submission).
-    public static func file(_ path: String) throws -> String {
-        guard let h = FileHandle(forReadingAtPath: path) else { throw SpecError(field: "(file)", problem: "cannot read '\(path)'") }
-        defer { try? h.close() }
+    /// The content digest's running state: 64-bit words folded FNV-style with a rotation, then the length. Fed the
+    /// file's 4 MiB pieces in order (the fold of a piece's tail bytes depends on where pieces end).
+    public struct Accumulator {
         var acc: UInt64 = 0xcbf2_9ce4_8422_2325
         var length: UInt64 = 0
-        while let chunk = try h.read(upToCount: 4 << 20), !chunk.isEmpty {
-            length += UInt64(chunk.count)
-            chunk.withUnsafeBytes { raw in
-                let words = raw.count / 8
-                for i in 0..<words {
-                    let w = raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-                    acc = ((acc ^ w) &* 0x0000_0100_0000_01b3)
-                    acc = (acc << 29) | (acc >> 35)
-                }
-                for i in (words * 8)..<raw.count { acc = (acc ^ UInt64(raw[i])) &* 0x0000_0100_0000_01b3 }
+        public init() {}
+        public mutating func update(_ raw: UnsafeRawBufferPointer) {
+            length += UInt64(raw.count)
+            let words = raw.count / 8
+            for i in 0..<words {
+                let w = raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+                acc = ((acc ^ w) &* 0x0000_0100_0000_01b3)
+                acc = (acc << 29) | (acc >> 35)
             }
+            for i in (words * 8)..<raw.count { acc = (acc ^ UInt64(raw[i])) &* 0x0000_0100_0000_01b3 }
         }
-        acc = (acc ^ length) &* 0x9E37_79B9_7F4A_7C15
-        return hex16(acc ^ (acc >> 31))
+        public func finish() -> String {
+            let a = (acc ^ length) &* 0x9E37_79B9_7F4A_7C15
+            return hex16(a ^ (a >> 31))
+        }
     }
 
-    /// One digest for several files (in order), or "" for none.
-    public static func files(_ paths: [String]) throws -> String {
+    /// Reads a file in 4 MiB pieces, handing each to `body`. Throws naming the file.
+    static func pieces(_ path: String, _ body: (UnsafeRawBufferPointer) -> Void) throws {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw SpecError(field: "(file)", problem: "cannot read '\(path)'") }
+        defer { try? h.close() }
+        while let chunk = try h.read(upToCount: 4 << 20), !chunk.isEmpty { chunk.withUnsafeBytes(body) }
+    }
+
+    /// A file's content digest (16 hex digits; fast enough for a 90 MB model: the coordinator computes it off its
+    /// poller thread at submission).
+    public static func file(_ path: String) throws -> String {
+        var a = Accumulator()
+        try pieces(path) { a.update($0) }
+        return a.finish()
+    }
+
+    /// The content digest, SHA-256 and size of a file in one read (files the coordinator ships to workers).
+    public static func fileAndSHA256(_ path: String) throws -> (digest: String, sha256: String, size: UInt64) {
+        var a = Accumulator(), s = SHA256()
+        try pieces(path) { a.update($0); s.update($0) }
+        return (a.finish(), SHA256.hex(s.finish()), a.length)
+    }
+
+    /// One digest for several files (in order), or "" for none. `known`: digests already computed, by path.
+    public static func files(_ paths: [String], known: [String: String] = [:]) throws -> String {
+        func one(_ p: String) throws -> String { try known[p] ?? file(p) }
         switch paths.count {
         case 0: return ""
-        case 1: return try file(paths[0])
-        default: return fnv1a64(Array(try paths.map { try file($0) }.joined(separator: ",").utf8))
+        case 1: return try one(paths[0])
+        default: return fnv1a64(Array(try paths.map(one).joined(separator: ",").utf8))
         }
     }
 }

@@ -98,14 +98,9 @@ public struct SHA256: Sendable {
 
     /// Hex digest and size of a file, read in 4 MiB pieces. Throws naming the file.
     public static func file(_ path: String) throws -> (hex: String, size: UInt64) {
-        guard let fh = FileHandle(forReadingAtPath: path) else { throw SpecError(field: "(file)", problem: "cannot read '\(path)'") }
-        defer { try? fh.close() }
         var s = SHA256()
         var size: UInt64 = 0
-        while let chunk = try fh.read(upToCount: 4 << 20), !chunk.isEmpty {
-            size += UInt64(chunk.count)
-            chunk.withUnsafeBytes { s.update($0) }
-        }
+        try Digest.pieces(path) { size += UInt64($0.count); s.update($0) }
         return (hex(s.finish()), size)
     }
 }

@@ -87,6 +87,24 @@ import Testing
     }
 
     /// SHA-256 against FIPS 180-4's examples, fed whole and in uneven pieces.
+    /// One read gives both the provenance digest and the SHA-256, equal to reading the file for each, for sizes
+    /// around the 4 MiB pieces (the digest folds each piece's tail bytes separately).
+    @Test func oneReadGivesBothDigests() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-digests-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SystemRandomNumberGenerator()
+        for size in [0, 7, 8, 4 << 20, (4 << 20) + 13, (8 << 20) + 5] {
+            let path = dir + "/f\(size)"
+            try Data((0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }).write(to: URL(fileURLWithPath: path))
+            let both = try Digest.fileAndSHA256(path)
+            let sha = try SHA256.file(path)
+            #expect(both.digest == (try Digest.file(path)) && both.sha256 == sha.hex && both.size == UInt64(size) && sha.size == UInt64(size))
+            #expect(try Digest.files([path, path], known: [path: both.digest]) == (try Digest.files([path, path])))
+        }
+        #expect(try Digest.files(["/nonexistent"], known: ["/nonexistent": "x"]) == "x")
+    }
+
     @Test func sha256MatchesTheStandardsExamples() {
         let cases: [([UInt8], String)] = [
             ([], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
