@@ -55,7 +55,8 @@ extension MapReduceSpec {
     func encode(into w: inout ByteWriter) {
         w.string(name)
         switch input {
-        case .npy(let path): w.u8(1); w.string(path)
+        // (5: an npy file the coordinator ships, input_transport: coordinator)
+        case .npy(let path): w.u8(inputTransport == .coordinator ? 5 : 1); w.string(path)
         case .range(let n, let a, let b): w.u8(2); w.u64(n); w.f64(a); w.f64(b)
         case .uniform(let n, let seed, let lo, let hi): w.u8(3); w.u64(n); w.u64(seed); w.f64(lo); w.f64(hi)
         case .normal(let n, let seed, let m, let s): w.u8(4); w.u64(n); w.u64(seed); w.f64(m); w.f64(s)
@@ -86,8 +87,12 @@ extension MapReduceSpec {
     static func decode(from r: inout ByteReader) throws -> MapReduceSpec {
         let name = try r.string("spec.name")
         let input: DataSource
+        var transport: InputTransport? = nil
         switch try r.u8("spec.input.kind") {
         case 1: input = .npy(path: try r.string("spec.input.npy"))
+        case 5:
+            input = .npy(path: try r.string("spec.input.npy"))
+            transport = .coordinator
         case 2: input = .range(count: try r.u64("spec.input.count"), start: try r.f64("spec.input.start"), step: try r.f64("spec.input.step"))
         case 3: input = .uniform(count: try r.u64("spec.input.count"), seed: try r.u64("spec.input.seed"),
                                  low: try r.f64("spec.input.low"), high: try r.f64("spec.input.high"))
@@ -126,7 +131,7 @@ extension MapReduceSpec {
         case 2: sharding = .size(try r.u64("spec.shard_size"))
         case let k: throw ByteReadError(field: "spec.sharding", problem: "unknown code \(k)")
         }
-        return MapReduceSpec(name: name, input: input, map: map, reduce: reduce, sharding: sharding)
+        return MapReduceSpec(name: name, input: input, map: map, reduce: reduce, sharding: sharding, inputTransport: transport)
     }
 
     /// The checks the YAML parser makes, for specs that arrive in binary from the network.

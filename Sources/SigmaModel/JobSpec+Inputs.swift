@@ -3,7 +3,7 @@
 extension JobSpec {
     public var inputTransport: InputTransport {
         switch self {
-        case .mapReduce: .shared
+        case .mapReduce(let s): s.inputTransport ?? .shared
         case .train(let s): s.inputTransport ?? .shared
         case .infer(let s), .eval(let s): s.inputTransport ?? .shared
         case .embed(let s): s.inputTransport ?? .shared
@@ -21,7 +21,9 @@ extension JobSpec {
     /// decides the optional files of a model folder (asked on the coordinator, which holds them).
     public func workerInputFiles(exists: (String) -> Bool) -> [String] {
         switch self {
-        case .mapReduce: return []   // (map-reduce reads a shared path only)
+        case .mapReduce(let s):
+            if case .npy(let path) = s.input { return [path] }
+            return []
         case .train(let s): return s.data.paths
         case .infer(let s), .eval(let s): return s.data.paths + (s.model.weights.map { [$0] } ?? [])
         case .embed(let s):
@@ -35,7 +37,9 @@ extension JobSpec {
     public func localized(_ local: [String: String]) -> JobSpec {
         func l(_ p: String) -> String { local[p] ?? p }
         switch self {
-        case .mapReduce: return self
+        case .mapReduce(var s):
+            if case .npy(let path) = s.input { s.input = .npy(path: l(path)) }
+            return .mapReduce(s)
         case .train(var s):
             s.data = s.data.localized(l)
             return .train(s)

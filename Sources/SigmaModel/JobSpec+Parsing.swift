@@ -153,8 +153,12 @@ extension MapReduceSpec {
         if case .size(let k) = sharding, let n = input.generatedCount, (n + k - 1) / k > UInt64(JobLimits.maxShards) {
             throw SpecError(field: "shard_size", problem: "\(k) gives \((n + k - 1) / k) shards; the limit is \(JobLimits.maxShards)")
         }
+        let transport = try InputTransport.parse(f.optionalString("input_transport"))
+        if transport == .coordinator, input.generatedCount != nil {
+            throw SpecError(field: "input_transport", problem: "applies to an npy input; a generated input has no file to ship")
+        }
         try f.rejectUnknown()
-        return MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding)
+        return MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding, inputTransport: transport)
     }
 }
 

@@ -43,14 +43,17 @@ public struct MapReduceSpec: Sendable, Equatable {
     public var map: ElementFunction
     public var reduce: [Reducer]
     public var sharding: Sharding
+    /// `input_transport` of an `npy` input (nil: shared).
+    public var inputTransport: InputTransport?
 
     public init(name: String = "map-reduce", input: DataSource, map: ElementFunction = .identity,
-                reduce: [Reducer], sharding: Sharding = .count(64)) {
+                reduce: [Reducer], sharding: Sharding = .count(64), inputTransport: InputTransport? = nil) {
         self.name = name
         self.input = input
         self.map = map
         self.reduce = reduce
         self.sharding = sharding
+        self.inputTransport = inputTransport
     }
 
     /// The histogram reducer, if one was asked for (at most one is allowed).

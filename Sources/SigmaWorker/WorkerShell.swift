@@ -351,7 +351,11 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
+                    if case .mapReduce = task.spec, task.spec.inputTransport == .coordinator {
+                        // Its file may still have to be fetched: the poller may run it only through the compute
+                        // context that has it (as an ML shard), never waiting for a fetch itself.
+                        if task.count <= options.inlineRows, shared.work.isEmpty { inlineML.append(task) } else { shared.work.push(task) }
+                    } else if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
                         inline.append(task)
                     } else if case .mapReduce = task.spec {
                         shared.work.push(task)

@@ -197,6 +197,48 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(s3 != 0 && e3.contains(data + "/digits.csv"), "shared transport with hidden data: \(s3) \(e3.suffix(400))")
     }
 
+    /// A map-reduce over an `.npy` the workers cannot see: they fetch it from the coordinator (tiny shards included,
+    /// which the poller must not fetch for), and the result equals a single-process Float64 reference; a second run
+    /// fetches nothing.
+    @Test func mapReduceShipsItsNpyToHiddenWorkers() async throws {
+        let dir = try Scratch("ship-mr")
+        defer { dir.remove() }
+        let data = dir.path + "/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        var rng = SystemRandomNumberGenerator()
+        let values = (0..<100_000).map { _ in Double.random(in: -1...1, using: &rng) }
+        try NpyFile.write(path: data + "/v.npy", float64: values)
+        let spec = try dir.write("mr.yaml", "kind: map-reduce\nname: it-ship-mr\ninput: {npy: \(data)/v.npy}\nmap: square\nreduce: [sum, count, max]\nshards: 40\ninput_transport: coordinator\n")
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        let caches = [dir.path + "/cache-1", dir.path + "/cache-2"]
+        for (i, c) in caches.enumerated() { try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) }
+        try await cluster.waitForWorkers(2)
+        let client = try SigmaClient(endpoint: cluster.endpoint)
+        defer { client.close() }
+        let job = try JobSpec.load(path: spec)
+        func run() async throws -> MapReduceResult? {
+            let o = try await client.runToEnd(job)
+            #expect(o.state == .completed, "\(o.error)")
+            return try? o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        }
+        let squares = values.map { $0 * $0 }
+        let want = squares.reduce(0, +)
+        var result = try await run()
+        #expect(abs((result?.total.total ?? .nan) - want) <= 1e-12 * want, "\(String(describing: result?.total.total)) vs \(want)")
+        #expect(result?.total.count == UInt64(values.count) && result?.total.max == squares.max())
+        let (sha, _) = try SHA256.file(data + "/v.npy")
+        let copies = caches.map { $0 + "/" + sha + "/v.npy" }.filter { FileManager.default.fileExists(atPath: $0) }
+        #expect(!copies.isEmpty, "no worker cached the shipped file")
+        for c in copies { #expect(fileBytes(c) == fileBytes(data + "/v.npy")) }
+        let inodes = copies.map { ((try? FileManager.default.attributesOfItem(atPath: $0))?[.systemFileNumber] as? NSNumber)?.uint64Value }
+        result = try await run()
+        #expect(abs((result?.total.total ?? .nan) - want) <= 1e-12 * want)
+        for (c, inode) in zip(copies, inodes) {
+            #expect(((try? FileManager.default.attributesOfItem(atPath: c))?[.systemFileNumber] as? NSNumber)?.uint64Value == inode, "\(c) fetched again")
+        }
+    }
+
     /// An embed job shipping its inputs: hidden workers fetch the text file and the model folder's files, rebuild the
     /// folder in their cache (links named as in the folder) and embed the same bits as the local run. (Hidden where
     /// mount namespaces are available.)

@@ -84,9 +84,20 @@ import Testing
         #expect(embed.workerInputFiles { $0.hasSuffix("sentence_bert_config.json") }.last == "/m/minilm/sentence_bert_config.json")
         guard case .embed(let e) = embed.localized(["/m/minilm": "/c/folder-1", "/d/s.txt": "/c/s.txt"]) else { Issue.record("kind"); return }
         #expect(e.model == "/c/folder-1" && e.input == "/c/s.txt")
+        // Map-reduce ships its npy input the same way (binary kind code 5); a generated input has nothing to ship.
+        let mr = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\ninput_transport: coordinator\n")
+        #expect(mr.inputTransport == .coordinator)
+        #expect(try JobSpec.decode(mr.encoded.withUnsafeBytes { $0 }) == mr)
+        #expect(mr.workerInputFiles { _ in true } == ["/d/v.npy"])
+        guard case .mapReduce(let m) = mr.localized(["/d/v.npy": "/c/3/v.npy"]) else { Issue.record("kind"); return }
+        #expect(m.input == .npy(path: "/c/3/v.npy") && m.inputTransport == .coordinator)
+        let plain = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\n")
+        #expect(plain.inputTransport == .shared && plain.encoded != mr.encoded)
+        #expect(try JobSpec.decode(plain.encoded.withUnsafeBytes { $0 }) == plain)
+        #expect { _ = try JobSpec.parse("kind: map-reduce\ninput: {generate: range, count: 5}\nreduce: sum\ninput_transport: coordinator\n") }
+            throws: { "\($0)".contains("input_transport") && "\($0)".contains("generated") }
     }
 
-    /// SHA-256 against FIPS 180-4's examples, fed whole and in uneven pieces.
     /// One read gives both the provenance digest and the SHA-256, equal to reading the file for each, for sizes
     /// around the 4 MiB pieces (the digest folds each piece's tail bytes separately).
     @Test func oneReadGivesBothDigests() throws {
@@ -105,6 +116,7 @@ import Testing
         #expect(try Digest.files(["/nonexistent"], known: ["/nonexistent": "x"]) == "x")
     }
 
+    /// SHA-256 against FIPS 180-4's examples, fed whole and in uneven pieces.
     @Test func sha256MatchesTheStandardsExamples() {
         let cases: [([UInt8], String)] = [
             ([], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
