@@ -8,6 +8,12 @@ public protocol DashboardSource: Sendable {
     func snapshot() -> ClusterStatus?
     func jobDetail(_ id: JobID) async -> JobDetail?
     func takeSamples() -> (shards: [UInt64], reduces: [UInt64])
+    /// CURVE handshakes admitted and refused so far; nil without CURVE keys.
+    func handshakes() -> (admitted: UInt64, refused: UInt64)?
+}
+
+extension DashboardSource {
+    public func handshakes() -> (admitted: UInt64, refused: UInt64)? { nil }
 }
 
 /// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
@@ -64,7 +70,7 @@ public struct Dashboard: Sendable {
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers,
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples()))))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples(), handshakes: source.handshakes()))))
         }
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sigma"),
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) })

@@ -30,6 +30,8 @@ public final class SigmaMetrics: Sendable {
         ("sigma_worker_bytes_out", "Bytes sent to the worker", { Double($0.bytesOut) }),
     ]
     let workerGauges = Mutex<[String: [Gauge]]>([:])
+    /// sigma_curve_handshakes_total{outcome}: made at the first scrape that has CURVE figures, with their last values.
+    let handshakeCounters = Mutex<(admitted: Counter, refused: Counter, last: (UInt64, UInt64))?>(nil)
 
     public init() {
         let r = registry
@@ -67,7 +69,20 @@ public final class SigmaMetrics: Sendable {
     }
 
     /// Brings the metrics up to `status` and the new samples; returns the text exposition.
-    public func scrape(_ status: ClusterStatus?, samples: (shards: [UInt64], reduces: [UInt64])) -> String {
+    public func scrape(_ status: ClusterStatus?, samples: (shards: [UInt64], reduces: [UInt64]),
+                       handshakes: (admitted: UInt64, refused: UInt64)? = nil) -> String {
+        if let h = handshakes {
+            handshakeCounters.withLock { c in
+                if c == nil {
+                    let help = "CURVE handshakes answered: admitted (enrolled keys) or refused"
+                    c = (registry.makeCounter(name: "sigma_curve_handshakes_total", labels: [("outcome", "admitted")], help: help),
+                         registry.makeCounter(name: "sigma_curve_handshakes_total", labels: [("outcome", "refused")], help: help), (0, 0))
+                }
+                if h.admitted > c!.last.0 { c!.admitted.increment(by: Int64(clamping: h.admitted - c!.last.0)) }
+                if h.refused > c!.last.1 { c!.refused.increment(by: Int64(clamping: h.refused - c!.last.1)) }
+                c!.last = (max(c!.last.0, h.admitted), max(c!.last.1, h.refused))
+            }
+        }
         for s in samples.shards { shardDuration.recordNanoseconds(Int64(clamping: s)) }
         for s in samples.reduces { reduce.recordNanoseconds(Int64(clamping: s)) }
         if let st = status {

@@ -53,6 +53,12 @@ public final class ZAPService: Sendable {
     private let domains = Mutex<[String: (allow: AllowList, observe: Observer)]>([:])
     private let started = Mutex<OSThread?>(nil)
     private let counter = Atomic<Int>(0)
+    private let tallies = Mutex<[String: (admitted: UInt64, refused: UInt64)]>([:])
+
+    /// CURVE handshakes answered for `domain` so far: admitted (enrolled keys) and refused.
+    public func handshakes(_ domain: String) -> (admitted: UInt64, refused: UInt64) {
+        tallies.withLock { $0[domain] } ?? (0, 0)
+    }
 
     /// Registers an allow list under a new ZAP domain (returned) and starts the handler on first use; when this
     /// returns the handler is bound, so a server socket made afterwards is never without authentication.
@@ -128,6 +134,14 @@ public final class ZAPService: Sendable {
                 guard let entry = domains.withLock({ $0[domain] }) else { return nil }
                 observer = entry.observe
                 return entry.allow.name(of: key)
+            }
+            if frames.count > 2 {
+                let domain = String(decoding: frames[2], as: UTF8.self)
+                tallies.withLock { t in
+                    var v = t[domain] ?? (0, 0)
+                    if decision.admitted { v.admitted += 1 } else { v.refused += 1 }
+                    t[domain] = v
+                }
             }
             for (i, f) in decision.reply.enumerated() {
                 _ = f.withUnsafeBytes { zmq_send(s, $0.baseAddress, $0.count, i < decision.reply.count - 1 ? ZMQ_SNDMORE : 0) }

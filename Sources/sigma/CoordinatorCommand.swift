@@ -84,7 +84,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 let host = httpListen
                 web = Task {
                     do {
-                        try await Dashboard(source: shell).run(host: host, port: hp) { bound in
+                        let source = SecuredSource(shell: shell, zapDomain: { if case .server(_, let d)? = security { d } else { nil } }())
+                        try await Dashboard(source: source).run(host: host, port: hp) { bound in
                             logger.info("web dashboard on http://\(host):\(bound)/ (metrics: /metrics)")
                             print("dashboard http://\(host):\(bound)/")
                             fflush(nil)
@@ -179,4 +180,14 @@ final class SignalSources: @unchecked Sendable {
 
 extension CoordinatorShell: DashboardSource {
     public func snapshot() -> ClusterStatus? { status }
+}
+
+/// The coordinator as the dashboard sees it, with its CURVE handshake counts when it has keys.
+struct SecuredSource: DashboardSource {
+    let shell: CoordinatorShell
+    let zapDomain: String?
+    func snapshot() -> ClusterStatus? { shell.status }
+    func jobDetail(_ id: JobID) async -> JobDetail? { await shell.jobDetail(id) }
+    func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) { shell.takeSamples() }
+    func handshakes() -> (admitted: UInt64, refused: UInt64)? { zapDomain.map { ZAPService.shared.handshakes($0) } }
 }

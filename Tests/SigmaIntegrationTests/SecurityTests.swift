@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Glibc
 import SigmaJobs
 import Synchronization
@@ -139,10 +142,11 @@ final class RecordingRelay: @unchecked Sendable {
         #expect(mode(k.key("w1")) == 0o600 && mode(k.key("coordinator")) == 0o600)
         #expect(mode(k.pub("w1")) & 0o044 == 0o044)
 
-        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--http-port", "0", "--log-level", "info",
                                             "--key", k.key("coordinator"), "--allow", k.allow])
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
+        let dashboard = String(try await coordinator.waitForLine("dashboard ").dropFirst("dashboard ".count))
         func worker(_ name: String, key: String?) throws -> SigmaProcess {
             try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? []))
         }
@@ -193,6 +197,19 @@ final class RecordingRelay: @unchecked Sendable {
             names = workerNames(endpoint, key: k.key("client"))
         }
         #expect(names == ["stranger", "w1"])
+
+        // Operators see the handshakes in /metrics: admitted ones and refusals (strangers, plain peers are refused
+        // before ZAP and not counted there).
+        var request = URLRequest(url: URL(string: dashboard + "metrics")!)
+        request.timeoutInterval = 30
+        let (body, _) = try await URLSession.shared.data(for: request)
+        let text = String(decoding: body, as: UTF8.self)
+        func value(_ outcome: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix("sigma_curve_handshakes_total{outcome=\"\(outcome)\"}") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect((value("admitted") ?? 0) >= 3, "\(text.split(separator: "\n").filter { $0.contains("curve") })")
+        #expect((value("refused") ?? 0) >= 2)
     }
 
     /// The control for the test above: without keys, the same relay sees the job spec in the clear — so the
