@@ -22,6 +22,11 @@ public struct ClusterConfig: Sendable, Equatable {
     public var allowFolder: String? = nil
     /// CURVE, workers and clients: the coordinator's public key file (when their key file does not name it).
     public var coordinatorKeyFile: String? = nil
+    /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
+    public var joinGiven: String? = nil
+    /// The hosts `sigma up` starts processes on, and how it reaches them.
+    public var hosts: [HostEntry] = []
+    public var ssh = SSHSettings()
 
     public init() {}
 
@@ -70,7 +75,48 @@ public struct ClusterConfig: Sendable, Equatable {
                 guard v <= 1024 else { throw SpecError(field: "\(file): worker.threads", problem: "at most 1024, got \(v)") }
                 c.workerThreads = Int(v)
             }
-            if let v = try f.optionalString("join") { c.coordinator = v }
+            if let v = try f.optionalString("join") {
+                c.coordinator = v
+                c.joinGiven = v
+            }
+            try f.rejectUnknown()
+        }
+        if let n = top.take("hosts") {
+            guard let seq = n.sequence else { throw SpecError(field: "\(file): hosts", problem: "expected a list of {host, coordinator, workers, key}") }
+            for (i, item) in seq.enumerated() {
+                let at = "\(file): hosts[\(i)]"
+                guard let m = item.mapping else { throw SpecError(field: at, problem: "expected a mapping such as {host: 10.0.0.6, workers: 2}") }
+                var f = Fields(m, path: at + ".")
+                var h = HostEntry(host: try f.string("host"))
+                if let v = try f.optionalString("coordinator") {
+                    guard let b = Bool(v) else { throw SpecError(field: at + ".coordinator", problem: "expected true or false, got '\(v)'") }
+                    h.coordinator = b
+                }
+                if let v = try f.optionalUInt("workers") {
+                    guard v <= 256 else { throw SpecError(field: at + ".workers", problem: "at most 256, got \(v)") }
+                    h.workers = Int(v)
+                }
+                h.key = try f.optionalString("key")
+                try f.rejectUnknown()
+                c.hosts.append(h)
+            }
+        }
+        if let n = top.take("ssh") {
+            guard let m = n.mapping else { throw SpecError(field: "\(file): ssh", problem: "expected a mapping") }
+            var f = Fields(m, path: "\(file): ssh.")
+            if let cmd = f.take("command") {
+                guard let seq = cmd.sequence, !seq.isEmpty else { throw SpecError(field: "\(file): ssh.command", problem: "expected a list such as [ssh, -o, BatchMode=yes]") }
+                c.ssh.command = try seq.map {
+                    guard let s = $0.string else { throw SpecError(field: "\(file): ssh.command", problem: "every item must be a string") }
+                    return s
+                }
+            }
+            if let v = try f.optionalUInt("port") {
+                guard v >= 1, v <= 65535 else { throw SpecError(field: "\(file): ssh.port", problem: "must be 1…65535, got \(v)") }
+                c.ssh.port = Int(v)
+            }
+            if let v = try f.optionalString("binary") { c.ssh.binary = v }
+            if let v = try f.optionalString("run_dir") { c.ssh.runDirectory = v }
             try f.rejectUnknown()
         }
         if let n = top.take("security") {

@@ -20,7 +20,7 @@ struct Sigma: AsyncParsableCommand {
         """,
         subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self, JobCommand.self,
                       LogsCommand.self, CancelCommand.self, ResultsCommand.self, WorkersCommand.self, TraceCommand.self, TopCommand.self,
-                      DemoCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
+                      DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
 }
 
