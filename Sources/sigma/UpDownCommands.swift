@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SigmaClient
 import SigmaModel
+import SigmaTransport
 
 /// Runs one deploy step (ssh …) and returns its exit status and output.
 func runStep(_ step: DeployPlan.Step, timeout: Double) -> (status: Int32, output: String) {
@@ -13,7 +14,7 @@ func runStep(_ step: DeployPlan.Step, timeout: Double) -> (status: Int32, output
     p.standardError = out
     p.standardInput = FileHandle.nullDevice
     do { try p.run() } catch { return (127, "cannot run \(step.argv.first ?? "ssh"): \(error)") }
-    let reader = Thread.detachedOutput(out.fileHandleForReading)
+    let reader = OutputCollector(out.fileHandleForReading)
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(20_000) }
     if p.isRunning {
@@ -22,35 +23,6 @@ func runStep(_ step: DeployPlan.Step, timeout: Double) -> (status: Int32, output
     }
     p.waitUntilExit()
     return (p.terminationStatus, reader.text().trimmingCharacters(in: .whitespacesAndNewlines))
-}
-
-extension Thread {
-    /// Collects a pipe's output on a thread of its own (a full pipe must not block the child).
-    final class Collected: @unchecked Sendable {
-        private let lock = NSLock()
-        private var data = Data()
-        private let done = DispatchSemaphore(value: 0)
-        func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
-        func finish() { done.signal() }
-        func text() -> String {
-            done.wait()
-            lock.lock(); defer { lock.unlock() }
-            return String(decoding: data, as: UTF8.self)
-        }
-    }
-
-    static func detachedOutput(_ h: FileHandle) -> Collected {
-        let c = Collected()
-        Thread.detachNewThread {
-            while true {
-                let d = h.availableData
-                if d.isEmpty { break }
-                c.append(d)
-            }
-            c.finish()
-        }
-        return c
-    }
 }
 
 struct UpCommand: AsyncParsableCommand {
