@@ -22,6 +22,13 @@ public struct ClusterConfig: Sendable, Equatable {
     public var allowFolder: String? = nil
     /// CURVE, workers and clients: the coordinator's public key file (when their key file does not name it).
     public var coordinatorKeyFile: String? = nil
+    /// Scheduling policy name (checked by the coordinator), hedging, step timeout (seconds; 0: none), dashboard address
+    /// and port (nil: the coordinator port + 1).
+    public var policy: String? = nil
+    public var hedging = true
+    public var stepTimeout: Int? = nil
+    public var httpListen = "127.0.0.1"
+    public var httpPort: Int? = nil
     /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
     public var joinGiven: String? = nil
     /// The hosts `sigma up` starts processes on, and how it reaches them.
@@ -50,7 +57,7 @@ public struct ClusterConfig: Sendable, Equatable {
             var f = Fields(m, path: "\(file): coordinator.")
             if let v = try f.optionalString("listen") { c.listen = v }
             if let v = try f.optionalUInt("port") {
-                guard v >= 1, v <= 65535 else { throw SpecError(field: "\(file): coordinator.port", problem: "must be 1…65535, got \(v)") }
+                guard v <= 65535 else { throw SpecError(field: "\(file): coordinator.port", problem: "must be 0…65535 (0: any free port), got \(v)") }
                 c.port = Int(v)
             }
             if let v = try f.optionalString("endpoint") { c.coordinator = v } else { c.coordinator = "tcp://\(c.listen == "0.0.0.0" ? "127.0.0.1" : c.listen):\(c.port)" }
@@ -61,6 +68,20 @@ public struct ClusterConfig: Sendable, Equatable {
             if let v = try f.optionalUInt("liveness") {
                 guard v >= 1, v <= 100 else { throw SpecError(field: "\(file): coordinator.liveness", problem: "must be 1…100, got \(v)") }
                 c.liveness = Int(v)
+            }
+            c.policy = try f.optionalString("policy")
+            if let v = try f.optionalString("hedging") {
+                guard let b = Bool(v) else { throw SpecError(field: "\(file): coordinator.hedging", problem: "expected true or false, got '\(v)'") }
+                c.hedging = b
+            }
+            if let v = try f.optionalUInt("step_timeout_s") {
+                guard v <= 30 * 86_400 else { throw SpecError(field: "\(file): coordinator.step_timeout_s", problem: "at most 2592000 (30 days), got \(v)") }
+                c.stepTimeout = Int(v)
+            }
+            if let v = try f.optionalString("http_listen") { c.httpListen = v }
+            if let v = try f.optionalUInt("http_port") {
+                guard v <= 65535 else { throw SpecError(field: "\(file): coordinator.http_port", problem: "must be 0…65535, got \(v)") }
+                c.httpPort = Int(v)
             }
             if let v = try f.optionalUInt("max_frame_bytes") {
                 guard v >= 1024, v <= 1 << 31 else { throw SpecError(field: "\(file): coordinator.max_frame_bytes", problem: "must be 1024…2^31, got \(v)") }

@@ -29,13 +29,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Port to bind (default 7700; 0 picks a free port).") var port: Int?
     @Option(help: "Heartbeat interval in milliseconds (default 1000).") var heartbeatMs: Int?
     @Option(help: "Missed heartbeats before a worker is declared dead (default 3).") var liveness: Int?
-    @Option(help: "Scheduling policy: latency-aware (default), least-loaded, round-robin.") var policy: String?
+    @Option(help: "Scheduling policy: latency-aware (default), least-loaded, round-robin (default: coordinator.policy).") var policy: String?
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
     @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
     @Option(help: "With --key: folder of enrolled public keys (*.pub) of workers and clients; re-read when it changes (default: security.allow).") var allow: String?
-    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1; the dashboard binds loopback unless told otherwise).") var httpListen: String = "127.0.0.1"
+    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1, or coordinator.http_listen; loopback unless told otherwise).") var httpListen: String?
     @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
     @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
 
@@ -54,9 +54,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
             options.core.liveness = liveness ?? cfg.liveness
-            if let p = policy { options.core.policy = try SchedulingPolicy.parse(p) }
-            if noHedging { options.core.hedging = false }
-            if let t = stepTimeout {
+            if let p = policy ?? cfg.policy {
+                do { options.core.policy = try SchedulingPolicy.parse(p) } catch let e as SpecError {
+                    throw CLIError.usage("\(policy == nil ? "coordinator.policy in the config" : "--policy"): \(e.problem)")
+                }
+            }
+            if noHedging || !cfg.hedging { options.core.hedging = false }
+            if let t = stepTimeout ?? cfg.stepTimeout {
                 guard t >= 0 else { throw CLIError.usage("--step-timeout must be ≥ 0, got \(t)") }
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000
             }
@@ -79,9 +83,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             fflush(nil)
             var web: Task<Void, Never>? = nil
             if !noHttp {
-                let hp = httpPort ?? (p == 0 ? 0 : p + 1)
+                let hp = httpPort ?? cfg.httpPort ?? (p == 0 ? 0 : p + 1)
                 guard (0...65535).contains(hp) else { throw CLIError.usage("--http-port must be 0…65535, got \(hp)") }
-                let host = httpListen
+                let host = httpListen ?? cfg.httpListen
                 web = Task {
                     do {
                         let source = SecuredSource(shell: shell, zapDomain: { if case .server(_, let d)? = security { d } else { nil } }())

@@ -36,7 +36,7 @@ struct CommonOptions: ParsableArguments {
         let path = config ?? (FileManager.default.fileExists(atPath: "cluster.yaml") ? "cluster.yaml" : nil)
         guard let p = path else { return ClusterConfig() }
         do { return try ClusterConfig.load(path: p) } catch let e as SpecError {
-            throw CLIError.usage("\(e)")
+            throw CLIError.usage(e.field == "(file)" ? e.problem : "\(e.field): \(e.problem)")
         }
     }
 

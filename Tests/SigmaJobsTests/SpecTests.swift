@@ -143,6 +143,11 @@ import Testing
         #expect(c.coordinator == "tcp://127.0.0.1:7800")
         #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinator: {port: 70000}") }
         #expect(throws: SpecError.self) { _ = try ClusterConfig.parse("coordinatr: {port: 7}") }
+        // Scheduler and dashboard settings.
+        let s = try ClusterConfig.parse("coordinator: {policy: round-robin, hedging: false, step_timeout_s: 90, http_listen: 0.0.0.0, http_port: 9000}")
+        #expect(s.policy == "round-robin" && !s.hedging && s.stepTimeout == 90 && s.httpListen == "0.0.0.0" && s.httpPort == 9000)
+        #expect { _ = try ClusterConfig.parse("coordinator: {hedging: maybe}") } throws: { "\($0)".contains("coordinator.hedging") }
+        #expect { _ = try ClusterConfig.parse("coordinator: {http_port: 70000}") } throws: { "\($0)".contains("coordinator.http_port") }
     }
 }
 
