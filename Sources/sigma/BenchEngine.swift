@@ -91,13 +91,19 @@ func peakGEMMRate(threads: Int) -> Double {
 
 /// One run of the NumPy baseline (20 steps after 3 warm-up) on `threads` BLAS threads; nil without python3/numpy.
 func numpyStepRate(threads: Int) -> Double? {
-    let script = "bench/mlp_numpy.py"
+    pythonBaseline("bench/mlp_numpy.py", ["1"], threads: threads)
+}
+
+/// Runs a baseline script with `SIGMA_BENCH_PYTHON` (default python3) and `threads` BLAS threads; its stdout is one
+/// number. nil when the script, the Python or its packages are missing.
+func pythonBaseline(_ script: String, _ args: [String], threads: Int, environment extra: [String: String] = [:]) -> Double? {
     guard FileManager.default.fileExists(atPath: script) else { return nil }
     let p = Process(), out = Pipe()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [ProcessInfo.processInfo.environment["SIGMA_BENCH_PYTHON"] ?? "python3", script, "1"]
+    p.arguments = [ProcessInfo.processInfo.environment["SIGMA_BENCH_PYTHON"] ?? "python3", script] + args
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "\(threads)"
+    env.merge(extra) { $1 }
     p.environment = env
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
@@ -137,6 +143,13 @@ func engineStepRate(threads: Int, runs: Int, steps: Int = 20) -> Double {
     return median(rates)
 }
 
+/// One run of the sentence-transformers baseline (`bench/embed_sentence_transformers.py`) on `threads` threads over
+/// the corpus file; nil when `SIGMA_BENCH_PYTHON` (default python3) has no sentence-transformers.
+func sentenceTransformersRate(model: String, sentences: String, threads: Int) -> Double? {
+    pythonBaseline("bench/embed_sentence_transformers.py", [model, sentences, "1", "\(threads)"], threads: threads,
+                   environment: ["HF_HUB_OFFLINE": "1"])
+}
+
 /// The benchmark corpus: 2,000 sentences of 8–40 words drawn (seeded) from the model's whole-word vocabulary.
 func benchSentences(vocab: [String: Int32]) -> [String] {
     let words = vocab.keys.filter { $0.count >= 3 && $0.allSatisfy(\.isLetter) && !$0.hasPrefix("[") }.sorted()
@@ -158,8 +171,8 @@ func benchEmbed(runs: Int) throws {
     let tokens = encoder.tokenize(sentences).map(\.count)
     print("# sigma bench embed — all-MiniLM-L6-v2, \(sentences.count) sentences (\(tokens.reduce(0, +) / tokens.count) tokens on average), batch 32, OpenBLAS \(BLASInfo.coreName)")
     print("")
-    print("| threads | Sigma sentences/s | ceiling: peak GEMM rate, same run | target |")
-    print("|---|---|---|---|")
+    print("| threads | Sigma sentences/s | sentence-transformers, same run | Sigma / sentence-transformers (median of pairs) | ceiling: peak GEMM rate, same run | target |")
+    print("|---|---|---|---|---|---|")
     let flops = encoder.matmulFLOPs(lengths: tokens, batchSize: 32)
     let savedThreads = BLASInfo.threads
     defer { BLASInfo.setThreads(savedThreads) }
@@ -167,15 +180,20 @@ func benchEmbed(runs: Int) throws {
         // One core means one BLAS thread too (with one batch thread, `embed` leaves BLAS's own setting alone).
         BLASInfo.setThreads(threads)
         _ = encoder.embed(Array(sentences.prefix(64)), threads: threads)
-        var rates: [Double] = []
+        var rates: [Double] = [], baseline: [Double] = []
         for _ in 0..<runs {
             let t = monotonicNanos()
             _ = encoder.embed(sentences, batchSize: 32, threads: threads)
             rates.append(Double(sentences.count) / (Double(monotonicNanos() - t) / 1e9))
+            // The baseline right after each run (one run of its own), so drift on a shared machine hits both alike.
+            if let r = sentenceTransformersRate(model: dir, sentences: "artifacts/bench-sentences.txt", threads: threads) { baseline.append(r) }
         }
         let peak = peakGEMMRate(threads: threads)
         let ceiling = "\(Int(Double(sentences.count) * peak / flops)) (\(String(format: "%.0f", peak / 1e9)) GFLOP/s, \(String(format: "%.2f", flops / 1e12)) TFLOP)"
-        print("| \(threads) | \(Int(median(rates))) | \(ceiling) | \(threads == 2 ? "≥ 470 (needs \(String(format: "%.0f", 470 * flops / Double(sentences.count) / 1e9)) GFLOP/s)" : "") |")
+        let base = baseline.isEmpty ? "unavailable (set SIGMA_BENCH_PYTHON to a Python with sentence-transformers)" : "\(Int(median(baseline)))"
+        let ratios = zip(rates, baseline).map { $0 / $1 }
+        let ratio = ratios.isEmpty ? "" : String(format: "%.2f × (%.2f–%.2f)", median(ratios), ratios.min()!, ratios.max()!)
+        print("| \(threads) | \(Int(median(rates))) | \(base) | \(ratio) | \(ceiling) | \(threads == 2 ? "≥ 470 (needs \(String(format: "%.0f", 470 * flops / Double(sentences.count) / 1e9)) GFLOP/s)" : "") |")
     }
     print("")
     print("Ceiling: the encoder's matrix products for these batches (projections, feed-forward and attention, padded")
