@@ -6,15 +6,18 @@ import Synchronization
 
 /// What a client call can fail with; every case says what to do next.
 public enum ClientError: Error, CustomStringConvertible, Equatable {
-    case noAnswer(endpoint: String, seconds: Double, request: String)
+    /// `secure`: the client used CURVE keys, so a coordinator without keys, or a wrong coordinator key, also ends here
+    /// (those handshakes fail without an event on the client's side).
+    case noAnswer(endpoint: String, seconds: Double, request: String, secure: Bool = false)
     case refused(ErrorReply)
     case badReply(String)
     case connection(String)
 
     public var description: String {
         switch self {
-        case .noAnswer(let ep, let s, let what):
+        case .noAnswer(let ep, let s, let what, let secure):
             "no answer to \(what) from the coordinator at \(ep) within \(String(format: "%g", s)) s; is it running? (start one with: sigma coordinator)"
+                + (secure ? " — with CURVE keys also check that it runs with --key/--allow and that --coordinator-key is its public key" : "")
         case .refused(let e): "coordinator refused: \(e.message) (code \(e.code))"
         case .badReply(let s): "unexpected reply from the coordinator: \(s)"
         case .connection(let s): "cannot reach the coordinator: \(s)"
@@ -26,6 +29,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
 /// calls never block the cooperative pool.
 public final class SigmaClient: Sendable {
     public let endpoint: String
+    /// Whether this client's connection uses CURVE keys.
+    public let secure: Bool
     private let link: BridgedLink
     private let handlers: Handlers
     private let nextRequest = Atomic<UInt64>(1)
@@ -67,6 +72,7 @@ public final class SigmaClient: Sendable {
 
     public init(factory: LinkFactory, endpoint: String) throws {
         self.endpoint = endpoint
+        if case .zmqConnect(_, let o) = factory { secure = o.security != nil } else { secure = false }
         let handlers = Handlers()
         self.handlers = handlers
         var factory = factory
@@ -113,10 +119,10 @@ public final class SigmaClient: Sendable {
         handlers.withLock { $0[id] = handler }
         link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
         if timeout > 0 {
-            let handlers = self.handlers, ep = endpoint
+            let handlers = self.handlers, ep = endpoint, secure = self.secure
             handlers.arm(id, seconds: timeout) {
                 if let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
-                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: timeout, request: what)))
+                    _ = h(.failure(.noAnswer(endpoint: ep, seconds: timeout, request: what, secure: secure)))
                 }
             }
         }

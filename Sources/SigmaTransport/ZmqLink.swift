@@ -182,7 +182,7 @@ public final class ZmqLink: MessageLink {
             }
             return "CURVE handshake with the coordinator at \(endpoint) failed (protocol error 0x\(String(value, radix: 16))): is the coordinator key right?"
         default:
-            return "CURVE handshake with the coordinator at \(endpoint) failed: is --coordinator-key the coordinator's public key?"
+            return "CURVE handshake with the coordinator at \(endpoint) failed: does it run with --key and --allow, and is --coordinator-key its public key?"
         }
     }
 

@@ -225,6 +225,12 @@ final class RecordingRelay: @unchecked Sendable {
         let run = runTool(try sigmaBinary(), ["submit", spec, "--follow", "--json", "--coordinator", "tcp://127.0.0.1:\(relay.port)"], timeout: 60)
         #expect(run.status == 0, "\(run.err)")
         #expect(relay.contains(marker))
+        // A client with keys against this coordinator without: refused, pointed at the keys (by the handshake event
+        // or, failing that, by the timeout's hint).
+        let k = try makeKeys()
+        defer { try? FileManager.default.removeItem(atPath: k.dir) }
+        let keyed = runTool(try sigmaBinary(), ["status", "--coordinator", cluster.endpoint, "--key", k.key("client"), "--timeout", "3"])
+        #expect(keyed.status == 3 && keyed.err.contains("--coordinator-key") && keyed.err.contains("--key"), "\(keyed.err)")
     }
 
     /// Key and policy mistakes are refused before anything listens, naming the file or flag.
