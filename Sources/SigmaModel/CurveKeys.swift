@@ -150,7 +150,8 @@ public final class AllowList: @unchecked Sendable {
     public let folder: String
     private let lock = NSLock()
     private var keys: [String: String] = [:]     // Z85 public key → name
-    private var stamp: (sec: Int, nsec: Int) = (-1, -1)
+    /// The folder's and its `.pub` files' modification times and sizes at the last read.
+    private var stamp: [String] = []
     /// When the folder was last read (wall clock, seconds).
     private var readAt = 0.0
     /// Files skipped at the last read, with why (shown in the coordinator's log).
@@ -165,22 +166,29 @@ public final class AllowList: @unchecked Sendable {
         _ = refresh()
     }
 
-    /// Re-reads the folder if its modification time changed; returns the number of enrolled keys.
+    /// Re-reads the folder if it or one of its `.pub` files changed (added, removed, rewritten in place); returns the
+    /// number of enrolled keys.
     @discardableResult
     public func refresh() -> Int {
         lock.lock()
         defer { lock.unlock() }
         var st = stat()
-        guard stat(folder, &st) == 0 else { keys = [:]; return 0 }
-        let now = (Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
-        // File times are coarse (a clock tick): a change made in the tick of the last read can leave the stamp as it
-        // was, so a stamp within 2 s of that read does not prove the folder unchanged — read it again.
-        let mtime = Double(now.0) + Double(now.1) / 1e9
-        if now == stamp && readAt - mtime > 2 { return keys.count }
+        guard stat(folder, &st) == 0 else { keys = [:]; stamp = []; return 0 }
+        var latest = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+        var now = ["\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"]
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".pub") }.sorted()
+        for n in names {
+            var fs = stat()
+            guard stat(folder + "/" + n, &fs) == 0 else { continue }
+            now.append("\(n) \(fs.st_mtim.tv_sec).\(fs.st_mtim.tv_nsec) \(fs.st_size)")
+            latest = max(latest, Double(fs.st_mtim.tv_sec) + Double(fs.st_mtim.tv_nsec) / 1e9)
+        }
+        // File times are coarse (a clock tick): a change made in the tick of the last read can leave every time as it
+        // was, so times within 2 s of that read do not prove the folder unchanged — read it again.
+        if now == stamp && readAt - latest > 2 { return keys.count }
         stamp = now
         readAt = Date().timeIntervalSince1970
         var found: [String: String] = [:], bad: [String] = []
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".pub") }.sorted()
         for n in names {
             do {
                 let k = try CurveKeyFile.load(path: folder + "/" + n, secret: false)

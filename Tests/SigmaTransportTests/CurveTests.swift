@@ -91,6 +91,13 @@ import Testing
         #expect(list.skipped.first?.contains("broken.pub") == true)
         try FileManager.default.removeItem(atPath: dir + "/a.pub")
         #expect(list.name(of: a) == nil && list.name(of: b) == "b")
+        // A key file rewritten in place (the folder itself unchanged) is read again too.
+        let c = try Curve.newKeyPair().publicKey
+        let fh = try #require(FileHandle(forWritingAtPath: dir + "/b.pub"))
+        try fh.truncate(atOffset: 0)
+        try fh.write(contentsOf: Data(CurveKeyFile(name: "c", publicKey: c).publicFileText.utf8))
+        try fh.close()
+        #expect(list.name(of: c) == "c" && list.name(of: b) == nil)
         #expect { _ = try AllowList(folder: dir + "/missing") } throws: { "\($0)".contains("no such folder") }
     }
 }
