@@ -171,7 +171,7 @@ public final class ZmqLink: MessageLink {
 
     static func describeHandshakeFailure(event: Int32, value: UInt32, endpoint: String, secure: Bool) -> String {
         if !secure {
-            return "the coordinator at \(endpoint) requires CURVE keys and this side has none: pass --key NAME.key (sigma keygen NAME --coordinator coordinator.pub), enrolled with the coordinator"
+            return "the coordinator at \(endpoint) requires CURVE keys and this side has none: pass --key NAME.key (sigma keygen NAME --coordinator-key coordinator.pub), enrolled with the coordinator"
         }
         switch event {
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:

@@ -30,7 +30,7 @@ struct KeyOptions: ParsableArguments {
             } else if let c = k.coordinatorKey {
                 server = c
             } else {
-                throw CLIError.usage("\(keyPath) does not name the coordinator's key: pass --coordinator-key coordinator.pub (or make the key with: sigma keygen \(k.name) --coordinator coordinator.pub)")
+                throw CLIError.usage("\(keyPath) does not name the coordinator's key: pass --coordinator-key coordinator.pub (or make the key with: sigma keygen \(k.name) --coordinator-key coordinator.pub)")
             }
             return .client(serverKey: server, publicKey: pub, secretKey: secret)
         } catch let e as KeyFileError {
@@ -56,24 +56,24 @@ struct KeygenCommand: ParsableCommand {
         discussion: """
         Example:
           sigma keygen coordinator -o keys/            # the coordinator's pair
-          sigma keygen worker-b --coordinator keys/coordinator.pub -o keys/
+          sigma keygen worker-b -o keys/ --coordinator-key keys/coordinator.pub
           cp keys/worker-b.pub allowed/                # enrol it (no restart)
           sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
                             --allow allowed/
           sigma worker --join tcp://hostA:7700 --key keys/worker-b.key
-        A key made with --coordinator carries the coordinator's public key, so a
-        worker or client needs only --key. Only NAME.pub leaves its host.
+        A key made with --coordinator-key carries the coordinator's public key,
+        so a worker or client needs only --key. Only NAME.pub leaves its host.
         """)
 
     @Argument(help: "Name of the key (letters, digits, '-', '_', '.'); shown in the coordinator's log for this peer.") var name: String
     @Option(name: [.customShort("o"), .long], help: "Folder to write NAME.key and NAME.pub into.") var output: String = "."
-    @Option(help: "The coordinator's public key file (NAME.pub or its .key): written into NAME.key, so workers and clients need only --key.") var coordinator: String?
+    @Option(help: "The coordinator's public key file (its .pub): written into NAME.key, so workers and clients need only --key.") var coordinatorKey: String?
     @Flag(help: "Replace existing files.") var force = false
 
     func run() throws {
         do {
             guard CurveKeyFile.isValidName(name) else { throw CLIError.usage("key name '\(name)' must be 1…64 letters, digits, '-', '_' or '.'") }
-            let server = try coordinator.map { try CurveKeyFile.load(path: $0, secret: false).publicKey }
+            let server = try coordinatorKey.map { try CurveKeyFile.load(path: $0, secret: false).publicKey }
             let (pub, secret) = try Curve.newKeyPair()
             let k = CurveKeyFile(name: name, publicKey: pub, secretKey: secret, coordinatorKey: server)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
@@ -92,7 +92,7 @@ struct KeygenCommand: ParsableCommand {
             try k.publicFileText.write(toFile: pubPath, atomically: true, encoding: .utf8)
             print("wrote \(keyPath) (secret) and \(pubPath) (public key \(pub))")
             if server == nil {
-                print("a worker or client using this key also needs --coordinator-key coordinator.pub (or make it with --coordinator)")
+                print("a worker or client using this key also needs --coordinator-key coordinator.pub (or make the key with it)")
             }
         } catch let e as KeyFileError {
             exitWith(CLIError.usage("\(e)"))

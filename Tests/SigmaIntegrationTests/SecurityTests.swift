@@ -107,7 +107,7 @@ final class RecordingRelay: @unchecked Sendable {
         let sigma = try sigmaBinary()
         #expect(runTool(sigma, ["keygen", "coordinator", "-o", dir]).status == 0)
         for n in ["w1", "client", "stranger"] {
-            let r = runTool(sigma, ["keygen", n, "--coordinator", k.pub("coordinator"), "-o", dir])
+            let r = runTool(sigma, ["keygen", n, "--coordinator-key", k.pub("coordinator"), "-o", dir])
             #expect(r.status == 0, "\(r.err)")
         }
         for n in ["w1", "client"] { try FileManager.default.copyItem(atPath: k.pub(n), toPath: k.allow + "/" + n + ".pub") }
