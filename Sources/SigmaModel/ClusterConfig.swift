@@ -25,6 +25,8 @@ public struct ClusterConfig: Sendable, Equatable {
     /// Scheduling policy name (checked by the coordinator), hedging, step timeout (seconds; 0: none), dashboard address
     /// and port (nil: the coordinator port + 1).
     public var policy: String? = nil
+    /// Bind a non-loopback address without CURVE keys (a trusted network only), like `--insecure`.
+    public var insecure = false
     public var hedging = true
     public var stepTimeout: Int? = nil
     public var httpListen = "127.0.0.1"
@@ -70,6 +72,10 @@ public struct ClusterConfig: Sendable, Equatable {
                 c.liveness = Int(v)
             }
             c.policy = try f.optionalString("policy")
+            if let v = try f.optionalString("insecure") {
+                guard let b = Bool(v) else { throw SpecError(field: "\(file): coordinator.insecure", problem: "expected true or false, got '\(v)'") }
+                c.insecure = b
+            }
             if let v = try f.optionalString("hedging") {
                 guard let b = Bool(v) else { throw SpecError(field: "\(file): coordinator.hedging", problem: "expected true or false, got '\(v)'") }
                 c.hedging = b

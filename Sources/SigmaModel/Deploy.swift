@@ -84,6 +84,12 @@ public enum DeployPlan {
         for (i, h) in c.hosts.enumerated() where h.host.isEmpty || h.host.hasPrefix("-") {
             out.append("hosts[\(i)].host '\(h.host)' is not an SSH destination")
         }
+        // A coordinator bound to loopback is out of reach of workers on other hosts.
+        func loopback(_ a: String) -> Bool { a == "localhost" || a == "::1" || a.hasPrefix("127.") }
+        if loopback(c.listen), c.joinGiven == nil, let head = coordinators.first,
+           let far = c.hosts.first(where: { $0.workers > 0 && $0.address != head.address && !(loopback($0.address) && loopback(head.address)) }) {
+            out.append("coordinator.listen is \(c.listen), out of reach of the workers on \(far.address): set coordinator.listen to the coordinator host's address (a non-loopback address needs security keys or --insecure)")
+        }
         return out
     }
 
@@ -95,6 +101,7 @@ public enum DeployPlan {
             var args = ["coordinator", "--listen", c.listen, "--port", "\(c.port)", "--log-level", "info"]
             if let k = c.keyFile { args += ["--key", k] }
             if let a = c.allowFolder { args += ["--allow", a] }
+            if c.insecure { args.append("--insecure") }
             steps.append(Step(host: h.host, what: "coordinator", argv: ssh(c, h.host, start(c, name: "coordinator", args: args))))
         }
         for h in c.hosts {

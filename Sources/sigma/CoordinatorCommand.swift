@@ -48,7 +48,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let p = port ?? cfg.port
             guard (0...65535).contains(p) else { throw CLIError.usage("--port must be 0…65535, got \(p)") }
             let security = try serverSecurity(cfg, logger: logger)
-            if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure) {
+            if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure || cfg.insecure) {
                 throw CLIError.usage(problem)
             }
             var options = CoordinatorShell.Options()

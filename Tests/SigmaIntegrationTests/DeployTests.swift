@@ -112,7 +112,7 @@ func freePort() throws -> Int {
     /// The commands `sigma up` would run, quoted for any path, and a bad hosts list refused by name.
     @Test func planAndItsErrors() throws {
         var c = try ClusterConfig.parse("""
-            coordinator: {port: 7711}
+            coordinator: {port: 7711, listen: 10.0.0.1}
             hosts:
               - {host: a@h1, coordinator: true}
               - {host: h2, workers: 2, key: "/k/it's b.key"}
@@ -130,6 +130,12 @@ func freePort() throws -> Int {
         let echoed = runTool("/bin/sh", ["-c", "printf '%s\\n' " + DeployPlan.quote("/k/it's b.key") + " " + DeployPlan.quote("a b\"c$d")])
         #expect(echoed.out == "/k/it's b.key\na b\"c$d\n")
         #expect(DeployPlan.down(c).map(\.what) == ["stop workers", "stop coordinator"])
+        var insecure = c
+        insecure.insecure = true
+        #expect(DeployPlan.up(insecure)[0].argv.last!.contains(" --insecure") && !up[0].argv.last!.contains("--insecure"))
+        var loop = c
+        loop.listen = "127.0.0.1"
+        #expect(DeployPlan.check(loop).contains { $0.contains("out of reach of the workers on h2") })
         c.hosts[0].coordinator = false
         #expect(DeployPlan.check(c).contains { $0.contains("exactly one host") })
         #expect(throws: (any Error).self) { _ = try ClusterConfig.parse("hosts:\n  - {host: h, workers: lots}\n") }

@@ -147,6 +147,7 @@ import Testing
         let s = try ClusterConfig.parse("coordinator: {policy: round-robin, hedging: false, step_timeout_s: 90, http_listen: 0.0.0.0, http_port: 9000}")
         #expect(s.policy == "round-robin" && !s.hedging && s.stepTimeout == 90 && s.httpListen == "0.0.0.0" && s.httpPort == 9000)
         #expect { _ = try ClusterConfig.parse("coordinator: {hedging: maybe}") } throws: { "\($0)".contains("coordinator.hedging") }
+        #expect(try ClusterConfig.parse("coordinator: {insecure: true}").insecure && !s.insecure)
         #expect { _ = try ClusterConfig.parse("coordinator: {http_port: 70000}") } throws: { "\($0)".contains("coordinator.http_port") }
     }
 }
