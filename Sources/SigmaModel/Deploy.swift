@@ -37,7 +37,9 @@ public struct SSHSettings: Sendable, Equatable {
 /// What `sigma up` and `sigma down` run on each host: pure, so the commands (and their quoting) are tested
 /// without a network.
 public enum DeployPlan {
-    public struct Step: Sendable, Equatable {
+    public struct Step: Sendable, Equatable, CustomStringConvertible {
+        /// `host (what): the command line`, as `--dry-run` prints it.
+        public var description: String { "\(host) (\(what)): \(argv.map(DeployPlan.quote).joined(separator: " "))" }
         public var host: String
         /// What the step does, for the report (`coordinator`, `worker host-2`, `stop`).
         public var what: String

@@ -84,10 +84,7 @@ struct BenchCommand: AsyncParsableCommand {
         guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }
         let client = try SigmaClient(endpoint: cluster.coordinator.endpoint)
         defer { client.close() }
-        let tiny = JobSpec.mapReduce(MapReduceSpec(name: "bench-tiny", input: .range(count: UInt64(shards), start: 0, step: 1),
-                                                   reduce: [.sum], sharding: .size(1)))
-        let one = JobSpec.mapReduce(MapReduceSpec(name: "bench-rtt", input: .range(count: 1, start: 0, step: 1),
-                                                  reduce: [.sum], sharding: .count(1)))
+        let (tiny, one) = (BenchJobs.tinyShards(shards), BenchJobs.roundTrip)
         var tput: [Double] = [], p50: [Double] = [], p99: [Double] = [], execP50: [Double] = []
         for _ in 0..<runs {
             let t0 = monotonicNanos()

@@ -142,6 +142,13 @@ enum BenchJobs {
                      ours * 1e3, moved / ours / 1e9, rawStep / ours * 100))
     }
 
+    /// `n` one-row shards summing 0…n−1 (dispatch throughput), and a one-shard job (round trips).
+    static func tinyShards(_ n: Int) -> JobSpec {
+        .mapReduce(MapReduceSpec(name: "bench-tiny", input: .range(count: UInt64(n), start: 0, step: 1), reduce: [.sum], sharding: .size(1)))
+    }
+    static let roundTrip = JobSpec.mapReduce(MapReduceSpec(name: "bench-rtt", input: .range(count: 1, start: 0, step: 1),
+                                                           reduce: [.sum], sharding: .count(1)))
+
     /// The reduce benchmark's job: a linear 4096→4096 layer (16.8M parameters, 64 MiB), 4 shards a step.
     static func reduceSpec(x: String, y: String, steps: Int) throws -> JobSpec {
         try JobSpec.parse("""
@@ -166,10 +173,7 @@ enum BenchJobs {
         let (x, y) = try syntheticData(dir, rows: 8, features: 4096, classes: 4096)
         let steps = 5
         let reduce = try reduceSpec(x: x, y: y, steps: steps)
-        let tiny = JobSpec.mapReduce(MapReduceSpec(name: "bench-tiny", input: .range(count: UInt64(shards), start: 0, step: 1),
-                                                   reduce: [.sum], sharding: .size(1)))
-        let one = JobSpec.mapReduce(MapReduceSpec(name: "bench-rtt", input: .range(count: 1, start: 0, step: 1),
-                                                  reduce: [.sum], sharding: .count(1)))
+        let (tiny, one) = (BenchJobs.tinyShards(shards), BenchJobs.roundTrip)
         print("# sigma bench curve — the same embedded cluster without and with CURVE keys, alternating; \(n) runs, medians")
         print("# libzmq \(ZContext.libraryVersion); \(shards) tiny shards per run, \(samples) round trips; reduce: 4 workers × 64 MiB, \(steps) steps, shared memory off")
         var tput: [Bool: [Double]] = [:], p50: [Bool: [Double]] = [:], step: [Bool: [Double]] = [:]

@@ -25,6 +25,14 @@ func runStep(_ step: DeployPlan.Step, timeout: Double) -> (status: Int32, output
     return (p.terminationStatus, reader.text().trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
+/// cluster.yaml with a usable `hosts:` list, or a usage error naming every problem.
+func deployConfig(_ common: CommonOptions) throws -> ClusterConfig {
+    let cfg = try common.load()
+    let problems = DeployPlan.check(cfg)
+    guard problems.isEmpty else { throw CLIError.usage(problems.joined(separator: "; ")) }
+    return cfg
+}
+
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
@@ -47,12 +55,10 @@ struct UpCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let cfg = try common.load()
-            let problems = DeployPlan.check(cfg)
-            guard problems.isEmpty else { throw CLIError.usage(problems.joined(separator: "; ")) }
+            let cfg = try deployConfig(common)
             let steps = DeployPlan.up(cfg)
             if dryRun {
-                for s in steps { print("\(s.host) (\(s.what)): \(s.argv.map(DeployPlan.quote).joined(separator: " "))") }
+                for s in steps { print(s) }
                 return
             }
             var failed: [String] = []
@@ -106,13 +112,11 @@ struct DownCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let cfg = try common.load()
-            let problems = DeployPlan.check(cfg)
-            guard problems.isEmpty else { throw CLIError.usage(problems.joined(separator: "; ")) }
+            let cfg = try deployConfig(common)
             var failed: [String] = []
             for s in DeployPlan.down(cfg) {
                 if dryRun {
-                    print("\(s.host) (\(s.what)): \(s.argv.map(DeployPlan.quote).joined(separator: " "))")
+                    print(s)
                     continue
                 }
                 let (status, output) = runStep(s, timeout: 60)

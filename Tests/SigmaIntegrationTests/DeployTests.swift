@@ -130,6 +130,10 @@ func freePort() throws -> Int {
         let echoed = runTool("/bin/sh", ["-c", "printf '%s\\n' " + DeployPlan.quote("/k/it's b.key") + " " + DeployPlan.quote("a b\"c$d")])
         #expect(echoed.out == "/k/it's b.key\na b\"c$d\n")
         #expect(DeployPlan.down(c).map(\.what) == ["stop workers", "stop coordinator"])
+        // --dry-run prints each step as a command line a shell runs as is.
+        #expect("\(up[0])".hasPrefix("a@h1 (coordinator): ssh -o BatchMode=yes -- a@h1 'mkdir -p /tmp/run"), "\(up[0])")
+        let dry = runTool(try sigmaBinary(), ["down", "--dry-run", "--config", try Scratch("dry").write("c.yaml", "coordinator: {listen: 10.0.0.1}\nhosts:\n  - {host: h1, coordinator: true, workers: 1}\n")])
+        #expect(dry.status == 0 && dry.out.hasPrefix("h1 (stop workers): ssh -o BatchMode=yes -- h1 "), "\(dry.out) \(dry.err)")
         var insecure = c
         insecure.insecure = true
         #expect(DeployPlan.up(insecure)[0].argv.last!.contains(" --insecure") && !up[0].argv.last!.contains("--insecure"))
