@@ -47,6 +47,9 @@ public final class CoordinatorShell: Sendable {
     /// Binds and starts serving; throws if the endpoint cannot be bound.
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.coordinator")) throws {
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
+        // The coordinator's own engine work (a train job's held-out evaluation) runs single-threaded BLAS, as workers
+        // and --local runs do: OpenBLAS's multi-threaded products are not always the same bits.
+        BLASInfo.setThreads(1)
         if options.sharedMemory { SharedMemoryPool.install() }   // PARAMS written once, read by every same-host worker
         let shared = Shared()
         self.shared = shared

@@ -151,6 +151,9 @@ public final class WorkerShell: Sendable {
     static func computeLoop(_ shared: Shared, fetcher: InputFetcher, index: Int) {
         let own = ComputeContext()
         while let task = shared.work.next() {
+            // This thread's core is taken while it computes; a shard may borrow the lanes no other thread holds.
+            ComputeLanes.shared.hold()
+            defer { ComputeLanes.shared.release(1) }
             // (compute thread 0 holds the shared context while it computes: the poller then does not borrow it)
             let result = index == 0 ? shared.primary.withLock { $0.run(task, shared: shared, fetcher: fetcher)! }
                                     : own.run(task, shared: shared, fetcher: fetcher)!
@@ -297,7 +300,12 @@ public final class WorkerShell: Sendable {
                     var queued = false
                     for t in batch {
                         // (compute thread 0 busy, or the inputs still to fetch: the compute threads take it after all)
-                        let r = queued ? nil : shared.primary.withLockIfAvailable { $0.run(t, shared: shared, fetcher: fetcher, mayFetch: false) } ?? nil
+                        let r = queued ? nil : shared.primary.withLockIfAvailable { ctx in
+                            // (it stands in for compute thread 0, which is idle: it holds that thread's lane)
+                            ComputeLanes.shared.hold()
+                            defer { ComputeLanes.shared.release(1) }
+                            return ctx.run(t, shared: shared, fetcher: fetcher, mayFetch: false)
+                        } ?? nil
                         guard let r else {
                             queued = true
                             shared.work.push(t)

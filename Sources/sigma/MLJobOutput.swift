@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
@@ -76,15 +77,23 @@ enum MLOutput {
         option ?? spec.output ?? "sigma-results/\(spec.name)"
     }
 
+    /// Threads a `--local` run computes on: `--threads`, else every core.
+    static func localThreads(_ option: Int?) throws -> Int {
+        let n = option ?? ProcessInfo.processInfo.activeProcessorCount
+        guard n >= 1, n <= 1024 else { throw CLIError.usage("--threads must be 1…1024, got \(n)") }
+        return n
+    }
+
     /// Runs an ML job in this process (`--local`) with the same shard code and reduction as the cluster.
-    static func runLocal(_ spec: JobSpec, output: String?, json: Bool) throws {
+    static func runLocal(_ spec: JobSpec, output: String?, json: Bool, threads: Int?) throws {
         if case .mapReduce = spec { throw CLIError.usage("--local runs train, infer, eval and embed jobs; map-reduce jobs run with: sigma demo / sigma submit") }
         var live: TrainProgress? = nil
         if case .train(let t) = spec, !json { live = TrainProgress(batch: t.batchSize) }
         let t0 = Date()
+        TensorStorage.tuneHeap()   // (gradient buffers are reused, not re-faulted, as in a worker)
         let files: [(name: String, data: Data)]
         do {
-            files = try MLJobs.runLocal(spec, slots: 1) { driver, end in
+            files = try MLJobs.runLocal(spec, slots: 1, threads: try localThreads(threads)) { driver, end in
                 let p = driver.progress
                 if p.steps > 0 { live?.update(step: p.step, steps: p.steps, loss: p.loss, accuracy: p.accuracy) }
                 for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }

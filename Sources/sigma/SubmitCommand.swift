@@ -30,6 +30,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
     @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
+    @Option(help: "With --local: cores to compute on (micro-batches or batches in parallel; the same bits for any count; default: every core).") var threads: Int?
     @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the spec's policy:, else the cluster's).") var policy: String?
     @Option(name: .customLong("id"), help: "A client-chosen id: submitting again with the same id answers with the existing job instead of starting another (safe retries).") var key: String = ""
 
@@ -45,7 +46,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 jobSpec = .train(t)
             }
             if local {
-                try MLOutput.runLocal(jobSpec, output: output, json: json)
+                try MLOutput.runLocal(jobSpec, output: output, json: json, threads: threads)
                 return
             }
             var policyOption: SubmitOptions = []

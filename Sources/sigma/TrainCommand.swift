@@ -18,6 +18,7 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print the result summary as JSON.") var json = false
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
     @Option(help: "Continue from this checkpoint.") var resume: String?
+    @Option(help: "Cores to compute on: a step's micro-batches run in parallel; the result is the same bits for any count (default: every core).") var threads: Int?
 
     func run() throws {
         do {
@@ -27,7 +28,7 @@ struct TrainCommand: ParsableCommand {
             guard case .train(var t) = s else { throw CLIError.usage("\(spec): kind is '\(s.kind)', expected 'train'") }
             if let r = resume { t.resume = URL(fileURLWithPath: r).standardizedFileURL.path }
             s = .train(t)
-            try MLOutput.runLocal(s, output: output, json: json)
+            try MLOutput.runLocal(s, output: output, json: json, threads: threads)
         } catch {
             exitWith(error)
         }

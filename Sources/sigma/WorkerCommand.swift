@@ -22,7 +22,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var keys: KeyOptions
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
-    @Option(help: "Compute threads, i.e. shards run at once (default: one per core).") var threads: Int?
+    @Option(help: "Compute threads: cores this worker uses, for several shards at once or one shard's micro-batches and batches in parallel; BLAS runs single-threaded in each (default: every core no other sigma worker on this host holds).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
     @Option(help: "Where input files shipped by the coordinator are kept, by SHA-256 (jobs with input_transport: coordinator; default: ~/.cache/sigma/inputs).") var cacheDir: String?
     @Option(help: "Most GiB that cache keeps; least recently used files of jobs not running here go first (0: no limit).") var cacheLimitGib: Double = 20
@@ -51,10 +51,16 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             let cfg = try common.load()
             let endpoint = join ?? cfg.coordinator
-            let n = threads ?? (cfg.workerThreads > 0 ? cfg.workerThreads : ProcessInfo.processInfo.activeProcessorCount)
-            guard n >= 1, n <= 1024 else { throw CLIError.usage("--threads must be 1…1024, got \(n)") }
-            // Several compute threads: each shard runs single-threaded BLAS (parallelism comes from the shards).
-            if n > 1 { BLASInfo.setThreads(1) }
+            let requested = threads ?? (cfg.workerThreads > 0 ? cfg.workerThreads : nil)
+            if let r = requested, r < 1 || r > 1024 { throw CLIError.usage("--threads must be 1…1024, got \(r)") }
+            // Never more compute than cores: this worker claims cores no other sigma worker on this host holds, runs
+            // one compute thread per core, and BLAS single-threaded inside each (compute threads × BLAS threads ≤ cores).
+            let claim = HostCoreClaim(requested: requested)
+            defer { withExtendedLifetime(claim) {} }
+            if let w = claim.budget.warning { logger.warning("\(w)") }
+            let n = claim.budget.threads
+            BLASInfo.setThreads(1)
+            ComputeLanes.shared.configure(total: n)
             guard endpoint.hasPrefix("tcp://") || endpoint.hasPrefix("ipc://") else {
                 throw CLIError.usage("--join needs an endpoint like tcp://HOST:7700, got '\(endpoint)'")
             }

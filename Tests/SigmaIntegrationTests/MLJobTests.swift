@@ -61,29 +61,36 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
 }
 
 @Suite(.serialized, .timeLimit(.minutes(10))) struct MLJobTests {
-    /// The final parameters after 200 steps are the same bits with 1, 2 and 3 workers (with 1 to 4 shards per
-    /// step) as in one process (`--local`).
+    /// The final parameters after 200 steps are the same bits with 1, 2 and 3 workers of 1 or 2 compute threads
+    /// (1 to 4 shards per step, each split over its worker's lanes) as in one process (`--local`) on 1, 2 or 3 threads.
     @Test func trainingIsBitwiseIdenticalToLocalForAnyWorkerCount() async throws {
         let dir = try Scratch("train")
         defer { dir.remove() }
         let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 200))
-        let (ls, lo, le) = try await sigma(["submit", spec, "--local", "--json", "-o", dir.path + "/local"])
+        let (ls, lo, le) = try await sigma(["submit", spec, "--local", "--threads", "1", "--json", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
         let local = try #require(fileBytes(dir.path + "/local/model.safetensors"))
         let summary = try JSONSerialization.jsonObject(with: Data(lo.utf8)) as? [String: Any]
         let acc = (summary?["metrics"] as? [String: Any])?["eval_accuracy"] as? Double ?? 0
         #expect(acc >= 0.93, "held-out accuracy \(acc)")
+        // In one process on 2 and 3 threads (a step's 11 micro-batches on parallel lanes): the same bits.
+        for t in [2, 3] {
+            let (s, _, e) = try await sigma(["train", spec, "--local", "--threads", "\(t)", "--json", "-o", dir.path + "/local-\(t)"])
+            #expect(s == 0, "\(e.suffix(500))")
+            #expect(fileBytes(dir.path + "/local-\(t)/model.safetensors") == local, "--local --threads \(t): parameters differ from one thread")
+        }
 
-        for (n, threads) in [(1, [1]), (2, [1, 1]), (3, [1, 1, 2])] {
+        // (1 to 3 workers, with 1 or 2 compute threads each: a worker's shard splits its micro-batches over its lanes)
+        for (n, threads) in [(1, [1]), (1, [2]), (2, [1, 1]), (2, [2, 2]), (3, [1, 1, 2])] {
             let cluster = try await ProcessCluster(workers: 0)
             defer { cluster.stop() }
             for (i, t) in threads.enumerated() { try cluster.addWorker("w\(i + 1)", threads: t) }
             try await cluster.waitForWorkers(n)
-            let out = dir.path + "/cluster-\(n)"
+            let out = dir.path + "/cluster-\(threads.map(String.init).joined(separator: "-"))"
             let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", out])
-            #expect(s == 0, "\(n) workers: \(e.suffix(500))")
-            #expect(fileBytes(out + "/model.safetensors") == local, "\(n) workers: parameters differ from --local")
-            #expect(fileBytes(out + "/history.json") == fileBytes(dir.path + "/local/history.json"), "\(n) workers: history differs")
+            #expect(s == 0, "workers with \(threads) threads: \(e.suffix(500))")
+            #expect(fileBytes(out + "/model.safetensors") == local, "workers with \(threads) threads: parameters differ from --local")
+            #expect(fileBytes(out + "/history.json") == fileBytes(dir.path + "/local/history.json"), "workers with \(threads) threads: history differs")
         }
     }
 

@@ -38,17 +38,22 @@ public struct GradientSum: Sendable, Equatable {
 
     /// `a + b`, element by element, in that order.
     public static func + (a: GradientSum, b: GradientSum) -> GradientSum {
-        precondition(a.values.count == b.values.count)
         var out = a
-        out.values.withUnsafeMutableBufferPointer { o in
+        out += b
+        return out
+    }
+
+    /// `a = a + b` in a's own buffer (no copy when a holds the only reference): the same additions as `+`.
+    public static func += (a: inout GradientSum, b: GradientSum) {
+        precondition(a.values.count == b.values.count)
+        a.values.withUnsafeMutableBufferPointer { o in
             b.values.withUnsafeBufferPointer { q in
                 for i in 0..<o.count { o[i] += q[i] }
             }
         }
-        out.loss += b.loss
-        out.correct += b.correct
-        out.rows += b.rows
-        return out
+        a.loss += b.loss
+        a.correct += b.correct
+        a.rows += b.rows
     }
 }
 
@@ -87,9 +92,38 @@ public enum GradientTree {
         if node.level == 0 { return try leaf(Int(node.index)) }
         let left = TreeNode(level: node.level - 1, index: node.index * 2)
         let right = TreeNode(level: node.level - 1, index: node.index * 2 + 1)
-        let l = try sum(left, total: total, leaf: leaf)
+        var l = try sum(left, total: total, leaf: leaf)
         guard right.span(total: total).lowerBound < total else { return l }
-        return l + (try sum(right, total: total, leaf: leaf))
+        l += try sum(right, total: total, leaf: leaf)   // (in l's buffer: a step's gradient is megabytes)
+        return l
+    }
+
+    /// Nodes to compute on parallel lanes: `nodes` (a cover), the widest one split into its children until there
+    /// are at least `lanes` nodes or only leaves are left. Each is a whole subtree, so summing them back up the tree
+    /// (`sum(_:total:known:)`) makes the same additions as computing the cover on one thread.
+    public static func lanes(_ nodes: [TreeNode], total: Int, lanes: Int) -> [TreeNode] {
+        var out = nodes
+        while out.count < lanes {
+            guard let k = out.indices.filter({ out[$0].level > 0 }).max(by: { out[$0].span(total: total).count < out[$1].span(total: total).count })
+            else { break }
+            let n = out[k]
+            let left = TreeNode(level: n.level - 1, index: n.index * 2)
+            let right = TreeNode(level: n.level - 1, index: n.index * 2 + 1)
+            out.replaceSubrange(k...k, with: right.span(total: total).lowerBound < total ? [left, right] : [left])
+        }
+        return out
+    }
+
+    /// The value of `node` from subtree values already computed (`known`), added up the tree in its fixed order.
+    public static func sum(_ node: TreeNode, total: Int, known: [TreeNode: GradientSum]) -> GradientSum {
+        if let v = known[node] { return v }
+        precondition(node.level > 0, "no value for leaf \(node)")
+        let left = TreeNode(level: node.level - 1, index: node.index * 2)
+        let right = TreeNode(level: node.level - 1, index: node.index * 2 + 1)
+        var l = sum(left, total: total, known: known)
+        guard right.span(total: total).lowerBound < total else { return l }
+        l += sum(right, total: total, known: known)
+        return l
     }
 
     /// The root, completed from partial sums that tile `0..<total`. An error names the first micro-batch no

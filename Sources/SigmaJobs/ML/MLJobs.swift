@@ -31,9 +31,22 @@ public enum MLJobs {
     }
 
     /// A pass over a whole job in this process, through the same shard code and the same reduction as the cluster.
-    /// `progress` is called after each round.
-    public static func runLocal(_ spec: JobSpec, slots: Int = 1, progress: (any RoundDriver, RoundEnd) -> Void = { _, _ in }) throws -> [(name: String, data: Data)] {
+    /// A round's micro-batches (train) or batches (infer, eval, embed) run on `threads` lanes, BLAS single-threaded
+    /// in each, as on a worker: OpenBLAS's multi-threaded products are not always the same bits as its
+    /// single-threaded ones, so BLAS runs on one thread wherever a job's numbers are computed. `progress` is called
+    /// after each round.
+    public static func runLocal(_ spec: JobSpec, slots: Int = 1, threads: Int = 1,
+                                progress: (any RoundDriver, RoundEnd) -> Void = { _, _ in }) throws -> [(name: String, data: Data)] {
         let driver = try prepare(spec)
+        let savedBLAS = BLASInfo.threads, savedLanes = ComputeLanes.shared.total
+        BLASInfo.setThreads(1)
+        ComputeLanes.shared.configure(total: threads)
+        ComputeLanes.shared.hold()   // (this thread's own lane)
+        defer {
+            ComputeLanes.shared.release(1)
+            ComputeLanes.shared.configure(total: savedLanes)
+            BLASInfo.setThreads(savedBLAS)
+        }
         let runner = ShardRunner()
         while true {
             let ranges = driver.plan(shares: Array(repeating: 1, count: slots))

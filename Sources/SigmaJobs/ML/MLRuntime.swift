@@ -1,6 +1,7 @@
 import Foundation
 import SigmaEngine
 import SigmaModel
+import Synchronization
 
 /// Why an ML job cannot run: names the file, tensor or field and what was wrong.
 public struct JobError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -227,21 +228,33 @@ public struct TrainPlan: Sendable {
 }
 
 /// What one training shard computes: the partial sums of the gradient tree over micro-batches `range` of a step.
-/// Shared by workers and `--local` runs, so both compute every leaf and every addition identically.
-public final class TrainWorker {
+/// Shared by workers and `--local` runs, so both compute every leaf and every addition identically. Micro-batches
+/// run on the process's free compute lanes (`ComputeLanes.shared`), each lane on its own copy of the model (the
+/// weights shared, the gradients its own); subtrees are summed where they were computed and the rest of the tree
+/// added in its fixed order, so the bits do not depend on the number of lanes.
+public final class TrainWorker: @unchecked Sendable {
     public let spec: TrainJob
     public let data: LabeledData
     public let plan: TrainPlan
     let model: Sequential
+    let lanes: ComputeLanes
     var loadedVersion: UInt32? = nil
+    var params: Frame? = nil
     var cachedEpoch = -1
     var cachedOrder: [Int] = []
+    /// Models for lanes beyond the calling thread's, with the parameter version each holds; taken while in use.
+    let replicas = ReplicaPool()
 
-    public init(spec: TrainJob, data: LabeledData) throws {
+    public init(spec: TrainJob, data: LabeledData, lanes: ComputeLanes = .shared) throws {
         self.spec = spec
         self.data = data
+        self.lanes = lanes
         plan = TrainPlan(spec, rows: data.rows)
-        model = Sequential.mlp(spec.model.mlp, activation: MLModels.activation(spec.model.activation), seed: 0)
+        model = Self.newModel(spec)
+    }
+
+    static func newModel(_ spec: TrainJob) -> Sequential {
+        Sequential.mlp(spec.model.mlp, activation: MLModels.activation(spec.model.activation), seed: 0)
     }
 
     public var parameterCount: Int { MLModels.parameterCount(model) }
@@ -255,16 +268,23 @@ public final class TrainWorker {
         }
         let rowsOf = try prepare(step: step, version: version, params: params, range: range)
         let total = plan.microBatches(step: step)
-        return try GradientTree.encode(nodes: GradientTree.cover(range, total: total), parameters: parameterCount) { node, dst in
+        let cover = GradientTree.cover(range, total: total)
+        let known = try parallelSums(cover, total: total, version: version, rowsOf: rowsOf)
+        return try GradientTree.encode(nodes: cover, parameters: parameterCount) { node, dst in
+            if let known {
+                let s = GradientTree.sum(node, total: total, known: known)
+                s.values.withUnsafeBytes { dst.copyMemory(from: $0) }
+                return (s.loss, s.correct, s.rows)
+            }
             if node.level == 0 {
                 // The backward pass writes the gradients into the message itself; nothing keeps pointing there after.
                 let inPlace = MLModels.gradientBuffers(model.parameters, in: dst)
                 defer { if inPlace { for p in model.parameters { p.gradientBuffer = nil; p.zeroGrad() } } }
-                let s = try backward(rowsOf(Int(node.index)))
+                let s = try backward(rowsOf(Int(node.index)), on: model)
                 MLModels.writeGradients(model.parameters, into: dst)
                 return s
             }
-            let s = try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0)) }
+            let s = try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0), on: self.model) }
             s.values.withUnsafeBytes { dst.copyMemory(from: $0) }
             return (s.loss, s.correct, s.rows)
         }
@@ -274,13 +294,46 @@ public final class TrainWorker {
     public func compute(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> [(TreeNode, GradientSum)] {
         let rowsOf = try prepare(step: step, version: version, params: params, range: range)
         let total = plan.microBatches(step: step)
-        return try GradientTree.cover(range, total: total).map { node in
-            (node, try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0)) })
+        let cover = GradientTree.cover(range, total: total)
+        if let known = try parallelSums(cover, total: total, version: version, rowsOf: rowsOf) {
+            return cover.map { ($0, GradientTree.sum($0, total: total, known: known)) }
+        }
+        return try cover.map { node in
+            (node, try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0), on: self.model) })
         }
     }
 
+    /// The cover's subtrees summed on the free lanes (nil when there is one lane or one micro-batch: the caller
+    /// computes on its own thread, straight into the message where it can).
+    func parallelSums(_ cover: [TreeNode], total: Int, version: UInt32, rowsOf: @escaping @Sendable (Int) -> [Int]) throws -> [TreeNode: GradientSum]? {
+        let leaves = cover.reduce(0) { $0 + $1.span(total: total).count }
+        let want = min(leaves, 1 + lanes.free)
+        guard want >= 2 else { return nil }
+        let nodes = GradientTree.lanes(cover, total: total, lanes: want)
+        let results = Mutex<[TreeNode: GradientSum]>([:])
+        try lanes.forEach(nodes.count, maxThreads: want) { k in
+            let m = try self.takeReplica(version: version)
+            defer { self.putReplica(m, version: version) }
+            let s = try GradientTree.sum(nodes[k], total: total) { try self.leaf(rowsOf($0), on: m) }
+            results.withLock { $0[nodes[k]] = s }
+        }
+        return results.withLock { $0 }
+    }
+
+    func takeReplica(version: UInt32) throws -> Sequential {
+        let r = replicas.take()
+        let m = r?.model ?? Self.newModel(spec)
+        if r?.version != version, let p = params { try MLModels.assign(m.parameters, from: p) }
+        return m
+    }
+
+    func putReplica(_ m: Sequential, version: UInt32) {
+        for p in m.parameters { p.zeroGrad() }
+        replicas.put(m, version: version)
+    }
+
     /// Checks the range, loads the parameters if they are a new version; returns micro-batch j's row indices.
-    func prepare(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> (Int) -> [Int] {
+    func prepare(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> @Sendable (Int) -> [Int] {
         let total = plan.microBatches(step: step)
         guard range.lowerBound >= 0, range.upperBound <= total, !range.isEmpty else {
             throw JobError("micro-batches \(range) outside step \(step)'s 0..<\(total)")
@@ -288,6 +341,9 @@ public final class TrainWorker {
         if loadedVersion != version {
             try MLModels.assign(model.parameters, from: params)
             loadedVersion = version
+            self.params = params
+            // (idle copies move to the new version too: none keeps an old PARAMS frame, or its shared-memory segment)
+            try replicas.moveAll(to: version) { try MLModels.assign($0.parameters, from: params) }
         }
         let epoch = step / plan.stepsPerEpoch
         if epoch != cachedEpoch {
@@ -303,9 +359,9 @@ public final class TrainWorker {
         }
     }
 
-    /// One micro-batch: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
-    func leaf(_ idx: [Int]) throws -> GradientSum {
-        let s = try backward(idx)
+    /// One micro-batch on `model`: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
+    func leaf(_ idx: [Int], on model: Sequential) throws -> GradientSum {
+        let s = try backward(idx, on: model)
         let n = parameterCount
         let values = [Float](unsafeUninitializedCapacity: n) { buf, initialized in
             MLModels.writeGradients(model.parameters, into: UnsafeMutableRawBufferPointer(buf))
@@ -314,8 +370,9 @@ public final class TrainWorker {
         return GradientSum(values: values, loss: s.loss, correct: s.correct, rows: s.rows)
     }
 
-    /// Forward and backward over rows `idx`, the gradients left on the parameters: the loss sum, correct count, rows.
-    func backward(_ idx: [Int]) throws -> (loss: Double, correct: UInt64, rows: UInt64) {
+    /// Forward and backward over rows `idx` on `model`, the gradients left on its parameters: the loss sum, correct
+    /// count, rows.
+    func backward(_ idx: [Int], on model: Sequential) throws -> (loss: Double, correct: UInt64, rows: UInt64) {
         let (x, y) = data.batch(idx)
         let g = Graph()
         let logits = model(g.constant(x))
@@ -325,6 +382,23 @@ public final class TrainWorker {
         let lossSum = Double(loss.value.item) * Double(idx.count)
         guard lossSum.isFinite else { throw JobError("loss is not finite (\(lossSum)) at rows \(idx.prefix(4))…; lower the learning rate") }
         return (lossSum, UInt64(Metrics.correct(logits: logits.value, labels: y)), UInt64(idx.count))
+    }
+}
+
+/// Idle model copies of a `TrainWorker`, with the parameter version each holds (lanes take and return them).
+final class ReplicaPool: @unchecked Sendable {
+    private var free: [(model: Sequential, version: UInt32?)] = []
+    private let lock = NSLock()
+
+    func take() -> (model: Sequential, version: UInt32?)? { lock.withLock { free.popLast() } }
+    func put(_ m: Sequential, version: UInt32) { lock.withLock { free.append((m, version)) } }
+    func moveAll(to version: UInt32, _ load: (Sequential) throws -> Void) rethrows {
+        try lock.withLock {
+            for k in free.indices {
+                try load(free[k].model)
+                free[k].version = version
+            }
+        }
     }
 }
 
@@ -340,22 +414,56 @@ public final class PredictWorker {
         model = try MLModels.build(spec.model, seed: 0)
     }
 
-    /// Logits of rows `start ..< start+count` (row-major, `classes` per row).
-    public func logits(start: Int, count: Int) throws -> [Float] {
+    /// Logits of rows `start ..< start+count` (row-major, `classes` per row), batch by batch on the free compute
+    /// lanes (a batch's logits do not depend on where it ran).
+    public func logits(start: Int, count: Int, lanes: ComputeLanes = .shared) throws -> [Float] {
         guard start >= 0, count >= 0, start + count <= data.rows else {
             throw JobError("rows \(start)..<\(start + count) outside the data's 0..<\(data.rows)")
         }
-        var out: [Float] = []
-        out.reserveCapacity(count * spec.model.outputs)
+        let classes = spec.model.outputs
+        return try Batches.run(start: start, count: count, batch: spec.batchSize, width: classes, lanes: lanes) { r in
+            let (x, _) = self.data.batch(r)
+            return self.model(Graph(recording: false).constant(x)).value
+        }
+    }
+}
+
+extension PredictWorker: @unchecked Sendable {}   // the model is only read while shards run
+
+/// A shard's rows cut on absolute batch boundaries, each batch computed on one of the free compute lanes and written
+/// at its rows' place in the output.
+enum Batches {
+    static func run(start: Int, count: Int, batch: Int, width: Int, lanes: ComputeLanes,
+                    _ compute: @escaping @Sendable (Range<Int>) throws -> Tensor) throws -> [Float] {
+        var ranges: [Range<Int>] = []
         var r = start
         while r < start + count {
-            let end = min((r / spec.batchSize + 1) * spec.batchSize, start + count)
-            let (x, _) = data.batch(r..<end)
-            model(Graph(recording: false).constant(x)).value.withData { out.append(contentsOf: $0) }
+            let end = min((r / batch + 1) * batch, start + count)
+            ranges.append(r..<end)
             r = end
         }
-        return out
+        let out = OutputRows(count: count * width)
+        try lanes.forEach(ranges.count) { [ranges] k in
+            let t = try compute(ranges[k])
+            precondition(t.count == ranges[k].count * width)
+            t.withData { out.write($0, at: (ranges[k].lowerBound - start) * width) }
+        }
+        return out.values
     }
+}
+
+/// The output of a shard, written by several lanes at disjoint places.
+final class OutputRows: @unchecked Sendable {
+    private let buffer: UnsafeMutableBufferPointer<Float>
+    init(count: Int) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: 0)
+    }
+    deinit { buffer.deallocate() }
+    func write(_ src: UnsafeBufferPointer<Float>, at offset: Int) {
+        (buffer.baseAddress! + offset).update(from: src.baseAddress!, count: src.count)
+    }
+    var values: [Float] { Array(buffer) }
 }
 
 /// embed shards: sentence embeddings for a line range, batch by batch on absolute batch boundaries.
@@ -380,18 +488,14 @@ public final class EmbedWorker {
 
     public var dimension: Int { encoder.config.hidden }
 
-    public func embeddings(start: Int, count: Int) throws -> [Float] {
+    public func embeddings(start: Int, count: Int, lanes: ComputeLanes = .shared) throws -> [Float] {
         guard start >= 0, count >= 0, start + count <= lines.count else {
             throw JobError("lines \(start)..<\(start + count) outside the file's 0..<\(lines.count)")
         }
-        var out: [Float] = []
-        out.reserveCapacity(count * dimension)
-        var r = start
-        while r < start + count {
-            let end = min((r / spec.batchSize + 1) * spec.batchSize, start + count)
-            encoder.embed(Array(lines[r..<end]), batchSize: spec.batchSize, threads: 1).withData { out.append(contentsOf: $0) }
-            r = end
+        return try Batches.run(start: start, count: count, batch: spec.batchSize, width: dimension, lanes: lanes) { r in
+            self.encoder.embed(Array(self.lines[r]), batchSize: self.spec.batchSize, threads: 1)
         }
-        return out
     }
 }
+
+extension EmbedWorker: @unchecked Sendable {}   // the encoder and the lines are only read while shards run
