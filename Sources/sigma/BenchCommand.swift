@@ -22,6 +22,8 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
           sigma bench embed-cluster       # embedding on 2 workers vs the local job
           sigma bench curve               # what CURVE encryption costs, vs plain
+          sigma bench scale               # train, embed, map-reduce on 1, 2 … N workers and 1 × N threads
+          sigma bench scale --workers 1,2,4,8 --threads 8
         """)
 
     @OptionGroup var common: CommonOptions
@@ -29,7 +31,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
-    @Option(help: "Worker processes for the throughput run.") var workers: Int = 1
+    @Option(help: "Worker processes: for dispatch, how many run the throughput test; for scale, the one-thread worker counts to try, e.g. 1,2,4,8 (default: 1, 2, 4 … up to the cores).") var workers: String?
+    @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
 
     func run() async throws {
         common.bootstrapLogging()
@@ -43,11 +46,24 @@ struct BenchCommand: AsyncParsableCommand {
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve")
+            case "scale":
+                let cores = ProcessInfo.processInfo.activeProcessorCount
+                let counts = try workers.map(Self.counts) ?? Array(sequence(first: 1) { $0 * 2 <= cores ? $0 * 2 : nil }) + (cores & (cores - 1) == 0 ? [] : [cores])
+                try await BenchScale.run(counts: counts, threads: threads ?? cores, runs: runs, logger: Logger(label: "sigma.bench"))
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, scale")
             }
         } catch {
             exitWith(error)
         }
+    }
+
+    /// `--workers 1,2,4` → [1, 2, 4].
+    static func counts(_ text: String) throws -> [Int] {
+        let xs = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !xs.isEmpty, xs.allSatisfy({ ($0 ?? 0) >= 1 && ($0 ?? 0) <= 1024 }) else {
+            throw CLIError.usage("--workers takes counts from 1 to 1024, separated by commas (e.g. 1,2,4), got '\(text)'")
+        }
+        return xs.map { $0! }
     }
 
     func dispatch() async throws {
@@ -79,6 +95,7 @@ struct BenchCommand: AsyncParsableCommand {
         brokerThread.join()
 
         // Sigma: embedded coordinator, worker process(es), client in this process.
+        let workers = try self.workers.map(Self.counts)?.first ?? 1
         let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
         defer { cluster.stop() }
         guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }

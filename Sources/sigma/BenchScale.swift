@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import SigmaClient
+import SigmaEngine
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+
+/// `sigma bench scale`: the same jobs on 1, 2, 4 … N one-thread local workers and on one worker with N threads,
+/// start-up excluded — each rate comes from two runs of different sizes (a short and a long one), so whatever a
+/// job costs once (submission, data and model loading, the first steps' page faults) cancels out.
+enum BenchScale {
+    struct Job {
+        let name: String
+        let unit: String
+        /// Units of work in the short and the long run, and their specs.
+        let short: (Int, JobSpec)
+        let long: (Int, JobSpec)
+    }
+
+    struct Row {
+        let job: String
+        let setup: String
+        let cores: Int
+        let rate: Double
+        let breakdown: StepBreakdown?
+    }
+
+    static func run(counts: [Int], threads: Int, runs: Int, logger: Logger) async throws {
+        let dir = try BenchJobs.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let jobs = try specs(dir)
+        let cpu = cpuModel()
+        print("# sigma bench scale — \(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS \(BLASInfo.coreName) kernels")
+        print("# one-thread workers: \(counts.map(String.init).joined(separator: ", ")); one worker × \(threads) threads; "
+              + "rates from a short and a long run (start-up cancels out), medians of \(runs)")
+        for j in jobs { print("# \(j.name): \(j.short.0) and \(j.long.0) \(j.unit)") }
+        print("")
+        var rows: [Row] = []
+        var setups: [(label: String, workers: Int, threads: Int)] = counts.map { ($0 == 1 ? "1 worker × 1 thread" : "\($0) workers × 1 thread", $0, 1) }
+        if threads > 1 { setups.append(("1 worker × \(threads) threads", 1, threads)) }
+        for s in setups {
+            let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger)
+            defer { c.stop() }
+            guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
+            let client = try c.client()
+            defer { client.close() }
+            for j in jobs {
+                var rates: [Double] = [], breakdowns: [StepBreakdown] = []
+                for _ in 0..<runs {
+                    let a = try await client.runToEnd(j.short.1, acceptTimeout: 120)
+                    _ = c.coordinator.takeSamples()
+                    let b = try await client.runToEnd(j.long.1, acceptTimeout: 120)
+                    let reduces = c.coordinator.takeSamples().reduces
+                    guard a.state == .completed, b.state == .completed else {
+                        throw CLIError.jobFailed("bench job \(j.name) failed: \(a.error) \(b.error)")
+                    }
+                    let dt = Double(b.elapsed) - Double(a.elapsed)
+                    rates.append(dt > 0 ? Double(j.long.0 - j.short.0) / (dt / 1e9) : .nan)
+                    if case .train = j.long.1 {
+                        let d = try await client.detail(job: b.job, attempts: true)
+                        if let s = StepBreakdown(d.attempts, skip: 2, reduces: reduces) { breakdowns.append(s) }
+                    }
+                }
+                rows.append(Row(job: j.name, setup: s.label, cores: s.workers * s.threads, rate: median(rates),
+                                breakdown: breakdowns.isEmpty ? nil : StepBreakdown.combined(breakdowns)))
+            }
+        }
+        print("| job | setup | rate | speedup | efficiency | target |")
+        print("|---|---|---|---|---|---|")
+        for j in jobs {
+            guard let base = rows.first(where: { $0.job == j.name && $0.setup == "1 worker × 1 thread" }) else { continue }
+            for r in rows where r.job == j.name {
+                let speedup = r.rate / base.rate
+                let target: String
+                if r.cores == 1 { target = "" } else if r.setup.contains("threads") {
+                    target = "≥ \(String(format: "%.1f", 0.8 * Double(r.cores)))× (0.8·N)"
+                } else {
+                    target = "≥ \(String(format: "%.2f", 0.85 * Double(r.cores)))× (0.85·N)"
+                }
+                print("| \(j.name) | \(r.setup) | \(format(r.rate)) \(j.unit)/s | \(String(format: "%.2f", speedup))× | "
+                      + "\(String(format: "%.2f", speedup / Double(r.cores))) | \(target) |")
+            }
+        }
+        let trains = rows.filter { $0.breakdown != nil }
+        if !trains.isEmpty {
+            print("")
+            print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
+            print("")
+            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: reduce + optimizer |")
+            print("|---|---|---|---|---|---|")
+            for r in trains {
+                let b = r.breakdown!
+                print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.1f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
+                             b.transfer * 1e3, b.coordinator * 1e3))
+            }
+        }
+    }
+
+    static func format(_ x: Double) -> String {
+        x >= 1e6 ? String(format: "%.1fM", x / 1e6) : x >= 1e4 ? String(format: "%.0f", x) : String(format: "%.1f", x)
+    }
+
+    /// The jobs: a compute-bound train job, an embed job (when `make model` fetched MiniLM), a map-reduce job.
+    static func specs(_ dir: String) throws -> [Job] {
+        let (x, y) = try BenchJobs.syntheticData(dir, rows: 8192, features: 256, classes: 10)
+        func train(_ steps: Int) throws -> JobSpec {
+            try JobSpec.parse("""
+                kind: train
+                name: bench-scale-train
+                model: {mlp: [256, 1024, 1024, 10]}
+                data: {x: \(x), y: \(y)}
+                optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
+                steps: \(steps)
+                batch_size: 2048
+                micro_batch: 64
+                holdout: 0
+                """)
+        }
+        var jobs = [Job(name: "train MLP 256-1024-1024-10, batch 2048, micro_batch 64", unit: "samples",
+                        short: (4 * 2048, try train(4)), long: (16 * 2048, try train(16)))]
+        let model = URL(fileURLWithPath: "models/all-MiniLM-L6-v2").standardizedFileURL.path
+        if FileManager.default.fileExists(atPath: model + "/model.safetensors") {
+            let encoder = try BertEncoder(modelDirectory: model)
+            let sentences = benchSentences(vocab: encoder.tokenizer.vocab)
+            func embed(_ n: Int) throws -> JobSpec {
+                let path = dir + "/sentences-\(n).txt"
+                try sentences.prefix(n).joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+                return try JobSpec.parse("kind: embed\nname: bench-scale-embed\nmodel: \(model)\ninput: \(path)\nbatch_size: 32\n")
+            }
+            jobs.append(Job(name: "embed all-MiniLM-L6-v2, batch 32", unit: "sentences", short: (400, try embed(400)), long: (1600, try embed(1600))))
+        } else {
+            print("# embed: skipped — models/all-MiniLM-L6-v2 is missing (run `make model`)")
+        }
+        func sum(_ n: Int) -> JobSpec {
+            .mapReduce(MapReduceSpec(name: "bench-scale-map-reduce", input: .uniform(count: UInt64(n), seed: 5, low: 0, high: 1),
+                                     map: .square, reduce: [.sum], sharding: .size(1 << 20)))
+        }
+        jobs.append(Job(name: "map-reduce Σ x² over generated values", unit: "values", short: (200_000_000, sum(200_000_000)),
+                        long: (1_000_000_000, sum(1_000_000_000))))
+        return jobs
+    }
+
+    static func cpuModel() -> String {
+        let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("model name") }
+        return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+}
+
+/// Where a synchronous training step's time goes, from the job's shard attempt records (seconds, medians over steps).
+struct StepBreakdown {
+    var step: Double, compute: Double, imbalance: Double, transfer: Double, coordinator: Double
+
+    /// Per step r (after the first `skip`): step = r+1's first dispatch − r's first dispatch; compute = the slowest
+    /// shard's compute; imbalance = slowest − mean compute; coordinator = the median time the coordinator took to
+    /// reduce a step's gradients and run the optimizer (`reduces`, as it measured them); transfer = the
+    /// slowest-finishing shard's round trip minus its compute and the coordinator's time (parameters out, gradients
+    /// in, queueing) — the coordinator stamps the next step's dispatch with the time the last result arrived, so its
+    /// reduce shows up inside the next step's round trips.
+    init?(_ attempts: [AttemptRecord], skip: Int, reduces: [UInt64]) {
+        let ok = attempts.filter { $0.outcome == .ok }
+        let byRound = Dictionary(grouping: ok, by: \.round)
+        let rounds = byRound.keys.sorted()
+        let reduce = reduces.isEmpty ? 0 : percentile(reduces, 0.5) / 1e9
+        var steps: [Double] = [], computes: [Double] = [], imb: [Double] = [], transfers: [Double] = []
+        for (i, r) in rounds.enumerated() where i >= skip && i + 1 < rounds.count {
+            let a = byRound[r]!, next = byRound[rounds[i + 1]]!
+            let first = Double(a.map(\.queued).min()!), nextFirst = Double(next.map(\.queued).min()!)
+            let last = a.max { $0.finished < $1.finished }!
+            let slowest = Double(a.map(\.compute).max()!), mean = Double(a.map(\.compute).reduce(0, +)) / Double(a.count)
+            steps.append((nextFirst - first) / 1e9)
+            computes.append(slowest / 1e9)
+            imb.append((slowest - mean) / 1e9)
+            transfers.append(max(0, (Double(last.finished) - Double(last.queued) - Double(last.compute)) / 1e9 - reduce))
+        }
+        guard !steps.isEmpty else { return nil }
+        step = median(steps); compute = median(computes); imbalance = median(imb); transfer = median(transfers); coordinator = reduce
+    }
+
+    init(step: Double, compute: Double, imbalance: Double, transfer: Double, coordinator: Double) {
+        self.step = step; self.compute = compute; self.imbalance = imbalance; self.transfer = transfer; self.coordinator = coordinator
+    }
+
+    /// Medians, part by part, of several runs' breakdowns.
+    static func combined(_ xs: [StepBreakdown]) -> StepBreakdown {
+        StepBreakdown(step: median(xs.map(\.step)), compute: median(xs.map(\.compute)), imbalance: median(xs.map(\.imbalance)),
+                      transfer: median(xs.map(\.transfer)), coordinator: median(xs.map(\.coordinator)))
+    }
+}
