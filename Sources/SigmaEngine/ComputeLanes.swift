@@ -10,6 +10,8 @@ public final class ComputeLanes: Sendable {
     public static let shared = ComputeLanes(total: 1)
 
     private let state: Mutex<(total: Int, held: Int)>
+    /// Work queued for the threads that hold lanes (a worker's shards not yet taken): those lanes are spoken for.
+    private let queued = Mutex<(@Sendable () -> Int)?>(nil)
 
     public init(total: Int) { state = Mutex((max(1, total), 0)) }
 
@@ -21,10 +23,16 @@ public final class ComputeLanes: Sendable {
     /// Lanes free right now.
     public var free: Int { state.withLock { max(0, $0.total - $0.held) } }
 
-    /// Takes up to `n` free lanes without waiting; returns how many it took (0 when all are held).
+    /// Lanes stay with queued work: `count` says how many items wait for a thread that will hold a lane (a worker's
+    /// shards not yet started), and that many free lanes are not lent — two shards that arrive together run side by
+    /// side instead of the first taking every core.
+    public func reserve(forQueued count: @escaping @Sendable () -> Int) { queued.withLock { $0 = count } }
+
+    /// Takes up to `n` free lanes without waiting; returns how many it took (0 when all are held or spoken for).
     public func acquire(upTo n: Int) -> Int {
-        state.withLock { s in
-            let k = max(0, min(n, s.total - s.held))
+        let waiting = queued.withLock { $0 }?() ?? 0
+        return state.withLock { s in
+            let k = max(0, min(n, s.total - s.held - waiting))
             s.held += k
             return k
         }

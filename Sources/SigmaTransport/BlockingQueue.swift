@@ -34,6 +34,13 @@ public final class BlockingQueue<Element: Sendable>: @unchecked Sendable {
         return items.isEmpty
     }
 
+    /// Elements waiting to be taken.
+    public var count: Int {
+        cond.lock()
+        defer { cond.unlock() }
+        return items.count
+    }
+
     public func remove(where match: (Element) -> Bool) {
         cond.lock()
         items.removeAll(where: match)

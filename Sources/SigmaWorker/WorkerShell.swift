@@ -66,6 +66,7 @@ public final class WorkerShell: Sendable {
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
                           name: options.name, instance: UUID().uuidString, features: WorkerShell.features)
+        ComputeLanes.shared.reserve { [shared] in shared.work.count }
         var ts: [OSThread] = []
         for i in 0..<options.slots {
             ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared, fetcher: fetcher, index: i) })
