@@ -15,8 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
-          sigma bench gemm                # engine matmul vs direct cblas_sgemm, 1 and 2 threads; then
-                                          #   cblas_sgemm under each OpenBLAS kernel set vs the default
+          sigma bench gemm                # engine vs cblas_sgemm; cblas per OpenBLAS kernel set
           sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
           sigma bench embed               # all-MiniLM-L6-v2 over 2,000 sentences (needs `make model`)
           sigma bench train               # MLP training on 2 local workers vs the engine alone
