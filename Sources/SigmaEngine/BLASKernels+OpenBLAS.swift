@@ -75,7 +75,7 @@ extension BLASKernels {
 
     /// True when `product` (default: the engine's `Kernels.matmul`, i.e. `cblas_sgemm` on the running set) matches
     /// `Kernels.matmulReference` within `selfCheckTolerance` for every shape, in all four transpose combinations the
-    /// engine uses; a NaN fails. About 6 M multiply-adds in the reference: milliseconds.
+    /// engine uses; a NaN fails. About 7 M multiply-adds in the reference: well under 0.1 s in a release build.
     public static func selfCheck(product: (Tensor, Tensor, Bool, Bool) -> Tensor = { Kernels.matmul($0, $1, transA: $2, transB: $3) }) -> Bool {
         var rng = SeededRandom(seed: 67)
         for (m, k, n) in selfCheckShapes {
