@@ -763,6 +763,9 @@ public struct CoordinatorCore {
             s.rawBytes = w.rawOut
             s.wireBytes = w.wireOut
             s.joined = now &- w.joinedAt
+            s.blas = w.hello.feature("blas") ?? ""
+            s.blasChoice = w.hello.feature("blas-choice") ?? ""
+            s.blasBest = w.hello.feature("blas-best") ?? ""
             return s
         }
         let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }

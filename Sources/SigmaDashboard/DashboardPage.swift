@@ -35,7 +35,7 @@ enum DashboardPage {
     <canvas id="util" width="520" height="150"></canvas><canvas id="tput" width="520" height="150"></canvas></div>
     <div class="muted">utilisation: shards in flight ÷ slots (blue), CPU ÷ cores (orange); throughput: shards completed per second</div></section>
     <section><h2>Jobs</h2><table><thead><tr><th>ID</th><th>Name</th><th>Kind</th><th>State</th><th>Progress</th><th></th><th>Re-runs</th><th>Hedges</th><th>Elapsed</th><th>ETA</th></tr></thead><tbody id="jobs"></tbody></table></section>
-    <section><h2>Workers</h2><table><thead><tr><th>ID</th><th>Name</th><th>Host</th><th>State</th><th>CPU %</th><th>Memory</th><th>In flight</th><th>Items/s</th><th>RTT</th><th>Bytes in</th><th>Bytes out</th><th>LZ4</th><th>Done</th></tr></thead><tbody id="workers"></tbody></table></section>
+    <section><h2>Workers</h2><table><thead><tr><th>ID</th><th>Name</th><th>Host</th><th>State</th><th>CPU %</th><th>Memory</th><th>In flight</th><th>Items/s</th><th>RTT</th><th>Bytes in</th><th>Bytes out</th><th>LZ4</th><th>Done</th><th>BLAS</th></tr></thead><tbody id="workers"></tbody></table></section>
     <p class="muted">Prometheus metrics: <a href="/metrics">/metrics</a> · JSON: <a href="/api/status">/api/status</a></p>
     </main>\(common)
     <script>
@@ -54,7 +54,8 @@ enum DashboardPage {
         <td>${j.reruns}</td><td>${j.hedges}</td><td>${fmtDur(j.elapsed_s)}</td><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>`).join('')||'<tr><td colspan="10" class="muted">no jobs yet</td></tr>';
       document.getElementById('workers').innerHTML=s.workers.map(w=>`<tr><td>${w.id}</td><td>${esc(w.name)}</td><td>${esc(w.host)}</td><td>${w.state}</td><td>${w.cpu_percent.toFixed(0)}</td>
         <td>${fmtBytes(w.rss_bytes)}</td><td>${w.in_flight}</td><td>${w.throughput_items_per_s?fmtRate(w.throughput_items_per_s):'-'}</td><td>${w.rtt_us?fmtDur(w.rtt_us/1e6):'-'}</td>
-        <td>${fmtBytes(w.bytes_in)}</td><td>${fmtBytes(w.bytes_out)}</td><td>${w.compression_ratio.toFixed(2)}</td><td>${w.shards_done}</td></tr>`).join('')||'<tr><td colspan="13" class="muted">no workers</td></tr>';
+        <td>${fmtBytes(w.bytes_in)}</td><td>${fmtBytes(w.bytes_out)}</td><td>${w.compression_ratio.toFixed(2)}</td><td>${w.shards_done}</td>
+        <td${w.blas_below_best?' class="state-failed" title="below what this CPU can run"':''}>${esc(w.blas||'-')}${w.blas_below_best?' (best: '+esc(w.blas_best)+')':''}${w.blas_choice?' · '+esc(w.blas_choice):''}</td></tr>`).join('')||'<tr><td colspan="14" class="muted">no workers</td></tr>';
     }
     function connect(){const es=new EventSource('/api/events');es.onmessage=e=>render(JSON.parse(e.data));
       es.onerror=()=>{document.getElementById('summary').textContent='reconnecting…';};}

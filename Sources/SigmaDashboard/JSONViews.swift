@@ -43,7 +43,8 @@ extension ClusterStatus.Worker {
          "in_flight": Int(inFlight), "rtt_us": Double(rtt) / 1e3, "last_seen_ms": Double(lastSeen) / 1e6,
          "shards_done": Int(shardsDone), "throughput_items_per_s": throughput, "bandwidth_bytes_per_s": bandwidth,
          "bytes_in": Int(bytesIn), "bytes_out": Int(bytesOut), "cpu_percent": cpu, "rss_bytes": Int(rss),
-         "memory_bytes": Int(memory), "compression_ratio": compressionRatio, "up_s": Double(joined) / 1e9]
+         "memory_bytes": Int(memory), "compression_ratio": compressionRatio, "up_s": Double(joined) / 1e9,
+         "blas": blas, "blas_choice": blasChoice, "blas_best": blasBest, "blas_below_best": blasBelowBest]
     }
 }
 

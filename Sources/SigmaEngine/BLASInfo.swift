@@ -2,7 +2,8 @@ import COpenBLAS
 
 /// What the OpenBLAS library in this process is and does (reported in HELLO and by benchmarks).
 public enum BLASInfo {
-    /// The kernel set OpenBLAS chose (e.g. "Haswell", "SkylakeX"); `OPENBLAS_CORETYPE` overrides it.
+    /// The kernel set running (e.g. "Haswell", "SkylakeX"): OpenBLAS's choice, the user's `OPENBLAS_CORETYPE`, or the
+    /// set `BLASKernels.startup` switched to.
     public static var coreName: String {
         guard let p = openblas_get_corename() else { return "unknown" }
         return String(cString: p)

@@ -32,6 +32,18 @@ public struct ClusterStatus: Sendable, Equatable {
         public var wireBytes: UInt64 = 0
         /// Nanoseconds since the worker joined.
         public var joined: UInt64 = 0
+        /// The OpenBLAS kernel set the worker runs, how it was chosen ("auto", "openblas", "env") and the best set its
+        /// CPU could run (HELLO features `blas=`, `blas-choice=`, `blas-best=`; "" from a worker that did not say).
+        public var blas = ""
+        public var blasChoice = ""
+        public var blasBest = ""
+        /// The worker runs a kernel set below what its CPU could run (e.g. generic SSE3 kernels on an AVX-512 CPU).
+        public var blasBelowBest: Bool { !blasBest.isEmpty && blas != blasBest }
+        /// "Cooperlake", or "Prescott!" (with "(best: Cooperlake)" when `long`) for a set below the CPU's best.
+        public func blasLabel(long: Bool = false) -> String {
+            guard !blas.isEmpty else { return "-" }
+            return blasBelowBest ? blas + "!" + (long ? " (best: \(blasBest))" : "") : blas
+        }
         public init(id: String, name: String, host: String, cores: UInt16, slots: UInt32, state: String, inFlight: UInt32,
                     rtt: UInt64, lastSeen: UInt64, shardsDone: UInt64) {
             self.id = id
@@ -162,6 +174,7 @@ public struct ClusterStatus: Sendable, Equatable {
             w.u32(x.inFlight); w.u64(x.rtt); w.u64(x.lastSeen); w.u64(x.shardsDone)
             w.f64(x.throughput); w.f64(x.bandwidth); w.u64(x.bytesIn); w.u64(x.bytesOut)
             w.f64(x.cpu); w.u64(x.rss); w.u64(x.memory); w.u64(x.rawBytes); w.u64(x.wireBytes); w.u64(x.joined)
+            w.string(x.blas); w.string(x.blasChoice); w.string(x.blasBest)
         }
         w.u32(UInt32(jobs.count))
         for j in jobs { j.encode(into: &w) }
@@ -191,6 +204,9 @@ public struct ClusterStatus: Sendable, Equatable {
             x.rawBytes = try r.u64("worker.raw_bytes")
             x.wireBytes = try r.u64("worker.wire_bytes")
             x.joined = try r.u64("worker.joined")
+            x.blas = try r.string("worker.blas")
+            x.blasChoice = try r.string("worker.blas_choice")
+            x.blasBest = try r.string("worker.blas_best")
             workers.append(x)
         }
         let nj = try r.u32("status.jobs")

@@ -56,8 +56,13 @@ public struct Hello: Sendable, Equatable {
     public var name: String
     /// Random per worker process; a worker that re-registers after a reconnect keeps it.
     public var instance: String
-    /// Comma-separated engine features, e.g. "map-reduce,lz4,blas=Haswell".
+    /// Comma-separated engine features, e.g. "map-reduce,lz4,blas=Haswell,blas-choice=env,blas-best=Cooperlake".
     public var features: String
+    /// The value of a `key=value` feature, e.g. `feature("blas")` → "Haswell"; nil when absent.
+    public func feature(_ key: String) -> String? {
+        for f in features.split(separator: ",") where f.hasPrefix(key + "=") { return String(f.dropFirst(key.count + 1)) }
+        return nil
+    }
 
     public init(build: String = sigmaBuild, cores: UInt16, slots: UInt32, memory: UInt64, host: String, name: String,
                 instance: String, features: String) {

@@ -57,6 +57,12 @@ public final class WorkerShell: Sendable {
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
+        let kernels = WorkerShell.kernels
+        if let warning = kernels.warning {
+            logger.warning("\(warning)", metadata: ["blas": "\(kernels.running)", "blas.best": "\(kernels.best)"])
+        } else {
+            logger.info("OpenBLAS kernels: \(kernels.running) (\(kernels.choice.rawValue): \(kernels.note))")
+        }
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
         let shared = Shared()
@@ -80,10 +86,15 @@ public final class WorkerShell: Sendable {
         threads = Mutex(ts)
     }
 
-    /// Engine features this worker offers.
+    /// Engine features this worker offers, with the BLAS kernel set, how it was chosen and the best this CPU could run
+    /// (`blas=…,blas-choice=…,blas-best=…`).
     public static var features: String {
-        "map-reduce,train,infer,eval,embed,lz4,blas=\(BLASInfo.coreName)" + (SharedMemory.feature.map { "," + $0 } ?? "")
+        "map-reduce,train,infer,eval,embed,lz4,\(kernels.features)" + (SharedMemory.feature.map { "," + $0 } ?? "")
     }
+
+    /// The kernel set `sigma` chose at process start (`BLASKernels.startup`), or, in a process that never ran the
+    /// choice (tests embedding a worker), a report of OpenBLAS's own without switching anything.
+    static var kernels: BLASKernels.Status { BLASKernels.current ?? BLASKernels.reportOnly() }
 
     /// The id the coordinator gave this worker, once registered.
     public var workerID: String? { shared.workerID.withLock { $0 } }

@@ -15,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
-          sigma bench gemm                # engine matmul vs direct cblas_sgemm, 1 and 2 threads
+          sigma bench gemm                # engine vs cblas_sgemm; cblas per OpenBLAS kernel set
           sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
           sigma bench embed               # all-MiniLM-L6-v2 over 2,000 sentences (needs `make model`)
           sigma bench train               # MLP training on 2 local workers vs the engine alone
@@ -33,13 +33,19 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
     @Option(help: "Worker processes: for dispatch, how many run the throughput test; for scale, the one-thread worker counts to try, e.g. 1,2,4,8 (default: 1, 2, 4 … up to the cores).") var workers: String?
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
+    /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
+    @Flag(help: .hidden) var child = false
+    /// The integration test of the kernel switch: force Prescott, choose again, check products (BenchKernels).
+    @Flag(help: .hidden) var checkSwitchFromGeneric = false
 
     func run() async throws {
         common.bootstrapLogging()
         do {
             switch which {
             case "dispatch": try await dispatch()
-            case "gemm": try await onThread { benchGemm(runs: runs) }
+            case "gemm" where checkSwitchFromGeneric: BenchKernels.switchFromGenericMain()
+            case "gemm" where child: BenchKernels.childMain()
+            case "gemm": try await onThread { benchGemm(runs: runs); BenchKernels.run() }
             case "mlp": try await onThread { benchMLP(runs: runs) }
             case "embed": try await onThread { try benchEmbed(runs: runs) }
             case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"))

@@ -6,7 +6,10 @@ import SigmaTransport
 /// Engine matmul (`Kernels.matmul`: allocation + `cblas_sgemm`) against `cblas_sgemm` on preallocated buffers,
 /// n = 256…2048, 1 and 2 BLAS threads; medians of `runs`.
 func benchGemm(runs: Int) {
-    print("# sigma bench gemm — OpenBLAS kernels: \(BLASInfo.coreName) (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+    let kernels = BLASKernels.current ?? BLASKernels.startup
+    print("# sigma bench gemm — \(BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+    print("# OpenBLAS kernels: \(BLASInfo.coreName), chosen by \(kernels.choice.rawValue) (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")): \(kernels.note)")
+    if let w = kernels.warning { print("# warning: \(w)") }
     print("")
     print("| n | threads | Sigma GFLOP/s | cblas_sgemm GFLOP/s | ratio | target |")
     print("|---|---|---|---|---|---|")

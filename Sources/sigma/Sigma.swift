@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SigmaEngine
 import SigmaModel
 
 @main
@@ -22,6 +23,13 @@ struct Sigma: AsyncParsableCommand {
                       LogsCommand.self, CancelCommand.self, ResultsCommand.self, WorkersCommand.self, TraceCommand.self, TopCommand.self,
                       DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
+
+    /// Chooses OpenBLAS's kernel set before any command runs (so before any BLAS call and any other thread), then
+    /// runs the command. See docs/architecture.md, "How the BLAS kernel set is chosen".
+    static func main() async {
+        _ = BLASKernels.startup
+        await Self.main(nil)
+    }
 }
 
 /// Flags every command shares.

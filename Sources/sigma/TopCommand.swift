@@ -109,17 +109,18 @@ struct TopView {
         if shown.isEmpty { lines.append("(no jobs yet)") }
         lines.append("")
         lines.append(pad("WORKER", 8) + pad("HOST", 13) + pad("STATE", 11) + pad("CPU%", 6) + pad("MEM", 8) + pad("SHARDS", 7)
-                     + pad("ITEMS/S", 9) + pad("RTT", 9) + pad("IN", 8) + pad("OUT", 8) + "LZ4")
+                     + pad("ITEMS/S", 9) + pad("RTT", 9) + pad("IN", 8) + pad("OUT", 8) + pad("LZ4", 6) + "BLAS")
         let rows = max(1, height - lines.count - 1)
         let ordered = sorted(status.workers)
         for w in ordered.prefix(rows) {
             lines.append(pad(w.id, 8) + pad(w.host, 13) + pad(w.state, 11) + pad(String(format: "%.0f", w.cpu), 6)
                          + pad(formatBytes(w.rss), 8) + pad("\(w.inFlight)", 7) + pad(w.throughput == 0 ? "-" : formatRate(w.throughput), 9)
                          + pad(w.rtt == 0 ? "-" : formatDuration(w.rtt), 9) + pad(formatBytes(w.bytesIn), 8) + pad(formatBytes(w.bytesOut), 8)
-                         + String(format: "%.2f", w.compressionRatio))
+                         + pad(String(format: "%.2f", w.compressionRatio), 6) + w.blasLabel())
         }
         if ordered.count > rows { lines.append("… \(ordered.count - rows) more workers (enlarge the terminal, or: sigma workers)") }
         if status.workers.isEmpty { lines.append("(no workers; join one with: sigma worker --join tcp://COORDINATOR:7700)") }
+        lines += blasWarnings(status.workers).prefix(3)
         return lines.map { $0.count > width ? String($0.prefix(width)) : $0 }
     }
 

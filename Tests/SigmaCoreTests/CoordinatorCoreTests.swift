@@ -222,6 +222,19 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         let w = h.core.status(now: h.now).workers[0]
         #expect(w.rtt == 200_000)
     }
+
+    /// The status carries each worker's BLAS kernel set from its HELLO features; a worker that names none shows "".
+    @Test func statusCarriesTheWorkersBLASKernelSet() {
+        var h = Harness()
+        h.event(.received(w1, .hello(Hello(cores: 2, slots: 1, memory: 1 << 30, host: "h", name: "n", instance: "a",
+                                           features: "map-reduce,lz4,blas=Prescott,blas-choice=openblas,blas-best=Cooperlake,shm=k"))))
+        h.event(.received(w2, .hello(Hello(cores: 2, slots: 1, memory: 1 << 30, host: "h", name: "m", instance: "b", features: "map-reduce"))))
+        let ws = h.core.status(now: h.now).workers
+        let a = ws.first { $0.name == "n" }!, b = ws.first { $0.name == "m" }!
+        #expect(a.blas == "Prescott" && a.blasChoice == "openblas" && a.blasBest == "Cooperlake" && a.blasBelowBest)
+        #expect(a.blasLabel() == "Prescott!" && a.blasLabel(long: true) == "Prescott! (best: Cooperlake)")
+        #expect(b.blas == "" && !b.blasBelowBest && b.blasLabel() == "-")
+    }
 }
 
 @Suite struct DeferredAcceptTests {

@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -72,6 +73,14 @@ import Testing
             #expect(workers.allSatisfy { $0[key] != nil }, "workers --json lacks \(key)")
         }
         #expect(workers.contains { ($0["rss_bytes"] as? Int ?? 0) > 1_000_000 }, "worker memory not reported")
+        // Each worker's OpenBLAS kernel set, as this machine's OpenBLAS runs it, and how it was chosen.
+        let kernels = BLASKernels.reportOnly()
+        for w in workers where w["state"] as? String != "dead" {
+            #expect((w["blas"] as? String)?.isEmpty == false && ["auto", "openblas", "env"].contains(w["blas_choice"] as? String ?? ""), "\(w)")
+            #expect(w["blas_best"] as? String == (kernels.choice == .env ? kernels.best : w["blas"] as? String), "\(w)")
+        }
+        let workersText = try await run(["workers"] + ep).out
+        #expect(workersText.contains("BLAS") && workersText.contains(workers[0]["blas"] as? String ?? "?"), "\(workersText)")
         let detailOut = try await run(["job", "\(job)", "--shards", "--json"] + ep).out
         Snapshot.check("json/job-shards.json", try Snapshot.jsonShape(detailOut))
         let detail = try #require(try json(detailOut) as? [String: Any])

@@ -96,6 +96,11 @@ import Testing
             .init(id: "w1", name: "n", host: "h", cores: 2, slots: 1, state: "ready", inFlight: 0, rtt: 50_000, lastSeen: 1, shardsDone: 9)],
             jobs: [.init(id: 1, name: "j", kind: "map-reduce", state: .running, done: 1, total: 2, running: 1, reruns: 0,
                          duplicates: 0, elapsed: 3, error: "")], queuedShards: 4)),
+        .statusReply(request: 12, {
+            var w = ClusterStatus.Worker(id: "w2", name: "n", host: "h", cores: 2, slots: 1, state: "ready", inFlight: 0, rtt: 0, lastSeen: 1, shardsDone: 0)
+            (w.blas, w.blasChoice, w.blasBest) = ("Prescott", "openblas", "Cooperlake")
+            return ClusterStatus(uptime: 5, workers: [w], jobs: [], queuedShards: 0)
+        }()),
         .watch(request: 13, job: 3),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 4, total: 10, running: 2, reruns: 1)),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 1, total: 2, running: 1, reruns: 0, step: 7, steps: 90,

@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// The shell: OpenBLAS's kernel table, switched in-process. A DYNAMIC_ARCH OpenBLAS keeps the running set in the
+/// exported pointer `gotoblas`; `gotoblas_dynamic_init()` fills it (from `OPENBLAS_CORETYPE`, else its own CPU
+/// detection) only while it is null and runs the set's `init` (its GEMM blocking). The symbols are looked up with
+/// `dlsym`, so an OpenBLAS built without DYNAMIC_ARCH simply offers no choice.
+extension BLASKernels {
+    /// The start-up choice, made once per process (the first use of `startup` runs it). Call it before any BLAS call:
+    /// switching while another thread is inside OpenBLAS would mix two sets' blocking and kernels.
+    public static let startup: Status = chooseNow()
+
+    /// The status of the last choice made in this process (`startup`'s, or a later `chooseNow()`'s), nil before any.
+    public static var current: Status? { latest.withLock { $0 } }
+    private static let latest = Mutex<Status?>(nil)
+
+    /// Runs the choice now (not once: `sigma bench gemm --child --from-generic` and tests call it after forcing a set).
+    /// `override`: the user's `OPENBLAS_CORETYPE`.
+    @discardableResult
+    public static func chooseNow(override: String? = environmentOverride) -> Status {
+        let flags = cpuFlags(cpuinfo: procCPUInfo)
+        let status: Status
+        if let t = OpenBLASTable.load() {
+            let saved = t.pointer
+            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: t.available,
+                            switchTo: { t.install($0) }, selfCheck: { selfCheck() }, restore: { t.pointer = saved })
+        } else {
+            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: [],
+                            switchTo: { _ in false }, selfCheck: { false }, restore: {})
+        }
+        latest.withLock { $0 = status }
+        return status
+    }
+
+    /// Installs `name`'s table by hand (what `OPENBLAS_CORETYPE=name` does at load time), leaving the environment as
+    /// it was; true when OpenBLAS then reports that set. For benchmarks and for tests that simulate OpenBLAS picking
+    /// a generic set. Same caveat as `startup`: no other thread may be inside OpenBLAS.
+    @discardableResult
+    public static func force(_ name: String) -> Bool {
+        OpenBLASTable.load()?.install(name) ?? false
+    }
+
+    /// The names of the sets whose tables this OpenBLAS exports (empty without DYNAMIC_ARCH).
+    public static var available: Set<String> { OpenBLASTable.load()?.available ?? [] }
+
+    /// `OPENBLAS_CORETYPE` as the user set it (Sigma unsets what it sets itself).
+    public static var environmentOverride: String? { getenv("OPENBLAS_CORETYPE").map { String(cString: $0) } }
+
+    /// /proc/cpuinfo, or "" where there is none (no flags: no switch).
+    public static var procCPUInfo: String {
+        guard let f = fopen("/proc/cpuinfo", "r") else { return "" }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, f)
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+            if bytes.count > 1 << 20 { break }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Relative error allowed between a product and its Float64 reference: the engine's own bound for `matmul`
+    /// (KernelTests.fastMatmulEqualsReference: ≤ 1e-5 with Float32 accumulation over K ≤ 300).
+    public static let selfCheckTolerance: Float = 1e-5
+
+    /// The shapes the self-check multiplies, (M, K, N): odd sizes that leave partial register blocks and partial
+    /// cache panels, single rows and columns, and one large enough for OpenBLAS to split it over threads.
+    public static let selfCheckShapes: [(Int, Int, Int)] = [(67, 129, 33), (96, 200, 80), (1, 300, 7), (7, 300, 1), (5, 3, 2)]
+
+    /// True when `product` (default: the engine's `Kernels.matmul`, i.e. `cblas_sgemm` on the running set) matches
+    /// `Kernels.matmulReference` within `selfCheckTolerance` for every shape, in all four transpose combinations the
+    /// engine uses; a NaN fails. About 7 M multiply-adds in the reference: well under 0.1 s in a release build.
+    public static func selfCheck(product: (Tensor, Tensor, Bool, Bool) -> Tensor = { Kernels.matmul($0, $1, transA: $2, transB: $3) }) -> Bool {
+        var rng = SeededRandom(seed: 67)
+        for (m, k, n) in selfCheckShapes {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = Tensor.uniform(ta ? [k, m] : [m, k], low: -1, high: 1, rng: &rng)
+                let b = Tensor.uniform(tb ? [n, k] : [k, n], low: -1, high: 1, rng: &rng)
+                let fast = product(a, b, ta, tb), ref = Kernels.matmulReference(a, b, transA: ta, transB: tb)
+                guard fast.shape == ref.shape else { return false }
+                for i in 0..<ref.count {
+                    let err = abs(fast[i] - ref[i]) / max(1, abs(ref[i]))
+                    if !(err <= selfCheckTolerance) { return false }
+                }
+            }
+        }
+        return true
+    }
+}
+
+/// OpenBLAS's `gotoblas` pointer and `gotoblas_dynamic_init`, found with dlsym.
+private struct OpenBLASTable {
+    let slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    let dynamicInit: @convention(c) () -> Void
+    let available: Set<String>
+
+    static func load() -> OpenBLASTable? {
+        guard let handle = dlopen(nil, RTLD_NOW),
+              let slot = dlsym(handle, "gotoblas"), let initSymbol = dlsym(handle, "gotoblas_dynamic_init") else { return nil }
+        let available = Set(BLASKernels.sets.filter { dlsym(handle, $0.symbol) != nil }.map(\.name))
+        return OpenBLASTable(slot: slot.assumingMemoryBound(to: UnsafeMutableRawPointer?.self),
+                             dynamicInit: unsafeBitCast(initSymbol, to: (@convention(c) () -> Void).self), available: available)
+    }
+
+    /// The running table.
+    var pointer: UnsafeMutableRawPointer? {
+        get { slot.pointee }
+        nonmutating set { slot.pointee = newValue }
+    }
+
+    /// Clears the pointer and lets OpenBLAS load `name` as if `OPENBLAS_CORETYPE=name` had been set at start, then
+    /// puts the environment back (so child processes and the user-override check see what the user set).
+    func install(_ name: String) -> Bool {
+        guard available.contains(name) else { return false }
+        let saved = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        pointer = nil
+        setenv("OPENBLAS_CORETYPE", name, 1)
+        dynamicInit()
+        if let s = saved { setenv("OPENBLAS_CORETYPE", s, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+        return BLASInfo.coreName.lowercased() == name.lowercased()
+    }
+}
+
+extension BLASKernels {
+    /// What the start-up choice would say, without switching anything (safe while other threads use BLAS).
+    public static func reportOnly(override: String? = environmentOverride) -> Status {
+        let running = BLASInfo.coreName
+        switch decide(running: running, override: override, flags: cpuFlags(cpuinfo: procCPUInfo), available: available) {
+        case .keep(let s): return s
+        case .trySwitch(let target):
+            return Status(running: running, choice: .openblas, best: target, note: "OpenBLAS chose \(running); \(target) not tried (report only)")
+        }
+    }
+}
