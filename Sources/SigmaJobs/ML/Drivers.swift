@@ -250,10 +250,10 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         var next: Frame? = nil
         let root: (loss: Double, correct: UInt64, rows: UInt64) = (reduced.loss, reduced.correct, reduced.rows)
         if let sgd = optimizer as? SGD {
-            // One pass on both cores (the workers are waiting for these parameters): the reduce's last addition,
+            // One pass on up to 8 cores (the workers are waiting for these parameters): the reduce's last addition,
             // / rows, the SGD update, and the next PARAMS payload written as it goes.
             let frame = Frame(shareable: parameterCount * 4) { out in
-                reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: 2) }
+                reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: ElementChunks.threads) }
             }
             // The weights now live in the PARAMS payload only (read-only tensors over it, as on the workers): the
             // pass wrote them once, and the next one reads them there.

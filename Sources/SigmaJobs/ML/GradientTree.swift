@@ -1,3 +1,4 @@
+import Foundation
 import SigmaModel
 
 /// A node of the fixed binary tree over a step's micro-batch indices `0..<total`: node (level l, index k) stands for
@@ -420,7 +421,8 @@ fileprivate enum Subtree {
             other.withBytes { q in
                 s.values.withUnsafeMutableBufferPointer { o in
                     precondition(q.count == o.count * 4, "partial sums of different sizes")
-                    for i in 0..<o.count { o[i] += q.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
+                    let (o, q) = (Unchecked(o), Unchecked(q))
+                    ElementChunks.run(o.v.count) { r in for i in r { o.v[i] += q.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self) } }
                 }
             }
             (s.loss, s.correct, s.rows) = (loss, correct, rows)
@@ -433,7 +435,8 @@ fileprivate enum Subtree {
             t.values.withUnsafeBufferPointer { q in
                 s.values.withUnsafeMutableBufferPointer { o in
                     precondition(q.count == o.count, "partial sums of different sizes")
-                    for i in 0..<o.count { o[i] += q[i] }
+                    let (o, q) = (Unchecked(o), Unchecked(q))
+                    ElementChunks.run(o.v.count) { r in for i in r { o.v[i] += q.v[i] } }
                 }
             }
             (s.loss, s.correct, s.rows) = (loss, correct, rows)
@@ -443,16 +446,37 @@ fileprivate enum Subtree {
                 q.withBytes { y in
                     precondition(x.count == y.count, "partial sums of different sizes")
                     return [Float](unsafeUninitializedCapacity: x.count / 4) { o, n in
-                        for i in 0..<x.count / 4 {
-                            o[i] = x.loadUnaligned(fromByteOffset: i * 4, as: Float.self) + y.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                        let (out, x, y) = (Unchecked(o), Unchecked(x), Unchecked(y))
+                        ElementChunks.run(x.v.count / 4) { r in
+                            for i in r {
+                                out.v[i] = x.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self) + y.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                            }
                         }
-                        n = x.count / 4
+                        n = x.v.count / 4
                     }
                 }
             }
             return Sum(values: values, loss: loss, correct: correct, rows: rows)
         }
     }
+}
+
+/// An element-wise pass over a step's gradient split into contiguous chunks on the coordinator's cores: each element
+/// is one addition whichever chunk it falls in, so the bits do not depend on the split. While the coordinator
+/// reduces, the workers wait for its next parameters, so their cores are free on a shared host.
+enum ElementChunks {
+    static let threads = min(8, ProcessInfo.processInfo.activeProcessorCount)
+    static func run(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let n = max(1, min(threads, count / 262_144))
+        if n == 1 { body(0..<count); return }
+        DispatchQueue.concurrentPerform(iterations: n) { k in body(count * k / n ..< count * (k + 1) / n) }
+    }
+}
+
+/// A buffer pointer handed to chunk threads that write disjoint ranges of it.
+struct Unchecked<P>: @unchecked Sendable {
+    let v: P
+    init(_ v: P) { self.v = v }
 }
 
 extension Array where Element == Float {
