@@ -22,14 +22,18 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
           sigma bench embed-cluster       # embedding on 2 workers vs the local job
           sigma bench curve               # what CURVE encryption costs, vs plain
+          sigma bench coordinator         # coordinator CPU, messages, bytes per train step
+                                          # vs workers (default 1,2,4,8,16,32,64)
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch, gemm, mlp.") var which: String = "dispatch"
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator.")
+    var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
-    @Option(help: "Worker processes for the throughput run.") var workers: Int = 1
+    @Option(help: "Worker processes: dispatch, one count (default 1); coordinator, a list such as 1,2,4,8,16,32,64 (the default).")
+    var workers: WorkerCounts?
 
     func run() async throws {
         common.bootstrapLogging()
@@ -43,7 +47,11 @@ struct BenchCommand: AsyncParsableCommand {
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve")
+            case "coordinator":
+                let counts = workers?.counts ?? [1, 2, 4, 8, 16, 32, 64]
+                try await BenchCoordinator.run(workerCounts: counts, benchWorkers: counts.filter { $0 <= 16 }, runs: runs,
+                                               logger: Logger(label: "sigma.bench"))
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator")
             }
         } catch {
             exitWith(error)
@@ -52,6 +60,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     func dispatch() async throws {
         let logger = Logger(label: "sigma.bench")
+        let counts = self.workers?.counts ?? [1]
+        guard counts.count == 1 else { throw CLIError.usage("bench dispatch takes one worker count (--workers N), not a list") }
+        let workers = counts[0]
         print("# sigma bench dispatch — \(ProcessInfo.processInfo.activeProcessorCount) cores, libzmq \(ZContext.libraryVersion), OpenBLAS \(BLASInfo.coreName)")
         print("# \(shards) tiny shards per run, \(runs) runs, \(samples) round trips per latency run; medians of runs")
 
@@ -208,6 +219,16 @@ struct EchoServerCommand: ParsableCommand {
         } else if let j = join {
             try RawBaseline.echo(endpoint: j, bind: false) { getppid() == 1 }
         }
+    }
+}
+
+/// `--workers 4` or `--workers 1,2,4,8`: worker counts, each ≥ 1.
+struct WorkerCounts: ExpressibleByArgument {
+    let counts: [Int]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        counts = parts.map { $0! }
     }
 }
 
