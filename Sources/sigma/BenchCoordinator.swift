@@ -233,20 +233,52 @@ enum BenchCoordinator {
             }
         }
 
-        // Projection: coordinator CPU and link time per step, by model size and worker count.
+        // Projection: coordinator CPU and link time per step, by model size and worker count, against each worker's
+        // compute for 128 samples a step (the bench model's 2048 over 16 workers; weak scaling: the batch grows with
+        // the workers) at the FLOP rate one worker measured above (6 FLOP per parameter per sample).
+        let flops = tcp.first(where: { $0.workers == 1 }).map { 6 * pBench * 2048 / $0.perStep.compute } ?? 50e9
+        let perWorker = 128.0
+        func cpu(_ p: Double, _ w: Double) -> Double { m.a + perParam * p + m.b * msgsPerWorker * w + bt.b * 8 * p * w }
+        func link(_ p: Double, _ w: Double, _ bandwidth: Double) -> Double { 8 * p * w / bandwidth }
+        func compute(_ p: Double) -> Double { 6 * p * perWorker / flops }
+        func name(_ p: Double) -> String { p >= 1e6 ? "\(Int(p / 1e6)) M" : "\(Int(p / 1e3)) K" }
         print("")
-        print("## Projection (socket path; CPU = fixed + per-parameter × P + per-message × messages + per-byte × 8·P·W; link = 8·P·W / bandwidth)")
+        print("## Projection to 1,000 workers (socket path)")
         print("")
-        print("| parameters | workers | coordinator CPU ms/step | link ms/step at 1.25 GB/s (10 GbE) | link ms/step at 12.5 GB/s (100 GbE) |")
-        print("|---|---|---|---|---|")
+        print(String(format: "CPU = fixed + per-parameter × P + per-message × %.2f·W + per-byte × 8·P·W (the fits above); link = 8·P·W / bandwidth (PARAMS out, gradients in); compute = 6·P FLOP × %.0f samples per worker per step at %.0f GFLOP/s (one worker, measured above); coordinator share = max(CPU, link) / (compute + max(CPU, link)): CPU and link overlap at best, and every worker waits for the step's PARAMS.",
+                     msgsPerWorker, perWorker, flops / 1e9))
+        print("")
+        print("| parameters | workers | coordinator CPU ms/step | link ms/step, 10 GbE (1.25 GB/s) | link ms/step, 100 GbE | worker compute ms/step | coordinator share, 10 GbE | share, 100 GbE |")
+        print("|---|---|---|---|---|---|---|---|")
         for p in [1e3, 1e6, 1e7, 1e8] {
             for w in [16.0, 64, 256, 1000] {
-                let cpu = m.a + perParam * p + m.b * msgsPerWorker * w + bt.b * 8 * p * w
-                let bytes = 8 * p * w
-                print(String(format: "| %@ | %.0f | %.2f | %.2f | %.2f |", p >= 1e6 ? "\(Int(p / 1e6)) M" as NSString : "\(Int(p / 1e3)) K" as NSString,
-                             w, cpu * 1e3, bytes / 1.25e9 * 1e3, bytes / 12.5e9 * 1e3))
+                let c = cpu(p, w), l10 = link(p, w, 1.25e9), l100 = link(p, w, 12.5e9), t = compute(p)
+                let s10 = max(c, l10), s100 = max(c, l100)
+                print(String(format: "| %@ | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f %% | %.0f %% |", name(p) as NSString, w, c * 1e3, l10 * 1e3,
+                             l100 * 1e3, t * 1e3, s10 / (t + s10) * 100, s100 / (t + s100) * 100))
             }
         }
+        // Where the coordinator stops being the limit: the fewest samples per worker per step (compute grows with
+        // them, the coordinator's cost does not) for which it stays within 5 % of the step.
+        print("")
+        print("Fewest samples per worker per step for the coordinator to stay ≤ 5 % of the step (coordinator ≤ compute / 19), with CPU / 10 GbE / 100 GbE as its limit:")
+        print("")
+        print("| parameters | 16 workers | 64 workers | 256 workers | 1,000 workers |")
+        print("|---|---|---|---|---|")
+        for p in [1e3, 1e5, 1e6, 1e7, 1e8] {
+            let cells = [16.0, 64, 256, 1000].map { w -> String in
+                let c = cpu(p, w)
+                func n(_ t: Double) -> String {
+                    let x = 19 * flops * t / (6 * p)
+                    return x >= 1e6 ? String(format: "%.1f M", x / 1e6) : x >= 1e4 ? String(format: "%.0f K", x / 1e3) : String(format: "%.0f", x.rounded(.up))
+                }
+                let l10 = link(p, w, 1.25e9), l100 = link(p, w, 12.5e9)
+                return "\(n(c)) / \(n(max(c, l10))) / \(n(max(c, l100)))" + (c >= l10 ? " (CPU)" : "")
+            }
+            print("| \(name(p)) | " + cells.joined(separator: " | ") + " |")
+        }
+        print(String(format: "Per worker and step, the messages cost as much CPU as the bytes at P = %.0f K parameters; the link (10 GbE) costs %.1f× the CPU per byte.",
+                     m.b * msgsPerWorker / (8 * bt.b) / 1e3, (1 / 1.25e9) / bt.b))
 
         // The real core alone (no codec, no sockets) with simulated workers: does its per-message cost stay flat?
         print("")
