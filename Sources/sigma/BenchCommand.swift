@@ -22,8 +22,7 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
           sigma bench embed-cluster       # embedding on 2 workers vs the local job
           sigma bench curve               # what CURVE encryption costs, vs plain
-          sigma bench coordinator         # coordinator CPU, messages, bytes per train step
-                                          # vs workers (default 1,2,4,8,16,32,64)
+          sigma bench coordinator         # coordinator's cost per step vs workers
         """)
 
     @OptionGroup var common: CommonOptions

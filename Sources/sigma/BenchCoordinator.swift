@@ -181,7 +181,7 @@ enum BenchCoordinator {
         let tiny = try await sweep(layers: [16, 32, 10], workerCounts: workerCounts, microBatch: 4, batch: { 8 * $0 }, steps: (20, 120),
                                    runs: runs, sharedMemory: true, x: tx, y: ty, logger: logger, report: printRow)
         print("")
-        print("## Bench model: MLP 256-1024-1024-10 (1.33 M parameters, 5.3 MB per PARAMS and per gradient), batch 2048, micro_batch 64")
+        print("## Bench model: MLP 256-1024-1024-10 (1.32 M parameters, 5.3 MB per PARAMS and per gradient), batch 2048, micro_batch 64")
         print("## workers oversubscribed on \(ProcessInfo.processInfo.activeProcessorCount) cores: only the coordinator's own CPU per step is the measure")
         var bench: [Bool: [Row]] = [:]
         for shm in [false, true] {
@@ -277,6 +277,7 @@ enum BenchCoordinator {
             }
             print("| \(name(p)) | " + cells.joined(separator: " | ") + " |")
         }
+        print("")
         print(String(format: "Per worker and step, the messages cost as much CPU as the bytes at P = %.0f K parameters; the link (10 GbE) costs %.1f× the CPU per byte.",
                      m.b * msgsPerWorker / (8 * bt.b) / 1e3, (1 / 1.25e9) / bt.b))
 
