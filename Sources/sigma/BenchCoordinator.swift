@@ -90,7 +90,7 @@ enum BenchCoordinator {
         return u
     }
 
-    static func trainSpec(x: String, y: String, layers: [Int], workers: Int, microBatch: Int, batch: Int, steps: Int) throws -> JobSpec {
+    static func trainSpec(x: String, y: String, layers: [Int], microBatch: Int, batch: Int, steps: Int) throws -> JobSpec {
         try JobSpec.parse("""
             kind: train
             name: bench-coordinator
@@ -123,8 +123,8 @@ enum BenchCoordinator {
             guard await c.waitForWorkers(w, timeout: 60) >= w else { throw CLIError.unreachable("\(w) workers did not join") }
             let client = try c.client()
             defer { client.close() }
-            let short = try trainSpec(x: x, y: y, layers: layers, workers: w, microBatch: microBatch, batch: batch(w), steps: steps.short)
-            let long = try trainSpec(x: x, y: y, layers: layers, workers: w, microBatch: microBatch, batch: batch(w), steps: steps.long)
+            let short = try trainSpec(x: x, y: y, layers: layers, microBatch: microBatch, batch: batch(w), steps: steps.short)
+            let long = try trainSpec(x: x, y: y, layers: layers, microBatch: microBatch, batch: batch(w), steps: steps.long)
             _ = try await measure(short, on: c, client: client)   // warm-up: every worker has run a shard
             var samples: [Usage] = []
             for _ in 0..<runs {
