@@ -57,6 +57,7 @@ bench: release
 	$(RELEASE_BIN) bench reduce --runs 3 --log-level warning | tee artifacts/bench-reduce.md
 	$(RELEASE_BIN) bench curve --runs 3 --shards 50000 --samples 2000 --log-level warning | tee artifacts/bench-curve.md
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
+	$(RELEASE_BIN) bench coordinator --runs 3 --log-level warning | tee artifacts/bench-coordinator.md
 	$(MAKE) model
 	$(RELEASE_BIN) bench embed-cluster --runs 3 --log-level warning | tee artifacts/bench-embed-cluster.md
 	$(RELEASE_BIN) bench embed --runs 3 | tee artifacts/bench-embed.md

@@ -33,6 +33,9 @@ public final class CoordinatorShell: Sendable {
         let startedSignal = Waker()
         let snapshot = Mutex<ClusterStatus?>(nil)
         let rejected = Atomic<Int>(0)
+        /// Messages the poller thread has received and sent (for `sigma bench coordinator`'s per-message cost).
+        let messagesIn = Atomic<Int>(0)
+        let messagesOut = Atomic<Int>(0)
         /// Jobs a reader (the web dashboard) asked about, and when; their details are published while asked for.
         let wanted = Mutex<[JobID: Nanos]>([:])
         let details = Mutex<[JobID: (at: Nanos, detail: JobDetail?)]>([:])
@@ -111,6 +114,11 @@ public final class CoordinatorShell: Sendable {
         }
     }
 
+    /// Messages received from and sent to peers (workers and clients) since start.
+    public var messageCounts: (received: Int, sent: Int) {
+        (shared.messagesIn.load(ordering: .relaxed), shared.messagesOut.load(ordering: .relaxed))
+    }
+
     /// Messages rejected by the decoder so far.
     public var rejectedMessages: Int { shared.rejected.load(ordering: .relaxed) }
 
@@ -180,6 +188,7 @@ public final class CoordinatorShell: Sendable {
                 }
                 for (peer, m) in shared.fileReplies.withLock({ r in defer { r.removeAll() }; return r }) {
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
+                    shared.messagesOut.add(1, ordering: .relaxed)
                 }
                 let t = monotonicNanos()
                 if t >= nextTick {
@@ -225,6 +234,7 @@ public final class CoordinatorShell: Sendable {
 
         mutating func handle(_ e: Envelope) {
             guard let peer = e.peer else { return }
+            shared.messagesIn.add(1, ordering: .relaxed)
             let event: CoordinatorEvent
             do {
                 let m = try Codec.decode(e.frames, limits: options.limits, compressor: compressor, carrier: carriers[peer])
@@ -253,6 +263,7 @@ public final class CoordinatorShell: Sendable {
                         logger.info("worker \(r.workerID) shares memory with the coordinator: payloads ≥ 1 MiB go through /dev/shm")
                     }
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
+                    shared.messagesOut.add(1, ordering: .relaxed)
                 case .resolveInput(let peer, let submit):
                     resolver.push(peer, submit)
                 case .writeFile(let f):

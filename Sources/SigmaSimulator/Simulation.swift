@@ -23,7 +23,51 @@ public struct SimWorker: Sendable {
     public init(name: String) { self.name = name }
 }
 
-/// What to simulate: workers and one map-reduce job over generated data.
+/// A synchronous data-parallel train job for the simulator: the real `TrainDriver` in the real core (parameters,
+/// tree reduce, SGD step) on generated rows; simulated workers answer each shard with zero gradients of the right
+/// shape, after `costPerRow` × micro-batches of simulated compute.
+public struct TrainScenario: Sendable {
+    /// MLP layer sizes, inputs first.
+    public var layers: [Int]
+    public var microBatch: Int
+    public var batchSize: Int
+    public var steps: Int
+    public init(layers: [Int], microBatch: Int, batchSize: Int, steps: Int) {
+        self.layers = layers
+        self.microBatch = microBatch
+        self.batchSize = batchSize
+        self.steps = steps
+    }
+
+    public var parameters: Int { zip(layers, layers.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 } }
+    /// Micro-batches per step (the gradient tree's leaves).
+    public var microBatches: Int { (batchSize + microBatch - 1) / microBatch }
+
+    /// The job (its data paths are never read: the simulation builds the driver on generated rows).
+    public func job(name: String) -> TrainJob {
+        TrainJob(name: name, model: ModelSpec(mlp: layers), data: LabeledDataSpec(x: "simulated.npy", y: "simulated-labels.npy"),
+                 optimizer: OptimizerSpec(kind: "sgd", lr: 0.01, momentum: 0.9), steps: steps, batchSize: batchSize,
+                 microBatch: microBatch, holdout: 0)
+    }
+
+    /// `batchSize` generated rows (seeded): every step reads each row once.
+    func data() -> LabeledData {
+        var state: UInt64 = 5
+        func next() -> UInt64 {   // splitmix64: deterministic, no dependency on the engine
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        let features = layers[0], classes = layers.last!
+        let x = (0..<batchSize * features).map { _ in Float(next() % 1000) / 1000 }
+        let y = (0..<batchSize).map { _ in Int32(next() % UInt64(classes)) }
+        return LabeledData(rows: batchSize, features: features, x: x, y: y)
+    }
+}
+
+/// What to simulate: workers and one job — map-reduce over generated data, or a train job (`train`).
 public struct Scenario: Sendable {
     public var name = "scenario"
     public var workers: [SimWorker] = []
@@ -36,10 +80,13 @@ public struct Scenario: Sendable {
     public var heartbeat = 1.0
     public var liveness = 3
     public var tick = 0.05
+    /// A train job instead of the map-reduce job (then `costPerRow` is seconds per micro-batch).
+    public var train: TrainScenario? = nil
     public init() {}
 
     public var spec: JobSpec {
-        .mapReduce(MapReduceSpec(name: name, input: .uniform(count: UInt64(shards * rowsPerShard), seed: 7, low: 0, high: 1),
+        if let t = train { return .train(t.job(name: name)) }
+        return .mapReduce(MapReduceSpec(name: name, input: .uniform(count: UInt64(shards * rowsPerShard), seed: 7, low: 0, high: 1),
                                  map: .square, reduce: [.sum, .count], sharding: .size(UInt64(rowsPerShard))))
     }
 
@@ -83,6 +130,19 @@ public struct Scenario: Sendable {
             }
         }
         if let j = any["job"] as? [String: Any] {
+            if let k = j["kind"] as? String, k != "map-reduce" {
+                guard k == "train" else { throw SpecError(field: "job.kind", problem: "expected map-reduce or train, got '\(k)'") }
+                guard let layers = j["mlp"] as? [Int], layers.count >= 2, layers.allSatisfy({ $0 > 0 }) else {
+                    throw SpecError(field: "job.mlp", problem: "expected layer sizes, inputs first, e.g. [16, 32, 10]")
+                }
+                let micro = Int(try num(j, "micro_batch", "job.") ?? 4)
+                let batch = Int(try num(j, "batch_size", "job.") ?? Double(micro * s.workers.count))
+                let steps = Int(try num(j, "steps", "job.") ?? 10)
+                guard micro > 0, batch >= micro, steps > 0 else {
+                    throw SpecError(field: "job", problem: "micro_batch, batch_size and steps must be positive, batch_size ≥ micro_batch")
+                }
+                s.train = TrainScenario(layers: layers, microBatch: micro, batchSize: batch, steps: steps)
+            }
             if let v = try num(j, "shards", "job.") { s.shards = Int(v) }
             if let v = try num(j, "rows_per_shard", "job.") { s.rowsPerShard = Int(v) }
             if let v = try num(j, "cost_per_row_us", "job.") { s.costPerRow = v / 1e6 }
@@ -109,10 +169,13 @@ public struct SimReport: Sendable {
     public var workers: [(name: String, shards: Int, utilisation: Double)]
     /// Time from the last shard's first dispatch to the end of the job.
     public var tail: Double
+    /// Rounds the job ran (training steps; 1 for map-reduce), and messages the coordinator core received and sent.
+    public var steps: Int = 1
+    public var messages: Int = 0
 }
 
 /// The real `CoordinatorCore` and real `WorkerCore`s driven by a simulated clock and network: messages arrive after
-/// RTT/2 + bytes / bandwidth, shards take rows × cost / speed. Deterministic: same scenario, same report.
+/// RTT/2 + bytes / bandwidth, in order on each link (a message waits for the ones before it to be sent), shards take rows × cost / speed. Deterministic: same scenario, same report.
 public final class Simulation {
     enum Event {
         case toCoordinator(PeerID, Message)
@@ -122,6 +185,7 @@ public final class Simulation {
         case coordinatorTick
         case join(Int)
         case fail(Int)
+        case submit
     }
 
     struct Timed: Comparable {
@@ -139,6 +203,10 @@ public final class Simulation {
         var running = 0
         var busy = 0.0
         var shards = 0
+        /// When each direction of the worker's link is free again: messages go out one after another and arrive
+        /// in order (a ZeroMQ connection is FIFO; a large PARAMS must not be overtaken by the ASSIGN sent after it).
+        var downFreeAt = 0.0
+        var upFreeAt = 0.0
         init(_ spec: SimWorker, core: WorkerCore) { self.spec = spec; self.core = core }
     }
 
@@ -153,6 +221,8 @@ public final class Simulation {
     var outcome: JobOutcome? = nil
     var coreNanos: UInt64 = 0
     var lastDispatch = 0.0
+    var messages = 0
+    var submittedAt = 0.0
 
     public init(_ scenario: Scenario) {
         self.scenario = scenario
@@ -194,6 +264,15 @@ public final class Simulation {
         let actions = core.handle(e, now: Nanos(now * 1e9))
         coreNanos += DispatchTime.now().uptimeNanoseconds - t0
         for a in actions {
+            if case .resolveInput(let p, let submit) = a, let t = scenario.train, case .train(let job) = submit.spec {
+                // The shell's part (reading data, building the model), done here on generated rows.
+                let input: Result<ResolvedInput, JobError>
+                do { input = .success(.driver(try TrainDriver(spec: job, data: t.data()))) } catch let e as JobError {
+                    input = .failure(e)
+                } catch { input = .failure(JobError("\(error)")) }
+                coordinator(.inputResolved(p, submit, input))
+                continue
+            }
             guard case .send(let p, let m) = a else { continue }
             if p == client {
                 if case .jobResult(let o) = m { outcome = o }
@@ -201,8 +280,10 @@ public final class Simulation {
             }
             guard let i = workerIndex(p), nodes[i].alive else { continue }
             if case .assign = m { lastDispatch = now }
+            messages += 1
             let w = nodes[i].spec
-            schedule(now + w.rtt / 2 + Double(Self.size(m)) / w.bandwidth, .toWorker(i, m))
+            nodes[i].downFreeAt = max(now, nodes[i].downFreeAt) + Double(Self.size(m)) / w.bandwidth
+            schedule(nodes[i].downFreeAt + w.rtt / 2, .toWorker(i, m))
         }
     }
 
@@ -217,7 +298,8 @@ public final class Simulation {
         for a in n.core.handle(e, now: Nanos(now * 1e9)) {
             switch a {
             case .send(let m):
-                schedule(now + n.spec.rtt / 2 + Double(Self.size(m)) / n.spec.bandwidth, .toCoordinator(peer(i), m))
+                n.upFreeAt = max(now, n.upFreeAt) + Double(Self.size(m)) / n.spec.bandwidth
+                schedule(n.upFreeAt + n.spec.rtt / 2, .toCoordinator(peer(i), m))
             case .compute(let task):
                 n.queue.append(task)
             case .cancel(let job, let shard):
@@ -246,7 +328,13 @@ public final class Simulation {
     /// Runs until the job ends (or `limit` simulated seconds).
     public func run(limit: Double = 36_000) -> SimReport {
         let wall0 = Date()
-        coordinator(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: scenario.spec))))
+        if scenario.train != nil {
+            // A training step is split among the workers live when it starts: submit once the workers have joined
+            // (as `sigma train` does after `sigma up`), not before.
+            schedule((scenario.workers.map(\.joinAt).max() ?? 0) + 2 * scenario.tick, .submit)
+        } else {
+            coordinator(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: scenario.spec))))
+        }
         while outcome == nil, let next = heap.popMin() {
             now = next.time
             if now > limit { break }
@@ -259,6 +347,9 @@ public final class Simulation {
                 schedule(now + scenario.tick, .workerTick(i))
             case .fail(let i):
                 nodes[i].alive = false
+            case .submit:
+                submittedAt = now
+                coordinator(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: scenario.spec))))
             case .workerTick(let i):
                 guard nodes[i].alive else { continue }
                 worker(i, .tick)
@@ -271,6 +362,7 @@ public final class Simulation {
                 worker(i, .received(m))
             case .toCoordinator(let p, let m):
                 if let i = workerIndex(p), !nodes[i].alive { continue }
+                messages += 1
                 coordinator(.received(p, m))
             case .computed(let i, let task):
                 guard nodes[i].alive else { continue }
@@ -279,6 +371,8 @@ public final class Simulation {
                 var r: ShardResult
                 if case .mapReduce(let spec) = task.spec, let p = try? MapReduceKernel.run(spec, start: task.start, count: task.count) {
                     r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: Frame(p.encoded))
+                } else if let t = scenario.train, case .train = task.spec, let p = try? Self.zeroGradients(t, start: task.start, count: task.count) {
+                    r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: p)
                 } else {
                     r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "not a map-reduce shard")
                 }
@@ -295,13 +389,25 @@ public final class Simulation {
                          hedges: h.started, hedgesWon: h.won, reruns: Int(o?.reruns ?? 0), duplicates: Int(o?.duplicates ?? 0),
                          decisions: core.decisions, coreSeconds: Double(coreNanos) / 1e9, wallSeconds: Date().timeIntervalSince(wall0),
                          workers: nodes.map { ($0.spec.name, $0.shards, span > 0 ? min(1, $0.busy / span) : 0) },
-                         tail: span - lastDispatch)
+                         tail: span - (lastDispatch - submittedAt), steps: scenario.train?.steps ?? 1, messages: messages)
+    }
+
+    /// A train shard's answer: the gradient tree's cover of micro-batches `start ..< start+count`, every value zero
+    /// (the wire form a real worker sends, so the driver decodes and reduces it as it would real gradients).
+    static func zeroGradients(_ t: TrainScenario, start: UInt64, count: UInt64) throws -> Frame {
+        let total = t.microBatches
+        let nodes = GradientTree.cover(Int(start)..<Int(start + count), total: total)
+        return try GradientTree.encode(nodes: nodes, parameters: t.parameters) { node, dst in
+            dst.initializeMemory(as: UInt8.self, repeating: 0)
+            let rows = node.span(total: total).reduce(0) { $0 + min(t.microBatch, t.batchSize - $1 * t.microBatch) }
+            return (loss: Double(rows), correct: 0, rows: UInt64(rows))
+        }
     }
 
     /// No schedule can beat this: the smallest T with Σ speed_i × (T − join_i − RTT_i)⁺ / cost ≥ all rows
     /// (each worker computing without pause from its first possible moment, until it fails; stragglers at nominal speed).
     public func lowerBound() -> Double {
-        let rows = Double(scenario.shards * scenario.rowsPerShard)
+        let rows = scenario.train.map { Double($0.microBatches * $0.steps) } ?? Double(scenario.shards * scenario.rowsPerShard)
         func done(_ t: Double) -> Double {
             scenario.workers.reduce(0) { acc, w in
                 let end = min(t, w.failAt ?? t)

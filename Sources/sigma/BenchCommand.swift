@@ -24,14 +24,17 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench curve               # what CURVE encryption costs, vs plain
           sigma bench scale               # train, embed, map-reduce on 1, 2 … N workers and 1 × N threads
           sigma bench scale --workers 1,2,4,8 --threads 8
+          sigma bench coordinator         # coordinator's cost per step vs workers
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch, gemm, mlp.") var which: String = "dispatch"
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator, scale.")
+    var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
-    @Option(help: "Worker processes: for dispatch, how many run the throughput test; for scale, the one-thread worker counts to try, e.g. 1,2,4,8 (default: 1, 2, 4 … up to the cores).") var workers: String?
+    @Option(help: "Worker processes: dispatch, one count (default 1); coordinator, a list such as 1,2,4,8,16,32,64 (the default); scale, the one-thread worker counts (default: 1, 2, 4 … up to the cores).")
+    var workers: WorkerCounts?
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
     /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
     @Flag(help: .hidden) var child = false
@@ -52,28 +55,26 @@ struct BenchCommand: AsyncParsableCommand {
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
+            case "coordinator":
+                let counts = workers?.counts ?? [1, 2, 4, 8, 16, 32, 64]
+                try await BenchCoordinator.run(workerCounts: counts, benchWorkers: counts.filter { $0 <= 16 }, runs: runs,
+                                               logger: Logger(label: "sigma.bench"))
             case "scale":
                 let cores = ProcessInfo.processInfo.activeProcessorCount
-                let counts = try workers.map(Self.counts) ?? Array(sequence(first: 1) { $0 * 2 <= cores ? $0 * 2 : nil }) + (cores & (cores - 1) == 0 ? [] : [cores])
+                let counts = workers?.counts ?? Array(sequence(first: 1) { $0 * 2 <= cores ? $0 * 2 : nil }) + (cores & (cores - 1) == 0 ? [] : [cores])
                 try await BenchScale.run(counts: counts, threads: threads ?? cores, runs: runs, logger: Logger(label: "sigma.bench"))
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, scale")
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator, scale")
             }
         } catch {
             exitWith(error)
         }
     }
 
-    /// `--workers 1,2,4` → [1, 2, 4].
-    static func counts(_ text: String) throws -> [Int] {
-        let xs = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !xs.isEmpty, xs.allSatisfy({ ($0 ?? 0) >= 1 && ($0 ?? 0) <= 1024 }) else {
-            throw CLIError.usage("--workers takes counts from 1 to 1024, separated by commas (e.g. 1,2,4), got '\(text)'")
-        }
-        return xs.map { $0! }
-    }
-
     func dispatch() async throws {
         let logger = Logger(label: "sigma.bench")
+        let counts = self.workers?.counts ?? [1]
+        guard counts.count == 1 else { throw CLIError.usage("bench dispatch takes one worker count (--workers N), not a list") }
+        let workers = counts[0]
         print("# sigma bench dispatch — \(ProcessInfo.processInfo.activeProcessorCount) cores, libzmq \(ZContext.libraryVersion), OpenBLAS \(BLASInfo.coreName)")
         print("# \(shards) tiny shards per run, \(runs) runs, \(samples) round trips per latency run; medians of runs")
 
@@ -101,7 +102,6 @@ struct BenchCommand: AsyncParsableCommand {
         brokerThread.join()
 
         // Sigma: embedded coordinator, worker process(es), client in this process.
-        let workers = try self.workers.map(Self.counts)?.first ?? 1
         let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
         defer { cluster.stop() }
         guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }
@@ -231,6 +231,16 @@ struct EchoServerCommand: ParsableCommand {
         } else if let j = join {
             try RawBaseline.echo(endpoint: j, bind: false) { getppid() == 1 }
         }
+    }
+}
+
+/// `--workers 4` or `--workers 1,2,4,8`: worker counts, each ≥ 1.
+struct WorkerCounts: ExpressibleByArgument {
+    let counts: [Int]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        counts = parts.map { $0! }
     }
 }
 

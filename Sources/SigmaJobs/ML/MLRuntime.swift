@@ -17,6 +17,15 @@ public struct LabeledData: Sendable {
     public let x: [Float]
     public let y: [Int32]?
 
+    /// Rows already in memory (`x`: rows × features, row-major): what the simulator's train jobs use.
+    public init(rows: Int, features: Int, x: [Float], y: [Int32]?) {
+        precondition(x.count == rows * features && (y == nil || y!.count == rows), "LabeledData: \(x.count) values for \(rows) × \(features)")
+        self.rows = rows
+        self.features = features
+        self.x = x
+        self.y = y
+    }
+
     /// Loads and checks the data for a model with `features` inputs and `classes` outputs (labels in 0..<classes).
     public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool) throws -> LabeledData {
         var x: [Float] = [], y: [Int32]? = nil
