@@ -59,6 +59,7 @@ bench: release
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
 	$(RELEASE_BIN) bench coordinator --runs 3 --log-level warning | tee artifacts/bench-coordinator.md
 	$(MAKE) model
+	$(RELEASE_BIN) bench scale --runs 3 --log-level warning | tee artifacts/bench-scale.md
 	$(RELEASE_BIN) bench embed-cluster --runs 3 --log-level warning | tee artifacts/bench-embed-cluster.md
 	$(RELEASE_BIN) bench embed --runs 3 | tee artifacts/bench-embed.md
 	@echo "sentence-transformers baseline, same sentences (sentences/s; set SIGMA_BENCH_PYTHON to a Python with sentence-transformers):" | tee -a artifacts/bench-embed.md
