@@ -489,7 +489,7 @@ public struct CoordinatorCore {
     }
 
     mutating func accept(_ peer: PeerID, _ s: Submit, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
-        let ranges = driver.plan(shares: Array(repeating: 1, count: liveSlots)).map { ($0.start, $0.count) }
+        let ranges = driver.plan(shares: firstShares(s.spec)).map { ($0.start, $0.count) }
         var detail = "\(ranges.count) shards"
         if let t = driver as? TrainDriver {
             detail = "\(t.plan.totalSteps) steps of \(t.spec.batchSize) rows (\(t.parameterCount) parameters), from step \(t.step)"
@@ -522,11 +522,6 @@ public struct CoordinatorCore {
         }
         out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)"))
         if ranges.isEmpty, let d = driver { completeRound(job, d, now: now, into: &out) }
-    }
-
-    /// Worker slots alive now (at least 1): how many shards a round is split into.
-    var liveSlots: Int {
-        max(1, table.reduce(0) { $0 + ($1.accepts ? $1.slots : 0) })
     }
 
     /// A round of an ML job is complete: reduce it, then start the next round or finish the job.

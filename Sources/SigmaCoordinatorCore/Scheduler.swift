@@ -113,19 +113,30 @@ extension CoordinatorCore {
     /// Relative sizes of the shards of a new round, and the worker each is for. Latency-aware: one share per live
     /// worker slot, sized so every shard is expected to finish at the same time (T = offset_i + c_i / rate_i);
     /// other policies: equal shares, placed by dispatch.
+    ///
+    /// A training step gets one share per worker, not per slot: the worker runs it on all its compute lanes (its
+    /// micro-batches in parallel, docs/architecture.md "Cores") and returns one partial sum for its whole host, so
+    /// the coordinator reduces one gradient per worker instead of one per core. Its rate is the whole worker's once
+    /// measured (a shard's items over its compute time), the per-slot guess times its slots before.
     func roundShares(_ job: JobEntry, items: Int, bytes: Int, now: Nanos) -> [(weight: Double, worker: PeerID?)] {
         let live = table.filter(\.accepts)
         guard !live.isEmpty else { return [(1, nil)] }
+        let perWorker = Self.sharesPerWorker(job.spec)
         guard policy(of: job) == .latencyAware else {
-            return Array(repeating: (1, nil), count: live.reduce(0) { $0 + $1.slots })
+            return perWorker ? live.map { (Double($0.slots), nil) } : Array(repeating: (1, nil), count: live.reduce(0) { $0 + $1.slots })
         }
         let kind = JobKindIndex.of(job.spec), model = CostModel(table, now: now, ttl: config.rateTTL)
-        // One entry per slot: (offset ns, rate items/ns, worker).
+        // One entry per slot (per worker for a training step): (offset ns, rate items/ns, worker).
         var slots: [(offset: Double, rate: Double, peer: PeerID)] = []
         for w in live {
             let wait = Swift.max(0, Double(w.busyUntil) - Double(now))
             let offset = wait + w.rtt + 2 * model.transfer(w, bytes: bytes)   // parameters out, gradients back
-            for _ in 0..<w.slots { slots.append((offset, model.rate(w, kind: kind) / 1e9, w.peer)) }
+            if perWorker {
+                let whole = model.measured(w, kind: kind) ? model.rate(w, kind: kind) : model.rate(w, kind: kind) * Double(w.slots)
+                slots.append((offset, whole / 1e9, w.peer))
+            } else {
+                for _ in 0..<w.slots { slots.append((offset, model.rate(w, kind: kind) / 1e9, w.peer)) }
+            }
         }
         // Equal finish time T over the slots that get work; a slot whose offset alone exceeds T gets none.
         slots.sort { $0.offset < $1.offset }
@@ -139,6 +150,22 @@ extension CoordinatorCore {
         let head = slots[0..<used]
         let t = (Double(items) + head.reduce(0) { $0 + $1.rate * $1.offset }) / head.reduce(0) { $0 + $1.rate }
         return head.map { (Swift.max(0, $0.rate * (t - $0.offset)), $0.peer) }
+    }
+
+    /// Whether a round of this job is split one share per worker (training steps) rather than one per slot.
+    static func sharesPerWorker(_ spec: JobSpec) -> Bool {
+        if case .train = spec { return true }
+        return false
+    }
+
+    /// The first round's shares, before anything is measured: per worker (weighted by its slots) for a training
+    /// step, else one per slot.
+    var firstShares: (JobSpec) -> [Double] {
+        let live = table.filter(\.accepts)
+        return { spec in
+            guard !live.isEmpty else { return [1] }
+            return Self.sharesPerWorker(spec) ? live.map { Double($0.slots) } : Array(repeating: 1, count: live.reduce(0) { $0 + $1.slots })
+        }
     }
 
     // MARK: placement

@@ -100,6 +100,33 @@ import Testing
         }
     }
 
+    /// A shard's partial sums are the gradient tree's own additions over its micro-batches' gradients: equal to
+    /// `GradientTree.sum` over leaves computed one micro-batch per shard (the worker's fused path — backward into
+    /// the subtree's buffer, right leaves added from the model's gradients — changes no bit).
+    @Test func shardSumsAreTheTreeOverSingleMicroBatches() throws {
+        let text = "kind: train\nname: r\nmodel: {mlp: [64, 16, 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\n"
+            + "optimizer: {sgd: {lr: 0.1}}\nsteps: 3\nbatch_size: 52\nmicro_batch: 4\n"
+        guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
+        let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
+        let n = 64 * 16 + 16 + 16 * 10 + 10, total = 13
+        let weights = Frame(count: n * 4) { b in
+            let f = b.bindMemory(to: Float.self)
+            for i in 0..<n { f[i] = Float(sin(Double(i) * 1.3)) * 0.4 }
+        }
+        let single = try TrainWorker(spec: t, data: data, lanes: ComputeLanes(total: 1))
+        let leaves = try (0..<total).map { j in try single.compute(step: 1, version: 1, params: weights, range: j..<(j + 1))[0].1 }
+        for lanes in [1, 3] {
+            let w = try TrainWorker(spec: t, data: data, lanes: ComputeLanes(total: lanes))
+            for range in [0..<13, 2..<11, 4..<8] {
+                for (node, s) in try w.compute(step: 1, version: 1, params: weights, range: range) {
+                    let reference = GradientTree.sum(node, total: total) { leaves[$0] }
+                    #expect(s.values.map(\.bitPattern) == reference.values.map(\.bitPattern), "node \(node), \(lanes) lane(s)")
+                    #expect(s.loss.bitPattern == reference.loss.bitPattern && s.correct == reference.correct && s.rows == reference.rows)
+                }
+            }
+        }
+    }
+
     /// Infer shards: the logits of a shard are the same bits on any number of lanes (batches on absolute boundaries).
     @Test func inferShardIsTheSameBitsOnAnyNumberOfLanes() throws {
         let spec = PredictJob(name: "p", model: ModelSpec(mlp: [64, 20, 10]), data: LabeledDataSpec(csv: Self.digits, scale: 0.0625), batchSize: 7)

@@ -293,7 +293,7 @@ public final class TrainWorker: @unchecked Sendable {
                 MLModels.writeGradients(model.parameters, into: dst)
                 return s
             }
-            let s = try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0), on: self.model) }
+            let s = try self.subtree(node, total: total, rowsOf: rowsOf, on: self.model)
             s.values.withUnsafeBytes { dst.copyMemory(from: $0) }
             return (s.loss, s.correct, s.rows)
         }
@@ -308,7 +308,7 @@ public final class TrainWorker: @unchecked Sendable {
             return cover.map { ($0, GradientTree.sum($0, total: total, known: known)) }
         }
         return try cover.map { node in
-            (node, try GradientTree.sum(node, total: total) { try self.leaf(rowsOf($0), on: self.model) })
+            (node, try self.subtree(node, total: total, rowsOf: rowsOf, on: self.model))
         }
     }
 
@@ -323,7 +323,7 @@ public final class TrainWorker: @unchecked Sendable {
         try lanes.forEach(nodes.count, maxThreads: want) { k in
             let m = try self.takeReplica(version: version)
             defer { self.putReplica(m, version: version) }
-            let s = try GradientTree.sum(nodes[k], total: total) { try self.leaf(rowsOf($0), on: m) }
+            let s = try self.subtree(nodes[k], total: total, rowsOf: rowsOf, on: m)
             results.withLock { $0[nodes[k]] = s }
         }
         return results.withLock { $0 }
@@ -368,15 +368,54 @@ public final class TrainWorker: @unchecked Sendable {
         }
     }
 
-    /// One micro-batch on `model`: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count.
+    /// The value of `node` — `GradientTree.sum`'s additions, in its order — with less memory traffic: a left leaf's
+    /// backward pass writes its gradient straight into the subtree's buffer, and a right leaf's is added from the
+    /// model's own gradient buffers, never copied into a vector of its own (a step's gradient is megabytes, and
+    /// copying it per micro-batch made lanes wait on memory).
+    func subtree(_ node: TreeNode, total: Int, rowsOf: (Int) -> [Int], on model: Sequential) throws -> GradientSum {
+        if node.level == 0 { return try leaf(rowsOf(Int(node.index)), on: model) }
+        let left = TreeNode(level: node.level - 1, index: node.index * 2)
+        let right = TreeNode(level: node.level - 1, index: node.index * 2 + 1)
+        var l = try subtree(left, total: total, rowsOf: rowsOf, on: model)
+        guard right.span(total: total).lowerBound < total else { return l }
+        if right.level > 0 {
+            l += try subtree(right, total: total, rowsOf: rowsOf, on: model)
+            return l
+        }
+        // l + leaf(right), element by element in parameter order: the same additions as through a leaf vector.
+        let s = try backward(rowsOf(Int(right.index)), on: model)
+        l.values.withUnsafeMutableBufferPointer { o in
+            var offset = 0
+            for p in model.parameters {
+                let n = p.value.count
+                if let g = p.grad {
+                    g.withData { q in for i in 0..<n { o[offset + i] += q[i] } }
+                } else {
+                    for i in 0..<n { o[offset + i] += 0 }
+                }
+                offset += n
+            }
+        }
+        l.loss += s.loss
+        l.correct += s.correct
+        l.rows += s.rows
+        return l
+    }
+
+    /// One micro-batch on `model`: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count;
+    /// the backward pass writes the gradient straight into the returned vector.
     func leaf(_ idx: [Int], on model: Sequential) throws -> GradientSum {
-        let s = try backward(idx, on: model)
         let n = parameterCount
-        let values = [Float](unsafeUninitializedCapacity: n) { buf, initialized in
-            MLModels.writeGradients(model.parameters, into: UnsafeMutableRawBufferPointer(buf))
+        var stats: (loss: Double, correct: UInt64, rows: UInt64) = (0, 0, 0)
+        let values = try [Float](unsafeUninitializedCapacity: n) { buf, initialized in
+            let out = UnsafeMutableRawBufferPointer(buf)
+            let inPlace = MLModels.gradientBuffers(model.parameters, in: out)
+            defer { if inPlace { for p in model.parameters { p.gradientBuffer = nil; p.zeroGrad() } } }
+            stats = try backward(idx, on: model)
+            MLModels.writeGradients(model.parameters, into: out)
             initialized = n
         }
-        return GradientSum(values: values, loss: s.loss, correct: s.correct, rows: s.rows)
+        return GradientSum(values: values, loss: stats.loss, correct: stats.correct, rows: stats.rows)
     }
 
     /// Forward and backward over rows `idx` on `model`, the gradients left on its parameters: the loss sum, correct
