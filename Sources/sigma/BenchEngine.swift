@@ -18,7 +18,7 @@ func benchGemm(runs: Int) {
         for n in [256, 512, 1024, 2048] {
             var rng = SeededRandom(seed: UInt64(n))
             let a = Tensor.uniform([n, n], low: -1, high: 1, rng: &rng), b = Tensor.uniform([n, n], low: -1, high: 1, rng: &rng)
-            let reps = max(1, Int(2e9 / (2 * pow(Double(n), 3))))   // ~1 s of work per sample at 100 GFLOP/s… scaled
+            let reps = max(4, Int(2e10 / (2 * pow(Double(n), 3))))   // ≥ 4 products and ~0.1 s of work per sample at 200 GFLOP/s
             var ours: [Double] = [], direct: [Double] = []
             _ = Kernels.matmul(a, b)
             for _ in 0..<runs {
