@@ -40,7 +40,7 @@ public final class CoordinatorShell: Sendable {
         let wanted = Mutex<[JobID: Nanos]>([:])
         let details = Mutex<[JobID: (at: Nanos, detail: JobDetail?)]>([:])
         /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
-        let samples = Mutex<(shards: [UInt64], reduces: [UInt64])>(([], []))
+        let samples = Mutex(CoordinatorSamples())
         /// Submissions whose input the resolver thread has read, waiting for the poller thread.
         let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)]>([])
         /// FILE-DATA (or ERROR) read by the file server, for the poller to send.
@@ -107,9 +107,9 @@ public final class CoordinatorShell: Sendable {
     }
 
     /// Takes the histogram samples gathered since the last call (ns).
-    public func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) {
+    public func takeSamples() -> CoordinatorSamples {
         shared.samples.withLock { s in
-            defer { s = ([], []) }
+            defer { s = CoordinatorSamples() }
             return s
         }
     }
@@ -208,11 +208,14 @@ public final class CoordinatorShell: Sendable {
         /// Samples for the metrics, and details of the jobs a reader asked about in the last 10 s (each at most
         /// every 0.5 s): bounded work, between events, never waiting on a reader.
         mutating func publishForReaders(now: Nanos) {
-            let (shards, reduces) = core.takeSamples()
-            if !shards.isEmpty || !reduces.isEmpty {
+            let taken = core.takeSamples()
+            if !taken.shards.isEmpty || !taken.reduces.isEmpty {
                 shared.samples.withLock { s in
-                    if s.shards.count < 200_000 { s.shards += shards }
-                    if s.reduces.count < 200_000 { s.reduces += reduces }
+                    if s.shards.count < 200_000 { s.shards += taken.shards }
+                    if s.reduces.count < 200_000 {
+                        s.reduces += taken.reduces
+                        s.optimizers += taken.optimizers
+                    }
                 }
             }
             let wanted = shared.wanted.withLock { w -> [JobID] in

@@ -146,12 +146,18 @@ public struct CoordinatorCore {
     /// result, ns), and reduce times of completed rounds (ns).
     var shardSamples: [UInt64] = []
     var reduceSamples: [UInt64] = []
+    /// The optimizer's part of each reduce sample (0 where a job has no optimizer), index for index.
+    var optimizerSamples: [UInt64] = []
     static let maxSamples = 100_000
 
     /// Hands the samples gathered since the last call to the shell (metrics).
-    public mutating func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) {
-        defer { shardSamples.removeAll(keepingCapacity: true); reduceSamples.removeAll(keepingCapacity: true) }
-        return (shardSamples, reduceSamples)
+    public mutating func takeSamples() -> CoordinatorSamples {
+        defer {
+            shardSamples.removeAll(keepingCapacity: true)
+            reduceSamples.removeAll(keepingCapacity: true)
+            optimizerSamples.removeAll(keepingCapacity: true)
+        }
+        return CoordinatorSamples(shards: shardSamples, reduces: reduceSamples, optimizers: optimizerSamples)
     }
 
     /// One job in depth (nil if unknown).
@@ -531,7 +537,10 @@ public struct CoordinatorCore {
             finish(job.id, state: .failed, error: "job \(job.id): \(error)", now: now, into: &out)
             return
         }
-        if end.reduceNanos > 0, reduceSamples.count < CoordinatorCore.maxSamples { reduceSamples.append(end.reduceNanos) }
+        if end.reduceNanos > 0, reduceSamples.count < CoordinatorCore.maxSamples {
+            reduceSamples.append(end.reduceNanos)
+            optimizerSamples.append(end.optimizerNanos)
+        }
         for f in end.files { out.append(.writeFile(f)) }
         for line in end.log { out.append(.log(.info, "job \(job.id): \(line)")) }
         if end.finished {

@@ -7,7 +7,7 @@ import SigmaProtocol
 public protocol DashboardSource: Sendable {
     func snapshot() -> ClusterStatus?
     func jobDetail(_ id: JobID) async -> JobDetail?
-    func takeSamples() -> (shards: [UInt64], reduces: [UInt64])
+    func takeSamples() -> CoordinatorSamples
     /// CURVE handshakes admitted and refused so far; nil without CURVE keys.
     func handshakes() -> (admitted: UInt64, refused: UInt64)?
 }

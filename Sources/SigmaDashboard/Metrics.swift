@@ -18,6 +18,7 @@ public final class SigmaMetrics: Sendable {
     let rtt: ValueHistogram
     let shardDuration: DurationHistogram
     let reduce: DurationHistogram
+    let optimizer: DurationHistogram
     /// Per-worker gauges (labels worker, host), one set per live worker; a worker's series go when it does.
     static let perWorker: [(name: String, help: String, value: @Sendable (ClusterStatus.Worker) -> Double)] = [
         ("sigma_worker_in_flight", "Shards held by the worker", { Double($0.inFlight) }),
@@ -66,10 +67,14 @@ public final class SigmaMetrics: Sendable {
                                          buckets: [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
                                                    .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)],
                                          help: "Reduction (and optimizer step) per completed round of an ML job")
+        optimizer = r.makeDurationHistogram(name: "sigma_optimizer_duration_seconds",
+                                            buckets: [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                                      .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)],
+                                            help: "Optimizer step (with the gradient tree's last addition) per training step; part of the reduce duration")
     }
 
     /// Brings the metrics up to `status` and the new samples; returns the text exposition.
-    public func scrape(_ status: ClusterStatus?, samples: (shards: [UInt64], reduces: [UInt64]),
+    public func scrape(_ status: ClusterStatus?, samples: CoordinatorSamples,
                        handshakes: (admitted: UInt64, refused: UInt64)? = nil) -> String {
         if let h = handshakes {
             handshakeCounters.withLock { c in
@@ -85,6 +90,7 @@ public final class SigmaMetrics: Sendable {
         }
         for s in samples.shards { shardDuration.recordNanoseconds(Int64(clamping: s)) }
         for s in samples.reduces { reduce.recordNanoseconds(Int64(clamping: s)) }
+        for s in samples.optimizers where s > 0 { optimizer.recordNanoseconds(Int64(clamping: s)) }
         if let st = status {
             for state in SigmaMetrics.workerStates { workers[state]!.set(to: Double(st.workers.filter { $0.state == state }.count)) }
             let active = st.jobs.filter { !$0.state.isFinal }

@@ -219,3 +219,17 @@ public struct ClusterStatus: Sendable, Equatable {
         return st
     }
 }
+
+/// Histogram samples the coordinator gathered since a reader last took them (nanoseconds): shard round trips (sent
+/// to result), and per completed round of an ML job its reduce time (tree additions and optimizer step together)
+/// and, index for index, the optimizer step's part of it (0 for jobs without one).
+public struct CoordinatorSamples: Sendable, Equatable {
+    public var shards: [UInt64] = []
+    public var reduces: [UInt64] = []
+    public var optimizers: [UInt64] = []
+    public init(shards: [UInt64] = [], reduces: [UInt64] = [], optimizers: [UInt64] = []) {
+        self.shards = shards
+        self.reduces = reduces
+        self.optimizers = optimizers
+    }
+}

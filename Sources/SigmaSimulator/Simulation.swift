@@ -172,6 +172,8 @@ public struct SimReport: Sendable {
     /// Rounds the job ran (training steps; 1 for map-reduce), and messages the coordinator core received and sent.
     public var steps: Int = 1
     public var messages: Int = 0
+    /// The core's histogram samples (shard round trips, reduce and optimizer times of each round).
+    public var samples = CoordinatorSamples()
 }
 
 /// The real `CoordinatorCore` and real `WorkerCore`s driven by a simulated clock and network: messages arrive after
@@ -384,12 +386,14 @@ public final class Simulation {
         let o = outcome
         let h = core.hedges(1) ?? (0, 0)
         let span = o.map { Double($0.elapsed) / 1e9 } ?? now
-        return SimReport(makespan: span, lowerBound: lowerBound(), completed: o?.state == .completed, error: o?.error ?? "did not finish",
+        var report = SimReport(makespan: span, lowerBound: lowerBound(), completed: o?.state == .completed, error: o?.error ?? "did not finish",
                          result: o.map { Array($0.payload.withUnsafeBytes { Array($0) }) } ?? [],
                          hedges: h.started, hedgesWon: h.won, reruns: Int(o?.reruns ?? 0), duplicates: Int(o?.duplicates ?? 0),
                          decisions: core.decisions, coreSeconds: Double(coreNanos) / 1e9, wallSeconds: Date().timeIntervalSince(wall0),
                          workers: nodes.map { ($0.spec.name, $0.shards, span > 0 ? min(1, $0.busy / span) : 0) },
                          tail: span - (lastDispatch - submittedAt), steps: scenario.train?.steps ?? 1, messages: messages)
+        report.samples = core.takeSamples()
+        return report
     }
 
     /// A train shard's answer: the gradient tree's cover of micro-batches `start ..< start+count`, every value zero

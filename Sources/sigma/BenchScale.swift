@@ -51,7 +51,7 @@ enum BenchScale {
                     let a = try await client.runToEnd(j.short.1, acceptTimeout: 120)
                     _ = c.coordinator.takeSamples()
                     let b = try await client.runToEnd(j.long.1, acceptTimeout: 120)
-                    let reduces = c.coordinator.takeSamples().reduces
+                    let samples = c.coordinator.takeSamples()
                     guard a.state == .completed, b.state == .completed else {
                         throw CLIError.jobFailed("bench job \(j.name) failed: \(a.error) \(b.error)")
                     }
@@ -59,7 +59,7 @@ enum BenchScale {
                     rates.append(dt > 0 ? Double(j.long.0 - j.short.0) / (dt / 1e9) : .nan)
                     if case .train = j.long.1 {
                         let d = try await client.detail(job: b.job, attempts: true)
-                        if let s = StepBreakdown(d.attempts, skip: 2, reduces: reduces) { breakdowns.append(s) }
+                        if let s = StepBreakdown(d.attempts, skip: 2, samples: samples) { breakdowns.append(s) }
                     }
                 }
                 rows.append(Row(job: j.name, setup: s.label, cores: s.workers * s.threads, rate: median(rates),
@@ -87,12 +87,12 @@ enum BenchScale {
             print("")
             print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
             print("")
-            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: reduce + optimizer |")
-            print("|---|---|---|---|---|---|")
+            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: tree additions | coordinator: optimizer (last addition, SGD, next PARAMS) |")
+            print("|---|---|---|---|---|---|---|")
             for r in trains {
                 let b = r.breakdown!
-                print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.1f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
-                             b.transfer * 1e3, b.coordinator * 1e3))
+                print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
+                             b.transfer * 1e3, b.reduce * 1e3, b.optimizer * 1e3))
             }
         }
     }
@@ -148,21 +148,26 @@ enum BenchScale {
     }
 }
 
-/// Where a synchronous training step's time goes, from the job's shard attempt records (seconds, medians over steps).
+/// Where a synchronous training step's time goes, from the job's shard attempt records and the coordinator's own
+/// reduce timings (seconds, medians over steps).
 struct StepBreakdown {
-    var step: Double, compute: Double, imbalance: Double, transfer: Double, coordinator: Double
+    var step: Double, compute: Double, imbalance: Double, transfer: Double, reduce: Double, optimizer: Double
 
     /// Per step r (after the first `skip`): step = r+1's first dispatch − r's first dispatch; compute = the slowest
-    /// shard's compute; imbalance = slowest − mean compute; coordinator = the median time the coordinator took to
-    /// reduce a step's gradients and run the optimizer (`reduces`, as it measured them); transfer = the
+    /// shard's compute; imbalance = slowest − mean compute; reduce and optimizer = the medians of the coordinator's
+    /// own timings (`samples`: the tree's additions, and the optimizer pass that fuses the last one); transfer = the
     /// slowest-finishing shard's round trip minus its compute and the coordinator's time (parameters out, gradients
     /// in, queueing) — the coordinator stamps the next step's dispatch with the time the last result arrived, so its
     /// reduce shows up inside the next step's round trips.
-    init?(_ attempts: [AttemptRecord], skip: Int, reduces: [UInt64]) {
+    init?(_ attempts: [AttemptRecord], skip: Int, samples: CoordinatorSamples) {
         let ok = attempts.filter { $0.outcome == .ok }
         let byRound = Dictionary(grouping: ok, by: \.round)
         let rounds = byRound.keys.sorted()
-        let reduce = reduces.isEmpty ? 0 : percentile(reduces, 0.5) / 1e9
+        let pairs = zip(samples.reduces, samples.optimizers)
+        let additions = pairs.map { $0 > $1 ? $0 - $1 : 0 }, optimizers = pairs.map { $1 }
+        reduce = additions.isEmpty ? 0 : percentile(additions, 0.5) / 1e9
+        optimizer = optimizers.isEmpty ? 0 : percentile(optimizers, 0.5) / 1e9
+        let coordinator = samples.reduces.isEmpty ? 0 : percentile(samples.reduces, 0.5) / 1e9
         var steps: [Double] = [], computes: [Double] = [], imb: [Double] = [], transfers: [Double] = []
         for (i, r) in rounds.enumerated() where i >= skip && i + 1 < rounds.count {
             let a = byRound[r]!, next = byRound[rounds[i + 1]]!
@@ -172,19 +177,20 @@ struct StepBreakdown {
             steps.append((nextFirst - first) / 1e9)
             computes.append(slowest / 1e9)
             imb.append((slowest - mean) / 1e9)
-            transfers.append(max(0, (Double(last.finished) - Double(last.queued) - Double(last.compute)) / 1e9 - reduce))
+            transfers.append(max(0, (Double(last.finished) - Double(last.queued) - Double(last.compute)) / 1e9 - coordinator))
         }
         guard !steps.isEmpty else { return nil }
-        step = median(steps); compute = median(computes); imbalance = median(imb); transfer = median(transfers); coordinator = reduce
+        step = median(steps); compute = median(computes); imbalance = median(imb); transfer = median(transfers)
     }
 
-    init(step: Double, compute: Double, imbalance: Double, transfer: Double, coordinator: Double) {
-        self.step = step; self.compute = compute; self.imbalance = imbalance; self.transfer = transfer; self.coordinator = coordinator
+    init(step: Double, compute: Double, imbalance: Double, transfer: Double, reduce: Double, optimizer: Double) {
+        self.step = step; self.compute = compute; self.imbalance = imbalance; self.transfer = transfer
+        self.reduce = reduce; self.optimizer = optimizer
     }
 
     /// Medians, part by part, of several runs' breakdowns.
     static func combined(_ xs: [StepBreakdown]) -> StepBreakdown {
         StepBreakdown(step: median(xs.map(\.step)), compute: median(xs.map(\.compute)), imbalance: median(xs.map(\.imbalance)),
-                      transfer: median(xs.map(\.transfer)), coordinator: median(xs.map(\.coordinator)))
+                      transfer: median(xs.map(\.transfer)), reduce: median(xs.map(\.reduce)), optimizer: median(xs.map(\.optimizer)))
     }
 }

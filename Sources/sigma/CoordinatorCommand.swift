@@ -192,6 +192,6 @@ struct SecuredSource: DashboardSource {
     let zapDomain: String?
     func snapshot() -> ClusterStatus? { shell.status }
     func jobDetail(_ id: JobID) async -> JobDetail? { await shell.jobDetail(id) }
-    func takeSamples() -> (shards: [UInt64], reduces: [UInt64]) { shell.takeSamples() }
+    func takeSamples() -> CoordinatorSamples { shell.takeSamples() }
     func handshakes() -> (admitted: UInt64, refused: UInt64)? { zapDomain.map { ZAPService.shared.handshakes($0) } }
 }

@@ -36,6 +36,9 @@ private let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
         #expect(a.makespan == b.makespan && a.messages == b.messages && a.result == b.result)
         #expect(a.workers.map(\.shards) == b.workers.map(\.shards))
         #expect(a.steps == 5)
+        // Every step's reduce was timed, and its optimizer part (the SGD pass) is part of it.
+        #expect(a.samples.reduces.count == 5 && a.samples.optimizers.count == 5)
+        #expect(zip(a.samples.reduces, a.samples.optimizers).allSatisfy { r, o in o > 0 && o <= r }, "\(a.samples)")
     }
 
     /// A scenario's train job is checked when it is read.

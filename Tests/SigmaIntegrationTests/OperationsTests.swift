@@ -140,7 +140,8 @@ import Testing
         let problems = PrometheusText.validate(metrics)
         #expect(problems.isEmpty, "\(problems)")
         for name in ["sigma_workers", "sigma_shards", "sigma_bytes_received_total", "sigma_worker_rtt_seconds_bucket",
-                     "sigma_shard_duration_seconds_bucket", "sigma_reduce_duration_seconds_count", "sigma_shards_completed_total"] {
+                     "sigma_shard_duration_seconds_bucket", "sigma_reduce_duration_seconds_count", "sigma_optimizer_duration_seconds_count",
+                     "sigma_shards_completed_total"] {
             #expect(metrics.contains("\n" + name), "/metrics lacks \(name)")
         }
         #expect(metrics.contains("sigma_workers{state=\"busy\"}") || metrics.contains("sigma_workers{state=\"ready\"}"))

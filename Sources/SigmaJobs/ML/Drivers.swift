@@ -21,6 +21,9 @@ public struct RoundEnd: Sendable {
     public var log: [String] = []
     /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`.
     public var reduceNanos: UInt64 = 0
+    /// The part of it the optimizer step took (with the tree's last addition, which it fuses), ns; 0 for jobs
+    /// without one.
+    public var optimizerNanos: UInt64 = 0
     public init() {}
 }
 
@@ -290,9 +293,12 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         do { reduced = try GradientTree.reduce(parts, total: plan.microBatches(step: step)) } catch {
             throw JobError("step \(step + 1): \(error)")
         }
+        let t0 = DispatchTime.now().uptimeNanoseconds
         try apply(reduced)
+        let optimizer = DispatchTime.now().uptimeNanoseconds &- t0
         parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
         var end = RoundEnd()
+        end.optimizerNanos = optimizer
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
             end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
         }
