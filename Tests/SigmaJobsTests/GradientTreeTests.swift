@@ -40,6 +40,25 @@ import Testing
                 parts.shuffle(using: &rng)
                 let root = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: parts), total: total)
                 #expect(root.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "total \(total), split at \(starts)")
+                // As the coordinator keeps them: added up toward the root as each arrives, in shuffled order.
+                inPlace.shuffle(using: &rng)
+                var combined: [TreeNode: ArrivedPartial] = [:]
+                for (n, p) in inPlace {
+                    combined[n] = p
+                    GradientTree.combine(&combined, from: n, total: total)
+                }
+                let rootCombined = try GradientTree.root(from: combined, total: total)
+                #expect(rootCombined.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "combined: total \(total), split at \(starts)")
+                #expect(rootCombined.loss.bitPattern == whole.loss.bitPattern && rootCombined.correct == whole.correct && rootCombined.rows == whole.rows)
+                // Everything is added up but the root's own addition, which is left to the optimizer: the root's two
+                // children remain (or the root itself, when one worker's shard covered the whole step).
+                if starts.count > 1 {
+                    #expect(combined[TreeNode(level: GradientTree.rootLevel(total: total), index: 0)] == nil)
+                    #expect(combined.count <= 2 && combined.keys.allSatisfy { Int($0.level) + 1 == Int(GradientTree.rootLevel(total: total)) },
+                            "total \(total), split at \(starts): \(combined.keys.sorted())")
+                } else {
+                    #expect(combined.count == 1)
+                }
                 let rootInPlace = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: inPlace), total: total)
                 #expect(rootInPlace.values.map(\.bitPattern) == whole.values.map(\.bitPattern), "in place: total \(total), split at \(starts)")
                 #expect(rootInPlace.loss.bitPattern == whole.loss.bitPattern && rootInPlace.correct == whole.correct)

@@ -232,7 +232,11 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         // (float32 values stay in the payload until the step's reduce reads them: no copy)
         let decoded = try GradientTree.decode(payload, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
                                               transport: spec.gradientTransport)
-        for (n, s) in decoded { parts[n] = s }
+        let total = plan.microBatches(step: step)
+        for (n, s) in decoded {
+            parts[n] = s
+            GradientTree.combine(&parts, from: n, total: total)
+        }
     }
 
     /// The learning rate for `step` (warm-up, then constant or cosine).

@@ -139,6 +139,38 @@ public enum GradientTree {
         try reduce(parts, total: total).materialized()
     }
 
+    /// Adds up what has arrived as far as it can, from `node` (just stored) toward the root: while the node's sibling
+    /// is there too, the two become their parent (`left + right`, the tree's own addition; a parent without a right
+    /// child is its left child). Called as each shard's partial sums arrive, so by the time the last one is in, only
+    /// the additions on its way up are left for the step's reduce — the others were done while the coordinator
+    /// waited for it. Never forms the root: its addition stays fused into the optimizer's pass. Same additions, same
+    /// bits; the children's payloads (shared-memory segments) are let go as soon as they are added.
+    public static func combine(_ parts: inout [TreeNode: ArrivedPartial], from node: TreeNode, total: Int) {
+        let root = Int(rootLevel(total: total))
+        var n = node
+        while Int(n.level) + 1 < root {
+            let parent = TreeNode(level: n.level + 1, index: n.index / 2)
+            let left = TreeNode(level: n.level, index: parent.index * 2)
+            let right = TreeNode(level: n.level, index: parent.index * 2 + 1)
+            guard parts[left] != nil else { return }
+            if right.span(total: total).lowerBound < total {
+                guard parts[right] != nil else { return }
+                let l = parts.removeValue(forKey: left)!, r = parts.removeValue(forKey: right)!
+                let lhs: Subtree
+                if case .decoded(let v) = l.values {
+                    lhs = .summed(Subtree.Sum(values: v, loss: l.loss, correct: l.correct, rows: l.rows))   // (added into in place)
+                } else {
+                    lhs = .arrived(l)
+                }
+                let s = Subtree.add(lhs, .arrived(r)).take()
+                parts[parent] = ArrivedPartial(s)
+            } else {
+                parts[parent] = parts.removeValue(forKey: left)!
+            }
+            n = parent
+        }
+    }
+
     /// The tree's additions over partial sums as they arrived, all but the last: each reads its operands where
     /// they are (payloads, shared-memory segments) and writes into one buffer per subtree, and the root's own
     /// addition is left to whoever reads the gradient (the optimizer fuses it into its pass), so a step's reduce
