@@ -87,7 +87,7 @@ enum BenchScale {
             print("")
             print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
             print("")
-            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: tree additions | coordinator: optimizer (last addition, SGD, next PARAMS) |")
+            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: tree additions left after the last result | coordinator: optimizer (last addition, SGD, next PARAMS) |")
             print("|---|---|---|---|---|---|---|")
             for r in trains {
                 let b = r.breakdown!

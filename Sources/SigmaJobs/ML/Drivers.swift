@@ -19,8 +19,11 @@ public struct RoundEnd: Sendable {
     public var results: [UInt8] = []
     public var files: [OutputFile] = []
     public var log: [String] = []
-    /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`.
+    /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`: the round's completion plus
+    /// the additions the last shard's arrival made (`arrivalNanos`), i.e. the reduce on the step's critical path.
     public var reduceNanos: UInt64 = 0
+    /// Additions made when the round's last shard arrived (partial sums combined up the tree), ns.
+    public var arrivalNanos: UInt64 = 0
     /// The part of it the optimizer step took (with the tree's last addition, which it fuses), ns; 0 for jobs
     /// without one.
     public var optimizerNanos: UInt64 = 0
@@ -32,7 +35,7 @@ extension RoundDriver {
     public func timedCompleteRound() throws -> RoundEnd {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var end = try completeRound()
-        end.reduceNanos = DispatchTime.now().uptimeNanoseconds &- t0
+        end.reduceNanos = (DispatchTime.now().uptimeNanoseconds &- t0) &+ end.arrivalNanos
         return end
     }
 }
@@ -168,6 +171,8 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
     public private(set) var step: Int
     public private(set) var history: [[String: Any]] = []
     var parts: [TreeNode: ArrivedPartial] = [:]
+    /// Time the latest shard's partial sums took to combine up the tree, ns (the last one's is on the critical path).
+    var lastArrivalNanos: UInt64 = 0
     var ranges: [(start: UInt64, count: UInt64)] = []
     var paramsFrame: Frame
     var lastLoss = Double.nan
@@ -233,10 +238,12 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         let decoded = try GradientTree.decode(payload, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
                                               transport: spec.gradientTransport)
         let total = plan.microBatches(step: step)
+        let t0 = DispatchTime.now().uptimeNanoseconds
         for (n, s) in decoded {
             parts[n] = s
             GradientTree.combine(&parts, from: n, total: total)
         }
+        lastArrivalNanos = DispatchTime.now().uptimeNanoseconds &- t0
     }
 
     /// The learning rate for `step` (warm-up, then constant or cosine).
@@ -303,6 +310,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
         var end = RoundEnd()
         end.optimizerNanos = optimizer
+        end.arrivalNanos = lastArrivalNanos
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
             end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
         }
