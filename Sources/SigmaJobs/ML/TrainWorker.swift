@@ -20,6 +20,8 @@ public final class TrainWorker: @unchecked Sendable {
     var cachedOrder: [Int] = []
     /// Models for lanes beyond the calling thread's, with the parameter version each holds; taken while in use.
     let replicas = ReplicaPool()
+    /// Each model copy's vector for right leaves' gradients.
+    let scratches = GradientScratch()
 
     public init(spec: TrainJob, data: LabeledData, lanes: ComputeLanes = .shared) throws {
         self.spec = spec
@@ -149,19 +151,17 @@ public final class TrainWorker: @unchecked Sendable {
             l += try subtree(right, total: total, rowsOf: rowsOf, on: model)
             return l
         }
-        // l + leaf(right), element by element in parameter order: the same additions as through a leaf vector.
+        // l + leaf(right), element by element in parameter order: the same additions as through a leaf vector. The
+        // right leaf's gradient goes into this model's own scratch vector, the same memory every time (it stays in
+        // cache; a fresh vector per micro-batch was megabytes of new memory per leaf).
+        let buf = scratches.buffer(for: model, count: parameterCount)
+        let raw = UnsafeMutableRawBufferPointer(buf)
+        let inPlace = MLModels.gradientBuffers(model.parameters, in: raw)
+        defer { if inPlace { for p in model.parameters { p.gradientBuffer = nil; p.zeroGrad() } } }
         let s = try backward(rowsOf(Int(right.index)), on: model)
+        MLModels.writeGradients(model.parameters, into: raw)
         l.values.withUnsafeMutableBufferPointer { o in
-            var offset = 0
-            for p in model.parameters {
-                let n = p.value.count
-                if let g = p.grad {
-                    g.withData { q in for i in 0..<n { o[offset + i] += q[i] } }
-                } else {
-                    for i in 0..<n { o[offset + i] += 0 }
-                }
-                offset += n
-            }
+            for i in 0..<o.count { o[i] += buf[i] }
         }
         l.loss += s.loss
         l.correct += s.correct
@@ -215,4 +215,22 @@ final class ReplicaPool: @unchecked Sendable {
             }
         }
     }
+}
+
+/// One gradient-sized vector per model copy, kept for the worker's life (freed with it).
+final class GradientScratch: @unchecked Sendable {
+    private var buffers: [ObjectIdentifier: UnsafeMutableBufferPointer<Float>] = [:]
+    private let lock = NSLock()
+
+    func buffer(for model: Sequential, count: Int) -> UnsafeMutableBufferPointer<Float> {
+        lock.withLock {
+            if let b = buffers[ObjectIdentifier(model)], b.count == count { return b }
+            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+            b.initialize(repeating: 0)
+            buffers[ObjectIdentifier(model)] = b
+            return b
+        }
+    }
+
+    deinit { for b in buffers.values { b.deallocate() } }
 }
