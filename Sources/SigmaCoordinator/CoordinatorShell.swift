@@ -53,6 +53,9 @@ public final class CoordinatorShell: Sendable {
         // The coordinator's own engine work (a train job's held-out evaluation) runs single-threaded BLAS, as workers
         // and --local runs do: OpenBLAS's multi-threaded products are not always the same bits.
         BLASInfo.setThreads(1)
+        // Its element-wise passes over a step's gradient (tree additions, the SGD pass) run on up to 8 of the host's
+        // cores (ElementChunks).
+        ComputeLanes.shared.configure(total: max(ComputeLanes.shared.total, ProcessInfo.processInfo.activeProcessorCount))
         if options.sharedMemory { SharedMemoryPool.install() }   // PARAMS written once, read by every same-host worker
         let shared = Shared()
         self.shared = shared

@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaModel
 
 /// A node of the fixed binary tree over a step's micro-batch indices `0..<total`: node (level l, index k) stands for
@@ -493,11 +494,12 @@ fileprivate enum Subtree {
     }
 }
 
-/// An element-wise pass over a step's gradient split into contiguous chunks on the coordinator's cores: each element
-/// is one addition whichever chunk it falls in, so the bits do not depend on the split. While the coordinator
-/// reduces, the workers wait for its next parameters, so their cores are free on a shared host.
+/// An element-wise pass over a step's gradient split into contiguous chunks on the process's compute lanes (at most
+/// 8): each element is one addition whichever chunk it falls in, so the bits do not depend on the split. While the
+/// coordinator reduces, the workers wait for its next parameters, so their cores are free on a shared host; a
+/// `--local --threads N` run uses its N.
 enum ElementChunks {
-    static let threads = min(8, ProcessInfo.processInfo.activeProcessorCount)
+    static var threads: Int { min(8, ComputeLanes.shared.total) }
     static func run(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
         let n = max(1, min(threads, count / 262_144))
         if n == 1 { body(0..<count); return }
