@@ -56,8 +56,15 @@ public final class SigmaClient: Sendable {
 
         func disarm(_ id: UInt64) { timers.withLock { $0.removeValue(forKey: id) }?.cancel() }
 
+        /// The last handshake failure, until a reply shows the connection works: libzmq does not retry a handshake that
+        /// failed on the protocol (CURVE on one side only), so a request made after the failure was reported — on a
+        /// busy machine the handshake can fail before the first request is even registered — fails with it at once
+        /// instead of waiting for its timeout.
+        let failure = Mutex<ClientError?>(nil)
+
         /// Fails every pending request (the connection cannot work, e.g. the coordinator refused our key).
         func failAll(_ error: ClientError) {
+            failure.withLock { $0 = error }
             let pending = table.withLock { t in defer { t = [:] }; return t }
             for (id, h) in pending {
                 disarm(id)
@@ -96,6 +103,7 @@ public final class SigmaClient: Sendable {
             case .error(let err): req = err.request
             default: return
             }
+            handlers.failure.withLock { $0 = nil }   // (a reply: the handshake works now)
             handlers.disarm(req)
             let h = handlers.withLock { $0[req] }
             if let h, h(.success(m)) { handlers.withLock { _ = $0.removeValue(forKey: req) } }
@@ -117,6 +125,11 @@ public final class SigmaClient: Sendable {
                          handler: @escaping Handler) -> UInt64 {
         let id = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
         handlers.withLock { $0[id] = handler }
+        // (registered first, then checked: a failure reported meanwhile either finds this request or is seen here)
+        if let f = handlers.failure.withLock({ $0 }), let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
+            _ = h(.failure(f))
+            return id
+        }
         link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
         if timeout > 0 {
             let handlers = self.handlers, ep = endpoint, secure = self.secure
