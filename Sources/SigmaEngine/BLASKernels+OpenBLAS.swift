@@ -73,6 +73,24 @@ extension BLASKernels {
     /// cache panels, single rows and columns, and one large enough for OpenBLAS to split it over threads.
     public static let selfCheckShapes: [(Int, Int, Int)] = [(67, 129, 33), (96, 200, 80), (1, 300, 7), (7, 300, 1), (5, 3, 2)]
 
+    /// The engine's randomized product check: `trials` products of random shapes (M, N ≤ 40, K ≤ 300) in every
+    /// transpose combination, `Kernels.matmul` against `Kernels.matmulReference`; the shapes whose relative error
+    /// exceeds `selfCheckTolerance` (empty: all good). Run by the engine's tests and by the kernel-switch check.
+    public static func randomProductMismatches(seed: UInt64 = 99, trials: Int = 24) -> [String] {
+        var rng = SeededRandom(seed: seed)
+        var bad: [String] = []
+        for trial in 0..<trials {
+            let m = Int(rng.next() % 40) + 1, k = Int(rng.next() % 300) + 1, n = Int(rng.next() % 40) + 1
+            let ta = trial % 2 == 1, tb = trial % 4 >= 2
+            let a = Tensor.uniform(ta ? [k, m] : [m, k], low: -1, high: 1, rng: &rng)
+            let b = Tensor.uniform(tb ? [n, k] : [k, n], low: -1, high: 1, rng: &rng)
+            let fast = Kernels.matmul(a, b, transA: ta, transB: tb), ref = Kernels.matmulReference(a, b, transA: ta, transB: tb)
+            let ok = fast.shape == ref.shape && (0..<ref.count).allSatisfy { abs(fast[$0] - ref[$0]) / max(1, abs(ref[$0])) <= selfCheckTolerance }
+            if !ok { bad.append("m \(m) k \(k) n \(n) ta \(ta) tb \(tb)") }
+        }
+        return bad
+    }
+
     /// True when `product` (default: the engine's `Kernels.matmul`, i.e. `cblas_sgemm` on the running set) matches
     /// `Kernels.matmulReference` within `selfCheckTolerance` for every shape, in all four transpose combinations the
     /// engine uses; a NaN fails. About 7 M multiply-adds in the reference: well under 0.1 s in a release build.

@@ -91,17 +91,7 @@ enum BenchCoordinator {
     }
 
     static func trainSpec(x: String, y: String, layers: [Int], microBatch: Int, batch: Int, steps: Int) throws -> JobSpec {
-        try JobSpec.parse("""
-            kind: train
-            name: bench-coordinator
-            model: {mlp: [\(layers.map(String.init).joined(separator: ", "))]}
-            data: {x: \(x), y: \(y)}
-            optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
-            steps: \(steps)
-            batch_size: \(batch)
-            micro_batch: \(microBatch)
-            holdout: 0
-            """)
+        try BenchJobs.trainSpec(name: "bench-coordinator", x: x, y: y, layers: layers, batch: batch, microBatch: microBatch, steps: steps)
     }
 
     /// Per-step usage at `workers` workers: (long run − short run) / (long − short steps), median over `runs` pairs

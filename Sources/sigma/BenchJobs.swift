@@ -56,18 +56,8 @@ enum BenchJobs {
         print("# sigma bench train — MLP 784-1024-1024-10, batch 256 (2 micro-batches of 128), SGD momentum 0.9, \(steps) steps per run, OpenBLAS \(BLASInfo.coreName)")
         print("")
         func spec(_ transport: String) throws -> JobSpec {
-            try JobSpec.parse("""
-                kind: train
-                name: bench-train
-                model: {mlp: [784, 1024, 1024, 10]}
-                data: {x: \(x), y: \(y)}
-                optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
-                steps: \(steps)
-                batch_size: 256
-                micro_batch: 128
-                holdout: 0
-                gradient_transport: \(transport)
-                """)
+            try trainSpec(name: "bench-train", x: x, y: y, layers: [784, 1024, 1024, 10], batch: 256, microBatch: 128, steps: steps,
+                          transport: transport)
         }
         let c = try await cluster(workers: 2, logger: logger)
         defer { c.stop() }
@@ -151,16 +141,24 @@ enum BenchJobs {
 
     /// The reduce benchmark's job: a linear 4096→4096 layer (16.8M parameters, 64 MiB), 4 shards a step.
     static func reduceSpec(x: String, y: String, steps: Int) throws -> JobSpec {
+        try trainSpec(name: "bench-reduce", x: x, y: y, layers: [4096, 4096], batch: 4, microBatch: 1, steps: steps,
+                      optimizer: "{sgd: {lr: 0.000001}}")
+    }
+
+    /// The benches' train jobs: an MLP over `.npy` features and labels, no held-out rows.
+    static func trainSpec(name: String, x: String, y: String, layers: [Int], batch: Int, microBatch: Int, steps: Int,
+                          optimizer: String = "{sgd: {lr: 0.01, momentum: 0.9}}", transport: String = "f32") throws -> JobSpec {
         try JobSpec.parse("""
             kind: train
-            name: bench-reduce
-            model: {mlp: [4096, 4096]}
+            name: \(name)
+            model: {mlp: [\(layers.map(String.init).joined(separator: ", "))]}
             data: {x: \(x), y: \(y)}
-            optimizer: {sgd: {lr: 0.000001}}
+            optimizer: \(optimizer)
             steps: \(steps)
-            batch_size: 4
-            micro_batch: 1
+            batch_size: \(batch)
+            micro_batch: \(microBatch)
             holdout: 0
+            gradient_transport: \(transport)
             """)
     }
 

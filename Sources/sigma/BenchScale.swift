@@ -30,7 +30,7 @@ enum BenchScale {
         let dir = try BenchJobs.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let jobs = try specs(dir)
-        let cpu = cpuModel()
+        let cpu = BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)
         print("# sigma bench scale — \(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS \(BLASInfo.coreName) kernels")
         print("# one-thread workers: \(counts.map(String.init).joined(separator: ", ")); one worker × \(threads) threads; "
               + "rates from a short and a long run (start-up cancels out), medians of \(runs)")
@@ -105,17 +105,7 @@ enum BenchScale {
     static func specs(_ dir: String) throws -> [Job] {
         let (x, y) = try BenchJobs.syntheticData(dir, rows: 8192, features: 256, classes: 10)
         func train(_ steps: Int) throws -> JobSpec {
-            try JobSpec.parse("""
-                kind: train
-                name: bench-scale-train
-                model: {mlp: [256, 1024, 1024, 10]}
-                data: {x: \(x), y: \(y)}
-                optimizer: {sgd: {lr: 0.01, momentum: 0.9}}
-                steps: \(steps)
-                batch_size: 2048
-                micro_batch: 64
-                holdout: 0
-                """)
+            try BenchJobs.trainSpec(name: "bench-scale-train", x: x, y: y, layers: [256, 1024, 1024, 10], batch: 2048, microBatch: 64, steps: steps)
         }
         var jobs = [Job(name: "train MLP 256-1024-1024-10, batch 2048, micro_batch 64", unit: "samples",
                         short: (4 * 2048, try train(4)), long: (16 * 2048, try train(16)))]
@@ -139,12 +129,6 @@ enum BenchScale {
         jobs.append(Job(name: "map-reduce Σ x² over generated values", unit: "values", short: (200_000_000, sum(200_000_000)),
                         long: (1_000_000_000, sum(1_000_000_000))))
         return jobs
-    }
-
-    static func cpuModel() -> String {
-        let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let line = text.split(separator: "\n").first { $0.hasPrefix("model name") }
-        return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
     }
 }
 

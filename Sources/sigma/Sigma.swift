@@ -24,12 +24,17 @@ struct Sigma: AsyncParsableCommand {
                       DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
 
-    /// Chooses OpenBLAS's kernel set before any command runs (so before any BLAS call and any other thread), then
-    /// runs the command. See docs/architecture.md, "How the BLAS kernel set is chosen".
+    /// Chooses OpenBLAS's kernel set before a command that computes runs (so before any BLAS call and any other
+    /// thread), then runs the command. See docs/architecture.md, "How the BLAS kernel set is chosen". Commands that
+    /// only talk to a coordinator (status, jobs, top, …) skip it: it reads /proc/cpuinfo and, when it switches,
+    /// checks products — work a client never needs.
     static func main() async {
-        _ = BLASKernels.startup
+        if let command = CommandLine.arguments.dropFirst().first, computing.contains(command) { _ = BLASKernels.startup }
         await Self.main(nil)
     }
+
+    /// The commands that run the engine (or report the kernel set).
+    static let computing: Set<String> = ["worker", "coordinator", "submit", "train", "embed", "demo", "bench"]
 }
 
 /// Flags every command shares.

@@ -76,14 +76,8 @@ import Testing
             guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
             let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
             let n = 64 * 24 + 24 + 24 * 10 + 10
-            let weights = Frame(count: n * 4) { b in
-                let f = b.bindMemory(to: Float.self)
-                for i in 0..<n { f[i] = Float(sin(Double(i) * 0.7)) * 0.3 }
-            }
-            let next = Frame(count: n * 4) { b in
-                let f = b.bindMemory(to: Float.self)
-                for i in 0..<n { f[i] = Float(cos(Double(i) * 0.3)) * 0.2 }
-            }
+            let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i) * 0.7)) * 0.3 }
+            let next = ShardRunnerTests.floats(n) { i in Float(cos(Double(i) * 0.3)) * 0.2 }
             for range in [0..<1, 0..<15, 3..<12, 8..<15, 5..<6] {
                 let one = try TrainWorker(spec: t, data: data, lanes: ComputeLanes(total: 1))
                 let reference = try one.encodedPartials(step: 1, version: 1, params: weights, range: range).bytes
@@ -109,10 +103,7 @@ import Testing
         guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
         let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
         let n = 64 * 16 + 16 + 16 * 10 + 10, total = 13
-        let weights = Frame(count: n * 4) { b in
-            let f = b.bindMemory(to: Float.self)
-            for i in 0..<n { f[i] = Float(sin(Double(i) * 1.3)) * 0.4 }
-        }
+        let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i) * 1.3)) * 0.4 }
         let single = try TrainWorker(spec: t, data: data, lanes: ComputeLanes(total: 1))
         let leaves = try (0..<total).map { j in try single.compute(step: 1, version: 1, params: weights, range: j..<(j + 1))[0].1 }
         for lanes in [1, 3] {

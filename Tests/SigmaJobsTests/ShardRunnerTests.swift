@@ -11,6 +11,14 @@ import Testing
         try JobSpec.parse("kind: train\nname: r\nmodel: {mlp: [64, \(hidden), 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 2\nbatch_size: 8\nmicro_batch: 4\n")
     }
 
+    /// A float32 payload of `n` values, value i = `f(i)` (parameters for a shard).
+    static func floats(_ n: Int, _ f: (Int) -> Float) -> Frame {
+        Frame(count: n * 4) { b in
+            let p = b.bindMemory(to: Float.self)
+            for i in 0..<n { p[i] = f(i) }
+        }
+    }
+
     func params(_ count: Int) -> Frame { Frame(count: count * 4) { b in b.initializeMemory(as: UInt8.self, repeating: 0) } }
 
     /// Job ids restart at 1 with a restarted coordinator: a new job 1 with another model gets its own state,
@@ -37,10 +45,7 @@ import Testing
         guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
         let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
         let n = 64 * 12 + 12 + 12 * 10 + 10
-        let weights = Frame(count: n * 4) { b in
-            let f = b.bindMemory(to: Float.self)
-            for i in 0..<n { f[i] = Float(sin(Double(i))) * 0.3 }
-        }
+        let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i))) * 0.3 }
         for range in [0..<1, 3..<4, 0..<10, 2..<7, 8..<10] {
             let (a, b) = (try TrainWorker(spec: t, data: data), try TrainWorker(spec: t, data: data))
             let direct = try a.encodedPartials(step: 1, version: 1, params: weights, range: range)

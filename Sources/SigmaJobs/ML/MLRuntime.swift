@@ -275,28 +275,19 @@ enum Batches {
             ranges.append(r..<end)
             r = end
         }
-        let out = OutputRows(count: count * width)
-        try lanes.forEach(ranges.count) { [ranges] k in
-            let t = try compute(ranges[k])
-            precondition(t.count == ranges[k].count * width)
-            t.withData { out.write($0, at: (ranges[k].lowerBound - start) * width) }
+        // (written in place by the lanes, each batch at its rows' place: no copy of the shard's output)
+        return try [Float](unsafeUninitializedCapacity: count * width) { buf, initialized in
+            let out = Unchecked(buf)
+            try lanes.forEach(ranges.count) { [ranges] k in
+                let t = try compute(ranges[k])
+                guard t.count == ranges[k].count * width else {
+                    throw JobError("batch \(ranges[k]) gave \(t.count) values, expected \(ranges[k].count) × \(width)")
+                }
+                t.withData { (out.v.baseAddress! + (ranges[k].lowerBound - start) * width).update(from: $0.baseAddress!, count: $0.count) }
+            }
+            initialized = count * width
         }
-        return out.values
     }
-}
-
-/// The output of a shard, written by several lanes at disjoint places.
-final class OutputRows: @unchecked Sendable {
-    private let buffer: UnsafeMutableBufferPointer<Float>
-    init(count: Int) {
-        buffer = .allocate(capacity: count)
-        buffer.initialize(repeating: 0)
-    }
-    deinit { buffer.deallocate() }
-    func write(_ src: UnsafeBufferPointer<Float>, at offset: Int) {
-        (buffer.baseAddress! + offset).update(from: src.baseAddress!, count: src.count)
-    }
-    var values: [Float] { Array(buffer) }
 }
 
 /// embed shards: sentence embeddings for a line range, batch by batch on absolute batch boundaries.
