@@ -42,7 +42,7 @@ public final class CoordinatorShell: Sendable {
         /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
         let samples = Mutex(CoordinatorSamples())
         /// Submissions whose input the resolver thread has read, waiting for the poller thread.
-        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)]>([])
+        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests, Principal)]>([])
         /// FILE-DATA (or ERROR) read by the file server, for the poller to send.
         let fileReplies = Mutex<[(PeerID, Message)]>([])
     }
@@ -182,12 +182,12 @@ public final class CoordinatorShell: Sendable {
                     logger.error("coordinator transport failed: \(error)")
                     return
                 }
-                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests)] in
+                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests, Principal)] in
                     defer { r.removeAll() }
                     return r
                 }
-                for (peer, submit, input, digests) in resolved {
-                    perform(core.handle(.inputResolved(peer, submit, input, digests: digests), now: monotonicNanos()))
+                for (peer, submit, input, digests, who) in resolved {
+                    perform(core.handle(.inputResolved(peer, submit, input, digests: digests, from: who), now: monotonicNanos()))
                 }
                 for (peer, m) in shared.fileReplies.withLock({ r in defer { r.removeAll() }; return r }) {
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
@@ -248,7 +248,16 @@ public final class CoordinatorShell: Sendable {
                     carriers[peer] = nil
                     if options.sharedMemory, SharedMemory.offered(in: h.features) { shmOffered.insert(peer) } else { shmOffered.remove(peer) }
                 }
-                event = .received(peer, m)
+                // Who the connection was admitted as; a link without authentication (in-process, --insecure) has none.
+                var who = Principal.trusted
+                if let u = e.user {
+                    guard let p = Principal(userID: u) else {
+                        logger.error("unreadable ZAP user id on a message from \(peer); message dropped")
+                        return
+                    }
+                    who = p
+                }
+                event = .received(peer, m, from: who)
             } catch let d as DecodeError {
                 event = .rejected(peer, d)
             } catch {
@@ -270,8 +279,8 @@ public final class CoordinatorShell: Sendable {
                     }
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                     shared.messagesOut.add(1, ordering: .relaxed)
-                case .resolveInput(let peer, let submit):
-                    resolver.push(peer, submit)
+                case .resolveInput(let peer, let submit, let who):
+                    resolver.push(peer, submit, who)
                 case .writeFile(let f):
                     do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
                 case .serveFile(let peer, let g, let file, let count):
@@ -292,12 +301,12 @@ public final class CoordinatorShell: Sendable {
     /// load takes seconds on a busy machine) — so the poller thread keeps answering heartbeats meanwhile.
     /// Results go to `Shared.resolved` and wake the poller thread.
     final class Resolver: @unchecked Sendable {
-        private let queue = BlockingQueue<(PeerID, Submit)>()
+        private let queue = BlockingQueue<(PeerID, Submit, Principal)>()
         private var thread: OSThread?
 
         init(shared: Shared, waker: Waker) {
             thread = OSThread(name: "sigma-resolve") { [queue] in
-                while let (peer, submit) = queue.next() {
+                while let (peer, submit, who) = queue.next() {
                     var input = CoordinatorShell.resolve(submit.spec)
                     // Shipped files are read once for both their SHA-256 and their provenance digest.
                     var files: [InputFile] = [], known: [String: String] = [:]
@@ -306,13 +315,13 @@ public final class CoordinatorShell: Sendable {
                     }
                     var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec, known: known) } ?? InputDigests()
                     digests.files = files
-                    shared.resolved.withLock { $0.append((peer, submit, input, digests)) }
+                    shared.resolved.withLock { $0.append((peer, submit, input, digests, who)) }
                     waker.wake()
                 }
             }
         }
 
-        func push(_ peer: PeerID, _ submit: Submit) { queue.push((peer, submit)) }
+        func push(_ peer: PeerID, _ submit: Submit, _ who: Principal) { queue.push((peer, submit, who)) }
 
         /// Ends the thread after the submission being read, if any; those still queued are dropped.
         func stop() {

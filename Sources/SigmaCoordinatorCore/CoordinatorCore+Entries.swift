@@ -229,6 +229,9 @@ final class JobEntry {
     var acceptPending = false
     /// The client-chosen id it was submitted with ("" for none).
     var key = ""
+    /// Who submitted it (`Principal.owner`; clients see only their own jobs) and that key's name.
+    var owner = Principal.trusted.owner
+    var ownerName = Principal.trusted.name
     /// Clients that re-submitted the same key and wait for JOB-RESULT (peer, request).
     var extraResultTo: [(PeerID, UInt64)] = []
     /// Items of committed shards (rows, samples, lines), over all rounds.

@@ -21,6 +21,10 @@ public struct CoordinatorConfig: Sendable {
     public var maxActiveJobs: Int = 10_000
     /// Shards waiting in the queue across all jobs; a submission that would exceed it is refused.
     public var maxQueuedShards: Int = 10_000_000
+    /// Same-id submissions that may wait (per id) while the first one's input is read; more are refused.
+    public var maxParkedPerKey: Int = 64
+    /// Clients following one job at once; more are refused (each gets PROGRESS messages).
+    public var maxWatchersPerJob: Int = 256
     /// Attempts a failing shard gets (on different workers when possible) before its job fails.
     public var maxFailedAttempts: Int = 2
     /// Placement policy (docs/scheduling.md).
@@ -51,13 +55,14 @@ public struct CoordinatorConfig: Sendable {
 
 /// What happens to the coordinator.
 public enum CoordinatorEvent: Sendable {
-    /// A well-formed message from a peer.
-    case received(PeerID, Message)
+    /// A well-formed message from a peer, sent as `from` (the principal its connection was admitted as; trusted on
+    /// links without authentication).
+    case received(PeerID, Message, from: Principal = .trusted)
     /// A message that failed to decode.
     case rejected(PeerID, DecodeError)
     /// The shell read a job's input (see `CoordinatorAction.resolveInput`), with the content digests of its
     /// input and model files for provenance.
-    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>, digests: InputDigests = InputDigests())
+    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>, digests: InputDigests = InputDigests(), from: Principal = .trusted)
     /// Periodic: heartbeats, liveness, progress.
     case tick
 }
@@ -101,7 +106,7 @@ public enum CoordinatorAction: Sendable, Equatable {
     case send(PeerID, Message)
     /// Read this submission's input (the `.npy` header of a map-reduce input; data, model and weights of an ML job)
     /// and answer with `.inputResolved` (file I/O is the shell's).
-    case resolveInput(PeerID, Submit)
+    case resolveInput(PeerID, Submit, from: Principal)
     /// Write a file (a checkpoint) atomically.
     case writeFile(OutputFile)
     /// Answer a FILE-GET with FILE-DATA: read the asked bytes of `file` (`files`: the job's count); if the file
@@ -136,6 +141,8 @@ public struct CoordinatorCore {
     public private(set) var strayResults = 0
     /// Messages rejected by the decoder.
     public private(set) var rejectedMessages = 0
+    /// Messages refused because the sender's role does not allow them.
+    public private(set) var refused = 0
     /// Shard attempts placed (the simulator reports the core's cost per decision).
     public internal(set) var decisions = 0
     /// Counters since start (STATUS, Prometheus).
@@ -175,9 +182,15 @@ public struct CoordinatorCore {
     public mutating func handle(_ event: CoordinatorEvent, now: Nanos) -> [CoordinatorAction] {
         var out: [CoordinatorAction] = []
         switch event {
-        case .received(let peer, let message):
+        case .received(let peer, let message, let who):
             heard(peer, now: now, into: &out)
-            receive(peer, message, now: now, into: &out)
+            if let problem = Self.refusal(message, who) {
+                refused += 1
+                out.append(.send(peer, .error(ErrorReply(.forbidden, request: message.request ?? 0, problem))))
+                out.append(.log(.warning, "refused \(message.type.name) from \(who): \(problem)"))
+                return out
+            }
+            receive(peer, message, who: who, now: now, into: &out)
         case .rejected(let peer, let error):
             rejectedMessages += 1
             heard(peer, now: now, into: &out)
@@ -188,7 +201,7 @@ public struct CoordinatorCore {
             if error.type == .hello {
                 out.append(.log(.warning, "refused worker \(peer): \(error)"))
             }
-        case .inputResolved(let peer, let submit, let input, let digests):
+        case .inputResolved(let peer, let submit, let input, let digests, let who):
             let before = nextJob
             defer {
                 if nextJob > before, let job = jobs[before] {
@@ -198,14 +211,14 @@ public struct CoordinatorCore {
                 }
             }
             switch input {
-            case .success(.rows(let n)): accept(peer, submit, rows: n, now: now, into: &out)
-            case .success(.driver(let d)): accept(peer, submit, driver: d, now: now, into: &out)
+            case .success(.rows(let n)): accept(peer, submit, who, rows: n, now: now, into: &out)
+            case .success(.driver(let d)): accept(peer, submit, who, driver: d, now: now, into: &out)
             case .failure(let e):
                 let prefix = submit.spec.kind == "map-reduce" ? "input: " : "\(submit.spec.kind) job '\(submit.spec.name)': "
                 out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, prefix + "\(e)"))))
             }
-            if !submit.key.isEmpty, let parked = resolvingKeys.removeValue(forKey: submit.key) {
-                for (p, s) in parked { receive(p, .submit(s), now: now, into: &out) }
+            if !submit.key.isEmpty, let parked = resolvingKeys.removeValue(forKey: Self.scoped(submit.key, who)) {
+                for (p, s) in parked { receive(p, .submit(s), who: who, now: now, into: &out) }
             }
         case .tick:
             tick(now: now, into: &out)
@@ -223,6 +236,33 @@ public struct CoordinatorCore {
             guard !digits.isEmpty, let id = JobID(String(decoding: digits, as: UTF8.self)), let job = jobs[id] else { continue }
             job.log(level, text, now: now)
         }
+    }
+
+    /// Who may send what (docs/security.md): nil when `who` may send `m`, else why not.
+    static func refusal(_ m: Message, _ who: Principal) -> String? {
+        switch m {
+        case .hello, .heartbeat, .drain, .result, .fileGet:
+            return who.mayWork ? nil : who.refusal(m.type.name, needs: [.worker])
+        case .submit, .status, .watch, .fetch, .cancelJob, .detail:
+            return who.maySubmit ? nil : who.refusal(m.type.name, needs: [.client, .admin])
+        case .drainWorker:
+            return who.isAdmin ? nil : who.refusal(m.type.name, needs: [.admin])
+        default:
+            return nil
+        }
+    }
+
+    /// A client-chosen job id, as the coordinator keeps it: per owner, so one client's id never names another's job.
+    static func scoped(_ key: String, _ who: Principal) -> String { who.owner + "\u{0}" + key }
+
+    /// The job `id` if `who` may see it (its own jobs; every job for admins), else the ERROR to answer.
+    func visibleJob(_ id: JobID, to who: Principal, request: UInt64) -> Result<JobEntry, ErrorReply> {
+        guard let job = jobs[id] else { return .failure(ErrorReply(.notFound, request: request, "no job \(id) on this coordinator; list jobs with: sigma jobs")) }
+        guard who.isAdmin || job.owner == who.owner else {
+            return .failure(ErrorReply(.forbidden, request: request,
+                "job \(id) was submitted by another client; \(who) sees only its own jobs (an admin key sees all)"))
+        }
+        return .success(job)
     }
 
     /// A SUBMIT with a key already used: the same job answers (ACCEPT, and PROGRESS / JOB-RESULT as asked).
@@ -263,7 +303,7 @@ public struct CoordinatorCore {
                          logs: lines, attemptsDropped: UInt32(j.attemptsDropped), attempts: attempts ? j.attempts : [])
     }
 
-    mutating func receive(_ peer: PeerID, _ message: Message, now: Nanos, into out: inout [CoordinatorAction]) {
+    mutating func receive(_ peer: PeerID, _ message: Message, who: Principal, now: Nanos, into out: inout [CoordinatorAction]) {
         switch message {
         case .hello(let h): hello(peer, h, now: now, into: &out)
         case .heartbeat(let hb):
@@ -293,34 +333,48 @@ public struct CoordinatorCore {
         case .error(let e):
             out.append(.log(.warning, "peer \(index[peer].map { table[$0].id } ?? peer.description) reported \(e)"))
         case .submit(let s):
-            if !s.key.isEmpty, let id = keyed[s.key], let job = jobs[id] {
+            let key = Self.scoped(s.key, who)
+            if !s.key.isEmpty, let id = keyed[key], let job = jobs[id] {
                 resubmitted(peer, s, job, now: now, into: &out)
                 return
             }
-            if !s.key.isEmpty, resolvingKeys[s.key] != nil {
-                resolvingKeys[s.key]!.append((peer, s))
+            if !s.key.isEmpty, resolvingKeys[key] != nil {
+                guard resolvingKeys[key]!.count < config.maxParkedPerKey else {
+                    out.append(.send(peer, .error(ErrorReply(.tooManyRequests, request: s.request,
+                        "\(config.maxParkedPerKey) submissions with id '\(s.key)' already wait for its first one to be read; retry once it is accepted"))))
+                    return
+                }
+                resolvingKeys[key]!.append((peer, s))
                 return
             }
             if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
-                accept(peer, s, rows: s.spec.generatedRows, now: now, into: &out)
+                accept(peer, s, who, rows: s.spec.generatedRows, now: now, into: &out)
             } else {
-                if !s.key.isEmpty { resolvingKeys[s.key] = [] }
-                out.append(.resolveInput(peer, s))
+                if !s.key.isEmpty { resolvingKeys[key] = [] }
+                out.append(.resolveInput(peer, s, from: who))
             }
         case .status(let req):
-            out.append(.send(peer, .statusReply(request: req, status(now: now))))
-        case .watch(let req, let job):
-            guard jobs[job] != nil else {
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(job) on this coordinator"))))
-                return
+            out.append(.send(peer, .statusReply(request: req, status(now: now, visibleTo: who))))
+        case .watch(let req, let id):
+            let job: JobEntry
+            switch visibleJob(id, to: who, request: req) {
+            case .success(let j): job = j
+            case .failure(let e): out.append(.send(peer, .error(e))); return
             }
-            jobs[job]!.watchers.append(Watcher(peer: peer, request: req, lastSent: 0))
-            out.append(.send(peer, .progress(jobs[job]!.progress(request: req))))
-            if jobs[job]!.state.isFinal { jobs[job]!.watchers.removeAll { $0.peer == peer && $0.request == req } }
+            if !job.state.isFinal {
+                guard job.watchers.count < config.maxWatchersPerJob else {
+                    out.append(.send(peer, .error(ErrorReply(.tooManyRequests, request: req,
+                        "job \(id) already has \(job.watchers.count) watchers (the limit); fetch its result when it ends instead"))))
+                    return
+                }
+                job.watchers.append(Watcher(peer: peer, request: req, lastSent: 0))
+            }
+            out.append(.send(peer, .progress(job.progress(request: req))))
         case .fetch(let req, let job):
-            guard let j = jobs[job] else {
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(job) on this coordinator"))))
-                return
+            let j: JobEntry
+            switch visibleJob(job, to: who, request: req) {
+            case .success(let found): j = found
+            case .failure(let e): out.append(.send(peer, .error(e))); return
             }
             if j.state.isFinal {
                 out.append(.send(peer, .jobResult(j.outcome(request: req))))
@@ -329,19 +383,22 @@ public struct CoordinatorCore {
                     "job \(job) is \(j.state) (\(j.done)/\(j.shards.count) shards); try again or watch it"))))
             }
         case .cancelJob(let req, let id):
-            guard let job = jobs[id] else {
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(id) on this coordinator; list jobs with: sigma jobs"))))
-                return
+            let job: JobEntry
+            switch visibleJob(id, to: who, request: req) {
+            case .success(let j): job = j
+            case .failure(let e): out.append(.send(peer, .error(e))); return
             }
             if !job.state.isFinal {
-                job.log(.warning, "cancelled by a client", now: now)
-                finish(id, state: .cancelled, error: "cancelled by a client", now: now, into: &out)
+                let by = job.owner == who.owner ? "a client" : "admin \(who.name)"
+                job.log(.warning, "cancelled by \(by)", now: now)
+                finish(id, state: .cancelled, error: "cancelled by \(by)", now: now, into: &out)
             }
             out.append(.send(peer, .progress(jobs[id]!.progress(request: req))))
         case .detail(let req, let id, let from, let withAttempts):
-            guard let job = jobs[id] else {
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req, "no job \(id) on this coordinator; list jobs with: sigma jobs"))))
-                return
+            let job: JobEntry
+            switch visibleJob(id, to: who, request: req) {
+            case .success(let j): job = j
+            case .failure(let e): out.append(.send(peer, .error(e))); return
             }
             out.append(.send(peer, .detailReply(request: req, detail(job, logFrom: Int(from), attempts: withAttempts, now: now))))
         case .drainWorker(let req, let name):
@@ -359,7 +416,7 @@ public struct CoordinatorCore {
                 out.append(.send(p, .drain(reason: "asked by a client")))
                 drain(p, reason: "asked by a client", now: now, into: &out)
             }
-            out.append(.send(peer, .statusReply(request: req, status(now: now))))
+            out.append(.send(peer, .statusReply(request: req, status(now: now, visibleTo: who))))
         case .fileGet(let g):
             guard let k = index[peer], table[k].isLive else {
                 out.append(.send(peer, .error(ErrorReply(.notReady, request: g.request, "FILE-GET from an unregistered worker; send HELLO first"))))
@@ -372,12 +429,15 @@ public struct CoordinatorCore {
     }
 
     /// A worker asks for a piece of a job's input file: only files the job's own spec names (by index), only while
-    /// the job runs, only for jobs that ship their inputs.
+    /// the job runs, only for jobs that ship their inputs, only from a worker running one of the job's shards.
     func fileGet(_ peer: PeerID, _ g: FileGet, into out: inout [CoordinatorAction]) {
         func refuse(_ code: ErrorReply.Code, _ problem: String) {
             out.append(.send(peer, .error(ErrorReply(code, request: g.request, "FILE-GET job \(g.job) file \(g.index): \(problem)"))))
         }
         guard let job = jobs[g.job] else { return refuse(.notFound, "no such job on this coordinator") }
+        guard let k = index[peer], table[k].inFlight.keys.contains(where: { $0.job == g.job }) else {
+            return refuse(.forbidden, "this worker runs no shard of the job")
+        }
         guard !job.state.isFinal else { return refuse(.notFound, "the job has ended (\(job.state))") }
         guard job.spec.inputTransport == .coordinator else {
             return refuse(.notFound, "the job reads its inputs from a shared path (input_transport: shared)")
@@ -479,7 +539,7 @@ public struct CoordinatorCore {
 
     // MARK: jobs
 
-    mutating func accept(_ peer: PeerID, _ s: Submit, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
+    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
         guard case .mapReduce(let spec) = s.spec else { return }
         let ranges = spec.sharding.ranges(rows: rows)
         guard !ranges.isEmpty else {
@@ -491,19 +551,19 @@ public struct CoordinatorCore {
                 "shard_size gives \(ranges.count) shards; the limit is \(JobLimits.maxShards)"))))
             return
         }
-        admit(peer, s, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
+        admit(peer, s, who, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
     }
 
-    mutating func accept(_ peer: PeerID, _ s: Submit, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
         let ranges = driver.plan(shares: firstShares(s.spec)).map { ($0.start, $0.count) }
         var detail = "\(ranges.count) shards"
         if let t = driver as? TrainDriver {
             detail = "\(t.plan.totalSteps) steps of \(t.spec.batchSize) rows (\(t.parameterCount) parameters), from step \(t.step)"
         }
-        admit(peer, s, driver: driver, ranges: ranges, detail: detail, now: now, into: &out)
+        admit(peer, s, who, driver: driver, ranges: ranges, detail: detail, now: now, into: &out)
     }
 
-    mutating func admit(_ peer: PeerID, _ s: Submit, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
+    mutating func admit(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
                         now: Nanos, into out: inout [CoordinatorAction]) {
         guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
             out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
@@ -515,7 +575,9 @@ public struct CoordinatorCore {
         activeJobs += 1
         let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
         job.key = s.key
-        if !s.key.isEmpty { keyed[s.key] = id }
+        job.owner = who.owner
+        job.ownerName = who.name
+        if !s.key.isEmpty { keyed[Self.scoped(s.key, who)] = id }
         job.policyName = policy(of: job).rawValue
         job.specDigest = Digest.fnv1a64(s.spec.encoded)
         if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
@@ -584,14 +646,22 @@ public struct CoordinatorCore {
             table[k].observeShard(f, job: job.id, kind: JobKindIndex.of(job.spec), items: job.ranges[i].count, compute: r.computeTime,
                                   resultBytes: r.payload.count, now: now)
         }
-        job.shards[i].holders.removeAll { $0 == peer }
         let record = wasInFlight?.record ?? -1
         if job.shards[i].state == .done {
+            job.shards[i].holders.removeAll { $0 == peer }
             job.endAttempt(record, .late, now: now, compute: r.computeTime)
             job.duplicates += 1
             jobs[r.job] = job
             return
         }
+        // Only the worker holding that attempt may answer for it: a result for an attempt this worker was never given,
+        // or no longer holds (it answered already), commits nothing and fails nothing.
+        guard wasInFlight != nil else {
+            strayResults += 1
+            out.append(.log(.warning, "job \(r.job) shard \(r.shard) attempt \(r.attempt): ignored a \(r.status) result from worker \(table[k].id) (\(table[k].hello.name)), which does not hold that attempt"))
+            return
+        }
+        job.shards[i].holders.removeAll { $0 == peer }
         let w = table[k]
         var fatal: String? = nil
         switch r.status {
@@ -654,7 +724,7 @@ public struct CoordinatorCore {
         finishedOrder.append(id)
         while finishedOrder.count > config.keepFinishedJobs {
             let old = finishedOrder.removeFirst()
-            if let k = jobs[old]?.key, !k.isEmpty { keyed[k] = nil }
+            if let j = jobs[old], !j.key.isEmpty { keyed[j.owner + "\u{0}" + j.key] = nil }
             rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
             jobs[old] = nil
         }
@@ -750,7 +820,7 @@ public struct CoordinatorCore {
 
     // MARK: snapshots
 
-    public func status(now: Nanos) -> ClusterStatus {
+    public func status(now: Nanos, visibleTo who: Principal = .trusted) -> ClusterStatus {
         let ws = table.map { w in
             var s = ClusterStatus.Worker(id: w.id, name: w.hello.name, host: w.hello.host, cores: w.hello.cores, slots: w.hello.slots,
                                  state: w.suspect && w.isLive ? "suspect" : w.lowMemory && w.state == .ready ? "low-memory"
@@ -772,7 +842,8 @@ public struct CoordinatorCore {
             s.blasBest = w.hello.feature("blas-best") ?? ""
             return s
         }
-        let js = jobs.keys.sorted().suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }
+        let ids = who.isAdmin ? jobs.keys.sorted() : jobs.filter { $0.value.owner == who.owner }.keys.sorted()
+        let js = ids.suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }
         var st = ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
         st.policy = config.policy.rawValue
         st.totals = totals

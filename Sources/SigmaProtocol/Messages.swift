@@ -249,7 +249,8 @@ public struct Cancel: Sendable, Equatable {
 /// ERROR: a refusal or failure; `request` echoes the client's request id (0 when not a reply).
 public struct ErrorReply: Sendable, Equatable, Error, CustomStringConvertible {
     public enum Code: UInt16, Sendable {
-        case badRequest = 400, notFound = 404, tooLarge = 413, invalidSpec = 422, notReady = 425
+        case badRequest = 400, forbidden = 403, notFound = 404, tooLarge = 413, invalidSpec = 422, notReady = 425
+        case tooManyRequests = 429
         case internalError = 500, unavailable = 503, versionNotSupported = 505
     }
     public var code: UInt16
@@ -408,6 +409,16 @@ public enum Message: Sendable, Equatable {
     /// Worker: a piece of a job's input file (answered with FILE-DATA, or ERROR echoing the request).
     case fileGet(FileGet)
     case fileData(FileData)
+
+    /// The request id a client's (or a worker's FILE-GET) message carries, to echo in an ERROR; nil for others.
+    public var request: UInt64? {
+        switch self {
+        case .submit(let s): s.request
+        case .status(let r), .watch(let r, _), .fetch(let r, _), .cancelJob(let r, _), .detail(let r, _, _, _), .drainWorker(let r, _): r
+        case .fileGet(let g): g.request
+        default: nil
+        }
+    }
 
     public var type: MessageType {
         switch self {

@@ -266,7 +266,7 @@ public final class Simulation {
         let actions = core.handle(e, now: Nanos(now * 1e9))
         coreNanos += DispatchTime.now().uptimeNanoseconds - t0
         for a in actions {
-            if case .resolveInput(let p, let submit) = a, let t = scenario.train, case .train(let job) = submit.spec {
+            if case .resolveInput(let p, let submit, _) = a, let t = scenario.train, case .train(let job) = submit.spec {
                 // The shell's part (reading data, building the model), done here on generated rows.
                 let input: Result<ResolvedInput, JobError>
                 do { input = .success(.driver(try TrainDriver(spec: job, data: t.data()))) } catch let e as JobError {

@@ -9,6 +9,11 @@ public enum LinkSecurity: Sendable, Equatable {
     case server(secretKey: String, domain: String)
     /// A worker's or client's DEALER: the coordinator's public key and its own key pair.
     case client(serverKey: String, publicKey: String, secretKey: String)
+    /// A coordinator on loopback without keys: peers present the local token (ZeroMQ PLAIN, checked by the ZAP
+    /// handler for `domain`); other local users do not have it.
+    case localServer(domain: String)
+    /// A worker or client of a loopback coordinator without keys: this user's local token.
+    case localClient(token: String)
 }
 
 public enum Curve {
@@ -50,7 +55,26 @@ public final class ZAPService: Sendable {
     public static let shared = ZAPService()
 
     public typealias Observer = @Sendable (ZAP.Decision) -> Void
-    private let domains = Mutex<[String: (allow: AllowList, observe: Observer)]>([:])
+    /// Who a domain admits: enrolled keys (CURVE) or the holders of a local token (PLAIN).
+    public enum Gate: Sendable {
+        case keys(AllowList)
+        case token(String)
+
+        func admit(_ c: ZAP.Credential) -> Principal? {
+            switch (self, c) {
+            case (.keys(let allow), .curve(let key)): return allow.principal(of: key)
+            case (.token(let t), .plain(_, let password)):
+                // (constant time: the comparison does not stop at the first differing byte)
+                let a = Array(t.utf8), b = Array(password.utf8)
+                guard a.count == b.count else { return nil }
+                var diff: UInt8 = 0
+                for i in a.indices { diff |= a[i] ^ b[i] }
+                return diff == 0 ? .trusted : nil
+            default: return nil
+            }
+        }
+    }
+    private let domains = Mutex<[String: (gate: Gate, observe: Observer)]>([:])
     private let started = Mutex<OSThread?>(nil)
     private let counter = Atomic<Int>(0)
     private let tallies = Mutex<[String: (admitted: UInt64, refused: UInt64)]>([:])
@@ -63,8 +87,12 @@ public final class ZAPService: Sendable {
     /// Registers an allow list under a new ZAP domain (returned) and starts the handler on first use; when this
     /// returns the handler is bound, so a server socket made afterwards is never without authentication.
     public func register(_ allow: AllowList, observe: @escaping Observer) throws -> String {
+        try register(.keys(allow), observe: observe)
+    }
+
+    public func register(_ gate: Gate, observe: @escaping Observer) throws -> String {
         let domain = "sigma-\(getpid())-\(counter.wrappingAdd(1, ordering: .relaxed).oldValue)"
-        domains.withLock { $0[domain] = (allow, observe) }
+        domains.withLock { $0[domain] = (gate, observe) }
         try startIfNeeded()
         return domain
     }
@@ -130,10 +158,10 @@ public final class ZAPService: Sendable {
             }
             if frames.isEmpty { continue }
             var observer: Observer? = nil
-            let decision = ZAP.decide(frames) { domain, key in
+            let decision = ZAP.decide(frames) { domain, credential in
                 guard let entry = domains.withLock({ $0[domain] }) else { return nil }
                 observer = entry.observe
-                return entry.allow.name(of: key)
+                return entry.gate.admit(credential)
             }
             if frames.count > 2 {
                 let domain = String(decoding: frames[2], as: UTF8.self)

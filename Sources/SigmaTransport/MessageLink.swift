@@ -6,9 +6,13 @@ import SigmaModel
 public struct Envelope: Sendable {
     public var peer: PeerID?
     public var frames: [Frame]
-    public init(peer: PeerID? = nil, frames: [Frame]) {
+    /// On a ROUTER-side link with authentication: the ZAP user id the sender's connection was admitted with
+    /// (`Principal.userID`); nil where the link has none.
+    public var user: String?
+    public init(peer: PeerID? = nil, frames: [Frame], user: String? = nil) {
         self.peer = peer
         self.frames = frames
+        self.user = user
     }
 }
 

@@ -64,6 +64,12 @@ public final class ZmqLink: MessageLink {
             try setKey(ZMQ_CURVE_SERVERKEY, server)
             try setKey(ZMQ_CURVE_PUBLICKEY, pub)
             try setKey(ZMQ_CURVE_SECRETKEY, secret)
+        case .localServer(let domain):
+            setInt(ZMQ_PLAIN_SERVER, 1)
+            _ = domain.withCString { zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, $0, domain.utf8.count) }
+        case .localClient(let token):
+            _ = "local".withCString { zmq_setsockopt(s, ZMQ_PLAIN_USERNAME, $0, 5) }
+            _ = token.withCString { zmq_setsockopt(s, ZMQ_PLAIN_PASSWORD, $0, token.utf8.count) }
         case nil:
             break
         }
@@ -165,19 +171,28 @@ public final class ZmqLink: MessageLink {
             let event = UInt16(head[0]) | UInt16(head[1]) << 8
             let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
             options.onHandshakeFailure?(Self.describeHandshakeFailure(event: Int32(event), value: value, endpoint: endpoint,
-                                                                      secure: options.security != nil))
+                                                                      security: options.security))
         }
     }
 
-    static func describeHandshakeFailure(event: Int32, value: UInt32, endpoint: String, secure: Bool) -> String {
-        if !secure {
-            return "the coordinator at \(endpoint) requires CURVE keys and this side has none: pass --key NAME.key (sigma keygen NAME --coordinator-key coordinator.pub), enrolled with the coordinator"
+    static func describeHandshakeFailure(event: Int32, value: UInt32, endpoint: String, security: LinkSecurity?) -> String {
+        let mismatch = event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        switch security {
+        case nil:
+            return "the coordinator at \(endpoint) requires authentication and this side has none: pass --key NAME.key (sigma keygen NAME --coordinator-key coordinator.pub), enrolled with the coordinator; a loopback coordinator without keys admits only its own user's processes"
+        case .localClient?:
+            if mismatch {
+                return "the coordinator at \(endpoint) does not take this user's local token: it runs with CURVE keys (pass --key NAME.key) or with --insecure (pass --insecure)"
+            }
+            return "the coordinator at \(endpoint) refused this user's local token (ZAP status \(value)): it runs as another user or with another state folder (SIGMA_STATE_DIR); use CURVE keys to reach another user's coordinator"
+        default:
+            break
         }
         switch event {
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
             return "the coordinator at \(endpoint) refused this key (ZAP status \(value)): it is not enrolled — copy this key's .pub file into the coordinator's allow folder"
         case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            if value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+            if mismatch {
                 return "the coordinator at \(endpoint) does not use CURVE keys but this side does: drop --key, or start the coordinator with --key and --allow"
             }
             return "CURVE handshake with the coordinator at \(endpoint) failed (protocol error 0x\(String(value, radix: 16))): is the coordinator key right?"
@@ -193,6 +208,7 @@ public final class ZmqLink: MessageLink {
         guard let s = socket else { throw TransportError.closed }
         var frames: [Frame] = []
         var peer: PeerID? = nil
+        var user: String? = nil
         var first = true
         while true {
             zmq_msg_init(msg)
@@ -208,6 +224,8 @@ public final class ZmqLink: MessageLink {
             let more = zmq_msg_more(msg) == 1
             if first && role == .router {
                 peer = PeerID(Array(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg))))
+                // Who the ZAP handler admitted this connection as (none on a link without authentication).
+                if let u = zmq_msg_gets(msg, "User-Id") { user = String(cString: u) }
                 zmq_msg_close(msg)
             } else if frames.count < Self.maxFramesKept {
                 frames.append(takeFrame())
@@ -217,7 +235,7 @@ public final class ZmqLink: MessageLink {
             first = false
             if !more { break }
         }
-        return Envelope(peer: peer, frames: frames)
+        return Envelope(peer: peer, frames: frames, user: user)
     }
 
     /// Turns the received `msg` into a Frame: small ones copied, large ones kept without a copy.

@@ -255,7 +255,7 @@ public struct WorkerCore {
             out.append(.cancelAll)
             out.append(.reconnect(reason: "coordinator said: \(reason)"))
         case .error(let e):
-            if e.code == ErrorReply.Code.versionNotSupported.rawValue {
+            if e.code == ErrorReply.Code.versionNotSupported.rawValue || e.code == ErrorReply.Code.forbidden.rawValue {
                 out.append(.fatal("coordinator refused this worker: \(e.message)"))
             } else if e.code == ErrorReply.Code.notReady.rawValue {
                 // The coordinator does not know us (it restarted, or declared us dead): register again.

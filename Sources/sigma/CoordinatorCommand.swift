@@ -19,9 +19,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
                             --allow keys/allowed
           sigma coordinator --listen 10.0.0.5 --insecure   # trusted network only
         With --key every connection is encrypted (CurveZMQ) and only workers and
-        clients whose public key is in the --allow folder get in; `sigma keygen`
-        makes keys (docs/operations.md, "Security"). Without keys the coordinator
-        binds loopback only, unless --insecure.
+        clients whose public key is in the --allow folder get in, each with the
+        role its .pub file names (worker, client, admin); `sigma keygen` makes
+        keys (docs/security.md). Without keys the coordinator binds loopback
+        only and admits only processes of its own user (they read the local
+        token in ~/.local/state/sigma), unless --insecure.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -47,9 +49,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let address = listen ?? cfg.listen
             let p = port ?? cfg.port
             guard (0...65535).contains(p) else { throw CLIError.usage("--port must be 0…65535, got \(p)") }
-            let security = try serverSecurity(cfg, logger: logger)
+            var security = try serverSecurity(cfg, logger: logger)
             if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure || cfg.insecure) {
                 throw CLIError.usage(problem)
+            }
+            // Without keys on loopback: only this user's processes get in (they hold the local token).
+            if security == nil, !(insecure || cfg.insecure) {
+                security = try localSecurity(logger: logger)
             }
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
@@ -77,7 +83,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             } catch {
                 throw CLIError.usage("\(error) (is another coordinator running? pick another --port)")
             }
-            logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion)), \(security == nil ? "no encryption" : "CURVE: enrolled keys only")")
+            let admits = switch security {
+            case .server?: "CURVE: enrolled keys only, each with its role"
+            case .localServer?: "no encryption, loopback: this user's processes only (local token in \(LocalToken.folder()))"
+            default: "no encryption, no authentication (--insecure): every peer may do everything"
+            }
+            logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion)), \(admits)")
             // Machine-readable line for scripts and tests that asked for port 0.
             print("listening \(shell.endpoint)")
             fflush(nil)
@@ -88,7 +99,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 let host = httpListen ?? cfg.httpListen
                 web = Task {
                     do {
-                        let source = SecuredSource(shell: shell, zapDomain: { if case .server(_, let d)? = security { d } else { nil } }())
+                        let source = SecuredSource(shell: shell, zapDomain: {
+                            switch security {
+                            case .server(_, let d)?, .localServer(let d)?: d
+                            default: nil
+                            }
+                        }())
                         try await Dashboard(source: source).run(host: host, port: hp) { bound in
                             logger.info("web dashboard on http://\(host):\(bound)/ (metrics: /metrics)")
                             print("dashboard http://\(host):\(bound)/")
@@ -110,6 +126,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
 }
 
 extension CoordinatorCommand {
+    /// A loopback coordinator without keys: PLAIN with this user's local token (made on first use), checked by the
+    /// process's ZAP handler; processes of other users cannot read the token, so they are refused.
+    func localSecurity(logger: Logger) throws -> LinkSecurity {
+        do {
+            let token = try LocalToken.load(create: true)
+            let domain = try ZAPService.shared.register(.token(token)) { d in
+                if !d.admitted { logger.warning("\(d.note)") }
+            }
+            return .localServer(domain: domain)
+        } catch let e as KeyFileError {
+            throw CLIError.usage("\(e)")
+        }
+    }
+
     /// The coordinator's CURVE settings from --key/--allow or cluster.yaml; nil: plain. Registers the allow list
     /// with the process's ZAP handler, which logs every refusal.
     func serverSecurity(_ cfg: ClusterConfig, logger: Logger) throws -> LinkSecurity? {
@@ -128,7 +158,7 @@ extension CoordinatorCommand {
             let (_, secret) = try Curve.verified(k, file: keyPath)
             let list = try AllowList(folder: allowPath)
             let n = list.refresh()
-            for s in list.skipped { logger.warning("allow folder: skipped \(s)") }
+            for s in list.skipped { logger.warning("allow folder: \(s)") }
             logger.info("CURVE: \(n) enrolled key(s) in \(allowPath)")
             let domain = try ZAPService.shared.register(list) { d in
                 if d.admitted { logger.info("\(d.note)") } else { logger.warning("\(d.note)") }

@@ -13,6 +13,7 @@ final class LocalCluster {
     /// With `secure`: throw-away CURVE keys (a temporary folder removed at `stop`), every connection encrypted.
     let keys: LocalKeys?
     private var zapDomain: String?
+    private var localToken: String?
 
     init(workers n: Int, threadsPerWorker: Int, logger: Logger, coordinatorOptions: CoordinatorShell.Options = .init(),
          secure: Bool = false) throws {
@@ -24,6 +25,15 @@ final class LocalCluster {
             }
             link.security = .server(secretKey: k.coordinator.secretKey, domain: domain)
             zapDomain = domain
+        } else {
+            // Loopback without keys: this user's processes only (the workers read the same local token).
+            let token = try LocalToken.load(create: true)
+            let domain = try ZAPService.shared.register(.token(token)) { d in
+                if !d.admitted { logger.warning("\(d.note)") }
+            }
+            link.security = .localServer(domain: domain)
+            localToken = token
+            zapDomain = domain
         }
         coordinator = try CoordinatorShell(.zmqBind("tcp://127.0.0.1:0", link), options: coordinatorOptions, logger: logger)
         for i in 0..<n { try addWorker(name: "local-\(i + 1)", threads: threadsPerWorker) }
@@ -33,6 +43,7 @@ final class LocalCluster {
     func client() throws -> SigmaClient {
         var o = LinkOptions()
         if let k = keys { o.security = .client(serverKey: k.coordinator.publicKey, publicKey: k.client.publicKey, secretKey: k.client.secretKey) }
+        if let t = localToken { o.security = .localClient(token: t) }
         return try SigmaClient(factory: .zmqConnect(coordinator.endpoint, o), endpoint: coordinator.endpoint)
     }
 
@@ -87,12 +98,13 @@ struct LocalKeys {
         coordinator = try Curve.newKeyPair()
         client = try Curve.newKeyPair()
         let worker = try Curve.newKeyPair()
-        let w = CurveKeyFile(name: "local-worker", publicKey: worker.publicKey, secretKey: worker.secretKey, coordinatorKey: coordinator.publicKey)
+        let w = CurveKeyFile(name: "local-worker", publicKey: worker.publicKey, secretKey: worker.secretKey, coordinatorKey: coordinator.publicKey,
+                             role: .worker)
         guard FileManager.default.createFile(atPath: dir + "/local-worker.key", contents: Data(w.secretFileText!.utf8), attributes: [.posixPermissions: 0o600]) else {
             throw CLIError.usage("cannot write \(dir)/local-worker.key")
         }
         try w.publicFileText.write(toFile: dir + "/allowed/local-worker.pub", atomically: true, encoding: .utf8)
-        try CurveKeyFile(name: "local-client", publicKey: client.publicKey).publicFileText
+        try CurveKeyFile(name: "local-client", publicKey: client.publicKey, role: .admin).publicFileText
             .write(toFile: dir + "/allowed/local-client.pub", atomically: true, encoding: .utf8)
     }
 }

@@ -12,13 +12,21 @@ struct KeyOptions: ParsableArguments {
     @Option(help: "The coordinator's public key file (default: security.coordinator_key, else the one named in --key's file).")
     var coordinatorKey: String?
 
-    /// A worker's or client's CURVE settings from --key / --coordinator-key or cluster.yaml; nil: plain.
-    func clientSecurity(_ cfg: ClusterConfig) throws -> LinkSecurity? {
+    @Flag(help: "Connect without keys or local token, to a coordinator started with --insecure.")
+    var insecure = false
+
+    /// A worker's or client's security for `endpoint` from --key / --coordinator-key or cluster.yaml: CURVE with a
+    /// key; without one, this user's local token for a loopback coordinator (docs/security.md); nil: plain
+    /// (`--insecure`, or a coordinator elsewhere started with --insecure).
+    func clientSecurity(_ cfg: ClusterConfig, endpoint: String) throws -> LinkSecurity? {
         let keyPath = key ?? cfg.keyFile
         let serverPath = coordinatorKey ?? cfg.coordinatorKeyFile
         guard let keyPath else {
             if let s = serverPath { throw CLIError.usage("\(s) (the coordinator's key) is given but this host has no key pair: pass --key NAME.key (make one with: sigma keygen NAME)") }
-            return nil
+            if insecure || cfg.insecure || !LocalToken.isLoopback(endpoint: endpoint) { return nil }
+            do { return .localClient(token: try LocalToken.load(create: false)) } catch let e as KeyFileError {
+                throw CLIError.usage("\(e)")
+            }
         }
         do {
             guard ZContext.hasCurve else { throw CLIError.usage("this libzmq has no CURVE support; install Debian's libzmq3-dev/libzmq5 (built with libsodium)") }
@@ -42,7 +50,7 @@ struct KeyOptions: ParsableArguments {
     func client(_ endpoint: String, _ cfg: ClusterConfig) throws -> SigmaClient {
         var o = LinkOptions()
         o.maxFrame = cfg.maxFrame
-        o.security = try clientSecurity(cfg)
+        o.security = try clientSecurity(cfg, endpoint: endpoint)
         do { return try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint) } catch {
             throw CLIError.unreachable("\(error)")
         }
@@ -56,26 +64,34 @@ struct KeygenCommand: ParsableCommand {
         discussion: """
         Example:
           sigma keygen coordinator -o keys/            # the coordinator's pair
-          sigma keygen worker-b -o keys/ --coordinator-key keys/coordinator.pub
-          cp keys/worker-b.pub allowed/                # enrol it (no restart)
+          sigma keygen worker-b --role worker -o keys/ --coordinator-key keys/coordinator.pub
+          sigma keygen alice -o keys/ --coordinator-key keys/coordinator.pub   # a client
+          cp keys/worker-b.pub keys/alice.pub allowed/ # enrol them (no restart)
           sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
                             --allow allowed/
           sigma worker --join tcp://hostA:7700 --key keys/worker-b.key
         A key made with --coordinator-key carries the coordinator's public key,
         so a worker or client needs only --key. Only NAME.pub leaves its host.
+        Roles: a worker key may only join as a worker; a client key submits
+        jobs and sees, follows, fetches and cancels its own; an admin key sees
+        and cancels every job and drains workers. The role is written in
+        NAME.pub: the copy in the allow folder is what counts.
         """)
 
     @Argument(help: "Name of the key (letters, digits, '-', '_', '.'); shown in the coordinator's log for this peer.") var name: String
     @Option(name: [.customShort("o"), .long], help: "Folder to write NAME.key and NAME.pub into.") var output: String = "."
     @Option(help: "The coordinator's public key file (its .pub): written into NAME.key, so workers and clients need only --key.") var coordinatorKey: String?
+    @Option(help: "What the key may do once enrolled: worker, client or admin.") var role: String = "client"
     @Flag(help: "Replace existing files.") var force = false
 
     func run() throws {
         do {
             guard CurveKeyFile.isValidName(name) else { throw CLIError.usage("key name '\(name)' must be 1…64 letters, digits, '-', '_' or '.'") }
+            guard let r = Role.parse(role) else { throw CLIError.usage("--role must be worker, client or admin, got '\(role)'") }
             let server = try coordinatorKey.map { try CurveKeyFile.load(path: $0, secret: false).publicKey }
             let (pub, secret) = try Curve.newKeyPair()
-            let k = CurveKeyFile(name: name, publicKey: pub, secretKey: secret, coordinatorKey: server)
+            // (the coordinator's own pair has no role: it is not enrolled anywhere)
+            let k = CurveKeyFile(name: name, publicKey: pub, secretKey: secret, coordinatorKey: server, role: r)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
             let keyPath = output + "/" + name + ".key", pubPath = output + "/" + name + ".pub"
             for p in [keyPath, pubPath] where !force && FileManager.default.fileExists(atPath: p) {
@@ -90,7 +106,7 @@ struct KeygenCommand: ParsableCommand {
             close(fd)
             guard written == text.count else { throw CLIError.usage("cannot write \(keyPath)") }
             try k.publicFileText.write(toFile: pubPath, atomically: true, encoding: .utf8)
-            print("wrote \(keyPath) (secret) and \(pubPath) (public key \(pub))")
+            print("wrote \(keyPath) (secret) and \(pubPath) (public key \(pub), role \(r))")
             if server == nil {
                 print("a worker or client using this key also needs --coordinator-key coordinator.pub (or make the key with it)")
             }

@@ -66,7 +66,7 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
-            link.security = try keys.clientSecurity(cfg)
+            link.security = try keys.clientSecurity(cfg, endpoint: endpoint)
             // libzmq retries by itself, so a key enrolled later gets in without a restart; say why meanwhile.
             let lastReason = Mutex<(String, UInt64)>(("", 0))
             link.onHandshakeFailure = { reason in
