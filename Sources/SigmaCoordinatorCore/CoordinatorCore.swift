@@ -435,9 +435,6 @@ public struct CoordinatorCore {
             out.append(.send(peer, .error(ErrorReply(code, request: g.request, "FILE-GET job \(g.job) file \(g.index): \(problem)"))))
         }
         guard let job = jobs[g.job] else { return refuse(.notFound, "no such job on this coordinator") }
-        guard let k = index[peer], table[k].inFlight.keys.contains(where: { $0.job == g.job }) else {
-            return refuse(.forbidden, "this worker runs no shard of the job")
-        }
         guard !job.state.isFinal else { return refuse(.notFound, "the job has ended (\(job.state))") }
         guard job.spec.inputTransport == .coordinator else {
             return refuse(.notFound, "the job reads its inputs from a shared path (input_transport: shared)")
@@ -446,6 +443,9 @@ public struct CoordinatorCore {
         let f = job.inputFiles[Int(g.index)]
         guard g.offset <= f.size else { return refuse(.badRequest, "offset \(g.offset) is past the end of \(f.path) (\(f.size) bytes)") }
         guard g.length <= FileGet.maxLength else { return refuse(.tooLarge, "\(g.length) bytes asked; at most \(FileGet.maxLength) per request") }
+        guard let k = index[peer], table[k].inFlight.keys.contains(where: { $0.job == g.job }) else {
+            return refuse(.forbidden, "this worker runs no shard of the job")
+        }
         out.append(.serveFile(peer, g, file: f, files: job.inputFiles.count))
     }
 

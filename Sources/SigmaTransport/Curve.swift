@@ -60,7 +60,7 @@ public final class ZAPService: Sendable {
         case keys(AllowList)
         case token(String)
 
-        func admit(_ c: ZAP.Credential) -> Principal? {
+        public func admit(_ c: ZAP.Credential) -> Principal? {
             switch (self, c) {
             case (.keys(let allow), .curve(let key)): return allow.principal(of: key)
             case (.token(let t), .plain(_, let password)):

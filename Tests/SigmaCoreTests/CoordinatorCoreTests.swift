@@ -26,7 +26,7 @@ struct Harness {
                 switch a {
                 case .send(let p, let m): sent.append((p, m))
                 case .log(_, let s): logs.append(s)
-                case .resolveInput(let p, let s): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows))))
+                case .resolveInput(let p, let s, let who): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows)), from: who))
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
                 }
@@ -262,7 +262,7 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         var core = CoordinatorCore(config: CoordinatorConfig(), now: 0)
         let file = MapReduceSpec(name: "k", input: .npy(path: "/data/x.npy"), map: .square, reduce: [.sum], sharding: .count(4))
         let a = core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(file), key: "K"))), now: 1)
-        let resolves = a.compactMap { act -> Submit? in if case .resolveInput(_, let s) = act { return s } else { return nil } }
+        let resolves = a.compactMap { act -> Submit? in if case .resolveInput(_, let s, _) = act { return s } else { return nil } }
         #expect(resolves.count == 1)
         // The same key again, and once more from another client, before the input is read: no second read.
         let other = PeerID([0, 0, 0, 0, 8])
@@ -281,10 +281,10 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         let e = core.handle(.received(client, .submit(Submit(request: 3, options: [], spec: .mapReduce(file), key: "L"))), now: 5)
         let again = core.handle(.received(client, .submit(Submit(request: 4, options: [], spec: .mapReduce(file), key: "L"))), now: 6)
         #expect(again.isEmpty)
-        let s3 = e.compactMap { act -> Submit? in if case .resolveInput(_, let s) = act { return s } else { return nil } }
+        let s3 = e.compactMap { act -> Submit? in if case .resolveInput(_, let s, _) = act { return s } else { return nil } }
         let f = core.handle(.inputResolved(client, s3[0], .failure(JobError("input: cannot read '/data/x.npy'"))), now: 7)
         #expect(f.contains { if case .send(client, .error(let er)) = $0 { return er.request == 3 } else { return false } })
-        #expect(f.contains { if case .resolveInput(_, let s) = $0 { return s.request == 4 } else { return false } })
+        #expect(f.contains { if case .resolveInput(_, let s, _) = $0 { return s.request == 4 } else { return false } })
     }
 }
 

@@ -34,7 +34,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         let submit = Submit(request: 1, options: [], spec: spec)
         var resolve: [CoordinatorEvent] = []
         for a in h.core.handle(.received(client, .submit(submit)), now: h.now) {
-            if case .resolveInput(let p, let s) = a { resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())))) }
+            if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())))) }
         }
         try #require(resolve.count == 1)
         h.event(resolve[0])
@@ -71,7 +71,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             freed = driver
             var resolve: [CoordinatorEvent] = []
             for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
-                if case .resolveInput(let p, let s) = a { resolve.append(.inputResolved(p, s, .success(.driver(driver)))) }
+                if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(.driver(driver)))) }
             }
             try #require(resolve.count == 1)
             h.event(resolve[0])
@@ -90,7 +90,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
     /// FILE-GET: a registered worker gets pieces of the files its running job's spec names (by index) when the
     /// job ships its inputs — and an ERROR echoing its request for anything else: an unknown job, a job that reads
     /// a shared path, an index past the job's files, an offset past the file's end, a request too large, a job that
-    /// has ended, or a peer that is not a registered worker.
+    /// has ended, a peer that is not a registered worker, or a worker that runs none of the job's shards.
     @Test func fileGetServesOnlyTheRunningJobsOwnFiles() throws {
         var h = Harness()
         h.hello(w1)
@@ -98,7 +98,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             let spec = try JobSpec.parse("kind: train\nname: t\nmodel: {mlp: [4, 2]}\ndata: {x: /data/x.npy, y: /data/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 2\nbatch_size: 1\nmicro_batch: 1\ninput_transport: \(transport)\n")
             var resolve: [CoordinatorEvent] = []
             for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
-                if case .resolveInput(let p, let s) = a {
+                if case .resolveInput(let p, let s, _) = a {
                     resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())), digests: InputDigests(files: transport == "coordinator" ? [
                         InputFile(path: "/data/x.npy", size: 1000, sha256: String(repeating: "a", count: 64)),
                         InputFile(path: "/data/y.npy", size: 10, sha256: String(repeating: "b", count: 64)),
@@ -135,6 +135,10 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             let m = ask(peer, g)
             #expect(m?.contains(problem) == true && h.served.isEmpty, "request \(g.request): \(m ?? "served")")
         }
+        // A registered worker that runs none of the job's shards gets none of its files (the files of a job go only
+        // to the workers it was given to).
+        h.hello(w3)
+        #expect(ask(w3, FileGet(request: 15, job: shipped, index: 0, offset: 0, length: 1))?.contains("runs no shard of the job") == true && h.served.isEmpty)
         h.event(.received(client, .cancelJob(request: 2, job: shipped)))
         #expect(ask(w1, FileGet(request: 14, job: shipped, index: 0, offset: 0, length: 1))?.contains("has ended") == true)
     }

@@ -30,9 +30,11 @@ import Testing
         let (pub, secret) = try Curve.newKeyPair()
         #expect(Curve.publicKey(ofSecret: secret) == pub)
         let server = try Curve.newKeyPair().publicKey
-        let k = CurveKeyFile(name: "worker-b", publicKey: pub, secretKey: secret, coordinatorKey: server)
+        let k = CurveKeyFile(name: "worker-b", publicKey: pub, secretKey: secret, coordinatorKey: server, role: .worker)
         #expect(try CurveKeyFile.parse(k.secretFileText!, file: "w.key") == k)
-        #expect(try CurveKeyFile.parse(k.publicFileText, file: "w.pub") == CurveKeyFile(name: "worker-b", publicKey: pub))
+        #expect(try CurveKeyFile.parse(k.publicFileText, file: "w.pub") == CurveKeyFile(name: "worker-b", publicKey: pub, role: .worker))
+        // A public key from before roles is enrolled as a client, the least a key file can ask for.
+        #expect(try CurveKeyFile.parse("name = old\npublic = \(pub)\n", file: "old.pub").enrolledRole == .client)
         // Keys may hold '#': only whole lines are comments.
         let hashy = CurveKeyFile(name: "h", publicKey: "#" + String(pub.dropFirst()))
         if Z85.isKey(hashy.publicKey) { #expect(try CurveKeyFile.parse(hashy.publicFileText, file: "h.pub") == hashy) }
@@ -41,29 +43,37 @@ import Testing
         mixed.publicKey = server
         #expect { _ = try Curve.verified(mixed, file: "w.key") } throws: { "\($0)".contains("does not belong") }
 
+        // Errors name the file, the line and the field, never what the file holds (it may hold a secret key).
         func fails(_ text: String, _ needle: String) {
             #expect { _ = try CurveKeyFile.parse(text, file: "x.key") } throws: { e in
-                "\(e)".hasPrefix("x.key: ") && "\(e)".contains(needle)
+                "\(e)".hasPrefix("x.key: ") && "\(e)".contains(needle) && !"\(e)".contains(pub.prefix(10)) && !"\(e)".contains("red")
+                    && !"\(e)".contains("etc") && !"\(e)".contains("root")
             }
         }
         fails("name = a\n", "no 'public' key")
         fails("public = abc\n", "not a CURVE key")
         fails("public = \(pub)\nsecret = \(pub.dropLast())\n", "'secret' is not a CURVE key")
-        fails("public = \(pub)\ncolour = red\n", "unknown field 'colour'")
+        fails("public = \(pub)\ncolour = red\n", "line 2: unknown field")
+        fails("public = \(pub)\nrole = root\n", "'role' must be worker, client or admin")
         fails("public = \(pub)\npublic = \(pub)\n", "given twice")
         fails("public \(pub)\n", "expected 'field = value'")
-        fails("name = ../etc\npublic = \(pub)\n", "name '../etc'")
+        fails("name = ../etc\npublic = \(pub)\n", "'name' must be")
     }
 
     @Test func zapAdmitsEnrolledCurveKeysOnly() throws {
         let (pub, _) = try Curve.newKeyPair()
         let raw = Z85.decode(pub)!
-        let lookup: (String, String) -> String? = { domain, key in domain == "d" && key == pub ? "w1" : nil }
+        let w1 = Principal(name: "w1", key: pub, role: .worker)
+        let lookup: (String, ZAP.Credential) -> Principal? = { domain, c in domain == "d" && c == .curve(key: pub) ? w1 : nil }
         func request(_ mechanism: String, _ credentials: [[UInt8]], domain: String = "d") -> [[UInt8]] {
             [Array("1.0".utf8), [7, 7], Array(domain.utf8), Array("10.0.0.9".utf8), [], Array(mechanism.utf8)] + credentials
         }
         let ok = ZAP.decide(request("CURVE", [raw]), lookup: lookup)
-        #expect(ok.admitted && ok.reply == [Array("1.0".utf8), [7, 7], Array("200".utf8), Array("OK".utf8), Array("w1".utf8), []])
+        #expect(ok.admitted && ok.reply == [Array("1.0".utf8), [7, 7], Array("200".utf8), Array("OK".utf8), Array("worker w1 \(pub)".utf8), []])
+        // The user id carries the principal to every message of the connection.
+        #expect(Principal(userID: "worker w1 \(pub)") == w1)
+        #expect(Principal(userID: Principal.trusted.userID) == .trusted)
+        #expect(Principal(userID: "root w1 -") == nil && Principal(userID: "w1") == nil)
         let other = try Curve.newKeyPair().publicKey
         let refused = ZAP.decide(request("CURVE", [Z85.decode(other)!]), lookup: lookup)
         #expect(!refused.admitted && refused.reply[2] == Array("400".utf8) && refused.note.contains(other) && refused.note.contains("10.0.0.9"))
@@ -71,6 +81,15 @@ import Testing
         #expect(ZAP.decide(request("NULL", []), lookup: lookup).reply[2] == Array("400".utf8))
         #expect(ZAP.decide(request("CURVE", [Array(raw.prefix(31))]), lookup: lookup).reply[2] == Array("400".utf8))
         #expect(ZAP.decide([Array("1.0".utf8), [1]], lookup: lookup).reply[2] == Array("500".utf8))
+        // PLAIN carries the local token: admitted as the trusted local user only with the right token.
+        let gate = ZAPService.Gate.token("s3cret-token")
+        let local: (String, ZAP.Credential) -> Principal? = { _, c in gate.admit(c) }
+        let right = ZAP.decide(request("PLAIN", [Array("local".utf8), Array("s3cret-token".utf8)]), lookup: local)
+        #expect(right.admitted && right.reply[4] == Array(Principal.trusted.userID.utf8))
+        #expect(!ZAP.decide(request("PLAIN", [Array("local".utf8), Array("s3cret-tokeN".utf8)]), lookup: local).admitted)
+        #expect(!ZAP.decide(request("PLAIN", [Array("local".utf8), Array("s3cret".utf8)]), lookup: local).admitted)
+        #expect(!ZAP.decide(request("CURVE", [raw]), lookup: local).admitted)
+        #expect(!ZAP.decide(request("PLAIN", [Array("local".utf8), Array("s3cret-token".utf8)]), lookup: lookup).admitted)
         #expect(ZAP.decide(request("CURVE", [raw]).enumerated().map { $0.offset == 0 ? Array("2.0".utf8) : $0.element }, lookup: lookup).reply[2] == Array("500".utf8))
     }
 
@@ -81,10 +100,11 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = try Curve.newKeyPair().publicKey, b = try Curve.newKeyPair().publicKey
-        try CurveKeyFile(name: "a", publicKey: a).publicFileText.write(toFile: dir + "/a.pub", atomically: true, encoding: .utf8)
+        try CurveKeyFile(name: "a", publicKey: a, role: .admin).publicFileText.write(toFile: dir + "/a.pub", atomically: true, encoding: .utf8)
         let list = try AllowList(folder: dir)
         #expect(list.name(of: a) == "a" && list.name(of: b) == nil)
-        try CurveKeyFile(name: "b", publicKey: b).publicFileText.write(toFile: dir + "/b.pub", atomically: true, encoding: .utf8)
+        #expect(list.principal(of: a) == Principal(name: "a", key: a, role: .admin))
+        try CurveKeyFile(name: "b", publicKey: b, role: .worker).publicFileText.write(toFile: dir + "/b.pub", atomically: true, encoding: .utf8)
         try "public = nonsense\n".write(toFile: dir + "/broken.pub", atomically: true, encoding: .utf8)
         #expect(list.name(of: b) == "b")
         #expect(list.skipped.count == 1)
@@ -95,9 +115,20 @@ import Testing
         let c = try Curve.newKeyPair().publicKey
         let fh = try #require(FileHandle(forWritingAtPath: dir + "/b.pub"))
         try fh.truncate(atOffset: 0)
-        try fh.write(contentsOf: Data(CurveKeyFile(name: "c", publicKey: c).publicFileText.utf8))
+        try fh.write(contentsOf: Data(CurveKeyFile(name: "c", publicKey: c, role: .client).publicFileText.utf8))
         try fh.close()
-        #expect(list.name(of: c) == "c" && list.name(of: b) == nil)
+        #expect(list.name(of: c) == "c" && list.name(of: b) == nil && list.principal(of: c)?.role == .client)
         #expect { _ = try AllowList(folder: dir + "/missing") } throws: { "\($0)".contains("no such folder") }
+        // Whoever can write the folder decides who gets in: a key file others may write is skipped, a folder others
+        // may write admits nobody (and is refused at start), until fixed.
+        chmod(dir + "/b.pub", 0o666)
+        #expect(list.name(of: c) == nil && list.skipped.contains { $0.contains("b.pub") && $0.contains("writable by others") })
+        chmod(dir + "/b.pub", 0o644)
+        #expect(list.name(of: c) == "c")
+        chmod(dir, 0o777)
+        #expect(list.name(of: c) == nil && list.skipped.first?.contains("chmod go-w") == true)
+        #expect { _ = try AllowList(folder: dir) } throws: { "\($0)".contains("writable by others") }
+        chmod(dir, 0o755)
+        #expect(list.name(of: c) == "c")
     }
 }
