@@ -33,6 +33,13 @@ public final class ZmqLink: MessageLink {
     public private(set) var dropped = 0
     /// The endpoint actually bound (with the port chosen when binding port 0) or connected.
     public private(set) var endpoint: String
+    /// A ROUTER whose peers were admitted by a ZAP handler (CURVE keys or the local token).
+    private var authenticated: Bool {
+        switch options.security {
+        case .server?, .localServer?: true
+        default: false
+        }
+    }
     /// A PAIR socket receiving this socket's handshake events (DEALERs with `onHandshakeFailure`).
     private var monitor: UnsafeMutableRawPointer?
     private static let monitors = Atomic<Int>(0)
@@ -224,10 +231,13 @@ public final class ZmqLink: MessageLink {
             let more = zmq_msg_more(msg) == 1
             if first && role == .router {
                 peer = PeerID(Array(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg))))
-                // Who the ZAP handler admitted this connection as (none on a link without authentication).
-                if let u = zmq_msg_gets(msg, "User-Id") { user = String(cString: u) }
                 zmq_msg_close(msg)
             } else if frames.count < Self.maxFramesKept {
+                // Who the ZAP handler admitted this connection as: libzmq attaches it to the frames the peer sent
+                // (not to the routing id ROUTER adds). A link with authentication fails closed: no user id, no one.
+                if frames.isEmpty && role == .router && authenticated {
+                    user = zmq_msg_gets(msg, "User-Id").map { String(cString: $0) } ?? ""
+                }
                 frames.append(takeFrame())
             } else {
                 zmq_msg_close(msg)

@@ -106,11 +106,11 @@ final class RecordingRelay: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: k.allow, withIntermediateDirectories: true)
         let sigma = try sigmaBinary()
         #expect(runTool(sigma, ["keygen", "coordinator", "-o", dir]).status == 0)
-        for n in ["w1", "client", "stranger"] {
-            let r = runTool(sigma, ["keygen", n, "--coordinator-key", k.pub("coordinator"), "-o", dir])
+        for (n, role) in [("w1", "worker"), ("client", "client"), ("stranger", "worker"), ("bob", "client"), ("boss", "admin")] {
+            let r = runTool(sigma, ["keygen", n, "--role", role, "--coordinator-key", k.pub("coordinator"), "-o", dir])
             #expect(r.status == 0, "\(r.err)")
         }
-        for n in ["w1", "client"] { try FileManager.default.copyItem(atPath: k.pub(n), toPath: k.allow + "/" + n + ".pub") }
+        for n in ["w1", "client", "bob", "boss"] { try FileManager.default.copyItem(atPath: k.pub(n), toPath: k.allow + "/" + n + ".pub") }
         return k
     }
 
@@ -148,7 +148,7 @@ final class RecordingRelay: @unchecked Sendable {
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
         let dashboard = String(try await coordinator.waitForLine("dashboard ").dropFirst("dashboard ".count))
         func worker(_ name: String, key: String?) throws -> SigmaProcess {
-            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? []))
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? ["--insecure"]))
         }
         let w1 = try worker("w1", key: k.key("w1")), stranger = try worker("stranger", key: k.key("stranger")), plain = try worker("plain", key: nil)
         defer { for w in [w1, stranger, plain] { w.kill(SIGKILL) } }
@@ -160,11 +160,11 @@ final class RecordingRelay: @unchecked Sendable {
             names = workerNames(endpoint, key: k.key("client"))
         }
         #expect(names == ["w1"])
-        for _ in 0..<50 where !(stranger.stderr.joined().contains("not enrolled") && plain.stderr.joined().contains("requires CURVE keys")) {
+        for _ in 0..<50 where !(stranger.stderr.joined().contains("not enrolled") && plain.stderr.joined().contains("requires authentication")) {
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         #expect(stranger.stderr.joined().contains("not enrolled"), "\(stranger.stderr.suffix(3))")
-        #expect(plain.stderr.joined().contains("requires CURVE keys"), "\(plain.stderr.suffix(3))")
+        #expect(plain.stderr.joined().contains("requires authentication"), "\(plain.stderr.suffix(3))")
         #expect(coordinator.stderr.joined().contains("refused CURVE key"))
         #expect(coordinator.stderr.joined().contains("admitted key \"w1\""))
 
@@ -184,8 +184,8 @@ final class RecordingRelay: @unchecked Sendable {
 
         // Refused clients fail at once (exit 3), saying why — no waiting for a timeout.
         let t0 = Date()
-        let noKey = runTool(try sigmaBinary(), ["status", "--coordinator", endpoint, "--timeout", "20"])
-        #expect(noKey.status == 3 && noKey.err.contains("requires CURVE keys"), "\(noKey.err)")
+        let noKey = runTool(try sigmaBinary(), ["status", "--coordinator", endpoint, "--insecure", "--timeout", "20"])
+        #expect(noKey.status == 3 && noKey.err.contains("requires authentication"), "\(noKey.err)")
         let strangerClient = runTool(try sigmaBinary(), ["status", "--coordinator", endpoint, "--key", k.key("stranger"), "--timeout", "20"])
         #expect(strangerClient.status == 3 && strangerClient.err.contains("not enrolled"), "\(strangerClient.err)")
         #expect(Date().timeIntervalSince(t0) < 10)
@@ -232,6 +232,100 @@ final class RecordingRelay: @unchecked Sendable {
         let keyed = runTool(try sigmaBinary(), ["status", "--coordinator", cluster.endpoint, "--key", k.key("client"), "--timeout", "3"])
         #expect(keyed.status == 3 && keyed.err.contains("--key"), "\(keyed.err)")
         #expect(keyed.err.contains("does not use CURVE keys") || keyed.err.contains("--coordinator-key"), "\(keyed.err)")
+    }
+
+    /// Roles end to end, as separate processes with keys of each role (issue 17): a client key joining as a worker
+    /// is refused and the worker exits saying so; a worker key cannot submit; client A cannot see, fetch, follow or
+    /// cancel client B's job nor drain workers; an admin can do all of it.
+    @Test func eachKeyMayDoOnlyWhatItsRoleAllows() async throws {
+        let k = try makeKeys()
+        defer { try? FileManager.default.removeItem(atPath: k.dir) }
+        let sigma = try sigmaBinary()
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
+                                            "--key", k.key("coordinator"), "--allow", k.allow])
+        defer { coordinator.kill() }
+        let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
+        func as_(_ key: String, _ args: [String], timeout: Double = 30) -> (status: Int32, out: String, err: String) {
+            runTool(sigma, args + [args[0] == "worker" ? "--join" : "--coordinator", endpoint, "--key", k.key(key)], timeout: timeout)
+        }
+
+        // A client key joining as a worker: refused, and the worker process ends naming the role it lacks.
+        let impostor = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "impostor", "--key", k.key("client")])
+        defer { impostor.kill(SIGKILL) }
+        #expect(try await impostor.wait(timeout: 30) != 0)
+        #expect(impostor.stderr.joined().contains("HELLO needs the worker role"), "\(impostor.stderr.suffix(3))")
+        // A worker key submitting: refused.
+        let spec = try job(marker: "roles")
+        let byWorker = as_("w1", ["submit", spec])
+        #expect(byWorker.status != 0 && byWorker.err.contains("SUBMIT needs the client or admin role"), "\(byWorker.err)")
+
+        // Alice ("client") submits while no worker runs: her job waits, queued.
+        let submitted = as_("client", ["submit", spec, "--json"])
+        #expect(submitted.status == 0, "\(submitted.err)")
+        let accepted = try JSONSerialization.jsonObject(with: Data(submitted.out.utf8)) as? [String: Any]
+        let id = try #require((accepted?["job"] as? Int) ?? (accepted?["id"] as? Int), "\(submitted.out)")
+        // Bob sees no job, and every way to reach Alice's is refused.
+        let bobJobs = as_("bob", ["jobs", "--json"])
+        #expect(bobJobs.status == 0 && !bobJobs.out.contains("\"roles\""), "\(bobJobs.out)")
+        for args in [["job", "\(id)"], ["results", "\(id)"], ["logs", "\(id)"], ["cancel", "\(id)"], ["worker", "--drain", "w1"]] {
+            let r = as_("bob", args)
+            #expect(r.status != 0 && (r.err.contains("another client") || r.err.contains("needs the admin role")), "bob \(args): \(r.status) \(r.err)")
+        }
+        // The admin sees Alice's job and cancels it.
+        let bossJobs = as_("boss", ["jobs", "--json"])
+        #expect(bossJobs.status == 0 && bossJobs.out.contains("\"roles\""), "\(bossJobs.out)")
+        let cancelled = as_("boss", ["cancel", "\(id)"])
+        #expect(cancelled.status == 0, "\(cancelled.err)")
+        let state = as_("client", ["job", "\(id)", "--json"])
+        #expect(state.status == 0 && state.out.contains("cancelled"), "\(state.out) \(state.err)")
+
+        // With a worker, Alice's next job runs; she and the admin fetch its result, Bob cannot.
+        let w1 = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--key", k.key("w1"), "--log-level", "warning"])
+        defer { w1.kill(SIGKILL) }
+        let run = as_("client", ["submit", spec, "--follow", "--json"], timeout: 60)
+        #expect(run.status == 0, "\(run.err)")
+        let second = try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any]
+        let id2 = try #require((second?["job"] as? Int) ?? (second?["id"] as? Int), "\(run.out)")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-roles-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        #expect(as_("client", ["results", "\(id2)", "-o", out + "/a"]).status == 0)
+        #expect(as_("boss", ["results", "\(id2)", "-o", out + "/r"]).status == 0)
+        let bobResult = as_("bob", ["results", "\(id2)", "-o", out + "/b"])
+        #expect(bobResult.status != 0 && bobResult.err.contains("another client"), "\(bobResult.err)")
+        // The admin drains the worker.
+        let drained = as_("boss", ["worker", "--drain", "w1"])
+        #expect(drained.status == 0, "\(drained.err)")
+        #expect(coordinator.stderr.joined().contains("refused HELLO from key 'client' (role client)"))
+    }
+
+    /// Loopback without keys: only processes of the coordinator's own user get in (they read its local token);
+    /// a process with another token — another user's, or another state folder's — is refused at the handshake.
+    @Test func loopbackWithoutKeysAdmitsOnlyTheCoordinatorsUser() async throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-state-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info"],
+                                           environment: ["SIGMA_STATE_DIR": base + "/mine"])
+        defer { coordinator.kill() }
+        let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
+        var st = stat()
+        #expect(stat(base + "/mine", &st) == 0 && st.st_mode & 0o777 == 0o700)
+        #expect(stat(base + "/mine/local.token", &st) == 0 && st.st_mode & 0o777 == 0o600)
+        let sigma = try sigmaBinary()
+        let mine = try SigmaProcess(["status", "--coordinator", endpoint], environment: ["SIGMA_STATE_DIR": base + "/mine"])
+        #expect(try await mine.wait() == 0, "\(mine.stderr)")
+        // Another state folder with a token of its own (what another user has): refused, saying why.
+        let other = try SigmaProcess(["coordinator", "--port", "0", "--no-http"], environment: ["SIGMA_STATE_DIR": base + "/other"])
+        _ = try await other.waitForLine("listening ")
+        other.kill()
+        let stranger = try SigmaProcess(["status", "--coordinator", endpoint, "--timeout", "10"], environment: ["SIGMA_STATE_DIR": base + "/other"])
+        #expect(try await stranger.wait() == 3)
+        #expect(stranger.stderr.joined().contains("refused this user's local token"), "\(stranger.stderr)")
+        // No token at all, or no authentication: refused too.
+        let none = try SigmaProcess(["status", "--coordinator", endpoint], environment: ["SIGMA_STATE_DIR": base + "/none"])
+        #expect(try await none.wait() == 2 && none.stderr.joined().contains("no local token"))
+        let plain = runTool(sigma, ["status", "--coordinator", endpoint, "--insecure", "--timeout", "10"])
+        #expect(plain.status == 3 && plain.err.contains("requires authentication"), "\(plain.err)")
+        #expect(coordinator.stderr.joined().contains("refused a loopback connection"))
     }
 
     /// Key and policy mistakes are refused before anything listens, naming the file or flag.
