@@ -284,7 +284,11 @@ public final class CoordinatorShell: Sendable {
                 case .writeFile(let f):
                     do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
                 case .serveFile(let peer, let g, let file, let count):
-                    files.push(peer, g, file, count)
+                    if !files.push(peer, g, file, count) {
+                        let e = ErrorReply(.tooManyRequests, request: g.request,
+                                           "FILE-GET job \(g.job) file \(g.index): \(FileServer.maxPerPeer) requests of this worker are being served (the limit); ask again when they are answered")
+                        link.send(Envelope(peer: peer, frames: Codec.encode(.error(e), compressor: compressor, carrier: carriers[peer])))
+                    }
                 case .log(let level, let text):
                     switch level {
                     case .debug: logger.debug("\(text)")
@@ -333,23 +337,52 @@ public final class CoordinatorShell: Sendable {
 
     /// Reads the bytes FILE-GETs ask for on its own thread (a slow disk must not hold up heartbeats and results),
     /// in arrival order; the answers go to `Shared.fileReplies` and wake the poller thread, which sends them.
+    /// Bounded: at most `maxPerPeer` requests of one worker wait or are served at once (more are refused), and
+    /// no new file is read while `maxQueuedBytes` of replies wait to be sent or sit in libzmq's queues
+    /// (`ZmqLink.queuedBulkBytes`): a worker that asks much and reads slowly slows its own answers, nothing grows.
     final class FileServer: @unchecked Sendable {
+        static let maxPerPeer = 16
+        static let maxQueuedBytes = 256 << 20
         private let queue = BlockingQueue<(PeerID, FileGet, InputFile, Int)>()
+        final class State: Sendable {
+            /// Requests per worker waiting or being served.
+            let outstanding = Mutex<[PeerID: Int]>([:])
+            let stopping = Atomic<Bool>(false)
+        }
+        private let state = State()
         private var thread: OSThread?
 
         init(shared: Shared, waker: Waker) {
-            thread = OSThread(name: "sigma-files") { [queue] in
+            thread = OSThread(name: "sigma-files") { [queue, state] in
                 while let (peer, g, file, count) = queue.next() {
+                    // Back-pressure: wait (bounded, 1 ms steps) for earlier replies to reach the wire.
+                    while !state.stopping.load(ordering: .relaxed) && ZmqLink.queuedBulkBytes.load(ordering: .relaxed)
+                            + shared.fileReplies.withLock({ $0.reduce(0) { n, r in if case .fileData(let d) = r.1 { n + d.payload.count } else { n } } }) > Self.maxQueuedBytes {
+                        usleep(1000)
+                    }
                     let m = CoordinatorShell.fileData(g, file, files: count)
+                    state.outstanding.withLock { o in
+                        if let n = o[peer] { o[peer] = n > 1 ? n - 1 : nil }
+                    }
                     shared.fileReplies.withLock { $0.append((peer, m)) }
                     waker.wake()
                 }
             }
         }
 
-        func push(_ peer: PeerID, _ g: FileGet, _ file: InputFile, _ count: Int) { queue.push((peer, g, file, count)) }
+        /// Queues a request; false (nothing queued) when `peer` already has `maxPerPeer` requests waiting or served.
+        func push(_ peer: PeerID, _ g: FileGet, _ file: InputFile, _ count: Int) -> Bool {
+            let admitted = state.outstanding.withLock { o -> Bool in
+                guard o[peer, default: 0] < Self.maxPerPeer else { return false }
+                o[peer, default: 0] += 1
+                return true
+            }
+            if admitted { queue.push((peer, g, file, count)) }
+            return admitted
+        }
 
         func stop() {
+            state.stopping.store(true, ordering: .relaxed)
             queue.close(dropping: true)
             thread?.join()
             thread = nil

@@ -23,8 +23,13 @@ public struct CoordinatorConfig: Sendable {
     public var maxQueuedShards: Int = 10_000_000
     /// Same-id submissions that may wait (per id) while the first one's input is read; more are refused.
     public var maxParkedPerKey: Int = 64
-    /// Clients following one job at once; more are refused (each gets PROGRESS messages).
+    /// Clients following one job at once (PROGRESS or a pushed JOB-RESULT); more are refused.
     public var maxWatchersPerJob: Int = 256
+    /// Jobs one connection may follow at once; more are refused.
+    public var maxWatchesPerPeer: Int = 256
+    /// Submissions whose input is being read at once: per connection, and in all; more are refused (retry later).
+    public var maxResolvingPerPeer: Int = 16
+    public var maxResolving: Int = 256
     /// Attempts a failing shard gets (on different workers when possible) before its job fails.
     public var maxFailedAttempts: Int = 2
     /// Placement policy (docs/scheduling.md).
@@ -135,6 +140,11 @@ public struct CoordinatorCore {
     /// Client-chosen ids whose first submission's input is being read, with the same-id submissions that arrived
     /// meanwhile (answered once the first is accepted or refused).
     var resolvingKeys: [String: [(PeerID, Submit)]] = [:]
+    /// Submissions whose input the shell is reading, per connection (bounded: `maxResolvingPerPeer`, `maxResolving`).
+    var resolving: [PeerID: Int] = [:]
+    var resolvingTotal = 0
+    /// Jobs each connection follows (PROGRESS watchers and pushed JOB-RESULTs of running jobs).
+    var watching: [PeerID: Int] = [:]
     var nextWorker = 1
     var roundRobin = 0
     /// Results whose job was unknown or already finished.
@@ -202,6 +212,10 @@ public struct CoordinatorCore {
                 out.append(.log(.warning, "refused worker \(peer): \(error)"))
             }
         case .inputResolved(let peer, let submit, let input, let digests, let who):
+            if let n = resolving[peer] {
+                resolving[peer] = n > 1 ? n - 1 : nil
+                resolvingTotal -= 1
+            }
             let before = nextJob
             defer {
                 if nextJob > before, let job = jobs[before] {
@@ -274,8 +288,40 @@ public struct CoordinatorCore {
             if s.options.contains(.pushResult) { out.append(.send(peer, .jobResult(job.outcome(request: s.request)))) }
             return
         }
-        if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
-        if s.options.contains(.pushResult) { job.extraResultTo.append((peer, s.request)) }
+        if s.options.contains(.watch) || s.options.contains(.pushResult), let e = watchRefusal(peer, request: s.request, job: job) {
+            out.append(.send(peer, .error(e)))
+            return
+        }
+        if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
+        if s.options.contains(.pushResult) {
+            job.extraResultTo.append((peer, s.request))
+            watching[peer, default: 0] += 1
+        }
+    }
+
+    /// Why `peer` may not follow one more job (or `job` take one more follower); nil when it may.
+    func watchRefusal(_ peer: PeerID, request: UInt64, job: JobEntry? = nil) -> ErrorReply? {
+        if let job, job.watchers.count + job.extraResultTo.count >= config.maxWatchersPerJob {
+            return ErrorReply(.tooManyRequests, request: request,
+                              "job \(job.id) already has \(config.maxWatchersPerJob) followers (the limit); fetch its result when it ends instead")
+        }
+        if watching[peer, default: 0] >= config.maxWatchesPerPeer {
+            return ErrorReply(.tooManyRequests, request: request,
+                              "this connection already follows \(config.maxWatchesPerPeer) running jobs (the limit); fetch results when they end instead")
+        }
+        return nil
+    }
+
+    mutating func addWatcher(_ job: JobEntry, _ peer: PeerID, request: UInt64) {
+        job.watchers.append(Watcher(peer: peer, request: request, lastSent: 0))
+        watching[peer, default: 0] += 1
+    }
+
+    /// A job ended: its followers no longer count against their connections.
+    mutating func releaseWatches(_ job: JobEntry) {
+        for p in job.watchers.map(\.peer) + job.extraResultTo.map(\.0) {
+            if let n = watching[p] { watching[p] = n > 1 ? n - 1 : nil }
+        }
     }
 
     func summary(_ j: JobEntry, now: Nanos) -> ClusterStatus.Job {
@@ -347,9 +393,20 @@ public struct CoordinatorCore {
                 resolvingKeys[key]!.append((peer, s))
                 return
             }
+            if s.options.contains(.watch) || s.options.contains(.pushResult), let e = watchRefusal(peer, request: s.request) {
+                out.append(.send(peer, .error(e)))
+                return
+            }
             if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
                 accept(peer, s, who, rows: s.spec.generatedRows, now: now, into: &out)
             } else {
+                guard resolving[peer, default: 0] < config.maxResolvingPerPeer, resolvingTotal < config.maxResolving else {
+                    out.append(.send(peer, .error(ErrorReply(.tooManyRequests, request: s.request,
+                        "\(resolvingTotal) submissions are being read (\(resolving[peer, default: 0]) from this connection; limits \(config.maxResolving) and \(config.maxResolvingPerPeer)); retry once they are accepted"))))
+                    return
+                }
+                resolving[peer, default: 0] += 1
+                resolvingTotal += 1
                 if !s.key.isEmpty { resolvingKeys[key] = [] }
                 out.append(.resolveInput(peer, s, from: who))
             }
@@ -362,12 +419,8 @@ public struct CoordinatorCore {
             case .failure(let e): out.append(.send(peer, .error(e))); return
             }
             if !job.state.isFinal {
-                guard job.watchers.count < config.maxWatchersPerJob else {
-                    out.append(.send(peer, .error(ErrorReply(.tooManyRequests, request: req,
-                        "job \(id) already has \(job.watchers.count) watchers (the limit); fetch its result when it ends instead"))))
-                    return
-                }
-                job.watchers.append(Watcher(peer: peer, request: req, lastSent: 0))
+                if let e = watchRefusal(peer, request: req, job: job) { out.append(.send(peer, .error(e))); return }
+                addWatcher(job, peer, request: req)
             }
             out.append(.send(peer, .progress(job.progress(request: req))))
         case .fetch(let req, let job):
@@ -580,7 +633,7 @@ public struct CoordinatorCore {
         if !s.key.isEmpty { keyed[Self.scoped(s.key, who)] = id }
         job.policyName = policy(of: job).rawValue
         job.specDigest = Digest.fnv1a64(s.spec.encoded)
-        if s.options.contains(.watch) { job.watchers.append(Watcher(peer: peer, request: s.request, lastSent: 0)) }
+        if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
         if s.options.contains(.deferAccept) {
@@ -757,6 +810,7 @@ public struct CoordinatorCore {
         out.append(.log(state == .completed ? .info : .error,
                         "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)")))
         sendProgress(id, now: now, force: true, into: &out)
+        releaseWatches(jobs[id]!)
         jobs[id]!.watchers.removeAll()
         if job.options.contains(.pushResult) {
             out.append(.send(job.submitter, .jobResult(job.outcome(request: job.request))))

@@ -9,8 +9,10 @@ public struct LinkOptions: Sendable {
     public var maxFrame: Int = 256 * 1024 * 1024
     /// Milliseconds queued messages may delay close.
     public var linger: Int32 = 200
-    /// Messages queued per peer in each direction.
-    public var highWaterMark: Int32 = 100_000
+    /// Messages queued per peer in each direction (then libzmq stops reading from that peer: back-pressure). Large
+    /// frames are sent without copying, so a queued PARAMS or result refers to a buffer its owner holds anyway;
+    /// bulk replies are bounded in bytes by their producer (`queuedBulkBytes`).
+    public var highWaterMark: Int32 = 10_000
     /// Frames at or above this size are sent without copying, bytes.
     public var zeroCopyThreshold: Int = 64 * 1024
     /// CurveZMQ encryption and authentication; nil: plain ZMTP (loopback or `--insecure` only).
@@ -292,15 +294,31 @@ public final class ZmqLink: MessageLink {
         return true
     }
 
+    /// Bytes of large frames handed to libzmq and not yet on the wire, over every link of the process: what a
+    /// producer of bulk replies (the coordinator's file server) waits on, so slow readers cause back-pressure, not
+    /// growth. (Several sends of one buffer count once each: an upper bound.)
+    public static let queuedBulkBytes = Atomic<Int>(0)
+
+    private final class Sent {
+        let storage: Frame.Storage
+        let count: Int
+        init(_ storage: Frame.Storage, _ count: Int) {
+            self.storage = storage
+            self.count = count
+        }
+    }
+
     private func sendZeroCopy(_ f: Frame, flags: Int32, socket s: UnsafeMutableRawPointer) -> Int32 {
-        let storage = Unmanaged.passRetained(f.retainedStorage)
+        let sent = Unmanaged.passRetained(Sent(f.retainedStorage, f.count))
         let out = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
         defer { out.deallocate() }
         let base = UnsafeMutableRawPointer(mutating: f.retainedStorage.base)
+        Self.queuedBulkBytes.add(f.count, ordering: .relaxed)
         // The free callback runs on libzmq's I/O thread once the bytes are on the wire.
         zmq_msg_init_data(out, base, f.count, { _, hint in
-            Unmanaged<Frame.Storage>.fromOpaque(hint!).release()
-        }, storage.toOpaque())
+            let sent = Unmanaged<Sent>.fromOpaque(hint!).takeRetainedValue()
+            ZmqLink.queuedBulkBytes.subtract(sent.count, ordering: .relaxed)
+        }, sent.toOpaque())
         let rc = zmq_msg_send(out, s, flags)
         if rc < 0 { zmq_msg_close(out) }   // releases the storage through the callback
         return rc < 0 ? -1 : 0

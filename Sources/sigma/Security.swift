@@ -64,8 +64,10 @@ struct KeygenCommand: ParsableCommand {
         discussion: """
         Example:
           sigma keygen coordinator -o keys/            # the coordinator's pair
-          sigma keygen worker-b --role worker -o keys/ --coordinator-key keys/coordinator.pub
-          sigma keygen alice -o keys/ --coordinator-key keys/coordinator.pub   # a client
+          sigma keygen worker-b --role worker -o keys/ \\
+                       --coordinator-key keys/coordinator.pub
+          sigma keygen alice -o keys/ \\
+                       --coordinator-key keys/coordinator.pub   # a client
           cp keys/worker-b.pub keys/alice.pub allowed/ # enrol them (no restart)
           sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
                             --allow allowed/

@@ -137,3 +137,68 @@ import Testing
         #expect(forged.state == .completed && Array(forged.payload.bytes) == Array(honest.payload.bytes) && honest.payload.count > 0)
     }
 }
+
+/// Everything a peer can make the coordinator hold is bounded (issue 17, hole 6): followers per job and per
+/// connection, submissions being read per connection and in all, same-id submissions parked behind the first.
+/// Past each limit the request is refused with 429 naming the limit; nothing grows.
+@Suite struct BoundsTests {
+    func refusals(_ sent: [(PeerID, Message)]) -> [ErrorReply] {
+        sent.compactMap { _, m in if case .error(let e) = m, e.code == ErrorReply.Code.tooManyRequests.rawValue { return e }; return nil }
+    }
+
+    @Test func followersPerJobAndPerConnectionAreBounded() throws {
+        var config = CoordinatorConfig()
+        config.maxWatchersPerJob = 3
+        config.maxWatchesPerPeer = 2
+        var h = Harness(config)
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(spec)))))
+        let job = try #require(h.core.status(now: h.now).jobs.first?.id)
+        let peers = (0..<6).map { PeerID([9, 9, UInt8($0)]) }
+        var refused = 0
+        for p in peers { refused += refusals(h.event(.received(p, .watch(request: 5, job: job)))).count }
+        #expect(refused == 3)   // 3 followers at most
+        // One connection following many jobs: two at most.
+        for i in 0..<4 {
+            h.event(.received(client, .submit(Submit(request: UInt64(10 + i), options: [], spec: .mapReduce(spec)))))
+        }
+        let ids = h.core.status(now: h.now).jobs.map(\.id).filter { $0 != job }
+        let one = PeerID([7, 7, 7])
+        let answers = ids.map { refusals(h.event(.received(one, .watch(request: 20, job: $0)))).count }
+        #expect(answers == [0, 0, 1, 1])
+        #expect(refusals(h.event(.received(one, .submit(Submit(request: 30, options: [.watch], spec: .mapReduce(spec)))))).first?
+            .message.contains("already follows 2 running jobs") == true)
+        // A job that ends frees its followers' places.
+        h.event(.received(client, .cancelJob(request: 40, job: ids[0])))
+        #expect(refusals(h.event(.received(one, .watch(request: 41, job: ids[2])))).isEmpty)
+    }
+
+    @Test func submissionsBeingReadAndParkedSameIdSubmissionsAreBounded() throws {
+        var config = CoordinatorConfig()
+        config.maxResolvingPerPeer = 2
+        config.maxResolving = 3
+        config.maxParkedPerKey = 2
+        var core = CoordinatorCore(config: config, now: 0)
+        let fileSpec = try JobSpec.parse("kind: map-reduce\ninput: {npy: /data/v.npy}\nmap: identity\nreduce: [sum]\n")
+        func submit(_ peer: PeerID, key: String = "", request: UInt64 = 1) -> [CoordinatorAction] {
+            core.handle(.received(peer, .submit(Submit(request: request, options: [], spec: fileSpec, key: key))), now: 1)
+        }
+        func reads(_ a: [CoordinatorAction]) -> Int { a.filter { if case .resolveInput = $0 { return true } else { return false } }.count }
+        func refused(_ a: [CoordinatorAction]) -> Bool {
+            a.contains { if case .send(_, .error(let e)) = $0 { return e.code == ErrorReply.Code.tooManyRequests.rawValue }; return false }
+        }
+        let a = PeerID([1]), b = PeerID([2])
+        #expect(reads(submit(a)) == 1 && reads(submit(a)) == 1)
+        #expect(refused(submit(a)))               // 2 per connection
+        #expect(reads(submit(b)) == 1)
+        #expect(refused(submit(b)))               // 3 in all
+        // Once read, a place is free again.
+        let pending = submit(PeerID([3]), key: "k")
+        #expect(refused(pending))
+        _ = core.handle(.inputResolved(a, Submit(request: 1, options: [], spec: fileSpec), .success(.rows(10))), now: 2)
+        let keyed = submit(PeerID([3]), key: "k")
+        #expect(reads(keyed) == 1)
+        // Same-id submissions wait behind the first: two at most.
+        #expect(submit(PeerID([4]), key: "k").isEmpty && submit(PeerID([4]), key: "k").isEmpty)
+        #expect(refused(submit(PeerID([4]), key: "k")))
+    }
+}

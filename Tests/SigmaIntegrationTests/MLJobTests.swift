@@ -221,7 +221,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let caches = [dir.path + "/cache-1", dir.path + "/cache-2"]
         for (i, c) in caches.enumerated() { try cluster.addWorker("w\(i + 1)", hiding: data, cache: c) }
         try await cluster.waitForWorkers(2)
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let job = try JobSpec.load(path: spec)
         func run() async throws -> MapReduceResult? {
@@ -314,7 +314,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250", "--no-hedging", "--policy", "least-loaded"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(3)
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let job = try JobSpec.load(path: spec)
         var killedAt: UInt32? = nil

@@ -94,7 +94,7 @@ struct BigInput: Sendable {
         #expect(hist.map(UInt64.init) == input.histogram)
 
         // And with f = square through the client library, checking the full-precision binary result.
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let o = try await client.runToEnd(try JobSpec.parse(input.spec(map: "square")))
         #expect(o.state == .completed)
@@ -111,7 +111,7 @@ struct BigInput: Sendable {
         let input = BigInput.shared
         let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--no-hedging", "--policy", "least-loaded"])
         defer { cluster.stop() }
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         for _ in 0..<500 where try await client.status().workers.count < 3 { try await Task.sleep(nanoseconds: 20_000_000) }
         let victim = cluster.workers.withLock { $0[1] }
@@ -141,7 +141,7 @@ struct BigInput: Sendable {
         let cluster = try await ProcessCluster(workers: 2)
         defer { cluster.stop() }
         try await cluster.waitForWorkers(2)
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let text = "kind: map-reduce\ninput: {generate: uniform, count: 80M, seed: 9}\nmap: square\nreduce: [sum, count]\nshards: 400"
         let spec = try JobSpec.parse(text)
@@ -191,7 +191,7 @@ struct BigInput: Sendable {
         let cluster = try await ProcessCluster(workers: 2)
         defer { cluster.stop() }
         try await cluster.waitForWorkers(2)
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let spec = try JobSpec.parse("kind: map-reduce\ninput: {generate: uniform, count: 60M, seed: 4}\nmap: square\nreduce: [sum, count]\nshards: 300")
         let job = try await client.submit(spec).job
@@ -224,7 +224,7 @@ struct BigInput: Sendable {
     @Test func workerStartedAfterSubmissionReceivesShards() async throws {
         let cluster = try await ProcessCluster(workers: 0)
         defer { cluster.stop() }
-        let client = try SigmaClient(endpoint: cluster.endpoint)
+        let client = try localClient(cluster.endpoint)
         defer { client.close() }
         let spec = try JobSpec.parse("kind: map-reduce\ninput: {generate: uniform, count: 1M, seed: 3}\nmap: square\nreduce: [sum, count]\nshards: 50")
         let a = try await client.submit(spec)

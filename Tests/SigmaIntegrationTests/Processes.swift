@@ -1,4 +1,7 @@
 import Foundation
+import SigmaClient
+import SigmaModel
+import SigmaTransport
 import Synchronization
 import Testing
 
@@ -236,4 +239,12 @@ func runToolAsync(_ path: String, _ args: [String], timeout: Double = 60) async 
     guard var r = try? ToolRun(path, args, timeout: timeout) else { return (-1, "", "cannot start \(path)") }
     while r.running() { try? await Task.sleep(nanoseconds: 10_000_000) }
     return r.result()
+}
+
+/// An in-process client of a coordinator process started by this user on loopback: it presents this user's local
+/// token, as every `sigma` command does (docs/security.md).
+func localClient(_ endpoint: String) throws -> SigmaClient {
+    var o = LinkOptions()
+    o.security = .localClient(token: try LocalToken.load(create: false))
+    return try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint)
 }
