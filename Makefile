@@ -7,7 +7,7 @@ TEST_PACKAGES := tmux chromium openssh-server openssh-client
 SWIFT ?= swift
 RELEASE_BIN := .build/release/sigma
 
-.PHONY: all deps test-deps install-packages build release demo test bench model clean
+.PHONY: all deps test-deps install-packages build release demo test bench fuzz model clean
 
 all: build
 
@@ -47,6 +47,14 @@ test: test-deps model
 	if [ $$rc = 124 ] || [ $$rc = 137 ]; then echo "error: the test suite did not finish within $(TEST_TIMEOUT) s (see the last tests started above)" >&2; fi; \
 	if [ $$rc != 0 ]; then echo "== what failed (from artifacts/test.log) =="; grep -a -A3 -E "✘|error:|Fatal error|Crash" artifacts/test.log | grep -av "^✔" | head -60; fi; \
 	exit $$rc
+
+# The long fuzz run: SIGMA_FUZZ_FRAMES random and mutated frames through the coordinator's and the worker's decoders and
+# cores each (make test runs 300,000 per side); SIGMA_FUZZ_SEED picks another reproducible sequence.
+SIGMA_FUZZ_FRAMES ?= 1000000
+fuzz: test-deps
+	$(SWIFT) build --build-tests
+	@mkdir -p artifacts
+	set -o pipefail; SIGMA_FUZZ_FRAMES=$(SIGMA_FUZZ_FRAMES) $(SWIFT) test --skip-build --filter FuzzTests 2>&1 | tee artifacts/fuzz.log
 
 bench: release
 	@mkdir -p artifacts

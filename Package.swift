@@ -76,7 +76,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore"]),
+        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore", "SigmaWorkerCore"]),
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
         .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
