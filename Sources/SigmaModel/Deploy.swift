@@ -113,6 +113,7 @@ public enum DeployPlan {
                 if c.workerThreads > 0 { args += ["--threads", "\(c.workerThreads)"] }
                 if let k = h.key { args += ["--key", k] }
                 if let ck = c.coordinatorKeyFile { args += ["--coordinator-key", ck] }
+                if c.insecure && h.key == nil { args.append("--insecure") }   // (a coordinator without keys or token)
                 steps.append(Step(host: h.host, what: "worker \(name)", argv: ssh(c, h.host, start(c, name: "worker-\(name)", args: args))))
             }
         }
