@@ -105,7 +105,7 @@ struct BenchCommand: AsyncParsableCommand {
         let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
         defer { cluster.stop() }
         guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }
-        let client = try SigmaClient(endpoint: cluster.coordinator.endpoint)
+        let client = try cluster.client()
         defer { client.close() }
         let (tiny, one) = (BenchJobs.tinyShards(shards), BenchJobs.roundTrip)
         var tput: [Double] = [], p50: [Double] = [], p99: [Double] = [], execP50: [Double] = []

@@ -36,7 +36,7 @@ enum BenchJobs {
 
     /// Seconds of each completed run of `spec` on the cluster (submit to result, as the coordinator measured it).
     static func runs(_ spec: JobSpec, on c: LocalCluster, count: Int) async throws -> [Double] {
-        let client = try SigmaClient(endpoint: c.coordinator.endpoint)
+        let client = try c.client()
         defer { client.close() }
         var out: [Double] = []
         for _ in 0..<count {
@@ -66,7 +66,7 @@ enum BenchJobs {
         // Two figures per Sigma run: the whole job (setup, the first steps' page faults and cold caches included)
         // and steps 10…200 from the job's own shard records — like the engine-alone loop, which is timed after
         // warm-up steps.
-        let client = try SigmaClient(endpoint: c.coordinator.endpoint)
+        let client = try c.client()
         defer { client.close() }
         func run(_ s: JobSpec) async throws -> (whole: Double, warm: Double) {
             let o = try await client.runToEnd(s, acceptTimeout: 60)

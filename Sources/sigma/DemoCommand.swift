@@ -51,7 +51,7 @@ struct DemoCommand: AsyncParsableCommand {
             let joined = await cluster.waitForWorkers(workers)
             guard joined >= 1 else { throw CLIError.unreachable("no worker joined the embedded coordinator within 20 s") }
             say("\(joined) workers joined")
-            let client = try SigmaClient(endpoint: cluster.coordinator.endpoint)
+            let client = try cluster.client()
             defer { client.close() }
 
             try await trainDigits(client, workers: joined)

@@ -245,6 +245,15 @@ import Testing
     }
 
     /// Every command's --help has an example, and equals its committed snapshot (80 columns).
+    /// `sigma demo` (what `make demo` runs), shortened: its embedded coordinator admits its own worker processes and
+    /// client with the local token, trains, and the distributed map-reduce equals the single-process one.
+    @Test func demoRunsOnItsEmbeddedCluster() async throws {
+        let p = try SigmaProcess(["demo", "--values", "1M", "--shards", "8", "--steps", "20", "--log-level", "warning"])
+        #expect(try await p.wait(timeout: 300) == 0, "\(p.stderr.suffix(5))")
+        let out = p.stdout.joined(separator: "\n")
+        #expect(out.contains("2 workers joined") && out.contains("✓ distributed result equals the single-process result"), "\(out.suffix(800))")
+    }
+
     @Test func everyCommandHasHelpWithAnExample() async throws {
         let top = try SigmaProcess(["--help"], environment: ["COLUMNS": "80"])
         #expect(try await top.wait(timeout: 30) == 0)
