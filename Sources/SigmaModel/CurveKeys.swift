@@ -375,7 +375,7 @@ public enum LocalToken {
         return token
     }
 
-    /// Creates the state folder 0700 (and its parents), then checks it is this user's and closed to others.
+    /// Creates the state folder 0700 (and its parents), then checks it is this user's and not writable by others.
     public static func makeFolder(_ folder: String) throws {
         if access(folder, F_OK) != 0 {
             do {
@@ -387,8 +387,9 @@ public enum LocalToken {
         var st = stat()
         guard lstat(folder, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw KeyFileError(file: folder, problem: "is not a folder") }
         guard st.st_uid == geteuid() else { throw KeyFileError(file: folder, problem: "belongs to another user (uid \(st.st_uid)); set SIGMA_STATE_DIR to a folder of yours") }
-        guard st.st_mode & 0o077 == 0 else {
-            throw KeyFileError(file: folder, problem: "is open to others (mode \(String(st.st_mode & 0o777, radix: 8))); run: chmod 700 \(folder)")
+        // (readable by others is harmless — the token file itself is 0600 — but writable would let them replace it)
+        guard st.st_mode & 0o022 == 0 else {
+            throw KeyFileError(file: folder, problem: "is writable by others (mode \(String(st.st_mode & 0o777, radix: 8))); run: chmod 700 \(folder)")
         }
     }
 
