@@ -151,6 +151,8 @@ public final class CoordinatorShell: Sendable {
         /// Same-host shared memory per worker (docs/protocol.md §6): offered in HELLO, accepted in READY.
         var shmOffered: Set<PeerID> = []
         var carriers: [PeerID: SharedMemoryCarrier] = [:]
+        /// ZAP user ids seen, parsed (bounded: cleared past 10,000 distinct ids).
+        var principals: [String: Principal] = [:]
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer,
              compressor: AdaptiveCompressor) {
@@ -251,11 +253,18 @@ public final class CoordinatorShell: Sendable {
                 // Who the connection was admitted as; a link without authentication (in-process, --insecure) has none.
                 var who = Principal.trusted
                 if let u = e.user {
-                    guard let p = Principal(userID: u) else {
-                        logger.error("unreadable ZAP user id on a message from \(peer); message dropped")
-                        return
+                    // (parsed once per distinct user id, not per message)
+                    if let known = principals[u] {
+                        who = known
+                    } else {
+                        guard let p = Principal(userID: u) else {
+                            logger.error("message from \(peer) without a readable ZAP user id (\(u.isEmpty ? "none" : "malformed")); dropped")
+                            return
+                        }
+                        if principals.count >= 10_000 { principals.removeAll() }
+                        principals[u] = p
+                        who = p
                     }
-                    who = p
                 }
                 event = .received(peer, m, from: who)
             } catch let d as DecodeError {
