@@ -4,6 +4,7 @@ import SigmaCoordinatorCore
 import Logging
 import SigmaCoordinator
 import SigmaDashboard
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import SigmaTransport
@@ -22,9 +23,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         clients whose public key is in the --allow folder get in; `sigma keygen`
         makes keys (docs/operations.md, "Security"). Without keys the coordinator
         binds loopback only, unless --insecure.
+        Job specs may name files only under the data roots (--data-root, default:
+        the current folder); the sizes they ask for are bounded by cluster.yaml
+        limits: (docs/jobs.md, "Data roots and limits").
         """)
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var data: DataRootOptions
     @Option(help: "Address to bind (default 127.0.0.1; from cluster.yaml coordinator.listen).") var listen: String?
     @Option(help: "Port to bind (default 7700; 0 picks a free port).") var port: Int?
     @Option(help: "Heartbeat interval in milliseconds (default 1000).") var heartbeatMs: Int?
@@ -65,6 +70,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000
             }
             options.limits.maxPayload = cfg.maxFrame
+            options.dataRoots = try data.roots(cfg)
+            options.core.specLimits = cfg.limits
             guard options.core.heartbeatInterval >= 10_000_000 else { throw CLIError.usage("--heartbeat-ms must be ≥ 10") }
             guard options.core.liveness >= 1 else { throw CLIError.usage("--liveness must be ≥ 1") }
             var link = LinkOptions()
@@ -77,6 +84,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             } catch {
                 throw CLIError.usage("\(error) (is another coordinator running? pick another --port)")
             }
+            logger.info("data roots: \(options.dataRoots)")
             logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion)), \(security == nil ? "no encryption" : "CURVE: enrolled keys only")")
             // Machine-readable line for scripts and tests that asked for port 0.
             print("listening \(shell.endpoint)")
