@@ -6,7 +6,7 @@ import SigmaModel
 /// `--data-root DIR` (repeatable) of the commands that read job files: the coordinator and the worker.
 struct DataRootOptions: ParsableArguments {
     @Option(name: .customLong("data-root"), help: ArgumentHelp(
-        "A folder job files are read from and checkpoints written into; repeat for several (default: cluster.yaml data_roots, else the current folder).",
+        "A folder job files may be read from (coordinator: and checkpoints written into); repeat for several (default: cluster.yaml data_roots, else the current folder).",
         valueName: "dir"))
     var dataRoots: [String] = []
 
