@@ -143,12 +143,12 @@ final class RecordingRelay: @unchecked Sendable {
         #expect(mode(k.pub("w1")) & 0o044 == 0o044)
 
         let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--http-port", "0", "--log-level", "info",
-                                            "--key", k.key("coordinator"), "--allow", k.allow])
+                                            "--key", k.key("coordinator"), "--allow", k.allow] + testDataRoots)
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
         let dashboard = String(try await coordinator.waitForLine("dashboard ").dropFirst("dashboard ".count))
         func worker(_ name: String, key: String?) throws -> SigmaProcess {
-            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? []))
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + testDataRoots + (key.map { ["--key", $0] } ?? []))
         }
         let w1 = try worker("w1", key: k.key("w1")), stranger = try worker("stranger", key: k.key("stranger")), plain = try worker("plain", key: nil)
         defer { for w in [w1, stranger, plain] { w.kill(SIGKILL) } }
