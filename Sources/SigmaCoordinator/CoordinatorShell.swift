@@ -18,6 +18,9 @@ public final class CoordinatorShell: Sendable {
         public var tickInterval: Nanos = 50_000_000
         /// Offer same-host workers shared memory for large payloads (also off when `SIGMA_SHM=0`).
         public var sharedMemory = true
+        /// The folders job files are read from and checkpoints written into (`--data-root`; the sizes a spec may ask
+        /// for are `core.specLimits`).
+        public var dataRoots = DataRoots.currentDirectory()
         public init() {}
     }
 
@@ -72,8 +75,8 @@ public final class CoordinatorShell: Sendable {
             let ep = (link as? ZmqLink)?.endpoint ?? "\(factory)"
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
-            let resolver = Resolver(shared: shared, waker: link.waker)
-            let files = FileServer(shared: shared, waker: link.waker)
+            let resolver = Resolver(shared: shared, waker: link.waker, roots: options.dataRoots, limits: options.core.specLimits)
+            let files = FileServer(shared: shared, waker: link.waker, roots: options.dataRoots)
             var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files,
                             compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             loop.run()
@@ -291,7 +294,8 @@ public final class CoordinatorShell: Sendable {
                 case .resolveInput(let peer, let submit, let who):
                     resolver.push(peer, submit, who)
                 case .writeFile(let f):
-                    do { try OutputFiles.write(f) } catch { logger.error("\(error)") }
+                    // (checkpoints: never replacing a file, which `MLJobs.prepare` found absent at submit time)
+                    do { try OutputFiles.write(f, replacing: false) } catch { logger.error("\(error)") }
                 case .serveFile(let peer, let g, let file, let count):
                     if !files.push(peer, g, file, count) {
                         let e = ErrorReply(.tooManyRequests, request: g.request,
@@ -317,14 +321,14 @@ public final class CoordinatorShell: Sendable {
         private let queue = BlockingQueue<(PeerID, Submit, Principal)>()
         private var thread: OSThread?
 
-        init(shared: Shared, waker: Waker) {
+        init(shared: Shared, waker: Waker, roots: DataRoots, limits: SpecLimits) {
             thread = OSThread(name: "sigma-resolve") { [queue] in
                 while let (peer, submit, who) = queue.next() {
-                    var input = CoordinatorShell.resolve(submit.spec)
+                    var input = CoordinatorShell.resolve(submit.spec, roots: roots, limits: limits)
                     // Shipped files are read once for both their SHA-256 and their provenance digest.
                     var files: [InputFile] = [], known: [String: String] = [:]
                     if case .success = input, submit.spec.inputTransport == .coordinator {
-                        do { (files, known) = try CoordinatorShell.inputFiles(submit.spec) } catch { input = .failure(JobError("\(error)")) }
+                        do { (files, known) = try CoordinatorShell.inputFiles(submit.spec, roots: roots) } catch { input = .failure(JobError("\(error)")) }
                     }
                     var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec, known: known) } ?? InputDigests()
                     digests.files = files
@@ -361,7 +365,7 @@ public final class CoordinatorShell: Sendable {
         private let state = State()
         private var thread: OSThread?
 
-        init(shared: Shared, waker: Waker) {
+        init(shared: Shared, waker: Waker, roots: DataRoots) {
             thread = OSThread(name: "sigma-files") { [queue, state] in
                 while let (peer, g, file, count) = queue.next() {
                     // Back-pressure: wait (bounded, 1 ms steps) for earlier replies to reach the wire.
@@ -369,7 +373,7 @@ public final class CoordinatorShell: Sendable {
                             + shared.fileReplies.withLock({ $0.reduce(0) { n, r in if case .fileData(let d) = r.1 { n + d.payload.count } else { n } } }) > Self.maxQueuedBytes {
                         usleep(1000)
                     }
-                    let m = CoordinatorShell.fileData(g, file, files: count)
+                    let m = CoordinatorShell.fileData(g, file, files: count, roots: roots)
                     state.outstanding.withLock { o in
                         if let n = o[peer] { o[peer] = n > 1 ? n - 1 : nil }
                     }
@@ -413,12 +417,14 @@ public final class CoordinatorShell: Sendable {
     }
 
     /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted,
-    /// and their provenance digests by path (read in the same pass).
-    static func inputFiles(_ spec: JobSpec) throws -> ([InputFile], [String: String]) {
+    /// and their provenance digests by path (read in the same pass). Each must be a regular file under `roots`; the
+    /// workers know them by the spec's paths.
+    static func inputFiles(_ spec: JobSpec, roots: DataRoots) throws -> ([InputFile], [String: String]) {
         var known: [String: String] = [:]
         let files = try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
+            let real = try roots.file(path, field: "input_transport coordinator")
             do {
-                let (digest, sha, size) = try Digest.fileAndSHA256(path)
+                let (digest, sha, size) = try Digest.fileAndSHA256(real)
                 known[path] = digest
                 return InputFile(path: path, size: size, sha256: sha)
             } catch {
@@ -428,13 +434,16 @@ public final class CoordinatorShell: Sendable {
         return (files, known)
     }
 
-    /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still have its submitted
-    /// size (the worker checks the SHA-256 of the whole file).
-    static func fileData(_ g: FileGet, _ f: InputFile, files: Int) -> Message {
+    /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still be a regular file
+    /// under `roots` (checked again: the path may name another file since the job was submitted) and have its
+    /// submitted size (the worker checks the SHA-256 of the whole file).
+    static func fileData(_ g: FileGet, _ f: InputFile, files: Int, roots: DataRoots) -> Message {
         func failure(_ problem: String) -> Message {
             .error(ErrorReply(.internalError, request: g.request, "FILE-GET job \(g.job) file \(g.index) '\(f.path)': \(problem)"))
         }
-        let fd = open(f.path, O_RDONLY | O_CLOEXEC)
+        let real: String
+        do { real = try roots.file(f.path, field: "file") } catch { return failure("\(error)") }
+        let fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return failure("cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var st = stat()
@@ -456,16 +465,23 @@ public final class CoordinatorShell: Sendable {
                                   sha256: f.sha256, offset: g.offset, payload: payload))
     }
 
-    /// Reads what a submission needs before it can be accepted (file I/O, on the shell's side of the core).
-    static func resolve(_ spec: JobSpec) -> Result<ResolvedInput, JobError> {
+    /// Reads what a submission needs before it can be accepted (file I/O, on the shell's side of the core): only
+    /// files under `roots`, and only once the spec and the sizes their headers claim are within `limits`.
+    static func resolve(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits) -> Result<ResolvedInput, JobError> {
         switch spec {
         case .mapReduce(let s):
             guard case .npy(let path) = s.input else { return .success(.rows(0)) }
-            do { return .success(.rows(UInt64(try NpyFile(path: path).header.rows))) } catch {
+            do {
+                try s.validate(limits: limits)
+                let rows = UInt64(try NpyFile(path: try roots.file(path, field: "npy")).header.rows)
+                try limits.checkRows("input.npy", rows)
+                try s.sharding.check(rows: rows, limits: limits)
+                return .success(.rows(rows))
+            } catch {
                 return .failure(JobError("\(error)"))
             }
         default:
-            do { return .success(.driver(try MLJobs.prepare(spec))) } catch let e as JobError {
+            do { return .success(.driver(try MLJobs.prepare(spec, roots: roots, limits: limits))) } catch let e as JobError {
                 return .failure(e)
             } catch {
                 return .failure(JobError("\(error)"))

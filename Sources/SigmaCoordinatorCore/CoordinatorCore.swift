@@ -30,6 +30,9 @@ public struct CoordinatorConfig: Sendable {
     /// Submissions whose input is being read at once: per connection, and in all; more are refused (retry later).
     public var maxResolvingPerPeer: Int = 16
     public var maxResolving: Int = 256
+    /// Sizes a submitted spec may ask for (cluster.yaml `limits:`); a spec beyond them is refused before anything
+    /// is planned or read.
+    public var specLimits = SpecLimits.standard
     /// Attempts a failing shard gets (on different workers when possible) before its job fails.
     public var maxFailedAttempts: Int = 2
     /// Placement policy (docs/scheduling.md).
@@ -379,6 +382,10 @@ public struct CoordinatorCore {
         case .error(let e):
             out.append(.log(.warning, "peer \(index[peer].map { table[$0].id } ?? peer.description) reported \(e)"))
         case .submit(let s):
+            do { try s.spec.validate(limits: config.specLimits) } catch {
+                out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "\(error)"))))
+                return
+            }
             let key = Self.scoped(s.key, who)
             if !s.key.isEmpty, let id = keyed[key], let job = jobs[id] {
                 resubmitted(peer, s, job, now: now, into: &out)
@@ -594,16 +601,16 @@ public struct CoordinatorCore {
 
     mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
         guard case .mapReduce(let spec) = s.spec else { return }
-        let ranges = spec.sharding.ranges(rows: rows)
-        guard !ranges.isEmpty else {
+        guard rows > 0 else {
             out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "input has no rows"))))
             return
         }
-        guard ranges.count <= JobLimits.maxShards else {
-            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request,
-                "shard_size gives \(ranges.count) shards; the limit is \(JobLimits.maxShards)"))))
+        // (counted before the ranges are made: a count of 2^64 - 1 rows must not become an array of them)
+        do { try spec.sharding.check(rows: rows, limits: config.specLimits) } catch {
+            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "\(error)"))))
             return
         }
+        let ranges = spec.sharding.ranges(rows: rows)
         admit(peer, s, who, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
     }
 

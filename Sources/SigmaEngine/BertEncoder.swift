@@ -7,6 +7,16 @@ public final class BertEncoder {
     public struct Config: Sendable, Equatable {
         public var hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, typeVocab: Int, vocab: Int
         public var epsilon: Float
+
+        /// Parameters the encoder allocates for this config (saturating at `Int.max`): embedding tables, and per layer
+        /// four attention projections, two feed-forward ones and two layer norms.
+        public var parameterCount: Int {
+            func mul(_ a: Int, _ b: Int) -> Int { let (r, o) = a.multipliedReportingOverflow(by: b); return o ? .max : r }
+            func add(_ xs: Int...) -> Int { xs.reduce(0) { let (r, o) = $0.addingReportingOverflow($1); return o ? .max : r } }
+            let embeddings = mul(add(vocab, maxPositions, typeVocab, 2), hidden)
+            let layer = add(mul(4, add(mul(hidden, hidden), hidden)), mul(2, mul(hidden, intermediate)), intermediate, hidden, mul(4, hidden))
+            return add(embeddings, mul(layers, layer))
+        }
     }
 
     public let config: Config
@@ -17,7 +27,8 @@ public final class BertEncoder {
     let embeddingNorm: LayerNorm
     let layers: [TransformerEncoderLayer]
 
-    public init(modelDirectory dir: String) throws {
+    /// Reads and checks `config.json` of a model folder (nothing else is read or allocated).
+    public static func config(modelDirectory dir: String) throws -> Config {
         let configPath = dir + "/config.json"
         guard let cdata = FileManager.default.contents(atPath: configPath),
               let c = try? JSONSerialization.jsonObject(with: cdata) as? [String: Any] else {
@@ -28,15 +39,20 @@ public final class BertEncoder {
             return v
         }
         if let act = c["hidden_act"] as? String, act != "gelu" {
-            throw FormatError(file: configPath, problem: "hidden_act '\(act)' is not supported (gelu)")
+            throw FormatError(file: configPath, problem: "hidden_act is not supported (gelu)")
         }
-        config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
-                        intermediate: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
-                        typeVocab: try int("type_vocab_size"), vocab: try int("vocab_size"),
-                        epsilon: (c["layer_norm_eps"] as? NSNumber)?.floatValue ?? 1e-12)
+        let config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
+                            intermediate: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
+                            typeVocab: try int("type_vocab_size"), vocab: try int("vocab_size"),
+                            epsilon: (c["layer_norm_eps"] as? NSNumber)?.floatValue ?? 1e-12)
         guard config.hidden % config.heads == 0 else {
             throw FormatError(file: configPath, problem: "hidden_size \(config.hidden) is not divisible by num_attention_heads \(config.heads)")
         }
+        return config
+    }
+
+    public init(modelDirectory dir: String) throws {
+        config = try BertEncoder.config(modelDirectory: dir)
         var maxLen = config.maxPositions
         if let s = FileManager.default.contents(atPath: dir + "/sentence_bert_config.json"),
            let j = try? JSONSerialization.jsonObject(with: s) as? [String: Any], let m = (j["max_seq_length"] as? NSNumber)?.intValue, m > 0 {

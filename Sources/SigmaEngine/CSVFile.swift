@@ -11,7 +11,8 @@ public struct FormatError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(file): \(problem)" }
 }
 
-/// Numeric CSV: every row the same number of comma-separated numbers (an optional header row is skipped).
+/// Numeric CSV: every row the same number of comma-separated numbers (an optional header row is skipped). Errors
+/// give the file, line and column, never the text found there.
 public enum CSVFile {
     public static func readFloats(path: String, header: Bool = false) throws -> (rows: Int, columns: Int, values: [Float]) {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -28,7 +29,8 @@ public enum CSVFile {
             }
             for (c, f) in fields.enumerated() {
                 guard let v = Float(f.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-                    throw FormatError(file: path, problem: "line \(n + 1) column \(c + 1): '\(f)' is not a number")
+                    // (never the field itself: an error must not carry a file's contents)
+                    throw FormatError(file: path, problem: "line \(n + 1) column \(c + 1): not a number")
                 }
                 values.append(v)
             }

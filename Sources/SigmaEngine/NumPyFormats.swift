@@ -40,7 +40,7 @@ public enum NumPyFormat {
         for part in shapeText.split(separator: ",") {
             let t = part.trimmingCharacters(in: .whitespaces)
             if t.isEmpty { continue }
-            guard let v = Int(t), v >= 0 else { throw fail("bad shape entry '\(t)'") }
+            guard let v = Int(t), v >= 0 else { throw fail("bad shape entry (not a non-negative integer)") }
             shape.append(v)
         }
         return Header(descr: descr, fortranOrder: value("fortran_order") == "True", shape: shape, dataOffset: start + len)

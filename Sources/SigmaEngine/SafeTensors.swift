@@ -20,7 +20,7 @@ public enum SafeTensors {
         guard data.count >= 8 else { throw fail("too short for a safetensors header (\(data.count) bytes)") }
         let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard n <= UInt64(data.count - 8), n <= 100_000_000 else {
-            throw fail("header length \(n) exceeds the file (\(data.count) bytes)")
+            throw fail("header length exceeds the file (\(data.count) bytes); not a safetensors file?")
         }
         let headerEnd = 8 + Int(n)
         let json: Any

@@ -55,6 +55,9 @@ public struct NpyHeader: Sendable, Equatable {
         if fortran && shape.count == 2 && shape[0] > 1 && shape[1] > 1 {
             throw fail("Fortran-ordered 2-D arrays are not supported; save with C order (np.ascontiguousarray)")
         }
+        if shape.count == 2 && shape[1] == 0 && shape[0] > 0 {
+            throw fail("shape \(shape) has rows of no values; map-reduce reads rows of at least one value")
+        }
         let header = NpyHeader(dtype: dtype, bigEndian: big, shape: shape, dataOffset: h.dataOffset)
         let (prod, o1) = header.rows.multipliedReportingOverflow(by: header.columns)
         let (need, o2) = prod.multipliedReportingOverflow(by: header.itemSize)
@@ -74,7 +77,8 @@ public final class NpyFile {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // (a path checked by `DataRoots` is a real path: a symlink found there now was put there since, and is refused)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         self.fd = fd
         guard fd >= 0 else { throw DataError(path: path, problem: "cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()

@@ -36,6 +36,11 @@ public struct ClusterConfig: Sendable, Equatable {
     /// The hosts `sigma up` starts processes on, and how it reaches them.
     public var hosts: [HostEntry] = []
     public var ssh = SSHSettings()
+    /// Folders the coordinator and workers read job files from and write checkpoints into (`data_roots`, relative
+    /// to the config file's folder; empty: the folder the process started in). `--data-root` replaces them.
+    public var dataRoots: [String] = []
+    /// Sizes a job spec may ask for (`limits:`).
+    public var limits = SpecLimits.standard
 
     public init() {}
 
@@ -155,6 +160,32 @@ public struct ClusterConfig: Sendable, Equatable {
             c.keyFile = try f.optionalString("key").map(resolve)
             c.allowFolder = try f.optionalString("allow").map(resolve)
             c.coordinatorKeyFile = try f.optionalString("coordinator_key").map(resolve)
+            try f.rejectUnknown()
+        }
+        if let n = top.take("data_roots") {
+            let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            guard let seq = n.sequence, !seq.isEmpty else { throw SpecError(field: "\(file): data_roots", problem: "expected a list of folders such as [/srv/data, jobs]") }
+            c.dataRoots = try seq.map {
+                guard let s = $0.string, !s.isEmpty else { throw SpecError(field: "\(file): data_roots", problem: "every item must be a folder path") }
+                return s.hasPrefix("/") ? s : base + "/" + s
+            }
+        }
+        if let n = top.take("limits") {
+            guard let m = n.mapping else { throw SpecError(field: "\(file): limits", problem: "expected a mapping") }
+            var f = Fields(m, path: "\(file): limits.")
+            let ceiling = SpecLimits.ceiling
+            func limit(_ key: String, _ most: UInt64) throws -> UInt64? {
+                guard let v = try f.optionalUInt(key) else { return nil }
+                guard v >= 1, v <= most else { throw SpecError(field: "\(file): limits.\(key)", problem: "must be 1…\(most), got \(v)") }
+                return v
+            }
+            if let v = try limit("shards", UInt64(ceiling.shards)) { c.limits.shards = Int(v) }
+            if let v = try limit("histogram_bins", UInt64(ceiling.histogramBins)) { c.limits.histogramBins = Int(v) }
+            if let v = try limit("rows", ceiling.rows) { c.limits.rows = v }
+            if let v = try limit("layers", UInt64(ceiling.layers)) { c.limits.layers = Int(v) }
+            if let v = try limit("width", UInt64(ceiling.width)) { c.limits.width = Int(v) }
+            if let v = try limit("parameters", UInt64(ceiling.parameters)) { c.limits.parameters = Int(v) }
+            if let v = try limit("memory_bytes", ceiling.memoryBytes) { c.limits.memoryBytes = v }
             try f.rejectUnknown()
         }
         try top.rejectUnknown()

@@ -104,6 +104,7 @@ public enum DeployPlan {
             if let k = c.keyFile { args += ["--key", k] }
             if let a = c.allowFolder { args += ["--allow", a] }
             if c.insecure { args.append("--insecure") }
+            args += c.dataRoots.flatMap { ["--data-root", $0] }
             steps.append(Step(host: h.host, what: "coordinator", argv: ssh(c, h.host, start(c, name: "coordinator", args: args))))
         }
         for h in c.hosts {
@@ -114,6 +115,7 @@ public enum DeployPlan {
                 if let k = h.key { args += ["--key", k] }
                 if let ck = c.coordinatorKeyFile { args += ["--coordinator-key", ck] }
                 if c.insecure && h.key == nil { args.append("--insecure") }   // (a coordinator without keys or token)
+                args += c.dataRoots.flatMap { ["--data-root", $0] }
                 steps.append(Step(host: h.host, what: "worker \(name)", argv: ssh(c, h.host, start(c, name: "worker-\(name)", args: args))))
             }
         }

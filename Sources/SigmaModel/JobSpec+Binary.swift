@@ -18,29 +18,23 @@ extension JobSpec {
         return w.bytes
     }
 
-    /// Decodes and validates; never trusts the sender.
+    /// Decodes and validates against `SpecLimits.ceiling` (the most any configuration allows); never trusts the
+    /// sender. The receiver then checks the spec against its own limits (`validate(limits:)`), as a parsed one is.
     public static func decode(from r: inout ByteReader) throws -> JobSpec {
         let kind = try r.u8("spec.kind")
+        let spec: JobSpec
         switch kind {
-        case 1:
-            let s = try MapReduceSpec.decode(from: &r)
-            try s.validate()
-            return .mapReduce(s)
-        case 2:
-            let s = try MLSpecCoding.decode(TrainJob.self, try r.blob("spec.train", limit: 1 << 20), field: "spec.train")
-            try s.validate()
-            return .train(s)
+        case 1: spec = .mapReduce(try MapReduceSpec.decode(from: &r))
+        case 2: spec = .train(try MLSpecCoding.decode(TrainJob.self, try r.blob("spec.train", limit: 1 << 20), field: "spec.train"))
         case 3, 4:
             let s = try MLSpecCoding.decode(PredictJob.self, try r.blob("spec.predict", limit: 1 << 20), field: "spec.predict")
-            try s.validate(eval: kind == 4)
-            return kind == 4 ? .eval(s) : .infer(s)
-        case 5:
-            let s = try MLSpecCoding.decode(EmbedJob.self, try r.blob("spec.embed", limit: 1 << 20), field: "spec.embed")
-            try s.validate()
-            return .embed(s)
+            spec = kind == 4 ? .eval(s) : .infer(s)
+        case 5: spec = .embed(try MLSpecCoding.decode(EmbedJob.self, try r.blob("spec.embed", limit: 1 << 20), field: "spec.embed"))
         default:
             throw ByteReadError(field: "spec.kind", problem: "unknown job kind code \(kind)")
         }
+        try spec.validate(limits: .ceiling)
+        return spec
     }
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> JobSpec {
@@ -67,7 +61,7 @@ extension MapReduceSpec {
         case .abs: w.u8(3)
         case .affine(let a, let b): w.u8(4); w.f64(a); w.f64(b)
         }
-        w.u8(UInt8(reduce.count))
+        w.u8(UInt8(clamping: reduce.count))
         for r in reduce {
             switch r {
             case .sum: w.u8(1)
@@ -75,11 +69,11 @@ extension MapReduceSpec {
             case .min: w.u8(3)
             case .max: w.u8(4)
             case .count: w.u8(5)
-            case .histogram(let bins, let lo, let hi): w.u8(6); w.u32(UInt32(bins)); w.f64(lo); w.f64(hi)
+            case .histogram(let bins, let lo, let hi): w.u8(6); w.u32(UInt32(clamping: bins)); w.f64(lo); w.f64(hi)
             }
         }
         switch sharding {
-        case .count(let n): w.u8(1); w.u64(UInt64(n))
+        case .count(let n): w.u8(1); w.u64(UInt64(clamping: n))
         case .size(let k): w.u8(2); w.u64(k)
         }
     }
@@ -125,18 +119,19 @@ extension MapReduceSpec {
         let sharding: Sharding
         switch try r.u8("spec.sharding") {
         case 1:
-            let v = try r.u64("spec.shards")
-            guard v <= UInt64(JobLimits.maxShards) else { throw ByteReadError(field: "spec.shards", problem: "\(v) exceeds \(JobLimits.maxShards)") }
-            sharding = .count(Int(v))
+            sharding = .count(Int(clamping: try r.u64("spec.shards")))   // (validated against the limits after decoding)
         case 2: sharding = .size(try r.u64("spec.shard_size"))
         case let k: throw ByteReadError(field: "spec.sharding", problem: "unknown code \(k)")
         }
         return MapReduceSpec(name: name, input: input, map: map, reduce: reduce, sharding: sharding, inputTransport: transport)
     }
 
-    /// The checks the YAML parser makes, for specs that arrive in binary from the network.
-    public func validate() throws {
-        if let n = input.generatedCount, n == 0 { throw SpecError(field: "input.count", problem: "must be ≥ 1, got 0") }
+    /// Every check a map-reduce spec gets, from YAML, JSON or the wire (`JobSpec.validate(limits:)`).
+    public func validate(limits: SpecLimits = .standard) throws {
+        if let n = input.generatedCount {
+            guard n >= 1 else { throw SpecError(field: "input.count", problem: "must be ≥ 1, got 0") }
+            try limits.checkRows("input.count", n)
+        }
         switch input {
         case .npy(let p) where p.isEmpty: throw SpecError(field: "input.npy", problem: "empty path")
         case .uniform(_, _, let lo, let hi) where !(lo < hi && lo.isFinite && hi.isFinite):
@@ -152,24 +147,25 @@ extension MapReduceSpec {
         }
         guard !reduce.isEmpty else { throw SpecError(field: "reduce", problem: "empty list") }
         var histograms = 0
-        for r in reduce {
+        for (i, r) in reduce.enumerated() {
             if case .histogram(let bins, let lo, let hi) = r {
                 histograms += 1
-                guard bins >= 1, bins <= JobLimits.maxBins else {
-                    throw SpecError(field: "reduce.histogram.bins", problem: "must be between 1 and \(JobLimits.maxBins), got \(bins)")
-                }
+                let field = "reduce[\(i)].histogram."
+                guard bins >= 1 else { throw SpecError(field: field + "bins", problem: "must be ≥ 1, got \(bins)") }
+                guard bins <= limits.histogramBins else { throw limits.exceeded(field + "bins", bins, limits.histogramBins, key: "histogram_bins", unit: " bins") }
                 guard lo < hi, lo.isFinite, hi.isFinite else {
-                    throw SpecError(field: "reduce.histogram.high", problem: "must be finite and greater than low (\(lo)), got \(hi)")
+                    throw SpecError(field: field + "high", problem: "must be finite and greater than low (\(lo)), got \(hi)")
                 }
             }
         }
         guard histograms <= 1 else { throw SpecError(field: "reduce", problem: "at most one histogram per job") }
         switch sharding {
-        case .count(let n) where n < 1 || n > JobLimits.maxShards:
-            throw SpecError(field: "shards", problem: "must be between 1 and \(JobLimits.maxShards), got \(n)")
-        case .size(let k) where k < 1:
-            throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)")
-        default: break
+        case .count(let n):
+            guard n >= 1 else { throw SpecError(field: "shards", problem: "must be ≥ 1, got \(n)") }
+            guard n <= limits.shards else { throw limits.exceeded("shards", n, limits.shards, key: "shards", unit: " shards") }
+        case .size(let k):
+            guard k >= 1 else { throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)") }
         }
+        if let n = input.generatedCount { try sharding.check(rows: n, limits: limits) }
     }
 }

@@ -24,12 +24,23 @@ public struct JobFile: Sendable {
 extension JobSpec {
     /// Parses a YAML or JSON job spec. Relative `npy` paths are resolved against `baseDirectory`.
     /// A `policy:` key is checked and dropped (see `parseFile` to keep it).
-    public static func parse(_ text: String, baseDirectory: String? = nil) throws -> JobSpec {
-        try parseFile(text, baseDirectory: baseDirectory).spec
+    public static func parse(_ text: String, baseDirectory: String? = nil, limits: SpecLimits = .standard) throws -> JobSpec {
+        try parseFile(text, baseDirectory: baseDirectory, limits: limits).spec
     }
 
     /// Parses a job spec file, keeping its `policy:` (scheduling is the submission's, not part of the job).
-    public static func parseFile(_ text: String, baseDirectory: String? = nil) throws -> JobFile {
+    /// A spec as written, without `validate`: for tests and tools that need the value of a spec validation would
+    /// refuse (to send it over the wire, say). Structural errors (types, missing and unknown fields) still throw.
+    public static func parseUnchecked(_ text: String, baseDirectory: String? = nil) throws -> JobSpec {
+        try parseFile(text, baseDirectory: baseDirectory, checking: nil).spec
+    }
+
+    /// Every spec is checked by `validate(limits:)`, as one from the wire is.
+    public static func parseFile(_ text: String, baseDirectory: String? = nil, limits: SpecLimits = .standard) throws -> JobFile {
+        try parseFile(text, baseDirectory: baseDirectory, checking: limits)
+    }
+
+    static func parseFile(_ text: String, baseDirectory: String?, checking limits: SpecLimits?) throws -> JobFile {
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
@@ -60,21 +71,22 @@ extension JobSpec {
         default:
             throw SpecError(field: "kind", problem: "unknown job kind '\(kind)'; expected one of: map-reduce, train, infer, eval, embed")
         }
+        if let limits { try spec.validate(limits: limits) }
         return JobFile(spec: spec, policy: policy)
     }
 
     /// Reads a spec file; errors name the file.
-    public static func load(path: String) throws -> JobSpec {
-        try loadFile(path: path).spec
+    public static func load(path: String, limits: SpecLimits = .standard) throws -> JobSpec {
+        try loadFile(path: path, limits: limits).spec
     }
 
     /// Reads a spec file keeping its `policy:`; errors name the file.
-    public static func loadFile(path: String) throws -> JobFile {
+    public static func loadFile(path: String, limits: SpecLimits = .standard) throws -> JobFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SpecError(field: "(file)", problem: "cannot read job spec file '\(path)'")
         }
         let dir = (URL(fileURLWithPath: path).deletingLastPathComponent().path)
-        return try parseFile(String(decoding: data, as: UTF8.self), baseDirectory: dir)
+        return try parseFile(String(decoding: data, as: UTF8.self), baseDirectory: dir, limits: limits)
     }
 }
 
@@ -89,21 +101,18 @@ extension MapReduceSpec {
         var inp = Fields(inputMap, path: "input.")
         let input: DataSource
         if let p = try inp.optionalString("npy") {
-            guard !p.isEmpty else { throw SpecError(field: "input.npy", problem: "empty path") }
             let path = (p.hasPrefix("/") || baseDirectory == nil) ? p : baseDirectory! + "/" + p
             input = .npy(path: path)
         } else if let gen = try inp.optionalString("generate") {
-            let count = try inp.count("count")
+            guard let count = try inp.optionalUInt("count") else { throw SpecError(field: "input.count", problem: "missing") }
             switch gen {
             case "range":
                 input = .range(count: count, start: try inp.optionalDouble("start") ?? 0, step: try inp.optionalDouble("step") ?? 1)
             case "uniform":
                 let lo = try inp.optionalDouble("low") ?? 0, hi = try inp.optionalDouble("high") ?? 1
-                guard lo < hi else { throw SpecError(field: "input.high", problem: "must be greater than low (\(lo)), got \(hi)") }
                 input = .uniform(count: count, seed: try inp.optionalUInt("seed") ?? 0, low: lo, high: hi)
             case "normal":
                 let std = try inp.optionalDouble("std") ?? 1
-                guard std >= 0 else { throw SpecError(field: "input.std", problem: "must be ≥ 0, got \(std)") }
                 input = .normal(count: count, seed: try inp.optionalUInt("seed") ?? 0, mean: try inp.optionalDouble("mean") ?? 0, std: std)
             default:
                 throw SpecError(field: "input.generate", problem: "unknown generator '\(gen)'; expected range, uniform or normal")
@@ -128,30 +137,16 @@ extension MapReduceSpec {
         } else {
             reducers.append(try Reducer.parse(r, field: "reduce"))
         }
-        guard !reducers.isEmpty else { throw SpecError(field: "reduce", problem: "empty list") }
-        if reducers.filter({ if case .histogram = $0 { true } else { false } }).count > 1 {
-            throw SpecError(field: "reduce", problem: "at most one histogram per job")
-        }
-        // sharding
+        // sharding (its limits are checked by `validate`)
         let shards = try f.optionalUInt("shards")
         let size = try f.optionalUInt("shard_size")
         let sharding: Sharding
         switch (shards, size) {
         case (.some, .some):
             throw SpecError(field: "shards", problem: "give either 'shards' or 'shard_size', not both")
-        case (.some(let n), nil):
-            guard n >= 1, n <= UInt64(JobLimits.maxShards) else {
-                throw SpecError(field: "shards", problem: "must be between 1 and \(JobLimits.maxShards), got \(n)")
-            }
-            sharding = .count(Int(n))
-        case (nil, .some(let k)):
-            guard k >= 1 else { throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)") }
-            sharding = .size(k)
-        case (nil, nil):
-            sharding = .count(64)
-        }
-        if case .size(let k) = sharding, let n = input.generatedCount, (n + k - 1) / k > UInt64(JobLimits.maxShards) {
-            throw SpecError(field: "shard_size", problem: "\(k) gives \((n + k - 1) / k) shards; the limit is \(JobLimits.maxShards)")
+        case (.some(let n), nil): sharding = .count(Int(clamping: n))
+        case (nil, .some(let k)): sharding = .size(k)
+        case (nil, nil): sharding = .count(64)
         }
         let transport = try InputTransport.parse(f.optionalString("input_transport"))
         if transport == .coordinator, input.generatedCount != nil {
@@ -198,17 +193,11 @@ extension Reducer {
         }
         if let m = node.mapping, m.count == 1, m.first?.key.string == "histogram", let params = m.first?.value.mapping {
             var p = Fields(params, path: field + ".histogram.")
-            let bins = try p.count("bins")
-            guard bins <= UInt64(JobLimits.maxBins) else {
-                throw SpecError(field: field + ".histogram.bins", problem: "at most \(JobLimits.maxBins), got \(bins)")
-            }
+            guard let bins = try p.optionalUInt("bins") else { throw SpecError(field: field + ".histogram.bins", problem: "missing") }
             guard let lo = try p.optionalDouble("low") else { throw SpecError(field: field + ".histogram.low", problem: "missing") }
             guard let hi = try p.optionalDouble("high") else { throw SpecError(field: field + ".histogram.high", problem: "missing") }
-            guard lo < hi, lo.isFinite, hi.isFinite else {
-                throw SpecError(field: field + ".histogram.high", problem: "must be finite and greater than low (\(lo)), got \(hi)")
-            }
             try p.rejectUnknown()
-            return .histogram(bins: Int(bins), low: lo, high: hi)
+            return .histogram(bins: Int(clamping: bins), low: lo, high: hi)
         }
         throw SpecError(field: field, problem: "expected a reducer name or {histogram: {bins, low, high}}")
     }

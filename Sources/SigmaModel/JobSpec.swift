@@ -134,40 +134,31 @@ public enum Sharding: Sendable, Equatable {
     /// Shards of this many rows (the last may be shorter).
     case size(UInt64)
 
-    /// Contiguous `[start, start+count)` row ranges covering `0..<rows` exactly once, in order.
+    /// Contiguous `[start, start+count)` row ranges covering `0..<rows` exactly once, in order. Never traps: empty
+    /// when there are no rows, or when there would be more than `SpecLimits.ceiling.shards` ranges (check
+    /// `shardCount(rows:)` against the limits first).
     public func ranges(rows: UInt64) -> [(start: UInt64, count: UInt64)] {
-        if rows == 0 { return [] }
+        let shards = shardCount(rows: rows)
+        guard shards > 0, shards <= UInt64(SpecLimits.ceiling.shards) else { return [] }
+        var out: [(UInt64, UInt64)] = []
+        out.reserveCapacity(Int(shards))
         switch self {
-        case .count(let n):
-            let shards = UInt64(Swift.max(1, Swift.min(UInt64(n), rows)))
+        case .count:
             let base = rows / shards, extra = rows % shards
-            var out: [(UInt64, UInt64)] = []
-            out.reserveCapacity(Int(shards))
             var start: UInt64 = 0
             for i in 0..<shards {
                 let c = base + (i < extra ? 1 : 0)
                 out.append((start, c))
                 start += c
             }
-            return out
         case .size(let k):
-            var out: [(UInt64, UInt64)] = []
-            out.reserveCapacity(Int((rows + k - 1) / k))
             var start: UInt64 = 0
             while start < rows {
-                let c = Swift.min(k, rows - start)
+                let c = Swift.min(Swift.max(1, k), rows - start)
                 out.append((start, c))
                 start += c
             }
-            return out
         }
+        return out
     }
-}
-
-/// Limits that keep a job plannable and its state bounded.
-public enum JobLimits {
-    /// Most shards one job may have.
-    public static let maxShards = 1_000_000
-    /// Most histogram bins.
-    public static let maxBins = 1 << 20
 }

@@ -22,17 +22,6 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     public var inputs: Int { mlp.first ?? 0 }
     public var outputs: Int { mlp.last ?? 0 }
-
-    func validate(_ path: String) throws {
-        guard mlp.count >= 2 else { throw SpecError(field: path + "mlp", problem: "needs at least input and output widths, got \(mlp)") }
-        for (i, v) in mlp.enumerated() where v < 1 || v > 1 << 20 {
-            throw SpecError(field: path + "mlp[\(i)]", problem: "expected a width between 1 and 1048576, got \(v)")
-        }
-        guard ["relu", "gelu", "tanh"].contains(activation) else {
-            throw SpecError(field: path + "activation", problem: "'\(activation)' is not one of relu, gelu, tanh")
-        }
-        if let w = weights, w.isEmpty { throw SpecError(field: path + "weights", problem: "empty path") }
-    }
 }
 
 /// Rows of features with (optionally) an integer class label: a CSV whose last column is the label, or an
@@ -185,8 +174,8 @@ public struct TrainJob: Codable, Sendable, Equatable {
         self.output = output
     }
 
-    public func validate() throws {
-        try model.validate("model.")
+    public func validate(limits: SpecLimits = .standard) throws {
+        try model.validate("model.", limits: limits)
         try data.validate("data.", needsLabels: true)
         try optimizer.validate()
         switch (steps, epochs) {
@@ -209,6 +198,10 @@ public struct TrainJob: Codable, Sendable, Equatable {
         if checkpointEvery > 0 && (checkpointDir ?? "").isEmpty {
             throw SpecError(field: "checkpoint_dir", problem: "missing; checkpoint_every needs a directory")
         }
+        if let r = resume, r.isEmpty { throw SpecError(field: "resume", problem: "empty path") }
+        // (weights, gradient, optimizer state — momentum, or Adam's two moments — and the reduce's partial sums)
+        try limits.checkMemory("model.mlp", bytes: model.memoryEstimate(batch: batchSize, states: optimizer.kind == "sgd" ? 1 : 2),
+                               what: "training \(model.mlp) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
     }
 }
 
@@ -231,11 +224,13 @@ public struct PredictJob: Codable, Sendable, Equatable {
         self.output = output
     }
 
-    public func validate(eval: Bool) throws {
-        try model.validate("model.")
+    public func validate(eval: Bool, limits: SpecLimits = .standard) throws {
+        try model.validate("model.", limits: limits)
         guard model.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; infer and eval need trained weights (safetensors)") }
         try data.validate("data.", needsLabels: eval)
         guard batchSize >= 1, batchSize <= 1 << 20 else { throw SpecError(field: "batch_size", problem: "must be between 1 and 1048576, got \(batchSize)") }
+        try limits.checkMemory("model.mlp", bytes: model.memoryEstimate(batch: batchSize, states: 0),
+                               what: "\(model.mlp) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
     }
 }
 
@@ -260,7 +255,8 @@ public struct EmbedJob: Codable, Sendable, Equatable {
         self.output = output
     }
 
-    public func validate() throws {
+    /// (The model folder's sizes are checked against `limits` when its config.json is read.)
+    public func validate(limits: SpecLimits = .standard) throws {
         guard !model.isEmpty else { throw SpecError(field: "model", problem: "empty path") }
         guard !input.isEmpty else { throw SpecError(field: "input", problem: "empty path") }
         guard batchSize >= 1, batchSize <= 4096 else { throw SpecError(field: "batch_size", problem: "must be between 1 and 4096, got \(batchSize)") }
@@ -344,7 +340,6 @@ extension TrainJob {
                             gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
-        try spec.validate()
         return spec
     }
 }
@@ -356,7 +351,6 @@ extension PredictJob {
                               output: try f.optionalString("output").map { resolvePath($0, base) })
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
-        try spec.validate(eval: eval)
         return spec
     }
 }
@@ -368,7 +362,6 @@ extension EmbedJob {
                             output: try f.optionalString("output").map { resolvePath($0, base) })
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
-        try spec.validate()
         return spec
     }
 }

@@ -27,6 +27,11 @@ public final class WorkerShell: Sendable {
         public var cacheDirectory: String = InputFetcher.defaultDirectory
         /// Most bytes that cache keeps (0: no limit); least recently used entries go first.
         public var cacheLimit: UInt64 = 20 << 30
+        /// The folders this worker reads job files from (`--data-root`); files shipped by the coordinator are read
+        /// from the cache instead.
+        public var dataRoots = DataRoots.currentDirectory()
+        /// Sizes a spec may ask of this worker: a shard of a job beyond them fails (the worker allocates nothing for it).
+        public var specLimits = SpecLimits.standard
         public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
             self.slots = slots
             self.name = name
@@ -53,7 +58,15 @@ public final class WorkerShell: Sendable {
         /// Bumped with every addition to `ended`, so a compute thread looks at the list only when it changed.
         let endedVersion = Atomic<Int>(0)
         /// Compute thread 0's context; the poller borrows it to run a short ML shard itself when that thread is idle.
-        let primary = Mutex(ComputeContext())
+        let primary: Mutex<ComputeContext>
+        let roots: DataRoots
+        let limits: SpecLimits
+
+        init(roots: DataRoots, limits: SpecLimits) {
+            self.roots = roots
+            self.limits = limits
+            primary = Mutex(ComputeContext(limits: limits))
+        }
     }
 
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
@@ -65,7 +78,7 @@ public final class WorkerShell: Sendable {
         }
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
-        let shared = Shared()
+        let shared = Shared(roots: options.dataRoots, limits: options.specLimits)
         self.shared = shared
         let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher
@@ -129,10 +142,14 @@ public final class WorkerShell: Sendable {
     /// thread at a time (compute thread 0's sits in `Shared.primary`, which the poller borrows for short shards).
     final class ComputeContext {
         let files = NpyFileCache()
-        let runner = ShardRunner()
+        let runner: ShardRunner
         var seen = 0
-        /// Specs of jobs whose inputs came from the coordinator, reading the cache's copies.
-        var localized: [JobID: JobSpec] = [:]
+        /// Specs of jobs as this thread runs them: reading the cache's copies of files the coordinator shipped, or
+        /// the real paths of files under the data roots.
+        /// (with the spec as assigned: a restarted coordinator numbers its jobs from 1 again)
+        var localized: [JobID: (assigned: JobSpec, local: JobSpec)] = [:]
+
+        init(limits: SpecLimits) { runner = ShardRunner(limits: limits) }
 
         /// Runs `task`; nil (nothing done) when its inputs still have to be fetched and `mayFetch` is false — the
         /// poller must not wait for answers only it can receive.
@@ -146,11 +163,16 @@ public final class WorkerShell: Sendable {
                 localized = localized.filter { !ended.contains($0.key) }
                 fetcher.release(ended)
             }
-            guard task.spec.inputTransport == .coordinator else { return WorkerShell.compute(task, files: files, runner: runner) }
-            if localized[task.job] == nil && !mayFetch { return nil }
+            let known = localized[task.job].flatMap { $0.assigned == task.spec ? $0.local : nil }
+            if known == nil && !mayFetch && task.spec.inputTransport == .coordinator { return nil }
             do {
-                let spec = try localized[task.job] ?? fetcher.localize(task.spec, job: task.job)
-                localized[task.job] = spec
+                // (checked before anything of the job is read or allocated here; a refusal is the shard's failure)
+                if known == nil {
+                    do { try task.spec.validate(limits: shared.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
+                }
+                let spec = try known
+                    ?? (task.spec.inputTransport == .coordinator ? fetcher.localize(task.spec, job: task.job) : shared.roots.check(task.spec))
+                localized[task.job] = (task.spec, spec)
                 task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
                                  round: task.round, params: task.params)
                 return WorkerShell.compute(task, files: files, runner: runner)
@@ -161,7 +183,7 @@ public final class WorkerShell: Sendable {
     }
 
     static func computeLoop(_ shared: Shared, fetcher: InputFetcher, index: Int) {
-        let own = ComputeContext()
+        let own = ComputeContext(limits: shared.limits)
         while let task = shared.work.next() {
             // This thread's core is taken while it computes; a shard may borrow the lanes no other thread holds.
             ComputeLanes.shared.hold()
@@ -371,9 +393,9 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    if case .mapReduce = task.spec, task.spec.inputTransport == .coordinator {
-                        // Its file may still have to be fetched: the poller may run it only through the compute
-                        // context that has it (as an ML shard), never waiting for a fetch itself.
+                    if case .mapReduce(let m) = task.spec, m.input.generatedCount == nil {
+                        // Its file may still have to be fetched, or checked against the data roots: the poller may run
+                        // it only through the compute context that has it (as an ML shard), never waiting for a fetch.
                         if task.count <= options.inlineRows, shared.work.isEmpty { inlineML.append(task) } else { shared.work.push(task) }
                     } else if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
                         inline.append(task)

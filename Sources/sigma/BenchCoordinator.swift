@@ -107,7 +107,7 @@ enum BenchCoordinator {
             // (a round trip costs more than its compute), and this measures what each worker costs the coordinator.
             options.core.policy = .roundRobin
             setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
-            let c = try LocalCluster(workers: w, threadsPerWorker: 1, logger: logger, coordinatorOptions: options)
+            let c = try LocalCluster(workers: w, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, dataRoots: [try BenchJobs.scratch()])
             unsetenv("OPENBLAS_NUM_THREADS")
             defer { c.stop() }
             guard await c.waitForWorkers(w, timeout: 60) >= w else { throw CLIError.unreachable("\(w) workers did not join") }

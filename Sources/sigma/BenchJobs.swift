@@ -28,7 +28,7 @@ enum BenchJobs {
 
     static func cluster(workers: Int, logger: Logger) async throws -> LocalCluster {
         setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
-        let c = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
+        let c = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger, dataRoots: [try BenchJobs.scratch()])
         unsetenv("OPENBLAS_NUM_THREADS")
         guard await c.waitForWorkers(workers) >= workers else { throw CLIError.unreachable("\(workers) workers did not join") }
         return c
@@ -177,7 +177,7 @@ enum BenchJobs {
         var tput: [Bool: [Double]] = [:], p50: [Bool: [Double]] = [:], step: [Bool: [Double]] = [:]
         for _ in 0..<n {
             for secure in [false, true] {
-                let c = try LocalCluster(workers: 1, threadsPerWorker: 1, logger: logger, secure: secure)
+                let c = try LocalCluster(workers: 1, threadsPerWorker: 1, logger: logger, secure: secure, dataRoots: [try BenchJobs.scratch()])
                 defer { c.stop() }
                 guard await c.waitForWorkers(1) == 1 else { throw CLIError.unreachable("the worker did not join (secure: \(secure))") }
                 let client = try c.client()
@@ -201,7 +201,7 @@ enum BenchJobs {
                 var options = CoordinatorShell.Options()
                 options.sharedMemory = false
                 setenv("OPENBLAS_NUM_THREADS", "1", 1)
-                let c = try LocalCluster(workers: 4, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, secure: secure)
+                let c = try LocalCluster(workers: 4, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, secure: secure, dataRoots: [try BenchJobs.scratch()])
                 unsetenv("OPENBLAS_NUM_THREADS")
                 defer { c.stop() }
                 guard await c.waitForWorkers(4) == 4 else { throw CLIError.unreachable("4 workers did not join (secure: \(secure))") }
@@ -242,7 +242,7 @@ enum BenchJobs {
         var local: [Double] = []
         for _ in 0..<n {
             let t = monotonicNanos()
-            _ = try MLJobs.runLocal(spec)
+            _ = try MLJobs.runLocal(spec, roots: try DataRoots([FileManager.default.currentDirectoryPath, dir]))
             local.append(Double(monotonicNanos() - t) / 1e9)
         }
         let c = try await cluster(workers: 2, logger: logger)

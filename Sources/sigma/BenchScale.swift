@@ -40,7 +40,7 @@ enum BenchScale {
         var setups: [(label: String, workers: Int, threads: Int)] = counts.map { ($0 == 1 ? "1 worker × 1 thread" : "\($0) workers × 1 thread", $0, 1) }
         if threads > 1 { setups.append(("1 worker × \(threads) threads", 1, threads)) }
         for s in setups {
-            let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger)
+            let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger, dataRoots: [try BenchJobs.scratch()])
             defer { c.stop() }
             guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
             let client = try c.client()

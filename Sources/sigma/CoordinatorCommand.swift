@@ -4,6 +4,7 @@ import SigmaCoordinatorCore
 import Logging
 import SigmaCoordinator
 import SigmaDashboard
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import SigmaTransport
@@ -24,9 +25,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         keys (docs/security.md). Without keys the coordinator binds loopback
         only and admits only processes of its own user (they read the local
         token in ~/.local/state/sigma), unless --insecure.
+        Job specs may name files only under the data roots (--data-root, default:
+        the current folder); the sizes they ask for are bounded by cluster.yaml
+        limits: (docs/jobs.md, "Data roots and limits").
         """)
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var data: DataRootOptions
     @Option(help: "Address to bind (default 127.0.0.1; from cluster.yaml coordinator.listen).") var listen: String?
     @Option(help: "Port to bind (default 7700; 0 picks a free port).") var port: Int?
     @Option(help: "Heartbeat interval in milliseconds (default 1000).") var heartbeatMs: Int?
@@ -71,6 +76,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000
             }
             options.limits.maxPayload = cfg.maxFrame
+            options.dataRoots = try data.roots(cfg)
+            options.core.specLimits = cfg.limits
             guard options.core.heartbeatInterval >= 10_000_000 else { throw CLIError.usage("--heartbeat-ms must be ≥ 10") }
             guard options.core.liveness >= 1 else { throw CLIError.usage("--liveness must be ≥ 1") }
             var link = LinkOptions()
@@ -88,6 +95,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             case .localServer?: "no encryption, loopback: this user's processes only (local token in \(LocalToken.folder()))"
             default: "no encryption, no authentication (--insecure): every peer may do everything"
             }
+            logger.info("data roots: \(options.dataRoots)")
             logger.info("coordinator listening on \(shell.endpoint) (libzmq \(ZContext.libraryVersion)), \(admits)")
             // Machine-readable line for scripts and tests that asked for port 0.
             print("listening \(shell.endpoint)")

@@ -151,7 +151,7 @@ struct DemoCommand: AsyncParsableCommand {
         say(String(format: "held-out accuracy %.2f %% (%d rows) after %.1f s", acc * 100,
                    (metrics?["rows"] as? [String: Any])?["holdout"] as? Int ?? 0, Double(o.elapsed) / 1e9))
         say("training the same spec in this one process…")
-        let local = try MLJobs.runLocal(spec)
+        let local = try MLJobs.runLocal(spec, roots: .currentDirectory())
         let a = files.first { $0.name == "model.safetensors" }?.data, b = local.first { $0.name == "model.safetensors" }?.data
         guard a != nil, a == b else { throw CLIError.jobFailed("distributed and local parameters differ") }
         say("✓ the \((metrics?["parameters"] as? Int) ?? 0) trained parameters are bitwise identical to the single-process run")

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SigmaClient
 import SigmaCoordinator
+import SigmaJobs
 import SigmaModel
 import SigmaTransport
 
@@ -15,8 +16,15 @@ final class LocalCluster {
     private var zapDomain: String?
     private var localToken: String?
 
+    /// The data roots of the coordinator and the workers: the current folder, and `dataRoots` (the benchmarks'
+    /// scratch folder).
+    let dataRoots: [String]
+
     init(workers n: Int, threadsPerWorker: Int, logger: Logger, coordinatorOptions: CoordinatorShell.Options = .init(),
-         secure: Bool = false) throws {
+         secure: Bool = false, dataRoots extra: [String] = []) throws {
+        dataRoots = [FileManager.default.currentDirectoryPath] + extra
+        var coordinatorOptions = coordinatorOptions
+        coordinatorOptions.dataRoots = try DataRoots(dataRoots)
         var link = LinkOptions()
         keys = secure ? try LocalKeys() : nil
         if let k = keys {
@@ -52,7 +60,7 @@ final class LocalCluster {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: selfExecutable())
         p.arguments = ["worker", "--join", coordinator.endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"]
-            + (keys.map { ["--key", $0.workerKeyFile] } ?? [])
+            + (keys.map { ["--key", $0.workerKeyFile] } ?? []) + dataRoots.flatMap { ["--data-root", $0] }
         try p.run()
         workers.append(p)
     }

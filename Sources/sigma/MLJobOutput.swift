@@ -84,8 +84,15 @@ enum MLOutput {
         return n
     }
 
+    /// The data roots of a `--local` run: the current folder, the spec file's folder, and any given (`--resume`'s
+    /// folder, cluster.yaml `data_roots`) — the user's own process, held to the same rules as a cluster.
+    static func localRoots(specFile: String, extra: [String] = []) throws -> DataRoots {
+        let folders = [FileManager.default.currentDirectoryPath, URL(fileURLWithPath: specFile).deletingLastPathComponent().path] + extra
+        do { return try DataRoots(folders) } catch { throw CLIError.usage("\(error)") }
+    }
+
     /// Runs an ML job in this process (`--local`) with the same shard code and reduction as the cluster.
-    static func runLocal(_ spec: JobSpec, output: String?, json: Bool, threads: Int?) throws {
+    static func runLocal(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard, output: String?, json: Bool, threads: Int?) throws {
         if case .mapReduce = spec { throw CLIError.usage("--local runs train, infer, eval and embed jobs; map-reduce jobs run with: sigma demo / sigma submit") }
         var live: TrainProgress? = nil
         if case .train(let t) = spec, !json { live = TrainProgress(batch: t.batchSize) }
@@ -93,7 +100,7 @@ enum MLOutput {
         TensorStorage.tuneHeap()   // (gradient buffers are reused, not re-faulted, as in a worker)
         let files: [(name: String, data: Data)]
         do {
-            files = try MLJobs.runLocal(spec, slots: 1, threads: try localThreads(threads)) { driver, end in
+            files = try MLJobs.runLocal(spec, roots: roots, limits: limits, slots: 1, threads: try localThreads(threads)) { driver, end in
                 let p = driver.progress
                 if p.steps > 0 { live?.update(step: p.step, steps: p.steps, loss: p.loss, accuracy: p.accuracy) }
                 for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }

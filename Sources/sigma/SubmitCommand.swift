@@ -38,7 +38,7 @@ struct SubmitCommand: AsyncParsableCommand {
         do {
             let cfg = try common.load()
             let file: JobFile
-            do { file = try JobSpec.loadFile(path: spec) } catch { throw CLIError.usage("\(spec): \(error)") }
+            do { file = try JobSpec.loadFile(path: spec, limits: cfg.limits) } catch { throw CLIError.usage("\(spec): \(error)") }
             var jobSpec = file.spec
             if let r = resume {
                 guard case .train(var t) = jobSpec else { throw CLIError.usage("--resume applies to train jobs only") }
@@ -46,7 +46,8 @@ struct SubmitCommand: AsyncParsableCommand {
                 jobSpec = .train(t)
             }
             if local {
-                try MLOutput.runLocal(jobSpec, output: output, json: json, threads: threads)
+                let roots = try MLOutput.localRoots(specFile: spec, extra: cfg.dataRoots + (resume.map { [URL(fileURLWithPath: $0).deletingLastPathComponent().path] } ?? []))
+                try MLOutput.runLocal(jobSpec, roots: roots, limits: cfg.limits, output: output, json: json, threads: threads)
                 return
             }
             var policyOption: SubmitOptions = []

@@ -28,7 +28,8 @@ struct TrainCommand: ParsableCommand {
             guard case .train(var t) = s else { throw CLIError.usage("\(spec): kind is '\(s.kind)', expected 'train'") }
             if let r = resume { t.resume = URL(fileURLWithPath: r).standardizedFileURL.path }
             s = .train(t)
-            try MLOutput.runLocal(s, output: output, json: json, threads: threads)
+            let roots = try MLOutput.localRoots(specFile: spec, extra: resume.map { [URL(fileURLWithPath: $0).deletingLastPathComponent().path] } ?? [])
+            try MLOutput.runLocal(s, roots: roots, output: output, json: json, threads: threads)
         } catch {
             exitWith(error)
         }

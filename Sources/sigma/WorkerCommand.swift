@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SigmaClient
 import SigmaEngine
+import SigmaJobs
 import SigmaModel
 import SigmaTransport
 import SigmaWorker
@@ -21,6 +22,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var data: DataRootOptions
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
     @Option(help: "Compute threads: cores this worker uses, for several shards at once or one shard's micro-batches and batches in parallel; BLAS runs single-threaded in each (default: every core no other sigma worker on this host holds).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
@@ -82,6 +84,8 @@ struct WorkerCommand: AsyncParsableCommand {
             if let d = cacheDir { options.cacheDirectory = d }
             guard cacheLimitGib >= 0, cacheLimitGib.isFinite else { throw CLIError.usage("--cache-limit-gib must be ≥ 0, got \(cacheLimitGib)") }
             options.cacheLimit = UInt64(cacheLimitGib * 1_073_741_824)
+            options.dataRoots = try data.roots(cfg)
+            options.specLimits = cfg.limits
             let shell = WorkerShell(.zmqConnect(endpoint, link), options: options, logger: logger)
             logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
             // First SIGTERM/SIGINT: drain (finish the shards held, take no new ones, leave); a second: leave now.

@@ -47,7 +47,7 @@ import Testing
         let specPath = dir + "/job.yaml"
         try "kind: map-reduce\nname: flood\ninput: {npy: \(dir)/big.npy}\nmap: identity\nreduce: [sum]\nshards: 4\ninput_transport: coordinator\n"
             .write(toFile: specPath, atomically: true, encoding: .utf8)
-        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "warning"])
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "warning"] + testDataRoots)
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
         let pid = coordinator.pid

@@ -104,13 +104,17 @@ final class SigmaProcess: Sendable {
 }
 
 /// A coordinator process on a free loopback port plus worker processes.
+/// The data roots of the test clusters' coordinators and workers: the tests' scratch folders lie under the temporary
+/// folder, the fixtures and examples under the repository.
+let testDataRoots = ["--data-root", FileManager.default.temporaryDirectory.path, "--data-root", repoRoot]
+
 final class ProcessCluster: Sendable {
     let coordinator: SigmaProcess
     let endpoint: String
     let workers = Mutex<[SigmaProcess]>([])
 
     init(workers n: Int, coordinatorArgs: [String] = []) async throws {
-        coordinator = try SigmaProcess(["coordinator", "--port", "0", "--log-level", "info"] + coordinatorArgs)
+        coordinator = try SigmaProcess(["coordinator", "--port", "0", "--log-level", "info"] + testDataRoots + coordinatorArgs)
         let line = try await coordinator.waitForLine("listening ")
         endpoint = String(line.dropFirst("listening ".count))
         for i in 0..<n { try addWorker("w\(i + 1)") }
@@ -118,7 +122,7 @@ final class ProcessCluster: Sendable {
 
     @discardableResult
     func addWorker(_ name: String, threads: Int = 1) throws -> SigmaProcess {
-        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"])
+        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"] + testDataRoots)
         workers.withLock { $0.append(w) }
         return w
     }

@@ -143,12 +143,12 @@ final class RecordingRelay: @unchecked Sendable {
         #expect(mode(k.pub("w1")) & 0o044 == 0o044)
 
         let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--http-port", "0", "--log-level", "info",
-                                            "--key", k.key("coordinator"), "--allow", k.allow])
+                                            "--key", k.key("coordinator"), "--allow", k.allow] + testDataRoots)
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
         let dashboard = String(try await coordinator.waitForLine("dashboard ").dropFirst("dashboard ".count))
         func worker(_ name: String, key: String?) throws -> SigmaProcess {
-            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + (key.map { ["--key", $0] } ?? ["--insecure"]))
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "info"] + testDataRoots + (key.map { ["--key", $0] } ?? ["--insecure"]))
         }
         let w1 = try worker("w1", key: k.key("w1")), stranger = try worker("stranger", key: k.key("stranger")), plain = try worker("plain", key: nil)
         defer { for w in [w1, stranger, plain] { w.kill(SIGKILL) } }
@@ -242,7 +242,7 @@ final class RecordingRelay: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: k.dir) }
         let sigma = try sigmaBinary()
         let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
-                                            "--key", k.key("coordinator"), "--allow", k.allow])
+                                            "--key", k.key("coordinator"), "--allow", k.allow] + testDataRoots)
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
         func as_(_ key: String, _ args: [String], timeout: Double = 30) -> (status: Int32, out: String, err: String) {
@@ -280,7 +280,7 @@ final class RecordingRelay: @unchecked Sendable {
         #expect(state.status == 0 && state.out.contains("cancelled"), "\(state.out) \(state.err)")
 
         // With a worker, Alice's next job runs; she and the admin fetch its result, Bob cannot.
-        let w1 = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--key", k.key("w1"), "--log-level", "warning"])
+        let w1 = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--key", k.key("w1"), "--log-level", "warning"] + testDataRoots)
         defer { w1.kill(SIGKILL) }
         let run = as_("client", ["submit", spec, "--follow", "--json"], timeout: 60)
         #expect(run.status == 0, "\(run.err)")

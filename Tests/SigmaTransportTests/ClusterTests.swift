@@ -19,7 +19,12 @@ struct TestCluster {
     let workers: [WorkerShell]
     let client: SigmaClient
 
-    init(_ wiring: Wiring, workers n: Int, options: CoordinatorShell.Options = .init()) throws {
+    init(_ wiring: Wiring, workers n: Int, options: CoordinatorShell.Options = .init(), worker: WorkerShell.Options = .init(slots: 1)) throws {
+        func named(_ name: String) -> WorkerShell.Options {
+            var o = worker
+            o.name = name
+            return o
+        }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         switch wiring {
@@ -27,12 +32,12 @@ struct TestCluster {
             let net = InMemoryNetwork()
             let name = "coord-\(UUID().uuidString)"
             coordinator = try CoordinatorShell(.memoryBind(net, name), options: options, logger: logger)
-            workers = (0..<n).map { i in WorkerShell(.memoryConnect(net, name), options: .init(slots: 1, name: "m\(i)"), logger: logger) }
+            workers = (0..<n).map { i in WorkerShell(.memoryConnect(net, name), options: named("m\(i)"), logger: logger) }
             client = try SigmaClient(factory: .memoryConnect(net, name), endpoint: name)
         case .tcp:
             let c = try CoordinatorShell(.bind("tcp://127.0.0.1:0"), options: options, logger: logger)
             coordinator = c
-            workers = (0..<n).map { i in WorkerShell(.connect(c.endpoint), options: .init(slots: 1, name: "t\(i)"), logger: logger) }
+            workers = (0..<n).map { i in WorkerShell(.connect(c.endpoint), options: named("t\(i)"), logger: logger) }
             client = try SigmaClient(endpoint: c.endpoint)
         }
     }

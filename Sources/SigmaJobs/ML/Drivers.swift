@@ -355,6 +355,21 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         return try SafeTensors.encode(tensors, metadata: meta)
     }
 
+    /// Throws when the checkpoint folder already holds a step file this job would write (from another job, or an
+    /// earlier run of this one): checkpoints are never replaced (docs/jobs.md, "Data roots and limits").
+    public func checkCheckpointFolder() throws {
+        guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        let taken = names.compactMap { n -> Int? in
+            guard n.hasPrefix("step-"), n.hasSuffix(".safetensors") else { return nil }
+            return Int(n.dropFirst(5).dropLast(12))
+        }.filter { $0 > step && $0 <= plan.totalSteps && ($0 % spec.checkpointEvery == 0 || $0 == plan.totalSteps) }.sorted()
+        if let first = taken.first {
+            throw JobError("checkpoint_dir: '\(dir)' already holds step-\(first).safetensors\(taken.count > 1 ? " (and \(taken.count - 1) more)" : ""), "
+                           + "which this job would write; checkpoints are never replaced — choose a new checkpoint_dir, or move those files away")
+        }
+    }
+
     func resume(from path: String) throws {
         func fail(_ p: String) -> JobError { JobError("resume: \(path): \(p)") }
         guard let d = FileManager.default.contents(atPath: path) else { throw fail("cannot read the checkpoint") }

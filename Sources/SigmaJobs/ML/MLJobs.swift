@@ -4,28 +4,30 @@ import SigmaModel
 
 /// Entry points shared by the coordinator's shell, the worker and `--local` runs.
 public enum MLJobs {
-    /// Everything checked at submit time: files readable, data shaped for the model, labels in range, weights and
-    /// checkpoint matching the model. Returns the job's coordinator-side driver.
-    public static func prepare(_ spec: JobSpec) throws -> any RoundDriver {
-        switch spec {
+    /// Everything checked at submit time: the spec within `limits`, its files under `roots` (the driver reads their
+    /// real paths), data shaped for the model, labels in range, weights and checkpoint matching the model, the
+    /// checkpoint folder under a root and holding no step file this job would write. Returns the job's
+    /// coordinator-side driver.
+    public static func prepare(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard) throws -> any RoundDriver {
+        do { try spec.validate(limits: limits) } catch let e as SpecError { throw JobError("\(e)") }
+        let checked = try roots.check(spec)
+        switch checked {
         case .mapReduce:
             throw JobError("map-reduce jobs have no round driver")
-        case .train(let s):
-            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: true)
-            if let dir = s.checkpointDir {
-                do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-                    throw JobError("checkpoint_dir: cannot create '\(dir)': \(error.localizedDescription)")
-                }
-            }
-            return try TrainDriver(spec: s, data: data)
+        case .train(var s):
+            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: true, limits: limits)
+            if let dir = s.checkpointDir { s.checkpointDir = try roots.outputFolder(dir, field: "checkpoint_dir") }
+            let driver = try TrainDriver(spec: s, data: data)
+            try driver.checkCheckpointFolder()
+            return driver
         case .infer(let s), .eval(let s):
             let isEval: Bool
             if case .eval = spec { isEval = true } else { isEval = false }
-            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: isEval)
+            let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: isEval, limits: limits)
             _ = try MLModels.build(s.model, seed: 0)   // weights present, named and shaped as the model says
             return PredictDriver(spec: s, eval: isEval, data: data)
         case .embed(let s):
-            let w = try EmbedWorker(spec: s)
+            let w = try EmbedWorker(spec: s, limits: limits)
             return EmbedDriver(spec: s, lines: w.lines.count, dimension: w.dimension)
         }
     }
@@ -35,9 +37,11 @@ public enum MLJobs {
     /// in each, as on a worker: OpenBLAS's multi-threaded products are not always the same bits as its
     /// single-threaded ones, so BLAS runs on one thread wherever a job's numbers are computed. `progress` is called
     /// after each round.
-    public static func runLocal(_ spec: JobSpec, slots: Int = 1, threads: Int = 1,
+    /// `roots` and `limits` apply as on a cluster (`sigma train --local` passes the current folder and the spec's).
+    public static func runLocal(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard, slots: Int = 1, threads: Int = 1,
                                 progress: (any RoundDriver, RoundEnd) -> Void = { _, _ in }) throws -> [(name: String, data: Data)] {
-        let driver = try prepare(spec)
+        let driver = try prepare(spec, roots: roots, limits: limits)
+        let spec = try roots.check(spec)
         let savedBLAS = BLASInfo.threads, savedLanes = ComputeLanes.shared.total
         BLASInfo.setThreads(1)
         ComputeLanes.shared.configure(total: threads)
@@ -47,7 +51,7 @@ public enum MLJobs {
             ComputeLanes.shared.configure(total: savedLanes)
             BLASInfo.setThreads(savedBLAS)
         }
-        let runner = ShardRunner()
+        let runner = ShardRunner(limits: limits)
         while true {
             let ranges = driver.plan(shares: Array(repeating: 1, count: slots))
             for (i, r) in ranges.enumerated() {
@@ -55,7 +59,7 @@ public enum MLJobs {
                 try driver.accept(shard: i, payload: payload)
             }
             let end = try driver.completeRound()
-            for f in end.files { try OutputFiles.write(f) }
+            for f in end.files { try OutputFiles.write(f, replacing: false) }
             progress(driver, end)
             if end.finished { return try end.results.withUnsafeBytes { try ResultBundle.decode($0) } }
         }
@@ -73,8 +77,13 @@ public final class ShardRunner {
     /// run on the model and data of the old one.
     var states: [(job: JobID, spec: JobSpec, state: State)] = []
     let capacity: Int
+    /// What a spec may ask of this process: checked before any of its data is read.
+    let limits: SpecLimits
 
-    public init(capacity: Int = 4) { self.capacity = capacity }
+    public init(capacity: Int = 4, limits: SpecLimits = .standard) {
+        self.capacity = capacity
+        self.limits = limits
+    }
 
     /// Drops the state (model, data, buffers) of jobs that have ended.
     public func forget(_ jobs: Set<JobID>) {
@@ -84,16 +93,19 @@ public final class ShardRunner {
     func state(_ job: JobID, _ spec: JobSpec) throws -> State {
         if let s = states.first(where: { $0.job == job && $0.spec == spec }) { return s.state }
         states.removeAll { $0.job == job }
+        do { try spec.validate(limits: limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
         let s: State
         switch spec {
         case .train(let t):
-            s = .train(try TrainWorker(spec: t, data: LabeledData.load(t.data, features: t.model.inputs, classes: t.model.outputs, needLabels: true)))
+            s = .train(try TrainWorker(spec: t, data: LabeledData.load(t.data, features: t.model.inputs, classes: t.model.outputs, needLabels: true,
+                                                                       limits: limits)))
         case .infer(let p), .eval(let p):
             let isEval: Bool
             if case .eval = spec { isEval = true } else { isEval = false }
-            s = .predict(try PredictWorker(spec: p, data: LabeledData.load(p.data, features: p.model.inputs, classes: p.model.outputs, needLabels: isEval)))
+            s = .predict(try PredictWorker(spec: p, data: LabeledData.load(p.data, features: p.model.inputs, classes: p.model.outputs, needLabels: isEval,
+                                                                           limits: limits)))
         case .embed(let e):
-            s = .embed(try EmbedWorker(spec: e))
+            s = .embed(try EmbedWorker(spec: e, limits: limits))
         case .mapReduce:
             throw JobError("map-reduce shards do not run here")
         }
@@ -123,11 +135,22 @@ public final class ShardRunner {
 }
 
 public enum OutputFiles {
-    /// Writes through a temporary file and a rename, so a crash never leaves half a checkpoint.
-    public static func write(_ f: OutputFile) throws {
+    /// Writes through a temporary file and a rename, so a crash never leaves half a checkpoint. With `replacing`
+    /// false (checkpoints) an existing file is never replaced: the temporary file is linked into place, which fails
+    /// when the name is taken.
+    public static func write(_ f: OutputFile, replacing: Bool = true) throws {
         let tmp = f.path + ".tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: tmp, contents: f.bytes) else {
             throw JobError("cannot write '\(f.path)'")
+        }
+        defer { if !replacing { unlink(tmp) } }
+        if !replacing {
+            guard link(tmp, f.path) == 0 else {
+                let e = errno
+                throw JobError(e == EEXIST ? "'\(f.path)' already exists; a job never replaces a checkpoint it did not write"
+                                           : "cannot write '\(f.path)': \(String(cString: strerror(e)))")
+            }
+            return
         }
         guard rename(tmp, f.path) == 0 else {
             unlink(tmp)

@@ -26,7 +26,15 @@ public struct LabeledData: Sendable {
     }
 
     /// Loads and checks the data for a model with `features` inputs and `classes` outputs (labels in 0..<classes).
-    public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool) throws -> LabeledData {
+    /// Each file's size is checked against `limits.memoryBytes` before it is read, and its rows against
+    /// `limits.rows` after.
+    public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool,
+                            limits: SpecLimits = .standard) throws -> LabeledData {
+        // (a CSV's text, its decoded copy and its values; an .npy's bytes and its float32 copy)
+        if let csv = spec.csv { try limits.checkMemory("data.csv", bytes: saturating(fileSize(csv), 4), what: "reading '\(csv)'") }
+        for (field, p) in [("data.x", spec.x), ("data.y", spec.y)] {
+            if let p { try limits.checkMemory(field, bytes: saturating(fileSize(p), 2), what: "reading '\(p)'") }
+        }
         var x: [Float] = [], y: [Int32]? = nil
         var rows = 0, features = 0
         let scale = Float(spec.scale)
@@ -67,6 +75,7 @@ public struct LabeledData: Sendable {
             throw JobError("\(e)")
         }
         guard rows > 0 else { throw JobError("\(spec.paths.joined(separator: ", ")): no rows") }
+        try limits.checkRows(spec.csv == nil ? "data.x" : "data.csv", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         return LabeledData(rows: rows, features: features, x: x, y: y)
     }
@@ -296,17 +305,36 @@ public final class EmbedWorker {
     public let lines: [String]
     public let encoder: BertEncoder
 
-    public init(spec: EmbedJob) throws {
+    /// The model folder's config is checked against `limits` before the model is built; the input's size and
+    /// lines too.
+    public init(spec: EmbedJob, limits: SpecLimits = .standard) throws {
         self.spec = spec
-        lines = try EmbedWorker.readLines(spec.input)
-        do { encoder = try BertEncoder(modelDirectory: spec.model) } catch { throw JobError("model: \(error)") }
+        lines = try EmbedWorker.readLines(spec.input, limits: limits)
+        do {
+            let c = try BertEncoder.config(modelDirectory: spec.model)
+            guard c.layers <= limits.layers else { throw limits.exceeded("model", c.layers, limits.layers, key: "layers", what: "num_hidden_layers") }
+            for (name, v) in [("hidden_size", c.hidden), ("intermediate_size", c.intermediate)] where v > limits.width {
+                throw limits.exceeded("model", v, limits.width, key: "width", what: name)
+            }
+            guard c.parameterCount <= limits.parameters else {
+                throw limits.exceeded("model", c.parameterCount, limits.parameters, key: "parameters", what: "config.json's parameters")
+            }
+            try limits.checkMemory("model", bytes: saturating(UInt64(c.parameterCount), 8), what: "the model in '\(spec.model)'")
+            encoder = try BertEncoder(modelDirectory: spec.model)
+        } catch let e as SpecError {
+            throw JobError("\(e)")
+        } catch {
+            throw JobError("model: \(error)")
+        }
     }
 
-    public static func readLines(_ path: String) throws -> [String] {
+    public static func readLines(_ path: String, limits: SpecLimits = .standard) throws -> [String] {
+        do { try limits.checkMemory("input", bytes: saturating(fileSize(path), 4), what: "reading '\(path)'") } catch { throw JobError("\(error)") }
         guard let d = FileManager.default.contents(atPath: path) else { throw JobError("input: cannot read '\(path)'") }
         var lines = String(decoding: d, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
         guard !lines.isEmpty else { throw JobError("input: '\(path)' has no lines") }
+        do { try limits.checkRows("input", UInt64(lines.count)) } catch { throw JobError("\(error)") }
         return lines
     }
 
@@ -323,3 +351,20 @@ public final class EmbedWorker {
 }
 
 extension EmbedWorker: @unchecked Sendable {}   // the encoder and the lines are only read while shards run
+
+/// bytes; 0 when the file cannot be stat'ed (reading it then says why).
+func fileSize(_ path: String) -> UInt64 {
+    var st = stat()
+    return stat(path, &st) == 0 ? UInt64(max(0, st.st_size)) : 0
+}
+
+func saturating(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    let (r, o) = a.multipliedReportingOverflow(by: b)
+    return o ? .max : r
+}
+
+extension SpecLimits {
+    func exceeded(_ field: String, _ value: Int, _ limit: Int, key: String, what: String) -> SpecError {
+        SpecError(field: field, problem: "\(what) \(value) exceeds the limit of \(limit) (cluster.yaml limits.\(key))")
+    }
+}
