@@ -21,7 +21,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         With --key every connection is encrypted (CurveZMQ) and only workers and
         clients whose public key is in the --allow folder get in; `sigma keygen`
         makes keys (docs/operations.md, "Security"). Without keys the coordinator
-        binds loopback only, unless --insecure.
+        binds loopback only, unless --insecure. The web dashboard likewise: another
+        --http-listen address needs --http-token-file FILE (or --insecure).
         """)
 
     @OptionGroup var common: CommonOptions
@@ -35,8 +36,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
     @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
     @Option(help: "With --key: folder of enrolled public keys (*.pub) of workers and clients; re-read when it changes (default: security.allow).") var allow: String?
-    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1, or coordinator.http_listen; loopback unless told otherwise).") var httpListen: String?
+    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1, or coordinator.http_listen; another address needs --http-token-file or --insecure).") var httpListen: String?
     @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
+    @Option(help: ArgumentHelp("A host name the dashboard answers to besides loopback names and IP addresses (repeatable; also coordinator.http_hosts).",
+                               valueName: "name")) var httpHost: [String] = []
+    @Option(help: ArgumentHelp("File (mode 0600) holding a token every dashboard and /metrics request must carry as `Authorization: Bearer TOKEN` (default: coordinator.http_token_file).",
+                               valueName: "file")) var httpTokenFile: String?
     @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
 
     func run() async throws {
@@ -51,6 +56,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure || cfg.insecure) {
                 throw CLIError.usage(problem)
             }
+            let access = try dashboardAccess(cfg)
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
             options.core.liveness = liveness ?? cfg.liveness
@@ -82,14 +88,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
             print("listening \(shell.endpoint)")
             fflush(nil)
             var web: Task<Void, Never>? = nil
-            if !noHttp {
+            if let access {
                 let hp = httpPort ?? cfg.httpPort ?? (p == 0 ? 0 : p + 1)
                 guard (0...65535).contains(hp) else { throw CLIError.usage("--http-port must be 0…65535, got \(hp)") }
                 let host = httpListen ?? cfg.httpListen
                 web = Task {
                     do {
                         let source = SecuredSource(shell: shell, zapDomain: { if case .server(_, let d)? = security { d } else { nil } }())
-                        try await Dashboard(source: source).run(host: host, port: hp) { bound in
+                        try await Dashboard(source: source, access: access).run(host: host, port: hp) { bound in
                             logger.info("web dashboard on http://\(host):\(bound)/ (metrics: /metrics)")
                             print("dashboard http://\(host):\(bound)/")
                             fflush(nil)
@@ -110,6 +116,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
 }
 
 extension CoordinatorCommand {
+    /// Who may read the dashboard: its token (from --http-token-file), host names (--http-host and cluster.yaml, plus
+    /// a named --http-listen address), and whether it may listen where it was told to. Nil with --no-http.
+    func dashboardAccess(_ cfg: ClusterConfig) throws -> DashboardAccess? {
+        guard !noHttp else { return nil }
+        let tokenPath = httpTokenFile ?? cfg.httpTokenFile
+        let token: String?
+        do { token = try tokenPath.map(DashboardAccess.token(file:)) } catch let e as DashboardError { throw CLIError.usage("\(e)") }
+        let host = httpListen ?? cfg.httpListen
+        if let problem = DashboardAccess.bindProblem(address: host, token: token != nil, insecure: insecure || cfg.insecure) {
+            throw CLIError.usage(problem)
+        }
+        for name in cfg.httpHosts + httpHost where DashboardAccess.hostName(name) == nil {
+            throw CLIError.usage("--http-host / coordinator.http_hosts: '\(name)' is not a host name")
+        }
+        return DashboardAccess(hosts: cfg.httpHosts + httpHost + [host], token: token)
+    }
+
     /// The coordinator's CURVE settings from --key/--allow or cluster.yaml; nil: plain. Registers the allow list
     /// with the process's ZAP handler, which logs every refusal.
     func serverSecurity(_ cfg: ClusterConfig, logger: Logger) throws -> LinkSecurity? {
