@@ -193,3 +193,14 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) thro
         guard case .refuse(404, _) = gate.admit("1", newest: nil, now: 0) else { Issue.record("a job on a coordinator with none"); return }
     }
 }
+
+extension DashboardAccessTests {
+    @Test func clusterYamlNamesHostsAndTheTokenFile() throws {
+        let c = try ClusterConfig.parse("coordinator: {http_hosts: [sigma.example.com, Other.Example], http_token_file: keys/http-token}\n",
+                                        file: "/etc/sigma/cluster.yaml")
+        #expect(c.httpHosts == ["sigma.example.com", "Other.Example"])
+        #expect(c.httpTokenFile == "/etc/sigma/keys/http-token")
+        #expect(DashboardAccess(hosts: c.httpHosts).hosts == ["sigma.example.com", "other.example"])
+        #expect { _ = try ClusterConfig.parse("coordinator: {http_hosts: sigma.example.com}\n") } throws: { "\($0)".contains("http_hosts") }
+    }
+}
