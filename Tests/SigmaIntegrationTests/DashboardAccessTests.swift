@@ -29,11 +29,18 @@ final class CountingSource: DashboardSource {
 }
 
 /// One HTTP/1.1 request over a plain socket (so the test chooses the Host header, as a rebinding page's browser
-/// would send it): the status code, the head and the body.
-func rawGet(port: Int, path: String, host: String?, headers: [String] = []) throws -> (status: Int, head: String, body: String) {
+/// would send it): the status code, the head and the body. (On a thread of its own: a blocking read on one of the
+/// few cooperative threads could starve the in-process server that is to answer it.)
+func rawGet(port: Int, path: String, host: String?, headers: [String] = []) async throws -> (status: Int, head: String, body: String) {
+    try await withCheckedThrowingContinuation { k in
+        Thread { k.resume(with: Result { try blockingGet(port: port, path: path, host: host, headers: headers) }) }.start()
+    }
+}
+
+func blockingGet(port: Int, path: String, host: String?, headers: [String]) throws -> (status: Int, head: String, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
-    var tv = timeval(tv_sec: 10, tv_usec: 0)
+    var tv = timeval(tv_sec: 30, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
@@ -56,7 +63,7 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) thro
     let text = String(decoding: data, as: UTF8.self)
     let parts = text.components(separatedBy: "\r\n\r\n")
     let head = parts.first ?? ""
-    guard let code = head.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { throw SigmaTestError("no HTTP answer: \(text)") }
+    guard let code = head.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { throw SigmaTestError("GET \(path) (Host \(host ?? "none")): no HTTP answer: '\(text)'") }
     return (code, head, parts.dropFirst().joined(separator: "\r\n\r\n"))
 }
 
@@ -139,10 +146,10 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) thro
     @Test func foreignHostsAndMissingTokensAreRefusedOverHTTP() async throws {
         try await serving(DashboardAccess(hosts: ["sigma.example.com"])) { port, source in
             for host in ["localhost:\(port)", "127.0.0.1:\(port)", "[::1]:\(port)", "sigma.example.com:\(port)"] {
-                #expect(try rawGet(port: port, path: "/api/status", host: host).status == 200, "\(host)")
+                #expect(try await rawGet(port: port, path: "/api/status", host: host).status == 200, "\(host)")
             }
             for path in ["/", "/api/status", "/api/jobs/1", "/metrics", "/api/events"] {
-                let r = try rawGet(port: port, path: path, host: "rebound.evil.example:\(port)")
+                let r = try await rawGet(port: port, path: path, host: "rebound.evil.example:\(port)")
                 #expect(r.status == 403 && r.body.contains("--http-host"), "\(path): \(r.status) \(r.body)")
             }
             #expect(source.detailCalls.load(ordering: .relaxed) == 0)
@@ -151,15 +158,15 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) thro
         try await serving(DashboardAccess(token: token)) { port, _ in
             let host = "localhost:\(port)"
             for path in ["/", "/api/status", "/metrics", "/job/1"] {
-                #expect(try rawGet(port: port, path: path, host: host).status == 401, "\(path) without a token")
-                #expect(try rawGet(port: port, path: path, host: host, headers: ["Authorization: Bearer nope-nope-nope-nope"]).status == 401)
-                #expect(try rawGet(port: port, path: path, host: host, headers: ["Authorization: Bearer \(token)"]).status == 200, "\(path)")
+                #expect(try await rawGet(port: port, path: path, host: host).status == 401, "\(path) without a token")
+                #expect(try await rawGet(port: port, path: path, host: host, headers: ["Authorization: Bearer nope-nope-nope-nope"]).status == 401)
+                #expect(try await rawGet(port: port, path: path, host: host, headers: ["Authorization: Bearer \(token)"]).status == 200, "\(path)")
             }
             // The browser's way in: ?token= once, then the cookie it set.
-            let first = try rawGet(port: port, path: "/?token=\(token)", host: host)
+            let first = try await rawGet(port: port, path: "/?token=\(token)", host: host)
             #expect(first.status == 303 && first.head.contains("sigma_token=\(token)") && first.head.contains("HttpOnly"), "\(first.head)")
-            #expect(try rawGet(port: port, path: "/api/status", host: host, headers: ["Cookie: sigma_token=\(token)"]).status == 200)
-            #expect(try rawGet(port: port, path: "/?token=wrong", host: host).status == 401)
+            #expect(try await rawGet(port: port, path: "/api/status", host: host, headers: ["Cookie: sigma_token=\(token)"]).status == 200)
+            #expect(try await rawGet(port: port, path: "/?token=wrong", host: host).status == 401)
         }
     }
 
@@ -169,17 +176,19 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) thro
             for (path, status) in [("/api/jobs/abc", 400), ("/api/jobs/-1", 400), ("/api/jobs/1e3", 400), ("/api/jobs/+5", 400),
                                    ("/api/jobs/99999999999999999999999", 400), ("/api/jobs/0", 404), ("/api/jobs/101", 404),
                                    ("/api/jobs/18446744073709551615", 404), ("/job/abc", 400)] {
-                let r = try rawGet(port: port, path: path, host: host)
+                let r = try await rawGet(port: port, path: path, host: host)
                 #expect(r.status == status, "\(path): \(r.status) \(r.body)")
             }
             #expect(source.detailCalls.load(ordering: .relaxed) == 0, "a bad id reached the coordinator")
             // Asking again and again for one job is fine; a sweep over many ids stops at 16 different ones.
-            for _ in 0..<5 { #expect(try rawGet(port: port, path: "/api/jobs/1", host: host).status == 200) }
+            for _ in 0..<5 { #expect(try await rawGet(port: port, path: "/api/jobs/1", host: host).status == 200) }
             var refused = 0
-            for id in 2...40 where try rawGet(port: port, path: "/api/jobs/\(id)", host: host).status == 429 { refused += 1 }
+            for id in 2...40 {
+                if try await rawGet(port: port, path: "/api/jobs/\(id)", host: host).status == 429 { refused += 1 }
+            }
             #expect(refused == 40 - 16)
             #expect(source.detailCalls.load(ordering: .relaxed) == 5 + 15)
-            #expect(try rawGet(port: port, path: "/api/jobs/1", host: host).status == 200, "an id already asked about is still served")
+            #expect(try await rawGet(port: port, path: "/api/jobs/1", host: host).status == 200, "an id already asked about is still served")
         }
     }
 
