@@ -53,15 +53,15 @@ public struct Dashboard: Sendable {
         }
         router.get("/api/jobs/:id") { _, ctx in
             let newest = source.snapshot()?.jobs.map(\.id).max()
-            let verdict = gate.withLock { $0.admit(ctx.parameters.get("id") ?? "", newest: newest, now: DispatchTime.now().uptimeNanoseconds) }
-            guard case .ask(let id) = verdict else {
-                if case .refuse(let status, let message) = verdict { return Dashboard.text(status, message + "\n") }
-                throw HTTPError(.internalServerError)
+            switch gate.withLock({ $0.admit(ctx.parameters.get("id") ?? "", newest: newest, now: DispatchTime.now().uptimeNanoseconds) }) {
+            case .refuse(let status, let message):
+                return Dashboard.text(status, message + "\n")
+            case .ask(let id):
+                guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
+                var o = d.jsonObject(attempts: true)
+                o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
+                return Dashboard.json(jsonText(o))
             }
-            guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
-            var o = d.jsonObject(attempts: true)
-            o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
-            return Dashboard.json(jsonText(o))
         }
         router.get("/api/events") { _, _ in
             var headers = HTTPFields()
