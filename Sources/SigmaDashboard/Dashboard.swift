@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Synchronization
 import SigmaModel
 import SigmaProtocol
 
@@ -17,28 +18,33 @@ extension DashboardSource {
 }
 
 /// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
-/// `/api/jobs/ID`, `/api/events` as server-sent events) and Prometheus `/metrics`. No external assets.
+/// `/api/jobs/ID`, `/api/events` as server-sent events) and Prometheus `/metrics`. No external assets. Every request
+/// passes `access` first (Host name, token); job ids pass a `JobDetailGate` before they reach the source.
 public struct Dashboard: Sendable {
     let source: any DashboardSource
+    let access: DashboardAccess
     let metrics = SigmaMetrics()
     /// Seconds between server-sent events.
     public var eventInterval: Double = 1
 
-    public init(source: any DashboardSource) {
+    public init(source: any DashboardSource, access: DashboardAccess = DashboardAccess()) {
         self.source = source
+        self.access = access
     }
 
     /// Serves until the surrounding task is cancelled. `onRunning` gets the bound port (useful with port 0).
     public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void) async throws {
         let router = Router()
         let source = self.source, metrics = self.metrics, interval = eventInterval
+        let gate = Mutex(JobDetailGate())
+        router.add(middleware: AccessMiddleware(access: access))
         router.get("/") { _, _ in
             // The first frame is in the page itself (it shows without waiting for a request); events update it.
             let initial = source.snapshot().map { jsonText($0.jsonObject).replacingOccurrences(of: "</", with: "<\\/") } ?? "null"
             return Dashboard.html(DashboardPage.overview.replacingOccurrences(of: "__INITIAL__", with: initial))
         }
         router.get("/job/:id") { _, ctx in
-            guard ctx.parameters.get("id", as: UInt64.self) != nil else { throw HTTPError(.badRequest, message: "job id must be a number") }
+            guard JobDetailGate.parse(ctx.parameters.get("id") ?? "") != nil else { throw HTTPError(.badRequest, message: "job id must be a number") }
             return Dashboard.html(DashboardPage.job)
         }
         router.get("/api/status") { _, _ in
@@ -46,11 +52,16 @@ public struct Dashboard: Sendable {
             return Dashboard.json(jsonText(s.jsonObject))
         }
         router.get("/api/jobs/:id") { _, ctx in
-            guard let id = ctx.parameters.get("id", as: UInt64.self) else { throw HTTPError(.badRequest, message: "job id must be a number") }
-            guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
-            var o = d.jsonObject(attempts: true)
-            o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
-            return Dashboard.json(jsonText(o))
+            let newest = source.snapshot()?.jobs.map(\.id).max()
+            switch gate.withLock({ $0.admit(ctx.parameters.get("id") ?? "", newest: newest, now: DispatchTime.now().uptimeNanoseconds) }) {
+            case .refuse(let status, let message):
+                return Dashboard.text(status, message + "\n")
+            case .ask(let id):
+                guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
+                var o = d.jsonObject(attempts: true)
+                o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
+                return Dashboard.json(jsonText(o))
+            }
         }
         router.get("/api/events") { _, _ in
             var headers = HTTPFields()
@@ -83,9 +94,39 @@ public struct Dashboard: Sendable {
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
     }
 
+    static func text(_ status: Int, _ text: String, headers extra: HTTPFields = [:]) -> Response {
+        var headers = extra
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: .init(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
     static func json(_ text: String) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// Applies `DashboardAccess` to every request, before any route.
+struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
+    let access: DashboardAccess
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let cookies = request.headers[values: .cookie]
+        switch access.check(host: request.head.authority, path: request.uri.path, query: request.uri.query,
+                            authorization: request.headers[.authorization], cookie: cookies.isEmpty ? nil : cookies.joined(separator: "; ")) {
+        case .allow:
+            return try await next(request, context)
+        case .setCookie(let location):
+            var headers = HTTPFields()
+            headers[.location] = location
+            headers[.setCookie] = access.cookie()
+            headers[.cacheControl] = "no-store"
+            return Response(status: .seeOther, headers: headers)
+        case .refuse(let status, let message):
+            var headers = HTTPFields()
+            if status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"sigma\"" }
+            return Dashboard.text(status, message, headers: headers)
+        }
     }
 }

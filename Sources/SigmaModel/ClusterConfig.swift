@@ -31,6 +31,10 @@ public struct ClusterConfig: Sendable, Equatable {
     public var stepTimeout: Int? = nil
     public var httpListen = "127.0.0.1"
     public var httpPort: Int? = nil
+    /// Host names the dashboard answers besides loopback names and IP addresses (`coordinator.http_hosts`).
+    public var httpHosts: [String] = []
+    /// The file holding the dashboard's bearer token (`coordinator.http_token_file`; nil: no token).
+    public var httpTokenFile: String? = nil
     /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
     public var joinGiven: String? = nil
     /// The hosts `sigma up` starts processes on, and how it reaches them.
@@ -93,6 +97,16 @@ public struct ClusterConfig: Sendable, Equatable {
             if let v = try f.optionalUInt("http_port") {
                 guard v <= 65535 else { throw SpecError(field: "\(file): coordinator.http_port", problem: "must be 0…65535, got \(v)") }
                 c.httpPort = Int(v)
+            }
+            if let n = f.take("http_hosts") {
+                guard let seq = n.sequence, let names = Optional(seq.compactMap(\.string)), names.count == seq.count else {
+                    throw SpecError(field: "\(file): coordinator.http_hosts", problem: "expected a list of host names such as [sigma.example.com]")
+                }
+                c.httpHosts = names
+            }
+            // (relative to the config file's folder, as security: paths are)
+            c.httpTokenFile = try f.optionalString("http_token_file").map {
+                $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + $0
             }
             if let v = try f.optionalUInt("max_frame_bytes") {
                 guard v >= 1024, v <= 1 << 31 else { throw SpecError(field: "\(file): coordinator.max_frame_bytes", problem: "must be 1024…2^31, got \(v)") }

@@ -29,8 +29,9 @@ public struct SSHSettings: Sendable, Equatable {
     public var port: Int? = nil
     /// `sigma`'s path on the hosts.
     public var binary = "sigma"
-    /// Where pid files and logs go on each host.
-    public var runDirectory = "/tmp/sigma-cluster"
+    /// Where pid files and logs go on each host; a leading `~/` is that host's home. Made 0700; refused when another
+    /// user owns it or group or others may write to it.
+    public var runDirectory = "~/.local/state/sigma/cluster"
     public init() {}
 }
 
@@ -59,14 +60,44 @@ public enum DeployPlan {
         c.ssh.command + (c.ssh.port.map { ["-p", "\($0)"] } ?? []) + ["--", host, remote]
     }
 
-    /// A remote command starting `args` in the background under `name`: its pid and log in the run directory.
-    /// Refuses (exit 3) if a process started under that name is still alive.
+    /// Shell words that set `d` to the run directory: a leading `~/` is the remote user's home.
+    static func runDirectory(_ c: ClusterConfig) -> String {
+        let dir = c.ssh.runDirectory
+        if dir == "~" { return "d=\"$HOME\"" }
+        if dir.hasPrefix("~/") { return "d=\"$HOME\"/" + quote(String(dir.dropFirst(2))) }
+        return "d=" + quote(dir)
+    }
+
+    /// A remote script prologue: `d` is the run directory, made (mode 0700) when `create`, else the step ends (exit 0)
+    /// when there is none; refused (exit 5) unless it is a real directory owned by this user that neither group nor
+    /// others may write (else anyone could plant a pid file naming a process for `down` to signal). Defines
+    /// `ours FILE`: true when the pid file's process is alive and still the one it records (pid, start time — field 22
+    /// of /proc/PID/stat — and executable; an executable replaced on disk since counts as the same).
+    static func prologue(_ c: ClusterConfig, create: Bool) -> String {
+        runDirectory(c) + "; "
+            + (create ? "mkdir -p -m 700 \"$d\" || exit 5; " : "[ -e \"$d\" ] || exit 0; ")
+            + "if [ -L \"$d\" ] || [ ! -d \"$d\" ]; then echo \"refusing run directory $d: not a directory (or a symbolic link)\"; exit 5; fi; "
+            + "set -- $(stat -c '%u %a' \"$d\"); "
+            + "if [ \"$1\" != \"$(id -u)\" ]; then echo \"refusing run directory $d: owned by uid $1, not by this user (uid $(id -u))\"; exit 5; fi; "
+            + "if [ $((0$2 & 022)) != 0 ]; then echo \"refusing run directory $d: group or others may write to it (mode $2); run: chmod 700 '$d'\"; exit 5; fi; "
+            + "started() { sed 's/.*) //' /proc/\"$1\"/stat 2>/dev/null | cut -d' ' -f20; }; "
+            + "exe() { x=$(readlink /proc/\"$1\"/exe 2>/dev/null) && echo \"${x% (deleted)}\"; }; "
+            + "ours() { read -r p t e < \"$1\" 2>/dev/null && [ -n \"$e\" ] && [ \"$(started \"$p\")\" = \"$t\" ] && [ \"$(exe \"$p\")\" = \"$e\" ]; }; "
+    }
+
+    /// A remote command starting `args` in the background under `name`: its pid file (`PID START-TIME EXECUTABLE`)
+    /// and log in the run directory. Refuses (exit 3) if the process a pid file of that name records is still alive.
     static func start(_ c: ClusterConfig, name: String, args: [String]) -> String {
-        let dir = quote(c.ssh.runDirectory), pid = "\(dir)/\(name).pid", log = "\(dir)/\(name).log"
+        let pid = "\"$d\"/\(name).pid", log = "\"$d\"/\(name).log"
         let cmd = ([c.ssh.binary] + args).map(quote).joined(separator: " ")
-        return "mkdir -p \(dir) && if [ -f \(pid) ] && kill -0 \"$(cat \(pid))\" 2>/dev/null; then echo \"\(name) already running (pid $(cat \(pid)))\"; exit 3; fi; "
-            + "nohup \(cmd) > \(log) 2>&1 < /dev/null & echo $! > \(pid); sleep 0.3; "
-            + "if kill -0 \"$(cat \(pid))\" 2>/dev/null; then echo \"\(name) started (pid $(cat \(pid)))\"; else echo \"\(name) exited at once:\"; tail -5 \(log); exit 4; fi"
+        return prologue(c, create: true)
+            + "if ours \(pid); then echo \"\(name) already running (pid $p)\"; exit 3; fi; "
+            + "nohup \(cmd) > \(log) 2>&1 < /dev/null & p=$!; "
+            // (until the child has exec'd: before, /proc/PID/exe is this shell's or nohup's)
+            + "s=$(exe $$); n=$(readlink -f \"$(command -v nohup)\"); i=0; "
+            + "while e=$(exe $p) && { [ \"$e\" = \"$s\" ] || [ \"$e\" = \"$n\" ]; } && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.3; "
+            + "if kill -0 $p 2>/dev/null; then echo \"$p $(started $p) $(exe $p)\" > \(pid); echo \"\(name) started (pid $p)\"; "
+            + "else echo \"\(name) exited at once:\"; tail -5 \(log); exit 4; fi"
     }
 
     /// The coordinator's endpoint for workers and clients: `worker.join` if set in the file, else its host and port.
@@ -122,15 +153,17 @@ public enum DeployPlan {
         return steps
     }
 
-    /// Workers' hosts first, then the coordinator's: on each, every process `sigma up` started there gets SIGTERM,
-    /// a second after 10 s (workers drain, then leave at once), then SIGKILL after 15 s.
+    /// Workers' hosts first, then the coordinator's: on each, every process `sigma up` started there that is still the
+    /// one its pid file records (pid, start time, executable) gets SIGTERM, a second after 10 s (workers drain, then
+    /// leave at once), then SIGKILL after 15 s. Any other process is left alone, whatever its command line.
     public static func down(_ c: ClusterConfig) -> [Step] {
-        let dir = quote(c.ssh.runDirectory)
         func stop(_ pattern: String) -> String {
-            "cd \(dir) 2>/dev/null || exit 0; for f in \(pattern); do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
-                + "if kill -0 \"$p\" 2>/dev/null && grep -q sigma /proc/\"$p\"/cmdline 2>/dev/null; then kill -TERM \"$p\"; "
+            prologue(c, create: false)
+                + "cd \"$d\" || exit 0; for f in \(pattern); do [ -f \"$f\" ] || continue; "
+                + "if ours \"$f\"; then kill -TERM \"$p\"; "
                 + "i=0; while kill -0 \"$p\" 2>/dev/null && [ $i -lt 150 ]; do [ $i = 100 ] && kill -TERM \"$p\"; sleep 0.1; i=$((i+1)); done; "
                 + "kill -0 \"$p\" 2>/dev/null && kill -KILL \"$p\"; echo \"${f%.pid} stopped (pid $p)\"; "
+                + "elif [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then echo \"${f%.pid} was not running (pid $p is another process now: left alone)\"; "
                 + "else echo \"${f%.pid} was not running\"; fi; rm -f \"$f\"; done"
         }
         var steps: [Step] = []

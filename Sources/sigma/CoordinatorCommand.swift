@@ -24,7 +24,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         role its .pub file names (worker, client, admin); `sigma keygen` makes
         keys (docs/security.md). Without keys the coordinator binds loopback
         only and admits only processes of its own user (they read the local
-        token in ~/.local/state/sigma), unless --insecure.
+        token in ~/.local/state/sigma), unless --insecure. The web dashboard
+        likewise: another --http-listen address needs --http-token-file FILE
+        (or --insecure).
         Job specs may name files only under the data roots (--data-root, default:
         the current folder); the sizes they ask for are bounded by cluster.yaml
         limits: (docs/jobs.md, "Data roots and limits").
@@ -42,8 +44,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
     @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
     @Option(help: "With --key: folder of enrolled public keys (*.pub) of workers and clients; re-read when it changes (default: security.allow).") var allow: String?
-    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1, or coordinator.http_listen; loopback unless told otherwise).") var httpListen: String?
+    @Option(help: "Web dashboard and /metrics address (default 127.0.0.1, or coordinator.http_listen; another address needs --http-token-file or --insecure).") var httpListen: String?
     @Option(help: "Web dashboard port (default: the coordinator port + 1; 0 picks a free port).") var httpPort: Int?
+    @Option(help: ArgumentHelp("A host name the dashboard answers to besides loopback names and IP addresses (repeatable; also coordinator.http_hosts).",
+                               valueName: "name")) var httpHost: [String] = []
+    @Option(help: ArgumentHelp("File (mode 0600) holding a token every dashboard and /metrics request must carry as `Authorization: Bearer TOKEN` (default: coordinator.http_token_file).",
+                               valueName: "file")) var httpTokenFile: String?
     @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
 
     func run() async throws {
@@ -62,6 +68,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             if security == nil, !(insecure || cfg.insecure) {
                 security = try localSecurity(logger: logger)
             }
+            let access = try dashboardAccess(cfg)
             var options = CoordinatorShell.Options()
             options.core.heartbeatInterval = UInt64(heartbeatMs ?? cfg.heartbeatInterval) * 1_000_000
             options.core.liveness = liveness ?? cfg.liveness
@@ -101,7 +108,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             print("listening \(shell.endpoint)")
             fflush(nil)
             var web: Task<Void, Never>? = nil
-            if !noHttp {
+            if let access {
                 let hp = httpPort ?? cfg.httpPort ?? (p == 0 ? 0 : p + 1)
                 guard (0...65535).contains(hp) else { throw CLIError.usage("--http-port must be 0…65535, got \(hp)") }
                 let host = httpListen ?? cfg.httpListen
@@ -113,7 +120,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                             default: nil
                             }
                         }())
-                        try await Dashboard(source: source).run(host: host, port: hp) { bound in
+                        try await Dashboard(source: source, access: access).run(host: host, port: hp) { bound in
                             logger.info("web dashboard on http://\(host):\(bound)/ (metrics: /metrics)")
                             print("dashboard http://\(host):\(bound)/")
                             fflush(nil)
@@ -146,6 +153,23 @@ extension CoordinatorCommand {
         } catch let e as KeyFileError {
             throw CLIError.usage("\(e)")
         }
+    }
+
+    /// Who may read the dashboard: its token (from --http-token-file), host names (--http-host and cluster.yaml, plus
+    /// a named --http-listen address), and whether it may listen where it was told to. Nil with --no-http.
+    func dashboardAccess(_ cfg: ClusterConfig) throws -> DashboardAccess? {
+        guard !noHttp else { return nil }
+        let tokenPath = httpTokenFile ?? cfg.httpTokenFile
+        let token: String?
+        do { token = try tokenPath.map(DashboardAccess.token(file:)) } catch let e as DashboardError { throw CLIError.usage("\(e)") }
+        let host = httpListen ?? cfg.httpListen
+        if let problem = DashboardAccess.bindProblem(address: host, token: token != nil, insecure: insecure || cfg.insecure) {
+            throw CLIError.usage(problem)
+        }
+        for name in cfg.httpHosts + httpHost where DashboardAccess.hostName(name) == nil {
+            throw CLIError.usage("--http-host / coordinator.http_hosts: '\(name)' is not a host name")
+        }
+        return DashboardAccess(hosts: cfg.httpHosts + httpHost + [host], token: token)
     }
 
     /// The coordinator's CURVE settings from --key/--allow or cluster.yaml; nil: plain. Registers the allow list

@@ -42,10 +42,12 @@ struct UpCommand: AsyncParsableCommand {
           hosts:
             - {host: admin@10.0.0.5, coordinator: true}
             - {host: 10.0.0.6, workers: 2, key: /etc/sigma/keys/b.key}
-          ssh: {binary: /usr/local/bin/sigma, run_dir: /tmp/sigma-cluster}
+          ssh: {binary: /usr/local/bin/sigma}
         then: sigma up; sigma status; sigma down
-        Each process runs under nohup with its pid and log in run_dir on its host;
-        sigma up refuses to start a second copy. It waits for the workers to join.
+        Each process runs under nohup with its pid and log in run_dir on its host
+        (default ~/.local/state/sigma/cluster, made 0700; refused if another user
+        owns it or others may write to it); sigma up refuses to start a second
+        copy. It waits for the workers to join.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -103,8 +105,8 @@ struct DownCommand: AsyncParsableCommand {
         Example:
           sigma down                   # uses ./cluster.yaml
           sigma down --config prod.yaml
-        Only processes with a pid file in run_dir that are still sigma are signalled:
-        SIGTERM, again after 10 s, SIGKILL after 15 s.
+        Only a process still the one its pid file in run_dir records (pid, start
+        time, executable) is signalled: SIGTERM, again after 10 s, SIGKILL after 15 s.
         """)
 
     @OptionGroup var common: CommonOptions
