@@ -146,9 +146,9 @@ struct BenchCommand: AsyncParsableCommand {
         // The same round trip from a client that owns its socket on its own thread (no async bridge): shows what
         // the bridge to Swift concurrency costs.
         var directP50: [Double] = []
-        let endpoint = cluster.coordinator.endpoint
+        let endpoint = cluster.coordinator.endpoint, options = cluster.clientLinkOptions
         for _ in 0..<runs {
-            let lat = try await onThread { try blockingRoundTrips(endpoint: endpoint, spec: one, count: samples, warmup: 200) }
+            let lat = try await onThread { try blockingRoundTrips(endpoint: endpoint, options: options, spec: one, count: samples, warmup: 200) }
             directP50.append(percentile(lat, 0.5))
         }
 
@@ -190,8 +190,8 @@ struct BenchCommand: AsyncParsableCommand {
 }
 
 /// Round trips of 1-shard jobs from a client that owns a DEALER on the calling thread (blocking waits).
-func blockingRoundTrips(endpoint: String, spec: JobSpec, count: Int, warmup: Int) throws -> [UInt64] {
-    let link = try ZmqLink.connect(endpoint)
+func blockingRoundTrips(endpoint: String, options: LinkOptions, spec: JobSpec, count: Int, warmup: Int) throws -> [UInt64] {
+    let link = try ZmqLink.connect(endpoint, options: options)
     defer { link.close() }
     var samples: [UInt64] = []
     samples.reserveCapacity(count)

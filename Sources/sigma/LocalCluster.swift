@@ -47,12 +47,18 @@ final class LocalCluster {
         for i in 0..<n { try addWorker(name: "local-\(i + 1)", threads: threadsPerWorker) }
     }
 
-    /// A client of the embedded coordinator (with the cluster's client key when it is secure).
-    func client() throws -> SigmaClient {
+    /// How a client connects to the embedded coordinator: with the cluster's client key when it is secure, else with
+    /// this user's local token.
+    var clientLinkOptions: LinkOptions {
         var o = LinkOptions()
         if let k = keys { o.security = .client(serverKey: k.coordinator.publicKey, publicKey: k.client.publicKey, secretKey: k.client.secretKey) }
         if let t = localToken { o.security = .localClient(token: t) }
-        return try SigmaClient(factory: .zmqConnect(coordinator.endpoint, o), endpoint: coordinator.endpoint)
+        return o
+    }
+
+    /// A client of the embedded coordinator.
+    func client() throws -> SigmaClient {
+        try SigmaClient(factory: .zmqConnect(coordinator.endpoint, clientLinkOptions), endpoint: coordinator.endpoint)
     }
 
     /// Starts one more `sigma worker` process joined to the embedded coordinator.
