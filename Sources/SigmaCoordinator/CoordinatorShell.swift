@@ -156,6 +156,7 @@ public final class CoordinatorShell: Sendable {
         var carriers: [PeerID: SharedMemoryCarrier] = [:]
         /// ZAP user ids seen, parsed (bounded: cleared past 10,000 distinct ids).
         var principals: [String: Principal] = [:]
+        var lastUser: (id: String, principal: Principal) = ("\u{0}", .trusted)
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer,
              compressor: AdaptiveCompressor) {
@@ -256,9 +257,12 @@ public final class CoordinatorShell: Sendable {
                 // Who the connection was admitted as; a link without authentication (in-process, --insecure) has none.
                 var who = Principal.trusted
                 if let u = e.user {
-                    // (parsed once per distinct user id, not per message)
-                    if let known = principals[u] {
+                    // (parsed once per distinct user id, not per message; the sender before is checked first)
+                    if u == lastUser.id {
+                        who = lastUser.principal
+                    } else if let known = principals[u] {
                         who = known
+                        lastUser = (u, known)
                     } else {
                         guard let p = Principal(userID: u) else {
                             logger.error("message from \(peer) without a readable ZAP user id (\(u.isEmpty ? "none" : "malformed")); dropped")
@@ -266,6 +270,7 @@ public final class CoordinatorShell: Sendable {
                         }
                         if principals.count >= 10_000 { principals.removeAll() }
                         principals[u] = p
+                        lastUser = (u, p)
                         who = p
                     }
                 }

@@ -238,7 +238,7 @@ public final class ZmqLink: MessageLink {
                 // Who the ZAP handler admitted this connection as: libzmq attaches it to the frames the peer sent
                 // (not to the routing id ROUTER adds). A link with authentication fails closed: no user id, no one.
                 if frames.isEmpty && role == .router && authenticated {
-                    user = zmq_msg_gets(msg, "User-Id").map { String(cString: $0) } ?? ""
+                    user = userID(zmq_msg_gets(msg, "User-Id"))
                 }
                 frames.append(takeFrame())
             } else {
@@ -248,6 +248,18 @@ public final class ZmqLink: MessageLink {
             if !more { break }
         }
         return Envelope(peer: peer, frames: frames, user: user)
+    }
+
+    /// The last user id read, as C bytes and as a String: most messages come from the peer before, so its id is
+    /// compared (strcmp), not copied into a new String each time.
+    private var lastUser: (bytes: [CChar], text: String) = ([0], "")
+
+    private func userID(_ p: UnsafePointer<CChar>?) -> String {
+        guard let p else { return "" }
+        if strcmp(p, lastUser.bytes) == 0 { return lastUser.text }
+        let text = String(cString: p)
+        lastUser = (Array(UnsafeBufferPointer(start: p, count: strlen(p) + 1)), text)
+        return text
     }
 
     /// Turns the received `msg` into a Frame: small ones copied, large ones kept without a copy.
