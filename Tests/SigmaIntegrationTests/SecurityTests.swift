@@ -267,7 +267,7 @@ final class RecordingRelay: @unchecked Sendable {
         // Bob sees no job, and every way to reach Alice's is refused.
         let bobJobs = as_("bob", ["jobs", "--json"])
         #expect(bobJobs.status == 0 && !bobJobs.out.contains("\"roles\""), "\(bobJobs.out)")
-        for args in [["job", "\(id)"], ["results", "\(id)"], ["logs", "\(id)"], ["cancel", "\(id)"], ["worker", "--drain", "w1"]] {
+        for args in [["job", "\(id)"], ["results", "\(id)"], ["logs", "\(id)"], ["logs", "-f", "\(id)"], ["cancel", "\(id)"], ["worker", "--drain", "w1"]] {
             let r = as_("bob", args)
             #expect(r.status != 0 && (r.err.contains("another client") || r.err.contains("needs the admin role")), "bob \(args): \(r.status) \(r.err)")
         }
