@@ -41,6 +41,7 @@ demo: release
 # The suite takes a few minutes; a hung test must not hold CI for its whole budget: 25 minutes, then it is stopped.
 TEST_TIMEOUT ?= 1500
 test: test-deps model
+	scripts/check-imports
 	$(SWIFT) build --build-tests
 	@mkdir -p artifacts; set -o pipefail; \
 	timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build 2>&1 | tee artifacts/test.log; rc=$$?; \

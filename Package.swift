@@ -37,7 +37,7 @@ let package = Package(
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: optimizedInDebug),
         .target(name: "SigmaSimulator", dependencies: [
-            "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs", "SigmaModel", "SigmaProtocol",
+            "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs", "SigmaEngine", "SigmaModel", "SigmaProtocol",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: optimizedInDebug),
@@ -55,11 +55,11 @@ let package = Package(
 
         // I/O shells.
         .target(name: "SigmaCoordinator", dependencies: [
-            "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol", "SigmaEngine",
+            "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol", "SigmaModel", "SigmaJobs", "SigmaEngine",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaWorker", dependencies: [
-            "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaJobs", "SigmaEngine",
+            "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaModel", "SigmaJobs", "SigmaEngine",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),
@@ -71,16 +71,23 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sigma", dependencies: [
-            "SigmaCoordinator", "SigmaDashboard", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs", "SigmaEngine", "SigmaProtocol", "SigmaTransport",
+            "SigmaCoordinator", "SigmaCoordinatorCore", "SigmaDashboard", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs",
+            "SigmaEngine", "SigmaModel", "SigmaProtocol", "SigmaTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaCoordinatorCore", "SigmaWorkerCore"]),
-        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs"], exclude: ["Fixtures"]),
-        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator"]),
-        .testTarget(name: "SigmaTransportTests", dependencies: ["SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaClient"]),
-        .testTarget(name: "SigmaIntegrationTests", dependencies: ["SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard", "CSysShims"], exclude: ["Fixtures", "Snapshots"]),
+        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaModel", "SigmaCoordinatorCore", "SigmaWorkerCore"]),
+        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel"], exclude: ["Fixtures"]),
+        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol"]),
+        .testTarget(name: "SigmaTransportTests", dependencies: [
+            "SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaWorkerCore", "SigmaClient", "SigmaJobs", "SigmaModel", "SigmaProtocol", "CZeroMQ",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "SigmaIntegrationTests", dependencies: [
+            "SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard", "SigmaModel", "SigmaProtocol", "SigmaTransport", "CSysShims",
+            .product(name: "Yams", package: "Yams"),
+        ], exclude: ["Fixtures", "Snapshots"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

@@ -259,13 +259,7 @@ final class JobEntry {
             logs.removeFirst(JobEntry.maxLogLines / 4)
             logsDropped += JobEntry.maxLogLines / 4
         }
-        let l: JobLogLine.Level = switch level {
-        case .debug: .debug
-        case .info: .info
-        case .warning: .warning
-        case .error: .error
-        }
-        logs.append(JobLogLine(at: now &- submittedAt, level: l, text: text))
+        logs.append(JobLogLine(at: now &- submittedAt, level: level, text: text))
     }
 
     /// Records an attempt sent now; returns its record index (-1 once the bound is reached).

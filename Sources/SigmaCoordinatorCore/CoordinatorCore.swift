@@ -123,7 +123,6 @@ public enum CoordinatorAction: Sendable, Equatable {
     case log(LogLevel, String)
 }
 
-public enum LogLevel: Sendable, Equatable { case debug, info, warning, error }
 
 /// The coordinator's whole logic as a state machine: events in, actions out. No sockets, clocks or threads.
 public struct CoordinatorCore {

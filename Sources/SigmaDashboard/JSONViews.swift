@@ -12,10 +12,8 @@ extension ClusterStatus.Job {
 
     /// Seconds left at the current pace (nil when unknown or finished).
     public var eta: Double? {
-        let f = progressFraction
-        guard state == .running, f > 0, f < 1 else { return nil }
-        let e = Double(elapsed) / 1e9
-        return e / f - e
+        guard state == .running else { return nil }
+        return Pace.secondsLeft(elapsed: Double(elapsed) / 1e9, done: progressFraction, total: 1)
     }
 
     public var jsonObject: [String: Any] {

@@ -92,14 +92,22 @@ public enum NumPyFormat {
         }
     }
 
+    /// The header of a little-endian, C-order `.npy` (format 1.0) of `descr` (`<f4`, `<f8`, …) and `shape`: magic,
+    /// version, length, and the dictionary padded so the data starts at a multiple of 64 bytes. Sigma's one `.npy`
+    /// writer: the data follows it.
+    public static func npyHeader(descr: String, shape: [Int]) -> Data {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
+        while (10 + dict.utf8.count + 1) % 64 != 0 { dict += " " }
+        dict += "\n"
+        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(dict.utf8.count & 0xFF), UInt8(dict.utf8.count >> 8)])
+        d.append(contentsOf: Array(dict.utf8))
+        return d
+    }
+
     /// The bytes of a little-endian float32 `.npy` (format 1.0).
     public static func npyData(_ t: Tensor) -> Data {
-        let shape = t.rank == 1 ? "(\(t.shape[0]),)" : "(" + t.shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-        d.append(contentsOf: Array(header.utf8))
+        var d = npyHeader(descr: "<f4", shape: t.shape)
         t.withData { d.append(UnsafeBufferPointer(start: $0.baseAddress, count: $0.count)) }   // little-endian host
         return d
     }

@@ -143,13 +143,22 @@ public final class TensorStorage {
     deinit { if owner == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 }
 
-/// Seeded pseudo-random numbers (SplitMix64), so initialisation is reproducible.
+/// Seeded pseudo-random numbers (SplitMix64), so initialisation is reproducible: Sigma's one seeded generator (weight
+/// initialisation, dropout, the simulator's data, and — through `mix` — map-reduce's counter-based inputs).
 public struct SeededRandom: RandomNumberGenerator {
+    /// SplitMix64's increment (the golden ratio, 2⁶⁴ / φ).
+    public static let gamma: UInt64 = 0x9E3779B97F4A7C15
     var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
+        state &+= Self.gamma
+        return Self.mix(state)
+    }
+
+    /// SplitMix64's finaliser: a well-mixed 64-bit value from any 64-bit state.
+    @inline(__always)
+    public static func mix(_ z0: UInt64) -> UInt64 {
+        var z = z0
         z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
         z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
         return z ^ (z >> 31)

@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaModel
 
 /// Computes one shard of a map-reduce job: f over rows `[start, start+count)`, accumulated into a `Partial`.
@@ -117,19 +118,10 @@ struct Accumulator {
 
 /// Counter-based generators: x_i depends only on (seed, i), so any shard computes its own range.
 public enum Generator {
-    /// SplitMix64 finaliser.
-    @inline(__always)
-    public static func mix(_ z0: UInt64) -> UInt64 {
-        var z = z0
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) from (seed, counter).
+    /// Uniform in [0, 1) from (seed, counter): the `counter + 1`-th value of `SeededRandom(seed:)`, reached directly.
     @inline(__always)
     public static func unit(seed: UInt64, _ counter: UInt64) -> Double {
-        Double(mix(seed &+ (counter &+ 1) &* 0x9E3779B97F4A7C15) >> 11) * 0x1p-53
+        Double(SeededRandom.mix(seed &+ (counter &+ 1) &* SeededRandom.gamma) >> 11) * 0x1p-53
     }
 
     public static func value(_ source: DataSource, _ i: UInt64) -> Double {

@@ -151,14 +151,7 @@ public final class NpyFile {
     }
 
     private static func write(path: String, descr: String, count: Int, shape: [Int], body: () -> Data) throws {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-        while (10 + dict.utf8.count + 1) % 64 != 0 { dict += " " }
-        dict += "\n"
-        var data = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
-        let n = UInt16(dict.utf8.count)
-        data.append(UInt8(n & 0xFF)); data.append(UInt8(n >> 8))
-        data.append(contentsOf: Array(dict.utf8))
+        var data = NumPyFormat.npyHeader(descr: descr, shape: shape)
         data.append(body())
         guard FileManager.default.createFile(atPath: path, contents: data) else {
             throw DataError(path: path, problem: "cannot write")

@@ -33,3 +33,27 @@ public enum JobState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 
 /// Monotonic time in nanoseconds, as read by a shell and passed into a pure core.
 public typealias Nanos = UInt64
+
+/// How much a log line matters: the cores' `log` actions, a job's log lines (`JobLogLine`, on the wire as the raw value).
+public enum LogLevel: UInt8, Sendable, Equatable, CustomStringConvertible {
+    case debug = 0, info = 1, warning = 2, error = 3
+
+    public var description: String {
+        switch self {
+        case .debug: "debug"
+        case .info: "info"
+        case .warning: "warning"
+        case .error: "error"
+        }
+    }
+}
+
+/// Progress arithmetic shared by every progress line, table and page: one ETA.
+public enum Pace {
+    /// Seconds left to reach `total` at the pace so far (`done` of it in `elapsed` seconds); nil before any progress
+    /// and once done.
+    public static func secondsLeft(elapsed: Double, done: Double, total: Double) -> Double? {
+        guard elapsed > 0, done > 0, done < total else { return nil }
+        return elapsed / done * (total - done)
+    }
+}

@@ -61,7 +61,7 @@ public struct AttemptRecord: Sendable, Equatable {
 
 /// One line of a job's log. `at`: nanoseconds since submission.
 public struct JobLogLine: Sendable, Equatable {
-    public enum Level: UInt8, Sendable { case debug = 0, info = 1, warning = 2, error = 3 }
+    public typealias Level = LogLevel
     public var at: UInt64
     public var level: Level
     public var text: String

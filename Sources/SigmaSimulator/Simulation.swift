@@ -1,6 +1,7 @@
 import Foundation
 import HeapModule
 import SigmaCoordinatorCore
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
@@ -52,14 +53,8 @@ public struct TrainScenario: Sendable {
 
     /// `batchSize` generated rows (seeded): every step reads each row once.
     func data() -> LabeledData {
-        var state: UInt64 = 5
-        func next() -> UInt64 {   // splitmix64: deterministic, no dependency on the engine
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SeededRandom(seed: 5)
+        func next() -> UInt64 { rng.next() }
         let features = layers[0], classes = layers.last!
         let x = (0..<batchSize * features).map { _ in Float(next() % 1000) / 1000 }
         let y = (0..<batchSize).map { _ in Int32(next() % UInt64(classes)) }

@@ -75,7 +75,6 @@ public enum WorkerAction: Sendable, Equatable {
     case log(LogLevel, String)
 }
 
-public enum LogLevel: Sendable, Equatable { case debug, info, warning, error }
 
 /// A worker's protocol logic: handshake, heartbeats, coordinator liveness, spec cache, shard bookkeeping.
 public struct WorkerCore {

@@ -23,7 +23,8 @@ final class TrainProgress: @unchecked Sendable {
     static func rate(origin: (at: Date, step: Int), step: Int, steps: Int, batch: Int, now: Date) -> (rate: Double, eta: Double)? {
         let elapsed = now.timeIntervalSince(origin.at), done = step - origin.step
         guard elapsed > 0, done > 0 else { return nil }
-        return (Double(done * batch) / elapsed, elapsed / Double(done) * Double(max(0, steps - step)))
+        let left = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(max(done, steps - origin.step))) ?? 0
+        return (Double(done * batch) / elapsed, left)
     }
 
     func update(step: Int, steps: Int, loss: Double, accuracy: Double) {

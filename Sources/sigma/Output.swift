@@ -21,7 +21,7 @@ final class ProgressLine: @unchecked Sendable {
     func update(done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
         let frac = total == 0 ? 0 : Double(done) / Double(total)
         let elapsed = Date().timeIntervalSince(started)
-        let eta = frac > 0 && frac < 1 ? String(format: " ETA %.1fs", elapsed / frac - elapsed) : ""
+        let eta = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(total)).map { String(format: " ETA %.1fs", $0) } ?? ""
         let extra = reruns > 0 ? " (\(reruns) re-run)" : ""
         let rate = elapsed > 0 ? "  " + ProgressLine.throughput(done: done, total: total, items: items, unit: unit, seconds: elapsed) : ""
         if isTTY {

@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import Testing
@@ -105,7 +106,7 @@ struct SplitMix: RandomNumberGenerator {
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
         state &+= 0x9E3779B97F4A7C15
-        return Generator.mix(state)
+        return SeededRandom.mix(state)
     }
     mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }
