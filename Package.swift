@@ -31,9 +31,11 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: optimizedInDebug),
         .target(name: "SigmaProtocol", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
-        .target(name: "SigmaJobs", dependencies: ["SigmaModel", "SigmaEngine"]),
+        // What the coordinator core knows of jobs: round drivers (the protocol), partials, results. No engine.
+        .target(name: "SigmaJobCore", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
+        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaEngine"]),
         .target(name: "SigmaCoordinatorCore", dependencies: [
-            "SigmaModel", "SigmaProtocol", "SigmaJobs",
+            "SigmaModel", "SigmaProtocol", "SigmaJobCore",
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: optimizedInDebug),
         .target(name: "SigmaSimulator", dependencies: [

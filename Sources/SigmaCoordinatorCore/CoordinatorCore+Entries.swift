@@ -1,5 +1,5 @@
 import DequeModule
-import SigmaJobs
+import SigmaJobCore
 import SigmaModel
 import SigmaProtocol
 

@@ -1,5 +1,5 @@
 import DequeModule
-import SigmaJobs
+import SigmaJobCore
 import SigmaModel
 import SigmaProtocol
 
@@ -615,11 +615,7 @@ public struct CoordinatorCore {
 
     mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
         let ranges = driver.plan(shares: firstShares(s.spec)).map { ($0.start, $0.count) }
-        var detail = "\(ranges.count) shards"
-        if let t = driver as? TrainDriver {
-            detail = "\(t.plan.totalSteps) steps of \(t.spec.batchSize) rows (\(t.parameterCount) parameters), from step \(t.step)"
-        }
-        admit(peer, s, who, driver: driver, ranges: ranges, detail: detail, now: now, into: &out)
+        admit(peer, s, who, driver: driver, ranges: ranges, detail: driver.planSummary ?? "\(ranges.count) shards", now: now, into: &out)
     }
 
     mutating func admit(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
@@ -654,7 +650,7 @@ public struct CoordinatorCore {
     /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
     mutating func completeRound(_ job: JobEntry, _ d: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
         let end: RoundEnd
-        do { end = try d.timedCompleteRound() } catch {
+        do { end = try d.completeRound() } catch {
             finish(job.id, state: .failed, error: "job \(job.id): \(error)", now: now, into: &out)
             return
         }

@@ -1,4 +1,4 @@
-import SigmaJobs
+import SigmaJobCore
 import SigmaModel
 import SigmaProtocol
 

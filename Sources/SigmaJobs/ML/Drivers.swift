@@ -2,125 +2,23 @@ import Foundation
 import SigmaEngine
 import SigmaModel
 
-/// A file a job produces (a checkpoint): the coordinator's shell writes it, atomically.
-public struct OutputFile: Sendable, Equatable {
-    public let path: String
-    public let bytes: Data
-    public init(path: String, bytes: Data) {
-        self.path = path
-        self.bytes = bytes
-    }
+/// A driver whose reduction the job code times itself (the coordinator core never reads clocks): it implements
+/// `reduceRound`, and `completeRound` measures it plus the additions the last shard's arrival made.
+public protocol ReducingDriver: RoundDriver {
+    func reduceRound() throws -> RoundEnd
 }
 
-/// What happened when a round's last shard arrived.
-public struct RoundEnd: Sendable {
-    /// The job is done; `results` is its result bundle.
-    public var finished = false
-    public var results: [UInt8] = []
-    public var files: [OutputFile] = []
-    public var log: [String] = []
-    /// Time the reduction (and optimizer step) took, ns — set by `timedCompleteRound`: the round's completion plus
-    /// the additions the last shard's arrival made (`arrivalNanos`), i.e. the reduce on the step's critical path.
-    public var reduceNanos: UInt64 = 0
-    /// Additions made when the round's last shard arrived (partial sums combined up the tree), ns.
-    public var arrivalNanos: UInt64 = 0
-    /// The part of it the optimizer step took (with the tree's last addition, which it fuses), ns; 0 for jobs
-    /// without one.
-    public var optimizerNanos: UInt64 = 0
-    public init() {}
-}
-
-extension RoundDriver {
-    /// `completeRound`, timed (the core never reads clocks; the job code measures its own reduction).
-    public func timedCompleteRound() throws -> RoundEnd {
+extension ReducingDriver {
+    public func completeRound() throws -> RoundEnd {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        var end = try completeRound()
+        var end = try reduceRound()
         end.reduceNanos = (DispatchTime.now().uptimeNanoseconds &- t0) &+ end.arrivalNanos
         return end
     }
 }
 
-public struct RoundProgress: Sendable, Equatable {
-    public var step: Int, steps: Int
-    public var loss: Double, accuracy: Double
-    public init(step: Int, steps: Int, loss: Double, accuracy: Double) {
-        self.step = step
-        self.steps = steps
-        self.loss = loss
-        self.accuracy = accuracy
-    }
-}
-
-/// The coordinator-side logic of a multi-round ML job (train: one round per step; infer/eval/embed: one round).
-/// Lives inside the coordinator core, which hands it shard payloads and asks for the next round.
-public protocol RoundDriver: AnyObject, Sendable {
-    var kind: String { get }
-    /// The current round (a training step), sent in ASSIGN.
-    var round: UInt32 { get }
-    /// Parameters the current round's shards need (PARAMS, version = `round`), if any.
-    var params: Frame? { get }
-    /// Items the round's ranges count ("micro-batches", "rows", "lines"), for messages.
-    var unit: String { get }
-    /// Units of work in the current round (the total count of its ranges).
-    var roundItems: Int { get }
-    /// Splits the current round into shards, remembered until the round ends. `shares` are relative sizes, one per
-    /// worker slot: a training step gives each share a contiguous run of micro-batches in proportion (empty
-    /// shares are left out; `share` says which share each range is for); single-round jobs cut finer shards
-    /// (4 per share) that the scheduler places as workers free up.
-    func plan(shares: [Double]) -> [ShardPlan]
-    /// Checks and keeps shard `index`'s payload; an error says what was wrong with it.
-    func accept(shard index: Int, payload: Frame) throws
-    /// Every shard of the round is in: reduce, and either start the next round or finish.
-    func completeRound() throws -> RoundEnd
-    var progress: RoundProgress { get }
-}
-
-/// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:
-/// `u32 count`, then per file `string name, u32 length, bytes`.
-public enum ResultBundle {
-    public static func encode(_ files: [(String, Data)]) -> [UInt8] {
-        var w = ByteWriter(capacity: files.reduce(4) { $0 + 6 + $1.0.utf8.count + $1.1.count })
-        w.u32(UInt32(files.count))
-        for (name, data) in files {
-            w.string(name)
-            w.u32(UInt32(data.count))
-            w.raw(Array(data))
-        }
-        return w.bytes
-    }
-
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> [(name: String, data: Data)] {
-        var r = ByteReader(bytes)
-        let n = try r.u32("results.count")
-        guard n <= 64 else { throw ByteReadError(field: "results.count", problem: "\(n) files; at most 64") }
-        var out: [(String, Data)] = []
-        for _ in 0..<n {
-            let name = try r.string("results.name")
-            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
-                throw ByteReadError(field: "results.name", problem: "'\(name)' is not a plain file name")
-            }
-            out.append((name, Data(try r.blob("results.data", limit: 1 << 30))))
-        }
-        try r.finish("results")
-        return out
-    }
-}
-
 func jsonData(_ v: Any) -> Data {
     (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .prettyPrinted])) ?? Data("{}".utf8)
-}
-
-/// Splits `0..<n` into `parts` contiguous ranges of nearly equal length (the first ones one longer).
-/// One shard of a round: a range of the round's units, and the share (worker slot) it was sized for.
-public struct ShardPlan: Sendable, Equatable {
-    public var start: UInt64
-    public var count: UInt64
-    public var share: Int?
-    public init(start: UInt64, count: UInt64, share: Int? = nil) {
-        self.start = start
-        self.count = count
-        self.share = share
-    }
 }
 
 /// Splits `n` units into contiguous runs in proportion to `weights` (largest remainder; ties to the earlier
@@ -162,7 +60,10 @@ func split(_ n: Int, parts: Int) -> [(start: UInt64, count: UInt64)] {
 
 // MARK: train
 
-public final class TrainDriver: RoundDriver, @unchecked Sendable {
+public final class TrainDriver: ReducingDriver, @unchecked Sendable {
+    public var planSummary: String? {
+        "\(plan.totalSteps) steps of \(spec.batchSize) rows (\(parameterCount) parameters), from step \(step)"
+    }
     public let spec: TrainJob
     public let data: LabeledData
     public let plan: TrainPlan
@@ -299,7 +200,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
         paramsFrame = next ?? TrainDriver.frame(model)
     }
 
-    public func completeRound() throws -> RoundEnd {
+    public func reduceRound() throws -> RoundEnd {
         let reduced: ReducedGradient
         do { reduced = try GradientTree.reduce(parts, total: plan.microBatches(step: step)) } catch {
             throw JobError("step \(step + 1): \(error)")
@@ -411,7 +312,7 @@ public final class TrainDriver: RoundDriver, @unchecked Sendable {
 
 // MARK: infer / eval
 
-public final class PredictDriver: RoundDriver, @unchecked Sendable {
+public final class PredictDriver: ReducingDriver, @unchecked Sendable {
     public let spec: PredictJob
     public let isEval: Bool
     public let rows: Int
@@ -465,7 +366,7 @@ public final class PredictDriver: RoundDriver, @unchecked Sendable {
         }
     }
 
-    public func completeRound() throws -> RoundEnd {
+    public func reduceRound() throws -> RoundEnd {
         var all: [Float] = []
         all.reserveCapacity(rows * spec.model.outputs)
         for (i, o) in outputs.enumerated() {
@@ -492,7 +393,7 @@ public final class PredictDriver: RoundDriver, @unchecked Sendable {
 
 // MARK: embed
 
-public final class EmbedDriver: RoundDriver, @unchecked Sendable {
+public final class EmbedDriver: ReducingDriver, @unchecked Sendable {
     public let spec: EmbedJob
     public let lines: Int
     public let dimension: Int
@@ -529,7 +430,7 @@ public final class EmbedDriver: RoundDriver, @unchecked Sendable {
 
     public var progress: RoundProgress { RoundProgress(step: 0, steps: 0, loss: .nan, accuracy: .nan) }
 
-    public func completeRound() throws -> RoundEnd {
+    public func reduceRound() throws -> RoundEnd {
         var all: [Float] = []
         all.reserveCapacity(lines * dimension)
         for (i, o) in outputs.enumerated() {

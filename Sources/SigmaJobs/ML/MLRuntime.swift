@@ -2,12 +2,6 @@ import Foundation
 import SigmaEngine
 import SigmaModel
 
-/// Why an ML job cannot run: names the file, tensor or field and what was wrong.
-public struct JobError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
 
 /// Feature rows (row-major) with optional integer labels.
 public struct LabeledData: Sendable {

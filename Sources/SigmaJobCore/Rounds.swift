@@ -1,0 +1,126 @@
+import Foundation
+import SigmaModel
+
+// What the coordinator core knows of a job's code: the driver of its rounds and what a round's end hands back.
+// Pure (no engine, no clocks): the drivers themselves live in SigmaJobs.
+
+/// A file a job produces (a checkpoint): the coordinator's shell writes it, atomically.
+public struct OutputFile: Sendable, Equatable {
+    public let path: String
+    public let bytes: Data
+    public init(path: String, bytes: Data) {
+        self.path = path
+        self.bytes = bytes
+    }
+}
+
+/// What happened when a round's last shard arrived.
+public struct RoundEnd: Sendable {
+    /// The job is done; `results` is its result bundle.
+    public var finished = false
+    public var results: [UInt8] = []
+    public var files: [OutputFile] = []
+    public var log: [String] = []
+    /// Time the reduction (and optimizer step) took, ns — set by the driver: the round's completion plus
+    /// the additions the last shard's arrival made (`arrivalNanos`), i.e. the reduce on the step's critical path.
+    public var reduceNanos: UInt64 = 0
+    /// Additions made when the round's last shard arrived (partial sums combined up the tree), ns.
+    public var arrivalNanos: UInt64 = 0
+    /// The part of it the optimizer step took (with the tree's last addition, which it fuses), ns; 0 for jobs
+    /// without one.
+    public var optimizerNanos: UInt64 = 0
+    public init() {}
+}
+
+
+public struct RoundProgress: Sendable, Equatable {
+    public var step: Int, steps: Int
+    public var loss: Double, accuracy: Double
+    public init(step: Int, steps: Int, loss: Double, accuracy: Double) {
+        self.step = step
+        self.steps = steps
+        self.loss = loss
+        self.accuracy = accuracy
+    }
+}
+
+/// The coordinator-side logic of a multi-round ML job (train: one round per step; infer/eval/embed: one round).
+/// Lives inside the coordinator core, which hands it shard payloads and asks for the next round.
+public protocol RoundDriver: AnyObject, Sendable {
+    var kind: String { get }
+    /// The current round (a training step), sent in ASSIGN.
+    var round: UInt32 { get }
+    /// Parameters the current round's shards need (PARAMS, version = `round`), if any.
+    var params: Frame? { get }
+    /// Items the round's ranges count ("micro-batches", "rows", "lines"), for messages.
+    var unit: String { get }
+    /// Units of work in the current round (the total count of its ranges).
+    var roundItems: Int { get }
+    /// Splits the current round into shards, remembered until the round ends. `shares` are relative sizes, one per
+    /// worker slot: a training step gives each share a contiguous run of micro-batches in proportion (empty
+    /// shares are left out; `share` says which share each range is for); single-round jobs cut finer shards
+    /// (4 per share) that the scheduler places as workers free up.
+    func plan(shares: [Double]) -> [ShardPlan]
+    /// Checks and keeps shard `index`'s payload; an error says what was wrong with it.
+    func accept(shard index: Int, payload: Frame) throws
+    /// Every shard of the round is in: reduce, and either start the next round or finish. The driver sets
+    /// `reduceNanos` (the core never reads clocks).
+    func completeRound() throws -> RoundEnd
+    var progress: RoundProgress { get }
+    /// What the job plans, for the log line that accepts it ("600 steps of 32 rows (…)"); nil: the shard count says it.
+    var planSummary: String? { get }
+}
+
+extension RoundDriver {
+    public var planSummary: String? { nil }
+}
+
+/// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:
+/// `u32 count`, then per file `string name, u32 length, bytes`.
+public enum ResultBundle {
+    public static func encode(_ files: [(String, Data)]) -> [UInt8] {
+        var w = ByteWriter(capacity: files.reduce(4) { $0 + 6 + $1.0.utf8.count + $1.1.count })
+        w.u32(UInt32(files.count))
+        for (name, data) in files {
+            w.string(name)
+            w.u32(UInt32(data.count))
+            w.raw(Array(data))
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> [(name: String, data: Data)] {
+        var r = ByteReader(bytes)
+        let n = try r.u32("results.count")
+        guard n <= 64 else { throw ByteReadError(field: "results.count", problem: "\(n) files; at most 64") }
+        var out: [(String, Data)] = []
+        for _ in 0..<n {
+            let name = try r.string("results.name")
+            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
+                throw ByteReadError(field: "results.name", problem: "'\(name)' is not a plain file name")
+            }
+            out.append((name, Data(try r.blob("results.data", limit: 1 << 30))))
+        }
+        try r.finish("results")
+        return out
+    }
+}
+
+/// One shard of a round: a range of the round's units, and the share (worker slot) it was sized for.
+public struct ShardPlan: Sendable, Equatable {
+    public var start: UInt64
+    public var count: UInt64
+    public var share: Int?
+    public init(start: UInt64, count: UInt64, share: Int? = nil) {
+        self.start = start
+        self.count = count
+        self.share = share
+    }
+}
+
+/// Why a job cannot run: names the file, tensor or field and what was wrong.
+public struct JobError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
