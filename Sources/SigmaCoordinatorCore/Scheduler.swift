@@ -2,35 +2,6 @@ import SigmaJobCore
 import SigmaModel
 import SigmaProtocol
 
-/// How shards are placed on workers (docs/scheduling.md).
-public enum SchedulingPolicy: String, CaseIterable, Sendable {
-    /// Shard k goes to the next worker in turn, waiting for it if its window is full.
-    case roundRobin = "round-robin"
-    /// Each shard goes to the worker with the most free room (slots × (1 + prefetch)); equal shards per step.
-    case leastLoaded = "least-loaded"
-    /// Each shard goes to the worker expected to finish it first (queue wait + RTT + bytes / bandwidth +
-    /// items / throughput); training steps are split so all shards are expected to finish together; stragglers
-    /// near the end are hedged.
-    case latencyAware = "latency-aware"
-
-    /// The SUBMIT option bits that ask for this policy.
-    public var submitOption: SubmitOptions {
-        switch self {
-        case .roundRobin: .policy(1)
-        case .leastLoaded: .policy(2)
-        case .latencyAware: .policy(3)
-        }
-    }
-
-    public static func parse(_ s: String) throws -> SchedulingPolicy {
-        guard let p = SchedulingPolicy(rawValue: s) else {
-            throw SpecError(field: "policy", problem: "unknown scheduling policy '\(s)'; expected one of: "
-                            + allCases.map(\.rawValue).joined(separator: ", "))
-        }
-        return p
-    }
-}
-
 /// Job kinds as small integers (throughput is modelled per kind).
 enum JobKindIndex {
     static let count = 5
@@ -100,12 +71,7 @@ func saturatingAdd(_ t: Nanos, _ d: Double) -> Nanos {
 extension CoordinatorCore {
     /// The policy a job runs under.
     func policy(of job: JobEntry) -> SchedulingPolicy {
-        switch job.options.policyCode {
-        case 1: .roundRobin
-        case 2: .leastLoaded
-        case 3: .latencyAware
-        default: config.policy
-        }
+        SchedulingPolicy(code: job.options.policyCode) ?? config.policy
     }
 
     // MARK: training steps: how to split a round

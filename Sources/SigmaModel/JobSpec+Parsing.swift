@@ -15,10 +15,8 @@ public struct SpecError: Error, Equatable, Sendable, CustomStringConvertible {
 /// A job spec file: the job, and how the submitter wants it scheduled (`policy:`, optional).
 public struct JobFile: Sendable {
     public var spec: JobSpec
-    /// One of `JobFile.policies`, or nil for the cluster's policy.
+    /// A `SchedulingPolicy` name, or nil for the cluster's policy.
     public var policy: String?
-    /// The scheduling policies a spec may name (the coordinator's `SchedulingPolicy` cases).
-    public static let policies = ["latency-aware", "least-loaded", "round-robin"]
 }
 
 extension JobSpec {
@@ -28,13 +26,13 @@ extension JobSpec {
         try parseFile(text, baseDirectory: baseDirectory, limits: limits).spec
     }
 
-    /// Parses a job spec file, keeping its `policy:` (scheduling is the submission's, not part of the job).
     /// A spec as written, without `validate`: for tests and tools that need the value of a spec validation would
     /// refuse (to send it over the wire, say). Structural errors (types, missing and unknown fields) still throw.
     public static func parseUnchecked(_ text: String, baseDirectory: String? = nil) throws -> JobSpec {
         try parseFile(text, baseDirectory: baseDirectory, checking: nil).spec
     }
 
+    /// Parses a job spec file, keeping its `policy:` (scheduling is the submission's, not part of the job).
     /// Every spec is checked by `validate(limits:)`, as one from the wire is.
     public static func parseFile(_ text: String, baseDirectory: String? = nil, limits: SpecLimits = .standard) throws -> JobFile {
         try parseFile(text, baseDirectory: baseDirectory, checking: limits)
@@ -53,9 +51,7 @@ extension JobSpec {
         var fields = Fields(map, path: "")
         let kind = try fields.string("kind")
         let policy = try fields.optionalString("policy")
-        if let p = policy, !JobFile.policies.contains(p) {
-            throw SpecError(field: "policy", problem: "unknown scheduling policy '\(p)'; expected one of: " + JobFile.policies.joined(separator: ", "))
-        }
+        if let p = policy { _ = try SchedulingPolicy.parse(p) }
         let spec: JobSpec
         switch kind {
         case "map-reduce":

@@ -449,3 +449,8 @@ public enum Message: Sendable, Equatable {
         }
     }
 }
+
+extension SchedulingPolicy {
+    /// The SUBMIT option bits that ask for this policy.
+    public var submitOption: SubmitOptions { .policy(code) }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SigmaCoordinatorCore
+import SigmaModel
 import SigmaSimulator
 
 /// `sigma simulate SCENARIO.yaml`: the real coordinator core on a simulated clock and network.

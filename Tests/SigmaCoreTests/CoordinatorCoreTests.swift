@@ -289,8 +289,15 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
 }
 
 @Suite struct PolicyNamesTests {
-    /// The policies a spec file may name are exactly the scheduler's.
-    @Test func specPoliciesAreTheSchedulers() {
-        #expect(Set(JobFile.policies) == Set(SchedulingPolicy.allCases.map(\.rawValue)))
+    /// One list of policies (SigmaModel's `SchedulingPolicy`): a spec file may name exactly those, and each travels
+    /// in SUBMIT's option bits and back to the same policy.
+    @Test func specPoliciesAreTheSchedulers() throws {
+        for p in SchedulingPolicy.allCases {
+            let file = try JobSpec.parseFile("kind: map-reduce\ninput: {generate: range, count: 10}\nreduce: [sum]\npolicy: \(p.rawValue)\n")
+            #expect(file.policy == p.rawValue)
+            #expect(SchedulingPolicy(code: p.submitOption.policyCode) == p)
+        }
+        #expect(throws: SpecError.self) { _ = try JobSpec.parseFile("kind: map-reduce\ninput: {generate: range, count: 10}\nreduce: [sum]\npolicy: fastest\n") }
+        #expect(SchedulingPolicy(code: 0) == nil)
     }
 }
