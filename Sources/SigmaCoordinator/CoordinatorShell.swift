@@ -307,12 +307,13 @@ public final class CoordinatorShell: Sendable {
                                            "FILE-GET job \(g.job) file \(g.index): \(FileServer.maxPerPeer) requests of this worker are being served (the limit); ask again when they are answered")
                         link.send(Envelope(peer: peer, frames: Codec.encode(.error(e), compressor: compressor, carrier: carriers[peer])))
                     }
-                case .log(let level, let text):
+                case .log(let level, let text, let job):
+                    let metadata: Logger.Metadata? = job.map { ["job": "\($0)"] }
                     switch level {
-                    case .debug: logger.debug("\(text)")
-                    case .info: logger.info("\(text)")
-                    case .warning: logger.warning("\(text)")
-                    case .error: logger.error("\(text)")
+                    case .debug: logger.debug("\(text)", metadata: metadata)
+                    case .info: logger.info("\(text)", metadata: metadata)
+                    case .warning: logger.warning("\(text)", metadata: metadata)
+                    case .error: logger.error("\(text)", metadata: metadata)
                     }
                 }
             }

@@ -365,7 +365,7 @@ final class JobEntry {
         if shards[i].failures >= config.maxFailedAttempts {
             return "job \(id): \(message); failed \(shards[i].failures) times (on \(shards[i].failedOn.joined(separator: ", ")))"
         }
-        out.append(.log(.warning, "job \(id): \(message); running it again"))
+        out.append(.log(.warning, "job \(id): \(message); running it again", job: id))
         requeue(i, rerun: true, now: now, queue: &queue)
         return nil
     }

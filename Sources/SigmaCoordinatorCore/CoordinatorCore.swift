@@ -120,7 +120,9 @@ public enum CoordinatorAction: Sendable, Equatable {
     /// Answer a FILE-GET with FILE-DATA: read the asked bytes of `file` (`files`: the job's count); if the file
     /// cannot be read as it was at submission, answer ERROR naming it (file I/O is the shell's).
     case serveFile(PeerID, FileGet, file: InputFile, files: Int)
-    case log(LogLevel, String)
+    /// A log line; `job`: the job it is about (it goes to that job's log too, `sigma logs`, and to the shell's log as
+    /// metadata).
+    case log(LogLevel, String, job: JobID? = nil)
 }
 
 
@@ -244,12 +246,10 @@ public struct CoordinatorCore {
         return out
     }
 
-    /// Lines logged about a job ("job 12: …", "job 12 '…' accepted …") go to that job's log too (`sigma logs`).
+    /// Lines logged about a job (their `job`) go to that job's log too (`sigma logs`).
     func captureJobLogs(_ out: [CoordinatorAction], now: Nanos) {
         for a in out {
-            guard case .log(let level, let text) = a, text.hasPrefix("job ") else { continue }
-            let digits = text.utf8.dropFirst(4).prefix { $0 >= 48 && $0 <= 57 }
-            guard !digits.isEmpty, let id = JobID(String(decoding: digits, as: UTF8.self)), let job = jobs[id] else { continue }
+            guard case .log(let level, let text, let id?) = a, let job = jobs[id] else { continue }
             job.log(level, text, now: now)
         }
     }
@@ -643,7 +643,7 @@ public struct CoordinatorCore {
         } else {
             out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
         }
-        out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)"))
+        out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)", job: id))
         if ranges.isEmpty, let d = driver { completeRound(job, d, now: now, into: &out) }
     }
 
@@ -659,7 +659,7 @@ public struct CoordinatorCore {
             optimizerSamples.append(end.optimizerNanos)
         }
         for f in end.files { out.append(.writeFile(f)) }
-        for line in end.log { out.append(.log(.info, "job \(job.id): \(line)")) }
+        for line in end.log { out.append(.log(.info, "job \(job.id): \(line)", job: job.id)) }
         if end.finished {
             job.result = end.results
             finish(job.id, state: .completed, error: "", now: now, into: &out)
@@ -713,7 +713,7 @@ public struct CoordinatorCore {
         // or no longer holds (it answered already), commits nothing and fails nothing.
         guard wasInFlight != nil else {
             strayResults += 1
-            out.append(.log(.warning, "job \(r.job) shard \(r.shard) attempt \(r.attempt): ignored a \(r.status) result from worker \(table[k].id) (\(table[k].hello.name)), which does not hold that attempt"))
+            out.append(.log(.warning, "job \(r.job) shard \(r.shard) attempt \(r.attempt): ignored a \(r.status) result from worker \(table[k].id) (\(table[k].hello.name)), which does not hold that attempt", job: r.job))
             return
         }
         job.shards[i].holders.removeAll { $0 == peer }
@@ -739,7 +739,7 @@ public struct CoordinatorCore {
                 if job.shards[i].hedged && r.attempt == job.shards[i].attempts { job.hedgesWon += 1 }
                 cancelOthers(job, i, except: peer, now: now, into: &out)
             } catch {
-                out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)"))
+                out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)", job: r.job))
                 job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: "malformed result: \(error)")
                 fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, now: now, queue: &queue, into: &out)
             }
@@ -810,7 +810,7 @@ public struct CoordinatorCore {
         jobs[id] = job
         let seconds = Double(now - job.submittedAt) / 1e9
         out.append(.log(state == .completed ? .info : .error,
-                        "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)")))
+                        "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))
         sendProgress(id, now: now, force: true, into: &out)
         releaseWatches(jobs[id]!)
         jobs[id]!.watchers.removeAll()

@@ -285,7 +285,7 @@ extension CoordinatorCore {
                 job.hedges += 1
                 hedgesStarted += 1
                 let original = table[index[s.holders[0]]!].label
-                out.append(.log(.info, "job \(id): \(job.describe(i)) on \(original) running \(Int(late / 1e6)) ms (expected \(Int(s.expected / 1e6)) ms): hedging on \(table[k].label)"))
+                out.append(.log(.info, "job \(id): \(job.describe(i)) on \(original) running \(Int(late / 1e6)) ms (expected \(Int(s.expected / 1e6)) ms): hedging on \(table[k].label)", job: id))
                 assign(job, i, to: k, kind: kind, model: model!, now: now, into: &out)
                 if idleCount(now: now) == 0 { return }
             }

@@ -25,7 +25,7 @@ struct Harness {
             for a in core.handle(ev, now: now) {
                 switch a {
                 case .send(let p, let m): sent.append((p, m))
-                case .log(_, let s): logs.append(s)
+                case .log(_, let s, _): logs.append(s)
                 case .resolveInput(let p, let s, let who): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows)), from: who))
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))

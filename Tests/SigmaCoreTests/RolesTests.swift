@@ -84,6 +84,9 @@ import Testing
         h.event(.received(pR, .cancelJob(request: 9, job: job), from: admin))
         #expect(h.core.status(now: h.now).jobs.first?.state == .cancelled)
         #expect(h.core.detail(job: job, attempts: false, now: h.now)?.job.error.contains("admin root-admin") == true)
+        // The job's own log: lines the core logged about it (`.log(…, job:)`) and what it logged to it directly.
+        let lines = h.core.detail(job: job, attempts: false, now: h.now)?.logs.map(\.text) ?? []
+        #expect(lines.contains { $0.contains("accepted") } && lines.contains { $0.contains("cancelled by admin root-admin") }, "\(lines)")
         // Alice fetches her own (cancelled) job's outcome.
         let fetched = h.event(.received(pA, .fetch(request: 10, job: job), from: alice))
         #expect(fetched.contains { if case .jobResult = $0.1 { return true } else { return false } })
