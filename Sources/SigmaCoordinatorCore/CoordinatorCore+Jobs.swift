@@ -1,0 +1,266 @@
+import DequeModule
+import SigmaJobCore
+import SigmaModel
+import SigmaProtocol
+
+// Jobs: admission, rounds, results, the end of a job.
+
+extension CoordinatorCore {
+    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard case .mapReduce(let spec) = s.spec else { return }
+        guard rows > 0 else {
+            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "input has no rows"))))
+            return
+        }
+        // (counted before the ranges are made: a count of 2^64 - 1 rows must not become an array of them)
+        do { try spec.sharding.check(rows: rows, limits: config.specLimits) } catch {
+            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "\(error)"))))
+            return
+        }
+        let ranges = spec.sharding.ranges(rows: rows)
+        admit(peer, s, who, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
+    }
+
+    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+        let ranges = driver.plan(shares: firstShares(s.spec)).map { ($0.start, $0.count) }
+        admit(peer, s, who, driver: driver, ranges: ranges, detail: driver.planSummary ?? "\(ranges.count) shards", now: now, into: &out)
+    }
+
+    mutating func admit(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
+                        now: Nanos, into out: inout [CoordinatorAction]) {
+        guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
+            out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
+                "coordinator is full (\(activeJobs) active jobs, \(queue.count) shards queued); retry later"))))
+            return
+        }
+        let id = nextJob
+        nextJob += 1
+        activeJobs += 1
+        let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        job.key = s.key
+        job.owner = who.owner
+        job.ownerName = who.name
+        if !s.key.isEmpty { keyed[Self.scoped(s.key, who)] = id }
+        job.policyName = policy(of: job).rawValue
+        job.specDigest = Digest.fnv1a64(s.spec.encoded)
+        if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
+        jobs[id] = job
+        for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
+        if s.options.contains(.deferAccept) {
+            job.acceptPending = true
+        } else {
+            out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
+        }
+        out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)", job: id))
+        if ranges.isEmpty, let d = driver { completeRound(job, d, now: now, into: &out) }
+    }
+
+    /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
+    mutating func completeRound(_ job: JobEntry, _ d: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+        let end: RoundEnd
+        do { end = try d.completeRound() } catch {
+            finish(job.id, state: .failed, error: "job \(job.id): \(error)", now: now, into: &out)
+            return
+        }
+        if end.reduceNanos > 0, reduceSamples.count < CoordinatorCore.maxSamples {
+            reduceSamples.append(end.reduceNanos)
+            optimizerSamples.append(end.optimizerNanos)
+        }
+        for f in end.files { out.append(.writeFile(f)) }
+        for line in end.log { out.append(.log(.info, "job \(job.id): \(line)", job: job.id)) }
+        if end.finished {
+            job.result = end.results
+            finish(job.id, state: .completed, error: "", now: now, into: &out)
+            return
+        }
+        let shares = roundShares(job, items: d.roundItems, bytes: d.params?.count ?? 0, now: now)
+        let planned = d.plan(shares: shares.map(\.weight))
+        let refs = job.startRound(planned.map { ($0.start, $0.count) }, now: now)
+        for (g, p) in zip(refs, planned) {
+            job.shards[g - job.base].preferred = p.share.flatMap { $0 < shares.count ? shares[$0].worker : nil }
+            queue.append(ShardRef(job: job.id, shard: ShardIndex(g)))
+        }
+        sendProgress(job.id, now: now, force: false, into: &out)
+        if refs.isEmpty { completeRound(job, d, now: now, into: &out) }
+    }
+
+    mutating func result(_ peer: PeerID, _ r: ShardResult, now: Nanos, into out: inout [CoordinatorAction]) {
+        let key = AttemptKey(job: r.job, shard: r.shard, attempt: r.attempt)
+        let k = index[peer]!
+        let wasInFlight = table[k].inFlight.removeValue(forKey: key)
+        table[k].bytesIn += UInt64(r.payload.count + 32)
+        totals.bytesIn += UInt64(r.payload.count + 32)
+        defer { finishDrain(k, now: now, into: &out) }
+        guard let job = jobs[r.job], !job.state.isFinal else {
+            strayResults += 1
+            return
+        }
+        if Int(r.shard) < job.base {
+            job.duplicates += 1   // a late answer from an earlier round
+            if let f = wasInFlight { job.endAttempt(f.record, .late, now: now, compute: r.computeTime) }
+            return
+        }
+        guard let i = job.local(r.shard), r.attempt >= 1, r.attempt <= job.shards[i].attempts else {
+            out.append(.send(peer, .error(ErrorReply(.badRequest, "RESULT for job \(r.job) shard \(r.shard) attempt \(r.attempt) that was never assigned"))))
+            strayResults += 1
+            return
+        }
+        if let f = wasInFlight, r.status == .ok {
+            table[k].observeShard(f, job: job.id, kind: JobKindIndex.of(job.spec), items: job.ranges[i].count, compute: r.computeTime,
+                                  resultBytes: r.payload.count, now: now)
+        }
+        let record = wasInFlight?.record ?? -1
+        if job.shards[i].state == .done {
+            job.shards[i].holders.removeAll { $0 == peer }
+            job.endAttempt(record, .late, now: now, compute: r.computeTime)
+            job.duplicates += 1
+            jobs[r.job] = job
+            return
+        }
+        // Only the worker holding that attempt may answer for it: a result for an attempt this worker was never given,
+        // or no longer holds (it answered already), commits nothing and fails nothing.
+        guard wasInFlight != nil else {
+            strayResults += 1
+            out.append(.log(.warning, "job \(r.job) shard \(r.shard) attempt \(r.attempt): ignored a \(r.status) result from worker \(table[k].id) (\(table[k].hello.name)), which does not hold that attempt", job: r.job))
+            return
+        }
+        job.shards[i].holders.removeAll { $0 == peer }
+        let w = table[k]
+        var fatal: String? = nil
+        switch r.status {
+        case .ok:
+            do {
+                if let d = job.driver {
+                    try d.accept(shard: i, payload: r.payload)
+                    job.commit(shard: i, partial: nil)
+                } else if let spec = job.mapReduce {
+                    let p = try Partial.decode(r.payload, expectedBins: spec.histogram?.bins ?? 0)
+                    if spec.input.generatedCount != nil, p.count != job.ranges[i].count {
+                        throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(job.ranges[i].count) rows")
+                    }
+                    job.commit(shard: i, partial: p)
+                }
+                table[k].shardsDone += 1
+                totals.shardsDone += 1
+                if let f = wasInFlight, shardSamples.count < CoordinatorCore.maxSamples { shardSamples.append(now &- f.sentAt) }
+                job.endAttempt(record, .ok, now: now, compute: r.computeTime)
+                if job.shards[i].hedged && r.attempt == job.shards[i].attempts { job.hedgesWon += 1 }
+                cancelOthers(job, i, except: peer, now: now, into: &out)
+            } catch {
+                out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)", job: r.job))
+                job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: "malformed result: \(error)")
+                fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, now: now, queue: &queue, into: &out)
+            }
+        case .failed:
+            totals.shardsFailed += 1
+            job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
+            fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, now: now, queue: &queue, into: &out)
+        case .unknownJob:
+            // The worker no longer has the spec: send it again with the retry.
+            job.endAttempt(record, .failed, now: now, error: "the worker no longer had the job's spec; sent again")
+            table[k].specSent.remove(r.job)
+            table[k].paramsSent[r.job] = nil
+            job.requeue(i, rerun: false, now: now, queue: &queue)
+        case .declined:
+            // A draining worker did not start it: run it elsewhere (not a failure).
+            job.endAttempt(record, .declined, now: now, error: r.error)
+            job.requeue(i, rerun: false, now: now, queue: &queue)
+        }
+        jobs[r.job] = job
+        if let error = fatal {
+            finish(r.job, state: .failed, error: error, now: now, into: &out)
+        } else if job.done == job.shards.count {
+            if let d = job.driver {
+                completeRound(job, d, now: now, into: &out)
+            } else {
+                finish(r.job, state: .completed, error: "", now: now, into: &out)
+            }
+        } else {
+            sendProgress(r.job, now: now, force: false, into: &out)
+        }
+    }
+
+    mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard let job = jobs[id], !job.state.isFinal else { return }
+        activeJobs -= 1
+        job.acceptPending = false   // JOB-RESULT (or the job's status) now says it was accepted
+        finishedOrder.append(id)
+        while finishedOrder.count > config.keepFinishedJobs {
+            let old = finishedOrder.removeFirst()
+            if let j = jobs[old], !j.key.isEmpty { keyed[j.owner + "\u{0}" + j.key] = nil }
+            rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
+            jobs[old] = nil
+        }
+        job.state = state
+        job.error = error
+        job.endedAt = now
+        switch state {
+        case .completed: totals.jobsCompleted += 1
+        case .failed: totals.jobsFailed += 1
+        case .cancelled: totals.jobsCancelled += 1
+        default: break
+        }
+        if state == .completed, let spec = job.mapReduce {
+            let partials = job.partials.map { $0! }
+            job.result = MapReduceResult.reduce(spec, partials: partials).encoded
+        }
+        job.partials = []
+        job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
+        // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
+        // the job's state (model, gradients, data) now rather than when a later job pushes it out.
+        for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil) {
+            out.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+            for (key, f) in table[k].inFlight where key.job == id { job.endAttempt(f.record, .cancelled, now: now, error: "job \(state)") }
+            table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }
+            if table[k].inFlight.isEmpty { table[k].busyUntil = now }
+        }
+        for k in table.indices where table[k].paramsSent[id] != nil { table[k].paramsSent[id] = nil }
+        jobs[id] = job
+        let seconds = Double(now - job.submittedAt) / 1e9
+        out.append(.log(state == .completed ? .info : .error,
+                        "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))
+        sendProgress(id, now: now, force: true, into: &out)
+        releaseWatches(jobs[id]!)
+        jobs[id]!.watchers.removeAll()
+        if job.options.contains(.pushResult) {
+            out.append(.send(job.submitter, .jobResult(job.outcome(request: job.request))))
+        }
+        for (p, req) in job.extraResultTo { out.append(.send(p, .jobResult(job.outcome(request: req)))) }
+        job.extraResultTo = []
+    }
+
+    mutating func sendProgress(_ id: JobID, now: Nanos, force: Bool, into out: inout [CoordinatorAction]) {
+        guard let job = jobs[id], !job.watchers.isEmpty else { return }
+        for k in job.watchers.indices where force || now &- job.watchers[k].lastSent >= config.progressInterval {
+            job.watchers[k].lastSent = now
+            out.append(.send(job.watchers[k].peer, .progress(job.progress(request: job.watchers[k].request))))
+        }
+        jobs[id] = job
+    }
+
+    /// Other attempts of a committed shard are cancelled on their workers.
+    mutating func cancelOthers(_ job: JobEntry, _ i: Int, except winner: PeerID, now: Nanos, into out: inout [CoordinatorAction]) {
+        for p in job.shards[i].holders where p != winner {
+            guard let k = index[p] else { continue }
+            let keys = table[k].inFlight.keys.filter { $0.job == job.id && $0.shard == ShardIndex(job.base + i) }
+            for key in keys {
+                if let f = table[k].inFlight[key] { job.endAttempt(f.record, .cancelled, now: now, error: "another attempt finished first") }
+                table[k].inFlight[key] = nil
+                out.append(.send(p, .cancel(Cancel(job: job.id, shard: key.shard, attempt: key.attempt))))
+            }
+            if table[k].inFlight.isEmpty { table[k].busyUntil = now }
+            finishDrain(k, now: now, into: &out)
+        }
+        job.shards[i].holders.removeAll()
+    }
+}
+
+extension JobSpec {
+    /// Rows of a generated input (0 for files, whose rows the shell resolves).
+    var generatedRows: UInt64 {
+        switch self {
+        case .mapReduce(let s): s.input.generatedCount ?? 0
+        default: 0
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import DequeModule
+import SigmaJobCore
+import SigmaModel
+import SigmaProtocol
+
+/// Settings of the coordinator core. Times in nanoseconds.
+public struct CoordinatorConfig: Sendable {
+    /// How often each side sends a heartbeat when it has nothing else to send.
+    public var heartbeatInterval: Nanos = 1_000_000_000
+    /// Missed intervals before a silent worker is declared dead.
+    public var liveness: Int = 3
+    /// Least shards queued on a worker beyond its slots (the window grows when shards are short).
+    public var prefetch: Int = 1
+    /// Most shards in flight per worker slot, whatever the shard length.
+    public var maxWindowPerSlot: Int = 64
+    /// Shortest gap between two PROGRESS messages to one watcher.
+    public var progressInterval: Nanos = 100_000_000
+    /// Finished jobs kept for STATUS and FETCH.
+    public var keepFinishedJobs: Int = 1000
+    /// Jobs queued or running at once; more are refused (bounded memory).
+    public var maxActiveJobs: Int = 10_000
+    /// Shards waiting in the queue across all jobs; a submission that would exceed it is refused.
+    public var maxQueuedShards: Int = 10_000_000
+    /// Same-id submissions that may wait (per id) while the first one's input is read; more are refused.
+    public var maxParkedPerKey: Int = 64
+    /// Clients following one job at once (PROGRESS or a pushed JOB-RESULT); more are refused.
+    public var maxWatchersPerJob: Int = 256
+    /// Jobs one connection may follow at once; more are refused.
+    public var maxWatchesPerPeer: Int = 256
+    /// Submissions whose input is being read at once: per connection, and in all; more are refused (retry later).
+    public var maxResolvingPerPeer: Int = 16
+    public var maxResolving: Int = 256
+    /// Sizes a submitted spec may ask for (cluster.yaml `limits:`); a spec beyond them is refused before anything
+    /// is planned or read.
+    public var specLimits = SpecLimits.standard
+    /// Attempts a failing shard gets (on different workers when possible) before its job fails.
+    public var maxFailedAttempts: Int = 2
+    /// Placement policy (docs/scheduling.md).
+    public var policy = SchedulingPolicy.latencyAware
+    /// Backup copies of late shards near the end of a job or step (latency-aware policy).
+    public var hedging = true
+    /// A shard is late once it has run this many times its expected time, and at least `hedgeDelay` over it.
+    public var hedgeFactor = 2.0
+    public var hedgeDelay: Nanos = 20_000_000
+    /// Longest a step (the whole job, for single-round jobs) may take before the job fails naming the missing
+    /// shards; 0 for no limit.
+    public var stepTimeout: Nanos = 3600 * 1_000_000_000
+    /// A worker's throughput estimate not refreshed for this long is forgotten (it is measured again).
+    public var rateTTL: Nanos = 3_000_000_000
+    /// Workers that may die while running one shard before the shard fails its job.
+    public var poisonDeaths = 2
+    public init() {}
+
+    /// Time after which a silent worker is dead.
+    public var deadAfter: Nanos { heartbeatInterval * Nanos(liveness) }
+    /// A worker silent this long is suspect (shown so, and given no new shards) until heard again; with a
+    /// liveness of 2 or less there is no suspect phase.
+    public var suspectAfter: Nanos { heartbeatInterval * 2 }
+    /// A worker whose host has less memory available than this takes no new shards: 5 % of the host's memory,
+    /// at least 256 MiB and at most 2 GiB.
+    public func memoryReserve(host memory: UInt64) -> UInt64 { min(2 << 30, max(256 << 20, memory / 20)) }
+}
+
+/// What happens to the coordinator.
+public enum CoordinatorEvent: Sendable {
+    /// A well-formed message from a peer, sent as `from` (the principal its connection was admitted as; trusted on
+    /// links without authentication).
+    case received(PeerID, Message, from: Principal = .trusted)
+    /// A message that failed to decode.
+    case rejected(PeerID, DecodeError)
+    /// The shell read a job's input (see `CoordinatorAction.resolveInput`), with the content digests of its
+    /// input and model files for provenance.
+    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>, digests: InputDigests = InputDigests(), from: Principal = .trusted)
+    /// Periodic: heartbeats, liveness, progress.
+    case tick
+}
+
+/// What the coordinator asks its shell to do.
+/// What the shell found when it read a submission's input.
+/// Content digests of a job's files ("" where a job has none, e.g. generated input or a model trained from a seed).
+public struct InputDigests: Sendable, Equatable {
+    public var input: String
+    public var model: String
+    /// The files the coordinator serves to workers (`input_transport: coordinator`; else empty), in the order of
+    /// `JobSpec.workerInputFiles`.
+    public var files: [InputFile]
+    public init(input: String = "", model: String = "", files: [InputFile] = []) {
+        self.input = input
+        self.model = model
+        self.files = files
+    }
+}
+
+/// One input file a job's workers fetch from the coordinator, as it was when the job was submitted.
+public struct InputFile: Sendable, Equatable {
+    public var path: String
+    public var size: UInt64
+    public var sha256: String
+    public init(path: String, size: UInt64, sha256: String) {
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+    }
+}
+
+public enum ResolvedInput: Sendable {
+    /// Rows of a map-reduce input file.
+    case rows(UInt64)
+    /// An ML job, checked and ready: its coordinator-side driver.
+    case driver(any RoundDriver)
+}
+
+public enum CoordinatorAction: Sendable, Equatable {
+    case send(PeerID, Message)
+    /// Read this submission's input (the `.npy` header of a map-reduce input; data, model and weights of an ML job)
+    /// and answer with `.inputResolved` (file I/O is the shell's).
+    case resolveInput(PeerID, Submit, from: Principal)
+    /// Write a file (a checkpoint) atomically.
+    case writeFile(OutputFile)
+    /// Answer a FILE-GET with FILE-DATA: read the asked bytes of `file` (`files`: the job's count); if the file
+    /// cannot be read as it was at submission, answer ERROR naming it (file I/O is the shell's).
+    case serveFile(PeerID, FileGet, file: InputFile, files: Int)
+    /// A log line; `job`: the job it is about (it goes to that job's log too, `sigma logs`, and to the shell's log as
+    /// metadata).
+    case log(LogLevel, String, job: JobID? = nil)
+}

@@ -1,0 +1,194 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+
+// The coordinator side of a step's reduce: partials as they arrived, the reduced gradient, subtree values, and
+// the element-wise passes over it on the compute lanes.
+
+/// A partial sum as the coordinator holds it until the step's reduce: statistics decoded; float32 values left in
+/// the payload they arrived in (possibly a shared-memory segment, released when the last reference goes), values
+/// of a lossy transport decoded.
+public struct ArrivedPartial: Sendable {
+    public enum Values: Sendable {
+        case inFrame(Frame, offset: Int, count: Int)
+        case decoded([Float])
+    }
+    public let values: Values
+    public let loss: Double, correct: UInt64, rows: UInt64
+
+    public init(values: Values, loss: Double, correct: UInt64, rows: UInt64) {
+        self.values = values
+        self.loss = loss
+        self.correct = correct
+        self.rows = rows
+    }
+
+    public init(_ s: GradientSum) { self.init(values: .decoded(s.values), loss: s.loss, correct: s.correct, rows: s.rows) }
+
+    /// The float32 values as raw little-endian bytes (possibly unaligned: read with `loadUnaligned`).
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch values {
+        case .inFrame(let f, let offset, let count):
+            return try f.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + count * 4])) }
+        case .decoded(let v):
+            return try v.withUnsafeBytes(body)
+        }
+    }
+}
+
+/// A step's reduced gradient: the sum `left + right` (element by element, float32), not yet added, plus the exact
+/// statistics. Read it with `withOperands` (fused into a consumer's pass) or `materialized()`.
+public struct ReducedGradient {
+    let left: Subtree
+    let right: Subtree?
+
+    public var loss: Double { stats.loss }
+    public var correct: UInt64 { stats.correct }
+    public var rows: UInt64 { stats.rows }
+    private var stats: (loss: Double, correct: UInt64, rows: UInt64) {
+        guard let right else { return left.stats }
+        let (a, b) = (left.stats, right.stats)
+        return (a.loss + b.loss, a.correct + b.correct, a.rows + b.rows)
+    }
+
+    /// The float32 bytes (little-endian, possibly unaligned) of the two operands whose element-wise sum is the
+    /// gradient; the second is nil when the gradient is the first alone.
+    public func withOperands<R>(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
+        try left.withBytes { a in
+            guard let right else { return try body(a, nil) }
+            return try right.withBytes { b in try body(a, b) }
+        }
+    }
+
+    /// The gradient as an owned sum (the last addition done). Call once: it takes the buffer the reduce owns.
+    public func materialized() -> GradientSum {
+        if let right { return Subtree.add(left, right).take() }
+        switch left {
+        case .summed(let a): return a.take()
+        case .arrived(let p): return p.withBytes { GradientSum(values: Array(floats: $0), loss: p.loss, correct: p.correct, rows: p.rows) }
+        }
+    }
+}
+
+/// A subtree's value during the reduce: one partial as it arrived, or a sum this reduce owns (a class, so adding
+/// into it never copies the buffer).
+enum Subtree {
+    final class Sum {
+        var values: [Float], loss: Double, correct: UInt64, rows: UInt64
+        init(values: [Float], loss: Double, correct: UInt64, rows: UInt64) {
+            self.values = values
+            self.loss = loss
+            self.correct = correct
+            self.rows = rows
+        }
+        func take() -> GradientSum {
+            let v = values
+            values = []
+            return GradientSum(values: v, loss: loss, correct: correct, rows: rows)
+        }
+    }
+    case arrived(ArrivedPartial)
+    case summed(Sum)
+
+    var stats: (loss: Double, correct: UInt64, rows: UInt64) {
+        switch self {
+        case .arrived(let p): (p.loss, p.correct, p.rows)
+        case .summed(let s): (s.loss, s.correct, s.rows)
+        }
+    }
+
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch self {
+        case .arrived(let p): try p.withBytes(body)
+        case .summed(let s): try s.values.withUnsafeBytes(body)
+        }
+    }
+
+    /// `l + r`, element by element (float addition is commutative, so writing into whichever side this reduce
+    /// owns gives the same bits as `l[i] + r[i]`).
+    static func add(_ l: Subtree, _ r: Subtree) -> Sum {
+        let (a, b) = (l.stats, r.stats)
+        let loss = a.loss + b.loss, correct = a.correct + b.correct, rows = a.rows + b.rows
+        func into(_ s: Sum, _ other: ArrivedPartial) -> Sum {
+            other.withBytes { q in
+                s.values.withUnsafeMutableBufferPointer { o in
+                    precondition(q.count == o.count * 4, "partial sums of different sizes")
+                    let (o, q) = (Unchecked(o), Unchecked(q))
+                    ElementChunks.run(o.v.count) { r in for i in r { o.v[i] += q.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self) } }
+                }
+            }
+            (s.loss, s.correct, s.rows) = (loss, correct, rows)
+            return s
+        }
+        switch (l, r) {
+        case (.summed(let s), .arrived(let p)), (.arrived(let p), .summed(let s)):
+            return into(s, p)
+        case (.summed(let s), .summed(let t)):
+            t.values.withUnsafeBufferPointer { q in
+                s.values.withUnsafeMutableBufferPointer { o in
+                    precondition(q.count == o.count, "partial sums of different sizes")
+                    let (o, q) = (Unchecked(o), Unchecked(q))
+                    ElementChunks.run(o.v.count) { r in for i in r { o.v[i] += q.v[i] } }
+                }
+            }
+            (s.loss, s.correct, s.rows) = (loss, correct, rows)
+            return s
+        case (.arrived(let p), .arrived(let q)):
+            let values = p.withBytes { x in
+                q.withBytes { y in
+                    precondition(x.count == y.count, "partial sums of different sizes")
+                    return [Float](unsafeUninitializedCapacity: x.count / 4) { o, n in
+                        let (out, x, y) = (Unchecked(o), Unchecked(x), Unchecked(y))
+                        ElementChunks.run(x.v.count / 4) { r in
+                            for i in r {
+                                out.v[i] = x.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self) + y.v.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                            }
+                        }
+                        n = x.v.count / 4
+                    }
+                }
+            }
+            return Sum(values: values, loss: loss, correct: correct, rows: rows)
+        }
+    }
+}
+
+/// An element-wise pass over a step's gradient split into contiguous chunks on the process's compute lanes (at most
+/// 8): each element is one addition whichever chunk it falls in, so the bits do not depend on the split. While the
+/// coordinator reduces, the workers wait for its next parameters, so their cores are free on a shared host; a
+/// `--local --threads N` run uses its N.
+enum ElementChunks {
+    static var threads: Int { min(8, ComputeLanes.shared.total) }
+    static func run(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let n = max(1, min(threads, count / 262_144))
+        if n == 1 { body(0..<count); return }
+        DispatchQueue.concurrentPerform(iterations: n) { k in body(count * k / n ..< count * (k + 1) / n) }
+    }
+}
+
+/// A buffer pointer handed to chunk threads that write disjoint ranges of it.
+struct Unchecked<P>: @unchecked Sendable {
+    let v: P
+    init(_ v: P) { self.v = v }
+}
+
+extension Array where Element == Float {
+    /// float32 values from raw (possibly unaligned) bytes.
+    init(floats bytes: UnsafeRawBufferPointer) {
+        self.init(unsafeUninitializedCapacity: bytes.count / 4) { o, n in
+            UnsafeMutableRawBufferPointer(o).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<bytes.count / 4 * 4]))
+            n = bytes.count / 4
+        }
+    }
+}
+
+extension GradientTransport {
+    var bytes: Int { self == .f32 ? 4 : 2 }
+
+    /// float32 → bfloat16, round to nearest even (NaN stays NaN).
+    @inline(__always) static func bfloat16(_ x: Float) -> UInt16 {
+        let b = x.bitPattern
+        if x.isNaN { return UInt16(b >> 16) | 0x40 }
+        return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+    }
+}
