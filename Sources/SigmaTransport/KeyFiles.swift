@@ -56,7 +56,9 @@ public final class AllowList: @unchecked Sendable {
     /// (or root) and be writable by its owner only.
     public static func unsafe(_ path: String, folder: Bool) -> String? {
         var st = stat()
-        guard lstat(path, &st) == 0 else { return "cannot be read" }
+        // (stat, not lstat: what counts is the file a name leads to — Kubernetes mounts a ConfigMap's files as
+        // symlinks into a root-owned folder — and that file must be closed to others too)
+        guard stat(path, &st) == 0 else { return "cannot be read" }
         let mode = st.st_mode & 0o777
         if st.st_uid != geteuid() && st.st_uid != 0 {
             return "belongs to another user (uid \(st.st_uid)); the allow \(folder ? "folder" : "file") must be this user's"
@@ -80,7 +82,7 @@ public final class AllowList: @unchecked Sendable {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".pub") }.sorted()
         for n in names {
             var fs = stat()
-            guard lstat(folder + "/" + n, &fs) == 0 else { continue }
+            guard stat(folder + "/" + n, &fs) == 0 else { continue }
             now.append("\(n) \(fs.st_mtim.tv_sec).\(fs.st_mtim.tv_nsec) \(fs.st_size) \(fs.st_mode) \(fs.st_uid)")
             latest = max(latest, Double(fs.st_mtim.tv_sec) + Double(fs.st_mtim.tv_nsec) / 1e9)
         }

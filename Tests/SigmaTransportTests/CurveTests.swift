@@ -130,5 +130,15 @@ import Testing
         #expect { _ = try AllowList(folder: dir) } throws: { "\($0)".contains("writable by others") }
         chmod(dir, 0o755)
         #expect(list.name(of: c) == "c")
+        // A key file reached through a symlink (how Kubernetes mounts a ConfigMap: NAME.pub -> ..data/NAME.pub) counts
+        // by the file it leads to: admitted when that file is closed to others, skipped when it is not.
+        let d = try Curve.newKeyPair().publicKey
+        try FileManager.default.createDirectory(atPath: dir + "/..data", withIntermediateDirectories: true)
+        try CurveKeyFile(name: "d", publicKey: d, role: .worker).publicFileText.write(toFile: dir + "/..data/d.pub", atomically: true, encoding: .utf8)
+        chmod(dir + "/..data/d.pub", 0o644)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/d.pub", withDestinationPath: "..data/d.pub")
+        #expect(list.principal(of: d)?.role == .worker)
+        chmod(dir + "/..data/d.pub", 0o666)
+        #expect(list.name(of: d) == nil && list.skipped.contains { $0.contains("d.pub") && $0.contains("writable by others") })
     }
 }
