@@ -65,6 +65,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SigmaClient", dependencies: ["SigmaTransport", "SigmaProtocol", "SigmaModel"]),
+        // What the terminal shows (sigma top, the tables, the formatters): status in, text out.
+        .target(name: "SigmaTerminal", dependencies: ["SigmaModel", "SigmaProtocol"]),
         // The coordinator's HTTP side: web dashboard, JSON API and Prometheus /metrics, from coordinator snapshots.
         .target(name: "SigmaDashboard", dependencies: [
             "SigmaProtocol", "SigmaModel",
@@ -73,7 +75,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sigma", dependencies: [
-            "SigmaCoordinator", "SigmaCoordinatorCore", "SigmaDashboard", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs",
+            "SigmaCoordinator", "SigmaCoordinatorCore", "SigmaDashboard", "SigmaWorker", "SigmaClient", "SigmaSimulator", "SigmaJobs", "SigmaTerminal",
             "SigmaEngine", "SigmaModel", "SigmaProtocol", "SigmaTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -91,6 +93,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ], exclude: ["Fixtures", "Snapshots"]),
         .testTarget(name: "SigmaEngineTests", dependencies: ["SigmaEngine"], exclude: ["Fixtures"]),
+        .testTarget(name: "SigmaTerminalTests", dependencies: ["SigmaTerminal", "SigmaModel", "SigmaProtocol"]),
     ],
     swiftLanguageModes: [.v6]
 )

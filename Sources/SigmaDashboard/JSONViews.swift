@@ -5,17 +5,6 @@ import SigmaProtocol
 // JSON views of the coordinator's snapshots, shared by the CLI's --json output and the web dashboard's API.
 
 extension ClusterStatus.Job {
-    public var progressFraction: Double {
-        if steps > 0 { return Double(step) / Double(steps) }
-        return total == 0 ? (state == .completed ? 1 : 0) : Double(done) / Double(total)
-    }
-
-    /// Seconds left at the current pace (nil when unknown or finished).
-    public var eta: Double? {
-        guard state == .running else { return nil }
-        return Pace.secondsLeft(elapsed: Double(elapsed) / 1e9, done: progressFraction, total: 1)
-    }
-
     public var jsonObject: [String: Any] {
         var o: [String: Any] = ["id": Int(id), "name": name, "kind": kind, "state": state.description, "done": Int(done),
                                 "total": Int(total), "running": Int(running), "reruns": Int(reruns), "duplicates": Int(duplicates),
@@ -34,8 +23,6 @@ extension ClusterStatus.Job {
 }
 
 extension ClusterStatus.Worker {
-    public var compressionRatio: Double { wireBytes == 0 ? 1 : Double(rawBytes) / Double(wireBytes) }
-
     public var jsonObject: [String: Any] {
         ["id": id, "name": name, "host": host, "cores": Int(cores), "slots": Int(slots), "state": state,
          "in_flight": Int(inFlight), "rtt_us": Double(rtt) / 1e3, "last_seen_ms": Double(lastSeen) / 1e6,

@@ -233,3 +233,22 @@ public struct CoordinatorSamples: Sendable, Equatable {
         self.optimizers = optimizers
     }
 }
+
+extension ClusterStatus.Job {
+    /// How far the job is, 0…1: steps for a training job, shards otherwise.
+    public var progressFraction: Double {
+        if steps > 0 { return Double(step) / Double(steps) }
+        return total == 0 ? (state == .completed ? 1 : 0) : Double(done) / Double(total)
+    }
+
+    /// Seconds left at the current pace (nil when unknown or finished).
+    public var eta: Double? {
+        guard state == .running else { return nil }
+        return Pace.secondsLeft(elapsed: Double(elapsed) / 1e9, done: progressFraction, total: 1)
+    }
+}
+
+extension ClusterStatus.Worker {
+    /// Bytes before compression over bytes on the wire (1 when nothing was sent).
+    public var compressionRatio: Double { wireBytes == 0 ? 1 : Double(rawBytes) / Double(wireBytes) }
+}

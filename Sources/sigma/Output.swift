@@ -82,20 +82,7 @@ extension JobOutcome {
     }
 }
 
-func formatDuration(_ ns: UInt64) -> String {
-    let s = Double(ns) / 1e9
-    if s < 1e-3 { return String(format: "%.0fµs", s * 1e6) }
-    if s < 1 { return String(format: "%.1fms", s * 1e3) }
-    if s < 120 { return String(format: "%.1fs", s) }
-    return String(format: "%.0fm", s / 60)
-}
 
-func formatBytes(_ b: UInt64) -> String {
-    let g = Double(b) / 1_073_741_824
-    if g >= 1 { return String(format: "%.1fGiB", g) }
-    if b >= 1_048_576 { return String(format: "%.0fMiB", Double(b) / 1_048_576) }
-    return String(format: "%.0fKiB", Double(b) / 1024)
-}
 
 /// Prints a line and flushes, so stdout and the progress on stderr interleave in order.
 func say(_ s: String) {

@@ -4,6 +4,7 @@ import SigmaClient
 import SigmaDashboard
 import SigmaModel
 import SigmaProtocol
+import SigmaTerminal
 
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -63,9 +64,3 @@ extension ClusterStatus {
 }
 
 
-/// 1234567 → "1.23M", 4321 → "4.3k".
-func formatRate(_ r: Double) -> String {
-    if r >= 1e6 { return String(format: "%.2fM", r / 1e6) }
-    if r >= 1e3 { return String(format: "%.1fk", r / 1e3) }
-    return String(format: "%.0f", r)
-}

@@ -4,6 +4,7 @@ import SigmaClient
 import SigmaCoordinatorCore
 import SigmaModel
 import SigmaProtocol
+import SigmaTerminal
 
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

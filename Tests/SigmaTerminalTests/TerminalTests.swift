@@ -1,0 +1,67 @@
+import SigmaModel
+import SigmaProtocol
+import SigmaTerminal
+import Testing
+
+/// What the terminal shows, as pure functions of a status snapshot: `sigma top`'s frame, the workers table and the
+/// number formats.
+@Suite struct TerminalTests {
+    func status() -> ClusterStatus {
+        var a = ClusterStatus.Worker(id: "w1", name: "alpha", host: "host-a", cores: 8, slots: 8, state: "busy", inFlight: 3,
+                                     rtt: 250_000, lastSeen: 0, shardsDone: 42)
+        a.throughput = 1_234_567
+        a.cpu = 640
+        a.rss = 3 << 30
+        a.rawBytes = 300
+        a.wireBytes = 100
+        a.blas = "Haswell"
+        a.blasBest = "SkylakeX"
+        var b = ClusterStatus.Worker(id: "w2", name: "beta", host: "host-b", cores: 4, slots: 4, state: "ready", inFlight: 0,
+                                     rtt: 0, lastSeen: 0, shardsDone: 7)
+        b.blas = "SkylakeX"
+        b.blasBest = "SkylakeX"
+        var job = ClusterStatus.Job(id: 12, name: "train-digits", kind: "train", state: .running, done: 1, total: 2, running: 1,
+                                    reruns: 0, duplicates: 0, elapsed: 30_000_000_000, error: "")
+        job.step = 150
+        job.steps = 600
+        job.loss = 0.25
+        return ClusterStatus(uptime: 90_000_000_000, workers: [a, b], jobs: [job], queuedShards: 5)
+    }
+
+    @Test func topFitsTheTerminalAndShowsJobsWorkersAndWarnings() {
+        let lines = TopView(status: status(), sort: .throughput).render(width: 100, height: 30)
+        #expect(lines.allSatisfy { $0.count <= 100 }, "\(lines.filter { $0.count > 100 })")
+        let text = lines.joined(separator: "\n")
+        // A quarter of the steps in 30 s: 90 s left, shown whole (the bar gives way).
+        #expect(text.contains("step 150/600") && text.contains("loss 0.250") && text.contains(" 25%") && text.contains("ETA 90.0s"), "\(text)")
+        #expect(text.contains("workers 2 live") && text.contains("queued 5") && text.contains("cpu 640%/1200%"))
+        // Sorted by throughput: w1 (1.23M items/s) before w2; the LZ4 ratio and the BLAS set shown.
+        let w1 = lines.firstIndex { $0.hasPrefix("w1 ") }, w2 = lines.firstIndex { $0.hasPrefix("w2 ") }
+        #expect(w1 != nil && w2 != nil && w1! < w2!)
+        #expect(lines[w1!].contains("1.23M") && lines[w1!].contains("3.0GiB") && lines[w1!].contains("3.00"))
+        #expect(text.contains("! worker w1 (alpha@host-a) runs OpenBLAS Haswell kernels; its CPU can run SkylakeX"))
+        // A short terminal keeps the header and says how many workers it left out.
+        let short = TopView(status: status(), sort: .id).render(width: 60, height: 12)
+        #expect(short.count <= 14 && short.allSatisfy { $0.count <= 60 })
+        #expect(TopView.Sort.id.next == .cpu && TopView.Sort.inFlight.next == .id)
+    }
+
+    @Test func workersTableAndFormats() {
+        let table = ClusterStatus.workersTable(status().workers)
+        #expect(table.split(separator: "\n").count == 4, "\(table)")   // header, two workers, one BLAS warning
+        #expect(ClusterStatus.workersTable([]).contains("no workers; join one with"))
+        #expect(formatDuration(500) == "0µs" && formatDuration(1_500_000) == "1.5ms" && formatDuration(2_500_000_000) == "2.5s"
+                && formatDuration(600_000_000_000) == "10m")
+        #expect(formatBytes(512) == "0KiB" && formatBytes(3 << 20) == "3MiB" && formatBytes(3 << 30) == "3.0GiB")
+        #expect(formatRate(999) == "999" && formatRate(4321) == "4.3k" && formatRate(1_234_567) == "1.23M")
+        #expect(columns(["ab", "a-very-long-value", "c"], [4, 5]) == "ab  a-very-long-value c       ")   // (8: the default width)
+    }
+
+    @Test func progressAndEta() {
+        var j = status().jobs[0]
+        #expect(j.progressFraction == 0.25 && j.eta == 90)
+        j.state = .completed
+        #expect(j.eta == nil)
+        #expect(Pace.secondsLeft(elapsed: 10, done: 0, total: 4) == nil && Pace.secondsLeft(elapsed: 10, done: 1, total: 4) == 30)
+    }
+}
