@@ -33,3 +33,34 @@ public func columns(_ cols: [String], _ widths: [Int]) -> String {
         return c.count >= w ? c + " " : c + String(repeating: " ", count: w - c.count)
     }.joined()
 }
+
+/// The numbers of the live progress lines (`sigma submit --follow`, `sigma train`).
+public enum ProgressText {
+    /// "12.3 shards/s", or with the job's item count known "4.1M rows/s" (shards are near-equal ranges).
+    public static func throughput(done: UInt32, total: UInt32, items: UInt64?, unit: String, seconds: Double) -> String {
+        if let n = items, total > 0 {
+            let perSecond = Double(n) * Double(done) / Double(total) / seconds
+            return scaled(perSecond) + " \(unit)/s"
+        }
+        return String(format: "%.1f shards/s", Double(done) / seconds)
+    }
+
+    /// 950 → "950", 12,345 → "12.3k", 4.1e6 → "4.1M", 2e9 → "2.0G".
+    public static func scaled(_ x: Double) -> String {
+        switch x {
+        case 1e9...: String(format: "%.1fG", x / 1e9)
+        case 1e6...: String(format: "%.1fM", x / 1e6)
+        case 1e4...: String(format: "%.1fk", x / 1e3)
+        default: String(format: "%.0f", x)
+        }
+    }
+
+    /// (samples/s, seconds left) of a training run measured from step `fromStep`, `elapsed` seconds ago, to `step`
+    /// now; nil before there is an interval to measure.
+    public static func trainingRate(elapsed: Double, fromStep: Int, step: Int, steps: Int, batch: Int) -> (rate: Double, eta: Double)? {
+        let done = step - fromStep
+        guard elapsed > 0, done > 0 else { return nil }
+        let left = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(max(done, steps - fromStep))) ?? 0
+        return (Double(done * batch) / elapsed, left)
+    }
+}

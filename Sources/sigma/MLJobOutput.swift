@@ -3,6 +3,7 @@ import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
+import SigmaTerminal
 
 /// A live line for training (step, loss, samples/s, ETA) and the printing of ML job results.
 final class TrainProgress: @unchecked Sendable {
@@ -19,18 +20,10 @@ final class TrainProgress: @unchecked Sendable {
         origin = fromStart ? (Date(), 0) : nil
     }
 
-    /// (samples/s, seconds left) from `origin` to `step` now; nil before there is an interval to measure.
-    static func rate(origin: (at: Date, step: Int), step: Int, steps: Int, batch: Int, now: Date) -> (rate: Double, eta: Double)? {
-        let elapsed = now.timeIntervalSince(origin.at), done = step - origin.step
-        guard elapsed > 0, done > 0 else { return nil }
-        let left = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(max(done, steps - origin.step))) ?? 0
-        return (Double(done * batch) / elapsed, left)
-    }
-
     func update(step: Int, steps: Int, loss: Double, accuracy: Double) {
         guard step > 0 else { return }
         if origin == nil { origin = (Date(), step) }
-        let r = TrainProgress.rate(origin: origin!, step: step, steps: steps, batch: batch, now: Date())
+        let r = ProgressText.trainingRate(elapsed: Date().timeIntervalSince(origin!.at), fromStep: origin!.step, step: step, steps: steps, batch: batch)
         var line = String(format: "step %d/%d  loss %.4f", step, steps, loss)
         if let r { line += String(format: "  %.0f samples/s", r.rate) }
         if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) }

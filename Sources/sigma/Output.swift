@@ -3,6 +3,7 @@ import SigmaDashboard
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
+import SigmaTerminal
 
 /// Live progress on a terminal (one redrawn line) or plain lines when stderr is not a terminal.
 final class ProgressLine: @unchecked Sendable {
@@ -23,7 +24,7 @@ final class ProgressLine: @unchecked Sendable {
         let elapsed = Date().timeIntervalSince(started)
         let eta = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(total)).map { String(format: " ETA %.1fs", $0) } ?? ""
         let extra = reruns > 0 ? " (\(reruns) re-run)" : ""
-        let rate = elapsed > 0 ? "  " + ProgressLine.throughput(done: done, total: total, items: items, unit: unit, seconds: elapsed) : ""
+        let rate = elapsed > 0 ? "  " + ProgressText.throughput(done: done, total: total, items: items, unit: unit, seconds: elapsed) : ""
         if isTTY {
             let width = 30
             let filled = Int(frac * Double(width))
@@ -38,24 +39,6 @@ final class ProgressLine: @unchecked Sendable {
                 FileHandle.standardError.write(Data(String(format: "progress: %u/%u shards (%.0f%%)%@ %.1fs%@\n",
                                                            done, total, frac * 100, rate, elapsed, extra).utf8))
             }
-        }
-    }
-
-    /// "12.3 shards/s", or with the job's item count known "4.1M rows/s" (shards are near-equal ranges).
-    static func throughput(done: UInt32, total: UInt32, items: UInt64?, unit: String, seconds: Double) -> String {
-        if let n = items, total > 0 {
-            let perSecond = Double(n) * Double(done) / Double(total) / seconds
-            return scaled(perSecond) + " \(unit)/s"
-        }
-        return String(format: "%.1f shards/s", Double(done) / seconds)
-    }
-
-    static func scaled(_ x: Double) -> String {
-        switch x {
-        case 1e9...: String(format: "%.1fG", x / 1e9)
-        case 1e6...: String(format: "%.1fM", x / 1e6)
-        case 1e4...: String(format: "%.1fk", x / 1e3)
-        default: String(format: "%.0f", x)
         }
     }
 

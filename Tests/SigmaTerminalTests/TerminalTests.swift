@@ -57,6 +57,17 @@ import Testing
         #expect(columns(["ab", "a-very-long-value", "c"], [4, 5]) == "ab  a-very-long-value c       ")   // (8: the default width)
     }
 
+    @Test func liveLineNumbers() {
+        #expect(ProgressText.throughput(done: 5, total: 10, items: 1_000_000, unit: "rows", seconds: 2) == "250.0k rows/s")
+        #expect(ProgressText.throughput(done: 5, total: 10, items: nil, unit: "rows", seconds: 2) == "2.5 shards/s")
+        #expect(ProgressText.scaled(950) == "950" && ProgressText.scaled(12_345) == "12.3k" && ProgressText.scaled(4.1e6) == "4.1M")
+        // 100 steps of 32 rows in 4 s, from step 100 to 200 of 600: 800 samples/s, 16 s left.
+        let r = ProgressText.trainingRate(elapsed: 4, fromStep: 100, step: 200, steps: 600, batch: 32)
+        #expect(r?.rate == 800 && r?.eta == 16)
+        #expect(ProgressText.trainingRate(elapsed: 4, fromStep: 200, step: 200, steps: 600, batch: 32) == nil)
+        #expect(ProgressText.trainingRate(elapsed: 4, fromStep: 100, step: 600, steps: 600, batch: 32)?.eta == 0)
+    }
+
     @Test func progressAndEta() {
         var j = status().jobs[0]
         #expect(j.progressFraction == 0.25 && j.eta == 90)
