@@ -23,14 +23,18 @@ extension CoordinatorCore {
     /// A client-chosen job id, as the coordinator keeps it: per owner, so one client's id never names another's job.
     static func scoped(_ key: String, _ who: Principal) -> String { who.owner + "\u{0}" + key }
 
-    /// The job `id` if `who` may see it (its own jobs; every job for admins), else the ERROR to answer.
-    func visibleJob(_ id: JobID, to who: Principal, request: UInt64) -> Result<JobEntry, ErrorReply> {
-        guard let job = jobs[id] else { return .failure(ErrorReply(.notFound, request: request, "no job \(id) on this coordinator; list jobs with: sigma jobs")) }
-        guard who.isAdmin || job.owner == who.owner else {
-            return .failure(ErrorReply(.forbidden, request: request,
-                "job \(id) was submitted by another client; \(who) sees only its own jobs (an admin key sees all)"))
+    /// The job `id` if `who` may see it (its own jobs; every job for admins); else nil, the ERROR answered.
+    func visibleJob(_ id: JobID, to who: Principal, peer: PeerID, request: UInt64, into out: inout [CoordinatorAction]) -> JobEntry? {
+        guard let job = jobs[id] else {
+            out.append(.send(peer, .error(ErrorReply(.notFound, request: request, "no job \(id) on this coordinator; list jobs with: sigma jobs"))))
+            return nil
         }
-        return .success(job)
+        guard who.isAdmin || job.owner == who.owner else {
+            out.append(.send(peer, .error(ErrorReply(.forbidden, request: request,
+                "job \(id) was submitted by another client; \(who) sees only its own jobs (an admin key sees all)"))))
+            return nil
+        }
+        return job
     }
 
     /// A SUBMIT with a key already used: the same job answers (ACCEPT, and PROGRESS / JOB-RESULT as asked).

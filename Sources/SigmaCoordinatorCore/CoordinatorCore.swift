@@ -224,22 +224,14 @@ public struct CoordinatorCore {
         case .status(let req):
             out.append(.send(peer, .statusReply(request: req, status(now: now, visibleTo: who))))
         case .watch(let req, let id):
-            let job: JobEntry
-            switch visibleJob(id, to: who, request: req) {
-            case .success(let j): job = j
-            case .failure(let e): out.append(.send(peer, .error(e))); return
-            }
+            guard let job = visibleJob(id, to: who, peer: peer, request: req, into: &out) else { return }
             if !job.state.isFinal {
                 if let e = watchRefusal(peer, request: req, job: job) { out.append(.send(peer, .error(e))); return }
                 addWatcher(job, peer, request: req)
             }
             out.append(.send(peer, .progress(job.progress(request: req))))
         case .fetch(let req, let job):
-            let j: JobEntry
-            switch visibleJob(job, to: who, request: req) {
-            case .success(let found): j = found
-            case .failure(let e): out.append(.send(peer, .error(e))); return
-            }
+            guard let j = visibleJob(job, to: who, peer: peer, request: req, into: &out) else { return }
             if j.state.isFinal {
                 out.append(.send(peer, .jobResult(j.outcome(request: req))))
             } else {
@@ -247,11 +239,7 @@ public struct CoordinatorCore {
                     "job \(job) is \(j.state) (\(j.done)/\(j.shards.count) shards); try again or watch it"))))
             }
         case .cancelJob(let req, let id):
-            let job: JobEntry
-            switch visibleJob(id, to: who, request: req) {
-            case .success(let j): job = j
-            case .failure(let e): out.append(.send(peer, .error(e))); return
-            }
+            guard let job = visibleJob(id, to: who, peer: peer, request: req, into: &out) else { return }
             if !job.state.isFinal {
                 let by = job.owner == who.owner ? "a client" : "admin \(who.name)"
                 job.log(.warning, "cancelled by \(by)", now: now)
@@ -259,11 +247,7 @@ public struct CoordinatorCore {
             }
             out.append(.send(peer, .progress(jobs[id]!.progress(request: req))))
         case .detail(let req, let id, let from, let withAttempts):
-            let job: JobEntry
-            switch visibleJob(id, to: who, request: req) {
-            case .success(let j): job = j
-            case .failure(let e): out.append(.send(peer, .error(e))); return
-            }
+            guard let job = visibleJob(id, to: who, peer: peer, request: req, into: &out) else { return }
             out.append(.send(peer, .detailReply(request: req, detail(job, logFrom: Int(from), attempts: withAttempts, now: now))))
         case .drainWorker(let req, let name):
             // An id names one worker; a name may be shared (two processes started with the same --name).
