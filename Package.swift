@@ -81,7 +81,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaModel", "SigmaCoordinatorCore", "SigmaWorkerCore"]),
+        .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaModel", "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs"]),
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol"]),
         .testTarget(name: "SigmaTransportTests", dependencies: [

@@ -21,6 +21,8 @@ public final class CoordinatorShell: Sendable {
         /// The folders job files are read from and checkpoints written into (`--data-root`; the sizes a spec may ask
         /// for are `core.specLimits`).
         public var dataRoots = DataRoots.currentDirectory()
+        /// The job kinds this coordinator runs.
+        public var kinds = JobKinds.standard
         public init() {}
     }
 
@@ -44,8 +46,8 @@ public final class CoordinatorShell: Sendable {
         let details = Mutex<[JobID: (at: Nanos, detail: JobDetail?)]>([:])
         /// Histogram samples the core gathered (shard round trips, reduce times, ns), until a reader takes them.
         let samples = Mutex(CoordinatorSamples())
-        /// Submissions whose input the resolver thread has read, waiting for the poller thread.
-        let resolved = Mutex<[(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests, Principal)]>([])
+        /// Submissions the resolver thread has prepared, waiting for the poller thread.
+        let resolved = Mutex<[Resolution]>([])
         /// FILE-DATA (or ERROR) read by the file server, for the poller to send.
         let fileReplies = Mutex<[(PeerID, Message)]>([])
     }
@@ -75,7 +77,7 @@ public final class CoordinatorShell: Sendable {
             let ep = (link as? ZmqLink)?.endpoint ?? "\(factory)"
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
-            let resolver = Resolver(shared: shared, waker: link.waker, roots: options.dataRoots, limits: options.core.specLimits)
+            let resolver = Resolver(shared: shared, waker: link.waker, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
             let files = FileServer(shared: shared, waker: link.waker, roots: options.dataRoots)
             var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files,
                             compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
@@ -157,6 +159,8 @@ public final class CoordinatorShell: Sendable {
         /// ZAP user ids seen, parsed (bounded: cleared past 10,000 distinct ids).
         var principals: [String: Principal] = [:]
         var lastUser: (id: String, principal: Principal) = ("\u{0}", .trusted)
+        /// Submissions prepared on this thread (`resolveInput` of a spec naming no file), answered after this round.
+        var resolvedHere: [Resolution] = []
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer,
              compressor: AdaptiveCompressor) {
@@ -188,11 +192,13 @@ public final class CoordinatorShell: Sendable {
                     logger.error("coordinator transport failed: \(error)")
                     return
                 }
-                let resolved = shared.resolved.withLock { r -> [(PeerID, Submit, Result<ResolvedInput, JobError>, InputDigests, Principal)] in
+                let resolvedHere = resolvedHere
+                self.resolvedHere = []
+                let resolved = shared.resolved.withLock { r -> [Resolution] in
                     defer { r.removeAll() }
                     return r
                 }
-                for (peer, submit, input, digests, who) in resolved {
+                for (peer, submit, input, digests, who) in resolvedHere + resolved {
                     perform(core.handle(.inputResolved(peer, submit, input, digests: digests, from: who), now: monotonicNanos()))
                 }
                 for (peer, m) in shared.fileReplies.withLock({ r in defer { r.removeAll() }; return r }) {
@@ -297,9 +303,16 @@ public final class CoordinatorShell: Sendable {
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                     shared.messagesOut.add(1, ordering: .relaxed)
                 case .resolveInput(let peer, let submit, let who):
-                    resolver.push(peer, submit, who)
+                    if (try? options.kinds.paths(submit.spec))?.isEmpty == true {
+                        // (a spec that names no file is prepared here: no disk to wait for, no thread hand-off)
+                        let (input, digests) = CoordinatorShell.resolve(submit.spec, kinds: options.kinds, roots: options.dataRoots,
+                                                                        limits: options.core.specLimits)
+                        resolvedHere.append((peer, submit, input, digests, who))
+                    } else {
+                        resolver.push(peer, submit, who)
+                    }
                 case .writeFile(let f):
-                    // (checkpoints: never replacing a file, which `MLJobs.prepare` found absent at submit time)
+                    // (checkpoints: never replacing a file, which the train kind's `prepare` found absent at submit time)
                     do { try OutputFiles.write(f, replacing: false) } catch { logger.error("\(error)") }
                 case .serveFile(let peer, let g, let file, let count):
                     if !files.push(peer, g, file, count) {
@@ -323,21 +336,16 @@ public final class CoordinatorShell: Sendable {
     /// Reads submissions' inputs on its own thread — a data file's header, an ML job's data and model (a model
     /// load takes seconds on a busy machine) — so the poller thread keeps answering heartbeats meanwhile.
     /// Results go to `Shared.resolved` and wake the poller thread.
+    typealias Resolution = (PeerID, Submit, Result<any RoundDriver, JobError>, InputDigests, Principal)
+
     final class Resolver: @unchecked Sendable {
         private let queue = BlockingQueue<(PeerID, Submit, Principal)>()
         private var thread: OSThread?
 
-        init(shared: Shared, waker: Waker, roots: DataRoots, limits: SpecLimits) {
+        init(shared: Shared, waker: Waker, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) {
             thread = OSThread(name: "sigma-resolve") { [queue] in
                 while let (peer, submit, who) = queue.next() {
-                    var input = CoordinatorShell.resolve(submit.spec, roots: roots, limits: limits)
-                    // Shipped files are read once for both their SHA-256 and their provenance digest.
-                    var files: [InputFile] = [], known: [String: String] = [:]
-                    if case .success = input, submit.spec.inputTransport == .coordinator {
-                        do { (files, known) = try CoordinatorShell.inputFiles(submit.spec, roots: roots) } catch { input = .failure(JobError("\(error)")) }
-                    }
-                    var digests = (try? input.get()).map { _ in CoordinatorShell.digests(submit.spec, known: known) } ?? InputDigests()
-                    digests.files = files
+                    let (input, digests) = CoordinatorShell.resolve(submit.spec, kinds: kinds, roots: roots, limits: limits)
                     shared.resolved.withLock { $0.append((peer, submit, input, digests, who)) }
                     waker.wake()
                 }
@@ -410,24 +418,21 @@ public final class CoordinatorShell: Sendable {
 
     /// Content digests of a job's input and model files (provenance shown by `sigma job`); "" where there is no
     /// file or it cannot be read (resolve has already said what is wrong with the job).
-    static func digests(_ spec: JobSpec, known: [String: String] = [:]) -> InputDigests {
-        func d(_ paths: [String]) -> String { (try? Digest.files(paths, known: known)) ?? "" }
-        switch spec {
-        case .mapReduce(let s):
-            if case .npy(let path) = s.input { return InputDigests(input: d([path])) }
-            return InputDigests()
-        case .train(let t): return InputDigests(input: d(t.data.paths), model: d(t.resume.map { [$0] } ?? []))
-        case .infer(let p), .eval(let p): return InputDigests(input: d(p.data.paths), model: d(p.model.weights.map { [$0] } ?? []))
-        case .embed(let e): return InputDigests(input: d([e.input]), model: d([e.model + "/model.safetensors"]))
+    static func digests(_ spec: JobSpec, kinds: JobKinds, known: [String: String] = [:]) -> InputDigests {
+        let paths = (try? kinds.paths(spec)) ?? []
+        func d(model: Bool) -> String {
+            let files = paths.filter { $0.model == model }.flatMap { p in p.folder.map { $0.required.map { p.path + "/" + $0 } } ?? [p.path] }
+            return (try? Digest.files(files, known: known)) ?? ""
         }
+        return InputDigests(input: d(model: false), model: d(model: true))
     }
 
     /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted,
     /// and their provenance digests by path (read in the same pass). Each must be a regular file under `roots`; the
     /// workers know them by the spec's paths.
-    static func inputFiles(_ spec: JobSpec, roots: DataRoots) throws -> ([InputFile], [String: String]) {
+    static func inputFiles(_ spec: JobSpec, kinds: JobKinds, roots: DataRoots) throws -> ([InputFile], [String: String]) {
         var known: [String: String] = [:]
-        let files = try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
+        let files = try kinds.workerInputFiles(spec, exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
             let real = try roots.file(path, field: "input_transport coordinator")
             do {
                 let (digest, sha, size) = try Digest.fileAndSHA256(real)
@@ -471,27 +476,21 @@ public final class CoordinatorShell: Sendable {
                                   sha256: f.sha256, offset: g.offset, payload: payload))
     }
 
-    /// Reads what a submission needs before it can be accepted (file I/O, on the shell's side of the core): only
-    /// files under `roots`, and only once the spec and the sizes their headers claim are within `limits`.
-    static func resolve(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits) -> Result<ResolvedInput, JobError> {
-        switch spec {
-        case .mapReduce(let s):
-            guard case .npy(let path) = s.input else { return .success(.rows(0)) }
-            do {
-                try s.validate(limits: limits)
-                let rows = UInt64(try NpyFile(path: try roots.file(path, field: "npy")).header.rows)
-                try limits.checkRows("input.npy", rows)
-                try s.sharding.check(rows: rows, limits: limits)
-                return .success(.rows(rows))
-            } catch {
-                return .failure(JobError("\(error)"))
-            }
-        default:
-            do { return .success(.driver(try MLJobs.prepare(spec, roots: roots, limits: limits))) } catch let e as JobError {
-                return .failure(e)
-            } catch {
-                return .failure(JobError("\(error)"))
-            }
+    /// A submission's answer: the job's driver (its kind read and checked what the job needs: only files under
+    /// `roots`, and only once the spec and the sizes their headers claim are within `limits`), the files workers
+    /// will fetch (`input_transport: coordinator`) and the provenance digests, read in the same pass.
+    static func resolve(_ spec: JobSpec, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) -> (Result<any RoundDriver, JobError>, InputDigests) {
+        do {
+            let driver = try kinds.prepare(spec, roots: roots, limits: limits)
+            var files: [InputFile] = [], known: [String: String] = [:]
+            if try kinds.inputTransport(spec) == .coordinator { (files, known) = try inputFiles(spec, kinds: kinds, roots: roots) }
+            var digests = digests(spec, kinds: kinds, known: known)
+            digests.files = files
+            return (.success(driver), digests)
+        } catch let e as JobError {
+            return (.failure(e), InputDigests())
+        } catch {
+            return (.failure(JobError("\(error)")), InputDigests())
         }
     }
 }

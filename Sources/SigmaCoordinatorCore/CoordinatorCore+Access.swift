@@ -90,7 +90,7 @@ extension CoordinatorCore {
         }
         guard let job = jobs[g.job] else { return refuse(.notFound, "no such job on this coordinator") }
         guard !job.state.isFinal else { return refuse(.notFound, "the job has ended (\(job.state))") }
-        guard job.spec.inputTransport == .coordinator else {
+        guard !job.inputFiles.isEmpty else {
             return refuse(.notFound, "the job reads its inputs from a shared path (input_transport: shared)")
         }
         guard Int(g.index) < job.inputFiles.count else { return refuse(.notFound, "the job has \(job.inputFiles.count) input files") }

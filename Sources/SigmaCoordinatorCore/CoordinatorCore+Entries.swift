@@ -193,10 +193,10 @@ struct ShardEntry {
 final class JobEntry {
     let id: JobID
     let spec: JobSpec
-    /// Map-reduce jobs: the spec and the partials per shard.
-    let mapReduce: MapReduceSpec?
-    /// ML jobs: the coordinator-side driver (reduction, optimizer, results) while the job runs. It holds the job's
-    /// data, model, optimizer state and parameter payload, so it goes when the job ends (`releaseDriver`).
+    /// Its slot in the per-kind throughput tables (`JobKindIndex`).
+    var kindSlot = 0
+    /// The coordinator-side driver of its rounds (reduction, optimizer, results) while the job runs. It may hold
+    /// the job's data, model, optimizer state and parameter payload, so it goes when the job ends (`releaseDriver`).
     private(set) var driver: (any RoundDriver)?
     /// What an ended ML job keeps of its driver: the unit of its ranges, its last round, its training progress.
     private var endedDriver: (unit: String, round: UInt32, train: RoundProgress?)? = nil
@@ -211,7 +211,6 @@ final class JobEntry {
     var endedAt: Nanos? = nil
     var state = JobState.queued
     var shards: [ShardEntry]
-    var partials: [Partial?]
     var done = 0
     var running = 0
     var duplicates = 0
@@ -299,7 +298,6 @@ final class JobEntry {
          options: SubmitOptions, submittedAt: Nanos) {
         self.id = id
         self.spec = spec
-        if case .mapReduce(let m) = spec { mapReduce = m } else { mapReduce = nil }
         self.driver = driver
         self.ranges = ranges
         self.submitter = submitter
@@ -308,7 +306,6 @@ final class JobEntry {
         self.submittedAt = submittedAt
         roundStartedAt = submittedAt
         shards = Array(repeating: ShardEntry(), count: ranges.count)
-        partials = Array(repeating: nil, count: mapReduce == nil ? 0 : ranges.count)
         queuedAt = Array(repeating: submittedAt, count: ranges.count)
     }
 
@@ -335,22 +332,21 @@ final class JobEntry {
     /// The job has ended: its driver's state is freed; its unit, last round and training progress stay for status.
     func releaseDriver() {
         guard let d = driver else { return }
-        endedDriver = (d.unit, d.round, d.kind == "train" ? d.progress : nil)
+        endedDriver = (d.unit, d.round, d.sharesPerWorker ? d.progress : nil)
         driver = nil
     }
 
     /// "step 12 shard 40 (rows 0..<21)" / "shard 7 (rows 700..<800)".
     func describe(_ i: Int) -> String {
-        let round = driver.map { $0.kind == "train" ? "step \($0.round + 1) " : "" }
+        let round = driver.map { $0.sharesPerWorker ? "step \($0.round + 1) " : "" }
             ?? endedDriver.map { $0.train != nil ? "step \($0.round + 1) " : "" } ?? ""
         return "\(round)shard \(base + i) (\(unit) \(ranges[i].start)..<\(ranges[i].start + ranges[i].count))"
     }
 
     /// Commits the first result of a shard (it may arrive from an older attempt while a newer one is queued).
-    func commit(shard i: Int, partial: Partial?) {
+    func commit(shard i: Int) {
         if shards[i].state == .running { running -= 1 }
         shards[i].state = .done
-        if let p = partial { partials[i] = p }
         done += 1
         itemsDone += ranges[i].count
     }
@@ -385,7 +381,7 @@ final class JobEntry {
     /// Training: steps done and planned, last loss and held-out accuracy (nil for other kinds).
     var trainProgress: RoundProgress? {
         guard let d = driver else { return endedDriver?.train }
-        return d.kind == "train" ? d.progress : nil
+        return d.sharesPerWorker ? d.progress : nil
     }
 
     func outcome(request: UInt64) -> JobOutcome {

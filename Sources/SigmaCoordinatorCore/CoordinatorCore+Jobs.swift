@@ -6,28 +6,9 @@ import SigmaProtocol
 // Jobs: admission, rounds, results, the end of a job.
 
 extension CoordinatorCore {
-    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, rows: UInt64, now: Nanos, into out: inout [CoordinatorAction]) {
-        guard case .mapReduce(let spec) = s.spec else { return }
-        guard rows > 0 else {
-            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "input has no rows"))))
-            return
-        }
-        // (counted before the ranges are made: a count of 2^64 - 1 rows must not become an array of them)
-        do { try spec.sharding.check(rows: rows, limits: config.specLimits) } catch {
-            out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "\(error)"))))
-            return
-        }
-        let ranges = spec.sharding.ranges(rows: rows)
-        admit(peer, s, who, driver: nil, ranges: ranges, detail: "\(rows) rows in \(ranges.count) shards", now: now, into: &out)
-    }
-
     mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
-        let ranges = driver.plan(shares: firstShares(s.spec)).map { ($0.start, $0.count) }
-        admit(peer, s, who, driver: driver, ranges: ranges, detail: driver.planSummary ?? "\(ranges.count) shards", now: now, into: &out)
-    }
-
-    mutating func admit(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: (any RoundDriver)?, ranges: [(start: UInt64, count: UInt64)], detail: String,
-                        now: Nanos, into out: inout [CoordinatorAction]) {
+        let ranges = driver.plan(shares: firstShares(driver)).map { ($0.start, $0.count) }
+        let detail = driver.planSummary ?? "\(ranges.count) shards"
         guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
             out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
                 "coordinator is full (\(activeJobs) active jobs, \(queue.count) shards queued); retry later"))))
@@ -37,6 +18,7 @@ extension CoordinatorCore {
         nextJob += 1
         activeJobs += 1
         let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
+        job.kindSlot = kindSlots.of(s.spec.kind)
         job.key = s.key
         job.owner = who.owner
         job.ownerName = who.name
@@ -52,7 +34,7 @@ extension CoordinatorCore {
             out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
         }
         out.append(.log(.info, "job \(id) '\(s.spec.name)' (\(s.spec.kind)) accepted: \(detail)", job: id))
-        if ranges.isEmpty, let d = driver { completeRound(job, d, now: now, into: &out) }
+        if ranges.isEmpty { completeRound(job, driver, now: now, into: &out) }
     }
 
     /// A round of an ML job is complete: reduce it, then start the next round or finish the job.
@@ -106,7 +88,7 @@ extension CoordinatorCore {
             return
         }
         if let f = wasInFlight, r.status == .ok {
-            table[k].observeShard(f, job: job.id, kind: JobKindIndex.of(job.spec), items: job.ranges[i].count, compute: r.computeTime,
+            table[k].observeShard(f, job: job.id, kind: job.kindSlot, items: job.ranges[i].count, compute: r.computeTime,
                                   resultBytes: r.payload.count, now: now)
         }
         let record = wasInFlight?.record ?? -1
@@ -132,13 +114,7 @@ extension CoordinatorCore {
             do {
                 if let d = job.driver {
                     try d.accept(shard: i, payload: r.payload)
-                    job.commit(shard: i, partial: nil)
-                } else if let spec = job.mapReduce {
-                    let p = try Partial.decode(r.payload, expectedBins: spec.histogram?.bins ?? 0)
-                    if spec.input.generatedCount != nil, p.count != job.ranges[i].count {
-                        throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(job.ranges[i].count) rows")
-                    }
-                    job.commit(shard: i, partial: p)
+                    job.commit(shard: i)
                 }
                 table[k].shardsDone += 1
                 totals.shardsDone += 1
@@ -170,11 +146,7 @@ extension CoordinatorCore {
         if let error = fatal {
             finish(r.job, state: .failed, error: error, now: now, into: &out)
         } else if job.done == job.shards.count {
-            if let d = job.driver {
-                completeRound(job, d, now: now, into: &out)
-            } else {
-                finish(r.job, state: .completed, error: "", now: now, into: &out)
-            }
+            if let d = job.driver { completeRound(job, d, now: now, into: &out) }
         } else {
             sendProgress(r.job, now: now, force: false, into: &out)
         }
@@ -200,11 +172,6 @@ extension CoordinatorCore {
         case .cancelled: totals.jobsCancelled += 1
         default: break
         }
-        if state == .completed, let spec = job.mapReduce {
-            let partials = job.partials.map { $0! }
-            job.result = MapReduceResult.reduce(spec, partials: partials).encoded
-        }
-        job.partials = []
         job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
@@ -252,15 +219,5 @@ extension CoordinatorCore {
             finishDrain(k, now: now, into: &out)
         }
         job.shards[i].holders.removeAll()
-    }
-}
-
-extension JobSpec {
-    /// Rows of a generated input (0 for files, whose rows the shell resolves).
-    var generatedRows: UInt64 {
-        switch self {
-        case .mapReduce(let s): s.input.generatedCount ?? 0
-        default: 0
-        }
     }
 }

@@ -16,6 +16,7 @@ public struct CoordinatorCore {
     var activeJobs = 0
     var queue: Deque<ShardRef> = []
     var nextJob: JobID = 1
+    var kindSlots = JobKindIndex()
     /// Jobs by the client-chosen id they were submitted with.
     var keyed: [String: JobID] = [:]
     /// Client-chosen ids whose first submission's input is being read, with the same-id submissions that arrived
@@ -106,11 +107,9 @@ public struct CoordinatorCore {
                 }
             }
             switch input {
-            case .success(.rows(let n)): accept(peer, submit, who, rows: n, now: now, into: &out)
-            case .success(.driver(let d)): accept(peer, submit, who, driver: d, now: now, into: &out)
+            case .success(let d): accept(peer, submit, who, driver: d, now: now, into: &out)
             case .failure(let e):
-                let prefix = submit.spec.kind == "map-reduce" ? "input: " : "\(submit.spec.kind) job '\(submit.spec.name)': "
-                out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, prefix + "\(e)"))))
+                out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: submit.request, "\(submit.spec.kind) job '\(submit.spec.name)': \(e)"))))
             }
             if !submit.key.isEmpty, let parked = resolvingKeys.removeValue(forKey: Self.scoped(submit.key, who)) {
                 for (p, s) in parked { receive(p, .submit(s), who: who, now: now, into: &out) }
@@ -186,10 +185,6 @@ public struct CoordinatorCore {
         case .error(let e):
             out.append(.log(.warning, "peer \(index[peer].map { table[$0].id } ?? peer.description) reported \(e)"))
         case .submit(let s):
-            do { try s.spec.validate(limits: config.specLimits) } catch {
-                out.append(.send(peer, .error(ErrorReply(.invalidSpec, request: s.request, "\(error)"))))
-                return
-            }
             let key = Self.scoped(s.key, who)
             if !s.key.isEmpty, let id = keyed[key], let job = jobs[id] {
                 resubmitted(peer, s, job, now: now, into: &out)
@@ -208,9 +203,7 @@ public struct CoordinatorCore {
                 out.append(.send(peer, .error(e)))
                 return
             }
-            if case .mapReduce(let spec) = s.spec, spec.input.generatedCount != nil {
-                accept(peer, s, who, rows: s.spec.generatedRows, now: now, into: &out)
-            } else {
+            do {
                 guard resolving[peer, default: 0] < config.maxResolvingPerPeer, resolvingTotal < config.maxResolving else {
                     out.append(.send(peer, .error(ErrorReply(.tooManyRequests, request: s.request,
                         "\(resolvingTotal) submissions are being read (\(resolving[peer, default: 0]) from this connection; limits \(config.maxResolving) and \(config.maxResolvingPerPeer)); retry once they are accepted"))))

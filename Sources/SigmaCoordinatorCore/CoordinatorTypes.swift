@@ -70,7 +70,7 @@ public enum CoordinatorEvent: Sendable {
     case rejected(PeerID, DecodeError)
     /// The shell read a job's input (see `CoordinatorAction.resolveInput`), with the content digests of its
     /// input and model files for provenance.
-    case inputResolved(PeerID, Submit, Result<ResolvedInput, JobError>, digests: InputDigests = InputDigests(), from: Principal = .trusted)
+    case inputResolved(PeerID, Submit, Result<any RoundDriver, JobError>, digests: InputDigests = InputDigests(), from: Principal = .trusted)
     /// Periodic: heartbeats, liveness, progress.
     case tick
 }
@@ -103,17 +103,10 @@ public struct InputFile: Sendable, Equatable {
     }
 }
 
-public enum ResolvedInput: Sendable {
-    /// Rows of a map-reduce input file.
-    case rows(UInt64)
-    /// An ML job, checked and ready: its coordinator-side driver.
-    case driver(any RoundDriver)
-}
-
 public enum CoordinatorAction: Sendable, Equatable {
     case send(PeerID, Message)
-    /// Read this submission's input (the `.npy` header of a map-reduce input; data, model and weights of an ML job)
-    /// and answer with `.inputResolved` (file I/O is the shell's).
+    /// Prepare this submission (its kind reads and checks what the job needs: an `.npy` header, data, model and
+    /// weights) and answer with `.inputResolved` carrying the job's driver (file I/O and job code are the shell's).
     case resolveInput(PeerID, Submit, from: Principal)
     /// Write a file (a checkpoint) atomically.
     case writeFile(OutputFile)

@@ -2,17 +2,16 @@ import SigmaJobCore
 import SigmaModel
 import SigmaProtocol
 
-/// Job kinds as small integers (throughput is modelled per kind).
-enum JobKindIndex {
-    static let count = 5
-    static func of(_ spec: JobSpec) -> Int {
-        switch spec {
-        case .mapReduce: 0
-        case .train: 1
-        case .infer: 2
-        case .eval: 3
-        case .embed: 4
-        }
+/// Job kinds as small integers, in the order the coordinator first sees them (throughput is modelled per kind;
+/// kinds past the first `count - 1` share the last slot).
+struct JobKindIndex {
+    static let count = 8
+    var slots: [String: Int] = [:]
+    mutating func of(_ kind: String) -> Int {
+        if let k = slots[kind] { return k }
+        let k = min(slots.count, Self.count - 1)
+        slots[kind] = k
+        return k
     }
 }
 
@@ -87,11 +86,11 @@ extension CoordinatorCore {
     func roundShares(_ job: JobEntry, items: Int, bytes: Int, now: Nanos) -> [(weight: Double, worker: PeerID?)] {
         let live = table.filter(\.accepts)
         guard !live.isEmpty else { return [(1, nil)] }
-        let perWorker = Self.sharesPerWorker(job.spec)
+        let perWorker = job.driver?.sharesPerWorker ?? false
         guard policy(of: job) == .latencyAware else {
             return perWorker ? live.map { (Double($0.slots), nil) } : Array(repeating: (1, nil), count: live.reduce(0) { $0 + $1.slots })
         }
-        let kind = JobKindIndex.of(job.spec), model = CostModel(table, now: now, ttl: config.rateTTL)
+        let kind = job.kindSlot, model = CostModel(table, now: now, ttl: config.rateTTL)
         // One entry per slot (per worker for a training step): (offset ns, rate items/ns, worker).
         var slots: [(offset: Double, rate: Double, peer: PeerID)] = []
         for w in live {
@@ -119,19 +118,13 @@ extension CoordinatorCore {
     }
 
     /// Whether a round of this job is split one share per worker (training steps) rather than one per slot.
-    static func sharesPerWorker(_ spec: JobSpec) -> Bool {
-        if case .train = spec { return true }
-        return false
-    }
 
     /// The first round's shares, before anything is measured: per worker (weighted by its slots) for a training
     /// step, else one per slot.
-    var firstShares: (JobSpec) -> [Double] {
+    func firstShares(_ driver: any RoundDriver) -> [Double] {
         let live = table.filter(\.accepts)
-        return { spec in
-            guard !live.isEmpty else { return [1] }
-            return Self.sharesPerWorker(spec) ? live.map { Double($0.slots) } : Array(repeating: 1, count: live.reduce(0) { $0 + $1.slots })
-        }
+        guard !live.isEmpty else { return [1] }
+        return driver.sharesPerWorker ? live.map { Double($0.slots) } : Array(repeating: 1, count: live.reduce(0) { $0 + $1.slots })
     }
 
     // MARK: placement
@@ -148,7 +141,7 @@ extension CoordinatorCore {
                 continue
             }
             let policy = policy(of: job)
-            let kind = JobKindIndex.of(job.spec)
+            let kind = job.kindSlot
             let items = job.ranges[i].count
             let bytes = job.driver?.params.map(\.count) ?? 0
             var chosen: Int? = nil
@@ -253,7 +246,8 @@ extension CoordinatorCore {
         totals.bytesOut += UInt64(bytes)
         decisions += 1
         out.append(.send(peer, .assign(Assign(job: job.id, shard: shard, attempt: attempt, start: job.ranges[i].start,
-                                              count: items, round: round, spec: needsSpec ? job.spec : nil))))
+                                              count: items, round: round, withParams: job.driver?.params != nil,
+                                              spec: needsSpec ? job.spec : nil))))
     }
 
     // MARK: hedging
@@ -265,7 +259,7 @@ extension CoordinatorCore {
         var model: CostModel? = nil
         for id in jobs.keys.sorted() {
             guard let job = jobs[id], job.state == .running, policy(of: job) == .latencyAware, job.pending == 0, job.running > 0 else { continue }
-            let kind = JobKindIndex.of(job.spec)
+            let kind = job.kindSlot
             for i in job.shards.indices where job.shards[i].state == .running && !job.shards[i].hedged && job.shards[i].holders.count == 1 {
                 let s = job.shards[i]
                 guard s.expected > 0 else { continue }
@@ -318,7 +312,7 @@ extension CoordinatorCore {
             }
             let left = job.shards.count - job.done
             let more = left > missing.count ? "; and \(left - missing.count) more" : ""
-            let step = job.driver.map { $0.kind == "train" ? "step \($0.round + 1)" : "reduce" } ?? "reduce"
+            let step = job.driver.map { $0.sharesPerWorker ? "step \($0.round + 1)" : "reduce" } ?? "reduce"
             finish(id, state: .failed, error: "job \(id): \(step) timed out after \(config.stepTimeout / 1_000_000_000) s with \(left) of \(job.shards.count) shards missing: "
                    + missing.joined(separator: "; ") + more + " — see `sigma status`", now: now, into: &out)
         }

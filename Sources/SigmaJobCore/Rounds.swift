@@ -44,8 +44,9 @@ public struct RoundProgress: Sendable, Equatable {
     }
 }
 
-/// The coordinator-side logic of a multi-round ML job (train: one round per step; infer/eval/embed: one round).
-/// Lives inside the coordinator core, which hands it shard payloads and asks for the next round.
+/// The coordinator-side logic of a job, whatever its kind (map-reduce, infer, eval, embed: one round; train: one
+/// round per step). The shell makes it (`JobKind.prepare`); the coordinator core hands it shard payloads and asks
+/// for the next round.
 public protocol RoundDriver: AnyObject, Sendable {
     var kind: String { get }
     /// The current round (a training step), sent in ASSIGN.
@@ -69,10 +70,14 @@ public protocol RoundDriver: AnyObject, Sendable {
     var progress: RoundProgress { get }
     /// What the job plans, for the log line that accepts it ("600 steps of 32 rows (…)"); nil: the shard count says it.
     var planSummary: String? { get }
+    /// Rounds are optimizer steps: each gives every worker one share (a contiguous run of micro-batches), and
+    /// status shows the step, its loss and accuracy (`progress`). False: a round's shares are worker slots.
+    var sharesPerWorker: Bool { get }
 }
 
 extension RoundDriver {
     public var planSummary: String? { nil }
+    public var sharesPerWorker: Bool { false }
 }
 
 /// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:

@@ -100,38 +100,4 @@ public struct DataRoots: Sendable, Equatable, CustomStringConvertible {
         guard lstat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { throw JobError("\(field): '\(path)' is not a folder") }
         return real
     }
-
-    /// `spec` reading the real paths of its input files, each checked (`file`, `folder`); the checkpoint folder
-    /// is left as written (`outputFolder` checks it where checkpoints are written).
-    public func check(_ spec: JobSpec) throws -> JobSpec {
-        switch spec {
-        case .mapReduce(var s):
-            if case .npy(let p) = s.input { s.input = .npy(path: try file(p, field: "input.npy")) }
-            return .mapReduce(s)
-        case .train(var s):
-            s.data = try check(s.data)
-            s.resume = try s.resume.map { try file($0, field: "resume") }
-            return .train(s)
-        case .infer(var s), .eval(var s):
-            s.data = try check(s.data)
-            s.model.weights = try s.model.weights.map { try file($0, field: "model.weights") }
-            if case .eval = spec { return .eval(s) }
-            return .infer(s)
-        case .embed(var s):
-            s.input = try file(s.input, field: "input")
-            s.model = try folder(s.model, field: "model")
-            for name in ["config.json", "vocab.txt", "model.safetensors"] { _ = try file(s.model + "/" + name, field: "model") }
-            let optional = s.model + "/sentence_bert_config.json"
-            if FileManager.default.fileExists(atPath: optional) { _ = try file(optional, field: "model") }
-            return .embed(s)
-        }
-    }
-
-    func check(_ d: LabeledDataSpec) throws -> LabeledDataSpec {
-        var d = d
-        d.csv = try d.csv.map { try file($0, field: "data.csv") }
-        d.x = try d.x.map { try file($0, field: "data.x") }
-        d.y = try d.y.map { try file($0, field: "data.y") }
-        return d
-    }
 }

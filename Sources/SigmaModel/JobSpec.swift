@@ -1,164 +1,140 @@
-/// What a user submits. Declared in YAML or JSON; never code.
-public enum JobSpec: Sendable, Equatable {
-    case mapReduce(MapReduceSpec)
-    case train(TrainJob)
-    case infer(PredictJob)
-    case eval(PredictJob)
-    case embed(EmbedJob)
+import Foundation
 
-    public var name: String {
-        switch self {
-        case .mapReduce(let s): s.name
-        case .train(let s): s.name
-        case .infer(let s), .eval(let s): s.name
-        case .embed(let s): s.name
-        }
-    }
+/// What a user submits, as every layer but the job's own kind sees it: the kind's name, the job's name, and the
+/// kind's spec in its one wire form (canonical JSON of the kind's `Codable` spec). The coordinator core, the
+/// protocol and the worker core carry it without knowing any kind; the kind (SigmaJobs, `JobKind`) decodes and
+/// checks it (`decode(as:)`), from YAML, JSON or the wire alike.
+public struct JobSpec: Sendable, Hashable {
+    /// The job kind ("map-reduce", "train", …): which `JobKind` reads `body`.
+    public let kind: String
+    /// The job's name (shown by `sigma status`, in logs).
+    public let name: String
+    /// The kind's spec as JSON (keys sorted, snake case).
+    public let body: [UInt8]
 
-    public var kind: String {
-        switch self {
-        case .mapReduce: "map-reduce"
-        case .train: "train"
-        case .infer: "infer"
-        case .eval: "eval"
-        case .embed: "embed"
-        }
-    }
-
-    /// Where the user asked for results to be written, if anywhere.
-    public var output: String? {
-        switch self {
-        case .mapReduce: nil
-        case .train(let s): s.output
-        case .infer(let s), .eval(let s): s.output
-        case .embed(let s): s.output
-        }
-    }
-}
-
-/// S = reduce(f(x_i)) over an input split into index-range shards.
-public struct MapReduceSpec: Sendable, Equatable {
-    public var name: String
-    public var input: DataSource
-    public var map: ElementFunction
-    public var reduce: [Reducer]
-    public var sharding: Sharding
-    /// `input_transport` of an `npy` input (nil: shared).
-    public var inputTransport: InputTransport?
-
-    public init(name: String = "map-reduce", input: DataSource, map: ElementFunction = .identity,
-                reduce: [Reducer], sharding: Sharding = .count(64), inputTransport: InputTransport? = nil) {
+    public init(kind: String, name: String, body: [UInt8]) {
+        self.kind = kind
         self.name = name
-        self.input = input
-        self.map = map
-        self.reduce = reduce
-        self.sharding = sharding
-        self.inputTransport = inputTransport
+        self.body = body
     }
 
-    /// The histogram reducer, if one was asked for (at most one is allowed).
-    public var histogram: (bins: Int, low: Double, high: Double)? {
-        for r in reduce { if case .histogram(let b, let lo, let hi) = r { return (b, lo, hi) } }
-        return nil
+    /// The wire form of a kind's spec.
+    public init<S: JobKindSpec>(kind: String, _ spec: S) {
+        self.init(kind: kind, name: spec.name, body: SpecJSON.encode(spec))
+    }
+
+    /// The kind's spec; an error names the field that is missing or malformed.
+    public func decode<S: JobKindSpec>(as type: S.Type) throws -> S {
+        try SpecJSON.decode(type, body)
+    }
+
+    /// Longest kind name, job name and spec body a peer may send (checked on arrival, before anything is decoded).
+    public static let maxKind = 64, maxName = 4096, maxBody = 1 << 20
+
+    /// `string kind, string name, blob body` (docs/protocol.md §Job spec).
+    public func encode(into w: inout ByteWriter) {
+        w.string(kind)
+        w.string(name)
+        w.blob(body)
+    }
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: 8 + kind.utf8.count + name.utf8.count + body.count)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Checks the envelope only (sizes, a kind name of lowercase letters, digits and '-'); the kind checks the body.
+    public static func decode(from r: inout ByteReader) throws -> JobSpec {
+        let kind = try r.string("spec.kind")
+        guard !kind.isEmpty, kind.utf8.count <= maxKind,
+              kind.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }) else {
+            throw SpecError(field: "spec.kind", problem: "not a job kind name (lowercase letters, digits and '-', at most \(maxKind))")
+        }
+        let name = try r.string("spec.name")
+        guard name.utf8.count <= maxName else { throw SpecError(field: "spec.name", problem: "longer than \(maxName) bytes") }
+        let body = try r.blob("spec.body", limit: maxBody)
+        return JobSpec(kind: kind, name: name, body: body)
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> JobSpec {
+        var r = ByteReader(bytes)
+        let s = try decode(from: &r)
+        try r.finish("spec")
+        return s
     }
 }
 
-/// The values x_i. Generated sources are pure functions of (seed, i), so any shard can compute its range alone.
-public enum DataSource: Sendable, Equatable {
-    /// A `.npy` file (float32 or float64, 1-D or 2-D) at a path every worker can read; shards are row ranges.
-    case npy(path: String)
-    /// x_i = start + i × step.
-    case range(count: UInt64, start: Double, step: Double)
-    /// x_i uniform in [low, high), from a counter-based generator.
-    case uniform(count: UInt64, seed: UInt64, low: Double, high: Double)
-    /// x_i normal(mean, std), Box–Muller over a counter-based generator.
-    case normal(count: UInt64, seed: UInt64, mean: Double, std: Double)
-
-    /// Row count for generated sources; `nil` for files (read from the file header).
-    public var generatedCount: UInt64? {
-        switch self {
-        case .npy: nil
-        case .range(let n, _, _), .uniform(let n, _, _, _), .normal(let n, _, _, _): n
-        }
-    }
+/// The spec of one job kind: `Codable` (its wire form), named, and checked the same way whatever its source.
+public protocol JobKindSpec: Codable, Sendable, Equatable {
+    /// The job's name.
+    var name: String { get }
+    /// Where the user asked for result files to go, if anywhere.
+    var output: String? { get }
+    /// How workers get the job's input files (nil: from the shared file system).
+    var inputTransport: InputTransport? { get }
 }
 
-/// f, applied to each value in Float64.
-public enum ElementFunction: Sendable, Equatable {
-    case identity, square, abs
-    case affine(a: Double, b: Double)
-
-    @inline(__always)
-    public func apply(_ x: Double) -> Double {
-        switch self {
-        case .identity: x
-        case .square: x * x
-        case .abs: Swift.abs(x)
-        case .affine(let a, let b): a * x + b
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .identity: "identity"
-        case .square: "square"
-        case .abs: "abs"
-        case .affine(let a, let b): "affine(a: \(a), b: \(b))"
-        }
-    }
+extension JobKindSpec {
+    public var output: String? { nil }
+    public var inputTransport: InputTransport? { nil }
 }
 
-/// How values are combined; all accumulate in Float64.
-public enum Reducer: Sendable, Equatable {
-    case sum, mean, min, max, count
-    /// `bins` equal-width bins over [low, high]; the last bin includes `high`; values outside are not counted
-    /// (NumPy's `histogram` semantics).
-    case histogram(bins: Int, low: Double, high: Double)
-
-    public var name: String {
-        switch self {
-        case .sum: "sum"
-        case .mean: "mean"
-        case .min: "min"
-        case .max: "max"
-        case .count: "count"
-        case .histogram: "histogram"
-        }
-    }
+/// Where workers get a job's input files (`input_transport`): `shared` (the default) — each worker reads the
+/// spec's paths itself, which must name the same files on every host (a shared filesystem); `coordinator` — the
+/// workers fetch the files from the coordinator (docs/protocol.md FILE-GET) and keep them in a cache keyed by
+/// SHA-256, checked after every transfer, so a file travels to a host once however many jobs use it.
+public enum InputTransport: String, Codable, Sendable, CaseIterable {
+    case shared, coordinator
 }
 
-/// How the input is cut into index ranges.
-public enum Sharding: Sendable, Equatable {
-    /// About this many shards of equal size (fewer if there are fewer rows).
-    case count(Int)
-    /// Shards of this many rows (the last may be shorter).
-    case size(UInt64)
+/// The one JSON form of every kind's spec: keys sorted (the same spec gives the same bytes and digest), snake case.
+public enum SpecJSON {
+    public static func encode<T: Encodable>(_ v: T) -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = .sortedKeys
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return Array((try? e.encode(v)) ?? Data())
+    }
 
-    /// Contiguous `[start, start+count)` row ranges covering `0..<rows` exactly once, in order. Never traps: empty
-    /// when there are no rows, or when there would be more than `SpecLimits.ceiling.shards` ranges (check
-    /// `shardCount(rows:)` against the limits first).
-    public func ranges(rows: UInt64) -> [(start: UInt64, count: UInt64)] {
-        let shards = shardCount(rows: rows)
-        guard shards > 0, shards <= UInt64(SpecLimits.ceiling.shards) else { return [] }
-        var out: [(UInt64, UInt64)] = []
-        out.reserveCapacity(Int(shards))
-        switch self {
-        case .count:
-            let base = rows / shards, extra = rows % shards
-            var start: UInt64 = 0
-            for i in 0..<shards {
-                let c = base + (i < extra ? 1 : 0)
-                out.append((start, c))
-                start += c
+    /// Decodes `bytes`; a malformed body is a `SpecError` naming the field.
+    public static func decode<T: Decodable>(_ t: T.Type, _ bytes: [UInt8]) throws -> T {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        do { return try d.decode(t, from: Data(bytes)) } catch let e as DecodingError {
+            let (path, problem): ([CodingKey], String) = switch e {
+            case .keyNotFound(let k, let c): (c.codingPath + [k], "missing")
+            case .typeMismatch(let t, let c): (c.codingPath, "expected \(t)")
+            case .valueNotFound(let t, let c): (c.codingPath, "expected \(t), got null")
+            case .dataCorrupted(let c): (c.codingPath, "malformed")
+            @unknown default: ([], "malformed")
             }
-        case .size(let k):
-            var start: UInt64 = 0
-            while start < rows {
-                let c = Swift.min(Swift.max(1, k), rows - start)
-                out.append((start, c))
-                start += c
-            }
+            let field = path.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined().drop { $0 == "." }
+            throw SpecError(field: field.isEmpty ? "(spec)" : String(field), problem: problem)
+        } catch {
+            throw SpecError(field: "(spec)", problem: "malformed")
         }
-        return out
+    }
+}
+
+/// A job spec could not be accepted: which field, and what was wrong with it.
+public struct SpecError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let field: String
+    public let problem: String
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+    public var description: String { "job spec field '\(field)': \(problem)" }
+}
+
+/// A job spec file: the job, and how the submitter wants it scheduled (`policy:`, optional).
+public struct JobFile: Sendable {
+    public var spec: JobSpec
+    /// A `SchedulingPolicy` name, or nil for the cluster's policy.
+    public var policy: String?
+    public init(spec: JobSpec, policy: String?) {
+        self.spec = spec
+        self.policy = policy
     }
 }

@@ -41,7 +41,7 @@ public struct SpecLimits: Sendable, Equatable {
                                            parameters: 1 << 34, memoryBytes: 1 << 44)
 
     /// A `SpecError` naming `field`, the size asked for, and the limit and where to raise it.
-    func exceeded(_ field: String, _ value: some BinaryInteger, _ limit: some BinaryInteger, key: String, unit: String = "") -> SpecError {
+    public func exceeded(_ field: String, _ value: some BinaryInteger, _ limit: some BinaryInteger, key: String, unit: String = "") -> SpecError {
         SpecError(field: field, problem: "\(value)\(unit) exceeds the limit of \(limit)\(unit) (cluster.yaml limits.\(key))")
     }
 
@@ -59,7 +59,7 @@ public struct SpecLimits: Sendable, Equatable {
 }
 
 /// `a × b + …` in `UInt64`, saturating instead of overflowing (sizes are compared against limits far below 2^64).
-func saturatingProduct(_ xs: [UInt64]) -> UInt64 {
+public func saturatingProduct(_ xs: [UInt64]) -> UInt64 {
     var p: UInt64 = 1
     for x in xs {
         let (r, o) = p.multipliedReportingOverflow(by: x)
@@ -69,7 +69,7 @@ func saturatingProduct(_ xs: [UInt64]) -> UInt64 {
     return p
 }
 
-func saturatingSum(_ xs: [UInt64]) -> UInt64 {
+public func saturatingSum(_ xs: [UInt64]) -> UInt64 {
     var s: UInt64 = 0
     for x in xs {
         let (r, o) = s.addingReportingOverflow(x)
@@ -77,72 +77,4 @@ func saturatingSum(_ xs: [UInt64]) -> UInt64 {
         s = r
     }
     return s
-}
-
-extension ModelSpec {
-    /// Weights and biases of the MLP (saturating; 0 for an invalid spec).
-    public var parameterCount: UInt64 {
-        guard mlp.count >= 2, mlp.allSatisfy({ $0 >= 1 }) else { return 0 }
-        return saturatingSum(zip(mlp, mlp.dropFirst()).map { saturatingSum([saturatingProduct([UInt64($0), UInt64($1)]), UInt64($1)]) })
-    }
-
-    /// bytes: the model on one process (weights, a gradient, `states` optimizer state vectors, the reduce's partial
-    /// sums) and `batch` rows of activations (forward and backward) through every layer.
-    func memoryEstimate(batch: Int, states: UInt64) -> UInt64 {
-        let floats = saturatingProduct([parameterCount, 3 + states])
-        let widths = saturatingSum(mlp.map { UInt64(max(0, $0)) })
-        let activations = saturatingProduct([UInt64(max(0, batch)), widths, 4])
-        return saturatingProduct([saturatingSum([floats, activations]), 4])
-    }
-
-    func validate(_ path: String, limits: SpecLimits) throws {
-        guard mlp.count >= 2 else { throw SpecError(field: path + "mlp", problem: "needs at least input and output widths, got \(mlp)") }
-        guard mlp.count - 1 <= limits.layers else { throw limits.exceeded(path + "mlp", mlp.count - 1, limits.layers, key: "layers", unit: " layers") }
-        for (i, v) in mlp.enumerated() where v < 1 || v > limits.width {
-            throw SpecError(field: path + "mlp[\(i)]", problem: "expected a width between 1 and \(limits.width) (cluster.yaml limits.width), got \(v)")
-        }
-        guard parameterCount <= UInt64(limits.parameters) else {
-            throw limits.exceeded(path + "mlp", parameterCount, limits.parameters, key: "parameters", unit: " parameters")
-        }
-        guard ["relu", "gelu", "tanh"].contains(activation) else {
-            throw SpecError(field: path + "activation", problem: "'\(activation)' is not one of relu, gelu, tanh")
-        }
-        if let w = weights, w.isEmpty { throw SpecError(field: path + "weights", problem: "empty path") }
-    }
-}
-
-extension JobSpec {
-    /// Every check a spec gets, from YAML, JSON or the wire: fields in range and every size it asks for within
-    /// `limits`. Sizes only its files know are checked when they are read (`SpecLimits.checkRows`, `checkMemory`).
-    public func validate(limits: SpecLimits = .standard) throws {
-        switch self {
-        case .mapReduce(let s): try s.validate(limits: limits)
-        case .train(let s): try s.validate(limits: limits)
-        case .infer(let s): try s.validate(eval: false, limits: limits)
-        case .eval(let s): try s.validate(eval: true, limits: limits)
-        case .embed(let s): try s.validate(limits: limits)
-        }
-    }
-}
-
-extension Sharding {
-    /// How many ranges `ranges(rows:)` makes for `rows` rows; never traps (any `rows`, any count or size).
-    public func shardCount(rows: UInt64) -> UInt64 {
-        if rows == 0 { return 0 }
-        switch self {
-        case .count(let n): return Swift.min(UInt64(Swift.max(1, n)), rows)
-        case .size(let k):
-            let k = Swift.max(1, k)
-            return rows / k + (rows % k == 0 ? 0 : 1)
-        }
-    }
-
-    /// Throws unless `rows` rows make at most `limits.shards` shards.
-    public func check(rows: UInt64, limits: SpecLimits) throws {
-        let n = shardCount(rows: rows)
-        guard n <= UInt64(limits.shards) else {
-            let field = if case .size = self { "shard_size" } else { "shards" }
-            throw SpecError(field: field, problem: "\(rows) rows give \(n) shards, over the limit of \(limits.shards) (cluster.yaml limits.shards); use a larger shard_size")
-        }
-    }
 }

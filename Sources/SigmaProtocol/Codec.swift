@@ -52,7 +52,7 @@ public enum Codec {
         case .heartbeat(let h):
             w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut); w.u64(h.available)
         case .assign(let a):
-            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round)
+            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round); w.u8(a.withParams ? 1 : 0)
             if let s = a.spec { payload = Frame(s.encoded) }
         case .result(let r):
             w.u64(r.job); w.u32(r.shard); w.u32(r.attempt); w.u8(r.status.rawValue); w.u64(r.computeTime); w.string(r.error)
@@ -221,6 +221,11 @@ public enum Codec {
                 case .assign:
                     var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),
                                    start: try r.u64("start"), count: try r.u64("count"), round: try r.u32("round"))
+                    switch try r.u8("flags") {
+                    case 0: break
+                    case 1: a.withParams = true
+                    case let f: throw ByteReadError(field: "flags", problem: "unknown flags \(f)")
+                    }
                     if let p = payload { a.spec = try p.withUnsafeBytes { try JobSpec.decode($0) } }
                     return .assign(a)
                 case .result:

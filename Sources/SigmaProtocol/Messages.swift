@@ -134,10 +134,14 @@ public struct Assign: Sendable, Equatable {
     public var attempt: Attempt
     public var start: UInt64
     public var count: UInt64
-    /// The job's round: a training step (the shard needs parameters of this version, sent in PARAMS), else 0.
+    /// The job's round (a training step), else 0.
     public var round: UInt32
+    /// The shard needs the job's parameters of version `round`, sent in PARAMS.
+    public var withParams: Bool
     public var spec: JobSpec?
-    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, round: UInt32 = 0, spec: JobSpec? = nil) {
+    public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, round: UInt32 = 0, withParams: Bool = false,
+                spec: JobSpec? = nil) {
+        self.withParams = withParams
         self.job = job
         self.shard = shard
         self.attempt = attempt

@@ -81,8 +81,13 @@ public struct Scenario: Sendable {
 
     public var spec: JobSpec {
         if let t = train { return .train(t.job(name: name)) }
-        return .mapReduce(MapReduceSpec(name: name, input: .uniform(count: UInt64(shards * rowsPerShard), seed: 7, low: 0, high: 1),
-                                 map: .square, reduce: [.sum, .count], sharding: .size(UInt64(rowsPerShard))))
+        return .mapReduce(mapReduce)
+    }
+
+    /// The map-reduce job (when `train` is nil).
+    var mapReduce: MapReduceSpec {
+        MapReduceSpec(name: name, input: .uniform(count: UInt64(shards * rowsPerShard), seed: 7, low: 0, high: 1),
+                      map: .square, reduce: [.sum, .count], sharding: .size(UInt64(rowsPerShard)))
     }
 
     /// Parses a scenario file (docs/scheduling.md shows the format).
@@ -208,6 +213,8 @@ public final class Simulation {
     }
 
     let scenario: Scenario
+    /// The scenario's map-reduce job, decoded once (the simulated workers compute its shards).
+    let mapReduce: MapReduceSpec
     var core: CoordinatorCore
     var nodes: [Node] = []
     var heap = Heap<Timed>()
@@ -223,6 +230,7 @@ public final class Simulation {
 
     public init(_ scenario: Scenario) {
         self.scenario = scenario
+        mapReduce = scenario.mapReduce
         var c = CoordinatorConfig()
         c.policy = scenario.policy
         c.hedging = scenario.hedging
@@ -261,10 +269,16 @@ public final class Simulation {
         let actions = core.handle(e, now: Nanos(now * 1e9))
         coreNanos += DispatchTime.now().uptimeNanoseconds - t0
         for a in actions {
-            if case .resolveInput(let p, let submit, _) = a, let t = scenario.train, case .train(let job) = submit.spec {
-                // The shell's part (reading data, building the model), done here on generated rows.
-                let input: Result<ResolvedInput, JobError>
-                do { input = .success(.driver(try TrainDriver(spec: job, data: t.data()))) } catch let e as JobError {
+            if case .resolveInput(let p, let submit, _) = a {
+                // The shell's part (its kind prepares the job), a train job's on generated rows.
+                let input: Result<any RoundDriver, JobError>
+                do {
+                    if let t = scenario.train {
+                        input = .success(try TrainDriver(spec: t.job(name: scenario.name), data: t.data()))
+                    } else {
+                        input = .success(try JobKinds.standard.prepare(submit.spec, roots: .currentDirectory(), limits: .standard))
+                    }
+                } catch let e as JobError {
                     input = .failure(e)
                 } catch { input = .failure(JobError("\(error)")) }
                 coordinator(.inputResolved(p, submit, input))
@@ -366,9 +380,9 @@ public final class Simulation {
                 nodes[i].running -= 1
                 nodes[i].shards += 1
                 var r: ShardResult
-                if case .mapReduce(let spec) = task.spec, let p = try? MapReduceKernel.run(spec, start: task.start, count: task.count) {
+                if scenario.train == nil, let p = try? MapReduceKernel.run(mapReduce, start: task.start, count: task.count) {
                     r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: Frame(p.encoded))
-                } else if let t = scenario.train, case .train = task.spec, let p = try? Self.zeroGradients(t, start: task.start, count: task.count) {
+                } else if let t = scenario.train, let p = try? Self.zeroGradients(t, start: task.start, count: task.count) {
                     r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: p)
                 } else {
                     r = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "not a map-reduce shard")

@@ -32,6 +32,8 @@ public final class WorkerShell: Sendable {
         public var dataRoots = DataRoots.currentDirectory()
         /// Sizes a spec may ask of this worker: a shard of a job beyond them fails (the worker allocates nothing for it).
         public var specLimits = SpecLimits.standard
+        /// The job kinds this worker runs.
+        public var kinds = JobKinds.standard
         public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
             self.slots = slots
             self.name = name
@@ -59,13 +61,15 @@ public final class WorkerShell: Sendable {
         let endedVersion = Atomic<Int>(0)
         /// Compute thread 0's context; the poller borrows it to run a short ML shard itself when that thread is idle.
         let primary: Mutex<ComputeContext>
+        let kinds: JobKinds
         let roots: DataRoots
         let limits: SpecLimits
 
-        init(roots: DataRoots, limits: SpecLimits) {
+        init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits) {
+            self.kinds = kinds
             self.roots = roots
             self.limits = limits
-            primary = Mutex(ComputeContext(limits: limits))
+            primary = Mutex(ComputeContext(kinds: kinds, roots: roots, limits: limits))
         }
     }
 
@@ -78,7 +82,7 @@ public final class WorkerShell: Sendable {
         }
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
-        let shared = Shared(roots: options.dataRoots, limits: options.specLimits)
+        let shared = Shared(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits)
         self.shared = shared
         let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher
@@ -149,7 +153,12 @@ public final class WorkerShell: Sendable {
         /// (with the spec as assigned: a restarted coordinator numbers its jobs from 1 again)
         var localized: [JobID: (assigned: JobSpec, local: JobSpec)] = [:]
 
-        init(limits: SpecLimits) { runner = ShardRunner(limits: limits) }
+        let kinds: JobKinds
+
+        init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits) {
+            self.kinds = kinds
+            runner = ShardRunner(kinds: kinds, roots: roots, limits: limits)
+        }
 
         /// Runs `task`; nil (nothing done) when its inputs still have to be fetched and `mayFetch` is false — the
         /// poller must not wait for answers only it can receive.
@@ -164,18 +173,19 @@ public final class WorkerShell: Sendable {
                 fetcher.release(ended)
             }
             let known = localized[task.job].flatMap { $0.assigned == task.spec ? $0.local : nil }
-            if known == nil && !mayFetch && task.spec.inputTransport == .coordinator { return nil }
+            let shipped = known == nil && (try? kinds.inputTransport(task.spec)) == .coordinator
+            if shipped && !mayFetch { return nil }
             do {
                 // (checked before anything of the job is read or allocated here; a refusal is the shard's failure)
                 if known == nil {
-                    do { try task.spec.validate(limits: shared.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
+                    do { try kinds.validate(task.spec, limits: shared.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
                 }
                 let spec = try known
-                    ?? (task.spec.inputTransport == .coordinator ? fetcher.localize(task.spec, job: task.job) : shared.roots.check(task.spec))
+                    ?? (shipped ? fetcher.localize(task.spec, job: task.job, kinds: kinds) : kinds.rooted(task.spec, roots: shared.roots))
                 localized[task.job] = (task.spec, spec)
                 task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
                                  round: task.round, params: task.params)
-                return WorkerShell.compute(task, files: files, runner: runner)
+                return WorkerShell.compute(task, runner: runner)
             } catch {
                 return ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
             }
@@ -183,7 +193,7 @@ public final class WorkerShell: Sendable {
     }
 
     static func computeLoop(_ shared: Shared, fetcher: InputFetcher, index: Int) {
-        let own = ComputeContext(limits: shared.limits)
+        let own = ComputeContext(kinds: shared.kinds, roots: shared.roots, limits: shared.limits)
         while let task = shared.work.next() {
             // This thread's core is taken while it computes; a shard may borrow the lanes no other thread holds.
             ComputeLanes.shared.hold()
@@ -197,25 +207,14 @@ public final class WorkerShell: Sendable {
         }
     }
 
-    static func compute(_ task: ShardTask, files: NpyFileCache, runner: ShardRunner? = nil) -> ShardResult {
+    static func compute(_ task: ShardTask, runner: ShardRunner) -> ShardResult {
         let started = monotonicNanos()
         var result: ShardResult
-        switch task.spec {
-        case .mapReduce(let spec):
-            do {
-                let p = try MapReduceKernel.run(spec, start: task.start, count: task.count, files: files)
-                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: Frame(p.encoded))
-            } catch {
-                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
-            }
-        default:
-            do {
-                guard let runner else { throw JobError("ML shards run on compute threads") }
-                let payload = try runner.run(task.spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
-                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: payload)
-            } catch {
-                result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
-            }
+        do {
+            let payload = try runner.run(task.spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
+            result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: payload)
+        } catch {
+            result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
         }
         result.computeTime = monotonicNanos() - started
         return result
@@ -237,8 +236,11 @@ public final class WorkerShell: Sendable {
         var reconnectAt: Nanos? = nil
         var drainAsked = false
         var finished = false
-        let inlineFiles = NpyFileCache()
+        /// The poller's own context, for short shards of jobs that name no file (map-reduce over generated values).
+        let inlineContext: ComputeContext
         var inline: [ShardTask] = []
+        /// Whether a job's spec names files (asked once per job; bounded like `recentCompute`).
+        var namesFiles: [JobID: Bool] = [:]
         /// ML shards to run on this thread (see `Options.inlineComputeNanos`), and each job's last compute time.
         var inlineML: [ShardTask] = []
         var recentCompute: [JobID: UInt64] = [:]
@@ -248,6 +250,7 @@ public final class WorkerShell: Sendable {
         init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared, fetcher: InputFetcher) {
             self.factory = factory
             self.fetcher = fetcher
+            inlineContext = ComputeContext(kinds: shared.kinds, roots: shared.roots, limits: shared.limits)
             compressor = AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: factory.endpoint))
             self.options = options
             self.logger = logger
@@ -353,7 +356,10 @@ public final class WorkerShell: Sendable {
                     let batch = inline
                     inline.removeAll()
                     for t in batch {
-                        let r = WorkerShell.compute(t, files: inlineFiles)
+                        guard let r = inlineContext.run(t, shared: shared, fetcher: fetcher, mayFetch: false) else {
+                            shared.work.push(t)
+                            continue
+                        }
                         shared.completed.add(1, ordering: .relaxed)
                         computed(r)
                     }
@@ -379,6 +385,14 @@ public final class WorkerShell: Sendable {
             carrier = nil   // unlinks this worker's segments
         }
 
+        mutating func namesFiles(_ task: ShardTask) -> Bool {
+            if let known = namesFiles[task.job] { return known }
+            if namesFiles.count >= 256 { namesFiles.removeAll() }
+            let names = (try? options.kinds.paths(task.spec))?.isEmpty != true
+            namesFiles[task.job] = names
+            return names
+        }
+
         /// A shard's result goes to the core; its compute time decides whether the job's next shards run here.
         mutating func computed(_ r: ShardResult) {
             if recentCompute.count >= 256 { recentCompute.removeAll() }
@@ -393,15 +407,14 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    if case .mapReduce(let m) = task.spec, m.input.generatedCount == nil {
-                        // Its file may still have to be fetched, or checked against the data roots: the poller may run
-                        // it only through the compute context that has it (as an ML shard), never waiting for a fetch.
-                        if task.count <= options.inlineRows, shared.work.isEmpty { inlineML.append(task) } else { shared.work.push(task) }
-                    } else if case .mapReduce = task.spec, task.count <= options.inlineRows, shared.work.isEmpty {
+                    // Short shards run on this thread (two thread wake-ups saved) when nothing is queued: a job
+                    // naming no file on the poller's own context, first shards too when small; others on compute
+                    // thread 0's context (which holds their data), once their last shard here proved quick.
+                    let idle = shared.work.isEmpty
+                    let quick = recentCompute[task.job].map { $0 <= options.inlineComputeNanos } ?? false
+                    if idle, !namesFiles(task), quick || task.count <= options.inlineRows {
                         inline.append(task)
-                    } else if case .mapReduce = task.spec {
-                        shared.work.push(task)
-                    } else if shared.work.isEmpty, let last = recentCompute[task.job], last <= options.inlineComputeNanos {
+                    } else if idle, quick {
                         inlineML.append(task)
                     } else {
                         shared.work.push(task)

@@ -210,7 +210,7 @@ public struct WorkerCore {
                 return
             }
             var p: Frame? = nil
-            if case .train = spec {
+            if a.withParams {
                 guard let held = params[a.job], held.version == a.round else {
                     send(.result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .unknownJob,
                                              error: "no parameters of version \(a.round) for job \(a.job) on this worker")), now: now, into: &out)

@@ -242,7 +242,7 @@ enum BenchJobs {
         var local: [Double] = []
         for _ in 0..<n {
             let t = monotonicNanos()
-            _ = try MLJobs.runLocal(spec, roots: try DataRoots([FileManager.default.currentDirectoryPath, dir]))
+            _ = try JobKinds.standard.runLocal(spec, roots: try DataRoots([FileManager.default.currentDirectoryPath, dir]))
             local.append(Double(monotonicNanos() - t) / 1e9)
         }
         let c = try await cluster(workers: 2, logger: logger)

@@ -57,7 +57,7 @@ enum BenchScale {
                     }
                     let dt = Double(b.elapsed) - Double(a.elapsed)
                     rates.append(dt > 0 ? Double(j.long.0 - j.short.0) / (dt / 1e9) : .nan)
-                    if case .train = j.long.1 {
+                    if j.long.1.kind == TrainKind.name {
                         let d = try await client.detail(job: b.job, attempts: true)
                         if let s = StepBreakdown(d.attempts, skip: 2, samples: samples) { breakdowns.append(s) }
                     }

@@ -42,7 +42,7 @@ struct DemoCommand: AsyncParsableCommand {
             """
             let spec: JobSpec
             do { spec = try JobSpec.parse(specText) } catch { throw CLIError.usage("\(error)") }
-            guard case .mapReduce(let mr) = spec else { return }
+            guard let mr = MapReduceKind.spec(in: spec) else { return }
             guard workers >= 1, workers <= 64 else { throw CLIError.usage("--workers must be 1…64") }
 
             let cluster = try LocalCluster(workers: workers, threadsPerWorker: threads, logger: logger)
@@ -151,7 +151,7 @@ struct DemoCommand: AsyncParsableCommand {
         say(String(format: "held-out accuracy %.2f %% (%d rows) after %.1f s", acc * 100,
                    (metrics?["rows"] as? [String: Any])?["holdout"] as? Int ?? 0, Double(o.elapsed) / 1e9))
         say("training the same spec in this one process…")
-        let local = try MLJobs.runLocal(spec, roots: .currentDirectory())
+        let local = try JobKinds.standard.runLocal(spec, roots: .currentDirectory()).withUnsafeBytes { try ResultBundle.decode($0) }
         let a = files.first { $0.name == "model.safetensors" }?.data, b = local.first { $0.name == "model.safetensors" }?.data
         guard a != nil, a == b else { throw CLIError.jobFailed("distributed and local parameters differ") }
         say("✓ the \((metrics?["parameters"] as? Int) ?? 0) trained parameters are bitwise identical to the single-process run")

@@ -5,7 +5,7 @@ import SigmaModel
 import SigmaProtocol
 import SigmaTerminal
 
-/// A live line for training (step, loss, samples/s, ETA) and the printing of ML job results.
+/// A live line for training (step, loss, samples/s, ETA) and the writing and printing of job results.
 final class TrainProgress: @unchecked Sendable {
     let isTTY = isatty(STDERR_FILENO) == 1
     let batch: Int
@@ -71,6 +71,23 @@ enum MLOutput {
         option ?? spec.output ?? "sigma-results/\(spec.name)"
     }
 
+    /// What a completed job's result says, read by its kind (nil: not completed, or no result).
+    static func report(_ o: JobOutcome, _ spec: JobSpec) throws -> JobReport? {
+        guard o.state == .completed, !o.payload.isEmpty else { return nil }
+        do { return try JobKinds.standard.report(Array(o.payload.withUnsafeBytes { Array($0) }), spec: spec) } catch {
+            throw CLIError.jobFailed("job \(o.job): malformed result: \(error)")
+        }
+    }
+
+    /// Writes a report's files, if its kind makes any (into `directory(output, spec)`), and returns what to show:
+    /// JSON under "results" ({files, metrics}) for a kind that makes files, else under "result"; and the lines to print.
+    static func deliver(_ r: JobReport, output: String?, spec: JobSpec) throws -> (key: String, json: [String: Any], lines: [String]) {
+        guard !r.files.isEmpty else { return ("result", r.json, r.lines) }
+        var summary = try write(r.files, to: directory(output, spec))
+        if !r.json.isEmpty { summary["metrics"] = r.json }
+        return ("results", summary, (summary["files"] as? [String] ?? []).map { "wrote \($0)" } + r.lines)
+    }
+
     /// Threads a `--local` run computes on: `--threads`, else every core.
     static func localThreads(_ option: Int?) throws -> Int {
         let n = option ?? ProcessInfo.processInfo.activeProcessorCount
@@ -85,16 +102,14 @@ enum MLOutput {
         do { return try DataRoots(folders) } catch { throw CLIError.usage("\(error)") }
     }
 
-    /// Runs an ML job in this process (`--local`) with the same shard code and reduction as the cluster.
+    /// Runs a job in this process (`--local`) with the same shard code and reduction as the cluster.
     static func runLocal(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard, output: String?, json: Bool, threads: Int?) throws {
-        if case .mapReduce = spec { throw CLIError.usage("--local runs train, infer, eval and embed jobs; map-reduce jobs run with: sigma demo / sigma submit") }
-        var live: TrainProgress? = nil
-        if case .train(let t) = spec, !json { live = TrainProgress(batch: t.batchSize) }
+        let live = json ? nil : TrainKind.spec(in: spec).map { TrainProgress(batch: $0.batchSize) }
         let t0 = Date()
         TensorStorage.tuneHeap()   // (gradient buffers are reused, not re-faulted, as in a worker)
-        let files: [(name: String, data: Data)]
+        let result: [UInt8]
         do {
-            files = try MLJobs.runLocal(spec, roots: roots, limits: limits, slots: 1, threads: try localThreads(threads)) { driver, end in
+            result = try JobKinds.standard.runLocal(spec, roots: roots, limits: limits, slots: 1, threads: try localThreads(threads)) { driver, end in
                 let p = driver.progress
                 if p.steps > 0 { live?.update(step: p.step, steps: p.steps, loss: p.loss, accuracy: p.accuracy) }
                 for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }
@@ -103,12 +118,16 @@ enum MLOutput {
             throw CLIError.usage("\(spec.kind) job '\(spec.name)': \(e)")
         }
         live?.finish()
-        var summary = try write(files, to: directory(output, spec))
-        summary["elapsed_s"] = Date().timeIntervalSince(t0)
-        summary["kind"] = spec.kind
-        if json { print(jsonString(summary)) } else {
-            print("\(spec.kind) job '\(spec.name)' completed locally in \(String(format: "%.2f", Date().timeIntervalSince(t0))) s")
-            say(summary: summary)
+        let shown = try deliver(try JobKinds.standard.report(result, spec: spec), output: output, spec: spec)
+        let seconds = Date().timeIntervalSince(t0)
+        if json {
+            var o = shown.key == "results" ? shown.json : ["result": shown.json]
+            o["elapsed_s"] = seconds
+            o["kind"] = spec.kind
+            print(jsonString(o))
+        } else {
+            print("\(spec.kind) job '\(spec.name)' completed locally in \(String(format: "%.2f", seconds)) s")
+            for l in shown.lines { print("  " + l) }
         }
     }
 }

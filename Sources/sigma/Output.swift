@@ -60,7 +60,6 @@ extension JobOutcome {
         var o: [String: Any] = ["job": Int(job), "state": state.description, "shards": Int(shards),
                                 "duplicates": Int(duplicates), "reruns": Int(reruns), "elapsed_s": Double(elapsed) / 1e9]
         if !error.isEmpty { o["error"] = error }
-        if let r = mapReduce { o["result"] = r.jsonObject }
         return o
     }
 }

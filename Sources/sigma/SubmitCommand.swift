@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SigmaClient
 import SigmaCoordinatorCore
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import SigmaTerminal
@@ -29,7 +30,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for the coordinator to accept the job.") var timeout: Double = 10
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
-    @Flag(help: "Run the job in this process instead of on the cluster (train, infer, eval, embed).") var local = false
+    @Flag(help: "Run the job in this process instead of on the cluster (the same shard code and reduction).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
     @Option(help: "With --local: cores to compute on (micro-batches or batches in parallel; the same bits for any count; default: every core).") var threads: Int?
     @Option(help: "Scheduling policy for this job: latency-aware, least-loaded, round-robin (default: the spec's policy:, else the cluster's).") var policy: String?
@@ -42,7 +43,7 @@ struct SubmitCommand: AsyncParsableCommand {
             do { file = try JobSpec.loadFile(path: spec, limits: cfg.limits) } catch { throw CLIError.usage("\(spec): \(error)") }
             var jobSpec = file.spec
             if let r = resume {
-                guard case .train(var t) = jobSpec else { throw CLIError.usage("--resume applies to train jobs only") }
+                guard var t = TrainKind.spec(in: jobSpec) else { throw CLIError.usage("--resume applies to train jobs only") }
                 t.resume = URL(fileURLWithPath: r).standardizedFileURL.path
                 jobSpec = .train(t)
             }
@@ -67,11 +68,10 @@ struct SubmitCommand: AsyncParsableCommand {
                 }
                 return
             }
-            var known: (UInt64, String)? = nil
-            if case .mapReduce(let m) = jobSpec, let n = m.input.generatedCount { known = (n, "rows") }
-            let bar = json ? nil : ProgressLine(items: known?.0, unit: known?.1 ?? "rows")
+            let known = JobKinds.standard.items(jobSpec)
+            let bar = json ? nil : ProgressLine(items: known?.count, unit: known?.unit ?? "rows")
             var trainLine: TrainProgress? = nil
-            if case .train(let t) = jobSpec, !json { trainLine = TrainProgress(batch: t.batchSize, fromStart: key.isEmpty) }
+            if let t = TrainKind.spec(in: jobSpec), !json { trainLine = TrainProgress(batch: t.batchSize, fromStart: key.isEmpty) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
                 for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption, key: key) {
@@ -91,18 +91,14 @@ struct SubmitCommand: AsyncParsableCommand {
             }
             if let t = trainLine { t.finish() } else { bar?.finish() }
             guard let o = outcome else { throw CLIError.unreachable("the coordinator closed the job stream without a result") }
-            var summary: [String: Any]? = nil
-            if case .mapReduce = jobSpec {} else if o.state == .completed {
-                summary = try MLOutput.write(try MLOutput.files(o), to: MLOutput.directory(output, jobSpec))
-            }
+            let shown = try MLOutput.report(o, jobSpec).map { try MLOutput.deliver($0, output: output, spec: jobSpec) }
             if json {
                 var obj = o.jsonObject
-                if let s = summary { obj["results"] = s }
+                if let s = shown { obj[s.key] = s.json }
                 print(jsonString(obj))
             } else {
                 print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(o.shards) shards, \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
-                if case .mapReduce = jobSpec, let r = o.mapReduce { for l in r.lines { print("  " + l) } }
-                if let s = summary { MLOutput.say(summary: s) }
+                for l in shown?.lines ?? [] { print("  " + l) }
                 if !o.error.isEmpty { print("  error: \(o.error)") }
             }
             if o.state != .completed { throw CLIError.jobFailed("job \(o.job) \(o.state): \(o.error) (see: sigma status)") }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SigmaJobs
 import SigmaModel
 
 struct TrainCommand: ParsableCommand {
@@ -25,7 +26,7 @@ struct TrainCommand: ParsableCommand {
             guard local else { throw CLIError.usage("train runs with --local here; submit to a cluster with: sigma submit \(spec) --follow") }
             var s: JobSpec
             do { s = try JobSpec.load(path: spec) } catch { throw CLIError.usage("\(spec): \(error)") }
-            guard case .train(var t) = s else { throw CLIError.usage("\(spec): kind is '\(s.kind)', expected 'train'") }
+            guard var t = TrainKind.spec(in: s) else { throw CLIError.usage("\(spec): kind is '\(s.kind)', expected 'train'") }
             if let r = resume { t.resume = URL(fileURLWithPath: r).standardizedFileURL.path }
             s = .train(t)
             let roots = try MLOutput.localRoots(specFile: spec, extra: resume.map { [URL(fileURLWithPath: $0).deletingLastPathComponent().path] } ?? [])

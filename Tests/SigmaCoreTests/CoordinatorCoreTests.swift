@@ -14,7 +14,13 @@ struct Harness {
     var served: [(PeerID, FileGet, InputFile, Int)] = []
     var resolvedRows: UInt64 = 0
 
-    init(_ config: CoordinatorConfig = CoordinatorConfig()) { core = CoordinatorCore(config: config, now: now) }
+    /// The spec limits the stand-in shell prepares jobs within (the coordinator's).
+    let limits: SpecLimits
+
+    init(_ config: CoordinatorConfig = CoordinatorConfig()) {
+        core = CoordinatorCore(config: config, now: now)
+        limits = config.specLimits
+    }
 
     @discardableResult
     mutating func event(_ e: CoordinatorEvent) -> [(PeerID, Message)] {
@@ -26,7 +32,7 @@ struct Harness {
                 switch a {
                 case .send(let p, let m): sent.append((p, m))
                 case .log(_, let s, _): logs.append(s)
-                case .resolveInput(let p, let s, let who): pending.append(.inputResolved(p, s, .success(.rows(resolvedRows)), from: who))
+                case .resolveInput(let p, let s, let who): pending.append(.inputResolved(p, s, shellPrepare(s, rows: resolvedRows, limits: limits), from: who))
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
                 }
@@ -270,7 +276,7 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         let c = core.handle(.received(other, .submit(Submit(request: 7, options: [], spec: .mapReduce(file), key: "K"))), now: 3)
         #expect(!(b + c).contains { if case .resolveInput = $0 { return true } else { return false } })
         #expect(!(b + c).contains { if case .send = $0 { return true } else { return false } }, "answered before the first was accepted")
-        let d = core.handle(.inputResolved(client, resolves[0], .success(.rows(100))), now: 4)
+        let d = core.handle(.inputResolved(client, resolves[0], shellPrepare(resolves[0], rows: 100)), now: 4)
         let accepts = d.compactMap { act -> (PeerID, Accept)? in
             if case .send(let p, .accept(let acc)) = act { return (p, acc) } else { return nil }
         }

@@ -8,6 +8,7 @@ import Testing
 final class TwoStepDriver: RoundDriver, @unchecked Sendable {
     var step = 0
     var kind: String { "train" }
+    var sharesPerWorker: Bool { true }
     var round: UInt32 { UInt32(step) }
     var params: Frame? { Frame([UInt8](repeating: UInt8(step), count: 16)) }
     var unit: String { "micro-batches" }
@@ -34,7 +35,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         let submit = Submit(request: 1, options: [], spec: spec)
         var resolve: [CoordinatorEvent] = []
         for a in h.core.handle(.received(client, .submit(submit)), now: h.now) {
-            if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())))) }
+            if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(TwoStepDriver()))) }
         }
         try #require(resolve.count == 1)
         h.event(resolve[0])
@@ -71,7 +72,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             freed = driver
             var resolve: [CoordinatorEvent] = []
             for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
-                if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(.driver(driver)))) }
+                if case .resolveInput(let p, let s, _) = a { resolve.append(.inputResolved(p, s, .success(driver))) }
             }
             try #require(resolve.count == 1)
             h.event(resolve[0])
@@ -99,7 +100,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             var resolve: [CoordinatorEvent] = []
             for a in h.core.handle(.received(client, .submit(Submit(request: 1, options: [], spec: spec))), now: h.now) {
                 if case .resolveInput(let p, let s, _) = a {
-                    resolve.append(.inputResolved(p, s, .success(.driver(TwoStepDriver())), digests: InputDigests(files: transport == "coordinator" ? [
+                    resolve.append(.inputResolved(p, s, .success(TwoStepDriver()), digests: InputDigests(files: transport == "coordinator" ? [
                         InputFile(path: "/data/x.npy", size: 1000, sha256: String(repeating: "a", count: 64)),
                         InputFile(path: "/data/y.npy", size: 10, sha256: String(repeating: "b", count: 64)),
                     ] : [])))

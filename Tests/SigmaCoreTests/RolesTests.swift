@@ -197,7 +197,7 @@ import Testing
         // Once read, a place is free again.
         let pending = submit(PeerID([3]), key: "k")
         #expect(refused(pending))
-        _ = core.handle(.inputResolved(a, Submit(request: 1, options: [], spec: fileSpec), .success(.rows(10))), now: 2)
+        _ = core.handle(.inputResolved(a, Submit(request: 1, options: [], spec: fileSpec), shellPrepare(Submit(request: 1, options: [], spec: fileSpec), rows: 10)), now: 2)
         let keyed = submit(PeerID([3]), key: "k")
         #expect(reads(keyed) == 1)
         // Same-id submissions wait behind the first: two at most.

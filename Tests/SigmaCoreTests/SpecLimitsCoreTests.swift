@@ -38,18 +38,15 @@ import Testing
         #expect(e.message.contains("limits.shards"))
     }
 
-    /// mlp [64, 1048576, 1048576, 10] (4 TB) and [64, 40000, 40000, 10] (6.3 GB): refused by the core itself, before
-    /// the shell is asked to read anything; a configured limit applies in the same place.
+    /// mlp [64, 1048576, 1048576, 10] (4 TB) and [64, 40000, 40000, 10] (6.3 GB): refused by the job's kind as the
+    /// shell prepares it, before any of its files is read (the data file does not exist, and the error is not about
+    /// it); a configured limit applies in the same place.
     @Test func hugeModelsAreRefusedBeforeAnythingIsRead() throws {
         for widths in [[64, 1_048_576, 1_048_576, 10], [64, 40_000, 40_000, 10]] {
             var h = Harness()
-            let t = TrainJob(model: ModelSpec(mlp: widths), data: LabeledDataSpec(csv: "/d.csv"), optimizer: OptimizerSpec(kind: "sgd", lr: 0.1), steps: 1)
-            var resolves = 0
-            for a in h.core.handle(.received(Self.client, .submit(Submit(request: 1, options: [], spec: .train(t)))), now: h.now) {
-                if case .resolveInput = a { resolves += 1 }
-                if case .send(_, .error(let e)) = a { #expect(e.message.contains("model.mlp") && e.message.contains("limits.parameters")) }
-            }
-            #expect(resolves == 0)
+            let t = TrainJob(model: ModelSpec(mlp: widths), data: LabeledDataSpec(csv: "/nonexistent/d.csv"), optimizer: OptimizerSpec(kind: "sgd", lr: 0.1), steps: 1)
+            let e = try #require(Self.refusal(h.event(.received(Self.client, .submit(Submit(request: 1, options: [], spec: .train(t)))))))
+            #expect(e.message.contains("model.mlp") && e.message.contains("limits.parameters") && !e.message.contains("nonexistent"))
         }
         var config = CoordinatorConfig()
         config.specLimits.shards = 10

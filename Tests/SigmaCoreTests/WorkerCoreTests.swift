@@ -1,3 +1,4 @@
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import SigmaWorkerCore

@@ -178,7 +178,7 @@ struct BigInput: Sendable {
         }
         let o = try #require(outcome)
         #expect(o.state == .completed)
-        guard case .mapReduce(let mr) = spec else { return }
+        guard let mr = MapReduceKind.spec(in: spec) else { return }
         let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
         #expect(r.total.count == 80_000_000)
         let reference = try MapReduceKernel.runLocal(mr)
@@ -240,7 +240,7 @@ struct BigInput: Sendable {
         }
         let o = try #require(outcome)
         #expect(o.state == .completed)
-        guard case .mapReduce(let mr) = spec else { return }
+        guard let mr = MapReduceKind.spec(in: spec) else { return }
         let reference = try MapReduceKernel.runLocal(mr)
         let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
         #expect(abs(r.total.total - reference.total) <= 1e-12 * reference.total)

@@ -73,7 +73,7 @@ import Testing
         for transport in ["f32", "bf16"] {
             let text = "kind: train\nname: r\nmodel: {mlp: [64, 24, 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\n"
                 + "optimizer: {sgd: {lr: 0.1}}\nsteps: 3\nbatch_size: 60\nmicro_batch: 4\ngradient_transport: \(transport)\n"
-            guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
+            guard let t = TrainKind.spec(in: try JobSpec.parse(text)) else { Issue.record("not a train spec"); return }
             let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
             let n = 64 * 24 + 24 + 24 * 10 + 10
             let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i) * 0.7)) * 0.3 }
@@ -100,7 +100,7 @@ import Testing
     @Test func shardSumsAreTheTreeOverSingleMicroBatches() throws {
         let text = "kind: train\nname: r\nmodel: {mlp: [64, 16, 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\n"
             + "optimizer: {sgd: {lr: 0.1}}\nsteps: 3\nbatch_size: 52\nmicro_batch: 4\n"
-        guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
+        guard let t = TrainKind.spec(in: try JobSpec.parse(text)) else { Issue.record("not a train spec"); return }
         let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
         let n = 64 * 16 + 16 + 16 * 10 + 10, total = 13
         let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i) * 1.3)) * 0.4 }

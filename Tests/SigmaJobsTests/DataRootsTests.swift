@@ -31,7 +31,7 @@ struct Folder {
 
     static func expectRefused(_ spec: JobSpec, roots: DataRoots, naming path: String, without secrets: [String]) {
         #expect {
-            _ = try MLJobs.prepare(spec, roots: roots)
+            _ = try JobKinds.standard.prepare(spec, roots: roots)
         } throws: { e in
             let text = "\(e)"
             return text.contains(path) && text.contains("outside the data roots") && text.contains(roots.folders[0])
@@ -67,7 +67,7 @@ struct Folder {
         let real = try dir.write("real.csv", "1,2,3,0\n4,5,6,1\n1,1,1,0\n2,2,2,1\n")
         try FileManager.default.createSymbolicLink(atPath: dir.path + "/inside.csv", withDestinationPath: real)
         #expect(try roots.file(dir.path + "/inside.csv", field: "data.csv") == (try roots.file(real, field: "data.csv")))
-        _ = try MLJobs.prepare(try Self.train(csv: dir.path + "/inside.csv"), roots: roots)
+        _ = try JobKinds.standard.prepare(try Self.train(csv: dir.path + "/inside.csv"), roots: roots)
     }
 
     /// A CSV's error gives the line and column, never the text found there.
@@ -102,15 +102,15 @@ struct Folder {
         let roots = try DataRoots([dir.path])
         let csv = try dir.write("d.csv", "1,2,3,0\n4,5,6,1\n1,1,1,0\n2,2,2,1\n")
         let outside = try Self.train(csv: csv, extra: "checkpoint_every: 2\ncheckpoint_dir: \(elsewhere.path)/ck")
-        #expect { _ = try MLJobs.prepare(outside, roots: roots) } throws: { "\($0)".contains("checkpoint_dir") && "\($0)".contains("outside the data roots") }
+        #expect { _ = try JobKinds.standard.prepare(outside, roots: roots) } throws: { "\($0)".contains("checkpoint_dir") && "\($0)".contains("outside the data roots") }
         #expect(!FileManager.default.fileExists(atPath: elsewhere.path + "/ck"), "nothing created outside the roots")
 
         let spec = try Self.train(csv: csv, extra: "checkpoint_every: 2\ncheckpoint_dir: \(dir.path)/ck")
-        _ = try MLJobs.runLocal(spec, roots: roots)
+        _ = try JobKinds.standard.runLocal(spec, roots: roots)
         let step2 = dir.path + "/ck/step-2.safetensors"
         let first = try Data(contentsOf: URL(fileURLWithPath: step2))
         // A second job with the same folder would write step-2 and step-4 again: refused at submit time.
-        #expect { _ = try MLJobs.prepare(spec, roots: roots) } throws: { "\($0)".contains("step-2.safetensors") && "\($0)".contains("never replaced") }
+        #expect { _ = try JobKinds.standard.prepare(spec, roots: roots) } throws: { "\($0)".contains("step-2.safetensors") && "\($0)".contains("never replaced") }
         // And a checkpoint write that finds the name taken (a file that appeared since) fails without replacing it.
         #expect { try OutputFiles.write(OutputFile(path: step2, bytes: Data([1, 2, 3])), replacing: false) } throws: { "\($0)".contains("already exists") }
         #expect(try Data(contentsOf: URL(fileURLWithPath: step2)) == first)

@@ -41,9 +41,9 @@ import Testing
 
     @Test func specNamesAWrongTransport() throws {
         let base = "kind: train\nname: t\nmodel: {mlp: [4, 2]}\ndata: {x: x.npy, y: y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 2\n"
-        guard case .train(let t) = try JobSpec.parse(base + "gradient_transport: bf16\n") else { Issue.record("not train"); return }
+        guard let t = TrainKind.spec(in: try JobSpec.parse(base + "gradient_transport: bf16\n")) else { Issue.record("not train"); return }
         #expect(t.gradientTransport == .bf16)
-        guard case .train(let d) = try JobSpec.parse(base) else { Issue.record("not train"); return }
+        guard let d = TrainKind.spec(in: try JobSpec.parse(base)) else { Issue.record("not train"); return }
         #expect(d.gradientTransport == .f32)
         do {
             _ = try JobSpec.parse(base + "gradient_transport: int8\n")

@@ -42,7 +42,7 @@ import Testing
     @Test func gradientsWrittenIntoTheMessageEqualComputeThenEncode() throws {
         let text = "kind: train\nname: r\nmodel: {mlp: [64, 12, 10]}\ndata: {csv: \(Self.digits), scale: 0.0625}\n"
             + "optimizer: {sgd: {lr: 0.1}}\nsteps: 3\nbatch_size: 40\nmicro_batch: 4\n"
-        guard case .train(let t) = try JobSpec.parse(text) else { Issue.record("not a train spec"); return }
+        guard let t = TrainKind.spec(in: try JobSpec.parse(text)) else { Issue.record("not a train spec"); return }
         let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
         let n = 64 * 12 + 12 + 12 * 10 + 10
         let weights = ShardRunnerTests.floats(n) { i in Float(sin(Double(i))) * 0.3 }
@@ -58,7 +58,7 @@ import Testing
     /// A worker's model reads its parameters straight from the PARAMS payload: the payload stays alive (a
     /// shared-memory segment stays busy) while the model uses it, and is released when the next version replaces it.
     @Test func parametersAreReadFromThePayloadAndReleasedWhenReplaced() throws {
-        guard case .train(let t) = try spec(hidden: 8) else { Issue.record("not a train spec"); return }
+        guard let t = TrainKind.spec(in: try spec(hidden: 8)) else { Issue.record("not a train spec"); return }
         let data = try LabeledData.load(t.data, features: 64, classes: 10, needLabels: true)
         let n = 64 * 8 + 8 + 8 * 10 + 10
         final class Released: @unchecked Sendable { var flag = false }

@@ -70,26 +70,26 @@ import Testing
         let train = try JobSpec.parse("kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: /d/x.npy, y: /d/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\ninput_transport: coordinator\n")
         #expect(train.inputTransport == .coordinator)
         #expect(try JobSpec.decode(train.encoded.withUnsafeBytes { $0 }) == train)
-        #expect(train.workerInputFiles { _ in true } == ["/d/x.npy", "/d/y.npy"])
-        guard case .train(let t) = train.localized(["/d/x.npy": "/c/1/x.npy", "/d/y.npy": "/c/2/y.npy"]) else { Issue.record("kind"); return }
+        #expect(try train.workerInputFiles { _ in true } == ["/d/x.npy", "/d/y.npy"])
+        guard let t = TrainKind.spec(in: try train.localized(["/d/x.npy": "/c/1/x.npy", "/d/y.npy": "/c/2/y.npy"])) else { Issue.record("kind"); return }
         #expect(t.data.x == "/c/1/x.npy" && t.data.y == "/c/2/y.npy" && t.inputTransport == .coordinator)
         let infer = try JobSpec.parse("kind: infer\nmodel: {mlp: [4, 2], weights: /m/w.safetensors}\ndata: {csv: /d/a.csv}\n")
         #expect(infer.inputTransport == .shared)
-        #expect(infer.workerInputFiles { _ in true } == ["/d/a.csv", "/m/w.safetensors"])
-        guard case .infer(let p) = infer.localized(["/m/w.safetensors": "/c/w.safetensors"]) else { Issue.record("kind"); return }
+        #expect(try infer.workerInputFiles { _ in true } == ["/d/a.csv", "/m/w.safetensors"])
+        guard let p = InferKind.spec(in: try infer.localized(["/m/w.safetensors": "/c/w.safetensors"])) else { Issue.record("kind"); return }
         #expect(p.model.weights == "/c/w.safetensors" && p.data.csv == "/d/a.csv")
         let embed = try JobSpec.parse("kind: embed\nmodel: /m/minilm\ninput: /d/s.txt\ninput_transport: coordinator\n")
-        #expect(embed.modelFolder == "/m/minilm")
-        #expect(embed.workerInputFiles { _ in false } == ["/d/s.txt", "/m/minilm/config.json", "/m/minilm/vocab.txt", "/m/minilm/model.safetensors"])
-        #expect(embed.workerInputFiles { $0.hasSuffix("sentence_bert_config.json") }.last == "/m/minilm/sentence_bert_config.json")
-        guard case .embed(let e) = embed.localized(["/m/minilm": "/c/folder-1", "/d/s.txt": "/c/s.txt"]) else { Issue.record("kind"); return }
+        #expect(try JobKinds.standard.paths(embed).first { $0.folder != nil }?.path == "/m/minilm")
+        #expect(try embed.workerInputFiles { _ in false } == ["/d/s.txt", "/m/minilm/config.json", "/m/minilm/vocab.txt", "/m/minilm/model.safetensors"])
+        #expect(try embed.workerInputFiles { $0.hasSuffix("sentence_bert_config.json") }.last == "/m/minilm/sentence_bert_config.json")
+        guard let e = EmbedKind.spec(in: try embed.localized(["/m/minilm": "/c/folder-1", "/d/s.txt": "/c/s.txt"])) else { Issue.record("kind"); return }
         #expect(e.model == "/c/folder-1" && e.input == "/c/s.txt")
-        // Map-reduce ships its npy input the same way (binary kind code 5); a generated input has nothing to ship.
+        // Map-reduce ships its npy input the same way; a generated input has nothing to ship.
         let mr = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\ninput_transport: coordinator\n")
         #expect(mr.inputTransport == .coordinator)
         #expect(try JobSpec.decode(mr.encoded.withUnsafeBytes { $0 }) == mr)
-        #expect(mr.workerInputFiles { _ in true } == ["/d/v.npy"])
-        guard case .mapReduce(let m) = mr.localized(["/d/v.npy": "/c/3/v.npy"]) else { Issue.record("kind"); return }
+        #expect(try mr.workerInputFiles { _ in true } == ["/d/v.npy"])
+        guard let m = MapReduceKind.spec(in: try mr.localized(["/d/v.npy": "/c/3/v.npy"])) else { Issue.record("kind"); return }
         #expect(m.input == .npy(path: "/c/3/v.npy") && m.inputTransport == .coordinator)
         let plain = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\n")
         #expect(plain.inputTransport == .shared && plain.encoded != mr.encoded)

@@ -1,4 +1,5 @@
 import SigmaCoordinatorCore
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import Testing
@@ -26,7 +27,7 @@ import Testing
                                     8, 0, 0, 0, 0, 0, 0, 0])
     }
 
-    @Test func goldenBytesAssignAndReady() {
+    @Test func goldenBytesAssignAndReady() throws {
         let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5)))
         #expect(a.count == 1)
         #expect(a[0].bytes == [0x53, 0x01, 0x04, 0x00,
@@ -35,7 +36,11 @@ import Testing
                                1, 0, 0, 0,
                                0, 1, 0, 0, 0, 0, 0, 0,
                                128, 0, 0, 0, 0, 0, 0, 0,
-                               5, 0, 0, 0])
+                               5, 0, 0, 0,
+                               0])
+        let withParams = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5, withParams: true)))
+        #expect(withParams[0].bytes.last == 1)
+        #expect(try Codec.decode(withParams) == .assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5, withParams: true)))
         let p = Codec.encode(.params(Params(job: 7, version: 3, payload: Frame([1, 2, 3, 4]))))
         #expect(p.count == 2)
         #expect(p[0].bytes == [0x53, 0x01, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
@@ -194,19 +199,27 @@ import Testing
         }
     }
 
-    // §4.3 an invalid job spec in SUBMIT earns 422 naming the field.
+    // §4.3 an invalid job spec in SUBMIT earns 422 naming the field: the envelope decodes, and the job's kind refuses
+    // the spec when the coordinator's shell prepares it; the ERROR echoes the request id, so the client's call gets it.
     @Test func invalidSpecInSubmitNamesField() throws {
         let bad = JobSpec.mapReduce(MapReduceSpec(input: .uniform(count: 10, seed: 1, low: 1, high: 0), reduce: [.sum]))
-        let frames = Codec.encode(.submit(Submit(request: 1, options: [], spec: bad)))
-        #expect { _ = try Codec.decode(frames) } throws: { e in
-            let d = e as! DecodeError
-            return d.code == .invalidSpec && d.message.contains("input.high") && d.request == 1
+        guard case .submit(let s) = try Codec.decode(Codec.encode(.submit(Submit(request: 1, options: [], spec: bad)))) else {
+            Issue.record("not a SUBMIT")
+            return
         }
-        // The coordinator's ERROR reply echoes the request id, so the client's call gets it.
         var core = CoordinatorCore(now: 0)
-        let err = try #require(decodeError(frames))
-        let actions = core.handle(.rejected(PeerID([1]), err), now: 1)
-        #expect(actions.contains { if case .send(_, .error(let e)) = $0 { e.request == 1 && e.code == 422 } else { false } })
+        let client = PeerID([1])
+        #expect(core.handle(.received(client, .submit(s)), now: 1).contains { if case .resolveInput = $0 { true } else { false } })
+        let prepared: Result<any RoundDriver, JobError>
+        do { prepared = .success(try JobKinds.standard.prepare(s.spec, roots: .currentDirectory())) } catch { prepared = .failure(error as! JobError) }
+        let actions = core.handle(.inputResolved(client, s, prepared), now: 2)
+        #expect(actions.contains { if case .send(_, .error(let e)) = $0 { e.request == 1 && e.code == 422 && e.message.contains("input.high") } else { false } })
+        // An envelope that is not a spec (a kind name no kind can have) is refused by the decoder, naming the field.
+        let odd = JobSpec(kind: "Not A Kind", name: "x", body: Array("{}".utf8))
+        #expect { _ = try Codec.decode(Codec.encode(.submit(Submit(request: 2, options: [], spec: odd)))) } throws: { e in
+            let d = e as! DecodeError
+            return d.code == .invalidSpec && d.message.contains("spec.kind") && d.request == 2
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import SigmaCoordinatorCore
 import SigmaWorkerCore
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import Testing
@@ -73,7 +74,9 @@ import Testing
         let hello = core.handle(.received(w, .hello(Hello(cores: 1, slots: 1, memory: 1, host: "h", name: "n", instance: "fresh", features: ""))), now: now)
         #expect(hello.contains { if case .send(w, .ready) = $0 { true } else { false } })
         let spec = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
-        let acts = core.handle(.received(c, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))), now: now)
+        let submit = Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec))
+        #expect(core.handle(.received(c, .submit(submit)), now: now).contains { if case .resolveInput = $0 { true } else { false } })
+        let acts = core.handle(.inputResolved(c, submit, .success(try JobKinds.standard.prepare(submit.spec, roots: .currentDirectory()))), now: now)
         #expect(acts.contains { if case .send(c, .accept) = $0 { true } else { false } })
         let st = core.handle(.received(c, .status(request: 2)), now: now)
         #expect(st.contains { if case .send(c, .statusReply(2, let s)) = $0 { s.workers.contains { $0.host == "h" && $0.state != "dead" } } else { false } })

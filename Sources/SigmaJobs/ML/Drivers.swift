@@ -81,6 +81,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public let parameterCount: Int
 
     public var kind: String { "train" }
+    public var sharesPerWorker: Bool { true }
     public var unit: String { "micro-batches" }
     public var round: UInt32 { UInt32(step) }
     public var params: Frame? { paramsFrame }

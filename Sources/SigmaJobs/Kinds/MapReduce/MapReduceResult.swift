@@ -19,10 +19,7 @@ public struct MapReduceResult: Sendable, Equatable {
     }
 
     public func encode(into w: inout ByteWriter) {
-        let spec = MapReduceSpec(input: .range(count: 1, start: 0, step: 1), reduce: reducers)
-        var tmp = ByteWriter()
-        JobSpec.mapReduce(spec).encode(into: &tmp)
-        w.blob(tmp.bytes)
+        w.blob(SpecJSON.encode(reducers))
         total.encode(into: &w)
     }
 
@@ -34,11 +31,12 @@ public struct MapReduceResult: Sendable, Equatable {
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> MapReduceResult {
         var r = ByteReader(bytes)
-        let specBytes = try r.blob("result.reducers", limit: 1 << 16)
-        let spec = try specBytes.withUnsafeBytes { try JobSpec.decode($0) }
-        guard case .mapReduce(let s) = spec else { throw ByteReadError(field: "result.reducers", problem: "not a map-reduce") }
+        let reducers = try SpecJSON.decode([Reducer].self, try r.blob("result.reducers", limit: 1 << 16))
+        let s = MapReduceSpec(input: .range(count: 1, start: 0, step: 1), reduce: reducers)
+        try s.validate(limits: .ceiling)
         let total = try Partial.decode(from: &r, expectedBins: s.histogram?.bins ?? 0)
-        return MapReduceResult(reducers: s.reduce, total: total)
+        try r.finish("result")
+        return MapReduceResult(reducers: reducers, total: total)
     }
 
     /// JSON-ready values: {"sum": 1.5, "histogram": {"bins": 4, "low": 0, "high": 1, "counts": [...]}}.

@@ -1,3 +1,4 @@
+import SigmaModel
 import Foundation
 import Yams
 
@@ -107,13 +108,7 @@ public enum GradientTransport: String, Codable, Sendable, CaseIterable {
     }
 }
 
-/// Where workers get a job's input files (`input_transport`): `shared` (the default) — each worker reads the
-/// spec's paths itself, which must name the same files on every host (a shared filesystem); `coordinator` — the
-/// workers fetch the files from the coordinator (docs/protocol.md FILE-GET) and keep them in a cache keyed by
-/// SHA-256, checked after every transfer, so a file travels to a host once however many jobs use it.
-public enum InputTransport: String, Codable, Sendable, CaseIterable {
-    case shared, coordinator
-
+extension InputTransport {
     static func parse(_ value: String?) throws -> InputTransport? {
         guard let v = value else { return nil }
         guard let t = InputTransport(rawValue: v) else {
@@ -123,7 +118,7 @@ public enum InputTransport: String, Codable, Sendable, CaseIterable {
     }
 }
 
-public struct TrainJob: Codable, Sendable, Equatable {
+public struct TrainJob: JobKindSpec {
     public var name: String
     public var model: ModelSpec
     public var data: LabeledDataSpec
@@ -206,7 +201,7 @@ public struct TrainJob: Codable, Sendable, Equatable {
 }
 
 /// `kind: infer` (predictions: logits in input order) and `kind: eval` (accuracy, loss, confusion matrix).
-public struct PredictJob: Codable, Sendable, Equatable {
+public struct PredictJob: JobKindSpec {
     public var name: String
     public var model: ModelSpec
     public var data: LabeledDataSpec
@@ -235,7 +230,7 @@ public struct PredictJob: Codable, Sendable, Equatable {
 }
 
 /// `kind: embed` — sentence embeddings of a text file, one line per sentence, with a BERT-family encoder.
-public struct EmbedJob: Codable, Sendable, Equatable {
+public struct EmbedJob: JobKindSpec {
     public var name: String
     /// Hugging Face model folder (config.json, model.safetensors, vocab.txt).
     public var model: String
@@ -265,23 +260,6 @@ public struct EmbedJob: Codable, Sendable, Equatable {
 
 // MARK: parsing
 
-extension Fields {
-    mutating func optionalInt(_ key: String) throws -> Int? {
-        guard let v = try optionalUInt(key) else { return nil }
-        guard v <= UInt64(Int32.max) else { throw SpecError(field: path + key, problem: "\(v) is too large") }
-        return Int(v)
-    }
-
-    mutating func mapping(_ key: String, expected: String) throws -> Fields {
-        guard let n = take(key) else { throw SpecError(field: path + key, problem: "missing; expected \(expected)") }
-        guard let m = n.mapping else { throw SpecError(field: path + key, problem: "expected \(expected)") }
-        return Fields(m, path: path + key + ".")
-    }
-}
-
-func resolvePath(_ p: String, _ base: String?) -> String {
-    p.hasPrefix("/") || base == nil ? p : base! + "/" + p
-}
 
 extension ModelSpec {
     static func parse(_ f: inout Fields, base: String?) throws -> ModelSpec {

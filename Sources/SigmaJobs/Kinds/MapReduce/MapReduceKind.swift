@@ -1,0 +1,116 @@
+import Foundation
+import SigmaModel
+
+/// S = reduce(f(x_i)): one round of row-range shards, each a `Partial`, combined in shard order.
+public enum MapReduceKind: JobKind {
+    public static let name = "map-reduce"
+
+    public static func parse(_ fields: inout Fields, base: String?) throws -> MapReduceSpec {
+        try MapReduceSpec.parse(&fields, baseDirectory: base)
+    }
+
+    public static func validate(_ spec: MapReduceSpec, limits: SpecLimits) throws {
+        try spec.validate(limits: limits)
+    }
+
+    public static func mapPaths(_ spec: MapReduceSpec, _ rewrite: (SpecPath) throws -> String) rethrows -> MapReduceSpec {
+        guard case .npy(let path) = spec.input else { return spec }
+        var s = spec
+        s.input = .npy(path: try rewrite(SpecPath(field: "input.npy", path: path)))
+        return s
+    }
+
+    /// Rows counted (an `.npy` file's header: within the limits before any data is read), then cut by `sharding`.
+    public static func prepare(_ spec: MapReduceSpec, context: KindContext) throws -> any RoundDriver {
+        let rows: UInt64
+        switch spec.input {
+        case .npy(let path):
+            rows = UInt64(try NpyFile(path: path).header.rows)
+            try context.limits.checkRows("input.npy", rows)
+        default:
+            rows = spec.input.generatedCount ?? 0
+        }
+        return try driver(spec, rows: rows, limits: context.limits)
+    }
+
+    /// The driver of a job over `rows` rows, once they are counted and within `limits`.
+    public static func driver(_ spec: MapReduceSpec, rows: UInt64, limits: SpecLimits) throws -> any RoundDriver {
+        guard rows > 0 else { throw JobError("input has no rows") }
+        // (counted before the ranges are made: a count of 2^64 - 1 rows must not become an array of them)
+        do { try spec.sharding.check(rows: rows, limits: limits) } catch { throw JobError("\(error)") }
+        return MapReduceDriver(spec: spec, rows: rows)
+    }
+
+    public static func worker(_ spec: MapReduceSpec, context: KindContext) throws -> any ShardWorker {
+        MapReduceWorker(spec: spec)
+    }
+
+    public static func items(_ spec: MapReduceSpec) -> (count: UInt64, unit: String)? {
+        spec.input.generatedCount.map { ($0, "rows") }
+    }
+
+    public static func report(_ result: [UInt8], spec: MapReduceSpec) throws -> JobReport {
+        let r = try result.withUnsafeBytes { try MapReduceResult.decode($0) }
+        return JobReport(lines: r.lines, json: r.jsonObject)
+    }
+}
+
+extension JobSpec {
+    public static func mapReduce(_ s: MapReduceSpec) -> JobSpec { MapReduceKind.spec(s) }
+}
+
+/// The coordinator's side of a map-reduce job: one round; partials kept by shard, reduced in shard order.
+final class MapReduceDriver: RoundDriver, @unchecked Sendable {
+    let spec: MapReduceSpec
+    let rows: UInt64
+    let ranges: [ShardPlan]
+    var partials: [Partial?]
+    let bins: Int
+
+    init(spec: MapReduceSpec, rows: UInt64) {
+        self.spec = spec
+        self.rows = rows
+        ranges = spec.sharding.ranges(rows: rows).map { ShardPlan(start: $0.start, count: $0.count) }
+        partials = Array(repeating: nil, count: ranges.count)
+        bins = spec.histogram?.bins ?? 0
+    }
+
+    var kind: String { MapReduceKind.name }
+    var round: UInt32 { 0 }
+    var params: Frame? { nil }
+    var unit: String { "rows" }
+    var roundItems: Int { Int(clamping: rows) }
+    var planSummary: String? { "\(rows) rows in \(ranges.count) shards" }
+    var progress: RoundProgress { RoundProgress(step: 0, steps: 0, loss: .nan, accuracy: .nan) }
+
+    /// The sharding decides the shards, whatever the workers.
+    func plan(shares: [Double]) -> [ShardPlan] { ranges }
+
+    func accept(shard index: Int, payload: Frame) throws {
+        let p = try Partial.decode(payload, expectedBins: bins)
+        if spec.input.generatedCount != nil, p.count != ranges[index].count {
+            throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(ranges[index].count) rows")
+        }
+        partials[index] = p
+    }
+
+    func completeRound() throws -> RoundEnd {
+        var end = RoundEnd()
+        end.finished = true
+        end.results = MapReduceResult.reduce(spec, partials: partials.map { $0! }).encoded
+        partials = []
+        return end
+    }
+}
+
+/// A worker's side: f over a shard's rows, accumulated into a `Partial` (an `.npy` input is opened once).
+final class MapReduceWorker: ShardWorker {
+    let spec: MapReduceSpec
+    let files = NpyFileCache()
+
+    init(spec: MapReduceSpec) { self.spec = spec }
+
+    func run(round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
+        Frame(try MapReduceKernel.run(spec, start: start, count: count, files: files).encoded)
+    }
+}

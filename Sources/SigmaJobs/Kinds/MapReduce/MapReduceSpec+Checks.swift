@@ -1,0 +1,46 @@
+import SigmaModel
+
+extension MapReduceSpec {
+    /// Every check a map-reduce spec gets, from YAML, JSON or the wire (`JobSpec.validate(limits:)`).
+    public func validate(limits: SpecLimits = .standard) throws {
+        if let n = input.generatedCount {
+            guard n >= 1 else { throw SpecError(field: "input.count", problem: "must be ≥ 1, got 0") }
+            try limits.checkRows("input.count", n)
+        }
+        switch input {
+        case .npy(let p) where p.isEmpty: throw SpecError(field: "input.npy", problem: "empty path")
+        case .uniform(_, _, let lo, let hi) where !(lo < hi && lo.isFinite && hi.isFinite):
+            throw SpecError(field: "input.high", problem: "must be finite and greater than low (\(lo)), got \(hi)")
+        case .normal(_, _, let m, let s) where !(s >= 0 && s.isFinite && m.isFinite):
+            throw SpecError(field: "input.std", problem: "must be finite and ≥ 0, got \(s)")
+        case .range(_, let a, let b) where !(a.isFinite && b.isFinite):
+            throw SpecError(field: "input.start", problem: "start and step must be finite")
+        default: break
+        }
+        if case .affine(let a, let b) = map, !(a.isFinite && b.isFinite) {
+            throw SpecError(field: "map.affine", problem: "a and b must be finite")
+        }
+        guard !reduce.isEmpty else { throw SpecError(field: "reduce", problem: "empty list") }
+        var histograms = 0
+        for (i, r) in reduce.enumerated() {
+            if case .histogram(let bins, let lo, let hi) = r {
+                histograms += 1
+                let field = "reduce[\(i)].histogram."
+                guard bins >= 1 else { throw SpecError(field: field + "bins", problem: "must be ≥ 1, got \(bins)") }
+                guard bins <= limits.histogramBins else { throw limits.exceeded(field + "bins", bins, limits.histogramBins, key: "histogram_bins", unit: " bins") }
+                guard lo < hi, lo.isFinite, hi.isFinite else {
+                    throw SpecError(field: field + "high", problem: "must be finite and greater than low (\(lo)), got \(hi)")
+                }
+            }
+        }
+        guard histograms <= 1 else { throw SpecError(field: "reduce", problem: "at most one histogram per job") }
+        switch sharding {
+        case .count(let n):
+            guard n >= 1 else { throw SpecError(field: "shards", problem: "must be ≥ 1, got \(n)") }
+            guard n <= limits.shards else { throw limits.exceeded("shards", n, limits.shards, key: "shards", unit: " shards") }
+        case .size(let k):
+            guard k >= 1 else { throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)") }
+        }
+        if let n = input.generatedCount { try sharding.check(rows: n, limits: limits) }
+    }
+}

@@ -1,0 +1,115 @@
+import SigmaModel
+import Yams
+
+extension MapReduceSpec {
+    static func parse(_ f: inout Fields, baseDirectory: String?) throws -> MapReduceSpec {
+        let name = try f.optionalString("name") ?? "map-reduce"
+        // input
+        guard let inputNode = f.take("input") else { throw SpecError(field: "input", problem: "missing") }
+        guard let inputMap = inputNode.mapping else {
+            throw SpecError(field: "input", problem: "expected a mapping such as {npy: values.npy} or {generate: uniform, count: 1000}")
+        }
+        var inp = Fields(inputMap, path: "input.")
+        let input: DataSource
+        if let p = try inp.optionalString("npy") {
+            let path = (p.hasPrefix("/") || baseDirectory == nil) ? p : baseDirectory! + "/" + p
+            input = .npy(path: path)
+        } else if let gen = try inp.optionalString("generate") {
+            guard let count = try inp.optionalUInt("count") else { throw SpecError(field: "input.count", problem: "missing") }
+            switch gen {
+            case "range":
+                input = .range(count: count, start: try inp.optionalDouble("start") ?? 0, step: try inp.optionalDouble("step") ?? 1)
+            case "uniform":
+                let lo = try inp.optionalDouble("low") ?? 0, hi = try inp.optionalDouble("high") ?? 1
+                input = .uniform(count: count, seed: try inp.optionalUInt("seed") ?? 0, low: lo, high: hi)
+            case "normal":
+                let std = try inp.optionalDouble("std") ?? 1
+                input = .normal(count: count, seed: try inp.optionalUInt("seed") ?? 0, mean: try inp.optionalDouble("mean") ?? 0, std: std)
+            default:
+                throw SpecError(field: "input.generate", problem: "unknown generator '\(gen)'; expected range, uniform or normal")
+            }
+        } else {
+            throw SpecError(field: "input", problem: "needs either 'npy: PATH' or 'generate: range|uniform|normal'")
+        }
+        try inp.rejectUnknown()
+
+        // map
+        var fn = ElementFunction.identity
+        if let m = f.take("map") {
+            fn = try ElementFunction.parse(m, field: "map")
+        }
+        // reduce
+        guard let r = f.take("reduce") else {
+            throw SpecError(field: "reduce", problem: "missing; expected one or more of sum, mean, min, max, count, histogram")
+        }
+        var reducers: [Reducer] = []
+        if let seq = r.sequence {
+            for (i, item) in seq.enumerated() { reducers.append(try Reducer.parse(item, field: "reduce[\(i)]")) }
+        } else {
+            reducers.append(try Reducer.parse(r, field: "reduce"))
+        }
+        // sharding (its limits are checked by `validate`)
+        let shards = try f.optionalUInt("shards")
+        let size = try f.optionalUInt("shard_size")
+        let sharding: Sharding
+        switch (shards, size) {
+        case (.some, .some):
+            throw SpecError(field: "shards", problem: "give either 'shards' or 'shard_size', not both")
+        case (.some(let n), nil): sharding = .count(Int(clamping: n))
+        case (nil, .some(let k)): sharding = .size(k)
+        case (nil, nil): sharding = .count(64)
+        }
+        let transport = try InputTransport.parse(f.optionalString("input_transport"))
+        if transport == .coordinator, input.generatedCount != nil {
+            throw SpecError(field: "input_transport", problem: "applies to an npy input; a generated input has no file to ship")
+        }
+        try f.rejectUnknown()
+        return MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding, inputTransport: transport)
+    }
+}
+
+extension ElementFunction {
+    static func parse(_ node: Node, field: String) throws -> ElementFunction {
+        if let s = node.string, node.scalar != nil {
+            switch s {
+            case "identity": return .identity
+            case "square": return .square
+            case "abs": return .abs
+            case "affine": throw SpecError(field: field, problem: "affine needs parameters: {affine: {a: 2, b: 1}}")
+            default: throw SpecError(field: field, problem: "unknown function '\(s)'; expected identity, square, abs or {affine: {a, b}}")
+            }
+        }
+        if let m = node.mapping, m.count == 1, let key = m.first?.key.string, key == "affine", let params = m.first?.value.mapping {
+            var p = Fields(params, path: field + ".affine.")
+            let a = try p.optionalDouble("a") ?? 1, b = try p.optionalDouble("b") ?? 0
+            try p.rejectUnknown()
+            return .affine(a: a, b: b)
+        }
+        throw SpecError(field: field, problem: "expected identity, square, abs or {affine: {a: NUMBER, b: NUMBER}}")
+    }
+}
+
+extension Reducer {
+    static func parse(_ node: Node, field: String) throws -> Reducer {
+        if node.scalar != nil, let s = node.string {
+            switch s {
+            case "sum": return .sum
+            case "mean": return .mean
+            case "min": return .min
+            case "max": return .max
+            case "count": return .count
+            case "histogram": throw SpecError(field: field, problem: "histogram needs parameters: {histogram: {bins: 10, low: 0, high: 1}}")
+            default: throw SpecError(field: field, problem: "unknown reducer '\(s)'; expected sum, mean, min, max, count or histogram")
+            }
+        }
+        if let m = node.mapping, m.count == 1, m.first?.key.string == "histogram", let params = m.first?.value.mapping {
+            var p = Fields(params, path: field + ".histogram.")
+            guard let bins = try p.optionalUInt("bins") else { throw SpecError(field: field + ".histogram.bins", problem: "missing") }
+            guard let lo = try p.optionalDouble("low") else { throw SpecError(field: field + ".histogram.low", problem: "missing") }
+            guard let hi = try p.optionalDouble("high") else { throw SpecError(field: field + ".histogram.high", problem: "missing") }
+            try p.rejectUnknown()
+            return .histogram(bins: Int(clamping: bins), low: lo, high: hi)
+        }
+        throw SpecError(field: field, problem: "expected a reducer name or {histogram: {bins, low, high}}")
+    }
+}

@@ -1,0 +1,128 @@
+import SigmaModel
+
+/// S = reduce(f(x_i)) over an input split into index-range shards.
+public struct MapReduceSpec: JobKindSpec {
+    public var name: String
+    public var input: DataSource
+    public var map: ElementFunction
+    public var reduce: [Reducer]
+    public var sharding: Sharding
+    /// `input_transport` of an `npy` input (nil: shared).
+    public var inputTransport: InputTransport?
+
+    public init(name: String = "map-reduce", input: DataSource, map: ElementFunction = .identity,
+                reduce: [Reducer], sharding: Sharding = .count(64), inputTransport: InputTransport? = nil) {
+        self.name = name
+        self.input = input
+        self.map = map
+        self.reduce = reduce
+        self.sharding = sharding
+        self.inputTransport = inputTransport
+    }
+
+    /// The histogram reducer, if one was asked for (at most one is allowed).
+    public var histogram: (bins: Int, low: Double, high: Double)? {
+        for r in reduce { if case .histogram(let b, let lo, let hi) = r { return (b, lo, hi) } }
+        return nil
+    }
+}
+
+/// The values x_i. Generated sources are pure functions of (seed, i), so any shard can compute its range alone.
+public enum DataSource: Codable, Sendable, Equatable {
+    /// A `.npy` file (float32 or float64, 1-D or 2-D) at a path every worker can read; shards are row ranges.
+    case npy(path: String)
+    /// x_i = start + i × step.
+    case range(count: UInt64, start: Double, step: Double)
+    /// x_i uniform in [low, high), from a counter-based generator.
+    case uniform(count: UInt64, seed: UInt64, low: Double, high: Double)
+    /// x_i normal(mean, std), Box–Muller over a counter-based generator.
+    case normal(count: UInt64, seed: UInt64, mean: Double, std: Double)
+
+    /// Row count for generated sources; `nil` for files (read from the file header).
+    public var generatedCount: UInt64? {
+        switch self {
+        case .npy: nil
+        case .range(let n, _, _), .uniform(let n, _, _, _), .normal(let n, _, _, _): n
+        }
+    }
+}
+
+/// f, applied to each value in Float64.
+public enum ElementFunction: Codable, Sendable, Equatable {
+    case identity, square, abs
+    case affine(a: Double, b: Double)
+
+    @inline(__always)
+    public func apply(_ x: Double) -> Double {
+        switch self {
+        case .identity: x
+        case .square: x * x
+        case .abs: Swift.abs(x)
+        case .affine(let a, let b): a * x + b
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .identity: "identity"
+        case .square: "square"
+        case .abs: "abs"
+        case .affine(let a, let b): "affine(a: \(a), b: \(b))"
+        }
+    }
+}
+
+/// How values are combined; all accumulate in Float64.
+public enum Reducer: Codable, Sendable, Equatable {
+    case sum, mean, min, max, count
+    /// `bins` equal-width bins over [low, high]; the last bin includes `high`; values outside are not counted
+    /// (NumPy's `histogram` semantics).
+    case histogram(bins: Int, low: Double, high: Double)
+
+    public var name: String {
+        switch self {
+        case .sum: "sum"
+        case .mean: "mean"
+        case .min: "min"
+        case .max: "max"
+        case .count: "count"
+        case .histogram: "histogram"
+        }
+    }
+}
+
+/// How the input is cut into index ranges.
+public enum Sharding: Codable, Sendable, Equatable {
+    /// About this many shards of equal size (fewer if there are fewer rows).
+    case count(Int)
+    /// Shards of this many rows (the last may be shorter).
+    case size(UInt64)
+
+    /// Contiguous `[start, start+count)` row ranges covering `0..<rows` exactly once, in order. Never traps: empty
+    /// when there are no rows, or when there would be more than `SpecLimits.ceiling.shards` ranges (check
+    /// `shardCount(rows:)` against the limits first).
+    public func ranges(rows: UInt64) -> [(start: UInt64, count: UInt64)] {
+        let shards = shardCount(rows: rows)
+        guard shards > 0, shards <= UInt64(SpecLimits.ceiling.shards) else { return [] }
+        var out: [(UInt64, UInt64)] = []
+        out.reserveCapacity(Int(shards))
+        switch self {
+        case .count:
+            let base = rows / shards, extra = rows % shards
+            var start: UInt64 = 0
+            for i in 0..<shards {
+                let c = base + (i < extra ? 1 : 0)
+                out.append((start, c))
+                start += c
+            }
+        case .size(let k):
+            var start: UInt64 = 0
+            while start < rows {
+                let c = Swift.min(Swift.max(1, k), rows - start)
+                out.append((start, c))
+                start += c
+            }
+        }
+        return out
+    }
+}
