@@ -33,7 +33,8 @@ let package = Package(
         .target(name: "SigmaProtocol", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
         // What the coordinator core knows of jobs: round drivers (the protocol), partials, results. No engine.
         .target(name: "SigmaJobCore", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
-        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaEngine"]),
+        // Every job kind, one folder each under Kinds/, and the registry the shells run them through (JobKinds).
+        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaEngine", .product(name: "Yams", package: "Yams")]),
         .target(name: "SigmaCoordinatorCore", dependencies: [
             "SigmaModel", "SigmaProtocol", "SigmaJobCore",
             .product(name: "DequeModule", package: "swift-collections"),

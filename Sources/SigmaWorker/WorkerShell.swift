@@ -88,7 +88,7 @@ public final class WorkerShell: Sendable {
         self.fetcher = fetcher
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
-                          name: options.name, instance: UUID().uuidString, features: WorkerShell.features)
+                          name: options.name, instance: UUID().uuidString, features: WorkerShell.features(options.kinds))
         ComputeLanes.shared.reserve { [shared] in shared.work.count }
         var ts: [OSThread] = []
         for i in 0..<options.slots {
@@ -103,10 +103,10 @@ public final class WorkerShell: Sendable {
         threads = Mutex(ts)
     }
 
-    /// Engine features this worker offers, with the BLAS kernel set, how it was chosen and the best this CPU could run
+    /// What this worker offers: the job kinds it runs, LZ4, and the BLAS kernel set, how it was chosen and the best this CPU could run
     /// (`blas=…,blas-choice=…,blas-best=…`).
-    public static var features: String {
-        "map-reduce,train,infer,eval,embed,lz4,\(kernels.features)" + (SharedMemory.feature.map { "," + $0 } ?? "")
+    public static func features(_ kinds: JobKinds = .standard) -> String {
+        (kinds.names + ["lz4", kernels.features]).joined(separator: ",") + (SharedMemory.feature.map { "," + $0 } ?? "")
     }
 
     /// The kernel set `sigma` chose at process start (`BLASKernels.startup`), or, in a process that never ran the
