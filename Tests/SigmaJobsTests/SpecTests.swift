@@ -64,6 +64,20 @@ import Testing
         }
     }
 
+    /// An unknown key is named by its path, with the known key it is nearest to (none when nothing is near).
+    @Test func unknownKeysSuggestTheNearestKnownOne() {
+        let train = "kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: x.npy, y: y.npy}\nsteps: 1\n"
+        #expect { _ = try JobSpec.parse(train + "optimizer: {sgd: {lrr: 0.1}}\n") } throws: { e in
+            (e as? SpecError) == SpecError(field: "optimizer.sgd.lrr", problem: "unknown field; did you mean 'lr'?")
+        }
+        #expect { _ = try JobSpec.parse(train + "optimizer: {sgd: {lr: 0.1}}\nbatchsize: 4\n") } throws: { e in
+            (e as? SpecError) == SpecError(field: "batchsize", problem: "unknown field; did you mean 'batch_size'?")
+        }
+        #expect { _ = try JobSpec.parse(train + "optimizer: {sgd: {lr: 0.1}}\ncolour: red\n") } throws: { e in
+            (e as? SpecError) == SpecError(field: "colour", problem: "unknown field")
+        }
+    }
+
     /// The files a job's workers read, in the order the coordinator serves them, and the same spec reading local
     /// copies (a model folder by a folder of copies); `input_transport` survives the wire form.
     @Test func inputFilesAndLocalizedSpecs() throws {

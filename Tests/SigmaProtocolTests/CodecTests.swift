@@ -199,7 +199,7 @@ import Testing
         }
     }
 
-    // §4.3 an invalid job spec in SUBMIT earns 422 naming the field: the envelope decodes, and the job's kind refuses
+    // §3.3 and §5.1: an invalid job spec in SUBMIT earns 422 naming the field: the envelope decodes, and the job's kind refuses
     // the spec when the coordinator's shell prepares it; the ERROR echoes the request id, so the client's call gets it.
     @Test func invalidSpecInSubmitNamesField() throws {
         let bad = JobSpec.mapReduce(MapReduceSpec(input: .uniform(count: 10, seed: 1, low: 1, high: 0), reduce: [.sum]))
