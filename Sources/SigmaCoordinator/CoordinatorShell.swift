@@ -303,9 +303,9 @@ public final class CoordinatorShell: Sendable {
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                     shared.messagesOut.add(1, ordering: .relaxed)
                 case .resolveInput(let peer, let submit, let who):
-                    if (try? options.kinds.paths(submit.spec))?.isEmpty == true {
+                    if let opened = try? options.kinds.open(submit.spec), opened.paths.isEmpty {
                         // (a spec that names no file is prepared here: no disk to wait for, no thread hand-off)
-                        let (input, digests) = CoordinatorShell.resolve(submit.spec, kinds: options.kinds, roots: options.dataRoots,
+                        let (input, digests) = CoordinatorShell.resolve(opened, kinds: options.kinds, roots: options.dataRoots,
                                                                         limits: options.core.specLimits)
                         resolvedHere.append((peer, submit, input, digests, who))
                     } else {
@@ -418,8 +418,8 @@ public final class CoordinatorShell: Sendable {
 
     /// Content digests of a job's input and model files (provenance shown by `sigma job`); "" where there is no
     /// file or it cannot be read (resolve has already said what is wrong with the job).
-    static func digests(_ spec: JobSpec, kinds: JobKinds, known: [String: String] = [:]) -> InputDigests {
-        let paths = (try? kinds.paths(spec)) ?? []
+    static func digests(_ spec: OpenSpec, known: [String: String] = [:]) -> InputDigests {
+        let paths = spec.paths
         func d(model: Bool) -> String {
             let files = paths.filter { $0.model == model }.flatMap { p in p.folder.map { $0.required.map { p.path + "/" + $0 } } ?? [p.path] }
             return (try? Digest.files(files, known: known)) ?? ""
@@ -430,9 +430,9 @@ public final class CoordinatorShell: Sendable {
     /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted,
     /// and their provenance digests by path (read in the same pass). Each must be a regular file under `roots`; the
     /// workers know them by the spec's paths.
-    static func inputFiles(_ spec: JobSpec, kinds: JobKinds, roots: DataRoots) throws -> ([InputFile], [String: String]) {
+    static func inputFiles(_ spec: OpenSpec, roots: DataRoots) throws -> ([InputFile], [String: String]) {
         var known: [String: String] = [:]
-        let files = try kinds.workerInputFiles(spec, exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
+        let files = try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
             let real = try roots.file(path, field: "input_transport coordinator")
             do {
                 let (digest, sha, size) = try Digest.fileAndSHA256(real)
@@ -480,11 +480,17 @@ public final class CoordinatorShell: Sendable {
     /// `roots`, and only once the spec and the sizes their headers claim are within `limits`), the files workers
     /// will fetch (`input_transport: coordinator`) and the provenance digests, read in the same pass.
     static func resolve(_ spec: JobSpec, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) -> (Result<any RoundDriver, JobError>, InputDigests) {
+        do { return resolve(try kinds.open(spec), kinds: kinds, roots: roots, limits: limits) } catch {
+            return (.failure(error as? JobError ?? JobError("\(error)")), InputDigests())
+        }
+    }
+
+    static func resolve(_ opened: OpenSpec, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) -> (Result<any RoundDriver, JobError>, InputDigests) {
         do {
-            let driver = try kinds.prepare(spec, roots: roots, limits: limits)
+            let driver = try kinds.prepare(opened, roots: roots, limits: limits)
             var files: [InputFile] = [], known: [String: String] = [:]
-            if try kinds.inputTransport(spec) == .coordinator { (files, known) = try inputFiles(spec, kinds: kinds, roots: roots) }
-            var digests = digests(spec, kinds: kinds, known: known)
+            if opened.inputTransport == .coordinator { (files, known) = try inputFiles(opened, roots: roots) }
+            var digests = opened.paths.isEmpty ? InputDigests() : digests(opened, known: known)
             digests.files = files
             return (.success(driver), digests)
         } catch let e as JobError {

@@ -16,6 +16,9 @@ public struct JobKinds: Sendable {
     let kinds: [String: any JobKind.Type]
     /// Names in registration order (for messages).
     public let names: [String]
+    /// Specs decoded lately (a job's spec is opened by the shell that prepares it, by each thread that runs its
+    /// shards, …: decoding it once per process keeps a tiny job's round trip short).
+    let recent = OpenedSpecs()
 
     public init(_ kinds: [any JobKind.Type]) {
         var byName: [String: any JobKind.Type] = [:]
@@ -67,35 +70,28 @@ public struct JobKinds: Sendable {
         return try parseFile(String(decoding: data, as: UTF8.self), baseDirectory: dir, limits: limits)
     }
 
+    /// `spec` decoded by its kind, once: what every side does with it (check, rewrite paths, prepare, run shards).
+    public func open(_ spec: JobSpec) throws -> OpenSpec {
+        if let known = recent.get(spec) { return known }
+        let opened = OpenSpec(spec: spec, typed: try kind(spec.kind).opened(spec))
+        recent.put(opened)
+        return opened
+    }
+
     /// Every check a spec gets, from a file or the wire: its body decodes as its kind's spec, and that is valid
     /// within `limits`.
     public func validate(_ spec: JobSpec, limits: SpecLimits = .standard) throws {
-        try kind(spec.kind).validated(spec, limits: limits)
+        try open(spec).validate(limits: limits)
     }
 
     /// The files and folders `spec` names.
     public func paths(_ spec: JobSpec) throws -> [SpecPath] {
-        try kind(spec.kind).paths(of: spec)
-    }
-
-    /// `spec` with each path replaced by `rewrite(path)`.
-    public func mapPaths(_ spec: JobSpec, _ rewrite: (SpecPath) throws -> String) throws -> JobSpec {
-        try kind(spec.kind).mapped(spec, rewrite)
+        try open(spec).paths
     }
 
     /// How the job's workers get its files.
     public func inputTransport(_ spec: JobSpec) throws -> InputTransport {
-        try kind(spec.kind).transport(of: spec)
-    }
-
-    /// The coordinator's side: checked against `context` (limits, files under its roots), the job's driver.
-    public func prepare(_ spec: JobSpec, context: KindContext) throws -> any RoundDriver {
-        try kind(spec.kind).prepared(spec, context: context)
-    }
-
-    /// A worker's side: checked against `context`, the job's state that runs its shards.
-    public func worker(_ spec: JobSpec, context: KindContext) throws -> any ShardWorker {
-        try kind(spec.kind).shardWorker(spec, context: context)
+        try open(spec).inputTransport
     }
 
     /// The client's side: what a completed job's result holds.
@@ -113,18 +109,57 @@ public struct JobKinds: Sendable {
         (try? kind(spec.kind).outputPath(of: spec)) ?? nil
     }
 
+    /// Every file a worker reads for this job, in a fixed order (what the coordinator serves by index).
+    public func workerInputFiles(_ spec: JobSpec, exists: (String) -> Bool) throws -> [String] {
+        try open(spec).workerInputFiles(exists: exists)
+    }
+
+    /// `spec` reading `local[path]` for each path in `local` (a worker's cached copies); others stay.
+    public func localized(_ spec: JobSpec, _ local: [String: String]) throws -> JobSpec {
+        try open(spec).localized(local).encoded
+    }
+}
+
+/// A job spec decoded by its kind: every side's operations on it, with no further decoding. `spec` is the job as it
+/// was submitted or assigned (what caches are keyed by), whatever its paths were rewritten to since.
+public struct OpenSpec: @unchecked Sendable {
+    public let spec: JobSpec
+    let typed: any TypedSpec
+
+    public var kind: String { spec.kind }
+    /// The files and folders it names.
+    public var paths: [SpecPath] { typed.paths }
+    /// How the job's workers get its files.
+    public var inputTransport: InputTransport { typed.inputTransport }
+    /// Its wire form as it is now (paths as rewritten).
+    public var encoded: JobSpec { typed.encoded }
+
+    /// Every check a spec gets, wherever it came from: its fields, and each size within `limits`.
+    public func validate(limits: SpecLimits) throws { try typed.validate(limits: limits) }
+
+    /// The same job with each path replaced by `rewrite(path)`.
+    public func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> OpenSpec {
+        OpenSpec(spec: spec, typed: try typed.mapPaths(rewrite))
+    }
+
+    /// The coordinator's side: its kind reads what the job needs and returns the driver of its rounds.
+    public func prepare(context: KindContext) throws -> any RoundDriver { try typed.prepare(context: context) }
+
+    /// A worker's side: the job's state on one compute thread.
+    public func worker(context: KindContext) throws -> any ShardWorker { try typed.worker(context: context) }
+
     /// Every file a worker reads for this job, in a fixed order (what the coordinator serves by index). `exists`
     /// decides the optional files of a folder (asked on the coordinator, which holds them).
-    public func workerInputFiles(_ spec: JobSpec, exists: (String) -> Bool) throws -> [String] {
-        try paths(spec).filter(\.workers).flatMap { p -> [String] in
+    public func workerInputFiles(exists: (String) -> Bool) -> [String] {
+        paths.filter(\.workers).flatMap { p -> [String] in
             guard let f = p.folder else { return [p.path] }
             return f.required.map { p.path + "/" + $0 } + f.optional.map { p.path + "/" + $0 }.filter(exists)
         }
     }
 
-    /// `spec` reading its files at their real paths under `roots`, each checked (a folder's files too).
-    public func rooted(_ spec: JobSpec, roots: DataRoots) throws -> JobSpec {
-        try mapPaths(spec) { p in
+    /// The job reading its files at their real paths under `roots`, each checked (a folder's files too).
+    public func rooted(_ roots: DataRoots) throws -> OpenSpec {
+        try mapPaths { p in
             guard let f = p.folder else { return try roots.file(p.path, field: p.field) }
             let real = try roots.folder(p.path, field: p.field)
             for name in f.required { _ = try roots.file(real + "/" + name, field: p.field) }
@@ -135,9 +170,48 @@ public struct JobKinds: Sendable {
         }
     }
 
-    /// `spec` reading `local[path]` for each path in `local` (a worker's cached copies); others stay.
-    public func localized(_ spec: JobSpec, _ local: [String: String]) throws -> JobSpec {
-        try mapPaths(spec) { local[$0.path] ?? $0.path }
+    /// The job reading `local[path]` for each path in `local` (a worker's cached copies); others stay.
+    public func localized(_ local: [String: String]) -> OpenSpec {
+        mapPaths { local[$0.path] ?? $0.path }
+    }
+}
+
+/// A kind's typed spec behind `OpenSpec`.
+protocol TypedSpec {
+    var paths: [SpecPath] { get }
+    var inputTransport: InputTransport { get }
+    var encoded: JobSpec { get }
+    func validate(limits: SpecLimits) throws
+    func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> any TypedSpec
+    func prepare(context: KindContext) throws -> any RoundDriver
+    func worker(context: KindContext) throws -> any ShardWorker
+}
+
+struct Typed<K: JobKind>: TypedSpec {
+    let value: K.Spec
+
+    var paths: [SpecPath] {
+        var out: [SpecPath] = []
+        _ = K.mapPaths(value) { p in
+            out.append(p)
+            return p.path
+        }
+        return out
+    }
+
+    var inputTransport: InputTransport { value.inputTransport ?? .shared }
+    var encoded: JobSpec { K.spec(value) }
+    func validate(limits: SpecLimits) throws { try K.validate(value, limits: limits) }
+    func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> any TypedSpec { Typed(value: try K.mapPaths(value, rewrite)) }
+
+    func prepare(context: KindContext) throws -> any RoundDriver {
+        do { try K.validate(value, limits: context.limits) } catch let e as SpecError { throw JobError("\(e)") }
+        return try K.prepare(value, context: context)
+    }
+
+    func worker(context: KindContext) throws -> any ShardWorker {
+        do { try K.validate(value, limits: context.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
+        return try K.worker(value, context: context)
     }
 }
 
@@ -148,29 +222,10 @@ extension JobKind {
         return try spec.decode(as: Spec.self)
     }
 
+    static func opened(_ spec: JobSpec) throws -> any TypedSpec { Typed<Self>(value: try typed(spec)) }
+
     static func parsed(_ fields: inout Fields, base: String?) throws -> JobSpec {
         self.spec(try parse(&fields, base: base))
-    }
-
-    static func validated(_ spec: JobSpec, limits: SpecLimits) throws {
-        try validate(typed(spec), limits: limits)
-    }
-
-    static func paths(of spec: JobSpec) throws -> [SpecPath] {
-        var out: [SpecPath] = []
-        _ = mapPaths(try typed(spec)) { p in
-            out.append(p)
-            return p.path
-        }
-        return out
-    }
-
-    static func mapped(_ spec: JobSpec, _ rewrite: (SpecPath) throws -> String) throws -> JobSpec {
-        self.spec(try mapPaths(try typed(spec), rewrite))
-    }
-
-    static func transport(of spec: JobSpec) throws -> InputTransport {
-        try typed(spec).inputTransport ?? .shared
     }
 
     static func countedItems(_ spec: JobSpec) throws -> (count: UInt64, unit: String)? {
@@ -179,18 +234,6 @@ extension JobKind {
 
     static func outputPath(of spec: JobSpec) throws -> String? {
         try typed(spec).output
-    }
-
-    static func prepared(_ spec: JobSpec, context: KindContext) throws -> any RoundDriver {
-        let s = try typed(spec)
-        do { try validate(s, limits: context.limits) } catch let e as SpecError { throw JobError("\(e)") }
-        return try prepare(s, context: context)
-    }
-
-    static func shardWorker(_ spec: JobSpec, context: KindContext) throws -> any ShardWorker {
-        let s = try typed(spec)
-        do { try validate(s, limits: context.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
-        return try worker(s, context: context)
     }
 
     static func reported(_ result: [UInt8], spec: JobSpec) throws -> JobReport {
@@ -249,5 +292,25 @@ extension JobSpec {
     /// This spec reading `local[path]` for each path in `local`.
     public func localized(_ local: [String: String]) throws -> JobSpec {
         try JobKinds.standard.localized(self, local)
+    }
+}
+
+/// The last few specs a process decoded, by their wire form (bounded; a miss decodes again).
+final class OpenedSpecs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var specs: [JobSpec: OpenSpec] = [:]
+    static let capacity = 64
+
+    func get(_ spec: JobSpec) -> OpenSpec? {
+        lock.lock()
+        defer { lock.unlock() }
+        return specs[spec]
+    }
+
+    func put(_ spec: OpenSpec) {
+        lock.lock()
+        defer { lock.unlock() }
+        if specs.count >= Self.capacity { specs.removeAll(keepingCapacity: true) }
+        specs[spec.spec] = spec
     }
 }

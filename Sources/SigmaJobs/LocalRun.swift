@@ -7,8 +7,13 @@ extension JobKinds {
     /// under `roots` (the driver reads their real paths), and whatever its kind checks before it runs (data shaped
     /// for the model, weights and checkpoint matching it, …). Returns the job's coordinator-side driver.
     public func prepare(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard) throws -> any RoundDriver {
-        do { try validate(spec, limits: limits) } catch let e as SpecError { throw JobError("\(e)") }
-        return try prepare(try rooted(spec, roots: roots), context: KindContext(roots: roots, limits: limits))
+        try prepare(open(spec), roots: roots, limits: limits)
+    }
+
+    /// The same, for a spec already decoded.
+    public func prepare(_ spec: OpenSpec, roots: DataRoots, limits: SpecLimits = .standard) throws -> any RoundDriver {
+        do { try spec.validate(limits: limits) } catch let e as SpecError { throw JobError("\(e)") }
+        return try spec.rooted(roots).prepare(context: KindContext(roots: roots, limits: limits))
     }
 
     /// A pass over a whole job in this process, through the same shard code and the same reduction as the cluster.
@@ -19,8 +24,9 @@ extension JobKinds {
     /// current folder and the spec's). Returns the job's result payload.
     public func runLocal(_ spec: JobSpec, roots: DataRoots, limits: SpecLimits = .standard, slots: Int = 1, threads: Int = 1,
                          progress: (any RoundDriver, RoundEnd) -> Void = { _, _ in }) throws -> [UInt8] {
-        let driver = try prepare(spec, roots: roots, limits: limits)
-        let spec = try rooted(spec, roots: roots)
+        let opened = try open(spec)
+        let driver = try prepare(opened, roots: roots, limits: limits)
+        let spec = try opened.rooted(roots)
         let savedBLAS = BLASInfo.threads, savedLanes = ComputeLanes.shared.total
         BLASInfo.setThreads(1)
         ComputeLanes.shared.configure(total: threads)
@@ -66,19 +72,24 @@ public final class ShardRunner {
         states.removeAll { jobs.contains($0.job) }
     }
 
-    func worker(_ job: JobID, _ spec: JobSpec) throws -> any ShardWorker {
-        if let s = states.first(where: { $0.job == job && $0.spec == spec }) { return s.worker }
+    func worker(_ job: JobID, _ spec: OpenSpec) throws -> any ShardWorker {
+        if let s = states.first(where: { $0.job == job && $0.spec == spec.spec }) { return s.worker }
         states.removeAll { $0.job == job }
-        let w = try kinds.worker(spec, context: context)
-        states.append((job, spec, w))
+        let w = try spec.worker(context: context)
+        states.append((job, spec.spec, w))
         if states.count > capacity { states.removeFirst() }
         return w
     }
 
     /// One shard's payload (a map-reduce partial, gradient partial sums, logits, embeddings, …), from a spec whose
-    /// paths this process can read.
-    public func run(_ spec: JobSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
+    /// paths this process can read (its state is kept by job and by the spec as assigned).
+    public func run(_ spec: OpenSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
         try worker(job, spec).run(round: round, params: params, start: start, count: count)
+    }
+
+    /// The same, for a spec read as it is.
+    public func run(_ spec: JobSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
+        try run(kinds.open(spec), job: job, round: round, params: params, start: start, count: count)
     }
 }
 

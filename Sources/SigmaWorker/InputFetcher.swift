@@ -102,7 +102,7 @@ final class InputFetcher: Sendable {
     }
 
     /// `spec` reading local copies of its input files: cached ones as they are, the others fetched first.
-    func localize(_ spec: JobSpec, job: JobID, kinds: JobKinds) throws -> JobSpec {
+    func localize(_ spec: OpenSpec, job: JobID) throws -> OpenSpec {
         do {
             let first = try get(job: job, index: 0, offset: 0, length: 0)
             var local: [String: String] = [:]
@@ -113,7 +113,7 @@ final class InputFetcher: Sendable {
                 local[meta.path] = try cached(meta, job: job)
                 shas.append(meta.sha256)
             }
-            for folder in try kinds.paths(spec).filter({ $0.folder != nil && $0.workers }).map(\.path) {
+            for folder in spec.paths.filter({ $0.folder != nil && $0.workers }).map(\.path) {
                 let inFolder = local.filter { $0.key.hasPrefix(folder + "/") }
                 local[folder] = try folderOfLinks(inFolder.map { (String($0.key.dropFirst(folder.count + 1)), $0.value) },
                                                   key: SHA256.hex(of: Array(inFolder.keys.sorted().map { local[$0]! }.joined(separator: "\n").utf8)))
@@ -123,7 +123,7 @@ final class InputFetcher: Sendable {
             for e in entries { utimes(directory + "/" + e, nil) }
             inUse.withLock { $0[job, default: []].formUnion(entries) }
             prune()
-            return try kinds.localized(spec, local)
+            return spec.localized(local)
         } catch let e as FetchError {
             throw JobError("input_transport coordinator: \(e)")
         }

@@ -151,7 +151,7 @@ public final class WorkerShell: Sendable {
         /// Specs of jobs as this thread runs them: reading the cache's copies of files the coordinator shipped, or
         /// the real paths of files under the data roots.
         /// (with the spec as assigned: a restarted coordinator numbers its jobs from 1 again)
-        var localized: [JobID: (assigned: JobSpec, local: JobSpec)] = [:]
+        var localized: [JobID: (assigned: JobSpec, local: OpenSpec)] = [:]
 
         let kinds: JobKinds
 
@@ -173,19 +173,21 @@ public final class WorkerShell: Sendable {
                 fetcher.release(ended)
             }
             let known = localized[task.job].flatMap { $0.assigned == task.spec ? $0.local : nil }
-            let shipped = known == nil && (try? kinds.inputTransport(task.spec)) == .coordinator
+            let opened = known == nil ? try? kinds.open(task.spec) : nil
+            let shipped = opened?.inputTransport == .coordinator
             if shipped && !mayFetch { return nil }
             do {
-                // (checked before anything of the job is read or allocated here; a refusal is the shard's failure)
-                if known == nil {
-                    do { try kinds.validate(task.spec, limits: shared.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
+                let spec: OpenSpec
+                if let known {
+                    spec = known
+                } else {
+                    // (checked before anything of the job is read or allocated here; a refusal is the shard's failure)
+                    let o = try opened ?? kinds.open(task.spec)
+                    do { try o.validate(limits: shared.limits) } catch { throw JobError("refused by this worker's limits: \(error)") }
+                    spec = try shipped ? fetcher.localize(o, job: task.job) : o.rooted(shared.roots)
+                    localized[task.job] = (task.spec, spec)
                 }
-                let spec = try known
-                    ?? (shipped ? fetcher.localize(task.spec, job: task.job, kinds: kinds) : kinds.rooted(task.spec, roots: shared.roots))
-                localized[task.job] = (task.spec, spec)
-                task = ShardTask(job: task.job, shard: task.shard, attempt: task.attempt, start: task.start, count: task.count, spec: spec,
-                                 round: task.round, params: task.params)
-                return WorkerShell.compute(task, runner: runner)
+                return WorkerShell.compute(task, spec: spec, runner: runner)
             } catch {
                 return ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
             }
@@ -207,11 +209,11 @@ public final class WorkerShell: Sendable {
         }
     }
 
-    static func compute(_ task: ShardTask, runner: ShardRunner) -> ShardResult {
+    static func compute(_ task: ShardTask, spec: OpenSpec, runner: ShardRunner) -> ShardResult {
         let started = monotonicNanos()
         var result: ShardResult
         do {
-            let payload = try runner.run(task.spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
+            let payload = try runner.run(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
             result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: payload)
         } catch {
             result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
@@ -388,7 +390,7 @@ public final class WorkerShell: Sendable {
         mutating func namesFiles(_ task: ShardTask) -> Bool {
             if let known = namesFiles[task.job] { return known }
             if namesFiles.count >= 256 { namesFiles.removeAll() }
-            let names = (try? options.kinds.paths(task.spec))?.isEmpty != true
+            let names = (try? options.kinds.open(task.spec))?.paths.isEmpty != true
             namesFiles[task.job] = names
             return names
         }

@@ -18,8 +18,20 @@ public struct MapReduceResult: Sendable, Equatable {
         return MapReduceResult(reducers: spec.reduce, total: total)
     }
 
+    /// `u8 n` reducers, each `u8` (1 sum, 2 mean, 3 min, 4 max, 5 count, 6 histogram + `u32 bins, f64 low, f64 high`),
+    /// then the combined partial (docs/protocol.md §5.3): binary, as a tiny job's round trip carries it.
     public func encode(into w: inout ByteWriter) {
-        w.blob(SpecJSON.encode(reducers))
+        w.u8(UInt8(clamping: reducers.count))
+        for r in reducers {
+            switch r {
+            case .sum: w.u8(1)
+            case .mean: w.u8(2)
+            case .min: w.u8(3)
+            case .max: w.u8(4)
+            case .count: w.u8(5)
+            case .histogram(let bins, let low, let high): w.u8(6); w.u32(UInt32(clamping: bins)); w.f64(low); w.f64(high)
+            }
+        }
         total.encode(into: &w)
     }
 
@@ -31,7 +43,18 @@ public struct MapReduceResult: Sendable, Equatable {
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> MapReduceResult {
         var r = ByteReader(bytes)
-        let reducers = try SpecJSON.decode([Reducer].self, try r.blob("result.reducers", limit: 1 << 16))
+        var reducers: [Reducer] = []
+        for _ in 0..<(try r.u8("result.reducers")) {
+            switch try r.u8("result.reducer") {
+            case 1: reducers.append(.sum)
+            case 2: reducers.append(.mean)
+            case 3: reducers.append(.min)
+            case 4: reducers.append(.max)
+            case 5: reducers.append(.count)
+            case 6: reducers.append(.histogram(bins: Int(try r.u32("result.bins")), low: try r.f64("result.low"), high: try r.f64("result.high")))
+            case let c: throw ByteReadError(field: "result.reducer", problem: "unknown reducer code \(c)")
+            }
+        }
         let s = MapReduceSpec(input: .range(count: 1, start: 0, step: 1), reduce: reducers)
         try s.validate(limits: .ceiling)
         let total = try Partial.decode(from: &r, expectedBins: s.histogram?.bins ?? 0)
