@@ -416,35 +416,6 @@ public final class CoordinatorShell: Sendable {
         }
     }
 
-    /// Content digests of a job's input and model files (provenance shown by `sigma job`); "" where there is no
-    /// file or it cannot be read (resolve has already said what is wrong with the job).
-    static func digests(_ spec: OpenSpec, known: [String: String] = [:]) -> InputDigests {
-        let paths = spec.paths
-        func d(model: Bool) -> String {
-            let files = paths.filter { $0.model == model }.flatMap { p in p.folder.map { $0.required.map { p.path + "/" + $0 } } ?? [p.path] }
-            return (try? Digest.files(files, known: known)) ?? ""
-        }
-        return InputDigests(input: d(model: false), model: d(model: true))
-    }
-
-    /// The files a job's workers will fetch (`input_transport: coordinator`): size and SHA-256 of each, as submitted,
-    /// and their provenance digests by path (read in the same pass). Each must be a regular file under `roots`; the
-    /// workers know them by the spec's paths.
-    static func inputFiles(_ spec: OpenSpec, roots: DataRoots) throws -> ([InputFile], [String: String]) {
-        var known: [String: String] = [:]
-        let files = try spec.workerInputFiles(exists: { FileManager.default.fileExists(atPath: $0) }).map { path in
-            let real = try roots.file(path, field: "input_transport coordinator")
-            do {
-                let (digest, sha, size) = try Digest.fileAndSHA256(real)
-                known[path] = digest
-                return InputFile(path: path, size: size, sha256: sha)
-            } catch {
-                throw JobError("input_transport coordinator: cannot read '\(path)' to serve it to workers")
-            }
-        }
-        return (files, known)
-    }
-
     /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still be a regular file
     /// under `roots` (checked again: the path may name another file since the job was submitted) and have its
     /// submitted size (the worker checks the SHA-256 of the whole file).
@@ -474,29 +445,5 @@ public final class CoordinatorShell: Sendable {
         if short { return failure("read failed at byte \(g.offset)") }
         return .fileData(FileData(request: g.request, job: g.job, index: g.index, files: UInt32(files), path: f.path, size: f.size,
                                   sha256: f.sha256, offset: g.offset, payload: payload))
-    }
-
-    /// A submission's answer: the job's driver (its kind read and checked what the job needs: only files under
-    /// `roots`, and only once the spec and the sizes their headers claim are within `limits`), the files workers
-    /// will fetch (`input_transport: coordinator`) and the provenance digests, read in the same pass.
-    static func resolve(_ spec: JobSpec, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) -> (Result<any RoundDriver, JobError>, InputDigests) {
-        do { return resolve(try kinds.open(spec), kinds: kinds, roots: roots, limits: limits) } catch {
-            return (.failure(error as? JobError ?? JobError("\(error)")), InputDigests())
-        }
-    }
-
-    static func resolve(_ opened: OpenSpec, kinds: JobKinds, roots: DataRoots, limits: SpecLimits) -> (Result<any RoundDriver, JobError>, InputDigests) {
-        do {
-            let driver = try kinds.prepare(opened, roots: roots, limits: limits)
-            var files: [InputFile] = [], known: [String: String] = [:]
-            if opened.inputTransport == .coordinator { (files, known) = try inputFiles(opened, roots: roots) }
-            var digests = opened.paths.isEmpty ? InputDigests() : digests(opened, known: known)
-            digests.files = files
-            return (.success(driver), digests)
-        } catch let e as JobError {
-            return (.failure(e), InputDigests())
-        } catch {
-            return (.failure(JobError("\(error)")), InputDigests())
-        }
     }
 }
