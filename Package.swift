@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C libraries (Debian: libzmq3-dev, liblz4-dev, libopenblas-dev).
@@ -60,6 +61,7 @@ let package = Package(
         .target(name: "SigmaCoordinator", dependencies: [
             "SigmaCoordinatorCore", "SigmaTransport", "SigmaProtocol", "SigmaModel", "SigmaJobs", "SigmaEngine",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "SigmaWorker", dependencies: [
             "SigmaWorkerCore", "SigmaTransport", "SigmaProtocol", "SigmaModel", "SigmaJobs", "SigmaEngine",

@@ -63,4 +63,18 @@ extension CoordinatorShell {
         }
         return (files, known)
     }
+
+    /// What the journal holds of an earlier run, each job that had not ended prepared again by its kind (reading its
+    /// files, as at submission: a file that changed or went fails that job, naming it).
+    static func restored(_ journal: Journal, options: Options, logger: Logger) throws -> (JobID, [RestoredJob]) {
+        var (next, jobs) = try journal.read(keep: options.core.keepFinishedJobs)
+        for i in jobs.indices where !jobs[i].state.isFinal {
+            let (input, digests) = resolve(jobs[i].job.spec, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
+            jobs[i].input = input
+            jobs[i].digests = digests
+        }
+        let open = jobs.filter { !$0.state.isFinal }.count
+        logger.info("journal \(journal.path): \(jobs.count - open) ended jobs kept, \(open) to resume; next job id \(next)")
+        return (next, jobs)
+    }
 }

@@ -23,6 +23,8 @@ public final class CoordinatorShell: Sendable {
         public var dataRoots = DataRoots.currentDirectory()
         /// The job kinds this coordinator runs.
         public var kinds = JobKinds.standard
+        /// Where the journal lives (`--state-dir`); nil: no journal, a restart forgets every job.
+        public var stateDirectory: String? = nil
         public init() {}
     }
 
@@ -54,6 +56,12 @@ public final class CoordinatorShell: Sendable {
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.coordinator")) throws {
+        // The journal first: a journal that cannot be used stops the start (never a fresh start that forgets jobs).
+        var journaled = options
+        let journal = try options.stateDirectory.map { try Journal(folder: $0) }
+        let restored = try journal.map { try CoordinatorShell.restored($0, options: options, logger: logger) }
+        journaled.core.journal = journal != nil
+        let options = journaled
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         // The coordinator's own engine work (a train job's held-out evaluation) runs single-threaded BLAS, as workers
         // and --local runs do: OpenBLAS's multi-threaded products are not always the same bits.
@@ -79,8 +87,9 @@ public final class CoordinatorShell: Sendable {
             shared.startedSignal.wake()
             let resolver = Resolver(shared: shared, waker: link.waker, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
             let files = FileServer(shared: shared, waker: link.waker, roots: options.dataRoots)
-            var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files,
+            var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files, journal: journal,
                             compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
+            if let (next, jobs) = restored { loop.restore(next: next, jobs) }
             loop.run()
             resolver.stop()
             files.stop()
@@ -161,9 +170,15 @@ public final class CoordinatorShell: Sendable {
         var lastUser: (id: String, principal: Principal) = ("\u{0}", .trusted)
         /// Submissions prepared on this thread (`resolveInput` of a spec naming no file), answered after this round.
         var resolvedHere: [Resolution] = []
+        /// With a journal: this round's entries, and the actions held until they are written (`flush`).
+        let journal: Journal?
+        var journalBatch: [JournalEntry] = []
+        var held: [CoordinatorAction] = []
+        var endsSinceTrim = 0
 
-        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer,
+        init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer, journal: Journal?,
              compressor: AdaptiveCompressor) {
+            self.journal = journal
             self.compressor = compressor
             self.resolver = resolver
             self.files = files
@@ -180,7 +195,7 @@ public final class CoordinatorShell: Sendable {
             defer { carriers = [:] }   // unlinks the coordinator's segments
             while !shared.stopping.load(ordering: .acquiring) {
                 let now = monotonicNanos()
-                let timeout = nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
+                let timeout = !resolvedHere.isEmpty ? 0 : nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
                 do {
                     try link.wait(timeoutMs: timeout)
                     var n = 0
@@ -217,6 +232,7 @@ public final class CoordinatorShell: Sendable {
                     shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
                     nextTick = t + options.tickInterval
                 }
+                flush()
             }
         }
 
@@ -289,7 +305,15 @@ public final class CoordinatorShell: Sendable {
             perform(core.handle(event, now: monotonicNanos()))
         }
 
+        /// Carries out the core's actions; with a journal, holds them until this round's entries are written.
         mutating func perform(_ actions: [CoordinatorAction]) {
+            guard journal != nil else { return performNow(actions) }
+            for a in actions {
+                if case .journal(let e) = a { journalBatch.append(e) } else { held.append(a) }
+            }
+        }
+
+        mutating func performNow(_ actions: [CoordinatorAction]) {
             // (writeFile runs on this thread: small for the job kinds we have; see docs/architecture.md)
             for a in actions {
                 switch a {
@@ -320,6 +344,8 @@ public final class CoordinatorShell: Sendable {
                                            "FILE-GET job \(g.job) file \(g.index): \(FileServer.maxPerPeer) requests of this worker are being served (the limit); ask again when they are answered")
                         link.send(Envelope(peer: peer, frames: Codec.encode(.error(e), compressor: compressor, carrier: carriers[peer])))
                     }
+                case .journal(let e):
+                    do { try journal?.write([e]) } catch { logger.critical("\(error)") }
                 case .log(let level, let text, let job):
                     let metadata: Logger.Metadata? = job.map { ["job": "\($0)"] }
                     switch level {

@@ -195,6 +195,10 @@ final class JobEntry {
     let spec: JobSpec
     /// Its slot in the per-kind throughput tables (`JobKindIndex`).
     var kindSlot = 0
+    /// A job restored as ended from the journal: its shard count (its shard table is not kept).
+    var restoredShards: UInt32? = nil
+    /// Shards of its current round (of its last, for a restored ended job).
+    var shardCount: Int { restoredShards.map(Int.init) ?? shards.count }
     /// The coordinator-side driver of its rounds (reduction, optimizer, results) while the job runs. It may hold
     /// the job's data, model, optimizer state and parameter payload, so it goes when the job ends (`releaseDriver`).
     private(set) var driver: (any RoundDriver)?
@@ -367,7 +371,7 @@ final class JobEntry {
     }
 
     func progress(request: UInt64) -> JobProgress {
-        var p = JobProgress(request: request, job: id, state: state, done: UInt32(done), total: UInt32(shards.count),
+        var p = JobProgress(request: request, job: id, state: state, done: UInt32(restoredShards ?? UInt32(done)), total: UInt32(shardCount),
                             running: UInt32(running), reruns: UInt32(reruns))
         if let g = trainProgress {
             p.step = UInt32(g.step)
@@ -385,7 +389,7 @@ final class JobEntry {
     }
 
     func outcome(request: UInt64) -> JobOutcome {
-        JobOutcome(request: request, job: id, state: state, error: error, shards: UInt32(shards.count),
+        JobOutcome(request: request, job: id, state: state, error: error, shards: UInt32(shardCount),
                    duplicates: UInt32(duplicates), reruns: UInt32(reruns), elapsed: (endedAt ?? submittedAt) - submittedAt,
                    payload: result.isEmpty ? .empty : Frame(result))
     }

@@ -6,29 +6,36 @@ import SigmaProtocol
 // Jobs: admission, rounds, results, the end of a job.
 
 extension CoordinatorCore {
-    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+    /// Admits a job: a new one (its id the next free one), or one the journal restores (`restoring`: its own id,
+    /// no capacity check, no ACCEPT — its client follows it again by id).
+    mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction],
+                         restoring: JournaledJob? = nil) {
         let ranges = driver.plan(shares: firstShares(driver)).map { ($0.start, $0.count) }
         let detail = driver.planSummary ?? "\(ranges.count) shards"
-        guard activeJobs < config.maxActiveJobs, queue.count + ranges.count <= config.maxQueuedShards else {
+        guard restoring != nil || (activeJobs < config.maxActiveJobs && queue.count + ranges.count <= config.maxQueuedShards) else {
             out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
                 "coordinator is full (\(activeJobs) active jobs, \(queue.count) shards queued); retry later"))))
             return
         }
-        let id = nextJob
-        nextJob += 1
+        let id = restoring?.id ?? nextJob
+        nextJob = max(nextJob, id + 1)
         activeJobs += 1
         let job = JobEntry(id: id, spec: s.spec, driver: driver, ranges: ranges, submitter: peer, request: s.request, options: s.options, submittedAt: now)
         job.kindSlot = kindSlots.of(s.spec.kind)
         job.key = s.key
-        job.owner = who.owner
-        job.ownerName = who.name
-        if !s.key.isEmpty { keyed[Self.scoped(s.key, who)] = id }
+        job.owner = restoring?.owner ?? who.owner
+        job.ownerName = restoring?.ownerName ?? who.name
+        if !s.key.isEmpty { keyed[job.owner + "\u{0}" + s.key] = id }
         job.policyName = policy(of: job).rawValue
         job.specDigest = Digest.fnv1a64(s.spec.encoded)
         if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
-        if s.options.contains(.deferAccept) {
+        if config.journal, restoring == nil {
+            out.append(.journal(.accepted(JournaledJob(id: id, spec: s.spec, options: s.options, key: s.key, owner: job.owner, ownerName: job.ownerName))))
+        }
+        if restoring != nil {
+        } else if s.options.contains(.deferAccept) {
             job.acceptPending = true
         } else {
             out.append(.send(peer, .accept(Accept(request: s.request, job: id, shards: UInt32(ranges.count)))))
@@ -115,6 +122,7 @@ extension CoordinatorCore {
                 if let d = job.driver {
                     try d.accept(shard: i, payload: r.payload)
                     job.commit(shard: i)
+                    if config.journal, d.resumesFromShards { out.append(.journal(.committed(job: job.id, shard: r.shard, payload: r.payload))) }
                 }
                 table[k].shardsDone += 1
                 totals.shardsDone += 1
@@ -152,7 +160,8 @@ extension CoordinatorCore {
         }
     }
 
-    mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction]) {
+    /// Ends a job (`journaled`: its end is in the journal already — a job restored as ended).
+    mutating func finish(_ id: JobID, state: JobState, error: String, now: Nanos, into out: inout [CoordinatorAction], journaled: Bool = false) {
         guard let job = jobs[id], !job.state.isFinal else { return }
         activeJobs -= 1
         job.acceptPending = false   // JOB-RESULT (or the job's status) now says it was accepted
@@ -173,6 +182,10 @@ extension CoordinatorCore {
         default: break
         }
         job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
+        if config.journal, !journaled {
+            out.append(.journal(.ended(job: id, state: state, error: error, result: job.result, shards: UInt32(job.shardCount),
+                                       elapsed: now &- job.submittedAt)))
+        }
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
         for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil) {
@@ -184,8 +197,10 @@ extension CoordinatorCore {
         for k in table.indices where table[k].paramsSent[id] != nil { table[k].paramsSent[id] = nil }
         jobs[id] = job
         let seconds = Double(now - job.submittedAt) / 1e9
-        out.append(.log(state == .completed ? .info : .error,
-                        "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))
+        if !journaled {
+            out.append(.log(state == .completed ? .info : .error,
+                            "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))
+        }
         sendProgress(id, now: now, force: true, into: &out)
         releaseWatches(jobs[id]!)
         jobs[id]!.watchers.removeAll()

@@ -116,6 +116,8 @@ public struct CoordinatorCore {
             }
         case .tick:
             tick(now: now, into: &out)
+        case .restore(let next, let restored):
+            restore(next: next, restored, now: now, into: &out)
         }
         dispatch(now: now, into: &out)
         captureJobLogs(out, now: now)

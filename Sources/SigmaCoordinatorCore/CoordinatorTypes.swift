@@ -30,6 +30,8 @@ public struct CoordinatorConfig: Sendable {
     /// Submissions whose input is being read at once: per connection, and in all; more are refused (retry later).
     public var maxResolvingPerPeer: Int = 16
     public var maxResolving: Int = 256
+    /// Ask the shell to journal what must survive a restart (`CoordinatorAction.journal`).
+    public var journal = false
     /// Sizes a submitted spec may ask for (cluster.yaml `limits:`); a spec beyond them is refused before anything
     /// is planned or read.
     public var specLimits = SpecLimits.standard
@@ -73,6 +75,8 @@ public enum CoordinatorEvent: Sendable {
     case inputResolved(PeerID, Submit, Result<any RoundDriver, JobError>, digests: InputDigests = InputDigests(), from: Principal = .trusted)
     /// Periodic: heartbeats, liveness, progress.
     case tick
+    /// At start, before anything else: the journal's jobs (`RestoredJob`) and the next free job id.
+    case restore(next: JobID, jobs: [RestoredJob])
 }
 
 /// What the coordinator asks its shell to do.
@@ -116,4 +120,7 @@ public enum CoordinatorAction: Sendable, Equatable {
     /// A log line; `job`: the job it is about (it goes to that job's log too, `sigma logs`, and to the shell's log as
     /// metadata).
     case log(LogLevel, String, job: JobID? = nil)
+    /// Make this durable before sending anything else of the same batch of actions (docs/operations.md, "Restarts
+    /// and the journal").
+    case journal(JournalEntry)
 }

@@ -73,11 +73,15 @@ public protocol RoundDriver: AnyObject, Sendable {
     /// Rounds are optimizer steps: each gives every worker one share (a contiguous run of micro-batches), and
     /// status shows the step, its loss and accuracy (`progress`). False: a round's shares are worker slots.
     var sharesPerWorker: Bool { get }
+    /// A restart may resume the job from its committed shards (they are journaled): true for single-round jobs;
+    /// false for training, whose shards are one step's gradients (a restarted train job starts over).
+    var resumesFromShards: Bool { get }
 }
 
 extension RoundDriver {
     public var planSummary: String? { nil }
     public var sharesPerWorker: Bool { false }
+    public var resumesFromShards: Bool { true }
 }
 
 /// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:

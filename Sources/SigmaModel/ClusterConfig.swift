@@ -35,6 +35,8 @@ public struct ClusterConfig: Sendable, Equatable {
     public var httpHosts: [String] = []
     /// The file holding the dashboard's bearer token (`coordinator.http_token_file`; nil: no token).
     public var httpTokenFile: String? = nil
+    /// The coordinator's journal folder (`coordinator.state_dir`; nil: the default, docs/operations.md).
+    public var stateDir: String? = nil
     /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
     public var joinGiven: String? = nil
     /// The hosts `sigma up` starts processes on, and how it reaches them.
@@ -106,6 +108,9 @@ public struct ClusterConfig: Sendable, Equatable {
             }
             // (relative to the config file's folder, as security: paths are)
             c.httpTokenFile = try f.optionalString("http_token_file").map {
+                $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + $0
+            }
+            c.stateDir = try f.optionalString("state_dir").map {
                 $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + $0
             }
             if let v = try f.optionalUInt("max_frame_bytes") {

@@ -135,6 +135,7 @@ public enum DeployPlan {
             if let k = c.keyFile { args += ["--key", k] }
             if let a = c.allowFolder { args += ["--allow", a] }
             if c.insecure { args.append("--insecure") }
+            if let s = c.stateDir { args += ["--state-dir", s] }
             args += c.dataRoots.flatMap { ["--data-root", $0] }
             steps.append(Step(host: h.host, what: "coordinator", argv: ssh(c, h.host, start(c, name: "coordinator", args: args))))
         }

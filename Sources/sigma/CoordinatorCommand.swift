@@ -51,6 +51,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("File (mode 0600) holding a token every dashboard and /metrics request must carry as `Authorization: Bearer TOKEN` (default: coordinator.http_token_file).",
                                valueName: "file")) var httpTokenFile: String?
     @Flag(help: "Serve no web dashboard or /metrics.") var noHttp = false
+    @Option(help: "Folder of the journal that lets a restarted coordinator resume its jobs (default: coordinator.state_dir, else coordinator-PORT in the user's state folder; with --port 0 none unless given).") var stateDir: String?
+    @Flag(help: "Keep no journal: a restart forgets every job.") var noJournal = false
 
     func run() async throws {
         common.bootstrapLogging()
@@ -85,6 +87,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             options.limits.maxPayload = cfg.maxFrame
             options.dataRoots = try data.roots(cfg)
             options.core.specLimits = cfg.limits
+            if !noJournal {
+                // (a coordinator on a port picked at random has no address to be restarted at: journaled only when asked)
+                options.stateDirectory = stateDir ?? cfg.stateDir ?? (p == 0 ? nil : LocalToken.folder() + "/coordinator-\(p)")
+            }
             guard options.core.heartbeatInterval >= 10_000_000 else { throw CLIError.usage("--heartbeat-ms must be ≥ 10") }
             guard options.core.liveness >= 1 else { throw CLIError.usage("--liveness must be ≥ 1") }
             var link = LinkOptions()
@@ -94,6 +100,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             do {
                 shell = try CoordinatorShell(.zmqBind("tcp://\(address == "localhost" ? "127.0.0.1" : address):\(p)", link),
                                              options: options, logger: logger)
+            } catch let e as JournalError {
+                throw CLIError.usage("\(e)")
             } catch {
                 throw CLIError.usage("\(error) (is another coordinator running? pick another --port)")
             }

@@ -13,6 +13,7 @@ struct Harness {
     var files: [OutputFile] = []
     var served: [(PeerID, FileGet, InputFile, Int)] = []
     var resolvedRows: UInt64 = 0
+    var journal: [JournalEntry] = []
 
     /// The spec limits the stand-in shell prepares jobs within (the coordinator's).
     let limits: SpecLimits
@@ -35,6 +36,7 @@ struct Harness {
                 case .resolveInput(let p, let s, let who): pending.append(.inputResolved(p, s, shellPrepare(s, rows: resolvedRows, limits: limits), from: who))
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
+                case .journal(let e): journal.append(e)
                 }
             }
         }

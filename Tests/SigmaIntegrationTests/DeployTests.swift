@@ -56,7 +56,7 @@ func freePort() throws -> Int {
         let user = String(cString: getpwuid(getuid()).pointee.pw_name)
         let sigma = try sigmaBinary()
         let yaml = try dir.write("cluster.yaml", """
-            coordinator: {listen: 127.0.0.1, port: \(coordinatorPort)}
+            coordinator: {listen: 127.0.0.1, port: \(coordinatorPort), state_dir: \(dir.path)/journal}
             worker: {threads: 1}
             hosts:
               - {host: \(user)@127.0.0.1, coordinator: true, workers: 1}

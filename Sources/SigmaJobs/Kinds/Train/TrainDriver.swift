@@ -24,6 +24,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
 
     public var kind: String { "train" }
     public var sharesPerWorker: Bool { true }
+    public var resumesFromShards: Bool { false }
     public var unit: String { "micro-batches" }
     public var round: UInt32 { UInt32(step) }
     public var params: Frame? { paramsFrame }

@@ -1,0 +1,136 @@
+import Foundation
+import GRDB
+import SigmaCoordinatorCore
+import SigmaModel
+import SigmaProtocol
+
+/// The coordinator's journal: SQLite in WAL mode (GRDB) in its state folder. It holds every accepted job (spec,
+/// submitter, options, client-chosen id), each committed shard result of a job that resumes from its shards, each
+/// job's end and result, and the next job id. The shell writes a batch of entries in one transaction before it sends
+/// anything the same batch produced, so nothing is acknowledged before it is on disk (docs/operations.md, "Restarts
+/// and the journal").
+public final class Journal: @unchecked Sendable {   // (used by the coordinator's poller thread only, after start)
+    /// The journal file's format; a newer one is refused (not silently started afresh).
+    static let schemaVersion = 1
+    let queue: DatabaseQueue
+    public let path: String
+    let lockFD: Int32
+
+    /// Opens (or creates) the journal in `folder` (created 0700). Errors name the file and what to do.
+    public init(folder: String) throws {
+        do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+            throw JournalError(file: folder, problem: "cannot create the state folder (\(error.localizedDescription)); give a writable --state-dir")
+        }
+        var st = stat()
+        guard stat(folder, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { throw JournalError(file: folder, problem: "not a folder; give another --state-dir") }
+        guard access(folder, W_OK) == 0 else { throw JournalError(file: folder, problem: "not writable by this user; give a writable --state-dir") }
+        lockFD = open(folder + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            if lockFD >= 0 { close(lockFD) }
+            throw JournalError(file: folder, problem: "in use by another coordinator; give each coordinator its own --state-dir")
+        }
+        path = folder + "/journal.sqlite"
+        var config = Configuration()
+        config.journalMode = .wal
+        do {
+            queue = try DatabaseQueue(path: path, configuration: config)
+            try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            try Self.migrate(queue, path: path)
+        } catch let e as JournalError {
+            close(lockFD)
+            throw e
+        } catch {
+            close(lockFD)
+            throw JournalError(file: path, problem: "cannot be opened as a journal (\(error)); if it is damaged, move it aside to start afresh — its jobs are then forgotten")
+        }
+    }
+
+    deinit { close(lockFD) }
+
+    static func migrate(_ queue: DatabaseQueue, path: String) throws {
+        try queue.write { db in
+            let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+            guard version <= schemaVersion else {
+                throw JournalError(file: path, problem: "written by a newer Sigma (journal format \(version), this one reads \(schemaVersion)); run that version, or move the file aside")
+            }
+            if version == 0 {
+                try db.execute(sql: """
+                    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                    CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,
+                        options INTEGER NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, owner_name TEXT NOT NULL,
+                        state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER);
+                    CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (job, shard));
+                    PRAGMA user_version = \(schemaVersion);
+                    """)
+            }
+        }
+    }
+
+    /// Writes `entries` in one transaction.
+    public func write(_ entries: [JournalEntry]) throws {
+        guard !entries.isEmpty else { return }
+        try queue.write { db in
+            for e in entries {
+                switch e {
+                case .accepted(let j):
+                    try db.execute(sql: "INSERT OR REPLACE INTO jobs (id, kind, name, spec, options, key, owner, owner_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName])
+                    try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                                   arguments: [Int64(j.id + 1)])
+                case .committed(let job, let shard, let payload):
+                    try db.execute(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)",
+                                   arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
+                case .ended(let job, let state, let error, let result, let shards, let elapsed):
+                    try db.execute(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, shards = ?, elapsed = ? WHERE id = ?",
+                                   arguments: [Int64(state.rawValue), error, Data(result), Int64(shards), Int64(elapsed), Int64(job)])
+                    try db.execute(sql: "DELETE FROM shards WHERE job = ?", arguments: [Int64(job)])
+                }
+            }
+        }
+    }
+
+    /// What an earlier run left: its jobs (oldest first; at most `keep` ended ones, the latest) with the committed
+    /// shards of those that had not ended, and the next free job id.
+    public func read(keep: Int) throws -> (next: JobID, jobs: [RestoredJob]) {
+        try queue.read { db in
+            let next = JobID(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_job'") ?? 1)
+            var out: [RestoredJob] = []
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT * FROM jobs WHERE state IS NULL OR id IN (SELECT id FROM jobs WHERE state IS NOT NULL ORDER BY id DESC LIMIT ?) ORDER BY id
+                """, arguments: [keep])
+            for row in rows {
+                let body: Data = row["spec"]
+                let job = JournaledJob(id: JobID(row["id"] as Int64), spec: JobSpec(kind: row["kind"], name: row["name"], body: Array(body)),
+                                       options: SubmitOptions(rawValue: UInt8(truncatingIfNeeded: row["options"] as Int64)), key: row["key"],
+                                       owner: row["owner"], ownerName: row["owner_name"])
+                if let raw = row["state"] as Int64?, let state = JobState(rawValue: UInt8(truncatingIfNeeded: raw)), state.isFinal {
+                    let result: Data = row["result"] ?? Data()
+                    out.append(RestoredJob(job: job, state: state, error: row["error"] ?? "", result: Array(result),
+                                           shards: UInt32(truncatingIfNeeded: row["shards"] as Int64? ?? 0), elapsed: Nanos(row["elapsed"] as Int64? ?? 0)))
+                } else {
+                    let shards = try Row.fetchAll(db, sql: "SELECT shard, payload FROM shards WHERE job = ? ORDER BY shard", arguments: [Int64(job.id)])
+                    out.append(RestoredJob(job: job, state: .running, committed: shards.map { s in
+                        let payload: Data = s["payload"]
+                        return (ShardIndex(s["shard"] as Int64), Frame(Array(payload)))
+                    }))
+                }
+            }
+            return (max(next, (out.map(\.job.id).max() ?? 0) + 1), out)
+        }
+    }
+
+    /// Ended jobs beyond the latest `keep` leave the journal (their results with them).
+    public func trim(keep: Int) throws {
+        try queue.write { db in
+            try db.execute(sql: "DELETE FROM jobs WHERE state IS NOT NULL AND id NOT IN (SELECT id FROM jobs WHERE state IS NOT NULL ORDER BY id DESC LIMIT ?)",
+                           arguments: [keep])
+        }
+    }
+}
+
+/// The journal cannot be used: which file, and what to do.
+public struct JournalError: Error, CustomStringConvertible {
+    public let file: String
+    public let problem: String
+    public var description: String { "journal \(file): \(problem)" }
+}

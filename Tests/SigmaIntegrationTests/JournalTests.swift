@@ -1,0 +1,101 @@
+import Foundation
+import SigmaClient
+import SigmaEngine
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// A coordinator killed with SIGKILL and started again on its port with its state folder resumes its jobs from the
+/// journal (docs/operations.md, "Restarts and the journal"): real processes, kills at seeded points.
+@Suite(.serialized) struct JournalTests {
+    static func start(port: String, state: String) async throws -> (SigmaProcess, String) {
+        let c = try SigmaProcess(["coordinator", "--port", port, "--state-dir", state, "--no-http", "--log-level", "info"] + testDataRoots)
+        let line = try await c.waitForLine("listening ")
+        return (c, String(line.dropFirst("listening ".count)))
+    }
+
+    /// The outcome of `job`, asked again and again (the coordinator may be restarting meanwhile).
+    static func outcome(_ job: JobID, at endpoint: String, timeout: Double = 120) async throws -> JobOutcome {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let client = try? localClient(endpoint) {
+                defer { client.close() }
+                if let o = try? await client.fetch(job: job, timeout: 2), o.state.isFinal { return o }
+            }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        throw SigmaTestError("job \(job) did not end within \(timeout) s")
+    }
+
+    @Test func aKilledCoordinatorResumesItsJobFromTheJournal() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let spec = MapReduceSpec(name: "resume", input: .normal(count: 60_000_000, seed: 3, mean: 1, std: 2), map: .square,
+                                 reduce: [.sum, .count, .min, .max, .histogram(bins: 16, low: 0, high: 16)], sharding: .count(240))
+
+        var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+        let port = String(endpoint.split(separator: ":").last!)
+        let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--log-level", "warning"] + testDataRoots)
+        defer {
+            worker.kill(SIGTERM)
+            coordinator.kill(SIGTERM)
+        }
+        let first = try localClient(endpoint)
+        let accepted = try await first.submit(.mapReduce(spec))
+        first.close()
+
+        // Kills at seeded points of the run; each restart resumes from the shards committed so far.
+        var rng = SeededRandom(seed: 7)
+        var resumed: [String] = []
+        for _ in 0..<3 {
+            try await Task.sleep(nanoseconds: UInt64.random(in: 250_000_000...600_000_000, using: &rng))
+            coordinator.kill(SIGKILL)
+            _ = try await coordinator.wait()
+            (coordinator, _) = try await Self.start(port: port, state: state)
+            resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") || $0.contains("to resume") }
+        }
+        // The reference: the same shards, combined in shard order, in this process.
+        let parts = try spec.sharding.ranges(rows: 60_000_000).map { try MapReduceKernel.run(spec, start: $0.start, count: $0.count) }
+        let reference = MapReduceResult.reduce(spec, partials: parts)
+        let o = try await Self.outcome(accepted.job, at: endpoint)
+        #expect(o.state == .completed, "\(o.error)")
+        let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
+        #expect(r == reference, "bitwise the fault-free result: no shard lost, none counted twice")
+        #expect(resumed.contains { $0.contains("1 to resume") }, "\(resumed)")
+
+        // Ids never repeat; the ended job and its result answer after one more restart.
+        let client = try localClient(endpoint)
+        let next = try await client.submit(.mapReduce(MapReduceSpec(name: "next", input: .range(count: 10, start: 0, step: 1), reduce: [.sum])))
+        client.close()
+        #expect(next.job > accepted.job)
+        _ = try await Self.outcome(next.job, at: endpoint)
+        coordinator.kill(SIGKILL)
+        _ = try await coordinator.wait()
+        (coordinator, _) = try await Self.start(port: port, state: state)
+        let again = try await Self.outcome(accepted.job, at: endpoint)
+        #expect(again.payload == o.payload && again.state == .completed)
+        let results = try SigmaProcess(["results", "\(accepted.job)", "--coordinator", endpoint, "--json", "-o", state + "/fetched"])
+        #expect(try await results.wait() == 0, "\(results.stderr)")
+    }
+
+    /// A journal that cannot be used stops the coordinator with an error naming the file — never a fresh start.
+    @Test func aBrokenJournalIsRefusedNamingTheFile() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: state + "/journal.sqlite"))
+        let c = try SigmaProcess(["coordinator", "--port", "0", "--state-dir", state, "--no-http"] + testDataRoots)
+        #expect(try await c.wait() == 2)
+        let err = c.stderr.joined(separator: "\n")
+        #expect(err.contains(state + "/journal.sqlite") && err.contains("move it aside"), "\(err)")
+
+        // Two coordinators on one state folder: the second is refused.
+        try FileManager.default.removeItem(atPath: state + "/journal.sqlite")
+        let (one, _) = try await Self.start(port: "0", state: state)
+        defer { one.kill(SIGTERM) }
+        let two = try SigmaProcess(["coordinator", "--port", "0", "--state-dir", state, "--no-http"] + testDataRoots)
+        #expect(try await two.wait() == 2)
+        #expect(two.stderr.joined().contains("in use by another coordinator"), "\(two.stderr)")
+    }
+}
