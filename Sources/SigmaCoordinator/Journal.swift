@@ -73,17 +73,17 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             for e in entries {
                 switch e {
                 case .accepted(let j):
-                    try db.execute(sql: "INSERT OR REPLACE INTO jobs (id, kind, name, spec, options, key, owner, owner_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO jobs (id, kind, name, spec, options, key, owner, owner_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").execute(
                                    arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName])
-                    try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                    try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)").execute(
                                    arguments: [Int64(j.id + 1)])
                 case .committed(let job, let shard, let payload):
-                    try db.execute(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)",
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
                 case .ended(let job, let state, let error, let result, let shards, let elapsed):
-                    try db.execute(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, shards = ?, elapsed = ? WHERE id = ?",
+                    try db.cachedStatement(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, shards = ?, elapsed = ? WHERE id = ?").execute(
                                    arguments: [Int64(state.rawValue), error, Data(result), Int64(shards), Int64(elapsed), Int64(job)])
-                    try db.execute(sql: "DELETE FROM shards WHERE job = ?", arguments: [Int64(job)])
+                    try db.cachedStatement(sql: "DELETE FROM shards WHERE job = ?").execute(arguments: [Int64(job)])
                 }
             }
         }

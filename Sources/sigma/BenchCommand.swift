@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SigmaClient
+import SigmaCoordinator
 import SigmaEngine
 import SigmaModel
 import SigmaProtocol
@@ -37,6 +38,7 @@ struct BenchCommand: AsyncParsableCommand {
     var workers: WorkerCounts?
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
     /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
+    @Flag(help: "dispatch: the embedded coordinator keeps a journal (in a temporary folder), as `sigma coordinator` does by default.") var journal = false
     @Flag(help: .hidden) var child = false
     /// The integration test of the kernel switch: force Prescott, choose again, check products (BenchKernels).
     @Flag(help: .hidden) var checkSwitchFromGeneric = false
@@ -102,7 +104,12 @@ struct BenchCommand: AsyncParsableCommand {
         brokerThread.join()
 
         // Sigma: embedded coordinator, worker process(es), client in this process.
-        let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger)
+        var coordinatorOptions = CoordinatorShell.Options()
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-bench-journal-\(getpid())").path
+        if journal { coordinatorOptions.stateDirectory = state }
+        defer { if journal { try? FileManager.default.removeItem(atPath: state) } }
+        print("# journal: " + (journal ? "on (\(state))" : "off"))
+        let cluster = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger, coordinatorOptions: coordinatorOptions)
         defer { cluster.stop() }
         guard await cluster.waitForWorkers(workers) == workers else { throw CLIError.unreachable("workers did not join") }
         let client = try cluster.client()

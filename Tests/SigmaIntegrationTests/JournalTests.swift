@@ -45,13 +45,15 @@ import Testing
         let accepted = try await first.submit(.mapReduce(spec))
         first.close()
 
-        // Kills at seeded points of the run; each restart resumes from the shards committed so far.
+        // Kills at seeded points of the run (the second a SIGTERM: a graceful stop, which also leaves the job to
+        // resume); each restart resumes from the shards committed so far.
         var rng = SeededRandom(seed: 7)
         var resumed: [String] = []
-        for _ in 0..<3 {
+        for i in 0..<3 {
             try await Task.sleep(nanoseconds: UInt64.random(in: 250_000_000...600_000_000, using: &rng))
-            coordinator.kill(SIGKILL)
-            _ = try await coordinator.wait()
+            coordinator.kill(i == 1 ? SIGTERM : SIGKILL)
+            let status = try await coordinator.wait()
+            if i == 1 { #expect(status == 0, "a SIGTERM'd coordinator exits cleanly") }
             (coordinator, _) = try await Self.start(port: port, state: state)
             resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") || $0.contains("to resume") }
         }
