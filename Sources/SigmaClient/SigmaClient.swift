@@ -12,6 +12,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case refused(ErrorReply)
     case badReply(String)
     case connection(String)
+    /// Following a job: the coordinator was silent past the deadline.
+    case lost(job: JobID, endpoint: String, seconds: Double)
 
     public var description: String {
         switch self {
@@ -21,6 +23,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
         case .refused(let e): "coordinator refused: \(e.message) (code \(e.code))"
         case .badReply(let s): "unexpected reply from the coordinator: \(s)"
         case .connection(let s): "cannot reach the coordinator: \(s)"
+        case .lost(let job, let ep, let s):
+            "the coordinator at \(ep) did not answer for \(Int(s)) s while following job \(job); follow it later with: sigma job \(job), sigma results \(job)"
         }
     }
 }
@@ -32,7 +36,7 @@ public final class SigmaClient: Sendable {
     /// Whether this client's connection uses CURVE keys.
     public let secure: Bool
     private let link: BridgedLink
-    private let handlers: Handlers
+    let handlers: Handlers
     private let nextRequest = Atomic<UInt64>(1)
     private let compressor = LZ4Compressor()
 
@@ -121,7 +125,7 @@ public final class SigmaClient: Sendable {
         try await withTaskExecutorPreference(link.executor, operation: body)
     }
 
-    private func request(_ make: (UInt64) -> Message, timeout: Double, what: String,
+    func request(_ make: (UInt64) -> Message, timeout: Double, what: String,
                          handler: @escaping Handler) -> UInt64 {
         let id = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
         handlers.withLock { $0[id] = handler }

@@ -74,10 +74,17 @@ struct SubmitCommand: AsyncParsableCommand {
             if let t = TrainKind.spec(in: jobSpec), !json { trainLine = TrainProgress(batch: t.batchSize, fromStart: key.isEmpty) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
-                for try await e in client.run(jobSpec, watch: true, acceptTimeout: timeout, options: policyOption, key: key) {
+                // Accepted, then followed by id: across a coordinator restart the following goes on (its journal
+                // knows the job), saying so while the coordinator is unreachable.
+                let a = try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key)
+                if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
+                let endpoint = client.endpoint, isJSON = json
+                for try await e in client.follow(job: a.job, lost: { s in
+                    if !isJSON { FileHandle.standardError.write(Data("\ncoordinator at \(endpoint) unreachable for \(Int(s)) s, retrying (job \(a.job))\n".utf8)) }
+                }) {
                     switch e {
-                    case .accepted(let a):
-                        if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
+                    case .accepted:
+                        break
                     case .progress(let p):
                         if let t = trainLine {
                             if p.steps > 0 { t.update(step: Int(p.step), steps: Int(p.steps), loss: p.loss, accuracy: p.accuracy) }

@@ -44,6 +44,14 @@ import Testing
         let first = try localClient(endpoint)
         let accepted = try await first.submit(.mapReduce(spec))
         first.close()
+        // A second job, followed by `sigma submit --follow` from before the first kill to its end.
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let yaml = state + "/followed.yaml"
+        try "kind: map-reduce\nname: followed\ninput: {generate: uniform, count: 20000000, seed: 5}\nreduce: [sum, count]\nshards: 80\n"
+            .write(toFile: yaml, atomically: true, encoding: .utf8)
+        let follower = try SigmaProcess(["submit", yaml, "--follow", "--coordinator", endpoint])
+        defer { follower.kill(SIGTERM) }
+        _ = try await follower.waitForStderr("accepted")
 
         // Kills at seeded points of the run (the second a SIGTERM: a graceful stop, which also leaves the job to
         // resume); each restart resumes from the shards committed so far.
@@ -64,7 +72,7 @@ import Testing
         #expect(o.state == .completed, "\(o.error)")
         let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
         #expect(r == reference, "bitwise the fault-free result: no shard lost, none counted twice")
-        #expect(resumed.contains { $0.contains("1 to resume") }, "\(resumed)")
+        #expect(resumed.contains { $0.contains("job \(accepted.job) resumed after a restart") }, "\(resumed)")
 
         // Ids never repeat; the ended job and its result answer after one more restart.
         let client = try localClient(endpoint)
@@ -79,6 +87,11 @@ import Testing
         #expect(again.payload == o.payload && again.state == .completed)
         let results = try SigmaProcess(["results", "\(accepted.job)", "--coordinator", endpoint, "--json", "-o", state + "/fetched"])
         #expect(try await results.wait() == 0, "\(results.stderr)")
+
+        // The follower, started before the first kill, printed the second job's result.
+        #expect(try await follower.wait(timeout: 120) == 0, "\(follower.stderr.suffix(5))")
+        #expect(follower.stdout.contains { $0.contains("completed") } && follower.stdout.contains { $0.contains("count = 20000000") },
+                "\(follower.stdout)")
     }
 
     /// A journal that cannot be used stops the coordinator with an error naming the file — never a fresh start.

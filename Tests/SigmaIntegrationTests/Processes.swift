@@ -80,6 +80,17 @@ final class SigmaProcess: Sendable {
         throw SigmaTestError("no '\(prefix)' line within \(timeout) s; stderr: \(stderr.suffix(5))")
     }
 
+    /// Waits for a stderr line containing `text`.
+    func waitForStderr(_ text: String, timeout: Double = 30) async throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let l = stderr.first(where: { $0.contains(text) }) { return l }
+            if !process.isRunning { throw SigmaTestError("process exited (\(process.terminationStatus)) before saying '\(text)': \(stderr.suffix(5))") }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        throw SigmaTestError("no stderr line with '\(text)' within \(timeout) s; stderr: \(stderr.suffix(5))")
+    }
+
     /// Waits for exit; returns the status.
     func wait(timeout: Double = 60) async throws -> Int32 {
         let deadline = Date().addingTimeInterval(timeout)
