@@ -32,7 +32,7 @@ extension SigmaClient {
                         return
                     }
                     let quiet = Date().timeIntervalSince(at)
-                    if quiet >= giveUp {
+                    if watch != nil, quiet >= giveUp {
                         continuation.finish(throwing: ClientError.lost(job: job, endpoint: self.endpoint, seconds: quiet))
                         return
                     }
@@ -42,6 +42,7 @@ extension SigmaClient {
                         if watch != nil, at < lastWatch { lost(Date().timeIntervalSince(lastWatch)) }
                         if let w = watch { self.handlers.disarm(w); _ = self.handlers.withLock { $0.removeValue(forKey: w) } }
                         lastWatch = Date()
+                        if watch == nil { heard.withLock { $0.at = lastWatch } }   // (silence counts from the first WATCH)
                         watch = self.request({ .watch(request: $0, job: job) }, timeout: 0, what: "WATCH") { r in
                             switch r {
                             case .success(.progress(let p)):

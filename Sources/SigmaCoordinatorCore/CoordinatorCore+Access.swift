@@ -42,7 +42,7 @@ extension CoordinatorCore {
         out.append(.send(peer, .accept(Accept(request: s.request, job: job.id, shards: UInt32(job.shards.count)))))
         job.log(.info, "submitted again with id '\(s.key)': the existing job answers", now: now)
         if job.state.isFinal {
-            if s.options.contains(.watch) { out.append(.send(peer, .progress(job.progress(request: s.request)))) }
+            if s.options.contains(.watch) { out.append(.send(peer, .progress(progress(job, request: s.request)))) }
             if s.options.contains(.pushResult) { out.append(.send(peer, .jobResult(job.outcome(request: s.request)))) }
             return
         }

@@ -211,11 +211,18 @@ extension CoordinatorCore {
         job.extraResultTo = []
     }
 
+    /// A job's PROGRESS, with the live workers that could run it.
+    func progress(_ job: JobEntry, request: UInt64) -> JobProgress {
+        var p = job.progress(request: request)
+        p.workers = UInt32(liveCount)
+        return p
+    }
+
     mutating func sendProgress(_ id: JobID, now: Nanos, force: Bool, into out: inout [CoordinatorAction]) {
         guard let job = jobs[id], !job.watchers.isEmpty else { return }
         for k in job.watchers.indices where force || now &- job.watchers[k].lastSent >= config.progressInterval {
             job.watchers[k].lastSent = now
-            out.append(.send(job.watchers[k].peer, .progress(job.progress(request: job.watchers[k].request))))
+            out.append(.send(job.watchers[k].peer, .progress(progress(job, request: job.watchers[k].request))))
         }
         jobs[id] = job
     }

@@ -224,7 +224,7 @@ public struct CoordinatorCore {
                 if let e = watchRefusal(peer, request: req, job: job) { out.append(.send(peer, .error(e))); return }
                 addWatcher(job, peer, request: req)
             }
-            out.append(.send(peer, .progress(job.progress(request: req))))
+            out.append(.send(peer, .progress(progress(job, request: req))))
         case .fetch(let req, let job):
             guard let j = visibleJob(job, to: who, peer: peer, request: req, into: &out) else { return }
             if j.state.isFinal {
@@ -240,7 +240,7 @@ public struct CoordinatorCore {
                 job.log(.warning, "cancelled by \(by)", now: now)
                 finish(id, state: .cancelled, error: "cancelled by \(by)", now: now, into: &out)
             }
-            out.append(.send(peer, .progress(jobs[id]!.progress(request: req))))
+            out.append(.send(peer, .progress(progress(jobs[id]!, request: req))))
         case .detail(let req, let id, let from, let withAttempts):
             guard let job = visibleJob(id, to: who, peer: peer, request: req, into: &out) else { return }
             out.append(.send(peer, .detailReply(request: req, detail(job, logFrom: Int(from), attempts: withAttempts, now: now))))

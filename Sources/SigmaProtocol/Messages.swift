@@ -331,8 +331,11 @@ public struct JobProgress: Sendable, Equatable {
     public var steps: UInt32
     public var loss: Double
     public var accuracy: Double
+    /// Live workers taking shards when this was sent (0: the job waits for one).
+    public var workers: UInt32
     public init(request: UInt64, job: JobID, state: JobState, done: UInt32, total: UInt32, running: UInt32, reruns: UInt32,
-                step: UInt32 = 0, steps: UInt32 = 0, loss: Double = .nan, accuracy: Double = .nan) {
+                step: UInt32 = 0, steps: UInt32 = 0, loss: Double = .nan, accuracy: Double = .nan, workers: UInt32 = 0) {
+        self.workers = workers
         self.request = request
         self.job = job
         self.state = state

@@ -409,12 +409,13 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
-                    // Short shards run on this thread (two thread wake-ups saved) when nothing is queued: a job
-                    // naming no file on the poller's own context, first shards too when small; others on compute
-                    // thread 0's context (which holds their data), once their last shard here proved quick.
+                    // Short shards run on this thread (two thread wake-ups saved) when nothing is queued: a few rows
+                    // of a job naming no file on the poller's own context (microseconds); others on compute thread 0's
+                    // context, standing in for that thread while it is idle, once the job's last shard here proved
+                    // quick — never a second core beside the compute threads.
                     let idle = shared.work.isEmpty
                     let quick = recentCompute[task.job].map { $0 <= options.inlineComputeNanos } ?? false
-                    if idle, !namesFiles(task), quick || task.count <= options.inlineRows {
+                    if idle, task.count <= options.inlineRows, !namesFiles(task) {
                         inline.append(task)
                     } else if idle, quick {
                         inlineML.append(task)

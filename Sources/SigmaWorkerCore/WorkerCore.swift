@@ -187,6 +187,13 @@ public struct WorkerCore {
         switch m {
         case .ready(let r):
             state = .ready(workerID: r.workerID)
+            // A new registration (a restarted coordinator, or one that declared this worker dead): nothing cached
+            // proves it belongs to the same job, so specs and parameter versions go (the coordinator sends them again
+            // with the first shard). A kept "newer" version of a reused job id once made a worker ignore the new job's
+            // parameters forever.
+            specs.removeAll()
+            specOrder.removeAll()
+            params.removeAll()
             interval = Nanos(max(10, r.heartbeatInterval)) * 1_000_000
             liveness = Int(max(1, r.liveness))
             out.append(.log(.info, "registered as \(r.workerID) with \(r.build) (heartbeat \(r.heartbeatInterval) ms × \(r.liveness))"))

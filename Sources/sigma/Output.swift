@@ -19,7 +19,19 @@ final class ProgressLine: @unchecked Sendable {
         self.unit = unit
     }
 
-    func update(done: UInt32, total: UInt32, running: UInt32, reruns: UInt32) {
+    /// Whether the "no worker" line was written (once per wait).
+    var saidWaiting = false
+
+    /// `workers`: live workers taking shards (nil: not known); with none, the line says the job waits for one.
+    func update(done: UInt32, total: UInt32, running: UInt32, reruns: UInt32, workers: UInt32? = nil) {
+        if let w = workers, w == 0, done < total {
+            if !saidWaiting {
+                saidWaiting = true
+                FileHandle.standardError.write(Data(((isTTY ? "\r\u{1B}[K" : "") + "waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT\n").utf8))
+            }
+        } else if workers != nil {
+            saidWaiting = false
+        }
         let frac = total == 0 ? 0 : Double(done) / Double(total)
         let elapsed = Date().timeIntervalSince(started)
         let eta = Pace.secondsLeft(elapsed: elapsed, done: Double(done), total: Double(total)).map { String(format: " ETA %.1fs", $0) } ?? ""

@@ -89,7 +89,7 @@ struct SubmitCommand: AsyncParsableCommand {
                         if let t = trainLine {
                             if p.steps > 0 { t.update(step: Int(p.step), steps: Int(p.steps), loss: p.loss, accuracy: p.accuracy) }
                         } else {
-                            bar?.update(done: p.done, total: p.total, running: p.running, reruns: p.reruns)
+                            bar?.update(done: p.done, total: p.total, running: p.running, reruns: p.reruns, workers: p.workers)
                         }
                     case .finished(let o):
                         outcome = o

@@ -33,6 +33,25 @@ import Testing
         #expect(a.isEmpty)
     }
 
+    /// A new registration (a restarted coordinator) drops every cached spec and parameter version: a reused job id
+    /// with a lower parameter version is then taken, not ignored as older (issue 19: the livelock that re-sent
+    /// parameters forever).
+    @Test func aNewRegistrationForgetsCachedSpecsAndParameters() {
+        var c = core()
+        _ = c.handle(.connected, now: 0)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 500, liveness: 3))), now: 1)
+        let spec = JobSpec.mapReduce(MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum]))
+        _ = c.handle(.received(.params(Params(job: 1, version: 40, payload: Frame([1, 2, 3, 4])))), now: 2)
+        _ = c.handle(.received(.assign(Assign(job: 1, shard: 0, attempt: 1, start: 0, count: 4, round: 40, withParams: true, spec: spec))), now: 3)
+        // The coordinator restarts: job 1 is another job, at version 0.
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 500, liveness: 3))), now: 4)
+        var a = c.handle(.received(.assign(Assign(job: 1, shard: 0, attempt: 1, start: 0, count: 4))), now: 5)
+        #expect(a.contains { if case .send(.result(let r)) = $0 { r.status == .unknownJob } else { false } }, "the old spec is gone")
+        _ = c.handle(.received(.params(Params(job: 1, version: 0, payload: Frame([9, 9, 9, 9])))), now: 6)
+        a = c.handle(.received(.assign(Assign(job: 1, shard: 1, attempt: 1, start: 0, count: 4, round: 0, withParams: true, spec: spec))), now: 7)
+        #expect(a.contains { if case .compute(let t) = $0 { t.params == Frame([9, 9, 9, 9]) } else { false } }, "version 0 taken: \(a)")
+    }
+
     @Test func heartbeatsWhenIdleAndReconnectsWhenCoordinatorIsSilent() {
         var c = core()
         _ = c.handle(.connected, now: 0)

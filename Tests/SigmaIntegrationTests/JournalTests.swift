@@ -36,7 +36,10 @@ import Testing
 
         var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
         let port = String(endpoint.split(separator: ":").last!)
-        let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--log-level", "warning"] + testDataRoots)
+        func startWorker(_ name: String) throws -> SigmaProcess {
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "warning"] + testDataRoots)
+        }
+        var worker = try startWorker("w1")
         defer {
             worker.kill(SIGTERM)
             coordinator.kill(SIGTERM)
@@ -54,7 +57,8 @@ import Testing
         _ = try await follower.waitForStderr("accepted")
 
         // Kills at seeded points of the run (the second a SIGTERM: a graceful stop, which also leaves the job to
-        // resume); each restart resumes from the shards committed so far.
+        // resume; after the first the worker is killed too and another joins); each restart resumes from the shards
+        // committed so far.
         var rng = SeededRandom(seed: 7)
         var resumed: [String] = []
         for i in 0..<3 {
@@ -63,6 +67,12 @@ import Testing
             let status = try await coordinator.wait()
             if i == 1 { #expect(status == 0, "a SIGTERM'd coordinator exits cleanly") }
             (coordinator, _) = try await Self.start(port: port, state: state)
+            if i == 0 {
+                // The worker dies too, and another takes its place.
+                worker.kill(SIGKILL)
+                _ = try await worker.wait()
+                worker = try startWorker("w2")
+            }
             resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") || $0.contains("to resume") }
         }
         // The reference: the same shards, combined in shard order, in this process.
@@ -112,5 +122,23 @@ import Testing
         let two = try SigmaProcess(["coordinator", "--port", "0", "--state-dir", state, "--no-http"] + testDataRoots)
         #expect(try await two.wait() == 2)
         #expect(two.stderr.joined().contains("in use by another coordinator"), "\(two.stderr)")
+    }
+
+    /// A job submitted while no worker is connected says so, and runs once one joins.
+    @Test func aJobWaitingForAWorkerSaysSo() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+        defer { coordinator.kill(SIGTERM) }
+        let yaml = state + "/small.yaml"
+        try "kind: map-reduce\ninput: {generate: range, count: 100}\nreduce: sum\nshards: 4\n".write(toFile: yaml, atomically: true, encoding: .utf8)
+        let submit = try SigmaProcess(["submit", yaml, "--follow", "--coordinator", endpoint])
+        defer { submit.kill(SIGTERM) }
+        let line = try await submit.waitForStderr("no worker")
+        #expect(line.contains("sigma worker --join"))
+        let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--log-level", "warning"] + testDataRoots)
+        defer { worker.kill(SIGTERM) }
+        #expect(try await submit.wait(timeout: 60) == 0, "\(submit.stderr.suffix(3))")
+        #expect(submit.stdout.contains { $0.contains("sum = 4950") }, "\(submit.stdout)")
     }
 }

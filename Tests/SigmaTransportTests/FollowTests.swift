@@ -18,7 +18,7 @@ import Testing
         var progress = 0
         var ended: Error? = nil
         do {
-            for try await e in cluster.client.follow(job: a.job, silence: 0.3, giveUp: 2, lost: { _ in losses.withLock { $0 += 1 } }) {
+            for try await e in cluster.client.follow(job: a.job, silence: 0.3, giveUp: 6, lost: { _ in losses.withLock { $0 += 1 } }) {
                 if case .progress(let p) = e {
                     progress += 1
                     #expect(p.job == a.job && p.running == 0)
