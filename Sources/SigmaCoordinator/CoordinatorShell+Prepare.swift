@@ -69,6 +69,7 @@ extension CoordinatorShell {
     static func restored(_ journal: Journal, options: Options, logger: Logger) throws -> (JobID, [RestoredJob]) {
         var (next, jobs) = try journal.read(keep: options.core.keepFinishedJobs)
         for i in jobs.indices where !jobs[i].state.isFinal {
+            jobs[i].job.spec = options.kinds.restarted(jobs[i].job.spec)
             let (input, digests) = resolve(jobs[i].job.spec, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
             jobs[i].input = input
             jobs[i].digests = digests

@@ -27,10 +27,14 @@ public protocol JobKind {
     /// Items the whole job counts, when the spec alone says (a generated input's rows): a live line then shows
     /// their rate. Default: nil (shards/s).
     static func items(_ spec: Spec) -> (count: UInt64, unit: String)?
+    /// The spec to run again when a restarted coordinator resumes the job (its journal knows it had not ended):
+    /// a train job continues from its latest checkpoint. Default: the spec as it was.
+    static func restarted(_ spec: Spec) -> Spec
 }
 
 extension JobKind {
     public static func items(_ spec: Spec) -> (count: UInt64, unit: String)? { nil }
+    public static func restarted(_ spec: Spec) -> Spec { spec }
 
     /// This kind's spec on the wire.
     public static func spec(_ s: Spec) -> JobSpec { JobSpec(kind: name, s) }

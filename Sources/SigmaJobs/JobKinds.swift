@@ -104,6 +104,12 @@ public struct JobKinds: Sendable {
         (try? kind(spec.kind).countedItems(spec)) ?? nil
     }
 
+    /// The spec a restarted coordinator runs for a job that had not ended (`JobKind.restarted`).
+    public func restarted(_ spec: JobSpec) -> JobSpec {
+        guard let k = try? kind(spec.kind), let s = try? k.restartedSpec(spec) else { return spec }
+        return s
+    }
+
     /// Where the spec asked results to go, if anywhere.
     public func output(_ spec: JobSpec) -> String? {
         (try? kind(spec.kind).outputPath(of: spec)) ?? nil
@@ -230,6 +236,10 @@ extension JobKind {
 
     static func countedItems(_ spec: JobSpec) throws -> (count: UInt64, unit: String)? {
         items(try typed(spec))
+    }
+
+    static func restartedSpec(_ spec: JobSpec) throws -> JobSpec {
+        self.spec(restarted(try typed(spec)))
     }
 
     static func outputPath(of spec: JobSpec) throws -> String? {

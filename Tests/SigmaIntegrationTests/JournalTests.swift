@@ -141,4 +141,39 @@ import Testing
         #expect(try await submit.wait(timeout: 60) == 0, "\(submit.stderr.suffix(3))")
         #expect(submit.stdout.contains { $0.contains("sum = 4950") }, "\(submit.stdout)")
     }
+
+    /// A train job whose coordinator is killed continues, after the restart, from its latest checkpoint: its final
+    /// model is the same bits as an uninterrupted run's.
+    @Test func aKilledCoordinatorResumesATrainJobFromItsCheckpoint() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let ckpt = state + "/ckpt"
+        let spec = try JobSpec.parse(digitsTrainSpec(steps: 600, extra: "checkpoint_every: 20\ncheckpoint_dir: \(ckpt)"))
+        var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+        let port = String(endpoint.split(separator: ":").last!)
+        let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--log-level", "warning"] + testDataRoots)
+        defer {
+            worker.kill(SIGTERM)
+            coordinator.kill(SIGTERM)
+        }
+        let client = try localClient(endpoint)
+        let accepted = try await client.submit(spec)
+        client.close()
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: ckpt + "/step-40.safetensors") {
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        coordinator.kill(SIGKILL)
+        _ = try await coordinator.wait()
+        let written = try FileManager.default.contentsOfDirectory(atPath: ckpt).filter { $0.hasPrefix("step-") }.count
+        (coordinator, _) = try await Self.start(port: port, state: state)
+        let o = try await Self.outcome(accepted.job, at: endpoint)
+        #expect(o.state == .completed, "\(o.error)")
+        #expect(written >= 2 && written < 30, "killed mid-run: \(written) checkpoints of 30 written")
+        let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
+        let local = try JobKinds.standard.runLocal(try JobSpec.parse(digitsTrainSpec(steps: 600)), roots: try DataRoots([repoRoot]))
+            .withUnsafeBytes { try ResultBundle.decode($0) }
+        let model = files.first { $0.name == "model.safetensors" }?.data
+        #expect(model != nil && model == local.first { $0.name == "model.safetensors" }?.data, "the same final parameters as an uninterrupted run")
+    }
 }

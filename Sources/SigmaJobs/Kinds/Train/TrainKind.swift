@@ -37,6 +37,20 @@ public enum TrainKind: JobKind {
                                                           needLabels: true, limits: context.limits))
     }
 
+    /// After a coordinator restart: from the latest checkpoint its folder holds (the same final bits as a run that
+    /// was never interrupted), else from the start.
+    public static func restarted(_ spec: TrainJob) -> TrainJob {
+        guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return spec }
+        let steps = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { n -> Int? in
+            guard n.hasPrefix("step-"), n.hasSuffix(".safetensors") else { return nil }
+            return Int(n.dropFirst(5).dropLast(12))
+        }
+        guard let last = steps.max() else { return spec }
+        var s = spec
+        s.resume = dir + "/step-\(last).safetensors"
+        return s
+    }
+
     public static func report(_ result: [UInt8], spec: TrainJob) throws -> JobReport {
         try ResultBundle.report(result)
     }
