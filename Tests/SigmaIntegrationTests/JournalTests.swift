@@ -31,8 +31,8 @@ import Testing
     @Test func aKilledCoordinatorResumesItsJobFromTheJournal() async throws {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: state) }
-        let spec = MapReduceSpec(name: "resume", input: .normal(count: 60_000_000, seed: 3, mean: 1, std: 2), map: .square,
-                                 reduce: [.sum, .count, .min, .max, .histogram(bins: 16, low: 0, high: 16)], sharding: .count(240))
+        let spec = MapReduceSpec(name: "resume", input: .normal(count: 150_000_000, seed: 3, mean: 1, std: 2), map: .square,
+                                 reduce: [.sum, .count, .min, .max, .histogram(bins: 16, low: 0, high: 16)], sharding: .count(600))
 
         var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
         let port = String(endpoint.split(separator: ":").last!)
@@ -61,8 +61,8 @@ import Testing
         // committed so far.
         var rng = SeededRandom(seed: 7)
         var resumed: [String] = []
-        for i in 0..<3 {
-            try await Task.sleep(nanoseconds: UInt64.random(in: 250_000_000...600_000_000, using: &rng))
+        for i in 0..<10 {
+            try await Task.sleep(nanoseconds: UInt64.random(in: 200_000_000...500_000_000, using: &rng))
             coordinator.kill(i == 1 ? SIGTERM : SIGKILL)
             let status = try await coordinator.wait()
             if i == 1 { #expect(status == 0, "a SIGTERM'd coordinator exits cleanly") }
@@ -76,7 +76,7 @@ import Testing
             resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") || $0.contains("to resume") }
         }
         // The reference: the same shards, combined in shard order, in this process.
-        let parts = try spec.sharding.ranges(rows: 60_000_000).map { try MapReduceKernel.run(spec, start: $0.start, count: $0.count) }
+        let parts = try spec.sharding.ranges(rows: 150_000_000).map { try MapReduceKernel.run(spec, start: $0.start, count: $0.count) }
         let reference = MapReduceResult.reduce(spec, partials: parts)
         let o = try await Self.outcome(accepted.job, at: endpoint)
         #expect(o.state == .completed, "\(o.error)")
