@@ -60,6 +60,8 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                         options INTEGER NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, owner_name TEXT NOT NULL,
                         state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER);
                     CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (job, shard));
+                    CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
+                    CREATE INDEX logs_job ON logs (job, seq);
                     PRAGMA user_version = \(schemaVersion);
                     """)
             }
@@ -80,6 +82,9 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 case .committed(let job, let shard, let payload):
                     try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
+                case .logged(let job, let line):
+                    try db.cachedStatement(sql: "INSERT INTO logs (job, at, level, text) VALUES (?, ?, ?, ?)").execute(
+                        arguments: [Int64(job), Int64(bitPattern: line.at), Int64(line.level.rawValue), line.text])
                 case .ended(let job, let state, let error, let result, let shards, let elapsed):
                     try db.cachedStatement(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, shards = ?, elapsed = ? WHERE id = ?").execute(
                                    arguments: [Int64(state.rawValue), error, Data(result), Int64(shards), Int64(elapsed), Int64(job)])
@@ -98,6 +103,13 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             let rows = try Row.fetchAll(db, sql: """
                 SELECT * FROM jobs WHERE state IS NULL OR id IN (SELECT id FROM jobs WHERE state IS NOT NULL ORDER BY id DESC LIMIT ?) ORDER BY id
                 """, arguments: [keep])
+            func logs(_ job: JobID) throws -> [JobLogLine] {
+                try Row.fetchAll(db, sql: "SELECT at, level, text FROM (SELECT * FROM logs WHERE job = ? ORDER BY seq DESC LIMIT 2000) ORDER BY seq",
+                                 arguments: [Int64(job)]).map { l in
+                    JobLogLine(at: UInt64(bitPattern: l["at"] as Int64), level: LogLevel(rawValue: UInt8(truncatingIfNeeded: l["level"] as Int64)) ?? .info,
+                               text: l["text"])
+                }
+            }
             for row in rows {
                 let body: Data = row["spec"]
                 let job = JournaledJob(id: JobID(row["id"] as Int64), spec: JobSpec(kind: row["kind"], name: row["name"], body: Array(body)),
@@ -105,14 +117,18 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                                        owner: row["owner"], ownerName: row["owner_name"])
                 if let raw = row["state"] as Int64?, let state = JobState(rawValue: UInt8(truncatingIfNeeded: raw)), state.isFinal {
                     let result: Data = row["result"] ?? Data()
-                    out.append(RestoredJob(job: job, state: state, error: row["error"] ?? "", result: Array(result),
-                                           shards: UInt32(truncatingIfNeeded: row["shards"] as Int64? ?? 0), elapsed: Nanos(row["elapsed"] as Int64? ?? 0)))
+                    var r = RestoredJob(job: job, state: state, error: row["error"] ?? "", result: Array(result),
+                                        shards: UInt32(truncatingIfNeeded: row["shards"] as Int64? ?? 0), elapsed: Nanos(row["elapsed"] as Int64? ?? 0))
+                    r.logs = try logs(job.id)
+                    out.append(r)
                 } else {
                     let shards = try Row.fetchAll(db, sql: "SELECT shard, payload FROM shards WHERE job = ? ORDER BY shard", arguments: [Int64(job.id)])
-                    out.append(RestoredJob(job: job, state: .running, committed: shards.map { s in
+                    var r = RestoredJob(job: job, state: .running, committed: shards.map { s in
                         let payload: Data = s["payload"]
                         return (ShardIndex(s["shard"] as Int64), Frame(Array(payload)))
-                    }))
+                    })
+                    r.logs = try logs(job.id)
+                    out.append(r)
                 }
             }
             return (max(next, (out.map(\.job.id).max() ?? 0) + 1), out)
@@ -124,6 +140,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
         try queue.write { db in
             try db.execute(sql: "DELETE FROM jobs WHERE state IS NOT NULL AND id NOT IN (SELECT id FROM jobs WHERE state IS NOT NULL ORDER BY id DESC LIMIT ?)",
                            arguments: [keep])
+            try db.execute(sql: "DELETE FROM logs WHERE job NOT IN (SELECT id FROM jobs)")
         }
     }
 }

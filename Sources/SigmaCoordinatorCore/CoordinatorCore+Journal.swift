@@ -12,6 +12,8 @@ public enum JournalEntry: Sendable, Equatable {
     case accepted(JournaledJob)
     /// A shard's result was committed (jobs whose driver resumes from its shards: a restart replays them).
     case committed(job: JobID, shard: ShardIndex, payload: Frame)
+    /// A line of a job's log (`sigma logs`).
+    case logged(job: JobID, line: JobLogLine)
     /// A job ended, with its result.
     case ended(job: JobID, state: JobState, error: String, result: [UInt8], shards: UInt32, elapsed: Nanos)
 }
@@ -49,6 +51,8 @@ public struct RestoredJob: Sendable {
     public var committed: [(shard: ShardIndex, payload: Frame)]
     /// Its files' digests and the files its workers fetch (as `inputResolved` gives them).
     public var digests = InputDigests()
+    /// Its log so far (the latest lines).
+    public var logs: [JobLogLine] = []
 
     public init(job: JournaledJob, state: JobState, error: String = "", result: [UInt8] = [], shards: UInt32 = 0, elapsed: Nanos = 0,
                 input: Result<any RoundDriver, JobError>? = nil, committed: [(shard: ShardIndex, payload: Frame)] = []) {
@@ -75,6 +79,7 @@ extension CoordinatorCore {
             if !r.state.isFinal, case .success(let driver)? = r.input {
                 accept(Self.restoredSubmitter, submit, who, driver: driver, now: now, into: &out, restoring: r.job)
                 guard let job = jobs[r.job.id] else { continue }
+                job.logs = r.logs
                 job.inputDigest = r.digests.input
                 job.modelDigest = r.digests.model
                 job.inputFiles = r.digests.files
@@ -94,6 +99,7 @@ extension CoordinatorCore {
             job.owner = r.job.owner
             job.ownerName = r.job.ownerName
             job.restoredShards = r.shards
+            job.logs = r.logs
             if !job.key.isEmpty { keyed[job.owner + "\u{0}" + job.key] = job.id }
             jobs[job.id] = job
             activeJobs += 1

@@ -120,21 +120,25 @@ public struct CoordinatorCore {
             restore(next: next, restored, now: now, into: &out)
         }
         dispatch(now: now, into: &out)
-        captureJobLogs(out, now: now)
+        captureJobLogs(&out, now: now)
         return out
     }
 
     /// Lines logged about a job (their `job`) go to that job's log too (`sigma logs`).
-    func captureJobLogs(_ out: [CoordinatorAction], now: Nanos) {
+    /// Job log lines go to their job's log (and, with a journal, into it).
+    func captureJobLogs(_ out: inout [CoordinatorAction], now: Nanos) {
+        var logged: [CoordinatorAction] = []
         for a in out {
             guard case .log(let level, let text, let id?) = a, let job = jobs[id] else { continue }
             job.log(level, text, now: now)
+            if config.journal, let line = job.logs.last { logged.append(.journal(.logged(job: id, line: line))) }
         }
+        out += logged
     }
 
     func summary(_ j: JobEntry, now: Nanos) -> ClusterStatus.Job {
-        var s = ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: UInt32(j.done),
-                                  total: UInt32(j.shards.count), running: UInt32(j.running), reruns: UInt32(j.reruns),
+        var s = ClusterStatus.Job(id: j.id, name: j.spec.name, kind: j.spec.kind, state: j.state, done: j.restoredShards ?? UInt32(j.done),
+                                  total: UInt32(j.shardCount), running: UInt32(j.running), reruns: UInt32(j.reruns),
                                   duplicates: UInt32(j.duplicates), elapsed: (j.endedAt ?? now) &- j.submittedAt, error: j.error)
         s.key = j.key
         s.hedges = UInt32(j.hedges)

@@ -97,6 +97,16 @@ import Testing
         #expect(again.payload == o.payload && again.state == .completed)
         let results = try SigmaProcess(["results", "\(accepted.job)", "--coordinator", endpoint, "--json", "-o", state + "/fetched"])
         #expect(try await results.wait() == 0, "\(results.stderr)")
+        // Its log, from before the restarts, and `sigma jobs` lists it with its shards.
+        let logs = try SigmaProcess(["logs", "\(accepted.job)", "--coordinator", endpoint])
+        #expect(try await logs.wait() == 0)
+        #expect(logs.stdout.contains { $0.contains("accepted: 150000000 rows in 600 shards") } && logs.stdout.contains { $0.contains("resumed after a restart") },
+                "\(logs.stdout.prefix(5))")
+        let jobs = try SigmaProcess(["jobs", "--coordinator", endpoint, "--json"])
+        #expect(try await jobs.wait() == 0)
+        let listed = try JSONSerialization.jsonObject(with: Data(jobs.stdout.joined(separator: "\n").utf8)) as? [[String: Any]]
+        #expect(listed?.contains { ($0["id"] as? Int) == Int(accepted.job) && ($0["total"] as? Int) == 600 && ($0["state"] as? String) == "completed" } == true,
+                "\(jobs.stdout)")
 
         // The follower, started before the first kill, printed the second job's result.
         #expect(try await follower.wait(timeout: 120) == 0, "\(follower.stderr.suffix(5))")

@@ -11,10 +11,10 @@ import Testing
     static let longJob = """
         kind: map-reduce
         name: ops-long
-        input: {generate: uniform, count: 300M, seed: 5, low: -1, high: 1}
+        input: {generate: uniform, count: 900M, seed: 5, low: -1, high: 1}
         map: square
         reduce: [sum, count]
-        shards: 300
+        shards: 900
         policy: least-loaded
         """
 
