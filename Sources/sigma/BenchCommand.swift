@@ -38,7 +38,7 @@ struct BenchCommand: AsyncParsableCommand {
     var workers: WorkerCounts?
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
     /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
-    @Flag(help: "dispatch: the embedded coordinator keeps a journal (in a temporary folder), as `sigma coordinator` does by default.") var journal = false
+    @Flag(help: "dispatch, train, reduce: the embedded coordinator keeps a journal (in a temporary folder), as `sigma coordinator` does by default.") var journal = false
     @Flag(help: .hidden) var child = false
     /// The integration test of the kernel switch: force Prescott, choose again, check products (BenchKernels).
     @Flag(help: .hidden) var checkSwitchFromGeneric = false
@@ -53,8 +53,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "gemm": try await onThread { benchGemm(runs: runs); BenchKernels.run() }
             case "mlp": try await onThread { benchMLP(runs: runs) }
             case "embed": try await onThread { try benchEmbed(runs: runs) }
-            case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"))
-            case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"))
+            case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)
+            case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
             case "coordinator":

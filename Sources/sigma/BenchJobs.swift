@@ -26,9 +26,12 @@ enum BenchJobs {
         return (dir + "/x-\(features).npy", dir + "/y-\(features).npy")
     }
 
-    static func cluster(workers: Int, logger: Logger) async throws -> LocalCluster {
+    /// `journal`: the coordinator keeps a journal (in a folder of the scratch folder), as `sigma coordinator` does.
+    static func cluster(workers: Int, logger: Logger, journal: Bool = false) async throws -> LocalCluster {
+        var options = CoordinatorShell.Options()
+        if journal { options.stateDirectory = try BenchJobs.scratch() + "/journal-\(UUID().uuidString)" }
         setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
-        let c = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger, dataRoots: [try BenchJobs.scratch()])
+        let c = try LocalCluster(workers: workers, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, dataRoots: [try BenchJobs.scratch()])
         unsetenv("OPENBLAS_NUM_THREADS")
         guard await c.waitForWorkers(workers) >= workers else { throw CLIError.unreachable("\(workers) workers did not join") }
         return c
@@ -48,7 +51,7 @@ enum BenchJobs {
     }
 
     /// MLP 784-1024-1024-10, batch 256, SGD: 2 workers (one core each) against the engine alone on 2 threads.
-    static func train(runs n: Int, logger: Logger) async throws {
+    static func train(runs n: Int, logger: Logger, journal: Bool = false) async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (x, y) = try syntheticData(dir, rows: 4096, features: 784, classes: 10)
@@ -59,7 +62,7 @@ enum BenchJobs {
             try trainSpec(name: "bench-train", x: x, y: y, layers: [784, 1024, 1024, 10], batch: 256, microBatch: 128, steps: steps,
                           transport: transport)
         }
-        let c = try await cluster(workers: 2, logger: logger)
+        let c = try await cluster(workers: 2, logger: logger, journal: journal)
         defer { c.stop() }
         // Interleaved and bracketed: each Sigma run is compared with the mean of an engine-alone run just before it and
         // one just after it (this VM's speed drifts by ±20 % from minute to minute; a bracket cancels a steady drift).
@@ -109,7 +112,7 @@ enum BenchJobs {
 
     /// 4 workers each return a 64 MiB float32 gradient per step (and receive 64 MiB of parameters), against raw
     /// ZeroMQ moving the same bytes over loopback in the same run.
-    static func reduce(runs n: Int, logger: Logger) async throws {
+    static func reduce(runs n: Int, logger: Logger, journal: Bool = false) async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (x, y) = try syntheticData(dir, rows: 8, features: 4096, classes: 4096)
@@ -120,7 +123,7 @@ enum BenchJobs {
         print("")
         let raw = try await onThread { try RawBaseline.scatterGather(peers: 4, bytes: bytes, rounds: steps * n) }
         let spec = try reduceSpec(x: x, y: y, steps: steps)
-        let c = try await cluster(workers: 4, logger: logger)
+        let c = try await cluster(workers: 4, logger: logger, journal: journal)
         defer { c.stop() }
         let times = try await runs(spec, on: c, count: n).map { $0 / Double(steps) }
         let moved = Double(bytes) * 8   // 4 × parameters out, 4 × gradients in
