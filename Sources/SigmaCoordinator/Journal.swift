@@ -58,7 +58,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
                     CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,
                         options INTEGER NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, owner_name TEXT NOT NULL,
-                        state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER);
+                        state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER, dropped INTEGER NOT NULL DEFAULT 0);
                     CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (job, shard));
                     CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
                     CREATE INDEX logs_job ON logs (job, seq);
@@ -82,6 +82,8 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 case .committed(let job, let shard, let payload):
                     try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
+                case .resultDropped(let job):
+                    try db.cachedStatement(sql: "UPDATE jobs SET result = NULL, dropped = 1 WHERE id = ?").execute(arguments: [Int64(job)])
                 case .logged(let job, let line):
                     try db.cachedStatement(sql: "INSERT INTO logs (job, at, level, text) VALUES (?, ?, ?, ?)").execute(
                         arguments: [Int64(job), Int64(bitPattern: line.at), Int64(line.level.rawValue), line.text])
@@ -120,6 +122,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                     var r = RestoredJob(job: job, state: state, error: row["error"] ?? "", result: Array(result),
                                         shards: UInt32(truncatingIfNeeded: row["shards"] as Int64? ?? 0), elapsed: Nanos(row["elapsed"] as Int64? ?? 0))
                     r.logs = try logs(job.id)
+                    r.resultDropped = (row["dropped"] as Int64? ?? 0) != 0
                     out.append(r)
                 } else {
                     let shards = try Row.fetchAll(db, sql: "SELECT shard, payload FROM shards WHERE job = ? ORDER BY shard", arguments: [Int64(job.id)])

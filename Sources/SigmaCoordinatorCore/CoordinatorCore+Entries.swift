@@ -195,6 +195,8 @@ final class JobEntry {
     let spec: JobSpec
     /// Its slot in the per-kind throughput tables (`JobKindIndex`).
     var kindSlot = 0
+    /// Its result was dropped to keep finished results within `keepResultBytes`.
+    var resultDropped = false
     /// A job restored as ended from the journal: its shard count (its shard table is not kept).
     var restoredShards: UInt32? = nil
     /// Shards of its current round (of its last, for a restored ended job).

@@ -170,6 +170,7 @@ extension CoordinatorCore {
             let old = finishedOrder.removeFirst()
             if let j = jobs[old], !j.key.isEmpty { keyed[j.owner + "\u{0}" + j.key] = nil }
             rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
+            keptResultBytes -= UInt64(jobs[old]?.result.count ?? 0)
             jobs[old] = nil
         }
         job.state = state
@@ -209,6 +210,7 @@ extension CoordinatorCore {
         }
         for (p, req) in job.extraResultTo { out.append(.send(p, .jobResult(job.outcome(request: req)))) }
         job.extraResultTo = []
+        keepResults(within: config.keepResultBytes, adding: job, into: &out)
     }
 
     /// A job's PROGRESS, with the live workers that could run it.
@@ -241,5 +243,26 @@ extension CoordinatorCore {
             finishDrain(k, now: now, into: &out)
         }
         job.shards[i].holders.removeAll()
+    }
+
+    /// Counts `job`'s result among the kept ones; past `budget`, the oldest finished jobs' results go (their jobs stay
+    /// listed), `job`'s last — it was sent to whoever waited for it already.
+    mutating func keepResults(within budget: UInt64, adding job: JobEntry, into out: inout [CoordinatorAction]) {
+        keptResultBytes += UInt64(job.result.count)
+        var i = finishedOrder.startIndex
+        while keptResultBytes > budget, i < finishedOrder.endIndex {
+            let id = finishedOrder[i]
+            i += 1
+            guard id != job.id, let old = jobs[id], !old.result.isEmpty else { continue }
+            dropResult(old, into: &out)
+        }
+        if keptResultBytes > budget, !job.result.isEmpty { dropResult(job, into: &out) }
+    }
+
+    mutating func dropResult(_ job: JobEntry, into out: inout [CoordinatorAction]) {
+        keptResultBytes -= UInt64(job.result.count)
+        job.result = []
+        job.resultDropped = true
+        if config.journal { out.append(.journal(.resultDropped(job: job.id))) }
     }
 }

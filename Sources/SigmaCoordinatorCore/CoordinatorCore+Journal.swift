@@ -14,6 +14,8 @@ public enum JournalEntry: Sendable, Equatable {
     case committed(job: JobID, shard: ShardIndex, payload: Frame)
     /// A line of a job's log (`sigma logs`).
     case logged(job: JobID, line: JobLogLine)
+    /// A finished job's result was dropped (results are kept within `keepResultBytes`).
+    case resultDropped(job: JobID)
     /// A job ended, with its result.
     case ended(job: JobID, state: JobState, error: String, result: [UInt8], shards: UInt32, elapsed: Nanos)
 }
@@ -53,6 +55,8 @@ public struct RestoredJob: Sendable {
     public var digests = InputDigests()
     /// Its log so far (the latest lines).
     public var logs: [JobLogLine] = []
+    /// An ended job whose result was dropped (results are kept within `keepResultBytes`).
+    public var resultDropped = false
 
     public init(job: JournaledJob, state: JobState, error: String = "", result: [UInt8] = [], shards: UInt32 = 0, elapsed: Nanos = 0,
                 input: Result<any RoundDriver, JobError>? = nil, committed: [(shard: ShardIndex, payload: Frame)] = []) {
@@ -100,6 +104,7 @@ extension CoordinatorCore {
             job.ownerName = r.job.ownerName
             job.restoredShards = r.shards
             job.logs = r.logs
+            job.resultDropped = r.resultDropped
             if !job.key.isEmpty { keyed[job.owner + "\u{0}" + job.key] = job.id }
             jobs[job.id] = job
             activeJobs += 1

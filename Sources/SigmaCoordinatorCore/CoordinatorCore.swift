@@ -17,6 +17,8 @@ public struct CoordinatorCore {
     var queue: Deque<ShardRef> = []
     var nextJob: JobID = 1
     var kindSlots = JobKindIndex()
+    /// Bytes of the results finished jobs keep (bounded by `config.keepResultBytes`).
+    var keptResultBytes: UInt64 = 0
     /// Jobs by the client-chosen id they were submitted with.
     var keyed: [String: JobID] = [:]
     /// Client-chosen ids whose first submission's input is being read, with the same-id submissions that arrived
@@ -231,7 +233,10 @@ public struct CoordinatorCore {
             out.append(.send(peer, .progress(progress(job, request: req))))
         case .fetch(let req, let job):
             guard let j = visibleJob(job, to: who, peer: peer, request: req, into: &out) else { return }
-            if j.state.isFinal {
+            if j.resultDropped {
+                out.append(.send(peer, .error(ErrorReply(.notFound, request: req,
+                    "job \(job) \(j.state), but its result is no longer kept: finished jobs keep at most \(config.keepResultBytes) bytes of results (cluster.yaml coordinator.keep_result_bytes), the oldest going first"))))
+            } else if j.state.isFinal {
                 out.append(.send(peer, .jobResult(j.outcome(request: req))))
             } else {
                 out.append(.send(peer, .error(ErrorReply(.notReady, request: req,

@@ -17,6 +17,9 @@ public struct CoordinatorConfig: Sendable {
     public var progressInterval: Nanos = 100_000_000
     /// Finished jobs kept for STATUS and FETCH.
     public var keepFinishedJobs: Int = 1000
+    /// Bytes of finished jobs' results kept for FETCH (and in the journal); past it the oldest results go first
+    /// (their jobs stay listed; FETCH says the result is no longer kept).
+    public var keepResultBytes: UInt64 = 1 << 30
     /// Jobs queued or running at once; more are refused (bounded memory).
     public var maxActiveJobs: Int = 10_000
     /// Shards waiting in the queue across all jobs; a submission that would exceed it is refused.

@@ -37,6 +37,10 @@ public struct ClusterConfig: Sendable, Equatable {
     public var httpTokenFile: String? = nil
     /// The coordinator's journal folder (`coordinator.state_dir`; nil: the default, docs/operations.md).
     public var stateDir: String? = nil
+    /// Finished jobs kept for status and results (`coordinator.keep_jobs`), and the bytes of their results
+    /// (`coordinator.keep_result_bytes`); nil: the coordinator's defaults.
+    public var keepJobs: Int? = nil
+    public var keepResultBytes: UInt64? = nil
     /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
     public var joinGiven: String? = nil
     /// The hosts `sigma up` starts processes on, and how it reaches them.
@@ -113,6 +117,11 @@ public struct ClusterConfig: Sendable, Equatable {
             c.stateDir = try f.optionalString("state_dir").map {
                 $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + $0
             }
+            if let v = try f.optionalUInt("keep_jobs") {
+                guard v >= 1, v <= 1_000_000 else { throw SpecError(field: "\(file): coordinator.keep_jobs", problem: "must be 1…1000000, got \(v)") }
+                c.keepJobs = Int(v)
+            }
+            c.keepResultBytes = try f.optionalUInt("keep_result_bytes")
             if let v = try f.optionalUInt("max_frame_bytes") {
                 guard v >= 1024, v <= 1 << 31 else { throw SpecError(field: "\(file): coordinator.max_frame_bytes", problem: "must be 1024…2^31, got \(v)") }
                 c.maxFrame = Int(v)

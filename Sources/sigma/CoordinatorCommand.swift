@@ -87,6 +87,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             options.limits.maxPayload = cfg.maxFrame
             options.dataRoots = try data.roots(cfg)
             options.core.specLimits = cfg.limits
+            if let n = cfg.keepJobs { options.core.keepFinishedJobs = n }
+            if let b = cfg.keepResultBytes { options.core.keepResultBytes = b }
             if !noJournal {
                 // (a coordinator on a port picked at random has no address to be restarted at: journaled only when asked)
                 options.stateDirectory = stateDir ?? cfg.stateDir ?? (p == 0 ? nil : LocalToken.folder() + "/coordinator-\(p)")

@@ -25,6 +25,35 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
 }
 
 @Suite struct JobEndTests {
+    /// Finished jobs keep their results within `keepResultBytes`: past it the oldest go first; their jobs stay listed,
+    /// and FETCH says the result is no longer kept, naming the setting (issue 19: results kept by count only grew a
+    /// coordinator to gigabytes).
+    @Test func finishedResultsAreKeptWithinTheirByteBudget() throws {
+        var config = CoordinatorConfig()
+        config.keepResultBytes = 100   // (a one-reducer map-reduce result is 54 bytes)
+        var h = Harness(config)
+        h.hello(w1)
+        let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        var ids: [JobID] = []
+        for r in 1...3 {
+            h.event(.received(client, .submit(Submit(request: UInt64(r), options: [], spec: .mapReduce(spec)))))
+            let a = try #require(h.takeAssigns(w1).first)
+            ids.append(a.job)
+            _ = try h.answer(w1, a, spec: spec)
+        }
+        func fetch(_ id: JobID) -> Message? {
+            h.event(.received(client, .fetch(request: 99, job: id))).last { $0.0 == client }?.1
+        }
+        for id in ids.prefix(2) {
+            guard case .error(let e)? = fetch(id) else { Issue.record("job \(id): expected an ERROR"); continue }
+            #expect(e.message.contains("no longer kept") && e.message.contains("keep_result_bytes"), "\(e.message)")
+        }
+        guard case .jobResult(let o)? = fetch(ids[2]) else { Issue.record("the latest result is kept"); return }
+        #expect(o.state == .completed && o.payload.count == 54)
+        let listed = h.core.status(now: h.now).jobs.map(\.id)
+        #expect(ids.allSatisfy(listed.contains), "the jobs stay listed")
+    }
+
     /// When a job ends, every worker that holds its parameters is told (CANCEL for all shards), so it frees the
     /// job's state (model, gradients, data) at once — even a worker with nothing of the job in flight.
     @Test func workersHoldingAJobsParametersAreToldWhenItEnds() throws {
