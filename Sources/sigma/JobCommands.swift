@@ -132,6 +132,9 @@ struct LogsCommand: AsyncParsableCommand {
                 } catch let e as ClientError {
                     // Following: ride out a coordinator restart (a fresh connection each retry).
                     guard follow, case .noAnswer = e, failures < 60 else { _ = try await mapClientError { throw e } ; return }
+                    if failures == 0 {
+                        FileHandle.standardError.write(Data("coordinator at \(c.endpoint) unreachable, retrying (job \(job); a restarted coordinator with its journal answers again)\n".utf8))
+                    }
                     failures += 1
                     c.close()
                     c = try client.connect(common)

@@ -55,6 +55,9 @@ import Testing
         let follower = try SigmaProcess(["submit", yaml, "--follow", "--coordinator", endpoint])
         defer { follower.kill(SIGTERM) }
         _ = try await follower.waitForStderr("accepted")
+        // And the first job's log, followed across the restarts.
+        let logFollower = try SigmaProcess(["logs", "\(accepted.job)", "-f", "--coordinator", endpoint])
+        defer { logFollower.kill(SIGTERM) }
 
         // Kills at seeded points of the run (the second a SIGTERM: a graceful stop, which also leaves the job to
         // resume; after the first the worker is killed too and another joins); each restart resumes from the shards
@@ -107,6 +110,11 @@ import Testing
         let listed = try JSONSerialization.jsonObject(with: Data(jobs.stdout.joined(separator: "\n").utf8)) as? [[String: Any]]
         #expect(listed?.contains { ($0["id"] as? Int) == Int(accepted.job) && ($0["total"] as? Int) == 600 && ($0["state"] as? String) == "completed" } == true,
                 "\(jobs.stdout)")
+
+        // The log follower saw the restarts and the job's end.
+        #expect(try await logFollower.wait(timeout: 60) == 0, "\(logFollower.stderr.suffix(3))")
+        #expect(logFollower.stdout.contains { $0.contains("completed") } && logFollower.stdout.contains { $0.contains("resumed after a restart") },
+                "\(logFollower.stdout.suffix(5))")
 
         // The follower, started before the first kill, printed the second job's result.
         #expect(try await follower.wait(timeout: 120) == 0, "\(follower.stderr.suffix(5))")
