@@ -84,16 +84,6 @@ public struct JobKinds: Sendable {
         try open(spec).validate(limits: limits)
     }
 
-    /// The files and folders `spec` names.
-    public func paths(_ spec: JobSpec) throws -> [SpecPath] {
-        try open(spec).paths
-    }
-
-    /// How the job's workers get its files.
-    public func inputTransport(_ spec: JobSpec) throws -> InputTransport {
-        try open(spec).inputTransport
-    }
-
     /// The client's side: what a completed job's result holds.
     public func report(_ result: [UInt8], spec: JobSpec) throws -> JobReport {
         try kind(spec.kind).reported(result, spec: spec)
@@ -113,16 +103,6 @@ public struct JobKinds: Sendable {
     /// Where the spec asked results to go, if anywhere.
     public func output(_ spec: JobSpec) -> String? {
         (try? kind(spec.kind).outputPath(of: spec)) ?? nil
-    }
-
-    /// Every file a worker reads for this job, in a fixed order (what the coordinator serves by index).
-    public func workerInputFiles(_ spec: JobSpec, exists: (String) -> Bool) throws -> [String] {
-        try open(spec).workerInputFiles(exists: exists)
-    }
-
-    /// `spec` reading `local[path]` for each path in `local` (a worker's cached copies); others stay.
-    public func localized(_ spec: JobSpec, _ local: [String: String]) throws -> JobSpec {
-        try open(spec).localized(local).encoded
     }
 }
 
@@ -292,16 +272,16 @@ extension JobSpec {
 
 extension JobSpec {
     /// How the job's workers get its files (`.shared` for a spec of a kind this process does not know).
-    public var inputTransport: InputTransport { (try? JobKinds.standard.inputTransport(self)) ?? .shared }
+    public var inputTransport: InputTransport { (try? JobKinds.standard.open(self).inputTransport) ?? .shared }
 
     /// Every file a worker reads for this job, in the order the coordinator serves them.
     public func workerInputFiles(exists: (String) -> Bool) throws -> [String] {
-        try JobKinds.standard.workerInputFiles(self, exists: exists)
+        try JobKinds.standard.open(self).workerInputFiles(exists: exists)
     }
 
     /// This spec reading `local[path]` for each path in `local`.
     public func localized(_ local: [String: String]) throws -> JobSpec {
-        try JobKinds.standard.localized(self, local)
+        try JobKinds.standard.open(self).localized(local).encoded
     }
 }
 

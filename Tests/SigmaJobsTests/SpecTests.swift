@@ -93,7 +93,7 @@ import Testing
         guard let p = InferKind.spec(in: try infer.localized(["/m/w.safetensors": "/c/w.safetensors"])) else { Issue.record("kind"); return }
         #expect(p.model.weights == "/c/w.safetensors" && p.data.csv == "/d/a.csv")
         let embed = try JobSpec.parse("kind: embed\nmodel: /m/minilm\ninput: /d/s.txt\ninput_transport: coordinator\n")
-        #expect(try JobKinds.standard.paths(embed).first { $0.folder != nil }?.path == "/m/minilm")
+        #expect(try JobKinds.standard.open(embed).paths.first { $0.folder != nil }?.path == "/m/minilm")
         #expect(try embed.workerInputFiles { _ in false } == ["/d/s.txt", "/m/minilm/config.json", "/m/minilm/vocab.txt", "/m/minilm/model.safetensors"])
         #expect(try embed.workerInputFiles { $0.hasSuffix("sentence_bert_config.json") }.last == "/m/minilm/sentence_bert_config.json")
         guard let e = EmbedKind.spec(in: try embed.localized(["/m/minilm": "/c/folder-1", "/d/s.txt": "/c/s.txt"])) else { Issue.record("kind"); return }

@@ -160,7 +160,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
         }
         if spec.checkpointEvery > 0, step % spec.checkpointEvery == 0 || step == plan.totalSteps, let dir = spec.checkpointDir {
-            end.files.append(OutputFile(path: dir + "/step-\(step).safetensors", bytes: try checkpoint()))
+            end.files.append(OutputFile(path: Checkpoints.path(dir, step: step), bytes: try checkpoint()))
         }
         if finished {
             end.finished = true
@@ -204,11 +204,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     /// earlier run of this one): checkpoints are never replaced (docs/jobs.md, "Data roots and limits").
     public func checkCheckpointFolder() throws {
         guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return }
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        let taken = names.compactMap { n -> Int? in
-            guard n.hasPrefix("step-"), n.hasSuffix(".safetensors") else { return nil }
-            return Int(n.dropFirst(5).dropLast(12))
-        }.filter { $0 > step && $0 <= plan.totalSteps && ($0 % spec.checkpointEvery == 0 || $0 == plan.totalSteps) }.sorted()
+        let taken = Checkpoints.steps(in: dir).filter { $0 > step && $0 <= plan.totalSteps && ($0 % spec.checkpointEvery == 0 || $0 == plan.totalSteps) }.sorted()
         if let first = taken.first {
             throw JobError("checkpoint_dir: '\(dir)' already holds step-\(first).safetensors\(taken.count > 1 ? " (and \(taken.count - 1) more)" : ""), "
                            + "which this job would write; checkpoints are never replaced — choose a new checkpoint_dir, or move those files away")
@@ -251,5 +247,18 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             ("history.json", jsonData(history)),
             ("metrics.json", jsonData(metrics)),
         ])
+    }
+}
+
+/// A train job's checkpoint files: `step-N.safetensors` in its `checkpoint_dir`.
+enum Checkpoints {
+    static func path(_ dir: String, step: Int) -> String { dir + "/step-\(step).safetensors" }
+
+    /// The steps whose checkpoints `dir` holds (none when it cannot be read).
+    static func steps(in dir: String) -> [Int] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { n in
+            guard n.hasPrefix("step-"), n.hasSuffix(".safetensors") else { return nil }
+            return Int(n.dropFirst(5).dropLast(12))
+        }
     }
 }

@@ -41,13 +41,9 @@ public enum TrainKind: JobKind {
     /// was never interrupted), else from the start.
     public static func restarted(_ spec: TrainJob) -> TrainJob {
         guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return spec }
-        let steps = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { n -> Int? in
-            guard n.hasPrefix("step-"), n.hasSuffix(".safetensors") else { return nil }
-            return Int(n.dropFirst(5).dropLast(12))
-        }
-        guard let last = steps.max() else { return spec }
+        guard let last = Checkpoints.steps(in: dir).max() else { return spec }
         var s = spec
-        s.resume = dir + "/step-\(last).safetensors"
+        s.resume = Checkpoints.path(dir, step: last)
         return s
     }
 
