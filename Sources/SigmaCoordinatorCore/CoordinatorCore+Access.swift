@@ -21,7 +21,8 @@ extension CoordinatorCore {
     }
 
     /// A client-chosen job id, as the coordinator keeps it: per owner, so one client's id never names another's job.
-    static func scoped(_ key: String, _ who: Principal) -> String { who.owner + "\u{0}" + key }
+    static func scoped(_ key: String, _ who: Principal) -> String { scoped(key, owner: who.owner) }
+    static func scoped(_ key: String, owner: String) -> String { owner + "\u{0}" + key }
 
     /// The job `id` if `who` may see it (its own jobs; every job for admins); else nil, the ERROR answered.
     func visibleJob(_ id: JobID, to who: Principal, peer: PeerID, request: UInt64, into out: inout [CoordinatorAction]) -> JobEntry? {

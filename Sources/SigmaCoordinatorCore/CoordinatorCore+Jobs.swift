@@ -25,7 +25,7 @@ extension CoordinatorCore {
         job.key = s.key
         job.owner = restoring?.owner ?? who.owner
         job.ownerName = restoring?.ownerName ?? who.name
-        if !s.key.isEmpty { keyed[job.owner + "\u{0}" + s.key] = id }
+        if !s.key.isEmpty { keyed[Self.scoped(s.key, owner: job.owner)] = id }
         job.policyName = policy(of: job).rawValue
         job.specDigest = Digest.fnv1a64(s.spec.encoded)
         if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
@@ -168,7 +168,7 @@ extension CoordinatorCore {
         finishedOrder.append(id)
         while finishedOrder.count > config.keepFinishedJobs {
             let old = finishedOrder.removeFirst()
-            if let j = jobs[old], !j.key.isEmpty { keyed[j.owner + "\u{0}" + j.key] = nil }
+            if let j = jobs[old], !j.key.isEmpty { keyed[Self.scoped(j.key, owner: j.owner)] = nil }
             rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
             keptResultBytes -= UInt64(jobs[old]?.result.count ?? 0)
             jobs[old] = nil

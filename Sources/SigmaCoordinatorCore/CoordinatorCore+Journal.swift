@@ -105,7 +105,7 @@ extension CoordinatorCore {
             job.restoredShards = r.shards
             job.logs = r.logs
             job.resultDropped = r.resultDropped
-            if !job.key.isEmpty { keyed[job.owner + "\u{0}" + job.key] = job.id }
+            if !job.key.isEmpty { keyed[Self.scoped(job.key, owner: job.owner)] = job.id }
             jobs[job.id] = job
             activeJobs += 1
             if r.state.isFinal {

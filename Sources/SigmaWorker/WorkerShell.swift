@@ -142,10 +142,10 @@ public final class WorkerShell: Sendable {
         for t in ts.reversed() { t.join() }
     }
 
-    /// What a thread computing ML shards keeps between them: loaded data, built models, localized specs. Used by one
-    /// thread at a time (compute thread 0's sits in `Shared.primary`, which the poller borrows for short shards).
+    /// What a thread computing shards keeps between them: each job's shard worker (data, model, open files) and its
+    /// localized spec. Used by one thread at a time (compute thread 0's sits in `Shared.primary`, which the poller
+    /// borrows for short shards).
     final class ComputeContext {
-        let files = NpyFileCache()
         let runner: ShardRunner
         var seen = 0
         /// Specs of jobs as this thread runs them: reading the cache's copies of files the coordinator shipped, or
