@@ -26,6 +26,7 @@ void csys_tune_heap(int mmap_threshold, int trim_threshold) {
        (tensor payloads on compute and ZeroMQ threads) would bypass it and be fresh, zero-filled mmaps. */
     mallopt(M_ARENA_MAX, 1);
 }
+void csys_release_free_memory(void) { malloc_trim(0); }
 
 uint64_t csys_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 void csys_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }

@@ -102,6 +102,7 @@ public final class SigmaClient: Sendable {
             case .accept(let a): req = a.request
             case .progress(let p): req = p.request
             case .jobResult(let o): req = o.request
+            case .resultData(let d): req = d.request
             case .statusReply(let r, _): req = r
             case .detailReply(let r, _): req = r
             case .error(let err): req = err.request
@@ -194,10 +195,46 @@ public final class SigmaClient: Sendable {
         return a
     }
 
+    /// An ended job's outcome, with its whole result (read in pieces when the coordinator keeps it on disk).
     public func fetch(job: JobID, timeout: Double = 10) async throws -> JobOutcome {
         let m = try await call({ .fetch(request: $0, job: job) }, timeout: timeout, what: "FETCH")
         guard case .jobResult(let o) = m else { throw ClientError.badReply("\(m.type.name)") }
-        return o
+        return try await whole(o, timeout: max(timeout, 30))
+    }
+
+    /// `o` with its whole result: a result the coordinator keeps on disk (`o.isStored`) is read with RESULT-GET in
+    /// pieces of 16 MiB, four asked at a time; `timeout` bounds the wait for each piece.
+    public func whole(_ o: JobOutcome, timeout: Double = 30) async throws -> JobOutcome {
+        guard o.isStored else { return o }
+        guard o.size <= UInt64(Int.max / 2) else { throw ClientError.badReply("JOB-RESULT of \(o.size) bytes") }
+        let size = Int(o.size), piece = Int(ResultGet.maxLength), job = o.job
+        var pieces: [Int: Frame] = [:]
+        try await withThrowingTaskGroup(of: (Int, Frame).self) { group in
+            var next = 0
+            func ask() {
+                let offset = next
+                next += piece
+                group.addTask {
+                    let m = try await self.call({ .resultGet(ResultGet(request: $0, job: job, offset: UInt64(offset), length: UInt32(piece))) },
+                                                timeout: timeout, what: "RESULT-GET")
+                    guard case .resultData(let d) = m, d.job == job, d.size == UInt64(size), d.offset == UInt64(offset),
+                          d.payload.count == min(piece, size - offset) else {
+                        throw ClientError.badReply("\(m.type.name) does not answer RESULT-GET of job \(job) at \(offset)")
+                    }
+                    return (offset, d.payload)
+                }
+            }
+            for _ in 0..<4 where next < size { ask() }
+            while let (offset, frame) = try await group.next() {
+                pieces[offset] = frame
+                if next < size { ask() }
+            }
+        }
+        var whole = o
+        whole.payload = Frame(count: size) { b in
+            for (offset, frame) in pieces { frame.withUnsafeBytes { f in (b.baseAddress! + offset).copyMemory(from: f.baseAddress!, byteCount: f.count) } }
+        }
+        return whole
     }
 
     /// Events of a running job, as they arrive.
@@ -222,8 +259,17 @@ public final class SigmaClient: Sendable {
                     continuation.yield(.progress(p))
                     return false
                 case .success(.jobResult(let o)):
-                    continuation.yield(.finished(o))
-                    continuation.finish()
+                    guard o.isStored else {
+                        continuation.yield(.finished(o))
+                        continuation.finish()
+                        return true
+                    }
+                    Task {
+                        do {
+                            continuation.yield(.finished(try await self.whole(o)))
+                            continuation.finish()
+                        } catch { continuation.finish(throwing: error) }
+                    }
                     return true
                 case .success(.error(let e)):
                     continuation.finish(throwing: ClientError.refused(e))
@@ -253,6 +299,10 @@ public final class SigmaClient: Sendable {
                 switch r {
                 case .success(.accept):
                     return false
+                case .success(.jobResult(let o)) where o.isStored:
+                    Task {
+                        do { k.resume(returning: try await self.whole(o)) } catch { k.resume(throwing: error) }
+                    }
                 case .success(.jobResult(let o)):
                     k.resume(returning: o)
                 case .success(.error(let e)): k.resume(throwing: ClientError.refused(e))

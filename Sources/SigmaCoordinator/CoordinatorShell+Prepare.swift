@@ -66,7 +66,7 @@ extension CoordinatorShell {
 
     /// What the journal holds of an earlier run, each job that had not ended prepared again by its kind (reading its
     /// files, as at submission: a file that changed or went fails that job, naming it).
-    static func restored(_ journal: Journal, options: Options, logger: Logger) throws -> (JobID, [RestoredJob]) {
+    static func restored(_ journal: Journal, options: Options, logger: Logger) throws -> (next: JobID, jobs: [RestoredJob]) {
         var (next, jobs) = try journal.read(keep: options.core.keepFinishedJobs)
         for i in jobs.indices where !jobs[i].state.isFinal {
             jobs[i].job.spec = options.kinds.restarted(jobs[i].job.spec)

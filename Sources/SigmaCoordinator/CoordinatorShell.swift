@@ -32,6 +32,8 @@ public final class CoordinatorShell: Sendable {
     private let thread: Mutex<OSThread?>
     /// The endpoint bound (with the real port when port 0 was asked for).
     public let endpoint: String
+    /// Results larger than this are kept on disk (`ResultStore`) and read by clients in pieces (RESULT-GET).
+    public static let inlineResultBytes: UInt64 = 64 << 10
 
     final class Shared: Sendable {
         let stopping = Atomic<Bool>(false)
@@ -59,8 +61,20 @@ public final class CoordinatorShell: Sendable {
         // The journal first: a journal that cannot be used stops the start (never a fresh start that forgets jobs).
         var journaled = options
         let journal = try options.stateDirectory.map { try Journal(folder: $0) }
-        let restored = try journal.map { try CoordinatorShell.restored($0, options: options, logger: logger) }
+        var restored = try journal.map { try CoordinatorShell.restored($0, options: options, logger: logger) }
         journaled.core.journal = journal != nil
+        // Results over 64 KiB are kept on disk, in the state folder (or a temporary one), never in memory.
+        let store = try ResultStore(stateFolder: options.stateDirectory)
+        if let jobs = restored?.jobs {
+            for (i, r) in jobs.enumerated() where r.storedResult != nil && store.size(r.job.id) != r.storedResult {
+                logger.error("job \(r.job.id)'s result file \(store.path(r.job.id)) is missing or damaged (the host lost power since it was written?); the job stays listed without its result")
+                restored?.jobs[i].storedResult = nil
+                restored?.jobs[i].resultDropped = true
+            }
+            store.sweep(keeping: Set((restored?.jobs ?? []).filter { $0.storedResult != nil }.map(\.job.id)))
+        }
+        let journaledJobs = restored
+        journaled.core.storeResultsOver = journaled.core.storeResultsOver ?? Self.inlineResultBytes
         let options = journaled
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         // The coordinator's own engine work (a train job's held-out evaluation) runs single-threaded BLAS, as workers
@@ -86,13 +100,14 @@ public final class CoordinatorShell: Sendable {
             shared.started.withLock { $0 = .success(ep) }
             shared.startedSignal.wake()
             let resolver = Resolver(shared: shared, waker: link.waker, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
-            let files = FileServer(shared: shared, waker: link.waker, roots: options.dataRoots)
+            let files = FileServer(shared: shared, waker: link.waker)
             var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files, journal: journal,
-                            compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
-            if let (next, jobs) = restored { loop.restore(next: next, jobs) }
+                            store: store, compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
+            if let (next, jobs) = journaledJobs { loop.restore(next: next, jobs) }
             loop.run()
             resolver.stop()
             files.stop()
+            store.removeIfTemporary()
             link.close()
         }
         thread = Mutex(t)
@@ -175,10 +190,15 @@ public final class CoordinatorShell: Sendable {
         var journalBatch: [JournalEntry] = []
         var held: [CoordinatorAction] = []
         var endsSinceTrim = 0
+        /// Finished jobs' large results, on disk.
+        let store: ResultStore
+        /// A large result left memory: give the freed pages back to the system at the next tick.
+        var trimHeap = false
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer, journal: Journal?,
-             compressor: AdaptiveCompressor) {
+             store: ResultStore, compressor: AdaptiveCompressor) {
             self.journal = journal
+            self.store = store
             self.compressor = compressor
             self.resolver = resolver
             self.files = files
@@ -229,6 +249,10 @@ public final class CoordinatorShell: Sendable {
                     }
                     shared.snapshot.withLock { $0 = core.status(now: t) }
                     publishForReaders(now: t)
+                    if trimHeap {
+                        trimHeap = false
+                        TensorStorage.releaseFreeMemory()
+                    }
                     shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
                     nextTick = t + options.tickInterval
                 }
@@ -309,7 +333,11 @@ public final class CoordinatorShell: Sendable {
         mutating func perform(_ actions: [CoordinatorAction]) {
             guard journal != nil else { return performNow(actions) }
             for a in actions {
-                if case .journal(let e) = a { journalBatch.append(e) } else { held.append(a) }
+                switch a {
+                case .journal(let e): journalBatch.append(e)
+                case .storeResult: performNow([a])   // (on disk before the journal says the job ended)
+                default: held.append(a)
+                }
             }
         }
 
@@ -339,11 +367,23 @@ public final class CoordinatorShell: Sendable {
                     // (checkpoints: never replacing a file, which the train kind's `prepare` found absent at submit time)
                     do { try OutputFiles.write(f, replacing: false) } catch { logger.error("\(error)") }
                 case .serveFile(let peer, let g, let file, let count):
-                    if !files.push(peer, g, file, count) {
-                        let e = ErrorReply(.tooManyRequests, request: g.request,
-                                           "FILE-GET job \(g.job) file \(g.index): \(FileServer.maxPerPeer) requests of this worker are being served (the limit); ask again when they are answered")
-                        link.send(Envelope(peer: peer, frames: Codec.encode(.error(e), compressor: compressor, carrier: carriers[peer])))
+                    let roots = options.dataRoots
+                    serve(peer, request: g.request, "FILE-GET job \(g.job) file \(g.index)") { CoordinatorShell.fileData(g, file, files: count, roots: roots) }
+                case .serveResult(let peer, let g, let size):
+                    let store = store
+                    serve(peer, request: g.request, "RESULT-GET job \(g.job)") {
+                        do {
+                            return .resultData(ResultData(request: g.request, job: g.job, size: size, offset: g.offset,
+                                                          payload: try store.read(g.job, offset: g.offset, length: g.length, size: size)))
+                        } catch {
+                            return .error(ErrorReply(.internalError, request: g.request, "RESULT-GET job \(g.job): \(error)"))
+                        }
                     }
+                case .storeResult(let job, let bytes):
+                    do { try store.write(job, bytes) } catch { logger.critical("\(error): job \(job)'s result is lost") }
+                    trimHeap = true
+                case .discardResult(let job):
+                    store.discard(job)
                 case .journal(let e):
                     do { try journal?.write([e]) } catch { logger.critical("\(error)") }
                 case .log(let level, let text, let job):
@@ -386,90 +426,5 @@ public final class CoordinatorShell: Sendable {
             thread?.join()
             thread = nil
         }
-    }
-
-    /// Reads the bytes FILE-GETs ask for on its own thread (a slow disk must not hold up heartbeats and results),
-    /// in arrival order; the answers go to `Shared.fileReplies` and wake the poller thread, which sends them.
-    /// Bounded: at most `maxPerPeer` requests of one worker wait or are served at once (more are refused), and
-    /// no new file is read while `maxQueuedBytes` of replies wait to be sent or sit in libzmq's queues
-    /// (`ZmqLink.queuedBulkBytes`): a worker that asks much and reads slowly slows its own answers, nothing grows.
-    final class FileServer: @unchecked Sendable {
-        static let maxPerPeer = 16
-        static let maxQueuedBytes = 256 << 20
-        private let queue = BlockingQueue<(PeerID, FileGet, InputFile, Int)>()
-        final class State: Sendable {
-            /// Requests per worker waiting or being served.
-            let outstanding = Mutex<[PeerID: Int]>([:])
-            let stopping = Atomic<Bool>(false)
-        }
-        private let state = State()
-        private var thread: OSThread?
-
-        init(shared: Shared, waker: Waker, roots: DataRoots) {
-            thread = OSThread(name: "sigma-files") { [queue, state] in
-                while let (peer, g, file, count) = queue.next() {
-                    // Back-pressure: wait (bounded, 1 ms steps) for earlier replies to reach the wire.
-                    while !state.stopping.load(ordering: .relaxed) && ZmqLink.queuedBulkBytes.load(ordering: .relaxed)
-                            + shared.fileReplies.withLock({ $0.reduce(0) { n, r in if case .fileData(let d) = r.1 { n + d.payload.count } else { n } } }) > Self.maxQueuedBytes {
-                        usleep(1000)
-                    }
-                    let m = CoordinatorShell.fileData(g, file, files: count, roots: roots)
-                    state.outstanding.withLock { o in
-                        if let n = o[peer] { o[peer] = n > 1 ? n - 1 : nil }
-                    }
-                    shared.fileReplies.withLock { $0.append((peer, m)) }
-                    waker.wake()
-                }
-            }
-        }
-
-        /// Queues a request; false (nothing queued) when `peer` already has `maxPerPeer` requests waiting or served.
-        func push(_ peer: PeerID, _ g: FileGet, _ file: InputFile, _ count: Int) -> Bool {
-            let admitted = state.outstanding.withLock { o -> Bool in
-                guard o[peer, default: 0] < Self.maxPerPeer else { return false }
-                o[peer, default: 0] += 1
-                return true
-            }
-            if admitted { queue.push((peer, g, file, count)) }
-            return admitted
-        }
-
-        func stop() {
-            state.stopping.store(true, ordering: .relaxed)
-            queue.close(dropping: true)
-            thread?.join()
-            thread = nil
-        }
-    }
-
-    /// FILE-DATA for a FILE-GET the core accepted: the asked bytes of the file, which must still be a regular file
-    /// under `roots` (checked again: the path may name another file since the job was submitted) and have its
-    /// submitted size (the worker checks the SHA-256 of the whole file).
-    static func fileData(_ g: FileGet, _ f: InputFile, files: Int, roots: DataRoots) -> Message {
-        func failure(_ problem: String) -> Message {
-            .error(ErrorReply(.internalError, request: g.request, "FILE-GET job \(g.job) file \(g.index) '\(f.path)': \(problem)"))
-        }
-        let real: String
-        do { real = try roots.file(f.path, field: "file") } catch { return failure("\(error)") }
-        let fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return failure("cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, UInt64(st.st_size) == f.size else {
-            return failure("changed since the job was submitted (\(st.st_size) bytes, was \(f.size))")
-        }
-        let n = Int(min(UInt64(g.length), f.size - g.offset))
-        var short = false
-        let payload = Frame(count: n) { buf in
-            var done = 0
-            while done < n {
-                let r = pread(fd, buf.baseAddress! + done, n - done, off_t(g.offset) + off_t(done))
-                if r <= 0 { short = true; memset(buf.baseAddress! + done, 0, n - done); break }
-                done += r
-            }
-        }
-        if short { return failure("read failed at byte \(g.offset)") }
-        return .fileData(FileData(request: g.request, job: g.job, index: g.index, files: UInt32(files), path: f.path, size: f.size,
-                                  sha256: f.sha256, offset: g.offset, payload: payload))
     }
 }

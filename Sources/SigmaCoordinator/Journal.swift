@@ -11,9 +11,13 @@ import SigmaProtocol
 /// and the journal").
 public final class Journal: @unchecked Sendable {   // (used by the coordinator's poller thread only, after start)
     /// The journal file's format; a newer one is refused (not silently started afresh).
-    static let schemaVersion = 1
+    static let schemaVersion = 2
     let queue: DatabaseQueue
     public let path: String
+    /// Committed shard results over `inlineShardBytes` live here as files (`<job>-<shard>`), the journal's row
+    /// marking them: gigabytes of infer or embed outputs do not pass through SQLite's WAL twice.
+    let shardFolder: String
+    static let inlineShardBytes = 64 << 10
     let lockFD: Int32
 
     /// Opens (or creates) the journal in `folder` (created 0700). Errors name the file and what to do.
@@ -30,11 +34,20 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             throw JournalError(file: folder, problem: "in use by another coordinator; give each coordinator its own --state-dir")
         }
         path = folder + "/journal.sqlite"
-        var config = Configuration()
-        config.journalMode = .wal
+        shardFolder = folder + "/shards"
+        do { try FileManager.default.createDirectory(atPath: shardFolder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+            close(lockFD)
+            throw JournalError(file: shardFolder, problem: "cannot create the shards folder (\(error.localizedDescription)); give a writable --state-dir")
+        }
         do {
-            queue = try DatabaseQueue(path: path, configuration: config)
-            try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            queue = try DatabaseQueue(path: path)
+            try queue.writeWithoutTransaction { db in
+                // Free pages go back to the file system (a large job's committed shards leave when it ends; set before
+                // WAL mode and the first table, so for journals created from now on) and the WAL file is cut back
+                // after checkpoints.
+                if try Int.fetchOne(db, sql: "PRAGMA user_version") == 0 { try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL") }
+                try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864")
+            }
             try Self.migrate(queue, path: path)
         } catch let e as JournalError {
             close(lockFD)
@@ -58,10 +71,20 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
                     CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,
                         options INTEGER NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, owner_name TEXT NOT NULL,
-                        state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER, dropped INTEGER NOT NULL DEFAULT 0);
-                    CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (job, shard));
+                        state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER, dropped INTEGER NOT NULL DEFAULT 0,
+                        result_size INTEGER, result_stored INTEGER NOT NULL DEFAULT 0);
+                    CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, in_file INTEGER NOT NULL DEFAULT 0,
+                        PRIMARY KEY (job, shard));
                     CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
                     CREATE INDEX logs_job ON logs (job, seq);
+                    PRAGMA user_version = \(schemaVersion);
+                    """)
+            } else if version == 1 {
+                // Format 2: a result may be kept in a file of the state folder (results/<job>.result), the row its size.
+                try db.execute(sql: """
+                    ALTER TABLE jobs ADD COLUMN result_size INTEGER;
+                    ALTER TABLE jobs ADD COLUMN result_stored INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE shards ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0;
                     PRAGMA user_version = \(schemaVersion);
                     """)
             }
@@ -79,6 +102,12 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                                    arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName])
                     try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)").execute(
                                    arguments: [Int64(j.id + 1)])
+                case .committed(let job, let shard, let payload) where payload.count > Self.inlineShardBytes:
+                    if let problem = payload.withUnsafeBytes({ writeWhole($0, to: shardFile(job, shard)) }) {
+                        throw JournalError(file: shardFile(job, shard), problem: "cannot be written (\(problem))")
+                    }
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload, in_file) VALUES (?, ?, ?, 1)").execute(
+                                   arguments: [Int64(job), Int64(shard), Data()])
                 case .committed(let job, let shard, let payload):
                     try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
@@ -87,12 +116,19 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 case .logged(let job, let line):
                     try db.cachedStatement(sql: "INSERT INTO logs (job, at, level, text) VALUES (?, ?, ?, ?)").execute(
                         arguments: [Int64(job), Int64(bitPattern: line.at), Int64(line.level.rawValue), line.text])
-                case .ended(let job, let state, let error, let result, let shards, let elapsed):
-                    try db.cachedStatement(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, shards = ?, elapsed = ? WHERE id = ?").execute(
-                                   arguments: [Int64(state.rawValue), error, Data(result), Int64(shards), Int64(elapsed), Int64(job)])
+                case .ended(let job, let state, let error, let result, let size, let shards, let elapsed):
+                    let stored: Int64 = result.isEmpty && size > 0 ? 1 : 0
+                    try db.cachedStatement(sql: "UPDATE jobs SET state = ?, error = ?, result = ?, result_size = ?, result_stored = ?, shards = ?, elapsed = ? WHERE id = ?").execute(
+                                   arguments: [Int64(state.rawValue), error, Data(result), Int64(size), stored, Int64(shards), Int64(elapsed), Int64(job)])
+                    for shard in try Int64.fetchAll(db, sql: "SELECT shard FROM shards WHERE job = ? AND in_file = 1", arguments: [Int64(job)]) {
+                        unlink(shardFile(job, ShardIndex(shard)))
+                    }
                     try db.cachedStatement(sql: "DELETE FROM shards WHERE job = ?").execute(arguments: [Int64(job)])
                 }
             }
+        }
+        if entries.contains(where: { if case .ended = $0 { true } else { false } }) {
+            try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA incremental_vacuum") }
         }
     }
 
@@ -123,12 +159,18 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                                         shards: UInt32(truncatingIfNeeded: row["shards"] as Int64? ?? 0), elapsed: Nanos(row["elapsed"] as Int64? ?? 0))
                     r.logs = try logs(job.id)
                     r.resultDropped = (row["dropped"] as Int64? ?? 0) != 0
+                    if (row["result_stored"] as Int64? ?? 0) != 0 { r.storedResult = UInt64(row["result_size"] as Int64? ?? 0) }
                     out.append(r)
                 } else {
-                    let shards = try Row.fetchAll(db, sql: "SELECT shard, payload FROM shards WHERE job = ? ORDER BY shard", arguments: [Int64(job.id)])
-                    var r = RestoredJob(job: job, state: .running, committed: shards.map { s in
+                    let shards = try Row.fetchAll(db, sql: "SELECT shard, payload, in_file FROM shards WHERE job = ? ORDER BY shard", arguments: [Int64(job.id)])
+                    var r = RestoredJob(job: job, state: .running, committed: shards.compactMap { s in
+                        let shard = ShardIndex(s["shard"] as Int64)
+                        if (s["in_file"] as Int64) != 0 {
+                            // (a file lost with the host's power: that shard runs again)
+                            return FileManager.default.contents(atPath: shardFile(job.id, shard)).map { (shard, Frame(Array($0))) }
+                        }
                         let payload: Data = s["payload"]
-                        return (ShardIndex(s["shard"] as Int64), Frame(Array(payload)))
+                        return (shard, Frame(Array(payload)))
                     })
                     r.logs = try logs(job.id)
                     out.append(r)
@@ -137,6 +179,8 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             return (max(next, (out.map(\.job.id).max() ?? 0) + 1), out)
         }
     }
+
+    func shardFile(_ job: JobID, _ shard: ShardIndex) -> String { "\(shardFolder)/\(job)-\(shard)" }
 
     /// Ended jobs beyond the latest `keep` leave the journal (their results with them).
     public func trim(keep: Int) throws {

@@ -11,7 +11,7 @@ extension CoordinatorCore {
         switch m {
         case .hello, .heartbeat, .drain, .result, .fileGet:
             return who.mayWork ? nil : who.refusal(m.type.name, needs: [.worker])
-        case .submit, .status, .watch, .fetch, .cancelJob, .detail:
+        case .submit, .status, .watch, .fetch, .cancelJob, .detail, .resultGet:
             return who.maySubmit ? nil : who.refusal(m.type.name, needs: [.client, .admin])
         case .drainWorker:
             return who.isAdmin ? nil : who.refusal(m.type.name, needs: [.admin])
@@ -102,6 +102,28 @@ extension CoordinatorCore {
             return refuse(.forbidden, "this worker runs no shard of the job")
         }
         out.append(.serveFile(peer, g, file: f, files: job.inputFiles.count))
+    }
+
+    /// A client asks for a piece of an ended job's result (kept in memory, or on disk by the shell).
+    func resultGet(_ peer: PeerID, _ g: ResultGet, _ job: JobEntry, into out: inout [CoordinatorAction]) {
+        func refuse(_ code: ErrorReply.Code, _ problem: String) {
+            out.append(.send(peer, .error(ErrorReply(code, request: g.request, "RESULT-GET job \(g.job): \(problem)"))))
+        }
+        if job.resultDropped { return out.append(.send(peer, .error(resultNotKept(job, request: g.request)))) }
+        guard job.state.isFinal else { return refuse(.notReady, "the job is \(job.state); its result exists once it has completed") }
+        guard job.state == .completed else { return refuse(.notFound, "the job \(job.state); it has no result") }
+        guard g.offset <= job.resultSize else { return refuse(.badRequest, "offset \(g.offset) is past the result's end (\(job.resultSize) bytes)") }
+        guard g.length <= ResultGet.maxLength else { return refuse(.tooLarge, "\(g.length) bytes asked; at most \(ResultGet.maxLength) per request") }
+        if job.resultStored { return out.append(.serveResult(peer, g, size: job.resultSize)) }
+        let end = Int(min(g.offset + UInt64(g.length), job.resultSize))
+        out.append(.send(peer, .resultData(ResultData(request: g.request, job: g.job, size: job.resultSize, offset: g.offset,
+                                                      payload: Frame(Array(job.result[Int(g.offset)..<end]))))))
+    }
+
+    /// The answer to asking for a result dropped to keep finished results within `keepResultBytes`.
+    func resultNotKept(_ job: JobEntry, request: UInt64) -> ErrorReply {
+        ErrorReply(.notFound, request: request,
+                   "job \(job.id) \(job.state), but its result is no longer kept: finished jobs keep at most \(config.keepResultBytes) bytes of results (cluster.yaml coordinator.keep_result_bytes), the oldest going first")
     }
 
     func requireWorker(_ peer: PeerID, _ m: Message, into out: inout [CoordinatorAction]) -> Bool {

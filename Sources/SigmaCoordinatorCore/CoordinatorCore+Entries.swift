@@ -228,7 +228,12 @@ final class JobEntry {
     /// Shards of the current round queued (not running, not done).
     var pending: Int { shards.count - done - running }
     var error = ""
-    var result: [UInt8] = []
+    /// Its result: the bytes while the core holds them, empty once the shell keeps them on disk (`resultStored`).
+    var result: [UInt8] = [] { didSet { resultSize = UInt64(result.count) } }
+    /// The result's size in bytes (held or stored).
+    var resultSize: UInt64 = 0
+    /// The shell keeps the result on disk (`CoordinatorAction.storeResult`); clients read it with RESULT-GET.
+    var resultStored = false
     var watchers: [Watcher] = []
     /// ACCEPT deferred to the next tick (SUBMIT option `deferAccept`).
     var acceptPending = false
@@ -393,6 +398,6 @@ final class JobEntry {
     func outcome(request: UInt64) -> JobOutcome {
         JobOutcome(request: request, job: id, state: state, error: error, shards: UInt32(shardCount),
                    duplicates: UInt32(duplicates), reruns: UInt32(reruns), elapsed: (endedAt ?? submittedAt) - submittedAt,
-                   payload: result.isEmpty ? .empty : Frame(result))
+                   payload: result.isEmpty ? .empty : Frame(result), size: resultSize)
     }
 }

@@ -139,6 +139,11 @@ extension CoordinatorCore {
             totals.shardsFailed += 1
             job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
             fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, now: now, queue: &queue, into: &out)
+        case .tooLarge:
+            // Running it again would make the same result: the job fails now, naming the shard and its size.
+            totals.shardsFailed += 1
+            job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
+            fatal = "job \(job.id) shard \(r.shard) (rows \(job.ranges[i].start)..<\(job.ranges[i].start + job.ranges[i].count)) on worker \(w.id) (\(w.hello.host)): \(r.error)"
         case .unknownJob:
             // The worker no longer has the spec: send it again with the retry.
             job.endAttempt(record, .failed, now: now, error: "the worker no longer had the job's spec; sent again")
@@ -170,7 +175,8 @@ extension CoordinatorCore {
             let old = finishedOrder.removeFirst()
             if let j = jobs[old], !j.key.isEmpty { keyed[Self.scoped(j.key, owner: j.owner)] = nil }
             rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
-            keptResultBytes -= UInt64(jobs[old]?.result.count ?? 0)
+            keptResultBytes -= jobs[old]?.resultSize ?? 0
+            if jobs[old]?.resultStored == true { out.append(.discardResult(job: old)) }
             jobs[old] = nil
         }
         job.state = state
@@ -183,9 +189,16 @@ extension CoordinatorCore {
         default: break
         }
         job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
+        if let limit = config.storeResultsOver, !journaled, UInt64(job.result.count) > limit {
+            let size = job.resultSize
+            out.append(.storeResult(job: id, bytes: job.result))
+            job.result = []
+            job.resultSize = size
+            job.resultStored = true
+        }
         if config.journal, !journaled {
-            out.append(.journal(.ended(job: id, state: state, error: error, result: job.result, shards: UInt32(job.shardCount),
-                                       elapsed: now &- job.submittedAt)))
+            out.append(.journal(.ended(job: id, state: state, error: error, result: job.result, resultSize: job.resultSize,
+                                       shards: UInt32(job.shardCount), elapsed: now &- job.submittedAt)))
         }
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
@@ -248,20 +261,22 @@ extension CoordinatorCore {
     /// Counts `job`'s result among the kept ones; past `budget`, the oldest finished jobs' results go (their jobs stay
     /// listed), `job`'s last — it was sent to whoever waited for it already.
     mutating func keepResults(within budget: UInt64, adding job: JobEntry, into out: inout [CoordinatorAction]) {
-        keptResultBytes += UInt64(job.result.count)
+        keptResultBytes += job.resultSize
         var i = finishedOrder.startIndex
         while keptResultBytes > budget, i < finishedOrder.endIndex {
             let id = finishedOrder[i]
             i += 1
-            guard id != job.id, let old = jobs[id], !old.result.isEmpty else { continue }
+            guard id != job.id, let old = jobs[id], old.resultSize > 0 else { continue }
             dropResult(old, into: &out)
         }
-        if keptResultBytes > budget, !job.result.isEmpty { dropResult(job, into: &out) }
+        if keptResultBytes > budget, job.resultSize > 0 { dropResult(job, into: &out) }
     }
 
     mutating func dropResult(_ job: JobEntry, into out: inout [CoordinatorAction]) {
-        keptResultBytes -= UInt64(job.result.count)
+        keptResultBytes -= job.resultSize
+        if job.resultStored { out.append(.discardResult(job: job.id)) }
         job.result = []
+        job.resultStored = false
         job.resultDropped = true
         if config.journal { out.append(.journal(.resultDropped(job: job.id))) }
     }

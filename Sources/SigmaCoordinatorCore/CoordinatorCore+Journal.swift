@@ -16,8 +16,9 @@ public enum JournalEntry: Sendable, Equatable {
     case logged(job: JobID, line: JobLogLine)
     /// A finished job's result was dropped (results are kept within `keepResultBytes`).
     case resultDropped(job: JobID)
-    /// A job ended, with its result.
-    case ended(job: JobID, state: JobState, error: String, result: [UInt8], shards: UInt32, elapsed: Nanos)
+    /// A job ended, with its result: `result` holds its bytes, or is empty while `resultSize` > 0 when the shell
+    /// keeps them on disk (`CoordinatorAction.storeResult`, performed first).
+    case ended(job: JobID, state: JobState, error: String, result: [UInt8], resultSize: UInt64, shards: UInt32, elapsed: Nanos)
 }
 
 /// What the journal keeps of an accepted job.
@@ -46,6 +47,8 @@ public struct RestoredJob: Sendable {
     public var state: JobState
     public var error: String
     public var result: [UInt8]
+    /// An ended job whose result the shell keeps on disk: its size (`result` is then empty).
+    public var storedResult: UInt64? = nil
     public var shards: UInt32
     public var elapsed: Nanos
     /// A job that had not ended: the driver its kind prepared again (or why it could not), and its committed shards.
@@ -110,6 +113,10 @@ extension CoordinatorCore {
             activeJobs += 1
             if r.state.isFinal {
                 job.result = r.result
+                if let size = r.storedResult {
+                    job.resultSize = size
+                    job.resultStored = true
+                }
                 finish(job.id, state: r.state, error: r.error, now: now, into: &out, journaled: true)
             } else {
                 let why = (r.input.flatMap { if case .failure(let e) = $0 { "\(e)" } else { nil } }) ?? "its kind is not known here"

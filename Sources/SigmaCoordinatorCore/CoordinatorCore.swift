@@ -234,8 +234,7 @@ public struct CoordinatorCore {
         case .fetch(let req, let job):
             guard let j = visibleJob(job, to: who, peer: peer, request: req, into: &out) else { return }
             if j.resultDropped {
-                out.append(.send(peer, .error(ErrorReply(.notFound, request: req,
-                    "job \(job) \(j.state), but its result is no longer kept: finished jobs keep at most \(config.keepResultBytes) bytes of results (cluster.yaml coordinator.keep_result_bytes), the oldest going first"))))
+                out.append(.send(peer, .error(resultNotKept(j, request: req))))
             } else if j.state.isFinal {
                 out.append(.send(peer, .jobResult(j.outcome(request: req))))
             } else {
@@ -275,7 +274,10 @@ public struct CoordinatorCore {
                 return
             }
             fileGet(peer, g, into: &out)
-        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply, .fileData:
+        case .resultGet(let g):
+            guard let j = visibleJob(g.job, to: who, peer: peer, request: g.request, into: &out) else { return }
+            resultGet(peer, g, j, into: &out)
+        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply, .fileData, .resultData:
             out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
         }
     }

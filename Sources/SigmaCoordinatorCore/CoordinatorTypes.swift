@@ -17,9 +17,12 @@ public struct CoordinatorConfig: Sendable {
     public var progressInterval: Nanos = 100_000_000
     /// Finished jobs kept for STATUS and FETCH.
     public var keepFinishedJobs: Int = 1000
-    /// Bytes of finished jobs' results kept for FETCH (and in the journal); past it the oldest results go first
-    /// (their jobs stay listed; FETCH says the result is no longer kept).
-    public var keepResultBytes: UInt64 = 1 << 30
+    /// Bytes of finished jobs' results kept for FETCH (on disk, or in memory and the journal); past it the oldest
+    /// results go first (their jobs stay listed; FETCH says the result is no longer kept).
+    public var keepResultBytes: UInt64 = 4 << 30
+    /// Results larger than this are handed to the shell to keep on disk (`CoordinatorAction.storeResult`) and read
+    /// by clients in pieces (RESULT-GET); smaller ones stay in memory and travel in JOB-RESULT. nil: all in memory.
+    public var storeResultsOver: UInt64? = nil
     /// Jobs queued or running at once; more are refused (bounded memory).
     public var maxActiveJobs: Int = 10_000
     /// Shards waiting in the queue across all jobs; a submission that would exceed it is refused.
@@ -126,4 +129,12 @@ public enum CoordinatorAction: Sendable, Equatable {
     /// Make this durable before sending anything else of the same batch of actions (docs/operations.md, "Restarts
     /// and the journal").
     case journal(JournalEntry)
+    /// Keep job `job`'s result on disk (before anything else of the same batch of actions is sent or journaled);
+    /// the core no longer holds it.
+    case storeResult(job: JobID, bytes: [UInt8])
+    /// Answer a RESULT-GET of a stored result (`size` bytes) with RESULT-DATA; ERROR 500 naming the file if it
+    /// cannot be read.
+    case serveResult(PeerID, ResultGet, size: UInt64)
+    /// A stored result is no longer kept (dropped for the byte budget, or its job forgotten): delete it.
+    case discardResult(job: JobID)
 }

@@ -120,6 +120,10 @@ public final class TensorStorage {
     /// Call early (before threads allocate) so every thread shares the tuned heap.
     public static func tuneHeap() { _ = heapTuned }
 
+    /// Gives the heap's free pages back to the system: the tuned heap keeps up to 1 GiB of freed blocks for reuse,
+    /// which a process that just let go of a large result does not want.
+    public static func releaseFreeMemory() { csys_release_free_memory() }
+
     private static let heapTuned: Bool = {
         csys_tune_heap(512 << 20, 1 << 30)
         return true

@@ -108,7 +108,8 @@ public enum ResultBundle {
             guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
                 throw ByteReadError(field: "results.name", problem: "'\(name)' is not a plain file name")
             }
-            out.append((name, Data(try r.blob("results.data", limit: 1 << 30))))
+            let n = Int(try r.u32("results.data.length"))
+            out.append((name, Data(try r.bytes(n, "results.data"))))
         }
         try r.finish("results")
         return out

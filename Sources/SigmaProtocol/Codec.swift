@@ -85,7 +85,7 @@ public enum Codec {
             w.u32(p.step); w.u32(p.steps); w.f64(p.loss); w.f64(p.accuracy); w.u32(p.workers)
         case .jobResult(let o):
             w.u64(o.request); w.u64(o.job); w.u8(o.state.rawValue); w.string(o.error); w.u32(o.shards); w.u32(o.duplicates)
-            w.u32(o.reruns); w.u64(o.elapsed)
+            w.u32(o.reruns); w.u64(o.elapsed); w.u64(o.size)
             if !o.payload.isEmpty { payload = o.payload }
         case .cancelJob(let req, let job):
             w.u64(req); w.u64(job)
@@ -102,6 +102,11 @@ public enum Codec {
             w.u64(g.request); w.u64(g.job); w.u32(g.index); w.u64(g.offset); w.u32(g.length)
         case .fileData(let d):
             w.u64(d.request); w.u64(d.job); w.u32(d.index); w.u32(d.files); w.string(d.path); w.u64(d.size); w.string(d.sha256); w.u64(d.offset)
+            if !d.payload.isEmpty { payload = d.payload }
+        case .resultGet(let g):
+            w.u64(g.request); w.u64(g.job); w.u64(g.offset); w.u32(g.length)
+        case .resultData(let d):
+            w.u64(d.request); w.u64(d.job); w.u64(d.size); w.u64(d.offset)
             if !d.payload.isEmpty { payload = d.payload }
         }
         var header = w.bytes
@@ -135,7 +140,7 @@ public enum Codec {
 
     static func isClientRequest(_ t: MessageType) -> Bool {
         t == .submit || t == .status || t == .watch || t == .fetch || t == .cancelJob || t == .detail || t == .drainWorker
-            || t == .fileGet || t == .fileData
+            || t == .fileGet || t == .fileData || t == .resultGet || t == .resultData
     }
 
     static func decodeUnchecked(_ frames: [Frame], limits: ProtocolLimits, compressor: (any PayloadCompressor)?,
@@ -286,9 +291,14 @@ public enum Codec {
                 case .jobResult:
                     let req = try r.u64("request"), job = try r.u64("job"), sv = try r.u8("state")
                     guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "state", problem: "unknown state \(sv)") }
-                    return .jobResult(JobOutcome(request: req, job: job, state: state, error: try r.string("error"),
-                                                 shards: try r.u32("shards"), duplicates: try r.u32("duplicates"),
-                                                 reruns: try r.u32("reruns"), elapsed: try r.u64("elapsed"), payload: payload ?? .empty))
+                    let o = JobOutcome(request: req, job: job, state: state, error: try r.string("error"),
+                                       shards: try r.u32("shards"), duplicates: try r.u32("duplicates"),
+                                       reruns: try r.u32("reruns"), elapsed: try r.u64("elapsed"), payload: payload ?? .empty,
+                                       size: try r.u64("size"))
+                    guard o.payload.isEmpty || UInt64(o.payload.count) == o.size else {
+                        throw ByteReadError(field: "size", problem: "\(o.size), but the payload has \(o.payload.count) bytes")
+                    }
+                    return .jobResult(o)
                 case .cancelJob:
                     try noPayload()
                     return .cancelJob(request: try r.u64("request"), job: try r.u64("job"))
@@ -324,6 +334,17 @@ public enum Codec {
                     }
                     return .fileData(FileData(request: req, job: job, index: index, files: files, path: path, size: size, sha256: sha,
                                               offset: offset, payload: p))
+                case .resultGet:
+                    try noPayload()
+                    return .resultGet(ResultGet(request: try r.u64("request"), job: try r.u64("job"), offset: try r.u64("offset"),
+                                                length: try r.u32("length")))
+                case .resultData:
+                    let req = try r.u64("request"), job = try r.u64("job"), size = try r.u64("size"), offset = try r.u64("offset")
+                    let p = payload ?? .empty
+                    guard offset <= size, UInt64(p.count) <= size - offset else {
+                        throw ByteReadError(field: "offset", problem: "\(p.count) bytes at \(offset) run past the result's \(size)")
+                    }
+                    return .resultData(ResultData(request: req, job: job, size: size, offset: offset, payload: p))
                 }
             }
             try field(t) { try r.finish("header") }

@@ -12,7 +12,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case disconnect = 0x07, error = 0x08, params = 0x09, drain = 0x0A
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
     case fetch = 0x16, jobResult = 0x17, cancelJob = 0x18, detail = 0x19, detailReply = 0x1A, drainWorker = 0x1B
-    case fileGet = 0x1C, fileData = 0x1D
+    case fileGet = 0x1C, fileData = 0x1D, resultGet = 0x1E, resultData = 0x1F
 
     public var name: String {
         switch self {
@@ -40,6 +40,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .drainWorker: "DRAIN-WORKER"
         case .fileGet: "FILE-GET"
         case .fileData: "FILE-DATA"
+        case .resultGet: "RESULT-GET"
+        case .resultData: "RESULT-DATA"
         }
     }
 }
@@ -215,7 +217,8 @@ public struct FileData: Sendable, Equatable {
 /// RESULT: the outcome of one shard attempt.
 public struct ShardResult: Sendable, Equatable {
     /// `declined`: a draining worker did not start the shard (run it elsewhere; not a failure).
-    public enum Status: UInt8, Sendable { case ok = 0, failed = 1, unknownJob = 2, declined = 3 }
+    /// `tooLarge`: the shard's result does not fit in one frame (it fails its job at once: running it again would not help).
+    public enum Status: UInt8, Sendable { case ok = 0, failed = 1, unknownJob = 2, declined = 3, tooLarge = 4 }
     public var job: JobID
     public var shard: ShardIndex
     public var attempt: Attempt
@@ -368,10 +371,15 @@ public struct JobOutcome: Sendable, Equatable {
     public var reruns: UInt32
     /// Submit to end, nanoseconds.
     public var elapsed: UInt64
-    /// Job-kind-specific result (map-reduce: an encoded `MapReduceResult`); empty unless completed.
+    /// Job-kind-specific result (map-reduce: an encoded `MapReduceResult`); empty unless completed, and empty when
+    /// the result is kept on the coordinator's disk (`size` bytes, read with RESULT-GET; `SigmaClient` does so itself).
     public var payload: Frame
+    /// The result's size in bytes (the payload's, when it came with it).
+    public var size: UInt64
+    /// The result is on the coordinator and must be fetched in pieces (RESULT-GET).
+    public var isStored: Bool { size > 0 && payload.isEmpty }
     public init(request: UInt64, job: JobID, state: JobState, error: String = "", shards: UInt32 = 0, duplicates: UInt32 = 0,
-                reruns: UInt32 = 0, elapsed: UInt64 = 0, payload: Frame = .empty) {
+                reruns: UInt32 = 0, elapsed: UInt64 = 0, payload: Frame = .empty, size: UInt64? = nil) {
         self.request = request
         self.job = job
         self.state = state
@@ -380,6 +388,40 @@ public struct JobOutcome: Sendable, Equatable {
         self.duplicates = duplicates
         self.reruns = reruns
         self.elapsed = elapsed
+        self.payload = payload
+        self.size = size ?? UInt64(payload.count)
+    }
+}
+
+/// RESULT-GET (client → coordinator): bytes `offset..<offset+length` of an ended job's result.
+public struct ResultGet: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var offset: UInt64
+    public var length: UInt32
+    /// Most bytes one RESULT-GET may ask for.
+    public static let maxLength: UInt32 = 16 << 20
+    public init(request: UInt64, job: JobID, offset: UInt64, length: UInt32) {
+        self.request = request
+        self.job = job
+        self.offset = offset
+        self.length = length
+    }
+}
+
+/// RESULT-DATA (coordinator → client): the answer to a RESULT-GET — the result's size and its bytes from `offset`
+/// (the payload; shorter than asked at the end).
+public struct ResultData: Sendable, Equatable {
+    public var request: UInt64
+    public var job: JobID
+    public var size: UInt64
+    public var offset: UInt64
+    public var payload: Frame
+    public init(request: UInt64, job: JobID, size: UInt64, offset: UInt64, payload: Frame = .empty) {
+        self.request = request
+        self.job = job
+        self.size = size
+        self.offset = offset
         self.payload = payload
     }
 }
@@ -416,6 +458,9 @@ public enum Message: Sendable, Equatable {
     /// Worker: a piece of a job's input file (answered with FILE-DATA, or ERROR echoing the request).
     case fileGet(FileGet)
     case fileData(FileData)
+    /// Client: a piece of an ended job's result (answered with RESULT-DATA, or ERROR echoing the request).
+    case resultGet(ResultGet)
+    case resultData(ResultData)
 
     /// The request id a client's (or a worker's FILE-GET) message carries, to echo in an ERROR; nil for others.
     public var request: UInt64? {
@@ -423,6 +468,7 @@ public enum Message: Sendable, Equatable {
         case .submit(let s): s.request
         case .status(let r), .watch(let r, _), .fetch(let r, _), .cancelJob(let r, _), .detail(let r, _, _, _), .drainWorker(let r, _): r
         case .fileGet(let g): g.request
+        case .resultGet(let g): g.request
         default: nil
         }
     }
@@ -453,6 +499,8 @@ public enum Message: Sendable, Equatable {
         case .drainWorker: .drainWorker
         case .fileGet: .fileGet
         case .fileData: .fileData
+        case .resultGet: .resultGet
+        case .resultData: .resultData
         }
     }
 }

@@ -257,7 +257,9 @@ public final class WorkerShell: Sendable {
             self.options = options
             self.logger = logger
             self.shared = shared
-            core = WorkerCore(config: WorkerCore.Config(hello: hello))
+            var config = WorkerCore.Config(hello: hello)
+            config.maxResultBytes = options.limits.maxPayload
+            core = WorkerCore(config: config)
         }
 
         mutating func connect() -> Bool {

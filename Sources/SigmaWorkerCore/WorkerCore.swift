@@ -85,6 +85,9 @@ public struct WorkerCore {
         public var liveness = 3
         /// Job specs remembered (least recently used go first).
         public var specCacheSize = 64
+        /// The largest shard result one RESULT may carry (the protocol's payload limit); a larger one is answered
+        /// `tooLarge`, which fails its job at once naming the shard, its size and the limit.
+        public var maxResultBytes = 256 << 20
         public init(hello: Hello) { self.hello = hello }
     }
 
@@ -143,10 +146,14 @@ public struct WorkerCore {
             lastReceived = now
             out.append(.log(.warning, "coordinator sent a bad message: \(e)"))
             if e.type != .error { send(.error(ErrorReply(e.code, "\(e)")), now: now, into: &out) }
-        case .computed(let r):
+        case .computed(var r):
             let key = AttemptRef(job: r.job, shard: r.shard, attempt: r.attempt)
             guard pending.remove(key) != nil else { return out }   // cancelled or from an old session
             completed += 1
+            if r.status == .ok, r.payload.count > config.maxResultBytes {
+                r = ShardResult(job: r.job, shard: r.shard, attempt: r.attempt, status: .tooLarge, computeTime: r.computeTime,
+                                error: "its result is \(r.payload.count) bytes, over the \(config.maxResultBytes)-byte frame limit (coordinator.max_frame_bytes); give the job more shards, so that each shard's result fits")
+            }
             send(.result(r), now: now, into: &out)
         case .tick:
             // Draining, nothing left, and no word from the coordinator for two intervals: leave anyway.

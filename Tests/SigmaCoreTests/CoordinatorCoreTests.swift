@@ -14,6 +14,8 @@ struct Harness {
     var served: [(PeerID, FileGet, InputFile, Int)] = []
     var resolvedRows: UInt64 = 0
     var journal: [JournalEntry] = []
+    /// Results the shell keeps on disk (`storeResult`).
+    var stored: [JobID: [UInt8]] = [:]
 
     /// The spec limits the stand-in shell prepares jobs within (the coordinator's).
     let limits: SpecLimits
@@ -37,6 +39,14 @@ struct Harness {
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
                 case .journal(let e): journal.append(e)
+                case .storeResult(let job, let bytes): stored[job] = bytes
+                case .discardResult(let job): stored[job] = nil
+                case .serveResult(let p, let g, let size):
+                    // (what the shell's file server reads off the disk)
+                    let bytes = stored[g.job] ?? []
+                    let end = Int(min(g.offset + UInt64(g.length), size))
+                    sent.append((p, .resultData(ResultData(request: g.request, job: g.job, size: size, offset: g.offset,
+                                                           payload: Frame(Array(bytes[Int(g.offset)..<end]))))))
                 }
             }
         }

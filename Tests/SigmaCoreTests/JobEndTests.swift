@@ -2,6 +2,7 @@ import SigmaCoordinatorCore
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
+import SigmaWorkerCore
 import Testing
 
 /// A two-step "training" driver: one micro-batch per step, parameters of version `step`.
@@ -52,6 +53,83 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         #expect(o.state == .completed && o.payload.count == 54)
         let listed = h.core.status(now: h.now).jobs.map(\.id)
         #expect(ids.allSatisfy(listed.contains), "the jobs stay listed")
+    }
+
+    /// A result over `storeResultsOver` leaves the core for the shell's disk (`storeResult`, before the journal says
+    /// the job ended); JOB-RESULT carries its size only, and RESULT-GET reads it back in pieces, byte for byte. Out of
+    /// range or oversized asks are refused naming the problem; a result dropped for the byte budget is discarded.
+    @Test func largeResultsAreStoredAndReadInPieces() throws {
+        var config = CoordinatorConfig()
+        config.storeResultsOver = 40
+        config.keepResultBytes = 250   // (two results of 107 bytes)
+        config.journal = true
+        var h = Harness(config)
+        h.hello(w1)
+        let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum, .histogram(bins: 4, low: 0, high: 4)], sharding: .count(1))
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))))
+        let a = try #require(h.takeAssigns(w1).first)
+        _ = try h.answer(w1, a, spec: spec)
+        let bytes = try #require(h.stored[a.job], "stored by the shell")
+        #expect(bytes.count > 40)
+        guard case .ended(_, _, _, let inJournal, let size, _, _)? = h.journal.last(where: { if case .ended = $0 { true } else { false } }) else {
+            Issue.record("\(h.journal)")
+            return
+        }
+        #expect(inJournal.isEmpty && size == UInt64(bytes.count), "the journal keeps its size, not its bytes")
+        let pushed = h.outbox.compactMap { if case .jobResult(let o) = $0.1 { o } else { nil } }
+        #expect(pushed.count == 1 && pushed[0].isStored && pushed[0].size == UInt64(bytes.count) && pushed[0].payload.isEmpty)
+        // Read back in pieces of 7 bytes.
+        var back: [UInt8] = []
+        while back.count < bytes.count {
+            let r = h.event(.received(client, .resultGet(ResultGet(request: 5, job: a.job, offset: UInt64(back.count), length: 7))))
+            guard case .resultData(let d)? = r.last?.1 else { Issue.record("\(r)"); return }
+            #expect(d.size == UInt64(bytes.count) && d.offset == UInt64(back.count))
+            back += d.payload.withUnsafeBytes { Array($0) }
+        }
+        #expect(back == bytes)
+        func refusal(_ g: ResultGet) -> ErrorReply? {
+            if case .error(let e)? = h.event(.received(client, .resultGet(g))).last?.1 { e } else { nil }
+        }
+        #expect(refusal(ResultGet(request: 6, job: a.job, offset: UInt64(bytes.count) + 1, length: 1))?.message.contains("past the result's end") == true)
+        #expect(refusal(ResultGet(request: 7, job: a.job, offset: 0, length: ResultGet.maxLength + 1))?.code == ErrorReply.Code.tooLarge.rawValue)
+        #expect(refusal(ResultGet(request: 8, job: 999, offset: 0, length: 1))?.code == ErrorReply.Code.notFound.rawValue)
+        // Two more jobs: past the byte budget the first one's stored result is discarded.
+        for r in 2...3 {
+            h.event(.received(client, .submit(Submit(request: UInt64(r), options: [], spec: .mapReduce(spec)))))
+            let b = try #require(h.takeAssigns(w1).first)
+            _ = try h.answer(w1, b, spec: spec)
+        }
+        #expect(h.stored[a.job] == nil && h.stored.count == 2, "the oldest result is discarded from disk")
+        #expect(refusal(ResultGet(request: 9, job: a.job, offset: 0, length: 1))?.message.contains("no longer kept") == true)
+    }
+
+    /// A shard whose result is too large for one frame fails its job at once (no re-run, no hour-long wait), naming
+    /// the shard, its rows, its size and the limit.
+    @Test func aShardResultTooLargeForAFrameFailsItsJobAtOnce() throws {
+        var worker = WorkerCore(config: {
+            var c = WorkerCore.Config(hello: Hello(cores: 1, slots: 1, memory: 1 << 30, host: "h", name: "w", instance: "i", features: ""))
+            c.maxResultBytes = 8
+            return c
+        }())
+        _ = worker.handle(.connected, now: 0)
+        _ = worker.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 1_000_000_000, liveness: 3, build: "", features: ""))), now: 0)
+        let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum], sharding: .count(2))
+        let assign = Assign(job: 1, shard: 0, attempt: 1, start: 0, count: 2, round: 0, spec: .mapReduce(spec))
+        _ = worker.handle(.received(.assign(assign)), now: 0)
+        let out = worker.handle(.computed(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok, payload: Frame([UInt8](repeating: 1, count: 9)))), now: 1)
+        let sent = out.compactMap { if case .send(.result(let r)) = $0 { r } else { nil } }
+        #expect(sent.count == 1 && sent.first?.status == .tooLarge && sent.first?.error.contains("9 bytes, over the 8-byte frame limit") == true, "\(out)")
+
+        var h = Harness()
+        h.hello(w1)
+        h.hello(w2)
+        h.event(.received(client, .submit(Submit(request: 1, options: [.pushResult], spec: .mapReduce(spec)))))
+        let (holder, a) = try #require(h.takeAssigns(w1).map { (w1, $0) }.first ?? h.takeAssigns(w2).map { (w2, $0) }.first)
+        h.event(.received(holder, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .tooLarge, error: sent.first?.error ?? ""))))
+        #expect(!(h.takeAssigns(w1) + h.takeAssigns(w2)).contains { $0.shard == a.shard }, "not run again")
+        let o = h.outbox.compactMap { if case .jobResult(let o) = $0.1 { o } else { nil } }.first
+        #expect(o?.state == .failed, "failed at once, not run again")
+        #expect(o?.error.contains("shard \(a.shard)") == true && o?.error.contains("over the 8-byte frame limit") == true, "\(o?.error ?? "")")
     }
 
     /// When a job ends, every worker that holds its parameters is told (CANCEL for all shards), so it frees the

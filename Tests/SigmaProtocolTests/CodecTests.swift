@@ -113,6 +113,9 @@ import Testing
         .fetch(request: 14, job: 3),
         .jobResult(JobOutcome(request: 14, job: 3, state: .completed, shards: 10, duplicates: 1, reruns: 2, elapsed: 100,
                               payload: Frame([9, 9]))),
+        .jobResult(JobOutcome(request: 15, job: 4, state: .completed, shards: 10, elapsed: 100, size: 1 << 30)),
+        .resultGet(ResultGet(request: 16, job: 4, offset: 16 << 20, length: 16 << 20)),
+        .resultData(ResultData(request: 16, job: 4, size: 1 << 30, offset: 16 << 20, payload: Frame([1, 2, 3]))),
     ]
 
     // §3 every message type round-trips.
@@ -195,6 +198,24 @@ import Testing
             } throws: { e in
                 let d = e as! DecodeError
                 return d.type == .fileData && d.message.contains(field) && d.request == 21
+            }
+        }
+    }
+
+    /// JOB-RESULT whose payload is not its stated size, and RESULT-DATA running past the result's end, are refused
+    /// naming the field.
+    @Test func inconsistentResultSizesAreRejected() {
+        let cases: [([Frame], MessageType, String)] = [
+            (Codec.encode(.jobResult(JobOutcome(request: 1, job: 1, state: .completed, payload: Frame([1, 2]), size: 3))), .jobResult, "size"),
+            (Codec.encode(.resultData(ResultData(request: 2, job: 1, size: 10, offset: 9, payload: Frame([1, 2])))), .resultData, "offset"),
+            (Codec.encode(.resultData(ResultData(request: 3, job: 1, size: 10, offset: 11))), .resultData, "offset"),
+        ]
+        for (frames, type, field) in cases {
+            #expect {
+                _ = try Codec.decode(frames)
+            } throws: { e in
+                let d = e as! DecodeError
+                return d.type == type && d.message.contains(field)
             }
         }
     }

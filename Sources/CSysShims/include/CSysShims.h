@@ -12,6 +12,9 @@ void csys_set_thread_name(const char *name);
 uint64_t csys_physical_memory(void);
 /// Keeps freed blocks up to `mmap_threshold` bytes in the heap (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
 void csys_tune_heap(int mmap_threshold, int trim_threshold);
+/// Gives the heap's free pages back to the system (malloc_trim(0)): after a large block was freed, which the
+/// tuned heap would otherwise keep.
+void csys_release_free_memory(void);
 /// Atomic load/store (sequentially consistent) of a 64-bit word, also across processes sharing the memory.
 uint64_t csys_atomic_load_u64(const uint64_t *p);
 void csys_atomic_store_u64(uint64_t *p, uint64_t v);

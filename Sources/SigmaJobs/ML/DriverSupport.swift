@@ -74,8 +74,13 @@ struct RowOutputs {
         self.what = what
     }
 
+    /// Most bytes of output one shard should carry back (well inside the 256 MiB frame limit; a large result
+    /// is then many shards, whatever the worker count).
+    static let shardResultBytes = 64 << 20
+
     mutating func plan(shares: [Double]) -> [ShardPlan] {
-        ranges = batchAlignedSplit(items, batch: batch, parts: max(1, shares.count) * 4)
+        let bySize = (items * width * 4 + Self.shardResultBytes - 1) / Self.shardResultBytes
+        ranges = batchAlignedSplit(items, batch: batch, parts: max(max(1, shares.count) * 4, bySize))
         outputs = Array(repeating: nil, count: ranges.count)
         return ranges.map { ShardPlan(start: $0.start, count: $0.count) }
     }
@@ -87,6 +92,26 @@ struct RowOutputs {
             try r.finish(what)
             return v
         }
+    }
+
+    /// The job's result bundle (`ResultBundle`): every item's row, in order, as `name` (an (items, width) float32
+    /// `.npy`), built shard by shard, each shard's rows let go once copied — about one copy of the result in memory
+    /// at a time, however large (an `infer` or `embed` result can be gigabytes).
+    mutating func bundle(_ name: String) throws -> [UInt8] {
+        let header = NumPyFormat.npyHeader(descr: "<f4", shape: [items, width])
+        let npy = header.count + items * width * 4
+        guard npy <= Int(UInt32.max) else { throw JobError("\(name) would be \(npy) bytes; a result file holds at most \(UInt32.max)") }
+        var w = ByteWriter(capacity: 4 + 2 + name.utf8.count + 4 + npy)
+        w.u32(1)
+        w.string(name)
+        w.u32(UInt32(npy))
+        w.raw(Array(header))
+        for i in outputs.indices {
+            guard let o = outputs[i] else { throw JobError("shard \(i) has no result") }
+            outputs[i] = nil
+            o.withUnsafeBufferPointer { w.floats($0) }
+        }
+        return w.bytes
     }
 
     /// Every item's row, in order: an (items, width) tensor.

@@ -31,7 +31,7 @@ public final class EmbedDriver: ReducingDriver, @unchecked Sendable {
     public func reduceRound() throws -> RoundEnd {
         var end = RoundEnd()
         end.finished = true
-        end.results = ResultBundle.encode([("embeddings.npy", NumPyFormat.npyData(try outputs.joined()))])
+        end.results = try outputs.bundle("embeddings.npy")
         return end
     }
 }

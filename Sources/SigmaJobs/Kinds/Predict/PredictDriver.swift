@@ -45,6 +45,12 @@ public final class PredictDriver: ReducingDriver, @unchecked Sendable {
     }
 
     public func reduceRound() throws -> RoundEnd {
+        var end = RoundEnd()
+        end.finished = true
+        guard isEval else {
+            end.results = try outputs.bundle("predictions.npy")
+            return end
+        }
         let logits = try outputs.joined()
         var files: [(String, Data)] = [("predictions.npy", NumPyFormat.npyData(logits))]
         if isEval, let y = labels {
@@ -56,8 +62,6 @@ public final class PredictDriver: ReducingDriver, @unchecked Sendable {
                                           "loss": loss, "confusion_matrix": confusion]
             files.append(("metrics.json", jsonData(metrics)))
         }
-        var end = RoundEnd()
-        end.finished = true
         end.results = ResultBundle.encode(files)
         return end
     }
