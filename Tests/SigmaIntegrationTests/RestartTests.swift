@@ -1,0 +1,142 @@
+import Foundation
+import SigmaClient
+import SigmaEngine
+import SigmaModel
+import Testing
+
+/// A journaled coordinator on a fixed port, with its workers, killed and started again at seeded points.
+struct RestartingCluster {
+    var coordinator: SigmaProcess
+    let endpoint: String
+    let port: String
+    let state: String
+    var workers: [SigmaProcess] = []
+    var started = 0
+
+    init(state: String, workers: Int) async throws {
+        self.state = state
+        (coordinator, endpoint) = try await JournalTests.start(port: "0", state: state)
+        port = String(endpoint.split(separator: ":").last!)
+        for _ in 0..<workers { try startWorker() }
+    }
+
+    mutating func startWorker() throws {
+        started += 1
+        workers.append(try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w\(started)", "--log-level", "warning"] + testDataRoots))
+    }
+
+    /// SIGKILLs the coordinator `times` times, `pause` ms apart (seeded), starting it again on its port and state folder
+    /// each time; after kill `killWorkersAt` every worker is killed too and as many new ones start. The coordinator's
+    /// "resumed" log lines, over all the restarts.
+    mutating func killRepeatedly(times: Int = 10, seed: UInt64, pause: ClosedRange<UInt64>, killWorkersAt: Int = 2) async throws -> [String] {
+        var rng = SeededRandom(seed: seed)
+        var resumed: [String] = []
+        for i in 0..<times {
+            try await Task.sleep(nanoseconds: UInt64.random(in: pause, using: &rng) * 1_000_000)
+            coordinator.kill(SIGKILL)
+            _ = try await coordinator.wait()
+            (coordinator, _) = try await JournalTests.start(port: port, state: state)
+            if i == killWorkersAt {
+                let n = workers.count
+                for w in workers { w.kill(SIGKILL); _ = try await w.wait() }
+                workers = []
+                for _ in 0..<n { try startWorker() }
+            }
+            resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") }
+        }
+        return resumed
+    }
+
+    func stop() {
+        for w in workers { w.kill(SIGTERM) }
+        coordinator.kill(SIGTERM)
+    }
+}
+
+/// SIGKILL of the coordinator at ten seeded points of a train and an embed job (and of their workers once), each
+/// followed by a restart: the job completes with the fault-free result, bit for bit, and the `sigma submit --follow`
+/// started before the first kill writes it (docs/operations.md, "Restarts and the journal").
+@Suite(.serialized) struct RestartTests {
+    /// The job id a `sigma submit` printed ("job N accepted").
+    static func acceptedJob(_ p: SigmaProcess) async throws -> Int {
+        let line = try await p.waitForStderr("accepted")
+        return try #require(line.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(line)")
+    }
+
+    @Test func aTrainJobSurvivesTenCoordinatorKillsBitwise() async throws {
+        let dir = try Scratch("restart-train")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 8000, extra: "checkpoint_every: 100\ncheckpoint_dir: \(dir.path)/ckpt"))
+        let (ls, _, le) = try await sigma(["submit", try dir.write("local.yaml", digitsTrainSpec(steps: 8000)), "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+
+        var cluster = try await RestartingCluster(state: dir.path + "/state", workers: 1)
+        defer { cluster.stop() }
+        let follower = try SigmaProcess(["submit", spec, "--follow", "-o", dir.path + "/followed", "--coordinator", cluster.endpoint])
+        defer { follower.kill(SIGTERM) }
+        let job = try await Self.acceptedJob(follower)
+        let resumed = try await cluster.killRepeatedly(seed: 11, pause: 400...900)
+        #expect(try await follower.wait(timeout: 300) == 0, "\(follower.stderr.suffix(5))")
+        #expect(follower.stdout.contains { $0.contains("completed") }, "\(follower.stdout.suffix(5))")
+        // (every kill lands while the job runs: it resumes after each of them)
+        #expect(resumed.filter { $0.contains("job \(job) resumed after a restart") }.count == 10, "\(resumed)")
+        let model = fileBytes(dir.path + "/followed/model.safetensors")
+        #expect(model != nil && model == fileBytes(dir.path + "/local/model.safetensors"), "the same final parameters as an uninterrupted run")
+        #expect(fileBytes(dir.path + "/followed/history.json") == fileBytes(dir.path + "/local/history.json"))
+    }
+
+    @Test func anEmbedJobSurvivesTenCoordinatorKillsBitwise() async throws {
+        let dir = try Scratch("restart-embed")
+        defer { dir.remove() }
+        let (model, text) = try LargeResultTests.tinyBert(in: dir.path, lines: 200_000)
+        let spec = try dir.write("embed.yaml", "kind: embed\nmodel: \(model)\ninput: \(text)\nbatch_size: 64\n")
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"], timeout: 600)
+        try #require(ls == 0, "\(le)")
+
+        var cluster = try await RestartingCluster(state: dir.path + "/state", workers: 2)
+        defer { cluster.stop() }
+        let follower = try SigmaProcess(["submit", spec, "--follow", "-o", dir.path + "/followed", "--coordinator", cluster.endpoint])
+        defer { follower.kill(SIGTERM) }
+        let job = try await Self.acceptedJob(follower)
+        let resumed = try await cluster.killRepeatedly(seed: 12, pause: 300...1200)
+        #expect(try await follower.wait(timeout: 300) == 0, "\(follower.stderr.suffix(5))")
+        // (every kill lands while the job runs: it resumes after each of them)
+        #expect(resumed.filter { $0.contains("job \(job) resumed after a restart") }.count == 10, "\(resumed)")
+        let got = fileBytes(dir.path + "/followed/embeddings.npy")
+        #expect(got != nil && got == fileBytes(dir.path + "/local/embeddings.npy"), "the same embeddings as the fault-free local run")
+    }
+
+    /// A train job resubmitted with `--resume` after a coordinator restart (its first run's coordinator killed) runs
+    /// from that checkpoint to the same final parameters as an uninterrupted run; its id is a new one.
+    @Test func aTrainJobResubmittedWithResumeAfterARestartIsBitwise() async throws {
+        let dir = try Scratch("restart-resume")
+        defer { dir.remove() }
+        let ckpt = dir.path + "/ckpt"
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 600, extra: "checkpoint_every: 20\ncheckpoint_dir: \(ckpt)"))
+        let (ls, _, le) = try await sigma(["submit", try dir.write("local.yaml", digitsTrainSpec(steps: 600)), "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+
+        // A coordinator without its state folder afterwards: the first run is lost with it.
+        var cluster = try await RestartingCluster(state: dir.path + "/state-1", workers: 1)
+        let first = try localClient(cluster.endpoint)
+        let a = try await first.submit(try JobSpec.parse(String(contentsOfFile: spec, encoding: .utf8)))
+        first.close()
+        for _ in 0..<1000 where !FileManager.default.fileExists(atPath: ckpt + "/step-60.safetensors") { try await Task.sleep(nanoseconds: 10_000_000) }
+        cluster.coordinator.kill(SIGKILL)
+        _ = try await cluster.coordinator.wait()
+        (cluster.coordinator, _) = try await JournalTests.start(port: cluster.port, state: dir.path + "/state-1")
+        defer { cluster.stop() }
+        // The same coordinator resumed the first job; the user resubmits another run from the step-60 checkpoint.
+        let resumeFrom = dir.path + "/step-60.safetensors"
+        try FileManager.default.copyItem(atPath: ckpt + "/step-60.safetensors", toPath: resumeFrom)
+        let plain = try dir.write("plain.yaml", digitsTrainSpec(steps: 600))
+        let (s, out, e) = try await sigma(["submit", plain, "--follow", "-o", dir.path + "/resumed", "--resume", resumeFrom,
+                                           "--coordinator", cluster.endpoint])
+        #expect(s == 0, "\(e)")
+        #expect(e.contains("job \(a.job + 1) accepted") || out.contains("job \(a.job + 1)"), "a new id after the restart: \(e)")
+        #expect(fileBytes(dir.path + "/resumed/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"))
+        #expect(fileBytes(dir.path + "/resumed/history.json") == fileBytes(dir.path + "/local/history.json"))
+        let o = try await JournalTests.outcome(a.job, at: cluster.endpoint)
+        #expect(o.state == .completed, "the first run, resumed after the restart, completes too: \(o.error)")
+    }
+}
