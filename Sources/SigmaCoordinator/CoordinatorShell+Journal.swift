@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import SigmaCoordinatorCore
 import SigmaModel
@@ -18,15 +19,83 @@ extension CoordinatorShell.Loop {
             endsSinceTrim = 0
             do { try journal.trim(keep: options.core.keepFinishedJobs) } catch { logger.error("\(error)") }
         }
+        checkpoints?.journaled(journalBatch)
         journalBatch.removeAll(keepingCapacity: true)
         let actions = held
         held.removeAll(keepingCapacity: true)
         performNow(actions)
     }
 
+    /// The spec this coordinator runs for a submission: with a journal, its kind's `journaled` form (a train job
+    /// that asks for no checkpoints gets a folder of its own under the state folder's `checkpoints/`).
+    func journaled(_ spec: JobSpec) -> JobSpec {
+        guard let checkpoints else { return spec }
+        return options.kinds.journaled(spec, folder: checkpoints.newFolder())
+    }
+
     /// The journal's jobs, before the first message is read.
     mutating func restore(next: JobID, _ jobs: [RestoredJob]) {
         perform(core.handle(.restore(next: next, jobs: jobs), now: monotonicNanos()))
         flush()
+    }
+}
+
+/// Checkpoint folders a journaled coordinator gives train jobs that ask for none (`JobKind.journaled`):
+/// `<state>/checkpoints/<random name>`, deleted when their job ends, or at start when no resumed job names them.
+final class AutoCheckpoints: @unchecked Sendable {   // (used by the poller thread only, after start)
+    let folder: String
+    /// Names handed out whose job is not accepted yet; the folder of each accepted job that has one.
+    private var offered: Set<String> = []
+    private var byJob: [JobID: String] = [:]
+
+    init(stateFolder: String) throws {
+        folder = stateFolder + "/checkpoints"
+        do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+            throw JournalError(file: folder, problem: "cannot create the checkpoints folder (\(error.localizedDescription)); give a writable --state-dir")
+        }
+    }
+
+    /// A new folder's path (not created: the job's kind creates it if it runs).
+    func newFolder() -> String {
+        let name = (0..<4).map { _ in String(format: "%08x", UInt32.random(in: .min ... .max)) }.joined()
+        if offered.count >= 10_000 { offered.removeAll() }   // (submissions refused before acceptance)
+        offered.insert(name)
+        return folder + "/" + name
+    }
+
+    /// Which job took which folder, from its journaled spec; an ended job's folder goes.
+    func journaled(_ entries: [JournalEntry]) {
+        for e in entries {
+            switch e {
+            case .accepted(let j) where !offered.isEmpty:
+                if let name = name(in: j.spec) {
+                    offered.remove(name)
+                    byJob[j.id] = name
+                }
+            case .ended(let job, _, _, _, _, _, _):
+                if let name = byJob.removeValue(forKey: job) { try? FileManager.default.removeItem(atPath: folder + "/" + name) }
+            default: break
+            }
+        }
+    }
+
+    /// At start: the folders of resumed jobs stay (their checkpoints are where they continue from); others go.
+    func restore(_ jobs: [RestoredJob]) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        offered = Set(names)
+        for r in jobs where !r.state.isFinal {
+            if let name = name(in: r.job.spec) {
+                byJob[r.job.id] = name
+                offered.remove(name)
+            }
+        }
+        for name in offered { try? FileManager.default.removeItem(atPath: folder + "/" + name) }
+        offered = []
+    }
+
+    /// The offered folder name a spec's JSON names, if any.
+    private func name(in spec: JobSpec) -> String? {
+        let body = String(decoding: spec.body, as: UTF8.self)
+        return offered.first { body.contains($0) }
     }
 }

@@ -61,7 +61,10 @@ public final class CoordinatorShell: Sendable {
         // The journal first: a journal that cannot be used stops the start (never a fresh start that forgets jobs).
         var journaled = options
         let journal = try options.stateDirectory.map { try Journal(folder: $0) }
-        var restored = try journal.map { try CoordinatorShell.restored($0, options: options, logger: logger) }
+        // Train jobs that ask for no checkpoints get them in the state folder (`checkpoints/`, a root to write into).
+        let checkpoints = try journal.map { _ in try AutoCheckpoints(stateFolder: options.stateDirectory!) }
+        if let checkpoints { journaled.dataRoots = try DataRoots(options.dataRoots.folders + [checkpoints.folder]) }
+        var restored = try journal.map { try CoordinatorShell.restored($0, options: journaled, logger: logger) }
         journaled.core.journal = journal != nil
         // Results over 64 KiB are kept on disk, in the state folder (or a temporary one), never in memory.
         let store = try ResultStore(stateFolder: options.stateDirectory)
@@ -74,6 +77,7 @@ public final class CoordinatorShell: Sendable {
             store.sweep(keeping: Set((restored?.jobs ?? []).filter { $0.storedResult != nil }.map(\.job.id)))
         }
         let journaledJobs = restored
+        checkpoints?.restore(restored?.jobs ?? [])
         journaled.core.storeResultsOver = journaled.core.storeResultsOver ?? Self.inlineResultBytes
         let options = journaled
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
@@ -102,7 +106,7 @@ public final class CoordinatorShell: Sendable {
             let resolver = Resolver(shared: shared, waker: link.waker, kinds: options.kinds, roots: options.dataRoots, limits: options.core.specLimits)
             let files = FileServer(shared: shared, waker: link.waker)
             var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files, journal: journal,
-                            store: store, compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
+                            checkpoints: checkpoints, store: store, compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             if let (next, jobs) = journaledJobs { loop.restore(next: next, jobs) }
             loop.run()
             resolver.stop()
@@ -187,6 +191,7 @@ public final class CoordinatorShell: Sendable {
         var resolvedHere: [Resolution] = []
         /// With a journal: this round's entries, and the actions held until they are written (`flush`).
         let journal: Journal?
+        let checkpoints: AutoCheckpoints?
         var journalBatch: [JournalEntry] = []
         var held: [CoordinatorAction] = []
         var endsSinceTrim = 0
@@ -196,8 +201,9 @@ public final class CoordinatorShell: Sendable {
         var trimHeap = false
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer, journal: Journal?,
-             store: ResultStore, compressor: AdaptiveCompressor) {
+             checkpoints: AutoCheckpoints?, store: ResultStore, compressor: AdaptiveCompressor) {
             self.journal = journal
+            self.checkpoints = checkpoints
             self.store = store
             self.compressor = compressor
             self.resolver = resolver
@@ -354,7 +360,8 @@ public final class CoordinatorShell: Sendable {
                     }
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                     shared.messagesOut.add(1, ordering: .relaxed)
-                case .resolveInput(let peer, let submit, let who):
+                case .resolveInput(let peer, var submit, let who):
+                    submit.spec = journaled(submit.spec)
                     if let opened = try? options.kinds.open(submit.spec), opened.paths.isEmpty {
                         // (a spec that names no file is prepared here: no disk to wait for, no thread hand-off)
                         let (input, digests) = CoordinatorShell.resolve(opened, kinds: options.kinds, roots: options.dataRoots,

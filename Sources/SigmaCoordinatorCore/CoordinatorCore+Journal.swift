@@ -95,7 +95,9 @@ extension CoordinatorCore {
                     do { try driver.accept(shard: i, payload: payload) } catch { continue }   // (run again)
                     job.commit(shard: i)
                 }
-                out.append(.log(.info, "job \(job.id) resumed after a restart: \(job.done) of \(job.shards.count) shards were committed", job: job.id))
+                let at = driver.sharesPerWorker ? "at step \(driver.progress.step) of \(driver.progress.steps)"
+                                                : "\(job.done) of \(job.shards.count) shards were committed"
+                out.append(.log(.info, "job \(job.id) resumed after a restart: \(at)", job: job.id))
                 if !job.shards.isEmpty, job.done == job.shards.count { completeRound(job, driver, now: now, into: &out) }
                 continue
             }

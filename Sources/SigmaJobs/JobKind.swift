@@ -30,11 +30,16 @@ public protocol JobKind {
     /// The spec to run again when a restarted coordinator resumes the job (its journal knows it had not ended):
     /// a train job continues from its latest checkpoint. Default: the spec as it was.
     static func restarted(_ spec: Spec) -> Spec
+    /// The spec a coordinator with a journal runs: a kind adds what resuming after a restart needs (train:
+    /// checkpoints into `folder`, a folder of the coordinator's state, when the spec asks for none). Default: the
+    /// spec as it is.
+    static func journaled(_ spec: Spec, folder: String) -> Spec
 }
 
 extension JobKind {
     public static func items(_ spec: Spec) -> (count: UInt64, unit: String)? { nil }
     public static func restarted(_ spec: Spec) -> Spec { spec }
+    public static func journaled(_ spec: Spec, folder: String) -> Spec { spec }
 
     /// This kind's spec on the wire.
     public static func spec(_ s: Spec) -> JobSpec { JobSpec(kind: name, s) }

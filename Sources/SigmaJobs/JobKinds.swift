@@ -100,6 +100,12 @@ public struct JobKinds: Sendable {
         return s
     }
 
+    /// The spec a coordinator with a journal runs (`JobKind.journaled`).
+    public func journaled(_ spec: JobSpec, folder: String) -> JobSpec {
+        guard let k = try? kind(spec.kind), let s = try? k.journaledSpec(spec, folder: folder) else { return spec }
+        return s
+    }
+
     /// Where the spec asked results to go, if anywhere.
     public func output(_ spec: JobSpec) -> String? {
         (try? kind(spec.kind).outputPath(of: spec)) ?? nil
@@ -220,6 +226,10 @@ extension JobKind {
 
     static func restartedSpec(_ spec: JobSpec) throws -> JobSpec {
         self.spec(restarted(try typed(spec)))
+    }
+
+    static func journaledSpec(_ spec: JobSpec, folder: String) throws -> JobSpec {
+        self.spec(journaled(try typed(spec), folder: folder))
     }
 
     static func outputPath(of spec: JobSpec) throws -> String? {

@@ -106,6 +106,39 @@ struct RestartingCluster {
         #expect(got != nil && got == fileBytes(dir.path + "/local/embeddings.npy"), "the same embeddings as the fault-free local run")
     }
 
+    /// A train job that asks for no checkpoints gets them from a journaled coordinator (every 5 % of its steps, in
+    /// its state folder): killed, it resumes from the latest, not from step 0, to the uninterrupted run's bits; the
+    /// checkpoints go when the job ends.
+    @Test func aJournaledCoordinatorCheckpointsTrainJobsByDefault() async throws {
+        let dir = try Scratch("restart-default-ckpt")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 2000))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        var cluster = try await RestartingCluster(state: dir.path + "/state", workers: 1)
+        defer { cluster.stop() }
+        let follower = try SigmaProcess(["submit", spec, "--follow", "-o", dir.path + "/followed", "--coordinator", cluster.endpoint])
+        defer { follower.kill(SIGTERM) }
+        let job = try await Self.acceptedJob(follower)
+        let root = dir.path + "/state/checkpoints"
+        func checkpoints() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).flatMap { folder in
+                ((try? FileManager.default.contentsOfDirectory(atPath: root + "/" + folder)) ?? []).filter { $0.hasPrefix("step-") }
+            }
+        }
+        for _ in 0..<2000 where !checkpoints().contains("step-300.safetensors") { try await Task.sleep(nanoseconds: 5_000_000) }
+        #expect(checkpoints().contains("step-100.safetensors"), "every 100 steps (5 % of 2,000): \(checkpoints())")
+        let resumed = try await cluster.killRepeatedly(times: 1, seed: 13, pause: 0...1, killWorkersAt: -1)
+        #expect(try await follower.wait(timeout: 120) == 0, "\(follower.stderr.suffix(5))")
+        let line = resumed.first { $0.contains("job \(job) resumed after a restart: at step ") } ?? ""
+        let step = line.split(separator: " ").last { Int($0) != nil }.flatMap { Int($0) } ?? 0
+        #expect(line.contains("of 2000") && step >= 300, "resumed from a checkpoint, not from step 0: \(resumed)")
+        #expect(fileBytes(dir.path + "/followed/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"), "the uninterrupted run's bits")
+        #expect(fileBytes(dir.path + "/followed/history.json") == fileBytes(dir.path + "/local/history.json"))
+        #expect(checkpoints().isEmpty && ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).isEmpty,
+                "the job's checkpoints went with it: \(checkpoints())")
+    }
+
     /// A train job resubmitted with `--resume` after a coordinator restart (its first run's coordinator killed) runs
     /// from that checkpoint to the same final parameters as an uninterrupted run; its id is a new one.
     @Test func aTrainJobResubmittedWithResumeAfterARestartIsBitwise() async throws {

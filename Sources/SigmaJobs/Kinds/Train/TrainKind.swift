@@ -47,6 +47,16 @@ public enum TrainKind: JobKind {
         return s
     }
 
+    /// On a coordinator with a journal, a job that asks for no checkpoints gets them in `folder`, about every 5 % of
+    /// its steps (every 50 for a job counted in epochs): a restart loses at most that much work.
+    public static func journaled(_ spec: TrainJob, folder: String) -> TrainJob {
+        guard spec.checkpointEvery == 0, spec.checkpointDir == nil else { return spec }
+        var s = spec
+        s.checkpointEvery = spec.steps.map { max(1, ($0 + 19) / 20) } ?? 50
+        s.checkpointDir = folder
+        return s
+    }
+
     public static func report(_ result: [UInt8], spec: TrainJob) throws -> JobReport {
         try ResultBundle.report(result)
     }
