@@ -35,11 +35,23 @@ struct TopCommand: AsyncParsableCommand {
             defer { terminal.restore() }
             var sort = TopView.Sort.id
             var last: ClusterStatus? = nil
+            var lastAt = Date()
             var problem = ""
+            var unreachableSince: Date? = nil
             while true {
                 do {
-                    last = try await c.status(timeout: client.timeout)
+                    // (a coordinator that went away is noticed within 3 s; the same connection reaches it again
+                    // when it is back — a restarted one answers with its journaled jobs)
+                    last = try await c.status(timeout: min(client.timeout, 3))
+                    lastAt = Date()
                     problem = ""
+                    unreachableSince = nil
+                } catch ClientError.noAnswer {
+                    let since = unreachableSince ?? Date().addingTimeInterval(-min(client.timeout, 3))
+                    unreachableSince = since
+                    // (short: it must fit an 80-column terminal)
+                    problem = "unreachable for \(Int(Date().timeIntervalSince(since))) s: \(c.endpoint), retrying"
+                        + (last == nil ? "" : " (figures \(Int(Date().timeIntervalSince(lastAt))) s old)")
                 } catch {
                     problem = "\(error)"
                 }

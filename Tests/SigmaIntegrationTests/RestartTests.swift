@@ -139,6 +139,33 @@ struct RestartingCluster {
                 "the job's checkpoints went with it: \(checkpoints())")
     }
 
+    /// `sigma top` says when its coordinator is unreachable (and how old its figures are), keeps trying, and shows
+    /// the restarted coordinator's figures again by itself.
+    @Test func sigmaTopFollowsTheCoordinatorAcrossARestart() async throws {
+        let dir = try Scratch("restart-top")
+        defer { dir.remove() }
+        var cluster = try await RestartingCluster(state: dir.path + "/state", workers: 0)
+        defer { cluster.stop() }
+        let top = try SigmaProcess(["top", "--interval", "0.2", "--coordinator", cluster.endpoint])
+        defer { top.kill(SIGTERM) }
+        // (each frame starts at the top left: ESC [H; a frame with a problem starts with a "!" line)
+        func wait(_ what: String, after: Int, _ match: (String) -> Bool) async throws -> Int {
+            for _ in 0..<1500 {
+                let lines = top.stdout
+                if let i = lines.indices.first(where: { $0 >= after && match(lines[$0]) }) { return i }
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            throw SigmaTestError("sigma top never showed \(what): \(top.stdout.suffix(4))")
+        }
+        let first = try await wait("a frame", after: 0) { $0.contains("\u{1B}[Hsigma top  up") }
+        cluster.coordinator.kill(SIGKILL)
+        _ = try await cluster.coordinator.wait()
+        let lost = try await wait("that the coordinator is unreachable", after: first) { $0.contains("unreachable for") && $0.contains("retrying") }
+        #expect(top.stdout[lost].contains("s old)") && top.stdout[lost].contains(cluster.endpoint), "\(top.stdout[lost])")
+        (cluster.coordinator, _) = try await JournalTests.start(port: cluster.port, state: cluster.state)
+        _ = try await wait("the restarted coordinator's figures", after: lost) { $0.contains("\u{1B}[Hsigma top  up") }
+    }
+
     /// A train job resubmitted with `--resume` after a coordinator restart (its first run's coordinator killed) runs
     /// from that checkpoint to the same final parameters as an uninterrupted run; its id is a new one.
     @Test func aTrainJobResubmittedWithResumeAfterARestartIsBitwise() async throws {
