@@ -94,11 +94,19 @@ struct JobCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let d = try await client.ask(common) { try await $0.detail(job: job, attempts: shards, timeout: $1) }
+            let (d, workers) = try await client.ask(common) { c, timeout -> (JobDetail, Int?) in
+                let d = try await c.detail(job: job, attempts: shards, timeout: timeout)
+                // (a job that has not ended: are there workers to run it?)
+                let live = d.job.state.isFinal ? nil : try await c.status(timeout: timeout).workers.filter { $0.state != "dead" && $0.state != "draining" }.count
+                return (d, live)
+            }
             if client.json {
-                print(jsonString(d.jsonObject(attempts: shards)))
+                var o = d.jsonObject(attempts: shards)
+                if let workers { o["live_workers"] = workers }
+                print(jsonString(o))
             } else {
                 print(d.text(shards: shards), terminator: "")
+                if workers == 0 { print("waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT") }
             }
         } catch { exitWith(error) }
     }

@@ -154,6 +154,10 @@ import Testing
         defer { submit.kill(SIGTERM) }
         let line = try await submit.waitForStderr("no worker")
         #expect(line.contains("sigma worker --join"))
+        // `sigma job` says so too.
+        let job = try SigmaProcess(["job", "1", "--coordinator", endpoint])
+        #expect(try await job.wait() == 0)
+        #expect(job.stdout.contains { $0.contains("waiting: no worker is connected") }, "\(job.stdout)")
         let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--log-level", "warning"] + testDataRoots)
         defer { worker.kill(SIGTERM) }
         #expect(try await submit.wait(timeout: 60) == 0, "\(submit.stderr.suffix(3))")
