@@ -94,19 +94,20 @@ struct JobCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let (d, workers) = try await client.ask(common) { c, timeout -> (JobDetail, Int?) in
-                let d = try await c.detail(job: job, attempts: shards, timeout: timeout)
-                // (a job that has not ended: are there workers to run it?)
-                let live = d.job.state.isFinal ? nil : try await c.status(timeout: timeout).workers.filter { $0.state != "dead" && $0.state != "draining" }.count
-                return (d, live)
+            // (and the live workers: a job that has not ended waits while there are none)
+            let (d, workers) = try await client.ask(common) { c, timeout -> (JobDetail, Int) in
+                (try await c.detail(job: job, attempts: shards, timeout: timeout),
+                 try await c.status(timeout: timeout).workers.filter { $0.state != "dead" && $0.state != "draining" }.count)
             }
             if client.json {
                 var o = d.jsonObject(attempts: shards)
-                if let workers { o["live_workers"] = workers }
+                o["live_workers"] = workers
                 print(jsonString(o))
             } else {
                 print(d.text(shards: shards), terminator: "")
-                if workers == 0 { print("waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT") }
+                if workers == 0, !d.job.state.isFinal {
+                    print("waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT")
+                }
             }
         } catch { exitWith(error) }
     }

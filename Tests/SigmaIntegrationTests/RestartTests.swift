@@ -12,6 +12,8 @@ struct RestartingCluster {
     let state: String
     var workers: [SigmaProcess] = []
     var started = 0
+    /// Coordinators killed so far.
+    var past: [SigmaProcess] = []
 
     init(state: String, workers: Int) async throws {
         self.state = state
@@ -26,15 +28,14 @@ struct RestartingCluster {
     }
 
     /// SIGKILLs the coordinator `times` times, `pause` ms apart (seeded), starting it again on its port and state folder
-    /// each time; after kill `killWorkersAt` every worker is killed too and as many new ones start. The coordinator's
-    /// "resumed" log lines, over all the restarts.
-    mutating func killRepeatedly(times: Int = 10, seed: UInt64, pause: ClosedRange<UInt64>, killWorkersAt: Int = 2) async throws -> [String] {
+    /// each time; after kill `killWorkersAt` every worker is killed too and as many new ones start.
+    mutating func killRepeatedly(times: Int = 10, seed: UInt64, pause: ClosedRange<UInt64>, killWorkersAt: Int = 2) async throws {
         var rng = SeededRandom(seed: seed)
-        var resumed: [String] = []
         for i in 0..<times {
             try await Task.sleep(nanoseconds: UInt64.random(in: pause, using: &rng) * 1_000_000)
             coordinator.kill(SIGKILL)
             _ = try await coordinator.wait()
+            past.append(coordinator)
             (coordinator, _) = try await JournalTests.start(port: port, state: state)
             if i == killWorkersAt {
                 let n = workers.count
@@ -42,10 +43,12 @@ struct RestartingCluster {
                 workers = []
                 for _ in 0..<n { try startWorker() }
             }
-            resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") }
         }
-        return resumed
     }
+
+    /// The "resumed after a restart" lines every coordinator so far logged (read once their jobs have ended: a
+    /// coordinator logs them as it starts, maybe after it printed its endpoint).
+    var resumed: [String] { (past + [coordinator]).flatMap { $0.stderr.filter { $0.contains("resumed after a restart") } } }
 
     func stop() {
         for w in workers { w.kill(SIGTERM) }
@@ -75,8 +78,9 @@ struct RestartingCluster {
         let follower = try SigmaProcess(["submit", spec, "--follow", "-o", dir.path + "/followed", "--coordinator", cluster.endpoint])
         defer { follower.kill(SIGTERM) }
         let job = try await Self.acceptedJob(follower)
-        let resumed = try await cluster.killRepeatedly(seed: 11, pause: 400...900)
+        try await cluster.killRepeatedly(seed: 11, pause: 400...900)
         #expect(try await follower.wait(timeout: 300) == 0, "\(follower.stderr.suffix(5))")
+        let resumed = cluster.resumed
         #expect(follower.stdout.contains { $0.contains("completed") }, "\(follower.stdout.suffix(5))")
         // (every kill lands while the job runs: it resumes after each of them)
         #expect(resumed.filter { $0.contains("job \(job) resumed after a restart") }.count == 10, "\(resumed)")
@@ -98,8 +102,9 @@ struct RestartingCluster {
         let follower = try SigmaProcess(["submit", spec, "--follow", "-o", dir.path + "/followed", "--coordinator", cluster.endpoint])
         defer { follower.kill(SIGTERM) }
         let job = try await Self.acceptedJob(follower)
-        let resumed = try await cluster.killRepeatedly(seed: 12, pause: 300...1200)
+        try await cluster.killRepeatedly(seed: 12, pause: 300...1200)
         #expect(try await follower.wait(timeout: 300) == 0, "\(follower.stderr.suffix(5))")
+        let resumed = cluster.resumed
         // (every kill lands while the job runs: it resumes after each of them)
         #expect(resumed.filter { $0.contains("job \(job) resumed after a restart") }.count == 10, "\(resumed)")
         let got = fileBytes(dir.path + "/followed/embeddings.npy")
@@ -128,8 +133,9 @@ struct RestartingCluster {
         }
         for _ in 0..<2000 where !checkpoints().contains("step-300.safetensors") { try await Task.sleep(nanoseconds: 5_000_000) }
         #expect(checkpoints().contains("step-100.safetensors"), "every 100 steps (5 % of 2,000): \(checkpoints())")
-        let resumed = try await cluster.killRepeatedly(times: 1, seed: 13, pause: 0...1, killWorkersAt: -1)
+        try await cluster.killRepeatedly(times: 1, seed: 13, pause: 0...1, killWorkersAt: -1)
         #expect(try await follower.wait(timeout: 120) == 0, "\(follower.stderr.suffix(5))")
+        let resumed = cluster.resumed
         let line = resumed.first { $0.contains("job \(job) resumed after a restart: at step ") } ?? ""
         let step = line.split(separator: " ").last { Int($0) != nil }.flatMap { Int($0) } ?? 0
         #expect(line.contains("of 2000") && step >= 300, "resumed from a checkpoint, not from step 0: \(resumed)")
