@@ -63,7 +63,7 @@ public final class SigmaClient: Sendable {
         /// The last handshake failure, until a reply shows the connection works: libzmq does not retry a handshake that
         /// failed on the protocol (CURVE on one side only), so a request made after the failure was reported — on a
         /// busy machine the handshake can fail before the first request is even registered — fails with it at once
-        /// instead of waiting for its timeout.
+        /// instead of waiting for its timeout (it is still sent: a reply clears the failure).
         let failure = Mutex<ClientError?>(nil)
 
         /// Fails every pending request (the connection cannot work, e.g. the coordinator refused our key).
@@ -130,12 +130,14 @@ public final class SigmaClient: Sendable {
                          handler: @escaping Handler) -> UInt64 {
         let id = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
         handlers.withLock { $0[id] = handler }
-        // (registered first, then checked: a failure reported meanwhile either finds this request or is seen here)
+        link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
+        // (registered first, then checked: a failure reported meanwhile either finds this request or is seen here.
+        // The request is sent all the same: a handshake can fail for a while — a coordinator killed in the middle of
+        // one — and work again once it is back; its reply clears the failure, and the next request is answered.)
         if let f = handlers.failure.withLock({ $0 }), let h = handlers.withLock({ $0.removeValue(forKey: id) }) {
             _ = h(.failure(f))
             return id
         }
-        link.send(Envelope(frames: Codec.encode(make(id), compressor: compressor)))
         if timeout > 0 {
             let handlers = self.handlers, ep = endpoint, secure = self.secure
             handlers.arm(id, seconds: timeout) {
