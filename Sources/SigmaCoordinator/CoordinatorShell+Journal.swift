@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SigmaCoordinatorCore
+import SigmaJobs
 import SigmaModel
 import SigmaTransport
 
@@ -30,7 +31,7 @@ extension CoordinatorShell.Loop {
     /// that asks for no checkpoints gets a folder of its own under the state folder's `checkpoints/`).
     func journaled(_ spec: JobSpec) -> JobSpec {
         guard let checkpoints else { return spec }
-        return options.kinds.journaled(spec, folder: checkpoints.newFolder())
+        return options.kinds.journaled(spec, JournalDefaults(folder: checkpoints.newFolder(), checkpointSeconds: options.checkpointSeconds))
     }
 
     /// The journal's jobs, before the first message is read.

@@ -25,6 +25,9 @@ public final class CoordinatorShell: Sendable {
         public var kinds = JobKinds.standard
         /// Where the journal lives (`--state-dir`); nil: no journal, a restart forgets every job.
         public var stateDirectory: String? = nil
+        /// With a journal: seconds of training between the checkpoints a train job that asks for none gets
+        /// (`coordinator.checkpoint_seconds`).
+        public var checkpointSeconds: Double = 30
         public init() {}
     }
 

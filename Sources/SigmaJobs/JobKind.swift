@@ -31,15 +31,26 @@ public protocol JobKind {
     /// a train job continues from its latest checkpoint. Default: the spec as it was.
     static func restarted(_ spec: Spec) -> Spec
     /// The spec a coordinator with a journal runs: a kind adds what resuming after a restart needs (train:
-    /// checkpoints into `folder`, a folder of the coordinator's state, when the spec asks for none). Default: the
-    /// spec as it is.
-    static func journaled(_ spec: Spec, folder: String) -> Spec
+    /// checkpoints into a folder of the coordinator's state, when the spec asks for none). Default: the spec as it is.
+    static func journaled(_ spec: Spec, _ defaults: JournalDefaults) -> Spec
+}
+
+/// What a journaled coordinator offers a job for resuming after a restart (`JobKind.journaled`).
+public struct JournalDefaults: Sendable {
+    /// A folder of the job's own in the coordinator's state (created when first written).
+    public var folder: String
+    /// Seconds of training between checkpoints (`coordinator.checkpoint_seconds`).
+    public var checkpointSeconds: Double
+    public init(folder: String, checkpointSeconds: Double) {
+        self.folder = folder
+        self.checkpointSeconds = checkpointSeconds
+    }
 }
 
 extension JobKind {
     public static func items(_ spec: Spec) -> (count: UInt64, unit: String)? { nil }
     public static func restarted(_ spec: Spec) -> Spec { spec }
-    public static func journaled(_ spec: Spec, folder: String) -> Spec { spec }
+    public static func journaled(_ spec: Spec, _ defaults: JournalDefaults) -> Spec { spec }
 
     /// This kind's spec on the wire.
     public static func spec(_ s: Spec) -> JobSpec { JobSpec(kind: name, s) }

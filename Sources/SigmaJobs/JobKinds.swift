@@ -101,8 +101,8 @@ public struct JobKinds: Sendable {
     }
 
     /// The spec a coordinator with a journal runs (`JobKind.journaled`).
-    public func journaled(_ spec: JobSpec, folder: String) -> JobSpec {
-        guard let k = try? kind(spec.kind), let s = try? k.journaledSpec(spec, folder: folder) else { return spec }
+    public func journaled(_ spec: JobSpec, _ defaults: JournalDefaults) -> JobSpec {
+        guard let k = try? kind(spec.kind), let s = try? k.journaledSpec(spec, defaults) else { return spec }
         return s
     }
 
@@ -228,8 +228,8 @@ extension JobKind {
         self.spec(restarted(try typed(spec)))
     }
 
-    static func journaledSpec(_ spec: JobSpec, folder: String) throws -> JobSpec {
-        self.spec(journaled(try typed(spec), folder: folder))
+    static func journaledSpec(_ spec: JobSpec, _ defaults: JournalDefaults) throws -> JobSpec {
+        self.spec(journaled(try typed(spec), defaults))
     }
 
     static func outputPath(of spec: JobSpec) throws -> String? {

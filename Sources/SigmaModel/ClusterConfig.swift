@@ -41,6 +41,8 @@ public struct ClusterConfig: Sendable, Equatable {
     /// (`coordinator.keep_result_bytes`); nil: the coordinator's defaults.
     public var keepJobs: Int? = nil
     public var keepResultBytes: UInt64? = nil
+    /// Seconds of training between a journaled coordinator's default checkpoints (`coordinator.checkpoint_seconds`).
+    public var checkpointSeconds: Double? = nil
     /// `worker.join` as the file gave it (nil: derived from the coordinator's address).
     public var joinGiven: String? = nil
     /// The hosts `sigma up` starts processes on, and how it reaches them.
@@ -122,6 +124,10 @@ public struct ClusterConfig: Sendable, Equatable {
                 c.keepJobs = Int(v)
             }
             c.keepResultBytes = try f.optionalUInt("keep_result_bytes")
+            if let v = try f.optionalDouble("checkpoint_seconds") {
+                guard v.isFinite, v > 0, v <= 1e7 else { throw SpecError(field: "\(file): coordinator.checkpoint_seconds", problem: "must be > 0 (seconds), got \(v)") }
+                c.checkpointSeconds = v
+            }
             if let v = try f.optionalUInt("max_frame_bytes") {
                 guard v >= 1024, v <= 1 << 31 else { throw SpecError(field: "\(file): coordinator.max_frame_bytes", problem: "must be 1024…2^31, got \(v)") }
                 c.maxFrame = Int(v)

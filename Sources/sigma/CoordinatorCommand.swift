@@ -89,6 +89,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             options.core.specLimits = cfg.limits
             if let n = cfg.keepJobs { options.core.keepFinishedJobs = n }
             if let b = cfg.keepResultBytes { options.core.keepResultBytes = b }
+            if let t = cfg.checkpointSeconds { options.checkpointSeconds = t }
             if !noJournal {
                 // (a coordinator on a port picked at random has no address to be restarted at: journaled only when asked)
                 options.stateDirectory = stateDir ?? cfg.stateDir ?? (p == 0 ? nil : LocalToken.folder() + "/coordinator-\(p)")

@@ -9,8 +9,8 @@ import Testing
 /// A coordinator killed with SIGKILL and started again on its port with its state folder resumes its jobs from the
 /// journal (docs/operations.md, "Restarts and the journal"): real processes, kills at seeded points.
 @Suite(.serialized) struct JournalTests {
-    static func start(port: String, state: String) async throws -> (SigmaProcess, String) {
-        let c = try SigmaProcess(["coordinator", "--port", port, "--state-dir", state, "--no-http", "--log-level", "info"] + testDataRoots)
+    static func start(port: String, state: String, extra: [String] = []) async throws -> (SigmaProcess, String) {
+        let c = try SigmaProcess(["coordinator", "--port", port, "--state-dir", state, "--no-http", "--log-level", "info"] + testDataRoots + extra)
         let line = try await c.waitForLine("listening ")
         return (c, String(line.dropFirst("listening ".count)))
     }

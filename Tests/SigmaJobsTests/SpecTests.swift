@@ -54,6 +54,10 @@ import Testing
         ("[1, 2", "(document)", "not valid"),
         ("kind: embed\nmodel: m\ninput: s.txt\ninput_transport: ftp", "input_transport", "expected shared"),
         ("kind: map-reduce\ninput: {npy: a.npy}\nreduce: sum\npolicy: fastest", "policy", "unknown scheduling policy 'fastest'; expected one of: latency-aware, least-loaded, round-robin"),
+        ("kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: x.npy, y: y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 5\ncheckpoint_every_seconds: 30",
+         "checkpoint_dir", "checkpoint_every_seconds needs a directory"),
+        ("kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: x.npy, y: y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 5\ncheckpoint_every_seconds: -1\ncheckpoint_dir: ck",
+         "checkpoint_every_seconds", "must be between 0 and"),
     ])
     func badSpecsNameTheField(_ text: String, _ field: String, _ problem: String) {
         #expect {

@@ -19,6 +19,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var ranges: [(start: UInt64, count: UInt64)] = []
     var paramsFrame: Frame
     var lastLoss = Double.nan
+    /// When the last checkpoint was written (or the job prepared): `checkpoint_every_seconds` counts from here.
+    var lastCheckpointAt = DispatchTime.now().uptimeNanoseconds
     var lastEval: (loss: Double, accuracy: Double)? = nil
     public let parameterCount: Int
 
@@ -159,8 +161,14 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
             end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
         }
-        if spec.checkpointEvery > 0, step % spec.checkpointEvery == 0 || step == plan.totalSteps, let dir = spec.checkpointDir {
-            end.files.append(OutputFile(path: Checkpoints.path(dir, step: step), bytes: try checkpoint()))
+        if spec.checkpoints, let dir = spec.checkpointDir {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let bySteps = spec.checkpointEvery > 0 && step % spec.checkpointEvery == 0
+            let bySeconds = spec.checkpointEverySeconds.map { $0 > 0 && Double(now &- lastCheckpointAt) >= $0 * 1e9 } ?? false
+            if bySteps || bySeconds || step == plan.totalSteps {
+                end.files.append(OutputFile(path: Checkpoints.path(dir, step: step), bytes: try checkpoint()))
+                lastCheckpointAt = now
+            }
         }
         if finished {
             end.finished = true
@@ -203,8 +211,12 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     /// Throws when the checkpoint folder already holds a step file this job would write (from another job, or an
     /// earlier run of this one): checkpoints are never replaced (docs/jobs.md, "Data roots and limits").
     public func checkCheckpointFolder() throws {
-        guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return }
-        let taken = Checkpoints.steps(in: dir).filter { $0 > step && $0 <= plan.totalSteps && ($0 % spec.checkpointEvery == 0 || $0 == plan.totalSteps) }.sorted()
+        guard spec.checkpoints, let dir = spec.checkpointDir else { return }
+        // (by seconds, any later step may be written)
+        let bySeconds = (spec.checkpointEverySeconds ?? 0) > 0
+        let taken = Checkpoints.steps(in: dir).filter {
+            $0 > step && $0 <= plan.totalSteps && (bySeconds || $0 % spec.checkpointEvery == 0 || $0 == plan.totalSteps)
+        }.sorted()
         if let first = taken.first {
             throw JobError("checkpoint_dir: '\(dir)' already holds step-\(first).safetensors\(taken.count > 1 ? " (and \(taken.count - 1) more)" : ""), "
                            + "which this job would write; checkpoints are never replaced — choose a new checkpoint_dir, or move those files away")

@@ -40,20 +40,21 @@ public enum TrainKind: JobKind {
     /// After a coordinator restart: from the latest checkpoint its folder holds (the same final bits as a run that
     /// was never interrupted), else from the start.
     public static func restarted(_ spec: TrainJob) -> TrainJob {
-        guard spec.checkpointEvery > 0, let dir = spec.checkpointDir else { return spec }
+        guard spec.checkpoints, let dir = spec.checkpointDir else { return spec }
         guard let last = Checkpoints.steps(in: dir).max() else { return spec }
         var s = spec
         s.resume = Checkpoints.path(dir, step: last)
         return s
     }
 
-    /// On a coordinator with a journal, a job that asks for no checkpoints gets them in `folder`, about every 5 % of
-    /// its steps (every 50 for a job counted in epochs): a restart loses at most that much work.
-    public static func journaled(_ spec: TrainJob, folder: String) -> TrainJob {
-        guard spec.checkpointEvery == 0, spec.checkpointDir == nil else { return spec }
+    /// On a coordinator with a journal, a job that asks for no checkpoints gets them in `defaults.folder`, every
+    /// `defaults.checkpointSeconds` of training: a restart loses at most about that much work, and the writes cost
+    /// next to nothing (a checkpoint every few steps would cost a short job a third of its time).
+    public static func journaled(_ spec: TrainJob, _ defaults: JournalDefaults) -> TrainJob {
+        guard !spec.checkpoints, spec.checkpointDir == nil else { return spec }
         var s = spec
-        s.checkpointEvery = spec.steps.map { max(1, ($0 + 19) / 20) } ?? 50
-        s.checkpointDir = folder
+        s.checkpointEverySeconds = defaults.checkpointSeconds
+        s.checkpointDir = defaults.folder
         return s
     }
 

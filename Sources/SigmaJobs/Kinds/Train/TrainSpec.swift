@@ -20,7 +20,12 @@ public struct TrainJob: JobKindSpec {
     public var evalEvery: Int
     /// Write a checkpoint every this many steps into `checkpointDir` (0: never).
     public var checkpointEvery: Int
+    /// Write a checkpoint at the first step ending at least this many seconds after the last one (nil or 0: never);
+    /// with `checkpointEvery`, either one writes. Which steps it picks depends on time; the results do not.
+    public var checkpointEverySeconds: Double?
     public var checkpointDir: String?
+    /// Checkpoints are on (`checkpoint_every` or `checkpoint_every_seconds`, into `checkpoint_dir`).
+    public var checkpoints: Bool { (checkpointEvery > 0 || (checkpointEverySeconds ?? 0) > 0) && checkpointDir != nil }
     /// Checkpoint to continue from.
     public var resume: String?
     public var seed: UInt64
@@ -77,6 +82,12 @@ public struct TrainJob: JobKindSpec {
         if checkpointEvery > 0 && (checkpointDir ?? "").isEmpty {
             throw SpecError(field: "checkpoint_dir", problem: "missing; checkpoint_every needs a directory")
         }
+        if let t = checkpointEverySeconds {
+            guard t.isFinite, t >= 0, t <= 1e7 else { throw SpecError(field: "checkpoint_every_seconds", problem: "must be between 0 and 10000000, got \(t)") }
+            if t > 0 && (checkpointDir ?? "").isEmpty {
+                throw SpecError(field: "checkpoint_dir", problem: "missing; checkpoint_every_seconds needs a directory")
+            }
+        }
         if let r = resume, r.isEmpty { throw SpecError(field: "resume", problem: "empty path") }
         // (weights, gradient, optimizer state — momentum, or Adam's two moments — and the reduce's partial sums)
         try limits.checkMemory("model.mlp", bytes: model.memoryEstimate(batch: batchSize, states: optimizer.kind == "sgd" ? 1 : 2),
@@ -107,6 +118,7 @@ extension TrainJob {
                             resume: try f.optionalString("resume").map { resolvePath($0, base) },
                             seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) },
                             gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
+        spec.checkpointEverySeconds = try f.optionalDouble("checkpoint_every_seconds")
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         return spec
