@@ -9,9 +9,10 @@ import SigmaTransport
 extension CoordinatorShell.Loop {
     /// Writes this round's journal entries in one transaction, then sends what they made durable.
     mutating func flush() {
-        guard let journal, !(journalBatch.isEmpty && held.isEmpty) else { return }
+        let filed = shared.filedShards.withLock { f in defer { f.removeAll() }; return f }
+        guard let journal, !(journalBatch.isEmpty && held.isEmpty && filed.isEmpty) else { return }
         do {
-            try journal.write(journalBatch)
+            try journal.write(journalBatch, filed: filed)
         } catch {
             logger.critical("\(error): what this round acknowledges is not durable (a restart may run it again)")
         }

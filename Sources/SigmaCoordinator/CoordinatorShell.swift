@@ -57,6 +57,9 @@ public final class CoordinatorShell: Sendable {
         let resolved = Mutex<[Resolution]>([])
         /// FILE-DATA (or ERROR) read by the file server, for the poller to send.
         let fileReplies = Mutex<[(PeerID, Message)]>([])
+        /// Results the store writer wrote (or could not: why), for the core; shard results it filed, for the journal.
+        let storedResults = Mutex<[(JobID, String?)]>([])
+        let filedShards = Mutex<[(job: JobID, shard: ShardIndex)]>([])
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -114,6 +117,7 @@ public final class CoordinatorShell: Sendable {
             loop.run()
             resolver.stop()
             files.stop()
+            loop.writer.stop()   // (writes asked for finish; a job whose end was not journaled yet runs again after a restart)
             store.removeIfTemporary()
             link.close()
         }
@@ -198,10 +202,12 @@ public final class CoordinatorShell: Sendable {
         var journalBatch: [JournalEntry] = []
         var held: [CoordinatorAction] = []
         var endsSinceTrim = 0
-        /// Finished jobs' large results, on disk.
+        /// Finished jobs' large results, on disk, written by `writer`'s thread.
         let store: ResultStore
-        /// A large result left memory: give the freed pages back to the system at the next tick.
-        var trimHeap = false
+        let writer = StoreWriter()
+        /// A large result (or shard result) left memory: give the freed pages back to the system at the first tick
+        /// after this time (the store writer lets go of what it wrote just after it reports it).
+        var trimHeapAfter: Nanos? = nil
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer, journal: Journal?,
              checkpoints: AutoCheckpoints?, store: ResultStore, compressor: AdaptiveCompressor) {
@@ -245,6 +251,10 @@ public final class CoordinatorShell: Sendable {
                 for (peer, submit, input, digests, who) in resolvedHere + resolved {
                     perform(core.handle(.inputResolved(peer, submit, input, digests: digests, from: who), now: monotonicNanos()))
                 }
+                for (job, error) in shared.storedResults.withLock({ r in defer { r.removeAll() }; return r }) {
+                    perform(core.handle(.resultStored(job: job, error: error), now: monotonicNanos()))
+                    trimHeapAfter = monotonicNanos() + 100_000_000
+                }
                 for (peer, m) in shared.fileReplies.withLock({ r in defer { r.removeAll() }; return r }) {
                     link.send(Envelope(peer: peer, frames: Codec.encode(m, compressor: compressor, carrier: carriers[peer])))
                     shared.messagesOut.add(1, ordering: .relaxed)
@@ -258,8 +268,8 @@ public final class CoordinatorShell: Sendable {
                     }
                     shared.snapshot.withLock { $0 = core.status(now: t) }
                     publishForReaders(now: t)
-                    if trimHeap {
-                        trimHeap = false
+                    if let after = trimHeapAfter, t >= after {
+                        trimHeapAfter = nil
                         TensorStorage.releaseFreeMemory()
                     }
                     shared.rejected.store(core.rejectedMessages, ordering: .relaxed)
@@ -343,8 +353,15 @@ public final class CoordinatorShell: Sendable {
             guard journal != nil else { return performNow(actions) }
             for a in actions {
                 switch a {
+                case .journal(.committed(let job, let shard, let payload)) where payload.count > Journal.inlineShardBytes:
+                    // (its file is written off this thread; its row follows when it is there)
+                    let (journal, shared, waker) = (journal!, shared, link.waker)
+                    writer.push {
+                        do { try journal.writeShard(job, shard, payload) } catch { return }   // (it runs again after a restart)
+                        shared.filedShards.withLock { $0.append((job, shard)) }
+                        waker.wake()
+                    }
                 case .journal(let e): journalBatch.append(e)
-                case .storeResult: performNow([a])   // (on disk before the journal says the job ended)
                 default: held.append(a)
                 }
             }
@@ -390,10 +407,16 @@ public final class CoordinatorShell: Sendable {
                         }
                     }
                 case .storeResult(let job, let bytes):
-                    do { try store.write(job, bytes) } catch { logger.critical("\(error): job \(job)'s result is lost") }
-                    trimHeap = true
+                    let (store, shared, waker) = (store, shared, link.waker)
+                    writer.push {
+                        var problem: String? = nil
+                        do { try store.write(job, bytes) } catch { problem = "\(error)" }
+                        shared.storedResults.withLock { $0.append((job, problem)) }
+                        waker.wake()
+                    }
                 case .discardResult(let job):
-                    store.discard(job)
+                    let store = store
+                    writer.push { store.discard(job) }   // (after any write of it still queued)
                 case .journal(let e):
                     do { try journal?.write([e]) } catch { logger.critical("\(error)") }
                 case .log(let level, let text, let job):

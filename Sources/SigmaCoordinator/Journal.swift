@@ -91,10 +91,20 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
         }
     }
 
-    /// Writes `entries` in one transaction.
-    public func write(_ entries: [JournalEntry]) throws {
-        guard !entries.isEmpty else { return }
+    /// Writes `entries` in one transaction, with the rows of shard results `filed` as files (`writeShard`) — of
+    /// jobs that are still running: the file of a job that has ended meanwhile is deleted instead.
+    public func write(_ entries: [JournalEntry], filed: [(job: JobID, shard: ShardIndex)] = []) throws {
+        guard !entries.isEmpty || !filed.isEmpty else { return }
+        var orphans: [String] = []
+        defer { for f in orphans { unlink(f) } }
         try queue.write { db in
+            for (job, shard) in filed {
+                try db.cachedStatement(sql: """
+                    INSERT OR REPLACE INTO shards (job, shard, payload, in_file)
+                    SELECT ?, ?, x'', 1 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ? AND state IS NULL)
+                    """).execute(arguments: [Int64(job), Int64(shard), Int64(job)])
+                if db.changesCount == 0 { orphans.append(shardFile(job, shard)) }
+            }
             for e in entries {
                 switch e {
                 case .accepted(let j):
@@ -102,12 +112,6 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                                    arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName])
                     try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)").execute(
                                    arguments: [Int64(j.id + 1)])
-                case .committed(let job, let shard, let payload) where payload.count > Self.inlineShardBytes:
-                    if let problem = payload.withUnsafeBytes({ writeWhole($0, to: shardFile(job, shard)) }) {
-                        throw JournalError(file: shardFile(job, shard), problem: "cannot be written (\(problem))")
-                    }
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload, in_file) VALUES (?, ?, ?, 1)").execute(
-                                   arguments: [Int64(job), Int64(shard), Data()])
                 case .committed(let job, let shard, let payload):
                     try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
@@ -181,6 +185,14 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
     }
 
     func shardFile(_ job: JobID, _ shard: ShardIndex) -> String { "\(shardFolder)/\(job)-\(shard)" }
+
+    /// A committed shard result over `inlineShardBytes`, as a file (on the store writer's thread); its row follows
+    /// in a later `write(_:filed:)`. Until then a restart runs that shard again.
+    func writeShard(_ job: JobID, _ shard: ShardIndex, _ payload: Frame) throws {
+        if let problem = payload.withUnsafeBytes({ writeWhole($0, to: shardFile(job, shard)) }) {
+            throw JournalError(file: shardFile(job, shard), problem: "cannot be written (\(problem))")
+        }
+    }
 
     /// Ended jobs beyond the latest `keep` leave the journal (their results with them).
     public func trim(keep: Int) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import SigmaModel
+import SigmaTransport
 
 /// Finished jobs' results larger than `CoordinatorConfig.storeResultsOver`, one file per job: in the state folder
 /// (`<state>/results/<job>.result`, written durably before the journal records the job's end) or, for a
@@ -114,4 +115,27 @@ func writeWhole(_ bytes: UnsafeRawBufferPointer, to path: String) -> String? {
     let why = problem ?? String(cString: strerror(errno))
     unlink(partial)
     return why
+}
+
+/// Writes what must reach the disk off the poller thread — finished jobs' results, committed shard results over
+/// 64 KiB — in the order asked (a gigabyte takes seconds here; heartbeats must not wait for it). Each piece of work
+/// reports back through `Shared` and wakes the poller, which then tells the core or the journal.
+final class StoreWriter: @unchecked Sendable {
+    private let queue = BlockingQueue<@Sendable () -> Void>()
+    private var thread: OSThread?
+
+    init() {
+        thread = OSThread(name: "sigma-store") { [queue] in
+            while let work = queue.next() { work() }
+        }
+    }
+
+    func push(_ work: @escaping @Sendable () -> Void) { queue.push(work) }
+
+    /// Finishes what was asked, then ends the thread.
+    func stop() {
+        queue.close(dropping: false)
+        thread?.join()
+        thread = nil
+    }
 }

@@ -42,7 +42,7 @@ extension CoordinatorCore {
     mutating func resubmitted(_ peer: PeerID, _ s: Submit, _ job: JobEntry, now: Nanos, into out: inout [CoordinatorAction]) {
         out.append(.send(peer, .accept(Accept(request: s.request, job: job.id, shards: UInt32(job.shards.count)))))
         job.log(.info, "submitted again with id '\(s.key)': the existing job answers", now: now)
-        if job.state.isFinal {
+        if job.state.isFinal, !job.resultPending {
             if s.options.contains(.watch) { out.append(.send(peer, .progress(progress(job, request: s.request)))) }
             if s.options.contains(.pushResult) { out.append(.send(peer, .jobResult(job.outcome(request: s.request)))) }
             return
@@ -110,6 +110,7 @@ extension CoordinatorCore {
             out.append(.send(peer, .error(ErrorReply(code, request: g.request, "RESULT-GET job \(g.job): \(problem)"))))
         }
         if job.resultDropped { return out.append(.send(peer, .error(resultNotKept(job, request: g.request)))) }
+        guard !job.resultPending else { return refuse(.notReady, "its result is being written; ask again in a moment") }
         guard job.state.isFinal else { return refuse(.notReady, "the job is \(job.state); its result exists once it has completed") }
         guard job.state == .completed else { return refuse(.notFound, "the job \(job.state); it has no result") }
         guard g.offset <= job.resultSize else { return refuse(.badRequest, "offset \(g.offset) is past the result's end (\(job.resultSize) bytes)") }
@@ -122,7 +123,10 @@ extension CoordinatorCore {
 
     /// The answer to asking for a result dropped to keep finished results within `keepResultBytes`.
     func resultNotKept(_ job: JobEntry, request: UInt64) -> ErrorReply {
-        ErrorReply(.notFound, request: request,
+        if let lost = job.resultLost {
+            return ErrorReply(.notFound, request: request, "job \(job.id) \(job.state), but its result could not be kept: \(lost)")
+        }
+        return ErrorReply(.notFound, request: request,
                    "job \(job.id) \(job.state), but its result is no longer kept: finished jobs keep at most \(config.keepResultBytes) bytes of results (cluster.yaml coordinator.keep_result_bytes), the oldest going first")
     }
 

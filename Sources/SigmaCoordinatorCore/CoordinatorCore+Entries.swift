@@ -234,6 +234,10 @@ final class JobEntry {
     var resultSize: UInt64 = 0
     /// The shell keeps the result on disk (`CoordinatorAction.storeResult`); clients read it with RESULT-GET.
     var resultStored = false
+    /// The shell is writing it: the job has ended, and its end is told once the result is on disk.
+    var resultPending = false
+    /// Why the shell could not keep its result (nil: it could, or it is not stored).
+    var resultLost: String? = nil
     var watchers: [Watcher] = []
     /// ACCEPT deferred to the next tick (SUBMIT option `deferAccept`).
     var acceptPending = false

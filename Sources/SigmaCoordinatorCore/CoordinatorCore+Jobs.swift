@@ -190,15 +190,13 @@ extension CoordinatorCore {
         }
         job.releaseDriver()   // (its data, model and parameter payload: megabytes to gigabytes per job)
         if let limit = config.storeResultsOver, !journaled, UInt64(job.result.count) > limit {
+            // (its end is announced once the shell has the result on disk: `.resultStored`)
             let size = job.resultSize
             out.append(.storeResult(job: id, bytes: job.result))
             job.result = []
             job.resultSize = size
             job.resultStored = true
-        }
-        if config.journal, !journaled {
-            out.append(.journal(.ended(job: id, state: state, error: error, result: job.result, resultSize: job.resultSize,
-                                       shards: UInt32(job.shardCount), elapsed: now &- job.submittedAt)))
+            job.resultPending = true
         }
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
@@ -215,15 +213,39 @@ extension CoordinatorCore {
             out.append(.log(state == .completed ? .info : .error,
                             "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))
         }
-        sendProgress(id, now: now, force: true, into: &out)
-        releaseWatches(jobs[id]!)
-        jobs[id]!.watchers.removeAll()
+        if !job.resultPending { announce(job, now: now, into: &out, journaled: journaled) }
+    }
+
+    /// A job's end, told: to the journal, its followers (final PROGRESS) and whoever waits for its result
+    /// (JOB-RESULT) — at once, or for a stored result once it is on disk.
+    mutating func announce(_ job: JobEntry, now: Nanos, into out: inout [CoordinatorAction], journaled: Bool = false) {
+        if config.journal, !journaled {
+            out.append(.journal(.ended(job: job.id, state: job.state, error: job.error, result: job.result, resultSize: job.resultSize,
+                                       shards: UInt32(job.shardCount), elapsed: (job.endedAt ?? now) &- job.submittedAt)))
+        }
+        sendProgress(job.id, now: now, force: true, into: &out)
+        releaseWatches(job)
+        job.watchers.removeAll()
         if job.options.contains(.pushResult) {
             out.append(.send(job.submitter, .jobResult(job.outcome(request: job.request))))
         }
         for (p, req) in job.extraResultTo { out.append(.send(p, .jobResult(job.outcome(request: req)))) }
         job.extraResultTo = []
         keepResults(within: config.keepResultBytes, adding: job, into: &out)
+    }
+
+    /// The shell has written a stored result (or could not: `error`): the job's end is told now.
+    mutating func resultStored(_ id: JobID, error: String?, now: Nanos, into out: inout [CoordinatorAction]) {
+        guard let job = jobs[id], job.resultPending else { return }
+        job.resultPending = false
+        if let error {
+            out.append(.log(.error, "job \(id): its result could not be kept: \(error)", job: id))
+            job.result = []
+            job.resultStored = false
+            job.resultDropped = true
+            job.resultLost = error
+        }
+        announce(job, now: now, into: &out)
     }
 
     /// A job's PROGRESS, with the live workers that could run it.
@@ -266,7 +288,7 @@ extension CoordinatorCore {
         while keptResultBytes > budget, i < finishedOrder.endIndex {
             let id = finishedOrder[i]
             i += 1
-            guard id != job.id, let old = jobs[id], old.resultSize > 0 else { continue }
+            guard id != job.id, let old = jobs[id], old.resultSize > 0, !old.resultPending else { continue }
             dropResult(old, into: &out)
         }
         if keptResultBytes > budget, job.resultSize > 0 { dropResult(job, into: &out) }

@@ -118,6 +118,8 @@ public struct CoordinatorCore {
             }
         case .tick:
             tick(now: now, into: &out)
+        case .resultStored(let job, let error):
+            resultStored(job, error: error, now: now, into: &out)
         case .restore(let next, let restored):
             restore(next: next, restored, now: now, into: &out)
         }
@@ -235,6 +237,11 @@ public struct CoordinatorCore {
             guard let j = visibleJob(job, to: who, peer: peer, request: req, into: &out) else { return }
             if j.resultDropped {
                 out.append(.send(peer, .error(resultNotKept(j, request: req))))
+            } else if j.resultPending {
+                // (its result is being written: answered when it is on disk)
+                if let e = watchRefusal(peer, request: req, job: j) { out.append(.send(peer, .error(e))); return }
+                j.extraResultTo.append((peer, req))
+                watching[peer, default: 0] += 1
             } else if j.state.isFinal {
                 out.append(.send(peer, .jobResult(j.outcome(request: req))))
             } else {

@@ -83,6 +83,8 @@ public enum CoordinatorEvent: Sendable {
     case tick
     /// At start, before anything else: the journal's jobs (`RestoredJob`) and the next free job id.
     case restore(next: JobID, jobs: [RestoredJob])
+    /// The shell wrote a job's result (`CoordinatorAction.storeResult`), or could not (`error` says why).
+    case resultStored(job: JobID, error: String?)
 }
 
 /// What the coordinator asks its shell to do.
@@ -129,8 +131,8 @@ public enum CoordinatorAction: Sendable, Equatable {
     /// Make this durable before sending anything else of the same batch of actions (docs/operations.md, "Restarts
     /// and the journal").
     case journal(JournalEntry)
-    /// Keep job `job`'s result on disk (before anything else of the same batch of actions is sent or journaled);
-    /// the core no longer holds it.
+    /// Keep job `job`'s result on disk, and answer `.resultStored` once it is there; the core no longer holds it,
+    /// and tells the job's end (journal, followers, JOB-RESULT) only then.
     case storeResult(job: JobID, bytes: [UInt8])
     /// Answer a RESULT-GET of a stored result (`size` bytes) with RESULT-DATA; ERROR 500 naming the file if it
     /// cannot be read.

@@ -14,8 +14,10 @@ struct Harness {
     var served: [(PeerID, FileGet, InputFile, Int)] = []
     var resolvedRows: UInt64 = 0
     var journal: [JournalEntry] = []
-    /// Results the shell keeps on disk (`storeResult`).
+    /// Results the shell keeps on disk (`storeResult`); with `holdStores`, the writes not yet reported (`storing`).
     var stored: [JobID: [UInt8]] = [:]
+    var holdStores = false
+    var storing: [JobID] = []
 
     /// The spec limits the stand-in shell prepares jobs within (the coordinator's).
     let limits: SpecLimits
@@ -39,7 +41,9 @@ struct Harness {
                 case .writeFile(let f): files.append(f)
                 case .serveFile(let p, let g, let f, let n): served.append((p, g, f, n))
                 case .journal(let e): journal.append(e)
-                case .storeResult(let job, let bytes): stored[job] = bytes
+                case .storeResult(let job, let bytes):
+                    stored[job] = bytes
+                    if holdStores { storing.append(job) } else { pending.append(.resultStored(job: job, error: nil)) }
                 case .discardResult(let job): stored[job] = nil
                 case .serveResult(let p, let g, let size):
                     // (what the shell's file server reads off the disk)

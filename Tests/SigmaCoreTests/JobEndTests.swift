@@ -103,6 +103,52 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         #expect(refusal(ResultGet(request: 9, job: a.job, offset: 0, length: 1))?.message.contains("no longer kept") == true)
     }
 
+    /// While the shell writes a stored result, the job's end is not told: a FETCH waits and is answered once the
+    /// result is on disk (with the submitter's JOB-RESULT), a RESULT-GET is told to ask again, and the journal says
+    /// the job ended only then. A result the shell could not write is reported as lost, naming why.
+    @Test func aJobsEndIsToldOnceItsStoredResultIsOnDisk() throws {
+        var config = CoordinatorConfig()
+        config.storeResultsOver = 40
+        config.journal = true
+        var h = Harness(config)
+        h.holdStores = true
+        h.hello(w1)
+        let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum, .histogram(bins: 4, low: 0, high: 4)], sharding: .count(1))
+        func ended() -> Bool { h.journal.contains { if case .ended = $0 { true } else { false } } }
+        func results(to peer: PeerID) -> [JobOutcome] {
+            h.outbox.compactMap { p, m in
+                guard p == peer, case .jobResult(let o) = m else { return nil }
+                return o
+            }
+        }
+        for (n, error) in [(1, nil as String?), (2, "disk full")] {
+            h.journal = []
+            h.outbox = []
+            h.event(.received(client, .submit(Submit(request: UInt64(n), options: [.pushResult], spec: .mapReduce(spec)))))
+            let a = try #require(h.takeAssigns(w1).first)
+            _ = try h.answer(w1, a, spec: spec)
+            #expect(h.storing == [a.job] && !ended() && results(to: client).isEmpty, "nothing told while the result is written")
+            let fetcher = PeerID([0, 0, 0, 0, 8])
+            #expect(h.event(.received(fetcher, .fetch(request: 7, job: a.job))).isEmpty, "a FETCH waits")
+            guard case .error(let e)? = h.event(.received(fetcher, .resultGet(ResultGet(request: 8, job: a.job, offset: 0, length: 10)))).last?.1 else {
+                Issue.record("RESULT-GET while writing: expected an ERROR")
+                return
+            }
+            #expect(e.code == ErrorReply.Code.notReady.rawValue && e.message.contains("being written"), "\(e.message)")
+            h.storing = []
+            h.event(.resultStored(job: a.job, error: error))
+            #expect(ended(), "the journal says it ended once the result is on disk")
+            let toClient = results(to: client), toFetcher = results(to: fetcher)
+            #expect(toClient.count == 1 && toFetcher.count == 1 && toFetcher.first?.request == 7)
+            if error == nil {
+                #expect(toFetcher.first?.isStored == true && toFetcher.first?.size == UInt64(h.stored[a.job]?.count ?? 0))
+            } else {
+                guard case .error(let lost)? = h.event(.received(fetcher, .fetch(request: 9, job: a.job))).last?.1 else { Issue.record("expected an ERROR"); return }
+                #expect(lost.message.contains("could not be kept: disk full"), "\(lost.message)")
+            }
+        }
+    }
+
     /// A shard whose result is too large for one frame fails its job at once (no re-run, no hour-long wait), naming
     /// the shard, its rows, its size and the limit.
     @Test func aShardResultTooLargeForAFrameFailsItsJobAtOnce() throws {
