@@ -179,6 +179,9 @@ public final class ZmqLink: MessageLink {
             guard n >= 6 else { continue }
             let event = UInt16(head[0]) | UInt16(head[1]) << 8
             let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
+            // (a handshake cut short — the peer reset or closed the connection, `value` its errno — says nothing about
+            // keys or tokens: a coordinator killed and started again does that; libzmq reconnects by itself)
+            if Int32(event) == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL { continue }
             options.onHandshakeFailure?(Self.describeHandshakeFailure(event: Int32(event), value: value, endpoint: endpoint,
                                                                       security: options.security))
         }

@@ -132,19 +132,25 @@ struct LogsCommand: AsyncParsableCommand {
             var next: UInt32 = 0
             var c = try client.connect(common)
             defer { c.close() }
-            var failures = 0
+            var lostSince: Date? = nil
             while true {
                 let d: JobDetail
                 do {
-                    d = try await c.detail(job: job, logFrom: next, timeout: client.timeout)
-                    failures = 0
+                    // (following: a lost coordinator is noticed within 3 s)
+                    d = try await c.detail(job: job, logFrom: next, timeout: follow ? min(client.timeout, 3) : client.timeout)
+                    lostSince = nil
                 } catch let e as ClientError {
-                    // Following: ride out a coordinator restart (a fresh connection each retry).
-                    guard follow, case .noAnswer = e, failures < 60 else { _ = try await mapClientError { throw e } ; return }
-                    if failures == 0 {
+                    // Following: ride out a coordinator restart (a fresh connection each retry), for up to 2 minutes.
+                    guard follow, case .noAnswer = e else { _ = try await mapClientError { throw e } ; return }
+                    let since = lostSince ?? Date()
+                    if lostSince == nil {
                         FileHandle.standardError.write(Data("coordinator at \(c.endpoint) unreachable, retrying (job \(job); a restarted coordinator with its journal answers again)\n".utf8))
                     }
-                    failures += 1
+                    lostSince = since
+                    if Date().timeIntervalSince(since) >= 120 {
+                        _ = try await mapClientError { throw ClientError.lost(job: job, endpoint: c.endpoint, seconds: Date().timeIntervalSince(since)) }
+                        return
+                    }
                     c.close()
                     c = try client.connect(common)
                     continue
