@@ -142,7 +142,7 @@ public enum DeployPlan {
         for h in c.hosts {
             for n in 0..<h.workers {
                 let name = String(h.address.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }) + "-\(n + 1)"
-                var args = ["worker", "--join", join, "--name", name, "--log-level", "info"]
+                var args = ["worker", "--coordinator", join, "--name", name, "--log-level", "info"]
                 if c.workerThreads > 0 { args += ["--threads", "\(c.workerThreads)"] }
                 if let k = h.key { args += ["--key", k] }
                 if let ck = c.coordinatorKeyFile { args += ["--coordinator-key", ck] }

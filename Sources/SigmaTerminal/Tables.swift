@@ -12,7 +12,7 @@ extension ClusterStatus {
                             formatBytes(w.bytesIn), formatBytes(w.bytesOut), String(format: "%.2f", w.compressionRatio),
                             w.blasLabel() + (w.blasChoice.isEmpty ? "" : " (\(w.blasChoice))")], ww) + "\n"
         }
-        if workers.isEmpty { out += "(no workers; join one with: sigma worker --join tcp://COORDINATOR:7700)\n" }
+        if workers.isEmpty { out += "(no workers; join one with: sigma worker --coordinator tcp://COORDINATOR:7700)\n" }
         out += blasWarnings(workers).map { $0 + "\n" }.joined()
         return out
     }

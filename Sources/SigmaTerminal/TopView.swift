@@ -60,7 +60,7 @@ public struct TopView {
                          + pad(String(format: "%.2f", w.compressionRatio), 6) + w.blasLabel())
         }
         if ordered.count > rows { lines.append("… \(ordered.count - rows) more workers (enlarge the terminal, or: sigma workers)") }
-        if status.workers.isEmpty { lines.append("(no workers; join one with: sigma worker --join tcp://COORDINATOR:7700)") }
+        if status.workers.isEmpty { lines.append("(no workers; join one with: sigma worker --coordinator tcp://COORDINATOR:7700)") }
         lines += blasWarnings(status.workers).prefix(3)
         return lines.map { $0.count > width ? String($0.prefix(width)) : $0 }
     }

@@ -34,7 +34,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var data: DataRootOptions
-    @Option(help: "Address to bind (default 127.0.0.1; from cluster.yaml coordinator.listen).") var listen: String?
+    @Option(help: "Address to bind: ADDRESS, tcp://ADDRESS:PORT or a port (default 127.0.0.1; from cluster.yaml coordinator.listen).") var listen: String?
     @Option(help: "Port to bind (default 7700; 0 picks a free port).") var port: Int?
     @Option(help: "Heartbeat interval in milliseconds (default 1000).") var heartbeatMs: Int?
     @Option(help: "Missed heartbeats before a worker is declared dead (default 3).") var liveness: Int?
@@ -59,8 +59,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let logger = Logger(label: "sigma.coordinator")
         do {
             let cfg = try common.load()
-            let address = listen ?? cfg.listen
-            let p = port ?? cfg.port
+            // (--listen takes an address, tcp://ADDRESS:PORT or a port; a port in it must agree with --port)
+            let listened: (host: String, port: Int?)
+            do { listened = try Endpoint.components(listen ?? cfg.listen, field: listen == nil ? "coordinator.listen" : "--listen", bind: true) } catch let e as SpecError {
+                throw CLIError.usage("\(e.field): \(e.problem)")
+            }
+            if let a = listened.port, let b = port, a != b { throw CLIError.usage("--listen says port \(a) and --port says \(b); give one") }
+            let address = listened.host
+            let p = port ?? listened.port ?? cfg.port
             guard (0...65535).contains(p) else { throw CLIError.usage("--port must be 0…65535, got \(p)") }
             var security = try serverSecurity(cfg, logger: logger)
             if let problem = BindPolicy.check(address: address, encrypted: security != nil, insecure: insecure || cfg.insecure) {

@@ -8,14 +8,15 @@ import SigmaTerminal
 
 /// Flags of every command that talks to a coordinator.
 struct ClientOptions: ParsableArguments {
-    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
+    @Option(help: "Coordinator endpoint, tcp://HOST:PORT (default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for an answer.") var timeout: Double = 5
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
     @OptionGroup var keys: KeyOptions
 
-    func connect(_ common: CommonOptions) throws -> SigmaClient {
+    /// `probe`: fail at once when nothing listens there (not when riding out a restart).
+    func connect(_ common: CommonOptions, probe: Bool = true) throws -> SigmaClient {
         let cfg = try common.load()
-        return try keys.client(coordinator ?? cfg.coordinator, cfg)
+        return try keys.client(try coordinatorEndpoint(coordinator, cfg), cfg, probe: probe)
     }
 
     /// One request: connect, ask, close; client errors become CLI errors with their exit codes.
@@ -106,7 +107,7 @@ struct JobCommand: AsyncParsableCommand {
             } else {
                 print(d.text(shards: shards), terminator: "")
                 if workers == 0, !d.job.state.isFinal {
-                    print("waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT")
+                    print("waiting: no worker is connected to the coordinator; start one with: sigma worker --coordinator ENDPOINT")
                 }
             }
         } catch { exitWith(error) }
@@ -152,7 +153,7 @@ struct LogsCommand: AsyncParsableCommand {
                         return
                     }
                     c.close()
-                    c = try client.connect(common)
+                    c = try client.connect(common, probe: false)
                     continue
                 }
                 if d.logFrom > next { print("… \(d.logFrom - next) older line(s) no longer kept") }

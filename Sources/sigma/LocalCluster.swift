@@ -65,7 +65,7 @@ final class LocalCluster {
     func addWorker(name: String, threads: Int) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: selfExecutable())
-        p.arguments = ["worker", "--join", coordinator.endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"]
+        p.arguments = ["worker", "--coordinator", coordinator.endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"]
             + (keys.map { ["--key", $0.workerKeyFile] } ?? []) + dataRoots.flatMap { ["--data-root", $0] }
         try p.run()
         workers.append(p)

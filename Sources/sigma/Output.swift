@@ -27,7 +27,7 @@ final class ProgressLine: @unchecked Sendable {
         if let w = workers, w == 0, done < total {
             if !saidWaiting {
                 saidWaiting = true
-                FileHandle.standardError.write(Data(((isTTY ? "\r\u{1B}[K" : "") + "waiting: no worker is connected to the coordinator; start one with: sigma worker --join ENDPOINT\n").utf8))
+                FileHandle.standardError.write(Data(((isTTY ? "\r\u{1B}[K" : "") + "waiting: no worker is connected to the coordinator; start one with: sigma worker --coordinator ENDPOINT\n").utf8))
             }
         } else if workers != nil {
             saidWaiting = false

@@ -21,13 +21,13 @@ struct ResultsCommand: AsyncParsableCommand {
     @Argument(help: "Job id (from sigma submit or sigma status).") var job: UInt64
     @Option(name: [.short, .customLong("output")], help: "Directory for the result files.") var output: String = "."
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
-    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
+    @Option(help: "Coordinator endpoint, tcp://HOST:PORT (default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for an answer.") var timeout: Double = 10
 
     func run() async throws {
         do {
             let cfg = try common.load()
-            let client = try keys.client(coordinator ?? cfg.coordinator, cfg)
+            let client = try keys.client(given: coordinator, cfg)
             defer { client.close() }
             let o = try await mapClientError { try await client.fetch(job: job, timeout: timeout) }
             guard o.state == .completed else {

@@ -47,7 +47,23 @@ struct KeyOptions: ParsableArguments {
     }
 
     /// A client for `endpoint` with this host's CURVE settings.
-    func client(_ endpoint: String, _ cfg: ClusterConfig) throws -> SigmaClient {
+    /// A client of the coordinator `given` names (`--coordinator`; see `coordinatorEndpoint`).
+    func client(given: String?, _ cfg: ClusterConfig, flag: String = "--coordinator") throws -> SigmaClient {
+        try client(try coordinatorEndpoint(given, cfg, flag: flag), cfg)
+    }
+
+    /// `probe`: first make sure something listens there (a closed port is told at once, not after the timeout).
+    func client(_ endpoint: String, _ cfg: ClusterConfig, probe: Bool = true) throws -> SigmaClient {
+        if probe, let e = try? Endpoint.parse(endpoint) {
+            switch EndpointProbe.probe(host: e.host, port: e.port) {
+            case .refused:
+                throw CLIError.unreachable("nothing listens at \(endpoint) (connection refused): is the coordinator running there? (start one with: sigma coordinator; its port is 7700 unless --port says otherwise)")
+            case .unreachable(let why):
+                throw CLIError.unreachable("cannot reach \(endpoint): \(why)")
+            default:
+                break
+            }
+        }
         var o = LinkOptions()
         o.maxFrame = cfg.maxFrame
         o.security = try clientSecurity(cfg, endpoint: endpoint)
@@ -71,7 +87,7 @@ struct KeygenCommand: ParsableCommand {
           cp keys/worker-b.pub keys/alice.pub allowed/ # enrol them (no restart)
           sigma coordinator --listen 0.0.0.0 --key keys/coordinator.key \\
                             --allow allowed/
-          sigma worker --join tcp://hostA:7700 --key keys/worker-b.key
+          sigma worker --coordinator tcp://hostA:7700 --key keys/worker-b.key
         A key made with --coordinator-key carries the coordinator's public key,
         so a worker or client needs only --key. Only NAME.pub leaves its host.
         Roles: a worker key may only join as a worker; a client key submits
@@ -118,4 +134,19 @@ struct KeygenCommand: ParsableCommand {
             exitWith(error)
         }
     }
+}
+
+/// The coordinator a command talks to, as `tcp://HOST:PORT`: `given` (`--coordinator`, or a worker's `--join`), else
+/// `SIGMA_COORDINATOR`, else cluster.yaml's (`worker.join`, or its coordinator address), else tcp://127.0.0.1:7700.
+/// `HOST:PORT`, `HOST` and a port alone are accepted and normalised (`Endpoint`); a mistake names where it came from.
+func coordinatorEndpoint(_ given: String?, _ cfg: ClusterConfig, flag: String = "--coordinator",
+                         environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+    let env = environment["SIGMA_COORDINATOR"].flatMap { $0.isEmpty ? nil : $0 }
+    let (text, field) = given.map { ($0, flag) } ?? env.map { ($0, "SIGMA_COORDINATOR") } ?? (cfg.coordinator, "the config's coordinator endpoint")
+    let endpoint: String
+    do { endpoint = try Endpoint.parse(text, field: field).description } catch let e as SpecError {
+        throw CLIError.usage("\(e.field): \(e.problem)")
+    }
+    if given != nil, endpoint != "tcp://127.0.0.1:\(Endpoint.defaultPort)" { givenEndpoint.withLock { $0 = endpoint } }
+    return endpoint
 }

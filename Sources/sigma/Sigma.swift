@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Logging
 import SigmaEngine
 import SigmaModel
@@ -12,7 +13,7 @@ struct Sigma: AsyncParsableCommand {
         discussion: """
         Start a coordinator, join workers to it, submit jobs:
           sigma coordinator                       # binds tcp://127.0.0.1:7700
-          sigma worker --join tcp://HOST:7700     # on each worker host
+          sigma worker --coordinator tcp://HOST:7700     # on each worker host
           sigma submit job.yaml --follow          # progress, then the result
           sigma status                            # workers and jobs
           sigma demo                              # everything on this machine, one command
@@ -87,8 +88,20 @@ enum CLIError: Error, CustomStringConvertible {
 /// Prints the error and exits with its code (ArgumentParser's own errors keep theirs).
 func exitWith(_ error: Error) -> Never {
     if let e = error as? CLIError {
-        FileHandle.standardError.write(Data("sigma: \(e)\n".utf8))
+        FileHandle.standardError.write(Data("sigma: \(withGivenEndpoint("\(e)"))\n".utf8))
         exit(e.exitCode)
     }
     Sigma.exit(withError: error)
+}
+
+/// The endpoint this command was given with `--coordinator` (nil: none, or the default's): hints in messages ("list
+/// jobs with: sigma jobs") then repeat it, so the command they suggest reaches the same coordinator.
+let givenEndpoint = Mutex<String?>(nil)
+
+/// `text` with `--coordinator ENDPOINT` added to each `sigma …` command it suggests that talks to a coordinator.
+func withGivenEndpoint(_ text: String) -> String {
+    guard let ep = givenEndpoint.withLock({ $0 }),
+          let re = try? NSRegularExpression(pattern: "\\bsigma (jobs|workers|status|top|job \\d+|results \\d+|logs (?:-f )?\\d+|cancel \\d+)(?! --coordinator)")
+    else { return text }
+    return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "sigma $1 --coordinator \(ep)")
 }

@@ -18,14 +18,14 @@ struct StatusCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var keys: KeyOptions
-    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
+    @Option(help: "Coordinator endpoint, tcp://HOST:PORT (default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Flag(help: "Print machine-readable JSON.") var json = false
     @Option(help: "Seconds to wait for an answer.") var timeout: Double = 5
 
     func run() async throws {
         do {
             let cfg = try common.load()
-            let client = try keys.client(coordinator ?? cfg.coordinator, cfg)
+            let client = try keys.client(given: coordinator, cfg)
             defer { client.close() }
             let s = try await mapClientError { try await client.status(timeout: timeout) }
             if json {

@@ -5,6 +5,7 @@ import SigmaCoordinatorCore
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
+import SigmaTransport
 import SigmaTerminal
 
 struct SubmitCommand: AsyncParsableCommand {
@@ -27,7 +28,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Argument(help: "Job spec file (YAML or JSON).") var spec: String
     @Flag(help: "Show progress and wait for the result.") var follow = false
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
-    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
+    @Option(help: "Coordinator endpoint, tcp://HOST:PORT (default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for the coordinator to accept the job.") var timeout: Double = 10
     @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
     @Flag(help: "Run the job in this process instead of on the cluster (the same shard code and reduction).") var local = false
@@ -56,7 +57,7 @@ struct SubmitCommand: AsyncParsableCommand {
             if let p = policy ?? file.policy {   // --policy overrides the spec file's policy:
                 do { policyOption = try SchedulingPolicy.parse(p).submitOption } catch { throw CLIError.usage("--policy: \(error)") }
             }
-            let endpoint = coordinator ?? cfg.coordinator
+            let endpoint = try coordinatorEndpoint(coordinator, cfg)
             let client = try keys.client(endpoint, cfg)
             defer { client.close() }
             if !follow {
@@ -125,6 +126,19 @@ func mapClientError<T>(_ body: () async throws -> T) async throws -> T {
         case .refused(let r) where r.code == ErrorReply.Code.notFound.rawValue:
             throw CLIError.usage(e.description.contains("sigma ") ? "\(e)" : "\(e); list jobs with: sigma jobs")
         case .refused: throw CLIError.jobFailed("\(e)")
+        case .noAnswer(let endpoint, _, _, _):
+            // (no answer: say what listens there, if it is not a coordinator)
+            guard let ep = try? Endpoint.parse(endpoint) else { throw CLIError.unreachable("\(e)") }
+            switch EndpointProbe.probe(host: ep.host, port: ep.port, identify: true) {
+            case .http:
+                throw CLIError.unreachable("\(endpoint) is a web server, not the coordinator (the dashboard listens on the coordinator's port + 1): give the coordinator's port")
+            case .other:
+                throw CLIError.unreachable("\(endpoint) does not speak Sigma's protocol (ZeroMQ): another service listens there; give the coordinator's port (7700 unless --port says otherwise)")
+            case .refused:
+                throw CLIError.unreachable("nothing listens at \(endpoint) any more (connection refused): the coordinator stopped")
+            default:
+                throw CLIError.unreachable("\(e)")
+            }
         default: throw CLIError.unreachable("\(e)")
         }
     }

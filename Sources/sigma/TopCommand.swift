@@ -23,7 +23,7 @@ struct TopCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common)
+            let c = try client.connect(common, probe: once)   // (the live view waits for a coordinator that is not up yet)
             defer { c.close() }
             if once {
                 let s = try await mapClientError { try await c.status(timeout: client.timeout) }

@@ -15,15 +15,17 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a worker that joins a coordinator and computes shards.",
         discussion: """
         Example:
-          sigma worker --join tcp://10.0.0.5:7700 --threads 2
-          sigma worker --drain w3 --join tcp://10.0.0.5:7700   # let running worker w3 (id or name) finish and leave
+          sigma worker --coordinator tcp://10.0.0.5:7700 --threads 2
+          sigma worker --drain w3 --coordinator tcp://10.0.0.5:7700   # let w3 (id or name) finish and leave
         The worker connects outbound (works behind NAT), reconnects by itself. On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
         """)
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var keys: KeyOptions
     @OptionGroup var data: DataRootOptions
-    @Option(help: "Coordinator endpoint (default from cluster.yaml, else tcp://127.0.0.1:7700).") var join: String?
+    @Option(name: [.customLong("coordinator"), .customLong("join")],
+            help: "Coordinator endpoint, tcp://HOST:PORT (--join is the same; default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).")
+    var coordinator: String?
     @Option(help: "Compute threads: cores this worker uses, for several shards at once or one shard's micro-batches and batches in parallel; BLAS runs single-threaded in each (default: every core no other sigma worker on this host holds).") var threads: Int?
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
     @Option(help: "Where input files shipped by the coordinator are kept, by SHA-256 (jobs with input_transport: coordinator; default: ~/.cache/sigma/inputs).") var cacheDir: String?
@@ -35,7 +37,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let target = drain {
             do {
                 let cfg = try common.load()
-                let client = try keys.client(join ?? cfg.coordinator, cfg)
+                let client = try keys.client(given: coordinator, cfg)
                 defer { client.close() }
                 let s = try await mapClientError { try await client.drain(worker: target) }
                 let w = s.workers.first { $0.id == target } ?? s.workers.first { $0.name == target && $0.state != "dead" }
@@ -52,7 +54,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = Logger(label: "sigma.worker")
         do {
             let cfg = try common.load()
-            let endpoint = join ?? cfg.coordinator
+            let endpoint = try coordinatorEndpoint(coordinator, cfg)
             let requested = threads ?? (cfg.workerThreads > 0 ? cfg.workerThreads : nil)
             if let r = requested, r < 1 || r > 1024 { throw CLIError.usage("--threads must be 1…1024, got \(r)") }
             // Never more compute than cores: this worker claims cores no other sigma worker on this host holds, runs
@@ -63,9 +65,6 @@ struct WorkerCommand: AsyncParsableCommand {
             let n = claim.budget.threads
             BLASInfo.setThreads(1)
             ComputeLanes.shared.configure(total: n)
-            guard endpoint.hasPrefix("tcp://") || endpoint.hasPrefix("ipc://") else {
-                throw CLIError.usage("--join needs an endpoint like tcp://HOST:7700, got '\(endpoint)'")
-            }
             var link = LinkOptions()
             link.maxFrame = cfg.maxFrame
             link.security = try keys.clientSecurity(cfg, endpoint: endpoint)

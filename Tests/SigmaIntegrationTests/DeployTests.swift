@@ -129,7 +129,7 @@ func freePort() throws -> Int {
         #expect(up[0].argv.prefix(4) == ["ssh", "-o", "BatchMode=yes", "--"] && up[0].argv[4] == "a@h1")
         // The remote command line, run by a shell, gives the worker back its arguments whole.
         let remote = up[1].argv.last!
-        #expect(remote.contains("'/opt/sigma bin/sigma' worker --join tcp://h1:7711 --name h2-1"))
+        #expect(remote.contains("'/opt/sigma bin/sigma' worker --coordinator tcp://h1:7711 --name h2-1"))
         #expect(remote.contains("--key '/k/it'\\''s b.key'"))
         let echoed = runTool("/bin/sh", ["-c", "printf '%s\\n' " + DeployPlan.quote("/k/it's b.key") + " " + DeployPlan.quote("a b\"c$d")])
         #expect(echoed.out == "/k/it's b.key\na b\"c$d\n")

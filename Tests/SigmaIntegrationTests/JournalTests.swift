@@ -153,7 +153,7 @@ import Testing
         let submit = try SigmaProcess(["submit", yaml, "--follow", "--coordinator", endpoint])
         defer { submit.kill(SIGTERM) }
         let line = try await submit.waitForStderr("no worker")
-        #expect(line.contains("sigma worker --join"))
+        #expect(line.contains("sigma worker --coordinator"))
         // `sigma job` says so too.
         let job = try SigmaProcess(["job", "1", "--coordinator", endpoint])
         #expect(try await job.wait() == 0)
