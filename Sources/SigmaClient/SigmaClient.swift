@@ -20,7 +20,7 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
         case .noAnswer(let ep, let s, let what, let secure):
             "no answer to \(what) from the coordinator at \(ep) within \(String(format: "%g", s)) s; is it running? (start one with: sigma coordinator)"
                 + (secure ? " — with CURVE keys also check that it runs with --key/--allow and that --coordinator-key is its public key" : "")
-        case .refused(let e): "coordinator refused: \(e.message) (code \(e.code))"
+        case .refused(let e): e.message
         case .badReply(let s): "unexpected reply from the coordinator: \(s)"
         case .connection(let s): "cannot reach the coordinator: \(s)"
         case .lost(let job, let ep, let s):

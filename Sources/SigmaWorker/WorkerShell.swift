@@ -440,7 +440,7 @@ public final class WorkerShell: Sendable {
                     inlineML.removeAll()
                     inline.removeAll()
                 case .reconnect(let reason):
-                    logger.warning("reconnecting: \(reason)")
+                    logger.warning("reconnecting to \(factory.endpoint): \(reason)\(WorkerShell.whatListens(factory.endpoint))")
                     link?.close()
                     link = nil
                     _ = connect()

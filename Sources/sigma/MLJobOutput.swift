@@ -66,9 +66,16 @@ enum MLOutput {
         }
     }
 
-    /// Where results go: `-o DIR`, else the spec's `output`, else ./sigma-results/<name>.
-    static func directory(_ option: String?, _ spec: JobSpec) -> String {
-        option ?? spec.output ?? "sigma-results/\(spec.name)"
+    /// Where results go: `-o DIR`, else the spec's `output`, else ./sigma-results/NAME-ID (NAME for a `--local` run,
+    /// which has no id) — never the current folder unasked.
+    static func directory(_ option: String?, _ spec: JobSpec, job: JobID? = nil) -> String {
+        option ?? spec.output ?? "sigma-results/" + safeName(spec.name) + (job.map { "-\($0)" } ?? "")
+    }
+
+    /// A job name as a folder name: letters, digits, `-`, `_` and `.` kept, anything else `_`.
+    static func safeName(_ name: String) -> String {
+        let kept = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" }.prefix(64))
+        return kept.isEmpty || kept.allSatisfy({ $0 == "." }) ? "job" : kept
     }
 
     /// What a completed job's result says, read by its kind (nil: not completed, or no result).
@@ -81,9 +88,9 @@ enum MLOutput {
 
     /// Writes a report's files, if its kind makes any (into `directory(output, spec)`), and returns what to show:
     /// JSON under "results" ({files, metrics}) for a kind that makes files, else under "result"; and the lines to print.
-    static func deliver(_ r: JobReport, output: String?, spec: JobSpec) throws -> (key: String, json: [String: Any], lines: [String]) {
+    static func deliver(_ r: JobReport, output: String?, spec: JobSpec, job: JobID? = nil) throws -> (key: String, json: [String: Any], lines: [String]) {
         guard !r.files.isEmpty else { return ("result", r.json, r.lines) }
-        var summary = try write(r.files, to: directory(output, spec))
+        var summary = try write(r.files, to: directory(output, spec, job: job))
         if !r.json.isEmpty { summary["metrics"] = r.json }
         return ("results", summary, (summary["files"] as? [String] ?? []).map { "wrote \($0)" } + r.lines)
     }

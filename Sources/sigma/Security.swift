@@ -52,24 +52,35 @@ struct KeyOptions: ParsableArguments {
         try client(try coordinatorEndpoint(given, cfg, flag: flag), cfg)
     }
 
-    /// `probe`: first make sure something listens there (a closed port is told at once, not after the timeout).
+    /// `probe`: first make sure something listens there — a closed port is told within 2 s (a coordinator started
+    /// just before gets that long to listen), not after the request's timeout.
     func client(_ endpoint: String, _ cfg: ClusterConfig, probe: Bool = true) throws -> SigmaClient {
+        var o = LinkOptions()
+        o.maxFrame = cfg.maxFrame
+        o.security = try clientSecurity(cfg, endpoint: endpoint)
+        let client: SigmaClient
+        do { client = try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint) } catch {
+            throw CLIError.unreachable("\(error)")
+        }
         if probe, let e = try? Endpoint.parse(endpoint) {
-            switch EndpointProbe.probe(host: e.host, port: e.port) {
+            var finding = EndpointProbe.probe(host: e.host, port: e.port)
+            let until = Date().addingTimeInterval(2)
+            while finding == .refused, Date() < until {
+                usleep(100_000)
+                finding = EndpointProbe.probe(host: e.host, port: e.port)
+            }
+            switch finding {
             case .refused:
+                client.close()
                 throw CLIError.unreachable("nothing listens at \(endpoint) (connection refused): is the coordinator running there? (start one with: sigma coordinator; its port is 7700 unless --port says otherwise)")
             case .unreachable(let why):
+                client.close()
                 throw CLIError.unreachable("cannot reach \(endpoint): \(why)")
             default:
                 break
             }
         }
-        var o = LinkOptions()
-        o.maxFrame = cfg.maxFrame
-        o.security = try clientSecurity(cfg, endpoint: endpoint)
-        do { return try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint) } catch {
-            throw CLIError.unreachable("\(error)")
-        }
+        return client
     }
 }
 

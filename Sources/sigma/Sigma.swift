@@ -4,6 +4,7 @@ import Synchronization
 import Logging
 import SigmaEngine
 import SigmaModel
+import SigmaProtocol
 
 @main
 struct Sigma: AsyncParsableCommand {
@@ -20,6 +21,7 @@ struct Sigma: AsyncParsableCommand {
 
         Exit codes: 0 success; 1 the job failed; 2 bad input (spec, config, flags); 3 the coordinator cannot be reached.
         """,
+        version: sigmaBuild + " (SGP/\(sigmaProtocolVersion))",
         subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self, JobCommand.self,
                       LogsCommand.self, CancelCommand.self, ResultsCommand.self, WorkersCommand.self, TraceCommand.self, TopCommand.self,
                       DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
@@ -31,7 +33,17 @@ struct Sigma: AsyncParsableCommand {
     /// checks products — work a client never needs.
     static func main() async {
         if let command = CommandLine.arguments.dropFirst().first, computing.contains(command) { _ = BLASKernels.startup }
-        await Self.main(nil)
+        // (ArgumentParser's own main, with its usage errors on the documented exit code 2 rather than 64)
+        do {
+            var command = try parseAsRoot(nil)
+            if var run = command as? AsyncParsableCommand { try await run.run() } else { try command.run() }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
     }
 
     /// The commands that run the engine (or report the kernel set).

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import SigmaClient
 import SigmaCoordinatorCore
 import SigmaJobs
@@ -79,6 +80,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 // knows the job), saying so while the coordinator is unreachable.
                 let a = try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key)
                 if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
+                detachOnInterrupt(job: a.job)
                 let endpoint = client.endpoint, isJSON = json
                 for try await e in client.follow(job: a.job, lost: { s in
                     if !isJSON { FileHandle.standardError.write(Data("\ncoordinator at \(endpoint) unreachable for \(Int(s)) s, retrying (job \(a.job))\n".utf8)) }
@@ -99,7 +101,7 @@ struct SubmitCommand: AsyncParsableCommand {
             }
             if let t = trainLine { t.finish() } else { bar?.finish() }
             guard let o = outcome else { throw CLIError.unreachable("the coordinator closed the job stream without a result") }
-            let shown = try MLOutput.report(o, jobSpec).map { try MLOutput.deliver($0, output: output, spec: jobSpec) }
+            let shown = try MLOutput.report(o, jobSpec).map { try MLOutput.deliver($0, output: output, spec: jobSpec, job: o.job) }
             if json {
                 var obj = o.jsonObject
                 if let s = shown { obj[s.key] = s.json }
@@ -116,6 +118,21 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 }
 
+/// Ctrl-C while following: the job goes on on the coordinator, and the user is told so (exit 130, as for SIGINT).
+func detachOnInterrupt(job: JobID) {
+    signal(SIGINT, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+    source.setEventHandler {
+        FileHandle.standardError.write(Data(withGivenEndpoint("\ndetached; job \(job) keeps running (sigma cancel \(job) to stop it; sigma logs -f \(job) to follow it again)\n").utf8))
+        exit(130)
+    }
+    source.resume()
+    interruptSource = source   // (kept alive for the process's life)
+}
+
+/// Set once, on the task that follows a job (`detachOnInterrupt`); only kept, never read.
+nonisolated(unsafe) var interruptSource: (any DispatchSourceSignal)? = nil
+
 /// Maps client errors to CLI errors with exit codes.
 @discardableResult
 func mapClientError<T>(_ body: () async throws -> T) async throws -> T {
@@ -123,6 +140,8 @@ func mapClientError<T>(_ body: () async throws -> T) async throws -> T {
         switch e {
         case .refused(let r) where r.code == ErrorReply.Code.invalidSpec.rawValue || r.code == ErrorReply.Code.badRequest.rawValue:
             throw CLIError.usage("\(e)")
+        case .refused(let r) where r.code == ErrorReply.Code.notReady.rawValue:
+            throw CLIError.usage("\(e)")   // (a job that has not ended: not a failure of the job)
         case .refused(let r) where r.code == ErrorReply.Code.notFound.rawValue:
             throw CLIError.usage(e.description.contains("sigma ") ? "\(e)" : "\(e); list jobs with: sigma jobs")
         case .refused: throw CLIError.jobFailed("\(e)")

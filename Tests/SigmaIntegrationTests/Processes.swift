@@ -34,10 +34,12 @@ final class SigmaProcess: Sendable {
 
     /// `environment`: variables set for the child on top of this process's.
     /// `executable`: run it with `args` instead of `sigma ARGS` (e.g. a wrapper that execs sigma).
-    init(_ args: [String], environment: [String: String] = [:], executable: String? = nil) throws {
+    /// `directory`: the child's current folder (default: this process's).
+    init(_ args: [String], environment: [String: String] = [:], executable: String? = nil, directory: String? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try executable ?? sigmaBinary())
         p.arguments = args
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+/// What a user sees from the command line itself (issue 20, points 3 and 7): a version, usage errors on the
+/// documented exit code, results never scattered into the current folder, no internal codes in messages, and Ctrl-C
+/// in `submit --follow` leaving the job running and saying so.
+@Suite(.serialized) struct CommandLineTests {
+    @Test func versionUsageErrorsAndMessages() async throws {
+        let (vs, vout, _) = try await sigma(["--version"])
+        #expect(vs == 0 && vout.hasPrefix("sigma ") && vout.contains("SGP/1"), "\(vout)")
+        // Argument errors exit 2, as documented ("2 bad input (spec, config, flags)"), not ArgumentParser's 64.
+        for args in [["jobs", "--no-such-flag"], ["job", "not-a-number"], ["submit"]] {
+            let (s, _, e) = try await sigma(args)
+            #expect(s == 2, "\(args): exit \(s): \(e)")
+        }
+        let cluster = try await ProcessCluster(workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        // No protocol codes in what a person reads.
+        let (ms, _, me) = try await sigma(["job", "99999", "--coordinator", cluster.endpoint])
+        #expect(ms == 2 && me.contains("no job 99999") && !me.contains("(code"), "\(me)")
+    }
+
+    @Test func resultsGoIntoAFolderOfTheirOwnAndCtrlCDetaches() async throws {
+        let dir = try Scratch("cli")
+        defer { dir.remove() }
+        let cluster = try await ProcessCluster(workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        let small = try dir.write("small.yaml", "kind: map-reduce\nname: tiny sum\ninput: {generate: range, count: 100}\nreduce: sum\n")
+        let (s, out, e) = try await sigma(["submit", small, "--coordinator", cluster.endpoint])
+        try #require(s == 0, "\(e)")
+        let job = try #require(out.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(out)")
+        try await Task.sleep(nanoseconds: 500_000_000)
+        // `sigma results ID` without -o: a folder of the job's own, not the current folder.
+        let results = try SigmaProcess(["results", "\(job)", "--coordinator", cluster.endpoint], directory: dir.path)
+        #expect(try await results.wait() == 0, "\(results.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/sigma-results/tiny_sum-\(job)/result.json"), "\(results.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/result.json"))
+
+        // A long job: `results` while it runs is not "job failed" (exit 2, saying it runs); Ctrl-C in --follow detaches.
+        let long = try dir.write("long.yaml", "kind: map-reduce\nname: long\ninput: {generate: uniform, count: 3000000000, seed: 1}\nreduce: sum\nshards: 3000\n")
+        let follower = try SigmaProcess(["submit", long, "--follow", "--coordinator", cluster.endpoint])
+        defer { follower.kill(SIGTERM) }
+        let line = try await follower.waitForStderr("accepted")
+        let longJob = try #require(line.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(line)")
+        let (rs, _, re) = try await sigma(["results", "\(longJob)", "--coordinator", cluster.endpoint])
+        #expect(rs == 2 && re.contains("running") && !re.contains("(code"), "exit \(rs): \(re)")
+        follower.kill(SIGINT)
+        #expect(try await follower.wait() == 130)
+        let said = follower.stderr.joined(separator: "\n")
+        #expect(said.contains("detached; job \(longJob) keeps running") && said.contains("sigma cancel \(longJob) --coordinator \(cluster.endpoint)"), "\(said)")
+        let (js, jout, _) = try await sigma(["job", "\(longJob)", "--coordinator", cluster.endpoint, "--json"])
+        #expect(js == 0 && (jout.contains("\"running\"") || jout.contains("\"queued\"")), "the job goes on: \(jout)")
+        _ = try await sigma(["cancel", "\(longJob)", "--coordinator", cluster.endpoint])
+    }
+}
