@@ -27,13 +27,24 @@ public struct TopView {
         let raw = live.reduce(UInt64(0)) { $0 + $1.rawBytes }, wire = live.reduce(UInt64(0)) { $0 + $1.wireBytes }
         let lz4Ratio: Double = wire == 0 ? 1.0 : Double(raw) / Double(wire)
         let running = status.jobs.filter { $0.state == .running || $0.state == .queued }
+        // Hosts: a host's cores and memory once, however many workers share it; CPU as a share of those cores.
+        let hosts = Dictionary(grouping: live, by: \.host)
+        let hostCores = hosts.values.reduce(0) { $0 + Int($1.map(\.cores).max() ?? 0) }
+        let hostMemory = hosts.values.reduce(UInt64(0)) { $0 + ($1.map(\.memory).max() ?? 0) }
+        let rss = live.reduce(UInt64(0)) { $0 + $1.rss }
         var lines: [String] = []
         lines.append("sigma top  up \(formatDuration(status.uptime))  policy \(status.policy)  sort \(sort.rawValue)  (s: sort, q: quit)")
-        lines.append("workers \(live.count) live  slots \(slots)  in flight \(busy)  queued \(status.queuedShards)  jobs \(running.count) running  cpu \(String(format: "%.0f", cpu))%/\(cores * 100)%")
-        lines.append("throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
-        // Jobs first (at most a third of the screen), newest running first, then the latest finished.
-        let finished = status.jobs.filter { $0.state.isFinal }.suffix(3)
-        let shown = (running.reversed() + finished.reversed()).prefix(max(2, (height - 8) / 3))
+        lines.append("workers \(live.count) live on \(hosts.count) host\(hosts.count == 1 ? "" : "s")  slots \(slots)  in flight \(busy)  queued \(status.queuedShards)  jobs \(running.count) running")
+        lines.append("cpu \(String(format: "%.0f", hostCores == 0 ? 0 : cpu / Double(hostCores)))% of \(hostCores) cores  workers' memory \(formatBytes(rss)) of \(formatBytes(hostMemory))"
+                     + "  throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
+        // The screen is shared: workers get the rows they need up to half of what is left, jobs the rest (running
+        // newest first, then the latest finished) — a tall terminal shows more of both, never blank rows under a cut list.
+        let warnings = blasWarnings(status.workers).prefix(3)
+        let free = max(4, height - lines.count - 3 - warnings.count)   // (2 table headers, 1 blank line)
+        let workerRows = min(max(1, status.workers.count), max(1, free / 2))
+        let allJobs = running.reversed() + status.jobs.filter { $0.state.isFinal }.reversed()
+        let jobRows = max(1, free - workerRows - (status.workers.count > workerRows ? 1 : 0) - (allJobs.count > free - workerRows ? 1 : 0))
+        let shown = allJobs.prefix(jobRows)
         lines.append(pad("JOB", 6) + pad("NAME", 16) + pad("STATE", 10) + "PROGRESS")
         for j in shown {
             let f = j.progressFraction
@@ -48,21 +59,41 @@ public struct TopView {
             lines.append(pad("\(j.id)", 6) + pad(j.name, 16) + pad(j.state.description, 10) + "[" + bar + "]" + info)
         }
         if shown.isEmpty { lines.append("(no jobs yet)") }
+        if allJobs.count > shown.count { lines.append("… \(allJobs.count - shown.count) more jobs (enlarge the terminal, or: sigma jobs)") }
         lines.append("")
-        lines.append(pad("WORKER", 8) + pad("HOST", 13) + pad("STATE", 11) + pad("CPU%", 6) + pad("MEM", 8) + pad("SHARDS", 7)
-                     + pad("ITEMS/S", 9) + pad("RTT", 9) + pad("IN", 8) + pad("OUT", 8) + pad("LZ4", 6) + "BLAS")
-        let rows = max(1, height - lines.count - 1)
-        let ordered = sorted(status.workers)
-        for w in ordered.prefix(rows) {
-            lines.append(pad(w.id, 8) + pad(w.host, 13) + pad(w.state, 11) + pad(String(format: "%.0f", w.cpu), 6)
-                         + pad(formatBytes(w.rss), 8) + pad("\(w.inFlight)", 7) + pad(w.throughput == 0 ? "-" : formatRate(w.throughput), 9)
-                         + pad(w.rtt == 0 ? "-" : formatDuration(w.rtt), 9) + pad(formatBytes(w.bytesIn), 8) + pad(formatBytes(w.bytesOut), 8)
-                         + pad(String(format: "%.2f", w.compressionRatio), 6) + w.blasLabel())
+        // Worker columns by importance: those that do not fit the width are left out whole, never cut.
+        let columns = workerColumns.reduce(into: [WorkerColumn]()) { kept, c in
+            if kept.reduce(0, { $0 + $1.width }) + c.width <= width { kept.append(c) }
         }
-        if ordered.count > rows { lines.append("… \(ordered.count - rows) more workers (enlarge the terminal, or: sigma workers)") }
+        lines.append(columns.map { pad($0.title, $0.width) }.joined())
+        let ordered = sorted(status.workers)
+        for w in ordered.prefix(workerRows) {
+            lines.append(columns.map { pad($0.value(w), $0.width) }.joined())
+        }
+        if ordered.count > workerRows { lines.append("… \(ordered.count - workerRows) more workers (enlarge the terminal, or: sigma workers)") }
         if status.workers.isEmpty { lines.append("(no workers; join one with: sigma worker --coordinator tcp://COORDINATOR:7700)") }
-        lines += blasWarnings(status.workers).prefix(3)
+        lines += warnings
         return lines.map { $0.count > width ? String($0.prefix(width)) : $0 }
+    }
+
+    /// A column of the worker table: its title, width and value.
+    struct WorkerColumn {
+        let title: String
+        let width: Int
+        let value: (ClusterStatus.Worker) -> String
+    }
+
+    /// In order of importance (the first ones always fit 60 columns).
+    var workerColumns: [WorkerColumn] {
+        [WorkerColumn(title: "WORKER", width: 8) { $0.id }, WorkerColumn(title: "HOST", width: 13) { $0.host },
+         WorkerColumn(title: "STATE", width: 11) { $0.state }, WorkerColumn(title: "CPU%", width: 6) { String(format: "%.0f", $0.cpu) },
+         WorkerColumn(title: "SHARDS", width: 7) { "\($0.inFlight)" },
+         WorkerColumn(title: "ITEMS/S", width: 9) { $0.throughput == 0 ? "-" : formatRate($0.throughput) },
+         WorkerColumn(title: "MEM", width: 8) { formatBytes($0.rss) },
+         WorkerColumn(title: "RTT", width: 9) { $0.rtt == 0 ? "-" : formatDuration($0.rtt) },
+         WorkerColumn(title: "IN", width: 8) { formatBytes($0.bytesIn) }, WorkerColumn(title: "OUT", width: 8) { formatBytes($0.bytesOut) },
+         WorkerColumn(title: "LZ4", width: 6) { String(format: "%.2f", $0.compressionRatio) },
+         WorkerColumn(title: "BLAS", width: 26) { $0.blasLabel() }]
     }
 
     func sorted(_ ws: [ClusterStatus.Worker]) -> [ClusterStatus.Worker] {

@@ -3,6 +3,7 @@ import Foundation
 import SigmaClient
 import SigmaModel
 import SigmaProtocol
+import SigmaDashboard
 import SigmaTerminal
 
 struct TopCommand: AsyncParsableCommand {
@@ -13,6 +14,7 @@ struct TopCommand: AsyncParsableCommand {
         Example:
           sigma top
           sigma top --once                 # one frame on stdout, for scripts
+          sigma top --json                 # the figures behind it, once (as sigma status --json)
         Keys: s cycles the worker sort (id, cpu, throughput, rtt, in-flight); q or Ctrl-C quits.
         Works in an 80×24 terminal (over SSH too); bigger terminals show more rows.
         """)
@@ -23,8 +25,14 @@ struct TopCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let c = try client.connect(common, probe: once)   // (the live view waits for a coordinator that is not up yet)
+            let c = try client.connect(common, probe: once || client.json)   // (the live view waits for a coordinator that is not up yet)
             defer { c.close() }
+            if client.json {
+                // (one snapshot of what the view shows, as `sigma status --json` prints it)
+                let s = try await mapClientError { try await c.status(timeout: client.timeout) }
+                print(jsonString(s.jsonObject))
+                return
+            }
             if once {
                 let s = try await mapClientError { try await c.status(timeout: client.timeout) }
                 let size = terminalSize()

@@ -16,6 +16,10 @@ import Testing
         let cluster = try await ProcessCluster(workers: 1)
         defer { cluster.stop() }
         try await cluster.waitForWorkers(1)
+        // `sigma top --json`: the figures behind the view, once.
+        let (ts, tout, te) = try await sigma(["top", "--json", "--coordinator", cluster.endpoint])
+        let top = try JSONSerialization.jsonObject(with: Data(tout.utf8)) as? [String: Any]
+        #expect(ts == 0 && (top?["workers"] as? [Any])?.count == 1, "\(te) \(tout.prefix(200))")
         // No protocol codes in what a person reads.
         let (ms, _, me) = try await sigma(["job", "99999", "--coordinator", cluster.endpoint])
         #expect(ms == 2 && me.contains("no job 99999") && !me.contains("(code"), "\(me)")

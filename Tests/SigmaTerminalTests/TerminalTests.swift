@@ -34,7 +34,7 @@ import Testing
         let text = lines.joined(separator: "\n")
         // A quarter of the steps in 30 s: 90 s left, shown whole (the bar gives way).
         #expect(text.contains("step 150/600") && text.contains("loss 0.250") && text.contains(" 25%") && text.contains("ETA 90.0s"), "\(text)")
-        #expect(text.contains("workers 2 live") && text.contains("queued 5") && text.contains("cpu 640%/1200%"))
+        #expect(text.contains("workers 2 live on 2 hosts") && text.contains("queued 5") && text.contains("cpu 53% of 12 cores"), "\(text)")
         // Sorted by throughput: w1 (1.23M items/s) before w2; the LZ4 ratio and the BLAS set shown.
         let w1 = lines.firstIndex { $0.hasPrefix("w1 ") }, w2 = lines.firstIndex { $0.hasPrefix("w2 ") }
         #expect(w1 != nil && w2 != nil && w1! < w2!)
@@ -44,6 +44,37 @@ import Testing
         let short = TopView(status: status(), sort: .id).render(width: 60, height: 12)
         #expect(short.count <= 14 && short.allSatisfy { $0.count <= 60 })
         #expect(TopView.Sort.id.next == .cpu && TopView.Sort.inFlight.next == .id)
+    }
+
+    /// `sigma top` fills the terminal it is given (jobs take what the workers leave; no blank rows under a cut list),
+    /// leaves out whole worker columns rather than cutting rows at 80 columns, and counts a host's cores and memory
+    /// once however many workers share it (issue 20, point 6: 4 job rows above 30 blank lines at 160×45; the worker
+    /// table cut at 80 columns; two workers on a 2-core host shown as cpu 198%/400%).
+    @Test func topFillsTheTerminalAndFitsEightyColumns() {
+        var s = status()
+        s.jobs = (1...40).map { i in
+            ClusterStatus.Job(id: UInt64(i), name: "job-\(i)", kind: "map-reduce", state: i == 40 ? .running : .completed, done: 4, total: 4,
+                              running: 0, reruns: 0, duplicates: 0, elapsed: 1_000_000_000, error: "")
+        }
+        let tall = TopView(status: s, sort: .id).render(width: 160, height: 45)
+        #expect(tall.count >= 42 && tall.count <= 45, "fills 45 rows: \(tall.count)")
+        #expect(tall.filter { $0.hasPrefix("job-") || $0.contains(" job-") }.count >= 30, "\(tall.joined(separator: "\n"))")
+        #expect(tall.joined(separator: "\n").contains("more jobs"), "says what it left out")
+        let narrow = TopView(status: s, sort: .id).render(width: 80, height: 24)
+        let header = narrow.first { $0.hasPrefix("WORKER") } ?? ""
+        #expect(narrow.allSatisfy { $0.count <= 80 })
+        #expect(header.split(separator: " ").allSatisfy { ["WORKER", "HOST", "STATE", "CPU%", "SHARDS", "ITEMS/S", "MEM", "RTT", "IN", "OUT", "LZ4", "BLAS"].contains(String($0)) },
+                "whole columns only: \(header)")
+        #expect(header.contains("CPU%") && header.contains("ITEMS/S") && !header.contains("BLAS"), "\(header)")
+        // Two workers sharing a 2-core host, each 99 % busy: the host is 99 % busy, not 198 % of 400 %.
+        var x = ClusterStatus.Worker(id: "w1", name: "x", host: "h", cores: 2, slots: 1, state: "busy", inFlight: 1, rtt: 0, lastSeen: 0, shardsDone: 1)
+        x.cpu = 99
+        x.memory = 8 << 30
+        var y = x
+        y.id = "w2"
+        let shared = TopView(status: ClusterStatus(uptime: 1, workers: [x, y], jobs: [], queuedShards: 0), sort: .id).render(width: 120, height: 20)
+        #expect(shared.joined().contains("cpu 99% of 2 cores") && shared.joined().contains("of 8.0GiB") && shared.joined().contains("on 1 host "),
+                "\(shared.prefix(3))")
     }
 
     @Test func workersTableAndFormats() {
