@@ -252,7 +252,8 @@ extension JobDetail {
         let j = job
         var out = "job \(j.id) '\(j.name)' (\(j.kind)): \(j.state)\n"
         if !j.key.isEmpty { out += "  client id    \(j.key)\n" }
-        out += "  progress     \(j.done)/\(j.total) shards" + (j.steps > 0 ? ", step \(j.step)/\(j.steps)" : "") + "\n"
+        // (a train job in steps; its shards — one step's — only with --shards)
+        out += "  progress     " + (j.steps > 0 ? "step \(j.step)/\(j.steps)" + (shards ? " (this step: \(j.done)/\(j.total) shards)" : "") : "\(j.done)/\(j.total) shards") + "\n"
         if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy) : "") + "\n" }
         out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "") + "\n"
         out += "  re-runs      \(j.reruns)   hedges \(j.hedges) (won \(j.hedgesWon))   late results dropped \(j.duplicates)\n"

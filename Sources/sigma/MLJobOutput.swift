@@ -9,15 +9,14 @@ import SigmaTerminal
 final class TrainProgress: @unchecked Sendable {
     let isTTY = isatty(STDERR_FILENO) == 1
     let batch: Int
-    /// Where the rate is measured from: (when, step). A job started here counts from step 0 at creation; a job
-    /// attached to while running (`submit --id` of a known job) from the first step seen — there is no rate until
-    /// a second one arrives. (Progress comes about once per tick, so the first update may be many steps in.)
+    /// Where the rate is measured from: (when, step) of the first step seen, so the job's start-up (reading its data,
+    /// building its model, workers joining) is not in it — there is no rate, and no ETA, until a second update.
+    /// (Progress comes about once per tick, so the first update may be many steps in.)
     var origin: (at: Date, step: Int)?
     var lastPlain = Date.distantPast
 
-    init(batch: Int, fromStart: Bool = true) {
+    init(batch: Int) {
         self.batch = batch
-        origin = fromStart ? (Date(), 0) : nil
     }
 
     func update(step: Int, steps: Int, loss: Double, accuracy: Double) {

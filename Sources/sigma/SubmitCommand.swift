@@ -66,20 +66,21 @@ struct SubmitCommand: AsyncParsableCommand {
                 if json {
                     print(jsonString(["job": Int(a.job), "shards": Int(a.shards), "state": "accepted"]))
                 } else {
-                    print("job \(a.job) accepted (\(a.shards) shards); follow it with: sigma job \(a.job)")
+                    print(withGivenEndpoint("job \(a.job) accepted (\(Self.size(of: jobSpec, shards: a.shards))); follow it with: sigma job \(a.job)"))
                 }
                 return
             }
             let known = JobKinds.standard.items(jobSpec)
             let bar = json ? nil : ProgressLine(items: known?.count, unit: known?.unit ?? "rows")
             var trainLine: TrainProgress? = nil
-            if let t = TrainKind.spec(in: jobSpec), !json { trainLine = TrainProgress(batch: t.batchSize, fromStart: key.isEmpty) }
+            var trainSteps: (done: Int, planned: Int)? = nil   // (a train job's, from its progress)
+            if let t = TrainKind.spec(in: jobSpec), !json { trainLine = TrainProgress(batch: t.batchSize) }
             var outcome: JobOutcome? = nil
             try await mapClientError {
                 // Accepted, then followed by id: across a coordinator restart the following goes on (its journal
                 // knows the job), saying so while the coordinator is unreachable.
                 let a = try await client.submit(jobSpec, timeout: timeout, options: policyOption, key: key)
-                if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(a.shards) shards\n".utf8)) }
+                if !json { FileHandle.standardError.write(Data("job \(a.job) accepted: \(Self.size(of: jobSpec, shards: a.shards))\n".utf8)) }
                 detachOnInterrupt(job: a.job)
                 let endpoint = client.endpoint, isJSON = json
                 for try await e in client.follow(job: a.job, lost: { s in
@@ -89,6 +90,7 @@ struct SubmitCommand: AsyncParsableCommand {
                     case .accepted:
                         break
                     case .progress(let p):
+                        if p.steps > 0 { trainSteps = (Int(p.step), Int(p.steps)) }
                         if let t = trainLine {
                             if p.steps > 0 { t.update(step: Int(p.step), steps: Int(p.steps), loss: p.loss, accuracy: p.accuracy) }
                         } else {
@@ -107,7 +109,9 @@ struct SubmitCommand: AsyncParsableCommand {
                 if let s = shown { obj[s.key] = s.json }
                 print(jsonString(obj))
             } else {
-                print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(o.shards) shards, \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
+                let planned = trainSteps?.planned ?? TrainKind.spec(in: jobSpec)?.steps
+                let size = planned.map { o.state == .completed ? "\($0) steps" : "\(trainSteps?.done ?? 0) of \($0) steps" } ?? "\(o.shards) shards"
+                print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(size), \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
                 for l in shown?.lines ?? [] { print("  " + l) }
                 if !o.error.isEmpty { print("  error: \(o.error)") }
             }
@@ -115,6 +119,14 @@ struct SubmitCommand: AsyncParsableCommand {
         } catch {
             exitWith(error)
         }
+    }
+}
+
+extension SubmitCommand {
+    /// What a job is made of, for people: a train job's steps (its first step's shards are not its size), else shards.
+    static func size(of spec: JobSpec, shards: UInt32) -> String {
+        guard let t = TrainKind.spec(in: spec) else { return "\(shards) shards" }
+        return t.steps.map { "\($0) steps of \(t.batchSize) rows" } ?? "\(t.epochs ?? 0) epochs, \(t.batchSize) rows per step"
     }
 }
 

@@ -25,6 +25,35 @@ import Testing
         #expect(ms == 2 && me.contains("no job 99999") && !me.contains("(code"), "\(me)")
     }
 
+    /// A train job is told in steps, not in its first step's shards (issue 20, point 4: "accepted: 4 shards" then
+    /// "completed: 2 shards", and an ETA of 491 s for a 1.1 s job): steps when accepted and when done, `sigma job` in
+    /// steps (shards only with --shards), and an ETA measured from the first step, not from the job's start-up.
+    @Test func trainJobsAreToldInSteps() async throws {
+        let dir = try Scratch("cli-train")
+        defer { dir.remove() }
+        let cluster = try await ProcessCluster(workers: 1)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(1)
+        let spec = try dir.write("train.yaml", digitsTrainSpec(steps: 400))
+        let started = Date()
+        let (s, out, e) = try await sigma(["submit", spec, "--follow", "--coordinator", cluster.endpoint, "-o", dir.path + "/out"])
+        let took = Date().timeIntervalSince(started)
+        try #require(s == 0, "\(e)")
+        let job = try #require(e.split(separator: "\n").first { $0.hasPrefix("job ") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) }, "\(e)")
+        #expect(e.contains("job \(job) accepted: 400 steps of 64 rows"), "\(e)")
+        #expect(out.contains("job \(job) completed in") && out.contains(": 400 steps,"), "\(out)")
+        let etas = e.split(separator: "\n").compactMap { line -> Double? in
+            guard let r = line.range(of: "ETA ") else { return nil }
+            return Double(line[r.upperBound...].prefix { $0.isNumber || $0 == "." })
+        }
+        #expect(etas.allSatisfy { $0 <= took * 3 + 2 }, "ETAs \(etas) for a job of \(took) s")
+        let (js, jout, _) = try await sigma(["job", "\(job)", "--coordinator", cluster.endpoint])
+        let progress = jout.split(separator: "\n").first { $0.contains("progress") } ?? ""
+        #expect(js == 0 && progress.contains("step 400/400") && !progress.contains("shards"), "\(jout)")
+        let (_, sout, _) = try await sigma(["job", "\(job)", "--shards", "--coordinator", cluster.endpoint])
+        #expect(sout.contains("(this step: "), "\(sout.prefix(400))")
+    }
+
     @Test func resultsGoIntoAFolderOfTheirOwnAndCtrlCDetaches() async throws {
         let dir = try Scratch("cli")
         defer { dir.remove() }
