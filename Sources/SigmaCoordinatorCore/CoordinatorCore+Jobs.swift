@@ -207,6 +207,7 @@ extension CoordinatorCore {
             if table[k].inFlight.isEmpty { table[k].busyUntil = now }
         }
         for k in table.indices where table[k].paramsSent[id] != nil { table[k].paramsSent[id] = nil }
+        job.running = 0   // (nothing of an ended job runs: `sigma jobs` no longer shows a cancelled job's shards running)
         jobs[id] = job
         let seconds = Double(now - job.submittedAt) / 1e9
         if !journaled {

@@ -298,7 +298,10 @@ public struct CoordinatorCore {
                                      : w.state == .ready ? (w.inFlight.isEmpty ? "ready" : "busy") : w.state.rawValue,
                                  inFlight: UInt32(w.inFlight.count), rtt: UInt64(w.rtt), lastSeen: now &- w.lastSeen,
                                  shardsDone: w.shardsDone)
-            s.throughput = w.rates.max() ?? 0
+            // (the kind it worked on last, measured within `rateTTL`, for the whole worker: an idle worker, or one
+            // that moved on to another kind of job, does not keep showing an old job's rate)
+            let latest = w.ratedAt.indices.max { w.ratedAt[$0] < w.ratedAt[$1] }
+            s.throughput = w.isLive ? (latest.flatMap { w.rate($0, now: now, ttl: config.rateTTL) } ?? 0) * Double(w.hello.slots) : 0
             s.bandwidth = w.bandwidth
             s.bytesIn = w.bytesIn
             s.bytesOut = w.bytesOut

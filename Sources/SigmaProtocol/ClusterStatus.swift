@@ -16,7 +16,8 @@ public struct ClusterStatus: Sendable, Equatable {
         /// Nanoseconds since the last message from this worker.
         public var lastSeen: UInt64
         public var shardsDone: UInt64
-        /// Best measured compute throughput per slot, items/s (0 until measured).
+        /// Measured compute throughput of the whole worker (all its slots) on the kind of job it ran last, items/s,
+        /// over the last few seconds (0 when idle that long, not measured yet, or dead).
         public var throughput: Double = 0
         /// Measured link bandwidth, bytes/s (0 until measured).
         public var bandwidth: Double = 0

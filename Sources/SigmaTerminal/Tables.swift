@@ -7,8 +7,10 @@ extension ClusterStatus {
         let ww = [5, 14, 14, 9, 6, 9, 6, 9, 9, 10, 10, 6, 12]
         var out = columns(["ID", "NAME", "HOST", "STATE", "CPU%", "MEM", "SHARDS", "ITEMS/S", "RTT", "IN", "OUT", "LZ4", "BLAS"], ww) + "\n"
         for w in workers {
-            out += columns([w.id, w.name, w.host, w.state, String(format: "%.0f", w.cpu), formatBytes(w.rss), "\(w.inFlight)",
-                            w.throughput == 0 ? "-" : formatRate(w.throughput), w.rtt == 0 ? "-" : formatDuration(w.rtt),
+            // (a dead worker's last figures are not shown as if current)
+            let dead = w.state == "dead"
+            out += columns([w.id, w.name, w.host, w.state, dead ? "-" : String(format: "%.0f", w.cpu), dead ? "-" : formatBytes(w.rss), "\(w.inFlight)",
+                            w.throughput == 0 ? "-" : formatRate(w.throughput), w.rtt == 0 || dead ? "-" : formatDuration(w.rtt),
                             formatBytes(w.bytesIn), formatBytes(w.bytesOut), String(format: "%.2f", w.compressionRatio),
                             w.blasLabel() + (w.blasChoice.isEmpty ? "" : " (\(w.blasChoice))")], ww) + "\n"
         }

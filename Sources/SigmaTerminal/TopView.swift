@@ -23,7 +23,7 @@ public struct TopView {
         let busy = live.reduce(0) { $0 + Int($1.inFlight) }
         let cpu = live.reduce(0.0) { $0 + $1.cpu }
         let cores = live.reduce(0) { $0 + Int($1.cores) }
-        let rate = live.reduce(0.0) { $0 + ($1.inFlight > 0 ? $1.throughput * Double($1.slots) : 0) }
+        let rate = live.reduce(0.0) { $0 + $1.throughput }
         let raw = live.reduce(UInt64(0)) { $0 + $1.rawBytes }, wire = live.reduce(UInt64(0)) { $0 + $1.wireBytes }
         let lz4Ratio: Double = wire == 0 ? 1.0 : Double(raw) / Double(wire)
         let running = status.jobs.filter { $0.state == .running || $0.state == .queued }
@@ -86,11 +86,11 @@ public struct TopView {
     /// In order of importance (the first ones always fit 60 columns).
     var workerColumns: [WorkerColumn] {
         [WorkerColumn(title: "WORKER", width: 8) { $0.id }, WorkerColumn(title: "HOST", width: 13) { $0.host },
-         WorkerColumn(title: "STATE", width: 11) { $0.state }, WorkerColumn(title: "CPU%", width: 6) { String(format: "%.0f", $0.cpu) },
+         WorkerColumn(title: "STATE", width: 11) { $0.state }, WorkerColumn(title: "CPU%", width: 6) { $0.state == "dead" ? "-" : String(format: "%.0f", $0.cpu) },
          WorkerColumn(title: "SHARDS", width: 7) { "\($0.inFlight)" },
          WorkerColumn(title: "ITEMS/S", width: 9) { $0.throughput == 0 ? "-" : formatRate($0.throughput) },
-         WorkerColumn(title: "MEM", width: 8) { formatBytes($0.rss) },
-         WorkerColumn(title: "RTT", width: 9) { $0.rtt == 0 ? "-" : formatDuration($0.rtt) },
+         WorkerColumn(title: "MEM", width: 8) { $0.state == "dead" ? "-" : formatBytes($0.rss) },
+         WorkerColumn(title: "RTT", width: 9) { $0.rtt == 0 || $0.state == "dead" ? "-" : formatDuration($0.rtt) },
          WorkerColumn(title: "IN", width: 8) { formatBytes($0.bytesIn) }, WorkerColumn(title: "OUT", width: 8) { formatBytes($0.bytesOut) },
          WorkerColumn(title: "LZ4", width: 6) { String(format: "%.2f", $0.compressionRatio) },
          WorkerColumn(title: "BLAS", width: 26) { $0.blasLabel() }]

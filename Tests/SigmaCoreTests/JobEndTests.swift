@@ -149,6 +149,36 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         }
     }
 
+    /// True numbers (issue 20, point 2): a worker's throughput is its whole rate (all slots) on the kind of job it ran
+    /// last, and goes to 0 once it has been idle for the rate's time to live (it kept showing an old job's figure);
+    /// a cancelled job shows no shards running.
+    @Test func workerThroughputIsCurrentAndACancelledJobRunsNothing() throws {
+        var h = Harness()
+        h.hello(w1, slots: 2)
+        let spec = MapReduceSpec(input: .range(count: 4000, start: 0, step: 1), reduce: [.sum], sharding: .count(8))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(spec)))))
+        for _ in 0..<8 {
+            for a in h.takeAssigns(w1) {
+                h.advance(1_000_000)
+                _ = h.event(.received(w1, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok, computeTime: 1_000_000,
+                                                              payload: Frame(try MapReduceKernel.run(spec, start: a.start, count: a.count).encoded)))))
+            }
+        }
+        let busy = try #require(h.core.status(now: h.now).workers.first)
+        // 500 items per shard in 1 ms of compute: 500,000 items/s per slot, 1,000,000 for the worker's 2 slots.
+        #expect(abs(busy.throughput - 1_000_000) < 1, "\(busy.throughput)")
+        h.advance(CoordinatorConfig().rateTTL + 1)
+        #expect(h.core.status(now: h.now).workers.first?.throughput == 0, "idle past the rate's time to live: no stale figure")
+        // A cancelled job: nothing running.
+        let long = MapReduceSpec(input: .range(count: 4000, start: 0, step: 1), reduce: [.sum], sharding: .count(8))
+        h.event(.received(client, .submit(Submit(request: 2, options: [], spec: .mapReduce(long)))))
+        let job = try #require(h.takeAssigns(w1).first?.job)
+        #expect((h.core.status(now: h.now).jobs.first { $0.id == job }?.running ?? 0) > 0)
+        h.event(.received(client, .cancelJob(request: 3, job: job)))
+        let cancelled = h.core.status(now: h.now).jobs.first { $0.id == job }
+        #expect(cancelled?.state == .cancelled && cancelled?.running == 0, "\(String(describing: cancelled))")
+    }
+
     /// A shard whose result is too large for one frame fails its job at once (no re-run, no hour-long wait), naming
     /// the shard, its rows, its size and the limit.
     @Test func aShardResultTooLargeForAFrameFailsItsJobAtOnce() throws {
