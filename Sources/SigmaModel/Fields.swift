@@ -36,8 +36,7 @@ public struct Fields {
 
     public func rejectUnknown() throws {
         guard let (k, _) = entries.first else { return }
-        let near = asked.map { ($0, editDistance($0, k)) }.filter { $0.1 <= max(1, min($0.0.count, k.count) / 3) }.min { $0.1 < $1.1 }
-        throw SpecError(field: path + k, problem: "unknown field" + (near.map { "; did you mean '\($0.0)'?" } ?? ""))
+        throw SpecError(field: path + k, problem: "unknown field" + (nearest(k, among: asked).map { "; did you mean '\($0)'?" } ?? ""))
     }
 
     public mutating func string(_ key: String) throws -> String {
@@ -86,6 +85,11 @@ public func parseCount(_ s: String) -> UInt64? {
     guard let v = UInt64(t) else { return nil }
     let (r, o) = v.multipliedReportingOverflow(by: mult)
     return o ? nil : r
+}
+
+/// The word of `known` closest to `word`, if close enough to be what was meant (for "did you mean").
+public func nearest(_ word: String, among known: [String]) -> String? {
+    known.map { ($0, editDistance($0, word)) }.filter { $0.1 <= max(1, min($0.0.count, word.count) / 3) }.min { $0.1 < $1.1 }?.0
 }
 
 /// Levenshtein distance (for "did you mean").

@@ -39,7 +39,13 @@ struct Sigma: AsyncParsableCommand {
             if var run = command as? AsyncParsableCommand { try await run.run() } else { try command.run() }
         } catch {
             if exitCode(for: error) == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                let names = configuration.subcommands.compactMap { $0.configuration.commandName }
+                if let word = CommandLine.arguments.dropFirst().first, !word.hasPrefix("-"), !names.contains(word) {
+                    FileHandle.standardError.write(Data(("sigma: unknown command '\(word)'" + (nearest(word, among: names).map { "; did you mean '\($0)'?" } ?? "")
+                                                         + " (sigma --help lists the commands)\n").utf8))
+                } else {
+                    FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                }
                 Foundation.exit(2)
             }
             exit(withError: error)

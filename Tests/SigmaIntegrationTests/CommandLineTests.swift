@@ -13,6 +13,9 @@ import Testing
             let (s, _, e) = try await sigma(args)
             #expect(s == 2, "\(args): exit \(s): \(e)")
         }
+        // An unknown command gets the nearest known one.
+        let (us, _, ue) = try await sigma(["sbumit", "job.yaml"])
+        #expect(us == 2 && ue.contains("unknown command 'sbumit'; did you mean 'submit'?"), "\(ue)")
         let cluster = try await ProcessCluster(workers: 1)
         defer { cluster.stop() }
         try await cluster.waitForWorkers(1)
