@@ -50,24 +50,39 @@ public struct DataRoots: Sendable, Equatable, CustomStringConvertible {
                         + "(cluster.yaml data_roots)")
     }
 
+    /// Why `path` could not be opened, for people: no such file (and how a spec's relative paths resolve), not
+    /// readable by this user, or the system's word for it.
+    static func unusable(_ field: String, _ path: String, errno e: Int32) -> JobError {
+        switch e {
+        case ENOENT, ENOTDIR:
+            return JobError("\(field): no such file: '\(path)' (a spec's relative paths resolve against the spec file's folder)")
+        case EACCES:
+            return JobError("\(field): '\(path)' is not readable by the user the coordinator and workers run as")
+        default:
+            return JobError("\(field): '\(path)': \(String(cString: strerror(e)))")
+        }
+    }
+
     /// The real path of a regular file under a root, for reading.
     public func file(_ path: String, field: String) throws -> String {
         guard !path.isEmpty else { throw JobError("\(field): empty path") }
-        guard let real = DataRoots.realPath(path) else { throw JobError("\(field): '\(path)': \(String(cString: strerror(errno)))") }
+        guard let real = DataRoots.realPath(path) else { throw Self.unusable(field, path, errno: errno) }
         guard contains(real) else { throw outside(field, path, real) }
         // (O_NONBLOCK: a FIFO must not hold the open; O_NOFOLLOW: a symlink put there since realpath is refused)
         let fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw JobError("\(field): '\(path)': \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw Self.unusable(field, path, errno: errno) }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw JobError("\(field): '\(path)' is not a regular file") }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw JobError("\(field): '\(path)' is not a regular file (\((st.st_mode & S_IFMT) == S_IFDIR ? "a folder" : "a device, socket or pipe"))")
+        }
         return real
     }
 
     /// The real path of a folder under a root (an embed model folder), for reading.
     public func folder(_ path: String, field: String) throws -> String {
         guard !path.isEmpty else { throw JobError("\(field): empty path") }
-        guard let real = DataRoots.realPath(path) else { throw JobError("\(field): '\(path)': \(String(cString: strerror(errno)))") }
+        guard let real = DataRoots.realPath(path) else { throw Self.unusable(field, path, errno: errno) }
         guard contains(real) else { throw outside(field, path, real) }
         var st = stat()
         guard lstat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { throw JobError("\(field): '\(path)' is not a folder") }

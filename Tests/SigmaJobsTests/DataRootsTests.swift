@@ -58,6 +58,28 @@ struct Folder {
     }
 
     /// A symlink inside a root that points outside it is refused (it resolves outside); one pointing inside is read.
+    /// A file that is missing, a folder, or unreadable is told apart, with the path and how relative paths resolve
+    /// (issue 20, point 7: "cannot read" without "no such file").
+    @Test func unusableFilesAreToldApart() throws {
+        let dir = try Folder("unusable")
+        defer { dir.remove() }
+        let roots = try DataRoots([dir.path])
+        #expect { _ = try roots.file(dir.path + "/missing.csv", field: "data.csv") } throws: {
+            "\($0)".contains("data.csv: no such file: '\(dir.path)/missing.csv'") && "\($0)".contains("relative paths resolve against the spec file's folder")
+        }
+        try FileManager.default.createDirectory(atPath: dir.path + "/sub", withIntermediateDirectories: true)
+        #expect { _ = try roots.file(dir.path + "/sub", field: "data.x") } throws: { "\($0)".contains("is not a regular file (a folder)") }
+    }
+
+    @Test(.enabled(if: geteuid() != 0, "root reads any file: an unreadable one exists only for other users"))
+    func anUnreadableFileIsToldApart() throws {
+        let dir = try Folder("unreadable")
+        defer { dir.remove() }
+        let locked = try dir.write("locked.csv", "1,2\n")
+        chmod(locked, 0o000)
+        #expect { _ = try DataRoots([dir.path]).file(locked, field: "data.csv") } throws: { "\($0)".contains("is not readable by the user") }
+    }
+
     @Test func aSymlinkInsideTheRootPointingOutsideIsRefused() throws {
         let dir = try Folder("symlink")
         defer { dir.remove() }
