@@ -87,8 +87,14 @@ enum MLOutput {
 
     /// Writes a report's files, if its kind makes any (into `directory(output, spec)`), and returns what to show:
     /// JSON under "results" ({files, metrics}) for a kind that makes files, else under "result"; and the lines to print.
+    /// A kind that makes no files (map-reduce) writes its result as `result.json` when `-o DIR` was given (as
+    /// `sigma results` does).
     static func deliver(_ r: JobReport, output: String?, spec: JobSpec, job: JobID? = nil) throws -> (key: String, json: [String: Any], lines: [String]) {
-        guard !r.files.isEmpty else { return ("result", r.json, r.lines) }
+        guard !r.files.isEmpty else {
+            guard let output, !r.json.isEmpty else { return ("result", r.json, r.lines) }
+            let written = try write([("result.json", Data(jsonString(r.json).utf8))], to: output)
+            return ("result", r.json, r.lines + (written["files"] as? [String] ?? []).map { "wrote \($0)" })
+        }
         var summary = try write(r.files, to: directory(output, spec, job: job))
         if !r.json.isEmpty { summary["metrics"] = r.json }
         return ("results", summary, (summary["files"] as? [String] ?? []).map { "wrote \($0)" } + r.lines)

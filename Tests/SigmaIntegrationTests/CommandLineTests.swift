@@ -68,6 +68,12 @@ import Testing
         try #require(s == 0, "\(e)")
         let job = try #require(out.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(out)")
         try await Task.sleep(nanoseconds: 500_000_000)
+        // `submit --follow -o DIR` writes a map-reduce result too, as result.json (and --local the same).
+        for extra in [["--coordinator", cluster.endpoint], ["--local"]] {
+            let (fs, _, fe) = try await sigma(["submit", small, "--follow", "-o", dir.path + "/followed\(extra.count)"] + extra)
+            let written = try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path + "/followed\(extra.count)/result.json"))) as? [String: Any]
+            #expect(fs == 0 && (written?["sum"] as? Double) == 4950, "\(extra): \(fe) \(String(describing: written))")
+        }
         // `sigma results ID` without -o: a folder of the job's own, not the current folder.
         let results = try SigmaProcess(["results", "\(job)", "--coordinator", cluster.endpoint], directory: dir.path)
         #expect(try await results.wait() == 0, "\(results.stderr)")
