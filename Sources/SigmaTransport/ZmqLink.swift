@@ -84,7 +84,9 @@ public final class ZmqLink: MessageLink {
         }
         if role == .dealer, options.onHandshakeFailure != nil {
             let address = "inproc://sigma-monitor-\(getpid())-\(Self.monitors.wrappingAdd(1, ordering: .relaxed).oldValue)"
-            let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            // (not HANDSHAKE_FAILED_NO_DETAIL: a handshake cut short — the peer reset or closed the connection, as a
+            // coordinator killed and started again does — says nothing about keys or tokens; libzmq reconnects)
+            let events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
             if zmq_socket_monitor(s, address, events) == 0, let m = zmq_socket(ZContext.process.handle, ZMQ_PAIR) {
                 if zmq_connect(m, address) == 0 { monitor = m } else { zmq_close(m) }
             }
@@ -179,9 +181,6 @@ public final class ZmqLink: MessageLink {
             guard n >= 6 else { continue }
             let event = UInt16(head[0]) | UInt16(head[1]) << 8
             let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
-            // (a handshake cut short — the peer reset or closed the connection, `value` its errno — says nothing about
-            // keys or tokens: a coordinator killed and started again does that; libzmq reconnects by itself)
-            if Int32(event) == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL { continue }
             options.onHandshakeFailure?(Self.describeHandshakeFailure(event: Int32(event), value: value, endpoint: endpoint,
                                                                       security: options.security))
         }

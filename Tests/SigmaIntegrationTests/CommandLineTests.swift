@@ -42,7 +42,7 @@ import Testing
         let (s, out, e) = try await sigma(["submit", spec, "--follow", "--coordinator", cluster.endpoint, "-o", dir.path + "/out"])
         let took = Date().timeIntervalSince(started)
         try #require(s == 0, "\(e)")
-        let job = try #require(e.split(separator: "\n").first { $0.hasPrefix("job ") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) }, "\(e)")
+        let job = try #require(jobID(in: e), "\(e)")
         #expect(e.contains("job \(job) accepted: 400 steps of 64 rows"), "\(e)")
         #expect(out.contains("job \(job) completed in") && out.contains(": 400 steps,"), "\(out)")
         let etas = e.split(separator: "\n").compactMap { line -> Double? in
@@ -66,7 +66,7 @@ import Testing
         let small = try dir.write("small.yaml", "kind: map-reduce\nname: tiny sum\ninput: {generate: range, count: 100}\nreduce: sum\n")
         let (s, out, e) = try await sigma(["submit", small, "--coordinator", cluster.endpoint])
         try #require(s == 0, "\(e)")
-        let job = try #require(out.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(out)")
+        let job = try #require(jobID(in: out), "\(out)")
         try await Task.sleep(nanoseconds: 500_000_000)
         // `submit --follow -o DIR` writes a map-reduce result too, as result.json (and --local the same).
         for extra in [["--coordinator", cluster.endpoint], ["--local"]] {
@@ -84,8 +84,7 @@ import Testing
         let long = try dir.write("long.yaml", "kind: map-reduce\nname: long\ninput: {generate: uniform, count: 3000000000, seed: 1}\nreduce: sum\nshards: 3000\n")
         let follower = try SigmaProcess(["submit", long, "--follow", "--coordinator", cluster.endpoint])
         defer { follower.kill(SIGTERM) }
-        let line = try await follower.waitForStderr("accepted")
-        let longJob = try #require(line.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(line)")
+        let longJob = try await RestartTests.acceptedJob(follower)
         let (rs, _, re) = try await sigma(["results", "\(longJob)", "--coordinator", cluster.endpoint])
         #expect(rs == 2 && re.contains("running") && !re.contains("(code"), "exit \(rs): \(re)")
         follower.kill(SIGINT)

@@ -94,13 +94,7 @@ import Testing
             let name = file.replacingOccurrences(of: ".npy", with: "")
             let (s, out, e) = try await sigma(["submit", spec, "--coordinator", endpoint, "--follow", "-o", dir.path + "/\(name)-follow"], timeout: 600)
             try #require(s == 0, "\(e)")
-            func jobID(_ text: String) -> Int? {
-                for line in text.split(separator: "\n") where line.hasPrefix("job ") {
-                    if let id = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) { return id }
-                }
-                return nil
-            }
-            let job = try #require(jobID(e) ?? jobID(out), "\(out)\n\(e)")
+            let job = try #require(jobID(in: e) ?? jobID(in: out), "\(out)\n\(e)")
             let followed = dir.path + "/\(name)-follow/\(file)"
             let got = try FileManager.default.attributesOfItem(atPath: followed)[.size] as? Int
             #expect(got == size, "\(file): \(got ?? -1) bytes")

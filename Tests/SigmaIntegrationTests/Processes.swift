@@ -265,3 +265,12 @@ func localClient(_ endpoint: String) throws -> SigmaClient {
     o.security = .localClient(token: try LocalToken.load(create: false))
     return try SigmaClient(factory: .zmqConnect(endpoint, o), endpoint: endpoint)
 }
+
+/// The job id `sigma submit` printed ("job N accepted…", "job N completed…"): the first line of `text` that starts
+/// with "job N".
+func jobID(in text: String) -> Int? {
+    for line in text.split(separator: "\n") where line.hasPrefix("job ") {
+        if let id = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) { return id }
+    }
+    return nil
+}

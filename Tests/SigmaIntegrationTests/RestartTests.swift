@@ -66,7 +66,7 @@ struct RestartingCluster {
     /// The job id a `sigma submit` printed ("job N accepted").
     static func acceptedJob(_ p: SigmaProcess) async throws -> Int {
         let line = try await p.waitForStderr("accepted")
-        return try #require(line.split(separator: " ").dropFirst().first.flatMap { Int($0) }, "\(line)")
+        return try #require(jobID(in: line), "\(line)")
     }
 
     @Test func aTrainJobSurvivesTenCoordinatorKillsBitwise() async throws {
