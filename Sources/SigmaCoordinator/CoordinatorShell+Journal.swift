@@ -32,7 +32,7 @@ extension CoordinatorShell.Loop {
     /// that asks for no checkpoints gets a folder of its own under the state folder's `checkpoints/`).
     func journaled(_ spec: JobSpec) -> JobSpec {
         guard let checkpoints else { return spec }
-        return options.kinds.journaled(spec, JournalDefaults(folder: checkpoints.newFolder(), checkpointSeconds: options.checkpointSeconds))
+        return options.kinds.journaled(spec, JournalDefaults(newFolder: { checkpoints.newFolder() }, checkpointSeconds: options.checkpointSeconds))
     }
 
     /// The journal's jobs, before the first message is read.
@@ -46,7 +46,8 @@ extension CoordinatorShell.Loop {
 /// `<state>/checkpoints/<random name>`, deleted when their job ends, or at start when no resumed job names them.
 final class AutoCheckpoints: @unchecked Sendable {   // (used by the poller thread only, after start)
     let folder: String
-    /// Names handed out whose job is not accepted yet; the folder of each accepted job that has one.
+    /// Names handed out (to train jobs that asked for no checkpoints) whose job is not accepted yet; the folder of
+    /// each accepted job that has one.
     private var offered: Set<String> = []
     private var byJob: [JobID: String] = [:]
 

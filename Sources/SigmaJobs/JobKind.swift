@@ -37,12 +37,13 @@ public protocol JobKind {
 
 /// What a journaled coordinator offers a job for resuming after a restart (`JobKind.journaled`).
 public struct JournalDefaults: Sendable {
-    /// A folder of the job's own in the coordinator's state (created when first written).
-    public var folder: String
+    /// Names a new folder of the job's own in the coordinator's state (created when first written); called only by
+    /// a kind that uses one, so other jobs cost the coordinator nothing.
+    public var newFolder: @Sendable () -> String
     /// Seconds of training between checkpoints (`coordinator.checkpoint_seconds`).
     public var checkpointSeconds: Double
-    public init(folder: String, checkpointSeconds: Double) {
-        self.folder = folder
+    public init(newFolder: @escaping @Sendable () -> String, checkpointSeconds: Double) {
+        self.newFolder = newFolder
         self.checkpointSeconds = checkpointSeconds
     }
 }

@@ -47,14 +47,14 @@ public enum TrainKind: JobKind {
         return s
     }
 
-    /// On a coordinator with a journal, a job that asks for no checkpoints gets them in `defaults.folder`, every
+    /// On a coordinator with a journal, a job that asks for no checkpoints gets them in a new folder, every
     /// `defaults.checkpointSeconds` of training: a restart loses at most about that much work, and the writes cost
     /// next to nothing (a checkpoint every few steps would cost a short job a third of its time).
     public static func journaled(_ spec: TrainJob, _ defaults: JournalDefaults) -> TrainJob {
         guard !spec.checkpoints, spec.checkpointDir == nil else { return spec }
         var s = spec
         s.checkpointEverySeconds = defaults.checkpointSeconds
-        s.checkpointDir = defaults.folder
+        s.checkpointDir = defaults.newFolder()
         return s
     }
 
