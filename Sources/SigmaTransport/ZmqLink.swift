@@ -44,6 +44,8 @@ public final class ZmqLink: MessageLink {
     }
     /// A PAIR socket receiving this socket's handshake events (DEALERs with `onHandshakeFailure`).
     private var monitor: UnsafeMutableRawPointer?
+    /// A handshake with the peer has succeeded on this link (read from the monitor).
+    private var handshook = false
     private static let monitors = Atomic<Int>(0)
 
     private init(role: Role, options: LinkOptions, endpoint: String) throws {
@@ -84,9 +86,8 @@ public final class ZmqLink: MessageLink {
         }
         if role == .dealer, options.onHandshakeFailure != nil {
             let address = "inproc://sigma-monitor-\(getpid())-\(Self.monitors.wrappingAdd(1, ordering: .relaxed).oldValue)"
-            // (not HANDSHAKE_FAILED_NO_DETAIL: a handshake cut short — the peer reset or closed the connection, as a
-            // coordinator killed and started again does — says nothing about keys or tokens; libzmq reconnects)
-            let events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
             if zmq_socket_monitor(s, address, events) == 0, let m = zmq_socket(ZContext.process.handle, ZMQ_PAIR) {
                 if zmq_connect(m, address) == 0 { monitor = m } else { zmq_close(m) }
             }
@@ -181,6 +182,11 @@ public final class ZmqLink: MessageLink {
             guard n >= 6 else { continue }
             let event = UInt16(head[0]) | UInt16(head[1]) << 8
             let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
+            if Int32(event) == ZMQ_EVENT_HANDSHAKE_SUCCEEDED { handshook = true; continue }
+            // A handshake cut short (the peer reset or closed the connection; `value` its errno) after one has worked
+            // says nothing about keys or tokens: a coordinator killed and started again does that, and libzmq
+            // reconnects. Before any has worked it is how a peer refuses a client without the credentials it needs.
+            if Int32(event) == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && handshook { continue }
             options.onHandshakeFailure?(Self.describeHandshakeFailure(event: Int32(event), value: value, endpoint: endpoint,
                                                                       security: options.security))
         }

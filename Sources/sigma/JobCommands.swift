@@ -134,15 +134,24 @@ struct LogsCommand: AsyncParsableCommand {
             var c = try client.connect(common)
             defer { c.close() }
             var lostSince: Date? = nil
+            var reached = false   // (the coordinator has answered this command once)
             while true {
                 let d: JobDetail
                 do {
                     // (following: a lost coordinator is noticed within 3 s)
                     d = try await c.detail(job: job, logFrom: next, timeout: follow ? min(client.timeout, 3) : client.timeout)
                     lostSince = nil
+                    reached = true
                 } catch let e as ClientError {
-                    // Following: ride out a coordinator restart (a fresh connection each retry), for up to 2 minutes.
-                    guard follow, case .noAnswer = e else { _ = try await mapClientError { throw e } ; return }
+                    // Following: ride out a coordinator restart (a fresh connection each retry), for up to 2 minutes —
+                    // no answer, or (once it has answered before) a connection cut short while it restarts.
+                    var retry = false
+                    switch e {
+                    case .noAnswer: retry = follow
+                    case .connection: retry = follow && reached
+                    default: break
+                    }
+                    guard retry else { _ = try await mapClientError { throw e } ; return }
                     let since = lostSince ?? Date()
                     if lostSince == nil {
                         FileHandle.standardError.write(Data("coordinator at \(c.endpoint) unreachable, retrying (job \(job); a restarted coordinator with its journal answers again)\n".utf8))
