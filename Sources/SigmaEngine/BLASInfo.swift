@@ -20,8 +20,7 @@ extension BLASInfo {
     public static func sgemmDirect(_ a: Tensor, _ b: Tensor, n: Int) {
         let c = scratch(n * n)
         a.withData { pa in b.withData { pb in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, pa.baseAddress, Int32(n),
-                        pb.baseAddress, Int32(n), 0, c, Int32(n))
+            BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, pa.baseAddress, lda: n, pb.baseAddress, ldb: n, beta: 0, c, ldc: n)
         } }
     }
 
@@ -34,5 +33,20 @@ extension BLASInfo {
             scratchCount = n
         }
         return scratchBuffer!
+    }
+}
+
+/// The engine's one door to OpenBLAS's GEMM: row-major C = alpha · op(A) · op(B) + beta · C. Before the first
+/// product in a process it makes that process's kernel choice (`BLASKernels.startup`), so every process computing
+/// with the engine — a worker, `--local`, a test, a program linking SigmaEngine — runs the same kernel set on the
+/// same CPU and gets the same bits (a test process had run OpenBLAS's own generic pick while its workers ran the
+/// better one, and a train job's model differed in the last bits).
+enum BLAS {
+    static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                      _ a: UnsafePointer<Float>?, lda: Int, _ b: UnsafePointer<Float>?, ldb: Int,
+                      beta: Float, _ c: UnsafeMutablePointer<Float>?, ldc: Int, choosing: Bool = true) {
+        if choosing { _ = BLASKernels.startup }
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }

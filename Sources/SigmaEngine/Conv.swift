@@ -71,8 +71,8 @@ public enum ConvKernels {
                 if let b {
                     b.withData { pb in for o in 0..<g.o { (out + o * hw).update(repeating: pb[o], count: hw) } }
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(g.o), Int32(hw), Int32(g.patch), 1,
-                            pw.baseAddress, Int32(g.patch), cols, Int32(hw), b == nil ? 0 : 1, out, Int32(hw))
+                BLAS.sgemm(transA: false, transB: false, m: g.o, n: hw, k: g.patch, pw.baseAddress, lda: g.patch, cols, ldb: hw,
+                           beta: b == nil ? 0 : 1, out, ldc: hw)
             }
         } } }
         return y
@@ -94,12 +94,12 @@ public enum ConvKernels {
                 let dyn = pdy.baseAddress! + n * g.o * hw
                 im2col(px.baseAddress! + n * g.c * g.h * g.w, g, cols)
                 // dW += dy_n (O, HW) · cols_nᵀ (HW, patch)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(g.o), Int32(g.patch), Int32(hw), 1,
-                            dyn, Int32(hw), cols, Int32(hw), 1, pdw.baseAddress, Int32(g.patch))
+                BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.patch, k: hw, dyn, lda: hw, cols, ldb: hw, beta: 1,
+                           pdw.baseAddress, ldc: g.patch)
                 guard inputGradient else { continue }
                 // dcols = Wᵀ (patch, O) · dy_n (O, HW)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(g.patch), Int32(hw), Int32(g.o), 1,
-                            pw.baseAddress, Int32(g.patch), dyn, Int32(hw), 0, dcols, Int32(hw))
+                BLAS.sgemm(transA: true, transB: false, m: g.patch, n: hw, k: g.o, pw.baseAddress, lda: g.patch, dyn, ldb: hw, beta: 0,
+                           dcols, ldc: hw)
                 col2im(dcols, g, pdx.baseAddress! + n * g.c * g.h * g.w)
             }
         } } } } }

@@ -15,9 +15,8 @@ extension Kernels {
         if m == 0 || n == 0 || k == 0 { return out }
         a.withData { pa in b.withData { pb in out.withMutableData { po in
             for i in 0..<batch {
-                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                            Int32(m), Int32(n), Int32(k), 1, pa.baseAddress! + i * m * k, Int32(a.shape[2]),
-                            pb.baseAddress! + i * k * n, Int32(b.shape[2]), 0, po.baseAddress! + i * m * n, Int32(n))
+                BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, pa.baseAddress! + i * m * k, lda: a.shape[2],
+                           pb.baseAddress! + i * k * n, ldb: b.shape[2], beta: 0, po.baseAddress! + i * m * n, ldc: n)
             }
         } } }
         return out
@@ -39,8 +38,8 @@ extension Kernels {
         defer { scores.deallocate() }
         q.withData { pq in k.withData { pk in v.withData { pv in out.withMutableData { po in
             for i in 0..<batch {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(d), 1, pq.baseAddress! + i * t * d, Int32(d),
-                            pk.baseAddress! + i * t * d, Int32(d), 0, scores, Int32(t))
+                BLAS.sgemm(transA: false, transB: true, m: t, n: t, k: d, pq.baseAddress! + i * t * d, lda: d,
+                           pk.baseAddress! + i * t * d, ldb: d, beta: 0, scores, ldc: t)
                 for j in 0..<(t * t) { scores[j] = scores[j] * scale }
                 if let m = mask {
                     m.withData { pm in
@@ -52,8 +51,8 @@ extension Kernels {
                     }
                 }
                 csys_softmax_rows(scores, scores, t, t)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(d), Int32(t), 1, scores, Int32(t),
-                            pv.baseAddress! + i * t * d, Int32(d), 0, po.baseAddress! + i * t * d, Int32(d))
+                BLAS.sgemm(transA: false, transB: false, m: t, n: d, k: t, scores, lda: t,
+                           pv.baseAddress! + i * t * d, ldb: d, beta: 0, po.baseAddress! + i * t * d, ldc: d)
             }
         } } } }
         return out

@@ -11,14 +11,19 @@ public enum Kernels {
     /// With `into`, the product is written there (m·n floats, caller-owned) and the result reads it in place.
     public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false,
                               into external: UnsafeMutableBufferPointer<Float>? = nil) -> Tensor {
+        matmul(a, b, transA: transA, transB: transB, into: external, choosing: true)
+    }
+
+    /// `matmul`, with `choosing: false` only for the kernel choice's own self-check (which runs inside it).
+    static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool, transB: Bool, into external: UnsafeMutableBufferPointer<Float>?,
+                       choosing: Bool) -> Tensor {
         let (m, k, n) = matmulDims(a, b, transA, transB)
         func gemm(_ pc: UnsafeMutableBufferPointer<Float>) {
             if k == 0 { pc.update(repeating: 0); return }
             a.withData { pa in
                 b.withData { pb in
-                    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                                Int32(m), Int32(n), Int32(k), 1, pa.baseAddress, Int32(a.shape[1]), pb.baseAddress,
-                                Int32(b.shape[1]), 0, pc.baseAddress, Int32(n))
+                    BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, pa.baseAddress, lda: a.shape[1], pb.baseAddress,
+                               ldb: b.shape[1], beta: 0, pc.baseAddress, ldc: n, choosing: choosing)
                 }
             }
         }
@@ -42,8 +47,8 @@ public enum Kernels {
         x.withData { px in w.withData { pw in b.withData { pb in out.withMutableData { po in
             for r in 0..<m { (po.baseAddress! + r * n).update(from: pb.baseAddress!, count: n) }
             if k > 0 {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, px.baseAddress, Int32(k),
-                            pw.baseAddress, Int32(k), 1, po.baseAddress, Int32(n))
+                BLAS.sgemm(transA: false, transB: true, m: m, n: n, k: k, px.baseAddress, lda: k, pw.baseAddress, ldb: k, beta: 1,
+                           po.baseAddress, ldc: n)
             }
         } } } }
         return out

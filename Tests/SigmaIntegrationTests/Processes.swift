@@ -274,3 +274,8 @@ func jobID(in text: String) -> Int? {
     }
     return nil
 }
+
+/// The suites that load this 2-core machine most (gigabyte results, ten-kill restarts, many processes) and those whose
+/// assertions are timings (a killed worker's shards elsewhere within 5 s): run one after another, never side by side,
+/// so one's load does not stretch the other's timings. Other suites still run beside them.
+@Suite(.serialized) struct ProcessHeavyTests {}
