@@ -18,7 +18,7 @@ extension DashboardSource {
 }
 
 /// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
-/// `/api/jobs/ID`, `/api/events` as server-sent events) and Prometheus `/metrics`. No external assets. Every request
+/// `/api/jobs/ID`, `/api/history`, `/api/events` as server-sent events) and Prometheus `/metrics`. No external assets. Every request
 /// passes `access` first (Host name, token); job ids pass a `JobDetailGate` before they reach the source.
 public struct Dashboard: Sendable {
     let source: any DashboardSource
@@ -26,22 +26,38 @@ public struct Dashboard: Sendable {
     let metrics = SigmaMetrics()
     /// Seconds between server-sent events.
     public var eventInterval: Double = 1
+    /// Seconds between the history's points (an hour of them at 1 s, `History.capacity`).
+    public var historyInterval: Double = 1
+    /// The charts' past, sampled from `source` while the dashboard runs (`/api/history`).
+    public let history: HistoryRecorder
 
-    public init(source: any DashboardSource, access: DashboardAccess = DashboardAccess()) {
+    /// `history`: what the charts start from (a test's known past); empty by default.
+    public init(source: any DashboardSource, access: DashboardAccess = DashboardAccess(), history: History = History()) {
         self.source = source
         self.access = access
+        self.history = HistoryRecorder(history)
     }
 
     /// Serves until the surrounding task is cancelled. `onRunning` gets the bound port (useful with port 0).
     public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void) async throws {
         let router = Router()
-        let source = self.source, metrics = self.metrics, interval = eventInterval
+        let source = self.source, metrics = self.metrics, interval = eventInterval, history = self.history, every = historyInterval
+        let recorder = Task {
+            while !Task.isCancelled {
+                if let s = source.snapshot() { history.record(s, at: Date().timeIntervalSince1970) }
+                try? await Task.sleep(nanoseconds: UInt64(every * 1e9))
+            }
+        }
+        defer { recorder.cancel() }
         let gate = Mutex(JobDetailGate())
         router.add(middleware: AccessMiddleware(access: access))
         router.get("/") { _, _ in
-            // The first frame is in the page itself (it shows without waiting for a request); events update it.
-            let initial = source.snapshot().map { jsonText($0.jsonObject).replacingOccurrences(of: "</", with: "<\\/") } ?? "null"
-            return Dashboard.html(DashboardPage.overview.replacingOccurrences(of: "__INITIAL__", with: initial))
+            // The first frame and the charts' past are in the page itself (it shows them without waiting for a
+            // request); events update it.
+            let embed = { (text: String) in text.replacingOccurrences(of: "</", with: "<\\/") }
+            let initial = source.snapshot().map { embed(jsonText($0.jsonObject)) } ?? "null"
+            return Dashboard.html(DashboardPage.overview.replacingOccurrences(of: "__INITIAL__", with: initial)
+                .replacingOccurrences(of: "__HISTORY__", with: embed(jsonText(history.read { $0.jsonObject }))))
         }
         router.get("/job/:id") { _, ctx in
             guard JobDetailGate.parse(ctx.parameters.get("id") ?? "") != nil else { throw HTTPError(.badRequest, message: "job id must be a number") }
@@ -59,6 +75,7 @@ public struct Dashboard: Sendable {
             case .ask(let id):
                 guard let d = await source.jobDetail(id) else { throw HTTPError(.notFound, message: "no job \(id) on this coordinator") }
                 var o = d.jsonObject(attempts: true)
+                o["curve"] = history.read { $0.curveJSON(id) }
                 o["log"] = d.logs.suffix(200).map { ["at_s": Double($0.at) / 1e9, "level": "\($0.level)", "text": $0.text] as [String: Any] }
                 return Dashboard.json(jsonText(o))
             }
@@ -70,12 +87,18 @@ public struct Dashboard: Sendable {
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
                 while !Task.isCancelled {
                     if let s = source.snapshot() {
-                        try await writer.write(ByteBuffer(string: "data: \(jsonText(s.jsonObject))\n\n"))
+                        // (the status, and the history's newest point for the charts to append)
+                        var o = s.jsonObject
+                        o["history_point"] = history.read { $0.ordered.last?.jsonObject }
+                        try await writer.write(ByteBuffer(string: "data: \(jsonText(o))\n\n"))
                     }
                     try await Task.sleep(nanoseconds: UInt64(interval * 1e9))
                 }
                 try await writer.finish(nil)
             })
+        }
+        router.get("/api/history") { _, _ in
+            Dashboard.json(jsonText(history.read { $0.jsonObject }))
         }
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
@@ -105,6 +128,14 @@ public struct Dashboard: Sendable {
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// The dashboard's `History`, shared by its sampling task and its routes.
+public final class HistoryRecorder: Sendable {
+    private let state: Mutex<History>
+    init(_ history: History) { state = Mutex(history) }
+    public func record(_ s: ClusterStatus, at t: Double) { state.withLock { $0.record(s, at: t) } }
+    public func read<T>(_ body: (History) -> T) -> T { state.withLock { body($0) } }
 }
 
 /// Applies `DashboardAccess` to every request, before any route.

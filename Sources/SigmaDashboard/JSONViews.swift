@@ -52,24 +52,31 @@ extension JobDetail {
         o["input_digest"] = inputDigest
         o["model_digest"] = modelDigest
         if withAttempts {
-            o["attempts"] = attempts.map(\.jsonObject)
+            // (each attempt with its lane: the compute slot it held on its worker, for timelines)
+            o["attempts"] = zip(attempts, SlotLanes.assign(attempts, now: job.elapsed)).map { a, lane in
+                var x = a.jsonObject
+                x["lane"] = lane
+                return x
+            }
             o["attempts_not_recorded"] = Int(attemptsDropped)
         }
         return o
     }
 
-    /// Chrome trace format: one process per job, one thread (track) per worker, one complete ("X") slice per attempt.
+    /// Chrome trace format: one process per job, one thread (track) per compute slot a worker used ("w1@host slot 2",
+    /// `SlotLanes`), one complete ("X") slice per attempt — so slices on one track never overlap.
     public var chromeTrace: [String: Any] {
         var tracks: [String: Int] = [:]
         var events: [Any] = [["name": "process_name", "ph": "M", "pid": 1, "tid": 0,
                               "args": ["name": "job \(job.id) \(job.name) (\(job.kind))"]] as [String: Any]]
-        for a in attempts {
-            let label = "\(a.worker)@\(a.host)"
+        for (a, lane) in zip(attempts, SlotLanes.assign(attempts, now: job.elapsed)) {
+            let label = "\(SlotLanes.track(a)) slot \(lane + 1)"
             let tid: Int
             if let t = tracks[label] { tid = t } else {
                 tid = tracks.count + 1
                 tracks[label] = tid
                 events.append(["name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": ["name": label]] as [String: Any])
+                events.append(["name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid, "args": ["sort_index": tid]] as [String: Any])
             }
             let end = a.outcome == .running ? max(a.started, job.elapsed) : a.finished
             events.append(["name": (job.steps > 0 ? "step \(a.round + 1) " : "") + "shard \(a.shard)" + (a.attempt > 1 ? " #\(a.attempt)" : ""),

@@ -19,24 +19,15 @@ public struct TopView {
     public func render(width: Int, height: Int) -> [String] {
         let width = max(60, width), height = max(12, height)
         let live = status.workers.filter { $0.state != "dead" }
-        let slots = live.reduce(0) { $0 + Int($1.slots) }
-        let busy = live.reduce(0) { $0 + Int($1.inFlight) }
-        let cpu = live.reduce(0.0) { $0 + $1.cpu }
-        let cores = live.reduce(0) { $0 + Int($1.cores) }
-        let rate = live.reduce(0.0) { $0 + $1.throughput }
+        let sum = ClusterSummary(status)
         let raw = live.reduce(UInt64(0)) { $0 + $1.rawBytes }, wire = live.reduce(UInt64(0)) { $0 + $1.wireBytes }
         let lz4Ratio: Double = wire == 0 ? 1.0 : Double(raw) / Double(wire)
         let running = status.jobs.filter { $0.state == .running || $0.state == .queued }
-        // Hosts: a host's cores and memory once, however many workers share it; CPU as a share of those cores.
-        let hosts = Dictionary(grouping: live, by: \.host)
-        let hostCores = hosts.values.reduce(0) { $0 + Int($1.map(\.cores).max() ?? 0) }
-        let hostMemory = hosts.values.reduce(UInt64(0)) { $0 + ($1.map(\.memory).max() ?? 0) }
-        let rss = live.reduce(UInt64(0)) { $0 + $1.rss }
         var lines: [String] = []
         lines.append("sigma top  up \(formatDuration(status.uptime))  policy \(status.policy)  sort \(sort.rawValue)  (s: sort, q: quit)")
-        lines.append("workers \(live.count) live on \(hosts.count) host\(hosts.count == 1 ? "" : "s")  slots \(slots)  in flight \(busy)  queued \(status.queuedShards)  jobs \(running.count) running")
-        lines.append("cpu \(String(format: "%.0f", hostCores == 0 ? 0 : cpu / Double(hostCores)))% of \(hostCores) cores  workers' memory \(formatBytes(rss)) of \(formatBytes(hostMemory))"
-                     + "  throughput \(rate > 0 ? formatRate(rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
+        lines.append("workers \(sum.live) live on \(sum.hosts) host\(sum.hosts == 1 ? "" : "s")  slots \(sum.slots)  in flight \(sum.busy)  queued \(status.queuedShards)  jobs \(running.count) running")
+        lines.append("cpu \(String(format: "%.0f", sum.cpuShare * 100))% of \(sum.hostCores) cores  workers' memory \(formatBytes(sum.rss)) of \(formatBytes(sum.hostMemory))"
+                     + "  throughput \(sum.rate > 0 ? formatRate(sum.rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
         // The screen is shared: workers get the rows they need up to half of what is left, jobs the rest (running
         // newest first, then the latest finished) — a tall terminal shows more of both, never blank rows under a cut list.
         let warnings = blasWarnings(status.workers).prefix(3)

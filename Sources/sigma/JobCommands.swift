@@ -210,7 +210,7 @@ struct CancelCommand: AsyncParsableCommand {
 struct TraceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
-        abstract: "Write a job's shard timeline as a Chrome trace (chrome://tracing, Perfetto): one track per worker.",
+        abstract: "Write a job's shard timeline as a Chrome trace (chrome://tracing, Perfetto): one track per worker slot.",
         discussion: """
         Example:
           sigma trace 12 -o trace.json

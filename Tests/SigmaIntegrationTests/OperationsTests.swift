@@ -189,12 +189,19 @@ import Testing
         let trace = try #require(try json(String(decoding: try Data(contentsOf: URL(fileURLWithPath: tracePath)), as: UTF8.self)) as? [String: Any])
         let events = try #require(trace["traceEvents"] as? [[String: Any]])
         let slices = events.filter { $0["ph"] as? String == "X" }
-        let tracks = Set(events.filter { $0["ph"] as? String == "M" && $0["name"] as? String == "thread_name" }.compactMap { $0["tid"] as? Int })
+        let named = events.filter { $0["ph"] as? String == "M" && $0["name"] as? String == "thread_name" }
+        let tracks = Set(named.compactMap { $0["tid"] as? Int })
         #expect(slices.count >= 20)
-        #expect(tracks.count == 2)
+        // one track per compute slot a worker used ("ID@host slot N"), from both workers; slices on a track never overlap
+        let trackWorkers = Set(named.compactMap { (($0["args"] as? [String: Any])?["name"] as? String)?.components(separatedBy: " slot ").first })
+        #expect(trackWorkers.count == 2 && tracks.count >= 2, "\(named)")
         for e in slices {
             #expect(e["ts"] is Double && (e["dur"] as? Double ?? -1) >= 0 && e["pid"] is Int && e["name"] is String)
             #expect(tracks.contains(e["tid"] as? Int ?? -1), "slice on a track without a name: \(e)")
+        }
+        for (tid, group) in Dictionary(grouping: slices, by: { $0["tid"] as? Int ?? -1 }) {
+            let spans = group.map { ($0["ts"] as? Double ?? 0, ($0["ts"] as? Double ?? 0) + ($0["dur"] as? Double ?? 0)) }.sorted { $0.0 < $1.0 }
+            #expect(zip(spans, spans.dropFirst()).allSatisfy { $0.1 <= $1.0 + 1e-6 }, "slices overlap on track \(tid): \(zip(spans, spans.dropFirst()).filter { $0.1 > $1.0 + 1e-6 }.prefix(3))")
         }
 
         // cancel: the job ends cancelled; unknown ids are usage errors naming the job and the next command.
