@@ -250,6 +250,13 @@ final class JobEntry {
     var extraResultTo: [(PeerID, UInt64)] = []
     /// Items of committed shards (rows, samples, lines), over all rounds.
     var itemsDone: UInt64 = 0
+    /// Its recent pace, sampled each tick while it runs.
+    var pace = RecentRate()
+    /// How far it is, 0…1: steps for a training job, shards otherwise (`ClusterStatus.Job.progressFraction`).
+    var progress: Double {
+        if let g = trainProgress, g.steps > 0 { return Double(g.step) / Double(g.steps) }
+        return shardCount == 0 ? 0 : Double(restoredShards.map(Int.init) ?? done) / Double(shardCount)
+    }
     /// When the current shards were queued (their records' `queued` time).
     var queuedAt: [Nanos] = []
     /// The job's log (lines about it the coordinator logged) and its shard attempts, both bounded.

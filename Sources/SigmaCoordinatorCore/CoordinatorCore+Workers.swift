@@ -96,6 +96,7 @@ extension CoordinatorCore {
     }
 
     mutating func tick(now: Nanos, into out: inout [CoordinatorAction]) {
+        for j in jobs.values where j.state == .running { j.pace.observe(now, items: j.itemsDone, progress: j.progress) }
         for k in table.indices where table[k].isLive {
             let w = table[k]
             if !w.suspect, config.suspectAfter < config.deadAfter, now &- w.lastSeen > config.suspectAfter {

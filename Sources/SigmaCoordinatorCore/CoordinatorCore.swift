@@ -148,6 +148,10 @@ public struct CoordinatorCore {
         s.hedges = UInt32(j.hedges)
         s.hedgesWon = UInt32(j.hedgesWon)
         s.items = j.itemsDone
+        if j.state == .running, let r = j.pace.rate(now: now) {
+            s.rate = r.itemsPerSecond
+            s.secondsLeft = r.secondsLeft ?? .nan
+        }
         if let g = j.trainProgress {
             s.step = UInt32(g.step)
             s.steps = UInt32(g.steps)

@@ -53,7 +53,7 @@ enum DashboardPage {
     <canvas id="perworker" width="1194" height="170"></canvas></div>
     <div class="muted">kept by the coordinator (one point a second, the last hour): a reload shows the past · utilisation: shards in flight ÷ slots · CPU: share of the hosts' cores · per worker: its shards in flight ÷ its slots</div></section>
     <section><h2>Workers</h2><table><thead><tr><th>ID</th><th>Name</th><th>Host</th><th>State</th><th>CPU %</th><th>Memory</th><th>In flight</th><th>Items/s</th><th>RTT</th><th>Bytes in</th><th>Bytes out</th><th>LZ4</th><th>Done</th><th>BLAS</th></tr></thead><tbody id="workers"></tbody></table></section>
-    <section><h2>Jobs</h2><table><thead><tr><th>ID</th><th>Name</th><th>Kind</th><th>State</th><th>Progress</th><th></th><th>Re-runs</th><th>Hedges</th><th>Elapsed</th><th>ETA</th></tr></thead><tbody id="jobs"></tbody></table>
+    <section><h2>Jobs</h2><table><thead><tr><th>ID</th><th>Name</th><th>Kind</th><th>State</th><th>Progress</th><th></th><th>Rate</th><th>Re-runs</th><th>Hedges</th><th>Elapsed</th><th>ETA</th></tr></thead><tbody id="jobs"></tbody></table>
     <div id="pager" class="muted" style="margin-top:6px"><button id="prev">‹ newer</button> <span id="page"></span> <button id="next">older ›</button></div></section>
     <p class="muted">Prometheus metrics: <a href="/metrics">/metrics</a> · JSON: <a href="/api/status">/api/status</a>, <a href="/api/history">/api/history</a></p>
     </main>\(common)
@@ -66,10 +66,10 @@ enum DashboardPage {
       chart(document.getElementById('perworker'),ts,ids.map((id,k)=>({v:p.map(x=>id in x.workers?x.workers[id]:null),color:palette[k%palette.length],label:H.worker_labels[id]||id,max:1})),{title:'Per worker: slots busy',fmt:fmtPct});}
     function jobRow(j){return `<tr><td><a href="/job/${j.id}">${j.id}</a></td><td>${esc(j.name)}</td><td>${j.kind}</td><td class="state-${j.state}">${j.state}</td>
         <td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span></td><td>${j.steps?('step '+j.step+'/'+j.steps+(j.loss!==undefined?' loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' acc '+fmtPct(j.accuracy):'')):(j.done+'/'+j.total)} (${(100*j.progress).toFixed(0)}%)</td>
-        <td>${j.reruns}</td><td>${j.hedges}</td><td>${fmtDur(j.elapsed_s)}</td><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>`;}
+        <td>${j.rate_per_s!==undefined?fmtRate(j.rate_per_s)+' '+j.rate_unit+'/s':'-'}</td><td>${j.reruns}</td><td>${j.hedges}</td><td>${fmtDur(j.elapsed_s)}</td><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>`;}
     function renderJobs(){if(!last)return;const active=j=>j.state==='running'||j.state==='queued';
       const jobs=last.jobs.filter(active).reverse().concat(last.jobs.filter(j=>!active(j)).reverse()),pages=Math.max(1,Math.ceil(jobs.length/perPage));
-      page=Math.min(page,pages-1);document.getElementById('jobs').innerHTML=jobs.slice(page*perPage,(page+1)*perPage).map(jobRow).join('')||'<tr><td colspan="10" class="muted">no jobs yet</td></tr>';
+      page=Math.min(page,pages-1);document.getElementById('jobs').innerHTML=jobs.slice(page*perPage,(page+1)*perPage).map(jobRow).join('')||'<tr><td colspan="11" class="muted">no jobs yet</td></tr>';
       document.getElementById('page').textContent=`page ${page+1} of ${pages} · ${jobs.length} jobs, running first`;
       document.getElementById('prev').disabled=page==0;document.getElementById('next').disabled=page>=pages-1;}
     document.getElementById('prev').onclick=()=>{page=Math.max(0,page-1);renderJobs();};
@@ -119,7 +119,7 @@ enum DashboardPage {
     function render(j){
       document.getElementById('title').textContent=`job ${j.id} ${j.name} (${j.kind}) — ${j.state}`;
       document.getElementById('info').innerHTML=`<table><tr><th>State</th><td class="state-${j.state}">${j.state}</td><th>Progress</th><td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span> ${j.steps?('step '+j.step+'/'+j.steps+(j.loss!==undefined?' · loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' · accuracy '+fmtPct(j.accuracy):'')):(j.done+'/'+j.total+' shards')}</td></tr>
-        <tr><th>Elapsed</th><td>${fmtDur(j.elapsed_s)}</td><th>ETA</th><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>
+        <tr><th>Elapsed</th><td>${fmtDur(j.elapsed_s)}</td><th>ETA</th><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}${j.rate_per_s!==undefined?' · '+fmtRate(j.rate_per_s)+' '+j.rate_unit+'/s over the last 10 s':''}</td></tr>
         <tr><th>Re-runs</th><td>${j.reruns}</td><th>Hedges</th><td>${j.hedges} (won ${j.hedges_won})</td></tr>
         <tr><th>Policy</th><td>${j.policy}</td><th>Digests</th><td>spec ${j.spec_digest} · input ${j.input_digest||'–'} · model ${j.model_digest||'–'}</td></tr>${j.error?`<tr><th>Error</th><td colspan="3" class="state-failed">${esc(j.error)}</td></tr>`:''}</table>`;
       const cu=j.curve||[];if(j.steps&&cu.length){document.getElementById('curves').style.display='';

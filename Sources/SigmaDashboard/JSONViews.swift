@@ -18,6 +18,10 @@ extension ClusterStatus.Job {
             if accuracy.isFinite { o["accuracy"] = accuracy }
         }
         if let e = eta { o["eta_s"] = e }
+        if let r = recentRate {
+            o["rate_per_s"] = r
+            o["rate_unit"] = itemUnit
+        }
         return o
     }
 }

@@ -57,3 +57,46 @@ public enum Pace {
         return elapsed / done * (total - done)
     }
 }
+
+/// A job's pace over its recent past: items per second and the seconds left, measured over the last `window` ns
+/// from the samples the coordinator takes each tick. Start-up does not count (the first sample is the first
+/// progress seen), and a job that stops making progress shows 0 items/s once its window has passed, not an old
+/// figure. Pure: `observe` takes the time.
+public struct RecentRate: Sendable, Equatable {
+    public struct Sample: Sendable, Equatable {
+        public var t: UInt64
+        public var items: UInt64
+        /// 0…1.
+        public var progress: Double
+    }
+    public let window: UInt64
+    /// Oldest first: the anchor (the newest sample at or before now − window, or the oldest) and those after it.
+    public private(set) var samples: [Sample] = []
+
+    public init(window: UInt64 = 10_000_000_000) { self.window = window }
+
+    /// Records what the job has done by `now`; a sample equal to the last one adds nothing, and the first sample is
+    /// taken only once there is progress (so the time before it, the start-up, is never in a rate).
+    public mutating func observe(_ now: UInt64, items: UInt64, progress: Double) {
+        if let last = samples.last, last.items == items, last.progress == progress { return }
+        if samples.isEmpty, items == 0, progress == 0 { return }
+        samples.append(Sample(t: now, items: items, progress: progress))
+        drop(before: now)
+    }
+
+    private mutating func drop(before now: UInt64) {
+        guard now > window else { return }
+        let edge = now - window
+        if let k = samples.lastIndex(where: { $0.t <= edge }), k > 0 { samples.removeFirst(k) }
+    }
+
+    /// (items/s, seconds left at that pace) at `now`; nil before two samples. Seconds left is nil while the pace is 0.
+    public func rate(now: UInt64) -> (itemsPerSecond: Double, secondsLeft: Double?)? {
+        var s = self
+        s.drop(before: now)
+        guard samples.count >= 2, let anchor = s.samples.first, let newest = s.samples.last, now > anchor.t else { return nil }
+        let seconds = Double(now - anchor.t) / 1e9
+        let items = Double(newest.items - anchor.items) / seconds, progress = (newest.progress - anchor.progress) / seconds
+        return (items, progress > 0 ? (1 - newest.progress) / progress : nil)
+    }
+}

@@ -85,6 +85,10 @@ public struct ClusterStatus: Sendable, Equatable {
         public var hedgesWon: UInt32 = 0
         /// Items (rows, samples, lines) the job has processed, for throughput and ETA.
         public var items: UInt64 = 0
+        /// Items per second over the last 10 s of progress (`RecentRate`: start-up excluded); NaN before it is known.
+        public var rate: Double = .nan
+        /// Seconds left at that pace; NaN when unknown.
+        public var secondsLeft: Double = .nan
         public init(id: JobID, name: String, kind: String, state: JobState, done: UInt32, total: UInt32, running: UInt32,
                     reruns: UInt32, duplicates: UInt32, elapsed: UInt64, error: String) {
             self.id = id
@@ -104,6 +108,7 @@ public struct ClusterStatus: Sendable, Equatable {
             w.u64(id); w.string(name); w.string(kind); w.u8(state.rawValue); w.u32(done); w.u32(total)
             w.u32(running); w.u32(reruns); w.u32(duplicates); w.u64(elapsed); w.string(error)
             w.string(key); w.u32(step); w.u32(steps); w.f64(loss); w.f64(accuracy); w.u32(hedges); w.u32(hedgesWon); w.u64(items)
+            w.f64(rate); w.f64(secondsLeft)
         }
 
         public static func decode(from r: inout ByteReader) throws -> Job {
@@ -121,6 +126,8 @@ public struct ClusterStatus: Sendable, Equatable {
             j.hedges = try r.u32("job.hedges")
             j.hedgesWon = try r.u32("job.hedges_won")
             j.items = try r.u64("job.items")
+            j.rate = try r.f64("job.rate")
+            j.secondsLeft = try r.f64("job.seconds_left")
             return j
         }
 
@@ -242,11 +249,17 @@ extension ClusterStatus.Job {
         return total == 0 ? (state == .completed ? 1 : 0) : Double(done) / Double(total)
     }
 
-    /// Seconds left at the current pace (nil when unknown or finished).
+    /// Seconds left at the recent pace (nil when unknown or finished).
     public var eta: Double? {
-        guard state == .running else { return nil }
-        return Pace.secondsLeft(elapsed: Double(elapsed) / 1e9, done: progressFraction, total: 1)
+        guard state == .running, secondsLeft.isFinite else { return nil }
+        return secondsLeft
     }
+
+    /// Items per second over the recent past (nil when unknown): samples/s for a train job.
+    public var recentRate: Double? { state == .running && rate.isFinite ? rate : nil }
+
+    /// What its items are called in rates: "samples" for a train job, "items" otherwise.
+    public var itemUnit: String { steps > 0 ? "samples" : "items" }
 }
 
 extension ClusterStatus.Worker {

@@ -42,6 +42,7 @@ public struct TopView {
             var info = String(format: " %3.0f%%", f * 100)
             if j.steps > 0 { info += " step \(j.step)/\(j.steps)" + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "") }
             else { info += " \(j.done)/\(j.total)" }
+            if let r = j.recentRate { info += " \(formatRate(r)) \(j.itemUnit == "samples" ? "smp" : "it")/s" }
             info += j.eta.map { " ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? " \(formatDuration(j.elapsed))"
             // (the bar takes what the line has left after the job's numbers, so the ETA is never cut off)
             let barWidth = max(10, width - 6 - 16 - 10 - 2 - info.count)

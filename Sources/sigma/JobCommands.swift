@@ -241,12 +241,12 @@ struct TraceCommand: AsyncParsableCommand {
 
 extension ClusterStatus {
     static func jobsTable(_ jobs: [Job]) -> String {
-        let jw = [5, 18, 11, 10, 18, 8, 7, 9, 8]
-        var out = columns(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "ELAPSED", "ETA"], jw) + "\n"
+        let jw = [5, 18, 11, 10, 18, 8, 7, 18, 9, 8]
+        var out = columns(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "RATE", "ELAPSED", "ETA"], jw) + "\n"
         for j in jobs {
             let prog = j.steps > 0 ? "step \(j.step)/\(j.steps)" : "\(j.done)/\(j.total) (\(Int(j.progressFraction * 100))%)"
             out += columns(["\(j.id)", j.name, j.kind, j.state.description, prog, "\(j.running)", "\(j.reruns)",
-                            formatDuration(j.elapsed), j.eta.map { formatDuration(UInt64($0 * 1e9)) } ?? "-"], jw) + "\n"
+                            j.recentRate.map { formatRate($0) + " \(j.itemUnit)/s" } ?? "-", formatDuration(j.elapsed), j.eta.map { formatDuration(UInt64($0 * 1e9)) } ?? "-"], jw) + "\n"
             if !j.error.isEmpty { out += "    error: \(j.error)\n" }
         }
         if jobs.isEmpty { out += "(no jobs; submit one with: sigma submit SPEC)\n" }
@@ -264,7 +264,8 @@ extension JobDetail {
         // (a train job in steps; its shards — one step's — only with --shards)
         out += "  progress     " + (j.steps > 0 ? "step \(j.step)/\(j.steps)" + (shards ? " (this step: \(j.done)/\(j.total) shards)" : "") : "\(j.done)/\(j.total) shards") + "\n"
         if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy) : "") + "\n" }
-        out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "") + "\n"
+        out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "")
+            + (j.recentRate.map { "   \(formatRate($0)) \(j.itemUnit)/s over the last 10 s" } ?? "") + "\n"
         out += "  re-runs      \(j.reruns)   hedges \(j.hedges) (won \(j.hedgesWon))   late results dropped \(j.duplicates)\n"
         out += "  policy       \(policy)\n"
         out += "  digests      spec \(specDigest)   input \(inputDigest.isEmpty ? "-" : inputDigest)   model \(modelDigest.isEmpty ? "-" : modelDigest)\n"

@@ -179,6 +179,37 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         #expect(cancelled?.state == .cancelled && cancelled?.running == 0, "\(String(describing: cancelled))")
     }
 
+    /// True numbers (issue 20, points 2 and 4): a job's rate and ETA come from its last 10 s of progress — 200 items
+    /// every 100 ms is 2,000 items/s and the ETA is what is left at that pace, whatever the 5 s start-up before the
+    /// first result — and a job that stops making progress shows 0 items/s and no ETA once the window has passed.
+    @Test func aJobsRateAndETAAreItsRecentPaceWithoutStartUp() throws {
+        var h = Harness()
+        h.hello(w1)
+        let spec = MapReduceSpec(input: .range(count: 4000, start: 0, step: 1), reduce: [.sum], sharding: .count(20))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(spec)))))
+        h.advance(5_000_000_000)   // start-up: nothing done for 5 s
+        var job: JobID = 0, held: [Assign] = []
+        for k in 1...10 {
+            held += h.takeAssigns(w1)   // (a worker may hold a shard ahead of the one it computes)
+            let a = try #require(held.first)
+            held.removeFirst()
+            job = a.job
+            h.advance(100_000_000)
+            _ = try h.answer(w1, a, spec: spec)
+            h.event(.tick)
+            if k == 1 { #expect(h.core.status(now: h.now).jobs.first?.recentRate == nil, "one sample: no rate yet") }
+        }
+        let j = try #require(h.core.status(now: h.now).jobs.first { $0.id == job })
+        #expect(j.done == 10 && j.items == 2000)
+        #expect(abs((j.recentRate ?? 0) - 2000) < 1e-6, "200 items per 100 ms: \(String(describing: j.recentRate))")
+        #expect(abs((j.eta ?? 0) - 1.0) < 1e-6, "10 shards left at 10 per second: \(String(describing: j.eta))")
+        #expect(j.itemUnit == "items")
+        // The whole-run figure would have been 2,000 items in 6 s (333/s) and an ETA of 6 s.
+        h.advance(10_000_000_001)
+        let stalled = try #require(h.core.status(now: h.now).jobs.first { $0.id == job })
+        #expect(stalled.recentRate == 0 && stalled.eta == nil, "no progress for 10 s: \(stalled.rate) items/s, ETA \(stalled.secondsLeft)")
+    }
+
     /// A shard whose result is too large for one frame fails its job at once (no re-run, no hour-long wait), naming
     /// the shard, its rows, its size and the limit.
     @Test func aShardResultTooLargeForAFrameFailsItsJobAtOnce() throws {

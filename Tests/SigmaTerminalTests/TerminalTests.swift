@@ -25,6 +25,8 @@ import Testing
         job.step = 150
         job.steps = 600
         job.loss = 0.25
+        job.rate = 640          // (the coordinator's recent pace: 5 steps/s of 128 samples, 450 steps left)
+        job.secondsLeft = 90
         return ClusterStatus(uptime: 90_000_000_000, workers: [a, b], jobs: [job], queuedShards: 5)
     }
 
@@ -32,8 +34,8 @@ import Testing
         let lines = TopView(status: status(), sort: .throughput).render(width: 100, height: 30)
         #expect(lines.allSatisfy { $0.count <= 100 }, "\(lines.filter { $0.count > 100 })")
         let text = lines.joined(separator: "\n")
-        // A quarter of the steps in 30 s: 90 s left, shown whole (the bar gives way).
-        #expect(text.contains("step 150/600") && text.contains("loss 0.250") && text.contains(" 25%") && text.contains("ETA 90.0s"), "\(text)")
+        // 90 s left at the recent pace and 640 samples/s, shown whole (the bar gives way).
+        #expect(text.contains("step 150/600") && text.contains("loss 0.250") && text.contains(" 25%") && text.contains("ETA 90.0s") && text.contains("640 smp/s"), "\(text)")
         #expect(text.contains("workers 2 live on 2 hosts") && text.contains("queued 5") && text.contains("cpu 53% of 12 cores"), "\(text)")
         // Sorted by throughput: w1 (1.23M items/s) before w2; the LZ4 ratio and the BLAS set shown.
         let w1 = lines.firstIndex { $0.hasPrefix("w1 ") }, w2 = lines.firstIndex { $0.hasPrefix("w2 ") }
@@ -101,9 +103,12 @@ import Testing
 
     @Test func progressAndEta() {
         var j = status().jobs[0]
-        #expect(j.progressFraction == 0.25 && j.eta == 90)
+        #expect(j.progressFraction == 0.25 && j.eta == 90 && j.recentRate == 640 && j.itemUnit == "samples")
+        j.secondsLeft = .nan
+        #expect(j.eta == nil, "no ETA while the pace is unknown")
+        j.secondsLeft = 90
         j.state = .completed
-        #expect(j.eta == nil)
+        #expect(j.eta == nil && j.recentRate == nil)
         #expect(Pace.secondsLeft(elapsed: 10, done: 0, total: 4) == nil && Pace.secondsLeft(elapsed: 10, done: 1, total: 4) == 30)
     }
 }
