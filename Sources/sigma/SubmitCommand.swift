@@ -31,7 +31,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @Flag(help: "Print machine-readable JSON on stdout.") var json = false
     @Option(help: "Coordinator endpoint, tcp://HOST:PORT (default: $SIGMA_COORDINATOR, else cluster.yaml, else tcp://127.0.0.1:7700).") var coordinator: String?
     @Option(help: "Seconds to wait for the coordinator to accept the job.") var timeout: Double = 10
-    @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else sigma-results/NAME).") var output: String?
+    @Option(name: [.short, .customLong("output")], help: "Directory for result files (default: the spec's output, else ./sigma-results/NAME-ID).") var output: String?
     @Flag(help: "Run the job in this process instead of on the cluster (the same shard code and reduction).") var local = false
     @Option(help: "Continue a train job from this checkpoint.") var resume: String?
     @Option(help: "With --local: cores to compute on (micro-batches or batches in parallel; the same bits for any count; default: every core).") var threads: Int?

@@ -13,7 +13,7 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let spec = try String(contentsOfFile: repoRoot + "/examples/train-digits.yaml", encoding: .utf8)
             .replacingOccurrences(of: "../data/digits.csv", with: repoRoot + "/data/digits.csv")
-            .replacingOccurrences(of: "output: digits-mlp ", with: "output: \(dir)/out ")
+            + "\noutput: \(dir)/out\n"
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let p = try SigmaProcess(["train", dir + "/spec.yaml", "--local", "--json"])
         #expect(try await p.wait(timeout: 300) == 0, "\(p.stderr.suffix(3))")

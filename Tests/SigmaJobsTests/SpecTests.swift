@@ -4,6 +4,16 @@ import SigmaModel
 import Testing
 
 @Suite struct SpecTests {
+    /// Inputs resolve against the spec's folder; `output:` is a results folder for the command that writes them,
+    /// relative to where it runs, for every kind that has one (issue 20, point 3: the train example wrote into examples/).
+    @Test func outputIsRelativeToTheCommandNotTheSpecFolder() throws {
+        let train = try JobSpec.parse("kind: train\nname: t\ndata: {csv: d.csv}\nmodel: {mlp: [4, 2], activation: relu}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\nbatch_size: 2\noutput: res\n",
+                                      baseDirectory: "/srv/specs")
+        #expect(train.output == "res")
+        let embed = try JobSpec.parse("kind: embed\nname: e\nmodel: m\ninput: s.txt\noutput: out/e\n", baseDirectory: "/srv/specs")
+        #expect(embed.output == "out/e")
+    }
+
     @Test func parsesACompleteSpec() throws {
         let s = try JobSpec.parse("""
         kind: map-reduce

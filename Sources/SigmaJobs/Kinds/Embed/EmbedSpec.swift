@@ -34,7 +34,7 @@ extension EmbedJob {
     static func parse(_ f: inout Fields, base: String?) throws -> EmbedJob {
         var spec = EmbedJob(name: try f.optionalString("name") ?? "embed", model: resolvePath(try f.string("model"), base),
                             input: resolvePath(try f.string("input"), base), batchSize: try f.optionalInt("batch_size") ?? 32,
-                            output: try f.optionalString("output").map { resolvePath($0, base) })
+                            output: try f.optionalString("output"))
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         return spec

@@ -34,7 +34,7 @@ extension PredictJob {
     static func parse(_ f: inout Fields, base: String?, eval: Bool) throws -> PredictJob {
         var spec = PredictJob(name: try f.optionalString("name") ?? (eval ? "eval" : "infer"), model: try ModelSpec.parse(&f, base: base),
                               data: try LabeledDataSpec.parse(&f, base: base), batchSize: try f.optionalInt("batch_size") ?? 256,
-                              output: try f.optionalString("output").map { resolvePath($0, base) })
+                              output: try f.optionalString("output"))
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
         try f.rejectUnknown()
         return spec

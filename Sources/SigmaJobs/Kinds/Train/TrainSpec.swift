@@ -116,7 +116,7 @@ extension TrainJob {
                             evalEvery: try f.optionalInt("eval_every") ?? 0, checkpointEvery: try f.optionalInt("checkpoint_every") ?? 0,
                             checkpointDir: try f.optionalString("checkpoint_dir").map { resolvePath($0, base) },
                             resume: try f.optionalString("resume").map { resolvePath($0, base) },
-                            seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output").map { resolvePath($0, base) },
+                            seed: try f.optionalUInt("seed") ?? 0, output: try f.optionalString("output"),
                             gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
         spec.checkpointEverySeconds = try f.optionalDouble("checkpoint_every_seconds")
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
