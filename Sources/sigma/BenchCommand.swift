@@ -15,17 +15,17 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Benchmarks, each next to its baseline measured in the same run.",
         discussion: """
         Example:
-          sigma bench dispatch            # tiny-shard throughput and round trip vs raw ZeroMQ
-          sigma bench gemm                # engine vs cblas_sgemm; cblas per OpenBLAS kernel set
-          sigma bench mlp                 # MLP 784-1024-1024-10 SGD training step, samples/s
-          sigma bench embed               # all-MiniLM-L6-v2 over 2,000 sentences (needs `make model`)
-          sigma bench train               # MLP training on 2 local workers vs the engine alone
-          sigma bench reduce              # 4 × 64 MiB gradients from 4 workers vs raw ZeroMQ
-          sigma bench embed-cluster       # embedding on 2 workers vs the local job
-          sigma bench curve               # what CURVE encryption costs, vs plain
-          sigma bench scale               # train, embed, map-reduce on 1, 2 … N workers and 1 × N threads
+          sigma bench dispatch    # tiny-shard throughput, round trip vs raw ZeroMQ
+          sigma bench gemm        # engine vs cblas_sgemm, per OpenBLAS kernel set
+          sigma bench mlp         # MLP 784-1024-1024-10 SGD step, samples/s
+          sigma bench embed       # MiniLM over 2,000 sentences (`make model`)
+          sigma bench train       # MLP training on 2 workers vs the engine alone
+          sigma bench reduce      # 4 × 64 MiB gradients from 4 workers vs ZeroMQ
+          sigma bench embed-cluster  # embedding on 2 workers vs the local job
+          sigma bench curve       # what CURVE encryption costs, vs plain
+          sigma bench scale       # train, embed, map-reduce on 1 … N workers
           sigma bench scale --workers 1,2,4,8 --threads 8
-          sigma bench coordinator         # coordinator's cost per step vs workers
+          sigma bench coordinator # coordinator's cost per step vs workers
         """)
 
     @OptionGroup var common: CommonOptions

@@ -13,7 +13,7 @@ struct DemoCommand: AsyncParsableCommand {
         abstract: "Run an embedded coordinator and local workers: train the digits MLP, a map-reduce, and (if the model is present) an embedding.",
         discussion: """
         Example:
-          sigma demo                       # from the repository root: data/digits.csv, 2 workers
+          sigma demo      # from the repository root: data/digits.csv, 2 workers
           sigma demo --values 10M --workers 3
         Each distributed result is checked against the same job run in this one process.
         """)

@@ -10,7 +10,7 @@ struct EmbedCommand: ParsableCommand {
         discussion: """
         Example:
           make model    # fetches all-MiniLM-L6-v2 into models/all-MiniLM-L6-v2
-          sigma embed --model models/all-MiniLM-L6-v2 --input sentences.txt -o embeddings.npy
+          sigma embed --model models/all-MiniLM-L6-v2 --input s.txt -o e.npy
         Writes a float32 .npy of shape (lines, hidden), in input order, L2-normalised.
         """)
 

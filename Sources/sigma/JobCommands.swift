@@ -84,7 +84,7 @@ struct JobCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma job 12
-          sigma job 12 --shards            # worker, host, attempt, queued/started/finished per shard attempt
+          sigma job 12 --shards            # each shard attempt: worker, host, times
           sigma job 12 --shards --json
         Times are seconds since the job was submitted. Next: sigma logs 12, sigma trace 12 -o trace.json.
         """)
@@ -121,7 +121,7 @@ struct LogsCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma logs 12
-          sigma logs -f 12                 # keeps going across coordinator restarts and reconnects
+          sigma logs -f 12                 # rides out coordinator restarts
         """)
     @OptionGroup var common: CommonOptions
     @OptionGroup var client: ClientOptions

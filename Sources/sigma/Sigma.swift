@@ -17,7 +17,7 @@ struct Sigma: AsyncParsableCommand {
           sigma worker --coordinator tcp://HOST:7700     # on each worker host
           sigma submit job.yaml --follow          # progress, then the result
           sigma status                            # workers and jobs
-          sigma demo                              # everything on this machine, one command
+          sigma demo                              # all on this machine, one command
 
         Exit codes: 0 success; 1 the job failed; 2 bad input (spec, config, flags); 3 the coordinator cannot be reached.
         """,

@@ -17,9 +17,10 @@ struct SubmitCommand: AsyncParsableCommand {
         Example:
           sigma submit examples/sum-of-squares.yaml --follow
           sigma submit examples/train-digits.yaml --follow -o results/
-          sigma submit examples/train-digits.yaml --local            # same job, in this process
-          sigma submit examples/train-digits.yaml --follow --resume ckpt/step-100.safetensors
-          sigma submit examples/sum-of-squares.yaml --id nightly-2026-11-23   # a retry returns the same job
+          sigma submit examples/train-digits.yaml --local   # in this process
+          sigma submit train.yaml --follow --resume ckpt/step-100.safetensors
+          # a retry with the same --id answers with the same job:
+          sigma submit examples/sum-of-squares.yaml --id nightly-2026-11-23
         Without --follow, prints the job id once the coordinator accepts the job (results: sigma results ID -o DIR).
         Job kinds: map-reduce, train, infer, eval, embed (docs/jobs.md).
         """)

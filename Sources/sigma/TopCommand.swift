@@ -14,7 +14,7 @@ struct TopCommand: AsyncParsableCommand {
         Example:
           sigma top
           sigma top --once                 # one frame on stdout, for scripts
-          sigma top --json                 # the figures behind it, once (as sigma status --json)
+          sigma top --json                 # its figures, once (as status --json)
         Keys: s cycles the worker sort (id, cpu, throughput, rtt, in-flight); q or Ctrl-C quits.
         Works in an 80×24 terminal (over SSH too); bigger terminals show more rows.
         """)

@@ -16,7 +16,8 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
         Example:
           sigma worker --coordinator tcp://10.0.0.5:7700 --threads 2
-          sigma worker --drain w3 --coordinator tcp://10.0.0.5:7700   # let w3 (id or name) finish and leave
+          # let w3 (id or name) finish what it runs and leave:
+          sigma worker --drain w3 --coordinator tcp://10.0.0.5:7700
         The worker connects outbound (works behind NAT), reconnects by itself. On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
         """)
 

@@ -273,6 +273,13 @@ import Testing
             #expect(try await p.wait(timeout: 30) == 0, "\(cmd) --help")
             let h = p.stdout.joined(separator: "\n") + "\n"
             #expect(h.contains("Example"), "sigma \(cmd) --help has no example")
+            // Examples are never wrapped at 80 columns: each example line of a 400-column rendering is a whole line of
+            // the 80-column one too — no comment cut mid-way (issue 20, point 7).
+            let wide = try SigmaProcess([cmd, "--help"], environment: ["COLUMNS": "400"])
+            #expect(try await wide.wait(timeout: 30) == 0)
+            for line in wide.stdout where line.hasPrefix("  sigma ") || line.hasPrefix("  # ") {
+                #expect(p.stdout.contains(line), "sigma \(cmd) --help wraps an example at 80 columns: '\(line)'")
+            }
             if ["status", "jobs", "job", "cancel", "results", "workers", "trace"].contains(cmd) {
                 #expect(h.contains("--json"), "sigma \(cmd) --help lacks --json")
             }
