@@ -6,7 +6,7 @@ import SigmaTransport
 
 /// CURVE flags of every command that connects to a coordinator (workers and clients).
 struct KeyOptions: ParsableArguments {
-    @Option(help: "This host's CURVE key pair file from `sigma keygen` (default: cluster.yaml security.key; none: no encryption).")
+    @Option(help: "This host's CURVE key pair file from `sigma keygen` (default: $SIGMA_KEY, else cluster.yaml security.key; none: no encryption).")
     var key: String?
 
     @Option(help: "The coordinator's public key file (default: security.coordinator_key, else the one named in --key's file).")
@@ -19,7 +19,7 @@ struct KeyOptions: ParsableArguments {
     /// key; without one, this user's local token for a loopback coordinator (docs/security.md); nil: plain
     /// (`--insecure`, or a coordinator elsewhere started with --insecure).
     func clientSecurity(_ cfg: ClusterConfig, endpoint: String) throws -> LinkSecurity? {
-        let keyPath = key ?? cfg.keyFile
+        let keyPath = key ?? ProcessInfo.processInfo.environment["SIGMA_KEY"].flatMap { $0.isEmpty ? nil : $0 } ?? cfg.keyFile
         let serverPath = coordinatorKey ?? cfg.coordinatorKeyFile
         guard let keyPath else {
             if let s = serverPath { throw CLIError.usage("\(s) (the coordinator's key) is given but this host has no key pair: pass --key NAME.key (make one with: sigma keygen NAME)") }
@@ -122,7 +122,8 @@ struct KeygenCommand: ParsableCommand {
             // (the coordinator's own pair has no role: it is not enrolled anywhere)
             let k = CurveKeyFile(name: name, publicKey: pub, secretKey: secret, coordinatorKey: server, role: r)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-            let keyPath = output + "/" + name + ".key", pubPath = output + "/" + name + ".pub"
+            let folder = output.count > 1 && output.hasSuffix("/") ? String(output.dropLast()) : output   // (keys/ → keys/NAME.key)
+            let keyPath = folder + "/" + name + ".key", pubPath = folder + "/" + name + ".pub"
             for p in [keyPath, pubPath] where !force && FileManager.default.fileExists(atPath: p) {
                 throw CLIError.usage("\(p) exists; pass --force to replace it (peers enrolled with the old key are then refused)")
             }
