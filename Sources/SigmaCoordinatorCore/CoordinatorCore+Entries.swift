@@ -394,6 +394,7 @@ final class JobEntry {
         if let g = trainProgress {
             p.step = UInt32(g.step)
             p.steps = UInt32(g.steps)
+            p.stepsPerEpoch = UInt32(g.stepsPerEpoch)
             p.loss = g.loss
             p.accuracy = g.accuracy
         }

@@ -14,6 +14,11 @@ extension ClusterStatus.Job {
         if steps > 0 {
             o["step"] = Int(step)
             o["steps"] = Int(steps)
+            if let at = position, let e = at.epoch, let t = at.epochs {
+                o["epoch"] = e
+                o["epochs"] = t
+            }
+            o["position"] = position?.description
             if loss.isFinite { o["loss"] = loss }
             if accuracy.isFinite { o["accuracy"] = accuracy }
         }

@@ -36,11 +36,14 @@ public struct RoundEnd: Sendable {
 public struct RoundProgress: Sendable, Equatable {
     public var step: Int, steps: Int
     public var loss: Double, accuracy: Double
-    public init(step: Int, steps: Int, loss: Double, accuracy: Double) {
+    /// Steps in one pass over the training rows (0 when not a training job).
+    public var stepsPerEpoch: Int
+    public init(step: Int, steps: Int, loss: Double, accuracy: Double, stepsPerEpoch: Int = 0) {
         self.step = step
         self.steps = steps
         self.loss = loss
         self.accuracy = accuracy
+        self.stepsPerEpoch = stepsPerEpoch
     }
 }
 

@@ -89,6 +89,8 @@ public struct ClusterStatus: Sendable, Equatable {
         public var rate: Double = .nan
         /// Seconds left at that pace; NaN when unknown.
         public var secondsLeft: Double = .nan
+        /// Training: steps in one pass over the training rows (0: not a training job).
+        public var stepsPerEpoch: UInt32 = 0
         public init(id: JobID, name: String, kind: String, state: JobState, done: UInt32, total: UInt32, running: UInt32,
                     reruns: UInt32, duplicates: UInt32, elapsed: UInt64, error: String) {
             self.id = id
@@ -108,7 +110,7 @@ public struct ClusterStatus: Sendable, Equatable {
             w.u64(id); w.string(name); w.string(kind); w.u8(state.rawValue); w.u32(done); w.u32(total)
             w.u32(running); w.u32(reruns); w.u32(duplicates); w.u64(elapsed); w.string(error)
             w.string(key); w.u32(step); w.u32(steps); w.f64(loss); w.f64(accuracy); w.u32(hedges); w.u32(hedgesWon); w.u64(items)
-            w.f64(rate); w.f64(secondsLeft)
+            w.f64(rate); w.f64(secondsLeft); w.u32(stepsPerEpoch)
         }
 
         public static func decode(from r: inout ByteReader) throws -> Job {
@@ -128,6 +130,7 @@ public struct ClusterStatus: Sendable, Equatable {
             j.items = try r.u64("job.items")
             j.rate = try r.f64("job.rate")
             j.secondsLeft = try r.f64("job.seconds_left")
+            j.stepsPerEpoch = try r.u32("job.steps_per_epoch")
             return j
         }
 
@@ -265,4 +268,46 @@ extension ClusterStatus.Job {
 extension ClusterStatus.Worker {
     /// Bytes before compression over bytes on the wire (1 when nothing was sent).
     public var compressionRatio: Double { wireBytes == 0 ? 1 : Double(rawBytes) / Double(wireBytes) }
+}
+
+/// Where a training job is, told in steps and epochs: "step 120/400, epoch 2/4" (epochs when known; a job whose last
+/// epoch is partial counts it: 400 steps of 23 per epoch are 18 epochs).
+public struct TrainingPosition: Sendable, Equatable {
+    public var step: Int, steps: Int, stepsPerEpoch: Int
+    public init(step: Int, steps: Int, stepsPerEpoch: Int) {
+        self.step = step
+        self.steps = steps
+        self.stepsPerEpoch = stepsPerEpoch
+    }
+
+    /// The epoch the last step done belongs to, from 1 (nil when steps per epoch are unknown).
+    public var epoch: Int? {
+        guard stepsPerEpoch > 0 else { return nil }
+        return Swift.max(1, (step + stepsPerEpoch - 1) / stepsPerEpoch)
+    }
+
+    /// Passes over the training rows the whole job starts, a last partial one included (nil when unknown).
+    public var epochs: Int? { stepsPerEpoch > 0 ? (steps + stepsPerEpoch - 1) / stepsPerEpoch : nil }
+
+    public var description: String {
+        var s = "step \(step)/\(steps)"
+        if let e = epoch, let t = epochs {
+            s += ", epoch \(e)/\(t)"
+        }
+        return s
+    }
+}
+
+extension ClusterStatus.Job {
+    /// Steps and epochs of a training job (nil for other kinds).
+    public var position: TrainingPosition? {
+        steps > 0 ? TrainingPosition(step: Int(step), steps: Int(steps), stepsPerEpoch: Int(stepsPerEpoch)) : nil
+    }
+}
+
+extension JobProgress {
+    /// Steps and epochs of a training job (nil for other kinds).
+    public var position: TrainingPosition? {
+        steps > 0 ? TrainingPosition(step: Int(step), steps: Int(steps), stepsPerEpoch: Int(stepsPerEpoch)) : nil
+    }
 }

@@ -289,9 +289,13 @@ public struct JobProgress: Sendable, Equatable {
     public var accuracy: Double
     /// Live workers taking shards when this was sent (0: the job waits for one).
     public var workers: UInt32
+    /// Training: steps in one pass over the training rows (0: not a training job).
+    public var stepsPerEpoch: UInt32
     public init(request: UInt64, job: JobID, state: JobState, done: UInt32, total: UInt32, running: UInt32, reruns: UInt32,
-                step: UInt32 = 0, steps: UInt32 = 0, loss: Double = .nan, accuracy: Double = .nan, workers: UInt32 = 0) {
+                step: UInt32 = 0, steps: UInt32 = 0, loss: Double = .nan, accuracy: Double = .nan, workers: UInt32 = 0,
+                stepsPerEpoch: UInt32 = 0) {
         self.workers = workers
+        self.stepsPerEpoch = stepsPerEpoch
         self.request = request
         self.job = job
         self.state = state
@@ -308,6 +312,7 @@ public struct JobProgress: Sendable, Equatable {
     public static func == (a: JobProgress, b: JobProgress) -> Bool {
         a.request == b.request && a.job == b.job && a.state == b.state && a.done == b.done && a.total == b.total
             && a.running == b.running && a.reruns == b.reruns && a.step == b.step && a.steps == b.steps
+            && a.stepsPerEpoch == b.stepsPerEpoch
             && a.loss.bitPattern == b.loss.bitPattern && a.accuracy.bitPattern == b.accuracy.bitPattern
     }
 }

@@ -40,7 +40,7 @@ public struct TopView {
         for j in shown {
             let f = j.progressFraction
             var info = String(format: " %3.0f%%", f * 100)
-            if j.steps > 0 { info += " step \(j.step)/\(j.steps)" + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "") }
+            if let at = j.position { info += " " + at.description + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "") }
             else { info += " \(j.done)/\(j.total)" }
             if let r = j.recentRate { info += " \(formatRate(r)) \(j.itemUnit == "samples" ? "smp" : "it")/s" }
             info += j.eta.map { " ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? " \(formatDuration(j.elapsed))"

@@ -137,7 +137,7 @@ struct DemoCommand: AsyncParsableCommand {
         try await mapClientError {
             for try await e in client.run(spec) {
                 switch e {
-                case .progress(let p) where p.steps > 0: line.update(step: Int(p.step), steps: Int(p.steps), loss: p.loss, accuracy: p.accuracy)
+                case .progress(let p): if let at = p.position { line.update(at, loss: p.loss, accuracy: p.accuracy) }
                 case .finished(let o): outcome = o
                 default: break
                 }

@@ -244,7 +244,7 @@ extension ClusterStatus {
         let jw = [5, 18, 11, 10, 18, 8, 7, 18, 9, 8]
         var out = columns(["ID", "NAME", "KIND", "STATE", "PROGRESS", "RUNNING", "RERUNS", "RATE", "ELAPSED", "ETA"], jw) + "\n"
         for j in jobs {
-            let prog = j.steps > 0 ? "step \(j.step)/\(j.steps)" : "\(j.done)/\(j.total) (\(Int(j.progressFraction * 100))%)"
+            let prog = j.position.map(\.description) ?? "\(j.done)/\(j.total) (\(Int(j.progressFraction * 100))%)"
             out += columns(["\(j.id)", j.name, j.kind, j.state.description, prog, "\(j.running)", "\(j.reruns)",
                             j.recentRate.map { formatRate($0) + " \(j.itemUnit)/s" } ?? "-", formatDuration(j.elapsed), j.eta.map { formatDuration(UInt64($0 * 1e9)) } ?? "-"], jw) + "\n"
             if !j.error.isEmpty { out += "    error: \(j.error)\n" }
@@ -262,7 +262,7 @@ extension JobDetail {
         var out = "job \(j.id) '\(j.name)' (\(j.kind)): \(j.state)\n"
         if !j.key.isEmpty { out += "  client id    \(j.key)\n" }
         // (a train job in steps; its shards — one step's — only with --shards)
-        out += "  progress     " + (j.steps > 0 ? "step \(j.step)/\(j.steps)" + (shards ? " (this step: \(j.done)/\(j.total) shards)" : "") : "\(j.done)/\(j.total) shards") + "\n"
+        out += "  progress     " + (j.position.map { $0.description + (shards ? " (this step: \(j.done)/\(j.total) shards)" : "") } ?? "\(j.done)/\(j.total) shards") + "\n"
         if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy) : "") + "\n" }
         out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "")
             + (j.recentRate.map { "   \(formatRate($0)) \(j.itemUnit)/s over the last 10 s" } ?? "") + "\n"

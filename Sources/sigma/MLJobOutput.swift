@@ -19,11 +19,12 @@ final class TrainProgress: @unchecked Sendable {
         self.batch = batch
     }
 
-    func update(step: Int, steps: Int, loss: Double, accuracy: Double) {
+    func update(_ at: TrainingPosition, loss: Double, accuracy: Double) {
+        let step = at.step, steps = at.steps
         guard step > 0 else { return }
         if origin == nil { origin = (Date(), step) }
         let r = ProgressText.trainingRate(elapsed: Date().timeIntervalSince(origin!.at), fromStep: origin!.step, step: step, steps: steps, batch: batch)
-        var line = String(format: "step %d/%d  loss %.4f", step, steps, loss)
+        var line = at.description + String(format: "  loss %.4f", loss)
         if let r { line += String(format: "  %.0f samples/s", r.rate) }
         if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) }
         if let r, step < steps { line += String(format: "  ETA %.1fs", r.eta) }
@@ -123,7 +124,9 @@ enum MLOutput {
         do {
             result = try JobKinds.standard.runLocal(spec, roots: roots, limits: limits, slots: 1, threads: try localThreads(threads)) { driver, end in
                 let p = driver.progress
-                if p.steps > 0 { live?.update(step: p.step, steps: p.steps, loss: p.loss, accuracy: p.accuracy) }
+                if p.steps > 0 {
+                    live?.update(TrainingPosition(step: p.step, steps: p.steps, stepsPerEpoch: p.stepsPerEpoch), loss: p.loss, accuracy: p.accuracy)
+                }
                 for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }
             }
         } catch let e as JobError {

@@ -52,7 +52,9 @@ import Testing
         #expect(etas.allSatisfy { $0 <= took * 3 + 2 }, "ETAs \(etas) for a job of \(took) s")
         let (js, jout, _) = try await sigma(["job", "\(job)", "--coordinator", cluster.endpoint])
         let progress = jout.split(separator: "\n").first { $0.contains("progress") } ?? ""
-        #expect(js == 0 && progress.contains("step 400/400") && !progress.contains("shards"), "\(jout)")
+        // 1,797 digits less a fifth held out are 23 steps of 64 rows per epoch: step 400 is in the 18th and last.
+        #expect(js == 0 && progress.contains("step 400/400, epoch 18/18") && !progress.contains("shards"), "\(jout)")
+        #expect(e.contains("/400, epoch ") && e.contains("/18  loss"), "\(e)")
         let (_, sout, _) = try await sigma(["job", "\(job)", "--shards", "--coordinator", cluster.endpoint])
         #expect(sout.contains("(this step: "), "\(sout.prefix(400))")
     }

@@ -109,7 +109,13 @@ import Testing
         .watch(request: 13, job: 3),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 4, total: 10, running: 2, reruns: 1)),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 1, total: 2, running: 1, reruns: 0, step: 7, steps: 90,
-                              loss: 0.25, accuracy: 0.875)),
+                              loss: 0.25, accuracy: 0.875, workers: 2, stepsPerEpoch: 23)),
+        .statusReply(request: 12, {
+            var j = ClusterStatus.Job(id: 2, name: "t", kind: "train", state: .running, done: 1, total: 2, running: 1, reruns: 0,
+                                      duplicates: 0, elapsed: 3, error: "")
+            (j.step, j.steps, j.stepsPerEpoch, j.rate, j.secondsLeft) = (24, 400, 23, 1500, 2.5)
+            return ClusterStatus(uptime: 5, workers: [], jobs: [j], queuedShards: 0)
+        }()),
         .fetch(request: 14, job: 3),
         .jobResult(JobOutcome(request: 14, job: 3, state: .completed, shards: 10, duplicates: 1, reruns: 2, elapsed: 100,
                               payload: Frame([9, 9]))),
@@ -117,6 +123,14 @@ import Testing
         .resultGet(ResultGet(request: 16, job: 4, offset: 16 << 20, length: 16 << 20)),
         .resultData(ResultData(request: 16, job: 4, size: 1 << 30, offset: 16 << 20, payload: Frame([1, 2, 3]))),
     ]
+
+    // A training job is told in steps and epochs; a last partial epoch counts.
+    @Test func trainingPositionsCountEpochs() {
+        #expect(TrainingPosition(step: 24, steps: 400, stepsPerEpoch: 23).description == "step 24/400, epoch 2/18")
+        #expect(TrainingPosition(step: 23, steps: 46, stepsPerEpoch: 23).description == "step 23/46, epoch 1/2")
+        #expect(TrainingPosition(step: 0, steps: 46, stepsPerEpoch: 23).description == "step 0/46, epoch 1/2")
+        #expect(TrainingPosition(step: 5, steps: 10, stepsPerEpoch: 0).description == "step 5/10")
+    }
 
     // §3 every message type round-trips.
     @Test func everyMessageRoundTrips() throws {

@@ -178,7 +178,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     }
 
     public var progress: RoundProgress {
-        RoundProgress(step: step, steps: plan.totalSteps, loss: lastLoss, accuracy: lastEval?.accuracy ?? .nan)
+        RoundProgress(step: step, steps: plan.totalSteps, loss: lastLoss, accuracy: lastEval?.accuracy ?? .nan,
+                      stepsPerEpoch: plan.stepsPerEpoch)
     }
 
     /// Mean loss and accuracy on the held-out rows (fixed batches of 512, the same everywhere).
