@@ -35,7 +35,7 @@ let package = Package(
         // What the coordinator core knows of jobs: round drivers (the protocol), partials, results. No engine.
         .target(name: "SigmaJobCore", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
         // Every job kind, one folder each under Kinds/, and the registry the shells run them through (JobKinds).
-        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaEngine", .product(name: "Yams", package: "Yams")]),
+        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaProtocol", "SigmaEngine", .product(name: "Yams", package: "Yams")]),
         .target(name: "SigmaCoordinatorCore", dependencies: [
             "SigmaModel", "SigmaProtocol", "SigmaJobCore",
             .product(name: "DequeModule", package: "swift-collections"),

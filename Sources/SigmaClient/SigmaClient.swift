@@ -105,6 +105,8 @@ public final class SigmaClient: Sendable {
             case .resultData(let d): req = d.request
             case .statusReply(let r, _): req = r
             case .detailReply(let r, _): req = r
+            case .deployments(let r, _): req = r
+            case .prediction(let p): req = p.request
             case .error(let err): req = err.request
             default: return
             }
@@ -150,7 +152,7 @@ public final class SigmaClient: Sendable {
     }
 
     /// Awaits one reply to a request.
-    private func call(_ make: @escaping (UInt64) -> Message, timeout: Double, what: String) async throws -> Message {
+    func call(_ make: @escaping (UInt64) -> Message, timeout: Double, what: String) async throws -> Message {
         try await withCheckedThrowingContinuation { (k: CheckedContinuation<Message, Error>) in
             _ = request(make, timeout: timeout, what: what) { r in
                 switch r {

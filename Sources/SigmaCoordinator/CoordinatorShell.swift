@@ -31,7 +31,7 @@ public final class CoordinatorShell: Sendable {
         public init() {}
     }
 
-    private let shared: Shared
+    let shared: Shared
     private let thread: Mutex<OSThread?>
     /// The endpoint bound (with the real port when port 0 was asked for).
     public let endpoint: String
@@ -60,6 +60,10 @@ public final class CoordinatorShell: Sendable {
         /// Results the store writer wrote (or could not: why), for the core; shard results it filed, for the journal.
         let storedResults = Mutex<[(JobID, String?)]>([])
         let filedShards = Mutex<[(job: JobID, shard: ShardIndex)]>([])
+        /// Requests from this process (the HTTP API) for the poller, and their waiting callers by request id.
+        let local = LocalRequests()
+        /// The deployments as of the last tick (`sigma top`, the dashboard, `/metrics`).
+        let deployments = Mutex<[DeploymentStatus]>([])
     }
 
     /// Binds and starts serving; throws if the endpoint cannot be bound.
@@ -166,6 +170,7 @@ public final class CoordinatorShell: Sendable {
     public var rejectedMessages: Int { shared.rejected.load(ordering: .relaxed) }
 
     public func stop() {
+        shared.local.failAll()
         shared.stopping.store(true, ordering: .releasing)
         shared.waker.withLock { $0 }?.wake()
         let t = thread.withLock { t -> OSThread? in
@@ -230,7 +235,8 @@ public final class CoordinatorShell: Sendable {
             defer { carriers = [:] }   // unlinks the coordinator's segments
             while !shared.stopping.load(ordering: .acquiring) {
                 let now = monotonicNanos()
-                let timeout = !resolvedHere.isEmpty ? 0 : nextTick > now ? Int32(min((nextTick - now) / 1_000_000 + 1, 1000)) : 0
+                let wake = min(nextTick, core.serveWake ?? .max)
+                let timeout = !resolvedHere.isEmpty ? 0 : wake > now ? Int32(min((wake - now + 999_999) / 1_000_000, 1000)) : 0
                 do {
                     try link.wait(timeoutMs: timeout)
                     var n = 0
@@ -242,6 +248,8 @@ public final class CoordinatorShell: Sendable {
                     logger.error("coordinator transport failed: \(error)")
                     return
                 }
+                for m in shared.local.take() { perform(core.handle(.received(LocalRequests.peer, m), now: monotonicNanos())) }
+                if let due = core.serveWake, monotonicNanos() >= due { perform(core.handle(.serveDue, now: monotonicNanos())) }
                 let resolvedHere = resolvedHere
                 self.resolvedHere = []
                 let resolved = shared.resolved.withLock { r -> [Resolution] in
@@ -267,6 +275,7 @@ public final class CoordinatorShell: Sendable {
                         carriers = carriers.filter { live.contains($0.key) }   // a dead worker's segments are unlinked
                     }
                     shared.snapshot.withLock { $0 = core.status(now: t) }
+                    shared.deployments.withLock { $0 = core.deploymentList(now: t) }
                     publishForReaders(now: t)
                     if let after = trimHeapAfter, t >= after {
                         trimHeapAfter = nil
@@ -339,7 +348,11 @@ public final class CoordinatorShell: Sendable {
                         who = p
                     }
                 }
-                event = .received(peer, m, from: who)
+                if case .deploy(let request, let spec) = m {
+                    event = .deploy(peer, request: request, CoordinatorShell.deployment(spec, kinds: options.kinds, limits: options.core.specLimits), from: who)
+                } else {
+                    event = .received(peer, m, from: who)
+                }
             } catch let d as DecodeError {
                 event = .rejected(peer, d)
             } catch {
@@ -371,6 +384,8 @@ public final class CoordinatorShell: Sendable {
             // (writeFile runs on this thread: small for the job kinds we have; see docs/architecture.md)
             for a in actions {
                 switch a {
+                case .send(let peer, let m) where peer == LocalRequests.peer:
+                    shared.local.answer(m)
                 case .send(let peer, var m):
                     if case .ready(var r) = m, shmOffered.remove(peer) != nil {
                         r.features = r.features.isEmpty ? "shm" : r.features + ",shm"

@@ -9,9 +9,9 @@ extension CoordinatorCore {
     /// Who may send what (docs/security.md): nil when `who` may send `m`, else why not.
     static func refusal(_ m: Message, _ who: Principal) -> String? {
         switch m {
-        case .hello, .heartbeat, .drain, .result, .fileGet:
+        case .hello, .heartbeat, .drain, .result, .fileGet, .loaded, .batchResult:
             return who.mayWork ? nil : who.refusal(m.type.name, needs: [.worker])
-        case .submit, .status, .watch, .fetch, .cancelJob, .detail, .resultGet:
+        case .submit, .status, .watch, .fetch, .cancelJob, .detail, .resultGet, .deploy, .undeploy, .deploymentsGet, .predict:
             return who.maySubmit ? nil : who.refusal(m.type.name, needs: [.client, .admin])
         case .drainWorker:
             return who.isAdmin ? nil : who.refusal(m.type.name, needs: [.admin])

@@ -31,6 +31,7 @@ extension CoordinatorCore {
         out.append(.send(peer, .ready(Ready(workerID: id, heartbeatInterval: UInt32(config.heartbeatInterval / 1_000_000),
                                             liveness: UInt16(config.liveness)))))
         out.append(.log(.info, "worker \(id) joined: \(h.name)@\(h.host), \(h.cores) cores, \(h.slots) slots, \(h.build)"))
+        placeAllReplicas(into: &out)
     }
 
     /// Takes a worker out of service and queues its shards again, first in line.
@@ -63,6 +64,7 @@ extension CoordinatorCore {
             out.append(.log(.warning, "worker \(w.label) \(reason); \(lost.count) shard(s) queued again"))
         }
         for (job, error) in poisoned { finish(job, state: .failed, error: error, now: now, into: &out) }
+        workerGone(peer, now: now, into: &out)
     }
 
     /// A worker asked to leave once its shards are done: no new shards; DISCONNECT when it holds none.

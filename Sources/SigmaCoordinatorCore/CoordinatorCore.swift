@@ -50,6 +50,15 @@ public struct CoordinatorCore {
     /// The optimizer's part of each reduce sample (0 where a job has no optimizer), index for index.
     var optimizerSamples: [UInt64] = []
     static let maxSamples = 100_000
+    /// Deployments by name, their ids (on the wire to workers), and batches on workers (docs/serving.md).
+    var deployments: [String: DeploymentEntry] = [:]
+    var deploymentNames: [UInt32: String] = [:]
+    var nextDeployment: UInt32 = 1
+    var nextBatch: UInt64 = 1
+    var servingBatches: [UInt64: InFlightBatch] = [:]
+    /// When a queued request is next due (a batch to send behind a busy replica, a timeout): the shell sends
+    /// `.serveDue` then, without waiting for its tick.
+    public internal(set) var serveWake: Nanos? = nil
 
     /// Hands the samples gathered since the last call to the shell (metrics).
     public mutating func takeSamples() -> CoordinatorSamples {
@@ -118,6 +127,20 @@ public struct CoordinatorCore {
             }
         case .tick:
             tick(now: now, into: &out)
+            serveTick(now: now, into: &out)
+        case .serveDue:
+            serveTick(now: now, into: &out)
+        case .deploy(let peer, let request, let config, let who):
+            heard(peer, now: now, into: &out)
+            guard who.maySubmit else {
+                refused += 1
+                out.append(.send(peer, .error(ErrorReply(.forbidden, request: request, who.refusal("DEPLOY", needs: [.client, .admin])))))
+                return out
+            }
+            switch config {
+            case .success(let c): deploy(peer, request: request, c, now: now, into: &out)
+            case .failure(let e): out.append(.send(peer, .error(e)))
+            }
         case .resultStored(let job, let error):
             resultStored(job, error: error, now: now, into: &out)
         case .restore(let next, let restored):
@@ -289,7 +312,23 @@ public struct CoordinatorCore {
         case .resultGet(let g):
             guard let j = visibleJob(g.job, to: who, peer: peer, request: g.request, into: &out) else { return }
             resultGet(peer, g, j, into: &out)
-        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply, .fileData, .resultData:
+        case .deploy(let req, _):
+            // (the shell reads a DEPLOY's spec and hands the core `.deploy`; a raw one is a shell without that step)
+            out.append(.send(peer, .error(ErrorReply(.internalError, request: req, "DEPLOY reached the core unread"))))
+        case .undeploy(let req, let name):
+            undeploy(peer, request: req, name: name, now: now, into: &out)
+        case .deploymentsGet(let req):
+            out.append(.send(peer, .deployments(request: req, deploymentList(now: now))))
+        case .predict(let p):
+            predict(peer, p, now: now, into: &out)
+        case .loaded(let l):
+            guard requireWorker(peer, message, into: &out) else { return }
+            modelLoaded(peer, l, now: now, into: &out)
+        case .batchResult(let r):
+            guard requireWorker(peer, message, into: &out) else { return }
+            batchAnswered(peer, r, now: now, into: &out)
+        case .ready, .assign, .params, .cancel, .accept, .statusReply, .progress, .jobResult, .detailReply, .fileData, .resultData,
+             .deployments, .prediction, .load, .unload, .batch:
             out.append(.send(peer, .error(ErrorReply(.badRequest, "\(message.type.name) is not accepted by a coordinator"))))
         }
     }

@@ -85,6 +85,10 @@ public enum CoordinatorEvent: Sendable {
     case restore(next: JobID, jobs: [RestoredJob])
     /// The shell wrote a job's result (`CoordinatorAction.storeResult`), or could not (`error` says why).
     case resultStored(job: JobID, error: String?)
+    /// A DEPLOY whose `kind: serve` spec the shell read (or refused: the error to answer).
+    case deploy(PeerID, request: UInt64, Result<DeploymentConfig, ErrorReply>, from: Principal = .trusted)
+    /// `serveWake` has come: send the batches due, time out what waited too long.
+    case serveDue
 }
 
 /// What the coordinator asks its shell to do.

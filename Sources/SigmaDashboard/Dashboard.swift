@@ -11,10 +11,19 @@ public protocol DashboardSource: Sendable {
     func takeSamples() -> CoordinatorSamples
     /// CURVE handshakes admitted and refused so far; nil without CURVE keys.
     func handshakes() -> (admitted: UInt64, refused: UInt64)?
+    /// The deployments (docs/serving.md), as of a moment ago.
+    func deployments() -> [DeploymentStatus]
+    /// Asks the coordinator's core as a client in this process would (PREDICT, DEPLOYMENTS-GET): `make` gets the
+    /// request id; the answer, or an ERROR.
+    func call(_ make: (UInt64) -> Message) async -> Message
 }
 
 extension DashboardSource {
     public func handshakes() -> (admitted: UInt64, refused: UInt64)? { nil }
+    public func deployments() -> [DeploymentStatus] { [] }
+    public func call(_ make: (UInt64) -> Message) async -> Message {
+        .error(ErrorReply(.unavailable, request: 0, "this server answers no model requests"))
+    }
 }
 
 /// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
@@ -100,6 +109,7 @@ public struct Dashboard: Sendable {
         router.get("/api/history") { _, _ in
             Dashboard.json(jsonText(history.read { $0.jsonObject }))
         }
+        ServeRoutes.add(to: router, source: source)
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"

@@ -122,3 +122,18 @@ public func jsonText(_ object: Any, pretty: Bool = false) -> String {
           let d = try? JSONSerialization.data(withJSONObject: object, options: pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]) else { return "{}" }
     return String(decoding: d, as: UTF8.self)
 }
+
+extension DeploymentStatus {
+    public var jsonObject: [String: Any] {
+        var o: [String: Any] = ["name": name, "model": model, "replicas_wanted": replicasWanted == 0 ? "all" : "\(replicasWanted)" as Any,
+                                "replicas_ready": ready, "queued": Int(queued), "queue_limit": Int(queueLimit), "max_batch": Int(maxBatch),
+                                "max_wait_ms": maxWaitMs, "requests": Int(requests), "rejected_429": Int(tooBusy), "unavailable_503": Int(unavailable),
+                                "timed_out_504": Int(timedOut), "failed": Int(failed), "answered": Int(answered), "requests_per_s": rate]
+        for (k, v) in [("p50_ms", p50Ms), ("p99_ms", p99Ms), ("queue_p50_ms", queueP50Ms), ("compute_p50_ms", computeP50Ms), ("mean_batch", meanBatch)]
+        where v.isFinite { o[k] = v }
+        o["replicas"] = replicas.map { r in
+            ["worker": r.worker, "name": r.name, "state": r.state, "error": r.error, "in_flight": Int(r.inFlight), "batches": Int(r.batches)] as [String: Any]
+        }
+        return o
+    }
+}

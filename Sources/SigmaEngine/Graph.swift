@@ -314,8 +314,11 @@ public struct Var {
     public func gather(_ ids: [Int32]) -> Var { graph.record(Kernels.gather(value, ids), .gather(id, ids: ids)) }
 
     /// self (N, in) · w (out, in)ᵀ + b (out) → (N, out), one GEMM with the bias as its initial value.
+    /// On a graph that does not record (inference), row by row stable: each row's outputs are the same bits whatever
+    /// other rows share its batch (`Kernels.linear(rowBlock:)`), so served requests equal batch jobs.
     public func linear(_ w: Var, _ b: Var?) -> Var {
-        graph.record(Kernels.linear(value, w.value, b?.value), .linear(id, w.id, bias: b?.id))
+        graph.record(graph.recording ? Kernels.linear(value, w.value, b?.value) : Kernels.linear(value, w.value, b?.value, rowBlock: Kernels.stableRows),
+                     .linear(id, w.id, bias: b?.id))
     }
 
     /// x (N, C, H, W) ⊛ w (O, C, kh, kw) + b (O) → (N, O, Ho, Wo).

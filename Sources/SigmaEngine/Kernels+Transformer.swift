@@ -58,6 +58,31 @@ extension Kernels {
         return out
     }
 
+    /// softmax(q kᵀ · scale) v for q, k, v (B, T, d) where sequence i is its first `lengths[i]` positions (the rest
+    /// padding: never attended to, and zero in the output). Each sequence's products have its own length, so its
+    /// bits are the same in any batch (row-stable inference).
+    public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, lengths: [Int], scale: Float) -> Tensor {
+        precondition(q.rank == 3 && k.shape == q.shape && v.shape == q.shape && lengths.count == q.shape[0], "attention needs q, k, v (B, T, d) and B lengths")
+        let batch = q.shape[0], t = q.shape[1], d = q.shape[2]
+        var out = Tensor(zeros: [batch, t, d])
+        if t == 0 || d == 0 { return out }
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        defer { scores.deallocate() }
+        q.withData { pq in k.withData { pk in v.withData { pv in out.withMutableData { po in
+            for i in 0..<batch {
+                let n = min(max(lengths[i], 0), t)
+                if n == 0 { continue }
+                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: d, pq.baseAddress! + i * t * d, lda: d,
+                           pk.baseAddress! + i * t * d, ldb: d, beta: 0, scores, ldc: n)
+                for j in 0..<(n * n) { scores[j] = scores[j] * scale }
+                csys_softmax_rows(scores, scores, n, n)
+                BLAS.sgemm(transA: false, transB: false, m: n, n: d, k: n, scores, lda: n,
+                           pv.baseAddress! + i * t * d, ldb: d, beta: 0, po.baseAddress! + i * t * d, ldc: d)
+            }
+        } } } }
+        return out
+    }
+
     /// Reorders axes: output axis i is input axis `order[i]`.
     public static func permute(_ a: Tensor, _ order: [Int]) -> Tensor {
         precondition(order.sorted() == Array(0..<a.rank), "permute: \(order) is not a permutation of \(a.rank) axes")

@@ -38,6 +38,38 @@ public enum Kernels {
         return out
     }
 
+    /// Rows per GEMM call of a row-stable product (`linear(rowBlock:)`): OpenBLAS picks other kernels for few rows, and
+    /// rows in a partial tile of a product can round differently than in a full one; every call of exactly this many
+    /// rows (a multiple of every kernel's tile, and past its small-matrix paths) computes each row the same way.
+    public static let stableRows = 32
+
+    /// `linear` with every row's outputs independent of the other rows: the rows go through GEMM `rowBlock` at a
+    /// time, the last block padded with zero rows (docs/architecture.md, "Row-stable inference").
+    public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?, rowBlock: Int) -> Tensor {
+        let (m, k, n) = matmulDims(x, w, false, true)
+        if b != nil { precondition(b!.shape == [n], "linear: bias \(b!.shape) for \(n) outputs") }
+        var out = Tensor(uninitialized: [m, n])
+        if m == 0 || n == 0 { return Tensor(zeros: [m, n]) }
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: rowBlock * max(k, 1))
+        let result = UnsafeMutablePointer<Float>.allocate(capacity: rowBlock * n)
+        defer { block.deallocate(); result.deallocate() }
+        x.withData { px in w.withData { pw in out.withMutableData { po in
+            for start in stride(from: 0, to: m, by: rowBlock) {
+                let rows = min(rowBlock, m - start)
+                block.update(from: px.baseAddress! + start * k, count: rows * k)
+                if rows < rowBlock { (block + rows * k).update(repeating: 0, count: (rowBlock - rows) * k) }
+                for r in 0..<rowBlock {
+                    if let b { b.withData { (result + r * n).update(from: $0.baseAddress!, count: n) } } else { (result + r * n).update(repeating: 0, count: n) }
+                }
+                if k > 0 {
+                    BLAS.sgemm(transA: false, transB: true, m: rowBlock, n: n, k: k, block, lda: k, pw.baseAddress, ldb: k, beta: 1, result, ldc: n)
+                }
+                (po.baseAddress! + start * n).update(from: result, count: rows * n)
+            }
+        } } }
+        return out
+    }
+
     /// x (N, in) · w (out, in)ᵀ + b (out) → (N, out): the bias rows are the GEMM's initial C (beta 1).
     public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
         guard let b else { return matmul(x, w, transB: true) }

@@ -65,8 +65,19 @@ public final class MultiHeadSelfAttention {
             y.reshaped([batch, t, heads, dh]).permuted([0, 2, 1, 3]).reshaped([batch * heads, t, dh])
         }
         var mask: Var? = nil
+        if let pad = keyPadding { precondition(pad.count == batch && pad.allSatisfy { $0.count == t }, "key padding mask must be \(batch) × \(t)") }
+        // Inference over sequences padded at their ends: each sequence's attention over its own length only, so its
+        // bits do not depend on how long the other sequences of its batch are.
+        if !x.graph.recording, let pad = keyPadding {
+            let lengths = pad.map { p in p.firstIndex(of: true) ?? t }
+            if zip(pad, lengths).allSatisfy({ p, n in p[n...].allSatisfy { $0 } }) {
+                let q = split(query(x)), k = split(key(x)), v = split(value(x))
+                let a = x.graph.constant(Kernels.attention(q.value, k.value, v.value, lengths: lengths.flatMap { Array(repeating: $0, count: heads) },
+                                                           scale: 1 / Float(dh).squareRoot()))
+                return output(a.reshaped([batch, heads, t, dh]).permuted([0, 2, 1, 3]).reshaped([batch * t, width]))
+            }
+        }
         if let pad = keyPadding {
-            precondition(pad.count == batch && pad.allSatisfy { $0.count == t }, "key padding mask must be \(batch) × \(t)")
             var m = [Float](repeating: 0, count: batch * heads * t)
             for b in 0..<batch { for h in 0..<heads { for j in 0..<t where pad[b][j] { m[(b * heads + h) * t + j] = -1e30 } } }
             mask = x.graph.constant(Tensor(shape: [batch * heads, 1, t], m))

@@ -11,6 +11,7 @@ public struct JobKinds: Sendable {
         InferKind.self,
         EvalKind.self,
         EmbedKind.self,
+        ServeKind.self,
     ])
 
     let kinds: [String: any JobKind.Type]

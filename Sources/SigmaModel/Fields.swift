@@ -34,6 +34,9 @@ public struct Fields {
         return entries.remove(at: i).1
     }
 
+    /// Whether the mapping has `key` (not read yet).
+    public func has(_ key: String) -> Bool { entries.contains { $0.0 == key } }
+
     public func rejectUnknown() throws {
         guard let (k, _) = entries.first else { return }
         throw SpecError(field: path + k, problem: "unknown field" + (nearest(k, among: asked).map { "; did you mean '\($0)'?" } ?? ""))

@@ -108,6 +108,35 @@ public enum Codec {
         case .resultData(let d):
             w.u64(d.request); w.u64(d.job); w.u64(d.size); w.u64(d.offset)
             if !d.payload.isEmpty { payload = d.payload }
+        case .deploy(let req, let spec):
+            w.u64(req)
+            payload = Frame(spec.encoded)
+        case .undeploy(let req, let name):
+            w.u64(req); w.string(name)
+        case .deploymentsGet(let req):
+            w.u64(req)
+        case .deployments(let req, let list):
+            w.u64(req)
+            payload = DeploymentStatus.encodeList(list)
+        case .predict(let p):
+            w.u64(p.request); w.string(p.name); w.u32(p.timeoutMs)
+            payload = p.input.encoded
+        case .prediction(let p):
+            w.u64(p.request); w.u32(p.rows); w.u32(p.width); w.u64(p.queueNanos); w.u64(p.computeNanos); w.u32(p.batchRows); w.string(p.worker)
+            if !p.values.isEmpty { payload = Frame(floatValues: p.values) }
+        case .load(let l):
+            w.u32(l.deployment); w.string(l.name)
+            payload = Frame(l.spec.encoded)
+        case .loaded(let l):
+            w.u32(l.deployment); w.bool(l.ok); w.string(l.error); w.u32(l.width)
+        case .unload(let d):
+            w.u32(d)
+        case .batch(let b):
+            w.u32(b.deployment); w.u64(b.batch)
+            payload = b.input.encoded
+        case .batchResult(let b):
+            w.u64(b.batch); w.bool(b.ok); w.string(b.error); w.u64(b.computeNanos); w.u32(b.queued); w.u32(b.rows); w.u32(b.width)
+            if !b.values.isEmpty { payload = Frame(floatValues: b.values) }
         }
         var header = w.bytes
         guard let p = payload else { return [Frame(header)] }
@@ -345,6 +374,43 @@ public enum Codec {
                         throw ByteReadError(field: "offset", problem: "\(p.count) bytes at \(offset) run past the result's \(size)")
                     }
                     return .resultData(ResultData(request: req, job: job, size: size, offset: offset, payload: p))
+                case .deploy:
+                    let req = try r.u64("request")
+                    return .deploy(request: req, spec: try requirePayload("serve spec").withUnsafeBytes { try JobSpec.decode($0) })
+                case .undeploy:
+                    try noPayload()
+                    return .undeploy(request: try r.u64("request"), name: try r.string("name"))
+                case .deploymentsGet:
+                    try noPayload()
+                    return .deploymentsGet(request: try r.u64("request"))
+                case .deployments:
+                    let req = try r.u64("request")
+                    return .deployments(request: req, try DeploymentStatus.decodeList(try requirePayload("deployments")))
+                case .predict:
+                    let req = try r.u64("request"), name = try r.string("name"), timeout = try r.u32("timeout_ms")
+                    return .predict(PredictRequest(request: req, name: name, timeoutMs: timeout, input: try ServeInput.decode(try requirePayload("input"))))
+                case .prediction:
+                    var p = Prediction(request: try r.u64("request"), rows: try r.u32("rows"), width: try r.u32("width"), queueNanos: try r.u64("queue_ns"),
+                                       computeNanos: try r.u64("compute_ns"), batchRows: try r.u32("batch_rows"), worker: try r.string("worker"), values: [])
+                    p.values = try outputs(payload, rows: p.rows, width: p.width)
+                    return .prediction(p)
+                case .load:
+                    let d = try r.u32("deployment"), name = try r.string("name")
+                    return .load(LoadModel(deployment: d, name: name, spec: try requirePayload("serve spec").withUnsafeBytes { try JobSpec.decode($0) }))
+                case .loaded:
+                    try noPayload()
+                    return .loaded(ModelLoaded(deployment: try r.u32("deployment"), ok: try r.bool("ok"), error: try r.string("error"), width: try r.u32("width")))
+                case .unload:
+                    try noPayload()
+                    return .unload(deployment: try r.u32("deployment"))
+                case .batch:
+                    let d = try r.u32("deployment"), b = try r.u64("batch")
+                    return .batch(ServeBatch(deployment: d, batch: b, input: try ServeInput.decode(try requirePayload("input"))))
+                case .batchResult:
+                    var b = ServeBatchResult(batch: try r.u64("batch"), ok: try r.bool("ok"), error: try r.string("error"), computeNanos: try r.u64("compute_ns"),
+                                             queued: try r.u32("queued"), rows: try r.u32("rows"), width: try r.u32("width"))
+                    b.values = try outputs(payload, rows: b.rows, width: b.width)
+                    return .batchResult(b)
                 }
             }
             try field(t) { try r.finish("header") }

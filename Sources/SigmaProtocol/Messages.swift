@@ -13,6 +13,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case submit = 0x10, accept = 0x11, status = 0x12, statusReply = 0x13, watch = 0x14, progress = 0x15
     case fetch = 0x16, jobResult = 0x17, cancelJob = 0x18, detail = 0x19, detailReply = 0x1A, drainWorker = 0x1B
     case fileGet = 0x1C, fileData = 0x1D, resultGet = 0x1E, resultData = 0x1F
+    case deploy = 0x20, undeploy = 0x21, deploymentsGet = 0x22, deployments = 0x23, predict = 0x24, prediction = 0x25
+    case load = 0x26, loaded = 0x27, unload = 0x28, batch = 0x29, batchResult = 0x2A
 
     public var name: String {
         switch self {
@@ -42,6 +44,17 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .fileData: "FILE-DATA"
         case .resultGet: "RESULT-GET"
         case .resultData: "RESULT-DATA"
+        case .deploy: "DEPLOY"
+        case .undeploy: "UNDEPLOY"
+        case .deploymentsGet: "DEPLOYMENTS-GET"
+        case .deployments: "DEPLOYMENTS"
+        case .predict: "PREDICT"
+        case .prediction: "PREDICTION"
+        case .load: "LOAD"
+        case .loaded: "LOADED"
+        case .unload: "UNLOAD"
+        case .batch: "BATCH"
+        case .batchResult: "BATCH-RESULT"
         }
     }
 }
@@ -211,7 +224,7 @@ public struct ErrorReply: Sendable, Equatable, Error, CustomStringConvertible {
     public enum Code: UInt16, Sendable {
         case badRequest = 400, forbidden = 403, notFound = 404, tooLarge = 413, invalidSpec = 422, notReady = 425
         case tooManyRequests = 429
-        case internalError = 500, unavailable = 503, versionNotSupported = 505
+        case internalError = 500, unavailable = 503, timedOut = 504, versionNotSupported = 505
     }
     public var code: UInt16
     public var request: UInt64
@@ -386,6 +399,22 @@ public enum Message: Sendable, Equatable {
     /// Client: a piece of an ended job's result (answered with RESULT-DATA, or ERROR echoing the request).
     case resultGet(ResultGet)
     case resultData(ResultData)
+    /// Client: deploy a `kind: serve` spec (answered with DEPLOYMENTS).
+    case deploy(request: UInt64, spec: JobSpec)
+    /// Client: drain and stop a deployment (answered with DEPLOYMENTS).
+    case undeploy(request: UInt64, name: String)
+    case deploymentsGet(request: UInt64)
+    case deployments(request: UInt64, [DeploymentStatus])
+    /// Client: a deployment's outputs for an input (answered with PREDICTION, or ERROR 429/503/504/4xx).
+    case predict(PredictRequest)
+    case prediction(Prediction)
+    /// Coordinator → worker: load (and keep) a deployment's model; the worker answers LOADED.
+    case load(LoadModel)
+    case loaded(ModelLoaded)
+    case unload(deployment: UInt32)
+    /// Coordinator → worker: a batch of requests; the worker answers BATCH-RESULT.
+    case batch(ServeBatch)
+    case batchResult(ServeBatchResult)
 
     /// The request id a client's (or a worker's FILE-GET) message carries, to echo in an ERROR; nil for others.
     public var request: UInt64? {
@@ -394,6 +423,8 @@ public enum Message: Sendable, Equatable {
         case .status(let r), .watch(let r, _), .fetch(let r, _), .cancelJob(let r, _), .detail(let r, _, _, _), .drainWorker(let r, _): r
         case .fileGet(let g): g.request
         case .resultGet(let g): g.request
+        case .deploy(let r, _), .undeploy(let r, _), .deploymentsGet(let r): r
+        case .predict(let p): p.request
         default: nil
         }
     }
@@ -426,6 +457,17 @@ public enum Message: Sendable, Equatable {
         case .fileData: .fileData
         case .resultGet: .resultGet
         case .resultData: .resultData
+        case .deploy: .deploy
+        case .undeploy: .undeploy
+        case .deploymentsGet: .deploymentsGet
+        case .deployments: .deployments
+        case .predict: .predict
+        case .prediction: .prediction
+        case .load: .load
+        case .loaded: .loaded
+        case .unload: .unload
+        case .batch: .batch
+        case .batchResult: .batchResult
         }
     }
 }

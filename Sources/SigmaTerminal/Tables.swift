@@ -27,3 +27,24 @@ public func blasWarnings(_ workers: [ClusterStatus.Worker]) -> [String] {
             + (w.blasChoice == "env" ? " (OPENBLAS_CORETYPE=\(w.blas) is set there: unset it)" : "")
     }
 }
+
+extension DeploymentStatus {
+    /// One line per deployment (ready replicas of wanted, queue, requests, latency split into queue and compute,
+    /// mean batch, rate, refusals), then one per replica.
+    public static func table(_ list: [DeploymentStatus]) -> String {
+        let dw = [14, 6, 9, 11, 9, 17, 15, 7, 8, 12]
+        var out = columns(["NAME", "MODEL", "REPLICAS", "QUEUED", "REQUESTS", "P50/P99 MS", "QUEUE/COMP MS", "BATCH", "REQ/S", "429/503/504"], dw) + "\n"
+        func ms(_ v: Double) -> String { v.isFinite ? String(format: v < 10 ? "%.2f" : "%.0f", v) : "-" }
+        for d in list {
+            out += columns([d.name, d.model, "\(d.ready)/\(d.replicasWanted == 0 ? "all" : "\(d.replicasWanted)")", "\(d.queued)/\(d.queueLimit)",
+                            "\(d.requests)", "\(ms(d.p50Ms))/\(ms(d.p99Ms))", "\(ms(d.queueP50Ms))/\(ms(d.computeP50Ms))",
+                            d.meanBatch.isFinite ? String(format: "%.1f", d.meanBatch) : "-", formatRate(d.rate), "\(d.tooBusy)/\(d.unavailable)/\(d.timedOut)"], dw) + "\n"
+            for r in d.replicas {
+                out += "    replica on \(r.worker) (\(r.name)): \(r.state)" + (r.error.isEmpty ? "" : ": \(r.error)")
+                    + (r.state == "ready" || r.state == "draining" ? ", \(r.batches) batches, \(r.inFlight) in flight" : "") + "\n"
+            }
+            if d.replicas.isEmpty { out += "    no replica: no worker to load it on\n" }
+        }
+        return out
+    }
+}

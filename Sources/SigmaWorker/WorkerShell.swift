@@ -43,6 +43,7 @@ public final class WorkerShell: Sendable {
     private let shared: Shared
     private let threads: Mutex<[OSThread]>
     let fetcher: InputFetcher
+    let serve: ServeHost
 
     final class Shared: Sendable {
         let stopping = Atomic<Bool>(false)
@@ -86,6 +87,9 @@ public final class WorkerShell: Sendable {
         self.shared = shared
         let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher
+        let serve = ServeHost(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits, logger: logger,
+                              wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
+        self.serve = serve
         let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
                           name: options.name, instance: UUID().uuidString, features: WorkerShell.features(options.kinds))
@@ -95,8 +99,9 @@ public final class WorkerShell: Sendable {
             ts.append(OSThread(name: "sigma-compute-\(i)") { WorkerShell.computeLoop(shared, fetcher: fetcher, index: i) })
         }
         ts.append(OSThread(name: "sigma-worker") {
-            var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared, fetcher: fetcher)
+            var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared, fetcher: fetcher, serve: serve)
             loop.run()
+            serve.stop()
             shared.work.close()
             shared.stopped.store(true, ordering: .releasing)
         })
@@ -229,6 +234,7 @@ public final class WorkerShell: Sendable {
         let logger: Logger
         let shared: Shared
         let fetcher: InputFetcher
+        let serve: ServeHost
         var core: WorkerCore
         var link: MessageLink?
         let compressor: AdaptiveCompressor
@@ -249,7 +255,8 @@ public final class WorkerShell: Sendable {
         var loadSampler = ProcessLoadSampler()
         var loadSampledAt: Nanos = 0
 
-        init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared, fetcher: InputFetcher) {
+        init(factory: LinkFactory, options: Options, hello: Hello, logger: Logger, shared: Shared, fetcher: InputFetcher, serve: ServeHost) {
+            self.serve = serve
             self.factory = factory
             self.fetcher = fetcher
             inlineContext = ComputeContext(kinds: shared.kinds, roots: shared.roots, limits: shared.limits)
@@ -264,6 +271,7 @@ public final class WorkerShell: Sendable {
 
         mutating func connect() -> Bool {
             fetcher.failAll("the connection to the coordinator was reset")
+            serve.reset()
             link?.close()
             link = nil
             carrier = nil
@@ -310,6 +318,8 @@ public final class WorkerShell: Sendable {
                             let m = try Codec.decode(e.frames, limits: options.limits, compressor: compressor, carrier: carrier)
                             // Answers to a compute thread's FILE-GET go to it, not to the core.
                             if case .fileData(let d) = m, fetcher.deliver(request: d.request, .success(d)) { continue }
+                            // Deployments' messages go to the serving thread.
+                            if serve.take(m) { continue }
                             if case .error(let x) = m, fetcher.isPending(x.request),
                                fetcher.deliver(request: x.request, .failure(InputFetcher.FetchError(description: "the coordinator refused: \(x)"))) { continue }
                             if case .ready(let r) = m {
@@ -334,7 +344,7 @@ public final class WorkerShell: Sendable {
                     return r
                 }
                 for r in done { computed(r) }
-                for m in fetcher.outbox() { link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier))) }
+                for m in fetcher.outbox() + serve.replies() { link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier))) }
                 if !inlineML.isEmpty {
                     let batch = inlineML
                     inlineML.removeAll()

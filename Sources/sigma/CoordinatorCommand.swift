@@ -263,6 +263,8 @@ final class SignalSources: @unchecked Sendable {
 
 extension CoordinatorShell: DashboardSource {
     public func snapshot() -> ClusterStatus? { status }
+    public func deployments() -> [DeploymentStatus] { deploymentsSnapshot }
+    public func call(_ make: (UInt64) -> Message) async -> Message { await localCall(make) }
 }
 
 /// The coordinator as the dashboard sees it, with its CURVE handshake counts when it has keys.
@@ -273,4 +275,6 @@ struct SecuredSource: DashboardSource {
     func jobDetail(_ id: JobID) async -> JobDetail? { await shell.jobDetail(id) }
     func takeSamples() -> CoordinatorSamples { shell.takeSamples() }
     func handshakes() -> (admitted: UInt64, refused: UInt64)? { zapDomain.map { ZAPService.shared.handshakes($0) } }
+    func deployments() -> [DeploymentStatus] { shell.deploymentsSnapshot }
+    func call(_ make: (UInt64) -> Message) async -> Message { await shell.localCall(make) }
 }

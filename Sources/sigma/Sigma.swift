@@ -24,7 +24,7 @@ struct Sigma: AsyncParsableCommand {
         version: sigmaBuild + " (SGP/\(sigmaProtocolVersion))",
         subcommands: [CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self, JobCommand.self,
                       LogsCommand.self, CancelCommand.self, ResultsCommand.self, WorkersCommand.self, TraceCommand.self, TopCommand.self,
-                      DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
+                      DemoCommand.self, UpCommand.self, DownCommand.self, KeygenCommand.self, DeployCommand.self, UndeployCommand.self, DeploymentsCommand.self, PredictCommand.self, TrainCommand.self, EmbedCommand.self, SimulateCommand.self, BenchCommand.self, EchoServerCommand.self]
     )
 
     /// Chooses OpenBLAS's kernel set before a command that computes runs (so before any BLAS call and any other

@@ -266,7 +266,7 @@ import Testing
         #expect(try await top.wait(timeout: 30) == 0)
         Snapshot.check("help/sigma.txt", top.stdout.joined(separator: "\n") + "\n")
         let commands = ["coordinator", "worker", "submit", "status", "jobs", "job", "logs", "cancel", "results", "workers",
-                        "trace", "top", "demo", "up", "down", "keygen", "train", "embed", "simulate", "bench"]
+                        "trace", "top", "demo", "up", "down", "keygen", "deploy", "undeploy", "deployments", "predict", "train", "embed", "simulate", "bench"]
         for cmd in commands {
             #expect(top.stdout.contains { $0.hasPrefix("  \(cmd) ") }, "sigma --help does not list \(cmd)")
             let p = try SigmaProcess([cmd, "--help"], environment: ["COLUMNS": "80"])

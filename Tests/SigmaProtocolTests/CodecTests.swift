@@ -122,6 +122,23 @@ import Testing
         .jobResult(JobOutcome(request: 15, job: 4, state: .completed, shards: 10, elapsed: 100, size: 1 << 30)),
         .resultGet(ResultGet(request: 16, job: 4, offset: 16 << 20, length: 16 << 20)),
         .resultData(ResultData(request: 16, job: 4, size: 1 << 30, offset: 16 << 20, payload: Frame([1, 2, 3]))),
+        .deploy(request: 17, spec: JobSpec(kind: "serve", name: "digits", body: [1, 2])),
+        .undeploy(request: 18, name: "digits"),
+        .deploymentsGet(request: 19),
+        .deployments(request: 19, [{
+            var d = DeploymentStatus(name: "digits", model: "mlp", replicasWanted: 2, queued: 3, queueLimit: 1024, maxBatch: 32, maxWaitMs: 5)
+            (d.inputs, d.width, d.requests, d.p50Ms) = (64, 10, 7, 0.5)
+            d.replicas = [.init(worker: "w1", name: "a", state: "ready", inFlight: 1, batches: 9), .init(worker: "w2", name: "b", state: "failed", error: "no file")]
+            return d
+        }()]),
+        .predict(PredictRequest(request: 20, name: "digits", timeoutMs: 100, input: .rows(width: 2, values: [1, 2, 3, -0.5]))),
+        .predict(PredictRequest(request: 21, name: "minilm", input: .texts(["a", "", "ünïcode"]))),
+        .prediction(Prediction(request: 20, rows: 2, width: 1, queueNanos: 5, computeNanos: 6, batchRows: 4, worker: "w1", values: [0.25, -1])),
+        .load(LoadModel(deployment: 1, name: "digits", spec: JobSpec(kind: "serve", name: "digits", body: [3]))),
+        .loaded(ModelLoaded(deployment: 1, ok: false, error: "no such file")),
+        .unload(deployment: 1),
+        .batch(ServeBatch(deployment: 1, batch: 9, input: .texts(["x"]))),
+        .batchResult(ServeBatchResult(batch: 9, ok: true, computeNanos: 10, queued: 1, rows: 1, width: 2, values: [1, 2])),
     ]
 
     // A training job is told in steps and epochs; a last partial epoch counts.

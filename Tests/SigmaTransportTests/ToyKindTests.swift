@@ -42,7 +42,7 @@ import Testing
         let cluster = try TestCluster(.tcp, workers: 2, options: coordinator, worker: worker)
         defer { cluster.stop() }
         try await cluster.waitForWorkers(2)
-        #expect(WorkerShell.features(Self.kinds).hasPrefix("map-reduce,train,infer,eval,embed,prime-count,"))
+        #expect(WorkerShell.features(Self.kinds).hasPrefix("map-reduce,train,infer,eval,embed,serve,prime-count,"))
         let o = try await cluster.client.runToEnd(spec)
         #expect(o.state == .completed && o.shards == 29, "\(o.error)")
         #expect(o.payload.bytes == local, "the cluster's result is the local one, bitwise")

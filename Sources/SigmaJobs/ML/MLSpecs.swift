@@ -122,6 +122,11 @@ extension InputTransport {
 extension ModelSpec {
     static func parse(_ f: inout Fields, base: String?) throws -> ModelSpec {
         var m = try f.mapping("model", expected: "{mlp: [64, 128, 10], activation: relu, weights: FILE.safetensors}")
+        return try parse(mapping: &m, base: base)
+    }
+
+    /// From the fields of a `model:` mapping (all read; others refused).
+    static func parse(mapping m: inout Fields, base: String?) throws -> ModelSpec {
         guard let sizesNode = m.take("mlp"), let seq = sizesNode.sequence else {
             throw SpecError(field: "model.mlp", problem: "missing; expected a list of layer widths such as [64, 128, 10]")
         }

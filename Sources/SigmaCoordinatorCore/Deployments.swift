@@ -1,0 +1,154 @@
+import DequeModule
+import SigmaModel
+import SigmaProtocol
+
+/// A deployment as the core needs it: the shell reads the `kind: serve` spec (job kinds are the shell's) and hands
+/// the core these figures with the spec itself, which workers load (docs/serving.md).
+public struct DeploymentConfig: Sendable, Equatable {
+    public var name: String
+    /// "embed" (texts in) or "mlp" (rows of `inputs` floats in).
+    public var model: String
+    public var inputs: Int
+    public var spec: JobSpec
+    /// Workers that keep it loaded; 0: every worker.
+    public var replicas: Int
+    public var maxBatch: Int
+    public var maxWait: Nanos
+    /// Most tokens in a batch of texts (estimated from their bytes: 1 per 4, plus 2).
+    public var maxTokens: Int
+    public var queueLimit: Int
+    public var timeout: Nanos
+    public init(name: String, model: String, inputs: Int = 0, spec: JobSpec, replicas: Int = 1, maxBatch: Int = 32, maxWait: Nanos = 5_000_000,
+                maxTokens: Int = 16384, queueLimit: Int = 1024, timeout: Nanos = 30_000_000_000) {
+        self.name = name
+        self.model = model
+        self.inputs = inputs
+        self.spec = spec
+        self.replicas = replicas
+        self.maxBatch = maxBatch
+        self.maxWait = maxWait
+        self.maxTokens = maxTokens
+        self.queueLimit = queueLimit
+        self.timeout = timeout
+    }
+
+    /// Bytes of queued inputs a deployment holds at most (past it: 429, as past `queueLimit`).
+    public static let maxQueuedBytes = 256 << 20
+}
+
+/// A request waiting for, or riding in, a batch.
+struct PendingRequest {
+    let peer: PeerID
+    let request: UInt64
+    let input: ServeInput
+    let rows: Int
+    let tokens: Int
+    let bytes: Int
+    let arrived: Nanos
+    let deadline: Nanos
+    /// When it left the queue in a batch.
+    var sent: Nanos = 0
+
+    static func tokens(_ input: ServeInput) -> Int {
+        guard case .texts(let t) = input else { return input.count }
+        return t.reduce(0) { $0 + $1.utf8.count / 4 + 2 }
+    }
+}
+
+/// One worker's copy of a deployment's model.
+struct Replica {
+    enum State: Equatable { case loading, ready, failed(String) }
+    var state = State.loading
+    /// Batches sent and not answered, and their rows.
+    var inFlight = 0
+    var inFlightRows = 0
+    /// Smoothed compute time per row, ns (0 until measured).
+    var nsPerRow = 0.0
+    var batches: UInt64 = 0
+    /// Batches waiting on the worker when it last answered (carried on BATCH-RESULT).
+    var reportedQueue = 0
+}
+
+/// A batch on a worker.
+struct InFlightBatch {
+    let deployment: UInt32
+    let worker: PeerID
+    var requests: [PendingRequest]
+    let rows: Int
+    let sentAt: Nanos
+}
+
+/// A deployment's state in the core: its queue, replicas and figures.
+final class DeploymentEntry {
+    let id: UInt32
+    let config: DeploymentConfig
+    var queue: Deque<PendingRequest> = []
+    var queuedBytes = 0
+    var replicas: [PeerID: Replica] = [:]
+    /// Undeployed: takes no requests; gone once its batches in flight are answered.
+    var draining = false
+    /// Floats per output row, as the first replica to load the model said.
+    var width = 0
+    var requests: UInt64 = 0, tooBusy: UInt64 = 0, unavailable: UInt64 = 0, timedOut: UInt64 = 0, failed: UInt64 = 0, answered: UInt64 = 0
+    /// The last answered requests' latency, queue and compute times, ns (a ring of `sampleCount`).
+    var latency: [UInt64] = [], queueTimes: [UInt64] = [], computeTimes: [UInt64] = []
+    var sampleNext = 0
+    static let sampleCount = 2000
+    /// Rows per batch sent (sum and count), and when requests were answered (the last 10 s).
+    var batchRows = 0, batchCount = 0
+    var answeredAt: Deque<Nanos> = []
+
+    init(id: UInt32, config: DeploymentConfig) {
+        self.id = id
+        self.config = config
+    }
+
+    var inFlight: Int { replicas.values.reduce(0) { $0 + $1.inFlight } }
+
+    func record(latency l: UInt64, queue q: UInt64, compute c: UInt64, now: Nanos) {
+        if latency.count < Self.sampleCount {
+            latency.append(l)
+            queueTimes.append(q)
+            computeTimes.append(c)
+        } else {
+            latency[sampleNext] = l
+            queueTimes[sampleNext] = q
+            computeTimes[sampleNext] = c
+            sampleNext = (sampleNext + 1) % Self.sampleCount
+        }
+        answeredAt.append(now)
+        while let first = answeredAt.first, now &- first > 10_000_000_000 || answeredAt.count > 1_000_000 { answeredAt.removeFirst() }
+    }
+
+    static func percentile(_ v: [UInt64], _ p: Double) -> Double {
+        guard !v.isEmpty else { return .nan }
+        let s = v.sorted()
+        return Double(s[min(s.count - 1, Int(Double(s.count - 1) * p + 0.5))]) / 1e6
+    }
+
+    func status(names: (PeerID) -> (id: String, name: String), now: Nanos) -> DeploymentStatus {
+        var d = DeploymentStatus(name: config.name, model: config.model, replicasWanted: UInt32(config.replicas), queued: UInt32(queue.count),
+                                 queueLimit: UInt32(config.queueLimit), maxBatch: UInt32(config.maxBatch), maxWaitMs: Double(config.maxWait) / 1e6)
+        (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed) = (requests, tooBusy, unavailable, timedOut, failed)
+        (d.inputs, d.width, d.answered) = (UInt32(config.inputs), UInt32(width), answered)
+        d.p50Ms = Self.percentile(latency, 0.5)
+        d.p99Ms = Self.percentile(latency, 0.99)
+        d.queueP50Ms = Self.percentile(queueTimes, 0.5)
+        d.computeP50Ms = Self.percentile(computeTimes, 0.5)
+        d.meanBatch = batchCount > 0 ? Double(batchRows) / Double(batchCount) : .nan
+        let recent = answeredAt.filter { now &- $0 <= 10_000_000_000 }
+        if let first = recent.first, recent.count > 1 {
+            d.rate = Double(recent.count - 1) / max(Double(now &- first) / 1e9, 1)
+        }
+        d.replicas = replicas.map { peer, r in
+            let (id, name) = names(peer)
+            let (state, error): (String, String) = switch r.state {
+            case .loading: ("loading", "")
+            case .ready: (draining ? "draining" : "ready", "")
+            case .failed(let why): ("failed", why)
+            }
+            return DeploymentStatus.Replica(worker: id, name: name, state: state, error: error, inFlight: UInt32(r.inFlight), batches: r.batches)
+        }.sorted { $0.worker.count != $1.worker.count ? $0.worker.count < $1.worker.count : $0.worker < $1.worker }
+        return d
+    }
+}

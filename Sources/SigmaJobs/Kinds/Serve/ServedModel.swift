@@ -1,0 +1,67 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+import SigmaProtocol
+
+/// A deployment's model as a worker keeps it loaded: outputs for a batch of inputs, each row's outputs the same
+/// bits whatever else is in its batch (the batch jobs' too: `infer` logits, `embed` vectors).
+public final class ServedModel: @unchecked Sendable {   // (read-only once built; one serving thread calls it)
+    enum Engine {
+        case mlp(Sequential, inputs: Int)
+        case embed(BertEncoder)
+    }
+
+    let engine: Engine
+    /// Floats per output row (logits, or the embedding's dimension).
+    public let width: Int
+    /// Most texts per forward pass (an embedding model's batches; `batching.max_batch`).
+    let maxBatch: Int
+
+    /// Loads the model `spec` names (its paths real paths by now), checked against `limits` first.
+    public init(_ spec: ServeSpec, limits: SpecLimits = .standard) throws {
+        maxBatch = spec.maxBatch
+        switch spec.model {
+        case .mlp(let m):
+            engine = .mlp(try MLModels.build(m, seed: 0), inputs: m.inputs)
+            width = m.outputs
+        case .embed(let folder):
+            let c = try BertEncoder.config(modelDirectory: folder)
+            guard c.layers <= limits.layers, c.hidden <= limits.width, c.intermediate <= limits.width, c.parameterCount <= limits.parameters else {
+                throw JobError("model.embed: \(c.layers) layers, width \(max(c.hidden, c.intermediate)), \(c.parameterCount) parameters exceed this worker's limits")
+            }
+            let encoder = try BertEncoder(modelDirectory: folder)
+            engine = .embed(encoder)
+            width = c.hidden
+        }
+    }
+
+    /// What this model takes, for errors: "rows of 64 features" or "texts".
+    public var takes: String {
+        switch engine {
+        case .mlp(_, let inputs): "rows of \(inputs) features"
+        case .embed: "texts"
+        }
+    }
+
+    /// Outputs for every row (text) of `input`, `width` floats each, in order.
+    public func run(_ input: ServeInput) throws -> [Float] {
+        switch (engine, input) {
+        case (.mlp(let model, let inputs), .rows(let w, let values)):
+            guard w == inputs else { throw JobError("this model takes rows of \(inputs) features, got \(w)") }
+            guard !values.isEmpty else { return [] }
+            let x = Tensor(shape: [values.count / w, w], values)
+            return model(Graph(recording: false).constant(x)).value.withData { Array($0) }
+        case (.embed(let encoder), .texts(let texts)):
+            guard !texts.isEmpty else { return [] }
+            return encoder.embed(texts, batchSize: maxBatch, threads: 1).withData { Array($0) }
+        default:
+            throw JobError("this model takes \(takes), got \(input.summary)")
+        }
+    }
+
+    /// Tokens of each text (an embedding model's batches are bounded by them); nil for an MLP.
+    public func tokenCounts(_ texts: [String]) -> [Int]? {
+        guard case .embed(let encoder) = engine else { return nil }
+        return encoder.tokenize(texts).map(\.count)
+    }
+}
