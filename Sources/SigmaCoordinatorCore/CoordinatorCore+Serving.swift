@@ -90,6 +90,7 @@ extension CoordinatorCore {
                                       bytes: bytes, arrived: now, deadline: now &+ timeout))
         d.queuedBytes += bytes
         d.requests += 1
+        d.returning = max(0, d.returning - 1)
         dispatch(d, now: now, into: &out)
     }
 
@@ -136,6 +137,7 @@ extension CoordinatorCore {
                                                                 computeNanos: r.computeNanos, batchRows: UInt32(b.rows), worker: worker, values: values))))
                 d.record(latency: now &- q.arrived, queue: queued, compute: r.computeNanos, now: now)
                 d.answered += 1
+                d.returning = min(d.returning + 1, 1 << 20)
             }
         } else {
             let why = r.ok ? "answered \(r.rows) rows of \(r.width) for \(b.rows) rows" : r.error
@@ -191,16 +193,35 @@ extension CoordinatorCore {
         for d in deployments.values { dispatch(d, now: now, into: &out) }
     }
 
-    /// Sends batches while a ready replica has room: at once to an idle replica, and a second one behind a busy
-    /// replica's batch when the queue fills a batch or its oldest request has waited `maxWait`.
+    /// Sends batches while a ready replica has room: to an idle replica at once — unless clients just answered are
+    /// expected back (`returning`): then it waits for them, at most until the oldest request has waited `maxWait`, so
+    /// batches do not fragment under load while a lone request never waits — and a second batch behind a busy
+    /// replica's when the queue fills a batch, or when the oldest request has waited `maxWait`, the replica is
+    /// expected to finish within a round trip and its batch computes in under two (hiding the round trip is worth a
+    /// smaller batch only for models that compute in about that time).
     mutating func dispatch(_ d: DeploymentEntry, now: Nanos, into out: inout [CoordinatorAction]) {
         expire(d, now: now, into: &out)
+        var due: Nanos? = nil
         while !d.queue.isEmpty {
-            let rows = d.queue.reduce(0) { $0 + $1.rows }
-            let urgent = rows >= d.config.maxBatch || now &- d.queue.first!.arrived >= d.config.maxWait
+            let rows = d.queue.reduce(0) { $0 + $1.rows }, tokens = d.queue.reduce(0) { $0 + $1.tokens }
+            let full = rows >= d.config.maxBatch || tokens >= d.config.maxTokens
+            let waited = d.queue.first!.arrived &+ d.config.maxWait
             var best: (peer: PeerID, cost: Double)? = nil
-            for (peer, r) in d.replicas where r.state == .ready && r.inFlight < (urgent ? Self.replicaDepth : 1) {
+            let holding = !full && d.returning > 0 && now < waited
+            for (peer, r) in d.replicas where r.state == .ready && r.inFlight < Self.replicaDepth {
                 let rtt = index[peer].map { table[$0].rtt } ?? 0
+                if r.inFlight == 0 && holding {
+                    due = min(due ?? .max, waited)
+                    continue
+                }
+                if r.inFlight > 0 && !full {
+                    guard Double(r.inFlightRows) * r.nsPerRow <= 2 * rtt else { continue }
+                    let when = max(waited, r.expectedFree &- Nanos(rtt))
+                    guard now >= when else {
+                        due = min(due ?? .max, when)
+                        continue
+                    }
+                }
                 let perRow = r.nsPerRow > 0 ? r.nsPerRow : 1
                 let cost = Double(r.inFlightRows + min(rows, d.config.maxBatch)) * perRow + rtt + Double(r.reportedQueue) * perRow
                 if best == nil || cost < best!.cost || (cost == best!.cost && peer.bytes.lexicographicallyPrecedes(best!.peer.bytes)) {
@@ -208,22 +229,27 @@ extension CoordinatorCore {
                 }
             }
             guard let target = best?.peer else { break }
-            send(d, to: target, now: now, into: &out)
+            due = nil
+            if !full && now >= waited { d.returning = 0 }   // (those not back by now are not coming soon)
+            // (several idle replicas share what is queued: one of them taking it all would leave the others idle)
+            let idle = d.replicas.values.filter { $0.state == .ready && $0.inFlight == 0 }.count
+            let share = d.replicas[target]!.inFlight == 0 && idle > 1 ? (rows + idle - 1) / idle : d.config.maxBatch
+            send(d, to: target, limit: share, now: now, into: &out)
         }
         // (the next moment a waiting request is due: a batch behind a busy replica, or a timeout)
-        if let first = d.queue.first {
-            let due = min(first.arrived &+ d.config.maxWait, d.queue.map(\.deadline).min() ?? .max)
-            serveWake = serveWake.map { min($0, due) } ?? due
+        if !d.queue.isEmpty {
+            let next = min(due ?? .max, d.queue.map(\.deadline).min() ?? .max)
+            serveWake = serveWake.map { min($0, next) } ?? next
         }
     }
 
-    /// One batch from the front of the queue: whole requests up to `maxBatch` rows and `maxTokens` (a request larger
-    /// than a batch goes alone).
-    mutating func send(_ d: DeploymentEntry, to peer: PeerID, now: Nanos, into out: inout [CoordinatorAction]) {
+    /// One batch from the front of the queue: whole requests up to `limit` (at most `maxBatch`) rows and `maxTokens`
+    /// (a request larger than a batch goes alone).
+    mutating func send(_ d: DeploymentEntry, to peer: PeerID, limit: Int, now: Nanos, into out: inout [CoordinatorAction]) {
         var taken: [PendingRequest] = []
         var rows = 0, tokens = 0
         while let q = d.queue.first {
-            if !taken.isEmpty, rows + q.rows > d.config.maxBatch || tokens + q.tokens > d.config.maxTokens { break }
+            if !taken.isEmpty, rows + q.rows > min(limit, d.config.maxBatch) || tokens + q.tokens > d.config.maxTokens { break }
             var r = d.queue.removeFirst()
             d.queuedBytes -= r.bytes
             r.sent = now
@@ -237,6 +263,8 @@ extension CoordinatorCore {
         servingBatches[id] = InFlightBatch(deployment: d.id, worker: peer, requests: taken, rows: rows, sentAt: now)
         d.replicas[peer]!.inFlight += 1
         d.replicas[peer]!.inFlightRows += rows
+        let rtt = index[peer].map { table[$0].rtt } ?? 0
+        d.replicas[peer]!.expectedFree = max(now &+ Nanos(rtt / 2), d.replicas[peer]!.expectedFree) &+ Nanos(Double(rows) * d.replicas[peer]!.nsPerRow)
         d.batchRows += rows
         d.batchCount += 1
         out.append(.send(peer, .batch(ServeBatch(deployment: d.id, batch: id, input: input))))

@@ -67,6 +67,8 @@ struct Replica {
     var batches: UInt64 = 0
     /// Batches waiting on the worker when it last answered (carried on BATCH-RESULT).
     var reportedQueue = 0
+    /// When the batches it holds are expected to be computed (from its time per row and the round trip).
+    var expectedFree: Nanos = 0
 }
 
 /// A batch on a worker.
@@ -89,6 +91,9 @@ final class DeploymentEntry {
     var draining = false
     /// Floats per output row, as the first replica to load the model said.
     var width = 0
+    /// Requests answered whose clients have not asked again yet: under load they come back at once, and a replica
+    /// that just became idle waits (at most `maxWait`) for them rather than taking the first alone.
+    var returning = 0
     var requests: UInt64 = 0, tooBusy: UInt64 = 0, unavailable: UInt64 = 0, timedOut: UInt64 = 0, failed: UInt64 = 0, answered: UInt64 = 0
     /// The last answered requests' latency, queue and compute times, ns (a ring of `sampleCount`).
     var latency: [UInt64] = [], queueTimes: [UInt64] = [], computeTimes: [UInt64] = []
@@ -131,6 +136,7 @@ final class DeploymentEntry {
                                  queueLimit: UInt32(config.queueLimit), maxBatch: UInt32(config.maxBatch), maxWaitMs: Double(config.maxWait) / 1e6)
         (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed) = (requests, tooBusy, unavailable, timedOut, failed)
         (d.inputs, d.width, d.answered) = (UInt32(config.inputs), UInt32(width), answered)
+        (d.batches, d.batchedRows) = (UInt64(batchCount), UInt64(batchRows))
         d.p50Ms = Self.percentile(latency, 0.5)
         d.p99Ms = Self.percentile(latency, 0.99)
         d.queueP50Ms = Self.percentile(queueTimes, 0.5)

@@ -74,7 +74,9 @@ public struct Dashboard: Sendable {
         }
         router.get("/api/status") { _, _ in
             guard let s = source.snapshot() else { throw HTTPError(.serviceUnavailable, message: "coordinator starting") }
-            return Dashboard.json(jsonText(s.jsonObject))
+            var o = s.jsonObject
+            o["deployments"] = source.deployments().map(\.jsonObject)
+            return Dashboard.json(jsonText(o))
         }
         router.get("/api/jobs/:id") { _, ctx in
             let newest = source.snapshot()?.jobs.map(\.id).max()
@@ -99,6 +101,7 @@ public struct Dashboard: Sendable {
                         // (the status, and the history's newest point for the charts to append)
                         var o = s.jsonObject
                         o["history_point"] = history.read { $0.ordered.last?.jsonObject }
+                        o["deployments"] = source.deployments().map(\.jsonObject)
                         try await writer.write(ByteBuffer(string: "data: \(jsonText(o))\n\n"))
                     }
                     try await Task.sleep(nanoseconds: UInt64(interval * 1e9))
@@ -114,7 +117,7 @@ public struct Dashboard: Sendable {
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers,
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples(), handshakes: source.handshakes()))))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples(), handshakes: source.handshakes(), deployments: source.deployments()))))
         }
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sigma"),
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) })

@@ -55,6 +55,7 @@ enum DashboardPage {
     <section><h2>Workers</h2><table><thead><tr><th>ID</th><th>Name</th><th>Host</th><th>State</th><th>CPU %</th><th>Memory</th><th>In flight</th><th>Items/s</th><th>RTT</th><th>Bytes in</th><th>Bytes out</th><th>LZ4</th><th>Done</th><th>BLAS</th></tr></thead><tbody id="workers"></tbody></table></section>
     <section><h2>Jobs</h2><table><thead><tr><th>ID</th><th>Name</th><th>Kind</th><th>State</th><th>Progress</th><th></th><th>Rate</th><th>Re-runs</th><th>Hedges</th><th>Elapsed</th><th>ETA</th></tr></thead><tbody id="jobs"></tbody></table>
     <div id="pager" class="muted" style="margin-top:6px"><button id="prev">‹ newer</button> <span id="page"></span> <button id="next">older ›</button></div></section>
+    <section id="serving" style="display:none"><h2>Deployments</h2><table><thead><tr><th>Name</th><th>Model</th><th>Replicas</th><th>Queued</th><th>Requests/s</th><th>p50 ms</th><th>p99 ms</th><th>Queue p50</th><th>Compute p50</th><th>Batch</th><th>429 / 503 / 504</th></tr></thead><tbody id="deployments"></tbody></table></section>
     <p class="muted">Prometheus metrics: <a href="/metrics">/metrics</a> · JSON: <a href="/api/status">/api/status</a>, <a href="/api/history">/api/history</a></p>
     </main>\(common)
     <script>
@@ -75,6 +76,8 @@ enum DashboardPage {
     document.getElementById('prev').onclick=()=>{page=Math.max(0,page-1);renderJobs();};
     document.getElementById('next').onclick=()=>{page++;renderJobs();};
     function render(s){last=s;const live=s.workers.filter(w=>w.state!=='dead'),slots=live.reduce((a,w)=>a+w.slots,0);
+      const ds=s.deployments||[],ms=v=>v===undefined?'-':v.toFixed(v<10?2:0);document.getElementById('serving').style.display=ds.length?'':'none';
+      document.getElementById('deployments').innerHTML=ds.map(d=>`<tr><td>${esc(d.name)}</td><td>${d.model}</td><td>${d.replicas_ready}/${d.replicas_wanted}</td><td>${d.queued}/${d.queue_limit}</td><td>${d.requests_per_s.toFixed(1)}</td><td>${ms(d.p50_ms)}</td><td>${ms(d.p99_ms)}</td><td>${ms(d.queue_p50_ms)}</td><td>${ms(d.compute_p50_ms)}</td><td>${d.mean_batch===undefined?'-':d.mean_batch.toFixed(1)}</td><td>${d.rejected_429} / ${d.unavailable_503} / ${d.timed_out_504}</td></tr>`).join('');
       const pt=s.history_point;if(pt&&(!H.points.length||pt.t>H.points[H.points.length-1].t)){H.points.push(pt);while(H.points.length>H.capacity)H.points.shift();
         live.forEach(w=>{H.worker_labels[w.id]=w.name+'@'+w.host;});drawCharts();}
       document.getElementById('summary').textContent=`${live.length} workers live · ${slots} slots · policy ${s.policy} · ${s.queued_shards} shards queued · up ${fmtDur(s.uptime_s)} · ${s.build}`;

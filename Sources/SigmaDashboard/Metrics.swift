@@ -31,6 +31,22 @@ public final class SigmaMetrics: Sendable {
         ("sigma_worker_bytes_out", "Bytes sent to the worker", { Double($0.bytesOut) }),
     ]
     let workerGauges = Mutex<[String: [Gauge]]>([:])
+    /// Per-deployment gauges (label deployment), one set per deployment; they go when it does (docs/serving.md).
+    static let perDeployment: [(name: String, help: String, value: @Sendable (DeploymentStatus) -> Double)] = [
+        ("sigma_serve_latency_p50_seconds", "Median request latency in the coordinator, arrival to answer (last 2,000 requests)", { $0.p50Ms / 1e3 }),
+        ("sigma_serve_latency_p99_seconds", "99th percentile request latency in the coordinator (last 2,000 requests)", { $0.p99Ms / 1e3 }),
+        ("sigma_serve_queue_p50_seconds", "Median time a request waited in the queue (last 2,000 requests)", { $0.queueP50Ms / 1e3 }),
+        ("sigma_serve_compute_p50_seconds", "Median compute time of a request's batch on its worker (last 2,000 requests)", { $0.computeP50Ms / 1e3 }),
+        ("sigma_serve_batch_size_mean", "Mean rows per batch sent", { $0.meanBatch }),
+        ("sigma_serve_requests_per_second", "Requests answered per second over the last 10 s", { $0.rate }),
+        ("sigma_serve_queued", "Requests waiting for a batch", { Double($0.queued) }),
+        ("sigma_serve_replicas_ready", "Replicas loaded and answering", { Double($0.ready) }),
+        ("sigma_serve_requests", "Requests accepted since the deployment started", { Double($0.requests) }),
+        ("sigma_serve_rejected_429", "Requests refused over the queue limit (429) since the deployment started", { Double($0.tooBusy) }),
+        ("sigma_serve_unavailable_503", "Requests refused with no replica ready (503) since the deployment started", { Double($0.unavailable) }),
+        ("sigma_serve_timed_out_504", "Requests not answered within their timeout (504) since the deployment started", { Double($0.timedOut) }),
+    ]
+    let deploymentGauges = Mutex<[String: [Gauge]]>([:])
     /// sigma_curve_handshakes_total{outcome}: made at the first scrape that has CURVE figures, with their last values.
     let handshakeCounters = Mutex<(admitted: Counter, refused: Counter, last: (UInt64, UInt64))?>(nil)
 
@@ -75,7 +91,20 @@ public final class SigmaMetrics: Sendable {
 
     /// Brings the metrics up to `status` and the new samples; returns the text exposition.
     public func scrape(_ status: ClusterStatus?, samples: CoordinatorSamples,
-                       handshakes: (admitted: UInt64, refused: UInt64)? = nil) -> String {
+                       handshakes: (admitted: UInt64, refused: UInt64)? = nil, deployments: [DeploymentStatus] = []) -> String {
+        deploymentGauges.withLock { g in
+            let names = Set(deployments.map(\.name))
+            for (name, gauges) in g where !names.contains(name) {
+                for x in gauges { registry.unregisterGauge(x) }
+                g[name] = nil
+            }
+            for d in deployments {
+                let gauges = g[d.name] ?? SigmaMetrics.perDeployment.map { registry.makeGauge(name: $0.name, labels: [("deployment", d.name)], help: $0.help) }
+                g[d.name] = gauges
+                // (figures not measured yet read 0)
+                for (x, m) in zip(gauges, SigmaMetrics.perDeployment) { let v = m.value(d); x.set(to: v.isFinite ? v : 0) }
+            }
+        }
         if let h = handshakes {
             handshakeCounters.withLock { c in
                 if c == nil {

@@ -18,8 +18,9 @@ enum ServeRoutes {
                 guard let name = body["model"] as? String else { throw APIError(422, "model: missing; the deployment's name (sigma deployments lists them)") }
                 let texts = try textList(body["input"], field: "input")
                 let p = try await predict(source, name, .texts(texts))
-                let data = rows(p).enumerated().map { i, v in ["object": "embedding", "embedding": v, "index": i] as [String: Any] }
-                return ["object": "list", "data": data, "model": name, "usage": ["prompt_tokens": 0, "total_tokens": 0]]
+                let data = (0..<Int(p.rows)).map { i in "{\"object\":\"embedding\",\"index\":\(i),\"embedding\":" + floats(p, row: i) + "}" }
+                return RawJSON("{\"object\":\"list\",\"model\":" + quoted(name) + ",\"data\":[" + data.joined(separator: ",")
+                               + "],\"usage\":{\"prompt_tokens\":0,\"total_tokens\":0}}")
             }
         }
         router.post("/embed") { request, _ in
@@ -30,7 +31,7 @@ enum ServeRoutes {
                 guard let name = (body["model"] as? String) ?? (embeds.count == 1 ? embeds[0].name : nil) else {
                     throw APIError(422, "model: missing; \(embeds.count) embedding deployments (\(embeds.map(\.name).joined(separator: ", "))): name one")
                 }
-                return rows(try await predict(source, name, .texts(texts)))
+                return RawJSON(matrix(try await predict(source, name, .texts(texts))))
             }
         }
         router.post("/predict/:name") { request, ctx in
@@ -39,7 +40,7 @@ enum ServeRoutes {
                 let body = try await json(request)
                 guard let inputs = body["inputs"] else { throw APIError(422, "inputs: missing; rows of numbers ([[...], ...]) or texts") }
                 let p = try await predict(source, name, try input(inputs, field: "inputs"))
-                return ["model": name, "outputs": rows(p)]
+                return RawJSON("{\"model\":" + quoted(name) + ",\"outputs\":" + matrix(p) + "}")
             }
         }
         router.get("/v2/health/live") { _, _ in Dashboard.json("{\"live\":true}") }
@@ -85,13 +86,55 @@ enum ServeRoutes {
                     throw APIError(422, "inputs[0].datatype: expected FP32 (rows of features) or BYTES (texts)")
                 }
                 let p = try await predict(source, name, x)
-                var o: [String: Any] = ["model_name": name, "model_version": "1",
-                                        "outputs": [["name": "output", "shape": [Int(p.rows), Int(p.width)], "datatype": "FP32",
-                                                     "data": p.values.map(Double.init)] as [String: Any]]]
-                if let id = body["id"] as? String { o["id"] = id }
-                return o
+                return RawJSON("{\"model_name\":" + quoted(name) + ",\"model_version\":\"1\"" + ((body["id"] as? String).map { ",\"id\":" + quoted($0) } ?? "")
+                               + ",\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[\(p.rows),\(p.width)],\"data\":"
+                               + floats(p.values[...]) + "}]}")
             }
         }
+    }
+
+    /// A JSON text built by hand: outputs are written straight from their floats (JSONSerialization boxes each one).
+    struct RawJSON {
+        let text: String
+        init(_ text: String) { self.text = text }
+    }
+
+    /// Floats as a JSON array; each as the shortest decimal of its Float64 value, which parses back to the same
+    /// float32 whether read as a double or a float.
+    static func floats(_ v: ArraySlice<Float>) -> String {
+        var s = "["
+        s.reserveCapacity(v.count * 12 + 2)
+        var first = true
+        for x in v {
+            if !first { s += "," }
+            first = false
+            s += Double(x).description
+        }
+        return s + "]"
+    }
+
+    /// A string as a JSON string literal.
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+
+    static func floats(_ p: Prediction, row: Int) -> String {
+        let w = Int(p.width)
+        return floats(p.values[(row * w)..<((row + 1) * w)])
+    }
+
+    /// The outputs as rows: `[[...], ...]`.
+    static func matrix(_ p: Prediction) -> String {
+        "[" + (0..<Int(p.rows)).map { floats(p, row: $0) }.joined(separator: ",") + "]"
     }
 
     struct APIError: Error {
@@ -107,7 +150,8 @@ enum ServeRoutes {
     /// Runs `body` and writes its JSON, or the error as `{"error": …}` with its status.
     static func answer(bare: Bool = false, _ body: () async throws -> Any) async -> Response {
         do {
-            return Dashboard.json(jsonText(try await body()))
+            let result = try await body()
+            return Dashboard.json((result as? RawJSON)?.text ?? jsonText(result))
         } catch let e as APIError {
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
@@ -191,10 +235,5 @@ enum ServeRoutes {
         case .error(let e): throw APIError(Int(e.code), e.message)
         default: throw APIError(500, "unexpected answer \(m.type.name)")
         }
-    }
-
-    static func rows(_ p: Prediction) -> [[Double]] {
-        let w = Int(p.width)
-        return (0..<Int(p.rows)).map { r in p.values[(r * w)..<((r + 1) * w)].map(Double.init) }
     }
 }

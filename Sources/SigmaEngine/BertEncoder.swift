@@ -169,25 +169,25 @@ public final class BertEncoder {
         return total
     }
 
-    /// One padded batch → (batch, hidden) pooled, normalised vectors.
+    /// One batch → (batch, hidden) pooled, normalised vectors. The sequences are packed, not padded: each token row
+    /// goes through the row-stable products once, and each sequence attends over itself — so a text's vector is the
+    /// same bits in any batch (docs/architecture.md, "Row-stable inference").
     func embedBatch(_ batch: [[Int32]]) -> Tensor {
-        let b = batch.count, t = batch.map(\.count).max() ?? 0, h = config.hidden
-        var flat: [Int32] = [], positions: [Int32] = [], padding: [[Bool]] = []
-        for seq in batch {
-            flat += seq + [Int32](repeating: tokenizer.pad, count: t - seq.count)
-            positions += (0..<t).map(Int32.init)
-            padding.append((0..<t).map { $0 >= seq.count })
-        }
+        let b = batch.count, h = config.hidden
+        let flat = batch.flatMap { $0 }, positions = batch.flatMap { $0.indices.map(Int32.init) }
         let g = Graph(recording: false)
-        var x = word(flat, graph: g) + position(positions, graph: g) + tokenType([Int32](repeating: 0, count: b * t), graph: g)
+        var x = word(flat, graph: g) + position(positions, graph: g) + tokenType([Int32](repeating: 0, count: flat.count), graph: g)
         x = embeddingNorm(x)
-        for l in layers { x = l(x, batch: b, keyPadding: padding) }
+        let lengths = batch.map(\.count)
+        for l in layers { x = l(x, lengths: lengths) }
         let states = x.value
         var pooled = Tensor(zeros: [b, h])
         states.withData { ps in pooled.withMutableData { pp in
+            var offset = 0
             for i in 0..<b {
                 let n = batch[i].count
-                for j in 0..<n { for k in 0..<h { pp[i * h + k] += ps[(i * t + j) * h + k] } }
+                defer { offset += n }
+                for j in 0..<n { for k in 0..<h { pp[i * h + k] += ps[(offset + j) * h + k] } }
                 var norm: Float = 0
                 for k in 0..<h { pp[i * h + k] /= Float(n); norm += pp[i * h + k] * pp[i * h + k] }
                 let s = 1 / max(norm.squareRoot(), 1e-12)

@@ -83,6 +83,43 @@ extension Kernels {
         return out
     }
 
+    /// Multi-head attention over packed sequences: q, k, v (Σ lengths, heads · dh), sequence after sequence; each
+    /// head of each sequence attends over that sequence only. Each (sequence, head) block is gathered into the same
+    /// contiguous (n, dh) layout `attention(_:_:_:lengths:scale:)` reads, so the bits are the same.
+    public static func attention(packed q: Tensor, _ k: Tensor, _ v: Tensor, lengths: [Int], heads: Int, scale: Float) -> Tensor {
+        precondition(q.rank == 2 && k.shape == q.shape && v.shape == q.shape && q.shape[0] == lengths.reduce(0, +) && q.shape[1] % heads == 0,
+                     "packed attention needs q, k, v (Σ lengths, heads · dh), got \(q.shape) for \(lengths.reduce(0, +)) rows")
+        let rows = q.shape[0], width = q.shape[1], d = width / heads
+        var out = Tensor(zeros: [rows, width])
+        let t = lengths.max() ?? 0
+        if rows == 0 || d == 0 || t == 0 { return out }
+        let qs = UnsafeMutablePointer<Float>.allocate(capacity: t * d), ks = UnsafeMutablePointer<Float>.allocate(capacity: t * d)
+        let vs = UnsafeMutablePointer<Float>.allocate(capacity: t * d), os = UnsafeMutablePointer<Float>.allocate(capacity: t * d)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        defer { for p in [qs, ks, vs, os, scores] { p.deallocate() } }
+        q.withData { pq in k.withData { pk in v.withData { pv in out.withMutableData { po in
+            var offset = 0
+            for n in lengths {
+                defer { offset += n }
+                if n == 0 { continue }
+                for h in 0..<heads {
+                    for r in 0..<n {
+                        let src = (offset + r) * width + h * d
+                        (qs + r * d).update(from: pq.baseAddress! + src, count: d)
+                        (ks + r * d).update(from: pk.baseAddress! + src, count: d)
+                        (vs + r * d).update(from: pv.baseAddress! + src, count: d)
+                    }
+                    BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: d, qs, lda: d, ks, ldb: d, beta: 0, scores, ldc: n)
+                    for j in 0..<(n * n) { scores[j] = scores[j] * scale }
+                    csys_softmax_rows(scores, scores, n, n)
+                    BLAS.sgemm(transA: false, transB: false, m: n, n: d, k: n, scores, lda: n, vs, ldb: d, beta: 0, os, ldc: d)
+                    for r in 0..<n { (po.baseAddress! + (offset + r) * width + h * d).update(from: os + r * d, count: d) }
+                }
+            }
+        } } } }
+        return out
+    }
+
     /// Reorders axes: output axis i is input axis `order[i]`.
     public static func permute(_ a: Tensor, _ order: [Int]) -> Tensor {
         precondition(order.sorted() == Array(0..<a.rank), "permute: \(order) is not a permutation of \(a.rank) axes")

@@ -86,6 +86,16 @@ public final class MultiHeadSelfAttention {
         return output(a.reshaped([batch, heads, t, dh]).permuted([0, 2, 1, 3]).reshaped([batch * t, width]))
     }
 
+    /// Inference over packed sequences: x (Σ lengths, width) holds sequence after sequence, no padding; each
+    /// sequence attends over itself. The same bits as the padded call with a key-padding mask, for its real rows
+    /// (row-stable products; each sequence's attention over its own length), without computing padded rows.
+    public func callAsFunction(_ x: Var, lengths: [Int]) -> Var {
+        precondition(!x.graph.recording, "packed sequences are for inference (a graph that does not record)")
+        let dh = width / heads
+        let a = Kernels.attention(packed: query(x).value, key(x).value, value(x).value, lengths: lengths, heads: heads, scale: 1 / Float(dh).squareRoot())
+        return output(x.graph.constant(a))
+    }
+
     public var parameters: [Parameter] { query.parameters + key.parameters + value.parameters + output.parameters }
 }
 
@@ -108,6 +118,12 @@ public final class TransformerEncoderLayer {
     /// x (B·T, width) → (B·T, width).
     public func callAsFunction(_ x: Var, batch: Int, keyPadding: [[Bool]]? = nil) -> Var {
         let h = norm1(x + attention(x, batch: batch, keyPadding: keyPadding))
+        return norm2(h + linear2(linear1(h).gelu()))
+    }
+
+    /// Inference over packed sequences (x: Σ lengths rows, no padding; see `MultiHeadSelfAttention(_:lengths:)`).
+    public func callAsFunction(_ x: Var, lengths: [Int]) -> Var {
+        let h = norm1(x + attention(x, lengths: lengths))
         return norm2(h + linear2(linear1(h).gelu()))
     }
 

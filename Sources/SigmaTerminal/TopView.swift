@@ -15,6 +15,8 @@ public struct TopView {
     }
     public var status: ClusterStatus
     public var sort: Sort
+    /// Deployments (docs/serving.md): a line each under the header, at most 3.
+    public var deployments: [DeploymentStatus] = []
 
     public func render(width: Int, height: Int) -> [String] {
         let width = max(60, width), height = max(12, height)
@@ -28,6 +30,13 @@ public struct TopView {
         lines.append("workers \(sum.live) live on \(sum.hosts) host\(sum.hosts == 1 ? "" : "s")  slots \(sum.slots)  in flight \(sum.busy)  queued \(status.queuedShards)  jobs \(running.count) running")
         lines.append("cpu \(String(format: "%.0f", sum.cpuShare * 100))% of \(sum.hostCores) cores  workers' memory \(formatBytes(sum.rss)) of \(formatBytes(sum.hostMemory))"
                      + "  throughput \(sum.rate > 0 ? formatRate(sum.rate) + " items/s" : "-")  in \(formatBytes(live.reduce(0) { $0 + $1.bytesIn }))  out \(formatBytes(live.reduce(0) { $0 + $1.bytesOut }))  lz4 \(String(format: "%.2f", lz4Ratio))x")
+        for d in deployments.prefix(3) {
+            func ms(_ v: Double) -> String { v.isFinite ? String(format: v < 10 ? "%.2f" : "%.0f", v) : "-" }
+            lines.append("serve \(d.name) \(d.ready)/\(d.replicasWanted == 0 ? "all" : "\(d.replicasWanted)") ready  \(formatRate(d.rate)) req/s  p50 \(ms(d.p50Ms)) p99 \(ms(d.p99Ms)) ms"
+                         + " (queue \(ms(d.queueP50Ms)), compute \(ms(d.computeP50Ms)))  batch \(d.meanBatch.isFinite ? String(format: "%.1f", d.meanBatch) : "-")  queued \(d.queued)"
+                         + "  429/503/504 \(d.tooBusy)/\(d.unavailable)/\(d.timedOut)")
+        }
+        if deployments.count > 3 { lines.append("… \(deployments.count - 3) more deployments (sigma deployments)") }
         // The screen is shared: workers get the rows they need up to half of what is left, jobs the rest (running
         // newest first, then the latest finished) — a tall terminal shows more of both, never blank rows under a cut list.
         let warnings = blasWarnings(status.workers).prefix(3)

@@ -26,10 +26,12 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench scale       # train, embed, map-reduce on 1 … N workers
           sigma bench scale --workers 1,2,4,8 --threads 8
           sigma bench coordinator # coordinator's cost per step vs workers
+          sigma bench serve       # deployments under load, HTTP and ZeroMQ
+          sigma bench serve --concurrency 1,16 --window 2
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator, scale.")
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator, scale, serve.")
     var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
@@ -39,6 +41,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
     /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
     @Flag(help: "dispatch, train, reduce: the embedded coordinator keeps a journal (in a temporary folder), as `sigma coordinator` does by default.") var journal = false
+    @Option(help: "For serve: the concurrency levels (clients asking one request after another).") var concurrency: String = "1,4,16,64"
+    @Option(help: "For serve: seconds per measuring window.") var window: Double = 5
+    @Option(help: "For serve: the models (minilm, digits; default both).") var models: String = ""
+    @Option(help: "For serve: most windows per level (it stops once three in a row agree within 10 %).") var maxWindows: Int = 6
     @Flag(help: .hidden) var child = false
     /// The integration test of the kernel switch: force Prescott, choose again, check products (BenchKernels).
     @Flag(help: .hidden) var checkSwitchFromGeneric = false
@@ -56,6 +62,13 @@ struct BenchCommand: AsyncParsableCommand {
             case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)
             case "embed-cluster": try await BenchJobs.embed(runs: runs, logger: Logger(label: "sigma.bench"))
+            case "serve":
+                let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard !levels.isEmpty, levels.allSatisfy({ $0 >= 1 && $0 <= 1024 }) else { throw CLIError.usage("--concurrency: a list of counts from 1 to 1024, such as 1,4,16,64") }
+                guard window > 0, maxWindows >= 1 else { throw CLIError.usage("--window must be positive and --max-windows at least 1") }
+                let only = models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard only.allSatisfy({ ["minilm", "digits"].contains($0) }) else { throw CLIError.usage("--models: minilm, digits or both (minilm,digits)") }
+                try await BenchServe.run(window: window, concurrency: levels, maxWindows: maxWindows, only: only, logger: Logger(label: "sigma.bench"))
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
             case "coordinator":
                 let counts = workers?.counts ?? [1, 2, 4, 8, 16, 32, 64]

@@ -36,13 +36,16 @@ struct TopCommand: AsyncParsableCommand {
             if once {
                 let s = try await mapClientError { try await c.status(timeout: client.timeout) }
                 let size = terminalSize()
-                print(TopView(status: s, sort: .id).render(width: size.width, height: size.height).joined(separator: "\n"))
+                var view = TopView(status: s, sort: .id)
+                view.deployments = (try? await c.deployments(timeout: client.timeout)) ?? []
+                print(view.render(width: size.width, height: size.height).joined(separator: "\n"))
                 return
             }
             let terminal = RawTerminal()
             defer { terminal.restore() }
             var sort = TopView.Sort.id
             var last: ClusterStatus? = nil
+            var deployments: [DeploymentStatus] = []
             var lastAt = Date()
             var problem = ""
             var unreachableSince: Date? = nil
@@ -51,6 +54,7 @@ struct TopCommand: AsyncParsableCommand {
                     // (a coordinator that went away is noticed within 3 s; the same connection reaches it again
                     // when it is back — a restarted one answers with its journaled jobs)
                     last = try await c.status(timeout: min(client.timeout, 3))
+                    deployments = (try? await c.deployments(timeout: min(client.timeout, 3))) ?? deployments
                     lastAt = Date()
                     problem = ""
                     unreachableSince = nil
@@ -64,7 +68,11 @@ struct TopCommand: AsyncParsableCommand {
                     problem = "\(error)"
                 }
                 let size = terminalSize()
-                var lines = last.map { TopView(status: $0, sort: sort).render(width: size.width, height: size.height) }
+                var lines = last.map { s in
+                    var view = TopView(status: s, sort: sort)
+                    view.deployments = deployments
+                    return view.render(width: size.width, height: size.height)
+                }
                     ?? ["sigma top — waiting for the coordinator at \(c.endpoint)"]
                 if !problem.isEmpty { lines.insert(String(("! " + problem).prefix(size.width)), at: 0) }
                 terminal.draw(Array(lines.prefix(size.height)))

@@ -126,6 +126,13 @@ import Testing
         for r in (0..<10) where !mask[r / 5][r % 5] { #expect(maxAbsDiff(yq.rows(r..<(r + 1)), y.rows(r..<(r + 1))) <= 1e-5, "row \(r)") }
         #expect(quiet.values.isEmpty && !quiet.recording)
         #expect(g.values.count > 20)
+        // Packed (no padding rows at all): the same bits as the padded call's real rows.
+        let lengths = mask.map { $0.firstIndex(of: true) ?? 5 }
+        let realRows = (0..<2).flatMap { b in (b * 5)..<(b * 5 + lengths[b]) }
+        let input = f["input"]!.reshaped([10, 16])
+        let packedInput = Tensor(shape: [realRows.count, 16], realRows.flatMap { input.rows($0..<($0 + 1)).scalars })
+        let packed = layer(Graph(recording: false).constant(packedInput), lengths: lengths).value
+        #expect(packed.scalars.map(\.bitPattern) == realRows.flatMap { yq.rows($0..<($0 + 1)).scalars.map(\.bitPattern) })
         // Row-stable: each sequence's outputs are the same bits alone (unpadded) as beside the other one.
         for b in 0..<2 {
             let n = mask[b].firstIndex(of: true) ?? 5

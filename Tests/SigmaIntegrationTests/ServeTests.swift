@@ -130,6 +130,20 @@ import Testing
         let ok = try await Self.http("POST", base + "/predict/digits", "{\"inputs\": [[" + x.values[0..<64].map { "\($0)" }.joined(separator: ",") + "]]}")
         #expect(ok.status == 200 && ((Self.json(ok.body)["outputs"] as? [[NSNumber]])?.first?.map(\.floatValue).map(\.bitPattern) ?? []) == want.values[0..<10].map(\.bitPattern), "\(ok.body.prefix(200))")
 
+        // Watching: /metrics, sigma top, sigma deployments, the dashboard's JSON.
+        let metrics = try await Self.http("GET", base + "/metrics").body
+        for name in ["sigma_serve_requests", "sigma_serve_latency_p99_seconds", "sigma_serve_queue_p50_seconds", "sigma_serve_compute_p50_seconds",
+                     "sigma_serve_batch_size_mean", "sigma_serve_rejected_429"] {
+            #expect(metrics.contains("\(name){deployment=\"digits\"}"), "\(name) missing from /metrics")
+        }
+        let (_, top, _) = try await sigma(["top", "--once"] + ep)
+        #expect(top.contains("serve digits 1/1 ready") && top.contains("p50 "), "\(top)")
+        let (_, table, _) = try await sigma(["deployments"] + ep)
+        #expect(table.contains("replica on w") && table.contains("ready, "), "\(table)")
+        let status = Self.json(try await Self.http("GET", base + "/api/status").body)
+        let listed = (status["deployments"] as? [[String: Any]])?.first
+        #expect(listed?["name"] as? String == "digits" && (listed?["requests"] as? Int ?? 0) >= sizes.count + 2, "\(String(describing: listed))")
+
         // Undeploy: gone, and requests say so.
         let (us, uout, _) = try await sigma(["undeploy", "digits"] + ep)
         #expect(us == 0 && !uout.contains("digits "), "\(uout)")

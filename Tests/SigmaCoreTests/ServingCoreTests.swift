@@ -1,0 +1,150 @@
+import SigmaCoordinatorCore
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// The coordinator core's deployments (docs/serving.md), driven event by event: replicas placed, batches formed and
+/// routed, a dead worker's requests answered once elsewhere, 429 / 503 / 504.
+@Suite struct ServingCoreTests {
+    static func config(_ name: String = "m", replicas: Int = 0, maxBatch: Int = 4, queueLimit: Int = 100, timeout: Nanos = 10_000_000_000) -> DeploymentConfig {
+        DeploymentConfig(name: name, model: "mlp", inputs: 2, spec: JobSpec(kind: "serve", name: name, body: [1]), replicas: replicas,
+                         maxBatch: maxBatch, maxWait: 5_000_000, queueLimit: queueLimit, timeout: timeout)
+    }
+
+    static func row(_ v: Float) -> ServeInput { .rows(width: 2, values: [v, v]) }
+
+    /// Deploys `config` on the harness's workers and has each load it.
+    static func deployed(_ h: inout Harness, _ c: DeploymentConfig, workers: [PeerID]) {
+        for w in workers { h.hello(w) }
+        let sent = h.event(.deploy(client, request: 1, .success(c)))
+        for w in workers where sent.contains(where: { $0.0 == w && $0.1.type == .load }) {
+            h.event(.received(w, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        }
+    }
+
+    /// BATCHes sent to `peer` and not yet answered.
+    static func batches(_ h: inout Harness, _ peer: PeerID) -> [ServeBatch] {
+        var out: [ServeBatch] = []
+        h.outbox.removeAll { p, m in
+            if p == peer, case .batch(let b) = m { out.append(b); return true }
+            return false
+        }
+        return out
+    }
+
+    /// The worker's answer: one output per row, the row's first value plus 100.
+    static func answer(_ h: inout Harness, _ peer: PeerID, _ b: ServeBatch) -> [(PeerID, Message)] {
+        guard case .rows(let w, let v) = b.input else { return [] }
+        let out = stride(from: 0, to: v.count, by: w).map { v[$0] + 100 }
+        return h.event(.received(peer, .batchResult(ServeBatchResult(batch: b.batch, ok: true, computeNanos: 1000, rows: UInt32(out.count), width: 1, values: out))))
+    }
+
+    static func predictions(_ sent: [(PeerID, Message)]) -> [UInt64: [Float]] {
+        var out: [UInt64: [Float]] = [:]
+        for (_, m) in sent { if case .prediction(let p) = m { out[p.request] = p.values } }
+        return out
+    }
+
+    @Test func replicasGoOnEveryWorkerAndOnWorkersThatJoinLater() {
+        var h = Harness()
+        h.hello(w1)
+        let sent = h.event(.deploy(client, request: 1, .success(Self.config(replicas: 0))))
+        #expect(sent.contains { $0.0 == w1 && $0.1.type == .load })
+        #expect(sent.contains { if case .deployments(1, let l) = $0.1 { l.first?.replicas.count == 1 } else { false } })
+        #expect(h.hello(w2).contains { $0.0 == w2 && $0.1.type == .load }, "a worker that joins later gets a replica")
+        // The same spec again changes nothing; another spec under the name is refused.
+        #expect(h.event(.deploy(client, request: 2, .success(Self.config(replicas: 0)))).allSatisfy { $0.1.type == .deployments })
+        let other = h.event(.deploy(client, request: 3, .success(Self.config(replicas: 1))))
+        #expect(other.contains { if case .error(let e) = $0.1 { e.code == 422 && e.message.contains("sigma undeploy m") } else { false } })
+    }
+
+    @Test func requestsAreBatchedAndAnsweredInOrderWithTheirOwnRows() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1, maxBatch: 4), workers: [w1])
+        // Idle replica: the first request leaves at once, alone.
+        h.event(.received(client, .predict(PredictRequest(request: 10, name: "m", input: Self.row(1)))))
+        let first = Self.batches(&h, w1)
+        #expect(first.count == 1 && first[0].input.count == 1)
+        // While it computes, five more gather: a full batch of 4 goes behind it (depth 2), one waits.
+        for r in 11...15 { h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r)))))) }
+        let second = Self.batches(&h, w1)
+        #expect(second.count == 1 && second[0].input == .rows(width: 2, values: [11, 11, 12, 12, 13, 13, 14, 14]))
+        var answers = Self.predictions(Self.answer(&h, w1, first[0]))
+        answers.merge(Self.predictions(Self.answer(&h, w1, second[0]))) { $1 }
+        // The five clients just answered are expected back: the idle replica waits for them, at most max_wait.
+        #expect(Self.batches(&h, w1).isEmpty)
+        h.advance(5_000_000)
+        h.event(.serveDue)
+        let third = Self.batches(&h, w1)
+        #expect(third.count == 1 && third[0].input.count == 1)
+        answers.merge(Self.predictions(Self.answer(&h, w1, third[0]))) { $1 }
+        #expect(answers == [10: [101], 11: [111], 12: [112], 13: [113], 14: [114], 15: [115]])
+        let d = h.core.deploymentList(now: h.now)[0]
+        #expect(d.requests == 6 && d.answered == 6 && d.meanBatch == 2)
+    }
+
+    @Test func aLoneClientNeverWaitsAndReturningClientsAreBatchedTogether() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1, maxBatch: 8), workers: [w1])
+        // One client, one request after another: each leaves at once.
+        for r in 1...3 {
+            h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r))))))
+            let b = Self.batches(&h, w1)
+            #expect(b.count == 1 && b[0].input.count == 1, "request \(r)")
+            _ = Self.answer(&h, w1, b[0])
+        }
+        // Under load: requests that gather while the replica computes go together, and once it is idle again it waits
+        // for the client it just answered instead of taking the next request alone.
+        for r in 4...6 { h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r)))))) }
+        var b = Self.batches(&h, w1)
+        #expect(b.count == 1 && b[0].input.count == 1)
+        _ = Self.answer(&h, w1, b[0])
+        for r in 7...9 { h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r)))))) }
+        b = Self.batches(&h, w1)
+        #expect(b.count == 1 && b[0].input.count == 3, "\(b.map(\.input.count))")
+    }
+
+    @Test func aDeadWorkersRequestsAreAnsweredOnceElsewhere() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 0, maxBatch: 2), workers: [w1, w2])
+        for r in 1...4 { h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r)))))) }
+        let on1 = Self.batches(&h, w1), on2 = Self.batches(&h, w2)
+        #expect(on1.count + on2.count >= 2)
+        // w1 falls silent: declared dead, its batches' requests go to w2.
+        for b in on2 { _ = Self.answer(&h, w2, b) }
+        h.advance(4_000_000_000)
+        h.event(.received(w2, .heartbeat(Heartbeat(sent: 1, echo: 0))))
+        h.event(.tick)
+        var answers = Self.predictions(h.outbox)
+        for _ in 0..<4 {
+            for b in Self.batches(&h, w2) { answers.merge(Self.predictions(Self.answer(&h, w2, b))) { $1 } }
+        }
+        // w1's late answer is dropped: nothing is answered twice.
+        for b in on1 { #expect(Self.predictions(Self.answer(&h, w1, b)).isEmpty) }
+        #expect(answers == [1: [101], 2: [102], 3: [103], 4: [104]])
+        let count = h.outbox.filter { if case .prediction = $0.1 { true } else { false } }.count
+        #expect(count == 4, "each request answered once")
+    }
+
+    @Test func overTheQueueLimitIs429NotReadyIs503TooLateIs504() {
+        var h = Harness()
+        h.hello(w1)
+        h.event(.deploy(client, request: 1, .success(Self.config(replicas: 1, maxBatch: 1, queueLimit: 2, timeout: 1_000_000_000))))
+        func code(_ sent: [(PeerID, Message)]) -> UInt16? { sent.compactMap { if case .error(let e) = $0.1 { e.code } else { nil } }.first }
+        let loading = h.event(.received(client, .predict(PredictRequest(request: 2, name: "m", input: Self.row(1)))))
+        #expect(code(loading) == 503 && loading.contains { if case .error(let e) = $0.1 { e.message.contains("no replica loaded yet") } else { false } })
+        h.event(.received(w1, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        // Two in flight (depth 2 once the queue is full), two queued, then 429.
+        var codes: [UInt16?] = []
+        for r in 3...8 { codes.append(code(h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(1))))))) }
+        #expect(codes == [nil, nil, nil, nil, 429, 429])
+        #expect(code(h.event(.received(client, .predict(PredictRequest(request: 9, name: "m", input: .texts(["a"])))))) == 422)
+        #expect(code(h.event(.received(client, .predict(PredictRequest(request: 10, name: "nope", input: Self.row(1)))))) == 404)
+        // The queued ones time out: 504 before any batch takes them.
+        h.advance(2_000_000_000)
+        let late = h.event(.serveDue)
+        #expect(late.filter { if case .error(let e) = $0.1 { e.code == 504 } else { false } }.count == 4)
+        let d = h.core.deploymentList(now: h.now)[0]
+        #expect(d.tooBusy == 2 && d.unavailable == 1 && d.timedOut == 4)
+    }
+}
