@@ -356,8 +356,10 @@ extension Frame {
 extension Codec {
     /// A PREDICTION's or BATCH-RESULT's `rows` × `width` floats: the payload must hold exactly that many.
     static func outputs(_ payload: Frame?, rows: UInt32, width: UInt32) throws -> [Float] {
-        let want = UInt64(rows) * UInt64(width) * 4, got = UInt64(payload?.count ?? 0)
-        guard want == got, let v = (payload ?? .empty).floatValues else {
+        // (rows × width fits 64 bits; × 4 may not: a peer's numbers are not trusted)
+        let (want, overflow) = (UInt64(rows) * UInt64(width)).multipliedReportingOverflow(by: 4)
+        let got = UInt64(payload?.count ?? 0)
+        guard !overflow, want == got, let v = (payload ?? .empty).floatValues else {
             throw ByteReadError(field: "rows", problem: "\(rows) rows of \(width) floats are \(want) bytes, the payload has \(got)")
         }
         return v

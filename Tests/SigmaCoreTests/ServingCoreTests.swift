@@ -147,4 +147,18 @@ import Testing
         let d = h.core.deploymentList(now: h.now)[0]
         #expect(d.tooBusy == 2 && d.unavailable == 1 && d.timedOut == 4)
     }
+
+    /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
+    /// key may not answer batches.
+    @Test func rolesDecideWhoDeploysPredictsAndAnswers() {
+        var h = Harness()
+        let worker = Principal(name: "w", key: "W", role: .worker), alice = Principal(name: "alice", key: "A", role: .client)
+        h.hello(w1)
+        func refused(_ sent: [(PeerID, Message)]) -> Bool { sent.contains { if case .error(let e) = $0.1 { e.code == 403 } else { false } } }
+        #expect(refused(h.event(.deploy(w2, request: 1, .success(Self.config(replicas: 1)), from: worker))))
+        #expect(!refused(h.event(.deploy(client, request: 2, .success(Self.config(replicas: 1)), from: alice))))
+        #expect(refused(h.event(.received(w2, .predict(PredictRequest(request: 3, name: "m", input: Self.row(1))), from: worker))))
+        #expect(refused(h.event(.received(client, .batchResult(ServeBatchResult(batch: 1, ok: true)), from: alice))))
+        #expect(refused(h.event(.received(client, .loaded(ModelLoaded(deployment: 1, ok: true)), from: alice))))
+    }
 }

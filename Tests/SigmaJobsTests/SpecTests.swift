@@ -97,7 +97,7 @@ import Testing
     @Test func inputFilesAndLocalizedSpecs() throws {
         let train = try JobSpec.parse("kind: train\nmodel: {mlp: [4, 2]}\ndata: {x: /d/x.npy, y: /d/y.npy}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\ninput_transport: coordinator\n")
         #expect(train.inputTransport == .coordinator)
-        #expect(try JobSpec.decode(train.encoded.withUnsafeBytes { $0 }) == train)
+        #expect(try train.encoded.withUnsafeBytes { try JobSpec.decode($0) } == train)   // (the bytes only while they live)
         #expect(try train.workerInputFiles { _ in true } == ["/d/x.npy", "/d/y.npy"])
         guard let t = TrainKind.spec(in: try train.localized(["/d/x.npy": "/c/1/x.npy", "/d/y.npy": "/c/2/y.npy"])) else { Issue.record("kind"); return }
         #expect(t.data.x == "/c/1/x.npy" && t.data.y == "/c/2/y.npy" && t.inputTransport == .coordinator)
@@ -115,13 +115,13 @@ import Testing
         // Map-reduce ships its npy input the same way; a generated input has nothing to ship.
         let mr = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\ninput_transport: coordinator\n")
         #expect(mr.inputTransport == .coordinator)
-        #expect(try JobSpec.decode(mr.encoded.withUnsafeBytes { $0 }) == mr)
+        #expect(try mr.encoded.withUnsafeBytes { try JobSpec.decode($0) } == mr)
         #expect(try mr.workerInputFiles { _ in true } == ["/d/v.npy"])
         guard let m = MapReduceKind.spec(in: try mr.localized(["/d/v.npy": "/c/3/v.npy"])) else { Issue.record("kind"); return }
         #expect(m.input == .npy(path: "/c/3/v.npy") && m.inputTransport == .coordinator)
         let plain = try JobSpec.parse("kind: map-reduce\ninput: {npy: /d/v.npy}\nreduce: sum\n")
         #expect(plain.inputTransport == .shared && plain.encoded != mr.encoded)
-        #expect(try JobSpec.decode(plain.encoded.withUnsafeBytes { $0 }) == plain)
+        #expect(try plain.encoded.withUnsafeBytes { try JobSpec.decode($0) } == plain)
         #expect { _ = try JobSpec.parse("kind: map-reduce\ninput: {generate: range, count: 5}\nreduce: sum\ninput_transport: coordinator\n") }
             throws: { "\($0)".contains("input_transport") && "\($0)".contains("generated") }
     }
