@@ -86,6 +86,7 @@ struct Accumulator {
         case .square: for i in values.indices { values[i] = values[i] * values[i] }
         case .abs: for i in values.indices { values[i] = Swift.abs(values[i]) }
         case .affine(let a, let b): for i in values.indices { values[i] = a * values[i] + b }
+        default: for i in values.indices { values[i] = map.apply(values[i]) }
         }
         var sum = partial.sum, comp = partial.compensation
         var mn = partial.min, mx = partial.max

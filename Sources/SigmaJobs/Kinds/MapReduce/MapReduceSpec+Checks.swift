@@ -17,9 +17,7 @@ extension MapReduceSpec {
             throw SpecError(field: "input.start", problem: "start and step must be finite")
         default: break
         }
-        if case .affine(let a, let b) = map, !(a.isFinite && b.isFinite) {
-            throw SpecError(field: "map.affine", problem: "a and b must be finite")
-        }
+        try map.validate(field: "map", depth: 0)
         guard !reduce.isEmpty else { throw SpecError(field: "reduce", problem: "empty list") }
         var histograms = 0
         for (i, r) in reduce.enumerated() {
@@ -42,5 +40,22 @@ extension MapReduceSpec {
             guard k >= 1 else { throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)") }
         }
         if let n = input.generatedCount { try sharding.check(rows: n, limits: limits) }
+    }
+}
+
+extension ElementFunction {
+    /// The parameters in range, however the function came (YAML, JSON or the wire): finite affine coefficients,
+    /// clip bounds in order, lists of 1…64 functions nested at most once.
+    func validate(field: String, depth: Int) throws {
+        switch self {
+        case .affine(let a, let b) where !(a.isFinite && b.isFinite):
+            throw SpecError(field: field + ".affine", problem: "a and b must be finite")
+        case .clip(let lo, let hi) where !(lo ?? 0).isFinite || !(hi ?? 0).isFinite || (lo ?? -.infinity) > (hi ?? .infinity):
+            throw SpecError(field: field + ".clip", problem: "low and high must be finite numbers with low ≤ high")
+        case .compose(let fs):
+            guard depth == 0, !fs.isEmpty, fs.count <= 64 else { throw SpecError(field: field, problem: "a list of 1 to 64 functions, not nested") }
+            for (i, f) in fs.enumerated() { try f.validate(field: "\(field)[\(i)]", depth: depth + 1) }
+        default: break
+        }
     }
 }

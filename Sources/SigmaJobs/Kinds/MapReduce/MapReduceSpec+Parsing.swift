@@ -69,15 +69,29 @@ extension MapReduceSpec {
 }
 
 extension ElementFunction {
+    static let known = "identity, square, abs, log, exp, {affine: {a, b}}, {clip: {low, high}}, or a list of them applied in order"
+
     static func parse(_ node: Node, field: String) throws -> ElementFunction {
         if let s = node.string, node.scalar != nil {
             switch s {
             case "identity": return .identity
             case "square": return .square
             case "abs": return .abs
+            case "log": return .log
+            case "exp": return .exp
             case "affine": throw SpecError(field: field, problem: "affine needs parameters: {affine: {a: 2, b: 1}}")
-            default: throw SpecError(field: field, problem: "unknown function '\(s)'; expected identity, square, abs or {affine: {a, b}}")
+            case "clip": throw SpecError(field: field, problem: "clip needs its bounds: {clip: {low: 0, high: 1}}")
+            default:
+                let near = nearest(s, among: ["identity", "square", "abs", "log", "exp", "affine", "clip"])
+                throw SpecError(field: field, problem: "unknown function '\(s.prefix(40))'" + (near.map { "; did you mean '\($0)'?" } ?? "; expected \(known)"))
             }
+        }
+        if let list = node.sequence {
+            guard !list.isEmpty, list.count <= 64 else { throw SpecError(field: field, problem: "a list of 1 to 64 functions, got \(list.count)") }
+            return .compose(try list.enumerated().map { i, n in
+                guard n.sequence == nil else { throw SpecError(field: "\(field)[\(i)]", problem: "a function, not a list") }
+                return try parse(n, field: "\(field)[\(i)]")
+            })
         }
         if let m = node.mapping, m.count == 1, let key = m.first?.key.string, key == "affine", let params = m.first?.value.mapping {
             var p = Fields(params, path: field + ".affine.")
@@ -85,7 +99,14 @@ extension ElementFunction {
             try p.rejectUnknown()
             return .affine(a: a, b: b)
         }
-        throw SpecError(field: field, problem: "expected identity, square, abs or {affine: {a: NUMBER, b: NUMBER}}")
+        if let m = node.mapping, m.count == 1, let key = m.first?.key.string, key == "clip", let params = m.first?.value.mapping {
+            var p = Fields(params, path: field + ".clip.")
+            let lo = try p.optionalDouble("low"), hi = try p.optionalDouble("high")
+            try p.rejectUnknown()
+            if let lo, let hi, lo > hi { throw SpecError(field: field + ".clip", problem: "low \(lo) is above high \(hi)") }
+            return .clip(low: lo, high: hi)
+        }
+        throw SpecError(field: field, problem: "expected \(known)")
     }
 }
 

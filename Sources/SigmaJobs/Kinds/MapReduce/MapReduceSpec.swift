@@ -1,3 +1,4 @@
+import Foundation
 import SigmaModel
 
 /// S = reduce(f(x_i)) over an input split into index-range shards.
@@ -47,10 +48,14 @@ public enum DataSource: Codable, Sendable, Equatable {
     }
 }
 
-/// f, applied to each value in Float64.
+/// f, applied to each value in Float64 (NumPy's semantics: log of a negative is NaN, of 0 is −∞; clip keeps NaN).
 public enum ElementFunction: Codable, Sendable, Equatable {
-    case identity, square, abs
+    case identity, square, abs, log, exp
     case affine(a: Double, b: Double)
+    /// Values below `low` become `low`, above `high` become `high` (nil: no bound on that side).
+    case clip(low: Double?, high: Double?)
+    /// The functions in order: `[abs, {affine: {a: 2}}, square]` is square(2·|x|).
+    case compose([ElementFunction])
 
     @inline(__always)
     public func apply(_ x: Double) -> Double {
@@ -58,7 +63,11 @@ public enum ElementFunction: Codable, Sendable, Equatable {
         case .identity: x
         case .square: x * x
         case .abs: Swift.abs(x)
+        case .log: Foundation.log(x)
+        case .exp: Foundation.exp(x)
         case .affine(let a, let b): a * x + b
+        case .clip(let lo, let hi): x.isNaN ? x : Swift.min(Swift.max(x, lo ?? -.infinity), hi ?? .infinity)
+        case .compose(let fs): fs.reduce(x) { $1.apply($0) }
         }
     }
 
@@ -67,7 +76,11 @@ public enum ElementFunction: Codable, Sendable, Equatable {
         case .identity: "identity"
         case .square: "square"
         case .abs: "abs"
+        case .log: "log"
+        case .exp: "exp"
         case .affine(let a, let b): "affine(a: \(a), b: \(b))"
+        case .clip(let lo, let hi): "clip(low: \(lo.map { "\($0)" } ?? "none"), high: \(hi.map { "\($0)" } ?? "none"))"
+        case .compose(let fs): "[" + fs.map(\.description).joined(separator: ", ") + "]"
         }
     }
 }
