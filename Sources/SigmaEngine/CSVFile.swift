@@ -14,6 +14,15 @@ public struct FormatError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Numeric CSV: every row the same number of comma-separated numbers (an optional header row is skipped). Errors
 /// give the file, line and column, never the text found there.
 public enum CSVFile {
+    /// The names in the first line (trimmed).
+    public static func header(path: String) throws -> [String] {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw FormatError(file: path, problem: "cannot read") }
+        defer { try? h.close() }
+        let head = (try? h.read(upToCount: 1 << 16)) ?? Data()
+        let line = String(decoding: head, as: UTF8.self).split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
     public static func readFloats(path: String, header: Bool = false) throws -> (rows: Int, columns: Int, values: [Float]) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw FormatError(file: path, problem: "cannot read")

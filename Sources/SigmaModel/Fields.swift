@@ -53,6 +53,15 @@ public struct Fields {
         return s
     }
 
+    public mutating func optionalBool(_ key: String) throws -> Bool? {
+        guard let n = take(key) else { return nil }
+        switch n.scalar != nil ? n.string : nil {
+        case "true": return true
+        case "false": return false
+        default: throw SpecError(field: path + key, problem: "expected true or false")
+        }
+    }
+
     public mutating func optionalDouble(_ key: String) throws -> Double? {
         guard let n = take(key) else { return nil }
         guard n.scalar != nil, let s = n.string, let d = Double(s), d.isFinite else {

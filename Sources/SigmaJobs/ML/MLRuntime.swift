@@ -34,8 +34,12 @@ public struct LabeledData: Sendable {
         let scale = Float(spec.scale)
         do {
             if let csv = spec.csv {
-                let t = try CSVFile.readFloats(path: csv)
+                let t: (rows: Int, columns: Int, values: [Float])
+                do { t = try CSVFile.readFloats(path: csv, header: spec.header == true) } catch let e as FormatError where spec.header != true && e.problem.hasPrefix("line 1 ") {
+                    throw JobError("\(e) (a header line? add header: true to data)")
+                }
                 guard t.columns >= 2 else { throw JobError("\(csv): \(t.columns) column(s); expected features and a label column") }
+                let labelAt = try labelColumn(spec, csv: csv, columns: t.columns)
                 rows = t.rows
                 features = t.columns - 1
                 guard features == expected else {
@@ -46,8 +50,8 @@ public struct LabeledData: Sendable {
                 labels.reserveCapacity(rows)
                 for r in 0..<rows {
                     let base = r * t.columns
-                    for c in 0..<features { x.append(t.values[base + c] * scale) }
-                    labels.append(try label(t.values[base + features], row: r, classes: classes, file: csv))
+                    for c in 0..<t.columns where c != labelAt { x.append(t.values[base + c] * scale) }
+                    labels.append(try label(t.values[base + labelAt], row: r, classes: classes, file: csv))
                 }
                 y = labels
             } else if let xp = spec.x {
@@ -72,6 +76,21 @@ public struct LabeledData: Sendable {
         try limits.checkRows(spec.csv == nil ? "data.x" : "data.csv", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         return LabeledData(rows: rows, features: features, x: x, y: y)
+    }
+
+    /// The label column of a CSV with `columns` columns: `label_column` by name (from the header line) or index,
+    /// else the last.
+    static func labelColumn(_ spec: LabeledDataSpec, csv: String, columns: Int) throws -> Int {
+        guard let c = spec.labelColumn else { return columns - 1 }
+        if let i = Int(c) {
+            guard i < columns else { throw JobError("data.label_column: index \(i), but \(csv) has \(columns) columns (0…\(columns - 1))") }
+            return i
+        }
+        let names = try CSVFile.header(path: csv)
+        guard let i = names.firstIndex(of: c) else {
+            throw JobError("data.label_column: no column '\(c.prefix(40))' in the header of \(csv) (\(names.count) columns)")
+        }
+        return i
     }
 
     static func label(_ v: Float, row: Int, classes: Int, file: String) throws -> Int32 {

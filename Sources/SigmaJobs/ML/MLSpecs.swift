@@ -33,12 +33,18 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     public var y: String?
     /// Features are multiplied by this.
     public var scale: Double
+    /// A CSV whose first line names its columns.
+    public var header: Bool?
+    /// A CSV's label column: its name (with a header) or its index from 0; nil: the last column.
+    public var labelColumn: String?
 
-    public init(csv: String? = nil, x: String? = nil, y: String? = nil, scale: Double = 1) {
+    public init(csv: String? = nil, x: String? = nil, y: String? = nil, scale: Double = 1, header: Bool? = nil, labelColumn: String? = nil) {
         self.csv = csv
         self.x = x
         self.y = y
         self.scale = scale
+        self.header = header
+        self.labelColumn = labelColumn
     }
 
     /// Files this data is read from.
@@ -48,12 +54,19 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
         switch (csv, x) {
         case (nil, nil): throw SpecError(field: path + "csv", problem: "missing; expected {csv: FILE} or {x: FEATURES.npy, y: LABELS.npy}")
         case (.some, .some): throw SpecError(field: path + "x", problem: "give either csv or x/y, not both")
-        case (.some, nil) where y != nil: throw SpecError(field: path + "y", problem: "a csv carries its labels in the last column; drop y")
+        case (.some, nil) where y != nil: throw SpecError(field: path + "y", problem: "a csv carries its labels in a column (label_column, default the last); drop y")
+        case (nil, _) where header != nil || labelColumn != nil:
+            throw SpecError(field: path + (header != nil ? "header" : "label_column"), problem: "applies to a csv only")
         case (nil, .some) where needsLabels && y == nil: throw SpecError(field: path + "y", problem: "missing; this job kind needs labels")
         default: break
         }
         for p in paths where p.isEmpty { throw SpecError(field: path + "csv", problem: "empty path") }
         guard scale.isFinite else { throw SpecError(field: path + "scale", problem: "must be finite, got \(scale)") }
+        if let c = labelColumn, Int(c) == nil {
+            guard header == true else { throw SpecError(field: path + "label_column", problem: "'\(c.prefix(40))' is a column name: add header: true, or give the column's index from 0") }
+            guard !c.isEmpty, c.count <= 256 else { throw SpecError(field: path + "label_column", problem: "a column name of 1…256 characters, or an index from 0") }
+        }
+        if let c = labelColumn, let i = Int(c), i < 0 { throw SpecError(field: path + "label_column", problem: "an index from 0, got \(i)") }
     }
 }
 
@@ -150,7 +163,8 @@ extension LabeledDataSpec {
         let spec = LabeledDataSpec(csv: try d.optionalString("csv").map { resolvePath($0, base) },
                                    x: try d.optionalString("x").map { resolvePath($0, base) },
                                    y: try d.optionalString("y").map { resolvePath($0, base) },
-                                   scale: try d.optionalDouble("scale") ?? 1)
+                                   scale: try d.optionalDouble("scale") ?? 1, header: try d.optionalBool("header"),
+                                   labelColumn: try d.optionalString("label_column"))
         try d.rejectUnknown()
         return spec
     }

@@ -1,0 +1,47 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import Testing
+
+/// CSV datasets with or without a header line and with a chosen label column (issue 22): the same rows, however
+/// the file lays them out; a header read as numbers, an unknown column and a name without a header are named.
+@Suite struct CSVDataTests {
+    static func file(_ name: String, _ text: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-csv-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent(name).path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func headersAndLabelColumnsGiveTheSameRows() throws {
+        let plain = try LabeledData.load(LabeledDataSpec(csv: try Self.file("plain.csv", "1,2,0\n3,4,1\n5,6,2\n")), features: 2, classes: 3, needLabels: true)
+        let layouts: [LabeledDataSpec] = [
+            LabeledDataSpec(csv: try Self.file("named.csv", "y,a,b\n0,1,2\n1,3,4\n2,5,6\n"), header: true, labelColumn: "y"),
+            LabeledDataSpec(csv: try Self.file("index.csv", "1,0,2\n3,1,4\n5,2,6\n"), labelColumn: "1"),
+            LabeledDataSpec(csv: try Self.file("last.csv", "a,b,label\n1,2,0\n3,4,1\n5,6,2\n"), header: true),
+        ]
+        for spec in layouts {
+            let d = try LabeledData.load(spec, features: 2, classes: 3, needLabels: true)
+            #expect(d.x == plain.x && d.y == plain.y && d.rows == 3, "\(spec)")
+        }
+        #expect(plain.x == [1, 2, 3, 4, 5, 6] && plain.y == [0, 1, 2])
+    }
+
+    @Test func layoutMistakesAreNamed() throws {
+        func problem(_ spec: LabeledDataSpec) -> String {
+            do { _ = try LabeledData.load(spec, features: 2, classes: 3, needLabels: true); return "loaded" } catch { return "\(error)" }
+        }
+        let headed = try Self.file("headed.csv", "a,b,y\n1,2,0\n")
+        #expect(problem(LabeledDataSpec(csv: headed)).contains("add header: true"))
+        #expect(problem(LabeledDataSpec(csv: headed, header: true, labelColumn: "z")).contains("no column 'z'"))
+        #expect(problem(LabeledDataSpec(csv: headed, header: true, labelColumn: "7")).contains("3 columns"))
+        // The spec's own checks: a column name needs a header; header applies to a csv only.
+        let base = "kind: train\nmodel: {mlp: [2, 3]}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n"
+        #expect { _ = try JobSpec.parse(base + "data: {csv: \(headed), label_column: y}\n") } throws: { "\($0)".contains("add header: true") }
+        #expect { _ = try JobSpec.parse(base + "data: {x: a.npy, y: b.npy, header: true}\n") } throws: { "\($0)".contains("csv only") }
+        #expect { _ = try JobSpec.parse(base + "data: {csv: \(headed), header: yes please}\n") } throws: { "\($0)".contains("true or false") }
+        let ok = try JobSpec.parse(base + "data: {csv: \(headed), header: true, label_column: y}\n")
+        #expect(ok.kind == "train")
+    }
+}
