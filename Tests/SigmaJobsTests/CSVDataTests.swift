@@ -45,3 +45,23 @@ import Testing
         #expect(ok.kind == "train")
     }
 }
+
+/// IDX datasets (MNIST's format) in jobs, against the same data NumPy wrote as .npy (Fixtures/make_idx.py):
+/// images (rows, height, width) are rows of height × width features.
+@Suite struct IDXDataTests {
+    @Test func idxImagesAndLabelsEqualNumPysArrays() throws {
+        let idx = try LabeledData.load(LabeledDataSpec(x: fixtures + "/images-idx3-ubyte", y: fixtures + "/labels-idx1-ubyte"), features: 6, classes: 10, needLabels: true)
+        let npy = try LabeledData.load(LabeledDataSpec(x: fixtures + "/images_flat.npy", y: fixtures + "/labels.npy"), features: 6, classes: 10, needLabels: true)
+        #expect(idx.rows == 5 && idx.x == npy.x && idx.y == npy.y && idx.y == [3, 0, 9, 1, 3])
+    }
+
+    @Test func badIDXFilesAreNamed() throws {
+        func problem(_ x: String, features: Int = 6) -> String {
+            do { _ = try LabeledData.load(LabeledDataSpec(x: x, y: fixtures + "/labels-idx1-ubyte"), features: features, classes: 10, needLabels: true); return "loaded" }
+            catch { return "\(error)" }
+        }
+        #expect(problem(fixtures + "/truncated-idx3-ubyte").contains("truncated"))
+        #expect(problem(fixtures + "/images-idx3-ubyte", features: 784).contains("6 features per row (shape [5, 2, 3]); model.mlp[0] is 784"))
+        #expect(problem(fixtures + "/reference.json").contains("neither a NumPy .npy file nor an IDX file"))
+    }
+}

@@ -55,14 +55,17 @@ public struct LabeledData: Sendable {
                 }
                 y = labels
             } else if let xp = spec.x {
-                let t = try NumPyFormat.readNpy(path: xp)
-                guard t.rank == 2 else { throw JobError("\(xp): features must be a 2-D array (rows, features), got shape \(t.shape)") }
+                let t = try array(xp)
+                // (images (rows, height, width), as MNIST's IDX files hold them, are rows of height × width features)
+                guard t.rank >= 2 else { throw JobError("\(xp): features must be an array of rows (rows, features…), got shape \(t.shape)") }
                 rows = t.shape[0]
-                features = t.shape[1]
-                guard features == expected else { throw JobError("\(xp) has \(features) features per row; model.mlp[0] is \(expected)") }
+                features = t.shape.dropFirst().reduce(1, *)
+                guard features == expected else {
+                    throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); model.mlp[0] is \(expected)")
+                }
                 x = t.withData { p in p.map { $0 * scale } }
                 if let yp = spec.y {
-                    let l = try NumPyFormat.readNpy(path: yp)
+                    let l = try array(yp)
                     guard l.rank == 1, l.shape[0] == rows else {
                         throw JobError("\(yp): labels must be a 1-D array of \(rows) entries (one per row of \(xp)), got shape \(l.shape)")
                     }
@@ -91,6 +94,14 @@ public struct LabeledData: Sendable {
             throw JobError("data.label_column: no column '\(c.prefix(40))' in the header of \(csv) (\(names.count) columns)")
         }
         return i
+    }
+
+    /// An array file by its format: NumPy `.npy`, or IDX (MNIST's `…-idx3-ubyte`, `.idx`), told by its first bytes.
+    static func array(_ path: String) throws -> Tensor {
+        let head = FileHandle(forReadingAtPath: path).flatMap { h in defer { try? h.close() }; return try? h.read(upToCount: 6) } ?? Data()
+        if head.starts(with: [0x93] + Array("NUMPY".utf8)) { return try NumPyFormat.readNpy(path: path) }
+        if head.count >= 4, head[head.startIndex] == 0, head[head.startIndex + 1] == 0 { return try IDXFormat.read(path: path) }
+        throw JobError("\(path): neither a NumPy .npy file nor an IDX file (MNIST's format) by its first bytes")
     }
 
     static func label(_ v: Float, row: Int, classes: Int, file: String) throws -> Int32 {
