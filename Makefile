@@ -1,6 +1,6 @@
 # Sigma — `make demo`, `make test`, `make bench` do all set-up on a fresh Debian/Ubuntu machine with Swift.
 SHELL := /bin/bash
-DEB_PACKAGES := libzmq3-dev liblz4-dev libopenblas-dev libsqlite3-dev pkg-config
+DEB_PACKAGES := libzmq3-dev liblz4-dev libopenblas-dev libsqlite3-dev zlib1g-dev pkg-config
 # What the tests drive: sigma top in tmux, the web dashboard in headless Chromium, sigma up/down over a
 # throw-away OpenSSH server on 127.0.0.1.
 TEST_PACKAGES := tmux chromium openssh-server openssh-client

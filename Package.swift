@@ -24,6 +24,7 @@ let package = Package(
         // C libraries (Debian: libzmq3-dev, liblz4-dev, libopenblas-dev).
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"]), .brew(["zeromq"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
         .target(name: "CSysShims"),
 
@@ -55,7 +56,7 @@ let package = Package(
             "CZeroMQ", "CLZ4", "CSysShims", "SigmaModel",
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
-        .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims"]),
+        .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims", "CZlib"]),
 
         // I/O shells.
         .target(name: "SigmaCoordinator", dependencies: [

@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 
 /// `.npy` (format 1.0–3.0) and `.npz` (an uncompressed zip of `.npy` files), read into Float32 tensors and written
@@ -116,8 +117,8 @@ public enum NumPyFormat {
         guard FileManager.default.createFile(atPath: path, contents: npyData(t)) else { throw FormatError(file: path, problem: "cannot write") }
     }
 
-    /// Reads every array of an `.npz` written by `np.savez` (stored entries). `np.savez_compressed` files are refused
-    /// with a message saying so.
+    /// Reads every array of an `.npz` written by `np.savez` (stored entries) or `np.savez_compressed` (deflated
+    /// entries, inflated with zlib; their CRC-32 checked).
     public static func readNpz(path: String) throws -> [String: Tensor] {
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(file: path, problem: "cannot read") }
         func fail(_ p: String) -> FormatError { FormatError(file: path, problem: p) }
@@ -128,8 +129,8 @@ public enum NumPyFormat {
         func u32(_ o: Int) -> Int { u16(o) | u16(o + 2) << 16 }
         while offset + 4 <= bytes.count, u32(offset) == 0x04034b50 {
             guard offset + 30 <= bytes.count else { throw fail("truncated zip entry header") }
-            let method = u16(offset + 8), flags = u16(offset + 6)
-            var size = u32(offset + 18)
+            let method = u16(offset + 8), flags = u16(offset + 6), crc = UInt32(u32(offset + 14))
+            var size = u32(offset + 18), inflated = u32(offset + 22)
             let nameLen = u16(offset + 26), extraLen = u16(offset + 28)
             guard offset + 30 + nameLen + extraLen <= bytes.count else { throw fail("truncated zip entry") }
             let name = String(decoding: bytes[(offset + 30)..<(offset + 30 + nameLen)], as: UTF8.self)
@@ -138,18 +139,47 @@ public enum NumPyFormat {
             let extraEnd = e + extraLen
             while e + 4 <= extraEnd {
                 let id = u16(e), len = u16(e + 2)
-                if id == 0x0001 && len >= 16 { size = u32(e + 4 + 8) | u32(e + 4 + 12) << 32 }
+                if id == 0x0001 && len >= 16 {
+                    inflated = u32(e + 4) | u32(e + 4 + 4) << 32
+                    size = u32(e + 4 + 8) | u32(e + 4 + 12) << 32
+                }
                 e += 4 + len
             }
-            guard method == 0 else { throw fail("entry '\(name)' is compressed (np.savez_compressed); save with np.savez") }
+            guard method == 0 || method == 8 else { throw fail("entry '\(name)' uses zip method \(method); expected stored or deflated") }
             guard flags & 0x08 == 0 else { throw fail("entry '\(name)' uses a data descriptor; not supported") }
             let start = extraEnd
-            guard start + size <= bytes.count else { throw fail("entry '\(name)' is truncated (\(size) bytes declared)") }
+            guard size >= 0, start + size <= bytes.count else { throw fail("entry '\(name)' is truncated (\(size) bytes declared)") }
             let key = name.hasSuffix(".npy") ? String(name.dropLast(4)) : name
-            out[key] = try readNpy(Data(bytes[start..<(start + size)]), file: path + ":" + name)
+            let entry = method == 0 ? Data(bytes[start..<(start + size)]) : try inflate(bytes[start..<(start + size)], to: inflated, entry: name, file: path)
+            guard crc32(entry) == crc else { throw fail("entry '\(name)' fails its CRC-32 check (damaged)") }
+            out[key] = try readNpy(entry, file: path + ":" + name)
             offset = start + size
         }
         guard !out.isEmpty else { throw fail("no arrays found (not an .npz written by np.savez?)") }
+        return out
+    }
+
+    /// A zip entry's raw deflate stream, inflated to exactly `count` bytes.
+    static func inflate(_ compressed: ArraySlice<UInt8>, to count: Int, entry: String, file: String) throws -> Data {
+        guard count >= 0, count <= 1 << 34 else { throw FormatError(file: file, problem: "entry '\(entry)' declares \(count) bytes inflated") }
+        var out = Data(count: count)
+        var stream = z_stream()
+        guard inflateInit2_(&stream, -15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw FormatError(file: file, problem: "zlib could not start inflating entry '\(entry)'")
+        }
+        defer { inflateEnd(&stream) }
+        let status: Int32 = compressed.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                stream.next_in = UnsafeMutablePointer(mutating: src.bindMemory(to: Bytef.self).baseAddress)
+                stream.avail_in = uInt(src.count)
+                stream.next_out = dst.bindMemory(to: Bytef.self).baseAddress
+                stream.avail_out = uInt(dst.count)
+                return CZlib.inflate(&stream, Z_FINISH)
+            }
+        }
+        guard status == Z_STREAM_END, Int(stream.total_out) == count else {
+            throw FormatError(file: file, problem: "entry '\(entry)' does not inflate to its \(count) bytes (damaged)")
+        }
         return out
     }
 
@@ -175,16 +205,9 @@ public enum NumPyFormat {
         guard FileManager.default.createFile(atPath: path, contents: out) else { throw FormatError(file: path, problem: "cannot write") }
     }
 
+    /// CRC-32 as zip files use it (zlib's).
     static func crc32(_ d: Data) -> UInt32 {
-        var table = [UInt32](repeating: 0, count: 256)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB88320 ^ (c >> 1) : c >> 1 }
-            table[i] = c
-        }
-        var crc: UInt32 = 0xFFFFFFFF
-        for b in d { crc = table[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFFFFFF
+        d.withUnsafeBytes { b in UInt32(CZlib.crc32(0, b.bindMemory(to: Bytef.self).baseAddress, uInt(b.count))) }
     }
 }
 

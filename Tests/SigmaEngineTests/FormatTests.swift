@@ -16,7 +16,20 @@ let numpyFixtures = engineFixtures + "/numpy"
         #expect(try NumPyFormat.readNpy(path: numpyFixtures + "/half.npy").scalars == [0.5, -1, 65504])
         let u = try NumPyFormat.readNpy(path: numpyFixtures + "/u1_3d.npy")
         #expect(u.shape == [2, 3, 4] && u.scalars == (0..<24).map(Float.init))
-        #expect { _ = try NumPyFormat.readNpz(path: numpyFixtures + "/compressed.npz") } throws: { "\($0)".contains("savez_compressed") }
+        // np.savez_compressed: deflated entries, inflated with zlib.
+        #expect(try NumPyFormat.readNpz(path: numpyFixtures + "/compressed.npz")["x"]?.scalars == [1, 1, 1])
+    }
+
+    /// A damaged compressed entry is named, never read as data.
+    @Test func aDamagedCompressedNpzIsNamed() throws {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: numpyFixtures + "/compressed.npz")))
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).npz").path
+        defer { try? FileManager.default.removeItem(atPath: p) }
+        // (the first entry's data starts after its 30-byte header, its name and its extra field)
+        let start = 30 + Int(bytes[26]) + Int(bytes[27]) << 8 + Int(bytes[28]) + Int(bytes[29]) << 8
+        bytes[start + 5] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: p))
+        #expect { _ = try NumPyFormat.readNpz(path: p) } throws: { "\($0)".contains("entry 'x.npy'") && ("\($0)".contains("damaged") || "\($0)".contains("inflate")) }
     }
 
     @Test func readsIDX() throws {

@@ -64,4 +64,25 @@ import Testing
         #expect(problem(fixtures + "/images-idx3-ubyte", features: 784).contains("6 features per row (shape [5, 2, 3]); model.mlp[0] is 784"))
         #expect(problem(fixtures + "/reference.json").contains("neither a NumPy .npy file nor an IDX file"))
     }
+
+    /// `.npz` datasets (np.savez and np.savez_compressed) give the same rows; missing arrays are named.
+    @Test func npzDatasetsEqualTheSameArrays() throws {
+        let npy = try LabeledData.load(LabeledDataSpec(x: fixtures + "/images_flat.npy", y: fixtures + "/labels.npy"), features: 6, classes: 10, needLabels: true)
+        var plain = LabeledDataSpec()
+        plain.npz = fixtures + "/xy.npz"
+        var named = LabeledDataSpec()
+        (named.npz, named.features, named.labels) = (fixtures + "/named.npz", "images", "digits")
+        for spec in [plain, named] {
+            let d = try LabeledData.load(spec, features: 6, classes: 10, needLabels: true)
+            #expect(d.x == npy.x && d.y == npy.y, "\(spec)")
+        }
+        var wrong = named
+        wrong.features = "pixels"
+        #expect { _ = try LabeledData.load(wrong, features: 6, classes: 10, needLabels: true) } throws: { "\($0)".contains("no array 'pixels' (it has digits, images)") }
+        let base = "kind: train\nmodel: {mlp: [6, 10]}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n"
+        let spec = try JobSpec.parse(base + "data: {npz: \(fixtures)/named.npz, features: images, labels: digits}\n")
+        #expect(spec.kind == "train")
+        #expect { _ = try JobSpec.parse(base + "data: {csv: a.csv, npz: b.npz}\n") } throws: { "\($0)".contains("one of csv, x/y or npz") }
+        #expect { _ = try JobSpec.parse(base + "data: {x: a.npy, features: images}\n") } throws: { "\($0)".contains("npz only") }
+    }
 }

@@ -26,7 +26,7 @@ public struct LabeledData: Sendable {
                             limits: SpecLimits = .standard) throws -> LabeledData {
         // (a CSV's text, its decoded copy and its values; an .npy's bytes and its float32 copy)
         if let csv = spec.csv { try limits.checkMemory("data.csv", bytes: saturating(fileSize(csv), 4), what: "reading '\(csv)'") }
-        for (field, p) in [("data.x", spec.x), ("data.y", spec.y)] {
+        for (field, p) in [("data.x", spec.x), ("data.y", spec.y), ("data.npz", spec.npz)] {
             if let p { try limits.checkMemory(field, bytes: saturating(fileSize(p), 2), what: "reading '\(p)'") }
         }
         var x: [Float] = [], y: [Int32]? = nil
@@ -54,8 +54,23 @@ public struct LabeledData: Sendable {
                     labels.append(try label(t.values[base + labelAt], row: r, classes: classes, file: csv))
                 }
                 y = labels
-            } else if let xp = spec.x {
-                let t = try array(xp)
+            } else if spec.x != nil || spec.npz != nil {
+                // (x and y files, or two arrays of one .npz: the same checks, naming the file or file:array)
+                let t: Tensor, l: Tensor?, xp: String, yp: String
+                if let npz = spec.npz {
+                    let arrays = try NumPyFormat.readNpz(path: npz)
+                    let (xk, yk) = (spec.features ?? "x", spec.labels ?? "y")
+                    guard let a = arrays[xk] else {
+                        throw JobError("\(npz) has no array '\(xk.prefix(40))' (it has \(arrays.keys.sorted().joined(separator: ", "))); name the features with data.features")
+                    }
+                    if spec.labels != nil && arrays[yk] == nil {
+                        throw JobError("\(npz) has no array '\(yk.prefix(40))' (it has \(arrays.keys.sorted().joined(separator: ", ")))")
+                    }
+                    (t, l, xp, yp) = (a, arrays[yk], npz + ":" + xk, npz + ":" + yk)
+                } else {
+                    (xp, yp) = (spec.x!, spec.y ?? "")
+                    (t, l) = (try array(xp), try spec.y.map(array))
+                }
                 // (images (rows, height, width), as MNIST's IDX files hold them, are rows of height × width features)
                 guard t.rank >= 2 else { throw JobError("\(xp): features must be an array of rows (rows, features…), got shape \(t.shape)") }
                 rows = t.shape[0]
@@ -64,8 +79,7 @@ public struct LabeledData: Sendable {
                     throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); model.mlp[0] is \(expected)")
                 }
                 x = t.withData { p in p.map { $0 * scale } }
-                if let yp = spec.y {
-                    let l = try array(yp)
+                if let l {
                     guard l.rank == 1, l.shape[0] == rows else {
                         throw JobError("\(yp): labels must be a 1-D array of \(rows) entries (one per row of \(xp)), got shape \(l.shape)")
                     }
@@ -76,7 +90,7 @@ public struct LabeledData: Sendable {
             throw JobError("\(e)")
         }
         guard rows > 0 else { throw JobError("\(spec.paths.joined(separator: ", ")): no rows") }
-        try limits.checkRows(spec.csv == nil ? "data.x" : "data.csv", UInt64(rows))
+        try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : "data.x", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         return LabeledData(rows: rows, features: features, x: x, y: y)
     }

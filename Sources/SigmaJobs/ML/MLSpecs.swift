@@ -33,6 +33,11 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     public var y: String?
     /// Features are multiplied by this.
     public var scale: Double
+    /// An `.npz` (np.savez or np.savez_compressed) holding the features and labels as arrays named `features` and
+    /// `labels` (default "x" and "y").
+    public var npz: String?
+    public var features: String?
+    public var labels: String?
     /// A CSV whose first line names its columns.
     public var header: Bool?
     /// A CSV's label column: its name (with a header) or its index from 0; nil: the last column.
@@ -48,11 +53,21 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     }
 
     /// Files this data is read from.
-    public var paths: [String] { [csv, x, y].compactMap { $0 } }
+    public var paths: [String] { [csv, x, y, npz].compactMap { $0 } }
 
     func validate(_ path: String, needsLabels: Bool) throws {
+        guard [csv, x, npz].compactMap({ $0 }).count <= 1 else {
+            throw SpecError(field: path + (npz != nil ? "npz" : "x"), problem: "give one of csv, x/y or npz")
+        }
+        if npz == nil && (features != nil || labels != nil) {
+            throw SpecError(field: path + (features != nil ? "features" : "labels"), problem: "names an array of an npz; applies to npz only")
+        }
+        if npz != nil {
+            if header != nil || labelColumn != nil { throw SpecError(field: path + (header != nil ? "header" : "label_column"), problem: "applies to a csv only") }
+            return
+        }
         switch (csv, x) {
-        case (nil, nil): throw SpecError(field: path + "csv", problem: "missing; expected {csv: FILE} or {x: FEATURES.npy, y: LABELS.npy}")
+        case (nil, nil): throw SpecError(field: path + "csv", problem: "missing; expected {csv: FILE}, {x: FEATURES.npy, y: LABELS.npy} or {npz: DATA.npz}")
         case (.some, .some): throw SpecError(field: path + "x", problem: "give either csv or x/y, not both")
         case (.some, nil) where y != nil: throw SpecError(field: path + "y", problem: "a csv carries its labels in a column (label_column, default the last); drop y")
         case (nil, _) where header != nil || labelColumn != nil:
@@ -159,12 +174,15 @@ extension ModelSpec {
 
 extension LabeledDataSpec {
     static func parse(_ f: inout Fields, base: String?) throws -> LabeledDataSpec {
-        var d = try f.mapping("data", expected: "{csv: FILE} or {x: FEATURES.npy, y: LABELS.npy}")
-        let spec = LabeledDataSpec(csv: try d.optionalString("csv").map { resolvePath($0, base) },
+        var d = try f.mapping("data", expected: "{csv: FILE}, {x: FEATURES.npy, y: LABELS.npy} or {npz: DATA.npz}")
+        var spec = LabeledDataSpec(csv: try d.optionalString("csv").map { resolvePath($0, base) },
                                    x: try d.optionalString("x").map { resolvePath($0, base) },
                                    y: try d.optionalString("y").map { resolvePath($0, base) },
                                    scale: try d.optionalDouble("scale") ?? 1, header: try d.optionalBool("header"),
                                    labelColumn: try d.optionalString("label_column"))
+        spec.npz = try d.optionalString("npz").map { resolvePath($0, base) }
+        spec.features = try d.optionalString("features")
+        spec.labels = try d.optionalString("labels")
         try d.rejectUnknown()
         return spec
     }

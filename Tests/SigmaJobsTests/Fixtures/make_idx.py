@@ -12,3 +12,6 @@ with open('truncated-idx3-ubyte', 'wb') as f:
     f.write(struct.pack('>BBBB', 0, 0, 0x08, 3) + struct.pack('>III', *images.shape) + images.tobytes()[:20])
 np.save('images_flat.npy', images.reshape(5, 6).astype('<f4'))
 np.save('labels.npy', labels.astype('<f4'))
+# The same data as .npz: np.savez with the default names, np.savez_compressed with names of their own.
+np.savez('xy.npz', x=images.reshape(5, 6).astype('<f4'), y=labels.astype(np.int64))
+np.savez_compressed('named.npz', images=images, digits=labels)

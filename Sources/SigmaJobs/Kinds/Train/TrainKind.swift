@@ -81,6 +81,7 @@ extension LabeledDataSpec {
         d.csv = try csv.map { try rewrite(SpecPath(field: "data.csv", path: $0)) }
         d.x = try x.map { try rewrite(SpecPath(field: "data.x", path: $0)) }
         d.y = try y.map { try rewrite(SpecPath(field: "data.y", path: $0)) }
+        d.npz = try npz.map { try rewrite(SpecPath(field: "data.npz", path: $0)) }
         return d
     }
 }
