@@ -16,7 +16,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createSymbolicLink(atPath: dir + "/examples", withDestinationPath: repoRoot + "/examples")
         var script = ["set -e", "cd '\(dir)'", "export PATH='\(URL(fileURLWithPath: try sigmaBinary()).deletingLastPathComponent().path)':\"$PATH\"",
-                      "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
+                      // (the started processes by pid: `jobs -p` in a command substitution sees no jobs, and they outlived the test)
+                      "pids=''", "trap 'kill $pids 2>/dev/null || true' EXIT"]
         var steps = 0
         for raw in block.split(separator: "\n").map(String.init) {
             let line = raw.trimmingCharacters(in: .whitespaces)
@@ -28,11 +29,11 @@ import Testing
             steps += 1
             if command.hasPrefix("sigma top ") { command = command.replacingOccurrences(of: "sigma top ", with: "sigma top --once ") }
             if command.hasPrefix("sigma coordinator ") {
-                script += ["\(command) > coordinator.log 2>&1 &",
+                script += ["\(command) > coordinator.log 2>&1 &", "pids=\"$pids $!\"",
                            "for i in $(seq 100); do grep -q listening coordinator.log && break; sleep 0.2; done",
                            "grep -q listening coordinator.log || { cat coordinator.log; exit 9; }"]
             } else if command.hasPrefix("sigma worker ") {
-                script.append("\(command) > worker.log 2>&1 &")
+                script += ["\(command) > worker.log 2>&1 &", "pids=\"$pids $!\""]
             } else {
                 script += ["echo '$ \(line.replacingOccurrences(of: "'", with: ""))'", command]
             }
