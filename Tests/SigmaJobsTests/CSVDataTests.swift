@@ -82,7 +82,36 @@ import Testing
         let base = "kind: train\nmodel: {mlp: [6, 10]}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n"
         let spec = try JobSpec.parse(base + "data: {npz: \(fixtures)/named.npz, features: images, labels: digits}\n")
         #expect(spec.kind == "train")
-        #expect { _ = try JobSpec.parse(base + "data: {csv: a.csv, npz: b.npz}\n") } throws: { "\($0)".contains("one of csv, x/y or npz") }
+        #expect { _ = try JobSpec.parse(base + "data: {csv: a.csv, npz: b.npz}\n") } throws: { "\($0)".contains("one of csv, x/y, npz or generate") }
         #expect { _ = try JobSpec.parse(base + "data: {x: a.npy, features: images}\n") } throws: { "\($0)".contains("npz only") }
+    }
+}
+
+/// Generated data for tests and demos: the same rows in every process, a job that learns them, bad sizes named.
+@Suite struct GeneratedDataTests {
+    @Test func blobsAreTheSameEverywhereAndLearnable() throws {
+        var spec = LabeledDataSpec()
+        spec.generate = .init(rows: 600, features: 4, classes: 3, seed: 9, spread: 0.2)
+        let a = try LabeledData.load(spec, features: 4, classes: 3, needLabels: true)
+        let b = try LabeledData.load(spec, features: 4, classes: 3, needLabels: true)
+        #expect(a.x == b.x && a.y == b.y && a.rows == 600 && a.y?.prefix(4) == [0, 1, 2, 0])
+        let job = try JobSpec.parse("""
+            kind: train
+            model: {mlp: [4, 16, 3]}
+            data: {generate: blobs, rows: 600, features: 4, classes: 3, seed: 9, spread: 0.2}
+            optimizer: {adam: {lr: 0.02}}
+            steps: 150
+            batch_size: 32
+            eval_every: 150
+            """)
+        let result = try JobKinds.standard.runLocal(job, roots: try DataRoots([FileManager.default.temporaryDirectory.path]))
+        let report = try JobKinds.standard.report(result, spec: job)
+        let accuracy = try #require(report.json["eval_accuracy"] as? Double, "\(report.json)")
+        #expect(accuracy >= 0.95, "held-out accuracy \(accuracy)")
+        #expect { _ = try JobSpec.parse("kind: train\nmodel: {mlp: [4, 3]}\ndata: {generate: blobs, rows: 10, features: 4, classes: 1}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n") }
+            throws: { "\($0)".contains("data.classes") && "\($0)".contains("between 2 and 1000") }
+        #expect { _ = try JobSpec.parse("kind: train\nmodel: {mlp: [4, 3]}\ndata: {generate: spirals, rows: 10}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n") }
+            throws: { "\($0)".contains("expected blobs") }
+        #expect { _ = try LabeledData.load(spec, features: 5, classes: 3, needLabels: true) } throws: { "\($0)".contains("model.mlp[0] is 5") }
     }
 }

@@ -33,7 +33,14 @@ public struct LabeledData: Sendable {
         var rows = 0, features = 0
         let scale = Float(spec.scale)
         do {
-            if let csv = spec.csv {
+            if let g = spec.generate {
+                guard g.features == expected else { throw JobError("data.features is \(g.features); model.mlp[0] is \(expected)") }
+                guard g.classes <= classes else { throw JobError("data.classes is \(g.classes); the model has \(classes) outputs") }
+                try limits.checkRows("data.rows", UInt64(g.rows))
+                try limits.checkMemory("data", bytes: UInt64(g.rows) * UInt64(g.features) * 4, what: "\(g.rows) generated rows of \(g.features) features")
+                (rows, features) = (g.rows, g.features)
+                (x, y) = blobs(g, scale: scale)
+            } else if let csv = spec.csv {
                 let t: (rows: Int, columns: Int, values: [Float])
                 do { t = try CSVFile.readFloats(path: csv, header: spec.header == true) } catch let e as FormatError where spec.header != true && e.problem.hasPrefix("line 1 ") {
                     throw JobError("\(e) (a header line? add header: true to data)")
@@ -89,7 +96,7 @@ public struct LabeledData: Sendable {
         } catch let e as FormatError {
             throw JobError("\(e)")
         }
-        guard rows > 0 else { throw JobError("\(spec.paths.joined(separator: ", ")): no rows") }
+        guard rows > 0 else { throw JobError("\(spec.generate == nil ? spec.paths.joined(separator: ", ") : "data"): no rows") }
         try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : "data.x", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         return LabeledData(rows: rows, features: features, x: x, y: y)
@@ -108,6 +115,27 @@ public struct LabeledData: Sendable {
             throw JobError("data.label_column: no column '\(c.prefix(40))' in the header of \(csv) (\(names.count) columns)")
         }
         return i
+    }
+
+    /// Generated blobs (`LabeledDataSpec.GeneratedBlobs`): centres from (seed, class), each row from (seed, row), so
+    /// every process makes the same rows.
+    static func blobs(_ g: LabeledDataSpec.GeneratedBlobs, scale: Float) -> ([Float], [Int32]) {
+        var centres = [Float](repeating: 0, count: g.classes * g.features)
+        var c = SeededRandom(seed: g.seed ^ 0xB10B_5EED)
+        for i in centres.indices { centres[i] = 2 * c.unit() - 1 }
+        var x = [Float](repeating: 0, count: g.rows * g.features), y = [Int32](repeating: 0, count: g.rows)
+        for r in 0..<g.rows {
+            var rng = SeededRandom(seed: SeededRandom.mix(g.seed &+ UInt64(r) &* SeededRandom.gamma))
+            let k = r % g.classes
+            y[r] = Int32(k)
+            for f in 0..<g.features {
+                // (Box–Muller: one normal from two uniforms, in Float64)
+                let u1 = max(Double(rng.unit()), 1e-12), u2 = Double(rng.unit())
+                let n = (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
+                x[r * g.features + f] = Float(Double(centres[k * g.features + f]) + g.spread * n) * scale
+            }
+        }
+        return (x, y)
     }
 
     /// An array file by its format: NumPy `.npy`, or IDX (MNIST's `…-idx3-ubyte`, `.idx`), told by its first bytes.

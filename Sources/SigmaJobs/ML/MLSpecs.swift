@@ -38,6 +38,9 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     public var npz: String?
     public var features: String?
     public var labels: String?
+    /// Generated data (tests, demos): `rows` rows in `classes` Gaussian blobs of `spread` around seeded centres in
+    /// [−1, 1]^features; row i is of class i mod classes. A pure function of (seed, i), as map-reduce's inputs.
+    public var generate: GeneratedBlobs?
     /// A CSV whose first line names its columns.
     public var header: Bool?
     /// A CSV's label column: its name (with a header) or its index from 0; nil: the last column.
@@ -55,9 +58,23 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     /// Files this data is read from.
     public var paths: [String] { [csv, x, y, npz].compactMap { $0 } }
 
+    public struct GeneratedBlobs: Codable, Sendable, Equatable {
+        public var rows: Int, features: Int, classes: Int, seed: UInt64, spread: Double
+        public init(rows: Int, features: Int, classes: Int, seed: UInt64 = 1, spread: Double = 0.3) {
+            (self.rows, self.features, self.classes, self.seed, self.spread) = (rows, features, classes, seed, spread)
+        }
+    }
+
     func validate(_ path: String, needsLabels: Bool) throws {
-        guard [csv, x, npz].compactMap({ $0 }).count <= 1 else {
-            throw SpecError(field: path + (npz != nil ? "npz" : "x"), problem: "give one of csv, x/y or npz")
+        guard [csv, x, npz].compactMap({ $0 }).count + (generate == nil ? 0 : 1) <= 1 else {
+            throw SpecError(field: path + (generate != nil ? "generate" : npz != nil ? "npz" : "x"), problem: "give one of csv, x/y, npz or generate")
+        }
+        if let g = generate {
+            guard g.rows >= 1, g.rows <= 10_000_000 else { throw SpecError(field: path + "rows", problem: "must be between 1 and 10000000, got \(g.rows)") }
+            guard g.features >= 1, g.features <= 4096 else { throw SpecError(field: path + "features", problem: "must be between 1 and 4096, got \(g.features)") }
+            guard g.classes >= 2, g.classes <= 1000 else { throw SpecError(field: path + "classes", problem: "must be between 2 and 1000, got \(g.classes)") }
+            guard g.spread.isFinite, g.spread >= 0 else { throw SpecError(field: path + "spread", problem: "must be finite and ≥ 0, got \(g.spread)") }
+            return
         }
         if npz == nil && (features != nil || labels != nil) {
             throw SpecError(field: path + (features != nil ? "features" : "labels"), problem: "names an array of an npz; applies to npz only")
@@ -181,6 +198,12 @@ extension LabeledDataSpec {
                                    scale: try d.optionalDouble("scale") ?? 1, header: try d.optionalBool("header"),
                                    labelColumn: try d.optionalString("label_column"))
         spec.npz = try d.optionalString("npz").map { resolvePath($0, base) }
+        if let kind = try d.optionalString("generate") {
+            guard kind == "blobs" else { throw SpecError(field: "data.generate", problem: "unknown generator '\(kind.prefix(40))'; expected blobs") }
+            spec.generate = GeneratedBlobs(rows: try d.optionalInt("rows") ?? 0, features: try d.optionalInt("features") ?? 0,
+                                           classes: try d.optionalInt("classes") ?? 0, seed: try d.optionalUInt("seed") ?? 1,
+                                           spread: try d.optionalDouble("spread") ?? 0.3)
+        }
         spec.features = try d.optionalString("features")
         spec.labels = try d.optionalString("labels")
         try d.rejectUnknown()
