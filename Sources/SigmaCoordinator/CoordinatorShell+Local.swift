@@ -68,7 +68,7 @@ extension CoordinatorShell {
         return await shared.local.call(make)
     }
 
-    /// The deployments as of the last tick (at most ~50 ms old).
+    /// The deployments as published by the poller (at most ~0.5 s old).
     public var deploymentsSnapshot: [DeploymentStatus] { shared.deployments.withLock { $0 } }
 
     /// A DEPLOY's spec read for the core: a `kind: serve` spec within `limits`, or the ERROR to answer.

@@ -213,6 +213,8 @@ public final class CoordinatorShell: Sendable {
         /// A large result (or shard result) left memory: give the freed pages back to the system at the first tick
         /// after this time (the store writer lets go of what it wrote just after it reports it).
         var trimHeapAfter: Nanos? = nil
+        /// When the deployments' figures were last published for readers.
+        var deploymentsPublishedAt: Nanos = 0
 
         init(link: MessageLink, options: Options, logger: Logger, shared: Shared, resolver: Resolver, files: FileServer, journal: Journal?,
              checkpoints: AutoCheckpoints?, store: ResultStore, compressor: AdaptiveCompressor) {
@@ -275,7 +277,11 @@ public final class CoordinatorShell: Sendable {
                         carriers = carriers.filter { live.contains($0.key) }   // a dead worker's segments are unlinked
                     }
                     shared.snapshot.withLock { $0 = core.status(now: t) }
-                    shared.deployments.withLock { $0 = core.deploymentList(now: t) }
+                    // (twice a second: each deployment's figures sort its last 2,000 latencies)
+                    if t &- deploymentsPublishedAt >= 500_000_000 {
+                        deploymentsPublishedAt = t
+                        shared.deployments.withLock { $0 = core.deploymentList(now: t) }
+                    }
                     publishForReaders(now: t)
                     if let after = trimHeapAfter, t >= after {
                         trimHeapAfter = nil

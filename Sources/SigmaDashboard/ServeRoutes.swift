@@ -27,7 +27,7 @@ enum ServeRoutes {
             await answer(bare: true) {
                 let body = try await json(request)
                 let texts = try textList(body["inputs"], field: "inputs")
-                let embeds = source.deployments().filter { $0.model == "embed" }
+                let embeds = try await current(source).filter { $0.model == "embed" }
                 guard let name = (body["model"] as? String) ?? (embeds.count == 1 ? embeds[0].name : nil) else {
                     throw APIError(422, "model: missing; \(embeds.count) embedding deployments (\(embeds.map(\.name).joined(separator: ", "))): name one")
                 }
@@ -47,7 +47,7 @@ enum ServeRoutes {
         router.get("/v2/health/ready") { _, _ in Dashboard.json("{\"ready\":true}") }
         router.get("/v2/models/:name") { _, ctx in
             await answer {
-                let d = try deployment(source, ctx.parameters.get("name") ?? "")
+                let d = try await deployment(source, ctx.parameters.get("name") ?? "")
                 let input: [String: Any] = d.model == "embed" ? ["name": "input", "datatype": "BYTES", "shape": [-1]]
                                                               : ["name": "input", "datatype": "FP32", "shape": [-1, Int(d.inputs)]]
                 return ["name": d.name, "versions": ["1"], "platform": "sigma-\(d.model)", "inputs": [input],
@@ -56,7 +56,7 @@ enum ServeRoutes {
         }
         router.get("/v2/models/:name/ready") { _, ctx in
             await answer {
-                let d = try deployment(source, ctx.parameters.get("name") ?? "")
+                let d = try await deployment(source, ctx.parameters.get("name") ?? "")
                 guard d.ready > 0 else {
                     let loading = d.replicas.filter { $0.state == "loading" }.count
                     throw APIError(503, "deployment '\(d.name)' is not ready: " + (loading > 0 ? "no replica loaded yet (\(loading) loading)" : "no worker to load it on"))
@@ -221,8 +221,18 @@ enum ServeRoutes {
         return .rows(width: first, values: try numbers(rows, field: field))
     }
 
-    static func deployment(_ source: any DashboardSource, _ name: String) throws -> DeploymentStatus {
-        guard let d = source.deployments().first(where: { $0.name == name }) else {
+    /// The deployments as the core has them now (readiness must not lag the published figures).
+    static func current(_ source: any DashboardSource) async throws -> [DeploymentStatus] {
+        let m = await source.call { .deploymentsGet(request: $0) }
+        switch m {
+        case .deployments(_, let list): return list
+        case .error(let e): throw APIError(Int(e.code), e.message)
+        default: throw APIError(500, "unexpected answer \(m.type.name)")
+        }
+    }
+
+    static func deployment(_ source: any DashboardSource, _ name: String) async throws -> DeploymentStatus {
+        guard let d = try await current(source).first(where: { $0.name == name }) else {
             throw APIError(404, "no deployment '\(name.prefix(100))' on this coordinator (sigma deployments lists them)")
         }
         return d

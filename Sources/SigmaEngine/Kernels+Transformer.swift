@@ -72,12 +72,9 @@ extension Kernels {
             for i in 0..<batch {
                 let n = min(max(lengths[i], 0), t)
                 if n == 0 { continue }
-                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: d, pq.baseAddress! + i * t * d, lda: d,
-                           pk.baseAddress! + i * t * d, ldb: d, beta: 0, scores, ldc: n)
-                for j in 0..<(n * n) { scores[j] = scores[j] * scale }
-                csys_softmax_rows(scores, scores, n, n)
-                BLAS.sgemm(transA: false, transB: false, m: n, n: d, k: n, scores, lda: n,
-                           pv.baseAddress! + i * t * d, ldb: d, beta: 0, po.baseAddress! + i * t * d, ldc: d)
+                let at = i * t * d
+                sequenceAttention(n: n, d: d, pq.baseAddress! + at, pk.baseAddress! + at, pv.baseAddress! + at, into: po.baseAddress! + at,
+                                  scores: scores, scale: scale)
             }
         } } } }
         return out
@@ -109,15 +106,22 @@ extension Kernels {
                         (ks + r * d).update(from: pk.baseAddress! + src, count: d)
                         (vs + r * d).update(from: pv.baseAddress! + src, count: d)
                     }
-                    BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: d, qs, lda: d, ks, ldb: d, beta: 0, scores, ldc: n)
-                    for j in 0..<(n * n) { scores[j] = scores[j] * scale }
-                    csys_softmax_rows(scores, scores, n, n)
-                    BLAS.sgemm(transA: false, transB: false, m: n, n: d, k: n, scores, lda: n, vs, ldb: d, beta: 0, os, ldc: d)
+                    sequenceAttention(n: n, d: d, qs, ks, vs, into: os, scores: scores, scale: scale)
                     for r in 0..<n { (po.baseAddress! + (offset + r) * width + h * d).update(from: os + r * d, count: d) }
                 }
             }
         } } } }
         return out
+    }
+
+    /// One sequence's (one head's) attention over its `n` positions: q, k, v and `out` contiguous (n, d) rows;
+    /// `scores` room for n × n. The one computation both row-stable attentions run, so their bits agree.
+    static func sequenceAttention(n: Int, d: Int, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+                                  into out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, scale: Float) {
+        BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: d, q, lda: d, k, ldb: d, beta: 0, scores, ldc: n)
+        for j in 0..<(n * n) { scores[j] = scores[j] * scale }
+        csys_softmax_rows(scores, scores, n, n)
+        BLAS.sgemm(transA: false, transB: false, m: n, n: d, k: n, scores, lda: n, v, ldb: d, beta: 0, out, ldc: d)
     }
 
     /// Reorders axes: output axis i is input axis `order[i]`.

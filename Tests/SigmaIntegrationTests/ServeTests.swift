@@ -61,15 +61,25 @@ import Testing
         return try #require(list.first { $0["name"] as? String == name }, "\(out)")
     }
 
+    /// A coordinator and 2 workers, up: the cluster, its HTTP API's base URL, and `--coordinator ENDPOINT`.
+    static func started() async throws -> (ProcessCluster, String, [String]) {
+        let cluster = try await ProcessCluster(workers: 2)
+        do {
+            let dash = try await cluster.coordinator.waitForLine("dashboard ")
+            let base = String(dash.dropFirst("dashboard ".count)).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            try await cluster.waitForWorkers(2)
+            return (cluster, base, ["--coordinator", cluster.endpoint])
+        } catch {
+            cluster.stop()
+            throw error
+        }
+    }
+
     @Test func theDigitsMLPAnswersAsItsInferJobWhateverTheBatchingAndBadRequestsGet4xx() async throws {
         let dir = try Scratch("serve-mlp")
         defer { dir.remove() }
-        let cluster = try await ProcessCluster(workers: 2)
+        let (cluster, base, ep) = try await Self.started()
         defer { cluster.stop() }
-        let dash = try await cluster.coordinator.waitForLine("dashboard ")
-        let base = String(dash.dropFirst("dashboard ".count)).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        try await cluster.waitForWorkers(2)
-        let ep = ["--coordinator", cluster.endpoint]
         // Not ready yet: 503 naming what is missing (the model is not deployed at all: 404 first).
         #expect(try await Self.http("GET", base + "/v2/models/digits/ready").status == 404)
         let (ds, dout, de) = try await sigma(["deploy", repoRoot + "/examples/serve-digits.yaml"] + ep)
@@ -140,8 +150,13 @@ import Testing
         #expect(top.contains("serve digits 1/1 ready") && top.contains("p50 "), "\(top)")
         let (_, table, _) = try await sigma(["deployments"] + ep)
         #expect(table.contains("replica on w") && table.contains("ready, "), "\(table)")
-        let status = Self.json(try await Self.http("GET", base + "/api/status").body)
-        let listed = (status["deployments"] as? [[String: Any]])?.first
+        // (the dashboard's figures are published twice a second)
+        var listed: [String: Any]? = nil
+        for _ in 0..<20 {
+            listed = (Self.json(try await Self.http("GET", base + "/api/status").body)["deployments"] as? [[String: Any]])?.first
+            if (listed?["requests"] as? Int ?? 0) >= sizes.count + 2 { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
         #expect(listed?["name"] as? String == "digits" && (listed?["requests"] as? Int ?? 0) >= sizes.count + 2, "\(String(describing: listed))")
 
         // Undeploy: gone, and requests say so.
@@ -155,12 +170,8 @@ import Testing
     func miniLMOnTwoWorkersAnswersAsSigmaEmbed() async throws {
         let dir = try Scratch("serve-minilm")
         defer { dir.remove() }
-        let cluster = try await ProcessCluster(workers: 2)
+        let (cluster, base, ep) = try await Self.started()
         defer { cluster.stop() }
-        let dash = try await cluster.coordinator.waitForLine("dashboard ")
-        let base = String(dash.dropFirst("dashboard ".count)).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        try await cluster.waitForWorkers(2)
-        let ep = ["--coordinator", cluster.endpoint]
         let (ds, _, de) = try await sigma(["deploy", repoRoot + "/examples/serve-minilm.yaml"] + ep)
         #expect(ds == 0, "\(de)")
         try await Self.waitReady(cluster, "minilm", ready: 2)
@@ -209,12 +220,8 @@ import Testing
     @Test func aKilledWorkerLosesNoRequestAndAFloodGets429WithMemoryBounded() async throws {
         let dir = try Scratch("serve-kill")
         defer { dir.remove() }
-        let cluster = try await ProcessCluster(workers: 2)
+        let (cluster, base, ep) = try await Self.started()
         defer { cluster.stop() }
-        let dash = try await cluster.coordinator.waitForLine("dashboard ")
-        let base = String(dash.dropFirst("dashboard ".count)).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        try await cluster.waitForWorkers(2)
-        let ep = ["--coordinator", cluster.endpoint]
         let weights = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/model.safetensors"
         let spec = try dir.write("all.yaml", """
             kind: serve
