@@ -36,7 +36,7 @@ let package = Package(
         // What the coordinator core knows of jobs: round drivers (the protocol), partials, results. No engine.
         .target(name: "SigmaJobCore", dependencies: ["SigmaModel"], swiftSettings: optimizedInDebug),
         // Every job kind, one folder each under Kinds/, and the registry the shells run them through (JobKinds).
-        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaProtocol", "SigmaEngine", .product(name: "Yams", package: "Yams")]),
+        .target(name: "SigmaJobs", dependencies: ["SigmaJobCore", "SigmaModel", "SigmaProtocol", "SigmaEngine", .product(name: "Yams", package: "Yams")], swiftSettings: optimizedInDebug),
         .target(name: "SigmaCoordinatorCore", dependencies: [
             "SigmaModel", "SigmaProtocol", "SigmaJobCore",
             .product(name: "DequeModule", package: "swift-collections"),
@@ -56,7 +56,7 @@ let package = Package(
             "CZeroMQ", "CLZ4", "CSysShims", "SigmaModel",
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
-        .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims", "CZlib"]),
+        .target(name: "SigmaEngine", dependencies: ["COpenBLAS", "CSysShims", "CZlib"], swiftSettings: optimizedInDebug),
 
         // I/O shells.
         .target(name: "SigmaCoordinator", dependencies: [

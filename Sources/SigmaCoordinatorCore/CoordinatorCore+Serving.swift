@@ -58,8 +58,8 @@ extension CoordinatorCore {
         guard p.input.count > 0 else { return refuse(.badRequest, "input: no rows (texts) to predict") }
         switch (c.model, p.input) {
         case ("embed", .texts): break
-        case ("mlp", .rows(let w, _)) where w == c.inputs: break
-        case ("mlp", .rows(let w, _)):
+        case (let m, .rows(let w, _)) where m != "embed" && w == c.inputs: break
+        case (let m, .rows(let w, _)) where m != "embed":
             return refuse(.invalidSpec, "input: deployment '\(c.name)' takes rows of \(c.inputs) features, got rows of \(w)")
         default:
             return refuse(.invalidSpec, "input: deployment '\(c.name)' takes \(c.model == "embed" ? "texts" : "rows of \(c.inputs) features"), got \(p.input.summary)")

@@ -18,19 +18,32 @@ public enum ConvKernels {
         return g
     }
 
-    /// One image's patches: x_n (C, H, W) → cols (C·kh·kw, Ho·Wo).
+    /// The output columns 0..<wo whose input column ox·stride − padding + j lies inside 0..<w: lo..<hi.
+    @inline(__always)
+    static func validColumns(_ g: Geometry, wo: Int, j: Int) -> (lo: Int, hi: Int) {
+        let lo = g.padding - j <= 0 ? 0 : (g.padding - j + g.stride - 1) / g.stride
+        let top = g.w - 1 + g.padding - j
+        let hi = top < 0 ? 0 : min(wo, top / g.stride + 1)
+        return (min(lo, wo), max(min(lo, wo), hi))
+    }
+
+    /// One image's patches: x_n (C, H, W) → cols (C·kh·kw, Ho·Wo): per kernel offset and output row, the inside
+    /// run is one copy (stride 1) and the padding zeros around it.
     static func im2col(_ x: UnsafePointer<Float>, _ g: Geometry, _ cols: UnsafeMutablePointer<Float>) {
-        let hw = g.ho * g.wo
+        let ho = g.ho, wo = g.wo, hw = ho * wo, s = g.stride
         for c in 0..<g.c {
             for i in 0..<g.kh {
                 for j in 0..<g.kw {
-                    let row = (c * g.kh + i) * g.kw + j
-                    for oy in 0..<g.ho {
-                        let y = oy * g.stride - g.padding + i
-                        for ox in 0..<g.wo {
-                            let xx = ox * g.stride - g.padding + j
-                            cols[row * hw + oy * g.wo + ox] = (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? x[(c * g.h + y) * g.w + xx] : 0
-                        }
+                    let row = cols + ((c * g.kh + i) * g.kw + j) * hw
+                    let (lo, hi) = validColumns(g, wo: wo, j: j)
+                    for oy in 0..<ho {
+                        let y = oy * s - g.padding + i
+                        let out = row + oy * wo
+                        guard y >= 0 && y < g.h && hi > lo else { out.update(repeating: 0, count: wo); continue }
+                        if lo > 0 { out.update(repeating: 0, count: lo) }
+                        let src = x + (c * g.h + y) * g.w + (lo * s - g.padding + j)
+                        if s == 1 { (out + lo).update(from: src, count: hi - lo) } else { for k in 0..<(hi - lo) { out[lo + k] = src[k * s] } }
+                        if hi < wo { (out + hi).update(repeating: 0, count: wo - hi) }
                     }
                 }
             }
@@ -39,18 +52,18 @@ public enum ConvKernels {
 
     /// Adjoint of `im2col`: accumulates cols back into dx_n.
     static func col2im(_ cols: UnsafePointer<Float>, _ g: Geometry, _ dx: UnsafeMutablePointer<Float>) {
-        let hw = g.ho * g.wo
+        let ho = g.ho, wo = g.wo, hw = ho * wo, s = g.stride
         for c in 0..<g.c {
             for i in 0..<g.kh {
                 for j in 0..<g.kw {
-                    let row = (c * g.kh + i) * g.kw + j
-                    for oy in 0..<g.ho {
-                        let y = oy * g.stride - g.padding + i
+                    let row = cols + ((c * g.kh + i) * g.kw + j) * hw
+                    let (lo, hi) = validColumns(g, wo: wo, j: j)
+                    for oy in 0..<ho {
+                        let y = oy * s - g.padding + i
                         guard y >= 0 && y < g.h else { continue }
-                        for ox in 0..<g.wo {
-                            let xx = ox * g.stride - g.padding + j
-                            if xx >= 0 && xx < g.w { dx[(c * g.h + y) * g.w + xx] += cols[row * hw + oy * g.wo + ox] }
-                        }
+                        let src = row + oy * wo + lo
+                        let dst = dx + (c * g.h + y) * g.w + (lo * s - g.padding + j)
+                        for k in 0..<(hi - lo) { dst[k * s] += src[k] }
                     }
                 }
             }

@@ -40,6 +40,8 @@ public final class Graph {
         case linear(Int, Int, bias: Int?)
         case conv2d(Int, Int, bias: Int?, stride: Int, padding: Int)
         case pool2d(ConvKernels.Pool, Int, kernel: Int, stride: Int, argmax: [Int32])
+        /// Rows (G·size, D) → the mean of each run of `size` rows (G, D).
+        case groupMean(Int, size: Int)
 
         /// The vars this op reads.
         var inputs: [Int] {
@@ -47,7 +49,8 @@ public final class Graph {
             case .leaf: return []
             case .binary(_, let a, let b), .matmul(let a, let b, _, _), .bmm(let a, let b, _, _): return [a, b]
             case .unary(_, let a), .sum(let a), .mean(let a), .scale(let a, _), .reshape(let a), .logSoftmax(let a),
-                 .nll(let a, _), .permute(let a, _), .softmax(let a), .gather(let a, _), .pool2d(_, let a, _, _, _):
+                 .nll(let a, _), .permute(let a, _), .softmax(let a), .gather(let a, _), .pool2d(_, let a, _, _, _),
+                 .groupMean(let a, _):
                 return [a]
             case .layerNorm(let x, let g, let b, _, _): return [x, g, b]
             case .linear(let x, let w, let b), .conv2d(let x, let w, let b, _, _): return [x, w] + (b.map { [$0] } ?? [])
@@ -234,6 +237,12 @@ public final class Graph {
             return (dx.map { [(x, $0)] } ?? []) + [(w, dw)] + (b.map { [($0, db!)] } ?? [])
         case .pool2d(let kind, let x, let k, let s, let argmax):
             return [(x, ConvKernels.pool2dBackward(kind, inputShape: values[x].shape, dy: g, argmax: argmax, kernel: k, stride: s))]
+        case .groupMean(let x, let size):
+            let d = g.shape[1], scale = 1 / Float(size)
+            let dx = Tensor(shape: values[x].shape) { o in
+                g.withData { pg in for r in 0..<o.count / d { for j in 0..<d { o[r * d + j] = pg[(r / size) * d + j] * scale } } }
+            }
+            return [(x, dx)]
         }
     }
 }
@@ -331,6 +340,24 @@ public struct Var {
     public func pool2d(_ kind: ConvKernels.Pool, kernel k: Int, stride s: Int? = nil) -> Var {
         let (y, argmax) = ConvKernels.pool2d(kind, value, kernel: k, stride: s ?? k)
         return graph.record(y, .pool2d(kind, id, kernel: k, stride: s ?? k, argmax: argmax))
+    }
+
+    /// Rows (G·size, D) → (G, D): each run of `size` rows averaged (summed in row order, then divided).
+    public func groupMean(_ size: Int) -> Var {
+        precondition(value.rank == 2 && size >= 1 && value.shape[0] % size == 0, "groupMean: \(value.shape) in runs of \(size)")
+        let g = value.shape[0] / size, d = value.shape[1]
+        let y = Tensor(shape: [g, d]) { o in
+            value.withData { p in
+                for i in 0..<g {
+                    for j in 0..<d {
+                        var s: Float = 0
+                        for r in 0..<size { s += p[(i * size + r) * d + j] }
+                        o[i * d + j] = s / Float(size)
+                    }
+                }
+            }
+        }
+        return graph.record(y, .groupMean(id, size: size))
     }
 
     /// Cross-entropy of logits (N, C) against class labels, averaged over N (PyTorch's default).

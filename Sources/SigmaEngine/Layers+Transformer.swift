@@ -99,32 +99,46 @@ public final class MultiHeadSelfAttention {
     public var parameters: [Parameter] { query.parameters + key.parameters + value.parameters + output.parameters }
 }
 
-/// A post-norm transformer encoder layer, as BERT and PyTorch's `nn.TransformerEncoderLayer(norm_first=False)`:
-/// h = LN₁(x + Attention(x)); y = LN₂(h + W₂ GELU(W₁ h)).
+/// A transformer encoder layer as PyTorch's `nn.TransformerEncoderLayer` (no dropout): post-norm (BERT's
+/// arrangement, `norm_first=False`) h = LN₁(x + Attention(x)); y = LN₂(h + W₂ act(W₁ h)), or pre-norm
+/// (`norm_first=True`) h = x + Attention(LN₁(x)); y = h + W₂ act(W₁ LN₂(h)); act GELU (BERT) or ReLU.
 public final class TransformerEncoderLayer {
     public let attention: MultiHeadSelfAttention
     public let norm1: LayerNorm, norm2: LayerNorm
     public let linear1: Linear, linear2: Linear
+    public let normFirst: Bool
+    public let activation: Kernels.Unary
 
-    public init(width: Int, heads: Int, hidden: Int, epsilon: Float = 1e-5, name: String = "", rng: inout SeededRandom) {
+    public init(width: Int, heads: Int, hidden: Int, epsilon: Float = 1e-5, normFirst: Bool = false, activation: Kernels.Unary = .gelu,
+                name: String = "", rng: inout SeededRandom) {
         let p = name.isEmpty ? "" : name + "."
         attention = MultiHeadSelfAttention(width: width, heads: heads, name: p + "self_attn", rng: &rng)
         linear1 = Linear(width, hidden, name: p + "linear1", rng: &rng)
         linear2 = Linear(hidden, width, name: p + "linear2", rng: &rng)
         norm1 = LayerNorm(width, epsilon: epsilon, name: p + "norm1")
         norm2 = LayerNorm(width, epsilon: epsilon, name: p + "norm2")
+        self.normFirst = normFirst
+        self.activation = activation
+    }
+
+    func block(_ x: Var, _ attend: (Var) -> Var) -> Var {
+        func feedForward(_ h: Var) -> Var { linear2(linear1(h).unary(activation)) }
+        if normFirst {
+            let h = x + attend(norm1(x))
+            return h + feedForward(norm2(h))
+        }
+        let h = norm1(x + attend(x))
+        return norm2(h + feedForward(h))
     }
 
     /// x (B·T, width) → (B·T, width).
     public func callAsFunction(_ x: Var, batch: Int, keyPadding: [[Bool]]? = nil) -> Var {
-        let h = norm1(x + attention(x, batch: batch, keyPadding: keyPadding))
-        return norm2(h + linear2(linear1(h).gelu()))
+        block(x) { attention($0, batch: batch, keyPadding: keyPadding) }
     }
 
     /// Inference over packed sequences (x: Σ lengths rows, no padding; see `MultiHeadSelfAttention(_:lengths:)`).
     public func callAsFunction(_ x: Var, lengths: [Int]) -> Var {
-        let h = norm1(x + attention(x, lengths: lengths))
-        return norm2(h + linear2(linear1(h).gelu()))
+        block(x) { attention($0, lengths: lengths) }
     }
 
     public var parameters: [Parameter] {

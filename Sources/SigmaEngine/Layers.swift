@@ -3,6 +3,11 @@ public protocol Layer: AnyObject {
     /// x (N, in) → (N, out), recorded on x's graph.
     func callAsFunction(_ x: Var) -> Var
     var parameters: [Parameter] { get }
+    /// Parameters by PyTorch state-dict name (default: each parameter under its own name).
+    var stateDict: [String: Tensor] { get }
+    /// Loads parameters from PyTorch state-dict tensors; every missing name or shape mismatch is an error naming the
+    /// tensor (default: each parameter by its own name).
+    func load(_ tensors: [String: Tensor], file: String) throws
 }
 
 /// y = x · Wᵀ + b, W (out, in), b (out) — PyTorch's layout and default initialisation

@@ -134,7 +134,7 @@ extension Layer {
     }
 
     /// Loads parameters by name; every missing name or shape mismatch is an error naming the tensor.
-    public func load(_ tensors: [String: Tensor], file: String = "(weights)") throws {
+    public func load(_ tensors: [String: Tensor], file: String) throws {
         for p in parameters {
             guard let t = tensors[p.name] else {
                 throw FormatError(file: file, problem: "tensor '\(p.name)' missing (file has: \(tensors.keys.sorted().joined(separator: ", ")))")

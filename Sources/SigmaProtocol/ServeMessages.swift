@@ -234,7 +234,7 @@ public struct DeploymentStatus: Sendable, Equatable {
     }
 
     public var name: String
-    /// "embed" or "mlp".
+    /// "embed" (texts in), or "mlp", "cnn", "transformer" (rows of `inputs` floats in).
     public var model: String
     /// Replicas asked for (0: one on every worker).
     public var replicasWanted: UInt32

@@ -23,7 +23,7 @@ public struct LabeledData: Sendable {
     /// Each file's size is checked against `limits.memoryBytes` before it is read, and its rows against
     /// `limits.rows` after.
     public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool,
-                            limits: SpecLimits = .standard) throws -> LabeledData {
+                            limits: SpecLimits = .standard, inputField: String = "model.mlp[0]", tokens: Int? = nil) throws -> LabeledData {
         // (a CSV's text, its decoded copy and its values; an .npy's bytes and its float32 copy)
         if let csv = spec.csv { try limits.checkMemory("data.csv", bytes: saturating(fileSize(csv), 4), what: "reading '\(csv)'") }
         for (field, p) in [("data.x", spec.x), ("data.y", spec.y), ("data.npz", spec.npz)] {
@@ -34,7 +34,7 @@ public struct LabeledData: Sendable {
         let scale = Float(spec.scale)
         do {
             if let g = spec.generate {
-                guard g.features == expected else { throw JobError("data.features is \(g.features); model.mlp[0] is \(expected)") }
+                guard g.features == expected else { throw JobError("data.features is \(g.features); \(inputField) is \(expected)") }
                 guard g.classes <= classes else { throw JobError("data.classes is \(g.classes); the model has \(classes) outputs") }
                 try limits.checkRows("data.rows", UInt64(g.rows))
                 try limits.checkMemory("data", bytes: UInt64(g.rows) * UInt64(g.features) * 4, what: "\(g.rows) generated rows of \(g.features) features")
@@ -50,7 +50,7 @@ public struct LabeledData: Sendable {
                 rows = t.rows
                 features = t.columns - 1
                 guard features == expected else {
-                    throw JobError("\(csv) has \(features) feature columns (plus the label); model.mlp[0] is \(expected)")
+                    throw JobError("\(csv) has \(features) feature columns (plus the label); \(inputField) is \(expected)")
                 }
                 x.reserveCapacity(rows * features)
                 var labels: [Int32] = []
@@ -83,7 +83,7 @@ public struct LabeledData: Sendable {
                 rows = t.shape[0]
                 features = t.shape.dropFirst().reduce(1, *)
                 guard features == expected else {
-                    throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); model.mlp[0] is \(expected)")
+                    throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); \(inputField) is \(expected)")
                 }
                 x = t.withData { p in p.map { $0 * scale } }
                 if let l {
@@ -99,7 +99,15 @@ public struct LabeledData: Sendable {
         guard rows > 0 else { throw JobError("\(spec.generate == nil ? spec.paths.joined(separator: ", ") : "data"): no rows") }
         try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : "data.x", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
+        if let vocab = tokens, let bad = x.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
+            throw JobError("\(spec.generate == nil ? spec.paths.first ?? "data" : "data"): row \(bad / features + 1), position \(bad % features) holds \(x[bad]); token ids must be integers in 0..<\(vocab) (model.transformer.vocab)")
+        }
         return LabeledData(rows: rows, features: features, x: x, y: y)
+    }
+
+    /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
+    public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard) throws -> LabeledData {
+        try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField, tokens: model.tokens)
     }
 
     /// The label column of a CSV with `columns` columns: `label_column` by name (from the header line) or index,
@@ -168,11 +176,19 @@ public struct LabeledData: Sendable {
 }
 
 public enum MLModels {
+    static let activations = ["relu", "gelu", "tanh"]
     static func activation(_ name: String) -> Kernels.Unary { name == "gelu" ? .gelu : name == "tanh" ? .tanh : .relu }
 
+    /// The network of `spec` with seeded initial weights.
+    public static func architecture(_ spec: ModelSpec, seed: UInt64) -> Layer {
+        if let c = spec.cnn { return c.build(seed: seed) }
+        if let t = spec.transformer { return t.build(seed: seed) }
+        return Sequential.mlp(spec.mlp, activation: activation(spec.activation), seed: seed)
+    }
+
     /// The model of `spec`: weights from `spec.weights` (tensor names under `spec.prefix`), else a seeded init.
-    public static func build(_ spec: ModelSpec, seed: UInt64) throws -> Sequential {
-        let model = Sequential.mlp(spec.mlp, activation: activation(spec.activation), seed: seed)
+    public static func build(_ spec: ModelSpec, seed: UInt64) throws -> Layer {
+        let model = architecture(spec, seed: seed)
         if let path = spec.weights {
             do {
                 var tensors = try SafeTensors.read(path: path)
@@ -303,6 +319,12 @@ public struct TrainPlan: Sendable {
     public func batchRange(step: Int) -> Range<Int> {
         let k = step % stepsPerEpoch
         return (k * spec.batchSize)..<min((k + 1) * spec.batchSize, train.count)
+    }
+
+    /// The seed of row `row`'s dropout mask in dropout layer `layer` at step `step`.
+    public static func dropoutSeed(_ seed: UInt64, step: Int, row: Int, layer: Int) -> UInt64 {
+        let s = SeededRandom.mix(seed ^ 0xD80_0D80_0D80)
+        return SeededRandom.mix(SeededRandom.mix(SeededRandom.mix(s &+ UInt64(step)) &+ UInt64(row)) &+ UInt64(layer))
     }
 
     public func microBatches(step: Int) -> Int {

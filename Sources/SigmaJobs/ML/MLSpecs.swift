@@ -2,10 +2,11 @@ import SigmaModel
 import Foundation
 import Yams
 
-/// A model the engine builds from a spec: an MLP today. Weights come from a safetensors file with PyTorch
-/// state-dict names (`0.weight`, `0.bias`, `2.weight`, …, optionally under `prefix`), or a seeded initialisation.
+/// A model the engine builds from a spec: an MLP (`mlp: [widths]`), a CNN (`cnn: {input, layers}`) or a transformer
+/// encoder classifier (`transformer: {...}`). Weights come from a safetensors file with PyTorch state-dict names
+/// (`0.weight`, `0.bias`, `2.weight`, …, optionally under `prefix`), or a seeded initialisation.
 public struct ModelSpec: Codable, Sendable, Equatable {
-    /// Layer widths, input first.
+    /// Layer widths, input first (an MLP; empty for the other kinds).
     public var mlp: [Int]
     /// Activation between hidden layers: relu, gelu or tanh.
     public var activation: String
@@ -13,6 +14,8 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     public var weights: String?
     /// Prefix of the tensor names in `weights`, e.g. "net." for a state dict saved from a wrapping module.
     public var prefix: String
+    public var cnn: CNNSpec?
+    public var transformer: TransformerSpec?
 
     public init(mlp: [Int], activation: String = "relu", weights: String? = nil, prefix: String = "") {
         self.mlp = mlp
@@ -21,8 +24,45 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         self.prefix = prefix
     }
 
-    public var inputs: Int { mlp.first ?? 0 }
-    public var outputs: Int { mlp.last ?? 0 }
+    public init(cnn: CNNSpec, weights: String? = nil) {
+        self.init(mlp: [], weights: weights)
+        self.cnn = cnn
+    }
+
+    public init(transformer: TransformerSpec, weights: String? = nil) {
+        self.init(mlp: [], weights: weights)
+        self.transformer = transformer
+    }
+
+    /// mlp, cnn or transformer.
+    public var kind: String { cnn != nil ? "cnn" : transformer != nil ? "transformer" : "mlp" }
+
+    /// Values per input row.
+    public var inputs: Int {
+        if let c = cnn { return c.input.reduce(1) { $0 * max(0, $1) } }
+        if let t = transformer { return t.length }
+        return mlp.first ?? 0
+    }
+
+    /// Values per output row (classes).
+    public var outputs: Int {
+        if let c = cnn { return (try? c.shapes(""))?.last?.reduce(1, *) ?? 0 }
+        if let t = transformer { return t.outputs }
+        return mlp.last ?? 0
+    }
+
+    /// The spec field that says how wide input rows are, for errors ("model.mlp[0] is 784").
+    public var inputField: String { cnn != nil ? "model.cnn.input (\(cnn!.input))" : transformer != nil ? "model.transformer.length" : "model.mlp[0]" }
+
+    /// Input values are token ids below this (a transformer's vocab), checked when data is read.
+    public var tokens: Int? { transformer?.vocab }
+
+    /// What the model is, for messages: "[784, 128, 10]", "cnn [1, 28, 28] → 10", "transformer 2×64 → 2".
+    public var summary: String {
+        if let c = cnn { return "cnn \(c.input) → \(outputs)" }
+        if let t = transformer { return "transformer \(t.layers)×\(t.width) → \(t.outputs)" }
+        return "\(mlp)"
+    }
 }
 
 /// Rows of features with (optionally) an integer class label: a CSV whose last column is the label, or an
@@ -172,8 +212,23 @@ extension ModelSpec {
 
     /// From the fields of a `model:` mapping (all read; others refused).
     static func parse(mapping m: inout Fields, base: String?) throws -> ModelSpec {
+        let weights = try m.optionalString("weights").map { resolvePath($0, base) }
+        let given = ["mlp", "cnn", "transformer"].filter { m.has($0) }
+        guard given.count <= 1 else { throw SpecError(field: "model." + given[1], problem: "give one of mlp, cnn or transformer, not both \(given[0]) and \(given[1])") }
+        if let node = m.take("cnn") {
+            var spec = ModelSpec(cnn: try CNNSpec.parse(node, path: "model.cnn."), weights: weights)
+            spec.prefix = try m.optionalString("prefix") ?? ""
+            try m.rejectUnknown()
+            return spec
+        }
+        if let node = m.take("transformer") {
+            var spec = ModelSpec(transformer: try TransformerSpec.parse(node, path: "model.transformer."), weights: weights)
+            spec.prefix = try m.optionalString("prefix") ?? ""
+            try m.rejectUnknown()
+            return spec
+        }
         guard let sizesNode = m.take("mlp"), let seq = sizesNode.sequence else {
-            throw SpecError(field: "model.mlp", problem: "missing; expected a list of layer widths such as [64, 128, 10]")
+            throw SpecError(field: "model.mlp", problem: "missing; expected a list of layer widths such as [64, 128, 10], or a cnn or transformer")
         }
         let sizes = try seq.enumerated().map { i, n -> Int in
             guard let s = n.string, let v = Int(s) else {
@@ -181,8 +236,7 @@ extension ModelSpec {
             }
             return v
         }
-        let spec = ModelSpec(mlp: sizes, activation: try m.optionalString("activation") ?? "relu",
-                             weights: try m.optionalString("weights").map { resolvePath($0, base) },
+        let spec = ModelSpec(mlp: sizes, activation: try m.optionalString("activation") ?? "relu", weights: weights,
                              prefix: try m.optionalString("prefix") ?? "")
         try m.rejectUnknown()
         return spec

@@ -34,13 +34,13 @@ extension PredictKind {
 
     /// Data shaped for the model (labels in range for eval), weights present, named and shaped as the model says.
     public static func prepare(_ spec: PredictJob, context: KindContext) throws -> any RoundDriver {
-        let data = try LabeledData.load(spec.data, features: spec.model.inputs, classes: spec.model.outputs, needLabels: isEval, limits: context.limits)
+        let data = try LabeledData.load(spec.data, for: spec.model, needLabels: isEval, limits: context.limits)
         _ = try MLModels.build(spec.model, seed: 0)
         return PredictDriver(spec: spec, eval: isEval, data: data)
     }
 
     public static func worker(_ spec: PredictJob, context: KindContext) throws -> any ShardWorker {
-        try PredictWorker(spec: spec, data: LabeledData.load(spec.data, features: spec.model.inputs, classes: spec.model.outputs,
+        try PredictWorker(spec: spec, data: LabeledData.load(spec.data, for: spec.model,
                                                             needLabels: isEval, limits: context.limits))
     }
 

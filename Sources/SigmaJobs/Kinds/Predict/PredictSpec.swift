@@ -25,8 +25,8 @@ public struct PredictJob: JobKindSpec {
         guard model.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; infer and eval need trained weights (safetensors)") }
         try data.validate("data.", needsLabels: eval)
         guard batchSize >= 1, batchSize <= 1 << 20 else { throw SpecError(field: "batch_size", problem: "must be between 1 and 1048576, got \(batchSize)") }
-        try limits.checkMemory("model.mlp", bytes: model.memoryEstimate(batch: batchSize, states: 0),
-                               what: "\(model.mlp) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
+        try limits.checkMemory("model." + model.kind, bytes: model.memoryEstimate(batch: batchSize, states: 0),
+                               what: "\(model.summary) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
     }
 }
 

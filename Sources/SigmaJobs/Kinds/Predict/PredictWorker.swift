@@ -6,7 +6,7 @@ import SigmaModel
 public final class PredictWorker {
     public let spec: PredictJob
     public let data: LabeledData
-    let model: Sequential
+    let model: Layer
 
     public init(spec: PredictJob, data: LabeledData) throws {
         self.spec = spec

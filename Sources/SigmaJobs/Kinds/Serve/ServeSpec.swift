@@ -4,16 +4,16 @@ import SigmaModel
 /// `kind: serve` — a deployment: a model kept loaded on workers and answering requests (`sigma deploy`;
 /// docs/serving.md). Not a job: submitting one is refused, naming `sigma deploy`.
 public struct ServeSpec: JobKindSpec {
-    /// What answers: a sentence-embedding model folder, or a trained MLP.
+    /// What answers: a sentence-embedding model folder, or a trained model (an MLP, CNN or transformer).
     public enum Model: Codable, Sendable, Equatable {
         case embed(folder: String)
         case mlp(ModelSpec)
 
-        /// "embed" or "mlp".
+        /// "embed", or the trained model's kind: "mlp", "cnn" or "transformer".
         public var kind: String {
             switch self {
             case .embed: "embed"
-            case .mlp: "mlp"
+            case .mlp(let m): m.kind
             }
         }
     }
@@ -54,7 +54,7 @@ public struct ServeSpec: JobKindSpec {
             guard !folder.isEmpty else { throw SpecError(field: "model.embed", problem: "empty path") }
         case .mlp(let m):
             try m.validate("model.", limits: limits)
-            guard m.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; a served MLP needs trained weights (safetensors)") }
+            guard m.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; a served model needs trained weights (safetensors)") }
         }
         guard replicas >= 0, replicas <= 1024 else { throw SpecError(field: "replicas", problem: "must be a count from 1 to 1024, or all; got \(replicas)") }
         guard maxBatch >= 1, maxBatch <= 4096 else { throw SpecError(field: "batching.max_batch", problem: "must be between 1 and 4096, got \(maxBatch)") }
@@ -68,7 +68,7 @@ public struct ServeSpec: JobKindSpec {
 extension ServeSpec {
     static func parse(_ f: inout Fields, base: String?) throws -> ServeSpec {
         let name = try f.string("name")
-        var m = try f.mapping("model", expected: "{embed: MODEL-FOLDER} or {mlp: [64, 128, 10], activation: relu, weights: FILE.safetensors}")
+        var m = try f.mapping("model", expected: "{embed: MODEL-FOLDER}, or {mlp: [64, 128, 10], activation: relu, weights: FILE.safetensors} (or a cnn or transformer)")
         let model: Model
         if let folder = try m.optionalString("embed") {
             try m.rejectUnknown()

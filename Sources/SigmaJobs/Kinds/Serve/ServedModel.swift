@@ -7,7 +7,7 @@ import SigmaProtocol
 /// bits whatever else is in its batch (the batch jobs' too: `infer` logits, `embed` vectors).
 public final class ServedModel: @unchecked Sendable {   // (read-only once built; one serving thread calls it)
     enum Engine {
-        case mlp(Sequential, inputs: Int)
+        case model(Layer, inputs: Int, tokens: Int?)
         case embed(BertEncoder)
     }
 
@@ -22,7 +22,7 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
         maxBatch = spec.maxBatch
         switch spec.model {
         case .mlp(let m):
-            engine = .mlp(try MLModels.build(m, seed: 0), inputs: m.inputs)
+            engine = .model(try MLModels.build(m, seed: 0), inputs: m.inputs, tokens: m.tokens)
             width = m.outputs
         case .embed(let folder):
             let c = try BertEncoder.config(modelDirectory: folder)
@@ -38,7 +38,7 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
     /// What this model takes, for errors: "rows of 64 features" or "texts".
     public var takes: String {
         switch engine {
-        case .mlp(_, let inputs): "rows of \(inputs) features"
+        case .model(_, let inputs, let tokens): tokens.map { "rows of \(inputs) token ids below \($0)" } ?? "rows of \(inputs) features"
         case .embed: "texts"
         }
     }
@@ -46,9 +46,12 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
     /// Outputs for every row (text) of `input`, `width` floats each, in order.
     public func run(_ input: ServeInput) throws -> [Float] {
         switch (engine, input) {
-        case (.mlp(let model, let inputs), .rows(let w, let values)):
+        case (.model(let model, let inputs, let tokens), .rows(let w, let values)):
             guard w == inputs else { throw JobError("this model takes rows of \(inputs) features, got \(w)") }
             guard !values.isEmpty else { return [] }
+            if let vocab = tokens, let bad = values.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
+                throw JobError("row \(bad / w + 1), position \(bad % w): token ids must be integers in 0..<\(vocab), got \(values[bad])")
+            }
             let x = Tensor(shape: [values.count / w, w], values)
             return model(Graph(recording: false).constant(x)).value.withData { Array($0) }
         case (.embed(let encoder), .texts(let texts)):
@@ -59,7 +62,7 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
         }
     }
 
-    /// Tokens of each text (an embedding model's batches are bounded by them); nil for an MLP.
+    /// Tokens of each text (an embedding model's batches are bounded by them); nil for a model of rows.
     public func tokenCounts(_ texts: [String]) -> [Int]? {
         guard case .embed(let encoder) = engine else { return nil }
         return encoder.tokenize(texts).map(\.count)

@@ -9,7 +9,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public let spec: TrainJob
     public let data: LabeledData
     public let plan: TrainPlan
-    let model: Sequential
+    let model: Layer
     let optimizer: StatefulOptimizer
     public private(set) var step: Int
     public private(set) var history: [[String: Any]] = []

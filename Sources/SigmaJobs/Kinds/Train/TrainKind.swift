@@ -25,7 +25,7 @@ public enum TrainKind: JobKind {
     /// that holds no step file this job would write.
     public static func prepare(_ spec: TrainJob, context: KindContext) throws -> any RoundDriver {
         var s = spec
-        let data = try LabeledData.load(s.data, features: s.model.inputs, classes: s.model.outputs, needLabels: true, limits: context.limits)
+        let data = try LabeledData.load(s.data, for: s.model, needLabels: true, limits: context.limits)
         if let dir = s.checkpointDir { s.checkpointDir = try context.roots.outputFolder(dir, field: "checkpoint_dir") }
         let driver = try TrainDriver(spec: s, data: data)
         try driver.checkCheckpointFolder()
@@ -33,7 +33,7 @@ public enum TrainKind: JobKind {
     }
 
     public static func worker(_ spec: TrainJob, context: KindContext) throws -> any ShardWorker {
-        try TrainWorker(spec: spec, data: LabeledData.load(spec.data, features: spec.model.inputs, classes: spec.model.outputs,
+        try TrainWorker(spec: spec, data: LabeledData.load(spec.data, for: spec.model,
                                                           needLabels: true, limits: context.limits))
     }
 

@@ -90,8 +90,8 @@ public struct TrainJob: JobKindSpec {
         }
         if let r = resume, r.isEmpty { throw SpecError(field: "resume", problem: "empty path") }
         // (weights, gradient, optimizer state — momentum, or Adam's two moments — and the reduce's partial sums)
-        try limits.checkMemory("model.mlp", bytes: model.memoryEstimate(batch: batchSize, states: optimizer.kind == "sgd" ? 1 : 2),
-                               what: "training \(model.mlp) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
+        try limits.checkMemory("model." + model.kind, bytes: model.memoryEstimate(batch: batchSize, states: optimizer.kind == "sgd" ? 1 : 2),
+                               what: "training \(model.summary) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
     }
 }
 

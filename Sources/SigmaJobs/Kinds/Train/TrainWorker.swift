@@ -12,11 +12,13 @@ public final class TrainWorker: @unchecked Sendable {
     public let spec: TrainJob
     public let data: LabeledData
     public let plan: TrainPlan
-    let model: Sequential
+    let model: Layer
     let lanes: ComputeLanes
     var loadedVersion: UInt32? = nil
     var params: Frame? = nil
     var cachedEpoch = -1
+    /// The step being computed (dropout masks are drawn from it).
+    var currentStep = 0
     var cachedOrder: [Int] = []
     /// Models for lanes beyond the calling thread's, with the parameter version each holds; taken while in use.
     let replicas = ReplicaPool()
@@ -31,9 +33,7 @@ public final class TrainWorker: @unchecked Sendable {
         model = Self.newModel(spec)
     }
 
-    static func newModel(_ spec: TrainJob) -> Sequential {
-        Sequential.mlp(spec.model.mlp, activation: MLModels.activation(spec.model.activation), seed: 0)
-    }
+    static func newModel(_ spec: TrainJob) -> Layer { MLModels.architecture(spec.model, seed: 0) }
 
     public var parameterCount: Int { MLModels.parameterCount(model) }
 
@@ -98,14 +98,14 @@ public final class TrainWorker: @unchecked Sendable {
         return results.withLock { $0 }
     }
 
-    func takeReplica(version: UInt32) throws -> Sequential {
+    func takeReplica(version: UInt32) throws -> Layer {
         let r = replicas.take()
         let m = r?.model ?? Self.newModel(spec)
         if r?.version != version, let p = params { try MLModels.assign(m.parameters, from: p) }
         return m
     }
 
-    func putReplica(_ m: Sequential, version: UInt32) {
+    func putReplica(_ m: Layer, version: UInt32) {
         for p in m.parameters { p.zeroGrad() }
         replicas.put(m, version: version)
     }
@@ -123,6 +123,7 @@ public final class TrainWorker: @unchecked Sendable {
             // (idle copies move to the new version too: none keeps an old PARAMS frame, or its shared-memory segment)
             try replicas.moveAll(to: version) { try MLModels.assign($0.parameters, from: params) }
         }
+        currentStep = step
         let epoch = step / plan.stepsPerEpoch
         if epoch != cachedEpoch {
             cachedOrder = plan.epochOrder(epoch)
@@ -141,7 +142,7 @@ public final class TrainWorker: @unchecked Sendable {
     /// backward pass writes its gradient straight into the subtree's buffer, and a right leaf's is added from the
     /// model's own gradient buffers, never copied into a vector of its own (a step's gradient is megabytes, and
     /// copying it per micro-batch made lanes wait on memory).
-    func subtree(_ node: TreeNode, total: Int, rowsOf: (Int) -> [Int], on model: Sequential) throws -> GradientSum {
+    func subtree(_ node: TreeNode, total: Int, rowsOf: (Int) -> [Int], on model: Layer) throws -> GradientSum {
         if node.level == 0 { return try leaf(rowsOf(Int(node.index)), on: model) }
         let left = TreeNode(level: node.level - 1, index: node.index * 2)
         let right = TreeNode(level: node.level - 1, index: node.index * 2 + 1)
@@ -171,7 +172,7 @@ public final class TrainWorker: @unchecked Sendable {
 
     /// One micro-batch on `model`: gradient of the summed cross-entropy (mean × rows), the loss sum and correct count;
     /// the backward pass writes the gradient straight into the returned vector.
-    func leaf(_ idx: [Int], on model: Sequential) throws -> GradientSum {
+    func leaf(_ idx: [Int], on model: Layer) throws -> GradientSum {
         let n = parameterCount
         var stats: (loss: Double, correct: UInt64, rows: UInt64) = (0, 0, 0)
         let values = try [Float](unsafeUninitializedCapacity: n) { buf, initialized in
@@ -187,8 +188,12 @@ public final class TrainWorker: @unchecked Sendable {
 
     /// Forward and backward over rows `idx` on `model`, the gradients left on its parameters: the loss sum, correct
     /// count, rows.
-    func backward(_ idx: [Int], on model: Sequential) throws -> (loss: Double, correct: UInt64, rows: UInt64) {
+    func backward(_ idx: [Int], on model: Layer) throws -> (loss: Double, correct: UInt64, rows: UInt64) {
         let (x, y) = data.batch(idx)
+        // Dropout masks from (seed, step, row, layer) alone: the same whichever process or lane computes the row.
+        let dropouts = Dropout.all(in: model)
+        for (k, d) in dropouts.enumerated() { d.rowSeeds = idx.map { TrainPlan.dropoutSeed(spec.seed, step: currentStep, row: $0, layer: k) } }
+        defer { for d in dropouts { d.rowSeeds = nil } }
         let g = Graph()
         let logits = model(g.constant(x))
         let loss = logits.crossEntropy(y)
@@ -202,12 +207,12 @@ public final class TrainWorker: @unchecked Sendable {
 
 /// Idle model copies of a `TrainWorker`, with the parameter version each holds (lanes take and return them).
 final class ReplicaPool: @unchecked Sendable {
-    private var free: [(model: Sequential, version: UInt32?)] = []
+    private var free: [(model: Layer, version: UInt32?)] = []
     private let lock = NSLock()
 
-    func take() -> (model: Sequential, version: UInt32?)? { lock.withLock { free.popLast() } }
-    func put(_ m: Sequential, version: UInt32) { lock.withLock { free.append((m, version)) } }
-    func moveAll(to version: UInt32, _ load: (Sequential) throws -> Void) rethrows {
+    func take() -> (model: Layer, version: UInt32?)? { lock.withLock { free.popLast() } }
+    func put(_ m: Layer, version: UInt32) { lock.withLock { free.append((m, version)) } }
+    func moveAll(to version: UInt32, _ load: (Layer) throws -> Void) rethrows {
         try lock.withLock {
             for k in free.indices {
                 try load(free[k].model)
@@ -222,7 +227,7 @@ final class GradientScratch: @unchecked Sendable {
     private var buffers: [ObjectIdentifier: UnsafeMutableBufferPointer<Float>] = [:]
     private let lock = NSLock()
 
-    func buffer(for model: Sequential, count: Int) -> UnsafeMutableBufferPointer<Float> {
+    func buffer(for model: Layer, count: Int) -> UnsafeMutableBufferPointer<Float> {
         lock.withLock {
             if let b = buffers[ObjectIdentifier(model)], b.count == count { return b }
             let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)

@@ -1,0 +1,89 @@
+import Foundation
+import SigmaEngine
+import Testing
+
+/// scikit-learn's 8×8 digits (data/digits.csv) upsampled to 28×28 bytes — bilinear with pixel centres aligned, the
+/// same operations as make_models.py — written as MNIST's IDX files (images, labels) into `dir`.
+func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
+    let (rows, cols, v) = try CSVFile.readFloats(path: repoRoot + "/data/digits.csv")
+    var pixels = [UInt8](repeating: 0, count: rows * 28 * 28)
+    func source(_ i: Int) -> (Int, Int, Double) {
+        let s = min(7.0, max(0.0, (Double(i) + 0.5) * 8.0 / 28.0 - 0.5))
+        let lo = Int(s.rounded(.down))
+        return (lo, min(lo + 1, 7), s - Double(lo))
+    }
+    for r in 0..<rows {
+        func px(_ y: Int, _ x: Int) -> Double { Double(v[r * cols + y * 8 + x]) }
+        for i in 0..<28 {
+            let (y0, y1, wy) = source(i)
+            for j in 0..<28 {
+                let (x0, x1, wx) = source(j)
+                let value = (1 - wy) * ((1 - wx) * px(y0, x0) + wx * px(y0, x1)) + wy * ((1 - wx) * px(y1, x0) + wx * px(y1, x1))
+                pixels[(r * 28 + i) * 28 + j] = UInt8((value * 255.0 / 16.0 + 0.5).rounded(.down))
+            }
+        }
+    }
+    func header(_ dims: [Int]) -> [UInt8] {
+        [0, 0, 0x08, UInt8(dims.count)] + dims.flatMap { d in withUnsafeBytes(of: UInt32(d).bigEndian) { Array($0) } }
+    }
+    let images = dir + "/digits28-idx3-ubyte", labels = dir + "/digits28-labels-idx1-ubyte"
+    try Data(header([rows, 28, 28]) + pixels).write(to: URL(fileURLWithPath: images))
+    try Data(header([rows]) + (0..<rows).map { UInt8(v[$0 * cols + 64]) }).write(to: URL(fileURLWithPath: labels))
+    return (images, labels)
+}
+
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ModelJobsTests {
+    /// The tutorial CNN of docs/jobs.md, from its spec, on the digits upsampled to 28×28 in IDX files: ≥ 97 %
+    /// held-out accuracy with fixed seeds (dropout included), trained on 3 workers bitwise equal to `--local`, and
+    /// the tensors it writes named as PyTorch's state dict of the same `nn.Sequential` names them.
+    @Test func theTutorialCNNTrainsOnThreeWorkersBitwiseAsLocal() async throws {
+        let dir = try Scratch("cnn")
+        defer { dir.remove() }
+        let (images, labels) = try writeDigits28(dir.path)
+        let spec = try dir.write("cnn.yaml", """
+            kind: train
+            name: cnn-digits
+            model:
+              cnn:
+                input: [1, 28, 28]
+                layers:
+                  - {conv: {out: 32, kernel: 3}}
+                  - relu
+                  - {conv: {out: 64, kernel: 3}}
+                  - relu
+                  - {maxpool: 2}
+                  - {dropout: 0.25}
+                  - flatten
+                  - {linear: 128}
+                  - relu
+                  - {dropout: 0.5}
+                  - {linear: 10}
+            data: {x: \(images), y: \(labels), scale: 0.00392156862745098}
+            optimizer: {adam: {lr: 0.003}}
+            epochs: 8
+            batch_size: 64
+            micro_batch: 16
+            holdout: 0.2
+            seed: 1
+            """)
+        let (ls, lo, le) = try await sigma(["train", spec, "--local", "--json", "-o", dir.path + "/local"], timeout: 600)
+        try #require(ls == 0, "\(le.suffix(800))")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(lo.utf8)) as? [String: Any], "\(lo.suffix(300))")
+        let accuracy = try #require((json["metrics"] as? [String: Any])?["eval_accuracy"] as? Double, "\(json)")
+        #expect(accuracy >= 0.97, "held-out accuracy \(accuracy)")
+        let local = try #require(fileBytes(dir.path + "/local/model.safetensors"))
+        let pytorch = try SafeTensors.read(path: repoRoot + "/Tests/SigmaJobsTests/Fixtures/cnn_digits.safetensors")
+        let names = Set(pytorch.keys.filter { !$0.hasPrefix("grad.") && !["input", "labels", "logits", "loss"].contains($0) })
+        let written = try SafeTensors.read(path: dir.path + "/local/model.safetensors")
+        #expect(Set(written.keys) == names, "written \(written.keys.sorted()), PyTorch's \(names.sorted())")
+        for (k, t) in written { #expect(t.shape == pytorch[k]?.shape, "\(k): \(t.shape) vs PyTorch's \(pytorch[k]?.shape ?? [])") }
+
+        let cluster = try await ProcessCluster(workers: 3)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(3)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/cluster"], timeout: 600)
+        #expect(s == 0, "\(e.suffix(800))")
+        #expect(fileBytes(dir.path + "/cluster/model.safetensors") == local, "parameters trained on 3 workers differ from --local")
+        #expect(fileBytes(dir.path + "/cluster/history.json") == fileBytes(dir.path + "/local/history.json"), "history differs from --local")
+    }
+}
