@@ -18,6 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench dispatch    # tiny-shard throughput, round trip vs raw ZeroMQ
           sigma bench gemm        # engine vs cblas_sgemm, per OpenBLAS kernel set
           sigma bench mlp         # MLP 784-1024-1024-10 SGD step, samples/s
+          sigma bench cnn         # the tutorial CNN's training step vs PyTorch
           sigma bench embed       # MiniLM over 2,000 sentences (`make model`)
           sigma bench train       # MLP training on 2 workers vs the engine alone
           sigma bench reduce      # 4 × 64 MiB gradients from 4 workers vs ZeroMQ
@@ -31,7 +32,7 @@ struct BenchCommand: AsyncParsableCommand {
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch, gemm, mlp, embed, train, reduce, embed-cluster, curve, coordinator, scale, serve.")
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp, cnn, embed, train, reduce, embed-cluster, curve, coordinator, scale, serve.")
     var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
@@ -58,6 +59,7 @@ struct BenchCommand: AsyncParsableCommand {
             case "gemm" where child: BenchKernels.childMain()
             case "gemm": try await onThread { benchGemm(runs: runs); BenchKernels.run() }
             case "mlp": try await onThread { benchMLP(runs: runs) }
+            case "cnn": try await onThread { try benchCNN(runs: runs) }
             case "embed": try await onThread { try benchEmbed(runs: runs) }
             case "train": try await BenchJobs.train(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)
             case "reduce": try await BenchJobs.reduce(runs: runs, logger: Logger(label: "sigma.bench"), journal: journal)

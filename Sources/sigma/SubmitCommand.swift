@@ -111,7 +111,11 @@ struct SubmitCommand: AsyncParsableCommand {
                 print(jsonString(obj))
             } else {
                 let planned = trainSteps?.planned ?? TrainKind.spec(in: jobSpec)?.steps
-                let size = planned.map { o.state == .completed ? "\($0) steps" : "\(trainSteps?.done ?? 0) of \($0) steps" } ?? "\(o.shards) shards"
+                var size = planned.map { o.state == .completed ? "\($0) steps" : "\(trainSteps?.done ?? 0) of \($0) steps" } ?? "\(o.shards) shards"
+                // (the whole job's mean, start-up included: a job over within a second or two shows no live rate)
+                if let steps = planned, o.state == .completed, o.elapsed > 0, let batch = TrainKind.spec(in: jobSpec)?.batchSize {
+                    size += String(format: " (about %.0f samples/s)", Double(steps * batch) / (Double(o.elapsed) / 1e9))
+                }
                 print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(size), \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
                 for l in shown?.lines ?? [] { print("  " + l) }
                 if !o.error.isEmpty { print("  error: \(o.error)") }

@@ -31,7 +31,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
     /// coordinator to gigabytes).
     @Test func finishedResultsAreKeptWithinTheirByteBudget() throws {
         var config = CoordinatorConfig()
-        config.keepResultBytes = 100   // (a one-reducer map-reduce result is 54 bytes)
+        config.keepResultBytes = 80   // (a one-reducer map-reduce result is 45 bytes)
         var h = Harness(config)
         h.hello(w1)
         let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
@@ -50,7 +50,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
             #expect(e.message.contains("no longer kept") && e.message.contains("keep_result_bytes"), "\(e.message)")
         }
         guard case .jobResult(let o)? = fetch(ids[2]) else { Issue.record("the latest result is kept"); return }
-        #expect(o.state == .completed && o.payload.count == 54)
+        #expect(o.state == .completed && o.payload.count == 45)
         let listed = h.core.status(now: h.now).jobs.map(\.id)
         #expect(ids.allSatisfy(listed.contains), "the jobs stay listed")
     }
@@ -61,7 +61,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
     @Test func largeResultsAreStoredAndReadInPieces() throws {
         var config = CoordinatorConfig()
         config.storeResultsOver = 40
-        config.keepResultBytes = 250   // (two results of 107 bytes)
+        config.keepResultBytes = 250   // (two results of 98 bytes)
         config.journal = true
         var h = Harness(config)
         h.hello(w1)

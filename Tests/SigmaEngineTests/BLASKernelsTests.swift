@@ -110,6 +110,9 @@ import Testing
     /// The self-check passes on the kernels running in this test process and fails on a product that is wrong in
     /// one element by more than the tolerance, on a transposed shape only, or NaN.
     @Test func selfCheckPassesOnRealProductsAndCatchesWrongOnes() {
+        // (the process's kernel choice first: selfCheck calls OpenBLAS directly, and the choice must not switch
+        // kernel sets while it is inside — another test's first product makes that choice, on another thread)
+        _ = BLASKernels.startup
         #expect(BLASKernels.selfCheck())
         #expect(!BLASKernels.selfCheck { a, b, ta, tb in
             let c = Kernels.matmul(a, b, transA: ta, transB: tb)

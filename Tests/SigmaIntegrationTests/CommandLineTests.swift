@@ -44,7 +44,7 @@ import Testing
         try #require(s == 0, "\(e)")
         let job = try #require(jobID(in: e), "\(e)")
         #expect(e.contains("job \(job) accepted: 400 steps of 64 rows"), "\(e)")
-        #expect(out.contains("job \(job) completed in") && out.contains(": 400 steps,"), "\(out)")
+        #expect(out.contains("job \(job) completed in") && out.contains(": 400 steps (about ") && out.contains(" samples/s),"), "\(out)")
         let etas = e.split(separator: "\n").compactMap { line -> Double? in
             guard let r = line.range(of: "ETA ") else { return nil }
             return Double(line[r.upperBound...].prefix { $0.isNumber || $0 == "." })

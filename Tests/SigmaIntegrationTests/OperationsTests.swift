@@ -11,7 +11,7 @@ import Testing
     static let longJob = """
         kind: map-reduce
         name: ops-long
-        input: {generate: uniform, count: 900M, seed: 5, low: -1, high: 1}
+        input: {generate: uniform, count: 9000M, seed: 5, low: -1, high: 1}
         map: square
         reduce: [sum, count]
         shards: 900

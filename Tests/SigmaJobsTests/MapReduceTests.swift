@@ -28,7 +28,8 @@ import Testing
     func reference(_ spec: MapReduceSpec) -> (sum: Double, min: Double, max: Double, count: Int, hist: [UInt64]) {
         let n = spec.input.generatedCount!
         var sum = 0.0, c = 0.0, mn = Double.infinity, mx = -Double.infinity
-        var hist = [UInt64](repeating: 0, count: spec.histogram?.bins ?? 0)
+        let h = spec.shape.histograms.first
+        var hist = [UInt64](repeating: 0, count: h?.bins ?? 0)
         for i in 0..<n {
             let x = spec.map.apply(Generator.value(spec.input, i))
             let y = x - c
@@ -37,8 +38,9 @@ import Testing
             sum = t
             mn = min(mn, x)
             mx = max(mx, x)
-            if let h = spec.histogram, x >= h.low, x <= h.high {
-                hist[min(h.bins - 1, Int((x - h.low) / (h.high - h.low) * Double(h.bins)))] += 1
+            if let h, x >= h.low, x <= h.high {
+                let bin = Int((x - h.low) / (h.high - h.low) * Double(h.bins))
+                hist[min(h.bins - 1, bin)] += 1
             }
         }
         return (sum, mn, mx, Int(n), hist)
@@ -75,18 +77,26 @@ import Testing
         let again = MapReduceResult.reduce(spec, partials: parts).total.total
         #expect(all.bitPattern == again.bitPattern)
         let local = try MapReduceKernel.runLocal(spec).total
-        #expect(abs(all - local) <= 1e-9 * 1e6 * 141)   // sum of N(0, 1e6²): |S| ~ 1e6·√N; compensated sums agree to ulps
+        #expect(all.bitPattern == local.bitPattern)   // exact sums: the same bits however the input is split
     }
 
     @Test func partialDecodingRejectsWrongBinsAndTruncation() throws {
-        var p = Partial(bins: 3)
-        p.count = 5
-        let bytes = p.encoded
-        #expect(throws: ByteReadError.self) { _ = try Partial.decode(Frame(bytes), expectedBins: 4) }
-        for cut in 0..<bytes.count {
-            #expect(throws: ByteReadError.self) { _ = try Partial.decode(Frame(Array(bytes.prefix(cut))), expectedBins: 3) }
+        let shape = PartialShape([.histogram(bins: 3, low: 0, high: 1), .topK(2), .classCounts, .concat, .variance])
+        var acc = Partial(shape)
+        acc.count = 5
+        acc.sum.add(2.5)
+        acc.top = [.init(value: 3, index: 1), .init(value: 3, index: 4)]
+        acc.classes = [3: 2]
+        acc.values = [3, 1, 0, 3, 0]
+        let bytes = acc.encoded
+        #expect(throws: ByteReadError.self) { _ = try Partial.decode(Frame(bytes), shape: PartialShape([.histogram(bins: 4, low: 0, high: 1), .topK(2), .classCounts, .concat, .variance])) }
+        for cut in stride(from: 0, to: bytes.count, by: 7) {
+            #expect(throws: ByteReadError.self) { _ = try Partial.decode(Frame(Array(bytes.prefix(cut))), shape: shape) }
         }
-        #expect(try Partial.decode(Frame(bytes), expectedBins: 3) == p)
+        #expect(try Partial.decode(Frame(bytes), shape: shape) == acc)
+        var unordered = acc
+        unordered.top = [.init(value: 3, index: 4), .init(value: 3, index: 1)]
+        #expect(throws: ByteReadError.self) { _ = try Partial.decode(Frame(unordered.encoded), shape: shape) }
     }
 
     @Test func nanPropagatesLikeNumPy() throws {

@@ -34,12 +34,12 @@ public struct LabeledData: Sendable {
         let scale = Float(spec.scale)
         do {
             if let g = spec.generate {
-                guard g.features == expected else { throw JobError("data.features is \(g.features); \(inputField) is \(expected)") }
+                guard g.features == expected else { throw JobError("data.\(g.isSequences ? "length" : "features") is \(g.features); \(inputField) is \(expected)") }
                 guard g.classes <= classes else { throw JobError("data.classes is \(g.classes); the model has \(classes) outputs") }
                 try limits.checkRows("data.rows", UInt64(g.rows))
                 try limits.checkMemory("data", bytes: UInt64(g.rows) * UInt64(g.features) * 4, what: "\(g.rows) generated rows of \(g.features) features")
                 (rows, features) = (g.rows, g.features)
-                (x, y) = blobs(g, scale: scale)
+                (x, y) = g.isSequences ? sequences(g) : blobs(g, scale: scale)
             } else if let csv = spec.csv {
                 let t: (rows: Int, columns: Int, values: [Float])
                 do { t = try CSVFile.readFloats(path: csv, header: spec.header == true) } catch let e as FormatError where spec.header != true && e.problem.hasPrefix("line 1 ") {
@@ -142,6 +142,27 @@ public struct LabeledData: Sendable {
                 let n = (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
                 x[r * g.features + f] = Float(Double(centres[k * g.features + f]) + g.spread * n) * scale
             }
+        }
+        return (x, y)
+    }
+
+    /// Generated sequences (`LabeledDataSpec.GeneratedBlobs`, generator `sequences`): each row from (seed, row).
+    static func sequences(_ g: LabeledDataSpec.GeneratedBlobs) -> ([Float], [Int32]) {
+        let (t, c, vocab) = (g.features, g.classes, g.vocab ?? g.classes + 1)
+        var x = [Float](repeating: 0, count: g.rows * t), y = [Int32](repeating: 0, count: g.rows)
+        for r in 0..<g.rows {
+            var rng = SeededRandom(seed: SeededRandom.mix((g.seed ^ 0x5E0_5E0) &+ UInt64(r) &* SeededRandom.gamma))
+            let k = r % c
+            y[r] = Int32(k)
+            var row = (0..<t).map { _ in Float(c + Int(rng.next() % UInt64(vocab - c))) }
+            var positions = Array(0..<t)
+            positions.shuffle(using: &rng)
+            var at = 0
+            for token in 0..<c {
+                let count = token == k ? 3 : Int(rng.next() % 3)
+                for _ in 0..<count { row[positions[at]] = Float(token); at += 1 }
+            }
+            x.replaceSubrange((r * t)..<((r + 1) * t), with: row)
         }
         return (x, y)
     }

@@ -78,8 +78,10 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     public var npz: String?
     public var features: String?
     public var labels: String?
-    /// Generated data (tests, demos): `rows` rows in `classes` Gaussian blobs of `spread` around seeded centres in
-    /// [−1, 1]^features; row i is of class i mod classes. A pure function of (seed, i), as map-reduce's inputs.
+    /// Generated data (tests, demos), a pure function of (seed, i) as map-reduce's inputs; row i is of class
+    /// i mod classes. `blobs`: `rows` rows in `classes` Gaussian blobs of `spread` around seeded centres in
+    /// [−1, 1]^features. `sequences`: rows of `features` token ids below `vocab` — noise tokens from classes..<vocab,
+    /// class k's token k at 3 random positions and each other class token at 0 to 2 (a transformer's task).
     public var generate: GeneratedBlobs?
     /// A CSV whose first line names its columns.
     public var header: Bool?
@@ -100,9 +102,13 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
 
     public struct GeneratedBlobs: Codable, Sendable, Equatable {
         public var rows: Int, features: Int, classes: Int, seed: UInt64, spread: Double
+        /// nil: blobs; "sequences".
+        public var generator: String?
+        public var vocab: Int?
         public init(rows: Int, features: Int, classes: Int, seed: UInt64 = 1, spread: Double = 0.3) {
             (self.rows, self.features, self.classes, self.seed, self.spread) = (rows, features, classes, seed, spread)
         }
+        public var isSequences: Bool { generator == "sequences" }
     }
 
     func validate(_ path: String, needsLabels: Bool) throws {
@@ -111,9 +117,18 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
         }
         if let g = generate {
             guard g.rows >= 1, g.rows <= 10_000_000 else { throw SpecError(field: path + "rows", problem: "must be between 1 and 10000000, got \(g.rows)") }
-            guard g.features >= 1, g.features <= 4096 else { throw SpecError(field: path + "features", problem: "must be between 1 and 4096, got \(g.features)") }
+            guard g.features >= 1, g.features <= 4096 else { throw SpecError(field: path + (g.isSequences ? "length" : "features"), problem: "must be between 1 and 4096, got \(g.features)") }
             guard g.classes >= 2, g.classes <= 1000 else { throw SpecError(field: path + "classes", problem: "must be between 2 and 1000, got \(g.classes)") }
             guard g.spread.isFinite, g.spread >= 0 else { throw SpecError(field: path + "spread", problem: "must be finite and ≥ 0, got \(g.spread)") }
+            if g.isSequences {
+                let v = g.vocab ?? 0
+                guard v >= g.classes + 1, v <= 1 << 20 else {
+                    throw SpecError(field: path + "vocab", problem: "must be between classes + 1 (\(g.classes + 1)) and 1048576, got \(v)")
+                }
+                guard g.features >= 3 * g.classes else {
+                    throw SpecError(field: path + "length", problem: "must be at least 3 × classes (\(3 * g.classes)) to hold the class tokens, got \(g.features)")
+                }
+            }
             return
         }
         if npz == nil && (features != nil || labels != nil) {
@@ -253,10 +268,15 @@ extension LabeledDataSpec {
                                    labelColumn: try d.optionalString("label_column"))
         spec.npz = try d.optionalString("npz").map { resolvePath($0, base) }
         if let kind = try d.optionalString("generate") {
-            guard kind == "blobs" else { throw SpecError(field: "data.generate", problem: "unknown generator '\(kind.prefix(40))'; expected blobs") }
-            spec.generate = GeneratedBlobs(rows: try d.optionalInt("rows") ?? 0, features: try d.optionalInt("features") ?? 0,
-                                           classes: try d.optionalInt("classes") ?? 0, seed: try d.optionalUInt("seed") ?? 1,
-                                           spread: try d.optionalDouble("spread") ?? 0.3)
+            guard kind == "blobs" || kind == "sequences" else {
+                throw SpecError(field: "data.generate", problem: "unknown generator '\(kind.prefix(40))'; expected blobs or sequences")
+            }
+            let width = kind == "sequences" ? try d.optionalInt("length") : try d.optionalInt("features")
+            var g = GeneratedBlobs(rows: try d.optionalInt("rows") ?? 0, features: width ?? 0,
+                                   classes: try d.optionalInt("classes") ?? 0, seed: try d.optionalUInt("seed") ?? 1,
+                                   spread: kind == "sequences" ? 0 : try d.optionalDouble("spread") ?? 0.3)
+            if kind == "sequences" { (g.generator, g.vocab) = (kind, try d.optionalInt("vocab") ?? 0) }
+            spec.generate = g
         }
         spec.features = try d.optionalString("features")
         spec.labels = try d.optionalString("labels")

@@ -9,8 +9,7 @@ public enum MapReduceKernel {
 
     /// `files` caches open `.npy` files between shards (the worker keeps one per compute thread).
     public static func run(_ spec: MapReduceSpec, start: UInt64, count: UInt64, files: NpyFileCache? = nil) throws -> Partial {
-        let hist = spec.histogram
-        var acc = Accumulator(histogram: hist)
+        var acc = Accumulator(spec.shape)
         // Sized to the shard: a fixed 512 KiB buffer would be an mmap + munmap for every tiny shard.
         let rows = spec.input.generatedCount == nil ? chunk : Int(Swift.min(UInt64(chunk), Swift.max(1, count)))
         let buffer = UnsafeMutableBufferPointer<Double>.allocate(capacity: rows)
@@ -39,7 +38,7 @@ public enum MapReduceKernel {
                     target = big!
                 }
                 try file.readRows(start: row, count: n, into: target)
-                acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<values]), map: spec.map)
+                try acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<values]), map: spec.map, first: UInt64(row * file.header.columns))
                 row += n
             }
         default:
@@ -49,7 +48,7 @@ public enum MapReduceKernel {
                 let n = Int(Swift.min(UInt64(chunk), end - i))
                 let slice = UnsafeMutableBufferPointer(rebasing: buffer[0..<n])
                 Generator.fill(spec.input, from: i, into: slice)
-                acc.add(slice, map: spec.map)
+                try acc.add(slice, map: spec.map, first: i)
                 i += UInt64(n)
             }
         }
@@ -70,17 +69,17 @@ public enum MapReduceKernel {
 /// Accumulates mapped values into a `Partial`.
 struct Accumulator {
     var partial: Partial
-    let low: Double, high: Double, scale: Double, bins: Int
+    let histograms: [(low: Double, high: Double, scale: Double, bins: Int)]
+    /// Most distinct values class_counts keeps.
+    static let classLimit = 65_536
 
-    init(histogram: (bins: Int, low: Double, high: Double)?) {
-        partial = Partial(bins: histogram?.bins ?? 0)
-        bins = histogram?.bins ?? 0
-        low = histogram?.low ?? 0
-        high = histogram?.high ?? 0
-        scale = histogram.map { Double($0.bins) / ($0.high - $0.low) } ?? 0
+    init(_ shape: PartialShape) {
+        partial = Partial(shape)
+        histograms = shape.histograms.map { ($0.low, $0.high, Double($0.bins) / ($0.high - $0.low), $0.bins) }
     }
 
-    mutating func add(_ values: UnsafeMutableBufferPointer<Double>, map: ElementFunction) {
+    /// Adds `values` (overwritten by f of them), the first of which is input element `first`.
+    mutating func add(_ values: UnsafeMutableBufferPointer<Double>, map: ElementFunction, first: UInt64) throws {
         switch map {
         case .identity: break
         case .square: for i in values.indices { values[i] = values[i] * values[i] }
@@ -88,32 +87,71 @@ struct Accumulator {
         case .affine(let a, let b): for i in values.indices { values[i] = a * values[i] + b }
         default: for i in values.indices { values[i] = map.apply(values[i]) }
         }
-        var sum = partial.sum, comp = partial.compensation
-        var mn = partial.min, mx = partial.max
-        var nans: UInt64 = 0
-        for x in values {
-            if x.isNaN { nans += 1; continue }
-            let t = sum + x
-            if Swift.abs(sum) >= Swift.abs(x) { comp += (sum - t) + x } else { comp += (x - t) + sum }
-            sum = t
-            if x < mn { mn = x }
-            if x > mx { mx = x }
+        let (mn, mx, nans) = Self.extremes(UnsafeBufferPointer(values), partial.min, partial.max)
+        partial.sum.add(contentsOf: UnsafeBufferPointer(values))   // (NaN skipped there: NaNs are counted above)
+        if partial.squares != nil {
+            for x in values where !x.isNaN {
+                let p = x * x
+                partial.squares!.add(p)
+                if p.isFinite { partial.squares!.add((-p).addingProduct(x, x)) }   // x² = p + (x·x − p) exactly
+            }
         }
-        partial.sum = sum
-        partial.compensation = comp
         partial.min = mn
         partial.max = mx
         partial.nans += nans
         partial.count += UInt64(values.count)
-        if bins > 0 {
-            partial.histogram.withUnsafeMutableBufferPointer { h in
-                for x in values where x >= low && x <= high {
-                    var b = Int((x - low) * scale)
-                    if b >= bins { b = bins - 1 }
-                    h[b] += 1
+        for (h, g) in histograms.enumerated() {
+            partial.histograms[h].withUnsafeMutableBufferPointer { counts in
+                for x in values where x >= g.low && x <= g.high {
+                    var b = Int((x - g.low) * g.scale)
+                    if b >= g.bins { b = g.bins - 1 }
+                    counts[b] += 1
                 }
             }
         }
+        if partial.top != nil { rank(values, first: first) }
+        if partial.classes != nil {
+            for x in values where !x.isNaN { partial.classes![x == 0 ? 0 : x, default: 0] += 1 }   // (−0 counts as 0)
+            guard partial.classes!.count <= Self.classLimit else {
+                throw JobError("class_counts: more than \(Self.classLimit) distinct values (is the input made of class labels?)")
+            }
+        }
+        partial.values?.append(contentsOf: values)
+    }
+
+    /// min, max (NaN skipped) and the NaN count of `values`, from `mn`, `mx`: selects, no branches to mispredict.
+    @inline(never)
+    static func extremes(_ values: UnsafeBufferPointer<Double>, _ mn: Double, _ mx: Double) -> (Double, Double, UInt64) {
+        var lo = mn, hi = mx, nans: UInt64 = 0
+        guard let p = values.baseAddress else { return (lo, hi, 0) }
+        for i in 0..<values.count {
+            let x = p[i]
+            nans &+= x.isNaN ? 1 : 0
+            lo = x < lo ? x : lo   // (NaN compares false: never taken)
+            hi = x > hi ? x : hi
+        }
+        return (lo, hi, nans)
+    }
+
+    /// Keeps the k largest (value, index) pairs seen: candidates that rank before the current k-th are gathered,
+    /// sorted and cut back to k whenever there are 2k of them (O(n log k) whatever the input's order).
+    mutating func rank(_ values: UnsafeMutableBufferPointer<Double>, first: UInt64) {
+        let k = partial.topK
+        var top = partial.top!
+        var threshold = top.count == k ? top.last : nil
+        func cut() {
+            top.sort { $0.before($1) }
+            if top.count > k { top.removeLast(top.count - k) }
+            threshold = top.count == k ? top.last : nil
+        }
+        for (i, x) in values.enumerated() where !x.isNaN {
+            let r = Partial.Ranked(value: x, index: first + UInt64(i))
+            if let t = threshold, !r.before(t) { continue }
+            top.append(r)
+            if top.count >= 2 * k { cut() }
+        }
+        cut()
+        partial.top = top
     }
 }
 

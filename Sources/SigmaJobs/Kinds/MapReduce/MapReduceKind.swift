@@ -25,8 +25,13 @@ public enum MapReduceKind: JobKind {
         let rows: UInt64
         switch spec.input {
         case .npy(let path):
-            rows = UInt64(try NpyFile(path: path).header.rows)
+            let header = try NpyFile(path: path).header
+            rows = UInt64(header.rows)
             try context.limits.checkRows("input.npy", rows)
+            if spec.reduce.contains(.concat) {
+                try context.limits.checkMemory("reduce.concat", bytes: saturating(saturating(rows, UInt64(header.columns)), 16),
+                                               what: "concat of \(rows) × \(header.columns) values")
+            }
         default:
             rows = spec.input.generatedCount ?? 0
         }
@@ -51,7 +56,7 @@ public enum MapReduceKind: JobKind {
 
     public static func report(_ result: [UInt8], spec: MapReduceSpec) throws -> JobReport {
         let r = try result.withUnsafeBytes { try MapReduceResult.decode($0) }
-        return JobReport(lines: r.lines, json: r.jsonObject)
+        return JobReport(files: r.files, lines: r.lines, json: r.jsonObject)
     }
 }
 
@@ -65,14 +70,14 @@ final class MapReduceDriver: RoundDriver, @unchecked Sendable {
     let rows: UInt64
     let ranges: [ShardPlan]
     var partials: [Partial?]
-    let bins: Int
+    let shape: PartialShape
 
     init(spec: MapReduceSpec, rows: UInt64) {
         self.spec = spec
         self.rows = rows
         ranges = spec.sharding.ranges(rows: rows).map { ShardPlan(start: $0.start, count: $0.count) }
         partials = Array(repeating: nil, count: ranges.count)
-        bins = spec.histogram?.bins ?? 0
+        shape = spec.shape
     }
 
     var kind: String { MapReduceKind.name }
@@ -87,7 +92,7 @@ final class MapReduceDriver: RoundDriver, @unchecked Sendable {
     func plan(shares: [Double]) -> [ShardPlan] { ranges }
 
     func accept(shard index: Int, payload: Frame) throws {
-        let p = try Partial.decode(payload, expectedBins: bins)
+        let p = try Partial.decode(payload, shape: shape)
         if spec.input.generatedCount != nil, p.count != ranges[index].count {
             throw ByteReadError(field: "partial.count", problem: "\(p.count) values for a shard of \(ranges[index].count) rows")
         }

@@ -31,7 +31,17 @@ extension MapReduceSpec {
                 }
             }
         }
-        guard histograms <= 1 else { throw SpecError(field: "reduce", problem: "at most one histogram per job") }
+        guard histograms <= 16 else { throw SpecError(field: "reduce", problem: "at most 16 histograms per job, got \(histograms)") }
+        for (i, r) in reduce.enumerated() {
+            if case .topK(let k) = r, k < 1 || k > 100_000 { throw SpecError(field: "reduce[\(i)].top_k", problem: "k must be between 1 and 100000, got \(k)") }
+        }
+        for (i, r) in reduce.enumerated() where reduce.firstIndex(of: r)! < i {
+            throw SpecError(field: "reduce[\(i)]", problem: "\(r.name) is asked for twice")
+        }
+        // (every value kept, 8 bytes each, on the coordinator: within the memory limit before anything runs)
+        if reduce.contains(.concat), let n = input.generatedCount {
+            try limits.checkMemory("reduce.concat", bytes: saturating(n, 16), what: "concat of \(n) values")
+        }
         switch sharding {
         case .count(let n):
             guard n >= 1 else { throw SpecError(field: "shards", problem: "must be ≥ 1, got \(n)") }

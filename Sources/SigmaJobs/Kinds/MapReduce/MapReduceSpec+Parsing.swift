@@ -40,7 +40,7 @@ extension MapReduceSpec {
         }
         // reduce
         guard let r = f.take("reduce") else {
-            throw SpecError(field: "reduce", problem: "missing; expected one or more of sum, mean, min, max, count, histogram")
+            throw SpecError(field: "reduce", problem: "missing; expected one or more of sum, mean, variance, min, max, count, histogram, top_k, class_counts, concat")
         }
         var reducers: [Reducer] = []
         if let seq = r.sequence {
@@ -119,9 +119,23 @@ extension Reducer {
             case "min": return .min
             case "max": return .max
             case "count": return .count
+            case "variance": return .variance
+            case "class_counts": return .classCounts
+            case "concat": return .concat
             case "histogram": throw SpecError(field: field, problem: "histogram needs parameters: {histogram: {bins: 10, low: 0, high: 1}}")
-            default: throw SpecError(field: field, problem: "unknown reducer '\(s)'; expected sum, mean, min, max, count or histogram")
+            case "top_k": throw SpecError(field: field, problem: "top_k needs k: {top_k: 5}")
+            default: throw SpecError(field: field, problem: "unknown reducer '\(s.prefix(40))'; expected sum, mean, variance, min, max, count, histogram, top_k, class_counts or concat")
             }
+        }
+        if let m = node.mapping, m.count == 1, m.first?.key.string == "top_k", let v = m.first?.value {
+            if v.scalar != nil, let s = v.string, let k = Int(s) { return .topK(k) }
+            if let params = v.mapping {
+                var p = Fields(params, path: field + ".top_k.")
+                guard let k = try p.optionalInt("k") else { throw SpecError(field: field + ".top_k.k", problem: "missing") }
+                try p.rejectUnknown()
+                return .topK(k)
+            }
+            throw SpecError(field: field + ".top_k", problem: "expected a count k: {top_k: 5}")
         }
         if let m = node.mapping, m.count == 1, m.first?.key.string == "histogram", let params = m.first?.value.mapping {
             var p = Fields(params, path: field + ".histogram.")
@@ -131,6 +145,6 @@ extension Reducer {
             try p.rejectUnknown()
             return .histogram(bins: Int(clamping: bins), low: lo, high: hi)
         }
-        throw SpecError(field: field, problem: "expected a reducer name or {histogram: {bins, low, high}}")
+        throw SpecError(field: field, problem: "expected a reducer name, {histogram: {bins, low, high}} or {top_k: K}")
     }
 }

@@ -21,11 +21,8 @@ public struct MapReduceSpec: JobKindSpec {
         self.inputTransport = inputTransport
     }
 
-    /// The histogram reducer, if one was asked for (at most one is allowed).
-    public var histogram: (bins: Int, low: Double, high: Double)? {
-        for r in reduce { if case .histogram(let b, let lo, let hi) = r { return (b, lo, hi) } }
-        return nil
-    }
+    /// What every partial of this job holds (histograms, squares, ranked values, class counts, values).
+    public var shape: PartialShape { PartialShape(reduce) }
 }
 
 /// The values x_i. Generated sources are pure functions of (seed, i), so any shard can compute its range alone.
@@ -85,12 +82,20 @@ public enum ElementFunction: Codable, Sendable, Equatable {
     }
 }
 
-/// How values are combined; all accumulate in Float64.
+/// How values are combined, in Float64; each is exact or a function of exact sums, so the same bits whatever the split.
 public enum Reducer: Codable, Sendable, Equatable {
     case sum, mean, min, max, count
+    /// Population variance (NumPy's `var`, ddof 0), from exact Σx and Σx².
+    case variance
     /// `bins` equal-width bins over [low, high]; the last bin includes `high`; values outside are not counted
-    /// (NumPy's `histogram` semantics).
+    /// (NumPy's `histogram` semantics). A job may ask for several.
     case histogram(bins: Int, low: Double, high: Double)
+    /// The k largest values with their indices in the input, largest first, ties by the smaller index (NaN not ranked).
+    case topK(Int)
+    /// How many times each distinct value occurs.
+    case classCounts
+    /// Every mapped value, in input order (written as concat.npy).
+    case concat
 
     public var name: String {
         switch self {
@@ -100,6 +105,10 @@ public enum Reducer: Codable, Sendable, Equatable {
         case .max: "max"
         case .count: "count"
         case .histogram: "histogram"
+        case .variance: "variance"
+        case .topK: "top_k"
+        case .classCounts: "class_counts"
+        case .concat: "concat"
         }
     }
 }

@@ -1,94 +1,219 @@
+import Foundation
 import SigmaModel
 
-/// The reduction state of one shard (or of several shards combined), always in Float64.
-/// Sums are compensated (Neumaier) so shard sums combine to the same value a sequential loop would give
-/// within a few ulps; partials are combined in shard-index order, so the result does not depend on which
-/// worker ran what or when results arrived.
+/// What a job's partials hold beyond count, min and max: derived from its reducers, the same on every process.
+public struct PartialShape: Sendable, Equatable {
+    public var histograms: [(bins: Int, low: Double, high: Double)] = []
+    /// Σx² exactly (variance).
+    public var squares = false
+    public var topK: Int? = nil
+    public var classCounts = false
+    public var concat = false
+
+    public init(_ reducers: [Reducer]) {
+        for r in reducers {
+            switch r {
+            case .histogram(let b, let lo, let hi): histograms.append((b, lo, hi))
+            case .variance: squares = true
+            case .topK(let k): topK = Swift.max(topK ?? 0, k)
+            case .classCounts: classCounts = true
+            case .concat: concat = true
+            default: break
+            }
+        }
+    }
+
+    public static func == (a: PartialShape, b: PartialShape) -> Bool {
+        a.squares == b.squares && a.topK == b.topK && a.classCounts == b.classCounts && a.concat == b.concat
+            && a.histograms.count == b.histograms.count
+            && zip(a.histograms, b.histograms).allSatisfy { $0.bins == $1.bins && $0.low == $1.low && $0.high == $1.high }
+    }
+}
+
+/// The reduction state of one shard (or of several shards combined), always in Float64. Sums are exact
+/// (`ExactSum`), counts are integers, min and max are exact, the k largest are ordered by (value, then index): so
+/// every reducer's result is the same bits whatever the sharding, and whatever worker ran what. Partials still
+/// combine in shard order, which `concat` needs (values in input order).
 public struct Partial: Sendable, Equatable {
     public var count: UInt64 = 0
-    /// Neumaier sum: the value is `sum + compensation`.
-    public var sum: Double = 0
-    public var compensation: Double = 0
+    /// Σx, exactly.
+    public var sum = ExactSum()
+    /// Σx², exactly (each square as the exact sum of two doubles); only when variance is asked for.
+    public var squares: ExactSum? = nil
     public var min: Double = .infinity
     public var max: Double = -.infinity
-    /// Values that were NaN; they make sum, mean, min and max NaN (NumPy semantics).
+    /// Values that were NaN; they make sum, mean, variance, min and max NaN (NumPy semantics).
     public var nans: UInt64 = 0
-    /// Bin counts when a histogram was requested, else empty.
-    public var histogram: [UInt64] = []
+    /// Bin counts of each histogram asked for, in order.
+    public var histograms: [[UInt64]] = []
+    /// The k largest values with their input indices, largest first, ties by the smaller index (NaN not ranked).
+    public var top: [Ranked]? = nil
+    public var topK: Int = 0
+    /// How many times each value occurs (class_counts), by value.
+    public var classes: [Double: UInt64]? = nil
+    /// The mapped values in input order (concat).
+    public var values: [Double]? = nil
 
-    public init(bins: Int = 0) { histogram = [UInt64](repeating: 0, count: bins) }
-
-    public var total: Double { nans > 0 ? .nan : sum + compensation }
-
-    /// Neumaier's compensated addition.
-    @inline(__always)
-    mutating func add(_ x: Double) {
-        let t = sum + x
-        if Swift.abs(sum) >= Swift.abs(x) { compensation += (sum - t) + x } else { compensation += (x - t) + sum }
-        sum = t
+    public struct Ranked: Sendable, Equatable {
+        public var value: Double
+        public var index: UInt64
+        public init(value: Double, index: UInt64) { (self.value, self.index) = (value, index) }
+        /// Ranks before `other`: larger, or equal and earlier.
+        @inline(__always)
+        func before(_ other: Ranked) -> Bool { value > other.value || (value == other.value && index < other.index) }
     }
+
+    public init(_ shape: PartialShape = PartialShape([])) {
+        histograms = shape.histograms.map { [UInt64](repeating: 0, count: $0.bins) }
+        if shape.squares { squares = ExactSum() }
+        if let k = shape.topK { top = []; topK = k }
+        if shape.classCounts { classes = [:] }
+        if shape.concat { values = [] }
+    }
+
+    /// The first histogram's counts (empty when none was asked for).
+    public var histogram: [UInt64] { histograms.first ?? [] }
+
+    public var total: Double { nans > 0 ? .nan : sum.value }
 
     /// Folds `other` (the next shard in index order) into this one.
     public mutating func combine(_ other: Partial) {
         count += other.count
         nans += other.nans
-        add(other.sum)
-        add(other.compensation)
+        sum.add(other.sum)
+        if let o = other.squares { squares?.add(o) }
         if other.min < min { min = other.min }
         if other.max > max { max = other.max }
-        if histogram.count == other.histogram.count {
-            for i in histogram.indices { histogram[i] += other.histogram[i] }
+        if histograms.count == other.histograms.count {
+            for h in histograms.indices where histograms[h].count == other.histograms[h].count {
+                for i in histograms[h].indices { histograms[h][i] += other.histograms[h][i] }
+            }
         }
+        if let o = other.top, top != nil { top = Self.merge(top!, o, k: topK) }
+        if let o = other.classes { for (v, n) in o { classes?[v, default: 0] += n } }
+        if let o = other.values { values?.append(contentsOf: o) }
     }
 
-    /// The value a reducer reports; `nil` when it has no value (min of nothing).
+    /// The k first of two ranked lists.
+    static func merge(_ a: [Ranked], _ b: [Ranked], k: Int) -> [Ranked] {
+        var out: [Ranked] = []
+        out.reserveCapacity(Swift.min(k, a.count + b.count))
+        var i = 0, j = 0
+        while out.count < k && (i < a.count || j < b.count) {
+            if j >= b.count || (i < a.count && a[i].before(b[j])) { out.append(a[i]); i += 1 } else { out.append(b[j]); j += 1 }
+        }
+        return out
+    }
+
+    /// The value a reducer reports; `nil` when it has no value (min of nothing), or it is not one number.
     public func value(_ r: Reducer) -> Double? {
         switch r {
         case .sum: return total
         case .count: return Double(count)
-        case .mean: return count == 0 ? nil : total / Double(count)
+        case .mean:
+            guard count > 0 else { return nil }
+            return nans > 0 ? .nan : Self.quotient(sum.parts, Double(count)).hi
+        case .variance:
+            guard count > 0, let sq = squares else { return nil }
+            return nans > 0 ? .nan : Self.variance(n: Double(count), sum.parts, sq.parts)
         case .min: return nans > 0 ? .nan : (count == 0 ? nil : min)
         case .max: return nans > 0 ? .nan : (count == 0 ? nil : max)
-        case .histogram: return nil
+        case .histogram, .topK, .classCounts, .concat: return nil
         }
+    }
+
+    // MARK: double-double arithmetic over the exact sums' leading two doubles (106 bits)
+
+    /// a + b exactly as two doubles (Knuth's two-sum).
+    @inline(__always)
+    static func twoSum(_ a: Double, _ b: Double) -> (hi: Double, lo: Double) {
+        let s = a + b, bb = s - a
+        return (s, (a - (s - bb)) + (b - bb))
+    }
+
+    /// (hi + lo) / n, as a double-double (hi the correctly rounded leading part of the result).
+    static func quotient(_ a: (hi: Double, lo: Double), _ n: Double) -> (hi: Double, lo: Double) {
+        guard a.hi.isFinite else { return (a.hi / n, 0) }
+        let q = a.hi / n
+        let p = q * n, e = (-p).addingProduct(q, n)   // q·n = p + e exactly
+        let r = ((a.hi - p) - e) + a.lo
+        return twoSum(q, r / n)
+    }
+
+    /// Population variance (NumPy's `var`, ddof 0) from n, Σx and Σx²: (Σx² − (Σx)²/n) / n in double-double over the
+    /// exact sums' leading parts — a function of the exact sums only, so the same bits whatever the split.
+    static func variance(n: Double, _ s1: (hi: Double, lo: Double), _ s2: (hi: Double, lo: Double)) -> Double {
+        guard s1.hi.isFinite, s2.hi.isFinite else { return .nan }
+        let sq = s1.hi * s1.hi, sqErr = (-sq).addingProduct(s1.hi, s1.hi)   // hi² = sq + sqErr exactly
+        let square = twoSum(sq, sqErr + 2 * s1.hi * s1.lo)
+        let m = quotient(square, n)
+        let d = twoSum(s2.hi, -m.hi)
+        let diff = twoSum(d.hi, d.lo + s2.lo - m.lo)
+        return Swift.max(0, quotient(diff, n).hi)
     }
 
     // MARK: wire form (RESULT payload)
 
     public func encode(into w: inout ByteWriter) {
-        w.u64(count); w.f64(sum); w.f64(compensation); w.f64(min); w.f64(max); w.u64(nans)
-        w.u32(UInt32(histogram.count))
-        for c in histogram { w.u64(c) }
+        w.u64(count); w.f64(min); w.f64(max); w.u64(nans)
+        sum.encode(into: &w)
+        if let s = squares { s.encode(into: &w) }
+        for h in histograms { for c in h { w.u64(c) } }
+        if let t = top {
+            w.u32(UInt32(t.count))
+            for r in t { w.f64(r.value); w.u64(r.index) }
+        }
+        if let c = classes {
+            w.u32(UInt32(c.count))
+            for v in c.keys.sorted() { w.f64(v); w.u64(c[v]!) }
+        }
+        if let v = values {
+            w.u64(UInt64(v.count))
+            for x in v { w.f64(x) }
+        }
     }
 
     public var encoded: [UInt8] {
-        var w = ByteWriter(capacity: 52 + 8 * histogram.count)
+        var w = ByteWriter(capacity: 64 + 560 * (squares == nil ? 1 : 2) + 8 * histograms.reduce(0) { $0 + $1.count } + 8 * (values?.count ?? 0))
         encode(into: &w)
         return w.bytes
     }
 
-    /// Decodes a partial, checking it has the bins the job expects.
-    public static func decode(from r: inout ByteReader, expectedBins: Int) throws -> Partial {
-        var p = Partial()
+    /// Decodes a partial of a job of this shape, checking every part is there and in range.
+    public static func decode(from r: inout ByteReader, shape: PartialShape, classLimit: Int = 65_536) throws -> Partial {
+        var p = Partial(shape)
         p.count = try r.u64("partial.count")
-        p.sum = try r.f64("partial.sum")
-        p.compensation = try r.f64("partial.compensation")
         p.min = try r.f64("partial.min")
         p.max = try r.f64("partial.max")
         p.nans = try r.u64("partial.nans")
-        let bins = Int(try r.u32("partial.bins"))
-        guard bins == expectedBins else {
-            throw ByteReadError(field: "partial.bins", problem: "expected \(expectedBins) bins, got \(bins)")
+        p.sum = try ExactSum.decode(from: &r)
+        if shape.squares { p.squares = try ExactSum.decode(from: &r) }
+        for h in p.histograms.indices {
+            for i in p.histograms[h].indices { p.histograms[h][i] = try r.u64("partial.histogram") }
         }
-        guard r.remaining == bins * 8 else {
-            throw ByteReadError(field: "partial.histogram", problem: "expected \(bins * 8) bytes, got \(r.remaining)")
+        if let k = shape.topK {
+            let n = Int(try r.u32("partial.top"))
+            guard n <= k else { throw ByteReadError(field: "partial.top", problem: "\(n) ranked values for k = \(k)") }
+            p.top = try (0..<n).map { _ in Ranked(value: try r.f64("partial.top.value"), index: try r.u64("partial.top.index")) }
+            guard zip(p.top!, p.top!.dropFirst()).allSatisfy({ $0.before($1) }) else {
+                throw ByteReadError(field: "partial.top", problem: "not ordered by value, then index")
+            }
         }
-        p.histogram.reserveCapacity(bins)
-        for _ in 0..<bins { p.histogram.append(try r.u64("partial.histogram")) }
+        if shape.classCounts {
+            let n = Int(try r.u32("partial.classes"))
+            guard n <= classLimit else { throw ByteReadError(field: "partial.classes", problem: "\(n) distinct values, more than \(classLimit)") }
+            for _ in 0..<n { p.classes![try r.f64("partial.classes.value")] = try r.u64("partial.classes.count") }
+        }
+        if shape.concat {
+            let n = try r.u64("partial.values")
+            guard n <= UInt64(r.remaining / 8) else { throw ByteReadError(field: "partial.values", problem: "\(n) values announced, \(r.remaining) bytes left") }
+            p.values = try (0..<Int(n)).map { _ in try r.f64("partial.values") }
+        }
+        guard r.remaining == 0 else { throw ByteReadError(field: "partial", problem: "\(r.remaining) bytes left over") }
         return p
     }
 
-    public static func decode(_ frame: Frame, expectedBins: Int) throws -> Partial {
-        try frame.read { r in try decode(from: &r, expectedBins: expectedBins) }
+    public static func decode(_ frame: Frame, shape: PartialShape) throws -> Partial {
+        try frame.read { r in try decode(from: &r, shape: shape) }
     }
 }

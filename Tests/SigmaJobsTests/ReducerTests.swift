@@ -1,0 +1,139 @@
+import Foundation
+import SigmaJobs
+import SigmaModel
+import Testing
+
+/// The map-reduce reducers against NumPy float64 and exact rational references (Fixtures/make_reducers.py), and
+/// each one's result the same bits however the input is split into shards.
+@Suite struct ReducerTests {
+    let reference: [String: Any] = {
+        let data = FileManager.default.contents(atPath: modelFixtures + "/reducers.json") ?? Data()
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }()
+
+    /// Runs `reduce` over `file` as one process does for the cluster (`--local`), cut into `sharding` shards.
+    func run(_ file: String, reduce: String, sharding: String) throws -> (MapReduceResult, [UInt8]) {
+        let job = try JobSpec.parse("""
+            kind: map-reduce
+            input: {npy: \(modelFixtures)/\(file)}
+            reduce: \(reduce)
+            \(sharding)
+            """)
+        let bytes = try JobKinds.standard.runLocal(job, roots: try DataRoots([modelFixtures]))
+        return (try bytes.withUnsafeBytes { try MapReduceResult.decode($0) }, bytes)
+    }
+
+    static let shardings = ["shards: 1", "shards: 3", "shards: 64", "shard_size: 333", "shard_size: 1"]
+
+    @Test func sumAndMeanAreCorrectlyRoundedWhateverTheSplit() throws {
+        var seen: [UInt8]? = nil
+        for s in Self.shardings {
+            let (r, bytes) = try run("reduce_input.npy", reduce: "[sum, mean, count, min, max]", sharding: s)
+            // math.fsum's correctly rounded sum, where NumPy's float64 sum loses it to ±1e300.
+            #expect(r.total.value(.sum) == reference["sum"] as? Double, "\(s): sum \(r.total.value(.sum)!) vs fsum \(reference["sum"]!)")
+            #expect(r.total.value(.sum) != reference["sum_numpy"] as? Double)
+            #expect(r.total.value(.mean) == reference["mean"] as? Double, "\(s): mean")
+            #expect(r.total.count == 6000 && r.total.value(.min) == -1e300 && r.total.value(.max) == 1e300)
+            if let seen { #expect(bytes == seen, "\(s): a different result than one shard") }
+            seen = bytes
+        }
+    }
+
+    /// Population variance with a mean 10⁶ times the spread: the exact rational answer (and NumPy's two-pass
+    /// `var`) to within 2 ulps, the same bits for every split.
+    @Test func varianceIsExactSumsAwayWhateverTheSplit() throws {
+        let block = try #require(reference["block"] as? [String: Any])
+        let exact = try #require(block["variance"] as? Double), numpy = try #require(block["variance_numpy"] as? Double)
+        var seen: Double? = nil
+        for s in Self.shardings {
+            let (r, _) = try run("reduce_block.npy", reduce: "[variance, mean]", sharding: s)
+            let v = try #require(r.total.value(.variance))
+            #expect(abs(v - exact) <= 2 * exact.ulp && abs(v - numpy) <= 2 * numpy.ulp, "\(s): variance \(v), exact \(exact), NumPy \(numpy)")
+            #expect(r.total.value(.mean) == block["mean"] as? Double)
+            if let seen { #expect(v.bitPattern == seen.bitPattern, "\(s): variance differs between splits") }
+            seen = v
+        }
+        // Squares out of the double range: NaN, not a wrong number.
+        let (r, _) = try run("reduce_input.npy", reduce: "[variance]", sharding: "shards: 2")
+        #expect(r.total.value(.variance)!.isNaN)
+    }
+
+    /// top_k against NumPy's stable descending argsort (ties by index), several histograms against np.histogram,
+    /// class_counts against np.unique, concat equal to the input in order — each the same for every split.
+    @Test func rankedCountedAndConcatenatedValuesMatchNumPyWhateverTheSplit() throws {
+        let top = try #require(reference["top_k"] as? [String: Any])
+        let histograms = try #require(reference["histograms"] as? [[String: Any]])
+        let input = try NpyFile(path: modelFixtures + "/reduce_input.npy")
+        let n = input.header.rows * input.header.columns
+        let all = try [Double](unsafeUninitializedCapacity: n) { buf, count in
+            try input.readRows(start: 0, count: input.header.rows, into: buf)
+            count = n
+        }
+        var seen: [UInt8]? = nil
+        for s in Self.shardings {
+            let (r, bytes) = try run("reduce_input.npy", reduce: """
+                [{top_k: 7}, {histogram: {bins: 10, low: 0, high: 10}}, {histogram: {bins: 4, low: 999998, high: 1000002}}, class_counts, concat]
+                """, sharding: s)
+            #expect(r.total.top?.map(\.value) == top["values"] as? [Double], "\(s): top_k values")
+            #expect(r.total.top?.map { Int($0.index) } == top["indices"] as? [Int], "\(s): top_k indices")
+            #expect(r.total.histograms.map { $0.map { Int($0) } } == histograms.map { $0["counts"] as? [Int] ?? [] }, "\(s): histograms")
+            let classes = try #require(r.total.classes)
+            #expect(classes.count == reference["distinct_values"] as? Int)
+            let tenths = try #require(reference["class_counts_0_to_9"] as? [String: Int])
+            for (k, n) in tenths { #expect(classes[Double(k)!] == UInt64(n), "\(s): class \(k)") }
+            #expect(r.total.values == all, "\(s): concat is not the input in order")
+            let json = r.jsonObject
+            #expect((json["histograms"] as? [[String: Any]])?.count == 2 && (json["class_counts"] as? [String: Int])?["3"] == tenths["3"])
+            #expect(r.files.first?.name == "concat.npy")
+            if let seen { #expect(bytes == seen, "\(s): a different result than one shard") }
+            seen = bytes
+        }
+    }
+
+    /// Exact sums are exact: adding values and their negatives in any order gives zero, and a sum of many small
+    /// values next to a large one keeps every one of them.
+    @Test func exactSumsDoNotDependOnOrder() {
+        var rng = SplitMix(seed: 3)
+        var values: [Double] = []
+        for _ in 0..<2000 {
+            let v = Double(sign: rng.next() & 1 == 0 ? .plus : .minus, exponent: Int(rng.next() % 2000) - 1000,
+                           significand: 1 + Double(rng.next() % 1_000_000) / 1_000_000)
+            values += [v, -v]
+        }
+        var a = ExactSum(), b = ExactSum()
+        for v in values { a.add(v) }
+        for v in values.reversed() { b.add(v) }
+        #expect(a.value == 0 && b.value == 0 && a.parts.lo == 0)
+        var c = ExactSum()
+        c.add(1e20)
+        for _ in 0..<1000 { c.add(1) }
+        c.add(-1e20)
+        #expect(c.value == 1000)
+        var d = ExactSum()
+        d.add(0.1); d.add(0.2); d.add(0.3)
+        #expect(d.value == 0.6, "0.1 + 0.2 + 0.3 correctly rounded is 0.6 (Python's math.fsum)")
+        var e = ExactSum()
+        e.add(.infinity); e.add(1)
+        #expect(e.value == .infinity)
+        e.add(-.infinity)
+        #expect(e.value.isNaN)
+        var tiny = ExactSum()
+        tiny.add(Double.leastNonzeroMagnitude); tiny.add(Double.leastNonzeroMagnitude)
+        #expect(tiny.value == 2 * Double.leastNonzeroMagnitude)
+        var big = ExactSum()
+        big.add(.greatestFiniteMagnitude); big.add(.greatestFiniteMagnitude)
+        #expect(big.value == .infinity)
+        big.add(-.greatestFiniteMagnitude)
+        #expect(big.value == .greatestFiniteMagnitude)
+    }
+
+    @Test func reducerMistakesAreNamed() {
+        func problem(_ reduce: String) -> String {
+            do { _ = try JobSpec.parse("kind: map-reduce\ninput: {generate: range, count: 10}\nreduce: \(reduce)\n"); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(problem("[{top_k: 0}]").contains("k must be between 1 and 100000"))
+        #expect(problem("[top_k]").contains("top_k needs k"))
+        #expect(problem("[sum, sum]").contains("'reduce[1]': sum is asked for twice"))
+        #expect(problem("[varience]").contains("unknown reducer 'varience'"))
+    }
+}
