@@ -63,7 +63,11 @@ public enum ConvKernels {
                         guard y >= 0 && y < g.h else { continue }
                         let src = row + oy * wo + lo
                         let dst = dx + (c * g.h + y) * g.w + (lo * s - g.padding + j)
-                        for k in 0..<(hi - lo) { dst[k * s] += src[k] }
+                        if s == 1 {
+                            for k in 0..<(hi - lo) { dst[k] += src[k] }
+                        } else {
+                            for k in 0..<(hi - lo) { dst[k * s] += src[k] }
+                        }
                     }
                 }
             }
@@ -118,7 +122,15 @@ public enum ConvKernels {
         } } } } }
         if hasBias {
             db!.withMutableData { pdb in dy.withData { pdy in
-                for n in 0..<g.n { for o in 0..<g.o { for k in 0..<hw { pdb[o] += pdy[(n * g.o + o) * hw + k] } } }
+                // (each channel's sum in a register: a store to pdb[o] per element made the loop wait on memory)
+                for n in 0..<g.n {
+                    for o in 0..<g.o {
+                        let row = pdy.baseAddress! + (n * g.o + o) * hw
+                        var acc: Float = 0
+                        for k in 0..<hw { acc += row[k] }
+                        pdb[o] += acc
+                    }
+                }
             } }
         }
         return (inputGradient ? dx : nil, dw, db)

@@ -292,16 +292,21 @@ public enum Kernels {
         return out
     }
 
-    /// out[i] = x[i] > 0 ? v[i] : 0 (NaN → 0), as a select the compiler vectorises (no branch per element: one
-    /// mispredicts half the time on real activations): ReLU is v = x, its backward v = the upstream gradient.
+    /// out[i] = x[i] > 0 ? v[i] : 0 (NaN → 0), 16 lanes at a time without branches: ReLU is v = x, its backward
+    /// v = the upstream gradient. (A branch per element mispredicts half the time on real activations.)
     @inline(__always)
     static func reluSelect(_ x: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>) {
         let n = out.count
         guard n > 0, let px = x.baseAddress, let pv = v.baseAddress, let po = out.baseAddress else { return }
-        for i in 0..<n {
-            let keep = px[i] > 0
-            po[i] = keep ? pv[i] : 0
+        let rx = UnsafeRawPointer(px), rv = UnsafeRawPointer(pv), ro = UnsafeMutableRawPointer(po)
+        var i = 0
+        while i + 16 <= n {
+            let xs = rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            let vs = rv.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            ro.storeBytes(of: SIMD16<Float>(repeating: 0).replacing(with: vs, where: xs .> 0), toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
         }
+        while i < n { po[i] = px[i] > 0 ? pv[i] : 0; i += 1 }
     }
 
     /// d op(x) / dx, elementwise, times `g`.
