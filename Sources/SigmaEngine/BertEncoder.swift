@@ -53,12 +53,7 @@ public final class BertEncoder {
 
     public init(modelDirectory dir: String) throws {
         config = try BertEncoder.config(modelDirectory: dir)
-        var maxLen = config.maxPositions
-        if let s = FileManager.default.contents(atPath: dir + "/sentence_bert_config.json"),
-           let j = try? JSONSerialization.jsonObject(with: s) as? [String: Any], let m = (j["max_seq_length"] as? NSNumber)?.intValue, m > 0 {
-            maxLen = min(m, config.maxPositions)
-        }
-        maxLength = maxLen
+        maxLength = Self.maxLength(modelDirectory: dir, config: config)
         tokenizer = try WordPieceTokenizer(vocabPath: dir + "/vocab.txt")
         guard tokenizer.vocab.count <= config.vocab else {
             throw FormatError(file: dir + "/vocab.txt", problem: "\(tokenizer.vocab.count) tokens, config vocab_size is \(config.vocab)")
@@ -81,32 +76,40 @@ public final class BertEncoder {
         let weightsPath = dir + "/model.safetensors"
         let w = try SafeTensors.read(path: weightsPath)
         let prefix = w["embeddings.word_embeddings.weight"] == nil && w["bert.embeddings.word_embeddings.weight"] != nil ? "bert." : ""
-        func assign(_ p: Parameter, _ name: String) throws {
+        for (name, p) in namedParameters {
             guard let t = w[prefix + name] else { throw FormatError(file: weightsPath, problem: "tensor '\(prefix + name)' missing") }
             guard t.shape == p.value.shape else {
                 throw FormatError(file: weightsPath, problem: "tensor '\(prefix + name)' has shape \(t.shape), config.json implies \(p.value.shape)")
             }
             p.value = t
         }
-        try assign(word.weight, "embeddings.word_embeddings.weight")
-        try assign(position.weight, "embeddings.position_embeddings.weight")
-        try assign(tokenType.weight, "embeddings.token_type_embeddings.weight")
-        try assign(embeddingNorm.weight, "embeddings.LayerNorm.weight")
-        try assign(embeddingNorm.bias, "embeddings.LayerNorm.bias")
+    }
+
+    /// The longest token sequence the model takes: sentence_bert_config.json's max_seq_length, within the position table.
+    public static func maxLength(modelDirectory dir: String, config: Config) -> Int {
+        if let s = FileManager.default.contents(atPath: dir + "/sentence_bert_config.json"),
+           let j = try? JSONSerialization.jsonObject(with: s) as? [String: Any], let m = (j["max_seq_length"] as? NSNumber)?.intValue, m > 0 {
+            return min(m, config.maxPositions)
+        }
+        return config.maxPositions
+    }
+
+    /// Every parameter under its Hugging Face `BertModel` state-dict name (what model.safetensors holds).
+    public var namedParameters: [(String, Parameter)] {
+        var out: [(String, Parameter)] = [("embeddings.word_embeddings.weight", word.weight), ("embeddings.position_embeddings.weight", position.weight),
+                                          ("embeddings.token_type_embeddings.weight", tokenType.weight),
+                                          ("embeddings.LayerNorm.weight", embeddingNorm.weight), ("embeddings.LayerNorm.bias", embeddingNorm.bias)]
         for (i, l) in layers.enumerated() {
             let hf = "encoder.layer.\(i)."
             let pairs: [(Linear, String)] = [(l.attention.query, "attention.self.query"), (l.attention.key, "attention.self.key"),
                                              (l.attention.value, "attention.self.value"), (l.attention.output, "attention.output.dense"),
                                              (l.linear1, "intermediate.dense"), (l.linear2, "output.dense")]
-            for (lin, name) in pairs {
-                try assign(lin.weight, hf + name + ".weight")
-                try assign(lin.bias!, hf + name + ".bias")
-            }
+            for (lin, name) in pairs { out += [(hf + name + ".weight", lin.weight), (hf + name + ".bias", lin.bias!)] }
             for (norm, name) in [(l.norm1, "attention.output.LayerNorm"), (l.norm2, "output.LayerNorm")] {
-                try assign(norm.weight, hf + name + ".weight")
-                try assign(norm.bias, hf + name + ".bias")
+                out += [(hf + name + ".weight", norm.weight), (hf + name + ".bias", norm.bias)]
             }
         }
+        return out
     }
 
     /// Token ids of each text, truncated to `maxLength`.
@@ -172,7 +175,10 @@ public final class BertEncoder {
     /// One batch → (batch, hidden) pooled, normalised vectors. The sequences are packed, not padded: each token row
     /// goes through the row-stable products once, and each sequence attends over itself — so a text's vector is the
     /// same bits in any batch (docs/architecture.md, "Row-stable inference").
-    func embedBatch(_ batch: [[Int32]]) -> Tensor {
+    func embedBatch(_ batch: [[Int32]]) -> Tensor { pooled(batch, normalized: true) }
+
+    /// Each sequence's last hidden states averaged over its tokens (and L2-normalised when `normalized`), packed.
+    public func pooled(_ batch: [[Int32]], normalized: Bool) -> Tensor {
         let b = batch.count, h = config.hidden
         let flat = batch.flatMap { $0 }, positions = batch.flatMap { $0.indices.map(Int32.init) }
         let g = Graph(recording: false)
@@ -190,6 +196,7 @@ public final class BertEncoder {
                 for j in 0..<n { for k in 0..<h { pp[i * h + k] += ps[(offset + j) * h + k] } }
                 var norm: Float = 0
                 for k in 0..<h { pp[i * h + k] /= Float(n); norm += pp[i * h + k] * pp[i * h + k] }
+                guard normalized else { continue }
                 let s = 1 / max(norm.squareRoot(), 1e-12)
                 for k in 0..<h { pp[i * h + k] *= s }
             }

@@ -82,8 +82,8 @@ import Testing
         let base = "kind: train\nmodel: {mlp: [6, 10]}\noptimizer: {sgd: {lr: 0.1}}\nsteps: 1\n"
         let spec = try JobSpec.parse(base + "data: {npz: \(fixtures)/named.npz, features: images, labels: digits}\n")
         #expect(spec.kind == "train")
-        #expect { _ = try JobSpec.parse(base + "data: {csv: a.csv, npz: b.npz}\n") } throws: { "\($0)".contains("one of csv, x/y, npz or generate") }
-        #expect { _ = try JobSpec.parse(base + "data: {x: a.npy, features: images}\n") } throws: { "\($0)".contains("npz only") }
+        #expect { _ = try JobSpec.parse(base + "data: {csv: a.csv, npz: b.npz}\n") } throws: { "\($0)".contains("one of csv, x/y, npz, safetensors, text or generate") }
+        #expect { _ = try JobSpec.parse(base + "data: {x: a.npy, features: images}\n") } throws: { "\($0)".contains("applies to those only") }
     }
 }
 

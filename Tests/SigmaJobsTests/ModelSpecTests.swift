@@ -136,7 +136,7 @@ func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
         #expect { _ = try parsedModel("transformer: {vocab: 10, length: 8, width: 16, heads: 4, layers: 1, outputs: 2}") }
             throws: { "\($0)".contains("'model.transformer.hidden': missing") }
         #expect { _ = try parsedModel("mlp: [4, 2]\ncnn: {input: [1, 2, 2], layers: [flatten, {linear: 2}]}") }
-            throws: { "\($0)".contains("give one of mlp, cnn or transformer") }
+            throws: { "\($0)".contains("give one of mlp, cnn, transformer or encoder") }
     }
 
     /// A transformer's data are token ids: a row with a value outside the vocabulary (or not an integer) is refused,

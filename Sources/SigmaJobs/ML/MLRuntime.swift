@@ -26,7 +26,7 @@ public struct LabeledData: Sendable {
                             limits: SpecLimits = .standard, inputField: String = "model.mlp[0]", tokens: Int? = nil) throws -> LabeledData {
         // (a CSV's text, its decoded copy and its values; an .npy's bytes and its float32 copy)
         if let csv = spec.csv { try limits.checkMemory("data.csv", bytes: saturating(fileSize(csv), 4), what: "reading '\(csv)'") }
-        for (field, p) in [("data.x", spec.x), ("data.y", spec.y), ("data.npz", spec.npz)] {
+        for (field, p) in [("data.x", spec.x), ("data.y", spec.y), ("data.npz", spec.npz), ("data.safetensors", spec.safetensors)] {
             if let p { try limits.checkMemory(field, bytes: saturating(fileSize(p), 2), what: "reading '\(p)'") }
         }
         var x: [Float] = [], y: [Int32]? = nil
@@ -61,11 +61,12 @@ public struct LabeledData: Sendable {
                     labels.append(try label(t.values[base + labelAt], row: r, classes: classes, file: csv))
                 }
                 y = labels
-            } else if spec.x != nil || spec.npz != nil {
-                // (x and y files, or two arrays of one .npz: the same checks, naming the file or file:array)
+            } else if spec.x != nil || spec.arrays != nil {
+                // (x and y files, or two arrays of one .npz or safetensors file: the same checks, naming the file or
+                // file:array)
                 let t: Tensor, l: Tensor?, xp: String, yp: String
-                if let npz = spec.npz {
-                    let arrays = try NumPyFormat.readNpz(path: npz)
+                if let npz = spec.arrays {
+                    let arrays = spec.npz != nil ? try NumPyFormat.readNpz(path: npz) : try SafeTensors.read(path: npz)
                     let (xk, yk) = (spec.features ?? "x", spec.labels ?? "y")
                     guard let a = arrays[xk] else {
                         throw JobError("\(npz) has no array '\(xk.prefix(40))' (it has \(arrays.keys.sorted().joined(separator: ", "))); name the features with data.features")
@@ -97,7 +98,7 @@ public struct LabeledData: Sendable {
             throw JobError("\(e)")
         }
         guard rows > 0 else { throw JobError("\(spec.generate == nil ? spec.paths.joined(separator: ", ") : "data"): no rows") }
-        try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : "data.x", UInt64(rows))
+        try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : spec.safetensors != nil ? "data.safetensors" : "data.x", UInt64(rows))
         if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         if let vocab = tokens, let bad = x.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
             throw JobError("\(spec.generate == nil ? spec.paths.first ?? "data" : "data"): row \(bad / features + 1), position \(bad % features) holds \(x[bad]); token ids must be integers in 0..<\(vocab) (model.transformer.vocab)")
@@ -107,7 +108,9 @@ public struct LabeledData: Sendable {
 
     /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
     public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard) throws -> LabeledData {
-        try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField, tokens: model.tokens)
+        if let e = model.encoder { return try TextData.load(spec, encoder: e, needLabels: needLabels, limits: limits) }
+        if let t = spec.text { throw JobError("data.text: \(t) holds text; only a model: {encoder: FOLDER, classes: N} reads text") }
+        return try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField, tokens: model.tokens)
     }
 
     /// The label column of a CSV with `columns` columns: `label_column` by name (from the header line) or index,
@@ -200,8 +203,13 @@ public enum MLModels {
     static let activations = ["relu", "gelu", "tanh"]
     static func activation(_ name: String) -> Kernels.Unary { name == "gelu" ? .gelu : name == "tanh" ? .tanh : .relu }
 
-    /// The network of `spec` with seeded initial weights.
-    public static func architecture(_ spec: ModelSpec, seed: UInt64) -> Layer {
+    /// The network of `spec` with seeded initial weights (an encoder's as its folder holds them).
+    public static func architecture(_ spec: ModelSpec, seed: UInt64) throws -> Layer {
+        if let e = spec.encoder {
+            do { return try BertClassifier(modelDirectory: e.folder, classes: e.classes, frozen: e.freeze, seed: seed) } catch let err as FormatError {
+                throw JobError("model.encoder: \(err)")
+            }
+        }
         if let c = spec.cnn { return c.build(seed: seed) }
         if let t = spec.transformer { return t.build(seed: seed) }
         return Sequential.mlp(spec.mlp, activation: activation(spec.activation), seed: seed)
@@ -209,7 +217,7 @@ public enum MLModels {
 
     /// The model of `spec`: weights from `spec.weights` (tensor names under `spec.prefix`), else a seeded init.
     public static func build(_ spec: ModelSpec, seed: UInt64) throws -> Layer {
-        let model = architecture(spec, seed: seed)
+        let model = try architecture(spec, seed: seed)
         if let path = spec.weights {
             do {
                 var tensors = try SafeTensors.read(path: path)

@@ -16,6 +16,17 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     public var prefix: String
     public var cnn: CNNSpec?
     public var transformer: TransformerSpec?
+    /// A BERT-family encoder folder fine-tuned with a classification head (`BertClassifier`).
+    public var encoder: EncoderSpec?
+
+    public struct EncoderSpec: Codable, Sendable, Equatable {
+        /// The model folder (config.json, vocab.txt, model.safetensors).
+        public var folder: String
+        public var classes: Int
+        /// Only the head trains.
+        public var freeze: Bool
+        public init(folder: String, classes: Int, freeze: Bool) { (self.folder, self.classes, self.freeze) = (folder, classes, freeze) }
+    }
 
     public init(mlp: [Int], activation: String = "relu", weights: String? = nil, prefix: String = "") {
         self.mlp = mlp
@@ -34,8 +45,8 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         self.transformer = transformer
     }
 
-    /// mlp, cnn or transformer.
-    public var kind: String { cnn != nil ? "cnn" : transformer != nil ? "transformer" : "mlp" }
+    /// mlp, cnn, transformer or encoder.
+    public var kind: String { cnn != nil ? "cnn" : transformer != nil ? "transformer" : encoder != nil ? "encoder" : "mlp" }
 
     /// Values per input row.
     public var inputs: Int {
@@ -48,6 +59,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     public var outputs: Int {
         if let c = cnn { return (try? c.shapes(""))?.last?.reduce(1, *) ?? 0 }
         if let t = transformer { return t.outputs }
+        if let e = encoder { return e.classes }
         return mlp.last ?? 0
     }
 
@@ -61,6 +73,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     public var summary: String {
         if let c = cnn { return "cnn \(c.input) → \(outputs)" }
         if let t = transformer { return "transformer \(t.layers)×\(t.width) → \(t.outputs)" }
+        if let e = encoder { return "encoder \(e.folder) → \(e.classes)\(e.freeze ? " (frozen)" : "")" }
         return "\(mlp)"
     }
 }
@@ -76,8 +89,13 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     /// An `.npz` (np.savez or np.savez_compressed) holding the features and labels as arrays named `features` and
     /// `labels` (default "x" and "y").
     public var npz: String?
+    /// A safetensors file holding the features and labels as tensors (named as for an npz).
+    public var safetensors: String?
     public var features: String?
     public var labels: String?
+    /// Labelled text lines, `label<TAB>text` (a model: {encoder: …} job's data): integer labels, or names numbered
+    /// in sorted order.
+    public var text: String?
     /// Generated data (tests, demos), a pure function of (seed, i) as map-reduce's inputs; row i is of class
     /// i mod classes. `blobs`: `rows` rows in `classes` Gaussian blobs of `spread` around seeded centres in
     /// [−1, 1]^features. `sequences`: rows of `features` token ids below `vocab` — noise tokens from classes..<vocab,
@@ -98,7 +116,10 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     }
 
     /// Files this data is read from.
-    public var paths: [String] { [csv, x, y, npz].compactMap { $0 } }
+    public var paths: [String] { [csv, x, y, npz, safetensors, text].compactMap { $0 } }
+
+    /// The file of named arrays (an npz or a safetensors file), if the data is one.
+    var arrays: String? { npz ?? safetensors }
 
     public struct GeneratedBlobs: Codable, Sendable, Equatable {
         public var rows: Int, features: Int, classes: Int, seed: UInt64, spread: Double
@@ -112,8 +133,15 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
     }
 
     func validate(_ path: String, needsLabels: Bool) throws {
-        guard [csv, x, npz].compactMap({ $0 }).count + (generate == nil ? 0 : 1) <= 1 else {
-            throw SpecError(field: path + (generate != nil ? "generate" : npz != nil ? "npz" : "x"), problem: "give one of csv, x/y, npz or generate")
+        guard [csv, x, npz, safetensors, text].compactMap({ $0 }).count + (generate == nil ? 0 : 1) <= 1 else {
+            throw SpecError(field: path + (generate != nil ? "generate" : text != nil ? "text" : safetensors != nil ? "safetensors" : npz != nil ? "npz" : "x"),
+                            problem: "give one of csv, x/y, npz, safetensors, text or generate")
+        }
+        if text != nil {
+            if header != nil || labelColumn != nil || features != nil || labels != nil {
+                throw SpecError(field: path + "text", problem: "a text file's lines are label<TAB>text; header, label_column, features and labels do not apply")
+            }
+            return
         }
         if let g = generate {
             guard g.rows >= 1, g.rows <= 10_000_000 else { throw SpecError(field: path + "rows", problem: "must be between 1 and 10000000, got \(g.rows)") }
@@ -131,10 +159,10 @@ public struct LabeledDataSpec: Codable, Sendable, Equatable {
             }
             return
         }
-        if npz == nil && (features != nil || labels != nil) {
-            throw SpecError(field: path + (features != nil ? "features" : "labels"), problem: "names an array of an npz; applies to npz only")
+        if arrays == nil && (features != nil || labels != nil) {
+            throw SpecError(field: path + (features != nil ? "features" : "labels"), problem: "names an array of an npz or a tensor of a safetensors file; applies to those only")
         }
-        if npz != nil {
+        if arrays != nil {
             if header != nil || labelColumn != nil { throw SpecError(field: path + (header != nil ? "header" : "label_column"), problem: "applies to a csv only") }
             return
         }
@@ -228,8 +256,15 @@ extension ModelSpec {
     /// From the fields of a `model:` mapping (all read; others refused).
     static func parse(mapping m: inout Fields, base: String?) throws -> ModelSpec {
         let weights = try m.optionalString("weights").map { resolvePath($0, base) }
-        let given = ["mlp", "cnn", "transformer"].filter { m.has($0) }
-        guard given.count <= 1 else { throw SpecError(field: "model." + given[1], problem: "give one of mlp, cnn or transformer, not both \(given[0]) and \(given[1])") }
+        let given = ["mlp", "cnn", "transformer", "encoder"].filter { m.has($0) }
+        guard given.count <= 1 else { throw SpecError(field: "model." + given[1], problem: "give one of mlp, cnn, transformer or encoder, not both \(given[0]) and \(given[1])") }
+        if let folder = try m.optionalString("encoder") {
+            guard let classes = try m.optionalInt("classes") else { throw SpecError(field: "model.classes", problem: "missing; the head's classes, e.g. 2") }
+            var spec = ModelSpec(mlp: [], weights: weights)
+            spec.encoder = EncoderSpec(folder: resolvePath(folder, base), classes: classes, freeze: try m.optionalBool("freeze") ?? false)
+            try m.rejectUnknown()
+            return spec
+        }
         if let node = m.take("cnn") {
             var spec = ModelSpec(cnn: try CNNSpec.parse(node, path: "model.cnn."), weights: weights)
             spec.prefix = try m.optionalString("prefix") ?? ""
@@ -267,6 +302,8 @@ extension LabeledDataSpec {
                                    scale: try d.optionalDouble("scale") ?? 1, header: try d.optionalBool("header"),
                                    labelColumn: try d.optionalString("label_column"))
         spec.npz = try d.optionalString("npz").map { resolvePath($0, base) }
+        spec.safetensors = try d.optionalString("safetensors").map { resolvePath($0, base) }
+        spec.text = try d.optionalString("text").map { resolvePath($0, base) }
         if let kind = try d.optionalString("generate") {
             guard kind == "blobs" || kind == "sequences" else {
                 throw SpecError(field: "data.generate", problem: "unknown generator '\(kind.prefix(40))'; expected blobs or sequences")

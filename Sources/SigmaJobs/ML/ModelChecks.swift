@@ -59,6 +59,11 @@ extension ModelSpec {
             try checkParameters(path + "transformer", limits)
             return
         }
+        if let e = encoder {
+            guard !e.folder.isEmpty else { throw SpecError(field: path + "encoder", problem: "empty path") }
+            guard e.classes >= 2, e.classes <= limits.width else { throw SpecError(field: path + "classes", problem: "must be between 2 and \(limits.width), got \(e.classes)") }
+            return
+        }
         guard mlp.count >= 2 else { throw SpecError(field: path + "mlp", problem: "needs at least input and output widths, got \(mlp)") }
         guard mlp.count - 1 <= limits.layers else { throw limits.exceeded(path + "mlp", mlp.count - 1, limits.layers, key: "layers", unit: " layers") }
         for (i, v) in mlp.enumerated() where v < 1 || v > limits.width {

@@ -15,3 +15,10 @@ np.save('labels.npy', labels.astype('<f4'))
 # The same data as .npz: np.savez with the default names, np.savez_compressed with names of their own.
 np.savez('xy.npz', x=images.reshape(5, 6).astype('<f4'), y=labels.astype(np.int64))
 np.savez_compressed('named.npz', images=images, digits=labels)
+# The same data as safetensors (tensors x: float32, y: int64), and a copy cut short (needs the safetensors package).
+from safetensors.numpy import save_file
+save_file({"x": images.reshape(5, 6).astype('<f4'), "y": labels.astype(np.int64)}, "xy.safetensors")
+with open("xy.safetensors", "rb") as f:
+    whole = f.read()
+with open("truncated.safetensors", "wb") as f:
+    f.write(whole[:-10])

@@ -28,7 +28,7 @@ extension PredictKind {
     public static func mapPaths(_ spec: PredictJob, _ rewrite: (SpecPath) throws -> String) rethrows -> PredictJob {
         var s = spec
         s.data = try spec.data.mapPaths(rewrite)
-        s.model.weights = try spec.model.weights.map { try rewrite(SpecPath(field: "model.weights", path: $0, model: true)) }
+        s.model = try spec.model.mapPaths(rewrite)
         return s
     }
 

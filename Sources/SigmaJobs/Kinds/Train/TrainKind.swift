@@ -17,6 +17,7 @@ public enum TrainKind: JobKind {
     public static func mapPaths(_ spec: TrainJob, _ rewrite: (SpecPath) throws -> String) rethrows -> TrainJob {
         var s = spec
         s.data = try spec.data.mapPaths(rewrite)
+        s.model = try spec.model.mapPaths(rewrite)
         s.resume = try spec.resume.map { try rewrite(SpecPath(field: "resume", path: $0, workers: false, model: true)) }
         return s
     }
@@ -75,6 +76,19 @@ extension TrainWorker: ShardWorker {
     }
 }
 
+extension ModelSpec {
+    /// The weights file and an encoder's folder, through `rewrite` (data roots, a worker's cache).
+    func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> ModelSpec {
+        var m = self
+        m.weights = try weights.map { try rewrite(SpecPath(field: "model.weights", path: $0, model: true)) }
+        if let e = encoder {
+            m.encoder?.folder = try rewrite(SpecPath(field: "model.encoder", path: e.folder,
+                                                     folder: (["config.json", "vocab.txt", "model.safetensors"], ["sentence_bert_config.json"]), model: true))
+        }
+        return m
+    }
+}
+
 extension LabeledDataSpec {
     func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> LabeledDataSpec {
         var d = self
@@ -82,6 +96,8 @@ extension LabeledDataSpec {
         d.x = try x.map { try rewrite(SpecPath(field: "data.x", path: $0)) }
         d.y = try y.map { try rewrite(SpecPath(field: "data.y", path: $0)) }
         d.npz = try npz.map { try rewrite(SpecPath(field: "data.npz", path: $0)) }
+        d.safetensors = try safetensors.map { try rewrite(SpecPath(field: "data.safetensors", path: $0)) }
+        d.text = try text.map { try rewrite(SpecPath(field: "data.text", path: $0)) }
         return d
     }
 }

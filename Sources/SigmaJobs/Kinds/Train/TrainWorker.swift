@@ -30,10 +30,10 @@ public final class TrainWorker: @unchecked Sendable {
         self.data = data
         self.lanes = lanes
         plan = TrainPlan(spec, rows: data.rows)
-        model = Self.newModel(spec)
+        model = try Self.newModel(spec)
     }
 
-    static func newModel(_ spec: TrainJob) -> Layer { MLModels.architecture(spec.model, seed: 0) }
+    static func newModel(_ spec: TrainJob) throws -> Layer { try MLModels.architecture(spec.model, seed: 0) }
 
     public var parameterCount: Int { MLModels.parameterCount(model) }
 
@@ -100,7 +100,7 @@ public final class TrainWorker: @unchecked Sendable {
 
     func takeReplica(version: UInt32) throws -> Layer {
         let r = replicas.take()
-        let m = r?.model ?? Self.newModel(spec)
+        let m = try r?.model ?? Self.newModel(spec)
         if r?.version != version, let p = params { try MLModels.assign(m.parameters, from: p) }
         return m
     }
