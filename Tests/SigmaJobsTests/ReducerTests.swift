@@ -137,3 +137,40 @@ import Testing
         #expect(problem("[varience]").contains("unknown reducer 'varience'"))
     }
 }
+
+/// map: {model_loss: …}: each row's cross-entropy under a PyTorch-trained MLP, against NumPy float64 from PyTorch's
+/// logits (Fixtures/make_loss_rows.py); the hardest rows by top_k; the same bits for every split.
+@Suite struct ModelLossTests {
+    @Test func perRowLossesMatchNumPyAndDoNotDependOnTheSplit() throws {
+        let ref = try #require(try JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: modelFixtures + "/loss_rows.json") ?? Data()) as? [String: Any])
+        let losses = try #require(ref["losses"] as? [Double]), worst = try #require(ref["worst"] as? [Int])
+        let weights = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/model.safetensors"
+        var seen: [UInt8]? = nil
+        for sharding in ["shards: 1", "shards: 7", "shard_size: 50"] {
+            let job = try JobSpec.parse("""
+                kind: map-reduce
+                input: {npy: \(modelFixtures)/loss_rows.npy}
+                map: {model_loss: {model: {mlp: [64, 64, 10], weights: \(weights)}}}
+                reduce: [concat, sum, {top_k: 5}, count]
+                \(sharding)
+                """)
+            let bytes = try JobKinds.standard.runLocal(job, roots: try DataRoots([repoRoot]))
+            let r = try bytes.withUnsafeBytes { try MapReduceResult.decode($0) }
+            let mine = try #require(r.total.values)
+            #expect(mine.count == 360 && r.total.count == 360)
+            let worstDifference = zip(mine, losses).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worstDifference <= 1e-5, "\(sharding): losses differ from NumPy's by \(worstDifference)")
+            #expect(r.total.top?.map { Int($0.index) } == worst, "\(sharding): the hardest rows")
+            #expect(abs(r.total.value(.sum)! - (ref["sum"] as? Double ?? 0)) <= 1e-4)
+            if let seen { #expect(bytes == seen, "\(sharding): a different result than one shard") }
+            seen = bytes
+        }
+        #expect { _ = try JobSpec.parse("kind: map-reduce\ninput: {generate: range, count: 4}\nmap: {model_loss: {model: {mlp: [3, 2], weights: w.safetensors}}}\nreduce: sum\n") }
+            throws: { "\($0)".contains("model_loss reads rows of an npy") }
+        #expect { _ = try JobSpec.parse("kind: map-reduce\ninput: {npy: x.npy}\nmap: {model_loss: {model: {mlp: [3, 2]}}}\nreduce: sum\n") }
+            throws: { "\($0)".contains("'map.model_loss.model.weights': missing") }
+        let wrongWidth = try JobSpec.parse("kind: map-reduce\ninput: {npy: \(modelFixtures)/loss_rows.npy}\nmap: {model_loss: {model: {mlp: [10, 10], weights: \(weights)}}}\nreduce: sum\n")
+        #expect { _ = try JobKinds.standard.runLocal(wrongWidth, roots: try DataRoots([repoRoot])) }
+            throws: { "\($0)".contains("rows of 65 values; model_loss needs 11") }
+    }
+}

@@ -8,7 +8,9 @@ public enum MapReduceKernel {
     static let chunk = 1 << 16
 
     /// `files` caches open `.npy` files between shards (the worker keeps one per compute thread).
-    public static func run(_ spec: MapReduceSpec, start: UInt64, count: UInt64, files: NpyFileCache? = nil) throws -> Partial {
+    /// `model`: model_loss's model (built from the spec when not given).
+    public static func run(_ spec: MapReduceSpec, start: UInt64, count: UInt64, files: NpyFileCache? = nil, model: Layer? = nil) throws -> Partial {
+        let lossModel = try model ?? spec.modelLoss.map { try MLModels.build($0, seed: 0) }
         var acc = Accumulator(spec.shape)
         // Sized to the shard: a fixed 512 KiB buffer would be an mmap + munmap for every tiny shard.
         let rows = spec.input.generatedCount == nil ? chunk : Int(Swift.min(UInt64(chunk), Swift.max(1, count)))
@@ -38,7 +40,16 @@ public enum MapReduceKernel {
                     target = big!
                 }
                 try file.readRows(start: row, count: n, into: target)
-                try acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<values]), map: spec.map, first: UInt64(row * file.header.columns))
+                if let m = lossModel, let ms = spec.modelLoss {
+                    let losses = try rowLosses(m, classes: ms.outputs, tokens: ms.tokens, rows: UnsafeBufferPointer(rebasing: target[0..<values]), n: n, file: path, firstRow: row)
+                    losses.withUnsafeBufferPointer { l in
+                        let out = UnsafeMutableBufferPointer(rebasing: target[0..<n])
+                        _ = out.update(fromContentsOf: l)
+                    }
+                    try acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<n]), map: .identity, first: UInt64(row))
+                } else {
+                    try acc.add(UnsafeMutableBufferPointer(rebasing: target[0..<values]), map: spec.map, first: UInt64(row * file.header.columns))
+                }
                 row += n
             }
         default:
@@ -53,6 +64,33 @@ public enum MapReduceKernel {
             }
         }
         return acc.partial
+    }
+
+    /// Each row's cross-entropy under `model` (rows: inputs then the label), in float64 from the model's float32 logits:
+    /// log Σ exp(z − max) − (z_label − max). The model's outputs are row-stable, so a row's loss is the same bits in
+    /// any shard.
+    static func rowLosses(_ model: Layer, classes: Int, tokens: Int?, rows: UnsafeBufferPointer<Double>, n: Int, file: String, firstRow: Int) throws -> [Double] {
+        let width = rows.count / max(1, n), inputs = width - 1
+        var x = [Float](repeating: 0, count: n * inputs), labels = [Int](repeating: 0, count: n)
+        for r in 0..<n {
+            for c in 0..<inputs { x[r * inputs + c] = Float(rows[r * width + c]) }
+            let l = rows[r * width + inputs]
+            guard l >= 0, l < Double(classes), l == l.rounded() else {
+                throw JobError("\(file): row \(firstRow + r + 1) has label \(l), expected an integer in 0..<\(classes)")
+            }
+            labels[r] = Int(l)
+            if let vocab = tokens, let bad = x[(r * inputs)..<((r + 1) * inputs)].first(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
+                throw JobError("\(file): row \(firstRow + r + 1) holds \(bad); token ids must be integers in 0..<\(vocab)")
+            }
+        }
+        let logits = model(Graph(recording: false).constant(Tensor(shape: [n, inputs], x))).value
+        return logits.withData { z in
+            (0..<n).map { r in
+                let row = (0..<classes).map { Double(z[r * classes + $0]) }
+                let top = row.max() ?? 0
+                return Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - top) }) - (row[labels[r]] - top)
+            }
+        }
     }
 
     /// The single-process reference: the whole input as one range, one thread.

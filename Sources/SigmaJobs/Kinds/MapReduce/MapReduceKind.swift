@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaModel
 
 /// S = reduce(f(x_i)): one round of row-range shards, each a `Partial`, combined in shard order.
@@ -17,6 +18,7 @@ public enum MapReduceKind: JobKind {
         guard case .npy(let path) = spec.input else { return spec }
         var s = spec
         s.input = .npy(path: try rewrite(SpecPath(field: "input.npy", path: path)))
+        s.modelLoss = try spec.modelLoss?.mapPaths(rewrite)
         return s
     }
 
@@ -28,6 +30,12 @@ public enum MapReduceKind: JobKind {
             let header = try NpyFile(path: path).header
             rows = UInt64(header.rows)
             try context.limits.checkRows("input.npy", rows)
+            if let m = spec.modelLoss {
+                guard header.columns == m.inputs + 1 else {
+                    throw JobError("\(path): rows of \(header.columns) values; model_loss needs \(m.inputs + 1) (\(m.inputField) inputs, then the label)")
+                }
+                _ = try MLModels.build(m, seed: 0)   // (weights present, named and shaped as the model says)
+            }
             if spec.reduce.contains(.concat) {
                 try context.limits.checkMemory("reduce.concat", bytes: saturating(saturating(rows, UInt64(header.columns)), 16),
                                                what: "concat of \(rows) × \(header.columns) values")
@@ -47,7 +55,7 @@ public enum MapReduceKind: JobKind {
     }
 
     public static func worker(_ spec: MapReduceSpec, context: KindContext) throws -> any ShardWorker {
-        MapReduceWorker(spec: spec)
+        try MapReduceWorker(spec: spec)
     }
 
     public static func items(_ spec: MapReduceSpec) -> (count: UInt64, unit: String)? {
@@ -113,9 +121,15 @@ final class MapReduceWorker: ShardWorker {
     let spec: MapReduceSpec
     let files = NpyFileCache()
 
-    init(spec: MapReduceSpec) { self.spec = spec }
+    /// model_loss's model, loaded once.
+    let model: Layer?
+
+    init(spec: MapReduceSpec) throws {
+        self.spec = spec
+        model = try spec.modelLoss.map { try MLModels.build($0, seed: 0) }
+    }
 
     func run(round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
-        Frame(try MapReduceKernel.run(spec, start: start, count: count, files: files).encoded)
+        Frame(try MapReduceKernel.run(spec, start: start, count: count, files: files, model: model).encoded)
     }
 }

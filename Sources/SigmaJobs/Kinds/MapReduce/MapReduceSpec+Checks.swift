@@ -18,6 +18,12 @@ extension MapReduceSpec {
         default: break
         }
         try map.validate(field: "map", depth: 0)
+        if let m = modelLoss {
+            try m.validate("map.model_loss.model.", limits: limits)
+            guard m.weights != nil else { throw SpecError(field: "map.model_loss.model.weights", problem: "missing; model_loss needs trained weights (safetensors)") }
+            guard case .npy = input else { throw SpecError(field: "input", problem: "model_loss reads rows of an npy: the model's inputs, then the label") }
+            guard m.encoder == nil else { throw SpecError(field: "map.model_loss.model.encoder", problem: "model_loss takes an mlp, cnn or transformer") }
+        }
         guard !reduce.isEmpty else { throw SpecError(field: "reduce", problem: "empty list") }
         var histograms = 0
         for (i, r) in reduce.enumerated() {

@@ -35,8 +35,17 @@ extension MapReduceSpec {
 
         // map
         var fn = ElementFunction.identity
+        var modelLoss: ModelSpec? = nil
         if let m = f.take("map") {
-            fn = try ElementFunction.parse(m, field: "map")
+            if let mm = m.mapping, mm.count == 1, mm.first?.key.string == "model_loss" {
+                guard let lm = mm.first?.value.mapping else { throw SpecError(field: "map.model_loss", problem: "expected {model: {mlp: […], weights: FILE}}") }
+                var l = Fields(lm, path: "map.model_loss.")
+                var model = try l.mapping("model", expected: "{mlp: [64, 10], weights: FILE.safetensors} (or a cnn or transformer)")
+                modelLoss = try ModelSpec.parse(mapping: &model, base: baseDirectory)
+                try l.rejectUnknown()
+            } else {
+                fn = try ElementFunction.parse(m, field: "map")
+            }
         }
         // reduce
         guard let r = f.take("reduce") else {
@@ -64,7 +73,9 @@ extension MapReduceSpec {
             throw SpecError(field: "input_transport", problem: "applies to an npy input; a generated input has no file to ship")
         }
         try f.rejectUnknown()
-        return MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding, inputTransport: transport)
+        var spec = MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding, inputTransport: transport)
+        spec.modelLoss = modelLoss
+        return spec
     }
 }
 

@@ -10,6 +10,9 @@ public struct MapReduceSpec: JobKindSpec {
     public var sharding: Sharding
     /// `input_transport` of an `npy` input (nil: shared).
     public var inputTransport: InputTransport?
+    /// `map: {model_loss: {model: …}}`: each row of a 2-D `.npy` (the model's inputs, then the label) becomes one
+    /// value, the model's cross-entropy on it (float64 from the logits) — then `map` is identity.
+    public var modelLoss: ModelSpec?
 
     public init(name: String = "map-reduce", input: DataSource, map: ElementFunction = .identity,
                 reduce: [Reducer], sharding: Sharding = .count(64), inputTransport: InputTransport? = nil) {

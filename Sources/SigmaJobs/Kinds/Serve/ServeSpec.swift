@@ -54,6 +54,9 @@ public struct ServeSpec: JobKindSpec {
             guard !folder.isEmpty else { throw SpecError(field: "model.embed", problem: "empty path") }
         case .mlp(let m):
             try m.validate("model.", limits: limits)
+            guard m.encoder == nil else {
+                throw SpecError(field: "model.encoder", problem: "a fine-tuned encoder classifier cannot be deployed yet; deploy an embedding model ({embed: FOLDER}), an mlp, cnn or transformer")
+            }
             guard m.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; a served model needs trained weights (safetensors)") }
         }
         guard replicas >= 0, replicas <= 1024 else { throw SpecError(field: "replicas", problem: "must be a count from 1 to 1024, or all; got \(replicas)") }
