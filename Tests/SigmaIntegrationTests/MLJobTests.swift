@@ -511,6 +511,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             ("train-cnn.yaml", ["model.safetensors", "history.json", "metrics.json"]),
             ("train-transformer.yaml", ["model.safetensors", "history.json", "metrics.json"]),
             ("finetune-reviews.yaml", ["model.safetensors", "history.json", "metrics.json"]),
+            ("train-formats.yaml", ["model.safetensors", "history.json", "metrics.json"]),
             ("infer-digits.yaml", ["predictions.npy"]),
             ("eval-digits.yaml", ["predictions.npy", "metrics.json"]),
             ("embed-sentences.yaml", ["embeddings.npy"]),
@@ -521,7 +522,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let docs = try String(contentsOfFile: repoRoot + "/docs/jobs.md", encoding: .utf8)
         for (name, files) in expected {
             #expect(docs.contains("examples/" + name), "docs/jobs.md does not show examples/\(name)")
-            if ["train-cnn.yaml", "train-transformer.yaml", "finetune-reviews.yaml"].contains(name) {
+            if ["train-cnn.yaml", "train-transformer.yaml", "finetune-reviews.yaml", "train-formats.yaml"].contains(name) {
                 let text = try String(contentsOfFile: repoRoot + "/examples/" + name, encoding: .utf8)
                 #expect(docs.contains("```yaml\n" + text + "```"), "docs/jobs.md's copy of examples/\(name) differs from the file")
             }

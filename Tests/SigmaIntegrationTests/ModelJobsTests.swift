@@ -177,3 +177,26 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         }
     }
 }
+
+/// docs/jobs.md's data formats example: each `data:` line of examples/train-formats.yaml (CSV with a header and a
+/// named label column, .npy, IDX, compressed .npz with named arrays, safetensors) trains the same bits.
+@Suite struct DataFormatTests {
+    @Test func everyDataFormatOfTheExampleTrainsTheSameBits() async throws {
+        let example = try String(contentsOfFile: repoRoot + "/examples/train-formats.yaml", encoding: .utf8)
+        let lines = example.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let dataLines = lines.filter { $0.hasPrefix("data: ") || $0.hasPrefix("# data: ") }.map { $0.hasPrefix("# ") ? String($0.dropFirst(2)) : $0 }
+        #expect(dataLines.count == 5, "\(dataLines)")
+        let dir = try Scratch("formats")
+        defer { dir.remove() }
+        var first: Data? = nil
+        for (i, data) in dataLines.enumerated() {
+            let text = lines.filter { !$0.hasPrefix("data: ") && !$0.hasPrefix("#") }.joined(separator: "\n")
+                .replacingOccurrences(of: "output: formats", with: "") + "\n" + data.replacingOccurrences(of: "formats/", with: repoRoot + "/examples/formats/") + "\n"
+            let spec = try dir.write("f\(i).yaml", text)
+            let (s, _, e) = try await sigma(["train", spec, "--local", "-o", dir.path + "/out\(i)"])
+            try #require(s == 0, "\(data): \(e.suffix(500))")
+            let model = try #require(fileBytes(dir.path + "/out\(i)/model.safetensors"))
+            if let first { #expect(model == first, "\(data) trains different bits than \(dataLines[0])") } else { first = model }
+        }
+    }
+}
