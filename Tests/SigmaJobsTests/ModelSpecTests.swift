@@ -153,3 +153,36 @@ func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
         #expect(try LabeledData.load(LabeledDataSpec(csv: dir + "/ids.csv"), for: spec, needLabels: true).rows == 2)
     }
 }
+
+/// A trained CNN or transformer deploys as an mlp does (`kind: serve`): each row's logits are the same bits whatever
+/// else shares its batch, and equal the batch forward pass `infer` runs.
+@Suite struct ServedModelKindsTests {
+    @Test(arguments: ["cnn", "transformer"])
+    func aServedModelAnswersEachRowAsInferDoes(_ kind: String) throws {
+        var model = tutorialCNN, fixture = "cnn_digits.safetensors", width = 784
+        if kind == "transformer" {
+            model = "transformer: {vocab: 20, length: 12, width: 16, heads: 4, layers: 2, hidden: 32, outputs: 3, norm: post, activation: gelu, pooling: mean}"
+            (fixture, width) = ("transformer_post.safetensors", 12)
+        }
+        let path = modelFixtures + "/" + fixture
+        let spec = try parsedModel(model, weights: path)
+        let served = try ServedModel(ServeSpec(name: "m", model: .mlp(spec)))
+        #expect(served.width == spec.outputs)
+        let tensors = try SafeTensors.read(path: path)
+        let rows: [Float] = tensors["input"]?.scalars ?? []
+        let n = rows.count / width
+        let all = try served.run(.rows(width: width, values: rows))
+        let built = try MLModels.build(spec, seed: 0)
+        let batch = built(Graph(recording: false).constant(Tensor(shape: [n, width], rows))).value.scalars
+        #expect(all == batch, "served logits differ from the batch forward pass")
+        for r in 0..<n {
+            let one = try served.run(.rows(width: width, values: Array(rows[(r * width)..<((r + 1) * width)])))
+            #expect(one == Array(all[(r * spec.outputs)..<((r + 1) * spec.outputs)]), "row \(r) alone differs from in its batch")
+        }
+        if kind == "transformer" {
+            var refused = ""
+            do { _ = try served.run(.rows(width: 12, values: [Float](repeating: 25, count: 12))) } catch { refused = "\(error)" }
+            #expect(refused.contains("token ids must be integers in 0..<20"), "\(refused)")
+        }
+    }
+}
