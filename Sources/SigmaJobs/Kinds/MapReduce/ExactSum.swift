@@ -102,8 +102,8 @@ public struct ExactSum: Sendable, Equatable {
         var o = other
         o.normalize()
         for i in 0..<Self.digitCount { digits[i] &+= o.digits[i] }
-        positiveInfinities += o.positiveInfinities
-        negativeInfinities += o.negativeInfinities
+        positiveInfinities &+= o.positiveInfinities
+        negativeInfinities &+= o.negativeInfinities
         normalize()
     }
 
@@ -142,19 +142,19 @@ public struct ExactSum: Sendable, Equatable {
         let negative = d[Self.digitCount - 1] < 0
         if negative {   // the magnitude: every digit negated, then carried again
             var m = self
-            for i in 0..<Self.digitCount { m.digits[i] = -m.digits[i] }
+            for i in 0..<Self.digitCount { m.digits[i] = 0 &- m.digits[i] }
             m.normalize()
             d = m.digits
         }
         guard let top = d.lastIndex(where: { $0 != 0 }) else { return 0 }
         // 64 leading bits: the top digit (more than 32 bits only past the double range), then the digits below it,
         // and whether anything below those is nonzero (folded into the last bit: 64 ≥ 53 + 2 bits round alike).
-        let topValue = UInt64(d[top])
+        let topValue = UInt64(bitPattern: d[top])
         let topBits = 64 - topValue.leadingZeroBitCount
         var window = topValue, filled = topBits, i = top - 1
         var sticky = false
         while filled < 64 && i >= 0 {
-            let take = min(32, 64 - filled), digit = UInt64(d[i])
+            let take = min(32, 64 - filled), digit = UInt64(bitPattern: d[i])
             window = (window << UInt64(take)) | (digit >> UInt64(32 - take))
             if take < 32 && digit & ((1 << UInt64(32 - take)) - 1) != 0 { sticky = true }
             filled += take
@@ -177,7 +177,7 @@ public struct ExactSum: Sendable, Equatable {
         s.normalize()
         let negative = s.digits[Self.digitCount - 1] < 0
         if negative {
-            for i in 0..<Self.digitCount { s.digits[i] = -s.digits[i] }
+            for i in 0..<Self.digitCount { s.digits[i] = 0 &- s.digits[i] }
             s.normalize()
         }
         let infinities = positiveInfinities > 0 || negativeInfinities > 0

@@ -77,20 +77,22 @@ public struct Partial: Sendable, Equatable {
     public var total: Double { nans > 0 ? .nan : sum.value }
 
     /// Folds `other` (the next shard in index order) into this one.
+    /// (Counts add wrapping: a partial is checked for shape on arrival, not for plausible counts, and a worker's
+    /// nonsense must not trap the coordinator.)
     public mutating func combine(_ other: Partial) {
-        count += other.count
-        nans += other.nans
+        count &+= other.count
+        nans &+= other.nans
         sum.add(other.sum)
         if let o = other.squares { squares?.add(o) }
         if other.min < min { min = other.min }
         if other.max > max { max = other.max }
         if histograms.count == other.histograms.count {
             for h in histograms.indices where histograms[h].count == other.histograms[h].count {
-                for i in histograms[h].indices { histograms[h][i] += other.histograms[h][i] }
+                for i in histograms[h].indices { histograms[h][i] &+= other.histograms[h][i] }
             }
         }
         if let o = other.top, top != nil { top = Self.merge(top!, o, k: topK) }
-        if let o = other.classes { for (v, n) in o { classes?[v, default: 0] += n } }
+        if let o = other.classes { for (v, n) in o { classes?[v, default: 0] &+= n } }
         if let o = other.values { values?.append(contentsOf: o) }
     }
 
@@ -202,7 +204,11 @@ public struct Partial: Sendable, Equatable {
         if shape.classCounts {
             let n = Int(try r.u32("partial.classes"))
             guard n <= classLimit else { throw ByteReadError(field: "partial.classes", problem: "\(n) distinct values, more than \(classLimit)") }
-            for _ in 0..<n { p.classes![try r.f64("partial.classes.value")] = try r.u64("partial.classes.count") }
+            for _ in 0..<n {
+                let v = try r.f64("partial.classes.value")
+                guard !v.isNaN else { throw ByteReadError(field: "partial.classes", problem: "a NaN class (NaN is not counted)") }
+                p.classes![v] = try r.u64("partial.classes.count")
+            }
         }
         if shape.concat {
             let n = try r.u64("partial.values")
