@@ -1,5 +1,6 @@
 import Foundation
 import SigmaEngine
+import SigmaModel
 import Testing
 
 /// scikit-learn's 8×8 digits (data/digits.csv) upsampled to 28×28 bytes — bilinear with pixel centres aligned, the
@@ -124,6 +125,43 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
             #expect(s == 0, "\(e.suffix(800))")
             #expect(fileBytes(out + "/model.safetensors") == local, "parameters trained on \(workers) workers differ from --local")
         }
+    }
+
+    /// A transformer regressor (`loss: mse`, one output): counting a token in generated sequences to a held-out mean
+    /// squared error under 0.05 (predicting the mean would score about 1), the same bits on 1 or 2 threads and on
+    /// 2 workers; mse with more than one output is refused naming why.
+    @Test func aTransformerRegressorLearnsToCountBitwise() async throws {
+        let dir = try Scratch("regressor")
+        defer { dir.remove() }
+        let spec = try dir.write("r.yaml", """
+            kind: train
+            name: count-zeros
+            model:
+              transformer: {vocab: 16, length: 12, width: 32, heads: 4, layers: 2, hidden: 64, outputs: 1}
+            data: {generate: sequences, rows: 1200, length: 12, vocab: 16, classes: 3, seed: 5}
+            loss: mse
+            optimizer: {adam: {lr: 0.003}}
+            epochs: 6
+            batch_size: 32
+            micro_batch: 8
+            seed: 2
+            """)
+        let (s1, o1, e1) = try await sigma(["train", spec, "--local", "--threads", "1", "--json", "-o", dir.path + "/one"])
+        try #require(s1 == 0, "\(e1.suffix(500))")
+        let metrics = try #require((try JSONSerialization.jsonObject(with: Data(o1.utf8)) as? [String: Any])?["metrics"] as? [String: Any])
+        let mse = try #require(metrics["eval_loss"] as? Double)
+        #expect(mse < 0.05 && metrics["eval_accuracy"] == nil, "held-out mse \(mse), \(metrics)")
+        let (s2, _, e2) = try await sigma(["train", spec, "--local", "--threads", "2", "-o", dir.path + "/two"])
+        #expect(s2 == 0, "\(e2.suffix(500))")
+        #expect(fileBytes(dir.path + "/two/model.safetensors") == fileBytes(dir.path + "/one/model.safetensors"), "2 threads differ from 1")
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let (s3, _, e3) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/cluster"])
+        #expect(s3 == 0, "\(e3.suffix(500))")
+        #expect(fileBytes(dir.path + "/cluster/model.safetensors") == fileBytes(dir.path + "/one/model.safetensors"), "2 workers differ from --local")
+        #expect { _ = try JobSpec.parse(try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(of: "outputs: 1", with: "outputs: 3")) }
+            throws: { "\($0)".contains("mse regresses one value per row: the model needs 1 output, it has 3") }
     }
 
     /// all-MiniLM-L6-v2 with a linear head on 40 labelled review lines (label names, TAB, text): frozen, it learns

@@ -9,6 +9,8 @@ public struct LabeledData: Sendable {
     public let features: Int
     public let x: [Float]
     public let y: [Int32]?
+    /// Regression targets, one per row (a `loss: mse` job's labels), instead of classes.
+    public var targets: [Float]? = nil
 
     /// Rows already in memory (`x`: rows × features, row-major): what the simulator's train jobs use.
     public init(rows: Int, features: Int, x: [Float], y: [Int32]?) {
@@ -23,7 +25,11 @@ public struct LabeledData: Sendable {
     /// Each file's size is checked against `limits.memoryBytes` before it is read, and its rows against
     /// `limits.rows` after.
     public static func load(_ spec: LabeledDataSpec, features expected: Int, classes: Int, needLabels: Bool,
-                            limits: SpecLimits = .standard, inputField: String = "model.mlp[0]", tokens: Int? = nil) throws -> LabeledData {
+                            limits: SpecLimits = .standard, inputField: String = "model.mlp[0]", tokens: Int? = nil,
+                            regression: Bool = false) throws -> LabeledData {
+        // (regression: each row's label is a float target; read as classes without the class check, then converted)
+        let classes = regression ? Int(Int32.max) : classes
+        var targets: [Float]? = nil
         // (a CSV's text, its decoded copy and its values; an .npy's bytes and its float32 copy)
         if let csv = spec.csv { try limits.checkMemory("data.csv", bytes: saturating(fileSize(csv), 4), what: "reading '\(csv)'") }
         for (field, p) in [("data.x", spec.x), ("data.y", spec.y), ("data.npz", spec.npz), ("data.safetensors", spec.safetensors)] {
@@ -40,6 +46,8 @@ public struct LabeledData: Sendable {
                 try limits.checkMemory("data", bytes: UInt64(g.rows) * UInt64(g.features) * 4, what: "\(g.rows) generated rows of \(g.features) features")
                 (rows, features) = (g.rows, g.features)
                 (x, y) = g.isSequences ? sequences(g) : blobs(g, scale: scale)
+                // (a regression target for generated rows: how often token 0 occurs in a sequence; a blob's class)
+                if regression { targets = g.isSequences ? (0..<g.rows).map { r in Float(x[(r * g.features)..<((r + 1) * g.features)].filter { $0 == 0 }.count) } : y!.map(Float.init) }
             } else if let csv = spec.csv {
                 let t: (rows: Int, columns: Int, values: [Float])
                 do { t = try CSVFile.readFloats(path: csv, header: spec.header == true) } catch let e as FormatError where spec.header != true && e.problem.hasPrefix("line 1 ") {
@@ -55,12 +63,15 @@ public struct LabeledData: Sendable {
                 x.reserveCapacity(rows * features)
                 var labels: [Int32] = []
                 labels.reserveCapacity(rows)
+                var floats: [Float] = []
                 for r in 0..<rows {
                     let base = r * t.columns
                     for c in 0..<t.columns where c != labelAt { x.append(t.values[base + c] * scale) }
-                    labels.append(try label(t.values[base + labelAt], row: r, classes: classes, file: csv))
+                    if regression { floats.append(t.values[base + labelAt]) } else {
+                        labels.append(try label(t.values[base + labelAt], row: r, classes: classes, file: csv))
+                    }
                 }
-                y = labels
+                if regression { targets = floats } else { y = labels }
             } else if spec.x != nil || spec.arrays != nil {
                 // (x and y files, or two arrays of one .npz or safetensors file: the same checks, naming the file or
                 // file:array)
@@ -91,7 +102,9 @@ public struct LabeledData: Sendable {
                     guard l.rank == 1, l.shape[0] == rows else {
                         throw JobError("\(yp): labels must be a 1-D array of \(rows) entries (one per row of \(xp)), got shape \(l.shape)")
                     }
-                    y = try l.withData { p in try p.enumerated().map { try label($1, row: $0, classes: classes, file: yp) } }
+                    if regression { targets = l.scalars } else {
+                        y = try l.withData { p in try p.enumerated().map { try label($1, row: $0, classes: classes, file: yp) } }
+                    }
                 }
             }
         } catch let e as FormatError {
@@ -99,18 +112,26 @@ public struct LabeledData: Sendable {
         }
         guard rows > 0 else { throw JobError("\(spec.generate == nil ? spec.paths.joined(separator: ", ") : "data"): no rows") }
         try limits.checkRows(spec.csv != nil ? "data.csv" : spec.npz != nil ? "data.npz" : spec.safetensors != nil ? "data.safetensors" : "data.x", UInt64(rows))
-        if needLabels && y == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
+        if regression { y = nil }
+        if let t = targets, let bad = t.firstIndex(where: { !$0.isFinite }) {
+            throw JobError("\(spec.paths.first ?? "data"): row \(bad + 1)'s target is \(t[bad]); regression targets must be finite")
+        }
+        if needLabels && y == nil && targets == nil { throw JobError("\(spec.paths.joined(separator: ", ")): no labels (this job kind needs them)") }
         if let vocab = tokens, let bad = x.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
             throw JobError("\(spec.generate == nil ? spec.paths.first ?? "data" : "data"): row \(bad / features + 1), position \(bad % features) holds \(x[bad]); token ids must be integers in 0..<\(vocab) (model.transformer.vocab)")
         }
-        return LabeledData(rows: rows, features: features, x: x, y: y)
+        var d = LabeledData(rows: rows, features: features, x: x, y: y)
+        d.targets = targets
+        return d
     }
 
     /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
-    public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard) throws -> LabeledData {
+    public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard,
+                            regression: Bool = false) throws -> LabeledData {
         if let e = model.encoder { return try TextData.load(spec, encoder: e, needLabels: needLabels, limits: limits) }
         if let t = spec.text { throw JobError("data.text: \(t) holds text; only a model: {encoder: FOLDER, classes: N} reads text") }
-        return try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField, tokens: model.tokens)
+        return try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField,
+                        tokens: model.tokens, regression: regression)
     }
 
     /// The label column of a CSV with `columns` columns: `label_column` by name (from the header line) or index,
@@ -183,6 +204,11 @@ public struct LabeledData: Sendable {
             throw JobError("\(file): row \(row + 1) has label \(v), expected an integer in 0..<\(classes) (the model has \(classes) outputs)")
         }
         return Int32(v)
+    }
+
+    /// The regression targets of rows `idx` as an (idx.count, 1) tensor.
+    public func targetBatch<C: Collection>(_ idx: C) -> Tensor where C.Element == Int {
+        Tensor(shape: [idx.count, 1], idx.map { targets?[$0] ?? 0 })
     }
 
     /// The rows `idx` as a (idx.count, features) tensor and their labels.

@@ -133,14 +133,14 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             optimizer.step(model.parameters)
         }
         lastLoss = root.loss / Double(root.rows)
-        var entry: [String: Any] = ["step": step + 1, "loss": lastLoss, "accuracy": Double(root.correct) / Double(root.rows),
-                                    "lr": Double(lr), "rows": Int(root.rows)]
+        var entry: [String: Any] = ["step": step + 1, "loss": lastLoss, "lr": Double(lr), "rows": Int(root.rows)]
+        if !spec.isRegression { entry["accuracy"] = Double(root.correct) / Double(root.rows) }
         step += 1
         if (spec.evalEvery > 0 && step % spec.evalEvery == 0) || step == plan.totalSteps, !plan.holdout.isEmpty {
             let e = evaluate()
             lastEval = e
             entry["eval_loss"] = e.loss
-            entry["eval_accuracy"] = e.accuracy
+            if !e.accuracy.isNaN { entry["eval_accuracy"] = e.accuracy }
         }
         history.append(entry)
         paramsFrame = next ?? TrainDriver.frame(model)
@@ -159,7 +159,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         end.optimizerNanos = optimizer
         end.arrivalNanos = lastArrivalNanos
         if let e = lastEval, spec.evalEvery > 0, step % spec.evalEvery == 0 {
-            end.log.append(String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
+            end.log.append(e.accuracy.isNaN ? String(format: "step %d/%d: loss %.4f, held-out loss %.4f", step, plan.totalSteps, lastLoss, e.loss)
+                                            : String(format: "step %d/%d: loss %.4f, held-out accuracy %.4f", step, plan.totalSteps, lastLoss, e.accuracy))
         }
         if spec.checkpoints, let dir = spec.checkpointDir {
             let now = DispatchTime.now().uptimeNanoseconds
@@ -183,17 +184,23 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     }
 
     /// Mean loss and accuracy on the held-out rows (fixed batches of 512, the same everywhere).
+    /// (A regression's: the mean squared error, and accuracy NaN.)
     public func evaluate() -> (loss: Double, accuracy: Double) {
         var lossSum = 0.0, correct = 0
         for s in stride(from: 0, to: plan.holdout.count, by: 512) {
             let idx = plan.holdout[s..<min(s + 512, plan.holdout.count)]
             let (x, y) = data.batch(idx)
             let logits = model(Graph(recording: false).constant(x)).value
+            if spec.isRegression {
+                let t = data.targetBatch(idx)
+                lossSum += zip(logits.scalars, t.scalars).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+                continue
+            }
             lossSum += PredictDriver.rowLosses(logits, y).reduce(0, +)
             correct += Metrics.correct(logits: logits, labels: y)
         }
         let n = Double(plan.holdout.count)
-        return (lossSum / n, Double(correct) / n)
+        return (lossSum / n, spec.isRegression ? .nan : Double(correct) / n)
     }
 
     public var stateDict: [String: Tensor] { model.stateDict }
@@ -253,7 +260,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
                                       "rows": ["train": plan.train.count, "holdout": plan.holdout.count]]
         if let e = lastEval {
             metrics["eval_loss"] = e.loss
-            metrics["eval_accuracy"] = e.accuracy
+            if !e.accuracy.isNaN { metrics["eval_accuracy"] = e.accuracy }
         }
         return ResultBundle.encode([
             ("model.safetensors", try SafeTensors.encode(model.stateDict, metadata: ["sigma.job": spec.name, "sigma.step": "\(step)"])),

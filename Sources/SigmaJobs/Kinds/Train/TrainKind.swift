@@ -26,7 +26,7 @@ public enum TrainKind: JobKind {
     /// that holds no step file this job would write.
     public static func prepare(_ spec: TrainJob, context: KindContext) throws -> any RoundDriver {
         var s = spec
-        let data = try LabeledData.load(s.data, for: s.model, needLabels: true, limits: context.limits)
+        let data = try LabeledData.load(s.data, for: s.model, needLabels: true, limits: context.limits, regression: s.isRegression)
         if let dir = s.checkpointDir { s.checkpointDir = try context.roots.outputFolder(dir, field: "checkpoint_dir") }
         let driver = try TrainDriver(spec: s, data: data)
         try driver.checkCheckpointFolder()
@@ -35,7 +35,7 @@ public enum TrainKind: JobKind {
 
     public static func worker(_ spec: TrainJob, context: KindContext) throws -> any ShardWorker {
         try TrainWorker(spec: spec, data: LabeledData.load(spec.data, for: spec.model,
-                                                          needLabels: true, limits: context.limits))
+                                                          needLabels: true, limits: context.limits, regression: spec.isRegression))
     }
 
     /// After a coordinator restart: from the latest checkpoint its folder holds (the same final bits as a run that

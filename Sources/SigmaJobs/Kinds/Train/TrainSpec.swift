@@ -35,6 +35,10 @@ public struct TrainJob: JobKindSpec {
     public var gradientTransport: GradientTransport
     /// Where workers get the data files (nil: shared).
     public var inputTransport: InputTransport?
+    /// The loss: nil or "cross_entropy" (classes), "mse" (regression: one value per row, the label column a float
+    /// target).
+    public var loss: String?
+    public var isRegression: Bool { loss == "mse" }
 
     public init(name: String = "train", model: ModelSpec, data: LabeledDataSpec, optimizer: OptimizerSpec, steps: Int? = nil,
                 epochs: Int? = nil, batchSize: Int = 32, microBatch: Int = 16, holdout: Double = 0.2, evalEvery: Int = 0,
@@ -62,6 +66,12 @@ public struct TrainJob: JobKindSpec {
         try model.validate("model.", limits: limits)
         try data.validate("data.", needsLabels: true)
         try optimizer.validate()
+        if let l = loss {
+            guard ["cross_entropy", "mse"].contains(l) else { throw SpecError(field: "loss", problem: "'\(l.prefix(40))' is not one of cross_entropy, mse") }
+            if l == "mse", model.outputs != 1 {
+                throw SpecError(field: "loss", problem: "mse regresses one value per row: the model needs 1 output, it has \(model.outputs)")
+            }
+        }
         switch (steps, epochs) {
         case (nil, nil): throw SpecError(field: "steps", problem: "missing; give steps: N or epochs: N")
         case (.some, .some): throw SpecError(field: "epochs", problem: "give steps or epochs, not both")
@@ -120,6 +130,7 @@ extension TrainJob {
                             gradientTransport: try GradientTransport.parse(f.optionalString("gradient_transport")))
         spec.checkpointEverySeconds = try f.optionalDouble("checkpoint_every_seconds")
         spec.inputTransport = try InputTransport.parse(f.optionalString("input_transport"))
+        spec.loss = try f.optionalString("loss")
         try f.rejectUnknown()
         return spec
     }

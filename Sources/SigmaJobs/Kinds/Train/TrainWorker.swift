@@ -196,12 +196,13 @@ public final class TrainWorker: @unchecked Sendable {
         defer { for d in dropouts { d.rowSeeds = nil } }
         let g = Graph()
         let logits = model(g.constant(x))
-        let loss = logits.crossEntropy(y)
+        // (cross-entropy over classes, or a regression's mean squared error against the rows' targets)
+        let loss = spec.isRegression ? logits.mse(g.constant(data.targetBatch(idx))) : logits.crossEntropy(y)
         for p in model.parameters { p.zeroGrad() }
         g.backward(from: loss.scaled(Float(idx.count)))
         let lossSum = Double(loss.value.item) * Double(idx.count)
         guard lossSum.isFinite else { throw JobError("loss is not finite (\(lossSum)) at rows \(idx.prefix(4))…; lower the learning rate") }
-        return (lossSum, UInt64(Metrics.correct(logits: logits.value, labels: y)), UInt64(idx.count))
+        return (lossSum, spec.isRegression ? 0 : UInt64(Metrics.correct(logits: logits.value, labels: y)), UInt64(idx.count))
     }
 }
 
