@@ -32,7 +32,7 @@ extension ProcessHeavyTests {
         @Test func aKilledCoordinatorResumesItsJobFromTheJournal() async throws {
             let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: state) }
-            let spec = MapReduceSpec(name: "resume", input: .normal(count: 150_000_000, seed: 3, mean: 1, std: 2), map: .square,
+            let spec = MapReduceSpec(name: "resume", input: .normal(count: 400_000_000, seed: 3, mean: 1, std: 2), map: .square,
                                      reduce: [.sum, .count, .min, .max, .histogram(bins: 16, low: 0, high: 16)], sharding: .count(600))
 
             var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
@@ -80,7 +80,7 @@ extension ProcessHeavyTests {
                 resumed += coordinator.stderr.filter { $0.contains("resumed after a restart") || $0.contains("to resume") }
             }
             // The reference: the same shards, combined in shard order, in this process.
-            let parts = try spec.sharding.ranges(rows: 150_000_000).map { try MapReduceKernel.run(spec, start: $0.start, count: $0.count) }
+            let parts = try spec.sharding.ranges(rows: 400_000_000).map { try MapReduceKernel.run(spec, start: $0.start, count: $0.count) }
             let reference = MapReduceResult.reduce(spec, partials: parts)
             let o = try await Self.outcome(accepted.job, at: endpoint)
             #expect(o.state == .completed, "\(o.error)")
@@ -104,7 +104,7 @@ extension ProcessHeavyTests {
             // Its log, from before the restarts, and `sigma jobs` lists it with its shards.
             let logs = try SigmaProcess(["logs", "\(accepted.job)", "--coordinator", endpoint])
             #expect(try await logs.wait() == 0)
-            #expect(logs.stdout.contains { $0.contains("accepted: 150000000 rows in 600 shards") } && logs.stdout.contains { $0.contains("resumed after a restart") },
+            #expect(logs.stdout.contains { $0.contains("accepted: 400000000 rows in 600 shards") } && logs.stdout.contains { $0.contains("resumed after a restart") },
                     "\(logs.stdout.prefix(5))")
             let jobs = try SigmaProcess(["jobs", "--coordinator", endpoint, "--json"])
             #expect(try await jobs.wait() == 0)

@@ -24,7 +24,7 @@ extension ProcessHeavyTests {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-numbers-\(UUID().uuidString.prefix(8))").path
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            try "kind: map-reduce\nname: known\ninput: {generate: uniform, count: 600M, seed: 2}\nmap: square\nreduce: [sum]\nshards: 1200\n"
+            try "kind: map-reduce\nname: known\ninput: {generate: uniform, count: 6000M, seed: 2}\nmap: square\nreduce: [sum]\nshards: 1200\n"
                 .write(toFile: dir + "/known.yaml", atomically: true, encoding: .utf8)
             let submitted = try await sigma(["submit", dir + "/known.yaml"] + ep)
             let job = try #require(jobID(in: submitted.out), "\(submitted.out) \(submitted.err)")

@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import Testing
@@ -172,5 +173,66 @@ import Testing
         let wrongWidth = try JobSpec.parse("kind: map-reduce\ninput: {npy: \(modelFixtures)/loss_rows.npy}\nmap: {model_loss: {model: {mlp: [10, 10], weights: \(weights)}}}\nreduce: sum\n")
         #expect { _ = try JobKinds.standard.runLocal(wrongWidth, roots: try DataRoots([repoRoot])) }
             throws: { "\($0)".contains("rows of 65 values; model_loss needs 11") }
+    }
+}
+
+/// map: {model_gradient: …}: Σ over the rows of the model's cross-entropy gradient, bitwise the gradient a train
+/// step reduces over the same micro-batches (before it divides by the rows and steps the optimizer), on 1 or 2
+/// threads; its tensors under the model's state-dict names.
+@Suite struct ModelGradientTests {
+    @Test func theGradientIsATrainStepsBitwise() throws {
+        let train = try JobSpec.parse("""
+            kind: train
+            model: {mlp: [64, 32, 10]}
+            data: {csv: \(repoRoot)/data/digits.csv, scale: 0.0625}
+            optimizer: {sgd: {lr: 0.1}}
+            steps: 1
+            batch_size: 96
+            micro_batch: 16
+            seed: 7
+            """).decode(as: TrainJob.self)
+        let data = try LabeledData.load(train.data, for: train.model, needLabels: true)
+        let driver = try TrainDriver(spec: train, data: data)
+        let dir = FileManager.default.temporaryDirectory.path + "/sigma-grad-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try SafeTensors.encode(driver.stateDict, metadata: [:]).write(to: URL(fileURLWithPath: dir + "/w.safetensors"))
+        // The train step's own reduction: every micro-batch of step 0, summed up the tree.
+        let worker = try TrainWorker(spec: train, data: data)
+        let total = worker.plan.microBatches(step: 0)
+        let parts = try worker.compute(step: 0, version: 0, params: try #require(driver.params), range: 0..<total)
+        #expect(parts.count == 1, "the whole range is the root")
+        let reference = parts[0].1
+        // The same rows, in the step's order, as an npy of inputs then the label.
+        let rows = Array(worker.plan.epochOrder(0)[worker.plan.batchRange(step: 0)])
+        var values: [Double] = []
+        for r in rows { values += data.x[(r * 64)..<((r + 1) * 64)].map(Double.init) + [Double(data.y![r])] }
+        try NpyFile.write(path: dir + "/rows.npy", float64: values, shape: [rows.count, 65])
+        for threads in [1, 2] {
+            let job = try JobSpec.parse("""
+                kind: map-reduce
+                input: {npy: \(dir)/rows.npy}
+                map: {model_gradient: {model: {mlp: [64, 32, 10], weights: \(dir)/w.safetensors}, micro_batch: 16}}
+                reduce: sum
+                """)
+            let bundle = try JobKinds.standard.runLocal(job, roots: try DataRoots([dir]), threads: threads)
+            let files = try bundle.withUnsafeBytes { try ResultBundle.decode($0) }
+            let file = try #require(files.first { $0.name == "gradient.safetensors" }?.data)
+            try file.write(to: URL(fileURLWithPath: dir + "/g.safetensors"))
+            let gradient = try SafeTensors.read(path: dir + "/g.safetensors")
+            var offset = 0
+            for p in try MLModels.architecture(train.model, seed: 0).parameters {
+                let n = p.value.count
+                let mine = try #require(gradient[p.name], "no \(p.name) in the gradient file")
+                let expected: [Float] = Array(reference.values[offset..<(offset + n)])
+                #expect(mine.scalars.map { $0.bitPattern } == expected.map { $0.bitPattern }, "\(threads) threads: \(p.name) differs from the train step's")
+                offset += n
+            }
+            let metricsFile = try #require(files.first { $0.name == "metrics.json" }?.data)
+            let metrics = try #require(try JSONSerialization.jsonObject(with: metricsFile) as? [String: Any])
+            #expect(metrics["loss_sum"] as? Double == reference.loss && metrics["rows"] as? Int == 96 && metrics["micro_batches"] as? Int == 6)
+        }
+        #expect { _ = try JobSpec.parse("kind: map-reduce\ninput: {npy: x.npy}\nmap: {model_gradient: {model: {mlp: [3, 2], weights: w.safetensors}}}\nreduce: [sum, mean]\n") }
+            throws: { "\($0)".contains("model_gradient reduces by sum alone") }
     }
 }

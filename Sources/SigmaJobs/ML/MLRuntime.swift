@@ -125,6 +125,28 @@ public struct LabeledData: Sendable {
         return d
     }
 
+    /// Rows of a 2-D `.npy` holding the model's inputs then an integer label (model_gradient's input), checked.
+    static func rowsWithLabels(_ path: String, model: ModelSpec, limits: SpecLimits) throws -> LabeledData {
+        try limits.checkMemory("input.npy", bytes: saturating(fileSize(path), 2), what: "reading '\(path)'")
+        let file = try NpyFile(path: path)
+        let (rows, width) = (file.header.rows, file.header.columns)
+        guard width == model.inputs + 1 else { throw JobError("\(path): rows of \(width) values; the model needs \(model.inputs + 1) (\(model.inputField) inputs, then the label)") }
+        let values = try [Double](unsafeUninitializedCapacity: rows * width) { buf, n in
+            try file.readRows(start: 0, count: rows, into: buf)
+            n = rows * width
+        }
+        var x = [Float](), y = [Int32]()
+        x.reserveCapacity(rows * model.inputs)
+        for r in 0..<rows {
+            for c in 0..<model.inputs { x.append(Float(values[r * width + c])) }
+            y.append(try label(Float(values[r * width + model.inputs]), row: r, classes: model.outputs, file: path))
+        }
+        if let vocab = model.tokens, let bad = x.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
+            throw JobError("\(path): row \(bad / model.inputs + 1) holds \(x[bad]); token ids must be integers in 0..<\(vocab)")
+        }
+        return LabeledData(rows: rows, features: model.inputs, x: x, y: y)
+    }
+
     /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
     public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard,
                             regression: Bool = false) throws -> LabeledData {
@@ -355,7 +377,7 @@ public struct TrainPlan: Sendable {
         self.spec = spec
         var rng = SeededRandom(seed: spec.seed)
         var order = Array(0..<rows)
-        order.shuffle(using: &rng)
+        if spec.gradientOnly != true { order.shuffle(using: &rng) }
         let nTest = min(rows - 1, Int(Double(rows) * spec.holdout))
         holdout = Array(order[..<nTest])
         train = Array(order[nTest...])
@@ -364,6 +386,7 @@ public struct TrainPlan: Sendable {
     }
 
     public func epochOrder(_ epoch: Int) -> [Int] {
+        if spec.gradientOnly == true { return train }
         var rng = SeededRandom(seed: spec.seed ^ (0x5EED_0000_0000 &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15))
         var o = train
         o.shuffle(using: &rng)

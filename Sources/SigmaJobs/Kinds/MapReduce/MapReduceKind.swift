@@ -19,6 +19,7 @@ public enum MapReduceKind: JobKind {
         var s = spec
         s.input = .npy(path: try rewrite(SpecPath(field: "input.npy", path: path)))
         s.modelLoss = try spec.modelLoss?.mapPaths(rewrite)
+        if let g = spec.modelGradient { s.modelGradient?.model = try g.model.mapPaths(rewrite) }
         return s
     }
 
@@ -30,6 +31,13 @@ public enum MapReduceKind: JobKind {
             let header = try NpyFile(path: path).header
             rows = UInt64(header.rows)
             try context.limits.checkRows("input.npy", rows)
+            if let job = spec.gradientJob(rows: Int(rows)) {
+                let driver = try TrainDriver(spec: job, data: try LabeledData.rowsWithLabels(path, model: job.model, limits: context.limits))
+                guard driver.plan.microBatches(step: 0) <= 4096 else {
+                    throw JobError("model_gradient: \(rows) rows in micro-batches of \(job.microBatch) are \(driver.plan.microBatches(step: 0)) micro-batches; at most 4096 — raise micro_batch")
+                }
+                return driver
+            }
             if let m = spec.modelLoss {
                 guard header.columns == m.inputs + 1 else {
                     throw JobError("\(path): rows of \(header.columns) values; model_loss needs \(m.inputs + 1) (\(m.inputField) inputs, then the label)")
@@ -55,7 +63,11 @@ public enum MapReduceKind: JobKind {
     }
 
     public static func worker(_ spec: MapReduceSpec, context: KindContext) throws -> any ShardWorker {
-        try MapReduceWorker(spec: spec)
+        if spec.modelGradient != nil, case .npy(let path) = spec.input {
+            let rows = try NpyFile(path: path).header.rows
+            return try TrainWorker(spec: spec.gradientJob(rows: rows)!, data: LabeledData.rowsWithLabels(path, model: spec.modelGradient!.model, limits: context.limits))
+        }
+        return try MapReduceWorker(spec: spec)
     }
 
     public static func items(_ spec: MapReduceSpec) -> (count: UInt64, unit: String)? {
@@ -63,6 +75,7 @@ public enum MapReduceKind: JobKind {
     }
 
     public static func report(_ result: [UInt8], spec: MapReduceSpec) throws -> JobReport {
+        if spec.modelGradient != nil { return try ResultBundle.report(result) }
         let r = try result.withUnsafeBytes { try MapReduceResult.decode($0) }
         return JobReport(files: r.files, lines: r.lines, json: r.jsonObject)
     }

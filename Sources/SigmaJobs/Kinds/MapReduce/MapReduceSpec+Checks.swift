@@ -18,6 +18,14 @@ extension MapReduceSpec {
         default: break
         }
         try map.validate(field: "map", depth: 0)
+        if let g = modelGradient {
+            try g.model.validate("map.model_gradient.model.", limits: limits)
+            guard g.model.weights != nil else { throw SpecError(field: "map.model_gradient.model.weights", problem: "missing; model_gradient needs the weights to differentiate at (safetensors)") }
+            guard case .npy = input else { throw SpecError(field: "input", problem: "model_gradient reads rows of an npy: the model's inputs, then the label") }
+            guard g.model.encoder == nil else { throw SpecError(field: "map.model_gradient.model.encoder", problem: "model_gradient takes an mlp, cnn or transformer") }
+            guard g.microBatch >= 1, g.microBatch <= 1 << 20 else { throw SpecError(field: "map.model_gradient.micro_batch", problem: "must be between 1 and 1048576, got \(g.microBatch)") }
+            guard reduce == [.sum] else { throw SpecError(field: "reduce", problem: "model_gradient reduces by sum alone (the gradient Σ); give reduce: sum") }
+        }
         if let m = modelLoss {
             try m.validate("map.model_loss.model.", limits: limits)
             guard m.weights != nil else { throw SpecError(field: "map.model_loss.model.weights", problem: "missing; model_loss needs trained weights (safetensors)") }

@@ -36,8 +36,16 @@ extension MapReduceSpec {
         // map
         var fn = ElementFunction.identity
         var modelLoss: ModelSpec? = nil
+        var modelGradient: MapReduceSpec.ModelGradient? = nil
         if let m = f.take("map") {
-            if let mm = m.mapping, mm.count == 1, mm.first?.key.string == "model_loss" {
+            if let mm = m.mapping, mm.count == 1, mm.first?.key.string == "model_gradient" {
+                guard let gm = mm.first?.value.mapping else { throw SpecError(field: "map.model_gradient", problem: "expected {model: {mlp: […], weights: FILE}, micro_batch: 16}") }
+                var g = Fields(gm, path: "map.model_gradient.")
+                var model = try g.mapping("model", expected: "{mlp: [64, 10], weights: FILE.safetensors} (or a cnn or transformer)")
+                let spec = try ModelSpec.parse(mapping: &model, base: baseDirectory)
+                modelGradient = MapReduceSpec.ModelGradient(model: spec, microBatch: try g.optionalInt("micro_batch") ?? 16)
+                try g.rejectUnknown()
+            } else if let mm = m.mapping, mm.count == 1, mm.first?.key.string == "model_loss" {
                 guard let lm = mm.first?.value.mapping else { throw SpecError(field: "map.model_loss", problem: "expected {model: {mlp: […], weights: FILE}}") }
                 var l = Fields(lm, path: "map.model_loss.")
                 var model = try l.mapping("model", expected: "{mlp: [64, 10], weights: FILE.safetensors} (or a cnn or transformer)")
@@ -75,6 +83,7 @@ extension MapReduceSpec {
         try f.rejectUnknown()
         var spec = MapReduceSpec(name: name, input: input, map: fn, reduce: reducers, sharding: sharding, inputTransport: transport)
         spec.modelLoss = modelLoss
+        spec.modelGradient = modelGradient
         return spec
     }
 }

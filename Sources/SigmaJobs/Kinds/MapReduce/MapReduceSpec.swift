@@ -13,6 +13,25 @@ public struct MapReduceSpec: JobKindSpec {
     /// `map: {model_loss: {model: …}}`: each row of a 2-D `.npy` (the model's inputs, then the label) becomes one
     /// value, the model's cross-entropy on it (float64 from the logits) — then `map` is identity.
     public var modelLoss: ModelSpec?
+    /// `map: {model_gradient: {model: …, micro_batch: M}}`: Σ over the rows of the model's cross-entropy gradient,
+    /// reduced as a train step reduces it (micro-batches of M rows in input order, the fixed tree), written as
+    /// gradient.safetensors — bitwise a train step's gradient over the same micro-batches.
+    public var modelGradient: ModelGradient?
+
+    public struct ModelGradient: Codable, Sendable, Equatable {
+        public var model: ModelSpec
+        public var microBatch: Int
+        public init(model: ModelSpec, microBatch: Int) { (self.model, self.microBatch) = (model, microBatch) }
+    }
+
+    /// The train job a `model_gradient` runs as: one step over every row in input order.
+    public func gradientJob(rows: Int) -> TrainJob? {
+        guard let g = modelGradient else { return nil }
+        var t = TrainJob(name: name, model: g.model, data: LabeledDataSpec(), optimizer: OptimizerSpec(kind: "sgd", lr: 1), steps: 1,
+                         batchSize: max(1, rows), microBatch: g.microBatch, holdout: 0)
+        t.gradientOnly = true
+        return t
+    }
 
     public init(name: String = "map-reduce", input: DataSource, map: ElementFunction = .identity,
                 reduce: [Reducer], sharding: Sharding = .count(64), inputTransport: InputTransport? = nil) {

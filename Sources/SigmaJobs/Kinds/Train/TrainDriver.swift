@@ -151,6 +151,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         do { reduced = try GradientTree.reduce(parts, total: plan.microBatches(step: step)) } catch {
             throw JobError("step \(step + 1): \(error)")
         }
+        if spec.gradientOnly == true { return try gradientResult(reduced) }
         let t0 = DispatchTime.now().uptimeNanoseconds
         try apply(reduced)
         let optimizer = DispatchTime.now().uptimeNanoseconds &- t0
@@ -253,6 +254,32 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         if let h = meta["sigma.history"], let arr = try? JSONSerialization.jsonObject(with: Data(h.utf8)) as? [[String: Any]] { history = arr }
         step = s
         paramsFrame = TrainDriver.frame(model)
+    }
+
+    /// model_gradient's end: the tree's root — Σ over the rows of each row's cross-entropy gradient, float32, as a
+    /// train step reduces it before dividing by its rows — under the model's state-dict names, and the loss sum.
+    func gradientResult(_ reduced: ReducedGradient) throws -> RoundEnd {
+        let root = reduced.materialized()
+        let params = model.parameters, saved = params.map(\.value)
+        var offset = 0
+        for p in params {
+            let n = p.value.count
+            p.value = Tensor(shape: p.value.shape, Array(root.values[offset..<offset + n]))
+            offset += n
+        }
+        let gradient = model.stateDict
+        for (p, v) in zip(params, saved) { p.value = v }
+        step = 1
+        parts = [:]
+        var end = RoundEnd()
+        end.finished = true
+        let metrics: [String: Any] = ["loss_sum": root.loss, "rows": Int(root.rows), "micro_batches": plan.microBatches(step: 0),
+                                      "parameters": parameterCount]
+        end.results = ResultBundle.encode([
+            ("gradient.safetensors", try SafeTensors.encode(gradient, metadata: ["sigma.job": spec.name, "sigma.kind": "model_gradient"])),
+            ("metrics.json", jsonData(metrics)),
+        ])
+        return end
     }
 
     func results() throws -> [UInt8] {

@@ -39,6 +39,9 @@ public struct TrainJob: JobKindSpec {
     /// target).
     public var loss: String?
     public var isRegression: Bool { loss == "mse" }
+    /// A map-reduce's `model_gradient`: one step over the rows in input order (no shuffle, nothing held out) whose
+    /// result is the reduced gradient itself, not an optimizer step.
+    public var gradientOnly: Bool?
 
     public init(name: String = "train", model: ModelSpec, data: LabeledDataSpec, optimizer: OptimizerSpec, steps: Int? = nil,
                 epochs: Int? = nil, batchSize: Int = 32, microBatch: Int = 16, holdout: Double = 0.2, evalEvery: Int = 0,
