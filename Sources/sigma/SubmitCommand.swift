@@ -115,6 +115,8 @@ struct SubmitCommand: AsyncParsableCommand {
                 // (the whole job's mean, start-up included: a job over within a second or two shows no live rate)
                 if let steps = planned, o.state == .completed, o.elapsed > 0, let batch = TrainKind.spec(in: jobSpec)?.batchSize {
                     size += String(format: " (about %.0f samples/s)", Double(steps * batch) / (Double(o.elapsed) / 1e9))
+                } else if planned == nil, o.state == .completed, o.elapsed > 0 {
+                    size += String(format: " (%.0f shards/s)", Double(o.shards) / (Double(o.elapsed) / 1e9))
                 }
                 print("job \(o.job) \(o.state) in \(formatDuration(o.elapsed)): \(size), \(o.reruns) re-run, \(o.duplicates) duplicate results dropped")
                 for l in shown?.lines ?? [] { print("  " + l) }
