@@ -78,7 +78,7 @@ public enum ConvKernels {
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
         let g = geometry(x, w, stride: stride, padding: padding)
         let hw = g.ho * g.wo
-        var y = Tensor(zeros: [g.n, g.o, g.ho, g.wo])
+        var y = Tensor(uninitialized: [g.n, g.o, g.ho, g.wo])   // (every element written: the bias, or the product with beta 0)
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.patch * hw)
         defer { cols.deallocate() }
         x.withData { px in w.withData { pw in y.withMutableData { py in
@@ -166,6 +166,30 @@ public enum ConvKernels {
         let ho = (h - k) / s + 1, wo = (w - k) / s + 1
         var y = Tensor(zeros: [n, c, ho, wo])
         var argmax = [Int32](repeating: 0, count: kind == .max ? y.count : 0)
+        if kind == .max && k == 2 && s == 2 {
+            // (the common 2×2/2 max-pool without the generic window loops: the same comparisons in the same order)
+            x.withData { px in y.withMutableData { py in
+                var o = 0
+                for plane in 0..<(n * c) {
+                    let base = plane * h * w
+                    for oy in 0..<ho {
+                        let r0 = base + 2 * oy * w, r1 = r0 + w
+                        for ox in 0..<wo {
+                            var best = -Float.infinity, bestAt = 0
+                            let a = r0 + 2 * ox, b = r1 + 2 * ox
+                            if px[a] > best { best = px[a]; bestAt = a }
+                            if px[a + 1] > best { best = px[a + 1]; bestAt = a + 1 }
+                            if px[b] > best { best = px[b]; bestAt = b }
+                            if px[b + 1] > best { best = px[b + 1]; bestAt = b + 1 }
+                            py[o] = best
+                            argmax[o] = Int32(bestAt)
+                            o += 1
+                        }
+                    }
+                }
+            } }
+            return (y, argmax)
+        }
         x.withData { px in y.withMutableData { py in
             var o = 0
             for plane in 0..<(n * c) {
