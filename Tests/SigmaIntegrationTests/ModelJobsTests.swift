@@ -3,6 +3,11 @@ import SigmaEngine
 import SigmaModel
 import Testing
 
+/// The metrics of `sigma train … --json`'s output.
+func trainMetrics(_ stdout: String) throws -> [String: Any] {
+    try #require((try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any])?["metrics"] as? [String: Any], "\(stdout.suffix(300))")
+}
+
 /// scikit-learn's 8×8 digits (data/digits.csv) upsampled to 28×28 bytes — bilinear with pixel centres aligned, the
 /// same operations as make_models.py — written as MNIST's IDX files (images, labels) into `dir`.
 func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
@@ -41,24 +46,13 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         let dir = try Scratch("cnn")
         defer { dir.remove() }
         let (images, labels) = try writeDigits28(dir.path)
+        let model = try String(contentsOfFile: repoRoot + "/Tests/SigmaJobsTests/Fixtures/tutorial-cnn.yaml", encoding: .utf8)
+            .split(separator: "\n").filter { !$0.hasPrefix("#") }.map { "  " + $0 }.joined(separator: "\n")
         let spec = try dir.write("cnn.yaml", """
             kind: train
             name: cnn-digits
             model:
-              cnn:
-                input: [1, 28, 28]
-                layers:
-                  - {conv: {out: 32, kernel: 3}}
-                  - relu
-                  - {conv: {out: 64, kernel: 3}}
-                  - relu
-                  - {maxpool: 2}
-                  - {dropout: 0.25}
-                  - flatten
-                  - {linear: 128}
-                  - relu
-                  - {dropout: 0.5}
-                  - {linear: 10}
+            \(model)
             data: {x: \(images), y: \(labels), scale: 0.00392156862745098}
             optimizer: {adam: {lr: 0.003}}
             epochs: 8
@@ -69,8 +63,7 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
             """)
         let (ls, lo, le) = try await sigma(["train", spec, "--local", "--json", "-o", dir.path + "/local"], timeout: 600)
         try #require(ls == 0, "\(le.suffix(800))")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(lo.utf8)) as? [String: Any], "\(lo.suffix(300))")
-        let accuracy = try #require((json["metrics"] as? [String: Any])?["eval_accuracy"] as? Double, "\(json)")
+        let accuracy = try #require(try trainMetrics(lo)["eval_accuracy"] as? Double, "\(lo.suffix(300))")
         #expect(accuracy >= 0.97, "held-out accuracy \(accuracy)")
         let local = try #require(fileBytes(dir.path + "/local/model.safetensors"))
         let pytorch = try SafeTensors.read(path: repoRoot + "/Tests/SigmaJobsTests/Fixtures/cnn_digits.safetensors")
@@ -94,22 +87,10 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
     @Test func aTransformerLearnsSequencesBitwiseOnAnyWorkerCount() async throws {
         let dir = try Scratch("transformer")
         defer { dir.remove() }
-        let spec = try dir.write("transformer.yaml", """
-            kind: train
-            name: tokens
-            model:
-              transformer: {vocab: 16, length: 12, width: 32, heads: 4, layers: 2, hidden: 64, outputs: 3, norm: pre, pooling: first}
-            data: {generate: sequences, rows: 1200, length: 12, vocab: 16, classes: 3, seed: 5}
-            optimizer: {adam: {lr: 0.003}}
-            epochs: 4
-            batch_size: 32
-            micro_batch: 8
-            seed: 2
-            """)
+        let spec = repoRoot + "/examples/train-transformer.yaml"   // (what docs/jobs.md shows; -o overrides its output)
         let (ls, lo, le) = try await sigma(["train", spec, "--local", "--threads", "1", "--json", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le.suffix(800))")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(lo.utf8)) as? [String: Any], "\(lo.suffix(300))")
-        let accuracy = try #require((json["metrics"] as? [String: Any])?["eval_accuracy"] as? Double, "\(json)")
+        let accuracy = try #require(try trainMetrics(lo)["eval_accuracy"] as? Double, "\(lo.suffix(300))")
         #expect(accuracy >= 0.95, "held-out accuracy \(accuracy)")
         let local = try #require(fileBytes(dir.path + "/local/model.safetensors"))
         let (s2, _, e2) = try await sigma(["train", spec, "--local", "--threads", "2", "-o", dir.path + "/local2"])
@@ -148,7 +129,7 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
             """)
         let (s1, o1, e1) = try await sigma(["train", spec, "--local", "--threads", "1", "--json", "-o", dir.path + "/one"])
         try #require(s1 == 0, "\(e1.suffix(500))")
-        let metrics = try #require((try JSONSerialization.jsonObject(with: Data(o1.utf8)) as? [String: Any])?["metrics"] as? [String: Any])
+        let metrics = try trainMetrics(o1)
         let mse = try #require(metrics["eval_loss"] as? Double)
         #expect(mse < 0.05 && metrics["eval_accuracy"] == nil, "held-out mse \(mse), \(metrics)")
         let (s2, _, e2) = try await sigma(["train", spec, "--local", "--threads", "2", "-o", dir.path + "/two"])

@@ -7,23 +7,9 @@ import Testing
 let modelFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures"
 
 /// The tutorial CNN of docs/jobs.md: two 3×3 convolutions of 32 and 64 channels, 2×2 max-pooling, dropout, a
-/// 128-unit dense layer and 10 classes, on 28×28 images.
-let tutorialCNN = """
-    cnn:
-      input: [1, 28, 28]
-      layers:
-        - {conv: {out: 32, kernel: 3}}
-        - relu
-        - {conv: {out: 64, kernel: 3}}
-        - relu
-        - {maxpool: 2}
-        - {dropout: 0.25}
-        - flatten
-        - {linear: 128}
-        - relu
-        - {dropout: 0.5}
-        - {linear: 10}
-    """
+/// 128-unit dense layer and 10 classes, on 28×28 images (Fixtures/tutorial-cnn.yaml, which ModelJobsTests trains).
+let tutorialCNN = (try? String(contentsOfFile: modelFixtures + "/tutorial-cnn.yaml", encoding: .utf8))?
+    .split(separator: "\n").filter { !$0.hasPrefix("#") }.joined(separator: "\n") ?? ""
 
 /// The model of a train spec whose `model:` mapping is `model` (YAML, indented under `model:`).
 func parsedModel(_ model: String, weights: String? = nil) throws -> ModelSpec {

@@ -24,33 +24,36 @@ public struct ExactSum: Sendable, Equatable {
     }
 
     /// Adds x exactly (NaN is the caller's to count: it is ignored here).
-    @inline(__always)
     public mutating func add(_ x: Double) {
-        let bits = x.bitPattern
-        let biased = Int((bits >> 52) & 0x7FF)
-        if biased == 0x7FF {
-            if x.isInfinite { if x > 0 { positiveInfinities += 1 } else { negativeInfinities += 1 } }
-            return
-        }
-        var mantissa = bits & 0x000F_FFFF_FFFF_FFFF
-        if biased != 0 { mantissa |= 1 << 52 }
-        guard mantissa != 0 else { return }
-        // x = ±mantissa · 2^(max(biased, 1) − 1075): its lowest bit sits max(biased, 1) − 1 bits above 2⁻¹⁰⁷⁴.
-        let offset = max(biased, 1) - 1
-        let k = offset >> 5, shift = UInt64(offset & 31)
-        // mantissa << shift spans up to 85 bits: three 32-bit digits (Swift's >> of 64 or more gives 0).
-        let low = Int64((mantissa << shift) & 0xFFFF_FFFF)
-        let mid = Int64((mantissa >> (32 - shift)) & 0xFFFF_FFFF)
-        let high = Int64(mantissa >> (64 - shift))
-        digits.withUnsafeMutableBufferPointer { d in
-            if bits >> 63 == 0 {
-                d[k] &+= low; d[k + 1] &+= mid; d[k + 2] &+= high
-            } else {
-                d[k] &-= low; d[k + 1] &-= mid; d[k + 2] &-= high
-            }
+        switch digits.withUnsafeMutableBufferPointer({ Self.deposit(x, into: $0.baseAddress!) }) {
+        case 1: positiveInfinities += 1
+        case -1: negativeInfinities += 1
+        default: break
         }
         pending += 1
         if pending >= 1 << 30 { normalize() }
+    }
+
+    /// x's mantissa added into the digits at `d` (three 32-bit digits, the sign applied without a branch); NaN and
+    /// zero leave them as they were. Returns 1 or −1 for +∞ or −∞ (the caller counts them), else 0. The one place a
+    /// double becomes digits.
+    @inline(__always)
+    static func deposit(_ x: Double, into d: UnsafeMutablePointer<Int64>) -> Int {
+        let bits = x.bitPattern
+        let biased = Int((bits >> 52) & 0x7FF)
+        if biased == 0x7FF { return x.isInfinite ? (x > 0 ? 1 : -1) : 0 }
+        // x = ±mantissa · 2^(max(biased, 1) − 1075): its lowest bit sits max(biased, 1) − 1 bits above 2⁻¹⁰⁷⁴.
+        let mantissa = (bits & 0x000F_FFFF_FFFF_FFFF) | (biased == 0 ? 0 : 1 << 52)
+        let offset = max(biased, 1) - 1
+        let k = offset >> 5, shift = UInt64(offset & 31)
+        let sign = Int64(bitPattern: bits) >> 63   // 0 or −1: (v ^ sign) − sign negates when −1
+        // mantissa << shift spans up to 85 bits: three 32-bit digits (Swift's >> of 64 or more gives 0).
+        let low = Int64((mantissa << shift) & 0xFFFF_FFFF), mid = Int64((mantissa >> (32 - shift)) & 0xFFFF_FFFF)
+        let high = Int64(mantissa >> (64 - shift))
+        d[k] &+= (low ^ sign) &- sign
+        d[k + 1] &+= (mid ^ sign) &- sign
+        d[k + 2] &+= (high ^ sign) &- sign
+        return 0
     }
 
     /// Adds every value that is not NaN — the hot loop: four banks of digits taken in turn (consecutive values of
@@ -58,27 +61,14 @@ public struct ExactSum: Sendable, Equatable {
     /// branch, the banks added together at the end, carries deferred.
     public mutating func add(contentsOf values: UnsafeBufferPointer<Double>) {
         if Int(pending) + values.count >= 1 << 30 { normalize() }
-        var plus: UInt64 = 0, minus: UInt64 = 0
         let n = Self.digitCount
-        withUnsafeTemporaryAllocation(of: Int64.self, capacity: 4 * n) { banks in
+        let (plus, minus) = withUnsafeTemporaryAllocation(of: Int64.self, capacity: 4 * n) { banks -> (UInt64, UInt64) in
             let d = banks.baseAddress!
             d.initialize(repeating: 0, count: 4 * n)
+            var plus: UInt64 = 0, minus: UInt64 = 0
             @inline(__always) func put(_ x: Double, _ bank: UnsafeMutablePointer<Int64>) {
-                let bits = x.bitPattern
-                let biased = Int((bits >> 52) & 0x7FF)
-                if biased == 0x7FF {
-                    if x.isInfinite { if x > 0 { plus += 1 } else { minus += 1 } }
-                    return
-                }
-                let mantissa = (bits & 0x000F_FFFF_FFFF_FFFF) | (biased == 0 ? 0 : 1 << 52)
-                let offset = max(biased, 1) - 1
-                let k = offset >> 5, shift = UInt64(offset & 31)
-                let sign = Int64(bitPattern: bits) >> 63   // 0 or −1: (v ^ sign) − sign negates when −1
-                let low = Int64((mantissa << shift) & 0xFFFF_FFFF), mid = Int64((mantissa >> (32 - shift)) & 0xFFFF_FFFF)
-                let high = Int64(mantissa >> (64 - shift))
-                bank[k] &+= (low ^ sign) &- sign
-                bank[k + 1] &+= (mid ^ sign) &- sign
-                bank[k + 2] &+= (high ^ sign) &- sign
+                let r = Self.deposit(x, into: bank)
+                if r != 0 { if r > 0 { plus += 1 } else { minus += 1 } }
             }
             var i = 0
             let count = values.count, p = values.baseAddress
@@ -90,6 +80,7 @@ public struct ExactSum: Sendable, Equatable {
             digits.withUnsafeMutableBufferPointer { out in
                 for j in 0..<n { out[j] &+= d[j] &+ d[n + j] &+ d[2 * n + j] &+ d[3 * n + j] }
             }
+            return (plus, minus)
         }
         positiveInfinities += plus
         negativeInfinities += minus

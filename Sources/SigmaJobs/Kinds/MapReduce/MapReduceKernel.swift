@@ -128,11 +128,16 @@ struct Accumulator {
         let (mn, mx, nans) = Self.extremes(UnsafeBufferPointer(values), partial.min, partial.max)
         partial.sum.add(contentsOf: UnsafeBufferPointer(values))   // (NaN skipped there: NaNs are counted above)
         if partial.squares != nil {
-            for x in values where !x.isNaN {
-                let p = x * x
-                partial.squares!.add(p)
-                if p.isFinite { partial.squares!.add((-p).addingProduct(x, x)) }   // x² = p + (x·x − p) exactly
+            // x² = p + (x·x − p) exactly: both parts of every square, through the bulk path
+            let parts = [Double](unsafeUninitializedCapacity: 2 * values.count) { buf, n in
+                for x in values where !x.isNaN {
+                    let p = x * x
+                    buf[n] = p
+                    buf[n + 1] = p.isFinite ? (-p).addingProduct(x, x) : 0
+                    n += 2
+                }
             }
+            parts.withUnsafeBufferPointer { partial.squares!.add(contentsOf: $0) }
         }
         partial.min = mn
         partial.max = mx
