@@ -108,7 +108,7 @@ final class PictureSource: DashboardSource {
             #expect(c.count >= 300, "worker w\(k + 1)'s line (\(color)) covers \(c.count) columns of the per-worker chart")
         }
         #expect(columns("#c026d3", in: overview).count < 20, "a fourth line: the dead worker is charted")
-        let dom = await runToolAsync(chromium, Self.flags + ["--dump-dom", base], timeout: 90).out
+        let dom = await dumpDOM(chromium, Self.flags, base)
         #expect(dom.range(of: #"Cluster utilisation: utilisation, CPU; 6\d\d points from \d\d:\d\d:\d\d to \d\d:\d\d:\d\d"#, options: .regularExpression) != nil,
                 "the utilisation chart has no time axis over the past: \(dom.components(separatedBy: "aria-label").dropFirst().first?.prefix(120) ?? "none")")
         #expect(dom.contains("Per worker: slots busy: w1@alpha, w2@alpha, w3@beta;"), "the per-worker chart's legend")
@@ -136,7 +136,7 @@ final class PictureSource: DashboardSource {
         // Green (ok) bars sit on 5 lanes: w1's 3 slots, w2's 1, w3's first (its second holds a running attempt).
         let green = page.bands("#10b981", fromX: 150)
         #expect(green.count == 5 && green.allSatisfy { (12...16).contains($0.rows) }, "green lanes \(green)")
-        let jobDom = await runToolAsync(chromium, Self.fetching + ["--dump-dom", base + "job/25"], timeout: 90).out
+        let jobDom = await dumpDOM(chromium, Self.fetching, base + "job/25")
         #expect(jobDom.contains("Shard timeline: 3 worker tracks, 6 slot lanes (w1@alpha: 3, w2@alpha: 1, w3@beta: 2), 8 attempts"))
     }
 }

@@ -520,7 +520,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let listed = try FileManager.default.contentsOfDirectory(atPath: repoRoot + "/examples").filter { $0.hasSuffix(".yaml") && !$0.hasPrefix("serve-") }
         #expect(Set(listed) == Set(expected.map(\.0)), "examples/ and this test disagree")
         let docs = try String(contentsOfFile: repoRoot + "/docs/jobs.md", encoding: .utf8)
-        for (name, files) in expected {
+        for (job, (name, files)) in zip(1..., expected) {
             #expect(docs.contains("examples/" + name), "docs/jobs.md does not show examples/\(name)")
             if ["train-cnn.yaml", "train-transformer.yaml", "finetune-reviews.yaml", "train-formats.yaml"].contains(name) {
                 let text = try String(contentsOfFile: repoRoot + "/examples/" + name, encoding: .utf8)
@@ -545,8 +545,11 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             let local = dir.path + "/local-" + name
             let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", local], timeout: 600)
             #expect(ls == 0, "\(name) --local: \(le.suffix(400))")
-            for f in files {
-                #expect(fileBytes(out + "/" + f) == fileBytes(local + "/" + f), "\(name): \(f) differs between cluster and --local")
+            for f in files where fileBytes(out + "/" + f) != fileBytes(local + "/" + f) {
+                let (a, b) = (fileBytes(out + "/" + f) ?? Data(), fileBytes(local + "/" + f) ?? Data())
+                let differing = zip(a, b).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+                let report = await divergenceReport(cluster, job: job, clusterOut: out, localOut: local)
+                Issue.record("\(name): \(f) differs between cluster and --local (\(a.count) and \(b.count) bytes; \(differing.count) bytes differ, from \(differing.first ?? -1) to \(differing.last ?? -1))\n\(report)")
             }
         }
     }

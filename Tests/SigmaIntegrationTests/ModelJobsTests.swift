@@ -109,7 +109,7 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
     }
 
     /// A transformer regressor (`loss: mse`, one output): counting a token in generated sequences to a held-out mean
-    /// squared error under 0.05 (predicting the mean would score about 1), the same bits on 1 or 2 threads; mse with
+    /// squared error under 0.05 (predicting the mean would score about 1), the same bits on 1 or 2 threads and on 2 workers; mse with
     /// more than one output is refused naming why.
     @Test func aTransformerRegressorLearnsToCountBitwise() async throws {
         let dir = try Scratch("regressor")
@@ -135,8 +135,18 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         let (s2, _, e2) = try await sigma(["train", spec, "--local", "--threads", "2", "-o", dir.path + "/two"])
         #expect(s2 == 0, "\(e2.suffix(500))")
         #expect(fileBytes(dir.path + "/two/model.safetensors") == fileBytes(dir.path + "/one/model.safetensors"), "2 threads differ from 1")
-        // (2 workers against --local: differed once in a loaded CI run, equal in every run here — under investigation,
-        // see the issue's note; the classifier's cluster test above covers the same reduction)
+        let cluster = try await ProcessCluster(workers: 2)
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(2)
+        let (s3, _, e3) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/cluster"])
+        #expect(s3 == 0, "\(e3.suffix(500))")
+        if fileBytes(dir.path + "/cluster/model.safetensors") != fileBytes(dir.path + "/one/model.safetensors") {
+            let report = await divergenceReport(cluster, job: 1, clusterOut: dir.path + "/cluster", localOut: dir.path + "/one")
+            // (once more on the same cluster: a lasting difference or a passing event)
+            _ = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/again"])
+            let again = fileBytes(dir.path + "/again/model.safetensors") == fileBytes(dir.path + "/one/model.safetensors")
+            Issue.record("2 workers differ from --local (a second run on the same cluster \(again ? "equals" : "differs from") --local)\n\(report)")
+        }
         #expect { _ = try JobSpec.parse(try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(of: "outputs: 1", with: "outputs: 3")) }
             throws: { "\($0)".contains("mse regresses one value per row: the model needs 1 output, it has 3") }
     }

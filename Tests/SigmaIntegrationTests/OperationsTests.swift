@@ -160,7 +160,7 @@ import Testing
             let shot = artifacts.appendingPathComponent("dashboard.png").path
             try? FileManager.default.removeItem(atPath: shot)
             let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--timeout=4000"]
-            let dom = await runToolAsync(chromium, flags + ["--dump-dom", base], timeout: 90).out
+            let dom = await dumpDOM(chromium, flags, base)
             _ = await runToolAsync(chromium, flags + ["--window-size=1280,800", "--screenshot=\(shot)", base], timeout: 90)
             #expect(dom.contains("ops-long"), "dashboard shows no job")
             #expect(names.allSatisfy { dom.contains(">\($0)<") }, "dashboard shows no workers")
@@ -168,7 +168,7 @@ import Testing
             #expect(size > 10_000, "no screenshot at \(shot)")
             // The per-job page: its shard timeline has a track per worker (virtual time lets the page fetch first).
             let page = base + "job/\(job)"
-            let jobDom = await runToolAsync(chromium, flags + ["--virtual-time-budget=4000", "--dump-dom", page], timeout: 90).out
+            let jobDom = await dumpDOM(chromium, flags + ["--virtual-time-budget=4000"], page)
             #expect(jobDom.contains("ops-long"), "the job page shows no job")
             // (the timeline is a canvas; its accessible label names the tracks it drew)
             #expect(jobDom.contains("Shard timeline: 2 worker tracks"), "the job page's timeline does not have a track per worker")

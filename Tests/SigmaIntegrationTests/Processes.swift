@@ -279,3 +279,14 @@ func jobID(in text: String) -> Int? {
 /// assertions are timings (a killed worker's shards elsewhere within 5 s): run one after another, never side by side,
 /// so one's load does not stretch the other's timings. Other suites still run beside them.
 @Suite(.serialized) struct ProcessHeavyTests {}
+
+/// Chromium's `--dump-dom` of a page. Chromium prints an empty document when the page did not load before its
+/// `--timeout` (a dashboard slow to answer on a loaded machine): it is asked again, up to three times in all.
+func dumpDOM(_ chromium: String, _ flags: [String], _ url: String) async -> String {
+    var dom = ""
+    for _ in 0..<3 {
+        dom = await runToolAsync(chromium, flags + ["--dump-dom", url], timeout: 90).out
+        if !dom.contains("<body></body>") && !dom.isEmpty { break }
+    }
+    return dom
+}

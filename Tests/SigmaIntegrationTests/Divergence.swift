@@ -1,0 +1,43 @@
+import Foundation
+
+/// What a test prints when a cluster's result differs from `--local`: the first history entry that differs, the
+/// job's counters (hedges, duplicates, reruns), every shard attempt that was not a plain first success, attempts
+/// per worker, and the cluster's log tails — so a rare difference explains itself in the CI log.
+func divergenceReport(_ cluster: ProcessCluster, job: Int, clusterOut: String, localOut: String) async -> String {
+    var lines: [String] = []
+    func history(_ dir: String) -> [[String: Any]] {
+        (fileBytes(dir + "/history.json").flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [[String: Any]]) ?? []
+    }
+    let (h1, h2) = (history(clusterOut), history(localOut))
+    if let i = (0..<min(h1.count, h2.count)).first(where: { NSDictionary(dictionary: h1[$0]) != NSDictionary(dictionary: h2[$0]) }) {
+        lines.append("history: first difference at entry \(i): cluster \(h1[i]) vs local \(h2[i])")
+    } else {
+        lines.append("history: \(h1.count) cluster and \(h2.count) local entries, none differ")
+    }
+    if let (s, o, _) = try? await sigma(["job", "\(job)", "--coordinator", cluster.endpoint, "--json"]), s == 0 {
+        let keys = ["hedges", "duplicates", "reruns", "live_workers"]
+        let kept = o.split(separator: "\n").filter { line in keys.contains { line.contains("\"\($0)\"") } }
+        lines.append("job: " + kept.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
+    }
+    let trace = FileManager.default.temporaryDirectory.path + "/sigma-divergence-\(UUID().uuidString.prefix(8)).json"
+    defer { try? FileManager.default.removeItem(atPath: trace) }
+    if let (s, _, _) = try? await sigma(["trace", "\(job)", "--coordinator", cluster.endpoint, "-o", trace]), s == 0,
+       let t = fileBytes(trace).flatMap({ try? JSONSerialization.jsonObject(with: $0) }) as? [String: Any],
+       let events = t["traceEvents"] as? [[String: Any]] {
+        var names: [Int: String] = [:]
+        for e in events where e["name"] as? String == "thread_name" { names[e["tid"] as? Int ?? 0] = (e["args"] as? [String: Any])?["name"] as? String }
+        let attempts = events.filter { $0["ph"] as? String == "X" }
+        var perWorker: [String: Int] = [:]
+        for a in attempts { perWorker[names[a["tid"] as? Int ?? 0] ?? "?", default: 0] += 1 }
+        lines.append("attempts per worker slot: \(perWorker.sorted { $0.key < $1.key })")
+        let unusual = attempts.filter { a in
+            let args = a["args"] as? [String: Any] ?? [:]
+            return args["outcome"] as? String != "ok" || args["attempt"] as? Int != 1 || args["hedge"] as? Bool == true
+        }
+        lines.append("\(unusual.count) unusual attempts of \(attempts.count):")
+        for a in unusual.prefix(20) { lines.append("  \(a["name"] ?? "") on \(names[a["tid"] as? Int ?? 0] ?? "?"): \(a["args"] ?? [:])") }
+    }
+    lines.append("coordinator log: " + cluster.coordinator.stderr.suffix(15).joined(separator: "\n  "))
+    for (i, w) in cluster.workers.withLock({ $0 }).enumerated() { lines.append("worker \(i + 1) log: " + w.stderr.suffix(8).joined(separator: "\n  ")) }
+    return lines.joined(separator: "\n")
+}
