@@ -80,7 +80,7 @@ extension CoordinatorShell {
             let open = try kinds.open(spec)
             try open.validate(limits: limits)
             guard let s = ServeKind.spec(in: spec) else { throw SpecError(field: "kind", problem: "not a serve spec") }
-            let inputs: Int = if case .mlp(let m) = s.model { m.inputs } else { 0 }
+            let inputs: Int = if case .mlp(let m) = s.model, m.encoder == nil { m.inputs } else { 0 }
             return .success(DeploymentConfig(name: s.name, model: s.model.kind, inputs: inputs, spec: spec, replicas: s.replicas, maxBatch: s.maxBatch,
                                              maxWait: Nanos(s.maxWaitMs * 1e6), maxTokens: s.maxTokens, queueLimit: s.queueLimit,
                                              timeout: Nanos(s.timeoutMs) * 1_000_000))

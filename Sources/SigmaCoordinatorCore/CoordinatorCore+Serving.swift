@@ -56,13 +56,14 @@ extension CoordinatorCore {
         }
         let c = d.config
         guard p.input.count > 0 else { return refuse(.badRequest, "input: no rows (texts) to predict") }
-        switch (c.model, p.input) {
-        case ("embed", .texts): break
-        case (let m, .rows(let w, _)) where m != "embed" && w == c.inputs: break
-        case (let m, .rows(let w, _)) where m != "embed":
+        let texts = ServedModelKind.takesTexts(c.model)
+        switch (texts, p.input) {
+        case (true, .texts): break
+        case (false, .rows(let w, _)) where w == c.inputs: break
+        case (false, .rows(let w, _)):
             return refuse(.invalidSpec, "input: deployment '\(c.name)' takes rows of \(c.inputs) features, got rows of \(w)")
         default:
-            return refuse(.invalidSpec, "input: deployment '\(c.name)' takes \(c.model == "embed" ? "texts" : "rows of \(c.inputs) features"), got \(p.input.summary)")
+            return refuse(.invalidSpec, "input: deployment '\(c.name)' takes \(texts ? "texts" : "rows of \(c.inputs) features"), got \(p.input.summary)")
         }
         guard p.input.count <= c.maxBatch * 64 else {
             return refuse(.tooLarge, "input: \(p.input.count) rows in one request; at most \(c.maxBatch * 64) (64 × batching.max_batch)")

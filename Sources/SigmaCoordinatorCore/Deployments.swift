@@ -6,7 +6,8 @@ import SigmaProtocol
 /// the core these figures with the spec itself, which workers load (docs/serving.md).
 public struct DeploymentConfig: Sendable, Equatable {
     public var name: String
-    /// "embed" (texts in), or "mlp", "cnn", "transformer" (rows of `inputs` floats in).
+    /// "embed" or "encoder" (texts in: `ServedModelKind.takesTexts`), or "mlp", "cnn", "transformer" (rows of
+    /// `inputs` floats in).
     public var model: String
     public var inputs: Int
     public var spec: JobSpec

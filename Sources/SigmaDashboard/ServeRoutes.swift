@@ -48,7 +48,7 @@ enum ServeRoutes {
         router.get("/v2/models/:name") { _, ctx in
             await answer {
                 let d = try await deployment(source, ctx.parameters.get("name") ?? "")
-                let input: [String: Any] = d.model == "embed" ? ["name": "input", "datatype": "BYTES", "shape": [-1]]
+                let input: [String: Any] = ServedModelKind.takesTexts(d.model) ? ["name": "input", "datatype": "BYTES", "shape": [-1]]
                                                               : ["name": "input", "datatype": "FP32", "shape": [-1, Int(d.inputs)]]
                 return ["name": d.name, "versions": ["1"], "platform": "sigma-\(d.model)", "inputs": [input],
                         "outputs": [["name": "output", "datatype": "FP32", "shape": [-1, Int(d.width)]] as [String: Any]]]

@@ -15,6 +15,23 @@ public final class BertClassifier: Layer {
         self.frozen = frozen
     }
 
+    /// Token ids → the rows this model reads: `[length, ids…]` each, padded with 0 to the longest.
+    public static func rows(_ ids: [[Int32]]) -> Tensor {
+        let width = (ids.map(\.count).max() ?? 0) + 1
+        return Tensor(shape: [ids.count, width]) { x in
+            for (r, seq) in ids.enumerated() {
+                x[r * width] = Float(seq.count)
+                for (j, id) in seq.enumerated() { x[r * width + 1 + j] = Float(id) }
+            }
+        }
+    }
+
+    /// Class logits (texts.count, classes) of `texts`: each text's the same bits in any batch (the encoder packs
+    /// sequences, the head is row-stable) — what `infer` computes for the same lines.
+    public func logits(_ texts: [String]) -> Tensor {
+        self(Graph(recording: false).constant(Self.rows(encoder.tokenize(texts)))).value
+    }
+
     /// Rows `[length, ids…]` → each row's token ids.
     public static func sequences(_ x: Tensor) -> [[Int32]] {
         let (n, w) = (x.shape[0], x.count / max(1, x.shape[0]))

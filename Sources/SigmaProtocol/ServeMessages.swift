@@ -213,6 +213,12 @@ public struct ServeBatchResult: Sendable, Equatable {
     }
 }
 
+/// The kinds of served model, as deployments name them: "embed" (an embedding model) and "encoder" (a fine-tuned
+/// text classifier) take texts; "mlp", "cnn" and "transformer" take rows of floats.
+public enum ServedModelKind {
+    public static func takesTexts(_ model: String) -> Bool { model == "embed" || model == "encoder" }
+}
+
 /// DEPLOYMENTS: every deployment, its replicas and its figures (`sigma deployments`, the dashboard, `/metrics`).
 public struct DeploymentStatus: Sendable, Equatable {
     public struct Replica: Sendable, Equatable {
@@ -234,7 +240,7 @@ public struct DeploymentStatus: Sendable, Equatable {
     }
 
     public var name: String
-    /// "embed" (texts in), or "mlp", "cnn", "transformer" (rows of `inputs` floats in).
+    /// "embed" or "encoder" (texts in), or "mlp", "cnn", "transformer" (rows of `inputs` floats in).
     public var model: String
     /// Replicas asked for (0: one on every worker).
     public var replicasWanted: UInt32

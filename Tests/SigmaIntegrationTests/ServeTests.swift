@@ -217,6 +217,65 @@ import Testing
         #expect(batches.count == 2 && batches.allSatisfy { $0 > 0 }, "\(d)")
     }
 
+    /// MiniLM fine-tuned with a head on the review lines (examples/finetune-reviews.yaml), deployed from the weights
+    /// its train job wrote: texts in, class logits out — each text's the bits of the `infer` job over the same lines,
+    /// alone or with others, over HTTP (`/predict`, v2 with BYTES) and ZeroMQ; every review classified as labelled.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: ServeTests.minilm + "/model.safetensors"), "needs models/all-MiniLM-L6-v2 (make model)"))
+    func aFineTunedTextClassifierAnswersAsItsInferJob() async throws {
+        let dir = try Scratch("serve-reviews")
+        defer { dir.remove() }
+        let (ts, _, te) = try await sigma(["train", repoRoot + "/examples/finetune-reviews.yaml", "--local", "-o", dir.path + "/ft"], timeout: 600)
+        try #require(ts == 0, "\(te.suffix(500))")
+        let model = "{encoder: \(ServeTests.minilm), classes: 2, weights: \(dir.path)/ft/model.safetensors}"
+        let infer = try dir.write("infer.yaml", "kind: infer\nmodel: \(model)\ndata: {text: \(repoRoot)/examples/reviews.tsv}\nbatch_size: 8\n")
+        let serve = try dir.write("serve.yaml", "kind: serve\nname: reviews\nmodel: \(model)\nreplicas: all\nbatching: {max_batch: 8, max_wait_ms: 5}\n")
+        let (cluster, base, ep) = try await Self.started()
+        defer { cluster.stop() }
+        let (ds, _, de) = try await sigma(["deploy", serve] + ep)
+        #expect(ds == 0, "\(de)")
+        let (js, _, je) = try await sigma(["submit", infer, "--follow", "-o", dir.path + "/inf"] + ep)
+        try #require(js == 0, "\(je)")
+        let want = try Self.floats(dir.path + "/inf/predictions.npy")
+        let lines = try String(contentsOfFile: repoRoot + "/examples/reviews.tsv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t", maxSplits: 1) }
+        let texts = lines.map { String($0[1]) }, labels = lines.map { $0[0] == "positive" ? 1 : 0 }
+        #expect(want.rows == texts.count && want.width == 2)
+        func row(_ i: Int) -> [UInt32] { want.values[(i * 2)..<(i * 2 + 2)].map(\.bitPattern) }
+        #expect((0..<texts.count).map { want.values[$0 * 2 + 1] > want.values[$0 * 2] ? 1 : 0 } == labels, "the infer job's classes")
+        try await Self.waitReady(cluster, "reviews", ready: 2)
+        let meta = Self.json(try await Self.http("GET", base + "/v2/models/reviews").body)
+        #expect((meta["inputs"] as? [[String: Any]])?.first?["datatype"] as? String == "BYTES", "\(meta)")
+        // /predict: all texts at once, and pairs from several clients at once.
+        func predict(_ some: [String]) async throws -> [[UInt32]] {
+            let body = String(decoding: try JSONSerialization.data(withJSONObject: ["inputs": some]), as: UTF8.self)
+            let r = try await Self.http("POST", base + "/predict/reviews", body)
+            #expect(r.status == 200, "\(r.body.prefix(300))")
+            return ((Self.json(r.body)["outputs"] as? [[NSNumber]]) ?? []).map { $0.map(\.floatValue.bitPattern) }
+        }
+        let together = try await predict(texts)
+        #expect(together == (0..<texts.count).map(row))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in stride(from: 0, to: texts.count, by: 3) {
+                group.addTask {
+                    let j = (i + 17) % texts.count
+                    let pair = try await predict([texts[i], texts[j]])
+                    #expect(pair == [row(i), row(j)], "texts \(i), \(j)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Open Inference Protocol v2 with BYTES, and sigma predict over ZeroMQ.
+        let v2body = String(decoding: try JSONSerialization.data(withJSONObject: ["inputs": [["name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[5]]]]]), as: UTF8.self)
+        let v2 = Self.json(try await Self.http("POST", base + "/v2/models/reviews/infer", v2body).body)
+        let v2out = ((v2["outputs"] as? [[String: Any]])?.first?["data"] as? [NSNumber])?.map(\.floatValue.bitPattern)
+        #expect(v2out == row(5), "\(v2)")
+        let (ps, po, pe) = try await sigma(["predict", "reviews", "--text", texts[7], "--json"] + ep)
+        let zmqRows = ((Self.json(po)["outputs"] as? [[NSNumber]]) ?? []).map { $0.map(\.floatValue.bitPattern) }
+        #expect(ps == 0 && zmqRows == [row(7)], "\(po.prefix(300)) \(pe)")
+        // Rows of numbers are refused naming what it takes.
+        let bad = try await Self.http("POST", base + "/predict/reviews", "{\"inputs\": [[1, 2, 3]]}")
+        #expect(bad.status == 422 && bad.body.contains("takes texts"), "\(bad.status) \(bad.body)")
+    }
+
     @Test func aKilledWorkerLosesNoRequestAndAFloodGets429WithMemoryBounded() async throws {
         let dir = try Scratch("serve-kill")
         defer { dir.remove() }

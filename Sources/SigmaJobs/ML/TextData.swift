@@ -57,13 +57,7 @@ enum TextData {
         } else if needLabels {
             throw JobError("\(path): \(texts.count - names.count) lines without a label; expected label<TAB>text on each")
         }
-        let ids = texts.map { tokenizer.encode(String($0), maxLength: maxLength) }
-        let width = (ids.map(\.count).max() ?? 0) + 1
-        var x = [Float](repeating: 0, count: ids.count * width)
-        for (r, seq) in ids.enumerated() {
-            x[r * width] = Float(seq.count)
-            for (j, id) in seq.enumerated() { x[r * width + 1 + j] = Float(id) }
-        }
-        return LabeledData(rows: ids.count, features: width, x: x, y: labels)
+        let x = BertClassifier.rows(texts.map { tokenizer.encode(String($0), maxLength: maxLength) })
+        return LabeledData(rows: texts.count, features: x.shape[1], x: x.scalars, y: labels)
     }
 }

@@ -20,9 +20,8 @@ public enum ServeKind: JobKind {
         case .embed(let folder):
             s.model = .embed(folder: try rewrite(SpecPath(field: "model.embed", path: folder, folder: (["config.json", "vocab.txt", "model.safetensors"],
                                                                                                     ["sentence_bert_config.json"]), model: true)))
-        case .mlp(var m):
-            m.weights = try m.weights.map { try rewrite(SpecPath(field: "model.weights", path: $0, model: true)) }
-            s.model = .mlp(m)
+        case .mlp(let m):
+            s.model = .mlp(try m.mapPaths(rewrite))
         }
         return s
     }

@@ -4,7 +4,8 @@ import SigmaModel
 /// `kind: serve` — a deployment: a model kept loaded on workers and answering requests (`sigma deploy`;
 /// docs/serving.md). Not a job: submitting one is refused, naming `sigma deploy`.
 public struct ServeSpec: JobKindSpec {
-    /// What answers: a sentence-embedding model folder, or a trained model (an MLP, CNN or transformer).
+    /// What answers: a sentence-embedding model folder, or a trained model (an MLP, CNN or transformer on rows of
+    /// floats, or a fine-tuned encoder classifier on texts).
     public enum Model: Codable, Sendable, Equatable {
         case embed(folder: String)
         case mlp(ModelSpec)
@@ -54,9 +55,6 @@ public struct ServeSpec: JobKindSpec {
             guard !folder.isEmpty else { throw SpecError(field: "model.embed", problem: "empty path") }
         case .mlp(let m):
             try m.validate("model.", limits: limits)
-            guard m.encoder == nil else {
-                throw SpecError(field: "model.encoder", problem: "a fine-tuned encoder classifier cannot be deployed yet; deploy an embedding model ({embed: FOLDER}), an mlp, cnn or transformer")
-            }
             guard m.weights != nil else { throw SpecError(field: "model.weights", problem: "missing; a served model needs trained weights (safetensors)") }
         }
         guard replicas >= 0, replicas <= 1024 else { throw SpecError(field: "replicas", problem: "must be a count from 1 to 1024, or all; got \(replicas)") }

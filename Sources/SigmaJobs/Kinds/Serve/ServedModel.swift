@@ -9,6 +9,7 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
     enum Engine {
         case model(Layer, inputs: Int, tokens: Int?)
         case embed(BertEncoder)
+        case classify(BertClassifier)
     }
 
     let engine: Engine
@@ -21,25 +22,35 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
     public init(_ spec: ServeSpec, limits: SpecLimits = .standard) throws {
         maxBatch = spec.maxBatch
         switch spec.model {
+        case .mlp(let m) where m.encoder != nil:
+            try Self.checkEncoder(m.encoder!.folder, field: "model.encoder", limits: limits)
+            guard let classifier = try MLModels.build(m, seed: 0) as? BertClassifier else { throw JobError("model.encoder: not a text classifier") }
+            engine = .classify(classifier)
+            width = m.outputs
         case .mlp(let m):
             engine = .model(try MLModels.build(m, seed: 0), inputs: m.inputs, tokens: m.tokens)
             width = m.outputs
         case .embed(let folder):
-            let c = try BertEncoder.config(modelDirectory: folder)
-            guard c.layers <= limits.layers, c.hidden <= limits.width, c.intermediate <= limits.width, c.parameterCount <= limits.parameters else {
-                throw JobError("model.embed: \(c.layers) layers, width \(max(c.hidden, c.intermediate)), \(c.parameterCount) parameters exceed this worker's limits")
-            }
-            let encoder = try BertEncoder(modelDirectory: folder)
-            engine = .embed(encoder)
-            width = c.hidden
+            width = try Self.checkEncoder(folder, field: "model.embed", limits: limits).hidden
+            engine = .embed(try BertEncoder(modelDirectory: folder))
         }
+    }
+
+    /// The config of the encoder in `folder`, refused (naming `field`) when it exceeds this worker's limits.
+    @discardableResult
+    static func checkEncoder(_ folder: String, field: String, limits: SpecLimits) throws -> BertEncoder.Config {
+        let c = try BertEncoder.config(modelDirectory: folder)
+        guard c.layers <= limits.layers, c.hidden <= limits.width, c.intermediate <= limits.width, c.parameterCount <= limits.parameters else {
+            throw JobError("\(field): \(c.layers) layers, width \(max(c.hidden, c.intermediate)), \(c.parameterCount) parameters exceed this worker's limits")
+        }
+        return c
     }
 
     /// What this model takes, for errors: "rows of 64 features" or "texts".
     public var takes: String {
         switch engine {
         case .model(_, let inputs, let tokens): tokens.map { "rows of \(inputs) token ids below \($0)" } ?? "rows of \(inputs) features"
-        case .embed: "texts"
+        case .embed, .classify: "texts"
         }
     }
 
@@ -57,14 +68,20 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
         case (.embed(let encoder), .texts(let texts)):
             guard !texts.isEmpty else { return [] }
             return encoder.embed(texts, batchSize: maxBatch, threads: 1).withData { Array($0) }
+        case (.classify(let classifier), .texts(let texts)):
+            guard !texts.isEmpty else { return [] }
+            return classifier.logits(texts).withData { Array($0) }
         default:
             throw JobError("this model takes \(takes), got \(input.summary)")
         }
     }
 
-    /// Tokens of each text (an embedding model's batches are bounded by them); nil for a model of rows.
+    /// Tokens of each text (a text model's batches are bounded by them); nil for a model of rows.
     public func tokenCounts(_ texts: [String]) -> [Int]? {
-        guard case .embed(let encoder) = engine else { return nil }
-        return encoder.tokenize(texts).map(\.count)
+        switch engine {
+        case .embed(let encoder): encoder.tokenize(texts).map(\.count)
+        case .classify(let classifier): classifier.encoder.tokenize(texts).map(\.count)
+        case .model: nil
+        }
     }
 }
