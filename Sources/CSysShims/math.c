@@ -27,7 +27,13 @@ static inline float exp_approx(float in) {
 
 // Compiled twice — AVX2 (8 lanes) and the x86-64 baseline (SSE, 4 lanes) — and picked at load time. Not FMA: the
 // same IEEE operations lane by lane either way, so every machine computes the same bits.
-#if defined(__x86_64__) && defined(__clang__)
+// (Not under ThreadSanitizer: its instrumentation of the load-time resolver crashes before the runtime starts.)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CSYS_NO_CLONES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__clang__) && !defined(CSYS_NO_CLONES)
 #define CSYS_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CSYS_CLONES
