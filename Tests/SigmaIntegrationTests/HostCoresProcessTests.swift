@@ -13,9 +13,11 @@ import Testing
         defer { cluster.stop() }
         let first = try SigmaProcess(["worker", "--join", cluster.endpoint, "--name", "first", "--log-level", "warning"], environment: env)
         cluster.workers.withLock { $0.append(first) }
+        cluster.adopt("first")
         try await cluster.waitForWorkers(1)
         let late = try SigmaProcess(["worker", "--join", cluster.endpoint, "--threads", "2", "--name", "late", "--log-level", "warning"], environment: env)
         cluster.workers.withLock { $0.append(late) }
+        cluster.adopt("late")
         try await cluster.waitForWorkers(2)
 
         let st = try SigmaProcess(["status", "--coordinator", cluster.endpoint, "--json"])

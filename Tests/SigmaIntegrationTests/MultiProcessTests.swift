@@ -159,7 +159,7 @@ extension ProcessHeavyTests {
             let job = try await client.submit(spec).job
             // Wait until both workers hold shards; the victim is the one named w2.
             let status = try await client.status()
-            let victim = try #require(status.workers.first { $0.name == "w2" }?.id)
+            let victim = try #require(status.workers.first { $0.name == cluster.workerName("w2") }?.id)
             var held: Set<UInt32> = []
             for _ in 0..<300 where held.isEmpty {
                 let d = try await client.detail(job: job, attempts: true)
@@ -213,10 +213,10 @@ extension ProcessHeavyTests {
                 if d.job.done >= 5 { break }
                 try await Task.sleep(nanoseconds: 20_000_000)
             }
-            let id = try #require(try await client.status().workers.first { $0.name == "w1" }?.id)
+            let id = try #require(try await client.status().workers.first { $0.name == cluster.workerName("w1") }?.id)
             let drain = try SigmaProcess(["worker", "--drain", id, "--join", cluster.endpoint])
             #expect(try await drain.wait(timeout: 30) == 0, "\(drain.stderr)")
-            #expect(drain.stdout.joined().contains("worker \(id) (w1@"), "\(drain.stdout)")
+            #expect(drain.stdout.joined().contains("worker \(id) (\(cluster.workerName("w1"))@"), "\(drain.stdout)")
             #expect(try await target.wait(timeout: 30) == 0, "the drained worker did not exit by itself")
             var outcome: JobOutcome? = nil
             for _ in 0..<3000 where outcome == nil {
@@ -257,13 +257,13 @@ extension ProcessHeavyTests {
             let r = try o.payload.withUnsafeBytes { try MapReduceResult.decode($0) }
             #expect(abs(r.total.total - reference.total) <= 1e-12 * reference.total)
             s = try await client.status()
-            #expect(s.workers.first { $0.name == "late" }?.shardsDone == 50)
+            #expect(s.workers.first { $0.name == cluster.workerName("late") }?.shardsDone == 50)
             // `sigma status --json` shows the same: workers with cores, in-flight, RTT, last heartbeat; jobs with progress.
             let st = try SigmaProcess(["status", "--json", "--coordinator", cluster.endpoint])
             #expect(try await st.wait() == 0)
             let json = try JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as! [String: Any]
             let workers = json["workers"] as! [[String: Any]]
-            let late = try #require(workers.first { $0["name"] as? String == "late" })
+            let late = try #require(workers.first { $0["name"] as? String == cluster.workerName("late") })
             #expect(late["shards_done"] as? Int == 50)
             #expect(late["cores"] as? Int == ProcessInfo.processInfo.activeProcessorCount)
             #expect(late["in_flight"] as? Int == 0)

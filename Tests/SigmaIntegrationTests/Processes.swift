@@ -125,6 +125,17 @@ final class ProcessCluster: Sendable {
     let coordinator: SigmaProcess
     let endpoint: String
     let workers = Mutex<[SigmaProcess]>([])
+    /// Names of the workers this cluster started (`workerName`): any other worker that joins its coordinator is a
+    /// stranger — a worker left running by an earlier test or run whose own coordinator's port this one now has
+    /// (workers reconnect forever) — and is drained before the cluster is used, so no shard runs on another build.
+    let names = Mutex<Set<String>>([])
+    private let tag = String(UUID().uuidString.prefix(4)).lowercased()
+
+    /// The name a worker of this cluster registers under: `short` and the cluster's tag (w1 → w1-3fa2).
+    func workerName(_ short: String) -> String { short + "-" + tag }
+
+    /// Registers a worker started by hand under `name` as this cluster's own.
+    func adopt(_ name: String) { names.withLock { _ = $0.insert(name) } }
 
     init(workers n: Int, coordinatorArgs: [String] = []) async throws {
         coordinator = try SigmaProcess(["coordinator", "--port", "0", "--log-level", "info"] + testDataRoots + coordinatorArgs)
@@ -135,7 +146,8 @@ final class ProcessCluster: Sendable {
 
     @discardableResult
     func addWorker(_ name: String, threads: Int = 1) throws -> SigmaProcess {
-        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", name, "--log-level", "warning"] + testDataRoots)
+        adopt(workerName(name))
+        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", workerName(name), "--log-level", "warning"] + testDataRoots)
         workers.withLock { $0.append(w) }
         return w
     }
@@ -154,7 +166,8 @@ final class ProcessCluster: Sendable {
     /// namespace with an empty tmpfs over `hidden`: the files there are not visible to it. Returns whether it is hidden.
     @discardableResult
     func addWorker(_ name: String, hiding hidden: String, cache: String) throws -> Bool {
-        let args = ["worker", "--join", endpoint, "--threads", "1", "--name", name, "--cache-dir", cache, "--log-level", "warning"]
+        adopt(workerName(name))
+        let args = ["worker", "--join", endpoint, "--threads", "1", "--name", workerName(name), "--cache-dir", cache, "--log-level", "warning"]
         guard Self.canHideFolders else {
             let w = try SigmaProcess(args)
             workers.withLock { $0.append(w) }
@@ -171,15 +184,24 @@ final class ProcessCluster: Sendable {
         coordinator.kill(SIGTERM)
     }
 
-    /// Waits until `n` workers are registered and alive (per `sigma status --json`).
+    /// Waits until `n` of this cluster's workers are registered and alive (per `sigma status --json`), draining any
+    /// stranger (a live worker this cluster did not start) on the way; a stranger is said on stderr.
     func waitForWorkers(_ n: Int, timeout: Double = 30) async throws {
         let deadline = Date().addingTimeInterval(timeout)
+        let ours = names.withLock { $0 }
         while Date() < deadline {
             let st = try SigmaProcess(["status", "--coordinator", endpoint, "--json"])
             if try await st.wait() == 0,
                let o = try? JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as? [String: Any],
-               let ws = o["workers"] as? [[String: Any]], ws.filter({ ($0["state"] as? String) != "dead" }).count >= n {
-                return
+               let ws = o["workers"] as? [[String: Any]] {
+                let live = ws.filter { !["dead", "left"].contains($0["state"] as? String ?? "") }
+                let strangers = live.filter { !ours.contains($0["name"] as? String ?? "") }
+                for w in strangers {
+                    let id = w["id"] as? String ?? "?"
+                    FileHandle.standardError.write(Data("test cluster \(endpoint): draining stranger worker \(id) '\(w["name"] as? String ?? "?")' (not started by this cluster)\n".utf8))
+                    _ = try? await SigmaProcess(["worker", "--drain", id, "--coordinator", endpoint]).wait()
+                }
+                if strangers.isEmpty && live.count >= n { return }
             }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
