@@ -320,7 +320,9 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         var killedAt: UInt32? = nil
         var outcome: JobOutcome? = nil
         var seen: [String] = []
+        var jobID = 1
         for try await e in client.run(job) {
+            if case .accepted(let a) = e { jobID = Int(a.job) }
             if case .progress(let p) = e { seen.append("\(p.step)") }
             switch e {
             case .progress(let p) where killedAt == nil && p.step >= 40:
@@ -336,7 +338,12 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         #expect(killed < 400)
         let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
         let model = files.first { $0.name == "model.safetensors" }?.data
-        #expect(model == fileBytes(dir.path + "/local/model.safetensors"), "parameters differ after a worker was killed at step \(killed)")
+        if model != fileBytes(dir.path + "/local/model.safetensors") {
+            try? FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
+            for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
+            let report = await divergenceReport(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local")
+            Issue.record("parameters differ after a worker was killed at step \(killed)\n\(report)")
+        }
         #expect(o.reruns >= 1, "the killed worker (at step \(killed)) shard was not run again; progress steps seen \(seen); coordinator log: \(cluster.coordinator.stderr.suffix(12).joined(separator: "\n"))")
     }
 

@@ -104,7 +104,10 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
             let out = dir.path + "/cluster-\(workers)"
             let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", out])
             #expect(s == 0, "\(e.suffix(800))")
-            #expect(fileBytes(out + "/model.safetensors") == local, "parameters trained on \(workers) workers differ from --local")
+            if fileBytes(out + "/model.safetensors") != local {
+                let report = await divergenceReport(cluster, job: workers - 1, clusterOut: out, localOut: dir.path + "/local")
+                Issue.record("parameters trained on \(workers) workers differ from --local\n\(report)")
+            }
         }
     }
 

@@ -69,13 +69,14 @@ extension ProcessHeavyTests {
 
             // A killed worker: dead, its figures '-' rather than its last values.
             cluster.workers.withLock { $0[1] }.kill(SIGKILL)
+            let victim = " " + cluster.workerName("w2") + " "
             var table = ""
             for _ in 0..<100 {
                 table = try await sigma(["workers"] + ep).out
-                if table.split(separator: "\n").contains(where: { $0.contains(" w2 ") && $0.contains("dead") }) { break }
+                if table.split(separator: "\n").contains(where: { $0.contains(victim) && $0.contains("dead") }) { break }
                 try await Task.sleep(nanoseconds: 100_000_000)
             }
-            let dead = try #require(table.split(separator: "\n").first { $0.contains(" w2 ") && $0.contains("dead") }.map(String.init), "\(table)")
+            let dead = try #require(table.split(separator: "\n").first { $0.contains(victim) && $0.contains("dead") }.map(String.init), "\(table)")
             let fields = dead.split(separator: " ")   // ID NAME HOST STATE CPU MEMORY …
             #expect(fields.count > 5 && fields[3] == "dead" && fields[4] == "-" && fields[5] == "-", "a dead worker's row keeps its last figures: \(dead)")
         }
