@@ -32,14 +32,18 @@ extension SigmaClient {
                         return
                     }
                     let quiet = Date().timeIntervalSince(at)
-                    if watch != nil, quiet >= giveUp {
+                    // (the last WATCH went unanswered for `silence`: the coordinator is unreachable; a WATCH that was
+                    // answered and followed by silence — a long step — is renewed without a word)
+                    let unanswered = watch != nil && at < lastWatch && Date().timeIntervalSince(lastWatch) >= silence
+                    // Gives up only after a WATCH went unanswered: a follower that could not run for a while (a
+                    // starved process) asks once more before it declares the coordinator lost.
+                    if unanswered, quiet >= giveUp {
+                        lost(Date().timeIntervalSince(lastWatch))
                         continuation.finish(throwing: ClientError.lost(job: job, endpoint: self.endpoint, seconds: quiet))
                         return
                     }
                     if watch == nil || (quiet >= silence && Date().timeIntervalSince(lastWatch) >= silence) {
-                        // (the last WATCH went unanswered: the coordinator is unreachable; a WATCH that was answered
-                        // and followed by silence — a long step — is renewed without a word)
-                        if watch != nil, at < lastWatch { lost(Date().timeIntervalSince(lastWatch)) }
+                        if unanswered { lost(Date().timeIntervalSince(lastWatch)) }
                         if let w = watch { self.handlers.disarm(w); _ = self.handlers.withLock { $0.removeValue(forKey: w) } }
                         lastWatch = Date()
                         if watch == nil { heard.withLock { $0.at = lastWatch } }   // (silence counts from the first WATCH)

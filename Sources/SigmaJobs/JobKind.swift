@@ -33,6 +33,10 @@ public protocol JobKind {
     /// The spec a coordinator with a journal runs: a kind adds what resuming after a restart needs (train:
     /// checkpoints into a folder of the coordinator's state, when the spec asks for none). Default: the spec as it is.
     static func journaled(_ spec: Spec, _ defaults: JournalDefaults) -> Spec
+    /// Whether a shard's items (rows of a generated input) take microseconds each, so that a worker may run a
+    /// short shard of a job naming no file on its poller thread, saving two thread wake-ups. Default: false (a
+    /// model's shard counts micro-batches or batches — milliseconds to seconds each — and runs on a compute thread).
+    static var quickItems: Bool { get }
 }
 
 /// What a journaled coordinator offers a job for resuming after a restart (`JobKind.journaled`).
@@ -52,6 +56,7 @@ extension JobKind {
     public static func items(_ spec: Spec) -> (count: UInt64, unit: String)? { nil }
     public static func restarted(_ spec: Spec) -> Spec { spec }
     public static func journaled(_ spec: Spec, _ defaults: JournalDefaults) -> Spec { spec }
+    public static var quickItems: Bool { false }
 
     /// This kind's spec on the wire.
     public static func spec(_ s: Spec) -> JobSpec { JobSpec(kind: name, s) }

@@ -124,6 +124,8 @@ public struct OpenSpec: @unchecked Sendable {
     public var paths: [SpecPath] { typed.paths }
     /// How the job's workers get its files.
     public var inputTransport: InputTransport { typed.inputTransport }
+    /// A short shard of it may run on a worker's poller thread: its kind's items are quick and it names no file.
+    public var runsInline: Bool { typed.quickItems && paths.isEmpty }
     /// Its wire form as it is now (paths as rewritten).
     public var encoded: JobSpec { typed.encoded }
 
@@ -173,6 +175,7 @@ public struct OpenSpec: @unchecked Sendable {
 protocol TypedSpec {
     var paths: [SpecPath] { get }
     var inputTransport: InputTransport { get }
+    var quickItems: Bool { get }
     var encoded: JobSpec { get }
     func validate(limits: SpecLimits) throws
     func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> any TypedSpec
@@ -193,6 +196,7 @@ struct Typed<K: JobKind>: TypedSpec {
     }
 
     var inputTransport: InputTransport { value.inputTransport ?? .shared }
+    var quickItems: Bool { K.quickItems }
     var encoded: JobSpec { K.spec(value) }
     func validate(limits: SpecLimits) throws { try K.validate(value, limits: limits) }
     func mapPaths(_ rewrite: (SpecPath) throws -> String) rethrows -> any TypedSpec { Typed(value: try K.mapPaths(value, rewrite)) }

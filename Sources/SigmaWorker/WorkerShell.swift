@@ -247,8 +247,9 @@ public final class WorkerShell: Sendable {
         /// The poller's own context, for short shards of jobs that name no file (map-reduce over generated values).
         let inlineContext: ComputeContext
         var inline: [ShardTask] = []
-        /// Whether a job's spec names files (asked once per job; bounded like `recentCompute`).
-        var namesFiles: [JobID: Bool] = [:]
+        /// Whether a job's short shards may run on this thread (`OpenSpec.runsInline`; asked once per job, bounded
+        /// like `recentCompute`).
+        var runsInline: [JobID: Bool] = [:]
         /// ML shards to run on this thread (see `Options.inlineComputeNanos`), and each job's last compute time.
         var inlineML: [ShardTask] = []
         var recentCompute: [JobID: UInt64] = [:]
@@ -399,12 +400,12 @@ public final class WorkerShell: Sendable {
             carrier = nil   // unlinks this worker's segments
         }
 
-        mutating func namesFiles(_ task: ShardTask) -> Bool {
-            if let known = namesFiles[task.job] { return known }
-            if namesFiles.count >= 256 { namesFiles.removeAll() }
-            let names = (try? options.kinds.open(task.spec))?.paths.isEmpty != true
-            namesFiles[task.job] = names
-            return names
+        mutating func runsInline(_ task: ShardTask) -> Bool {
+            if let known = runsInline[task.job] { return known }
+            if runsInline.count >= 256 { runsInline.removeAll() }
+            let inline = (try? options.kinds.open(task.spec))?.runsInline == true
+            runsInline[task.job] = inline
+            return inline
         }
 
         /// A shard's result goes to the core; its compute time decides whether the job's next shards run here.
@@ -422,12 +423,12 @@ public final class WorkerShell: Sendable {
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
                     // Short shards run on this thread (two thread wake-ups saved) when nothing is queued: a few rows
-                    // of a job naming no file on the poller's own context (microseconds); others on compute thread 0's
+                    // of a map-reduce job naming no file on the poller's own context (microseconds); others on compute thread 0's
                     // context, standing in for that thread while it is idle, once the job's last shard here proved
                     // quick — never a second core beside the compute threads.
                     let idle = shared.work.isEmpty
                     let quick = recentCompute[task.job].map { $0 <= options.inlineComputeNanos } ?? false
-                    if idle, task.count <= options.inlineRows, !namesFiles(task) {
+                    if idle, task.count <= options.inlineRows, runsInline(task) {
                         inline.append(task)
                     } else if idle, quick {
                         inlineML.append(task)

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// What a test prints when a cluster's result differs from `--local`: the first history entry that differs, the
 /// job's counters (hedges, duplicates, reruns), every shard attempt that was not a plain first success, attempts
@@ -40,4 +41,24 @@ func divergenceReport(_ cluster: ProcessCluster, job: Int, clusterOut: String, l
     lines.append("coordinator log: " + cluster.coordinator.stderr.suffix(15).joined(separator: "\n  "))
     for (i, w) in cluster.workers.withLock({ $0 }).enumerated() { lines.append("worker \(i + 1) log: " + w.stderr.suffix(8).joined(separator: "\n  ")) }
     return lines.joined(separator: "\n")
+}
+
+/// Compares the cluster's result files with `--local`'s, byte for byte; on a difference records an issue naming the
+/// file, the bytes that differ and `divergenceReport`'s explanation, prefixed by `what` (the run that differed).
+/// Returns whether every file was the same.
+@discardableResult
+func expectSameAsLocal(_ cluster: ProcessCluster, job: Int, clusterOut: String, localOut: String,
+                       files: [String] = ["model.safetensors"], _ what: String,
+                       sourceLocation: SourceLocation = #_sourceLocation) async -> Bool {
+    var same = true
+    for f in files where fileBytes(clusterOut + "/" + f) != fileBytes(localOut + "/" + f) {
+        let (a, b) = (fileBytes(clusterOut + "/" + f) ?? Data(), fileBytes(localOut + "/" + f) ?? Data())
+        let differing = zip(a, b).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+        let report = same ? await divergenceReport(cluster, job: job, clusterOut: clusterOut, localOut: localOut) : "(report above)"
+        let message: String = "\(what): \(f) differs between cluster and --local (\(a.count) and \(b.count) bytes; "
+            + "\(differing.count) bytes differ, from \(differing.first ?? -1) to \(differing.last ?? -1))\n\(report)"
+        Issue.record(Comment(rawValue: message), sourceLocation: sourceLocation)
+        same = false
+    }
+    return same
 }

@@ -89,10 +89,8 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             let out = dir.path + "/cluster-\(threads.map(String.init).joined(separator: "-"))"
             let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", out])
             #expect(s == 0, "workers with \(threads) threads: \(e.suffix(500))")
-            if fileBytes(out + "/model.safetensors") != local || fileBytes(out + "/history.json") != fileBytes(dir.path + "/local/history.json") {
-                let report = await divergenceReport(cluster, job: 1, clusterOut: out, localOut: dir.path + "/local")
-                Issue.record("workers with \(threads) threads: parameters or history differ from --local\n\(report)")
-            }
+            await expectSameAsLocal(cluster, job: 1, clusterOut: out, localOut: dir.path + "/local",
+                                    files: ["model.safetensors", "history.json"], "workers with \(threads) threads")
         }
     }
 
@@ -339,13 +337,10 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let killed = try #require(killedAt, "the job ended before a worker could be killed")
         #expect(killed < 400)
         let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
-        let model = files.first { $0.name == "model.safetensors" }?.data
-        if model != fileBytes(dir.path + "/local/model.safetensors") {
-            try? FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
-            for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
-            let report = await divergenceReport(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local")
-            Issue.record("parameters differ after a worker was killed at step \(killed)\n\(report)")
-        }
+        try FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
+        for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
+        await expectSameAsLocal(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+                                "a worker killed at step \(killed)")
         #expect(o.reruns >= 1, "the killed worker (at step \(killed)) shard was not run again; progress steps seen \(seen); coordinator log: \(cluster.coordinator.stderr.suffix(12).joined(separator: "\n"))")
     }
 
@@ -554,12 +549,7 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
             let local = dir.path + "/local-" + name
             let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", local], timeout: 600)
             #expect(ls == 0, "\(name) --local: \(le.suffix(400))")
-            for f in files where fileBytes(out + "/" + f) != fileBytes(local + "/" + f) {
-                let (a, b) = (fileBytes(out + "/" + f) ?? Data(), fileBytes(local + "/" + f) ?? Data())
-                let differing = zip(a, b).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
-                let report = await divergenceReport(cluster, job: job, clusterOut: out, localOut: local)
-                Issue.record("\(name): \(f) differs between cluster and --local (\(a.count) and \(b.count) bytes; \(differing.count) bytes differ, from \(differing.first ?? -1) to \(differing.last ?? -1))\n\(report)")
-            }
+            await expectSameAsLocal(cluster, job: job, clusterOut: out, localOut: local, files: files, name)
         }
     }
 }

@@ -5,6 +5,7 @@ import SigmaModel
 /// S = reduce(f(x_i)): one round of row-range shards, each a `Partial`, combined in shard order.
 public enum MapReduceKind: JobKind {
     public static let name = "map-reduce"
+    public static let quickItems = true
 
     public static func parse(_ fields: inout Fields, base: String?) throws -> MapReduceSpec {
         try MapReduceSpec.parse(&fields, baseDirectory: base)
