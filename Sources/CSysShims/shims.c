@@ -57,3 +57,36 @@ int csys_tun_create(const char *name) {
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
     return fd;
 }
+
+#include <link.h>
+#include <string.h>
+
+struct csys_build_id_search { unsigned char *out; int cap; int found; };
+
+static int csys_build_id_visit(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct csys_build_id_search *s = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE) continue;
+        const unsigned char *p = (const unsigned char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *n = (const ElfW(Nhdr) *)p;
+            const unsigned char *name = p + sizeof(ElfW(Nhdr));
+            const unsigned char *desc = name + ((n->n_namesz + 3) & ~3u);
+            if (desc + n->n_descsz > end) break;
+            if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && memcmp(name, "GNU", 4) == 0) {
+                if ((int)n->n_descsz <= s->cap) { memcpy(s->out, desc, n->n_descsz); s->found = (int)n->n_descsz; }
+                return 1;
+            }
+            p = desc + ((n->n_descsz + 3) & ~3u);
+        }
+    }
+    return 1;   // (the first object visited is the executable itself: stop there)
+}
+
+int csys_build_id(unsigned char *out, int cap) {
+    struct csys_build_id_search s = { out, cap, 0 };
+    dl_iterate_phdr(csys_build_id_visit, &s);
+    return s.found;
+}

@@ -12,7 +12,11 @@ import Synchronization
 /// arrives, feeds the core, carries out its actions, and ticks it on a timer.
 public final class CoordinatorShell: Sendable {
     public struct Options: Sendable {
-        public var core = CoordinatorConfig()
+        public var core: CoordinatorConfig = {
+            var c = CoordinatorConfig()
+            c.build = BuildIdentity.described(sigmaBuild)
+            return c
+        }()
         public var limits = ProtocolLimits.standard
         /// How often the core is ticked, nanoseconds.
         public var tickInterval: Nanos = 50_000_000

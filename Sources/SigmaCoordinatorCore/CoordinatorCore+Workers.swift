@@ -29,8 +29,13 @@ extension CoordinatorCore {
         index[peer] = table.count
         table.append(w)
         out.append(.send(peer, .ready(Ready(workerID: id, heartbeatInterval: UInt32(config.heartbeatInterval / 1_000_000),
-                                            liveness: UInt16(config.liveness)))))
+                                            liveness: UInt16(config.liveness), build: config.build))))
         out.append(.log(.info, "worker \(id) joined: \(h.name)@\(h.host), \(h.cores) cores, \(h.slots) slots, \(h.build)"))
+        if h.build != config.build {
+            // (each build computes its own bits: a job's results on workers of mixed builds need not equal --local's)
+            out.append(.log(.warning, "worker \(id) (\(h.name)@\(h.host)) runs \(h.build), this coordinator \(config.build): "
+                + "results of jobs it computes may differ bitwise from --local and from other builds; run one build on every host"))
+        }
         placeAllReplicas(into: &out)
     }
 

@@ -362,7 +362,7 @@ public struct CoordinatorCore {
         }
         let ids = who.isAdmin ? jobs.keys.sorted() : jobs.filter { $0.value.owner == who.owner }.keys.sorted()
         let js = ids.suffix(100).compactMap { jobs[$0] }.map { summary($0, now: now) }
-        var st = ClusterStatus(uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
+        var st = ClusterStatus(build: config.build, uptime: now &- startedAt, workers: ws, jobs: js, queuedShards: UInt32(queue.count))
         st.policy = config.policy.rawValue
         st.totals = totals
         st.totals.reruns = UInt64(jobs.values.reduce(0) { $0 + $1.reruns }) + rerunsOfForgottenJobs

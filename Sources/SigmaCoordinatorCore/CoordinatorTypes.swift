@@ -57,6 +57,9 @@ public struct CoordinatorConfig: Sendable {
     public var rateTTL: Nanos = 3_000_000_000
     /// Workers that may die while running one shard before the shard fails its job.
     public var poisonDeaths = 2
+    /// This coordinator's build, as READY tells workers (the shell adds its build id); a worker whose HELLO names
+    /// another build is warned about when it joins.
+    public var build = sigmaBuild
     public init() {}
 
     /// Time after which a silent worker is dead.

@@ -90,7 +90,7 @@ public final class WorkerShell: Sendable {
         let serve = ServeHost(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits, logger: logger,
                               wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.serve = serve
-        let hello = Hello(cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
+        let hello = Hello(build: BuildIdentity.described(sigmaBuild), cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
                           name: options.name, instance: UUID().uuidString, features: WorkerShell.features(options.kinds))
         ComputeLanes.shared.reserve { [shared] in shared.work.count }

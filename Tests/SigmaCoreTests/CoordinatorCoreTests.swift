@@ -257,6 +257,25 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
         #expect(a.blasLabel() == "Prescott!" && a.blasLabel(long: true) == "Prescott! (best: Cooperlake)")
         #expect(b.blas == "" && !b.blasBelowBest && b.blasLabel() == "-")
     }
+
+    /// READY and STATUS carry the coordinator's build; a worker whose HELLO names another build (its build id
+    /// differs) is warned about by name when it joins, one of the same build is not.
+    @Test func aWorkerOfAnotherBuildIsWarnedAbout() {
+        var config = CoordinatorConfig()
+        config.build = "sigma 0.1.0 (build aaaaaaaaaaaa)"
+        var h = Harness(config)
+        let ready = h.event(.received(w1, .hello(Hello(build: "sigma 0.1.0 (build aaaaaaaaaaaa)", cores: 2, slots: 1, memory: 1 << 30,
+                                                       host: "h", name: "same", instance: "a", features: ""))))
+        guard case .ready(let r)? = ready.first(where: { $0.0 == w1 })?.1 else { Issue.record("no READY: \(ready)"); return }
+        #expect(r.build == config.build)
+        #expect(!h.logs.contains { $0.contains("runs sigma") })
+        h.event(.received(w2, .hello(Hello(build: "sigma 0.1.0 (build bbbbbbbbbbbb)", cores: 2, slots: 1, memory: 1 << 30,
+                                           host: "h2", name: "other", instance: "b", features: ""))))
+        let warning = h.logs.first { $0.contains("runs sigma 0.1.0 (build bbbbbbbbbbbb)") }
+        #expect(warning?.contains("(other@h2)") == true && warning?.contains("this coordinator sigma 0.1.0 (build aaaaaaaaaaaa)") == true
+                && warning?.contains("run one build on every host") == true, "\(h.logs)")
+        #expect(h.core.status(now: h.now).build == config.build)
+    }
 }
 
 @Suite struct DeferredAcceptTests {

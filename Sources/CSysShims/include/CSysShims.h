@@ -32,3 +32,6 @@ int csys_tun_create(const char *name);
 void csys_gelu(const float *x, float *y, long n);
 /// Softmax over each of `rows` rows of `cols` values: e^(x − max) / Σ, with the same vectorisable e^x.
 void csys_softmax_rows(const float *x, float *y, long rows, long cols);
+/// The running executable's GNU build id (the linker's NT_GNU_BUILD_ID note), copied into `out`: its length in
+/// bytes, or 0 when the executable carries none (or it does not fit `cap`).
+int csys_build_id(unsigned char *out, int cap);
