@@ -26,6 +26,11 @@ extension BLASKernels {
         let status: Status
         if let t = OpenBLASTable.load() {
             let saved = t.pointer
+            // (the switch and its check on one BLAS thread, as every process computes: no product of the check runs
+            // on OpenBLAS's own threads while they may still be starting up)
+            let threads = BLASInfo.threads
+            BLASInfo.setThreads(1)
+            defer { BLASInfo.setThreads(threads) }
             status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: t.available,
                             switchTo: { t.install($0) }, selfCheck: { selfCheck() }, restore: { t.pointer = saved })
         } else {

@@ -127,25 +127,34 @@ public enum BLASKernels {
     }
 
     /// Decides, and carries a switch out: `switchTo(name)` installs that set and says whether OpenBLAS now reports it,
-    /// `selfCheck()` checks products on the running set, `restore()` goes back to OpenBLAS's own choice.
-    public static func choose(running: String, override: String?, flags: Set<String>, available: Set<String>,
+    /// `selfCheck()` checks products on the running set, `restore()` goes back to OpenBLAS's own choice. A switch or
+    /// check that fails is tried again, `attempts` times in all, before OpenBLAS's choice is kept: a process whose
+    /// choice fell back by chance would compute other bits than every other process on the host (a worker did, once,
+    /// under a full test suite's load); one that fails every time keeps OpenBLAS's set, and the note says why.
+    public static func choose(running: String, override: String?, flags: Set<String>, available: Set<String>, attempts: Int = 3,
                               switchTo: (String) -> Bool, selfCheck: () -> Bool, restore: () -> Void) -> Status {
         switch decide(running: running, override: override, flags: flags, available: available) {
         case .keep(let status):
             return status
         case .trySwitch(let target):
-            guard switchTo(target) else {
-                restore()
-                return Status(running: running, choice: .openblas, best: target,
-                              note: "switching from \(running) to \(target) failed; kept OpenBLAS's choice")
+            var failures: [String] = []
+            for _ in 0..<max(1, attempts) {
+                guard switchTo(target) else {
+                    restore()
+                    failures.append("switching from \(running) to \(target) failed")
+                    continue
+                }
+                guard selfCheck() else {
+                    restore()
+                    failures.append("\(target) failed the product self-check")
+                    continue
+                }
+                let retried = failures.isEmpty ? "" : " on attempt \(failures.count + 1) (before: \(failures.joined(separator: "; ")))"
+                return Status(running: target, choice: .auto, best: target,
+                              note: "OpenBLAS chose \(running); switched to \(target) (self-check passed\(retried))")
             }
-            guard selfCheck() else {
-                restore()
-                return Status(running: running, choice: .openblas, best: target,
-                              note: "\(target) failed the product self-check; kept OpenBLAS's choice \(running)")
-            }
-            return Status(running: target, choice: .auto, best: target,
-                          note: "OpenBLAS chose \(running); switched to \(target) (self-check passed)")
+            let why = Set(failures).count == 1 ? failures[0] + (failures.count > 1 ? " \(failures.count) times" : "") : failures.joined(separator: "; ")
+            return Status(running: running, choice: .openblas, best: target, note: "\(why); kept OpenBLAS's choice \(running)")
         }
     }
 
