@@ -36,6 +36,14 @@ extension CoordinatorCore {
             out.append(.log(.warning, "worker \(id) (\(h.name)@\(h.host)) runs \(h.build), this coordinator \(config.build): "
                 + "results of jobs it computes may differ bitwise from --local and from other builds; run one build on every host"))
         }
+        // (each kernel set rounds its products its own way: a job whose shards run on both gets bits that depend on
+        // which worker ran what)
+        if let blas = h.feature("blas"), !blas.isEmpty,
+           let other = table.first(where: { $0.isLive && $0.peer != peer && ($0.hello.feature("blas") ?? "").isEmpty == false && $0.hello.feature("blas") != blas }) {
+            out.append(.log(.warning, "worker \(id) (\(h.name)@\(h.host)) runs OpenBLAS \(blas) kernels, worker \(other.id) (\(other.hello.name)@\(other.hello.host)) "
+                + "\(other.hello.feature("blas") ?? ""): a job's results then depend on which worker computed what (not bitwise reproducible); "
+                + "see sigma workers for why each runs its set"))
+        }
         placeAllReplicas(into: &out)
     }
 

@@ -276,6 +276,23 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
                 && warning?.contains("run one build on every host") == true, "\(h.logs)")
         #expect(h.core.status(now: h.now).build == config.build)
     }
+
+    /// A worker whose OpenBLAS kernel set differs from a live worker's is warned about, naming both sets; workers of
+    /// one set are not.
+    @Test func workersOfDifferentKernelSetsAreWarnedAbout() {
+        var h = Harness()
+        func join(_ p: PeerID, _ name: String, _ blas: String) {
+            h.event(.received(p, .hello(Hello(cores: 2, slots: 1, memory: 1 << 30, host: "h", name: name, instance: name,
+                                              features: "map-reduce,blas=\(blas),blas-choice=auto,blas-best=Cooperlake"))))
+        }
+        join(w1, "a", "Cooperlake")
+        join(w2, "b", "Cooperlake")
+        #expect(!h.logs.contains { $0.contains("kernels, worker") }, "\(h.logs)")
+        join(w3, "c", "Prescott")
+        let warning = h.logs.first { $0.contains("runs OpenBLAS Prescott kernels, worker") }
+        #expect(warning?.contains("(c@h)") == true && warning?.contains("Cooperlake: a job's results then depend on which worker computed what") == true,
+                "\(h.logs)")
+    }
 }
 
 @Suite struct DeferredAcceptTests {
