@@ -2,8 +2,8 @@ import Foundation
 import Testing
 
 /// What a test prints when a cluster's result differs from `--local`: the first history entry that differs, the
-/// job's counters (hedges, duplicates, reruns), every shard attempt that was not a plain first success, attempts
-/// per worker, and the cluster's log tails — so a rare difference explains itself in the CI log.
+/// job's counters (hedges, duplicates, reruns), each worker's OpenBLAS kernel set, every shard attempt that was not
+/// a plain first success, attempts per worker, and the cluster's log tails — so a rare difference explains itself in the CI log.
 func divergenceReport(_ cluster: ProcessCluster, job: Int, clusterOut: String, localOut: String) async -> String {
     var lines: [String] = []
     func history(_ dir: String) -> [[String: Any]] {
@@ -19,6 +19,13 @@ func divergenceReport(_ cluster: ProcessCluster, job: Int, clusterOut: String, l
         let keys = ["hedges", "duplicates", "reruns", "live_workers"]
         let kept = o.split(separator: "\n").filter { line in keys.contains { line.contains("\"\($0)\"") } }
         lines.append("job: " + kept.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
+    }
+    // (a worker on another OpenBLAS kernel set than the rest computes other bits: its set and how it was chosen)
+    if let (s, o, _) = try? await sigma(["workers", "--coordinator", cluster.endpoint, "--json"]), s == 0,
+       let ws = (try? JSONSerialization.jsonObject(with: Data(o.utf8))) as? [[String: Any]] {
+        lines.append("workers: " + ws.map { w in
+            "\(w["name"] ?? "?") \(w["state"] ?? "?") blas=\(w["blas"] ?? "?") (\(w["blas_choice"] ?? "?"), best \(w["blas_best"] ?? "?"))"
+        }.joined(separator: "; "))
     }
     let trace = FileManager.default.temporaryDirectory.path + "/sigma-divergence-\(UUID().uuidString.prefix(8)).json"
     defer { try? FileManager.default.removeItem(atPath: trace) }
