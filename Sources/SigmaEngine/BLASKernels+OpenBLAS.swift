@@ -25,20 +25,43 @@ extension BLASKernels {
         let flags = cpuFlags(cpuinfo: procCPUInfo)
         let status: Status
         if let t = OpenBLASTable.load() {
-            let saved = t.pointer
-            // (the switch and its check on one BLAS thread, as every process computes: no product of the check runs
-            // on OpenBLAS's own threads while they may still be starting up)
-            let threads = BLASInfo.threads
-            BLASInfo.setThreads(1)
+            let saved = t.pointer, threads = BLASInfo.threads
+            var started = false
             defer { BLASInfo.setThreads(threads) }
             status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: t.available,
-                            switchTo: { t.install($0) }, selfCheck: { selfCheck() }, restore: { t.pointer = saved })
+                            switchTo: { name in
+                                if !started {
+                                    // OpenBLAS starts its threads when it loads, and a thread still starting up reads
+                                    // the table: switching under it crashed, or broke the switch (5–9 in 10,000
+                                    // start-ups of a C program under load; none once its threads had run a product).
+                                    // So they run one first, on OpenBLAS's own set; then the switch and its check
+                                    // run on one BLAS thread, as every process computes.
+                                    startThreads(threads)
+                                    BLASInfo.setThreads(1)
+                                    started = true
+                                }
+                                return t.install(name)
+                            }, selfCheck: { selfCheck() }, restore: { t.pointer = saved })
         } else {
             status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: [],
                             switchTo: { _ in false }, selfCheck: { false }, restore: {})
         }
         latest.withLock { $0 = status }
         return status
+    }
+
+    /// A product large enough that OpenBLAS splits it over all its `threads` threads: each has started (and taken
+    /// its buffer) by the time it returns.
+    static func startThreads(_ threads: Int) {
+        let n = max(128, 64 * threads)
+        let a = [Float](repeating: 1, count: n * n)
+        var c = [Float](repeating: 0, count: n * n)
+        a.withUnsafeBufferPointer { pa in
+            c.withUnsafeMutableBufferPointer { pc in
+                BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, pa.baseAddress, lda: n, pa.baseAddress, ldb: n,
+                           beta: 0, pc.baseAddress, ldc: n, choosing: false)
+            }
+        }
     }
 
     /// Installs `name`'s table by hand (what `OPENBLAS_CORETYPE=name` does at load time), leaving the environment as
