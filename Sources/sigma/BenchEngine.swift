@@ -42,7 +42,8 @@ func benchGemm(runs: Int) {
 /// the hand-written NumPy loop (`bench/mlp_numpy.py`, same shapes and update) just after it, so drift on a shared
 /// machine hits both alike; the ratio is the median of the pairs.
 func benchMLP(runs: Int) {
-    print("# sigma bench mlp — OpenBLAS kernels: \(BLASInfo.coreName), MLP 784-1024-1024-10, batch 256, SGD momentum 0.9")
+    print("# sigma bench mlp — \(BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)), \(ProcessInfo.processInfo.activeProcessorCount) cores; "
+          + "OpenBLAS kernels: \(BLASInfo.coreName), MLP 784-1024-1024-10, batch 256, SGD momentum 0.9")
     print("")
     print("| threads | Sigma samples/s | NumPy loop, same run | Sigma / NumPy (median of pairs, range) | ceiling: peak GEMM rate, same run | target |")
     print("|---|---|---|---|---|---|")
