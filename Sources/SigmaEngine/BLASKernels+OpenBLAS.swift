@@ -50,15 +50,17 @@ extension BLASKernels {
         return status
     }
 
-    /// A product large enough that OpenBLAS splits it over all its `threads` threads: each has started (and taken
-    /// its buffer) by the time it returns.
+    /// A product OpenBLAS splits over all its `threads` threads — (64·threads × 64) · (64 × 64·threads), ≥ 128 square: every
+    /// thread gets rows and columns, yet it is a few million multiply-adds on a 2-core host (a 64-core one: 2 GFLOP,
+    /// not the 137 of a cube that size) — so each has started, and taken its buffer, by the time it returns.
     static func startThreads(_ threads: Int) {
-        let n = max(128, 64 * threads)
-        let a = [Float](repeating: 1, count: n * n)
+        let n = max(128, 64 * threads), k = 64
+        let a = [Float](repeating: 1, count: n * k)
         var c = [Float](repeating: 0, count: n * n)
         a.withUnsafeBufferPointer { pa in
             c.withUnsafeMutableBufferPointer { pc in
-                BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, pa.baseAddress, lda: n, pa.baseAddress, ldb: n,
+                // (a as both operands: n × k, and read as k × n through the transposed B)
+                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: k, pa.baseAddress, lda: k, pa.baseAddress, ldb: k,
                            beta: 0, pc.baseAddress, ldc: n, choosing: false)
             }
         }

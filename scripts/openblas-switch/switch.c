@@ -34,9 +34,9 @@ int main(int argc, char **argv) {
   if (!slot || !init) { printf("no dynamic\n"); return 2; }
   char before[64]; strncpy(before, openblas_get_corename(), 63);
   if (argc > 2) { /* warm-up: a product big enough for OpenBLAS's threads, so they have started */
-    int n = 160; float *a = calloc(n * n, 4), *b = calloc(n * n, 4), *c = calloc(n * n, 4);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    free(a); free(b); free(c);
+    int n = 128, k = 64; float *a = calloc(n * k, 4), *c = calloc(n * n, 4);   /* as Sigma: (n × k) · its transpose */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, k, 1, a, k, a, k, 0, c, n);
+    free(a); free(c);
   }
   if (argc > 1 && atoi(argv[1]) == 1) openblas_set_num_threads(1);
   *slot = NULL; setenv("OPENBLAS_CORETYPE", "Cooperlake", 1); init(); unsetenv("OPENBLAS_CORETYPE");
