@@ -47,8 +47,8 @@ public final class SGD: Optimizer {
     }
 
     /// One parameter's part of a pass: its weights, its velocity (made unique here, on this thread), its gradient
-    /// operands, where its updated weights go, and where it starts in the whole vector.
-    private func slice(_ p: Parameter, weights: UnsafePointer<Float>, gradient a: UnsafeRawPointer, _ b: UnsafeRawPointer?,
+    /// operands (none when a tree's sum is read from a chunk buffer), where its updated weights go, and where it starts in the whole vector.
+    private func slice(_ p: Parameter, weights: UnsafePointer<Float>, gradient a: UnsafeRawPointer?, _ b: UnsafeRawPointer?,
                        out: UnsafeMutableRawPointer, start: Int) -> FusedSGDPass.Slice {
         let key = ObjectIdentifier(p)
         let first = velocity[key] == nil
@@ -70,33 +70,119 @@ public final class SGD: Optimizer {
     /// twice.)
     public func step(_ parameters: [Parameter], sumOf a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer?, divisor: Float,
                      writingTo out: UnsafeMutableRawBufferPointer, threads: Int = 1) {
+        step(parameters, sumOf: b.map { .add(.vector(a), .vector($0)) } ?? .vector(a), divisor: divisor, writingTo: out, threads: threads)
+    }
+
+    /// `step(_:sumOf:_:…)` with the gradient a whole tree of additions (`SumTree`): every addition the tree holds is
+    /// made in this one pass, chunk by chunk, in the tree's order — the same bits as adding whole vectors first, without
+    /// writing and reading back the intermediate sums. (The coordinator's training step when several partial sums
+    /// are left at the step's end: the additions up the tree were a pass each.)
+    public func step(_ parameters: [Parameter], sumOf tree: SumTree, divisor: Float, writingTo out: UnsafeMutableRawBufferPointer,
+                     threads: Int = 1) {
         let total = parameters.reduce(0) { $0 + $1.value.count }
-        precondition(a.count == total * 4 && (b?.count ?? a.count) == a.count && out.count == total * 4,
-                     "gradient of \(a.count / 4) values for \(total) parameters")
+        precondition(tree.vectors.allSatisfy { $0.count == total * 4 } && out.count == total * 4,
+                     "gradient of \(tree.vectors.map { $0.count / 4 }) values for \(total) parameters")
+        let direct = tree.operands
         var slices: [FusedSGDPass.Slice] = []
         var offset = 0
         for p in parameters {
-            slices.append(slice(p, weights: p.value.withData { $0.baseAddress! }, gradient: a.baseAddress! + offset * 4,
-                                b.map { $0.baseAddress! + offset * 4 }, out: out.baseAddress! + offset * 4, start: offset))
+            slices.append(slice(p, weights: p.value.withData { $0.baseAddress! },
+                                gradient: direct.map { $0.a.baseAddress! + offset * 4 },
+                                direct?.b.map { $0.baseAddress! + offset * 4 }, out: out.baseAddress! + offset * 4, start: offset))
             offset += p.value.count
         }
         // (The pointers stay valid: the tensors are held by `parameters` and `velocity`, and nothing else touches
         // them until this returns.)
-        FusedSGDPass(slices: slices, lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor).run(total: total, threads: threads)
+        FusedSGDPass(slices: slices, tree: direct == nil ? tree : nil, lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
+            .run(total: total, threads: threads)
+    }
+}
+
+/// A sum of float32 vectors of one length (little-endian bytes, possibly unaligned) in a fixed association: each
+/// `add` is one float32 addition per element. Evaluated over any element range, chunk by chunk, it gives the same
+/// bits as adding the whole vectors in its order — so a consumer can make the additions inside its own pass.
+public indirect enum SumTree: @unchecked Sendable {
+    case vector(UnsafeRawBufferPointer)
+    case add(SumTree, SumTree)
+
+    /// The vectors it adds, left to right.
+    public var vectors: [UnsafeRawBufferPointer] {
+        switch self {
+        case .vector(let v): [v]
+        case .add(let l, let r): l.vectors + r.vectors
+        }
+    }
+
+    /// Additions it makes per element.
+    public var additions: Int { vectors.count - 1 }
+
+    /// One vector, or one addition of two: what a pass reads directly, without a chunk buffer.
+    var operands: (a: UnsafeRawBufferPointer, b: UnsafeRawBufferPointer?)? {
+        switch self {
+        case .vector(let a): (a, nil)
+        case .add(.vector(let a), .vector(let b)): (a, b)
+        default: nil
+        }
+    }
+
+    /// Chunk buffers `evaluate` needs besides its output: one per level of right operands that are sums.
+    var scratchDepth: Int {
+        switch self {
+        case .vector: 0
+        case .add(let l, .vector): l.scratchDepth
+        case .add(let l, let r): max(l.scratchDepth, 1 + r.scratchDepth)
+        }
+    }
+
+    /// Elements `r` of the sum into `out[0..<r.count]`; `scratch` holds `scratchDepth` buffers of `stride` floats.
+    func evaluate(_ r: Range<Int>, into out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, stride: Int) {
+        let o = UnsafeMutableRawPointer(out), n = r.count
+        func at(_ v: UnsafeRawBufferPointer) -> UnsafeRawPointer { v.baseAddress! + r.lowerBound * 4 }
+        switch self {
+        case .vector(let v):
+            o.copyMemory(from: at(v), byteCount: n * 4)
+        case .add(.vector(let a), .vector(let b)):
+            Self.add(at(a), at(b), into: o, count: n)
+        case .add(let l, .vector(let b)):
+            l.evaluate(r, into: out, scratch: scratch, stride: stride)
+            Self.add(UnsafeRawPointer(o), at(b), into: o, count: n)
+        case .add(let l, let right):
+            l.evaluate(r, into: out, scratch: scratch, stride: stride)
+            right.evaluate(r, into: scratch, scratch: scratch + stride, stride: stride)
+            Self.add(UnsafeRawPointer(o), UnsafeRawPointer(scratch), into: o, count: n)
+        }
+    }
+
+    /// out[i] = x[i] + y[i], float32 (possibly unaligned; `out` may be `x`): eight lanes at a time, each the scalar
+    /// addition, then the rest.
+    @inline(__always) static func add(_ x: UnsafeRawPointer, _ y: UnsafeRawPointer, into out: UnsafeMutableRawPointer, count: Int) {
+        var k = 0
+        while k + 32 <= count * 4 {
+            let s = x.loadUnaligned(fromByteOffset: k, as: SIMD8<Float>.self) + y.loadUnaligned(fromByteOffset: k, as: SIMD8<Float>.self)
+            out.storeBytes(of: s, toByteOffset: k, as: SIMD8<Float>.self)
+            k += 32
+        }
+        while k < count * 4 {
+            out.storeBytes(of: x.loadUnaligned(fromByteOffset: k, as: Float.self) + y.loadUnaligned(fromByteOffset: k, as: Float.self),
+                           toByteOffset: k, as: Float.self)
+            k += 4
+        }
     }
 }
 
 /// The SGD update over an element range of parameters laid end to end — the one implementation behind both
 /// `SGD.step`s: g = (a + b) / divisor + λ·w; v = μ·v + g (v = g on the first step or without momentum);
-/// out = w − lr·v (`out` may be `w` itself: an update in place).
+/// out = w − lr·v (`out` may be `w` itself: an update in place). With a `tree`, the gradient's sum is made chunk
+/// by chunk into a small buffer first and read from there (`a` alone).
 struct FusedSGDPass: @unchecked Sendable {
     struct Slice {
         let w: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>
-        /// The gradient's operands (float32, possibly unaligned), and where the updated weights go.
-        let a: UnsafeRawPointer, b: UnsafeRawPointer?, out: UnsafeMutableRawPointer
+        /// The gradient's operands (float32, possibly unaligned; nil with a tree), and where the updated weights go.
+        let a: UnsafeRawPointer?, b: UnsafeRawPointer?, out: UnsafeMutableRawPointer
         let start: Int, count: Int, first: Bool
     }
     let slices: [Slice]
+    var tree: SumTree? = nil
     let lr: Float, mu: Float, wd: Float, divisor: Float
 
     /// Elements 0..<total (the slices laid end to end), in `threads` contiguous ranges at once — one per thread, at
@@ -107,27 +193,51 @@ struct FusedSGDPass: @unchecked Sendable {
         DispatchQueue.concurrentPerform(iterations: n) { k in run(total * k / n ..< total * (k + 1) / n) }
     }
 
+    /// Elements per chunk of a tree's sum: a few kilobytes per buffer, so they stay in the core's first caches.
+    static let chunk = 2048
+
     func run(_ r: Range<Int>) {
+        guard let tree else {
+            for s in slices { pass(s, r, a: s.a!, b: s.b, shift: 0) }
+            return
+        }
+        let c = Self.chunk
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: c * (1 + tree.scratchDepth)) { buffer in
+            let sum = buffer.baseAddress!
+            var lo = r.lowerBound
+            while lo < r.upperBound {
+                let hi = min(lo + c, r.upperBound)
+                tree.evaluate(lo..<hi, into: sum, scratch: sum + c, stride: c)
+                // (the sum's element i sits at sum[i − lo]: `shift` is lo in slice coordinates)
+                for s in slices { pass(s, lo..<hi, a: UnsafeRawPointer(sum), b: nil, shift: lo - s.start) }
+                lo = hi
+            }
+        }
+    }
+
+    /// The slices' elements in `r` (whole-vector coordinates), the gradient's element i (slice coordinates) read at
+    /// `a`/`b` + (i − shift)·4.
+    @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, a: UnsafeRawPointer, b: UnsafeRawPointer?, shift: Int) {
+        guard s.start < r.upperBound && s.start + s.count > r.lowerBound else { return }
+        let lo = max(r.lowerBound, s.start) - s.start, hi = min(r.upperBound, s.start + s.count) - s.start
         // Dividing by a power of two is multiplying by its reciprocal, exactly (the same real number, rounded
         // once): a multiply instead of a divide, which is what bounds this loop (the batch size usually is one).
         let reciprocal = 1 / divisor
         let exact = divisor > 0 && divisor.isNormal && divisor.significandBitPattern == 0 && reciprocal.isNormal
-        for s in slices where s.start < r.upperBound && s.start + s.count > r.lowerBound {
-            let lo = max(r.lowerBound, s.start) - s.start, hi = min(r.upperBound, s.start + s.count) - s.start
-            // Momentum applies from the second step on; the branches are hoisted out of the loop.
-            switch (mu == 0 || s.first, exact) {
-            case (true, true): pass(s, lo..<hi, momentum: false, scale: reciprocal)
-            case (true, false): pass(s, lo..<hi, momentum: false, scale: nil)
-            case (false, true): pass(s, lo..<hi, momentum: true, scale: reciprocal)
-            case (false, false): pass(s, lo..<hi, momentum: true, scale: nil)
-            }
+        // Momentum applies from the second step on; the branches are hoisted out of the loop.
+        let ga = a - shift * 4
+        switch (mu == 0 || s.first, exact) {
+        case (true, true): pass(s, lo..<hi, ga, b, momentum: false, scale: reciprocal)
+        case (true, false): pass(s, lo..<hi, ga, b, momentum: false, scale: nil)
+        case (false, true): pass(s, lo..<hi, ga, b, momentum: true, scale: reciprocal)
+        case (false, false): pass(s, lo..<hi, ga, b, momentum: true, scale: nil)
         }
     }
 
     /// Four lanes at a time (SIMD4: each lane is the scalar float32 operation, so the same bits), then the rest.
     /// `scale`: the divisor's exact reciprocal, multiplied instead of dividing.
-    @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, momentum: Bool, scale: Float?) {
-        let w = UnsafeRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), a = s.a, b = s.b, o = s.out
+    @inline(__always) private func pass(_ s: Slice, _ r: Range<Int>, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer?, momentum: Bool, scale: Float?) {
+        let w = UnsafeRawPointer(s.w), vd = UnsafeMutableRawPointer(s.v), o = s.out
         let d4 = SIMD4<Float>(repeating: divisor), wd4 = SIMD4<Float>(repeating: wd), mu4 = SIMD4<Float>(repeating: mu)
         let s4 = SIMD4<Float>(repeating: scale ?? 1)
         let lr4 = SIMD4<Float>(repeating: lr)

@@ -24,9 +24,10 @@ public struct RoundEnd: Sendable {
     /// Time the reduction (and optimizer step) took, ns — set by the driver: the round's completion plus
     /// the additions the last shard's arrival made (`arrivalNanos`), i.e. the reduce on the step's critical path.
     public var reduceNanos: UInt64 = 0
-    /// Additions made when the round's last shard arrived (partial sums combined up the tree), ns.
+    /// What the round's last shard's arrival took, ns (a training step's stores its partial sums; the additions
+    /// left up the tree are made in the optimizer's pass).
     public var arrivalNanos: UInt64 = 0
-    /// The part of it the optimizer step took (with the tree's last addition, which it fuses), ns; 0 for jobs
+    /// The part of it the optimizer step took (with the tree's additions left, which it fuses), ns; 0 for jobs
     /// without one.
     public var optimizerNanos: UInt64 = 0
     public init() {}

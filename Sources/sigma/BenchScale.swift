@@ -87,7 +87,7 @@ enum BenchScale {
             print("")
             print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
             print("")
-            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: tree additions left after the last result | coordinator: optimizer (last addition, SGD, next PARAMS) |")
+            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: the last result stored, the tree walked | coordinator: optimizer pass (the tree's additions left, SGD, next PARAMS) |")
             print("|---|---|---|---|---|---|---|")
             for r in trains {
                 let b = r.breakdown!
@@ -139,7 +139,7 @@ struct StepBreakdown {
 
     /// Per step r (after the first `skip`): step = r+1's first dispatch − r's first dispatch; compute = the slowest
     /// shard's compute; imbalance = slowest − mean compute; reduce and optimizer = the medians of the coordinator's
-    /// own timings (`samples`: the tree's additions, and the optimizer pass that fuses the last one); transfer = the
+    /// own timings (`samples`: the whole reduce, and the optimizer pass that fuses the additions left); transfer = the
     /// slowest-finishing shard's round trip minus its compute and the coordinator's time (parameters out, gradients
     /// in, queueing) — the coordinator stamps the next step's dispatch with the time the last result arrived, so its
     /// reduce shows up inside the next step's round trips.

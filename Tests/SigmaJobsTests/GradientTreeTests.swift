@@ -1,4 +1,5 @@
 import Foundation
+import SigmaEngine
 import SigmaJobs
 import SigmaModel
 import Testing
@@ -70,6 +71,71 @@ import Testing
         let seq = (1..<total).reduce(Self.leaf(0)) { $0 + Self.leaf($1) }
         let tree = GradientTree.sum(TreeNode(level: GradientTree.rootLevel(total: total), index: 0), total: total, leaf: Self.leaf)
         #expect(seq.values.map(\.bitPattern) != tree.values.map(\.bitPattern))
+    }
+
+    /// The coordinator's training step: shards' partial sums added up the tree as they arrive, but the step's last,
+    /// whose additions up the tree are left to the optimizer's one pass (`withSumTree`: made chunk by chunk inside
+    /// the SGD pass, on 2 threads) — the same new weights and velocity, bit for bit, as setting the whole root as the
+    /// gradient and calling `step`, for any split and arrival order (several additions left, chunks and threads cut).
+    @Test func theOptimizersPassMakesTheAdditionsLeftBitwise() throws {
+        let shapes = [[50, 60], [70_003]]   // more than one thread's and one chunk's worth; not a multiple of 4
+        let n = shapes.reduce(0) { $0 + $1.reduce(1, *) }
+        func leaf(_ j: Int) -> GradientSum {
+            var rng = SplitMix(seed: UInt64(j) &* 104_729 &+ 3)
+            let values = (0..<n).map { _ in Float(rng.unit() - 0.5) * Float(pow(10.0, Double(Int(rng.unit() * 12) - 6))) }
+            return GradientSum(values: values, loss: rng.unit(), correct: 0, rows: 8)
+        }
+        func params() -> [Parameter] {
+            shapes.enumerated().map { k, shape in
+                Parameter("p\(k)", Tensor(shape: shape, (0..<shape.reduce(1, *)).map { Float(sin(Double($0 + k))) }))
+            }
+        }
+        var rng = SplitMix(seed: 11)
+        var mostLeft = 0
+        for total in [2, 5, 16, 33] {
+            let leaves = (0..<total).map(leaf)
+            let whole = try GradientTree.root(from: Dictionary(uniqueKeysWithValues: GradientTree.cover(0..<total, total: total).map {
+                ($0, GradientTree.sum($0, total: total) { leaves[$0] })
+            }), total: total)
+            for _ in 0..<4 {
+                var cuts = Set((0..<(1 + Int(rng.unit() * 7))).map { _ in Int(rng.unit() * Double(total)) })
+                cuts.insert(0)
+                let starts = cuts.sorted()
+                var shards: [[(TreeNode, ArrivedPartial)]] = try starts.indices.map { k in
+                    let r = starts[k]..<(k + 1 < starts.count ? starts[k + 1] : total)
+                    let nodes = GradientTree.cover(r, total: total)
+                    let frame = try GradientTree.encode(nodes.map { ($0, GradientTree.sum($0, total: total) { leaves[$0] }) })
+                    return try GradientTree.decode(frame, range: r, total: total, parameters: n)
+                }
+                shards.shuffle(using: &rng)
+                var parts: [TreeNode: ArrivedPartial] = [:]
+                for (k, shard) in shards.enumerated() {
+                    for (node, p) in shard {
+                        parts[node] = p
+                        if k + 1 < shards.count { GradientTree.combine(&parts, from: node, total: total) }
+                    }
+                }
+                let reduced = try GradientTree.reduce(parts, total: total)
+                mostLeft = max(mostLeft, reduced.additions)
+                #expect(reduced.rows == whole.rows && reduced.loss.bitPattern == whole.loss.bitPattern)
+                let rows = Float(whole.rows)
+                let (reference, fused) = (params(), params())
+                let (a, b) = (SGD(learningRate: 0.1, momentum: 0.9, weightDecay: 0.01), SGD(learningRate: 0.1, momentum: 0.9, weightDecay: 0.01))
+                var offset = 0
+                for p in reference {
+                    let o = offset
+                    p.grad = Tensor(shape: p.value.shape, (0..<p.value.count).map { whole.values[o + $0] / rows })
+                    offset += p.value.count
+                }
+                a.step(reference)
+                var out = [Float](repeating: 0, count: n)
+                out.withUnsafeMutableBytes { o in reduced.withSumTree { b.step(fused, sumOf: $0, divisor: rows, writingTo: o, threads: 2) } }
+                let expected = reference.flatMap { $0.value.scalars }
+                let differing = zip(out, expected).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differing == 0, "total \(total), split at \(starts), \(reduced.additions) additions left: \(differing) of \(n) weights differ")
+            }
+        }
+        #expect(mostLeft >= 3, "some split left several additions to the pass")
     }
 
     @Test func malformedPartialsAreRejectedNamingTheProblem() throws {

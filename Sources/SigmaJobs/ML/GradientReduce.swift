@@ -36,34 +36,56 @@ public struct ArrivedPartial: Sendable {
     }
 }
 
-/// A step's reduced gradient: the sum `left + right` (element by element, float32), not yet added, plus the exact
-/// statistics. Read it with `withOperands` (fused into a consumer's pass) or `materialized()`.
+/// A step's reduced gradient: the additions left of the step's tree (`Term`), not yet made, plus the exact
+/// statistics. Read it with `withSumTree` (the additions fused into a consumer's pass, element chunk by chunk) or
+/// `materialized()`.
 public struct ReducedGradient {
-    let left: Subtree
-    let right: Subtree?
+    indirect enum Term {
+        case part(Subtree)
+        case add(Term, Term)
 
-    public var loss: Double { stats.loss }
-    public var correct: UInt64 { stats.correct }
-    public var rows: UInt64 { stats.rows }
-    private var stats: (loss: Double, correct: UInt64, rows: UInt64) {
-        guard let right else { return left.stats }
-        let (a, b) = (left.stats, right.stats)
-        return (a.loss + b.loss, a.correct + b.correct, a.rows + b.rows)
-    }
-
-    /// The float32 bytes (little-endian, possibly unaligned) of the two operands whose element-wise sum is the
-    /// gradient; the second is nil when the gradient is the first alone.
-    public func withOperands<R>(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
-        try left.withBytes { a in
-            guard let right else { return try body(a, nil) }
-            return try right.withBytes { b in try body(a, b) }
+        var stats: (loss: Double, correct: UInt64, rows: UInt64) {
+            switch self {
+            case .part(let s): return s.stats
+            case .add(let l, let r):
+                let (a, b) = (l.stats, r.stats)
+                return (a.loss + b.loss, a.correct + b.correct, a.rows + b.rows)
+            }
         }
     }
+    let root: Term
 
-    /// The gradient as an owned sum (the last addition done). Call once: it takes the buffer the reduce owns.
+    public var loss: Double { root.stats.loss }
+    public var correct: UInt64 { root.stats.correct }
+    public var rows: UInt64 { root.stats.rows }
+
+    /// Additions left (0: the gradient is one partial sum as it is).
+    public var additions: Int {
+        func count(_ t: Term) -> Int { if case .add(let l, let r) = t { return 1 + count(l) + count(r) }; return 0 }
+        return count(root)
+    }
+
+    /// The gradient as a `SumTree` over the partial sums' float32 bytes where they are (payloads, shared-memory
+    /// segments, sums made while the step waited): valid inside `body` only.
+    public func withSumTree<R>(_ body: (SumTree) throws -> R) rethrows -> R {
+        func bind(_ t: Term, _ body: (SumTree) throws -> R) rethrows -> R {
+            switch t {
+            case .part(let s): return try s.withBytes { try body(.vector($0)) }
+            case .add(let l, let r): return try bind(l) { a in try bind(r) { b in try body(.add(a, b)) } }
+            }
+        }
+        return try bind(root, body)
+    }
+
+    /// The gradient as an owned sum (every addition made). Call once: it takes the buffers the reduce owns.
     public func materialized() -> GradientSum {
-        if let right { return Subtree.add(left, right).take() }
-        switch left {
+        func made(_ t: Term) -> Subtree {
+            switch t {
+            case .part(let s): return s
+            case .add(let l, let r): return .summed(Subtree.add(made(l), made(r)))
+            }
+        }
+        switch made(root) {
         case .summed(let a): return a.take()
         case .arrived(let p): return p.withBytes { GradientSum(values: Array(floats: $0), loss: p.loss, correct: p.correct, rows: p.rows) }
         }

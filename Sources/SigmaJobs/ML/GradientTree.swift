@@ -142,10 +142,10 @@ public enum GradientTree {
 
     /// Adds up what has arrived as far as it can, from `node` (just stored) toward the root: while the node's sibling
     /// is there too, the two become their parent (`left + right`, the tree's own addition; a parent without a right
-    /// child is its left child). Called as each shard's partial sums arrive, so by the time the last one is in, only
-    /// the additions on its way up are left for the step's reduce — the others were done while the coordinator
-    /// waited for it. Never forms the root: its addition stays fused into the optimizer's pass. Same additions, same
-    /// bits; the children's payloads (shared-memory segments) are let go as soon as they are added.
+    /// child is its left child). Called as each shard's partial sums arrive, but the step's last: so by the time the
+    /// last one is in, only the additions on its way up are left, and the step's reduce leaves them to the
+    /// optimizer's pass (`reduce`) — the others were done while the coordinator waited for it. Never forms the root.
+    /// Same additions, same bits; the children's payloads (shared-memory segments) are let go as soon as they are added.
     public static func combine(_ parts: inout [TreeNode: ArrivedPartial], from node: TreeNode, total: Int) {
         let root = Int(rootLevel(total: total))
         var n = node
@@ -172,38 +172,25 @@ public enum GradientTree {
         }
     }
 
-    /// The tree's additions over partial sums as they arrived, all but the last: each reads its operands where
-    /// they are (payloads, shared-memory segments) and writes into one buffer per subtree, and the root's own
-    /// addition is left to whoever reads the gradient (the optimizer fuses it into its pass), so a step's reduce
-    /// costs no copy of its own. Same additions in the same tree, so the same bits. An error names the first
-    /// micro-batch no partial covers.
+    /// The additions left of the step's tree over the partial sums as they arrived, not yet made: the consumer
+    /// makes them inside its own pass (the optimizer's, `ReducedGradient.withSumTree`), each reading its operands
+    /// where they are (payloads, shared-memory segments), so a step's reduce costs no pass of its own. Same
+    /// additions in the same tree, so the same bits. An error names the first micro-batch no partial covers.
     public static func reduce(_ parts: [TreeNode: ArrivedPartial], total: Int) throws -> ReducedGradient {
         struct Missing: Error, CustomStringConvertible {
             let index: Int
             var description: String { "no partial sum covers micro-batch \(index)" }
         }
-        func children(_ n: TreeNode) throws -> (TreeNode, TreeNode?) {
+        func value(_ n: TreeNode) throws -> ReducedGradient.Term {
+            if let v = parts[n] { return .part(.arrived(v)) }
             if n.level == 0 { throw Missing(index: Int(n.index)) }
             let left = TreeNode(level: n.level - 1, index: n.index * 2)
             let right = TreeNode(level: n.level - 1, index: n.index * 2 + 1)
-            return (left, right.span(total: total).lowerBound < total ? right : nil)
-        }
-        func value(_ n: TreeNode) throws -> Subtree {
-            if let v = parts[n] { return .arrived(v) }
-            let (left, right) = try children(n)
             let l = try value(left)
-            guard let right else { return l }
-            return .summed(Subtree.add(l, try value(right)))
+            guard right.span(total: total).lowerBound < total else { return l }
+            return .add(l, try value(right))
         }
-        /// The two operands of the last addition on the way to the root (or the root itself, when none is left).
-        func operands(_ n: TreeNode) throws -> (Subtree, Subtree?) {
-            if let v = parts[n] { return (.arrived(v), nil) }
-            let (left, right) = try children(n)
-            guard let right else { return try operands(left) }
-            return (try value(left), try value(right))
-        }
-        let (l, r) = try operands(TreeNode(level: rootLevel(total: total), index: 0))
-        return ReducedGradient(left: l, right: r)
+        return ReducedGradient(root: try value(TreeNode(level: rootLevel(total: total), index: 0)))
     }
 
     // MARK: wire form

@@ -14,6 +14,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public private(set) var step: Int
     public private(set) var history: [[String: Any]] = []
     var parts: [TreeNode: ArrivedPartial] = [:]
+    /// The step's shards whose partial sums are in.
+    var accepted = Set<Int>()
     /// Time the latest shard's partial sums took to combine up the tree, ns (the last one's is on the critical path).
     var lastArrivalNanos: UInt64 = 0
     var ranges: [(start: UInt64, count: UInt64)] = []
@@ -69,6 +71,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
 
     public func plan(shares: [Double]) -> [ShardPlan] {
         parts = [:]
+        accepted = []
         var out: [ShardPlan] = []
         var start = 0
         for (k, c) in proportionalSplit(roundItems, weights: shares.isEmpty ? [1] : shares).enumerated() where c > 0 {
@@ -86,9 +89,13 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
                                               transport: spec.gradientTransport)
         let total = plan.microBatches(step: step)
         let t0 = DispatchTime.now().uptimeNanoseconds
+        accepted.insert(index)
+        // The step's last shard: its way up the tree is left to the optimizer's one pass (`reduceRound`), which makes
+        // those additions chunk by chunk instead of a pass over the whole gradient each.
+        let last = accepted.count == ranges.count
         for (n, s) in decoded {
             parts[n] = s
-            GradientTree.combine(&parts, from: n, total: total)
+            if !last { GradientTree.combine(&parts, from: n, total: total) }
         }
         lastArrivalNanos = DispatchTime.now().uptimeNanoseconds &- t0
     }
@@ -111,10 +118,10 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         var next: Frame? = nil
         let root: (loss: Double, correct: UInt64, rows: UInt64) = (reduced.loss, reduced.correct, reduced.rows)
         if let sgd = optimizer as? SGD {
-            // One pass on up to 8 cores (the workers are waiting for these parameters): the reduce's last addition,
+            // One pass on up to 8 cores (the workers are waiting for these parameters): the reduce's additions left,
             // / rows, the SGD update, and the next PARAMS payload written as it goes.
             let frame = Frame(shareable: parameterCount * 4) { out in
-                reduced.withOperands { a, b in sgd.step(model.parameters, sumOf: a, b, divisor: rows, writingTo: out, threads: ElementChunks.threads) }
+                reduced.withSumTree { sgd.step(model.parameters, sumOf: $0, divisor: rows, writingTo: out, threads: ElementChunks.threads) }
             }
             // The weights now live in the PARAMS payload only (read-only tensors over it, as on the workers): the
             // pass wrote them once, and the next one reads them there.
@@ -156,6 +163,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         try apply(reduced)
         let optimizer = DispatchTime.now().uptimeNanoseconds &- t0
         parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
+        accepted = []
         var end = RoundEnd()
         end.optimizerNanos = optimizer
         end.arrivalNanos = lastArrivalNanos
