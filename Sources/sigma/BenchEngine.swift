@@ -93,6 +93,24 @@ func peakGEMMRate(threads: Int) -> Double {
     return 2 * pow(Double(n), 3) / median(times)
 }
 
+/// FLOP/s of `threads` threads each computing 1024 × 1024 products on one BLAS thread (`Kernels.matmul`, each into its
+/// own output), all at once — as a worker's lanes do.
+func concurrentGEMMRate(threads: Int) -> Double {
+    let saved = BLASInfo.threads
+    BLASInfo.setThreads(1)
+    defer { BLASInfo.setThreads(saved) }
+    let n = 1024, reps = 24
+    var rng = SeededRandom(seed: 3)
+    let a = Tensor.uniform([n, n], low: -1, high: 1, rng: &rng), b = Tensor.uniform([n, n], low: -1, high: 1, rng: &rng)
+    _ = Kernels.matmul(a, b)
+    let t = monotonicNanos()
+    // (threads of their own, as a worker's compute threads: not the dispatch pool, which may run them one by one)
+    let workers = (0..<threads).map { k in OSThread(name: "gemm-\(k)") { for _ in 0..<reps { _ = Kernels.matmul(a, b) } } }
+    for w in workers { w.join() }
+    let seconds = Double(monotonicNanos() - t) / 1e9
+    return 2 * pow(Double(n), 3) * Double(reps * threads) / seconds
+}
+
 /// One run of the NumPy baseline (20 steps after 3 warm-up) on `threads` BLAS threads; nil without python3/numpy.
 func numpyStepRate(threads: Int) -> Double? {
     pythonBaseline("bench/mlp_numpy.py", ["1"], threads: threads)

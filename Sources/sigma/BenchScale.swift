@@ -35,6 +35,13 @@ enum BenchScale {
         print("# one-thread workers: \(counts.map(String.init).joined(separator: ", ")); one worker × \(threads) threads; "
               + "rates from a short and a long run (start-up cancels out), medians of \(runs)")
         for j in jobs { print("# \(j.name): \(j.short.0) and \(j.long.0) \(j.unit)") }
+        if threads > 1 {
+            // What the host itself gives: a VM's vCPUs may share a physical core's units, its caches or its memory
+            // bandwidth. Sigma's lanes each run single-threaded products at once, so that is what is measured.
+            let one = median((0..<3).map { _ in concurrentGEMMRate(threads: 1) }), many = median((0..<3).map { _ in concurrentGEMMRate(threads: threads) })
+            print(String(format: "# this host: 1024 × 1024 products on one BLAS thread each, 1 at a time %.0f GFLOP/s, %d at once %.0f GFLOP/s = %.2f×",
+                         one / 1e9, threads, many / 1e9, many / one))
+        }
         print("")
         var rows: [Row] = []
         var setups: [(label: String, workers: Int, threads: Int)] = counts.map { ($0 == 1 ? "1 worker × 1 thread" : "\($0) workers × 1 thread", $0, 1) }
