@@ -54,9 +54,42 @@ import Testing
             if let seen { #expect(v.bitPattern == seen.bitPattern, "\(s): variance differs between splits") }
             seen = v
         }
-        // Squares out of the double range: NaN, not a wrong number.
+        // ±1e300 among 6,000 values: a variance of about (1e300)² · 2 / 6,000 ≈ 3e596, beyond the double range — +∞,
+        // not NaN and not a wrong number.
         let (r, _) = try run("reduce_input.npy", reduce: "[variance]", sharding: "shards: 2")
-        #expect(r.total.value(.variance)!.isNaN)
+        #expect(r.total.value(.variance) == .infinity)
+    }
+
+    /// Values whose squares leave the double range (|x| ≳ 1.3e154) still give the correctly rounded variance when it
+    /// is a double — values built from powers of two, so the exact answer is known — the same bits for every split;
+    /// and +∞ when the variance itself is beyond the double range.
+    @Test func varianceOfHugeValuesIsExactWhateverTheSplit() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-variance-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [(values: [Double], variance: Double)] = [
+            ([0x1p520, 0x1p520 + 0x1p471], 0x1p940),                                   // squares beyond 2¹⁰²⁴, deviations ±2⁴⁷⁰
+            ([0x1p520, 0x1p520 + 0x1p471, 0x1p520 + 0x1p472], 8.0 / 3.0 * 0x1p940),    // (8/3)·2⁹⁴⁰, rounded once
+            ([0x1p499, 0x1p501], 9 * 0x1p996),                                         // one square of each kind
+            ([0x1p510, 0, 0], 0x1p1021 / 9),                                           // 2¹⁰²⁰/3 − (2⁵¹⁰/3)², rounded once
+            ([-0x1p600, 0x1p600], .infinity),                                          // 2¹²⁰⁰: beyond the double range
+            (Array(repeating: 0x1p700, count: 5), 0),                                  // all equal
+        ]
+        for (k, c) in cases.enumerated() {
+            let (values, expected) = c
+            let path = dir + "/v\(k).npy"
+            try NpyFile.write(path: path, float64: values)
+            var seen: Double? = nil
+            for s in ["shards: 1", "shards: 2", "shard_size: 1"] {
+                let job = try JobSpec.parse("kind: map-reduce\ninput: {npy: \(path)}\nreduce: [variance, count]\n\(s)\n")
+                let bytes = try JobKinds.standard.runLocal(job, roots: try DataRoots([dir]))
+                let r = try bytes.withUnsafeBytes { try MapReduceResult.decode($0) }
+                let v = try #require(r.total.value(.variance))
+                #expect(v == expected, "case \(k), \(s): variance \(v), exact \(expected)")
+                if let seen { #expect(v.bitPattern == seen.bitPattern, "case \(k), \(s): differs between splits") }
+                seen = v
+            }
+        }
     }
 
     /// top_k against NumPy's stable descending argsort (ties by index), several histograms against np.histogram,

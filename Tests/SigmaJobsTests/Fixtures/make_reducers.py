@@ -26,7 +26,7 @@ ref = {
     "sum": math.fsum(x),                                    # correctly rounded
     "sum_numpy": float(np.sum(x)),
     "mean": float(exact_sum / x.size),                      # correctly rounded
-    # (no variance here: squares of ±1e300 leave the double range; Sigma's variance is NaN then, see docs/jobs.md)
+    # (no variance here: about 3e596, beyond the double range — Sigma answers +inf, ReducerTests checks it)
     "min": float(x.min()), "max": float(x.max()),
     "top_k": {"values": [float(v) for v in x[order]], "indices": [int(i) for i in order]},
     "histograms": [

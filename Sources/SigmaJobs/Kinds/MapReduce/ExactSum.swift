@@ -110,6 +110,19 @@ public struct ExactSum: Sendable, Equatable {
         pending = 0
     }
 
+    /// The sum times 2^(−32·k): its digits moved k down (the k lowest dropped: less than 2⁻¹⁰⁷⁴ after the scaling),
+    /// infinities kept. For reading a sum beyond the double range in larger units.
+    public func scaled(byDigits k: Int) -> ExactSum {
+        precondition(k >= 0 && k < Self.digitCount)
+        var s = self
+        s.normalize()
+        var out = ExactSum()
+        for i in 0..<(Self.digitCount - k) { out.digits[i] = s.digits[i + k] }
+        out.positiveInfinities = positiveInfinities
+        out.negativeInfinities = negativeInfinities
+        return out
+    }
+
     /// The sum correctly rounded to a double (±∞ when it overflows, or when infinities were added; NaN for +∞ + −∞).
     public var value: Double { parts.hi }
 

@@ -128,9 +128,17 @@ struct Accumulator {
         let (mn, mx, nans) = Self.extremes(UnsafeBufferPointer(values), partial.min, partial.max)
         partial.sum.add(contentsOf: UnsafeBufferPointer(values))   // (NaN skipped there: NaNs are counted above)
         if partial.squares != nil {
-            // x² = p + (x·x − p) exactly: both parts of every square, through the bulk path
+            // x² = p + (x·x − p) exactly: both parts of every square, through the bulk path; values of 2⁵⁰⁰ or more
+            // scaled by 2⁻⁵⁴⁴ first (exact), into their own sum, so that no square leaves the double range
+            var big: [Double] = []
             let parts = [Double](unsafeUninitializedCapacity: 2 * values.count) { buf, n in
                 for x in values where !x.isNaN {
+                    if Swift.abs(x) >= Partial.bigValue && x.isFinite {
+                        let y = x * Partial.bigScale, p = y * y
+                        big.append(p)
+                        big.append((-p).addingProduct(y, y))
+                        continue
+                    }
                     let p = x * x
                     buf[n] = p
                     buf[n + 1] = p.isFinite ? (-p).addingProduct(x, x) : 0
@@ -138,6 +146,7 @@ struct Accumulator {
                 }
             }
             parts.withUnsafeBufferPointer { partial.squares!.add(contentsOf: $0) }
+            if !big.isEmpty { big.withUnsafeBufferPointer { partial.bigSquares!.add(contentsOf: $0) } }
         }
         partial.min = mn
         partial.max = mx

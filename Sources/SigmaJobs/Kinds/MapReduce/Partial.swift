@@ -4,7 +4,7 @@ import SigmaModel
 /// What a job's partials hold beyond count, min and max: derived from its reducers, the same on every process.
 public struct PartialShape: Sendable, Equatable {
     public var histograms: [(bins: Int, low: Double, high: Double)] = []
-    /// Σx² exactly (variance).
+    /// Σx² exactly (variance): of the values below 2⁵⁰⁰ in magnitude, and apart, Σ(x·2⁻⁵⁴⁴)² of the others.
     public var squares = false
     public var topK: Int? = nil
     public var classCounts = false
@@ -38,8 +38,14 @@ public struct Partial: Sendable, Equatable {
     public var count: UInt64 = 0
     /// Σx, exactly.
     public var sum = ExactSum()
-    /// Σx², exactly (each square as the exact sum of two doubles); only when variance is asked for.
+    /// Σx², exactly (each square as the exact sum of two doubles), of the values with |x| < 2⁵⁰⁰; only when
+    /// variance is asked for.
     public var squares: ExactSum? = nil
+    /// Σ(x·2⁻⁵⁴⁴)², exactly, of the finite values with |x| ≥ 2⁵⁰⁰ — whose squares may leave the double range (beyond
+    /// ~1.3e154); scaling by a power of two is exact, so this is their Σx² in units of 2¹⁰⁸⁸. With `squares`.
+    public var bigSquares: ExactSum? = nil
+    /// Values from which on a square goes to `bigSquares`, and the scale it is taken at.
+    public static let bigValue = 0x1p500, bigScale = 0x1p-544
     public var min: Double = .infinity
     public var max: Double = -.infinity
     /// Values that were NaN; they make sum, mean, variance, min and max NaN (NumPy semantics).
@@ -65,7 +71,7 @@ public struct Partial: Sendable, Equatable {
 
     public init(_ shape: PartialShape = PartialShape([])) {
         histograms = shape.histograms.map { [UInt64](repeating: 0, count: $0.bins) }
-        if shape.squares { squares = ExactSum() }
+        if shape.squares { squares = ExactSum(); bigSquares = ExactSum() }
         if let k = shape.topK { top = []; topK = k }
         if shape.classCounts { classes = [:] }
         if shape.concat { values = [] }
@@ -84,6 +90,7 @@ public struct Partial: Sendable, Equatable {
         nans &+= other.nans
         sum.add(other.sum)
         if let o = other.squares { squares?.add(o) }
+        if let o = other.bigSquares { bigSquares?.add(o) }
         if other.min < min { min = other.min }
         if other.max > max { max = other.max }
         if histograms.count == other.histograms.count {
@@ -116,8 +123,8 @@ public struct Partial: Sendable, Equatable {
             guard count > 0 else { return nil }
             return nans > 0 ? .nan : Self.quotient(sum.parts, Double(count)).hi
         case .variance:
-            guard count > 0, let sq = squares else { return nil }
-            return nans > 0 ? .nan : Self.variance(n: Double(count), sum.parts, sq.parts)
+            guard count > 0, let sq = squares, let big = bigSquares else { return nil }
+            return nans > 0 ? .nan : Self.variance(n: Double(count), sum: sum, squares: sq, big: big)
         case .min: return nans > 0 ? .nan : (count == 0 ? nil : min)
         case .max: return nans > 0 ? .nan : (count == 0 ? nil : max)
         case .histogram, .topK, .classCounts, .concat: return nil
@@ -142,6 +149,19 @@ public struct Partial: Sendable, Equatable {
         return twoSum(q, r / n)
     }
 
+    /// Population variance from n, Σx and the two exact sums of squares. Without values of 2⁵⁰⁰ or more, as below;
+    /// with some, the same in units of 2¹⁰⁸⁸ (values in units of 2⁵⁴⁴: Σx read 17 digits lower, the small squares 34
+    /// lower — what that drops is below 2⁻¹⁰⁰⁰ of the big squares' sum), then scaled back: +∞ only when the variance
+    /// itself is beyond the double range.
+    static func variance(n: Double, sum: ExactSum, squares: ExactSum, big: ExactSum) -> Double {
+        let b = big.parts
+        guard b.hi != 0 else { return variance(n: n, sum.parts, squares.parts) }
+        let small = squares.scaled(byDigits: 34).parts
+        let s = twoSum(b.hi, small.hi)
+        let s2 = twoSum(s.hi, s.lo + b.lo + small.lo)
+        return variance(n: n, sum.scaled(byDigits: 17).parts, s2) * 0x1p544 * 0x1p544
+    }
+
     /// Population variance (NumPy's `var`, ddof 0) from n, Σx and Σx²: (Σx² − (Σx)²/n) / n in double-double over the
     /// exact sums' leading parts — a function of the exact sums only, so the same bits whatever the split.
     static func variance(n: Double, _ s1: (hi: Double, lo: Double), _ s2: (hi: Double, lo: Double)) -> Double {
@@ -159,7 +179,7 @@ public struct Partial: Sendable, Equatable {
     public func encode(into w: inout ByteWriter) {
         w.u64(count); w.f64(min); w.f64(max); w.u64(nans)
         sum.encode(into: &w)
-        if let s = squares { s.encode(into: &w) }
+        if let s = squares { s.encode(into: &w); (bigSquares ?? ExactSum()).encode(into: &w) }
         for h in histograms { for c in h { w.u64(c) } }
         if let t = top {
             w.u32(UInt32(t.count))
@@ -176,7 +196,7 @@ public struct Partial: Sendable, Equatable {
     }
 
     public var encoded: [UInt8] {
-        var w = ByteWriter(capacity: 64 + 560 * (squares == nil ? 1 : 2) + 8 * histograms.reduce(0) { $0 + $1.count } + 8 * (values?.count ?? 0))
+        var w = ByteWriter(capacity: 64 + 560 * (squares == nil ? 1 : 3) + 8 * histograms.reduce(0) { $0 + $1.count } + 8 * (values?.count ?? 0))
         encode(into: &w)
         return w.bytes
     }
@@ -189,7 +209,7 @@ public struct Partial: Sendable, Equatable {
         p.max = try r.f64("partial.max")
         p.nans = try r.u64("partial.nans")
         p.sum = try ExactSum.decode(from: &r)
-        if shape.squares { p.squares = try ExactSum.decode(from: &r) }
+        if shape.squares { p.squares = try ExactSum.decode(from: &r); p.bigSquares = try ExactSum.decode(from: &r) }
         for h in p.histograms.indices {
             for i in p.histograms[h].indices { p.histograms[h][i] = try r.u64("partial.histogram") }
         }
