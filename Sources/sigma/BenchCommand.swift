@@ -38,7 +38,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
     @Option(help: "Round trips sampled per latency run.") var samples: Int = 5_000
-    @Option(help: "Worker processes: dispatch, one count (default 1); coordinator, a list such as 1,2,4,8,16,32,64 (the default); scale, the one-thread worker counts (default: 1, 2, 4 … up to the cores).")
+    @Option(help: "Worker processes: dispatch, one count (default 1); coordinator, a list such as 1,2,4,8,16,32,64 (the default); step-tail, a list (default 2,3,4,8,16); scale, the one-thread worker counts (default: 1, 2, 4 … up to the cores).")
     var workers: WorkerCounts?
     @Option(help: "For scale: the threads of the one many-threaded worker (default: the cores).") var threads: Int?
     /// `bench gemm`'s child processes: one line of GFLOP/s under the kernels this process runs (BenchKernels).
