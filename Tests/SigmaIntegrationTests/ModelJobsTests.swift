@@ -189,6 +189,11 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         #expect(losses.count == 3 && losses[2] < losses[1] && losses[1] < losses[0], "unfrozen losses \(losses)")
         let written = try SafeTensors.read(path: dir.path + "/local-unfrozen/model.safetensors")
         #expect(written["classifier.weight"]?.shape == [2, 384] && written["bert.encoder.layer.5.output.dense.weight"] != nil)
+        // The label names, class i the i-th in sorted order: in metrics.json and in the weights' metadata.
+        let metrics = try #require(try JSONSerialization.jsonObject(with: fileBytes(dir.path + "/local-unfrozen/metrics.json") ?? Data()) as? [String: Any])
+        #expect(metrics["labels"] as? [String] == ["negative", "positive"])
+        let (_, meta) = try SafeTensors.readWithMetadata(fileBytes(dir.path + "/local-unfrozen/model.safetensors") ?? Data(), file: "model.safetensors")
+        #expect(meta["sigma.labels"] == #"["negative","positive"]"#)
 
         let cluster = try await ProcessCluster(workers: 2)
         defer { cluster.stop() }

@@ -11,6 +11,8 @@ public struct LabeledData: Sendable {
     public let y: [Int32]?
     /// Regression targets, one per row (a `loss: mse` job's labels), instead of classes.
     public var targets: [Float]? = nil
+    /// The classes' names when the data named them (a text file's labels: class i is the i-th name in sorted order).
+    public var labelNames: [String]? = nil
 
     /// Rows already in memory (`x`: rows × features, row-major): what the simulator's train jobs use.
     public init(rows: Int, features: Int, x: [Float], y: [Int32]?) {

@@ -38,7 +38,7 @@ enum TextData {
         }
         guard !texts.isEmpty else { throw JobError("\(path): no lines of text") }
         try limits.checkRows("data.text", UInt64(texts.count))
-        var labels: [Int32]? = nil
+        var labels: [Int32]? = nil, labelNames: [String]? = nil
         if names.count == texts.count {
             if names.allSatisfy({ Int($0) != nil }) {
                 labels = try names.enumerated().map { i, n in
@@ -53,11 +53,14 @@ enum TextData {
                 }
                 let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, Int32($0)) })
                 labels = names.map { index[$0]! }
+                labelNames = distinct.map(String.init)
             }
         } else if needLabels {
             throw JobError("\(path): \(texts.count - names.count) lines without a label; expected label<TAB>text on each")
         }
         let x = BertClassifier.rows(texts.map { tokenizer.encode(String($0), maxLength: maxLength) })
-        return LabeledData(rows: texts.count, features: x.shape[1], x: x.scalars, y: labels)
+        var data = LabeledData(rows: texts.count, features: x.shape[1], x: x.scalars, y: labels)
+        data.labelNames = labelNames
+        return data
     }
 }

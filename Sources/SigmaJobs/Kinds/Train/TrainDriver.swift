@@ -297,8 +297,14 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             metrics["eval_loss"] = e.loss
             if !e.accuracy.isNaN { metrics["eval_accuracy"] = e.accuracy }
         }
+        var meta = ["sigma.job": spec.name, "sigma.step": "\(step)"]
+        if let names = data.labelNames {
+            // Class i's name, for whoever reads the model (docs/jobs.md): in metrics.json, and in the weights' metadata.
+            metrics["labels"] = names
+            meta["sigma.labels"] = String(decoding: try JSONSerialization.data(withJSONObject: names), as: UTF8.self)
+        }
         return ResultBundle.encode([
-            ("model.safetensors", try SafeTensors.encode(model.stateDict, metadata: ["sigma.job": spec.name, "sigma.step": "\(step)"])),
+            ("model.safetensors", try SafeTensors.encode(model.stateDict, metadata: meta)),
             ("history.json", jsonData(history)),
             ("metrics.json", jsonData(metrics)),
         ])
