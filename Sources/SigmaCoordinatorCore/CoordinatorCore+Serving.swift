@@ -103,6 +103,7 @@ extension CoordinatorCore {
         if l.ok {
             d.replicas[peer]!.state = .ready
             d.width = Int(l.width)
+            d.labels = l.labels
             out.append(.log(.info, "deployment '\(name)': replica on worker \(label) ready"))
         } else {
             d.replicas[peer]!.state = .failed(l.error)
@@ -134,8 +135,10 @@ extension CoordinatorCore {
                 let values = Array(r.values[(row * width)..<((row + q.rows) * width)])
                 row += q.rows
                 let queued = q.sent &- q.arrived
+                let labels = Prediction.labels(values[...], width: width, names: d.labels)
                 out.append(.send(q.peer, .prediction(Prediction(request: q.request, rows: UInt32(q.rows), width: r.width, queueNanos: queued,
-                                                                computeNanos: r.computeNanos, batchRows: UInt32(b.rows), worker: worker, values: values))))
+                                                                computeNanos: r.computeNanos, batchRows: UInt32(b.rows), worker: worker,
+                                                                labels: labels, values: values))))
                 d.record(latency: now &- q.arrived, queue: queued, compute: r.computeNanos, now: now)
                 d.answered += 1
                 d.returning = min(d.returning + 1, 1 << 20)

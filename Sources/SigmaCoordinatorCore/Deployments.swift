@@ -92,6 +92,8 @@ final class DeploymentEntry {
     var draining = false
     /// Floats per output row, as the first replica to load the model said.
     var width = 0
+    /// The classes' names, as the last replica that loaded the model reported them (empty: it has none).
+    var labels: [String] = []
     /// Requests answered whose clients have not asked again yet: under load they come back at once, and a replica
     /// that just became idle waits (at most `maxWait`) for them rather than taking the first alone.
     var returning = 0

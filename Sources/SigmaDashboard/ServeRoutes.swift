@@ -40,7 +40,8 @@ enum ServeRoutes {
                 let body = try await json(request)
                 guard let inputs = body["inputs"] else { throw APIError(422, "inputs: missing; rows of numbers ([[...], ...]) or texts") }
                 let p = try await predict(source, name, try input(inputs, field: "inputs"))
-                return RawJSON("{\"model\":" + quoted(name) + ",\"outputs\":" + matrix(p) + "}")
+                return RawJSON("{\"model\":" + quoted(name) + ",\"outputs\":" + matrix(p)
+                               + (p.labels.isEmpty ? "" : ",\"labels\":[" + p.labels.map(quoted).joined(separator: ",") + "]") + "}")
             }
         }
         router.get("/v2/health/live") { _, _ in Dashboard.json("{\"live\":true}") }
@@ -88,7 +89,10 @@ enum ServeRoutes {
                 let p = try await predict(source, name, x)
                 return RawJSON("{\"model_name\":" + quoted(name) + ",\"model_version\":\"1\"" + ((body["id"] as? String).map { ",\"id\":" + quoted($0) } ?? "")
                                + ",\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[\(p.rows),\(p.width)],\"data\":"
-                               + floats(p.values[...]) + "}]}")
+                               + floats(p.values[...]) + "}"
+                               + (p.labels.isEmpty ? "" : ",{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[\(p.labels.count)],\"data\":["
+                                                          + p.labels.map(quoted).joined(separator: ",") + "]}")
+                               + "]}")
             }
         }
     }

@@ -14,6 +14,37 @@ public enum SafeTensors {
         try readWithMetadata(data, file: file).tensors
     }
 
+    /// The header's `__metadata__` string map alone, reading only the header from the file (a model's weights may be
+    /// hundreds of megabytes).
+    public static func metadata(path: String) throws -> [String: String] {
+        func fail(_ p: String) -> FormatError { FormatError(file: path, problem: p) }
+        guard let f = FileHandle(forReadingAtPath: path) else { throw fail("cannot read") }
+        defer { try? f.close() }
+        let size = try f.seekToEnd()
+        try f.seek(toOffset: 0)
+        guard size >= 8, let prefix = try f.read(upToCount: 8), prefix.count == 8 else { throw fail("too short for a safetensors header (\(size) bytes)") }
+        let n = prefix.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard n <= size - 8, n <= 100_000_000 else { throw fail("header length exceeds the file (\(size) bytes); not a safetensors file?") }
+        guard let bytes = try f.read(upToCount: Int(n)), bytes.count == Int(n) else { throw fail("the header is cut short") }
+        return try parseHeader(bytes, file: path).metadata
+    }
+
+    /// The JSON header: its entries, and its `__metadata__` string map.
+    private static func parseHeader(_ bytes: Data, file: String) throws -> (header: [String: Any], metadata: [String: String]) {
+        func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: bytes) } catch {
+            throw fail("header is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let header = json as? [String: Any] else { throw fail("header is not a JSON object") }
+        var metadata: [String: String] = [:]
+        if let m = header["__metadata__"] {
+            guard let mm = m as? [String: String] else { throw fail("__metadata__ must map strings to strings") }
+            metadata = mm
+        }
+        return (header, metadata)
+    }
+
     /// The tensors and the header's `__metadata__` string map.
     public static func readWithMetadata(_ data: Data, file: String = "(memory)") throws -> (tensors: [String: Tensor], metadata: [String: String]) {
         func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
@@ -23,16 +54,7 @@ public enum SafeTensors {
             throw fail("header length exceeds the file (\(data.count) bytes); not a safetensors file?")
         }
         let headerEnd = 8 + Int(n)
-        let json: Any
-        do { json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<headerEnd)) } catch {
-            throw fail("header is not valid JSON: \(error.localizedDescription)")
-        }
-        guard let header = json as? [String: Any] else { throw fail("header is not a JSON object") }
-        var metadata: [String: String] = [:]
-        if let m = header["__metadata__"] {
-            guard let mm = m as? [String: String] else { throw fail("__metadata__ must map strings to strings") }
-            metadata = mm
-        }
+        let (header, metadata) = try parseHeader(data.subdata(in: 8..<headerEnd), file: file)
         let bufferSize = data.count - headerEnd
         var out: [String: Tensor] = [:]
         var spans: [(Int, Int, String)] = []

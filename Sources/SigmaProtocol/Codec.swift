@@ -123,12 +123,14 @@ public enum Codec {
             payload = p.input.encoded
         case .prediction(let p):
             w.u64(p.request); w.u32(p.rows); w.u32(p.width); w.u64(p.queueNanos); w.u64(p.computeNanos); w.u32(p.batchRows); w.string(p.worker)
+            w.u32(UInt32(p.labels.count)); for l in p.labels { w.string(l) }
             if !p.values.isEmpty { payload = Frame(floatValues: p.values) }
         case .load(let l):
             w.u32(l.deployment); w.string(l.name)
             payload = Frame(l.spec.encoded)
         case .loaded(let l):
             w.u32(l.deployment); w.bool(l.ok); w.string(l.error); w.u32(l.width)
+            w.u32(UInt32(l.labels.count)); for name in l.labels { w.string(name) }
         case .unload(let d):
             w.u32(d)
         case .batch(let b):
@@ -392,6 +394,7 @@ public enum Codec {
                 case .prediction:
                     var p = Prediction(request: try r.u64("request"), rows: try r.u32("rows"), width: try r.u32("width"), queueNanos: try r.u64("queue_ns"),
                                        computeNanos: try r.u64("compute_ns"), batchRows: try r.u32("batch_rows"), worker: try r.string("worker"), values: [])
+                    p.labels = try names(&r, "labels", atMost: Int(p.rows))
                     p.values = try outputs(payload, rows: p.rows, width: p.width)
                     return .prediction(p)
                 case .load:
@@ -399,7 +402,9 @@ public enum Codec {
                     return .load(LoadModel(deployment: d, name: name, spec: try requirePayload("serve spec").withUnsafeBytes { try JobSpec.decode($0) }))
                 case .loaded:
                     try noPayload()
-                    return .loaded(ModelLoaded(deployment: try r.u32("deployment"), ok: try r.bool("ok"), error: try r.string("error"), width: try r.u32("width")))
+                    var l = ModelLoaded(deployment: try r.u32("deployment"), ok: try r.bool("ok"), error: try r.string("error"), width: try r.u32("width"))
+                    l.labels = try names(&r, "labels", atMost: Int(l.width))
+                    return .loaded(l)
                 case .unload:
                     try noPayload()
                     return .unload(deployment: try r.u32("deployment"))

@@ -127,9 +127,11 @@ public struct Prediction: Sendable, Equatable {
     public var batchRows: UInt32
     /// The worker that computed it.
     public var worker: String
+    /// Each row's class name — its largest output's (the first, on ties) — when the model names its classes; else empty.
+    public var labels: [String] = []
     public var values: [Float]
     public init(request: UInt64, rows: UInt32, width: UInt32, queueNanos: UInt64 = 0, computeNanos: UInt64 = 0, batchRows: UInt32 = 0,
-                worker: String = "", values: [Float]) {
+                worker: String = "", labels: [String] = [], values: [Float]) {
         self.request = request
         self.rows = rows
         self.width = width
@@ -137,12 +139,27 @@ public struct Prediction: Sendable, Equatable {
         self.computeNanos = computeNanos
         self.batchRows = batchRows
         self.worker = worker
+        self.labels = labels
         self.values = values
     }
 
     public static func == (a: Prediction, b: Prediction) -> Bool {
         a.request == b.request && a.rows == b.rows && a.width == b.width && a.queueNanos == b.queueNanos && a.computeNanos == b.computeNanos
-            && a.batchRows == b.batchRows && a.worker == b.worker && a.values.map(\.bitPattern) == b.values.map(\.bitPattern)
+            && a.batchRows == b.batchRows && a.worker == b.worker && a.labels == b.labels && a.values.map(\.bitPattern) == b.values.map(\.bitPattern)
+    }
+
+    /// Class names of `rows` rows of `width` outputs: each row's largest output's name (the first, on ties; a class
+    /// past the names is named by its index).
+    public static func labels(_ values: ArraySlice<Float>, width: Int, names: [String]) -> [String] {
+        guard width > 0, !names.isEmpty else { return [] }
+        return stride(from: values.startIndex, to: values.endIndex, by: width).map { start in
+            var best = 0
+            for k in 1..<width {
+                let v = values[start + k], b = values[start + best]
+                if v > b || (b.isNaN && !v.isNaN) { best = k }   // (NaN is never the largest)
+            }
+            return best < names.count ? names[best] : "\(best)"
+        }
     }
 }
 
@@ -158,17 +175,20 @@ public struct LoadModel: Sendable, Equatable {
     }
 }
 
-/// LOADED: a worker loaded a deployment's model (its output width), or could not (why).
+/// LOADED: a worker loaded a deployment's model (its output width, and its classes' names when it has them), or
+/// could not (why).
 public struct ModelLoaded: Sendable, Equatable {
     public var deployment: UInt32
     public var ok: Bool
     public var error: String
     public var width: UInt32
-    public init(deployment: UInt32, ok: Bool, error: String = "", width: UInt32 = 0) {
+    public var labels: [String]
+    public init(deployment: UInt32, ok: Bool, error: String = "", width: UInt32 = 0, labels: [String] = []) {
         self.deployment = deployment
         self.ok = ok
         self.error = error
         self.width = width
+        self.labels = labels
     }
 }
 
@@ -369,5 +389,12 @@ extension Codec {
             throw ByteReadError(field: "rows", problem: "\(rows) rows of \(width) floats are \(want) bytes, the payload has \(got)")
         }
         return v
+    }
+
+    /// `u32 n`, then n strings: at most `atMost` (a row's or a class's each).
+    static func names(_ r: inout ByteReader, _ field: String, atMost: Int) throws -> [String] {
+        let n = Int(try r.u32(field))
+        guard n <= atMost else { throw ByteReadError(field: field, problem: "\(n) names for \(atMost)") }
+        return try (0..<n).map { _ in try r.string(field) }
     }
 }

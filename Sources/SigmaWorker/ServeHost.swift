@@ -37,7 +37,7 @@ final class ServeHost: Sendable {
                             let model = try ServedModel(spec, limits: limits)
                             models[l.deployment] = model
                             logger.info("deployment '\(l.name)': model loaded (\(model.takes) → \(model.width) floats)")
-                            reply = .loaded(ModelLoaded(deployment: l.deployment, ok: true, width: UInt32(model.width)))
+                            reply = .loaded(ModelLoaded(deployment: l.deployment, ok: true, width: UInt32(model.width), labels: model.labels))
                         } catch {
                             logger.error("deployment '\(l.name)': cannot load the model: \(error)")
                             reply = .loaded(ModelLoaded(deployment: l.deployment, ok: false, error: "\(error)"))

@@ -132,8 +132,10 @@ struct PredictCommand: AsyncParsableCommand {
             }
             let w = Int(p.width)
             let rows = (0..<Int(p.rows)).map { r in p.values[(r * w)..<((r + 1) * w)].map(Double.init) }
-            print(jsonString(["model": name, "rows": Int(p.rows), "width": w, "outputs": rows, "worker": p.worker, "batch_rows": Int(p.batchRows),
-                              "queue_ms": Double(p.queueNanos) / 1e6, "compute_ms": Double(p.computeNanos) / 1e6]))
+            var answer: [String: Any] = ["model": name, "rows": Int(p.rows), "width": w, "outputs": rows, "worker": p.worker, "batch_rows": Int(p.batchRows),
+                                         "queue_ms": Double(p.queueNanos) / 1e6, "compute_ms": Double(p.computeNanos) / 1e6]
+            if !p.labels.isEmpty { answer["labels"] = p.labels }
+            print(jsonString(answer))
         } catch { exitWith(error) }
     }
 }

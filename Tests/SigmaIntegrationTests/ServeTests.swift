@@ -253,6 +253,11 @@ import Testing
         }
         let together = try await predict(texts)
         #expect(together == (0..<texts.count).map(row))
+        // The classes' names, as the train job wrote them into the weights: each row's largest logit's.
+        let names = labels.map { ["negative", "positive"][$0] }
+        let named = Self.json(try await Self.http("POST", base + "/predict/reviews",
+                                                  String(decoding: try JSONSerialization.data(withJSONObject: ["inputs": texts]), as: UTF8.self)).body)
+        #expect(named["labels"] as? [String] == names, "\(named["labels"] ?? "no labels")")
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in stride(from: 0, to: texts.count, by: 3) {
                 group.addTask {
@@ -268,9 +273,12 @@ import Testing
         let v2 = Self.json(try await Self.http("POST", base + "/v2/models/reviews/infer", v2body).body)
         let v2out = ((v2["outputs"] as? [[String: Any]])?.first?["data"] as? [NSNumber])?.map(\.floatValue.bitPattern)
         #expect(v2out == row(5), "\(v2)")
+        let v2label = (v2["outputs"] as? [[String: Any]])?.last
+        #expect(v2label?["name"] as? String == "label" && v2label?["data"] as? [String] == [names[5]], "\(v2)")
         let (ps, po, pe) = try await sigma(["predict", "reviews", "--text", texts[7], "--json"] + ep)
         let zmqRows = ((Self.json(po)["outputs"] as? [[NSNumber]]) ?? []).map { $0.map(\.floatValue.bitPattern) }
         #expect(ps == 0 && zmqRows == [row(7)], "\(po.prefix(300)) \(pe)")
+        #expect(Self.json(po)["labels"] as? [String] == [names[7]], "\(po.prefix(300))")
         // Rows of numbers are refused naming what it takes.
         let bad = try await Self.http("POST", base + "/predict/reviews", "{\"inputs\": [[1, 2, 3]]}")
         #expect(bad.status == 422 && bad.body.contains("takes texts"), "\(bad.status) \(bad.body)")

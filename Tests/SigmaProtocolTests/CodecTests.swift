@@ -134,14 +134,25 @@ import Testing
         .predict(PredictRequest(request: 20, name: "digits", timeoutMs: 100, input: .rows(width: 2, values: [1, 2, 3, -0.5]))),
         .predict(PredictRequest(request: 21, name: "minilm", input: .texts(["a", "", "ünïcode"]))),
         .prediction(Prediction(request: 20, rows: 2, width: 1, queueNanos: 5, computeNanos: 6, batchRows: 4, worker: "w1", values: [0.25, -1])),
+        .prediction(Prediction(request: 22, rows: 2, width: 2, worker: "w2", labels: ["négatif", "positive"], values: [1, 0, -1, 3])),
         .load(LoadModel(deployment: 1, name: "digits", spec: JobSpec(kind: "serve", name: "digits", body: [3]))),
         .loaded(ModelLoaded(deployment: 1, ok: false, error: "no such file")),
+        .loaded(ModelLoaded(deployment: 2, ok: true, width: 3, labels: ["cat", "dog", "ünïcorn"])),
         .unload(deployment: 1),
         .batch(ServeBatch(deployment: 1, batch: 9, input: .texts(["x"]))),
         .batchResult(ServeBatchResult(batch: 9, ok: true, computeNanos: 10, queued: 1, rows: 1, width: 2, values: [1, 2])),
     ]
 
     // A training job is told in steps and epochs; a last partial epoch counts.
+    /// A row's class name is its largest output's — the first on ties, NaN never the largest — and a class past the
+    /// names is named by its index; no names, no labels.
+    @Test func predictionLabelsNameEachRowsLargestOutput() {
+        let names = ["a", "b"]
+        #expect(Prediction.labels([0, 1, 0, 5, 2, 2, 0, 1, 3, 4, 4, 0][...], width: 3, names: names) == ["b", "a", "2", "a"])
+        #expect(Prediction.labels([.nan, 1, 2, .nan][...], width: 2, names: names) == ["b", "a"])
+        #expect(Prediction.labels([1, 2][...], width: 2, names: []) == [])
+    }
+
     @Test func trainingPositionsCountEpochs() {
         #expect(TrainingPosition(step: 24, steps: 400, stepsPerEpoch: 23).description == "step 24/400, epoch 2/18")
         #expect(TrainingPosition(step: 23, steps: 46, stepsPerEpoch: 23).description == "step 23/46, epoch 1/2")

@@ -17,23 +17,39 @@ public final class ServedModel: @unchecked Sendable {   // (read-only once built
     public let width: Int
     /// Most texts per forward pass (an embedding model's batches; `batching.max_batch`).
     let maxBatch: Int
+    /// The classes' names, class i the i-th, when the weights' metadata holds them (`sigma.labels`, written by a train
+    /// job whose data named its classes); empty otherwise.
+    public let labels: [String]
 
     /// Loads the model `spec` names (its paths real paths by now), checked against `limits` first.
     public init(_ spec: ServeSpec, limits: SpecLimits = .standard) throws {
         maxBatch = spec.maxBatch
+        var weights: String? = nil
         switch spec.model {
         case .mlp(let m) where m.encoder != nil:
             try Self.checkEncoder(m.encoder!.folder, field: "model.encoder", limits: limits)
             guard let classifier = try MLModels.build(m, seed: 0) as? BertClassifier else { throw JobError("model.encoder: not a text classifier") }
             engine = .classify(classifier)
             width = m.outputs
+            weights = m.weights
         case .mlp(let m):
             engine = .model(try MLModels.build(m, seed: 0), inputs: m.inputs, tokens: m.tokens)
             width = m.outputs
+            weights = m.weights
         case .embed(let folder):
             width = try Self.checkEncoder(folder, field: "model.embed", limits: limits).hidden
             engine = .embed(try BertEncoder(modelDirectory: folder))
         }
+        let classes = width
+        labels = weights.flatMap { ServedModel.labels(weightsAt: $0, classes: classes) } ?? []
+    }
+
+    /// `sigma.labels` of the weights' metadata: a JSON array of at most `classes` names (nil when absent or not that).
+    static func labels(weightsAt path: String, classes: Int) -> [String]? {
+        guard let text = (try? SafeTensors.metadata(path: path))?["sigma.labels"],
+              let names = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String],
+              !names.isEmpty, names.count <= classes else { return nil }
+        return names
     }
 
     /// The config of the encoder in `folder`, refused (naming `field`) when it exceeds this worker's limits.
