@@ -149,9 +149,9 @@ public struct Prediction: Sendable, Equatable {
     }
 
     /// Class names of `rows` rows of `width` outputs: each row's largest output's name (the first, on ties; a class
-    /// past the names is named by its index).
+    /// past the names is named by its index). None when there are no names, or the values are not whole rows.
     public static func labels(_ values: ArraySlice<Float>, width: Int, names: [String]) -> [String] {
-        guard width > 0, !names.isEmpty else { return [] }
+        guard width > 0, !names.isEmpty, values.count % width == 0 else { return [] }
         return stride(from: values.startIndex, to: values.endIndex, by: width).map { start in
             var best = 0
             for k in 1..<width {
@@ -391,10 +391,14 @@ extension Codec {
         return v
     }
 
-    /// `u32 n`, then n strings: at most `atMost` (a row's or a class's each).
+    /// `u32 n`, then n strings: at most `atMost` (a row's or a class's each), and no more than the bytes left can
+    /// hold (each string takes at least its 2-byte length) — a peer's count reserves nothing.
     static func names(_ r: inout ByteReader, _ field: String, atMost: Int) throws -> [String] {
         let n = Int(try r.u32(field))
         guard n <= atMost else { throw ByteReadError(field: field, problem: "\(n) names for \(atMost)") }
-        return try (0..<n).map { _ in try r.string(field) }
+        guard n <= r.remaining / 2 else { throw ByteReadError(field: field, problem: "\(n) names in \(r.remaining) bytes") }
+        var out: [String] = []
+        for _ in 0..<n { out.append(try r.string(field)) }
+        return out
     }
 }

@@ -151,6 +151,7 @@ import Testing
         #expect(Prediction.labels([0, 1, 0, 5, 2, 2, 0, 1, 3, 4, 4, 0][...], width: 3, names: names) == ["b", "a", "2", "a"])
         #expect(Prediction.labels([.nan, 1, 2, .nan][...], width: 2, names: names) == ["b", "a"])
         #expect(Prediction.labels([1, 2][...], width: 2, names: []) == [])
+        #expect(Prediction.labels([1, 2, 3][...], width: 2, names: names) == [])
     }
 
     @Test func trainingPositionsCountEpochs() {
