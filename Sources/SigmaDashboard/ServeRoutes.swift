@@ -41,7 +41,7 @@ enum ServeRoutes {
                 guard let inputs = body["inputs"] else { throw APIError(422, "inputs: missing; rows of numbers ([[...], ...]) or texts") }
                 let p = try await predict(source, name, try input(inputs, field: "inputs"))
                 return RawJSON("{\"model\":" + quoted(name) + ",\"outputs\":" + matrix(p)
-                               + (p.labels.isEmpty ? "" : ",\"labels\":[" + p.labels.map(quoted).joined(separator: ",") + "]") + "}")
+                               + (p.labels.isEmpty ? "" : ",\"labels\":" + strings(p.labels)) + "}")
             }
         }
         router.get("/v2/health/live") { _, _ in Dashboard.json("{\"live\":true}") }
@@ -90,8 +90,8 @@ enum ServeRoutes {
                 return RawJSON("{\"model_name\":" + quoted(name) + ",\"model_version\":\"1\"" + ((body["id"] as? String).map { ",\"id\":" + quoted($0) } ?? "")
                                + ",\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[\(p.rows),\(p.width)],\"data\":"
                                + floats(p.values[...]) + "}"
-                               + (p.labels.isEmpty ? "" : ",{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[\(p.labels.count)],\"data\":["
-                                                          + p.labels.map(quoted).joined(separator: ",") + "]}")
+                               + (p.labels.isEmpty ? "" : ",{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[\(p.labels.count)],\"data\":"
+                                                          + strings(p.labels) + "}")
                                + "]}")
             }
         }
@@ -116,6 +116,9 @@ enum ServeRoutes {
         }
         return s + "]"
     }
+
+    /// Strings as a JSON array.
+    static func strings(_ xs: [String]) -> String { "[" + xs.map(quoted).joined(separator: ",") + "]" }
 
     /// A string as a JSON string literal.
     static func quoted(_ s: String) -> String {

@@ -22,11 +22,21 @@ public enum SafeTensors {
         defer { try? f.close() }
         let size = try f.seekToEnd()
         try f.seek(toOffset: 0)
-        guard size >= 8, let prefix = try f.read(upToCount: 8), prefix.count == 8 else { throw fail("too short for a safetensors header (\(size) bytes)") }
-        let n = prefix.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        guard n <= size - 8, n <= 100_000_000 else { throw fail("header length exceeds the file (\(size) bytes); not a safetensors file?") }
-        guard let bytes = try f.read(upToCount: Int(n)), bytes.count == Int(n) else { throw fail("the header is cut short") }
+        let n = try headerLength(try f.read(upToCount: 8) ?? Data(), fileSize: size, file: path)
+        guard let bytes = try f.read(upToCount: n), bytes.count == n else { throw fail("the header is cut short") }
         return try parseHeader(bytes, file: path).metadata
+    }
+
+    /// The header's length from the file's first 8 bytes (little-endian), checked against the file's size.
+    private static func headerLength(_ prefix: Data, fileSize: UInt64, file: String) throws -> Int {
+        guard fileSize >= 8, prefix.count == 8 else {
+            throw FormatError(file: file, problem: "too short for a safetensors header (\(fileSize) bytes)")
+        }
+        let n = prefix.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard n <= fileSize - 8, n <= 100_000_000 else {
+            throw FormatError(file: file, problem: "header length exceeds the file (\(fileSize) bytes); not a safetensors file?")
+        }
+        return Int(n)
     }
 
     /// The JSON header: its entries, and its `__metadata__` string map.
@@ -48,12 +58,7 @@ public enum SafeTensors {
     /// The tensors and the header's `__metadata__` string map.
     public static func readWithMetadata(_ data: Data, file: String = "(memory)") throws -> (tensors: [String: Tensor], metadata: [String: String]) {
         func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
-        guard data.count >= 8 else { throw fail("too short for a safetensors header (\(data.count) bytes)") }
-        let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        guard n <= UInt64(data.count - 8), n <= 100_000_000 else {
-            throw fail("header length exceeds the file (\(data.count) bytes); not a safetensors file?")
-        }
-        let headerEnd = 8 + Int(n)
+        let headerEnd = 8 + (try headerLength(Data(data.prefix(8)), fileSize: UInt64(data.count), file: file))
         let (header, metadata) = try parseHeader(data.subdata(in: 8..<headerEnd), file: file)
         let bufferSize = data.count - headerEnd
         var out: [String: Tensor] = [:]

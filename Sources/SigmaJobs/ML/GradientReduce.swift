@@ -60,10 +60,7 @@ public struct ReducedGradient {
     public var rows: UInt64 { root.stats.rows }
 
     /// Additions left (0: the gradient is one partial sum as it is).
-    public var additions: Int {
-        func count(_ t: Term) -> Int { if case .add(let l, let r) = t { return 1 + count(l) + count(r) }; return 0 }
-        return count(root)
-    }
+    public var additions: Int { withSumTree(\.additions) }
 
     /// The gradient as a `SumTree` over the partial sums' float32 bytes where they are (payloads, shared-memory
     /// segments, sums made while the step waited): valid inside `body` only.

@@ -130,18 +130,20 @@ struct Accumulator {
         if partial.squares != nil {
             // x² = p + (x·x − p) exactly: both parts of every square, through the bulk path; values of 2⁵⁰⁰ or more
             // scaled by 2⁻⁵⁴⁴ first (exact), into their own sum, so that no square leaves the double range
+            @inline(__always) func square(_ v: Double) -> (Double, Double) {
+                let p = v * v
+                return (p, p.isFinite ? (-p).addingProduct(v, v) : 0)
+            }
             var big: [Double] = []
             let parts = [Double](unsafeUninitializedCapacity: 2 * values.count) { buf, n in
                 for x in values where !x.isNaN {
                     if Swift.abs(x) >= Partial.bigValue && x.isFinite {
-                        let y = x * Partial.bigScale, p = y * y
+                        let (p, e) = square(x * Partial.bigScale)
                         big.append(p)
-                        big.append((-p).addingProduct(y, y))
+                        big.append(e)
                         continue
                     }
-                    let p = x * x
-                    buf[n] = p
-                    buf[n + 1] = p.isFinite ? (-p).addingProduct(x, x) : 0
+                    (buf[n], buf[n + 1]) = square(x)
                     n += 2
                 }
             }
