@@ -139,6 +139,7 @@ final class DeploymentEntry {
                                  queueLimit: UInt32(config.queueLimit), maxBatch: UInt32(config.maxBatch), maxWaitMs: Double(config.maxWait) / 1e6)
         (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed) = (requests, tooBusy, unavailable, timedOut, failed)
         (d.inputs, d.width, d.answered) = (UInt32(config.inputs), UInt32(width), answered)
+        d.labels = labels
         (d.batches, d.batchedRows) = (UInt64(batchCount), UInt64(batchRows))
         d.p50Ms = Self.percentile(latency, 0.5)
         d.p99Ms = Self.percentile(latency, 0.99)

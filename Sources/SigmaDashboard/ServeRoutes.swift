@@ -51,8 +51,10 @@ enum ServeRoutes {
                 let d = try await deployment(source, ctx.parameters.get("name") ?? "")
                 let input: [String: Any] = ServedModelKind.takesTexts(d.model) ? ["name": "input", "datatype": "BYTES", "shape": [-1]]
                                                               : ["name": "input", "datatype": "FP32", "shape": [-1, Int(d.inputs)]]
+                // (a classifier whose weights name its classes also answers each row's class name: output `label`)
+                let label: [[String: Any]] = d.labels.isEmpty ? [] : [["name": "label", "datatype": "BYTES", "shape": [-1]]]
                 return ["name": d.name, "versions": ["1"], "platform": "sigma-\(d.model)", "inputs": [input],
-                        "outputs": [["name": "output", "datatype": "FP32", "shape": [-1, Int(d.width)]] as [String: Any]]]
+                        "outputs": [["name": "output", "datatype": "FP32", "shape": [-1, Int(d.width)]] as [String: Any]] + label]
             }
         }
         router.get("/v2/models/:name/ready") { _, ctx in

@@ -123,14 +123,14 @@ public enum Codec {
             payload = p.input.encoded
         case .prediction(let p):
             w.u64(p.request); w.u32(p.rows); w.u32(p.width); w.u64(p.queueNanos); w.u64(p.computeNanos); w.u32(p.batchRows); w.string(p.worker)
-            w.u32(UInt32(p.labels.count)); for l in p.labels { w.string(l) }
+            names(p.labels, into: &w)
             if !p.values.isEmpty { payload = Frame(floatValues: p.values) }
         case .load(let l):
             w.u32(l.deployment); w.string(l.name)
             payload = Frame(l.spec.encoded)
         case .loaded(let l):
             w.u32(l.deployment); w.bool(l.ok); w.string(l.error); w.u32(l.width)
-            w.u32(UInt32(l.labels.count)); for name in l.labels { w.string(name) }
+            names(l.labels, into: &w)
         case .unload(let d):
             w.u32(d)
         case .batch(let b):

@@ -271,6 +271,8 @@ public struct DeploymentStatus: Sendable, Equatable {
     /// Features per input row (0: texts), and floats per output row (0 until a replica loaded the model).
     public var inputs: UInt32 = 0
     public var width: UInt32 = 0
+    /// The loaded classifier's class names, class i the i-th (none: not a classifier, or its weights name none).
+    public var labels: [String] = []
     public var requests: UInt64 = 0
     public var tooBusy: UInt64 = 0
     public var unavailable: UInt64 = 0
@@ -315,6 +317,7 @@ public struct DeploymentStatus: Sendable, Equatable {
     public func encode(into w: inout ByteWriter) {
         w.string(name); w.string(model); w.u32(replicasWanted); w.u32(queued); w.u32(queueLimit); w.u32(maxBatch); w.f64(maxWaitMs)
         w.u32(inputs); w.u32(width)
+        Codec.names(labels, into: &w)
         w.u64(requests); w.u64(tooBusy); w.u64(unavailable); w.u64(timedOut); w.u64(failed); w.u64(answered); w.u64(batches); w.u64(batchedRows)
         w.f64(p50Ms); w.f64(p99Ms); w.f64(queueP50Ms); w.f64(computeP50Ms); w.f64(meanBatch); w.f64(rate)
         w.u32(UInt32(replicas.count))
@@ -329,6 +332,7 @@ public struct DeploymentStatus: Sendable, Equatable {
                                  queueLimit: try r.u32("deployment.queue_limit"), maxBatch: try r.u32("deployment.max_batch"),
                                  maxWaitMs: try r.f64("deployment.max_wait_ms"))
         (d.inputs, d.width) = (try r.u32("deployment.inputs"), try r.u32("deployment.width"))
+        d.labels = try Codec.names(&r, "deployment.labels", atMost: Int(d.width))
         (d.requests, d.tooBusy, d.unavailable) = (try r.u64("deployment.requests"), try r.u64("deployment.too_busy"), try r.u64("deployment.unavailable"))
         (d.timedOut, d.failed, d.answered) = (try r.u64("deployment.timed_out"), try r.u64("deployment.failed"), try r.u64("deployment.answered"))
         (d.batches, d.batchedRows) = (try r.u64("deployment.batches"), try r.u64("deployment.batched_rows"))
@@ -400,5 +404,10 @@ extension Codec {
         var out: [String] = []
         for _ in 0..<n { out.append(try r.string(field)) }
         return out
+    }
+
+    /// What `names(_:_:atMost:)` reads.
+    static func names(_ names: [String], into w: inout ByteWriter) {
+        w.u32(UInt32(names.count)); for n in names { w.string(n) }
     }
 }

@@ -88,6 +88,7 @@ import Testing
         #expect(try await Self.http("GET", base + "/v2/models/digits/ready").status == 200)
         let meta = Self.json(try await Self.http("GET", base + "/v2/models/digits").body)
         #expect((meta["outputs"] as? [[String: Any]])?.first?["shape"] as? [Int] == [-1, 10], "\(meta)")
+        #expect((meta["outputs"] as? [[String: Any]])?.count == 1, "weights that name no classes: no label output; \(meta)")
 
         // The batch job's logits, the reference.
         let (js, _, je) = try await sigma(["submit", repoRoot + "/examples/infer-digits.yaml", "--follow", "-o", dir.path + "/inf"] + ep)
@@ -244,6 +245,9 @@ import Testing
         try await Self.waitReady(cluster, "reviews", ready: 2)
         let meta = Self.json(try await Self.http("GET", base + "/v2/models/reviews").body)
         #expect((meta["inputs"] as? [[String: Any]])?.first?["datatype"] as? String == "BYTES", "\(meta)")
+        // The metadata lists the class-name output the answers carry (the names came with the replicas' LOADED).
+        let outs = meta["outputs"] as? [[String: Any]]
+        #expect(outs?.map { $0["name"] as? String } == ["output", "label"] && outs?.last?["datatype"] as? String == "BYTES", "\(meta)")
         // /predict: all texts at once, and pairs from several clients at once.
         func predict(_ some: [String]) async throws -> [[UInt32]] {
             let body = String(decoding: try JSONSerialization.data(withJSONObject: ["inputs": some]), as: UTF8.self)
