@@ -132,6 +132,10 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         let metrics = try trainMetrics(o1)
         let mse = try #require(metrics["eval_loss"] as? Double)
         #expect(mse < 0.05 && metrics["eval_accuracy"] == nil, "held-out mse \(mse), \(metrics)")
+        // A regressor's other held-out figures (their arithmetic: HeldOutMetricsTests): RMSE, MAE, and R² near 1.
+        let rmse = try #require(metrics["eval_rmse"] as? Double), mae = try #require(metrics["eval_mae"] as? Double)
+        let r2 = try #require(metrics["eval_r2"] as? Double, "\(metrics)")
+        #expect(abs(rmse * rmse - mse) <= 1e-12 && mae <= rmse && r2 > 0.9 && r2 <= 1, "\(metrics)")
         let (s2, _, e2) = try await sigma(["train", spec, "--local", "--threads", "2", "-o", dir.path + "/two"])
         #expect(s2 == 0, "\(e2.suffix(500))")
         #expect(fileBytes(dir.path + "/two/model.safetensors") == fileBytes(dir.path + "/one/model.safetensors"), "2 threads differ from 1")
