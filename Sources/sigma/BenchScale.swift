@@ -18,14 +18,6 @@ enum BenchScale {
         let long: (Int, JobSpec)
     }
 
-    struct Row {
-        let job: String
-        let setup: String
-        let cores: Int
-        let rate: Double
-        let breakdown: StepBreakdown?
-    }
-
     static func run(counts: [Int], threads: Int, runs: Int, logger: Logger) async throws {
         let dir = try BenchJobs.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -33,7 +25,7 @@ enum BenchScale {
         let cpu = BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)
         print("# sigma bench scale — \(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS \(BLASInfo.coreName) kernels")
         print("# one-thread workers: \(counts.map(String.init).joined(separator: ", ")); one worker × \(threads) threads; "
-              + "rates from a short and a long run (start-up cancels out), medians of \(runs)")
+              + "rates from a short and a long run (start-up cancels out), medians of \(runs) rounds, each round every setup in turn")
         for j in jobs { print("# \(j.name): \(j.short.0) and \(j.long.0) \(j.unit)") }
         if threads > 1 {
             // What the host itself gives: a VM's vCPUs may share a physical core's units, its caches or its memory
@@ -43,18 +35,21 @@ enum BenchScale {
                          one / 1e9, threads, many / 1e9, many / one))
         }
         print("")
-        var rows: [Row] = []
         var setups: [(label: String, workers: Int, threads: Int)] = counts.map { ($0 == 1 ? "1 worker × 1 thread" : "\($0) workers × 1 thread", $0, 1) }
         if threads > 1 { setups.append(("1 worker × \(threads) threads", 1, threads)) }
-        for s in setups {
-            let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger, dataRoots: [try BenchJobs.scratch()])
-            defer { c.stop() }
-            guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
-            let client = try c.client()
-            defer { client.close() }
-            for j in jobs {
-                var rates: [Double] = [], breakdowns: [StepBreakdown] = []
-                for _ in 0..<runs {
+        // Round by round, every setup in turn (a cluster each, started and stopped: workers on one host claim its
+        // cores), so a host whose speed drifts from minute to minute slows every setup of a round alike; a speedup is
+        // the median of its rounds' ratios.
+        var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: setups.count), count: jobs.count)
+        var breakdowns = [[[StepBreakdown]]](repeating: [[StepBreakdown]](repeating: [], count: setups.count), count: jobs.count)
+        for _ in 0..<runs {
+            for (si, s) in setups.enumerated() {
+                let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger, dataRoots: [try BenchJobs.scratch()])
+                defer { c.stop() }
+                guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
+                let client = try c.client()
+                defer { client.close() }
+                for (ji, j) in jobs.enumerated() {
                     let a = try await client.runToEnd(j.short.1, acceptTimeout: 120)
                     _ = c.coordinator.takeSamples()
                     let b = try await client.runToEnd(j.long.1, acceptTimeout: 120)
@@ -63,33 +58,38 @@ enum BenchScale {
                         throw CLIError.jobFailed("bench job \(j.name) failed: \(a.error) \(b.error)")
                     }
                     let dt = Double(b.elapsed) - Double(a.elapsed)
-                    rates.append(dt > 0 ? Double(j.long.0 - j.short.0) / (dt / 1e9) : .nan)
+                    rates[ji][si].append(dt > 0 ? Double(j.long.0 - j.short.0) / (dt / 1e9) : .nan)
                     if j.long.1.kind == TrainKind.name {
                         let d = try await client.detail(job: b.job, attempts: true)
-                        if let s = StepBreakdown(d.attempts, skip: 2, samples: samples) { breakdowns.append(s) }
+                        if let s = StepBreakdown(d.attempts, skip: 2, samples: samples) { breakdowns[ji][si].append(s) }
                     }
                 }
-                rows.append(Row(job: j.name, setup: s.label, cores: s.workers * s.threads, rate: median(rates),
-                                breakdown: breakdowns.isEmpty ? nil : StepBreakdown.combined(breakdowns)))
             }
         }
-        print("| job | setup | rate | speedup | efficiency | target |")
+        print("| job | setup | rate | speedup (median of rounds, range) | efficiency | target |")
         print("|---|---|---|---|---|---|")
-        for j in jobs {
-            guard let base = rows.first(where: { $0.job == j.name && $0.setup == "1 worker × 1 thread" }) else { continue }
-            for r in rows where r.job == j.name {
-                let speedup = r.rate / base.rate
+        // (speedups against one one-thread worker; without that setup, rates alone)
+        let base = setups.firstIndex { $0.workers == 1 && $0.threads == 1 }
+        for (ji, j) in jobs.enumerated() {
+            for (si, s) in setups.enumerated() {
+                let cores = s.workers * s.threads
+                let ratios = base.map { b in zip(rates[ji][si], rates[ji][b]).map { $0 / $1 } } ?? [.nan]
+                let speedup = median(ratios)
                 let target: String
-                if r.cores == 1 { target = "" } else if r.setup.contains("threads") {
-                    target = "≥ \(String(format: "%.1f", 0.8 * Double(r.cores)))× (0.8·N)"
+                if cores == 1 { target = "" } else if s.threads > 1 {
+                    target = "≥ \(String(format: "%.1f", 0.8 * Double(cores)))× (0.8·N)"
                 } else {
-                    target = "≥ \(String(format: "%.2f", 0.85 * Double(r.cores)))× (0.85·N)"
+                    target = "≥ \(String(format: "%.2f", 0.85 * Double(cores)))× (0.85·N)"
                 }
-                print("| \(j.name) | \(r.setup) | \(format(r.rate)) \(j.unit)/s | \(String(format: "%.2f", speedup))× | "
-                      + "\(String(format: "%.2f", speedup / Double(r.cores))) | \(target) |")
+                let range = cores == 1 ? "" : String(format: " (%.2f–%.2f)", ratios.min() ?? .nan, ratios.max() ?? .nan)
+                print("| \(j.name) | \(s.label) | \(format(median(rates[ji][si]))) \(j.unit)/s | \(String(format: "%.2f", speedup))×\(range) | "
+                      + "\(String(format: "%.2f", speedup / Double(cores))) | \(target) |")
             }
         }
-        let trains = rows.filter { $0.breakdown != nil }
+        var trains: [(setup: String, breakdown: StepBreakdown)] = []
+        for (ji, _) in jobs.enumerated() {
+            for (si, s) in setups.enumerated() where !breakdowns[ji][si].isEmpty { trains.append((s.label, StepBreakdown.combined(breakdowns[ji][si]))) }
+        }
         if !trains.isEmpty {
             print("")
             print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
@@ -97,7 +97,7 @@ enum BenchScale {
             print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: the last result stored, the tree walked | coordinator: optimizer pass (the tree's additions left, SGD, next PARAMS) |")
             print("|---|---|---|---|---|---|---|")
             for r in trains {
-                let b = r.breakdown!
+                let b = r.breakdown
                 print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
                              b.transfer * 1e3, b.reduce * 1e3, b.optimizer * 1e3))
             }
