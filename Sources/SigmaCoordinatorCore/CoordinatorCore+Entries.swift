@@ -397,6 +397,7 @@ final class JobEntry {
             p.stepsPerEpoch = UInt32(g.stepsPerEpoch)
             p.loss = g.loss
             p.accuracy = g.accuracy
+            p.evalLoss = g.evalLoss
         }
         return p
     }

@@ -181,6 +181,7 @@ public struct CoordinatorCore {
             s.stepsPerEpoch = UInt32(g.stepsPerEpoch)
             s.loss = g.loss
             s.accuracy = g.accuracy
+            s.evalLoss = g.evalLoss
         }
         return s
     }

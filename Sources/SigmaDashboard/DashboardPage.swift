@@ -66,7 +66,7 @@ enum DashboardPage {
       const ids=[...new Set(p.flatMap(x=>Object.keys(x.workers)))].sort();
       chart(document.getElementById('perworker'),ts,ids.map((id,k)=>({v:p.map(x=>id in x.workers?x.workers[id]:null),color:palette[k%palette.length],label:H.worker_labels[id]||id,max:1})),{title:'Per worker: slots busy',fmt:fmtPct});}
     function jobRow(j){return `<tr><td><a href="/job/${j.id}">${j.id}</a></td><td>${esc(j.name)}</td><td>${j.kind}</td><td class="state-${j.state}">${j.state}</td>
-        <td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span></td><td>${j.steps?(j.position+(j.loss!==undefined?' loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' acc '+fmtPct(j.accuracy):'')):(j.done+'/'+j.total)} (${(100*j.progress).toFixed(0)}%)</td>
+        <td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span></td><td>${j.steps?(j.position+(j.loss!==undefined?' loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' acc '+fmtPct(j.accuracy):j.eval_loss!==undefined?' held-out loss '+j.eval_loss.toPrecision(4):'')):(j.done+'/'+j.total)} (${(100*j.progress).toFixed(0)}%)</td>
         <td>${j.rate_per_s!==undefined?fmtRate(j.rate_per_s)+' '+j.rate_unit+'/s':'-'}</td><td>${j.reruns}</td><td>${j.hedges}</td><td>${fmtDur(j.elapsed_s)}</td><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}</td></tr>`;}
     function renderJobs(){if(!last)return;const active=j=>j.state==='running'||j.state==='queued';
       const jobs=last.jobs.filter(active).reverse().concat(last.jobs.filter(j=>!active(j)).reverse()),pages=Math.max(1,Math.ceil(jobs.length/perPage));
@@ -121,7 +121,7 @@ enum DashboardPage {
       c.fillStyle='#556';c.fillText('0s',left,12);c.textAlign='right';c.fillText(fmtDur(end),w-10,12);c.textAlign='left';}
     function render(j){
       document.getElementById('title').textContent=`job ${j.id} ${j.name} (${j.kind}) — ${j.state}`;
-      document.getElementById('info').innerHTML=`<table><tr><th>State</th><td class="state-${j.state}">${j.state}</td><th>Progress</th><td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span> ${j.steps?(j.position+(j.loss!==undefined?' · loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' · accuracy '+fmtPct(j.accuracy):'')):(j.done+'/'+j.total+' shards')}</td></tr>
+      document.getElementById('info').innerHTML=`<table><tr><th>State</th><td class="state-${j.state}">${j.state}</td><th>Progress</th><td><span class="bar"><span style="width:${(100*j.progress).toFixed(1)}%"></span></span> ${j.steps?(j.position+(j.loss!==undefined?' · loss '+j.loss.toFixed(4):'')+(j.accuracy!==undefined?' · accuracy '+fmtPct(j.accuracy):j.eval_loss!==undefined?' · held-out loss '+j.eval_loss.toPrecision(4):'')):(j.done+'/'+j.total+' shards')}</td></tr>
         <tr><th>Elapsed</th><td>${fmtDur(j.elapsed_s)}</td><th>ETA</th><td>${j.eta_s!==undefined?fmtDur(j.eta_s):'-'}${j.rate_per_s!==undefined?' · '+fmtRate(j.rate_per_s)+' '+j.rate_unit+'/s over the last 10 s':''}</td></tr>
         <tr><th>Re-runs</th><td>${j.reruns}</td><th>Hedges</th><td>${j.hedges} (won ${j.hedges_won})</td></tr>
         <tr><th>Policy</th><td>${j.policy}</td><th>Digests</th><td>spec ${j.spec_digest} · input ${j.input_digest||'–'} · model ${j.model_digest||'–'}</td></tr>${j.error?`<tr><th>Error</th><td colspan="3" class="state-failed">${esc(j.error)}</td></tr>`:''}</table>`;

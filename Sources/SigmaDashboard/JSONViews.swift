@@ -21,6 +21,7 @@ extension ClusterStatus.Job {
             o["position"] = position?.description
             if loss.isFinite { o["loss"] = loss }
             if accuracy.isFinite { o["accuracy"] = accuracy }
+            if evalLoss.isFinite { o["eval_loss"] = evalLoss }
         }
         if let e = eta { o["eta_s"] = e }
         if let r = recentRate {

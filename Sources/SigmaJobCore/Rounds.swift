@@ -37,9 +37,12 @@ public struct RoundEnd: Sendable {
 public struct RoundProgress: Sendable, Equatable {
     public var step: Int, steps: Int
     public var loss: Double, accuracy: Double
+    /// The last held-out loss (a regressor's mean squared error); NaN when none yet.
+    public var evalLoss: Double
     /// Steps in one pass over the training rows (0 when not a training job).
     public var stepsPerEpoch: Int
-    public init(step: Int, steps: Int, loss: Double, accuracy: Double, stepsPerEpoch: Int = 0) {
+    public init(step: Int, steps: Int, loss: Double, accuracy: Double, evalLoss: Double = .nan, stepsPerEpoch: Int = 0) {
+        self.evalLoss = evalLoss
         self.step = step
         self.steps = steps
         self.loss = loss

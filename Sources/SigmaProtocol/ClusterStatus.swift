@@ -80,6 +80,8 @@ public struct ClusterStatus: Sendable, Equatable {
         public var steps: UInt32 = 0
         public var loss: Double = .nan
         public var accuracy: Double = .nan
+        /// Training: the last held-out loss (a regressor's mean squared error); NaN when none.
+        public var evalLoss: Double = .nan
         /// Backup attempts started by hedging, and how many finished first.
         public var hedges: UInt32 = 0
         public var hedgesWon: UInt32 = 0
@@ -109,7 +111,7 @@ public struct ClusterStatus: Sendable, Equatable {
         public func encode(into w: inout ByteWriter) {
             w.u64(id); w.string(name); w.string(kind); w.u8(state.rawValue); w.u32(done); w.u32(total)
             w.u32(running); w.u32(reruns); w.u32(duplicates); w.u64(elapsed); w.string(error)
-            w.string(key); w.u32(step); w.u32(steps); w.f64(loss); w.f64(accuracy); w.u32(hedges); w.u32(hedgesWon); w.u64(items)
+            w.string(key); w.u32(step); w.u32(steps); w.f64(loss); w.f64(accuracy); w.f64(evalLoss); w.u32(hedges); w.u32(hedgesWon); w.u64(items)
             w.f64(rate); w.f64(secondsLeft); w.u32(stepsPerEpoch)
         }
 
@@ -125,6 +127,7 @@ public struct ClusterStatus: Sendable, Equatable {
             j.steps = try r.u32("job.steps")
             j.loss = try r.f64("job.loss")
             j.accuracy = try r.f64("job.accuracy")
+            j.evalLoss = try r.f64("job.eval_loss")
             j.hedges = try r.u32("job.hedges")
             j.hedgesWon = try r.u32("job.hedges_won")
             j.items = try r.u64("job.items")

@@ -82,7 +82,7 @@ public enum Codec {
             w.u64(req); w.u64(job)
         case .progress(let p):
             w.u64(p.request); w.u64(p.job); w.u8(p.state.rawValue); w.u32(p.done); w.u32(p.total); w.u32(p.running); w.u32(p.reruns)
-            w.u32(p.step); w.u32(p.steps); w.f64(p.loss); w.f64(p.accuracy); w.u32(p.workers); w.u32(p.stepsPerEpoch)
+            w.u32(p.step); w.u32(p.steps); w.f64(p.loss); w.f64(p.accuracy); w.f64(p.evalLoss); w.u32(p.workers); w.u32(p.stepsPerEpoch)
         case .jobResult(let o):
             w.u64(o.request); w.u64(o.job); w.u8(o.state.rawValue); w.string(o.error); w.u32(o.shards); w.u32(o.duplicates)
             w.u32(o.reruns); w.u64(o.elapsed); w.u64(o.size)
@@ -312,10 +312,12 @@ public enum Codec {
                     try noPayload()
                     let req = try r.u64("request"), job = try r.u64("job"), sv = try r.u8("state")
                     guard let state = JobState(rawValue: sv) else { throw ByteReadError(field: "state", problem: "unknown state \(sv)") }
-                    return .progress(JobProgress(request: req, job: job, state: state, done: try r.u32("done"), total: try r.u32("total"),
-                                              running: try r.u32("running"), reruns: try r.u32("reruns"), step: try r.u32("step"),
-                                              steps: try r.u32("steps"), loss: try r.f64("loss"), accuracy: try r.f64("accuracy"),
-                                              workers: try r.u32("workers"), stepsPerEpoch: try r.u32("steps_per_epoch")))
+                    var p = JobProgress(request: req, job: job, state: state, done: try r.u32("done"), total: try r.u32("total"),
+                                        running: try r.u32("running"), reruns: try r.u32("reruns"), step: try r.u32("step"),
+                                        steps: try r.u32("steps"), loss: try r.f64("loss"), accuracy: try r.f64("accuracy"))
+                    p.evalLoss = try r.f64("eval_loss")
+                    (p.workers, p.stepsPerEpoch) = (try r.u32("workers"), try r.u32("steps_per_epoch"))
+                    return .progress(p)
                 case .fetch:
                     try noPayload()
                     return .fetch(request: try r.u64("request"), job: try r.u64("job"))

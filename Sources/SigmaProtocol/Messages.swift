@@ -302,6 +302,8 @@ public struct JobProgress: Sendable, Equatable {
     public var steps: UInt32
     public var loss: Double
     public var accuracy: Double
+    /// The last held-out loss (a regressor's mean squared error; NaN when none yet).
+    public var evalLoss: Double = .nan
     /// Live workers taking shards when this was sent (0: the job waits for one).
     public var workers: UInt32
     /// Training: steps in one pass over the training rows (0: not a training job).
@@ -329,6 +331,7 @@ public struct JobProgress: Sendable, Equatable {
             && a.running == b.running && a.reruns == b.reruns && a.step == b.step && a.steps == b.steps
             && a.stepsPerEpoch == b.stepsPerEpoch
             && a.loss.bitPattern == b.loss.bitPattern && a.accuracy.bitPattern == b.accuracy.bitPattern
+            && a.evalLoss.bitPattern == b.evalLoss.bitPattern
     }
 }
 

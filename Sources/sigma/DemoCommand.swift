@@ -137,7 +137,7 @@ struct DemoCommand: AsyncParsableCommand {
         try await mapClientError {
             for try await e in client.run(spec) {
                 switch e {
-                case .progress(let p): if let at = p.position { line.update(at, loss: p.loss, accuracy: p.accuracy) }
+                case .progress(let p): if let at = p.position { line.update(at, loss: p.loss, accuracy: p.accuracy, evalLoss: p.evalLoss) }
                 case .finished(let o): outcome = o
                 default: break
                 }

@@ -263,7 +263,8 @@ extension JobDetail {
         if !j.key.isEmpty { out += "  client id    \(j.key)\n" }
         // (a train job in steps; its shards — one step's — only with --shards)
         out += "  progress     " + (j.position.map { $0.description + (shards ? " (this step: \(j.done)/\(j.total) shards)" : "") } ?? "\(j.done)/\(j.total) shards") + "\n"
-        if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy) : "") + "\n" }
+        if j.steps > 0, j.loss.isFinite { out += String(format: "  loss         %.5f", j.loss) + (j.accuracy.isFinite ? String(format: "   held-out accuracy %.4f", j.accuracy)
+                                                                                        : j.evalLoss.isFinite ? String(format: "   held-out loss %.4g", j.evalLoss) : "") + "\n" }
         out += "  elapsed      \(formatDuration(j.elapsed))" + (j.eta.map { "   ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? "")
             + (j.recentRate.map { "   \(formatRate($0)) \(j.itemUnit)/s over the last 10 s" } ?? "") + "\n"
         out += "  re-runs      \(j.reruns)   hedges \(j.hedges) (won \(j.hedgesWon))   late results dropped \(j.duplicates)\n"

@@ -19,14 +19,15 @@ final class TrainProgress: @unchecked Sendable {
         self.batch = batch
     }
 
-    func update(_ at: TrainingPosition, loss: Double, accuracy: Double) {
+    /// `evalLoss`: the last held-out loss, shown when there is no accuracy (a regressor's mean squared error).
+    func update(_ at: TrainingPosition, loss: Double, accuracy: Double, evalLoss: Double = .nan) {
         let step = at.step, steps = at.steps
         guard step > 0 else { return }
         if origin == nil { origin = (Date(), step) }
         let r = ProgressText.trainingRate(elapsed: Date().timeIntervalSince(origin!.at), fromStep: origin!.step, step: step, steps: steps, batch: batch)
         var line = at.description + String(format: "  loss %.4f", loss)
         if let r { line += String(format: "  %.0f samples/s", r.rate) }
-        if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) }
+        if !accuracy.isNaN { line += String(format: "  held-out acc %.4f", accuracy) } else if !evalLoss.isNaN { line += String(format: "  held-out loss %.4g", evalLoss) }
         if let r, step < steps { line += String(format: "  ETA %.1fs", r.eta) }
         if isTTY {
             FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
@@ -125,7 +126,7 @@ enum MLOutput {
             result = try JobKinds.standard.runLocal(spec, roots: roots, limits: limits, slots: 1, threads: try localThreads(threads)) { driver, end in
                 let p = driver.progress
                 if p.steps > 0 {
-                    live?.update(TrainingPosition(step: p.step, steps: p.steps, stepsPerEpoch: p.stepsPerEpoch), loss: p.loss, accuracy: p.accuracy)
+                    live?.update(TrainingPosition(step: p.step, steps: p.steps, stepsPerEpoch: p.stepsPerEpoch), loss: p.loss, accuracy: p.accuracy, evalLoss: p.evalLoss)
                 }
                 for l in end.log where live == nil && !json { FileHandle.standardError.write(Data((l + "\n").utf8)) }
             }

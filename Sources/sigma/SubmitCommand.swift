@@ -93,7 +93,7 @@ struct SubmitCommand: AsyncParsableCommand {
                     case .progress(let p):
                         if p.steps > 0 { trainSteps = (Int(p.step), Int(p.steps)) }
                         if let t = trainLine {
-                            if let at = p.position { t.update(at, loss: p.loss, accuracy: p.accuracy) }
+                            if let at = p.position { t.update(at, loss: p.loss, accuracy: p.accuracy, evalLoss: p.evalLoss) }
                         } else {
                             bar?.update(done: p.done, total: p.total, running: p.running, reruns: p.reruns, workers: p.workers)
                         }

@@ -144,6 +144,9 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         try await cluster.waitForWorkers(2)
         let (s3, _, e3) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/cluster"])
         #expect(s3 == 0, "\(e3.suffix(500))")
+        // A regressor has no accuracy: its held-out loss (mean squared error) is what the job shows, as metrics.json's.
+        let (js, jout, je) = try await sigma(["job", "1", "--coordinator", cluster.endpoint])
+        #expect(js == 0 && jout.contains(String(format: "held-out loss %.4g", mse)) && !jout.contains("accuracy"), "\(jout) \(je)")
         if !(await expectSameAsLocal(cluster, job: 1, clusterOut: dir.path + "/cluster", localOut: dir.path + "/one", "2 workers")) {
             // (once more on the same cluster: a lasting difference or a passing event)
             _ = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", dir.path + "/again"])

@@ -110,10 +110,15 @@ import Testing
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 4, total: 10, running: 2, reruns: 1)),
         .progress(JobProgress(request: 13, job: 3, state: .running, done: 1, total: 2, running: 1, reruns: 0, step: 7, steps: 90,
                               loss: 0.25, accuracy: 0.875, workers: 2, stepsPerEpoch: 23)),
+        .progress({
+            var p = JobProgress(request: 13, job: 4, state: .running, done: 1, total: 2, running: 1, reruns: 0, step: 9, steps: 90, loss: 0.5)
+            p.evalLoss = 0.0625   // a regressor's held-out mean squared error, no accuracy
+            return p
+        }()),
         .statusReply(request: 12, {
             var j = ClusterStatus.Job(id: 2, name: "t", kind: "train", state: .running, done: 1, total: 2, running: 1, reruns: 0,
                                       duplicates: 0, elapsed: 3, error: "")
-            (j.step, j.steps, j.stepsPerEpoch, j.rate, j.secondsLeft) = (24, 400, 23, 1500, 2.5)
+            (j.step, j.steps, j.stepsPerEpoch, j.rate, j.secondsLeft, j.evalLoss) = (24, 400, 23, 1500, 2.5, 0.125)
             return ClusterStatus(uptime: 5, workers: [], jobs: [j], queuedShards: 0)
         }()),
         .fetch(request: 14, job: 3),

@@ -186,7 +186,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     }
 
     public var progress: RoundProgress {
-        RoundProgress(step: step, steps: plan.totalSteps, loss: lastLoss, accuracy: lastEval?.accuracy ?? .nan,
+        RoundProgress(step: step, steps: plan.totalSteps, loss: lastLoss, accuracy: lastEval?.accuracy ?? .nan, evalLoss: lastEval?.loss ?? .nan,
                       stepsPerEpoch: plan.stepsPerEpoch)
     }
 
