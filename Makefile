@@ -68,6 +68,7 @@ bench: release
 	$(RELEASE_BIN) simulate scenarios/thousand-workers.yaml | tee artifacts/bench-simulate.md
 	$(RELEASE_BIN) bench coordinator --runs 3 --log-level warning | tee artifacts/bench-coordinator.md
 	$(RELEASE_BIN) bench step-tail --runs 9 | tee artifacts/bench-step-tail.md
+	$(RELEASE_BIN) bench serve-queue | tee artifacts/bench-serve-queue.md
 	$(MAKE) model
 	$(RELEASE_BIN) bench scale --runs 3 --log-level warning | tee artifacts/bench-scale.md
 	$(RELEASE_BIN) bench embed-cluster --runs 3 --log-level warning | tee artifacts/bench-embed-cluster.md

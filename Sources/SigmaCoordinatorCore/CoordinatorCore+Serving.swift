@@ -40,7 +40,6 @@ extension CoordinatorCore {
             d.unavailable += 1
             out.append(.send(r.peer, .error(ErrorReply(.unavailable, request: r.request, "deployment '\(name)' was undeployed"))))
         }
-        d.queuedBytes = 0
         out.append(.log(.info, "deployment '\(name)' undeployed; \(d.inFlight) batch(es) in flight finish first"))
         removeIfDrained(d, into: &out)
         out.append(.send(peer, .deployments(request: request, deploymentList(now: now))))
@@ -82,14 +81,13 @@ extension CoordinatorCore {
         case .rows(_, let v): v.count * 4
         case .texts(let t): t.reduce(0) { $0 + $1.utf8.count + 4 }
         }
-        guard d.queue.count < c.queueLimit, d.queuedBytes + bytes <= DeploymentConfig.maxQueuedBytes else {
+        guard d.queue.count < c.queueLimit, d.queue.bytes + bytes <= DeploymentConfig.maxQueuedBytes else {
             d.tooBusy += 1
             return refuse(.tooManyRequests, "deployment '\(c.name)' is overloaded: \(d.queue.count) requests queued (queue_limit \(c.queueLimit)); retry later")
         }
         let timeout = p.timeoutMs > 0 ? min(Nanos(p.timeoutMs) * 1_000_000, c.timeout) : c.timeout
         d.queue.append(PendingRequest(peer: peer, request: p.request, input: p.input, rows: p.input.count, tokens: PendingRequest.tokens(p.input),
                                       bytes: bytes, arrived: now, deadline: now &+ timeout))
-        d.queuedBytes += bytes
         d.requests += 1
         d.returning = max(0, d.returning - 1)
         dispatch(d, now: now, into: &out)
@@ -186,7 +184,6 @@ extension CoordinatorCore {
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
             for q in b.requests.reversed() {
                 d.queue.prepend(q)
-                d.queuedBytes += q.bytes
             }
             out.append(.log(.warning, "deployment '\(name)': \(b.requests.count) request(s) of a batch on a lost worker queued again"))
         }
@@ -207,8 +204,8 @@ extension CoordinatorCore {
         expire(d, now: now, into: &out)
         var due: Nanos? = nil
         while !d.queue.isEmpty {
-            let rows = d.queue.reduce(0) { $0 + $1.rows }, tokens = d.queue.reduce(0) { $0 + $1.tokens }
-            let full = rows >= d.config.maxBatch || tokens >= d.config.maxTokens
+            let rows = d.queue.rows
+            let full = rows >= d.config.maxBatch || d.queue.tokens >= d.config.maxTokens
             let waited = d.queue.first!.arrived &+ d.config.maxWait
             var best: (peer: PeerID, cost: Double)? = nil
             let holding = !full && d.returning > 0 && now < waited
@@ -242,7 +239,7 @@ extension CoordinatorCore {
         }
         // (the next moment a waiting request is due: a batch behind a busy replica, or a timeout)
         if !d.queue.isEmpty {
-            let next = min(due ?? .max, d.queue.map(\.deadline).min() ?? .max)
+            let next = min(due ?? .max, d.queue.earliestDeadline)
             serveWake = serveWake.map { min($0, next) } ?? next
         }
     }
@@ -254,8 +251,7 @@ extension CoordinatorCore {
         var rows = 0, tokens = 0
         while let q = d.queue.first {
             if !taken.isEmpty, rows + q.rows > min(limit, d.config.maxBatch) || tokens + q.tokens > d.config.maxTokens { break }
-            var r = d.queue.removeFirst()
-            d.queuedBytes -= r.bytes
+            var r = d.queue.popFirst()!
             r.sent = now
             taken.append(r)
             rows += r.rows
@@ -277,11 +273,7 @@ extension CoordinatorCore {
     /// Requests past their deadline: queued ones are dropped before batching, those in a batch are answered now
     /// (the batch's late answer skips them); 504 either way.
     mutating func expire(_ d: DeploymentEntry, now: Nanos, into out: inout [CoordinatorAction]) {
-        guard d.queue.contains(where: { $0.deadline <= now }) else { return }
-        let late = d.queue.filter { $0.deadline <= now }
-        d.queue.removeAll { $0.deadline <= now }
-        for q in late {
-            d.queuedBytes -= q.bytes
+        for q in d.queue.removeExpired(now: now) {
             d.timedOut += 1
             out.append(.send(q.peer, .error(ErrorReply(.timedOut, request: q.request,
                 "deployment '\(d.config.name)': not answered within \(Double(q.deadline &- q.arrived) / 1e6) ms (timeout_ms); queued behind \(d.queue.count) request(s)"))))

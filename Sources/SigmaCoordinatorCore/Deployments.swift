@@ -56,6 +56,57 @@ struct PendingRequest {
     }
 }
 
+/// A deployment's waiting requests, oldest first, with their rows, tokens and bytes kept as they come and go, and a
+/// bound on their deadlines: `dispatch` runs on every request and every answer, and recounting a deep queue each time
+/// made an overloaded coordinator slower the deeper its queue grew (quadratic under a flood).
+struct RequestQueue {
+    private(set) var items: Deque<PendingRequest> = []
+    private(set) var rows = 0, tokens = 0, bytes = 0
+    /// No queued request's deadline is earlier; it may be earlier than all of them (requests that left in a batch keep
+    /// it), and `removeExpired` at or after it makes it exact again — so the queue is scanned only when this moment
+    /// has come.
+    private(set) var earliestDeadline: Nanos = .max
+
+    var count: Int { items.count }
+    var isEmpty: Bool { items.isEmpty }
+    var first: PendingRequest? { items.first }
+
+    mutating func append(_ r: PendingRequest) {
+        items.append(r)
+        added(r)
+    }
+
+    /// First in line (a lost batch's requests, queued again).
+    mutating func prepend(_ r: PendingRequest) {
+        items.prepend(r)
+        added(r)
+    }
+
+    mutating func popFirst() -> PendingRequest? {
+        guard let r = items.popFirst() else { return nil }
+        (rows, tokens, bytes) = (rows - r.rows, tokens - r.tokens, bytes - r.bytes)
+        if items.isEmpty { earliestDeadline = .max }
+        return r
+    }
+
+    /// The requests whose deadline has come, taken out in queue order.
+    mutating func removeExpired(now: Nanos) -> [PendingRequest] {
+        guard now >= earliestDeadline else { return [] }
+        let late = Array(items.filter { $0.deadline <= now })
+        if !late.isEmpty {
+            items.removeAll { $0.deadline <= now }
+            for r in late { (rows, tokens, bytes) = (rows - r.rows, tokens - r.tokens, bytes - r.bytes) }
+        }
+        earliestDeadline = items.reduce(Nanos.max) { min($0, $1.deadline) }
+        return late
+    }
+
+    private mutating func added(_ r: PendingRequest) {
+        (rows, tokens, bytes) = (rows + r.rows, tokens + r.tokens, bytes + r.bytes)
+        earliestDeadline = min(earliestDeadline, r.deadline)
+    }
+}
+
 /// One worker's copy of a deployment's model.
 struct Replica {
     enum State: Equatable { case loading, ready, failed(String) }
@@ -85,8 +136,7 @@ struct InFlightBatch {
 final class DeploymentEntry {
     let id: UInt32
     let config: DeploymentConfig
-    var queue: Deque<PendingRequest> = []
-    var queuedBytes = 0
+    var queue = RequestQueue()
     var replicas: [PeerID: Replica] = [:]
     /// Undeployed: takes no requests; gone once its batches in flight are answered.
     var draining = false

@@ -30,10 +30,11 @@ struct BenchCommand: AsyncParsableCommand {
           sigma bench step-tail   # the coordinator's end of a train step, alone
           sigma bench serve       # deployments under load, HTTP and ZeroMQ
           sigma bench serve --concurrency 1,16 --window 2
+          sigma bench serve-queue # the core's cost per request with a deep queue
         """)
 
     @OptionGroup var common: CommonOptions
-    @Argument(help: "Which benchmark: dispatch, gemm, mlp, cnn, embed, train, reduce, embed-cluster, curve, coordinator, step-tail, scale, serve.")
+    @Argument(help: "Which benchmark: dispatch, gemm, mlp, cnn, embed, train, reduce, embed-cluster, curve, coordinator, step-tail, scale, serve, serve-queue.")
     var which: String = "dispatch"
     @Option(help: "Tiny shards per throughput run.") var shards: Int = 200_000
     @Option(help: "Repetitions (the median is reported).") var runs: Int = 5
@@ -72,6 +73,7 @@ struct BenchCommand: AsyncParsableCommand {
                 let only = models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 guard only.allSatisfy({ ["minilm", "digits"].contains($0) }) else { throw CLIError.usage("--models: minilm, digits or both (minilm,digits)") }
                 try await BenchServe.run(window: window, concurrency: levels, maxWindows: maxWindows, only: only, logger: Logger(label: "sigma.bench"))
+            case "serve-queue": try await onThread { BenchServeQueue.run(runs: runs) }
             case "curve": try await BenchJobs.curve(runs: runs, shards: shards, samples: samples, logger: Logger(label: "sigma.bench"))
             case "step-tail": try await onThread { try BenchStepTail.run(runs: runs, workerCounts: workers?.counts ?? [2, 3, 4, 8, 16]) }
             case "coordinator":
@@ -82,7 +84,7 @@ struct BenchCommand: AsyncParsableCommand {
                 let cores = ProcessInfo.processInfo.activeProcessorCount
                 let counts = workers?.counts ?? Array(sequence(first: 1) { $0 * 2 <= cores ? $0 * 2 : nil }) + (cores & (cores - 1) == 0 ? [] : [cores])
                 try await BenchScale.run(counts: counts, threads: threads ?? cores, runs: runs, logger: Logger(label: "sigma.bench"))
-            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, cnn, embed, train, reduce, embed-cluster, curve, coordinator, step-tail, scale, serve")
+            default: throw CLIError.usage("unknown benchmark '\(which)'; available: dispatch, gemm, mlp, cnn, embed, train, reduce, embed-cluster, curve, coordinator, step-tail, scale, serve, serve-queue")
             }
         } catch {
             exitWith(error)

@@ -1,0 +1,75 @@
+@testable import SigmaCoordinatorCore
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// A deployment's queue keeps its totals and its deadline bound as requests come and go, so a dispatch reads them
+/// instead of recounting the queue (docs/performance.md, "A deep queue").
+@Suite struct RequestQueueTests {
+    /// Random appends, prepends, pops and expiries: rows, tokens and bytes always equal a recount; the deadline bound
+    /// is never later than a queued deadline, and exact after an expiry that was due; an expiry takes exactly the late
+    /// requests, in queue order.
+    @Test func totalsAndTheDeadlineBoundFollowEveryChange() {
+        var rng = SplitMix(seed: 7)
+        var q = RequestQueue()
+        var mirror: [PendingRequest] = []
+        var now: Nanos = 1_000
+        for i in 0..<20_000 {
+            let op = rng.next() % 10
+            if op < 5 {
+                let r = PendingRequest(peer: PeerID([UInt8(i % 7)]), request: UInt64(i), input: .rows(width: 1, values: [1]),
+                                       rows: Int(1 + rng.next() % 9), tokens: Int(1 + rng.next() % 50), bytes: Int(4 + rng.next() % 400),
+                                       arrived: now, deadline: now + 1 + rng.next() % 5_000)
+                if op < 4 { q.append(r); mirror.append(r) } else { q.prepend(r); mirror.insert(r, at: 0) }
+            } else if op < 8 {
+                let got = q.popFirst()
+                #expect(got?.request == mirror.first?.request)
+                if !mirror.isEmpty { mirror.removeFirst() }
+            } else {
+                now += rng.next() % 1_500
+                let due = now >= q.earliestDeadline
+                let late = q.removeExpired(now: now)
+                #expect(late.map(\.request) == mirror.filter { $0.deadline <= now }.map(\.request))
+                mirror.removeAll { $0.deadline <= now }
+                if due { #expect(q.earliestDeadline == (mirror.map(\.deadline).min() ?? .max), "exact after an expiry that was due") }
+            }
+            #expect(q.count == mirror.count && q.first?.request == mirror.first?.request)
+            #expect(q.rows == mirror.reduce(0) { $0 + $1.rows } && q.tokens == mirror.reduce(0) { $0 + $1.tokens }
+                    && q.bytes == mirror.reduce(0) { $0 + $1.bytes })
+            #expect(q.earliestDeadline <= (mirror.map(\.deadline).min() ?? .max), "a bound on every queued deadline")
+            if q.count != mirror.count { break }
+        }
+    }
+
+    /// A request with a short timeout behind requests with long ones gets its 504 on time, the others stay queued.
+    @Test func aShortTimeoutBehindLongOnesExpiresOnTime() {
+        var h = Harness()
+        h.hello(w1)
+        h.event(.deploy(client, request: 1, .success(ServingCoreTests.config(replicas: 1, maxBatch: 1, queueLimit: 100, timeout: 10_000_000_000))))
+        h.event(.received(w1, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        func codes(_ sent: [(PeerID, Message)]) -> [UInt16] { sent.compactMap { if case .error(let e) = $0.1 { e.code } else { nil } } }
+        // Two batches in flight on the one replica (its depth), three requests queued behind them, then a short one.
+        for r in 2...6 { #expect(codes(h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: ServingCoreTests.row(1)))))).isEmpty) }
+        #expect(codes(h.event(.received(client, .predict(PredictRequest(request: 7, name: "m", timeoutMs: 100, input: ServingCoreTests.row(1)))))).isEmpty)
+        #expect(h.core.deploymentList(now: h.now)[0].queued == 4)
+        #expect(h.core.serveWake.map { $0 <= h.now + 100_000_000 } == true, "woken by the short deadline, not the long ones")
+        h.advance(200_000_000)
+        let late = h.event(.serveDue)
+        let answered = late.compactMap { m -> (UInt64, UInt16)? in if case .error(let e) = m.1 { (e.request, e.code) } else { nil } }
+        #expect(answered.map(\.0) == [7] && answered.map(\.1) == [504], "\(answered)")
+        #expect(h.core.deploymentList(now: h.now)[0].queued == 3)
+    }
+}
+
+/// SplitMix64: a small seeded generator for the random sequences above.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
