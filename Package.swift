@@ -87,7 +87,7 @@ let package = Package(
 
         .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaModel", "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs"]),
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel"], exclude: ["Fixtures"]),
-        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol"]),
+        .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol", "SigmaEngine"]),
         .testTarget(name: "SigmaTransportTests", dependencies: [
             "SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaWorkerCore", "SigmaClient", "SigmaJobs", "SigmaModel", "SigmaProtocol", "CZeroMQ",
             .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 @testable import SigmaCoordinatorCore
+import SigmaEngine
 import SigmaModel
 import SigmaProtocol
 import Testing
@@ -10,7 +11,7 @@ import Testing
     /// is never later than a queued deadline, and exact after an expiry that was due; an expiry takes exactly the late
     /// requests, in queue order.
     @Test func totalsAndTheDeadlineBoundFollowEveryChange() {
-        var rng = SplitMix(seed: 7)
+        var rng = SeededRandom(seed: 7)
         var q = RequestQueue()
         var mirror: [PendingRequest] = []
         var now: Nanos = 1_000
@@ -61,15 +62,3 @@ import Testing
     }
 }
 
-/// SplitMix64: a small seeded generator for the random sequences above.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
