@@ -49,10 +49,17 @@ public struct TopView {
         for j in shown {
             let f = j.progressFraction
             var info = String(format: " %3.0f%%", f * 100)
-            if let at = j.position { info += " " + at.description + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "") }
+            // (a train job's held-out figure — a classifier's accuracy, a regressor's loss — when the line has room)
+            var heldOut = ""
+            if let at = j.position {
+                info += " " + at.description + (j.loss.isFinite ? String(format: " loss %.3f", j.loss) : "")
+                heldOut = j.accuracy.isFinite ? String(format: " acc %.3f", j.accuracy) : j.evalLoss.isFinite ? String(format: " eval %.3g", j.evalLoss) : ""
+            }
             else { info += " \(j.done)/\(j.total)" }
-            if let r = j.recentRate { info += " \(formatRate(r)) \(j.itemUnit == "samples" ? "smp" : "it")/s" }
-            info += j.eta.map { " ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? " \(formatDuration(j.elapsed))"
+            var tail = ""
+            if let r = j.recentRate { tail += " \(formatRate(r)) \(j.itemUnit == "samples" ? "smp" : "it")/s" }
+            tail += j.eta.map { " ETA \(formatDuration(UInt64($0 * 1e9)))" } ?? " \(formatDuration(j.elapsed))"
+            info += (6 + 16 + 10 + 2 + 10 + info.count + heldOut.count + tail.count <= width ? heldOut : "") + tail
             // (the bar takes what the line has left after the job's numbers, so the ETA is never cut off)
             let barWidth = max(10, width - 6 - 16 - 10 - 2 - info.count)
             let filled = Int((f * Double(barWidth)).rounded(.down))

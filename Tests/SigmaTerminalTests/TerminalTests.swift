@@ -25,17 +25,30 @@ import Testing
         job.step = 150
         job.steps = 600
         job.loss = 0.25
+        job.accuracy = 0.9375
         job.rate = 640          // (the coordinator's recent pace: 5 steps/s of 128 samples, 450 steps left)
         job.secondsLeft = 90
         return ClusterStatus(uptime: 90_000_000_000, workers: [a, b], jobs: [job], queuedShards: 5)
     }
 
+    /// A train job's held-out figure beside its loss: a classifier's accuracy (above), a regressor's held-out loss.
+    @Test func aRegressorShowsItsHeldOutLoss() {
+        var s = status()
+        s.jobs[0].accuracy = .nan
+        s.jobs[0].evalLoss = 0.02134
+        let text = TopView(status: s, sort: .throughput).render(width: 110, height: 30).joined(separator: "\n")
+        #expect(text.contains("loss 0.250 eval 0.0213") && !text.contains(" acc "), "\(text)")
+        // On a narrower terminal the held-out figure gives way first; the rate and ETA stay whole.
+        let narrow = TopView(status: s, sort: .throughput).render(width: 100, height: 30).joined(separator: "\n")
+        #expect(!narrow.contains("eval 0.0213") && narrow.contains("640 smp/s ETA 90.0s"), "\(narrow)")
+    }
+
     @Test func topFitsTheTerminalAndShowsJobsWorkersAndWarnings() {
-        let lines = TopView(status: status(), sort: .throughput).render(width: 100, height: 30)
-        #expect(lines.allSatisfy { $0.count <= 100 }, "\(lines.filter { $0.count > 100 })")
+        let lines = TopView(status: status(), sort: .throughput).render(width: 110, height: 30)
+        #expect(lines.allSatisfy { $0.count <= 110 }, "\(lines.filter { $0.count > 110 })")
         let text = lines.joined(separator: "\n")
         // 90 s left at the recent pace and 640 samples/s, shown whole (the bar gives way).
-        #expect(text.contains("step 150/600") && text.contains("loss 0.250") && text.contains(" 25%") && text.contains("ETA 90.0s") && text.contains("640 smp/s"), "\(text)")
+        #expect(text.contains("step 150/600") && text.contains("loss 0.250 acc 0.938") && text.contains(" 25%") && text.contains("ETA 90.0s") && text.contains("640 smp/s"), "\(text)")
         #expect(text.contains("workers 2 live on 2 hosts") && text.contains("queued 5") && text.contains("cpu 53% of 12 cores"), "\(text)")
         // Sorted by throughput: w1 (1.23M items/s) before w2; the LZ4 ratio and the BLAS set shown.
         let w1 = lines.firstIndex { $0.hasPrefix("w1 ") }, w2 = lines.firstIndex { $0.hasPrefix("w2 ") }
