@@ -89,8 +89,9 @@ let package = Package(
         .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol", "SigmaEngine"]),
         .testTarget(name: "SigmaTransportTests", dependencies: [
-            "SigmaTransport", "SigmaCoordinator", "SigmaWorker", "SigmaWorkerCore", "SigmaClient", "SigmaJobs", "SigmaModel", "SigmaProtocol", "CZeroMQ",
+            "SigmaTransport", "SigmaCoordinator", "SigmaCoordinatorCore", "SigmaWorker", "SigmaWorkerCore", "SigmaClient", "SigmaJobs", "SigmaModel", "SigmaProtocol", "CZeroMQ",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "SigmaIntegrationTests", dependencies: [
             "SigmaClient", "SigmaJobs", "SigmaEngine", "SigmaDashboard", "SigmaModel", "SigmaProtocol", "SigmaTransport", "CSysShims",

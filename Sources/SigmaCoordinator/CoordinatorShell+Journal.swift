@@ -40,6 +40,22 @@ extension CoordinatorShell.Loop {
         perform(core.handle(.restore(next: next, jobs: jobs), now: monotonicNanos()))
         flush()
     }
+
+    /// The journal's deployments, deployed again (their replicas placed as workers register); one whose spec no longer
+    /// holds (its weights gone, its limits changed) is logged and leaves the journal.
+    mutating func redeploy(_ specs: [JobSpec]) {
+        for spec in specs {
+            let config = CoordinatorShell.deployment(spec, kinds: options.kinds, limits: options.core.specLimits)
+            if case .failure(let e) = config {
+                logger.error("deployment '\(spec.name)' from the journal cannot be deployed again: \(e.message); deploy it again with: sigma deploy SPEC")
+                journalBatch.append(.undeployed(name: spec.name))
+                continue
+            }
+            perform(core.handle(.deploy(LocalRequests.peer, request: 0, config), now: monotonicNanos()))
+        }
+        if !specs.isEmpty { logger.info("journal: \(specs.count) deployment(s) deployed again") }
+        flush()
+    }
 }
 
 /// Checkpoint folders a journaled coordinator gives train jobs that ask for none (`JobKind.journaled`):

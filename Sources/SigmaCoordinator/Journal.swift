@@ -11,7 +11,7 @@ import SigmaProtocol
 /// and the journal").
 public final class Journal: @unchecked Sendable {   // (used by the coordinator's poller thread only, after start)
     /// The journal file's format; a newer one is refused (not silently started afresh).
-    static let schemaVersion = 2
+    static let schemaVersion = 3
     let queue: DatabaseQueue
     public let path: String
     /// Committed shard results over `inlineShardBytes` live here as files (`<job>-<shard>`), the journal's row
@@ -77,17 +77,24 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                         PRIMARY KEY (job, shard));
                     CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
                     CREATE INDEX logs_job ON logs (job, seq);
+                    CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
                     PRAGMA user_version = \(schemaVersion);
                     """)
-            } else if version == 1 {
+                return
+            }
+            if version == 1 {
                 // Format 2: a result may be kept in a file of the state folder (results/<job>.result), the row its size.
                 try db.execute(sql: """
                     ALTER TABLE jobs ADD COLUMN result_size INTEGER;
                     ALTER TABLE jobs ADD COLUMN result_stored INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE shards ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0;
-                    PRAGMA user_version = \(schemaVersion);
                     """)
             }
+            if version <= 2 {
+                // Format 3: the deployments' specs.
+                try db.execute(sql: "CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL)")
+            }
+            try db.execute(sql: "PRAGMA user_version = \(schemaVersion)")
         }
     }
 
@@ -128,6 +135,10 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                         unlink(shardFile(job, ShardIndex(shard)))
                     }
                     try db.cachedStatement(sql: "DELETE FROM shards WHERE job = ?").execute(arguments: [Int64(job)])
+                case .deployed(let name, let spec):
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO deployments (name, spec) VALUES (?, ?)").execute(arguments: [name, Data(spec.body)])
+                case .undeployed(let name):
+                    try db.cachedStatement(sql: "DELETE FROM deployments WHERE name = ?").execute(arguments: [name])
                 }
             }
         }
@@ -181,6 +192,16 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 }
             }
             return (max(next, (out.map(\.job.id).max() ?? 0) + 1), out)
+        }
+    }
+
+    /// The deployments' `kind: serve` specs, by name.
+    public func deployments() throws -> [JobSpec] {
+        try queue.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, spec FROM deployments ORDER BY name").map { r in
+                let body: Data = r["spec"]
+                return JobSpec(kind: "serve", name: r["name"], body: Array(body))
+            }
         }
     }
 

@@ -19,6 +19,9 @@ public enum JournalEntry: Sendable, Equatable {
     /// A job ended, with its result: `result` holds its bytes, or is empty while `resultSize` > 0 when the shell
     /// keeps them on disk (`CoordinatorAction.storeResult`, performed first).
     case ended(job: JobID, state: JobState, error: String, result: [UInt8], resultSize: UInt64, shards: UInt32, elapsed: Nanos)
+    /// A deployment was made (its `kind: serve` spec), or undeployed: a restarted coordinator deploys what is left again.
+    case deployed(name: String, spec: JobSpec)
+    case undeployed(name: String)
 }
 
 /// What the journal keeps of an accepted job.

@@ -26,6 +26,7 @@ extension CoordinatorCore {
         deployments[config.name] = d
         deploymentNames[d.id] = config.name
         out.append(.log(.info, "deployment '\(config.name)' (\(config.model)) deployed: \(config.replicas == 0 ? "a replica on every worker" : "\(config.replicas) replica(s)")"))
+        if self.config.journal { out.append(.journal(.deployed(name: config.name, spec: config.spec))) }
         placeReplicas(d, into: &out)
         out.append(.send(peer, .deployments(request: request, deploymentList(now: now))))
     }
@@ -36,6 +37,7 @@ extension CoordinatorCore {
             return
         }
         d.draining = true
+        if config.journal { out.append(.journal(.undeployed(name: name))) }
         while let r = d.queue.popFirst() {
             d.unavailable += 1
             out.append(.send(r.peer, .error(ErrorReply(.unavailable, request: r.request, "deployment '\(name)' was undeployed"))))

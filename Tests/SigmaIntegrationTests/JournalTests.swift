@@ -123,6 +123,56 @@ extension ProcessHeavyTests {
                     "\(follower.stdout)")
         }
 
+        /// A deployment outlives a killed coordinator: started again with its state folder, it deploys what the journal
+        /// holds, the worker (registering again by itself) loads it, and it answers as before, bitwise; an undeployed
+        /// one stays gone after the next restart.
+        @Test func aKilledCoordinatorServesItsDeploymentsAgain() async throws {
+            let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+            let port = String(endpoint.split(separator: ":").last!)
+            let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--log-level", "warning"] + testDataRoots)
+            defer {
+                worker.kill(SIGTERM)
+                coordinator.kill(SIGTERM)
+            }
+            let inputs = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/inputs.npy"
+            /// `sigma predict digits` over the fixture's rows, asked until the deployment answers (it loads first): the
+            /// outputs' bits.
+            func predict() async throws -> [[UInt32]] {
+                let deadline = Date().addingTimeInterval(60)
+                while true {
+                    let (s, out, err) = try await sigma(["predict", "digits", "--input", inputs, "--json", "--coordinator", endpoint])
+                    if s == 0 {
+                        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+                        return ((json?["outputs"] as? [[NSNumber]]) ?? []).map { $0.map(\.floatValue.bitPattern) }
+                    }
+                    guard Date() < deadline else { throw SigmaTestError("digits did not answer within 60 s: \(err.suffix(300))") }
+                    try await Task.sleep(nanoseconds: 200_000_000)
+                }
+            }
+            let (ds, _, de) = try await sigma(["deploy", repoRoot + "/examples/serve-digits.yaml", "--coordinator", endpoint])
+            try #require(ds == 0, "\(de)")
+            let before = try await predict()
+            #expect(before.count == 360 && before.allSatisfy { $0.count == 10 }, "\(before.count) rows")
+
+            coordinator.kill(SIGKILL)
+            _ = try await coordinator.wait()
+            (coordinator, _) = try await Self.start(port: port, state: state)
+            let after = try await predict()
+            #expect(after == before, "the restored deployment answers the same bits")
+            #expect(coordinator.stderr.contains { $0.contains("1 deployment(s) deployed again") }, "\(coordinator.stderr.suffix(5))")
+
+            let (us, _, ue) = try await sigma(["undeploy", "digits", "--coordinator", endpoint])
+            #expect(us == 0, "\(ue)")
+            coordinator.kill(SIGKILL)
+            _ = try await coordinator.wait()
+            (coordinator, _) = try await Self.start(port: port, state: state)
+            let (ls, lout, _) = try await sigma(["deployments", "--json", "--coordinator", endpoint])
+            let listed = try JSONSerialization.jsonObject(with: Data(lout.utf8)) as? [[String: Any]]
+            #expect(ls == 0 && listed?.isEmpty == true, "undeployed stays gone: \(lout)")
+        }
+
         /// A journal that cannot be used stops the coordinator with an error naming the file — never a fresh start.
         @Test func aBrokenJournalIsRefusedNamingTheFile() async throws {
             let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
