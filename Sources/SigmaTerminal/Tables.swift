@@ -30,7 +30,7 @@ public func blasWarnings(_ workers: [ClusterStatus.Worker]) -> [String] {
 
 extension DeploymentStatus {
     /// One line per deployment (ready replicas of wanted, queue, requests, latency split into queue and compute,
-    /// mean batch, rate, refusals), then one per replica.
+    /// mean batch, rate, refusals), then one per replica, and a classifier's class names.
     public static func table(_ list: [DeploymentStatus]) -> String {
         let dw = [14, 6, 9, 11, 9, 17, 15, 7, 8, 12]
         var out = columns(["NAME", "MODEL", "REPLICAS", "QUEUED", "REQUESTS", "P50/P99 MS", "QUEUE/COMP MS", "BATCH", "REQ/S", "429/503/504"], dw) + "\n"
@@ -44,6 +44,10 @@ extension DeploymentStatus {
                     + (r.state == "ready" || r.state == "draining" ? ", \(r.batches) batches, \(r.inFlight) in flight" : "") + "\n"
             }
             if d.replicas.isEmpty { out += "    no replica: no worker to load it on\n" }
+            // (a classifier whose weights name its classes answers each row's class name: which ones)
+            if !d.labels.isEmpty {
+                out += "    classes: " + d.labels.prefix(8).joined(separator: ", ") + (d.labels.count > 8 ? ", … (\(d.labels.count) in all)" : "") + "\n"
+            }
         }
         return out
     }

@@ -31,6 +31,19 @@ import Testing
         return ClusterStatus(uptime: 90_000_000_000, workers: [a, b], jobs: [job], queuedShards: 5)
     }
 
+    /// `sigma deployments`: a classifier's class names under its replicas, the first eight when there are more.
+    @Test func deploymentsNameAClassifiersClasses() {
+        var d = DeploymentStatus(name: "reviews", model: "encoder", replicasWanted: 0, queued: 0, queueLimit: 1024, maxBatch: 8, maxWaitMs: 5)
+        d.replicas = [.init(worker: "w1", name: "a", state: "ready")]
+        d.labels = ["negative", "positive"]
+        var many = d
+        many.labels = (0..<12).map { "c\($0)" }
+        let text = DeploymentStatus.table([d, many])
+        #expect(text.contains("    classes: negative, positive\n") && text.contains("    classes: c0, c1, c2, c3, c4, c5, c6, c7, … (12 in all)\n"), "\(text)")
+        d.labels = []
+        #expect(!DeploymentStatus.table([d]).contains("classes"))
+    }
+
     /// A train job's held-out figure beside its loss: a classifier's accuracy (above), a regressor's held-out loss.
     @Test func aRegressorShowsItsHeldOutLoss() {
         var s = status()
