@@ -122,7 +122,9 @@ public final class CoordinatorShell: Sendable {
             var loop = Loop(link: link, options: options, logger: logger, shared: shared, resolver: resolver, files: files, journal: journal,
                             checkpoints: checkpoints, store: store, compressor: AdaptiveCompressor(bandwidth: AdaptiveCompressor.bandwidth(for: ep)))
             if let (next, jobs) = journaledJobs { loop.restore(next: next, jobs) }
-            if let journal { loop.redeploy((try? journal.deployments()) ?? []) }
+            if let journal {
+                do { loop.redeploy(try journal.deployments()) } catch { logger.error("\(error): its deployments are not deployed again; deploy them with: sigma deploy SPEC") }
+            }
             loop.run()
             resolver.stop()
             files.stop()

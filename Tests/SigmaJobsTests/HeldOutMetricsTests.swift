@@ -10,30 +10,13 @@ import Testing
     /// error, its root, the mean absolute error and R² equal those of the same weights' forward pass written out by
     /// hand — within float32's rounding of the forward pass.
     @Test func aRegressorsHeldOutErrorsAndR2MatchAReference() throws {
-        let dir = FileManager.default.temporaryDirectory.path + "/sigma-heldout-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         var rng = SeededRandom(seed: 11)
         var lines: [String] = []
         for _ in 0..<80 {
             let x = (0..<3).map { _ in Double(rng.next() % 1000) / 1000 }
             lines.append((x + [2 * x[0] - x[1] + 0.5 * x[2] + Double(rng.next() % 100) / 1000]).map { String($0) }.joined(separator: ","))
         }
-        try lines.joined(separator: "\n").write(toFile: dir + "/r.csv", atomically: true, encoding: .utf8)
-        let spec = try JobSpec.parse("""
-            kind: train
-            model: {mlp: [3, 8, 1]}
-            data: {csv: \(dir)/r.csv}
-            loss: mse
-            optimizer: {sgd: {lr: 0.05}}
-            steps: 2
-            batch_size: 16
-            micro_batch: 8
-            holdout: 0.25
-            seed: 3
-            """).decode(as: TrainJob.self)
-        let data = try LabeledData.load(spec.data, for: spec.model, needLabels: true, regression: true)
-        let driver = try TrainDriver(spec: spec, data: data)
+        let (driver, data) = try Self.regressor(csv: lines, layers: [3, 8, 1], extra: "steps: 2\nbatch_size: 16\nseed: 3")
         let got = driver.evaluate()
 
         // The reference: Linear(3, 8) → ReLU → Linear(8, 1) in Float64 from the state dict.
@@ -69,23 +52,30 @@ import Testing
 
     /// R² is left out, not reported as −∞ or NaN, when the held-out targets are all equal (nothing to explain).
     @Test func constantTargetsHaveNoR2() throws {
+        let (driver, _) = try Self.regressor(csv: (0..<40).map { "\(Double($0) / 40),\(Double($0 % 7) / 7),1.5" }, layers: [2, 4, 1],
+                                             extra: "steps: 1\nbatch_size: 8")
+        let e = driver.evaluate()
+        #expect(e.loss.isFinite && e.meanAbsoluteError.isFinite && e.r2.isNaN, "\(e)")
+    }
+
+    /// A `loss: mse` train job's driver over these CSV rows (the last column the target), a quarter held out, and its data.
+    static func regressor(csv lines: [String], layers: [Int], extra: String) throws -> (TrainDriver, LabeledData) {
         let dir = FileManager.default.temporaryDirectory.path + "/sigma-heldout-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try (0..<40).map { "\(Double($0) / 40),\(Double($0 % 7) / 7),1.5" }.joined(separator: "\n").write(toFile: dir + "/c.csv", atomically: true, encoding: .utf8)
+        try lines.joined(separator: "\n").write(toFile: dir + "/r.csv", atomically: true, encoding: .utf8)
         let spec = try JobSpec.parse("""
             kind: train
-            model: {mlp: [2, 4, 1]}
-            data: {csv: \(dir)/c.csv}
+            model: {mlp: \(layers)}
+            data: {csv: \(dir)/r.csv}
             loss: mse
             optimizer: {sgd: {lr: 0.05}}
-            steps: 1
-            batch_size: 8
             micro_batch: 8
             holdout: 0.25
+            \(extra)
             """).decode(as: TrainJob.self)
-        let driver = try TrainDriver(spec: spec, data: try LabeledData.load(spec.data, for: spec.model, needLabels: true, regression: true))
-        let e = driver.evaluate()
-        #expect(e.loss.isFinite && e.meanAbsoluteError.isFinite && e.r2.isNaN, "\(e)")
+        // (the data is read here: the folder may go once the driver has it)
+        let data = try LabeledData.load(spec.data, for: spec.model, needLabels: true, regression: true)
+        return (try TrainDriver(spec: spec, data: data), data)
     }
 }
