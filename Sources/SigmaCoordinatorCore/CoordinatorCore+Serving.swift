@@ -132,8 +132,9 @@ extension CoordinatorCore {
         if r.ok, r.rows == UInt32(b.rows), r.values.count == b.rows * width {
             var row = 0
             for q in b.requests {
+                defer { row += q.rows }
+                guard !q.settled else { continue }
                 let values = Array(r.values[(row * width)..<((row + q.rows) * width)])
-                row += q.rows
                 let queued = q.sent &- q.arrived
                 let labels = Prediction.labels(values[...], width: width, names: d.labels)
                 out.append(.send(q.peer, .prediction(Prediction(request: q.request, rows: UInt32(q.rows), width: r.width, queueNanos: queued,
@@ -145,7 +146,7 @@ extension CoordinatorCore {
             }
         } else {
             let why = r.ok ? "answered \(r.rows) rows of \(r.width) for \(b.rows) rows" : r.error
-            for q in b.requests {
+            for q in b.requests where !q.settled {
                 d.failed += 1
                 out.append(.send(q.peer, .error(ErrorReply(.internalError, request: q.request, "deployment '\(name)': worker \(worker) failed the batch: \(why)"))))
             }
@@ -184,10 +185,9 @@ extension CoordinatorCore {
         for (id, b) in servingBatches where b.worker == peer {
             servingBatches[id] = nil
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
-            for q in b.requests.reversed() {
-                d.queue.prepend(q)
-            }
-            out.append(.log(.warning, "deployment '\(name)': \(b.requests.count) request(s) of a batch on a lost worker queued again"))
+            let open = b.requests.filter { !$0.settled }
+            for q in open.reversed() { d.queue.prepend(q) }
+            out.append(.log(.warning, "deployment '\(name)': \(open.count) request(s) of a batch on a lost worker queued again"))
         }
         for d in deployments.values where d.replicas.removeValue(forKey: peer) != nil {
             placeReplicas(d, into: &out)
@@ -287,10 +287,11 @@ extension CoordinatorCore {
         serveWake = nil
         for (id, b) in servingBatches {
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
-            let late = b.requests.filter { $0.deadline <= now }
+            let late = b.requests.indices.filter { !b.requests[$0].settled && b.requests[$0].deadline <= now }
             guard !late.isEmpty else { continue }
-            servingBatches[id]!.requests.removeAll { $0.deadline <= now }
-            for q in late {
+            for i in late {
+                servingBatches[id]!.requests[i].settled = true
+                let q = b.requests[i]
                 d.timedOut += 1
                 out.append(.send(q.peer, .error(ErrorReply(.timedOut, request: q.request,
                     "deployment '\(name)': not answered within \(Double(q.deadline &- q.arrived) / 1e6) ms (timeout_ms); its batch is still on a worker"))))

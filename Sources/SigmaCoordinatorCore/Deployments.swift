@@ -49,6 +49,9 @@ struct PendingRequest {
     let deadline: Nanos
     /// When it left the queue in a batch.
     var sent: Nanos = 0
+    /// Answered while its batch is on a worker (504, or withdrawn by its client): the batch's answer skips it — its
+    /// rows stay in the batch, so the requests after it still get their own.
+    var settled = false
 
     static func tokens(_ input: ServeInput) -> Int {
         guard case .texts(let t) = input else { return input.count }

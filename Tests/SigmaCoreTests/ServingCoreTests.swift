@@ -148,6 +148,27 @@ import Testing
         #expect(d.tooBusy == 2 && d.unavailable == 1 && d.timedOut == 4)
     }
 
+    /// A request that times out while its batch is on a worker gets its 504 at once; when the batch's answer comes,
+    /// the requests beside it in the batch still get their own rows (the answer's rows follow the batch's order).
+    @Test func aRequestThatTimesOutInABatchLeavesTheOthersTheirOwnRows() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1, maxBatch: 4), workers: [w1])
+        h.event(.received(client, .predict(PredictRequest(request: 1, name: "m", input: Self.row(1)))))
+        let first = Self.batches(&h, w1)
+        // Behind it, a full batch of four: the second of them with a 1 ms timeout of its own.
+        for r in 2...5 {
+            h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", timeoutMs: r == 3 ? 1 : 0, input: Self.row(Float(r))))))
+        }
+        let second = Self.batches(&h, w1)
+        #expect(second.count == 1 && second[0].input.count == 4, "\(second.map(\.input.count))")
+        h.advance(2_000_000)
+        let late = h.event(.serveDue)
+        #expect(late.contains { if case .error(let e) = $0.1 { e.code == 504 && e.request == 3 } else { false } })
+        var answers = Self.predictions(Self.answer(&h, w1, first[0]))
+        answers.merge(Self.predictions(Self.answer(&h, w1, second[0]))) { $1 }
+        #expect(answers == [1: [101], 2: [102], 4: [104], 5: [105]])
+    }
+
     /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
     /// key may not answer batches.
     @Test func rolesDecideWhoDeploysPredictsAndAnswers() {
