@@ -32,6 +32,19 @@ final class LocalRequests: Sendable {
         }
     }
 
+    /// Its caller went away (an HTTP client hung up): the request is withdrawn from the core (WITHDRAW) and its wait
+    /// ends now. Nothing happens for a request already answered.
+    func withdraw(_ id: UInt64) {
+        let k = state.withLock { s -> CheckedContinuation<Message, Never>? in
+            guard let k = s.waiting.removeValue(forKey: id) else { return nil }
+            s.queued.append(.withdraw(request: id))
+            return k
+        }
+        guard let k else { return }
+        waker.withLock { $0 }?.wake()
+        k.resume(returning: .error(ErrorReply(.unavailable, request: id, "withdrawn: its caller went away")))
+    }
+
     func take() -> [Message] {
         state.withLock { s in
             defer { s.queued.removeAll() }
@@ -67,6 +80,9 @@ extension CoordinatorShell {
         shared.local.waker.withLock { w in if w == nil { w = shared.waker.withLock { $0 } } }
         return await shared.local.call(make)
     }
+
+    /// Withdraws a request made with `localCall` whose caller went away (see `LocalRequests.withdraw`).
+    public func localWithdraw(_ id: UInt64) { shared.local.withdraw(id) }
 
     /// The deployments as published by the poller (at most ~0.5 s old).
     public var deploymentsSnapshot: [DeploymentStatus] { shared.deployments.withLock { $0 } }

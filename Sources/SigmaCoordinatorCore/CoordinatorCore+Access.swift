@@ -11,7 +11,7 @@ extension CoordinatorCore {
         switch m {
         case .hello, .heartbeat, .drain, .result, .fileGet, .loaded, .batchResult:
             return who.mayWork ? nil : who.refusal(m.type.name, needs: [.worker])
-        case .submit, .status, .watch, .fetch, .cancelJob, .detail, .resultGet, .deploy, .undeploy, .deploymentsGet, .predict:
+        case .submit, .status, .watch, .fetch, .cancelJob, .detail, .resultGet, .deploy, .undeploy, .deploymentsGet, .predict, .withdraw:
             return who.maySubmit ? nil : who.refusal(m.type.name, needs: [.client, .admin])
         case .drainWorker:
             return who.isAdmin ? nil : who.refusal(m.type.name, needs: [.admin])

@@ -95,6 +95,22 @@ extension CoordinatorCore {
         dispatch(d, now: now, into: &out)
     }
 
+    /// WITHDRAW: the client's request leaves its queue, or — already in a batch on a worker — its answer is not sent
+    /// (the batch computes on: the other requests in it are still waited for). Only the peer that sent a request can
+    /// withdraw it; an unknown or already answered one is ignored. Nothing is answered.
+    mutating func withdraw(_ peer: PeerID, request: UInt64) {
+        for d in deployments.values where d.queue.withdraw(peer, request: request) {
+            d.withdrawn += 1
+            return
+        }
+        for (id, b) in servingBatches {
+            guard let i = b.requests.firstIndex(where: { $0.peer == peer && $0.request == request && !$0.settled }) else { continue }
+            servingBatches[id]!.requests[i].settled = true
+            if let name = deploymentNames[b.deployment] { deployments[name]?.withdrawn += 1 }
+            return
+        }
+    }
+
     // MARK: workers' answers
 
     mutating func modelLoaded(_ peer: PeerID, _ l: ModelLoaded, now: Nanos, into out: inout [CoordinatorAction]) {

@@ -322,6 +322,8 @@ public struct CoordinatorCore {
             out.append(.send(peer, .deployments(request: req, deploymentList(now: now))))
         case .predict(let p):
             predict(peer, p, now: now, into: &out)
+        case .withdraw(let req):
+            withdraw(peer, request: req)
         case .loaded(let l):
             guard requireWorker(peer, message, into: &out) else { return }
             modelLoaded(peer, l, now: now, into: &out)

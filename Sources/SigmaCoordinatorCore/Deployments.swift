@@ -49,6 +49,8 @@ struct PendingRequest {
     let deadline: Nanos
     /// When it left the queue in a batch.
     var sent: Nanos = 0
+    /// Its place in the order of arrival, set when first queued (unique: `RequestQueue` finds withdrawn ones by it).
+    var seq: UInt64 = 0
     /// Answered while its batch is on a worker (504, or withdrawn by its client): the batch's answer skips it — its
     /// rows stay in the batch, so the requests after it still get their own.
     var settled = false
@@ -61,52 +63,108 @@ struct PendingRequest {
 
 /// A deployment's waiting requests, oldest first, with their rows, tokens and bytes kept as they come and go, and a
 /// bound on their deadlines: `dispatch` runs on every request and every answer, and recounting a deep queue each time
-/// made an overloaded coordinator slower the deeper its queue grew (quadratic under a flood).
+/// made an overloaded coordinator slower the deeper its queue grew (quadratic under a flood). A request withdrawn by
+/// its client (WITHDRAW) leaves the totals at once and the deque lazily — as it reaches the front, at an expiry's
+/// scan, or when withdrawn ones outnumber the rest — so clients going away in numbers cost O(1) each too.
 struct RequestQueue {
+    struct Key: Hashable {
+        let peer: PeerID
+        let request: UInt64
+    }
+
+    /// Oldest first; the front is never a withdrawn one.
     private(set) var items: Deque<PendingRequest> = []
     private(set) var rows = 0, tokens = 0, bytes = 0
     /// No queued request's deadline is earlier; it may be earlier than all of them (requests that left in a batch keep
     /// it), and `removeExpired` at or after it makes it exact again — so the queue is scanned only when this moment
     /// has come.
     private(set) var earliestDeadline: Nanos = .max
+    /// The queued requests by client and request id (the last one queued under an id), for `withdraw`: its `seq`
+    /// and sizes, so a withdrawal needs no search.
+    private var byKey: [Key: (seq: UInt64, rows: Int, tokens: Int, bytes: Int)] = [:]
+    /// Withdrawn requests still in `items`, by `seq`.
+    private var withdrawn: Set<UInt64> = []
+    private var nextSeq: UInt64 = 1
 
-    var count: Int { items.count }
-    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count - withdrawn.count }
+    var isEmpty: Bool { count == 0 }
     var first: PendingRequest? { items.first }
 
     mutating func append(_ r: PendingRequest) {
+        let r = numbered(r)
         items.append(r)
         added(r)
     }
 
     /// First in line (a lost batch's requests, queued again).
     mutating func prepend(_ r: PendingRequest) {
+        let r = numbered(r)
         items.prepend(r)
         added(r)
     }
 
     mutating func popFirst() -> PendingRequest? {
         guard let r = items.popFirst() else { return nil }
-        (rows, tokens, bytes) = (rows - r.rows, tokens - r.tokens, bytes - r.bytes)
-        if items.isEmpty { earliestDeadline = .max }
+        taken(r)
+        dropWithdrawnFront()
         return r
+    }
+
+    /// Takes the request `peer` queued as `request` out of the line; false when none is queued (already in a batch,
+    /// answered, or never sent).
+    mutating func withdraw(_ peer: PeerID, request: UInt64) -> Bool {
+        guard let e = byKey.removeValue(forKey: Key(peer: peer, request: request)) else { return false }
+        (rows, tokens, bytes) = (rows - e.rows, tokens - e.tokens, bytes - e.bytes)
+        withdrawn.insert(e.seq)
+        if withdrawn.count > count {
+            items.removeAll { withdrawn.contains($0.seq) }
+            withdrawn.removeAll()
+        }
+        dropWithdrawnFront()
+        if count == 0 { earliestDeadline = .max }
+        return true
     }
 
     /// The requests whose deadline has come, taken out in queue order.
     mutating func removeExpired(now: Nanos) -> [PendingRequest] {
         guard now >= earliestDeadline else { return [] }
-        let late = Array(items.filter { $0.deadline <= now })
-        if !late.isEmpty {
-            items.removeAll { $0.deadline <= now }
-            for r in late { (rows, tokens, bytes) = (rows - r.rows, tokens - r.tokens, bytes - r.bytes) }
+        let late = Array(items.filter { $0.deadline <= now && !withdrawn.contains($0.seq) })
+        if !late.isEmpty || !withdrawn.isEmpty {
+            items.removeAll { $0.deadline <= now || withdrawn.contains($0.seq) }
+            withdrawn.removeAll()
+            for r in late { taken(r) }
         }
         earliestDeadline = items.reduce(Nanos.max) { min($0, $1.deadline) }
         return late
     }
 
+    private mutating func numbered(_ r: PendingRequest) -> PendingRequest {
+        guard r.seq == 0 else { return r }
+        var r = r
+        r.seq = nextSeq
+        nextSeq += 1
+        return r
+    }
+
     private mutating func added(_ r: PendingRequest) {
         (rows, tokens, bytes) = (rows + r.rows, tokens + r.tokens, bytes + r.bytes)
         earliestDeadline = min(earliestDeadline, r.deadline)
+        byKey[Key(peer: r.peer, request: r.request)] = (r.seq, r.rows, r.tokens, r.bytes)
+    }
+
+    /// `r` leaves the line (popped or expired; a withdrawn one left the totals when withdrawn).
+    private mutating func taken(_ r: PendingRequest) {
+        (rows, tokens, bytes) = (rows - r.rows, tokens - r.tokens, bytes - r.bytes)
+        let key = Key(peer: r.peer, request: r.request)
+        if byKey[key]?.seq == r.seq { byKey[key] = nil }
+    }
+
+    private mutating func dropWithdrawnFront() {
+        while let f = items.first, withdrawn.contains(f.seq) {
+            items.removeFirst()
+            withdrawn.remove(f.seq)
+        }
+        if items.isEmpty { earliestDeadline = .max }
     }
 }
 
@@ -151,6 +209,8 @@ final class DeploymentEntry {
     /// that just became idle waits (at most `maxWait`) for them rather than taking the first alone.
     var returning = 0
     var requests: UInt64 = 0, tooBusy: UInt64 = 0, unavailable: UInt64 = 0, timedOut: UInt64 = 0, failed: UInt64 = 0, answered: UInt64 = 0
+    /// Requests their clients withdrew before the answer (WITHDRAW: an HTTP caller that hung up).
+    var withdrawn: UInt64 = 0
     /// The last answered requests' latency, queue and compute times, ns (a ring of `sampleCount`).
     var latency: [UInt64] = [], queueTimes: [UInt64] = [], computeTimes: [UInt64] = []
     var sampleNext = 0
@@ -190,7 +250,7 @@ final class DeploymentEntry {
     func status(names: (PeerID) -> (id: String, name: String), now: Nanos) -> DeploymentStatus {
         var d = DeploymentStatus(name: config.name, model: config.model, replicasWanted: UInt32(config.replicas), queued: UInt32(queue.count),
                                  queueLimit: UInt32(config.queueLimit), maxBatch: UInt32(config.maxBatch), maxWaitMs: Double(config.maxWait) / 1e6)
-        (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed) = (requests, tooBusy, unavailable, timedOut, failed)
+        (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed, d.withdrawn) = (requests, tooBusy, unavailable, timedOut, failed, withdrawn)
         (d.inputs, d.width, d.answered) = (UInt32(config.inputs), UInt32(width), answered)
         d.labels = labels
         (d.batches, d.batchedRows) = (UInt64(batchCount), UInt64(batchRows))

@@ -16,6 +16,8 @@ public protocol DashboardSource: Sendable {
     /// Asks the coordinator's core as a client in this process would (PREDICT, DEPLOYMENTS-GET): `make` gets the
     /// request id; the answer, or an ERROR.
     func call(_ make: (UInt64) -> Message) async -> Message
+    /// The caller of a `call` (by its request id) went away: withdraw the request and end its wait.
+    func withdraw(request: UInt64)
 }
 
 extension DashboardSource {
@@ -24,6 +26,7 @@ extension DashboardSource {
     public func call(_ make: (UInt64) -> Message) async -> Message {
         .error(ErrorReply(.unavailable, request: 0, "this server answers no model requests"))
     }
+    public func withdraw(request: UInt64) {}
 }
 
 /// The coordinator's HTTP side: the web dashboard (`/`, `/job/ID`), its JSON API (`/api/status`,
@@ -49,7 +52,7 @@ public struct Dashboard: Sendable {
 
     /// Serves until the surrounding task is cancelled. `onRunning` gets the bound port (useful with port 0).
     public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void) async throws {
-        let router = Router()
+        let router = Router(context: ServeRequestContext.self)
         let source = self.source, metrics = self.metrics, interval = eventInterval, history = self.history, every = historyInterval
         let recorder = Task {
             while !Task.isCancelled {
@@ -112,14 +115,16 @@ public struct Dashboard: Sendable {
         router.get("/api/history") { _, _ in
             Dashboard.json(jsonText(history.read { $0.jsonObject }))
         }
-        ServeRoutes.add(to: router, source: source)
+        let calls = OpenRequests(source: source)
+        ServeRoutes.add(to: router, source: source, calls: calls)
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.scrape(source.snapshot(), samples: source.takeSamples(), handshakes: source.handshakes(), deployments: source.deployments()))))
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sigma"),
+        let app = Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [HangUpHandler(calls)])),
+                              configuration: .init(address: .hostname(host, port: port), serverName: "sigma"),
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) })
         try await app.run()
     }

@@ -129,7 +129,7 @@ extension DeploymentStatus {
         var o: [String: Any] = ["name": name, "model": model, "replicas_wanted": replicasWanted == 0 ? "all" : "\(replicasWanted)" as Any,
                                 "replicas_ready": ready, "queued": Int(queued), "queue_limit": Int(queueLimit), "max_batch": Int(maxBatch),
                                 "max_wait_ms": maxWaitMs, "requests": Int(requests), "rejected_429": Int(tooBusy), "unavailable_503": Int(unavailable),
-                                "timed_out_504": Int(timedOut), "failed": Int(failed), "answered": Int(answered), "requests_per_s": rate]
+                                "timed_out_504": Int(timedOut), "failed": Int(failed), "answered": Int(answered), "withdrawn": Int(withdrawn), "requests_per_s": rate]
         for (k, v) in [("p50_ms", p50Ms), ("p99_ms", p99Ms), ("queue_p50_ms", queueP50Ms), ("compute_p50_ms", computeP50Ms), ("mean_batch", meanBatch)]
         where v.isFinite { o[k] = v }
         if !labels.isEmpty { o["labels"] = labels }

@@ -45,6 +45,7 @@ public final class SigmaMetrics: Sendable {
         ("sigma_serve_rejected_429", "Requests refused over the queue limit (429) since the deployment started", { Double($0.tooBusy) }),
         ("sigma_serve_unavailable_503", "Requests refused with no replica ready (503) since the deployment started", { Double($0.unavailable) }),
         ("sigma_serve_timed_out_504", "Requests not answered within their timeout (504) since the deployment started", { Double($0.timedOut) }),
+        ("sigma_serve_withdrawn", "Requests withdrawn by their clients before the answer (an HTTP caller that hung up) since the deployment started", { Double($0.withdrawn) }),
     ]
     let deploymentGauges = Mutex<[String: [Gauge]]>([:])
     /// sigma_curve_handshakes_total{outcome}: made at the first scrape that has CURVE figures, with their last values.

@@ -11,19 +11,19 @@ enum ServeRoutes {
     /// Largest request body read, bytes.
     static let maxBody = 64 << 20
 
-    static func add(to router: Router<BasicRequestContext>, source: any DashboardSource) {
-        router.post("/v1/embeddings") { request, _ in
+    static func add(to router: Router<ServeRequestContext>, source: any DashboardSource, calls: OpenRequests) {
+        router.post("/v1/embeddings") { request, ctx in
             await answer {
                 let body = try await json(request)
                 guard let name = body["model"] as? String else { throw APIError(422, "model: missing; the deployment's name (sigma deployments lists them)") }
                 let texts = try textList(body["input"], field: "input")
-                let p = try await predict(source, name, .texts(texts))
+                let p = try await predict(calls, ctx, name, .texts(texts))
                 let data = (0..<Int(p.rows)).map { i in "{\"object\":\"embedding\",\"index\":\(i),\"embedding\":" + floats(p, row: i) + "}" }
                 return RawJSON("{\"object\":\"list\",\"model\":" + quoted(name) + ",\"data\":[" + data.joined(separator: ",")
                                + "],\"usage\":{\"prompt_tokens\":0,\"total_tokens\":0}}")
             }
         }
-        router.post("/embed") { request, _ in
+        router.post("/embed") { request, ctx in
             await answer(bare: true) {
                 let body = try await json(request)
                 let texts = try textList(body["inputs"], field: "inputs")
@@ -31,7 +31,7 @@ enum ServeRoutes {
                 guard let name = (body["model"] as? String) ?? (embeds.count == 1 ? embeds[0].name : nil) else {
                     throw APIError(422, "model: missing; \(embeds.count) embedding deployments (\(embeds.map(\.name).joined(separator: ", "))): name one")
                 }
-                return RawJSON(matrix(try await predict(source, name, .texts(texts))))
+                return RawJSON(matrix(try await predict(calls, ctx, name, .texts(texts))))
             }
         }
         router.post("/predict/:name") { request, ctx in
@@ -39,7 +39,7 @@ enum ServeRoutes {
                 let name = ctx.parameters.get("name") ?? ""
                 let body = try await json(request)
                 guard let inputs = body["inputs"] else { throw APIError(422, "inputs: missing; rows of numbers ([[...], ...]) or texts") }
-                let p = try await predict(source, name, try input(inputs, field: "inputs"))
+                let p = try await predict(calls, ctx, name, try input(inputs, field: "inputs"))
                 return RawJSON("{\"model\":" + quoted(name) + ",\"outputs\":" + matrix(p)
                                + (p.labels.isEmpty ? "" : ",\"labels\":" + strings(p.labels)) + "}")
             }
@@ -88,7 +88,7 @@ enum ServeRoutes {
                 default:
                     throw APIError(422, "inputs[0].datatype: expected FP32 (rows of features) or BYTES (texts)")
                 }
-                let p = try await predict(source, name, x)
+                let p = try await predict(calls, ctx, name, x)
                 return RawJSON("{\"model_name\":" + quoted(name) + ",\"model_version\":\"1\"" + ((body["id"] as? String).map { ",\"id\":" + quoted($0) } ?? "")
                                + ",\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[\(p.rows),\(p.width)],\"data\":"
                                + floats(p.values[...]) + "}"
@@ -247,8 +247,9 @@ enum ServeRoutes {
         return d
     }
 
-    static func predict(_ source: any DashboardSource, _ name: String, _ input: ServeInput) async throws -> Prediction {
-        let m = await source.call { .predict(PredictRequest(request: $0, name: name, input: input)) }
+    /// One PREDICT for the request on `ctx`'s connection (withdrawn if that connection closes first).
+    static func predict(_ calls: OpenRequests, _ ctx: ServeRequestContext, _ name: String, _ input: ServeInput) async throws -> Prediction {
+        let m = await calls.call(on: ctx.channel) { .predict(PredictRequest(request: $0, name: name, input: input)) }
         switch m {
         case .prediction(let p): return p
         case .error(let e): throw APIError(Int(e.code), e.message)

@@ -139,6 +139,8 @@ public enum Codec {
         case .batchResult(let b):
             w.u64(b.batch); w.bool(b.ok); w.string(b.error); w.u64(b.computeNanos); w.u32(b.queued); w.u32(b.rows); w.u32(b.width)
             if !b.values.isEmpty { payload = Frame(floatValues: b.values) }
+        case .withdraw(let req):
+            w.u64(req)
         }
         var header = w.bytes
         guard let p = payload else { return [Frame(header)] }
@@ -418,6 +420,9 @@ public enum Codec {
                                              queued: try r.u32("queued"), rows: try r.u32("rows"), width: try r.u32("width"))
                     b.values = try outputs(payload, rows: b.rows, width: b.width)
                     return .batchResult(b)
+                case .withdraw:
+                    try noPayload()
+                    return .withdraw(request: try r.u64("request"))
                 }
             }
             try field(t) { try r.finish("header") }

@@ -3,7 +3,7 @@ import SigmaModel
 /// Sigma Protocol version spoken by this build. Every message carries it in byte 1 of its header; a peer of another
 /// version is refused at its first message (ERROR 505), so builds whose messages differ never meet mid-job
 /// (docs/protocol.md, "Versions").
-public let sigmaProtocolVersion: UInt8 = 2
+public let sigmaProtocolVersion: UInt8 = 3
 
 /// The build string sent in HELLO/READY.
 public let sigmaBuild = "sigma 0.1.0"
@@ -16,7 +16,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case fetch = 0x16, jobResult = 0x17, cancelJob = 0x18, detail = 0x19, detailReply = 0x1A, drainWorker = 0x1B
     case fileGet = 0x1C, fileData = 0x1D, resultGet = 0x1E, resultData = 0x1F
     case deploy = 0x20, undeploy = 0x21, deploymentsGet = 0x22, deployments = 0x23, predict = 0x24, prediction = 0x25
-    case load = 0x26, loaded = 0x27, unload = 0x28, batch = 0x29, batchResult = 0x2A
+    case load = 0x26, loaded = 0x27, unload = 0x28, batch = 0x29, batchResult = 0x2A, withdraw = 0x2B
 
     public var name: String {
         switch self {
@@ -57,6 +57,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .unload: "UNLOAD"
         case .batch: "BATCH"
         case .batchResult: "BATCH-RESULT"
+        case .withdraw: "WITHDRAW"
         }
     }
 }
@@ -413,6 +414,9 @@ public enum Message: Sendable, Equatable {
     /// Client: a deployment's outputs for an input (answered with PREDICTION, or ERROR 429/503/504/4xx).
     case predict(PredictRequest)
     case prediction(Prediction)
+    /// Client: withdraws its PREDICT with this request id (whoever waited for it went away): dropped if still queued,
+    /// its answer not sent if in a batch. Never answered.
+    case withdraw(request: UInt64)
     /// Coordinator → worker: load (and keep) a deployment's model; the worker answers LOADED.
     case load(LoadModel)
     case loaded(ModelLoaded)
@@ -473,6 +477,7 @@ public enum Message: Sendable, Equatable {
         case .unload: .unload
         case .batch: .batch
         case .batchResult: .batchResult
+        case .withdraw: .withdraw
         }
     }
 }

@@ -265,6 +265,7 @@ extension CoordinatorShell: DashboardSource {
     public func snapshot() -> ClusterStatus? { status }
     public func deployments() -> [DeploymentStatus] { deploymentsSnapshot }
     public func call(_ make: (UInt64) -> Message) async -> Message { await localCall(make) }
+    public func withdraw(request: UInt64) { localWithdraw(request) }
 }
 
 /// The coordinator as the dashboard sees it, with its CURVE handshake counts when it has keys.
@@ -277,4 +278,5 @@ struct SecuredSource: DashboardSource {
     func handshakes() -> (admitted: UInt64, refused: UInt64)? { zapDomain.map { ZAPService.shared.handshakes($0) } }
     func deployments() -> [DeploymentStatus] { shell.deploymentsSnapshot }
     func call(_ make: (UInt64) -> Message) async -> Message { await shell.localCall(make) }
+    func withdraw(request: UInt64) { shell.localWithdraw(request) }
 }

@@ -7,9 +7,9 @@ import Testing
 /// A deployment's queue keeps its totals and its deadline bound as requests come and go, so a dispatch reads them
 /// instead of recounting the queue (docs/performance.md, "A deep queue").
 @Suite struct RequestQueueTests {
-    /// Random appends, prepends, pops and expiries: rows, tokens and bytes always equal a recount; the deadline bound
-    /// is never later than a queued deadline, and exact after an expiry that was due; an expiry takes exactly the late
-    /// requests, in queue order.
+    /// Random appends, prepends, pops, withdrawals and expiries: rows, tokens and bytes always equal a recount; the
+    /// deadline bound is never later than a queued deadline, and exact after an expiry that was due; an expiry takes
+    /// exactly the late requests, in queue order; a withdrawn request is never popped or expired.
     @Test func totalsAndTheDeadlineBoundFollowEveryChange() {
         var rng = SeededRandom(seed: 7)
         var q = RequestQueue()
@@ -22,6 +22,13 @@ import Testing
                                        rows: Int(1 + rng.next() % 9), tokens: Int(1 + rng.next() % 50), bytes: Int(4 + rng.next() % 400),
                                        arrived: now, deadline: now + 1 + rng.next() % 5_000)
                 if op < 4 { q.append(r); mirror.append(r) } else { q.prepend(r); mirror.insert(r, at: 0) }
+            } else if op == 7, let pick = mirror.isEmpty ? nil : mirror[Int(rng.next() % UInt64(mirror.count))] {
+                // A client withdraws a queued request; withdrawing it again finds nothing.
+                let found = q.withdraw(pick.peer, request: pick.request)
+                #expect(found)
+                mirror.removeAll { $0.peer == pick.peer && $0.request == pick.request }
+                let again = q.withdraw(pick.peer, request: pick.request)
+                #expect(!again)
             } else if op < 8 {
                 let got = q.popFirst()
                 #expect(got?.request == mirror.first?.request)

@@ -169,6 +169,41 @@ import Testing
         #expect(answers == [1: [101], 2: [102], 4: [104], 5: [105]])
     }
 
+    /// WITHDRAW: a queued request leaves the queue (never batched), one in a batch on a worker gets no answer while
+    /// the others in that batch get their own rows; only the peer that sent a request can withdraw it; none is
+    /// answered twice or lost.
+    @Test func aWithdrawnRequestIsNeitherBatchedNorAnswered() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1, maxBatch: 2), workers: [w1])
+        let other = PeerID([0, 0, 0, 0, 8])
+        func predict(_ r: UInt64, from peer: PeerID = client) { h.event(.received(peer, .predict(PredictRequest(request: r, name: "m", input: Self.row(Float(r)))))) }
+        // One batch computing, a full batch of two behind it (the replica's depth), then three queued.
+        predict(1)
+        for r in 2...6 { predict(UInt64(r)) }
+        var sent = Self.batches(&h, w1)
+        #expect(sent.map(\.input.count) == [1, 2], "\(sent.map(\.input.count))")
+        #expect(h.core.deploymentList(now: h.now)[0].queued == 3)
+        // Request 2 (in the second batch) and 5 (queued) withdrawn; another peer's WITHDRAW of 4 changes nothing.
+        #expect(h.event(.received(client, .withdraw(request: 2))).isEmpty, "a WITHDRAW is not answered")
+        h.event(.received(client, .withdraw(request: 5)))
+        h.event(.received(other, .withdraw(request: 4)))
+        h.event(.received(client, .withdraw(request: 99)))
+        #expect(h.core.deploymentList(now: h.now)[0].queued == 2)
+        var answers: [UInt64: [Float]] = [:]
+        while !sent.isEmpty {
+            for b in sent { answers.merge(Self.predictions(Self.answer(&h, w1, b))) { $1 } }
+            h.advance(5_000_000)
+            h.event(.serveDue)
+            sent = Self.batches(&h, w1)
+        }
+        #expect(answers == [1: [101], 3: [103], 4: [104], 6: [106]])
+        let d = h.core.deploymentList(now: h.now)[0]
+        #expect(d.withdrawn == 2 && d.answered == 4 && d.queued == 0 && d.batchedRows == 5, "\(d)")
+        // The same request id again from its client is a new request.
+        predict(5)
+        #expect(Self.predictions(Self.answer(&h, w1, Self.batches(&h, w1)[0])) == [5: [105]])
+    }
+
     /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
     /// key may not answer batches.
     @Test func rolesDecideWhoDeploysPredictsAndAnswers() {

@@ -38,18 +38,9 @@ func rawGet(port: Int, path: String, host: String?, headers: [String] = []) asyn
 }
 
 func blockingGet(port: Int, path: String, host: String?, headers: [String]) throws -> (status: Int, head: String, body: String) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var tv = timeval(tv_sec: 30, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    a.sin_port = UInt16(port).bigEndian
-    let ok = withUnsafePointer(to: &a) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-    guard ok else { throw SigmaTestError("cannot connect to 127.0.0.1:\(port)") }
+    let c = try RawConnection(port: port, timeout: 30)
+    defer { c.hangUp() }
+    let fd = c.fd
     let request = "GET \(path) HTTP/1.1\r\n" + (host.map { "Host: \($0)\r\n" } ?? "") + headers.map { $0 + "\r\n" }.joined()
         + "Connection: close\r\n\r\n"
     _ = request.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, 0) }

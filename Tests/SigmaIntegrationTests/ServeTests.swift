@@ -61,6 +61,20 @@ import Testing
         return try #require(list.first { $0["name"] as? String == name }, "\(out)")
     }
 
+    /// Deploys the digits MLP (the torch-mlp fixture) as `name` with these further spec lines, and waits until it has
+    /// `ready` replicas.
+    static func deployDigits(_ name: String, _ lines: String, ready: Int, in dir: Scratch, on cluster: ProcessCluster) async throws {
+        let weights = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/model.safetensors"
+        let spec = try dir.write(name + ".yaml", """
+            kind: serve
+            name: \(name)
+            model: {mlp: [64, 64, 10], activation: relu, weights: \(weights)}
+
+            """ + lines)
+        #expect(try await sigma(["deploy", spec, "--coordinator", cluster.endpoint]).0 == 0)
+        try await waitReady(cluster, name, ready: ready)
+    }
+
     /// A coordinator and 2 workers, up: the cluster, its HTTP API's base URL, and `--coordinator ENDPOINT`.
     static func started() async throws -> (ProcessCluster, String, [String]) {
         let cluster = try await ProcessCluster(workers: 2)
@@ -288,22 +302,51 @@ import Testing
         #expect(bad.status == 422 && bad.body.contains("takes texts"), "\(bad.status) \(bad.body)")
     }
 
+    /// Callers that hang up withdraw their requests through the whole chain — HTTP API, the coordinator's core, its
+    /// queue and the batches on workers: with both workers stopped (SIGSTOP) six requests wait, four in batches and
+    /// two queued; their callers hang up; all six are withdrawn, none answered, and the deployment serves on.
+    @Test func callersThatHangUpHaveTheirRequestsWithdrawn() async throws {
+        let dir = try Scratch("serve-hangup")
+        defer { dir.remove() }
+        let (cluster, base, _) = try await Self.started()
+        defer { cluster.stop() }
+        try await Self.deployDigits("digits-hang", "replicas: all\nbatching: {max_batch: 1, max_wait_ms: 0}\n", ready: 2, in: dir, on: cluster)
+        let x = try Self.floats(repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/inputs.npy")
+        let row = "{\"inputs\": [[" + x.values[0..<64].map { "\($0)" }.joined(separator: ",") + "]]}"
+        let port = try #require(URLComponents(string: base)?.port)
+        let workers = cluster.workers.withLock { $0 }
+        for w in workers { w.kill(SIGSTOP) }
+        let callers = try (0..<6).map { _ in try RawConnection(port: port) }
+        for c in callers { c.post("/predict/digits-hang", row) }
+        var d: [String: Any] = [:]
+        for _ in 0..<100 {
+            d = try await Self.deployment(cluster, "digits-hang")
+            if d["requests"] as? Int == 6 { break }
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        #expect(d["requests"] as? Int == 6 && d["queued"] as? Int == 2, "\(d)")
+        for c in callers { c.hangUp() }
+        for _ in 0..<100 {
+            d = try await Self.deployment(cluster, "digits-hang")
+            if d["withdrawn"] as? Int == 6 { break }
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        for w in workers { w.kill(SIGCONT) }
+        #expect(d["withdrawn"] as? Int == 6 && d["queued"] as? Int == 0, "\(d)")
+        // The batches on the workers are computed and their answers dropped; the next caller is answered.
+        let after = try await Self.http("POST", base + "/predict/digits-hang", row)
+        #expect(after.status == 200, "\(after)")
+        d = try await Self.deployment(cluster, "digits-hang")
+        #expect(d["answered"] as? Int == 1 && d["withdrawn"] as? Int == 6 && d["timed_out_504"] as? Int == 0, "\(d)")
+    }
+
     @Test func aKilledWorkerLosesNoRequestAndAFloodGets429WithMemoryBounded() async throws {
         let dir = try Scratch("serve-kill")
         defer { dir.remove() }
-        let (cluster, base, ep) = try await Self.started()
+        let (cluster, base, _) = try await Self.started()
         defer { cluster.stop() }
-        let weights = repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/model.safetensors"
-        let spec = try dir.write("all.yaml", """
-            kind: serve
-            name: digits-all
-            model: {mlp: [64, 64, 10], activation: relu, weights: \(weights)}
-            replicas: all
-            batching: {max_batch: 8, max_wait_ms: 1}
-            queue_limit: 100000
-            """)
-        #expect(try await sigma(["deploy", spec] + ep).0 == 0)
-        try await Self.waitReady(cluster, "digits-all", ready: 2)
+        try await Self.deployDigits("digits-all", "replicas: all\nbatching: {max_batch: 8, max_wait_ms: 1}\nqueue_limit: 100000\n",
+                                    ready: 2, in: dir, on: cluster)
         let x = try Self.floats(repoRoot + "/Tests/SigmaIntegrationTests/Fixtures/torch-mlp/inputs.npy")
         let client = try localClient(cluster.endpoint)
         defer { client.close() }
@@ -337,15 +380,7 @@ import Testing
         // A flood past a small queue: its one replica's worker stopped (SIGSTOP) for a second, so the queue fills and
         // stays full — 429 (Retry-After over HTTP) for all but the few it holds, every request answered one way or the
         // other, the coordinator's memory bounded; the worker resumed, the held ones are answered.
-        let small = try dir.write("small.yaml", """
-            kind: serve
-            name: digits-small
-            model: {mlp: [64, 64, 10], activation: relu, weights: \(weights)}
-            batching: {max_batch: 1, max_wait_ms: 0}
-            queue_limit: 4
-            """)
-        #expect(try await sigma(["deploy", small] + ep).0 == 0)
-        try await Self.waitReady(cluster, "digits-small", ready: 1)
+        try await Self.deployDigits("digits-small", "batching: {max_batch: 1, max_wait_ms: 0}\nqueue_limit: 4\n", ready: 1, in: dir, on: cluster)
         let survivor = try #require(cluster.workers.withLock { $0.last })
         let rssBefore = residentBytes(cluster.coordinator.process.processIdentifier)
         survivor.kill(SIGSTOP)

@@ -14,7 +14,7 @@ import Testing
         hb.available = 8
         let frames = Codec.encode(.heartbeat(hb))
         #expect(frames.count == 1)
-        #expect(frames[0].bytes == [0x53, 0x02, 0x03, 0x00,
+        #expect(frames[0].bytes == [0x53, 0x03, 0x03, 0x00,
                                     0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
                                     1, 0, 0, 0, 0, 0, 0, 0,
                                     2, 0, 0, 0, 0, 0, 0, 0,
@@ -30,7 +30,7 @@ import Testing
     @Test func goldenBytesAssignAndReady() throws {
         let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5)))
         #expect(a.count == 1)
-        #expect(a[0].bytes == [0x53, 0x02, 0x04, 0x00,
+        #expect(a[0].bytes == [0x53, 0x03, 0x04, 0x00,
                                7, 0, 0, 0, 0, 0, 0, 0,
                                2, 0, 0, 0,
                                1, 0, 0, 0,
@@ -43,15 +43,15 @@ import Testing
         #expect(try Codec.decode(withParams) == .assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5, withParams: true)))
         let p = Codec.encode(.params(Params(job: 7, version: 3, payload: Frame([1, 2, 3, 4]))))
         #expect(p.count == 2)
-        #expect(p[0].bytes == [0x53, 0x02, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
+        #expect(p[0].bytes == [0x53, 0x03, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
         #expect(p[1].bytes == [1, 2, 3, 4])
         let r = Codec.encode(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3, build: "b")))
-        #expect(r[0].bytes == [0x53, 0x02, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62, 0, 0])
+        #expect(r[0].bytes == [0x53, 0x03, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62, 0, 0])
     }
 
     @Test func goldenBytesHello() {
         let h = Codec.encode(.hello(Hello(build: "s", cores: 2, slots: 1, memory: 1024, host: "h", name: "n", instance: "i", features: "f")))
-        #expect(h[0].bytes == [0x53, 0x02, 0x01, 0x00, 1, 0, 0x73, 2, 0, 1, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
+        #expect(h[0].bytes == [0x53, 0x03, 0x01, 0x00, 1, 0, 0x73, 2, 0, 1, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
                                1, 0, 0x68, 1, 0, 0x6E, 1, 0, 0x69, 1, 0, 0x66])
     }
 
@@ -132,7 +132,7 @@ import Testing
         .deploymentsGet(request: 19),
         .deployments(request: 19, [{
             var d = DeploymentStatus(name: "digits", model: "mlp", replicasWanted: 2, queued: 3, queueLimit: 1024, maxBatch: 32, maxWaitMs: 5)
-            (d.inputs, d.width, d.requests, d.p50Ms) = (64, 3, 7, 0.5)
+            (d.inputs, d.width, d.requests, d.p50Ms, d.withdrawn) = (64, 3, 7, 0.5, 2)
             d.labels = ["zero", "one", "twö"]
             d.replicas = [.init(worker: "w1", name: "a", state: "ready", inFlight: 1, batches: 9), .init(worker: "w2", name: "b", state: "failed", error: "no file")]
             return d
@@ -147,6 +147,7 @@ import Testing
         .unload(deployment: 1),
         .batch(ServeBatch(deployment: 1, batch: 9, input: .texts(["x"]))),
         .batchResult(ServeBatchResult(batch: 9, ok: true, computeNanos: 10, queued: 1, rows: 1, width: 2, values: [1, 2])),
+        .withdraw(request: 77),
     ]
 
     // A training job is told in steps and epochs; a last partial epoch counts.
@@ -218,16 +219,16 @@ import Testing
         #expect { _ = try Codec.decode([Frame(header)]) } throws: { ($0 as! DecodeError).code == .tooLarge }
         let three = Codec.encode(.status(request: 1)) + [Frame([1]), Frame([2])]
         #expect { _ = try Codec.decode(three) } throws: { ($0 as! DecodeError).code == .tooLarge }
-        #expect { _ = try Codec.decode([Frame([0x53, 2, 0x7F, 0])]) } throws: { ($0 as! DecodeError).message.contains("unknown message type 0x7f") }
+        #expect { _ = try Codec.decode([Frame([0x53, 3, 0x7F, 0])]) } throws: { ($0 as! DecodeError).message.contains("unknown message type 0x7f") }
         #expect { _ = try Codec.decode([Frame([0x41, 1, 1, 0])]) } throws: { ($0 as! DecodeError).message.contains("signature") }
         #expect { _ = try Codec.decode([]) } throws: { ($0 as! DecodeError).message.contains("empty") }
-        #expect { _ = try Codec.decode([Frame([0x53, 2, 0x12, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])]) } throws: { ($0 as! DecodeError).message.contains("flag") }
+        #expect { _ = try Codec.decode([Frame([0x53, 3, 0x12, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])]) } throws: { ($0 as! DecodeError).message.contains("flag") }
         var trailing = Codec.encode(.status(request: 1))[0].bytes
         trailing.append(0)
         #expect { _ = try Codec.decode([Frame(trailing)]) } throws: { ($0 as! DecodeError).message.contains("trailing") }
         let submitNoPayload = [Codec.encode(.submit(Submit(request: 1, options: [], spec: Self.spec)))[0]]
         #expect { _ = try Codec.decode(submitNoPayload) } throws: { ($0 as! DecodeError).message.contains("missing payload") }
-        let compressedNoDecompressor = Frame([0x53, 2, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
+        let compressedNoDecompressor = Frame([0x53, 3, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
         #expect(throws: DecodeError.self) { _ = try Codec.decode([compressedNoDecompressor, Frame([1, 2, 3, 4, 5])]) }
     }
 
@@ -305,11 +306,11 @@ func decodeError(_ frames: [Frame]) -> DecodeError? {
 /// §3: truncated, oversized, wrong-version and unknown-type frames each earn an ERROR reply from the coordinator.
 @Suite struct RejectionReplyTests {
     @Test(arguments: [
-        ("truncated", [Frame([0x53, 0x02, 0x12, 0x00, 1, 2, 3])], UInt16(400)),
-        ("oversized header", [Frame([0x53, 0x02, 0x12, 0x00] + [UInt8](repeating: 0, count: 70_000))], UInt16(413)),
-        ("too many frames", [Frame([0x53, 0x02, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), Frame([1]), Frame([2])], UInt16(413)),
+        ("truncated", [Frame([0x53, 0x03, 0x12, 0x00, 1, 2, 3])], UInt16(400)),
+        ("oversized header", [Frame([0x53, 0x03, 0x12, 0x00] + [UInt8](repeating: 0, count: 70_000))], UInt16(413)),
+        ("too many frames", [Frame([0x53, 0x03, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), Frame([1]), Frame([2])], UInt16(413)),
         ("wrong version", [Frame([0x53, 0x07, 0x03, 0x00] + [UInt8](repeating: 0, count: 32))], UInt16(505)),
-        ("unknown type", [Frame([0x53, 0x02, 0x66, 0x00])], UInt16(400)),
+        ("unknown type", [Frame([0x53, 0x03, 0x66, 0x00])], UInt16(400)),
         ("not Sigma", [Frame(Array("GET / HTTP/1.1".utf8))], UInt16(400)),
     ])
     func coordinatorRepliesWithError(_ name: String, _ frames: [Frame], _ code: UInt16) throws {
