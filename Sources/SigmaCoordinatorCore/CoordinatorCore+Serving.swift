@@ -38,10 +38,7 @@ extension CoordinatorCore {
         }
         d.draining = true
         if config.journal { out.append(.journal(.undeployed(name: name))) }
-        while let r = d.queue.popFirst() {
-            d.unavailable += 1
-            out.append(.send(r.peer, .error(ErrorReply(.unavailable, request: r.request, "deployment '\(name)' was undeployed"))))
-        }
+        while let r = d.queue.popFirst() { unavailable(d, r, "deployment '\(name)' was undeployed", into: &out) }
         out.append(.log(.info, "deployment '\(name)' undeployed; \(d.inFlight) batch(es) in flight finish first"))
         removeIfDrained(d, into: &out)
         out.append(.send(peer, .deployments(request: request, deploymentList(now: now))))
@@ -56,6 +53,9 @@ extension CoordinatorCore {
             return refuse(.notFound, "no deployment '\(p.name)' on this coordinator" + (known.isEmpty ? "; deploy one with: sigma deploy SPEC" : " (deployed: \(known.joined(separator: ", ")))"))
         }
         let c = d.config
+        if case .rows(let w, let v) = p.input, w < 1 || v.count % w != 0 {
+            return refuse(.invalidSpec, "input: \(v.count) values are not whole rows of \(w) features")
+        }
         guard p.input.count > 0 else { return refuse(.badRequest, "input: no rows (texts) to predict") }
         let texts = ServedModelKind.takesTexts(c.model)
         switch (texts, p.input) {
@@ -82,6 +82,9 @@ extension CoordinatorCore {
         let bytes: Int = switch p.input {
         case .rows(_, let v): v.count * 4
         case .texts(let t): t.reduce(0) { $0 + $1.utf8.count + 4 }
+        }
+        guard bytes <= DeploymentConfig.maxQueuedBytes else {
+            return refuse(.tooLarge, "input: \(bytes >> 20) MiB in one request; a deployment queues at most \(DeploymentConfig.maxQueuedBytes >> 20) MiB of inputs (split it)")
         }
         guard d.queue.count < c.queueLimit, d.queue.bytes + bytes <= DeploymentConfig.maxQueuedBytes else {
             d.tooBusy += 1
@@ -168,7 +171,7 @@ extension CoordinatorCore {
             }
         }
         removeIfDrained(d, into: &out)
-        dispatch(d, now: now, into: &out)
+        if deployments[name] === d { dispatch(d, now: now, into: &out) }
     }
 
     // MARK: placement, batching, routing
@@ -202,6 +205,11 @@ extension CoordinatorCore {
             servingBatches[id] = nil
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
             let open = b.requests.filter { !$0.settled }
+            guard !d.draining else {
+                // (undeployed: nothing will take them again)
+                for q in open { unavailable(d, q, "deployment '\(name)' was undeployed and the worker computing its last batch was lost", into: &out) }
+                continue
+            }
             for q in open.reversed() { d.queue.prepend(q) }
             out.append(.log(.warning, "deployment '\(name)': \(open.count) request(s) of a batch on a lost worker queued again"))
         }
@@ -320,6 +328,14 @@ extension CoordinatorCore {
         }
     }
 
+    /// Answers `q` 503: its deployment will not compute it.
+    func unavailable(_ d: DeploymentEntry, _ q: PendingRequest, _ why: String, into out: inout [CoordinatorAction]) {
+        d.unavailable += 1
+        out.append(.send(q.peer, .error(ErrorReply(.unavailable, request: q.request, why))))
+    }
+
+    /// An undeployed deployment with no batch left on a worker goes (nothing is queued on one: undeploying answered
+    /// its queue, and a lost worker's batch is answered, not queued again).
     mutating func removeIfDrained(_ d: DeploymentEntry, into out: inout [CoordinatorAction]) {
         guard d.draining, d.inFlight == 0 else { return }
         for peer in d.replicas.keys { out.append(.send(peer, .unload(deployment: d.id))) }

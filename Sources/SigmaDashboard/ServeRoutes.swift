@@ -79,11 +79,12 @@ enum ServeRoutes {
                 case "BYTES": x = .texts(try textList(first["data"], field: "inputs[0].data"))
                 case "FP32", "FP64":
                     guard let shape = first["shape"] as? [Any], shape.count == 2, let r = (shape[0] as? NSNumber)?.intValue,
-                          let c = (shape[1] as? NSNumber)?.intValue, r >= 0, c >= 1 else {
-                        throw APIError(422, "inputs[0].shape: expected [rows, features]")
+                          let c = (shape[1] as? NSNumber)?.intValue, r >= 1, c >= 1 else {
+                        throw APIError(422, "inputs[0].shape: expected [rows, features], each at least 1")
                     }
                     let flat = try numbers(first["data"], field: "inputs[0].data")
-                    guard flat.count == r * c else { throw APIError(422, "inputs[0].data: \(flat.count) numbers for shape [\(r), \(c)]") }
+                    let (n, overflow) = r.multipliedReportingOverflow(by: c)
+                    guard !overflow, flat.count == n else { throw APIError(422, "inputs[0].data: \(flat.count) numbers for shape [\(r), \(c)]") }
                     x = .rows(width: c, values: flat)
                 default:
                     throw APIError(422, "inputs[0].datatype: expected FP32 (rows of features) or BYTES (texts)")
@@ -106,7 +107,8 @@ enum ServeRoutes {
     }
 
     /// Floats as a JSON array; each as the shortest decimal of its Float64 value, which parses back to the same
-    /// float32 whether read as a double or a float.
+    /// float32 whether read as a double or a float. JSON has no NaN or infinity: such an output (a model that
+    /// overflowed) is `null`.
     static func floats(_ v: ArraySlice<Float>) -> String {
         var s = "["
         s.reserveCapacity(v.count * 12 + 2)
@@ -114,7 +116,7 @@ enum ServeRoutes {
         for x in v {
             if !first { s += "," }
             first = false
-            s += Double(x).description
+            s += x.isFinite ? Double(x).description : "null"
         }
         return s + "]"
     }
@@ -202,17 +204,21 @@ enum ServeRoutes {
         }
     }
 
-    static func numbers(_ value: Any?, field: String) throws -> [Float] {
+    /// A list of numbers as float32, nested lists flattened in row-major order unless `nested` is false (then a list
+    /// inside is refused). Each must be finite as a float32 (1e39 is not).
+    static func numbers(_ value: Any?, field: String, nested: Bool = true) throws -> [Float] {
         guard let list = value as? [Any] else { throw APIError(422, "\(field): expected a list of numbers") }
         var out: [Float] = []
         out.reserveCapacity(list.count)
         for (i, v) in list.enumerated() {
-            if let row = v as? [Any] {
+            if let row = v as? [Any], nested {
                 out += try numbers(row, field: "\(field)[\(i)]")
                 continue
             }
             // (true and false are NSNumbers too, of objCType "c")
-            guard let n = v as? NSNumber, String(cString: n.objCType) != "c", n.doubleValue.isFinite else { throw APIError(422, "\(field)[\(i)]: expected a finite number") }
+            guard let n = v as? NSNumber, String(cString: n.objCType) != "c", n.floatValue.isFinite else {
+                throw APIError(422, "\(field)[\(i)]: expected a number finite as float32 (within ±3.4e38)")
+            }
             out.append(n.floatValue)
         }
         return out
@@ -224,10 +230,13 @@ enum ServeRoutes {
         guard let rows = value as? [Any], !rows.isEmpty else { throw APIError(422, "\(field): expected rows of numbers or texts") }
         let first = (rows[0] as? [Any])?.count ?? 0
         guard first > 0 else { throw APIError(422, "\(field)[0]: expected a non-empty list of numbers") }
-        for (i, r) in rows.enumerated() where (r as? [Any])?.count != first {
-            throw APIError(422, "\(field)[\(i)]: expected \(first) numbers, as row 0 has")
+        var values: [Float] = []
+        values.reserveCapacity(rows.count * first)
+        for (i, r) in rows.enumerated() {
+            guard let row = r as? [Any], row.count == first else { throw APIError(422, "\(field)[\(i)]: expected \(first) numbers, as row 0 has") }
+            values += try numbers(row, field: "\(field)[\(i)]", nested: false)
         }
-        return .rows(width: first, values: try numbers(rows, field: field))
+        return .rows(width: first, values: values)
     }
 
     /// The deployments as the core has them now (readiness must not lag the published figures).

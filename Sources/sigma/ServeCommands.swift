@@ -131,7 +131,8 @@ struct PredictCommand: AsyncParsableCommand {
                 return
             }
             let w = Int(p.width)
-            let rows = (0..<Int(p.rows)).map { r in p.values[(r * w)..<((r + 1) * w)].map(Double.init) }
+            // (JSON has no NaN or infinity: such an output is null, as over HTTP)
+            let rows = (0..<Int(p.rows)).map { r in p.values[(r * w)..<((r + 1) * w)].map { $0.isFinite ? Double($0) as Any : NSNull() } }
             var answer: [String: Any] = ["model": name, "rows": Int(p.rows), "width": w, "outputs": rows, "worker": p.worker, "batch_rows": Int(p.batchRows),
                                          "queue_ms": Double(p.queueNanos) / 1e6, "compute_ms": Double(p.computeNanos) / 1e6]
             if !p.labels.isEmpty { answer["labels"] = p.labels }

@@ -201,7 +201,64 @@ import Testing
         #expect(d.withdrawn == 2 && d.answered == 4 && d.queued == 0 && d.batchedRows == 5, "\(d)")
         // The same request id again from its client is a new request.
         predict(5)
-        #expect(Self.predictions(Self.answer(&h, w1, Self.batches(&h, w1)[0])) == [5: [105]])
+        h.advance(5_000_000)
+        h.event(.serveDue)
+        let last = Self.batches(&h, w1)
+        #expect(last.count == 1)
+        #expect(last.first.map { Self.predictions(Self.answer(&h, w1, $0)) } == [5: [105]])
+    }
+
+    /// Whether `sent` answers request `id` of `client` (a PREDICTION or an ERROR).
+    static func answers(_ sent: [(PeerID, Message)], _ id: UInt64) -> Bool {
+        sent.contains { p, m in
+            guard p == client else { return false }
+            switch m {
+            case .prediction(let x): return x.request == id
+            case .error(let e): return e.request == id
+            default: return false
+            }
+        }
+    }
+
+    /// Undeployed while its only replica computes a batch, then that worker dies: the batch's requests are answered
+    /// (503) — they were queued again into the draining deployment, which then went, and were never answered.
+    @Test func aDrainingDeploymentsLostBatchIsStillAnswered() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1), workers: [w1])
+        h.event(.received(client, .predict(PredictRequest(request: 10, name: "m", input: Self.row(1)))))
+        #expect(Self.batches(&h, w1).count == 1)
+        h.event(.received(client, .undeploy(request: 11, name: "m")))
+        h.advance(4_000_000_000)
+        h.event(.tick)                       // w1 declared dead
+        #expect(h.outbox.contains { if case .error(let e) = $0.1 { e.request == 10 && e.code == 503 } else { false } }, "request 10 answered 503")
+        #expect(h.core.deploymentList(now: h.now).isEmpty, "the undeployed deployment is gone")
+    }
+
+    /// A rows input whose values are not whole rows is refused (422), never batched: a worker cannot decode such a
+    /// BATCH, never answers it, and two of them held a one-replica deployment's slots for good.
+    @Test func rowsThatAreNotWholeRowsAreRefusedNotBatched() throws {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 1, timeout: 1_000_000_000), workers: [w1])
+        for (r, input) in [(10, ServeInput.rows(width: 2, values: [1, 2, 3])), (11, .rows(width: 0, values: [1]))] {
+            let sent = h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: input))))
+            #expect(sent.contains { if case .error(let e) = $0.1 { e.request == UInt64(r) && e.code == 422 } else { false } }, "\(sent)")
+        }
+        #expect(Self.batches(&h, w1).isEmpty, "a malformed input reached a worker")
+        h.event(.received(client, .predict(PredictRequest(request: 12, name: "m", input: Self.row(5)))))
+        #expect(Self.batches(&h, w1).count == 1)
+    }
+
+    /// One request whose inputs alone exceed the queue's byte bound can never fit: 413, not 429 "retry later".
+    @Test func aRequestLargerThanTheQueuesByteBoundIs413Not429() {
+        var h = Harness()
+        let c = DeploymentConfig(name: "e", model: "embed", spec: JobSpec(kind: "serve", name: "e", body: [1]), replicas: 1, maxBatch: 8)
+        h.hello(w1)
+        h.event(.deploy(client, request: 1, .success(c)))
+        h.event(.received(w1, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        let big = String(repeating: "a", count: 1 << 20)   // (300 copies share one buffer)
+        let sent = h.event(.received(client, .predict(PredictRequest(request: 10, name: "e", input: .texts(Array(repeating: big, count: 300))))))
+        let code = sent.compactMap { if case .error(let e) = $0.1 { e.code } else { nil } }.first
+        #expect(code == 413, "got \(String(describing: code))")
     }
 
     /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
