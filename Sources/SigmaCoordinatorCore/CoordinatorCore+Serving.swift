@@ -172,12 +172,16 @@ extension CoordinatorCore {
         }
         removeIfDrained(d, into: &out)
         if deployments[name] === d { dispatch(d, now: now, into: &out) }
+        if let k = index[peer], table[k].state == .draining { finishDrain(k, now: now, into: &out) }
     }
 
     // MARK: placement, batching, routing
 
     /// Workers that take new replicas: live, not draining, not silent.
     var servingWorkers: [PeerID] { table.filter { $0.state == .ready && !$0.suspect }.map(\.peer) }
+
+    /// Whether a replica's worker takes new batches: not draining (it leaves once its batches are answered), not silent.
+    func takesBatches(_ peer: PeerID) -> Bool { index[peer].map { table[$0].state == .ready && !table[$0].suspect } ?? false }
 
     /// Loads `d` on workers until it has the replicas it asks for (every worker for `all`), least-loaded first.
     mutating func placeReplicas(_ d: DeploymentEntry, into out: inout [CoordinatorAction]) {
@@ -201,7 +205,8 @@ extension CoordinatorCore {
     /// A worker left or died: its replicas go, its batches' requests queue again first in line (each still answered
     /// once), and the replicas are placed elsewhere.
     mutating func workerGone(_ peer: PeerID, now: Nanos, into out: inout [CoordinatorAction]) {
-        for (id, b) in servingBatches where b.worker == peer {
+        // (newest batch first: each goes to the front of the line, so the oldest ends up first, in the order sent)
+        for (id, b) in servingBatches.filter({ $0.value.worker == peer }).sorted(by: { $0.key > $1.key }) {
             servingBatches[id] = nil
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
             let open = b.requests.filter { !$0.settled }
@@ -235,7 +240,7 @@ extension CoordinatorCore {
             let waited = d.queue.first!.arrived &+ d.config.maxWait
             var best: (peer: PeerID, cost: Double)? = nil
             let holding = !full && d.returning > 0 && now < waited
-            for (peer, r) in d.replicas where r.state == .ready && r.inFlight < Self.replicaDepth {
+            for (peer, r) in d.replicas where r.state == .ready && r.inFlight < Self.replicaDepth && takesBatches(peer) {
                 let rtt = index[peer].map { table[$0].rtt } ?? 0
                 if r.inFlight == 0 && holding {
                     due = min(due ?? .max, waited)

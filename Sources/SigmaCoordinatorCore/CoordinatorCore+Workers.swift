@@ -90,7 +90,7 @@ extension CoordinatorCore {
     }
 
     mutating func finishDrain(_ k: Int, now: Nanos, into out: inout [CoordinatorAction]) {
-        guard table[k].state == .draining, table[k].inFlight.isEmpty else { return }
+        guard table[k].state == .draining, table[k].inFlight.isEmpty, !servingBatches.values.contains(where: { $0.worker == table[k].peer }) else { return }
         out.append(.send(table[k].peer, .disconnect(reason: "drained")))
         out.append(.log(.info, "worker \(table[k].label) drained and left"))
         retire(table[k].peer, reason: "drained", now: now, into: &out, died: false)

@@ -261,6 +261,31 @@ import Testing
         #expect(code == 413, "got \(String(describing: code))")
     }
 
+    /// A draining worker takes no new batches; it leaves once the batches it holds are answered (they were queued
+    /// again and computed twice when it left with them).
+    @Test func aDrainingWorkerTakesNoBatchesAndLeavesOnceItsBatchesAreAnswered() {
+        var h = Harness()
+        Self.deployed(&h, Self.config(replicas: 0, maxBatch: 1), workers: [w1, w2])
+        h.event(.received(client, .predict(PredictRequest(request: 1, name: "m", input: Self.row(1)))))
+        let on1 = Self.batches(&h, w1), on2 = Self.batches(&h, w2)
+        let (busy, busyID, other) = on1.isEmpty ? (w2, "w2", w1) : (w1, "w1", w2)
+        let held = on1 + on2
+        #expect(held.count == 1)
+        h.event(.received(client, .drainWorker(request: 2, worker: busyID)))
+        #expect(!h.outbox.contains { $0.0 == busy && $0.1.type == .disconnect }, "it still holds a batch")
+        for r in 3...6 { h.event(.received(client, .predict(PredictRequest(request: UInt64(r), name: "m", input: Self.row(Float(r)))))) }
+        #expect(Self.batches(&h, busy).isEmpty, "no new batch for a draining worker")
+        var answers = Self.predictions(Self.answer(&h, busy, held[0]))
+        #expect(h.outbox.contains { $0.0 == busy && $0.1.type == .disconnect }, "drained once its batch is answered")
+        for _ in 0..<8 {
+            for b in Self.batches(&h, other) { answers.merge(Self.predictions(Self.answer(&h, other, b))) { $1 } }
+            h.advance(5_000_000)
+            h.event(.serveDue)
+        }
+        #expect(answers == [1: [101], 3: [103], 4: [104], 5: [105], 6: [106]])
+        #expect(h.core.deploymentList(now: h.now)[0].answered == 5)
+    }
+
     /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
     /// key may not answer batches.
     @Test func rolesDecideWhoDeploysPredictsAndAnswers() {
