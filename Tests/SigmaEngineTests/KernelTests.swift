@@ -32,6 +32,14 @@ func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
         let col = Kernels.sumTo(g, shape: [3, 1]), row = Kernels.sumTo(g, shape: [4])
         for r in 0..<3 { #expect(abs(col[r] - (0..<4).map { g[r * 4 + $0] }.reduce(0, +)) < 1e-6) }
         for c in 0..<4 { #expect(abs(row[c] - (0..<3).map { g[$0 * 4 + c] }.reduce(0, +)) < 1e-6) }
+        // The row sums (bias gradients) go 8 lanes at a time: bitwise the sum of the rows in order, one by one,
+        // whatever the width (with a tail of fewer than 8).
+        for width in [1, 8, 21, 1024] {
+            let t = random([37, width], seed: UInt64(width), low: -100, high: 100)
+            var want = [Float](repeating: 0, count: width)
+            for r in 0..<37 { for c in 0..<width { want[c] += t[r * width + c] } }
+            #expect(Kernels.sumTo(t, shape: [width]).scalars.map(\.bitPattern) == want.map(\.bitPattern), "width \(width)")
+        }
     }
 
     /// The fused, max-subtracted log-softmax against the Float64 composition of primitives: ≤ 1e-5.
