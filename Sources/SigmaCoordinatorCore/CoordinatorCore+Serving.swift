@@ -298,6 +298,8 @@ extension CoordinatorCore {
         d.replicas[peer]!.expectedFree = max(now &+ Nanos(rtt / 2), d.replicas[peer]!.expectedFree) &+ Nanos(Double(rows) * d.replicas[peer]!.nsPerRow)
         d.batchRows += rows
         d.batchCount += 1
+        // (woken at the batch's first deadline: a request on a worker times out on time, not at the next tick)
+        serveWake = min(serveWake ?? .max, taken.reduce(Nanos.max) { min($0, $1.deadline) })
         out.append(.send(peer, .batch(ServeBatch(deployment: d.id, batch: id, input: input))))
     }
 
@@ -314,9 +316,11 @@ extension CoordinatorCore {
     /// Periodic: timeouts of queued requests and of batches in flight, batches due, replicas to place.
     mutating func serveTick(now: Nanos, into out: inout [CoordinatorAction]) {
         serveWake = nil
+        var nextLate = Nanos.max
         for (id, b) in servingBatches {
             guard let name = deploymentNames[b.deployment], let d = deployments[name] else { continue }
             let late = b.requests.indices.filter { !b.requests[$0].settled && b.requests[$0].deadline <= now }
+            for q in b.requests where !q.settled && q.deadline > now { nextLate = min(nextLate, q.deadline) }
             guard !late.isEmpty else { continue }
             for i in late {
                 servingBatches[id]!.requests[i].settled = true
@@ -331,6 +335,7 @@ extension CoordinatorCore {
             placeReplicas(d, into: &out)
             dispatch(d, now: now, into: &out)
         }
+        if nextLate < .max { serveWake = min(serveWake ?? .max, nextLate) }
     }
 
     /// Answers `q` 503: its deployment will not compute it.

@@ -251,6 +251,7 @@ final class DeploymentEntry {
         var d = DeploymentStatus(name: config.name, model: config.model, replicasWanted: UInt32(config.replicas), queued: UInt32(queue.count),
                                  queueLimit: UInt32(config.queueLimit), maxBatch: UInt32(config.maxBatch), maxWaitMs: Double(config.maxWait) / 1e6)
         (d.requests, d.tooBusy, d.unavailable, d.timedOut, d.failed, d.withdrawn) = (requests, tooBusy, unavailable, timedOut, failed, withdrawn)
+        d.draining = draining
         (d.inputs, d.width, d.answered) = (UInt32(config.inputs), UInt32(width), answered)
         d.labels = labels
         (d.batches, d.batchedRows) = (UInt64(batchCount), UInt64(batchRows))

@@ -133,6 +133,7 @@ extension DeploymentStatus {
         for (k, v) in [("p50_ms", p50Ms), ("p99_ms", p99Ms), ("queue_p50_ms", queueP50Ms), ("compute_p50_ms", computeP50Ms), ("mean_batch", meanBatch)]
         where v.isFinite { o[k] = v }
         if !labels.isEmpty { o["labels"] = labels }
+        if draining { o["draining"] = true }
         o["replicas"] = replicas.map { r in
             ["worker": r.worker, "name": r.name, "state": r.state, "error": r.error, "in_flight": Int(r.inFlight), "batches": Int(r.batches)] as [String: Any]
         }

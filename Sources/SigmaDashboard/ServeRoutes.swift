@@ -27,7 +27,7 @@ enum ServeRoutes {
             await answer(bare: true) {
                 let body = try await json(request)
                 let texts = try textList(body["inputs"], field: "inputs")
-                let embeds = try await current(source).filter { $0.model == "embed" }
+                let embeds = try await current(source).filter { $0.model == "embed" && !$0.draining }
                 guard let name = (body["model"] as? String) ?? (embeds.count == 1 ? embeds[0].name : nil) else {
                     throw APIError(422, "model: missing; \(embeds.count) embedding deployments (\(embeds.map(\.name).joined(separator: ", "))): name one")
                 }
@@ -249,8 +249,9 @@ enum ServeRoutes {
         }
     }
 
+    /// Deployment `name`, as the core has it now; 404 when there is none or it is being undeployed (as PREDICT).
     static func deployment(_ source: any DashboardSource, _ name: String) async throws -> DeploymentStatus {
-        guard let d = try await current(source).first(where: { $0.name == name }) else {
+        guard let d = try await current(source).first(where: { $0.name == name && !$0.draining }) else {
             throw APIError(404, "no deployment '\(name.prefix(100))' on this coordinator (sigma deployments lists them)")
         }
         return d

@@ -282,6 +282,8 @@ public struct DeploymentStatus: Sendable, Equatable {
     public var answered: UInt64 = 0
     /// Requests their clients withdrew before the answer (WITHDRAW: an HTTP caller that hung up).
     public var withdrawn: UInt64 = 0
+    /// Undeployed: it takes no requests and goes once its batches in flight are answered.
+    public var draining = false
     /// Batches sent and their rows, since the deployment started (a mean batch over any interval from two readings).
     public var batches: UInt64 = 0
     public var batchedRows: UInt64 = 0
@@ -320,7 +322,7 @@ public struct DeploymentStatus: Sendable, Equatable {
         w.string(name); w.string(model); w.u32(replicasWanted); w.u32(queued); w.u32(queueLimit); w.u32(maxBatch); w.f64(maxWaitMs)
         w.u32(inputs); w.u32(width)
         Codec.names(labels, into: &w)
-        w.u64(requests); w.u64(tooBusy); w.u64(unavailable); w.u64(timedOut); w.u64(failed); w.u64(answered); w.u64(withdrawn)
+        w.u64(requests); w.u64(tooBusy); w.u64(unavailable); w.u64(timedOut); w.u64(failed); w.u64(answered); w.u64(withdrawn); w.bool(draining)
         w.u64(batches); w.u64(batchedRows)
         w.f64(p50Ms); w.f64(p99Ms); w.f64(queueP50Ms); w.f64(computeP50Ms); w.f64(meanBatch); w.f64(rate)
         w.u32(UInt32(replicas.count))
@@ -338,7 +340,7 @@ public struct DeploymentStatus: Sendable, Equatable {
         d.labels = try Codec.names(&r, "deployment.labels", atMost: Int(d.width))
         (d.requests, d.tooBusy, d.unavailable) = (try r.u64("deployment.requests"), try r.u64("deployment.too_busy"), try r.u64("deployment.unavailable"))
         (d.timedOut, d.failed, d.answered) = (try r.u64("deployment.timed_out"), try r.u64("deployment.failed"), try r.u64("deployment.answered"))
-        d.withdrawn = try r.u64("deployment.withdrawn")
+        (d.withdrawn, d.draining) = (try r.u64("deployment.withdrawn"), try r.bool("deployment.draining"))
         (d.batches, d.batchedRows) = (try r.u64("deployment.batches"), try r.u64("deployment.batched_rows"))
         (d.p50Ms, d.p99Ms, d.queueP50Ms) = (try r.f64("deployment.p50_ms"), try r.f64("deployment.p99_ms"), try r.f64("deployment.queue_p50_ms"))
         (d.computeP50Ms, d.meanBatch, d.rate) = (try r.f64("deployment.compute_p50_ms"), try r.f64("deployment.mean_batch"), try r.f64("deployment.rate"))

@@ -67,5 +67,20 @@ import Testing
         #expect(answered.map(\.0) == [7] && answered.map(\.1) == [504], "\(answered)")
         #expect(h.core.deploymentList(now: h.now)[0].queued == 3)
     }
+
+    /// A request already in a batch on a worker times out on time too: the core asks to be woken at its deadline
+    /// (it was answered at the next 50 ms tick, and a batch answered meanwhile could still answer it late).
+    @Test func aRequestOnAWorkerTimesOutOnTime() {
+        var h = Harness()
+        h.hello(w1)
+        h.event(.deploy(client, request: 1, .success(ServingCoreTests.config(replicas: 1, maxBatch: 1, queueLimit: 100, timeout: 10_000_000_000))))
+        h.event(.received(w1, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        h.event(.received(client, .predict(PredictRequest(request: 2, name: "m", timeoutMs: 100, input: ServingCoreTests.row(1)))))
+        #expect(ServingCoreTests.batches(&h, w1).count == 1, "sent at once to the idle replica")
+        #expect(h.core.serveWake.map { $0 <= h.now + 100_000_000 } == true, "woken by its deadline")
+        h.advance(100_000_000)
+        let late = h.event(.serveDue)
+        #expect(late.contains { if case .error(let e) = $0.1 { e.request == 2 && e.code == 504 } else { false } })
+    }
 }
 

@@ -228,6 +228,7 @@ import Testing
         h.event(.received(client, .predict(PredictRequest(request: 10, name: "m", input: Self.row(1)))))
         #expect(Self.batches(&h, w1).count == 1)
         h.event(.received(client, .undeploy(request: 11, name: "m")))
+        #expect(h.core.deploymentList(now: h.now).map(\.draining) == [true], "shown draining while its batch is out")
         h.advance(4_000_000_000)
         h.event(.tick)                       // w1 declared dead
         #expect(h.outbox.contains { if case .error(let e) = $0.1 { e.request == 10 && e.code == 503 } else { false } }, "request 10 answered 503")

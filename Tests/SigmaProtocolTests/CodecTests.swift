@@ -132,7 +132,7 @@ import Testing
         .deploymentsGet(request: 19),
         .deployments(request: 19, [{
             var d = DeploymentStatus(name: "digits", model: "mlp", replicasWanted: 2, queued: 3, queueLimit: 1024, maxBatch: 32, maxWaitMs: 5)
-            (d.inputs, d.width, d.requests, d.p50Ms, d.withdrawn) = (64, 3, 7, 0.5, 2)
+            (d.inputs, d.width, d.requests, d.p50Ms, d.withdrawn, d.draining) = (64, 3, 7, 0.5, 2, true)
             d.labels = ["zero", "one", "twö"]
             d.replicas = [.init(worker: "w1", name: "a", state: "ready", inFlight: 1, batches: 9), .init(worker: "w2", name: "b", state: "failed", error: "no file")]
             return d
