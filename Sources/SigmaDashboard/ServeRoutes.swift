@@ -163,14 +163,13 @@ enum ServeRoutes {
         do {
             let result = try await body()
             return Dashboard.json((result as? RawJSON)?.text ?? jsonText(result))
-        } catch let e as APIError {
+        } catch {
+            let e = error as? APIError ?? APIError(500, "\(error)")
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
             if e.status == 429 { headers[.retryAfter] = "1" }
             return Response(status: .init(code: e.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(string: jsonText(["error": e.message, "error_type": errorType(e.status)]))))
-        } catch {
-            return Response(status: .internalServerError, body: ResponseBody(byteBuffer: ByteBuffer(string: jsonText(["error": "\(error)"]))))
         }
     }
 
