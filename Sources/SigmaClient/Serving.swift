@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SigmaModel
 import SigmaProtocol
 
@@ -20,9 +21,26 @@ extension SigmaClient {
 
     /// A deployment's outputs for `input` (rows or texts), in order. `timeout`: seconds to wait for the answer (the
     /// deployment's own timeout applies on the coordinator too).
+    /// A deployment's outputs for `input`. Cancelling the calling task withdraws the request (the coordinator computes
+    /// no answer for it if it is still queued) and throws `CancellationError`.
     public func predict(_ name: String, _ input: ServeInput, timeout: Double = 30) async throws -> Prediction {
+        try Task.checkCancellation()
         let ms = UInt32(min(max(timeout * 1000, 1), Double(UInt32.max)))
-        let m = try await call({ .predict(PredictRequest(request: $0, name: name, timeoutMs: ms, input: input)) }, timeout: timeout + 5, what: "PREDICT")
+        let sent = SentRequest()
+        let m: Message
+        do {
+            m = try await withTaskCancellationHandler {
+                try await call({ id in
+                    sent.id.store(id, ordering: .releasing)
+                    return .predict(PredictRequest(request: id, name: name, timeoutMs: ms, input: input))
+                }, timeout: timeout + 5, what: "PREDICT")
+            } onCancel: {
+                let id = sent.id.load(ordering: .acquiring)
+                if id != 0 { withdraw(id) }
+            }
+        } catch ClientError.cancelled {
+            throw CancellationError()
+        }
         guard case .prediction(let p) = m else { throw ClientError.badReply("\(m.type.name)") }
         return p
     }
@@ -31,4 +49,9 @@ extension SigmaClient {
         guard case .deployments(_, let list) = m else { throw ClientError.badReply("\(m.type.name)") }
         return list
     }
+}
+
+/// The id a request was sent with (0 until sent), for a cancellation handler that may run on another thread.
+final class SentRequest: Sendable {
+    let id = Atomic<UInt64>(0)
 }

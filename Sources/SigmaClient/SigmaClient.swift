@@ -14,6 +14,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case connection(String)
     /// Following a job: the coordinator was silent past the deadline.
     case lost(job: JobID, endpoint: String, seconds: Double)
+    /// The caller cancelled the request (its task was cancelled).
+    case cancelled
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
                 + (secure ? " — with CURVE keys also check that it runs with --key/--allow and that --coordinator-key is its public key" : "")
         case .refused(let e): e.message
         case .badReply(let s): "unexpected reply from the coordinator: \(s)"
+        case .cancelled: "cancelled by the caller"
         case .connection(let s): "cannot reach the coordinator: \(s)"
         case .lost(let job, let ep, let s):
             "the coordinator at \(ep) did not answer for \(Int(s)) s while following job \(job); follow it later with: sigma job \(job), sigma results \(job)"
@@ -149,6 +152,14 @@ public final class SigmaClient: Sendable {
             }
         }
         return id
+    }
+
+    /// Withdraws request `id` (WITHDRAW: the coordinator drops it, or does not send its answer); its wait here ends
+    /// with `ClientError.cancelled`.
+    func withdraw(_ id: UInt64) {
+        link.send(Envelope(frames: Codec.encode(.withdraw(request: id), compressor: compressor)))
+        handlers.disarm(id)
+        if let h = handlers.withLock({ $0.removeValue(forKey: id) }) { _ = h(.failure(.cancelled)) }
     }
 
     /// Awaits one reply to a request.

@@ -304,7 +304,8 @@ import Testing
 
     /// Callers that hang up withdraw their requests through the whole chain — HTTP API, the coordinator's core, its
     /// queue and the batches on workers: with both workers stopped (SIGSTOP) six requests wait, four in batches and
-    /// two queued; their callers hang up; all six are withdrawn, none answered, and the deployment serves on.
+    /// two queued; their callers hang up, and a seventh, over ZeroMQ, is cancelled by its Swift caller; all seven
+    /// are withdrawn, none answered, and the deployment serves on.
     @Test func callersThatHangUpHaveTheirRequestsWithdrawn() async throws {
         let dir = try Scratch("serve-hangup")
         defer { dir.remove() }
@@ -326,18 +327,30 @@ import Testing
         }
         #expect(d["requests"] as? Int == 6 && d["queued"] as? Int == 2, "\(d)")
         for c in callers { c.hangUp() }
+        // And over ZeroMQ: a Swift caller whose task is cancelled withdraws its request too.
+        let client = try localClient(cluster.endpoint)
+        defer { client.close() }
+        let asking = Task { try await client.predict("digits-hang", .rows(width: 64, values: Array(x.values[0..<64])), timeout: 60) }
         for _ in 0..<100 {
             d = try await Self.deployment(cluster, "digits-hang")
-            if d["withdrawn"] as? Int == 6 { break }
+            if d["requests"] as? Int == 7 { break }
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        asking.cancel()
+        let outcome = await asking.result
+        #expect(throws: CancellationError.self) { try outcome.get() }
+        for _ in 0..<100 {
+            d = try await Self.deployment(cluster, "digits-hang")
+            if d["withdrawn"] as? Int == 7 { break }
             try await Task.sleep(nanoseconds: 10_000_000)
         }
         for w in workers { w.kill(SIGCONT) }
-        #expect(d["withdrawn"] as? Int == 6 && d["queued"] as? Int == 0, "\(d)")
+        #expect(d["withdrawn"] as? Int == 7 && d["queued"] as? Int == 0, "\(d)")
         // The batches on the workers are computed and their answers dropped; the next caller is answered.
         let after = try await Self.http("POST", base + "/predict/digits-hang", row)
         #expect(after.status == 200, "\(after)")
         d = try await Self.deployment(cluster, "digits-hang")
-        #expect(d["answered"] as? Int == 1 && d["withdrawn"] as? Int == 6 && d["timed_out_504"] as? Int == 0, "\(d)")
+        #expect(d["answered"] as? Int == 1 && d["withdrawn"] as? Int == 7 && d["timed_out_504"] as? Int == 0, "\(d)")
     }
 
     @Test func aKilledWorkerLosesNoRequestAndAFloodGets429WithMemoryBounded() async throws {
