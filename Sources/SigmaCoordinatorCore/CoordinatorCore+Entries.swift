@@ -410,7 +410,7 @@ final class JobEntry {
 
     func outcome(request: UInt64) -> JobOutcome {
         JobOutcome(request: request, job: id, state: state, error: error, shards: UInt32(shardCount),
-                   duplicates: UInt32(duplicates), reruns: UInt32(reruns), elapsed: (endedAt ?? submittedAt) - submittedAt,
+                   duplicates: UInt32(duplicates), reruns: UInt32(reruns), elapsed: (endedAt ?? submittedAt) &- submittedAt,
                    payload: result.isEmpty ? .empty : Frame(result), size: resultSize)
     }
 }

@@ -171,7 +171,8 @@ extension CoordinatorCore {
         activeJobs -= 1
         job.acceptPending = false   // JOB-RESULT (or the job's status) now says it was accepted
         finishedOrder.append(id)
-        while finishedOrder.count > config.keepFinishedJobs {
+        // (a job whose stored result is still being written has not been announced yet: it stays until it is)
+        while finishedOrder.count > config.keepFinishedJobs, let first = finishedOrder.first, jobs[first]?.resultPending != true {
             let old = finishedOrder.removeFirst()
             if let j = jobs[old], !j.key.isEmpty { keyed[Self.scoped(j.key, owner: j.owner)] = nil }
             rerunsOfForgottenJobs += UInt64(jobs[old]?.reruns ?? 0)
@@ -200,16 +201,24 @@ extension CoordinatorCore {
         }
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
         // the job's state (model, gradients, data) now rather than when a later job pushes it out.
+        var emptied: [Int] = []
         for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil) {
             out.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
             for (key, f) in table[k].inFlight where key.job == id { job.endAttempt(f.record, .cancelled, now: now, error: "job \(state)") }
             table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }
-            if table[k].inFlight.isEmpty { table[k].busyUntil = now }
+            if table[k].inFlight.isEmpty { table[k].busyUntil = now; emptied.append(k) }
         }
-        for k in table.indices where table[k].paramsSent[id] != nil { table[k].paramsSent[id] = nil }
+        queue.removeAll { $0.job == id }
+        for k in table.indices {
+            // (what workers hold of an ended job goes with it: these sets grew by one job id per job ever run)
+            table[k].paramsSent[id] = nil
+            table[k].specSent.remove(id)
+            table[k].warmJobs.remove(id)
+        }
         job.running = 0   // (nothing of an ended job runs: `sigma jobs` no longer shows a cancelled job's shards running)
         jobs[id] = job
-        let seconds = Double(now - job.submittedAt) / 1e9
+        for k in emptied { finishDrain(k, now: now, into: &out) }
+        let seconds = Double(now &- job.submittedAt) / 1e9
         if !journaled {
             out.append(.log(state == .completed ? .info : .error,
                             "job \(id) \(state) in \(String(format: "%.3f", seconds)) s" + (error.isEmpty ? "" : ": \(error)"), job: id))

@@ -1,0 +1,90 @@
+@testable import SigmaCoordinatorCore
+@testable import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// The coordinator's jobs from acceptance to the end and after a restart: nothing traps on a clock that restarted,
+/// no job is forgotten while its result is written, an ended job leaves nothing behind (queued shards, per-worker
+/// state, a draining worker held).
+@Suite struct JobLifecycleTests {
+    /// A journal written before a host reboot holds a job that ran longer than the new boot's monotonic clock:
+    /// restoring it must not trap (`now - submittedAt` with submittedAt = now &- elapsed wrapped).
+    @Test func restoringAnEndedJobOlderThanTheClockDoesNotTrap() throws {
+        var h = Harness()   // now = 1 s after "boot"
+        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        let j = JournaledJob(id: 1, spec: .mapReduce(one), options: [], key: "", owner: Principal.trusted.owner, ownerName: "local")
+        let hour: Nanos = 3600 * 1_000_000_000
+        h.event(.restore(next: 2, jobs: [RestoredJob(job: j, state: .completed, result: [1, 2, 3], shards: 1, elapsed: hour)]))
+        let s = try #require(h.core.status(now: h.now).jobs.first)
+        #expect(s.state == .completed && s.elapsed == hour)
+        guard case .jobResult(let o)? = h.event(.received(client, .fetch(request: 3, job: 1))).last?.1 else { Issue.record("no JOB-RESULT"); return }
+        #expect(o.elapsed == hour)
+    }
+
+    /// A job whose stored result is still being written is pushed out of `keepFinishedJobs` by later jobs: this
+    /// must not trap (keptResultBytes underflow), and its end must still reach the journal and its submitter.
+    @Test func aJobWhoseResultIsBeingWrittenIsNotForgotten() throws {
+        var config = CoordinatorConfig()
+        config.storeResultsOver = 40
+        config.keepFinishedJobs = 1
+        config.journal = true
+        var h = Harness(config)
+        h.holdStores = true
+        h.hello(w1)
+        let big = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum, .histogram(bins: 4, low: 0, high: 4)], sharding: .count(1))
+        var ids: [JobID] = []
+        for r in 1...2 {
+            h.event(.received(client, .submit(Submit(request: UInt64(r), options: [.pushResult], spec: .mapReduce(big)))))
+            let a = try #require(h.takeAssigns(w1).first)
+            ids.append(a.job)
+            _ = try h.answer(w1, a, spec: big)   // job 2's end pushes job 1 out of the kept jobs
+        }
+        for id in ids { h.event(.resultStored(job: id, error: nil)) }
+        let ended = h.journal.compactMap { e -> JobID? in if case .ended(let id, _, _, _, _, _, _) = e { id } else { nil } }
+        #expect(ended.contains(ids[0]), "job \(ids[0])'s end is journaled (else a restart runs it again)")
+        #expect(h.outbox.contains { $0.0 == client && { if case .jobResult(let o) = $0 { o.job == ids[0] } else { false } }($0.1) },
+                "its submitter gets its JOB-RESULT")
+    }
+
+    /// A draining worker whose last shards belong to a job that is cancelled holds nothing: it is told DISCONNECT
+    /// "drained" and leaves (docs/architecture.md, worker states).
+    @Test func aDrainingWorkerLeavesWhenItsJobIsCancelled() throws {
+        var h = Harness()
+        h.hello(w1)
+        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(one)))))
+        let a = try #require(h.takeAssigns(w1).first)
+        h.event(.received(w1, .drain(reason: "SIGTERM")))
+        let sent = h.event(.received(client, .cancelJob(request: 2, job: a.job)))
+        #expect(sent.contains { $0.0 == w1 && $0.1 == .disconnect(reason: "drained") }, "\(sent.map(\.1))")
+        #expect(h.core.liveWorkers == 0)
+    }
+
+    /// A cancelled job's queued shards must not keep counting against `maxQueuedShards`.
+    @Test func aCancelledJobsQueuedShardsDoNotFillTheQueue() throws {
+        var config = CoordinatorConfig()
+        config.maxQueuedShards = 30
+        var h = Harness(config)   // no worker yet
+        let twenty = MapReduceSpec(input: .range(count: 100, start: 0, step: 1), reduce: [.sum], sharding: .count(20))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(twenty)))))
+        h.event(.received(client, .cancelJob(request: 2, job: 1)))
+        let sent = h.event(.received(client, .submit(Submit(request: 3, options: [], spec: .mapReduce(twenty)))))
+        #expect(sent.contains { if case .accept = $0.1 { true } else { false } }, "\(sent.map(\.1))")
+        #expect(h.core.status(now: h.now).queuedShards == 20)
+    }
+
+    /// Per-worker state for ended jobs (`specSent`, `warmJobs`) goes with them.
+    @Test func aWorkersPerJobStateDoesNotGrowWithEndedJobs() throws {
+        var h = Harness()
+        h.hello(w1)
+        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        for r in 1...50 {
+            h.event(.received(client, .submit(Submit(request: UInt64(r), options: [], spec: .mapReduce(one)))))
+            for a in h.takeAssigns(w1) { _ = try h.answer(w1, a, spec: one) }
+        }
+        #expect(h.core.jobs.values.allSatisfy { $0.state == .completed })
+        #expect(h.core.table[0].specSent.count <= 1 && h.core.table[0].warmJobs.count <= 1,
+                "specSent \(h.core.table[0].specSent.count), warmJobs \(h.core.table[0].warmJobs.count)")
+    }
+}
