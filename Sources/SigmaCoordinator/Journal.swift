@@ -11,7 +11,7 @@ import SigmaProtocol
 /// and the journal").
 public final class Journal: @unchecked Sendable {   // (used by the coordinator's poller thread only, after start)
     /// The journal file's format; a newer one is refused (not silently started afresh).
-    static let schemaVersion = 3
+    static let schemaVersion = 4
     let queue: DatabaseQueue
     public let path: String
     /// Committed shard results over `inlineShardBytes` live here as files (`<job>-<shard>`), the journal's row
@@ -72,7 +72,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                     CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,
                         options INTEGER NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, owner_name TEXT NOT NULL,
                         state INTEGER, error TEXT, result BLOB, shards INTEGER, elapsed INTEGER, dropped INTEGER NOT NULL DEFAULT 0,
-                        result_size INTEGER, result_stored INTEGER NOT NULL DEFAULT 0);
+                        result_size INTEGER, result_stored INTEGER NOT NULL DEFAULT 0, shares INTEGER NOT NULL DEFAULT 0);
                     CREATE TABLE shards (job INTEGER NOT NULL, shard INTEGER NOT NULL, payload BLOB NOT NULL, in_file INTEGER NOT NULL DEFAULT 0,
                         PRIMARY KEY (job, shard));
                     CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
@@ -93,6 +93,10 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             if version <= 2 {
                 // Format 3: the deployments' specs.
                 try db.execute(sql: "CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL)")
+            }
+            if version <= 3 {
+                // Format 4: the worker slots of a job's first plan (its committed shards' ranges follow from them).
+                try db.execute(sql: "ALTER TABLE jobs ADD COLUMN shares INTEGER NOT NULL DEFAULT 0")
             }
             try db.execute(sql: "PRAGMA user_version = \(schemaVersion)")
         }
@@ -115,8 +119,9 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
             for e in entries {
                 switch e {
                 case .accepted(let j):
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO jobs (id, kind, name, spec, options, key, owner, owner_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").execute(
-                                   arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName])
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO jobs (id, kind, name, spec, options, key, owner, owner_name, shares) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").execute(
+                                   arguments: [Int64(j.id), j.spec.kind, j.spec.name, Data(j.spec.body), Int64(j.options.rawValue), j.key, j.owner, j.ownerName,
+                                               Int64(j.shares)])
                     try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES ('next_job', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)").execute(
                                    arguments: [Int64(j.id + 1)])
                 case .committed(let job, let shard, let payload):
@@ -167,7 +172,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 let body: Data = row["spec"]
                 let job = JournaledJob(id: JobID(row["id"] as Int64), spec: JobSpec(kind: row["kind"], name: row["name"], body: Array(body)),
                                        options: SubmitOptions(rawValue: UInt8(truncatingIfNeeded: row["options"] as Int64)), key: row["key"],
-                                       owner: row["owner"], ownerName: row["owner_name"])
+                                       owner: row["owner"], ownerName: row["owner_name"], shares: Int(row["shares"] as Int64? ?? 0))
                 if let raw = row["state"] as Int64?, let state = JobState(rawValue: UInt8(truncatingIfNeeded: raw)), state.isFinal {
                     let result: Data = row["result"] ?? Data()
                     var r = RestoredJob(job: job, state: state, error: row["error"] ?? "", result: Array(result),

@@ -10,7 +10,9 @@ extension CoordinatorCore {
     /// no capacity check, no ACCEPT — its client follows it again by id).
     mutating func accept(_ peer: PeerID, _ s: Submit, _ who: Principal, driver: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction],
                          restoring: JournaledJob? = nil) {
-        let ranges = driver.plan(shares: firstShares(driver)).map { ($0.start, $0.count) }
+        // (restored: the slots of the first plan, so the shards' ranges — and the committed payloads — are the same)
+        let shares = restoring.flatMap { $0.shares > 0 && !driver.sharesPerWorker ? [Double](repeating: 1, count: $0.shares) : nil } ?? firstShares(driver)
+        let ranges = driver.plan(shares: shares).map { ($0.start, $0.count) }
         let detail = driver.planSummary ?? "\(ranges.count) shards"
         guard restoring != nil || (activeJobs < config.maxActiveJobs && queue.count + ranges.count <= config.maxQueuedShards) else {
             out.append(.send(peer, .error(ErrorReply(.unavailable, request: s.request,
@@ -32,7 +34,8 @@ extension CoordinatorCore {
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
         if config.journal, restoring == nil {
-            out.append(.journal(.accepted(JournaledJob(id: id, spec: s.spec, options: s.options, key: s.key, owner: job.owner, ownerName: job.ownerName))))
+            out.append(.journal(.accepted(JournaledJob(id: id, spec: s.spec, options: s.options, key: s.key, owner: job.owner, ownerName: job.ownerName,
+                                                       shares: shares.count))))
         }
         if restoring != nil {
         } else if s.options.contains(.deferAccept) {

@@ -33,13 +33,18 @@ public struct JournaledJob: Sendable, Equatable {
     public var key: String
     public var owner: String
     public var ownerName: String
-    public init(id: JobID, spec: JobSpec, options: SubmitOptions, key: String, owner: String, ownerName: String) {
+    /// The worker slots the job's first plan was cut for (its shards' ranges follow from them): a restart plans the
+    /// same ranges again, so a committed shard's payload lands where it was computed for. 0: not known (a journal
+    /// of format 3 or older) — its committed shards are run again.
+    public var shares: Int
+    public init(id: JobID, spec: JobSpec, options: SubmitOptions, key: String, owner: String, ownerName: String, shares: Int = 0) {
         self.id = id
         self.spec = spec
         self.options = options
         self.key = key
         self.owner = owner
         self.ownerName = ownerName
+        self.shares = shares
     }
 }
 
@@ -93,7 +98,11 @@ extension CoordinatorCore {
                 job.inputDigest = r.digests.input
                 job.modelDigest = r.digests.model
                 job.inputFiles = r.digests.files
-                for (shard, payload) in r.committed {
+                // (without the first plan's slots the ranges may differ: a payload would land on other rows)
+                if r.job.shares == 0, !r.committed.isEmpty {
+                    out.append(.log(.warning, "job \(job.id): its \(r.committed.count) committed shard(s) run again (journaled by an older Sigma, without the shards' plan)", job: job.id))
+                }
+                for (shard, payload) in r.committed where r.job.shares > 0 {
                     guard let i = job.local(shard), job.shards[i].state == .pending else { continue }
                     do { try driver.accept(shard: i, payload: payload) } catch { continue }   // (run again)
                     job.commit(shard: i)

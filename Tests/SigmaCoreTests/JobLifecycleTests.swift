@@ -4,6 +4,35 @@ import SigmaModel
 import SigmaProtocol
 import Testing
 
+/// A one-round job whose shards return one float per row (the row's index): planned by the real `RowOutputs`
+/// (infer, eval, embed, predict), four shards per share.
+final class RowsDriver: RoundDriver, @unchecked Sendable {
+    var rows: RowOutputs
+    var result: [Float] = []
+    init(items: Int) { rows = RowOutputs(items: items, batch: 1, width: 1, what: "rows") }
+    var kind: String { "embed" }
+    var round: UInt32 { 0 }
+    var params: Frame? { nil }
+    var unit: String { "rows" }
+    var roundItems: Int { rows.items }
+    var progress: RoundProgress { RoundProgress(step: 0, steps: 0, loss: .nan, accuracy: .nan) }
+    func plan(shares: [Double]) -> [ShardPlan] { rows.plan(shares: shares) }
+    func accept(shard index: Int, payload: Frame) throws { try rows.accept(shard: index, payload: payload) }
+    func completeRound() throws -> RoundEnd {
+        result = rows.outputs.flatMap { $0 ?? [] }
+        var e = RoundEnd()
+        e.finished = true
+        return e
+    }
+    /// What a worker returns for an ASSIGN: each row's index.
+    static func payload(_ a: Assign) -> Frame {
+        var w = ByteWriter()
+        let v = (a.start..<(a.start + a.count)).map { Float($0) }
+        v.withUnsafeBufferPointer { w.floats($0) }
+        return Frame(w.bytes)
+    }
+}
+
 /// The coordinator's jobs from acceptance to the end and after a restart: nothing traps on a clock that restarted,
 /// no job is forgotten while its result is written, an ended job leaves nothing behind (queued shards, per-worker
 /// state, a draining worker held).
@@ -45,6 +74,59 @@ import Testing
         #expect(ended.contains(ids[0]), "job \(ids[0])'s end is journaled (else a restart runs it again)")
         #expect(h.outbox.contains { $0.0 == client && { if case .jobResult(let o) = $0 { o.job == ids[0] } else { false } }($0.1) },
                 "its submitter gets its JOB-RESULT")
+    }
+
+    /// After a restart (no worker registered yet) a job planned by worker count was planned again with one share:
+    /// committed shard k of the first plan was not shard k of the second, and its rows landed elsewhere. The first
+    /// plan's slots are journaled: the same ranges, the committed shards in place, only the others run again.
+    @Test func aResumedRowOutputJobKeepsItsShardsInPlace() throws {
+        var config = CoordinatorConfig()
+        config.journal = true
+        var h = Harness(config)
+        h.hello(w1)
+        h.hello(w2)
+        let submit = Submit(request: 1, options: [], spec: .mapReduce(spec))
+        h.event(.inputResolved(client, submit, .success(RowsDriver(items: 5))))
+        // Two slots → 8 parts → 5 one-row shards. Shards 1, 2 and 3 are committed before the kill.
+        for w in [w1, w2] {
+            for a in h.takeAssigns(w) where (1...3).contains(a.shard) {
+                h.event(.received(w, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok, computeTime: 1, payload: RowsDriver.payload(a)))))
+            }
+        }
+        let committed = h.journal.compactMap { e -> (shard: ShardIndex, payload: Frame)? in
+            if case .committed(_, let s, let p) = e { (s, p) } else { nil }
+        }
+        #expect(committed.count == 3)
+        // The restarted coordinator.
+        var r = Harness(config)
+        let again = RowsDriver(items: 5)
+        let j = try #require(h.journal.compactMap { e -> JournaledJob? in if case .accepted(let j) = e { j } else { nil } }.first)
+        #expect(j.shares == 2, "the first plan's slots are journaled")
+        r.event(.restore(next: 2, jobs: [RestoredJob(job: j, state: .running, input: .success(again), committed: committed)]))
+        r.hello(w1)
+        var rerun = 0
+        for _ in 0..<10 {
+            for a in r.takeAssigns(w1) {
+                rerun += 1
+                r.event(.received(w1, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok, computeTime: 1, payload: RowsDriver.payload(a)))))
+            }
+        }
+        #expect(r.core.job(1)?.state == .completed)
+        #expect(again.result == [0, 1, 2, 3, 4], "rows in place (got \(again.result))")
+        #expect(rerun == 2, "only the shards not committed run again")
+        // A journal of an older Sigma has no plan: its committed shards run again (the result is still right).
+        var old = Harness(config)
+        let older = RowsDriver(items: 5)
+        var unplanned = j
+        unplanned.shares = 0
+        old.event(.restore(next: 2, jobs: [RestoredJob(job: unplanned, state: .running, input: .success(older), committed: committed)]))
+        old.hello(w1)
+        for _ in 0..<10 {
+            for a in old.takeAssigns(w1) {
+                old.event(.received(w1, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .ok, computeTime: 1, payload: RowsDriver.payload(a)))))
+            }
+        }
+        #expect(older.result == [0, 1, 2, 3, 4])
     }
 
     /// A draining worker whose last shards belong to a job that is cancelled holds nothing: it is told DISCONNECT

@@ -8,8 +8,9 @@ import Testing
 /// The journal's file format across versions: a journal written by an earlier Sigma opens, keeps its jobs and gains
 /// what the new format adds.
 @Suite struct JournalFormatTests {
-    /// A format-2 journal (before deployments were kept) with one ended job opens as format 3: the job is still
-    /// there, and deployments are written, read and removed.
+    /// A format-2 journal (before deployments were kept) with one ended job opens as format 4: the job is still
+    /// there (its first plan's slots unknown: 0), deployments are written, read and removed, and a job accepted now
+    /// keeps its plan's slots.
     @Test func aFormat2JournalOpensAndKeepsDeployments() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-format-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -38,13 +39,17 @@ import Testing
         let journal = try Journal(folder: folder)
         let (next, jobs) = try journal.read(keep: 10)
         #expect(next == 8 && jobs.map(\.job.id) == [7] && jobs.first?.result == [1, 2] && jobs.first?.state == .completed)
+        #expect(jobs.first?.job.shares == 0)
         #expect(try journal.deployments().isEmpty)
         let spec = JobSpec(kind: "serve", name: "digits", body: Array("kind: serve\nname: digits\n".utf8))
         try journal.write([.deployed(name: "digits", spec: spec), .deployed(name: "other", spec: JobSpec(kind: "serve", name: "other", body: [1]))])
         #expect(try journal.deployments() == [spec, JobSpec(kind: "serve", name: "other", body: [1])])
         try journal.write([.undeployed(name: "other")])
         #expect(try journal.deployments() == [spec])
+        try journal.write([.accepted(JournaledJob(id: 8, spec: JobSpec(kind: "map-reduce", name: "new", body: [1]), options: [], key: "",
+                                                  owner: "", ownerName: "", shares: 6))])
+        #expect(try journal.read(keep: 10).jobs.first { $0.job.id == 8 }?.job.shares == 6)
         let version = try DatabaseQueue(path: folder + "/journal.sqlite").read { try Int.fetchOne($0, sql: "PRAGMA user_version") }
-        #expect(version == 3)
+        #expect(version == 4)
     }
 }
