@@ -34,8 +34,12 @@ public final class BertEncoder {
               let c = try? JSONSerialization.jsonObject(with: cdata) as? [String: Any] else {
             throw FormatError(file: configPath, problem: "missing or not a JSON object")
         }
+        // (each size a whole number within what any BERT has — 2^24 — so that no table's size overflows; the
+        // spec's limits then bound the model's parameters and width)
         func int(_ k: String) throws -> Int {
-            guard let v = (c[k] as? NSNumber)?.intValue, v > 0 else { throw FormatError(file: configPath, problem: "'\(k)' missing or not a positive integer") }
+            guard let n = c[k] as? NSNumber, String(cString: n.objCType) != "c", let v = Int(exactly: n.doubleValue), v > 0, v <= 1 << 24 else {
+                throw FormatError(file: configPath, problem: "'\(k)' missing or not a whole number between 1 and 2^24")
+            }
             return v
         }
         if let act = c["hidden_act"] as? String, act != "gelu" {
@@ -48,6 +52,9 @@ public final class BertEncoder {
         guard config.hidden % config.heads == 0 else {
             throw FormatError(file: configPath, problem: "hidden_size \(config.hidden) is not divisible by num_attention_heads \(config.heads)")
         }
+        guard config.maxPositions >= 2 else {
+            throw FormatError(file: configPath, problem: "max_position_embeddings is \(config.maxPositions); a text takes at least 2 positions ([CLS] and [SEP])")
+        }
         return config
     }
 
@@ -55,8 +62,10 @@ public final class BertEncoder {
         config = try BertEncoder.config(modelDirectory: dir)
         maxLength = Self.maxLength(modelDirectory: dir, config: config)
         tokenizer = try WordPieceTokenizer(vocabPath: dir + "/vocab.txt")
-        guard tokenizer.vocab.count <= config.vocab else {
-            throw FormatError(file: dir + "/vocab.txt", problem: "\(tokenizer.vocab.count) tokens, config vocab_size is \(config.vocab)")
+        // (a token's id is its line: a repeated or blank line makes ids past the count of distinct tokens)
+        let largest = Int(tokenizer.vocab.values.max() ?? -1)
+        guard largest < config.vocab else {
+            throw FormatError(file: dir + "/vocab.txt", problem: "token ids (line numbers) reach \(largest); config vocab_size is \(config.vocab)")
         }
 
         var rng = SeededRandom(seed: 0)
@@ -89,7 +98,7 @@ public final class BertEncoder {
     public static func maxLength(modelDirectory dir: String, config: Config) -> Int {
         if let s = FileManager.default.contents(atPath: dir + "/sentence_bert_config.json"),
            let j = try? JSONSerialization.jsonObject(with: s) as? [String: Any], let m = (j["max_seq_length"] as? NSNumber)?.intValue, m > 0 {
-            return min(m, config.maxPositions)
+            return min(max(m, 2), config.maxPositions)
         }
         return config.maxPositions
     }

@@ -9,6 +9,17 @@ public struct FormatError: Error, Equatable, Sendable, CustomStringConvertible {
         self.problem = problem
     }
     public var description: String { "\(file): \(problem)" }
+
+    /// A name read from a file (a tensor or zip entry name), as an error may show it: itself when it is a short run of
+    /// letters, digits and `._-/:`, else a placeholder — error texts never echo file contents. `code`: a type code
+    /// (`<f4`, `F32`): at most 8 letters, digits and `<>|=`.
+    public static func shown(_ s: String, code: Bool = false) -> String {
+        let extra = code ? "<>|=" : "._-/:"
+        let ok = !s.isEmpty && s.utf8.count <= (code ? 8 : 64) && s.unicodeScalars.allSatisfy {
+            ($0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil)) || extra.unicodeScalars.contains($0)
+        }
+        return ok ? s : "(\(s.utf8.count) bytes, not shown)"
+    }
 }
 
 /// Numeric CSV: every row the same number of comma-separated numbers (an optional header row is skipped). Errors

@@ -62,13 +62,13 @@ public enum NumPyFormat {
             var big = false
             if let f = d.first, "<>|=".contains(f) { big = f == ">"; d.removeFirst() }
             guard let kind = d.first, let size = Int(d.dropFirst()), [1, 2, 4, 8].contains(size), "fiub".contains(kind) else {
-                throw fail("dtype '\(h.descr)' is not supported (float, int, uint or bool)")
+                throw fail("dtype '\(FormatError.shown(h.descr, code: true))' is not supported (float, int, uint or bool)")
             }
-            if kind == "f" && size == 1 { throw fail("dtype '\(h.descr)' is not supported") }
+            if kind == "f" && size == 1 { throw fail("dtype '\(FormatError.shown(h.descr, code: true))' is not supported") }
             guard let count = checkedProduct(h.shape + [size]).map({ $0 / size }) else { throw fail("shape \(h.shape) is too large") }
             if h.fortranOrder && h.shape.filter({ $0 > 1 }).count > 1 { throw fail("Fortran-ordered arrays are not supported; save in C order") }
             guard raw.count - h.dataOffset >= count * size else {
-                throw fail("truncated: shape \(h.shape) of '\(h.descr)' needs \(count * size) data bytes, file has \(raw.count - h.dataOffset)")
+                throw fail("truncated: shape \(h.shape) of '\(FormatError.shown(h.descr, code: true))' needs \(count * size) data bytes, file has \(raw.count - h.dataOffset)")
             }
             let base = h.dataOffset
             func word(_ i: Int) -> UInt64 {
@@ -118,8 +118,9 @@ public enum NumPyFormat {
     }
 
     /// Reads every array of an `.npz` written by `np.savez` (stored entries) or `np.savez_compressed` (deflated
-    /// entries, inflated with zlib; their CRC-32 checked).
-    public static func readNpz(path: String) throws -> [String: Tensor] {
+    /// entries, inflated with zlib; their CRC-32 checked). `maxBytes`: the most the entries may hold together, as
+    /// declared before any is read or inflated (a deflated entry can inflate a thousandfold; at most 4 GiB each).
+    public static func readNpz(path: String, maxBytes: Int = Int.max) throws -> [String: Tensor] {
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(file: path, problem: "cannot read") }
         func fail(_ p: String) -> FormatError { FormatError(file: path, problem: p) }
         var out: [String: Tensor] = [:]
@@ -127,18 +128,21 @@ public enum NumPyFormat {
         let bytes = [UInt8](data)
         func u16(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 }
         func u32(_ o: Int) -> Int { u16(o) | u16(o + 2) << 16 }
+        var total = 0
         while offset + 4 <= bytes.count, u32(offset) == 0x04034b50 {
             guard offset + 30 <= bytes.count else { throw fail("truncated zip entry header") }
             let method = u16(offset + 8), flags = u16(offset + 6), crc = UInt32(u32(offset + 14))
             var size = u32(offset + 18), inflated = u32(offset + 22)
             let nameLen = u16(offset + 26), extraLen = u16(offset + 28)
             guard offset + 30 + nameLen + extraLen <= bytes.count else { throw fail("truncated zip entry") }
-            let name = String(decoding: bytes[(offset + 30)..<(offset + 30 + nameLen)], as: UTF8.self)
+            let fullName = String(decoding: bytes[(offset + 30)..<(offset + 30 + nameLen)], as: UTF8.self)
+            let name = FormatError.shown(fullName)
             // ZIP64 (numpy writes it for every entry): the real size is in the extra field.
             var e = offset + 30 + nameLen
             let extraEnd = e + extraLen
             while e + 4 <= extraEnd {
                 let id = u16(e), len = u16(e + 2)
+                guard e + 4 + len <= extraEnd else { throw fail("entry '\(name)': its extra field runs past its end (damaged)") }
                 if id == 0x0001 && len >= 16 {
                     inflated = u32(e + 4) | u32(e + 4 + 4) << 32
                     size = u32(e + 4 + 8) | u32(e + 4 + 12) << 32
@@ -148,8 +152,13 @@ public enum NumPyFormat {
             guard method == 0 || method == 8 else { throw fail("entry '\(name)' uses zip method \(method); expected stored or deflated") }
             guard flags & 0x08 == 0 else { throw fail("entry '\(name)' uses a data descriptor; not supported") }
             let start = extraEnd
-            guard size >= 0, start + size <= bytes.count else { throw fail("entry '\(name)' is truncated (\(size) bytes declared)") }
-            let key = name.hasSuffix(".npy") ? String(name.dropLast(4)) : name
+            guard size >= 0, size <= bytes.count - start else { throw fail("entry '\(name)' is truncated (\(size) bytes declared)") }
+            let held = method == 0 ? size : inflated
+            guard held >= 0, held <= Int(UInt32.max), held <= maxBytes - total else {
+                throw fail("entry '\(name)' declares \(held) bytes\(method == 0 ? "" : " inflated"); at most \(min(maxBytes, Int(UInt32.max))) fit (limits.memory_bytes)")
+            }
+            total += held
+            let key = fullName.hasSuffix(".npy") ? String(fullName.dropLast(4)) : fullName
             let entry = method == 0 ? Data(bytes[start..<(start + size)]) : try inflate(bytes[start..<(start + size)], to: inflated, entry: name, file: path)
             guard crc32(entry) == crc else { throw fail("entry '\(name)' fails its CRC-32 check (damaged)") }
             out[key] = try readNpy(entry, file: path + ":" + name)
@@ -161,7 +170,7 @@ public enum NumPyFormat {
 
     /// A zip entry's raw deflate stream, inflated to exactly `count` bytes.
     static func inflate(_ compressed: ArraySlice<UInt8>, to count: Int, entry: String, file: String) throws -> Data {
-        guard count >= 0, count <= 1 << 34 else { throw FormatError(file: file, problem: "entry '\(entry)' declares \(count) bytes inflated") }
+        guard count >= 0, count <= Int(UInt32.max) else { throw FormatError(file: file, problem: "entry '\(entry)' declares \(count) bytes inflated") }
         var out = Data(count: count)
         var stream = z_stream()
         guard inflateInit2_(&stream, -15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {

@@ -64,16 +64,22 @@ public enum SafeTensors {
         var out: [String: Tensor] = [:]
         var spans: [(Int, Int, String)] = []
         for (name, entry) in header where name != "__metadata__" {
+            let shownName = FormatError.shown(name)
             guard let e = entry as? [String: Any], let dtype = e["dtype"] as? String, let shapeAny = e["shape"] as? [Any],
                   let offsAny = e["data_offsets"] as? [Any], offsAny.count == 2 else {
-                throw fail("tensor '\(name)': entry needs dtype, shape and data_offsets [begin, end]")
+                throw fail("tensor '\(shownName)': entry needs dtype, shape and data_offsets [begin, end]")
+            }
+            // (whole non-negative numbers only: 2.9 is not a size, nor 1e300)
+            func whole(_ v: Any) -> Int? {
+                guard let n = v as? NSNumber, String(cString: n.objCType) != "c", let i = Int(exactly: n.doubleValue), i >= 0 else { return nil }
+                return i
             }
             let shape = try shapeAny.map { v -> Int in
-                guard let i = (v as? NSNumber)?.intValue, i >= 0 else { throw fail("tensor '\(name)': bad shape \(shapeAny)") }
+                guard let i = whole(v) else { throw fail("tensor '\(shownName)': shape entries must be whole non-negative numbers") }
                 return i
             }
             let offs = try offsAny.map { v -> Int in
-                guard let i = (v as? NSNumber)?.intValue, i >= 0 else { throw fail("tensor '\(name)': bad data_offsets \(offsAny)") }
+                guard let i = whole(v) else { throw fail("tensor '\(shownName)': data_offsets must be whole non-negative numbers") }
                 return i
             }
             let itemSize: Int
@@ -82,19 +88,15 @@ public enum SafeTensors {
             case "F16", "BF16": itemSize = 2
             case "I64": itemSize = 8
             case "I32": itemSize = 4
-            default: throw fail("tensor '\(name)': dtype \(dtype) is not supported (F32, F16, BF16, I64, I32)")
+            default: throw fail("tensor '\(shownName)': dtype \(FormatError.shown(dtype, code: true)) is not supported (F32, F16, BF16, I64, I32)")
             }
-            var count = 1
-            for d in shape {
-                let (r, o) = count.multipliedReportingOverflow(by: d)
-                guard !o else { throw fail("tensor '\(name)': shape \(shape) is too large") }
-                count = r
-            }
+            guard let bytes = checkedProduct(shape + [itemSize]) else { throw fail("tensor '\(shownName)': shape \(shape) is too large") }
+            let count = bytes / itemSize
             guard offs[0] <= offs[1], offs[1] <= bufferSize else {
-                throw fail("tensor '\(name)': data_offsets \(offs) outside the \(bufferSize)-byte data section (file truncated?)")
+                throw fail("tensor '\(shownName)': data_offsets \(offs) outside the \(bufferSize)-byte data section (file truncated?)")
             }
-            guard offs[1] - offs[0] == count * itemSize else {
-                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * itemSize) bytes, data_offsets give \(offs[1] - offs[0])")
+            guard offs[1] - offs[0] == bytes else {
+                throw fail("tensor '\(shownName)': shape \(shape) of \(dtype) needs \(bytes) bytes, data_offsets give \(offs[1] - offs[0])")
             }
             spans.append((offs[0], offs[1], name))
             let base = headerEnd + offs[0]
@@ -120,7 +122,7 @@ public enum SafeTensors {
         }
         spans.sort { $0.0 < $1.0 }
         for k in 1..<max(1, spans.count) where spans[k].0 < spans[k - 1].1 {
-            throw fail("tensors '\(spans[k - 1].2)' and '\(spans[k].2)' overlap")
+            throw fail("tensors '\(FormatError.shown(spans[k - 1].2))' and '\(FormatError.shown(spans[k].2))' overlap")
         }
         return (out, metadata)
     }

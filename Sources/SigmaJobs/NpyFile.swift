@@ -46,7 +46,7 @@ public struct NpyHeader: Sendable, Equatable {
         default: big = false; code = Substring(d)
         }
         guard let dtype = DType(rawValue: String(code)) else {
-            throw fail("dtype '\(d)' is not supported; map-reduce reads float32 ('<f4') or float64 ('<f8')")
+            throw fail("dtype '\(FormatError.shown(d, code: true))' is not supported; map-reduce reads float32 ('<f4') or float64 ('<f8')")
         }
         let fortran = h.fortranOrder, shape = h.shape
         guard shape.count == 1 || shape.count == 2 else {
@@ -62,7 +62,7 @@ public struct NpyHeader: Sendable, Equatable {
         let (prod, o1) = header.rows.multipliedReportingOverflow(by: header.columns)
         let (need, o2) = prod.multipliedReportingOverflow(by: header.itemSize)
         guard !o1, !o2 else { throw fail("shape \(shape) is too large") }
-        guard fileSize >= header.dataOffset + need else {
+        guard header.dataOffset <= fileSize, need <= fileSize - header.dataOffset else {
             throw fail("truncated: shape \(shape) of \(dtype.rawValue) needs \(need) data bytes, file has \(max(0, fileSize - header.dataOffset))")
         }
         return header
@@ -86,17 +86,20 @@ public final class NpyFile {
             close(fd)
             throw DataError(path: path, problem: "cannot stat")
         }
-        var head = [UInt8](repeating: 0, count: min(Int(st.st_size), 4096))
-        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        if got < head.count { head = Array(head.prefix(max(0, got))) }
+        func read(_ n: Int) -> [UInt8] {
+            var b = [UInt8](repeating: 0, count: min(Int(st.st_size), n))
+            let got = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            return got < b.count ? Array(b.prefix(max(0, got))) : b
+        }
+        var head = read(4096)
+        // (a header longer than that — its length is in bytes 8…11 — is read whole, up to the format's 1 MiB)
+        if head.count >= 12, head[0] == 0x93 {
+            let declared = head[6] == 1 ? 10 + (Int(head[8]) | Int(head[9]) << 8)
+                                        : 12 + (Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24)
+            if declared > head.count, declared <= (1 << 20) + 12 { head = read(declared) }
+        }
         do {
-            var h = try NpyHeader.parse(head, fileSize: Int(st.st_size), path: path)
-            if h.dataOffset > head.count {   // very long header: read it whole
-                var big = [UInt8](repeating: 0, count: h.dataOffset)
-                _ = big.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-                h = try NpyHeader.parse(big, fileSize: Int(st.st_size), path: path)
-            }
-            header = h
+            header = try NpyHeader.parse(head, fileSize: Int(st.st_size), path: path)
         } catch {
             close(fd)
             throw error

@@ -95,4 +95,22 @@ func references() throws -> [String: Reference] {
         #expect(Array(buf) == values[15..<21].map(Double.init))
         #expect(throws: DataError.self) { try f.readRows(start: 19, count: 2, into: buf) }
     }
+
+    /// A header longer than the first 4 KiB read (NumPy pads, and writers add metadata) is read whole.
+    @Test func aLongHeaderIsReadWhole() throws {
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-long-\(UUID().uuidString).npy").path
+        defer { try? FileManager.default.removeItem(atPath: p) }
+        var dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" + String(repeating: " ", count: 6000)
+        while (10 + dict.utf8.count + 1) % 64 != 0 { dict += " " }
+        dict += "\n"
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(dict.utf8.count & 0xFF), UInt8(dict.utf8.count >> 8)] + Array(dict.utf8)
+        for v: Float in [1.5, -2] { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        let f = try NpyFile(path: p)
+        #expect(f.header.shape == [2] && f.header.dataOffset == 10 + dict.utf8.count)
+        let buf = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2)
+        defer { buf.deallocate() }
+        try f.readRows(start: 0, count: 2, into: buf)
+        #expect(Array(buf) == [1.5, -2])
+    }
 }

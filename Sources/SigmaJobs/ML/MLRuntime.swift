@@ -79,13 +79,16 @@ public struct LabeledData: Sendable {
                 // file:array)
                 let t: Tensor, l: Tensor?, xp: String, yp: String
                 if let npz = spec.arrays {
-                    let arrays = spec.npz != nil ? try NumPyFormat.readNpz(path: npz) : try SafeTensors.read(path: npz)
+                    // (a compressed .npz's entries are held to the memory limit as declared, before any is inflated)
+                    let arrays = spec.npz != nil ? try NumPyFormat.readNpz(path: npz, maxBytes: Int(clamping: limits.memoryBytes))
+                                                 : try SafeTensors.read(path: npz)
                     let (xk, yk) = (spec.features ?? "x", spec.labels ?? "y")
+                    let names = arrays.keys.sorted().map { FormatError.shown($0) }.joined(separator: ", ")
                     guard let a = arrays[xk] else {
-                        throw JobError("\(npz) has no array '\(xk.prefix(40))' (it has \(arrays.keys.sorted().joined(separator: ", "))); name the features with data.features")
+                        throw JobError("\(npz) has no array '\(xk.prefix(40))' (it has \(names)); name the features with data.features")
                     }
                     if spec.labels != nil && arrays[yk] == nil {
-                        throw JobError("\(npz) has no array '\(yk.prefix(40))' (it has \(arrays.keys.sorted().joined(separator: ", ")))")
+                        throw JobError("\(npz) has no array '\(yk.prefix(40))' (it has \(names))")
                     }
                     (t, l, xp, yp) = (a, arrays[yk], npz + ":" + xk, npz + ":" + yk)
                 } else {
@@ -95,7 +98,11 @@ public struct LabeledData: Sendable {
                 // (images (rows, height, width), as MNIST's IDX files hold them, are rows of height × width features)
                 guard t.rank >= 2 else { throw JobError("\(xp): features must be an array of rows (rows, features…), got shape \(t.shape)") }
                 rows = t.shape[0]
-                features = t.shape.dropFirst().reduce(1, *)
+                // (checked: an array of no rows holds no values, whatever its other dimensions claim)
+                var perRow: Int? = 1
+                for d in t.shape.dropFirst() { perRow = perRow.flatMap { let (p, o) = $0.multipliedReportingOverflow(by: d); return o ? nil : p } }
+                guard let f = perRow else { throw JobError("\(xp): shape \(t.shape) is too large") }
+                features = f
                 guard features == expected else {
                     throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); \(inputField) is \(expected)")
                 }
@@ -152,7 +159,11 @@ public struct LabeledData: Sendable {
     /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
     public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard,
                             regression: Bool = false) throws -> LabeledData {
-        if let e = model.encoder { return try TextData.load(spec, encoder: e, needLabels: needLabels, limits: limits) }
+        if let e = model.encoder {
+            // (the encoder's config.json sizes within the limits before anything is built from them)
+            _ = try ServedModel.checkEncoder(e.folder, field: "model.encoder", limits: limits)
+            return try TextData.load(spec, encoder: e, needLabels: needLabels, limits: limits)
+        }
         if let t = spec.text { throw JobError("data.text: \(t) holds text; only a model: {encoder: FOLDER, classes: N} reads text") }
         return try load(spec, features: model.inputs, classes: model.outputs, needLabels: needLabels, limits: limits, inputField: model.inputField,
                         tokens: model.tokens, regression: regression)
