@@ -128,7 +128,8 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                     try db.cachedStatement(sql: "INSERT OR REPLACE INTO shards (job, shard, payload) VALUES (?, ?, ?)").execute(
                                    arguments: [Int64(job), Int64(shard), payload.withUnsafeBytes { Data($0) }])
                 case .resultDropped(let job):
-                    try db.cachedStatement(sql: "UPDATE jobs SET result = NULL, dropped = 1 WHERE id = ?").execute(arguments: [Int64(job)])
+                    // (no longer stored either: a restart neither looks for its file nor counts its bytes)
+                    try db.cachedStatement(sql: "UPDATE jobs SET result = NULL, dropped = 1, result_stored = 0 WHERE id = ?").execute(arguments: [Int64(job)])
                 case .logged(let job, let line):
                     try db.cachedStatement(sql: "INSERT INTO logs (job, at, level, text) VALUES (?, ?, ?, ?)").execute(
                         arguments: [Int64(job), Int64(bitPattern: line.at), Int64(line.level.rawValue), line.text])

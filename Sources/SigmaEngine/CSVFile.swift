@@ -40,8 +40,13 @@ public enum CSVFile {
         }
         var values: [Float] = []
         var columns = -1, rows = 0
-        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-            if header && n == 0 { continue }
+        var headerLeft = header
+        // (n counts every line, blank ones too, so an error names the line an editor shows)
+        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+            if headerLeft {
+                headerLeft = false
+                continue
+            }
             let fields = line.split(separator: ",", omittingEmptySubsequences: false)
             if columns < 0 { columns = fields.count }
             guard fields.count == columns else {

@@ -232,5 +232,9 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         #expect { _ = try CSVFile.readFloats(path: p) } throws: { "\($0)".contains("line 2 column 2") && "\($0)".contains(p) }
         try "1,2,3\n4,5\n".write(toFile: p, atomically: true, encoding: .utf8)
         #expect { _ = try CSVFile.readFloats(path: p) } throws: { "\($0)".contains("line 2 has 2 fields") }
+        // Blank lines are skipped, and still counted: the line named is the one an editor shows (and a header is
+        // the first line that is not blank).
+        try "\na,b,c\n1,2,3\n\n\n4,x,6\n".write(toFile: p, atomically: true, encoding: .utf8)
+        #expect { _ = try CSVFile.readFloats(path: p, header: true) } throws: { "\($0)".contains("line 6 column 2") }
     }
 }

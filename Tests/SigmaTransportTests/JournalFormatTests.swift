@@ -52,4 +52,20 @@ import Testing
         let version = try DatabaseQueue(path: folder + "/journal.sqlite").read { try Int.fetchOne($0, sql: "PRAGMA user_version") }
         #expect(version == 4)
     }
+
+    /// A result kept in a file and then dropped (past keep_result_bytes) reads back as dropped and not stored: a
+    /// restart neither reports its file missing nor counts its bytes again.
+    @Test func aDroppedStoredResultReadsBackAsDropped() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-dropped-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let journal = try Journal(folder: folder)
+        try journal.write([.accepted(JournaledJob(id: 1, spec: JobSpec(kind: "map-reduce", name: "big", body: [1]), options: [], key: "",
+                                                  owner: "", ownerName: "")),
+                           .ended(job: 1, state: .completed, error: "", result: [], resultSize: 1 << 20, shards: 4, elapsed: 5)])
+        #expect(try journal.read(keep: 10).jobs.first?.storedResult == 1 << 20)
+        try journal.write([.resultDropped(job: 1)])
+        let job = try #require(try journal.read(keep: 10).jobs.first)
+        #expect(job.resultDropped && job.storedResult == nil)
+    }
 }
