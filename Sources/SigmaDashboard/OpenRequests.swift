@@ -36,7 +36,8 @@ final class OpenRequests: Sendable {
                 return o[key] == nil
             }
             if first {
-                // (already closed: this runs at once, and the request is withdrawn as soon as it is queued)
+                // (a connection already closed runs this at once, before the request is queued: that one is answered
+                // to no one, as before; its input's end, seen first, is what withdraws requests)
                 connection.closeFuture.whenComplete { [self] _ in
                     for r in open.withLock({ $0.removeValue(forKey: key) }) ?? [] { source.withdraw(request: r) }
                 }
@@ -58,9 +59,6 @@ final class OpenRequests: Sendable {
         }
         for r in ids.sorted() { source.withdraw(request: r) }
     }
-
-    /// Connections with model requests seen and not closed yet (for tests).
-    var connections: Int { open.withLock { $0.count } }
 }
 
 /// Tells `OpenRequests` when a connection's input ends — the event a client's hang-up arrives as.
