@@ -310,6 +310,7 @@ final class JobEntry {
     func requeue(_ i: Int, rerun: Bool, now: Nanos, queue: inout Deque<ShardRef>) {
         guard shards[i].state == .running, shards[i].holders.isEmpty else { return }
         shards[i].state = .pending
+        shards[i].hedged = false   // (its next attempt may be hedged again; a win then is not the old hedge's)
         running -= 1
         if rerun { reruns += 1 }
         if i < queuedAt.count { queuedAt[i] = now }
