@@ -394,8 +394,8 @@ final class JobEntry {
                             running: UInt32(running), reruns: UInt32(reruns))
         if let g = trainProgress {
             p.step = UInt32(g.step)
-            p.steps = UInt32(g.steps)
-            p.stepsPerEpoch = UInt32(g.stepsPerEpoch)
+            p.steps = UInt32(clamping: g.steps)
+            p.stepsPerEpoch = UInt32(clamping: g.stepsPerEpoch)
             p.loss = g.loss
             p.accuracy = g.accuracy
             p.evalLoss = g.evalLoss

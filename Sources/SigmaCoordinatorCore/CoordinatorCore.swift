@@ -177,8 +177,8 @@ public struct CoordinatorCore {
         }
         if let g = j.trainProgress {
             s.step = UInt32(g.step)
-            s.steps = UInt32(g.steps)
-            s.stepsPerEpoch = UInt32(g.stepsPerEpoch)
+            s.steps = UInt32(clamping: g.steps)
+            s.stepsPerEpoch = UInt32(clamping: g.stepsPerEpoch)
             s.loss = g.loss
             s.accuracy = g.accuracy
             s.evalLoss = g.evalLoss

@@ -52,7 +52,8 @@ public final class WorkerShell: Sendable {
         let waker = Mutex<Waker?>(nil)
         let work = BlockingQueue<ShardTask>()
         /// Results from compute threads, waiting for the poller thread.
-        let results = Mutex<[ShardResult]>([])
+        /// Results of the compute threads, each with its task's session.
+        let results = Mutex<[(ShardResult, UInt64)]>([])
         let fatal = Mutex<String?>(nil)
         let workerID = Mutex<String?>(nil)
         let completed = Atomic<Int>(0)
@@ -208,7 +209,7 @@ public final class WorkerShell: Sendable {
             // (compute thread 0 holds the shared context while it computes: the poller then does not borrow it)
             let result = index == 0 ? shared.primary.withLock { $0.run(task, shared: shared, fetcher: fetcher)! }
                                     : own.run(task, shared: shared, fetcher: fetcher)!
-            shared.results.withLock { $0.append(result) }
+            shared.results.withLock { $0.append((result, task.session)) }
             shared.completed.add(1, ordering: .relaxed)
             shared.waker.withLock { $0 }?.wake()
         }
@@ -340,11 +341,11 @@ public final class WorkerShell: Sendable {
                     logger.error("worker transport failed: \(error)")
                     break
                 }
-                let done = shared.results.withLock { r -> [ShardResult] in
+                let done = shared.results.withLock { r -> [(ShardResult, UInt64)] in
                     defer { r.removeAll(keepingCapacity: true) }
                     return r
                 }
-                for r in done { computed(r) }
+                for (r, session) in done { computed(r, session: session) }
                 for m in fetcher.outbox() + serve.replies() { link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier))) }
                 if !inlineML.isEmpty {
                     let batch = inlineML
@@ -364,7 +365,7 @@ public final class WorkerShell: Sendable {
                             continue
                         }
                         shared.completed.add(1, ordering: .relaxed)
-                        computed(r)
+                        computed(r, session: t.session)
                     }
                 }
                 while !inline.isEmpty {
@@ -376,7 +377,7 @@ public final class WorkerShell: Sendable {
                             continue
                         }
                         shared.completed.add(1, ordering: .relaxed)
-                        computed(r)
+                        computed(r, session: t.session)
                     }
                 }
                 let t = monotonicNanos()
@@ -409,10 +410,10 @@ public final class WorkerShell: Sendable {
         }
 
         /// A shard's result goes to the core; its compute time decides whether the job's next shards run here.
-        mutating func computed(_ r: ShardResult) {
+        mutating func computed(_ r: ShardResult, session: UInt64) {
             if recentCompute.count >= 256 { recentCompute.removeAll() }
             recentCompute[r.job] = r.status == .ok ? r.computeTime : .max
-            perform(core.handle(.computed(r), now: monotonicNanos()))
+            perform(core.handle(.computed(r, session: session), now: monotonicNanos()))
         }
 
         mutating func perform(_ actions: [WorkerAction]) {

@@ -12,6 +12,8 @@ public struct ShardTask: Sendable, Equatable {
     /// The job's round (training step) and the parameters of that version, when the job kind needs them.
     public var round: UInt32 = 0
     public var params: Frame? = nil
+    /// The worker core's session (connection) it was assigned in: its result goes back with it (`.computed`).
+    public var session: UInt64 = 0
 
     public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, spec: JobSpec,
                 round: UInt32 = 0, params: Frame? = nil) {
@@ -51,7 +53,8 @@ public enum WorkerEvent: Sendable {
     case received(Message)
     case rejected(DecodeError)
     /// A compute thread finished a shard.
-    case computed(ShardResult)
+    /// A shard's result, with the session its task was given (`ShardTask.session`; nil: not checked).
+    case computed(ShardResult, session: UInt64? = nil)
     case tick
     /// Leave cleanly (tell the coordinator).
     case stop
@@ -107,7 +110,11 @@ public struct WorkerCore {
     /// The latest parameters received per job (PARAMS), with their version.
     var params: [JobID: (version: UInt32, frame: Frame)] = [:]
     /// Attempts handed to the compute threads and not yet reported.
-    public private(set) var pending: Set<AttemptRef> = []
+    /// Attempts assigned and not answered, with the session (connection) each was assigned in.
+    public private(set) var pending: [AttemptRef: UInt64] = [:]
+    /// Counts connections: a result computed for an attempt of an earlier one is dropped — a restarted coordinator
+    /// numbers its jobs from 1 again, so a late result could match a new attempt's (job, shard, attempt).
+    public private(set) var session: UInt64 = 0
     public private(set) var completed: UInt64 = 0
     /// The worker process's load, set by the shell; reported in every heartbeat.
     public var load = WorkerLoad()
@@ -134,6 +141,7 @@ public struct WorkerCore {
         var out: [WorkerAction] = []
         switch event {
         case .connected:
+            session &+= 1
             state = .connecting
             connectedAt = now
             lastReceived = now
@@ -146,9 +154,11 @@ public struct WorkerCore {
             lastReceived = now
             out.append(.log(.warning, "coordinator sent a bad message: \(e)"))
             if e.type != .error { send(.error(ErrorReply(e.code, "\(e)")), now: now, into: &out) }
-        case .computed(var r):
+        case .computed(var r, let from):
             let key = AttemptRef(job: r.job, shard: r.shard, attempt: r.attempt)
-            guard pending.remove(key) != nil else { return out }   // cancelled or from an old session
+            // (cancelled, or from an earlier session: not this attempt's, even when its numbers are the same)
+            guard let assigned = pending[key], from == nil || from == assigned else { return out }
+            pending[key] = nil
             completed += 1
             if r.status == .ok, r.payload.count > config.maxResultBytes {
                 r = ShardResult(job: r.job, shard: r.shard, attempt: r.attempt, status: .tooLarge, computeTime: r.computeTime,
@@ -201,8 +211,9 @@ public struct WorkerCore {
             specs.removeAll()
             specOrder.removeAll()
             params.removeAll()
-            interval = Nanos(max(10, r.heartbeatInterval)) * 1_000_000
-            liveness = Int(max(1, r.liveness))
+            // (within an hour and a thousand intervals: the products of the two stay far from overflowing)
+            interval = Nanos(min(max(10, r.heartbeatInterval), 3_600_000)) * 1_000_000
+            liveness = Int(min(max(1, r.liveness), 1000))
             out.append(.log(.info, "registered as \(r.workerID) with \(r.build) (heartbeat \(r.heartbeatInterval) ms × \(r.liveness))"))
         case .heartbeat(let hb):
             peerSent = hb.sent
@@ -232,9 +243,11 @@ public struct WorkerCore {
                 }
                 p = held.frame
             }
-            pending.insert(AttemptRef(job: a.job, shard: a.shard, attempt: a.attempt))
-            out.append(.compute(ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec,
-                                          round: a.round, params: p)))
+            pending[AttemptRef(job: a.job, shard: a.shard, attempt: a.attempt)] = session
+            var task = ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec,
+                                 round: a.round, params: p)
+            task.session = session
+            out.append(.compute(task))
         case .params(let p):
             guard case .ready = state else {
                 send(.error(ErrorReply(.notReady, "PARAMS before READY")), now: now, into: &out)
@@ -244,11 +257,11 @@ public struct WorkerCore {
             params[p.job] = (p.version, p.payload)
         case .cancel(let c):
             if c.shard == Cancel.allShards {
-                pending = pending.filter { $0.job != c.job }
+                pending = pending.filter { $0.key.job != c.job }
                 params[c.job] = nil
                 out.append(.cancel(job: c.job, shard: nil))
             } else {
-                pending.remove(AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt))
+                pending[AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt)] = nil
                 out.append(.cancel(job: c.job, shard: c.shard))
             }
         case .drain(let reason):

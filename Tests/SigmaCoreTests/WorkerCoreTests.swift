@@ -73,4 +73,37 @@ import Testing
         a = c.handle(.received(.error(ErrorReply(.notReady, "HEARTBEAT from an unregistered worker; send HELLO first"))), now: 1)
         #expect(a.contains { if case .send(.hello) = $0 { true } else { false } })
     }
+
+    /// READY's timings are clamped (10 ms…1 h, liveness 1…1,000): the largest the wire carries overflowed a tick.
+    @Test func aReadyWithLargeTimingsDoesNotTrapOnTick() async {
+        await #expect(processExitsWith: .success) {
+            var c = WorkerCore(config: .init(hello: Hello(cores: 2, slots: 1, memory: 1, host: "h", name: "n", instance: "i", features: "")))
+            _ = c.handle(.connected, now: 0)
+            _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: .max, liveness: .max))), now: 1)
+            _ = c.handle(.tick, now: 2)
+        }
+    }
+
+    /// A result computed for an attempt of an earlier connection is dropped even when the new connection assigned an
+    /// attempt of the same numbers (a restarted coordinator numbers its jobs from 1 again); the new attempt's own
+    /// result is sent.
+    @Test func aResultFromAnEarlierSessionIsNotSentForTheSameNumbers() {
+        var c = WorkerCore(config: .init(hello: Hello(cores: 2, slots: 1, memory: 1, host: "h", name: "n", instance: "i", features: "")))
+        let spec = JobSpec(kind: "map-reduce", name: "x", body: [1])
+        func assign() -> ShardTask? {
+            c.handle(.received(.assign(Assign(job: 1, shard: 0, attempt: 1, start: 0, count: 1, spec: spec))), now: 3)
+                .compactMap { if case .compute(let t) = $0 { t } else { nil } }.first
+        }
+        _ = c.handle(.connected, now: 0)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3))), now: 1)
+        let old = assign()
+        _ = c.handle(.connected, now: 2)   // (reconnected: a restarted coordinator)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3))), now: 2)
+        let new = assign()
+        #expect(old != nil && new != nil && old?.session != new?.session)
+        func sent(_ a: [WorkerAction]) -> Bool { a.contains { if case .send(.result) = $0 { true } else { false } } }
+        let r = ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)
+        #expect(!sent(c.handle(.computed(r, session: old!.session), now: 4)), "the earlier session's result is dropped")
+        #expect(sent(c.handle(.computed(r, session: new!.session), now: 5)), "the new attempt's result is sent")
+    }
 }

@@ -53,6 +53,10 @@ public enum MapReduceKernel {
                 row += n
             }
         default:
+            // (within the generated input: a shard past its end would add values no spec asked for)
+            guard let n = spec.input.generatedCount, start <= n, count <= n - start else {
+                throw JobError("shard range \(start)+\(count) is past the generated input's \(spec.input.generatedCount ?? 0) values")
+            }
             var i = start
             let end = start + count
             while i < end {

@@ -38,6 +38,10 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         self.data = data
         plan = TrainPlan(spec, rows: data.rows)
         guard !plan.train.isEmpty else { throw JobError("data: no training rows left after holding out \(spec.holdout)") }
+        // (steps are counted in 32 bits on the wire and in status: a job past that is refused, not cut short)
+        guard plan.totalSteps <= Int(UInt32.max) else {
+            throw JobError("epochs: \(spec.epochs ?? 1) epochs of \(plan.stepsPerEpoch) steps are \(plan.totalSteps) steps; at most \(UInt32.max) (fewer epochs or a larger batch_size)")
+        }
         model = try MLModels.build(spec.model, seed: spec.seed &+ 1)
         let o = spec.optimizer
         switch o.kind {

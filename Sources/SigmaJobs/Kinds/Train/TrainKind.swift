@@ -72,6 +72,7 @@ extension TrainWorker: ShardWorker {
     public func run(round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
         guard let p = params else { throw JobError("training shard without parameters") }
         guard Int(round) < plan.totalSteps else { throw JobError("step \(round) is beyond the job's \(plan.totalSteps) steps") }
+        try checkedRange(start, count)
         return try encodedPartials(step: Int(round), version: round, params: p, range: Int(start)..<Int(start + count))
     }
 }
