@@ -43,15 +43,18 @@ extension CoordinatorShell.Loop {
 
     /// The journal's deployments, deployed again (their replicas placed as workers register); one whose spec no longer
     /// holds (its weights gone, its limits changed) is logged and leaves the journal.
-    mutating func redeploy(_ specs: [JobSpec]) {
-        for spec in specs {
+    mutating func redeploy(_ specs: [(spec: JobSpec, owner: String)]) {
+        for (spec, owner) in specs {
             let config = CoordinatorShell.deployment(spec, kinds: options.kinds, limits: options.core.specLimits)
             if case .failure(let e) = config {
                 logger.error("deployment '\(spec.name)' from the journal cannot be deployed again: \(e.message); deploy it again with: sigma deploy SPEC")
                 journalBatch.append(.undeployed(name: spec.name))
                 continue
             }
-            perform(core.handle(.deploy(LocalRequests.peer, request: 0, config), now: monotonicNanos()))
+            // (as the client that made it, so that it still controls it; a trusted principal: no role check again)
+            let who = owner.isEmpty ? Principal.trusted
+                : owner.hasPrefix("name:") ? Principal(name: String(owner.dropFirst(5)), role: nil) : Principal(name: "journal", key: owner, role: nil)
+            perform(core.handle(.deploy(LocalRequests.peer, request: 0, config, from: who), now: monotonicNanos()))
         }
         if !specs.isEmpty { logger.info("journal: \(specs.count) deployment(s) deployed again") }
         flush()

@@ -77,7 +77,7 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                         PRIMARY KEY (job, shard));
                     CREATE TABLE logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL);
                     CREATE INDEX logs_job ON logs (job, seq);
-                    CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
+                    CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL, owner TEXT NOT NULL DEFAULT '');
                     PRAGMA user_version = \(schemaVersion);
                     """)
                 return
@@ -95,8 +95,10 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                 try db.execute(sql: "CREATE TABLE deployments (name TEXT PRIMARY KEY, spec BLOB NOT NULL)")
             }
             if version <= 3 {
-                // Format 4: the worker slots of a job's first plan (its committed shards' ranges follow from them).
+                // Format 4: the worker slots of a job's first plan (its committed shards' ranges follow from them),
+                // and who made each deployment.
                 try db.execute(sql: "ALTER TABLE jobs ADD COLUMN shares INTEGER NOT NULL DEFAULT 0")
+                try db.execute(sql: "ALTER TABLE deployments ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
             }
             try db.execute(sql: "PRAGMA user_version = \(schemaVersion)")
         }
@@ -141,8 +143,8 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
                         unlink(shardFile(job, ShardIndex(shard)))
                     }
                     try db.cachedStatement(sql: "DELETE FROM shards WHERE job = ?").execute(arguments: [Int64(job)])
-                case .deployed(let name, let spec):
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO deployments (name, spec) VALUES (?, ?)").execute(arguments: [name, Data(spec.body)])
+                case .deployed(let name, let spec, let owner):
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO deployments (name, spec, owner) VALUES (?, ?, ?)").execute(arguments: [name, Data(spec.body), owner])
                 case .undeployed(let name):
                     try db.cachedStatement(sql: "DELETE FROM deployments WHERE name = ?").execute(arguments: [name])
                 }
@@ -201,12 +203,12 @@ public final class Journal: @unchecked Sendable {   // (used by the coordinator'
         }
     }
 
-    /// The deployments' `kind: serve` specs, by name.
-    public func deployments() throws -> [JobSpec] {
+    /// The deployments' `kind: serve` specs and who made them (`Principal.owner`; "" if not known), by name.
+    public func deployments() throws -> [(spec: JobSpec, owner: String)] {
         try queue.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, spec FROM deployments ORDER BY name").map { r in
+            try Row.fetchAll(db, sql: "SELECT name, spec, owner FROM deployments ORDER BY name").map { r in
                 let body: Data = r["spec"]
-                return JobSpec(kind: "serve", name: r["name"], body: Array(body))
+                return (JobSpec(kind: "serve", name: r["name"], body: Array(body)), r["owner"])
             }
         }
     }

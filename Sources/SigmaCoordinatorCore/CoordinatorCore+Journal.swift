@@ -20,7 +20,7 @@ public enum JournalEntry: Sendable, Equatable {
     /// keeps them on disk (`CoordinatorAction.storeResult`, performed first).
     case ended(job: JobID, state: JobState, error: String, result: [UInt8], resultSize: UInt64, shards: UInt32, elapsed: Nanos)
     /// A deployment was made (its `kind: serve` spec), or undeployed: a restarted coordinator deploys what is left again.
-    case deployed(name: String, spec: JobSpec)
+    case deployed(name: String, spec: JobSpec, owner: String)
     case undeployed(name: String)
 }
 

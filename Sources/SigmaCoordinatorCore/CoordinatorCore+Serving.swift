@@ -10,8 +10,18 @@ extension CoordinatorCore {
 
     // MARK: client requests
 
-    mutating func deploy(_ peer: PeerID, request: UInt64, _ config: DeploymentConfig, now: Nanos, into out: inout [CoordinatorAction]) {
+    /// Whether `who` may replace or undeploy `d`: the client that deployed it, or an admin (a deployment restored from
+    /// a journal of before owners were kept has none: any client).
+    func controls(_ who: Principal, _ d: DeploymentEntry) -> Bool { who.isAdmin || d.owner.isEmpty || d.owner == who.owner }
+
+    mutating func deploy(_ peer: PeerID, request: UInt64, _ config: DeploymentConfig, who: Principal = .trusted, now: Nanos,
+                         into out: inout [CoordinatorAction]) {
         if let old = deployments[config.name] {
+            guard controls(who, old) else {
+                out.append(.send(peer, .error(ErrorReply(.forbidden, request: request,
+                    "deployment '\(config.name)' was deployed by another client; \(who) may call it, not replace it (an admin key may)"))))
+                return
+            }
             guard old.config == config, !old.draining else {
                 let why = old.draining ? "is still draining after sigma undeploy; retry once it is gone"
                                        : "already exists with another spec; stop it first with: sigma undeploy \(config.name)"
@@ -21,19 +31,30 @@ extension CoordinatorCore {
             out.append(.send(peer, .deployments(request: request, deploymentList(now: now))))
             return
         }
+        guard deployments.count < self.config.maxDeployments else {
+            out.append(.send(peer, .error(ErrorReply(.unavailable, request: request,
+                "this coordinator holds \(deployments.count) deployments, its most; undeploy one first (sigma undeploy NAME)"))))
+            return
+        }
         let d = DeploymentEntry(id: nextDeployment, config: config)
+        d.owner = who.owner
         nextDeployment += 1
         deployments[config.name] = d
         deploymentNames[d.id] = config.name
         out.append(.log(.info, "deployment '\(config.name)' (\(config.model)) deployed: \(config.replicas == 0 ? "a replica on every worker" : "\(config.replicas) replica(s)")"))
-        if self.config.journal { out.append(.journal(.deployed(name: config.name, spec: config.spec))) }
+        if self.config.journal { out.append(.journal(.deployed(name: config.name, spec: config.spec, owner: d.owner))) }
         placeReplicas(d, into: &out)
         out.append(.send(peer, .deployments(request: request, deploymentList(now: now))))
     }
 
-    mutating func undeploy(_ peer: PeerID, request: UInt64, name: String, now: Nanos, into out: inout [CoordinatorAction]) {
+    mutating func undeploy(_ peer: PeerID, request: UInt64, name: String, who: Principal = .trusted, now: Nanos, into out: inout [CoordinatorAction]) {
         guard let d = deployments[name], !d.draining else {
             out.append(.send(peer, .error(ErrorReply(.notFound, request: request, "no deployment '\(name)' on this coordinator; list them with: sigma deployments"))))
+            return
+        }
+        guard controls(who, d) else {
+            out.append(.send(peer, .error(ErrorReply(.forbidden, request: request,
+                "deployment '\(name)' was deployed by another client; \(who) may call it, not undeploy it (an admin key may)"))))
             return
         }
         d.draining = true

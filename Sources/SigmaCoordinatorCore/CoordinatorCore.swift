@@ -138,7 +138,7 @@ public struct CoordinatorCore {
                 return out
             }
             switch config {
-            case .success(let c): deploy(peer, request: request, c, now: now, into: &out)
+            case .success(let c): deploy(peer, request: request, c, who: who, now: now, into: &out)
             case .failure(let e): out.append(.send(peer, .error(e)))
             }
         case .resultStored(let job, let error):
@@ -317,7 +317,7 @@ public struct CoordinatorCore {
             // (the shell reads a DEPLOY's spec and hands the core `.deploy`; a raw one is a shell without that step)
             out.append(.send(peer, .error(ErrorReply(.internalError, request: req, "DEPLOY reached the core unread"))))
         case .undeploy(let req, let name):
-            undeploy(peer, request: req, name: name, now: now, into: &out)
+            undeploy(peer, request: req, name: name, who: who, now: now, into: &out)
         case .deploymentsGet(let req):
             out.append(.send(peer, .deployments(request: req, deploymentList(now: now))))
         case .predict(let p):

@@ -17,6 +17,8 @@ public struct CoordinatorConfig: Sendable {
     public var progressInterval: Nanos = 100_000_000
     /// Finished jobs kept for STATUS and FETCH.
     public var keepFinishedJobs: Int = 1000
+    /// Deployments the coordinator holds at most (each may queue 256 MiB of inputs and loads its model on workers).
+    public var maxDeployments: Int = 64
     /// Bytes of finished jobs' results kept for FETCH (on disk, or in memory and the journal); past it the oldest
     /// results go first (their jobs stay listed; FETCH says the result is no longer kept).
     public var keepResultBytes: UInt64 = 4 << 30

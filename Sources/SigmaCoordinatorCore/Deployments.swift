@@ -201,6 +201,9 @@ final class DeploymentEntry {
     var replicas: [PeerID: Replica] = [:]
     /// Undeployed: takes no requests; gone once its batches in flight are answered.
     var draining = false
+    /// Who deployed it (`Principal.owner`): only they, or an admin, replace or undeploy it ("": anyone — restored
+    /// from a journal written before owners were kept).
+    var owner = ""
     /// Floats per output row, as the first replica to load the model said.
     var width = 0
     /// The classes' names, as the last replica that loaded the model reported them (empty: it has none).

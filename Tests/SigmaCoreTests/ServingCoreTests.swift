@@ -287,6 +287,30 @@ import Testing
         #expect(h.core.deploymentList(now: h.now)[0].answered == 5)
     }
 
+    /// A deployment is controlled by the client that made it: another client may call it, not undeploy or replace
+    /// it; an admin may. The coordinator holds at most `maxDeployments` (each may queue 256 MiB and loads a model).
+    @Test func onlyItsOwnerOrAnAdminUndeploysADeploymentAndTheirNumberIsBounded() {
+        var config = CoordinatorConfig()
+        config.maxDeployments = 3
+        var h = Harness(config)
+        let alice = Principal(name: "alice", key: "A", role: .client), bob = Principal(name: "bob", key: "B", role: .client)
+        let admin = Principal(name: "root", key: "R", role: .admin)
+        let pA = PeerID([0, 0, 0, 1, 0xA]), pB = PeerID([0, 0, 0, 1, 0xB])
+        h.hello(w1)
+        func code(_ sent: [(PeerID, Message)]) -> UInt16? { sent.compactMap { if case .error(let e) = $0.1 { e.code } else { nil } }.first }
+        #expect(code(h.event(.deploy(pA, request: 1, .success(Self.config("alice-model", replicas: 1)), from: alice))) == nil)
+        #expect(code(h.event(.received(pB, .undeploy(request: 2, name: "alice-model"), from: bob))) == 403)
+        #expect(code(h.event(.deploy(pB, request: 3, .success(Self.config("alice-model", replicas: 2)), from: bob))) == 403, "nor replaced")
+        h.event(.received(w1, .loaded(ModelLoaded(deployment: 1, ok: true, width: 1))))
+        let call = h.event(.received(pB, .predict(PredictRequest(request: 4, name: "alice-model", input: Self.row(1))), from: bob))
+        #expect(code(call) == nil, "bob may call it")
+        #expect(h.core.deploymentList(now: h.now).map(\.draining) == [false])
+        #expect(code(h.event(.deploy(pB, request: 5, .success(Self.config("b1", replicas: 1)), from: bob))) == nil)
+        #expect(code(h.event(.deploy(pB, request: 6, .success(Self.config("b2", replicas: 1)), from: bob))) == nil)
+        #expect(code(h.event(.deploy(pB, request: 7, .success(Self.config("b3", replicas: 1)), from: bob))) == 503, "past maxDeployments")
+        #expect(code(h.event(.received(pB, .undeploy(request: 8, name: "alice-model"), from: admin))) == nil, "an admin may")
+    }
+
     /// Over ZeroMQ the key's role decides: clients and admins deploy and predict; a worker key may not, and a client
     /// key may not answer batches.
     @Test func rolesDecideWhoDeploysPredictsAndAnswers() {

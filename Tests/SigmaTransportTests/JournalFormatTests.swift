@@ -9,8 +9,8 @@ import Testing
 /// what the new format adds.
 @Suite struct JournalFormatTests {
     /// A format-2 journal (before deployments were kept) with one ended job opens as format 4: the job is still
-    /// there (its first plan's slots unknown: 0), deployments are written, read and removed, and a job accepted now
-    /// keeps its plan's slots.
+    /// there (its first plan's slots unknown: 0), deployments are written with their owners, read and removed, and a
+    /// job accepted now keeps its plan's slots.
     @Test func aFormat2JournalOpensAndKeepsDeployments() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-format-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -42,10 +42,11 @@ import Testing
         #expect(jobs.first?.job.shares == 0)
         #expect(try journal.deployments().isEmpty)
         let spec = JobSpec(kind: "serve", name: "digits", body: Array("kind: serve\nname: digits\n".utf8))
-        try journal.write([.deployed(name: "digits", spec: spec), .deployed(name: "other", spec: JobSpec(kind: "serve", name: "other", body: [1]))])
-        #expect(try journal.deployments() == [spec, JobSpec(kind: "serve", name: "other", body: [1])])
+        try journal.write([.deployed(name: "digits", spec: spec, owner: "KEY"), .deployed(name: "other", spec: JobSpec(kind: "serve", name: "other", body: [1]), owner: "")])
+        #expect(try journal.deployments().map(\.spec) == [spec, JobSpec(kind: "serve", name: "other", body: [1])])
+        #expect(try journal.deployments().map(\.owner) == ["KEY", ""], "who made each deployment")
         try journal.write([.undeployed(name: "other")])
-        #expect(try journal.deployments() == [spec])
+        #expect(try journal.deployments().map(\.spec) == [spec])
         try journal.write([.accepted(JournaledJob(id: 8, spec: JobSpec(kind: "map-reduce", name: "new", body: [1]), options: [], key: "",
                                                   owner: "", ownerName: "", shares: 6))])
         #expect(try journal.read(keep: 10).jobs.first { $0.job.id == 8 }?.job.shares == 6)

@@ -159,9 +159,14 @@ public struct LabeledData: Sendable {
     /// The data of `spec` for `model`: rows as wide as its input, labels below its outputs, token ids below its vocab.
     public static func load(_ spec: LabeledDataSpec, for model: ModelSpec, needLabels: Bool, limits: SpecLimits = .standard,
                             regression: Bool = false) throws -> LabeledData {
+        // (weights files are read whole, every tensor decoded: held to the memory limit by their size first, as data
+        // files are — a weights path may name any large file under a data root)
+        if let w = model.weights { try limits.checkMemory("model.weights", bytes: saturating(fileSize(w), 2), what: "reading '\(w)'") }
         if let e = model.encoder {
             // (the encoder's config.json sizes within the limits before anything is built from them)
             _ = try ServedModel.checkEncoder(e.folder, field: "model.encoder", limits: limits)
+            let weights = e.folder + "/model.safetensors"
+            try limits.checkMemory("model.encoder", bytes: saturating(fileSize(weights), 2), what: "reading '\(weights)'")
             return try TextData.load(spec, encoder: e, needLabels: needLabels, limits: limits)
         }
         if let t = spec.text { throw JobError("data.text: \(t) holds text; only a model: {encoder: FOLDER, classes: N} reads text") }

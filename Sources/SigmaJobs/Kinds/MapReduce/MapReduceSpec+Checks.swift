@@ -64,6 +64,24 @@ extension MapReduceSpec {
             guard k >= 1 else { throw SpecError(field: "shard_size", problem: "must be ≥ 1, got \(k)") }
         }
         if let n = input.generatedCount { try sharding.check(rows: n, limits: limits) }
+        // (the coordinator keeps every shard's partial until the round ends: histograms, top-k and class counts
+        // times the shards, within the memory limit — 16 histograms of 2^20 bins over 200 shards were 25 GiB)
+        let shards: UInt64? = switch sharding {
+        case .count(let n): UInt64(n)
+        case .size(let k): input.generatedCount.map { ($0 + UInt64(k) - 1) / UInt64(k) }
+        }
+        if let shards {
+            let perShard = reduce.reduce(UInt64(64)) { sum, r in
+                switch r {
+                case .histogram(let bins, _, _): sum &+ UInt64(bins) * 8
+                case .topK(let k): sum &+ UInt64(k) * 16
+                case .classCounts: sum &+ 65_536 * 8
+                default: sum &+ 16
+                }
+            }
+            let (bytes, over) = shards.multipliedReportingOverflow(by: perShard)
+            try limits.checkMemory("reduce", bytes: over ? .max : bytes, what: "\(shards) shards' partial results (\(perShard) bytes each)")
+        }
     }
 }
 

@@ -27,6 +27,12 @@ public struct PredictJob: JobKindSpec {
         guard batchSize >= 1, batchSize <= 1 << 20 else { throw SpecError(field: "batch_size", problem: "must be between 1 and 1048576, got \(batchSize)") }
         try limits.checkMemory("model." + model.kind, bytes: model.memoryEstimate(batch: batchSize, states: 0),
                                what: "\(model.summary) (\(model.parameterCount) parameters) with batch_size \(batchSize)")
+        if eval {
+            // (eval counts a confusion matrix of outputs × outputs on the coordinator)
+            let n = UInt64(max(0, model.outputs))
+            try limits.checkMemory("model." + model.kind, bytes: n.multipliedReportingOverflow(by: n * 8).overflow ? .max : n * n * 8,
+                                   what: "the confusion matrix of \(n) × \(n) classes")
+        }
     }
 }
 

@@ -26,6 +26,7 @@ public enum TrainKind: JobKind {
     /// that holds no step file this job would write.
     public static func prepare(_ spec: TrainJob, context: KindContext) throws -> any RoundDriver {
         var s = spec
+        if let r = s.resume { try context.limits.checkMemory("resume", bytes: saturating(fileSize(r), 2), what: "reading '\(r)'") }
         let data = try LabeledData.load(s.data, for: s.model, needLabels: true, limits: context.limits, regression: s.isRegression)
         if let dir = s.checkpointDir { s.checkpointDir = try context.roots.outputFolder(dir, field: "checkpoint_dir") }
         let driver = try TrainDriver(spec: s, data: data)
