@@ -313,8 +313,8 @@ public final class Simulation {
                 schedule(n.upFreeAt + n.spec.rtt / 2, .toCoordinator(peer(i), m))
             case .compute(let task):
                 n.queue.append(task)
-            case .cancel(let job, let shard):
-                n.queue.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
+            case .cancel(let job, let shard, let attempt):
+                n.queue.removeAll { $0.job == job && (shard == nil || ($0.shard == shard && (attempt == nil || $0.attempt == attempt))) }
             case .cancelAll:
                 n.queue.removeAll()
             default: break

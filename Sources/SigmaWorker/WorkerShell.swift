@@ -436,10 +436,12 @@ public final class WorkerShell: Sendable {
                     } else {
                         shared.work.push(task)
                     }
-                case .cancel(let job, let shard):
-                    shared.work.remove { $0.job == job && (shard == nil || $0.shard == shard) }
-                    inlineML.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
-                    inline.removeAll { $0.job == job && (shard == nil || $0.shard == shard) }
+                case .cancel(let job, let shard, let attempt):
+                    // (only the attempt named: another attempt of the shard queued here is still wanted)
+                    let named = { (t: ShardTask) in t.job == job && (shard == nil || (t.shard == shard && (attempt == nil || t.attempt == attempt))) }
+                    shared.work.remove(where: named)
+                    inlineML.removeAll(where: named)
+                    inline.removeAll(where: named)
                     if shard == nil {
                         shared.ended.withLock { e in
                             e.append(job)

@@ -65,8 +65,8 @@ public enum WorkerEvent: Sendable {
 public enum WorkerAction: Sendable, Equatable {
     case send(Message)
     case compute(ShardTask)
-    /// Drop queued (not yet started) shards of a job, or one attempt.
-    case cancel(job: JobID, shard: ShardIndex?)
+    /// Drop queued (not yet started) shards of a job (`shard` nil), or one attempt of one shard.
+    case cancel(job: JobID, shard: ShardIndex?, attempt: Attempt? = nil)
     /// Drop every queued shard.
     case cancelAll
     /// Make a new connection (the coordinator went silent); followed by `.connected`.
@@ -262,7 +262,7 @@ public struct WorkerCore {
                 out.append(.cancel(job: c.job, shard: nil))
             } else {
                 pending[AttemptRef(job: c.job, shard: c.shard, attempt: c.attempt)] = nil
-                out.append(.cancel(job: c.job, shard: c.shard))
+                out.append(.cancel(job: c.job, shard: c.shard, attempt: c.attempt))
             }
         case .drain(let reason):
             // The coordinator drains us (`sigma worker --drain`): finish what we hold, take nothing new, then leave.

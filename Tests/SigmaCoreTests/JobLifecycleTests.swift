@@ -169,4 +169,17 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
         #expect(h.core.table[0].specSent.count <= 1 && h.core.table[0].warmJobs.count <= 1,
                 "specSent \(h.core.table[0].specSent.count), warmJobs \(h.core.table[0].warmJobs.count)")
     }
+
+    /// A job that ends normally still tells the workers that got its spec to let go of it (CANCEL of all its
+    /// shards): they pin its shipped input files in their cache until then, and kept them for good.
+    @Test func theWorkersOfAJobThatEndedAreToldToReleaseIt() throws {
+        var h = Harness()
+        h.hello(w1)
+        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(one)))))
+        let a = try #require(h.takeAssigns(w1).first)
+        let sent = try h.answer(w1, a, spec: one)
+        #expect(h.core.job(a.job)?.state == .completed)
+        #expect(sent.contains { $0.0 == w1 && $0.1 == .cancel(Cancel(job: a.job, shard: Cancel.allShards, attempt: 0)) }, "\(sent.map(\.1))")
+    }
 }

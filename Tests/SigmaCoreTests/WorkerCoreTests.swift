@@ -106,4 +106,17 @@ import Testing
         #expect(!sent(c.handle(.computed(r, session: old!.session), now: 4)), "the earlier session's result is dropped")
         #expect(sent(c.handle(.computed(r, session: new!.session), now: 5)), "the new attempt's result is sent")
     }
+
+    /// A CANCEL of one attempt names that attempt to the shell, which drops only it: another attempt of the same shard
+    /// queued here is still wanted (and still pending in the core).
+    @Test func cancellingOneAttemptNamesIt() {
+        var c = WorkerCore(config: .init(hello: Hello(cores: 2, slots: 1, memory: 1, host: "h", name: "n", instance: "i", features: "")))
+        let spec = JobSpec(kind: "map-reduce", name: "x", body: [1])
+        _ = c.handle(.connected, now: 0)
+        _ = c.handle(.received(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3))), now: 1)
+        _ = c.handle(.received(.assign(Assign(job: 1, shard: 0, attempt: 2, start: 0, count: 1, spec: spec))), now: 2)
+        let out = c.handle(.received(.cancel(Cancel(job: 1, shard: 0, attempt: 1))), now: 3)
+        #expect(out.contains(.cancel(job: 1, shard: 0, attempt: 1)))
+        #expect(c.pending.count == 1, "attempt 2 is still pending")
+    }
 }
