@@ -24,9 +24,10 @@ public struct DataRoots: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The folder this process started in.
+    /// The folder this process started in; none when it cannot be resolved (removed since): every path is refused
+    /// then — it was the whole filesystem.
     public static func currentDirectory() -> DataRoots {
-        (try? DataRoots([FileManager.default.currentDirectoryPath])) ?? DataRoots(unchecked: ["/"])
+        (try? DataRoots([FileManager.default.currentDirectoryPath])) ?? DataRoots(unchecked: [])
     }
 
     init(unchecked folders: [String]) { self.folders = folders }
