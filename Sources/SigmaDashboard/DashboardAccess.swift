@@ -41,8 +41,8 @@ public struct DashboardAccess: Sendable, Equatable {
         guard let token else { return .allow }
         if let given = DashboardAccess.queryValue("token", in: query) {
             guard DashboardAccess.same(given, token) else { return .refuse(status: 401, message: DashboardAccess.tokenHelp) }
-            // (one leading slash: `//host/...` would send the browser to another site)
-            return .setCookie(location: "/" + path.drop { $0 == "/" })
+            // (one leading slash and no backslash: browsers read `//host` and `/\host` as another site)
+            return .setCookie(location: "/" + path.drop { $0 == "/" || $0 == "\\" }.replacingOccurrences(of: "\\", with: "/"))
         }
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
             return DashboardAccess.same(String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces), token)

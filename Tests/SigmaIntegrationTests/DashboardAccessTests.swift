@@ -98,6 +98,12 @@ func blockingGet(port: Int, path: String, host: String?, headers: [String]) thro
         #expect(verdict(query: "token=0123456789abcdef0123") == .setCookie(location: "/job/3"))
         #expect(access.check(host: "localhost", path: "//evil.example/x", query: "token=0123456789abcdef0123", authorization: nil, cookie: nil)
                     == .setCookie(location: "/evil.example/x"), "an open redirect")
+        for path in ["/\\evil.example/x", "\\/evil.example/x", "/a\\b"] {
+            guard case .setCookie(let to) = access.check(host: "localhost", path: path, query: "token=0123456789abcdef0123", authorization: nil, cookie: nil) else {
+                Issue.record("\(path): no redirect"); continue
+            }
+            #expect(to.hasPrefix("/") && !to.hasPrefix("//") && !to.contains("\\"), "\(path) → \(to): an open redirect")
+        }
         for v in [verdict(), verdict(authorization: "Bearer 0123456789abcdef012"), verdict(authorization: "Bearer "),
                   verdict(authorization: "Basic MDEyMzQ1Njc4OWFiY2RlZjAxMjM="), verdict(cookie: "sigma_token=wrong"),
                   verdict(query: "token=wrong", cookie: "sigma_token=0123456789abcdef0123")] {
