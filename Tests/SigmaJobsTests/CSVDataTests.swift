@@ -43,6 +43,11 @@ import Testing
         #expect { _ = try JobSpec.parse(base + "data: {csv: \(headed), header: yes please}\n") } throws: { "\($0)".contains("true or false") }
         let ok = try JobSpec.parse(base + "data: {csv: \(headed), header: true, label_column: y}\n")
         #expect(ok.kind == "train")
+        // A feature that is NaN or infinite would make every loss NaN from the first step: named, not trained on.
+        for (name, text) in [("nan.csv", "1,2,0\n3,nan,1\n"), ("inf.csv", "1,2,0\n3,4,1\ninf,5,2\n")] {
+            let p = problem(LabeledDataSpec(csv: try Self.file(name, text)))
+            #expect(p.contains("not a finite number") && p.contains(name.hasPrefix("nan") ? "row 2, feature 2" : "row 3, feature 1"), "\(p)")
+        }
     }
 }
 

@@ -129,6 +129,10 @@ public struct LabeledData: Sendable {
         if let vocab = tokens, let bad = x.firstIndex(where: { !($0 >= 0 && $0 < Float(vocab) && $0 == $0.rounded()) }) {
             throw JobError("\(spec.generate == nil ? spec.paths.first ?? "data" : "data"): row \(bad / features + 1), position \(bad % features) holds \(x[bad]); token ids must be integers in 0..<\(vocab) (model.transformer.vocab)")
         }
+        // (one NaN or infinity makes every loss and weight NaN from the first step on: named here, not trained on)
+        if let bad = x.firstIndex(where: { !$0.isFinite }) {
+            throw JobError("\(spec.paths.first ?? "data"): row \(bad / max(features, 1) + 1), feature \(bad % max(features, 1) + 1) is not a finite number (NaN or infinity); clean the data first")
+        }
         var d = LabeledData(rows: rows, features: features, x: x, y: y)
         d.targets = targets
         return d
