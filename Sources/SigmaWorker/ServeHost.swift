@@ -16,8 +16,14 @@ final class ServeHost: Sendable {
         case batch(ServeBatch)
     }
 
-    private let queue = BlockingQueue<Task>()
-    final class Outbox: Sendable { let messages = Mutex<[Message]>([]) }
+    /// Tasks with the connection (epoch) they came on.
+    private let queue = BlockingQueue<(Task, UInt64)>()
+    /// Answers with the epoch of their task: one of an earlier connection is never sent on a later one — a restarted
+    /// coordinator numbers its batches and deployments from 1 again, and an old BATCH-RESULT would answer its batch.
+    final class Outbox: Sendable {
+        let messages = Mutex<[(Message, UInt64)]>([])
+        let epoch = Atomic<UInt64>(0)
+    }
     private let outbox = Outbox()
     private let thread = Mutex<OSThread?>(nil)
 
@@ -26,7 +32,7 @@ final class ServeHost: Sendable {
         thread.withLock {
             $0 = OSThread(name: "sigma-serve") {
                 var models: [UInt32: ServedModel] = [:]
-                while let task = queue.next() {
+                while let (task, epoch) = queue.next() {
                     let reply: Message?
                     switch task {
                     case .load(let l):
@@ -62,8 +68,8 @@ final class ServeHost: Sendable {
                         r.queued = UInt32(queue.count)
                         reply = .batchResult(r)
                     }
-                    if let reply {
-                        outbox.messages.withLock { $0.append(reply) }
+                    if let reply, epoch == outbox.epoch.load(ordering: .acquiring) {
+                        outbox.messages.withLock { $0.append((reply, epoch)) }
                         wake()
                     }
                 }
@@ -73,27 +79,32 @@ final class ServeHost: Sendable {
 
     /// Takes LOAD, UNLOAD and BATCH (true); other messages are not this host's.
     func take(_ m: Message) -> Bool {
+        let epoch = outbox.epoch.load(ordering: .acquiring)
         switch m {
-        case .load(let l): queue.push(.load(l))
-        case .unload(let d): queue.push(.unload(d))
-        case .batch(let b): queue.push(.batch(b))
+        case .load(let l): queue.push((.load(l), epoch))
+        case .unload(let d): queue.push((.unload(d), epoch))
+        case .batch(let b): queue.push((.batch(b), epoch))
         default: return false
         }
         return true
     }
 
-    /// Answers ready to send (the poller thread sends them).
+    /// Answers ready to send (the poller thread sends them): those of the current connection only.
     func replies() -> [Message] {
-        outbox.messages.withLock { o in
+        let epoch = outbox.epoch.load(ordering: .acquiring)
+        return outbox.messages.withLock { o in
             defer { o.removeAll() }
-            return o
+            return o.filter { $0.1 == epoch }.map(\.0)
         }
     }
 
-    /// The connection was reset: the coordinator forgot this worker's replicas, so are its models.
+    /// The connection was reset: the coordinator forgot this worker's replicas, so are its models; answers not sent
+    /// yet, and those of batches still computing, are dropped.
     func reset() {
+        let epoch = outbox.epoch.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         queue.remove { _ in true }
-        queue.push(.unload(.max))
+        outbox.messages.withLock { $0.removeAll() }
+        queue.push((.unload(.max), epoch))
     }
 
     func stop() {
