@@ -261,7 +261,7 @@ public enum IDXFormat {
 }
 
 /// The product of `xs`, or nil if it overflows (shapes read from files are untrusted).
-func checkedProduct(_ xs: [Int]) -> Int? {
+public func checkedProduct(_ xs: [Int]) -> Int? {
     var p = 1
     for x in xs {
         let (r, o) = p.multipliedReportingOverflow(by: x)

@@ -27,6 +27,19 @@ struct Harness {
         limits = config.specLimits
     }
 
+    /// A journaled coordinator that keeps results over 40 bytes on disk, its writes held (`holdStores`), with w1
+    /// registered; `configure` changes the rest.
+    static func storingResults(_ configure: (inout CoordinatorConfig) -> Void = { _ in }) -> Harness {
+        var config = CoordinatorConfig()
+        config.storeResultsOver = 40
+        config.journal = true
+        configure(&config)
+        var h = Harness(config)
+        h.holdStores = true
+        h.hello(w1)
+        return h
+    }
+
     @discardableResult
     mutating func event(_ e: CoordinatorEvent) -> [(PeerID, Message)] {
         var sent: [(PeerID, Message)] = []

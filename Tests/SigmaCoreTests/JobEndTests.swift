@@ -107,12 +107,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
     /// result is on disk (with the submitter's JOB-RESULT), a RESULT-GET is told to ask again, and the journal says
     /// the job ended only then. A result the shell could not write is reported as lost, naming why.
     @Test func aJobsEndIsToldOnceItsStoredResultIsOnDisk() throws {
-        var config = CoordinatorConfig()
-        config.storeResultsOver = 40
-        config.journal = true
-        var h = Harness(config)
-        h.holdStores = true
-        h.hello(w1)
+        var h = Harness.storingResults()
         let spec = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum, .histogram(bins: 4, low: 0, high: 4)], sharding: .count(1))
         func ended() -> Bool { h.journal.contains { if case .ended = $0 { true } else { false } } }
         func results(to peer: PeerID) -> [JobOutcome] {

@@ -37,11 +37,13 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
 /// no job is forgotten while its result is written, an ended job leaves nothing behind (queued shards, per-worker
 /// state, a draining worker held).
 @Suite struct JobLifecycleTests {
+    /// A job of one shard (ten generated values, summed).
+    let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+
     /// A journal written before a host reboot holds a job that ran longer than the new boot's monotonic clock:
     /// restoring it must not trap (`now - submittedAt` with submittedAt = now &- elapsed wrapped).
     @Test func restoringAnEndedJobOlderThanTheClockDoesNotTrap() throws {
         var h = Harness()   // now = 1 s after "boot"
-        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
         let j = JournaledJob(id: 1, spec: .mapReduce(one), options: [], key: "", owner: Principal.trusted.owner, ownerName: "local")
         let hour: Nanos = 3600 * 1_000_000_000
         h.event(.restore(next: 2, jobs: [RestoredJob(job: j, state: .completed, result: [1, 2, 3], shards: 1, elapsed: hour)]))
@@ -54,13 +56,7 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
     /// A job whose stored result is still being written is pushed out of `keepFinishedJobs` by later jobs: this
     /// must not trap (keptResultBytes underflow), and its end must still reach the journal and its submitter.
     @Test func aJobWhoseResultIsBeingWrittenIsNotForgotten() throws {
-        var config = CoordinatorConfig()
-        config.storeResultsOver = 40
-        config.keepFinishedJobs = 1
-        config.journal = true
-        var h = Harness(config)
-        h.holdStores = true
-        h.hello(w1)
+        var h = Harness.storingResults { $0.keepFinishedJobs = 1 }
         let big = MapReduceSpec(input: .range(count: 4, start: 0, step: 1), reduce: [.sum, .histogram(bins: 4, low: 0, high: 4)], sharding: .count(1))
         var ids: [JobID] = []
         for r in 1...2 {
@@ -134,7 +130,6 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
     @Test func aDrainingWorkerLeavesWhenItsJobIsCancelled() throws {
         var h = Harness()
         h.hello(w1)
-        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
         h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(one)))))
         let a = try #require(h.takeAssigns(w1).first)
         h.event(.received(w1, .drain(reason: "SIGTERM")))
@@ -160,7 +155,6 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
     @Test func aWorkersPerJobStateDoesNotGrowWithEndedJobs() throws {
         var h = Harness()
         h.hello(w1)
-        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
         for r in 1...50 {
             h.event(.received(client, .submit(Submit(request: UInt64(r), options: [], spec: .mapReduce(one)))))
             for a in h.takeAssigns(w1) { _ = try h.answer(w1, a, spec: one) }
@@ -175,7 +169,6 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
     @Test func theWorkersOfAJobThatEndedAreToldToReleaseIt() throws {
         var h = Harness()
         h.hello(w1)
-        let one = MapReduceSpec(input: .range(count: 10, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
         h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(one)))))
         let a = try #require(h.takeAssigns(w1).first)
         let sent = try h.answer(w1, a, spec: one)

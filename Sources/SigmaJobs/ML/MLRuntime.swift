@@ -99,9 +99,7 @@ public struct LabeledData: Sendable {
                 guard t.rank >= 2 else { throw JobError("\(xp): features must be an array of rows (rows, features…), got shape \(t.shape)") }
                 rows = t.shape[0]
                 // (checked: an array of no rows holds no values, whatever its other dimensions claim)
-                var perRow: Int? = 1
-                for d in t.shape.dropFirst() { perRow = perRow.flatMap { let (p, o) = $0.multipliedReportingOverflow(by: d); return o ? nil : p } }
-                guard let f = perRow else { throw JobError("\(xp): shape \(t.shape) is too large") }
+                guard let f = checkedProduct(Array(t.shape.dropFirst())) else { throw JobError("\(xp): shape \(t.shape) is too large") }
                 features = f
                 guard features == expected else {
                     throw JobError("\(xp) has \(features) features per row (shape \(t.shape)); \(inputField) is \(expected)")
