@@ -209,6 +209,12 @@ final class JobEntry {
     var ranges: [(start: UInt64, count: UInt64)]
     /// Global index of `shards[0]`.
     var base = 0
+    /// Its current collective segment (training steps the workers reduce among themselves), if any; why the
+    /// current one can no longer finish (set where a shard of it is queued again); and whether a failed collective
+    /// step has the coordinator reduce this job's steps from now on.
+    var collective: CollectiveSegment? = nil
+    var collectiveBroken: String? = nil
+    var collectiveOff = false
     let submitter: PeerID
     let request: UInt64
     let options: SubmitOptions
@@ -309,6 +315,8 @@ final class JobEntry {
     /// time is now); `rerun` counts it as a re-run (a worker died or failed it, rather than declined it).
     func requeue(_ i: Int, rerun: Bool, now: Nanos, queue: inout Deque<ShardRef>) {
         guard shards[i].state == .running, shards[i].holders.isEmpty else { return }
+        // (a collective step's shard cannot run alone elsewhere: the step starts again, `repairCollectives`)
+        if collective != nil && collectiveBroken == nil { collectiveBroken = "\(describe(i)) has to run again" }
         shards[i].state = .pending
         shards[i].hedged = false   // (its next attempt may be hedged again; a win then is not the old hedge's)
         running -= 1

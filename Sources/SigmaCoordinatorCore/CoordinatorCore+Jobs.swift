@@ -65,7 +65,13 @@ extension CoordinatorCore {
             finish(job.id, state: .completed, error: "", now: now, into: &out)
             return
         }
-        let shares = roundShares(job, items: d.roundItems, bytes: d.params?.count ?? 0, now: now)
+        planRound(job, d, now: now, into: &out)
+    }
+
+    /// Plans the driver's current round over the workers and queues its shards.
+    mutating func planRound(_ job: JobEntry, _ d: any RoundDriver, now: Nanos, into out: inout [CoordinatorAction]) {
+        var shares = roundShares(job, items: d.roundItems, bytes: d.params?.count ?? 0, now: now)
+        if d.sharesPerWorker { shares = collectiveShares(job, d, shares, into: &out) }
         let planned = d.plan(shares: shares.map(\.weight))
         let refs = job.startRound(planned.map { ($0.start, $0.count) }, now: now)
         for (g, p) in zip(refs, planned) {
@@ -135,11 +141,13 @@ extension CoordinatorCore {
                 cancelOthers(job, i, except: peer, now: now, into: &out)
             } catch {
                 out.append(.log(.warning, "job \(r.job) shard \(r.shard): bad partial from worker \(w.id) (\(w.hello.host)): \(error)", job: r.job))
+                collectiveFailed(job, w, "malformed result: \(error)", into: &out)
                 job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: "malformed result: \(error)")
                 fatal = job.requeueOrFail(shard: i, worker: w, error: "malformed result: \(error)", config: config, now: now, queue: &queue, into: &out)
             }
         case .failed:
             totals.shardsFailed += 1
+            collectiveFailed(job, w, r.error, into: &out)
             job.endAttempt(record, .failed, now: now, compute: r.computeTime, error: r.error)
             fatal = job.requeueOrFail(shard: i, worker: w, error: r.error, config: config, now: now, queue: &queue, into: &out)
         case .tooLarge:

@@ -146,6 +146,7 @@ public struct CoordinatorCore {
         case .restore(let next, let restored):
             restore(next: next, restored, now: now, into: &out)
         }
+        repairCollectives(now: now, into: &out)
         dispatch(now: now, into: &out)
         captureJobLogs(&out, now: now)
         return out

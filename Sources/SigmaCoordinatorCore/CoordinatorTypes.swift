@@ -5,6 +5,9 @@ import SigmaProtocol
 
 /// Settings of the coordinator core. Times in nanoseconds.
 public struct CoordinatorConfig: Sendable {
+    /// Training steps of two or more workers that offer peer endpoints are reduced by the workers among themselves
+    /// (docs/architecture.md "Collective steps"); false: always by the coordinator.
+    public var collectiveSteps = true
     /// How often each side sends a heartbeat when it has nothing else to send.
     public var heartbeatInterval: Nanos = 1_000_000_000
     /// Missed intervals before a silent worker is declared dead.

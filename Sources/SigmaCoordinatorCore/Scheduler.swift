@@ -145,8 +145,13 @@ extension CoordinatorCore {
             let items = job.ranges[i].count
             let bytes = job.driver?.params.map(\.count) ?? 0
             var chosen: Int? = nil
-            if let p = job.shards[i].preferred, let k = index[p], table[k].accepts {
+            if let p = job.shards[i].preferred, let k = index[p], job.collective != nil ? table[k].state == .ready : table[k].accepts {
                 if table[k].inFlight.count < table[k].window(config, adaptive: true) { chosen = k } else { break }
+            } else if job.collective != nil {
+                // (a collective step's shard runs on its member only; without it the step starts again)
+                queue.removeFirst()
+                if job.collectiveBroken == nil { job.collectiveBroken = "its worker for \(job.describe(i)) is gone" }
+                continue
             } else {
                 switch policy {
                 case .roundRobin:
@@ -247,7 +252,7 @@ extension CoordinatorCore {
         decisions += 1
         out.append(.send(peer, .assign(Assign(job: job.id, shard: shard, attempt: attempt, start: job.ranges[i].start,
                                               count: items, round: round, withParams: job.driver?.params != nil,
-                                              spec: needsSpec ? job.spec : nil))))
+                                              spec: needsSpec ? job.spec : nil, collective: collectiveStep(job, i)))))
     }
 
     // MARK: hedging
@@ -258,7 +263,8 @@ extension CoordinatorCore {
         guard config.hedging, idleCount(now: now) > 0 else { return }
         var model: CostModel? = nil
         for id in jobs.keys.sorted() {
-            guard let job = jobs[id], job.state == .running, policy(of: job) == .latencyAware, job.pending == 0, job.running > 0 else { continue }
+            guard let job = jobs[id], job.state == .running, policy(of: job) == .latencyAware, job.pending == 0, job.running > 0,
+                  job.collective == nil else { continue }
             let kind = job.kindSlot
             for i in job.shards.indices where job.shards[i].state == .running && !job.shards[i].hedged && job.shards[i].holders.count == 1 {
                 let s = job.shards[i]

@@ -98,6 +98,51 @@ public final class SGD: Optimizer {
     }
 }
 
+extension SGD {
+    /// The update of one element range of the parameters laid end to end — a collective step's slice, owned by one
+    /// worker: its weights `w`, its velocity `v` (`first`: none yet, so v = g), its gradient a sum tree over
+    /// `count` elements; the updated weights go to `out`. Element by element the same operations as
+    /// `step(_:sumOf:divisor:writingTo:threads:)` over the whole vector, so the same bits.
+    public static func sliceStep(weights w: UnsafePointer<Float>, velocity v: UnsafeMutablePointer<Float>, first: Bool, count: Int,
+                                 sumOf tree: SumTree, divisor: Float, learningRate: Float, momentum: Float, weightDecay: Float,
+                                 writingTo out: UnsafeMutableRawPointer, threads: Int = 1) {
+        precondition(tree.vectors.allSatisfy { $0.count == count * 4 }, "gradient slice of \(tree.vectors.map { $0.count / 4 }) values for \(count)")
+        guard count > 0 else { return }
+        let direct = tree.operands
+        let slice = FusedSGDPass.Slice(w: w, v: v, a: direct.map { UnsafeRawPointer($0.a.baseAddress!) }, b: direct?.b.map { UnsafeRawPointer($0.baseAddress!) },
+                                       out: out, start: 0, count: count, first: first)
+        FusedSGDPass(slices: [slice], tree: direct == nil ? tree : nil, lr: learningRate, mu: momentum, wd: weightDecay, divisor: divisor)
+            .run(total: count, threads: threads)
+    }
+
+    /// The velocity of `parameters` laid end to end (zeros where a parameter has none), and whether any has one —
+    /// false before the first step.
+    public func velocityVector(_ parameters: [Parameter]) -> (values: [Float], present: Bool) {
+        var out: [Float] = []
+        out.reserveCapacity(parameters.reduce(0) { $0 + $1.value.count })
+        var present = false
+        for p in parameters {
+            if let v = velocity[ObjectIdentifier(p)] {
+                present = true
+                v.withData { out.append(contentsOf: $0) }
+            } else {
+                out.append(contentsOf: repeatElement(0, count: p.value.count))
+            }
+        }
+        return (out, present)
+    }
+
+    /// Sets every parameter's velocity from `values` (laid end to end, as `velocityVector`).
+    public func setVelocity(_ parameters: [Parameter], from values: UnsafeBufferPointer<Float>) {
+        var o = 0
+        for p in parameters {
+            let n = p.value.count
+            velocity[ObjectIdentifier(p)] = Tensor(shape: p.value.shape, Array(values[o..<o + n]))
+            o += n
+        }
+    }
+}
+
 /// A sum of float32 vectors of one length (little-endian bytes, possibly unaligned) in a fixed association: each
 /// `add` is one float32 addition per element. Evaluated over any element range, chunk by chunk, it gives the same
 /// bits as adding the whole vectors in its order — so a consumer can make the additions inside its own pass.

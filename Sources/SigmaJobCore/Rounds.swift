@@ -83,12 +83,34 @@ public protocol RoundDriver: AnyObject, Sendable {
     /// A restart may resume the job from its committed shards (they are journaled): true for single-round jobs;
     /// false for training, whose shards are one step's gradients (a restarted train job starts over).
     var resumesFromShards: Bool { get }
+
+    // Collective rounds (docs/architecture.md "Collective steps"): the workers of a round reduce it among
+    // themselves; the coordinator keeps a snapshot of the weights and optimizer state it can go back to.
+    /// The job's rounds may be collective (training with SGD and float32 gradients).
+    var collectiveCapable: Bool { get }
+    /// Workers in the current collective segment (0: the coordinator reduces the rounds).
+    var segmentSize: Int { get }
+    /// The driver holds the state of the current round (its snapshot is current): members may change here.
+    var atSnapshot: Bool { get }
+    /// The current round's end brings the workers' weights and optimizer state back (`plan` decides).
+    var snapshotDue: Bool { get }
+    /// Starts a collective segment of `size` (≥ 2) workers from the current state, or has the coordinator reduce
+    /// again (0); only where `atSnapshot`. Returns the segment's number (messages of others are stale).
+    func beginSegment(size: Int) -> UInt32
+    /// A member of the segment was lost or failed: back to the last snapshot; returns the rounds that run again.
+    func rollback() -> Int
 }
 
 extension RoundDriver {
     public var planSummary: String? { nil }
     public var sharesPerWorker: Bool { false }
     public var resumesFromShards: Bool { true }
+    public var collectiveCapable: Bool { false }
+    public var segmentSize: Int { 0 }
+    public var atSnapshot: Bool { true }
+    public var snapshotDue: Bool { false }
+    public func beginSegment(size: Int) -> UInt32 { 0 }
+    public func rollback() -> Int { 0 }
 }
 
 /// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:

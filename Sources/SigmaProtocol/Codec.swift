@@ -52,7 +52,12 @@ public enum Codec {
         case .heartbeat(let h):
             w.u64(h.sent); w.u64(h.echo); w.u64(h.held); w.u32(h.running); w.u32(h.queued); w.f64(h.cpu); w.u64(h.rss); w.u64(h.rawOut); w.u64(h.wireOut); w.u64(h.available)
         case .assign(let a):
-            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round); w.u8(a.withParams ? 1 : 0)
+            w.u64(a.job); w.u32(a.shard); w.u32(a.attempt); w.u64(a.start); w.u64(a.count); w.u32(a.round)
+            w.u8((a.withParams ? 1 : 0) | (a.collective != nil ? 2 : 0))
+            if let c = a.collective {
+                w.u32(c.segment); w.u16(c.rank); w.u8(c.snapshot ? 1 : 0); w.u16(UInt16(c.peers.count))
+                for p in c.peers { w.string(p.endpoint); w.string(p.key) }
+            }
             if let s = a.spec { payload = Frame(s.encoded) }
         case .result(let r):
             w.u64(r.job); w.u32(r.shard); w.u32(r.attempt); w.u8(r.status.rawValue); w.u64(r.computeTime); w.string(r.error)
@@ -259,10 +264,20 @@ public enum Codec {
                 case .assign:
                     var a = Assign(job: try r.u64("job"), shard: try r.u32("shard"), attempt: try r.u32("attempt"),
                                    start: try r.u64("start"), count: try r.u64("count"), round: try r.u32("round"))
-                    switch try r.u8("flags") {
-                    case 0: break
-                    case 1: a.withParams = true
-                    case let f: throw ByteReadError(field: "flags", problem: "unknown flags \(f)")
+                    let flags = try r.u8("flags")
+                    guard flags & ~3 == 0 else { throw ByteReadError(field: "flags", problem: "unknown flags \(flags)") }
+                    a.withParams = flags & 1 != 0
+                    if flags & 2 != 0 {
+                        let segment = try r.u32("collective.segment"), rank = try r.u16("collective.rank")
+                        let snapshot = try r.u8("collective.snapshot")
+                        guard snapshot <= 1 else { throw ByteReadError(field: "collective.snapshot", problem: "\(snapshot) is not 0 or 1") }
+                        let n = try r.u16("collective.peers")
+                        guard n >= 2, rank < n else {
+                            throw ByteReadError(field: "collective.peers", problem: "rank \(rank) of \(n) peers (a collective step has at least 2, the rank among them)")
+                        }
+                        var peers: [PeerAddress] = []
+                        for _ in 0..<n { peers.append(PeerAddress(endpoint: try r.string("collective.endpoint"), key: try r.string("collective.key"))) }
+                        a.collective = CollectiveStep(segment: segment, rank: rank, snapshot: snapshot == 1, peers: peers)
                     }
                     if let p = payload { a.spec = try p.withUnsafeBytes { try JobSpec.decode($0) } }
                     return .assign(a)

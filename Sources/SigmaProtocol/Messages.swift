@@ -3,7 +3,7 @@ import SigmaModel
 /// Sigma Protocol version spoken by this build. Every message carries it in byte 1 of its header; a peer of another
 /// version is refused at its first message (ERROR 505), so builds whose messages differ never meet mid-job
 /// (docs/protocol.md, "Versions").
-public let sigmaProtocolVersion: UInt8 = 3
+public let sigmaProtocolVersion: UInt8 = 4
 
 /// The build string sent in HELLO/READY.
 public let sigmaBuild = "sigma 0.1.0"
@@ -156,10 +156,13 @@ public struct Assign: Sendable, Equatable {
     public var round: UInt32
     /// The shard needs the job's parameters of version `round`, sent in PARAMS.
     public var withParams: Bool
+    /// A collective training step: the workers reduce the step's gradient among themselves (docs/protocol.md §4).
+    public var collective: CollectiveStep? = nil
     public var spec: JobSpec?
     public init(job: JobID, shard: ShardIndex, attempt: Attempt, start: UInt64, count: UInt64, round: UInt32 = 0, withParams: Bool = false,
-                spec: JobSpec? = nil) {
+                spec: JobSpec? = nil, collective: CollectiveStep? = nil) {
         self.withParams = withParams
+        self.collective = collective
         self.job = job
         self.shard = shard
         self.attempt = attempt
@@ -167,6 +170,34 @@ public struct Assign: Sendable, Equatable {
         self.count = count
         self.round = round
         self.spec = spec
+    }
+}
+
+/// A training step the workers reduce among themselves: each of the step's `peers` (in rank order, this worker at
+/// `rank`) owns an equal slice of the parameters; it receives every worker's partial sums for its slice, makes the
+/// tree's additions and the optimizer step on it, and sends the updated slice to all (docs/protocol.md §4).
+public struct CollectiveStep: Sendable, Equatable {
+    /// Bumped whenever the coordinator (re)starts the workers from its snapshot: messages of another segment are stale.
+    public var segment: UInt32
+    public var rank: UInt16
+    /// After the step, send the owned slice of the parameters and optimizer state with the result.
+    public var snapshot: Bool
+    public var peers: [PeerAddress]
+    public init(segment: UInt32, rank: UInt16, snapshot: Bool, peers: [PeerAddress]) {
+        self.segment = segment
+        self.rank = rank
+        self.snapshot = snapshot
+        self.peers = peers
+    }
+}
+
+/// Where another worker takes collective messages (`peer=` in its HELLO features) and its CURVE public key ("" without CURVE).
+public struct PeerAddress: Sendable, Equatable, Hashable {
+    public var endpoint: String
+    public var key: String
+    public init(endpoint: String, key: String = "") {
+        self.endpoint = endpoint
+        self.key = key
     }
 }
 

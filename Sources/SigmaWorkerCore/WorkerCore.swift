@@ -12,6 +12,8 @@ public struct ShardTask: Sendable, Equatable {
     /// The job's round (training step) and the parameters of that version, when the job kind needs them.
     public var round: UInt32 = 0
     public var params: Frame? = nil
+    /// A collective training step (the workers reduce it among themselves), else nil.
+    public var collective: CollectiveStep? = nil
     /// The worker core's session (connection) it was assigned in: its result goes back with it (`.computed`).
     public var session: UInt64 = 0
 
@@ -29,7 +31,7 @@ public struct ShardTask: Sendable, Equatable {
 
     public static func == (a: ShardTask, b: ShardTask) -> Bool {
         a.job == b.job && a.shard == b.shard && a.attempt == b.attempt && a.start == b.start && a.count == b.count
-            && a.spec == b.spec && a.round == b.round && a.params == b.params
+            && a.spec == b.spec && a.round == b.round && a.params == b.params && a.collective == b.collective
     }
 }
 
@@ -247,6 +249,7 @@ public struct WorkerCore {
             var task = ShardTask(job: a.job, shard: a.shard, attempt: a.attempt, start: a.start, count: a.count, spec: spec,
                                  round: a.round, params: p)
             task.session = session
+            task.collective = a.collective
             out.append(.compute(task))
         case .params(let p):
             guard case .ready = state else {

@@ -25,13 +25,69 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var lastCheckpointAt = DispatchTime.now().uptimeNanoseconds
     var lastEval: HeldOut? = nil
     public let parameterCount: Int
+    /// Collective rounds: the segment, its size (0: this coordinator reduces), the step whose state the model and
+    /// optimizer hold and what history and loss were then, the PARAMS a segment starts from (weights, then the SGD
+    /// velocity) until its first round is in, and the slices a snapshot round gathers.
+    var segment: UInt32 = 0
+    public private(set) var segmentSize = 0
+    var snapshot = (step: 0, history: 0, loss: Double.nan, at: DispatchTime.now().uptimeNanoseconds)
+    var segmentParams: Frame? = nil
+    var snapshotRound = false
+    var gathered: (weights: [Float], velocity: [Float])? = nil
+    /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again).
+    public static let snapshotSteps = 16
+    public static let snapshotSeconds = 5.0
 
     public var kind: String { "train" }
     public var sharesPerWorker: Bool { true }
     public var resumesFromShards: Bool { false }
     public var unit: String { "micro-batches" }
     public var round: UInt32 { UInt32(step) }
-    public var params: Frame? { paramsFrame }
+    public var params: Frame? { segmentSize > 0 ? segmentParams : paramsFrame }
+
+    public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && optimizer is SGD }
+    public var atSnapshot: Bool { segmentSize == 0 || step == snapshot.step }
+    public var snapshotDue: Bool { snapshotRound }
+
+    public func beginSegment(size: Int) -> UInt32 {
+        precondition(atSnapshot, "a collective segment starts from the driver's own state")
+        segment &+= 1
+        segmentSize = size
+        snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds)
+        segmentParams = nil
+        guard size > 0, let sgd = optimizer as? SGD else { segmentSize = 0; return segment }
+        let (velocity, present) = sgd.velocityVector(model.parameters)
+        let weights = paramsFrame
+        segmentParams = Frame(shareable: parameterCount * (present ? 8 : 4)) { dst in
+            weights.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            if present { velocity.withUnsafeBytes { dst.baseAddress!.advanced(by: parameterCount * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        }
+        return segment
+    }
+
+    public func rollback() -> Int {
+        let lost = step - snapshot.step
+        step = snapshot.step
+        history.removeSubrange(snapshot.history...)
+        lastLoss = snapshot.loss
+        parts = [:]
+        accepted = []
+        gathered = nil
+        return lost
+    }
+
+    /// Whether the round about to run must end in a snapshot: the steps that evaluate or write a checkpoint, the
+    /// last, and one at least every `snapshotSteps` steps or `snapshotSeconds`.
+    func needsSnapshot(now: UInt64) -> Bool {
+        let next = step + 1
+        if next == plan.totalSteps || next - snapshot.step >= Self.snapshotSteps { return true }
+        if plan.microBatches(step: next) < segmentSize { return true }   // (the next step cannot give every member one)
+        if spec.evalEvery > 0 && next % spec.evalEvery == 0 && !plan.holdout.isEmpty { return true }
+        if Double(now &- snapshot.at) >= Self.snapshotSeconds * 1e9 { return true }
+        guard spec.checkpoints, spec.checkpointDir != nil else { return false }
+        if spec.checkpointEvery > 0 && next % spec.checkpointEvery == 0 { return true }
+        return spec.checkpointEverySeconds.map { $0 > 0 && Double(now &- lastCheckpointAt) >= $0 * 1e9 } ?? false
+    }
 
     public init(spec: TrainJob, data: LabeledData) throws {
         self.spec = spec
@@ -76,9 +132,20 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public func plan(shares: [Double]) -> [ShardPlan] {
         parts = [:]
         accepted = []
+        var counts = proportionalSplit(roundItems, weights: shares.isEmpty ? [1] : shares)
+        if segmentSize > 0 {
+            // Every member of a collective step owns a slice, so every one gets micro-batches (the core makes segments
+            // no larger than a step's micro-batches).
+            precondition(counts.count == segmentSize && roundItems >= segmentSize, "a collective step of \(segmentSize) ranks planned with \(counts.count) shares")
+            for k in counts.indices where counts[k] == 0 { counts[counts.indices.max { counts[$0] < counts[$1] }!] -= 1; counts[k] = 1 }
+            snapshotRound = needsSnapshot(now: DispatchTime.now().uptimeNanoseconds)
+            gathered = snapshotRound ? ([Float](repeating: 0, count: parameterCount), [Float](repeating: 0, count: parameterCount)) : nil
+        } else {
+            snapshotRound = false
+        }
         var out: [ShardPlan] = []
         var start = 0
-        for (k, c) in proportionalSplit(roundItems, weights: shares.isEmpty ? [1] : shares).enumerated() where c > 0 {
+        for (k, c) in counts.enumerated() where c > 0 {
             out.append(ShardPlan(start: UInt64(start), count: UInt64(c), share: k))
             start += c
         }
@@ -88,6 +155,18 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
 
     public func accept(shard index: Int, payload: Frame) throws {
         let r = Int(ranges[index].start)..<Int(ranges[index].start + ranges[index].count)
+        if segmentSize > 0 {
+            // (a collective step: statistics, and at a snapshot this rank's slices; shard k is rank k)
+            let slice = Collective.slice(index, of: segmentSize, parameters: parameterCount)
+            let result = try CollectiveResult.decode(payload, range: r, total: plan.microBatches(step: step), expected: snapshotRound ? slice : nil)
+            for (n, s) in result.stats { parts[n] = s }
+            if let s = result.snapshot {
+                gathered!.weights.replaceSubrange(slice, with: s.weights)
+                gathered!.velocity.replaceSubrange(slice, with: s.velocity)
+            }
+            accepted.insert(index)
+            return
+        }
         // (float32 values stay in the payload until the step's reduce reads them: no copy)
         let decoded = try GradientTree.decode(payload, range: r, total: plan.microBatches(step: step), parameters: parameterCount,
                                               transport: spec.gradientTransport)
@@ -105,13 +184,22 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     }
 
     /// The learning rate for `step` (warm-up, then constant or cosine).
-    func learningRate(at s: Int) -> Float {
-        let o = spec.optimizer
-        if o.schedule == "cosine" {
-            return WarmupCosine(peak: Float(o.lr), warmupSteps: o.warmupSteps, totalSteps: plan.totalSteps).rate(at: s)
+    func learningRate(at s: Int) -> Float { spec.learningRate(at: s, totalSteps: plan.totalSteps) }
+
+    /// A collective step's end: its statistics; at a snapshot, the gathered weights and velocity become the
+    /// model's and the optimizer's.
+    func applyCollective(_ reduced: ReducedGradient) throws {
+        var next: Frame? = nil
+        if snapshotRound, let g = gathered, let sgd = optimizer as? SGD {
+            let frame = g.weights.withUnsafeBytes { Frame($0) }
+            try MLModels.assign(model.parameters, from: frame)
+            g.velocity.withUnsafeBufferPointer { sgd.setVelocity(model.parameters, from: $0) }
+            next = frame
+            gathered = nil
         }
-        if s < o.warmupSteps { return Float(o.lr) * Float(s + 1) / Float(o.warmupSteps) }
-        return Float(o.lr)
+        record((reduced.loss, reduced.correct, reduced.rows), lr: learningRate(at: step), params: next)
+        segmentParams = nil   // (the members hold the weights now)
+        if next != nil { snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds) }
     }
 
     /// Applies one step's reduced gradient (the tree's root divided by the step's rows).
@@ -143,6 +231,12 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             }
             optimizer.step(model.parameters)
         }
+        record(root, lr: lr, params: next ?? TrainDriver.frame(model))
+    }
+
+    /// The step's history entry (loss, learning rate, rows, accuracy; the held-out figures where it evaluates), and
+    /// the next step begins; `params`: the weights the model now holds (nil: the same as before).
+    func record(_ root: (loss: Double, correct: UInt64, rows: UInt64), lr: Float, params next: Frame?) {
         lastLoss = root.loss / Double(root.rows)
         var entry: [String: Any] = ["step": step + 1, "loss": lastLoss, "lr": Double(lr), "rows": Int(root.rows)]
         if !spec.isRegression { entry["accuracy"] = Double(root.correct) / Double(root.rows) }
@@ -153,7 +247,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             entry.merge(e.fields) { $1 }
         }
         history.append(entry)
-        paramsFrame = next ?? TrainDriver.frame(model)
+        if let next { paramsFrame = next }
     }
 
     public func reduceRound() throws -> RoundEnd {
@@ -163,7 +257,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         }
         if spec.gradientOnly == true { return try gradientResult(reduced) }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        try apply(reduced)
+        let state = segmentSize == 0 || snapshotRound   // (the model holds this step's end)
+        if segmentSize > 0 { try applyCollective(reduced) } else { try apply(reduced) }
         let optimizer = DispatchTime.now().uptimeNanoseconds &- t0
         parts = [:]   // (releases the payloads: shared-memory segments go back to their senders)
         accepted = []
@@ -177,7 +272,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             let now = DispatchTime.now().uptimeNanoseconds
             let bySteps = spec.checkpointEvery > 0 && step % spec.checkpointEvery == 0
             let bySeconds = spec.checkpointEverySeconds.map { $0 > 0 && Double(now &- lastCheckpointAt) >= $0 * 1e9 } ?? false
-            if bySteps || bySeconds || step == plan.totalSteps {
+            if (bySteps || bySeconds || step == plan.totalSteps) && state {
                 end.files.append(OutputFile(path: Checkpoints.path(dir, step: step), bytes: try checkpoint()))
                 lastCheckpointAt = now
             }

@@ -24,6 +24,8 @@ public final class TrainWorker: @unchecked Sendable {
     let replicas = ReplicaPool()
     /// Each model copy's vector for right leaves' gradients.
     let scratches = GradientScratch()
+    /// This worker's rank, slice and velocity in the job's current collective segment (`collectiveStep`).
+    var collective: CollectiveState? = nil
 
     public init(spec: TrainJob, data: LabeledData, lanes: ComputeLanes = .shared) throws {
         self.spec = spec
@@ -110,19 +112,22 @@ public final class TrainWorker: @unchecked Sendable {
         replicas.put(m, version: version)
     }
 
+    /// Points the model (and its idle copies) at weights of `version`.
+    func load(_ params: Frame, version: UInt32) throws {
+        try MLModels.assign(model.parameters, from: params)
+        loadedVersion = version
+        self.params = params
+        // (idle copies move to the new version too: none keeps an old PARAMS frame, or its shared-memory segment)
+        try replicas.moveAll(to: version) { try MLModels.assign($0.parameters, from: params) }
+    }
+
     /// Checks the range, loads the parameters if they are a new version; returns micro-batch j's row indices.
     func prepare(step: Int, version: UInt32, params: Frame, range: Range<Int>) throws -> @Sendable (Int) -> [Int] {
         let total = plan.microBatches(step: step)
         guard range.lowerBound >= 0, range.upperBound <= total, !range.isEmpty else {
             throw JobError("micro-batches \(range) outside step \(step)'s 0..<\(total)")
         }
-        if loadedVersion != version {
-            try MLModels.assign(model.parameters, from: params)
-            loadedVersion = version
-            self.params = params
-            // (idle copies move to the new version too: none keeps an old PARAMS frame, or its shared-memory segment)
-            try replicas.moveAll(to: version) { try MLModels.assign($0.parameters, from: params) }
-        }
+        if loadedVersion != version { try load(params, version: version) }
         currentStep = step
         let epoch = step / plan.stepsPerEpoch
         if epoch != cachedEpoch {

@@ -1,0 +1,96 @@
+import SigmaJobCore
+import SigmaModel
+import SigmaProtocol
+
+// Collective training steps (docs/architecture.md "Collective steps"): the workers of a step reduce its gradient
+// among themselves. The core picks the members (workers that offer a peer endpoint), keeps them for a segment of
+// steps, gives member k share k, and sends each the others' addresses; a member lost or failing mid-segment
+// takes the job back to the driver's last snapshot with new members (or none: the coordinator reduces).
+
+/// A job's current collective segment: its number and members in rank order.
+struct CollectiveSegment {
+    var segment: UInt32
+    var members: [PeerID]
+    var peers: [PeerAddress]
+}
+
+extension CoordinatorCore {
+    /// The address other workers reach worker `k` on for collective steps, if it offers one.
+    func peerAddress(_ k: Int) -> PeerAddress? {
+        guard let e = table[k].hello.feature("peer"), !e.isEmpty else { return nil }
+        return PeerAddress(endpoint: e, key: table[k].hello.feature("peer-key") ?? "")
+    }
+
+    /// The shares of a training step, made collective where the job can be: the segment's members (kept while all
+    /// are live and, between snapshots, whatever else changes), each with its share of `shares` (a member the cost
+    /// model left out gets the least share: every member owns a slice, so every one computes).
+    mutating func collectiveShares(_ job: JobEntry, _ d: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
+                                   into out: inout [CoordinatorAction]) -> [(weight: Double, worker: PeerID?)] {
+        guard config.collectiveSteps, d.collectiveCapable, !job.collectiveOff else { return shares }
+        if let c = job.collective, !c.members.allSatisfy({ index[$0].map { table[$0].state == .ready } ?? false }) || c.members.count > d.roundItems {
+            // (a member draining, or fewer micro-batches than members: the segment cannot go on)
+            job.collective = nil
+            if !d.atSnapshot {
+                let lost = d.rollback()
+                out.append(.log(.info, "job \(job.id): a worker of the collective steps is leaving; back to step \(d.progress.step), \(lost) step(s) run again", job: job.id))
+            }
+        }
+        let members = Array(table.indices.filter { table[$0].accepts && peerAddress($0) != nil }.prefix(d.roundItems))
+        if let c = job.collective, d.atSnapshot && members.map({ table[$0].peer }) != c.members {
+            job.collective = nil   // (at a snapshot: the workers there now make the next segment)
+        }
+        if job.collective == nil {
+            guard d.atSnapshot else { return shares }
+            let size = members.count >= 2 ? members.count : 0
+            guard size > 0 || d.segmentSize > 0 else { return shares }
+            let segment = d.beginSegment(size: size)
+            // (the weights' form changes with the segment: every worker gets them again)
+            for k in table.indices { table[k].paramsSent[job.id] = nil }
+            guard size > 0 else { return shares }
+            job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: members.map { peerAddress($0)! })
+            out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))", job: job.id))
+        }
+        let c = job.collective!
+        let least = shares.map(\.weight).filter { $0 > 0 }.min() ?? 1
+        return c.members.map { m in (shares.first { $0.worker == m }?.weight ?? least, m) }
+    }
+
+    /// A collective step can no longer finish (a member was lost, a shard failed or was declined): its attempts
+    /// are cancelled, the driver goes back to its snapshot, and the step is planned again.
+    mutating func repairCollectives(now: Nanos, into out: inout [CoordinatorAction]) {
+        for id in jobs.keys.sorted() {
+            guard let job = jobs[id], let reason = job.collectiveBroken, !job.state.isFinal, let d = job.driver else { continue }
+            job.collectiveBroken = nil
+            for i in job.shards.indices {
+                for p in job.shards[i].holders {
+                    guard let k = index[p] else { continue }
+                    for key in table[k].inFlight.keys where key.job == id && key.shard == ShardIndex(job.base + i) {
+                        if let f = table[k].inFlight.removeValue(forKey: key) { job.endAttempt(f.record, .cancelled, now: now, error: "collective step stopped: \(reason)") }
+                        out.append(.send(p, .cancel(Cancel(job: id, shard: key.shard, attempt: key.attempt))))
+                    }
+                    if table[k].inFlight.isEmpty { table[k].busyUntil = now }
+                }
+                job.shards[i].holders.removeAll()
+            }
+            let step = d.progress.step + 1
+            job.collective = nil
+            let lost = d.rollback()
+            out.append(.log(.warning, "job \(id): collective step \(step) stopped (\(reason)); back to step \(d.progress.step), \(lost) step(s) run again", job: id))
+            planRound(job, d, now: now, into: &out)
+        }
+    }
+
+    /// A collective step failed on a worker (its peers unreachable, say): the coordinator reduces this job's steps
+    /// from now on — trying the same workers again would likely fail the same way.
+    func collectiveFailed(_ job: JobEntry, _ w: WorkerEntry, _ error: String, into out: inout [CoordinatorAction]) {
+        guard job.collective != nil, !job.collectiveOff else { return }
+        job.collectiveOff = true
+        out.append(.log(.warning, "job \(job.id): a collective step failed on worker \(w.label) (\(error)); the coordinator reduces this job's steps from now on", job: job.id))
+    }
+
+    /// The collective step of `job` to send with shard `i` (its rank), if the round is one.
+    func collectiveStep(_ job: JobEntry, _ i: Int) -> CollectiveStep? {
+        guard let c = job.collective, let d = job.driver, i < c.members.count else { return nil }
+        return CollectiveStep(segment: c.segment, rank: UInt16(i), snapshot: d.snapshotDue, peers: c.peers)
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import SigmaEngine
+import SigmaModel
+import SigmaProtocol
+
+// A collective training step (docs/architecture.md, "Collective steps"): the workers of a step reduce its gradient
+// among themselves instead of through the coordinator. Worker r of W owns parameter slice r; it sends every other
+// worker its partial sums' part of that worker's slice (reduce-scatter), makes the tree's additions and the SGD step
+// on its own slice from what it receives — element by element the same operations as the coordinator's pass, so
+// the same bits — and sends its updated slice to all (all-gather). The coordinator sees only each worker's loss
+// statistics, and, at snapshot steps, the slices of the weights and the optimizer state.
+
+/// How a collective step reaches the other workers of its step: the worker's `PeerMesh`, or a stand-in in tests.
+public protocol PeerExchange: Sendable {
+    /// Queues `frames` for `peer` under `tag`; never blocks.
+    func send(to peer: PeerAddress, tag: [UInt8], frames: [Frame])
+    /// The frames of `count` messages with `tag` (each from another peer), blocking until they are in; throws when
+    /// the step is cancelled or the peers do not answer in time.
+    func receive(tag: [UInt8], count: Int) throws -> [[Frame]]
+}
+
+public enum Collective {
+    /// The elements of the parameters (laid end to end) that rank `rank` of `size` owns: equal slices, cut on
+    /// multiples of 16 (64-byte lines).
+    public static func slice(_ rank: Int, of size: Int, parameters: Int) -> Range<Int> {
+        func cut(_ r: Int) -> Int { r >= size ? parameters : (parameters * r / size) & ~15 }
+        return cut(rank)..<cut(rank + 1)
+    }
+
+    /// A message's tag: job, segment, step and phase (0: partial sums, 1: updated weights).
+    static func tag(job: JobID, segment: UInt32, step: UInt32, phase: UInt8) -> [UInt8] {
+        var w = ByteWriter(capacity: 17)
+        w.u64(job); w.u32(segment); w.u32(step); w.u8(phase)
+        return w.bytes
+    }
+
+    /// Who sent a message, and the micro-batches its partial sums cover: `u16 rank, u64 start, u64 count`.
+    static func meta(rank: Int, range: Range<Int>) -> Frame {
+        var w = ByteWriter(capacity: 18)
+        w.u16(UInt16(rank)); w.u64(UInt64(range.lowerBound)); w.u64(UInt64(range.count))
+        return Frame(w.bytes)
+    }
+
+    static func readMeta(_ f: Frame, size: Int, total: Int) throws -> (rank: Int, range: Range<Int>) {
+        try f.withUnsafeBytes { b in
+            var r = ByteReader(b)
+            let rank = Int(try r.u16("peer.rank")), start = try r.u64("peer.start"), count = try r.u64("peer.count")
+            try r.finish("peer")
+            guard rank < size, start <= UInt64(total), count <= UInt64(total) - start else {
+                throw JobError("collective step: a peer sent rank \(rank), micro-batches \(start)+\(count) (the step has \(size) ranks, \(total) micro-batches)")
+            }
+            return (rank, Int(start)..<Int(start + count))
+        }
+    }
+}
+
+/// What a worker returns for a collective step: its partial sums' statistics (the gradient tree's wire form with no
+/// values), and at a snapshot step its slice of the updated weights and of the SGD velocity:
+/// `u32 stats length, stats, u8 snapshot` then, with one, `u64 start, u64 count, count float32 weights, count float32 velocity`.
+public struct CollectiveResult {
+    public var stats: [(TreeNode, ArrivedPartial)]
+    public var snapshot: (range: Range<Int>, weights: [Float], velocity: [Float])?
+
+    static func encode(stats: Frame, snapshot: (range: Range<Int>, weights: UnsafeBufferPointer<Float>, velocity: [Float])?) -> Frame {
+        let n = snapshot?.range.count ?? 0
+        return Frame(shareable: 4 + stats.count + 1 + (snapshot == nil ? 0 : 16 + 8 * n)) { dst in
+            var o = 0
+            func put(_ bytes: UnsafeRawBufferPointer) {
+                dst.baseAddress!.advanced(by: o).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                o += bytes.count
+            }
+            withUnsafeBytes(of: UInt32(stats.count).littleEndian) { put($0) }
+            stats.withUnsafeBytes { if $0.count > 0 { put($0) } }
+            withUnsafeBytes(of: UInt8(snapshot == nil ? 0 : 1)) { put($0) }
+            guard let s = snapshot else { return }
+            withUnsafeBytes(of: UInt64(s.range.lowerBound).littleEndian) { put($0) }
+            withUnsafeBytes(of: UInt64(n).littleEndian) { put($0) }
+            if n > 0 {
+                put(UnsafeRawBufferPointer(s.weights))
+                s.velocity.withUnsafeBytes { put($0) }
+            }
+        }
+    }
+
+    /// Decodes a result for micro-batches `range` of a step of `total`, checking a snapshot's slice is `expected`.
+    static func decode(_ payload: Frame, range: Range<Int>, total: Int, expected: Range<Int>?) throws -> CollectiveResult {
+        try payload.withUnsafeBytes { b in
+            var r = ByteReader(b)
+            let n = Int(try r.u32("collective.stats.length"))
+            let statsBytes = try r.bytes(n, "collective.stats")
+            let stats = try GradientTree.decode(Frame(statsBytes), range: range, total: total, parameters: 0)
+            var out = CollectiveResult(stats: stats, snapshot: nil)
+            switch try r.u8("collective.snapshot") {
+            case 0:
+                guard expected == nil else { throw ByteReadError(field: "collective.snapshot", problem: "missing at a snapshot step") }
+            case 1:
+                let start = try r.u64("collective.slice.start"), count = try r.u64("collective.slice.count")
+                guard let e = expected, start == UInt64(e.lowerBound), count == UInt64(e.count) else {
+                    throw ByteReadError(field: "collective.slice", problem: "elements \(start)+\(count), expected \(expected.map { "\($0)" } ?? "none")")
+                }
+                let w = try r.bytes(e.count * 4, "collective.slice.weights"), v = try r.bytes(e.count * 4, "collective.slice.velocity")
+                out.snapshot = (e, Array(floats: w), Array(floats: v))
+            case let f:
+                throw ByteReadError(field: "collective.snapshot", problem: "\(f) is not 0 or 1")
+            }
+            try r.finish("collective")
+            return out
+        }
+    }
+}
+
+/// A worker's part of a job's collective steps: its rank in the current segment, its slice and its velocity there.
+struct CollectiveState {
+    var segment: UInt32
+    var rank: Int, size: Int
+    var slice: Range<Int>
+    var velocity: [Float]
+    /// No velocity yet (the job's first step): v = g.
+    var first: Bool
+}
+
+extension TrainWorker {
+    /// One collective step of micro-batches `range` (docs/architecture.md "Collective steps"): the RESULT payload
+    /// (`CollectiveResult`). `params`: the coordinator's PARAMS at a segment's start (the weights, then the SGD
+    /// velocity when there is one, float32), nil within a segment (this worker holds the weights of `step` from the
+    /// last all-gather, and its velocity slice).
+    public func collectiveStep(job: JobID, step: Int, params: Frame?, range: Range<Int>, _ c: CollectiveStep,
+                               exchange: any PeerExchange) throws -> Frame {
+        guard let sgd = spec.optimizer.kind == "sgd" ? spec.optimizer : nil else {
+            throw JobError("collective steps need the sgd optimizer; this job uses \(spec.optimizer.kind)")
+        }
+        let size = c.peers.count, rank = Int(c.rank), n = parameterCount
+        let version = UInt32(step)
+        let total = plan.microBatches(step: step)
+        var weights: Frame
+        if let p = params {
+            guard p.count == n * 4 || p.count == n * 8 else {
+                throw JobError("collective PARAMS: \(p.count) bytes; the model needs \(n) float32 weights (and as many for the velocity)")
+            }
+            weights = Frame(borrowing: p.withUnsafeBytes { $0.baseAddress }, count: n * 4) { _ in _ = p }
+            let slice = Collective.slice(rank, of: size, parameters: n)
+            let velocity: [Float] = p.count == n * 8
+                ? p.withUnsafeBytes { Array(floats: UnsafeRawBufferPointer(rebasing: $0[(n + slice.lowerBound) * 4..<(n + slice.upperBound) * 4])) }
+                : [Float](repeating: 0, count: slice.count)
+            collective = CollectiveState(segment: c.segment, rank: rank, size: size, slice: slice, velocity: velocity, first: p.count == n * 4)
+            loadedVersion = nil   // (the segment's weights are loaded by `prepare`, whatever was held before)
+        } else {
+            guard let s = collective, s.segment == c.segment, s.rank == rank, s.size == size, loadedVersion == version, let held = self.params else {
+                throw JobError("collective step \(step + 1): this worker does not hold the weights of segment \(c.segment) (it restarted or missed a step); the coordinator starts the segment again")
+            }
+            weights = held
+        }
+        guard var state = collective else { throw JobError("collective step without a segment") }
+        let rowsOf = try prepare(step: step, version: version, params: weights, range: range)
+        let cover = GradientTree.cover(range, total: total)
+        // (partial sums of this worker's micro-batches, each a whole gradient, on its lanes as for any step)
+        let known = try parallelSums(cover, total: total, version: version, rowsOf: rowsOf)
+        let partials: [GradientSum] = try cover.map { node in
+            if let known { return GradientTree.sum(node, total: total, known: known) }
+            return try subtree(node, total: total, rowsOf: rowsOf, on: model)
+        }
+        // Reduce-scatter: every other rank gets its slice of each partial sum.
+        let scatter = Collective.tag(job: job, segment: c.segment, step: version, phase: 0)
+        let meta = Collective.meta(rank: rank, range: range)
+        for j in 0..<size where j != rank {
+            let s = Collective.slice(j, of: size, parameters: n)
+            let payload = try GradientTree.encode(nodes: cover, parameters: s.count) { node, dst in
+                let p = partials[cover.firstIndex(of: node)!]
+                p.values.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[s.lowerBound * 4..<s.upperBound * 4])) }
+                return (p.loss, p.correct, p.rows)
+            }
+            exchange.send(to: c.peers[j], tag: scatter, frames: [meta, payload])
+        }
+        var parts: [TreeNode: ArrivedPartial] = [:]
+        for (node, p) in zip(cover, partials) {
+            parts[node] = ArrivedPartial(values: .decoded(Array(p.values[state.slice])), loss: p.loss, correct: p.correct, rows: p.rows)
+        }
+        var seen: Set<Int> = [rank]
+        for frames in try exchange.receive(tag: scatter, count: size - 1) {
+            guard frames.count == 2 else { throw JobError("collective step \(step + 1): a peer's partial sums came in \(frames.count) frames, expected 2") }
+            let (from, theirs) = try Collective.readMeta(frames[0], size: size, total: total)
+            guard seen.insert(from).inserted else { throw JobError("collective step \(step + 1): rank \(from) sent its partial sums twice") }
+            for (node, p) in try GradientTree.decode(frames[1], range: theirs, total: total, parameters: state.slice.count) {
+                guard parts.updateValue(p, forKey: node) == nil else { throw JobError("collective step \(step + 1): two ranks sent partial sums for node \(node)") }
+            }
+        }
+        let reduced: ReducedGradient
+        do { reduced = try GradientTree.reduce(parts, total: total) } catch { throw JobError("collective step \(step + 1): \(error)") }
+        // The SGD step on the owned slice, the tree's additions fused into its pass (as the coordinator's).
+        var updated = [Float](repeating: 0, count: state.slice.count)
+        weights.withUnsafeBytes { w in
+            let base = w.baseAddress!.assumingMemoryBound(to: Float.self) + state.slice.lowerBound
+            state.velocity.withUnsafeMutableBufferPointer { v in
+                updated.withUnsafeMutableBytes { out in
+                    reduced.withSumTree {
+                        SGD.sliceStep(weights: base, velocity: v.baseAddress!, first: state.first, count: state.slice.count, sumOf: $0,
+                                      divisor: Float(reduced.rows), learningRate: spec.learningRate(at: step, totalSteps: plan.totalSteps),
+                                      momentum: Float(sgd.momentum), weightDecay: Float(sgd.weightDecay), writingTo: out.baseAddress!)
+                    }
+                }
+            }
+        }
+        state.first = false
+        collective = state
+        // All-gather: the updated slice to every other rank; theirs into the next weights.
+        let gather = Collective.tag(job: job, segment: c.segment, step: version, phase: 1)
+        let mine = updated.withUnsafeBytes { Frame($0) }
+        for j in 0..<size where j != rank { exchange.send(to: c.peers[j], tag: gather, frames: [meta, mine]) }
+        let arrived = try exchange.receive(tag: gather, count: size - 1)
+        var filled: Set<Int> = [rank]
+        let next = try Frame(shareable: n * 4) { dst in
+            updated.withUnsafeBytes { dst.baseAddress!.advanced(by: state.slice.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            for frames in arrived {
+                guard frames.count == 2 else { throw JobError("collective step \(step + 1): a peer's weights came in \(frames.count) frames, expected 2") }
+                let (from, _) = try Collective.readMeta(frames[0], size: size, total: total)
+                let s = Collective.slice(from, of: size, parameters: n)
+                guard filled.insert(from).inserted, frames[1].count == s.count * 4 else {
+                    throw JobError("collective step \(step + 1): rank \(from) sent \(frames[1].count) bytes of weights, twice or not its slice's \(s.count * 4)")
+                }
+                frames[1].withUnsafeBytes { dst.baseAddress!.advanced(by: s.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        }
+        try load(next, version: version + 1)
+        let stats = try GradientTree.encode(nodes: cover, parameters: 0) { node, _ in
+            let p = partials[cover.firstIndex(of: node)!]
+            return (p.loss, p.correct, p.rows)
+        }
+        return updated.withUnsafeBufferPointer { w in
+            CollectiveResult.encode(stats: stats, snapshot: c.snapshot ? (state.slice, w, state.velocity) : nil)
+        }
+    }
+}
+
+extension TrainJob {
+    /// The learning rate of step `s` (0-based): warm-up, then constant or cosine — the driver's and a collective
+    /// step's owner's alike.
+    public func learningRate(at s: Int, totalSteps: Int) -> Float {
+        let o = optimizer
+        if o.schedule == "cosine" {
+            return WarmupCosine(peak: Float(o.lr), warmupSteps: o.warmupSteps, totalSteps: totalSteps).rate(at: s)
+        }
+        if s < o.warmupSteps { return Float(o.lr) * Float(s + 1) / Float(o.warmupSteps) }
+        return Float(o.lr)
+    }
+}
