@@ -1,6 +1,7 @@
 import Foundation
 import SigmaEngine
 import SigmaModel
+import SigmaProtocol
 
 extension JobKinds {
     /// The coordinator's side of `spec`, as `sigma submit` asks of a cluster: the spec within `limits`, its files
@@ -85,6 +86,16 @@ public final class ShardRunner {
     /// paths this process can read (its state is kept by job and by the spec as assigned).
     public func run(_ spec: OpenSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64) throws -> Frame {
         try worker(job, spec).run(round: round, params: params, start: start, count: count)
+    }
+
+    /// A collective training step's result (`TrainWorker.collectiveStep`): the job's worker state (its slice, its
+    /// weights) is this runner's, so a job's collective steps on a process must all run through the same runner.
+    public func runCollective(_ spec: OpenSpec, job: JobID, round: UInt32, params: Frame?, start: UInt64, count: UInt64,
+                              _ step: CollectiveStep, exchange: any PeerExchange) throws -> Frame {
+        guard let w = try worker(job, spec) as? TrainWorker else { throw JobError("collective steps are for train jobs; this is a \(spec.kind) job") }
+        guard Int(round) < w.plan.totalSteps else { throw JobError("step \(round) is beyond the job's \(w.plan.totalSteps) steps") }
+        try checkedRange(start, count)
+        return try w.collectiveStep(job: job, step: Int(round), params: params, range: Int(start)..<Int(start + count), step, exchange: exchange)
     }
 
     /// The same, for a spec read as it is.

@@ -3,6 +3,7 @@ import Logging
 import SigmaClient
 import SigmaCoordinator
 import SigmaEngine
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import SigmaSimulator
@@ -97,7 +98,7 @@ enum BenchCoordinator {
     /// Per-step usage at `workers` workers: (long run − short run) / (long − short steps), median over `runs` pairs
     /// (start-up — data load, model build, the first steps — cancels out).
     static func sweep(layers: [Int], workerCounts: [Int], microBatch: Int, batch: (Int) -> Int, steps: (short: Int, long: Int),
-                      runs: Int, sharedMemory: Bool, x: String, y: String, logger: Logger,
+                      runs: Int, sharedMemory: Bool, collective: Bool = false, x: String, y: String, logger: Logger,
                       report: (Row) -> Void) async throws -> [Row] {
         var rows: [Row] = []
         for w in workerCounts {
@@ -106,6 +107,8 @@ enum BenchCoordinator {
             // Equal shares, one per worker: the latency-aware policy would keep a tiny model's step on one worker
             // (a round trip costs more than its compute), and this measures what each worker costs the coordinator.
             options.core.policy = .roundRobin
+            // (the coordinator reducing every step, unless the sweep measures collective steps: the workers reduce)
+            options.core.collectiveSteps = collective
             setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
             let c = try LocalCluster(workers: w, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, dataRoots: [try BenchJobs.scratch()])
             unsetenv("OPENBLAS_NUM_THREADS")
@@ -183,6 +186,16 @@ enum BenchCoordinator {
                                          steps: (2, 6), runs: runs, sharedMemory: shm, x: bx, y: by, logger: logger, report: printRow)
         }
 
+        // Collective steps (docs/architecture.md): the same bench model, the workers reducing each step among
+        // themselves; the coordinator handles statistics, ASSIGNs and a snapshot every 16 steps. Shared memory off: the
+        // socket path, as between hosts.
+        print("")
+        print("### collective steps: the workers reduce each step among themselves (peer links over TCP; snapshot every \(TrainDriver.snapshotSteps) steps)")
+        print("")
+        print(header)
+        let collective = try await sweep(layers: [256, 1024, 1024, 10], workerCounts: benchWorkers.filter { $0 >= 2 }, microBatch: 64, batch: { _ in 2048 },
+                                         steps: (4, 36), runs: runs, sharedMemory: false, collective: true, x: bx, y: by, logger: logger, report: printRow)
+
         // Per-message cost: the tiny sweep (bytes ≈ 3.5 KB per message, folded in). Per-byte cost: the bench-model
         // sweep (shared memory off: the socket path between hosts), after the messages' share is taken off.
         let m = fit(tiny.map { $0.perStep.messages }, tiny.map { $0.perStep.cpu })
@@ -220,6 +233,12 @@ enum BenchCoordinator {
                 let src = at16 == nil ? "projected from the fit" : "measured"
                 print(String(format: "- %@: coordinator CPU %.2f ms/step (%@) → %.1f %% of a %.2f ms step (target ≤ 5 %%)",
                              name as NSString, coord * 1e3, src as NSString, coord / (compute16 + coord) * 100, (compute16 + coord) * 1e3))
+            }
+            if let c16 = collective.first(where: { $0.workers == 16 }) ?? collective.last {
+                let coord = c16.perStep.cpu
+                print(String(format: "- collective steps, %d workers: coordinator CPU %.2f ms/step (measured; %.0f messages, %.2f MB a step) → %.1f %% of a %.2f ms step (target ≤ 5 %%: %@)",
+                             c16.workers, coord * 1e3, c16.perStep.messages, c16.perStep.bytes / 1e6, coord / (compute16 + coord) * 100, (compute16 + coord) * 1e3,
+                             (coord / (compute16 + coord) <= 0.05 ? "met" : "missed") as NSString))
             }
         }
 
