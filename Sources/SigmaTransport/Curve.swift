@@ -59,10 +59,14 @@ public final class ZAPService: Sendable {
     public enum Gate: Sendable {
         case keys(AllowList)
         case token(String)
+        /// Exactly these CURVE public keys (Z85), admitted as workers: the peers of a `PeerMesh`, as the
+        /// coordinator names them (`update(_:to:)` replaces the set).
+        case peers(Set<String>)
 
         public func admit(_ c: ZAP.Credential) -> Principal? {
             switch (self, c) {
             case (.keys(let allow), .curve(let key)): return allow.principal(of: key)
+            case (.peers(let keys), .curve(let key)): return keys.contains(key) ? Principal(name: "peer", key: key, role: .worker) : nil
             case (.token(let t), .plain(_, let password)):
                 // (constant time: the comparison does not stop at the first differing byte)
                 let a = Array(t.utf8), b = Array(password.utf8)
@@ -98,6 +102,14 @@ public final class ZAPService: Sendable {
     }
 
     public func unregister(_ domain: String) { _ = domains.withLock { $0.removeValue(forKey: domain) } }
+
+    /// Replaces the gate of a registered domain: handshakes from now on are decided by `gate` (connections
+    /// admitted before stay). No-op for a domain not registered.
+    public func update(_ domain: String, to gate: Gate) {
+        domains.withLock { d in
+            if let entry = d[domain] { d[domain] = (gate, entry.observe) }
+        }
+    }
 
     /// The handler thread's start: bound or why not.
     final class StartGate: Sendable {

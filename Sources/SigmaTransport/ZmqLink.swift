@@ -19,6 +19,8 @@ public struct LinkOptions: Sendable {
     public var security: LinkSecurity? = nil
     /// Called on the link's thread when a CURVE handshake with the peer fails (a DEALER's monitor), with why.
     public var onHandshakeFailure: (@Sendable (String) -> Void)? = nil
+    /// A DEALER watches its handshakes (`handshook`, `refusal`) even without `onHandshakeFailure`.
+    var monitorHandshakes = false
     public init() {}
 }
 
@@ -42,10 +44,14 @@ public final class ZmqLink: MessageLink {
         default: false
         }
     }
-    /// A PAIR socket receiving this socket's handshake events (DEALERs with `onHandshakeFailure`).
+    /// A PAIR socket receiving this socket's handshake events (DEALERs with `onHandshakeFailure` or `monitorHandshakes`).
     private var monitor: UnsafeMutableRawPointer?
     /// A handshake with the peer has succeeded on this link (read from the monitor).
-    private var handshook = false
+    private(set) var handshook = false
+    /// The peer refused this link's credentials (ZAP status) or mechanism: the monitor's event and its value. libzmq
+    /// 4.3 then gives the connection up for good — it reconnects only after resets — and drops what was queued, so
+    /// whoever wants to try again makes a new link.
+    private(set) var refusal: (event: Int32, value: UInt32)? = nil
     private static let monitors = Atomic<Int>(0)
 
     private init(role: Role, options: LinkOptions, endpoint: String) throws {
@@ -84,7 +90,7 @@ public final class ZmqLink: MessageLink {
         case nil:
             break
         }
-        if role == .dealer, options.onHandshakeFailure != nil {
+        if role == .dealer, options.onHandshakeFailure != nil || options.monitorHandshakes {
             let address = "inproc://sigma-monitor-\(getpid())-\(Self.monitors.wrappingAdd(1, ordering: .relaxed).oldValue)"
             let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
                 | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
@@ -166,8 +172,12 @@ public final class ZmqLink: MessageLink {
         if items.count > 2 && items[2].revents != 0 { readMonitor() }
     }
 
+    /// The socket and its monitor, for a thread polling several links at once (`PeerMesh`); nil once closed.
+    var socketHandle: UnsafeMutableRawPointer? { socket }
+    var monitorHandle: UnsafeMutableRawPointer? { monitor }
+
     /// Reads pending handshake events: [event id (u16) + value (u32), endpoint] each.
-    private func readMonitor() {
+    func readMonitor() {
         guard let m = monitor else { return }
         while true {
             var head = [UInt8](repeating: 0, count: 6)
@@ -183,6 +193,9 @@ public final class ZmqLink: MessageLink {
             let event = UInt16(head[0]) | UInt16(head[1]) << 8
             let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
             if Int32(event) == ZMQ_EVENT_HANDSHAKE_SUCCEEDED { handshook = true; continue }
+            if Int32(event) == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || Int32(event) == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL {
+                refusal = (Int32(event), value)
+            }
             // A handshake cut short (the peer reset or closed the connection; `value` its errno) after one has worked
             // says nothing about keys or tokens: a coordinator killed and started again does that, and libzmq
             // reconnects. Before any has worked it is how a peer refuses a client without the credentials it needs.

@@ -34,13 +34,20 @@ public final class WorkerShell: Sendable {
         public var specLimits = SpecLimits.standard
         /// The job kinds this worker runs.
         public var kinds = JobKinds.standard
+        /// The address and port other workers reach this one on for collective training steps (`--peer-address`,
+        /// `--peer-port`); nil: the address this host reaches the coordinator from; port 0: any free port.
+        public var peerHost: String? = nil
+        public var peerPort: Int = 0
+        /// How those links authenticate; nil: as the link to the coordinator does (`peerSecurity(of:)`). Spell out
+        /// `PeerSecurity.none` for none: a bare `.none` here is nil.
+        public var peerSecurity: PeerSecurity? = nil
         public init(slots: Int = max(1, ProcessInfo.processInfo.activeProcessorCount), name: String = "worker") {
             self.slots = slots
             self.name = name
         }
     }
 
-    private let shared: Shared
+    let shared: Shared
     private let threads: Mutex<[OSThread]>
     let fetcher: InputFetcher
     let serve: ServeHost
@@ -66,11 +73,14 @@ public final class WorkerShell: Sendable {
         let kinds: JobKinds
         let roots: DataRoots
         let limits: SpecLimits
+        /// Links to other workers (collective training steps), for compute threads.
+        let mesh: PeerMesh?
 
-        init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits) {
+        init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits, mesh: PeerMesh?) {
             self.kinds = kinds
             self.roots = roots
             self.limits = limits
+            self.mesh = mesh
             primary = Mutex(ComputeContext(kinds: kinds, roots: roots, limits: limits))
         }
     }
@@ -84,7 +94,8 @@ public final class WorkerShell: Sendable {
         }
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
-        let shared = Shared(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits)
+        let (mesh, peerFeatures) = WorkerShell.peerMesh(factory, options: options, logger: logger)
+        let shared = Shared(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits, mesh: mesh)
         self.shared = shared
         let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher
@@ -93,7 +104,7 @@ public final class WorkerShell: Sendable {
         self.serve = serve
         let hello = Hello(build: BuildIdentity.described(sigmaBuild), cores: UInt16(ProcessInfo.processInfo.activeProcessorCount), slots: UInt32(options.slots),
                           memory: ProcessInfo.processInfo.physicalMemory, host: ProcessInfo.processInfo.hostName,
-                          name: options.name, instance: UUID().uuidString, features: WorkerShell.features(options.kinds))
+                          name: options.name, instance: UUID().uuidString, features: WorkerShell.features(options.kinds) + peerFeatures)
         ComputeLanes.shared.reserve { [shared] in shared.work.count }
         var ts: [OSThread] = []
         for i in 0..<options.slots {
@@ -102,6 +113,7 @@ public final class WorkerShell: Sendable {
         ts.append(OSThread(name: "sigma-worker") {
             var loop = Loop(factory: factory, options: options, hello: hello, logger: logger, shared: shared, fetcher: fetcher, serve: serve)
             loop.run()
+            shared.mesh?.close()   // (compute threads waiting for peers get .closed)
             serve.stop()
             shared.work.close()
             shared.stopped.store(true, ordering: .releasing)

@@ -18,7 +18,7 @@ struct WorkerCommand: AsyncParsableCommand {
           sigma worker --coordinator tcp://10.0.0.5:7700 --threads 2
           # let w3 (id or name) finish what it runs and leave:
           sigma worker --drain w3 --coordinator tcp://10.0.0.5:7700
-        The worker connects outbound (works behind NAT), reconnects by itself. On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
+        The worker connects outbound (works behind NAT), reconnects by itself. It also listens for other workers, which send it gradient slices directly in collective training steps (--peer-address, --peer-port). On SIGTERM/SIGINT it drains — finishes the shards it holds, takes no new ones, then leaves; a second signal leaves at once.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -31,6 +31,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "A name shown in status (default: worker-PID).") var name: String?
     @Option(help: "Where input files shipped by the coordinator are kept, by SHA-256 (jobs with input_transport: coordinator; default: ~/.cache/sigma/inputs).") var cacheDir: String?
     @Option(help: "Most GiB that cache keeps; least recently used files of jobs not running here go first (0: no limit).") var cacheLimitGib: Double = 20
+    @Option(help: ArgumentHelp("The address other workers reach this one on for collective training steps, where workers exchange gradients directly (default: the address this host reaches the coordinator from; firewalls must let other workers in).", valueName: "host"))
+    var peerAddress: String?
+    @Option(help: ArgumentHelp("The port of those worker-to-worker links (default: any free port; give one for a firewall to allow).", valueName: "port"))
+    var peerPort: Int?
     @Option(help: "Instead of running a worker: drain the running worker with this id or name (it finishes its shards, takes no new ones, and leaves).") var drain: String?
     @Flag(help: "With --drain: print machine-readable JSON.") var json = false
 
@@ -86,6 +90,9 @@ struct WorkerCommand: AsyncParsableCommand {
             options.cacheLimit = UInt64(cacheLimitGib * 1_073_741_824)
             options.dataRoots = try data.roots(cfg)
             options.specLimits = cfg.limits
+            if let p = peerPort, !(0...65_535).contains(p) { throw CLIError.usage("--peer-port must be 0…65535, got \(p)") }
+            options.peerHost = peerAddress
+            options.peerPort = peerPort ?? 0
             let shell = WorkerShell(.zmqConnect(endpoint, link), options: options, logger: logger)
             logger.info("worker joining \(endpoint) with \(n) compute thread(s)")
             // First SIGTERM/SIGINT: drain (finish the shards held, take no new ones, leave); a second: leave now.
