@@ -75,6 +75,8 @@ public final class WorkerShell: Sendable {
         let limits: SpecLimits
         /// Links to other workers (collective training steps), for compute threads.
         let mesh: PeerMesh?
+        /// What compute threads and the poller share about collective steps.
+        let collective = CollectiveShared()
 
         init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits, mesh: PeerMesh?) {
             self.kinds = kinds
@@ -205,7 +207,7 @@ public final class WorkerShell: Sendable {
                     spec = try shipped ? fetcher.localize(o, job: task.job) : o.rooted(shared.roots)
                     localized[task.job] = (task.spec, spec)
                 }
-                return WorkerShell.compute(task, spec: spec, runner: runner)
+                return WorkerShell.compute(task, spec: spec, runner: runner, shared: shared)
             } catch {
                 return ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
             }
@@ -219,7 +221,8 @@ public final class WorkerShell: Sendable {
             ComputeLanes.shared.hold()
             defer { ComputeLanes.shared.release(1) }
             // (compute thread 0 holds the shared context while it computes: the poller then does not borrow it)
-            let result = index == 0 ? shared.primary.withLock { $0.run(task, shared: shared, fetcher: fetcher)! }
+            // (a job's collective steps run on one context, compute thread 0's: the job's slice and weights live there)
+            let result = index == 0 || task.collective != nil ? shared.primary.withLock { $0.run(task, shared: shared, fetcher: fetcher)! }
                                     : own.run(task, shared: shared, fetcher: fetcher)!
             shared.results.withLock { $0.append((result, task.session)) }
             shared.completed.add(1, ordering: .relaxed)
@@ -227,11 +230,12 @@ public final class WorkerShell: Sendable {
         }
     }
 
-    static func compute(_ task: ShardTask, spec: OpenSpec, runner: ShardRunner) -> ShardResult {
+    static func compute(_ task: ShardTask, spec: OpenSpec, runner: ShardRunner, shared: Shared) -> ShardResult {
         let started = monotonicNanos()
         var result: ShardResult
         do {
-            let payload = try runner.run(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
+            let payload = try task.collective.map { try collective(task, $0, spec: spec, runner: runner, shared: shared) }
+                ?? runner.run(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count)
             result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .ok, payload: payload)
         } catch {
             result = ShardResult(job: task.job, shard: task.shard, attempt: task.attempt, status: .failed, error: "\(error)")
@@ -435,6 +439,7 @@ public final class WorkerShell: Sendable {
                     link?.send(Envelope(frames: Codec.encode(m, compressor: compressor, carrier: carrier)))
                     if case .ready = core.state { shared.workerID.withLock { $0 = core.workerID } }
                 case .compute(let task):
+                    if let c = task.collective { WorkerShell.admitPeers(c, shared: shared) }
                     // Short shards run on this thread (two thread wake-ups saved) when nothing is queued: a few rows
                     // of a map-reduce job naming no file on the poller's own context (microseconds); others on compute thread 0's
                     // context, standing in for that thread while it is idle, once the job's last shard here proved
@@ -443,12 +448,13 @@ public final class WorkerShell: Sendable {
                     let quick = recentCompute[task.job].map { $0 <= options.inlineComputeNanos } ?? false
                     if idle, task.count <= options.inlineRows, runsInline(task) {
                         inline.append(task)
-                    } else if idle, quick {
+                    } else if idle, quick, task.collective == nil {
                         inlineML.append(task)
                     } else {
                         shared.work.push(task)
                     }
                 case .cancel(let job, let shard, let attempt):
+                    shared.collective.cancels.cancel(job: job, shard: shard, attempt: attempt)
                     // (only the attempt named: another attempt of the shard queued here is still wanted)
                     let named = { (t: ShardTask) in t.job == job && (shard == nil || (t.shard == shard && (attempt == nil || t.attempt == attempt))) }
                     shared.work.remove(where: named)
@@ -462,6 +468,7 @@ public final class WorkerShell: Sendable {
                         shared.endedVersion.add(1, ordering: .releasing)
                     }
                 case .cancelAll:
+                    shared.collective.cancels.cancelAll()
                     shared.work.remove { _ in true }
                     inlineML.removeAll()
                     inline.removeAll()

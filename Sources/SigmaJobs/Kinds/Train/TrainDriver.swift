@@ -28,7 +28,9 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     /// Collective rounds: the segment, its size (0: this coordinator reduces), the step whose state the model and
     /// optimizer hold and what history and loss were then, the PARAMS a segment starts from (weights, then the SGD
     /// velocity) until its first round is in, and the slices a snapshot round gathers.
-    var segment: UInt32 = 0
+    /// (from a random start: a restarted coordinator's segments are not its predecessor's, whose late messages a
+    /// worker drops by segment)
+    var segment = UInt32.random(in: 0...UInt32.max)
     public private(set) var segmentSize = 0
     var snapshot = (step: 0, history: 0, loss: Double.nan, at: DispatchTime.now().uptimeNanoseconds)
     var segmentParams: Frame? = nil

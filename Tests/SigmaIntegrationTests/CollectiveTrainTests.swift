@@ -1,0 +1,94 @@
+import Foundation
+import SigmaClient
+import SigmaJobs
+import SigmaModel
+import SigmaProtocol
+import Testing
+
+/// Digits with SGD (momentum, weight decay): the optimizer whose steps the workers reduce among themselves.
+func sgdDigitsSpec(steps: Int) -> String {
+    """
+    kind: train
+    name: it-collective
+    model: {mlp: [64, 32, 10], activation: relu}
+    data: {csv: \(repoRoot)/data/digits.csv, scale: 0.0625}
+    optimizer: {sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}}
+    steps: \(steps)
+    batch_size: 64
+    micro_batch: 6
+    holdout: 0.2
+    eval_every: 50
+    seed: 11
+    """
+}
+
+/// Collective steps between worker processes (docs/architecture.md, "Collective steps"): the workers reduce each
+/// step over their own peer links, and the trained model and its history are the same bits as `--local`'s.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct CollectiveTrainTests {
+    /// The coordinator's bytes in per step over `steps` steps of `workers` workers, from its status totals.
+    func bytesIn(_ cluster: ProcessCluster) async throws -> Int {
+        let st = try SigmaProcess(["status", "--coordinator", cluster.endpoint, "--json"])
+        _ = try await st.wait()
+        let o = try JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as? [String: Any]
+        return try #require((o?["totals"] as? [String: Any])?["bytes_in"] as? Int)
+    }
+
+    @Test func threeWorkersReduceTheStepsThemselvesBitwise() async throws {
+        let dir = try Scratch("collective")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 200))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "--json", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        for (i, t) in [1, 1, 2].enumerated() { try cluster.addWorker("w\(i + 1)", threads: t) }
+        try await cluster.waitForWorkers(3)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/cluster"])
+        #expect(s == 0, "\(e.suffix(500))")
+        await expectSameAsLocal(cluster, job: 1, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+                                files: ["model.safetensors", "history.json", "metrics.json"], "3 workers reducing among themselves")
+        let log = cluster.coordinator.stderr.joined(separator: "\n")
+        #expect(log.contains("3 workers reduce the steps among themselves"), "\(log.suffix(2000))")
+        // The gradients did not go through the coordinator: 200 steps × 3 workers × 2,410 parameters would be 5.8 MB in;
+        // statistics and a snapshot every 16 steps (weights and velocity, once over the workers) are ~0.3 MB.
+        let inBytes = try await bytesIn(cluster)
+        #expect(inBytes < 1_500_000, "the coordinator received \(inBytes) bytes")
+    }
+
+    /// A member SIGKILLed mid-segment: the coordinator goes back to the last snapshot, the steps since run again on
+    /// the workers left, and the result is still bitwise `--local`'s.
+    @Test func aKilledMemberGoesBackToTheSnapshotBitwise() async throws {
+        let dir = try Scratch("collective-kill")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 400))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])
+        defer { cluster.stop() }
+        try await cluster.waitForWorkers(3)
+        let client = try localClient(cluster.endpoint)
+        defer { client.close() }
+        var killedAt: UInt32? = nil, outcome: JobOutcome? = nil, jobID = 1
+        for try await e in client.run(try JobSpec.load(path: spec)) {
+            switch e {
+            case .accepted(let a): jobID = Int(a.job)
+            case .progress(let p) where killedAt == nil && p.step >= 40 && p.step % 16 > 4:
+                cluster.workers.withLock { $0[1] }.kill(SIGKILL)
+                killedAt = p.step
+            case .finished(let o): outcome = o
+            default: break
+            }
+        }
+        let o = try #require(outcome)
+        #expect(o.state == .completed, "\(o.error)")
+        let killed = try #require(killedAt, "the job ended before a worker could be killed")
+        let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
+        try FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
+        for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
+        await expectSameAsLocal(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+                                files: ["model.safetensors", "history.json"], "a member killed at step \(killed)")
+        let log = cluster.coordinator.stderr.joined(separator: "\n")
+        #expect(log.contains("step(s) run again"), "no going back to a snapshot after the kill at step \(killed): \(log.suffix(3000))")
+        #expect(log.contains("2 workers reduce the steps among themselves"), "the two workers left did not go on reducing: \(log.suffix(3000))")
+    }
+}
