@@ -88,7 +88,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "SigmaProtocolTests", dependencies: ["SigmaProtocol", "SigmaModel", "SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaJobs"]),
-        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel", "CZlib"], exclude: ["Fixtures"]),
+        .testTarget(name: "SigmaJobsTests", dependencies: ["SigmaJobs", "SigmaEngine", "SigmaModel", "SigmaProtocol", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "SigmaCoreTests", dependencies: ["SigmaCoordinatorCore", "SigmaWorkerCore", "SigmaSimulator", "SigmaJobs", "SigmaModel", "SigmaProtocol", "SigmaEngine"]),
         .testTarget(name: "SigmaTransportTests", dependencies: [
             "SigmaTransport", "SigmaCoordinator", "SigmaCoordinatorCore", "SigmaWorker", "SigmaWorkerCore", "SigmaClient", "SigmaJobs", "SigmaModel", "SigmaProtocol", "CZeroMQ",
