@@ -125,7 +125,7 @@ final class MemoryPeers: @unchecked Sendable {
 
     @Test func aStoppedStepGoesBackToTheSnapshotWithTheSameBits() throws {
         let expected = try reference()
-        // Stopped at steps 5 and 21 (between snapshots: 16 steps apart, and evaluations every 10), with 3 workers
+        // Stopped at steps 5 and 21 (between snapshots: the evaluations every 10 steps), with 3 workers
         // after the first stop and 2 after the second.
         let run = try runCollective({ _, rollbacks in [2, 3, 2][rollbacks] }, stopAt: [5, 21])
         #expect(run.rollbacks == 2)

@@ -37,7 +37,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var snapshotRound = false
     var gathered: (weights: [Float], velocity: [Float])? = nil
     /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again).
-    public static let snapshotSteps = 16
+    public static let snapshotSteps = 64
     public static let snapshotSeconds = 5.0
 
     public var kind: String { "train" }
