@@ -17,8 +17,8 @@ struct CollectiveSegment {
 extension CoordinatorCore {
     /// The address other workers reach worker `k` on for collective steps, if it offers one.
     func peerAddress(_ k: Int) -> PeerAddress? {
-        guard let e = table[k].hello.feature("peer"), !e.isEmpty else { return nil }
-        return PeerAddress(endpoint: e, key: table[k].hello.feature("peer-key") ?? "")
+        guard let e = table[k].features["peer"], !e.isEmpty else { return nil }
+        return PeerAddress(endpoint: e, key: table[k].features["peer-key"] ?? "")
     }
 
     /// The shares of a training step, made collective where the job can be: the segment's members (kept while all

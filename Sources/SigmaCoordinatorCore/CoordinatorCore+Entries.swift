@@ -28,6 +28,9 @@ struct WorkerEntry {
     let id: String
     let hello: Hello
     let joinedAt: Nanos
+    /// HELLO's `key=value` features, parsed once (status reads them every tick; a split per read was most of an
+    /// idle coordinator's CPU).
+    let features: [String: String]
     var state = State.ready
     var lastSeen: Nanos
     /// Silent for more than two heartbeat intervals but not yet declared dead: takes no new shards meanwhile.
@@ -88,6 +91,7 @@ struct WorkerEntry {
         self.peer = peer
         self.id = id
         self.hello = hello
+        features = hello.featureValues
         self.joinedAt = joinedAt
         self.lastSeen = lastSeen
     }

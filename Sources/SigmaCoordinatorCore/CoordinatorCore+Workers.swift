@@ -39,9 +39,9 @@ extension CoordinatorCore {
         // (each kernel set rounds its products its own way: a job whose shards run on both gets bits that depend on
         // which worker ran what)
         if let blas = h.feature("blas"), !blas.isEmpty,
-           let other = table.first(where: { $0.isLive && $0.peer != peer && ($0.hello.feature("blas") ?? "").isEmpty == false && $0.hello.feature("blas") != blas }) {
+           let other = table.first(where: { $0.isLive && $0.peer != peer && ($0.features["blas"] ?? "").isEmpty == false && $0.features["blas"] != blas }) {
             out.append(.log(.warning, "worker \(id) (\(h.name)@\(h.host)) runs OpenBLAS \(blas) kernels, worker \(other.id) (\(other.hello.name)@\(other.hello.host)) "
-                + "\(other.hello.feature("blas") ?? ""): a job's results then depend on which worker computed what (not bitwise reproducible); "
+                + "\(other.features["blas"] ?? ""): a job's results then depend on which worker computed what (not bitwise reproducible); "
                 + "see sigma workers for why each runs its set"))
         }
         placeAllReplicas(into: &out)
@@ -112,17 +112,19 @@ extension CoordinatorCore {
 
     mutating func tick(now: Nanos, into out: inout [CoordinatorAction]) {
         for j in jobs.values where j.state == .running { j.pace.observe(now, items: j.itemsDone, progress: j.progress) }
+        // (fields read in place: a copy of each entry per tick was an idle coordinator's largest cost)
         for k in table.indices where table[k].isLive {
-            let w = table[k]
-            if !w.suspect, config.suspectAfter < config.deadAfter, now &- w.lastSeen > config.suspectAfter {
+            let lastSeen = table[k].lastSeen
+            if !table[k].suspect, config.suspectAfter < config.deadAfter, now &- lastSeen > config.suspectAfter {
                 table[k].suspect = true
-                out.append(.log(.warning, "worker \(w.label) suspect: silent for \((now - w.lastSeen) / 1_000_000) ms; no new shards until heard from"))
+                out.append(.log(.warning, "worker \(table[k].label) suspect: silent for \((now - lastSeen) / 1_000_000) ms; no new shards until heard from"))
             }
-            if now &- w.lastSeen > config.deadAfter {
-                out.append(.send(w.peer, .disconnect(reason: "no heartbeat for \((now - w.lastSeen) / 1_000_000) ms")))
-                retire(w.peer, reason: "missed \(config.liveness) heartbeats (silent \((now - w.lastSeen) / 1_000_000) ms)", now: now, into: &out)
-            } else if now &- w.lastSent >= config.heartbeatInterval {
-                out.append(.send(w.peer, .heartbeat(w.heartbeat(now: now))))
+            if now &- lastSeen > config.deadAfter {
+                let peer = table[k].peer
+                out.append(.send(peer, .disconnect(reason: "no heartbeat for \((now - lastSeen) / 1_000_000) ms")))
+                retire(peer, reason: "missed \(config.liveness) heartbeats (silent \((now - lastSeen) / 1_000_000) ms)", now: now, into: &out)
+            } else if now &- table[k].lastSent >= config.heartbeatInterval {
+                out.append(.send(table[k].peer, .heartbeat(table[k].heartbeat(now: now))))
                 table[k].lastSent = now
             }
         }

@@ -359,9 +359,9 @@ public struct CoordinatorCore {
             s.rawBytes = w.rawOut
             s.wireBytes = w.wireOut
             s.joined = now &- w.joinedAt
-            s.blas = w.hello.feature("blas") ?? ""
-            s.blasChoice = w.hello.feature("blas-choice") ?? ""
-            s.blasBest = w.hello.feature("blas-best") ?? ""
+            s.blas = w.features["blas"] ?? ""
+            s.blasChoice = w.features["blas-choice"] ?? ""
+            s.blasBest = w.features["blas-best"] ?? ""
             return s
         }
         let ids = who.isAdmin ? jobs.keys.sorted() : jobs.filter { $0.value.owner == who.owner }.keys.sorted()

@@ -136,8 +136,11 @@ extension SGD {
     public func setVelocity(_ parameters: [Parameter], from values: UnsafeBufferPointer<Float>) {
         var o = 0
         for p in parameters {
-            let n = p.value.count
-            velocity[ObjectIdentifier(p)] = Tensor(shape: p.value.shape, Array(values[o..<o + n]))
+            let n = p.value.count, key = ObjectIdentifier(p)
+            // (into the tensor there is, in place, where it has the shape: one copy)
+            var v = velocity.removeValue(forKey: key).flatMap { $0.shape == p.value.shape ? $0 : nil } ?? Tensor(zeros: p.value.shape)
+            v.withMutableData { UnsafeMutableRawBufferPointer($0).copyMemory(from: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[o..<o + n]))) }
+            velocity[key] = v
             o += n
         }
     }

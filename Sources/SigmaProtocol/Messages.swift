@@ -81,6 +81,16 @@ public struct Hello: Sendable, Equatable {
         for f in features.split(separator: ",") where f.hasPrefix(key + "=") { return String(f.dropFirst(key.count + 1)) }
         return nil
     }
+    /// Every `key=value` feature (the first of a key wins, as `feature`).
+    public var featureValues: [String: String] {
+        var out: [String: String] = [:]
+        for f in features.split(separator: ",") {
+            guard let eq = f.firstIndex(of: "=") else { continue }
+            let k = String(f[..<eq])
+            if out[k] == nil { out[k] = String(f[f.index(after: eq)...]) }
+        }
+        return out
+    }
 
     public init(build: String = sigmaBuild, cores: UInt16, slots: UInt32, memory: UInt64, host: String, name: String,
                 instance: String, features: String) {

@@ -234,6 +234,35 @@ final class RecordingRelay: @unchecked Sendable {
         #expect(keyed.err.contains("does not use CURVE keys") || keyed.err.contains("--coordinator-key"), "\(keyed.err)")
     }
 
+    /// Collective training steps between CURVE workers: each admits the other's key when the coordinator names it
+    /// in a step's ASSIGN, the steps run over those encrypted links (no step fails over to the coordinator), and the
+    /// model is bitwise `--local`'s.
+    @Test func collectiveStepsRunBetweenCurveWorkers() async throws {
+        let k = try makeKeys()
+        defer { try? FileManager.default.removeItem(atPath: k.dir) }
+        try FileManager.default.copyItem(atPath: k.pub("stranger"), toPath: k.allow + "/stranger.pub")
+        let dir = try Scratch("collective-curve")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 60))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
+                                            "--key", k.key("coordinator"), "--allow", k.allow] + testDataRoots)
+        defer { coordinator.kill() }
+        let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
+        let workers = try ["w1", "stranger"].map { n in
+            try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", n, "--log-level", "info", "--key", k.key(n)] + testDataRoots)
+        }
+        defer { for w in workers { w.kill(SIGKILL) } }
+        for _ in 0..<100 where workerNames(endpoint, key: k.key("client")) != ["stranger", "w1"] { try await Task.sleep(nanoseconds: 100_000_000) }
+        let run = runTool(try sigmaBinary(), ["submit", spec, "--follow", "--coordinator", endpoint, "--key", k.key("client"), "-o", dir.path + "/cluster"], timeout: 120)
+        #expect(run.status == 0, "\(run.err)")
+        #expect(fileBytes(dir.path + "/cluster/model.safetensors") == fileBytes(dir.path + "/local/model.safetensors"), "CURVE workers' collective steps differ from --local")
+        let log = coordinator.stderr.joined(separator: "\n")
+        #expect(log.contains("2 workers reduce the steps among themselves"), "\(log.suffix(2000))")
+        #expect(!log.contains("a collective step failed") && !log.contains(" stopped ("), "a step failed or was stopped: \(log.suffix(2000))")
+    }
+
     /// Roles end to end, as separate processes with keys of each role (issue 17): a client key joining as a worker
     /// is refused and the worker exits saying so; a worker key cannot submit; client A cannot see, fetch, follow or
     /// cancel client B's job nor drain workers; an admin can do all of it.

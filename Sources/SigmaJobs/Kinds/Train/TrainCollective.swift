@@ -58,8 +58,6 @@ public enum Collective {
 /// values), and at a snapshot step its slice of the updated weights and of the SGD velocity:
 /// `u32 stats length, stats, u8 snapshot` then, with one, `u64 start, u64 count, count float32 weights, count float32 velocity`.
 public struct CollectiveResult {
-    public var stats: [(TreeNode, ArrivedPartial)]
-    public var snapshot: (range: Range<Int>, weights: [Float], velocity: [Float])?
 
     static func encode(stats: Frame, snapshot: (range: Range<Int>, weights: UnsafeBufferPointer<Float>, velocity: [Float])?) -> Frame {
         let n = snapshot?.range.count ?? 0
@@ -82,14 +80,16 @@ public struct CollectiveResult {
         }
     }
 
-    /// Decodes a result for micro-batches `range` of a step of `total`, checking a snapshot's slice is `expected`.
-    static func decode(_ payload: Frame, range: Range<Int>, total: Int, expected: Range<Int>?) throws -> CollectiveResult {
+    /// Decodes a result for micro-batches `range` of a step of `total`: its partial sums' statistics; a snapshot's
+    /// slice (which must be `expected`) goes to `slice` as the weights' and the velocity's bytes, read in place.
+    static func decode(_ payload: Frame, range: Range<Int>, total: Int, expected: Range<Int>?,
+                       slice: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) throws -> [(TreeNode, ArrivedPartial)] {
         try payload.withUnsafeBytes { b in
             var r = ByteReader(b)
             let n = Int(try r.u32("collective.stats.length"))
             let statsBytes = try r.bytes(n, "collective.stats")
             let stats = try GradientTree.decode(Frame(statsBytes), range: range, total: total, parameters: 0)
-            var out = CollectiveResult(stats: stats, snapshot: nil)
+            var weights: UnsafeRawBufferPointer? = nil, velocity: UnsafeRawBufferPointer? = nil
             switch try r.u8("collective.snapshot") {
             case 0:
                 guard expected == nil else { throw ByteReadError(field: "collective.snapshot", problem: "missing at a snapshot step") }
@@ -98,14 +98,46 @@ public struct CollectiveResult {
                 guard let e = expected, start == UInt64(e.lowerBound), count == UInt64(e.count) else {
                     throw ByteReadError(field: "collective.slice", problem: "elements \(start)+\(count), expected \(expected.map { "\($0)" } ?? "none")")
                 }
-                let w = try r.bytes(e.count * 4, "collective.slice.weights"), v = try r.bytes(e.count * 4, "collective.slice.velocity")
-                out.snapshot = (e, Array(floats: w), Array(floats: v))
+                weights = try r.bytes(e.count * 4, "collective.slice.weights")
+                velocity = try r.bytes(e.count * 4, "collective.slice.velocity")
             case let f:
                 throw ByteReadError(field: "collective.snapshot", problem: "\(f) is not 0 or 1")
             }
             try r.finish("collective")
-            return out
+            if let weights, let velocity { slice(weights, velocity) }
+            return stats
         }
+    }
+}
+
+/// Where a snapshot step's slices are gathered (the weights straight into the memory that becomes the next PARAMS
+/// frame), until the step is complete.
+final class SnapshotBuffers: @unchecked Sendable {
+    let count: Int
+    private(set) var weights: UnsafeMutableRawPointer?
+    let velocity: UnsafeMutableBufferPointer<Float>
+
+    init(parameters: Int) {
+        count = parameters
+        weights = UnsafeMutableRawPointer.allocate(byteCount: max(1, parameters * 4), alignment: 64)
+        velocity = .allocate(capacity: max(1, parameters))
+    }
+
+    func fill(_ slice: Range<Int>, weights w: UnsafeRawBufferPointer, velocity v: UnsafeRawBufferPointer) {
+        weights!.advanced(by: slice.lowerBound * 4).copyMemory(from: w.baseAddress!, byteCount: w.count)
+        UnsafeMutableRawPointer(velocity.baseAddress!).advanced(by: slice.lowerBound * 4).copyMemory(from: v.baseAddress!, byteCount: v.count)
+    }
+
+    /// The weights as a frame (which owns their memory from now on).
+    func takeWeights() -> Frame {
+        let w = weights!
+        weights = nil
+        return Frame(borrowing: UnsafeRawPointer(w), count: count * 4) { p in p.map { UnsafeMutableRawPointer(mutating: $0).deallocate() } }
+    }
+
+    deinit {
+        weights?.deallocate()
+        velocity.deallocate()
     }
 }
 

@@ -35,7 +35,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var snapshot = (step: 0, history: 0, loss: Double.nan, at: DispatchTime.now().uptimeNanoseconds)
     var segmentParams: Frame? = nil
     var snapshotRound = false
-    var gathered: (weights: [Float], velocity: [Float])? = nil
+    var gathered: SnapshotBuffers? = nil
     /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again).
     public static let snapshotSteps = 64
     public static let snapshotSeconds = 5.0
@@ -141,7 +141,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             precondition(counts.count == segmentSize && roundItems >= segmentSize, "a collective step of \(segmentSize) ranks planned with \(counts.count) shares")
             for k in counts.indices where counts[k] == 0 { counts[counts.indices.max { counts[$0] < counts[$1] }!] -= 1; counts[k] = 1 }
             snapshotRound = needsSnapshot(now: DispatchTime.now().uptimeNanoseconds)
-            gathered = snapshotRound ? ([Float](repeating: 0, count: parameterCount), [Float](repeating: 0, count: parameterCount)) : nil
+            gathered = snapshotRound ? SnapshotBuffers(parameters: parameterCount) : nil
         } else {
             snapshotRound = false
         }
@@ -160,12 +160,10 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         if segmentSize > 0 {
             // (a collective step: statistics, and at a snapshot this rank's slices; shard k is rank k)
             let slice = Collective.slice(index, of: segmentSize, parameters: parameterCount)
-            let result = try CollectiveResult.decode(payload, range: r, total: plan.microBatches(step: step), expected: snapshotRound ? slice : nil)
-            for (n, s) in result.stats { parts[n] = s }
-            if let s = result.snapshot {
-                gathered!.weights.replaceSubrange(slice, with: s.weights)
-                gathered!.velocity.replaceSubrange(slice, with: s.velocity)
+            let stats = try CollectiveResult.decode(payload, range: r, total: plan.microBatches(step: step), expected: snapshotRound ? slice : nil) {
+                gathered?.fill(slice, weights: $0, velocity: $1)
             }
+            for (n, s) in stats { parts[n] = s }
             accepted.insert(index)
             return
         }
@@ -193,9 +191,9 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     func applyCollective(_ reduced: ReducedGradient) throws {
         var next: Frame? = nil
         if snapshotRound, let g = gathered, let sgd = optimizer as? SGD {
-            let frame = g.weights.withUnsafeBytes { Frame($0) }
+            let frame = g.takeWeights()
             try MLModels.assign(model.parameters, from: frame)
-            g.velocity.withUnsafeBufferPointer { sgd.setVelocity(model.parameters, from: $0) }
+            sgd.setVelocity(model.parameters, from: UnsafeBufferPointer(g.velocity))
             next = frame
             gathered = nil
         }
