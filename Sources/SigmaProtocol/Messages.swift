@@ -76,22 +76,6 @@ public struct Hello: Sendable, Equatable {
     public var instance: String
     /// Comma-separated engine features, e.g. "map-reduce,lz4,blas=Haswell,blas-choice=env,blas-best=Cooperlake".
     public var features: String
-    /// The value of a `key=value` feature, e.g. `feature("blas")` → "Haswell"; nil when absent.
-    public func feature(_ key: String) -> String? {
-        for f in features.split(separator: ",") where f.hasPrefix(key + "=") { return String(f.dropFirst(key.count + 1)) }
-        return nil
-    }
-    /// Every `key=value` feature (the first of a key wins, as `feature`).
-    public var featureValues: [String: String] {
-        var out: [String: String] = [:]
-        for f in features.split(separator: ",") {
-            guard let eq = f.firstIndex(of: "=") else { continue }
-            let k = String(f[..<eq])
-            if out[k] == nil { out[k] = String(f[f.index(after: eq)...]) }
-        }
-        return out
-    }
-
     public init(build: String = sigmaBuild, cores: UInt16, slots: UInt32, memory: UInt64, host: String, name: String,
                 instance: String, features: String) {
         self.build = build
