@@ -333,6 +333,7 @@ public final class CoordinatorShell: Sendable {
 
         mutating func handle(_ e: Envelope) {
             guard let peer = e.peer else { return }
+            let received = monotonicNanos()
             shared.messagesIn.add(1, ordering: .relaxed)
             let event: CoordinatorEvent
             do {
@@ -371,7 +372,13 @@ public final class CoordinatorShell: Sendable {
             } catch {
                 event = .rejected(peer, DecodeError(.badRequest, nil, "\(error)"))
             }
-            perform(core.handle(event, now: monotonicNanos()))
+            let actions = core.handle(event, now: monotonicNanos())
+            perform(actions)
+            // (a result that started a training step's next round: the coordinator's turnaround on the critical path)
+            if case .received(_, .result, _) = event, actions.contains(where: { if case .send(_, .assign(let a)) = $0 { a.round > 0 } else { false } }) {
+                let t = monotonicNanos() &- received
+                shared.samples.withLock { if $0.turnarounds.count < 200_000 { $0.turnarounds.append(t) } }
+            }
         }
 
         /// Carries out the core's actions; with a journal, holds them until this round's entries are written.

@@ -26,7 +26,14 @@ extension CoordinatorCore {
     /// model left out gets the least share: every member owns a slice, so every one computes).
     mutating func collectiveShares(_ job: JobEntry, _ d: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
                                    into out: inout [CoordinatorAction]) -> [(weight: Double, worker: PeerID?)] {
-        guard config.collectiveSteps, d.collectiveCapable, !job.collectiveOff else { return shares }
+        guard config.collectiveSteps, d.collectiveCapable, !job.collectiveOff else {
+            // (collective steps turned off for the job: back to the coordinator reducing, from the snapshot)
+            if d.segmentSize > 0 && d.atSnapshot {
+                _ = d.beginSegment(size: 0)
+                for k in table.indices { table[k].paramsSent[job.id] = nil }
+            }
+            return shares
+        }
         if let c = job.collective, !c.members.allSatisfy({ index[$0].map { table[$0].state == .ready } ?? false }) || c.members.count > d.roundItems {
             // (a member draining, or fewer micro-batches than members: the segment cannot go on)
             job.collective = nil

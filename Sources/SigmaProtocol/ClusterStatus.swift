@@ -241,6 +241,9 @@ public struct CoordinatorSamples: Sendable, Equatable {
     public var shards: [UInt64] = []
     public var reduces: [UInt64] = []
     public var optimizers: [UInt64] = []
+    /// Per training step that a result completed: from reading that result to the next step's ASSIGNs handed to
+    /// the socket — the coordinator's part of the step's critical path (the shell measures it).
+    public var turnarounds: [UInt64] = []
     public init(shards: [UInt64] = [], reduces: [UInt64] = [], optimizers: [UInt64] = []) {
         self.shards = shards
         self.reduces = reduces

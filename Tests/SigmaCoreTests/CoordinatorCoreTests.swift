@@ -72,9 +72,9 @@ struct Harness {
     }
 
     @discardableResult
-    mutating func hello(_ peer: PeerID, slots: UInt32 = 1, instance: String? = nil, host: String = "host") -> [(PeerID, Message)] {
+    mutating func hello(_ peer: PeerID, slots: UInt32 = 1, instance: String? = nil, host: String = "host", features: String = "") -> [(PeerID, Message)] {
         event(.received(peer, .hello(Hello(cores: 2, slots: slots, memory: 1 << 30, host: host, name: "n",
-                                           instance: instance ?? peer.description, features: ""))))
+                                           instance: instance ?? peer.description, features: features))))
     }
 
     mutating func advance(_ ns: Nanos) { now += ns }
