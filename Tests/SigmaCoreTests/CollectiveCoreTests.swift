@@ -1,5 +1,5 @@
 import SigmaCoordinatorCore
-import SigmaJobCore
+import SigmaJobs
 import SigmaModel
 import SigmaProtocol
 import Testing
