@@ -140,7 +140,7 @@ enum BenchCoordinator {
                 samples.append((b - a).scaled(1 / Double(steps.long - steps.short)))
             }
             let params = zip(layers, layers.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }
-            let turns = c.coordinator.takeSamples().turnarounds.map(Double.init)
+            let turns = c.coordinator.takeSamples().turnarounds.map { Double($0) }   // (not map(Double.init): that is init(bitPattern:))
             let row = Row(workers: w, parameters: params, perStep: Usage.medians(samples), idleRate: idleRate,
                           turnaround: turns.isEmpty ? 0 : median(turns) / 1e9)
             report(row)
@@ -161,9 +161,10 @@ enum BenchCoordinator {
 
     static func printRow(_ r: Row) {
         let u = r.perStep
-        print(String(format: "| %d | %d | %.2f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f | %.1f | %.1f | %.3f | %.3f |", r.workers, r.parameters, u.wall * 1e3,
-                     u.cpu * 1e3, u.poller * 1e3, u.zmq * 1e3, u.messages, u.bytes / 1e6, u.shards, u.compute * 1e3, r.idleRate * 1e3, r.netCPU * 1e3,
-                     r.turnaround * 1e3))
+        // (two formats: Foundation's String(format:) on Linux misreads arguments past the tenth or so)
+        print(String(format: "| %d | %d | %.2f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f |", r.workers, r.parameters, u.wall * 1e3,
+                     u.cpu * 1e3, u.poller * 1e3, u.zmq * 1e3, u.messages, u.bytes / 1e6, u.shards)
+              + String(format: " %.1f | %.1f | %.3f | %.3f |", u.compute * 1e3, r.idleRate * 1e3, r.netCPU * 1e3, r.turnaround * 1e3))
         fflush(nil)
     }
 

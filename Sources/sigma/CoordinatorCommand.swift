@@ -40,6 +40,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Missed heartbeats before a worker is declared dead (default 3).") var liveness: Int?
     @Option(help: "Scheduling policy: latency-aware (default), least-loaded, round-robin (default: coordinator.policy).") var policy: String?
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
+    @Flag(help: "Have the coordinator reduce every training step itself, never the workers among themselves (collective steps need workers that reach each other's peer ports).") var noCollectiveSteps = false
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
     @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
@@ -86,6 +87,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 }
             }
             if noHedging || !cfg.hedging { options.core.hedging = false }
+            if noCollectiveSteps { options.core.collectiveSteps = false }
             if let t = stepTimeout ?? cfg.stepTimeout {
                 guard t >= 0 else { throw CLIError.usage("--step-timeout must be ≥ 0, got \(t)") }
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000
