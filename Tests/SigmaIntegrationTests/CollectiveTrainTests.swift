@@ -68,27 +68,11 @@ func sgdDigitsSpec(steps: Int) -> String {
         let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(3)
-        let client = try localClient(cluster.endpoint)
-        defer { client.close() }
-        var killedAt: UInt32? = nil, outcome: JobOutcome? = nil, jobID = 1
-        for try await e in client.run(try JobSpec.load(path: spec)) {
-            switch e {
-            case .accepted(let a): jobID = Int(a.job)
-            case .progress(let p) where killedAt == nil && p.step >= 20:
-                cluster.workers.withLock { $0[1] }.kill(SIGKILL)
-                killedAt = p.step
-            case .finished(let o): outcome = o
-            default: break
-            }
-        }
-        let o = try #require(outcome)
-        #expect(o.state == .completed, "\(o.error)")
-        let killed = try #require(killedAt, "the job ended before a worker could be killed")
+        let run = try await runKillingAWorker(cluster, spec: spec, atStep: 20, out: dir.path + "/cluster")
+        let killed = run.killedAt
+        #expect(run.outcome.state == .completed, "\(run.outcome.error)")
         #expect(killed < 1000, "killed at step \(killed): too late to see the job go on without it")
-        let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
-        try FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
-        for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
-        await expectSameAsLocal(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+        await expectSameAsLocal(cluster, job: run.job, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
                                 files: ["model.safetensors", "history.json"], "a member killed at step \(killed)")
         let log = cluster.coordinator.stderr.joined(separator: "\n")
         #expect(log.contains("step(s) run again"), "no going back to a snapshot after the kill at step \(killed): \(log.suffix(3000))")

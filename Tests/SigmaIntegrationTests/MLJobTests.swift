@@ -60,6 +60,35 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
     """
 }
 
+/// Runs the job in `spec` on `cluster` through a client, SIGKILLs the cluster's second worker at the first progress at
+/// or past step `step`, and writes the job's result files into `out`: the outcome, the job's id, the step of the kill
+/// and the steps the client saw.
+func runKillingAWorker(_ cluster: ProcessCluster, spec: String, atStep step: UInt32, out: String) async throws
+    -> (outcome: JobOutcome, job: Int, killedAt: UInt32, seen: [String]) {
+    let client = try localClient(cluster.endpoint)
+    defer { client.close() }
+    var killedAt: UInt32? = nil, outcome: JobOutcome? = nil, seen: [String] = [], job = 1
+    for try await e in client.run(try JobSpec.load(path: spec)) {
+        switch e {
+        case .accepted(let a): job = Int(a.job)
+        case .progress(let p):
+            seen.append("\(p.step)")
+            if killedAt == nil && p.step >= step {
+                cluster.workers.withLock { $0[1] }.kill(SIGKILL)
+                killedAt = p.step
+            }
+        case .finished(let o): outcome = o
+        default: break
+        }
+    }
+    let o = try #require(outcome)
+    let killed = try #require(killedAt, "the job ended before a worker could be killed")
+    let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    for f in files { try f.data.write(to: URL(fileURLWithPath: out + "/" + f.name)) }
+    return (o, job, killed, seen)
+}
+
 @Suite(.serialized, .timeLimit(.minutes(10))) struct MLJobTests {
     /// The final parameters after 200 steps are the same bits with 1, 2 and 3 workers of 1 or 2 compute threads
     /// (1 to 4 shards per step, each split over its worker's lanes) as in one process (`--local`) on 1, 2 or 3 threads.
@@ -314,34 +343,13 @@ func digitsTrainSpec(steps: Int, extra: String = "") -> String {
         let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250", "--no-hedging", "--policy", "least-loaded"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(3)
-        let client = try localClient(cluster.endpoint)
-        defer { client.close() }
-        let job = try JobSpec.load(path: spec)
-        var killedAt: UInt32? = nil
-        var outcome: JobOutcome? = nil
-        var seen: [String] = []
-        var jobID = 1
-        for try await e in client.run(job) {
-            if case .accepted(let a) = e { jobID = Int(a.job) }
-            if case .progress(let p) = e { seen.append("\(p.step)") }
-            switch e {
-            case .progress(let p) where killedAt == nil && p.step >= 40:
-                cluster.workers.withLock { $0[1] }.kill(SIGKILL)
-                killedAt = p.step
-            case .finished(let o): outcome = o
-            default: break
-            }
-        }
-        let o = try #require(outcome)
+        let run = try await runKillingAWorker(cluster, spec: spec, atStep: 40, out: dir.path + "/cluster")
+        let (o, killed) = (run.outcome, run.killedAt)
         #expect(o.state == .completed, "\(o.error)")
-        let killed = try #require(killedAt, "the job ended before a worker could be killed")
         #expect(killed < 400)
-        let files = try o.payload.withUnsafeBytes { try ResultBundle.decode($0) }
-        try FileManager.default.createDirectory(atPath: dir.path + "/cluster", withIntermediateDirectories: true)
-        for f in files { try f.data.write(to: URL(fileURLWithPath: dir.path + "/cluster/" + f.name)) }
-        await expectSameAsLocal(cluster, job: jobID, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+        await expectSameAsLocal(cluster, job: run.job, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
                                 "a worker killed at step \(killed)")
-        #expect(o.reruns >= 1, "the killed worker (at step \(killed)) shard was not run again; progress steps seen \(seen); coordinator log: \(cluster.coordinator.stderr.suffix(12).joined(separator: "\n"))")
+        #expect(o.reruns >= 1, "the killed worker (at step \(killed)) shard was not run again; progress steps seen \(run.seen); coordinator log: \(cluster.coordinator.stderr.suffix(12).joined(separator: "\n"))")
     }
 
     /// Checkpoints every 50 steps; resuming from step 100 (on the cluster) ends at the same bits as an
