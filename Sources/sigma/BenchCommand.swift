@@ -248,8 +248,8 @@ struct EchoServerCommand: ParsableCommand {
         if let b = bind {
             var ep = b
             if b.hasSuffix(":0") {
-                // Find a free port by asking the kernel, then bind it.
-                ep = "tcp://127.0.0.1:\(freePort())"
+                // A free port below the ephemeral range (freeLoopbackPort), then bind it.
+                ep = "tcp://127.0.0.1:\(freeLoopbackPort() ?? 0)"
             }
             print(ep)
             fflush(nil)
@@ -295,19 +295,6 @@ func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
     guard !s.isEmpty else { return .nan }
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 extension FileHandle {

@@ -2,21 +2,14 @@ import Foundation
 import Glibc
 import SigmaJobs
 import SigmaModel
+import SigmaTransport
 import Testing
 
-/// A free TCP port on 127.0.0.1 (bound, read, closed: another process could take it meanwhile, rarely).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (`freeLoopbackPort`): a worker's peer port or a
+/// client socket cannot take it before the process the test starts binds it.
 func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &a) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    guard ok else { throw SigmaTestError("no free port") }
-    return Int(UInt16(bigEndian: a.sin_port))
+    guard let port = freeLoopbackPort() else { throw SigmaTestError("no free port on 127.0.0.1 below the ephemeral range") }
+    return port
 }
 
 /// `sigma up` / `sigma down` against a real OpenSSH server started by the test on 127.0.0.1 (a throw-away host key,

@@ -35,7 +35,7 @@ extension ProcessHeavyTests {
             let spec = MapReduceSpec(name: "resume", input: .normal(count: 400_000_000, seed: 3, mean: 1, std: 2), map: .square,
                                      reduce: [.sum, .count, .min, .max, .histogram(bins: 16, low: 0, high: 16)], sharding: .count(600))
 
-            var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+            var (coordinator, endpoint) = try await Self.start(port: "\(try freePort())", state: state)
             let port = String(endpoint.split(separator: ":").last!)
             func startWorker(_ name: String) throws -> SigmaProcess {
                 try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", name, "--log-level", "warning"] + testDataRoots)
@@ -129,7 +129,7 @@ extension ProcessHeavyTests {
         @Test func aKilledCoordinatorServesItsDeploymentsAgain() async throws {
             let state = FileManager.default.temporaryDirectory.appendingPathComponent("sigma-journal-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: state) }
-            var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+            var (coordinator, endpoint) = try await Self.start(port: "\(try freePort())", state: state)
             let port = String(endpoint.split(separator: ":").last!)
             let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--name", "w1", "--log-level", "warning"] + testDataRoots)
             defer {
@@ -223,7 +223,7 @@ extension ProcessHeavyTests {
             try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
             let ckpt = state + "/ckpt"
             let spec = try JobSpec.parse(digitsTrainSpec(steps: 600, extra: "checkpoint_every: 20\ncheckpoint_dir: \(ckpt)"))
-            var (coordinator, endpoint) = try await Self.start(port: "0", state: state)
+            var (coordinator, endpoint) = try await Self.start(port: "\(try freePort())", state: state)
             let port = String(endpoint.split(separator: ":").last!)
             let worker = try SigmaProcess(["worker", "--join", endpoint, "--threads", "1", "--log-level", "warning"] + testDataRoots)
             defer {

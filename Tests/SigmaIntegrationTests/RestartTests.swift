@@ -20,7 +20,7 @@ struct RestartingCluster {
     init(state: String, workers: Int, extra: [String] = []) async throws {
         self.state = state
         self.extra = extra
-        (coordinator, endpoint) = try await JournalTests.start(port: "0", state: state, extra: extra)
+        (coordinator, endpoint) = try await JournalTests.start(port: "\(try freePort())", state: state, extra: extra)
         port = String(endpoint.split(separator: ":").last!)
         for _ in 0..<workers { try startWorker() }
     }

@@ -56,6 +56,22 @@ func receive(_ link: MessageLink, timeoutMs: Int32 = 5000) throws -> Envelope? {
         }
     }
 
+    /// The ports tests and benches name before a process binds them lie below the kernel's ephemeral range (where a
+    /// worker's peer port, bound to port 0, or any outgoing socket could be handed them meanwhile) and bind.
+    @Test func freeLoopbackPortsLieBelowTheEphemeralRangeAndBind() throws {
+        let text = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)
+        let floor = try #require(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) })
+        try onOwnThread {
+            for _ in 0..<20 {
+                let port = try #require(freeLoopbackPort())
+                #expect(port >= 10_000 && port < floor, "port \(port), ephemeral range from \(floor)")
+                let link = try ZmqLink.bind("tcp://127.0.0.1:\(port)")
+                #expect(link.endpoint == "tcp://127.0.0.1:\(port)")
+                link.close()
+            }
+        }
+    }
+
     @Test func inMemoryTwinBehavesLikeRouterDealer() throws {
         let net = InMemoryNetwork()
         try onOwnThread {
