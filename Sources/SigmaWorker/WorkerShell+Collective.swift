@@ -85,7 +85,7 @@ extension WorkerShell {
             // (a new segment: messages of the job's segment before it here, buffered or late, are stale)
             let job = task.job
             if let old = shared.collective.segments.withLock({ $0.updateValue(step.segment, forKey: job) }), old != step.segment {
-                mesh.discard { tag in Self.tagged(tag, job: job) && Self.segment(of: tag) == old }
+                mesh.discard { tag in Collective.jobAndSegment(ofTag: tag).map { $0.job == job && $0.segment == old } ?? false }
             }
         }
         let since = shared.collective.cancels.current
@@ -97,14 +97,6 @@ extension WorkerShell {
     }
 
     /// Whether a peer message's tag (`Collective.tag`: u64 job, u32 segment, u32 step, u8 phase) is of `job`.
-    static func tagged(_ tag: [UInt8], job: JobID) -> Bool {
-        tag.count == 17 && tag.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } == job
-    }
-
-    static func segment(of tag: [UInt8]) -> UInt32 {
-        tag.count == 17 ? tag.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) } : 0
-    }
-
     /// Admits the CURVE keys of a collective step's peers on this worker's mesh as soon as its ASSIGN arrives (the
     /// peers connect when they have their partial sums; one refused waits before it tries again).
     static func admitPeers(_ step: CollectiveStep, shared: Shared) {

@@ -10,6 +10,8 @@ final class MemoryPeers: @unchecked Sendable {
     private let condition = NSCondition()
     private var boxes: [String: [(tag: [UInt8], frames: [Frame])]] = [:]
     private(set) var messages = 0
+    /// The job and segment each message's tag names, as a worker reads them to drop an old segment's messages.
+    private(set) var named: [(job: JobID, segment: UInt32)?] = []
 
     struct Exchange: PeerExchange {
         let peers: MemoryPeers, me: String
@@ -23,6 +25,7 @@ final class MemoryPeers: @unchecked Sendable {
         condition.withLock {
             boxes[to, default: []].append((tag, frames))
             messages += 1
+            named.append(Collective.jobAndSegment(ofTag: tag))
             condition.broadcast()
         }
     }
@@ -69,10 +72,15 @@ final class MemoryPeers: @unchecked Sendable {
         BLASInfo.setThreads(1)
         defer { BLASInfo.setThreads(saved) }
         var stops = stopAt, rollbacks = 0
-        var segment: UInt32 = 0
+        var segment: UInt32 = 0, segments: Set<UInt32> = []
+        defer {
+            // every message's tag names this job and a segment the driver began
+            #expect(peers.messages > 0 || segments.isEmpty)
+            #expect(peers.named.allSatisfy { $0.map { $0.job == 1 && segments.contains($0.segment) } ?? false })
+        }
         while true {
             let want = sizes(driver.progress.step, rollbacks)
-            if driver.atSnapshot && want != driver.segmentSize { segment = driver.beginSegment(size: want) }
+            if driver.atSnapshot && want != driver.segmentSize { segment = driver.beginSegment(size: want); segments.insert(segment) }
             let size = driver.segmentSize
             let plans = driver.plan(shares: Array(repeating: 1, count: max(1, size)))
             let step = Int(driver.round), params = driver.params
@@ -99,6 +107,7 @@ final class MemoryPeers: @unchecked Sendable {
                     _ = driver.rollback()
                     rollbacks += 1
                     segment = driver.beginSegment(size: sizes(driver.progress.step, rollbacks))
+                    segments.insert(segment)
                     continue
                 }
                 for k in 0..<size { try driver.accept(shard: k, payload: try results[k].value!.get()) }
@@ -121,6 +130,18 @@ final class MemoryPeers: @unchecked Sendable {
         // (the coordinator reduces the first steps, then workers: a segment starts from the driver's state, velocity included)
         let later = try runCollective { step, _ in step < 5 ? 0 : 4 }.result == expected
         #expect(later)
+    }
+
+    /// Each member sends to every other rank once, starting with the next rank: the first messages of all members go
+    /// to all ranks, not all to rank 0.
+    @Test func membersSendStartingWithTheNextRank() {
+        for size in 1...6 {
+            let orders = (0..<size).map { Collective.sendOrder(rank: $0, size: size) }
+            for (rank, order) in orders.enumerated() {
+                #expect(order.sorted() == (0..<size).filter { $0 != rank }, "rank \(rank) of \(size): \(order)")
+            }
+            if size > 1 { #expect(Set(orders.map { $0[0] }).count == size, "first destinations \(orders.map { $0[0] })") }
+        }
     }
 
     @Test func aStoppedStepGoesBackToTheSnapshotWithTheSameBits() throws {

@@ -27,11 +27,23 @@ public enum Collective {
         return cut(rank)..<cut(rank + 1)
     }
 
+    /// The other ranks in the order rank `rank` sends to them: from rank + 1 round to rank − 1, so the members' first
+    /// messages go to W different ranks, not all to rank 0 (each receives its senders' slices one after the other).
+    public static func sendOrder(rank: Int, size: Int) -> [Int] { (1..<max(1, size)).map { (rank + $0) % size } }
+
     /// A message's tag: job, segment, step and phase (0: partial sums, 1: updated weights).
     static func tag(job: JobID, segment: UInt32, step: UInt32, phase: UInt8) -> [UInt8] {
         var w = ByteWriter(capacity: 17)
         w.u64(job); w.u32(segment); w.u32(step); w.u8(phase)
         return w.bytes
+    }
+
+    /// The job and segment a tag (`tag`'s layout) names; nil for a tag of another layout.
+    public static func jobAndSegment(ofTag tag: [UInt8]) -> (job: JobID, segment: UInt32)? {
+        guard tag.count == 17 else { return nil }
+        return tag.withUnsafeBytes { b in
+            (UInt64(littleEndian: b.loadUnaligned(as: UInt64.self)), UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+        }
     }
 
     /// Who sent a message, and the micro-batches its partial sums cover: `u16 rank, u64 start, u64 count`.
@@ -194,7 +206,7 @@ extension TrainWorker {
         // Reduce-scatter: every other rank gets its slice of each partial sum.
         let scatter = Collective.tag(job: job, segment: c.segment, step: version, phase: 0)
         let meta = Collective.meta(rank: rank, range: range)
-        for j in 0..<size where j != rank {
+        for j in Collective.sendOrder(rank: rank, size: size) {
             let s = Collective.slice(j, of: size, parameters: n)
             let payload = try GradientTree.encode(nodes: cover, parameters: s.count) { node, dst in
                 let p = partials[cover.firstIndex(of: node)!]
@@ -237,7 +249,7 @@ extension TrainWorker {
         // All-gather: the updated slice to every other rank; theirs into the next weights.
         let gather = Collective.tag(job: job, segment: c.segment, step: version, phase: 1)
         let mine = updated.withUnsafeBytes { Frame($0) }
-        for j in 0..<size where j != rank { exchange.send(to: c.peers[j], tag: gather, frames: [meta, mine]) }
+        for j in Collective.sendOrder(rank: rank, size: size) { exchange.send(to: c.peers[j], tag: gather, frames: [meta, mine]) }
         let arrived = try exchange.receive(tag: gather, count: size - 1)
         var filled: Set<Int> = [rank]
         let next = try Frame(shareable: n * 4) { dst in
