@@ -5,14 +5,14 @@ import SigmaModel
 import SigmaProtocol
 import Testing
 
-/// Digits with SGD (momentum, weight decay): the optimizer whose steps the workers reduce among themselves.
-func sgdDigitsSpec(steps: Int) -> String {
+/// Digits with SGD (momentum, weight decay) or another optimizer the workers reduce steps for among themselves.
+func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}") -> String {
     """
     kind: train
     name: it-collective
     model: {mlp: [64, 32, 10], activation: relu}
     data: {csv: \(repoRoot)/data/digits.csv, scale: 0.0625}
-    optimizer: {sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}}
+    optimizer: {\(optimizer)}
     steps: \(steps)
     batch_size: 64
     micro_batch: 6
@@ -33,10 +33,11 @@ func sgdDigitsSpec(steps: Int) -> String {
         return try #require((o?["totals"] as? [String: Any])?["bytes_in"] as? Int)
     }
 
-    @Test func threeWorkersReduceTheStepsThemselvesBitwise() async throws {
+    @Test(arguments: ["sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", "adamw: {lr: 0.005, weight_decay: 0.01}"])
+    func threeWorkersReduceTheStepsThemselvesBitwise(_ optimizer: String) async throws {
         let dir = try Scratch("collective")
         defer { dir.remove() }
-        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 200))
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 200, optimizer: optimizer))
         let (ls, _, le) = try await sigma(["submit", spec, "--local", "--json", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
         let cluster = try await ProcessCluster(workers: 0)
@@ -50,7 +51,8 @@ func sgdDigitsSpec(steps: Int) -> String {
         let log = cluster.coordinator.stderr.joined(separator: "\n")
         #expect(log.contains("3 workers reduce the steps among themselves"), "\(log.suffix(2000))")
         // The gradients did not go through the coordinator: 200 steps × 3 workers × 2,410 parameters would be 5.8 MB in;
-        // statistics and the snapshots (weights and velocity, once over the workers, at each evaluation every 50 steps) are ~0.1 MB.
+        // statistics and the snapshots (weights and velocity or moments, once over the workers, at each evaluation
+        // every 50 steps) are ~0.1 MB.
         let inBytes = try await bytesIn(cluster)
         #expect(inBytes < 1_500_000, "the coordinator received \(inBytes) bytes")
     }

@@ -62,8 +62,8 @@ final class MemoryPeers: @unchecked Sendable {
 
     /// Runs the job with `sizes(step, rollbacks so far)` workers reducing each step among themselves (0: the driver);
     /// `stopAt`: steps whose round is abandoned half-way (as when a member is lost) and run again from the snapshot.
-    func runCollective(_ sizes: (Int, Int) -> Int, stopAt: Set<Int> = []) throws -> (result: [UInt8], rollbacks: Int) {
-        let spec = try JobSpec.parse(Self.yaml).decode(as: TrainJob.self)
+    func runCollective(_ sizes: (Int, Int) -> Int, stopAt: Set<Int> = [], yaml: String = Self.yaml) throws -> (result: [UInt8], rollbacks: Int) {
+        let spec = try JobSpec.parse(yaml).decode(as: TrainJob.self)
         let data = try LabeledData.load(spec.data, for: spec.model, needLabels: true)
         let driver = try TrainDriver(spec: spec, data: data)
         let workers = try (0..<4).map { _ in try TrainWorker(spec: spec, data: data) }
@@ -117,8 +117,27 @@ final class MemoryPeers: @unchecked Sendable {
         }
     }
 
-    func reference() throws -> [UInt8] {
-        try JobKinds.standard.runLocal(try JobSpec.parse(Self.yaml), roots: try DataRoots([repoRoot]))
+    func reference(_ yaml: String = Self.yaml) throws -> [UInt8] {
+        try JobKinds.standard.runLocal(try JobSpec.parse(yaml), roots: try DataRoots([repoRoot]))
+    }
+
+    /// Adam and AdamW: the members carry both moments and count the steps from the segment's start — the same bits
+    /// as the coordinator's Adam, from the first step, after coordinator-reduced steps, and through stopped steps.
+    @Test(arguments: ["adam: {lr: 0.01, weight_decay: 0.0001}", "adamw: {lr: 0.01, weight_decay: 0.01}"])
+    func adamStepsGiveTheCoordinatorsBits(_ optimizer: String) throws {
+        let yaml = Self.yaml.replacingOccurrences(of: "sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", with: optimizer)
+        #expect(yaml != Self.yaml)
+        let expected = try reference(yaml)
+        let two = try runCollective({ _, _ in 2 }, yaml: yaml).result == expected
+        #expect(two)
+        let later = try runCollective({ step, _ in step < 5 ? 0 : 3 }, yaml: yaml).result == expected
+        #expect(later)
+        // (members first, then the coordinator from the snapshot at step 10 on: it takes over their moments and count)
+        let back = try runCollective({ step, _ in step < 12 ? 2 : 0 }, yaml: yaml).result == expected
+        #expect(back)
+        let run = try runCollective({ _, rollbacks in [3, 2, 4][rollbacks] }, stopAt: [5, 21], yaml: yaml)
+        let stopped = run.result == expected
+        #expect(run.rollbacks == 2 && stopped)
     }
 
     @Test func twoAndThreeWorkersGiveTheCoordinatorsBits() throws {

@@ -67,13 +67,14 @@ public enum Collective {
 }
 
 /// What a worker returns for a collective step: its partial sums' statistics (the gradient tree's wire form with no
-/// values), and at a snapshot step its slice of the updated weights and of the SGD velocity:
-/// `u32 stats length, stats, u8 snapshot` then, with one, `u64 start, u64 count, count float32 weights, count float32 velocity`.
+/// values), and at a snapshot step its slice of the updated weights and of the optimizer's state (SGD: the velocity;
+/// Adam: the first, then the second moments — `TrainJob.collectiveStateVectors` of them):
+/// `u32 stats length, stats, u8 snapshot` then, with one, `u64 start, u64 count, count float32 weights, k·count float32 state`.
 public struct CollectiveResult {
 
-    static func encode(stats: Frame, snapshot: (range: Range<Int>, weights: UnsafeBufferPointer<Float>, velocity: [Float])?) -> Frame {
+    static func encode(stats: Frame, snapshot: (range: Range<Int>, weights: UnsafeBufferPointer<Float>, state: [Float])?) -> Frame {
         let n = snapshot?.range.count ?? 0
-        return Frame(shareable: 4 + stats.count + 1 + (snapshot == nil ? 0 : 16 + 8 * n)) { dst in
+        return Frame(shareable: 4 + stats.count + 1 + (snapshot.map { 16 + 4 * n + 4 * $0.state.count } ?? 0)) { dst in
             var o = 0
             func put(_ bytes: UnsafeRawBufferPointer) {
                 dst.baseAddress!.advanced(by: o).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
@@ -87,14 +88,15 @@ public struct CollectiveResult {
             withUnsafeBytes(of: UInt64(n).littleEndian) { put($0) }
             if n > 0 {
                 put(UnsafeRawBufferPointer(s.weights))
-                s.velocity.withUnsafeBytes { put($0) }
+                s.state.withUnsafeBytes { put($0) }
             }
         }
     }
 
     /// Decodes a result for micro-batches `range` of a step of `total`: its partial sums' statistics; a snapshot's
-    /// slice (which must be `expected`) goes to `slice` as the weights' and the velocity's bytes, read in place.
-    static func decode(_ payload: Frame, range: Range<Int>, total: Int, expected: Range<Int>?,
+    /// slice (which must be `expected`) goes to `slice` as the weights' and the `stateVectors` state vectors' bytes,
+    /// read in place.
+    static func decode(_ payload: Frame, range: Range<Int>, total: Int, expected: Range<Int>?, stateVectors: Int,
                        slice: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) throws -> [(TreeNode, ArrivedPartial)] {
         try payload.withUnsafeBytes { b in
             var r = ByteReader(b)
@@ -111,7 +113,7 @@ public struct CollectiveResult {
                     throw ByteReadError(field: "collective.slice", problem: "elements \(start)+\(count), expected \(expected.map { "\($0)" } ?? "none")")
                 }
                 weights = try r.bytes(e.count * 4, "collective.slice.weights")
-                velocity = try r.bytes(e.count * 4, "collective.slice.velocity")
+                velocity = try r.bytes(e.count * 4 * stateVectors, "collective.slice.state")
             case let f:
                 throw ByteReadError(field: "collective.snapshot", problem: "\(f) is not 0 or 1")
             }
@@ -127,17 +129,24 @@ public struct CollectiveResult {
 final class SnapshotBuffers: @unchecked Sendable {
     let count: Int
     private(set) var weights: UnsafeMutableRawPointer?
-    let velocity: UnsafeMutableBufferPointer<Float>
+    /// The optimizer's state vectors, each laid end to end over the parameters, one after the other.
+    let state: UnsafeMutableBufferPointer<Float>
+    let stateVectors: Int
 
-    init(parameters: Int) {
+    init(parameters: Int, stateVectors: Int) {
         count = parameters
+        self.stateVectors = stateVectors
         weights = UnsafeMutableRawPointer.allocate(byteCount: max(1, parameters * 4), alignment: 64)
-        velocity = .allocate(capacity: max(1, parameters))
+        state = .allocate(capacity: max(1, parameters * stateVectors))
     }
 
-    func fill(_ slice: Range<Int>, weights w: UnsafeRawBufferPointer, velocity v: UnsafeRawBufferPointer) {
+    /// A rank's slice: its weights, and its part of each state vector (`stateVectors` of `slice.count` floats).
+    func fill(_ slice: Range<Int>, weights w: UnsafeRawBufferPointer, state s: UnsafeRawBufferPointer) {
         weights!.advanced(by: slice.lowerBound * 4).copyMemory(from: w.baseAddress!, byteCount: w.count)
-        UnsafeMutableRawPointer(velocity.baseAddress!).advanced(by: slice.lowerBound * 4).copyMemory(from: v.baseAddress!, byteCount: v.count)
+        for j in 0..<stateVectors where !slice.isEmpty {
+            UnsafeMutableRawPointer(state.baseAddress!).advanced(by: (j * count + slice.lowerBound) * 4)
+                .copyMemory(from: s.baseAddress!.advanced(by: j * slice.count * 4), byteCount: slice.count * 4)
+        }
     }
 
     /// The weights as a frame (which owns their memory from now on).
@@ -149,17 +158,18 @@ final class SnapshotBuffers: @unchecked Sendable {
 
     deinit {
         weights?.deallocate()
-        velocity.deallocate()
+        state.deallocate()
     }
 }
 
-/// A worker's part of a job's collective steps: its rank in the current segment, its slice and its velocity there.
+/// A worker's part of a job's collective steps: its rank in the current segment, its slice and its part of the
+/// optimizer's state there (SGD: the velocity; Adam: the first, then the second moments — each `slice.count` floats).
 struct CollectiveState {
     var segment: UInt32
     var rank: Int, size: Int
     var slice: Range<Int>
-    var velocity: [Float]
-    /// No velocity yet (the job's first step): v = g.
+    var state: [Float]
+    /// No state yet: SGD's first step (v = g).
     var first: Bool
 }
 
@@ -170,23 +180,27 @@ extension TrainWorker {
     /// last all-gather, and its velocity slice).
     public func collectiveStep(job: JobID, step: Int, params: Frame?, range: Range<Int>, _ c: CollectiveStep,
                                exchange: any PeerExchange) throws -> Frame {
-        guard let sgd = spec.optimizer.kind == "sgd" ? spec.optimizer : nil else {
-            throw JobError("collective steps need the sgd optimizer; this job uses \(spec.optimizer.kind)")
-        }
+        let k = spec.collectiveStateVectors
         let size = c.peers.count, rank = Int(c.rank), n = parameterCount
         let version = UInt32(step)
         let total = plan.microBatches(step: step)
         var weights: Frame
         if let p = params {
-            guard p.count == n * 4 || p.count == n * 8 else {
-                throw JobError("collective PARAMS: \(p.count) bytes; the model needs \(n) float32 weights (and as many for the velocity)")
+            guard p.count == n * 4 || p.count == n * 4 * (1 + k) else {
+                throw JobError("collective PARAMS: \(p.count) bytes; the model needs \(n) float32 weights (and \(k)× as many for the \(spec.optimizer.kind) state)")
             }
             weights = Frame(borrowing: p.withUnsafeBytes { $0.baseAddress }, count: n * 4) { _ in _ = p }
             let slice = Collective.slice(rank, of: size, parameters: n)
-            let velocity: [Float] = p.count == n * 8
-                ? p.withUnsafeBytes { Array(floats: UnsafeRawBufferPointer(rebasing: $0[(n + slice.lowerBound) * 4..<(n + slice.upperBound) * 4])) }
-                : [Float](repeating: 0, count: slice.count)
-            collective = CollectiveState(segment: c.segment, rank: rank, size: size, slice: slice, velocity: velocity, first: p.count == n * 4)
+            var state = [Float](repeating: 0, count: k * slice.count)
+            if p.count > n * 4 {
+                p.withUnsafeBytes { b in
+                    for j in 0..<k {
+                        let part = Array(floats: UnsafeRawBufferPointer(rebasing: b[(n * (1 + j) + slice.lowerBound) * 4..<(n * (1 + j) + slice.upperBound) * 4]))
+                        state.replaceSubrange(j * slice.count..<(j + 1) * slice.count, with: part)
+                    }
+                }
+            }
+            collective = CollectiveState(segment: c.segment, rank: rank, size: size, slice: slice, state: state, first: p.count == n * 4)
             loadedVersion = nil   // (the segment's weights are loaded by `prepare`, whatever was held before)
         } else {
             guard let s = collective, s.segment == c.segment, s.rank == rank, s.size == size, loadedVersion == version, let held = self.params else {
@@ -230,16 +244,24 @@ extension TrainWorker {
         }
         let reduced: ReducedGradient
         do { reduced = try GradientTree.reduce(parts, total: total) } catch { throw JobError("collective step \(step + 1): \(error)") }
-        // The SGD step on the owned slice, the tree's additions fused into its pass (as the coordinator's).
+        // The optimizer's step on the owned slice, the tree's additions made inside its pass (as the coordinator's).
         var updated = [Float](repeating: 0, count: state.slice.count)
+        let o = spec.optimizer, count = state.slice.count, lr = spec.learningRate(at: step, totalSteps: plan.totalSteps)
         weights.withUnsafeBytes { w in
             let base = w.baseAddress!.assumingMemoryBound(to: Float.self) + state.slice.lowerBound
-            state.velocity.withUnsafeMutableBufferPointer { v in
-                updated.withUnsafeMutableBytes { out in
-                    reduced.withSumTree {
-                        SGD.sliceStep(weights: base, velocity: v.baseAddress!, first: state.first, count: state.slice.count, sumOf: $0,
-                                      divisor: Float(reduced.rows), learningRate: spec.learningRate(at: step, totalSteps: plan.totalSteps),
-                                      momentum: Float(sgd.momentum), weightDecay: Float(sgd.weightDecay), writingTo: out.baseAddress!)
+            let first = state.first
+            state.state.withUnsafeMutableBufferPointer { s in
+                updated.withUnsafeMutableBufferPointer { out in
+                    reduced.withSumTree { tree in
+                        if let adam = spec.makeOptimizer() as? Adam {
+                            adam.learningRate = lr
+                            adam.sliceStep(weights: base, m: s.baseAddress!, v: s.baseAddress! + count, count: count, sumOf: tree,
+                                           divisor: Float(reduced.rows), step: step + 1, writingTo: out.baseAddress!)
+                        } else {
+                            SGD.sliceStep(weights: base, velocity: s.baseAddress!, first: first, count: count, sumOf: tree,
+                                          divisor: Float(reduced.rows), learningRate: lr, momentum: Float(o.momentum),
+                                          weightDecay: Float(o.weightDecay), writingTo: UnsafeMutableRawPointer(out.baseAddress!))
+                        }
                     }
                 }
             }
@@ -270,12 +292,26 @@ extension TrainWorker {
             return (p.loss, p.correct, p.rows)
         }
         return updated.withUnsafeBufferPointer { w in
-            CollectiveResult.encode(stats: stats, snapshot: c.snapshot ? (state.slice, w, state.velocity) : nil)
+            CollectiveResult.encode(stats: stats, snapshot: c.snapshot ? (state.slice, w, state.state) : nil)
         }
     }
 }
 
 extension TrainJob {
+    /// The optimizer the spec names, with its hyperparameters (the driver's, and a collective step owner's).
+    public func makeOptimizer() -> StatefulOptimizer {
+        let o = optimizer
+        switch o.kind {
+        case "sgd": return SGD(learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
+        case "adam": return Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
+        default: return Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay), decoupled: true)
+        }
+    }
+
+    /// Float vectors of optimizer state per parameter that a collective segment carries: SGD's velocity, Adam's two
+    /// moments.
+    public var collectiveStateVectors: Int { optimizer.kind == "sgd" ? 1 : 2 }
+
     /// The learning rate of step `s` (0-based): warm-up, then constant or cosine — the driver's and a collective
     /// step's owner's alike.
     public func learningRate(at s: Int, totalSteps: Int) -> Float {

@@ -27,7 +27,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public let parameterCount: Int
     /// Collective rounds: the segment, its size (0: this coordinator reduces), the step whose state the model and
     /// optimizer hold and what history and loss were then, the PARAMS a segment starts from (weights, then the SGD
-    /// velocity) until its first round is in, and the slices a snapshot round gathers.
+    /// velocity or Adam moments) until its first round is in, and the slices a snapshot round gathers.
     /// (from a random start: a restarted coordinator's segments are not its predecessor's, whose late messages a
     /// worker drops by segment)
     var segment = UInt32.random(in: 0...UInt32.max)
@@ -47,7 +47,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public var round: UInt32 { UInt32(step) }
     public var params: Frame? { segmentSize > 0 ? segmentParams : paramsFrame }
 
-    public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && optimizer is SGD }
+    public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && (optimizer is SGD || optimizer is Adam) }
     public var atSnapshot: Bool { segmentSize == 0 || step == snapshot.step }
     public var snapshotDue: Bool { snapshotRound }
 
@@ -57,12 +57,22 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         segmentSize = size
         snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds)
         segmentParams = nil
-        guard size > 0, let sgd = optimizer as? SGD else { segmentSize = 0; return segment }
-        let (velocity, present) = sgd.velocityVector(model.parameters)
+        // The optimizer's state the members start from: SGD's velocity (none before the first step), Adam's moments
+        // (zeros before the first step; its step count must be the step's, as members count from it).
+        let state: [Float]
+        if size > 0, let sgd = optimizer as? SGD {
+            let (velocity, present) = sgd.velocityVector(model.parameters)
+            state = present ? velocity : []
+        } else if size > 0, let adam = optimizer as? Adam, adam.stepCount == step {
+            state = adam.momentVectors(model.parameters)
+        } else {
+            segmentSize = 0
+            return segment
+        }
         let weights = paramsFrame
-        segmentParams = Frame(shareable: parameterCount * (present ? 8 : 4)) { dst in
+        segmentParams = Frame(shareable: parameterCount * 4 + state.count * 4) { dst in
             weights.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            if present { velocity.withUnsafeBytes { dst.baseAddress!.advanced(by: parameterCount * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            state.withUnsafeBytes { if $0.count > 0 { dst.baseAddress!.advanced(by: parameterCount * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
         }
         return segment
     }
@@ -101,12 +111,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             throw JobError("epochs: \(spec.epochs ?? 1) epochs of \(plan.stepsPerEpoch) steps are \(plan.totalSteps) steps; at most \(UInt32.max) (fewer epochs or a larger batch_size)")
         }
         model = try MLModels.build(spec.model, seed: spec.seed &+ 1)
-        let o = spec.optimizer
-        switch o.kind {
-        case "sgd": optimizer = SGD(learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
-        case "adam": optimizer = Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
-        default: optimizer = Adam(learningRate: Float(o.lr), weightDecay: Float(o.weightDecay), decoupled: true)
-        }
+        optimizer = spec.makeOptimizer()
         step = 0
         parameterCount = MLModels.parameterCount(model)
         paramsFrame = TrainDriver.frame(model)
@@ -141,7 +146,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             precondition(counts.count == segmentSize && roundItems >= segmentSize, "a collective step of \(segmentSize) ranks planned with \(counts.count) shares")
             for k in counts.indices where counts[k] == 0 { counts[counts.indices.max { counts[$0] < counts[$1] }!] -= 1; counts[k] = 1 }
             snapshotRound = needsSnapshot(now: DispatchTime.now().uptimeNanoseconds)
-            gathered = snapshotRound ? SnapshotBuffers(parameters: parameterCount) : nil
+            gathered = snapshotRound ? SnapshotBuffers(parameters: parameterCount, stateVectors: spec.collectiveStateVectors) : nil
         } else {
             snapshotRound = false
         }
@@ -160,8 +165,9 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         if segmentSize > 0 {
             // (a collective step: statistics, and at a snapshot this rank's slices; shard k is rank k)
             let slice = Collective.slice(index, of: segmentSize, parameters: parameterCount)
-            let stats = try CollectiveResult.decode(payload, range: r, total: plan.microBatches(step: step), expected: snapshotRound ? slice : nil) {
-                gathered?.fill(slice, weights: $0, velocity: $1)
+            let stats = try CollectiveResult.decode(payload, range: r, total: plan.microBatches(step: step), expected: snapshotRound ? slice : nil,
+                                                    stateVectors: spec.collectiveStateVectors) {
+                gathered?.fill(slice, weights: $0, state: $1)
             }
             for (n, s) in stats { parts[n] = s }
             accepted.insert(index)
@@ -186,14 +192,19 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     /// The learning rate for `step` (warm-up, then constant or cosine).
     func learningRate(at s: Int) -> Float { spec.learningRate(at: s, totalSteps: plan.totalSteps) }
 
-    /// A collective step's end: its statistics; at a snapshot, the gathered weights and velocity become the
+    /// A collective step's end: its statistics; at a snapshot, the gathered weights and optimizer state become the
     /// model's and the optimizer's.
     func applyCollective(_ reduced: ReducedGradient) throws {
         var next: Frame? = nil
-        if snapshotRound, let g = gathered, let sgd = optimizer as? SGD {
+        if snapshotRound, let g = gathered {
             let frame = g.takeWeights()
             try MLModels.assign(model.parameters, from: frame)
-            sgd.setVelocity(model.parameters, from: UnsafeBufferPointer(g.velocity))
+            if let sgd = optimizer as? SGD {
+                sgd.setVelocity(model.parameters, from: UnsafeBufferPointer(g.state))
+            } else if let adam = optimizer as? Adam {
+                adam.setMoments(model.parameters, from: UnsafeBufferPointer(g.state))
+                adam.stepCount = step + 1
+            }
             next = frame
             gathered = nil
         }
