@@ -120,9 +120,16 @@ final class PictureSource: DashboardSource {
 
         // The train job's page: loss falls and accuracy rises by step; the timeline has a lane per slot in use.
         let jobShot = artifacts.appendingPathComponent("dashboard-job.png").path
-        try? FileManager.default.removeItem(atPath: jobShot)
-        _ = await runToolAsync(chromium, Self.fetching + ["--window-size=1280,1000", "--screenshot=\(jobShot)", base + "job/25"], timeout: 90)
-        let page = try await Picture.load(png: jobShot)
+        // (the page fetches its data and draws afterwards; under load Chromium's virtual-time budget can run out before
+        // the fetch is answered and the shot shows empty charts (a clean-clone CI run of 2026-12-06) — so a shot without the
+        // drawn curves is taken again, up to three times; the checks below are made on the last one)
+        var page = Picture.empty
+        for _ in 0..<3 {
+            try? FileManager.default.removeItem(atPath: jobShot)
+            _ = await runToolAsync(chromium, Self.fetching + ["--window-size=1280,1000", "--screenshot=\(jobShot)", base + "job/25"], timeout: 90)
+            page = try await Picture.load(png: jobShot)
+            if Set(page.find("#db2777").map(\.x)).count >= 500 { break }
+        }
         func trend(_ hex: String) -> (first: Double, last: Double, columns: Int) {
             // (each column's lowest pixel of the colour: the curve, never the legend's swatch above the plot)
             let lowest = Dictionary(grouping: page.find(hex), by: \.x).mapValues { $0.map(\.y).max()! }

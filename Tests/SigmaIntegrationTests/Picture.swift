@@ -7,6 +7,9 @@ struct Picture {
     /// RGB, row after row.
     let rgb: [UInt8]
 
+    /// No pixels (before a first screenshot is read).
+    static let empty = Picture(width: 0, height: 0, rgb: [])
+
     static func load(png path: String) async throws -> Picture {
         let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         guard data.count > 33, data[0..<8].elementsEqual([137, 80, 78, 71, 13, 10, 26, 10]) else { throw SigmaTestError("\(path) is not a PNG") }
