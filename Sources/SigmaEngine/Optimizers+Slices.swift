@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 
 extension Adam {
@@ -5,6 +6,33 @@ extension Adam {
     public var stepCount: Int {
         get { steps }
         set { steps = newValue }
+    }
+
+    /// The same update as setting each parameter's gradient (end to end) to `sum / divisor` and calling `step` — the
+    /// same operations element by element, so the same bits — in one pass over memory split across `threads`
+    /// threads: the tree's additions made chunk by chunk inside it, the updated weights written to `out` only (the
+    /// parameters keep their old values; the caller points them at `out`), the moments updated in place. (The
+    /// coordinator's Adam step had been three passes — the tree's sum, the gradients divided into tensors, the update —
+    /// and a copy of the weights into the next PARAMS.)
+    public func step(_ parameters: [Parameter], sumOf tree: SumTree, divisor: Float, writingTo out: UnsafeMutableRawBufferPointer,
+                     threads: Int = 1) {
+        let total = parameters.reduce(0) { $0 + $1.value.count }
+        precondition(tree.vectors.allSatisfy { $0.count == total * 4 } && out.count == total * 4,
+                     "gradient of \(tree.vectors.map { $0.count / 4 }) values for \(total) parameters")
+        steps += 1
+        var slices: [FusedAdamPass.Slice] = []
+        var offset = 0
+        let o = out.baseAddress!.assumingMemoryBound(to: Float.self)
+        for p in parameters {
+            let key = ObjectIdentifier(p)
+            var (m, v) = moments.removeValue(forKey: key) ?? (Tensor(zeros: p.value.shape), Tensor(zeros: p.value.shape))
+            // (made unique here, on this thread; the pointers stay valid: `moments` holds the tensors until this returns)
+            let pm = m.withMutableData { $0.baseAddress! }, pv = v.withMutableData { $0.baseAddress! }
+            moments[key] = (m, v)
+            slices.append(.init(w: p.value.withData { $0.baseAddress! }, m: pm, v: pv, out: o + offset, start: offset, count: p.value.count))
+            offset += p.value.count
+        }
+        pass(slices, tree: tree, divisor: divisor, step: steps).run(total: total, threads: threads)
     }
 
     /// The update of one element range of the parameters laid end to end — a collective step's slice, owned by one
@@ -16,27 +44,12 @@ extension Adam {
                           sumOf tree: SumTree, divisor: Float, step: Int, writingTo out: UnsafeMutablePointer<Float>) {
         precondition(tree.vectors.allSatisfy { $0.count == count * 4 }, "gradient slice of \(tree.vectors.map { $0.count / 4 }) values for \(count)")
         guard count > 0 else { return }
-        let c1 = 1 - powf(beta1, Float(step)), c2 = 1 - powf(beta2, Float(step))
-        let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay, dec = decoupled
-        let chunk = FusedSGDPass.chunk
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: chunk * (1 + tree.scratchDepth)) { buffer in
-            let sum = buffer.baseAddress!
-            var lo = 0
-            while lo < count {
-                let hi = min(lo + chunk, count)
-                tree.evaluate(lo..<hi, into: sum, scratch: sum + chunk, stride: chunk)
-                for i in lo..<hi {
-                    let g = sum[i - lo] / divisor
-                    var wi = w[i]
-                    if dec { wi -= lr * wd * wi }
-                    let gi = dec ? g : g + wd * wi
-                    m[i] = b1 * m[i] + (1 - b1) * gi
-                    v[i] = b2 * v[i] + (1 - b2) * gi * gi
-                    out[i] = wi - lr * (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                }
-                lo = hi
-            }
-        }
+        pass([.init(w: w, m: m, v: v, out: out, start: 0, count: count)], tree: tree, divisor: divisor, step: step).run(total: count, threads: 1)
+    }
+
+    private func pass(_ slices: [FusedAdamPass.Slice], tree: SumTree, divisor: Float, step: Int) -> FusedAdamPass {
+        FusedAdamPass(slices: slices, tree: tree, lr: learningRate, b1: beta1, b2: beta2, eps: epsilon, wd: weightDecay, decoupled: decoupled,
+                      c1: 1 - powf(beta1, Float(step)), c2: 1 - powf(beta2, Float(step)), divisor: divisor)
     }
 
     /// The first and second moments of `parameters`, each laid end to end (zeros where a parameter has none yet):
@@ -67,5 +80,54 @@ extension Adam {
             moments[ObjectIdentifier(p)] = (m, v)
             o += n
         }
+    }
+}
+
+/// Adam's update over parameters laid end to end, the gradient a sum tree evaluated chunk by chunk: per element
+/// g = sum ÷ divisor, then exactly `Adam.step`'s operations.
+struct FusedAdamPass: @unchecked Sendable {
+    struct Slice {
+        let w: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>
+        let start: Int, count: Int
+    }
+    let slices: [Slice]
+    let tree: SumTree
+    let lr: Float, b1: Float, b2: Float, eps: Float, wd: Float, decoupled: Bool
+    /// The bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ.
+    let c1: Float, c2: Float
+    let divisor: Float
+
+    /// Elements 0..<total in up to `threads` contiguous ranges at once (at most one per 64 Ki elements); each
+    /// element's update is independent, so the bits do not depend on the split.
+    func run(total: Int, threads: Int) {
+        let n = max(1, min(threads, total / 65_536))
+        if n == 1 { run(0..<total); return }
+        DispatchQueue.concurrentPerform(iterations: n) { k in run(total * k / n ..< total * (k + 1) / n) }
+    }
+
+    func run(_ r: Range<Int>) {
+        let c = FusedSGDPass.chunk
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: c * (1 + tree.scratchDepth)) { buffer in
+            let sum = buffer.baseAddress!
+            var lo = r.lowerBound
+            while lo < r.upperBound {
+                let hi = min(lo + c, r.upperBound)
+                tree.evaluate(lo..<hi, into: sum, scratch: sum + c, stride: c)
+                for s in slices where s.start < hi && s.start + s.count > lo {
+                    for i in max(lo, s.start)..<min(hi, s.start + s.count) { update(s, i - s.start, g: sum[i - lo] / divisor) }
+                }
+                lo = hi
+            }
+        }
+    }
+
+    /// Element `k` of slice `s` with gradient `g`: `Adam.step`'s operations in its order.
+    @inline(__always) private func update(_ s: Slice, _ k: Int, g: Float) {
+        var w = s.w[k]
+        if decoupled { w -= lr * wd * w }
+        let gi = decoupled ? g : g + wd * w
+        s.m[k] = b1 * s.m[k] + (1 - b1) * gi
+        s.v[k] = b2 * s.v[k] + (1 - b2) * gi * gi
+        s.out[k] = w - lr * (s.m[k] / c1) / ((s.v[k] / c2).squareRoot() + eps)
     }
 }

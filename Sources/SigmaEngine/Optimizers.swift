@@ -11,9 +11,16 @@ extension Optimizer {
     public func zeroGrad(_ parameters: [Parameter]) { for p in parameters { p.zeroGrad() } }
 }
 
+/// An optimizer that makes a step straight from a sum tree of gradients (the coordinator's step: the reduce's last
+/// additions, ÷ divisor, the update and the next PARAMS written in one pass) — the same bits as setting the gradients
+/// and calling `step`.
+public protocol TreeStepOptimizer: Optimizer {
+    func step(_ parameters: [Parameter], sumOf tree: SumTree, divisor: Float, writingTo out: UnsafeMutableRawBufferPointer, threads: Int)
+}
+
 /// SGD with momentum and L2 weight decay, as PyTorch's `torch.optim.SGD` (dampening 0, not Nesterov):
 /// g ← g + λ·w; v ← μ·v + g; w ← w − lr·v.
-public final class SGD: Optimizer {
+public final class SGD: TreeStepOptimizer {
     public var learningRate: Float
     public let momentum: Float
     public let weightDecay: Float
@@ -317,7 +324,7 @@ struct FusedSGDPass: @unchecked Sendable {
 
 /// Adam (and AdamW with `decoupled: true`), as PyTorch: bias-corrected moments; L2 decay added to the gradient
 /// (Adam) or applied to the weights directly, w ← w − lr·λ·w (AdamW).
-public final class Adam: Optimizer {
+public final class Adam: TreeStepOptimizer {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
     public let decoupled: Bool

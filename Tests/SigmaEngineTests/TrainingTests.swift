@@ -196,6 +196,50 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         }
     }
 
+    /// Adam's and AdamW's step from a sum tree in one pass (the coordinator's) gives the bits of setting the gradients to
+    /// sum ÷ divisor and calling `step`, on 1 and 2 threads, over several steps (moments and bias correction carried).
+    @Test func fusedAdamStepIsBitwiseTheSameAsGradientsThenStep() {
+        let shapes = [[300, 500], [70_001], [3]]
+        let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
+        for (decoupled, wd) in [(false, Float(0)), (false, 0.01), (true, 0.01)] {
+            func params() -> [Parameter] {
+                shapes.enumerated().map { k, shape in
+                    let n = shape.reduce(1, *)
+                    return Parameter("p\(k)", Tensor(shape: shape, (0..<n).map { Float(sin(Double($0 + k * 7))) * 2.1 }))
+                }
+            }
+            let (pa, pb) = (params(), params())
+            let (oa, ob) = (Adam(learningRate: 0.003, weightDecay: wd, decoupled: decoupled), Adam(learningRate: 0.003, weightDecay: wd, decoupled: decoupled))
+            var out = [Float](repeating: 0, count: total)
+            for step in 0..<4 {
+                let vectors = (0..<3).map { j in (0..<total).map { Float(sin(Double($0 * (7 + j) + step * 13))) * 3.3 } }
+                let divisor: Float = [3, 4, 5, 256][step]
+                // Reference: ((v0 + v1) + v2) ÷ divisor as a tensor per parameter, then `step`.
+                var sum = vectors[0]
+                for i in 0..<total { sum[i] = (sum[i] + vectors[1][i]) + vectors[2][i] }
+                var offset = 0
+                for p in pa {
+                    let n = p.value.count, o = offset
+                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { sum[o + $0] / divisor })
+                    offset += n
+                }
+                oa.step(pa)
+                vectors[0].withUnsafeBytes { r0 in vectors[1].withUnsafeBytes { r1 in vectors[2].withUnsafeBytes { r2 in
+                    out.withUnsafeMutableBytes { o in
+                        ob.step(pb, sumOf: .add(.add(.vector(r0), .vector(r1)), .vector(r2)), divisor: divisor, writingTo: o, threads: step % 2 + 1)
+                    }
+                } } }
+                let expected = pa.flatMap { $0.value.withData { Array($0) } }
+                // (compared as one Bool: a failure would print 220,000 bit patterns twice)
+                let same = out.map(\.bitPattern) == expected.map(\.bitPattern)
+                #expect(same, "decoupled \(decoupled), λ \(wd), step \(step)")
+                var o = 0
+                for p in pb { let n = p.value.count; p.value = Tensor(shape: p.value.shape, Array(out[o..<o + n])); o += n }
+            }
+            #expect(ob.stepCount == 4)
+        }
+    }
+
     @Test func adamAndAdamWFollowPyTorch() {
         for decoupled in [false, true] {
             let p = Parameter("w", Tensor(shape: [2], [0.5, -1.5]))

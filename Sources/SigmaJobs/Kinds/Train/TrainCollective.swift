@@ -299,7 +299,7 @@ extension TrainWorker {
 
 extension TrainJob {
     /// The optimizer the spec names, with its hyperparameters (the driver's, and a collective step owner's).
-    public func makeOptimizer() -> StatefulOptimizer {
+    public func makeOptimizer() -> StatefulOptimizer & TreeStepOptimizer {
         let o = optimizer
         switch o.kind {
         case "sgd": return SGD(learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))

@@ -10,7 +10,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public let data: LabeledData
     public let plan: TrainPlan
     let model: Layer
-    let optimizer: StatefulOptimizer
+    let optimizer: StatefulOptimizer & TreeStepOptimizer
     public private(set) var step: Int
     public private(set) var history: [[String: Any]] = []
     var parts: [TreeNode: ArrivedPartial] = [:]
@@ -218,31 +218,16 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         let rows = Float(reduced.rows)
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
-        var next: Frame? = nil
         let root: (loss: Double, correct: UInt64, rows: UInt64) = (reduced.loss, reduced.correct, reduced.rows)
-        if let sgd = optimizer as? SGD {
-            // One pass on up to 8 cores (the workers are waiting for these parameters): the reduce's additions left,
-            // / rows, the SGD update, and the next PARAMS payload written as it goes.
-            let frame = Frame(shareable: parameterCount * 4) { out in
-                reduced.withSumTree { sgd.step(model.parameters, sumOf: $0, divisor: rows, writingTo: out, threads: ElementChunks.threads) }
-            }
-            // The weights now live in the PARAMS payload only (read-only tensors over it, as on the workers): the
-            // pass wrote them once, and the next one reads them there.
-            try MLModels.assign(model.parameters, from: frame)
-            next = frame
-        } else {
-            let root = reduced.materialized()
-            var offset = 0
-            for p in model.parameters {
-                let n = p.value.count
-                p.grad = Tensor(shape: p.value.shape) { g in
-                    root.values.withUnsafeBufferPointer { src in for i in 0..<n { g[i] = src[offset + i] / rows } }
-                }
-                offset += n
-            }
-            optimizer.step(model.parameters)
+        // One pass on up to 8 cores (the workers are waiting for these parameters): the reduce's additions left,
+        // / rows, the optimizer's update, and the next PARAMS payload written as it goes.
+        let frame = Frame(shareable: parameterCount * 4) { out in
+            reduced.withSumTree { optimizer.step(model.parameters, sumOf: $0, divisor: rows, writingTo: out, threads: ElementChunks.threads) }
         }
-        record(root, lr: lr, params: next ?? TrainDriver.frame(model))
+        // The weights now live in the PARAMS payload only (read-only tensors over it, as on the workers): the pass
+        // wrote them once, and the next one reads them there.
+        try MLModels.assign(model.parameters, from: frame)
+        record(root, lr: lr, params: frame)
     }
 
     /// The step's history entry (loss, learning rate, rows, accuracy; the held-out figures where it evaluates), and
