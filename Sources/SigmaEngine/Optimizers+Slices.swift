@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 
 extension Adam {
@@ -97,26 +96,14 @@ struct FusedAdamPass: @unchecked Sendable {
     let c1: Float, c2: Float
     let divisor: Float
 
-    /// Elements 0..<total in up to `threads` contiguous ranges at once (at most one per 64 Ki elements); each
-    /// element's update is independent, so the bits do not depend on the split.
-    func run(total: Int, threads: Int) {
-        let n = max(1, min(threads, total / 65_536))
-        if n == 1 { run(0..<total); return }
-        DispatchQueue.concurrentPerform(iterations: n) { k in run(total * k / n ..< total * (k + 1) / n) }
-    }
+    func run(total: Int, threads: Int) { splitOverThreads(total: total, threads: threads) { run($0) } }
 
     func run(_ r: Range<Int>) {
-        let c = FusedSGDPass.chunk
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: c * (1 + tree.scratchDepth)) { buffer in
-            let sum = buffer.baseAddress!
-            var lo = r.lowerBound
-            while lo < r.upperBound {
-                let hi = min(lo + c, r.upperBound)
-                tree.evaluate(lo..<hi, into: sum, scratch: sum + c, stride: c)
-                for s in slices where s.start < hi && s.start + s.count > lo {
-                    for i in max(lo, s.start)..<min(hi, s.start + s.count) { update(s, i - s.start, g: sum[i - lo] / divisor) }
+        tree.forEachChunk(r) { chunk, sum in
+            for s in slices where s.start < chunk.upperBound && s.start + s.count > chunk.lowerBound {
+                for i in max(chunk.lowerBound, s.start)..<min(chunk.upperBound, s.start + s.count) {
+                    update(s, i - s.start, g: sum[i - chunk.lowerBound] / divisor)
                 }
-                lo = hi
             }
         }
     }

@@ -242,11 +242,7 @@ struct FusedSGDPass: @unchecked Sendable {
 
     /// Elements 0..<total (the slices laid end to end), in `threads` contiguous ranges at once — one per thread, at
     /// most one per 64 Ki elements. Each element's update is independent, so the bits do not depend on the split.
-    func run(total: Int, threads: Int) {
-        let n = max(1, min(threads, total / 65_536))
-        if n == 1 { run(0..<total); return }
-        DispatchQueue.concurrentPerform(iterations: n) { k in run(total * k / n ..< total * (k + 1) / n) }
-    }
+    func run(total: Int, threads: Int) { splitOverThreads(total: total, threads: threads) { run($0) } }
 
     /// Elements per chunk of a tree's sum: a few kilobytes per buffer, so they stay in the core's first caches.
     static let chunk = 2048
@@ -256,17 +252,9 @@ struct FusedSGDPass: @unchecked Sendable {
             for s in slices { pass(s, r, a: s.a!, b: s.b, shift: 0) }
             return
         }
-        let c = Self.chunk
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: c * (1 + tree.scratchDepth)) { buffer in
-            let sum = buffer.baseAddress!
-            var lo = r.lowerBound
-            while lo < r.upperBound {
-                let hi = min(lo + c, r.upperBound)
-                tree.evaluate(lo..<hi, into: sum, scratch: sum + c, stride: c)
-                // (the sum's element i sits at sum[i − lo]: `shift` is lo in slice coordinates)
-                for s in slices { pass(s, lo..<hi, a: UnsafeRawPointer(sum), b: nil, shift: lo - s.start) }
-                lo = hi
-            }
+        tree.forEachChunk(r) { chunk, sum in
+            // (the sum's element i sits at sum[i − lo]: `shift` is lo in slice coordinates)
+            for s in slices { pass(s, chunk, a: UnsafeRawPointer(sum), b: nil, shift: chunk.lowerBound - s.start) }
         }
     }
 
@@ -446,4 +434,30 @@ extension Adam: StatefulOptimizer {
                                             try stateTensor(state, p.name + ".exp_avg_sq", shape: p.value.shape, file: file))
         }
     }
+}
+
+extension SumTree {
+    /// The sum over `r`, chunk by chunk (`FusedSGDPass.chunk` elements, so the buffers stay in the core's first
+    /// caches): `body(chunk, sum)`, the sum's element i at `sum[i − chunk.lowerBound]`.
+    func forEachChunk(_ r: Range<Int>, _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
+        let c = FusedSGDPass.chunk
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: c * (1 + scratchDepth)) { buffer in
+            let sum = buffer.baseAddress!
+            var lo = r.lowerBound
+            while lo < r.upperBound {
+                let hi = min(lo + c, r.upperBound)
+                evaluate(lo..<hi, into: sum, scratch: sum + c, stride: c)
+                body(lo..<hi, sum)
+                lo = hi
+            }
+        }
+    }
+}
+
+/// Elements 0..<total in up to `threads` contiguous ranges at once — one per thread, at most one per 64 Ki elements
+/// (an optimizer's pass: each element's update is independent, so the bits do not depend on the split).
+func splitOverThreads(total: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
+    let n = max(1, min(threads, total / 65_536))
+    if n == 1 { body(0..<total); return }
+    DispatchQueue.concurrentPerform(iterations: n) { k in body(total * k / n ..< total * (k + 1) / n) }
 }

@@ -28,6 +28,14 @@ struct Digits {
     }
 }
 
+/// Parameters of these shapes with fixed, varied values (the same every call).
+func testParameters(_ shapes: [[Int]]) -> [Parameter] {
+    shapes.enumerated().map { k, shape in
+        let n = shape.reduce(1, *)
+        return Parameter("p\(k)", Tensor(shape: shape, (0..<n).map { Float(sin(Double($0 + k * 7))) * 2.1 }))
+    }
+}
+
 func batch(_ x: Tensor, _ y: [Int32], _ idx: ArraySlice<Int>) -> (Tensor, [Int32]) {
     let d = x.shape[1]
     let xs = x.scalars
@@ -154,13 +162,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         let shapes = [[300, 500], [70_001]]
         let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
         for (mu, wd) in [(Float(0), Float(0)), (0.9, 0), (0.9, 0.01)] {
-            func params() -> [Parameter] {
-                shapes.enumerated().map { k, shape in
-                    let n = shape.reduce(1, *)
-                    return Parameter("p\(k)", Tensor(shape: shape, (0..<n).map { Float(sin(Double($0 + k * 7))) * 2.1 }))
-                }
-            }
-            let (pa, pb) = (params(), params())
+            let (pa, pb) = (testParameters(shapes), testParameters(shapes))
             let (oa, ob) = (SGD(learningRate: 0.05, momentum: mu, weightDecay: wd), SGD(learningRate: 0.05, momentum: mu, weightDecay: wd))
             var out = [Float](repeating: 0, count: total)
             for step in 0..<4 {
@@ -202,13 +204,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         let shapes = [[300, 500], [70_001], [3]]
         let total = shapes.reduce(0) { $0 + $1.reduce(1, *) }
         for (decoupled, wd) in [(false, Float(0)), (false, 0.01), (true, 0.01)] {
-            func params() -> [Parameter] {
-                shapes.enumerated().map { k, shape in
-                    let n = shape.reduce(1, *)
-                    return Parameter("p\(k)", Tensor(shape: shape, (0..<n).map { Float(sin(Double($0 + k * 7))) * 2.1 }))
-                }
-            }
-            let (pa, pb) = (params(), params())
+            let (pa, pb) = (testParameters(shapes), testParameters(shapes))
             let (oa, ob) = (Adam(learningRate: 0.003, weightDecay: wd, decoupled: decoupled), Adam(learningRate: 0.003, weightDecay: wd, decoupled: decoupled))
             var out = [Float](repeating: 0, count: total)
             for step in 0..<4 {
