@@ -89,5 +89,62 @@ enum BenchStepTail {
         print("")
         print("As passes, each addition reads its two operands and writes a buffer the size of the gradient (a fresh one")
         print("when both operands are payloads); inside the SGD pass, the sums stay in a 2,048-element buffer per thread.")
+        try adam(runs: runs, workers: workerCounts.max() ?? 16, threads: threads)
+    }
+
+    /// The same end of a step with Adam: as the coordinator made it before 2026-12-06 — the tree's sum materialized,
+    /// the gradients divided into a tensor per parameter, `Adam.step` in place, the weights copied into the next
+    /// PARAMS — against one pass (`Adam.step(_:sumOf:…)`: the additions, ÷ rows, the update, the PARAMS written).
+    /// Same bits either way (`TrainingTests.fusedAdamStepIsBitwiseTheSameAsGradientsThenStep`).
+    static func adam(runs: Int, workers w: Int, threads: Int) throws {
+        let total = 32
+        let (before, now) = (Sequential.mlp([256, 1024, 1024, 10], seed: 1).parameters, Sequential.mlp([256, 1024, 1024, 10], seed: 1).parameters)
+        let n = now.reduce(0) { $0 + $1.value.count }
+        let (oldAdam, newAdam) = (Adam(learningRate: 0.001), Adam(learningRate: 0.001))
+        var start = 0
+        let shards = try proportionalSplit(total, weights: Array(repeating: 1, count: w)).map { c -> [(TreeNode, ArrivedPartial)] in
+            defer { start += c }
+            let payload = try GradientTree.encode(GradientTree.cover(start..<start + c, total: total).map { node in
+                (node, GradientSum(values: (0..<n).map { Float(($0 &* 7919 &+ Int(node.index)) % 2003) * 1e-4 - 0.1 }, loss: 1, correct: 0, rows: 64))
+            })
+            return try GradientTree.decode(payload, range: start..<start + c, total: total, parameters: n)
+        }
+        var out = [Float](repeating: 0, count: n)
+        var old: [Double] = [], fused: [Double] = [], additions = 0
+        for k in 0..<(runs + 1) {
+            for asBefore in k % 2 == 0 ? [true, false] : [false, true] {
+                // (not timed: all shards but the last added up the tree on arrival, as the coordinator does; the last stored)
+                var parts: [TreeNode: ArrivedPartial] = [:]
+                for (i, shard) in shards.enumerated() {
+                    for (node, p) in shard { parts[node] = p; if i < shards.count - 1 { GradientTree.combine(&parts, from: node, total: total) } }
+                }
+                let reduced = try GradientTree.reduce(parts, total: total)
+                additions = reduced.additions
+                let t0 = monotonicNanos()
+                let rows = Float(reduced.rows)
+                if asBefore {
+                    let root = reduced.materialized()
+                    var offset = 0
+                    for p in before {
+                        let c = p.value.count, o = offset
+                        p.grad = Tensor(shape: p.value.shape) { g in root.values.withUnsafeBufferPointer { src in for i in 0..<c { g[i] = src[o + i] / rows } } }
+                        offset += c
+                    }
+                    oldAdam.step(before)
+                    out.withUnsafeMutableBufferPointer { o in
+                        var at = 0
+                        for p in before { p.value.withData { v in for i in 0..<v.count { o[at + i] = v[i] } }; at += p.value.count }
+                    }
+                } else {
+                    out.withUnsafeMutableBytes { o in reduced.withSumTree { newAdam.step(now, sumOf: $0, divisor: rows, writingTo: o, threads: threads) } }
+                }
+                let ms = Double(monotonicNanos() - t0) / 1e6
+                if k > 0 { if asBefore { old.append(ms) } else { fused.append(ms) } }
+            }
+        }
+        print("")
+        print("Adam (β 0.9/0.999), \(w) workers' partial sums, \(additions) additions left: the tree's sum, the gradients, the step")
+        print("and the PARAMS copy one after the other \(String(format: "%.2f", median(old))) ms; one pass on \(threads) threads \(String(format: "%.2f", median(fused))) ms")
+        print("(\(String(format: "%.2f", median(old) / median(fused)))×).")
     }
 }
