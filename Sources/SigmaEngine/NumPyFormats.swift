@@ -12,20 +12,25 @@ public enum NumPyFormat {
         public let dataOffset: Int
     }
 
+    /// Where the header text starts and how many bytes it has, as the first 10 or 12 bytes of a .npy file declare
+    /// them (format 1: a 16-bit length after 10 bytes; 2 and 3: 32-bit after 12); nil when `bytes` is too short for
+    /// its version's prefix. Throws for a bad magic or an unknown version.
+    public static func headerSpan(_ bytes: UnsafeRawBufferPointer, file: String) throws -> (start: Int, count: Int)? {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw FormatError(file: file, problem: "not a .npy file (bad magic)") }
+        switch bytes[6] {
+        case 1: return (10, Int(bytes[8]) | Int(bytes[9]) << 8)
+        case 2, 3:
+            guard bytes.count >= 12 else { return nil }
+            return (12, Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24)
+        default: throw FormatError(file: file, problem: "unsupported .npy format version \(bytes[6]).\(bytes[7])")
+        }
+    }
+
     /// Parses the header at the start of `bytes` (errors name `file`).
     public static func parseHeader(_ bytes: UnsafeRawBufferPointer, file: String) throws -> Header {
         func fail(_ p: String) -> FormatError { FormatError(file: file, problem: p) }
-        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
-        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw fail("not a .npy file (bad magic)") }
-        let major = bytes[6]
-        let len: Int, start: Int
-        switch major {
-        case 1: len = Int(bytes[8]) | Int(bytes[9]) << 8; start = 10
-        case 2, 3:
-            guard bytes.count >= 12 else { throw fail("truncated header") }
-            len = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24; start = 12
-        default: throw fail("unsupported .npy format version \(major).\(bytes[7])")
-        }
+        guard let (start, len) = try headerSpan(bytes, file: file) else { throw fail("truncated header") }
         guard len <= 1 << 20, bytes.count >= start + len else { throw fail("truncated header: \(len) bytes declared") }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + len)]), as: UTF8.self)
         func value(_ key: String) -> String? {

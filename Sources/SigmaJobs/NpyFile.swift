@@ -92,11 +92,11 @@ public final class NpyFile {
             return got < b.count ? Array(b.prefix(max(0, got))) : b
         }
         var head = read(4096)
-        // (a header longer than that — its length is in bytes 8…11 — is read whole, up to the format's 1 MiB)
-        if head.count >= 12, head[0] == 0x93 {
-            let declared = head[6] == 1 ? 10 + (Int(head[8]) | Int(head[9]) << 8)
-                                        : 12 + (Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24)
-            if declared > head.count, declared <= (1 << 20) + 12 { head = read(declared) }
+        // (a header longer than that — as its prefix declares — is read whole, up to the format's 1 MiB; a prefix that
+        // is no .npy one is left to the parser's error)
+        if let span = try? head.withUnsafeBytes({ try NumPyFormat.headerSpan($0, file: path) }) {
+            let declared = span.start + span.count
+            if declared > head.count, span.count <= 1 << 20 { head = read(declared) }
         }
         do {
             header = try NpyHeader.parse(head, fileSize: Int(st.st_size), path: path)
