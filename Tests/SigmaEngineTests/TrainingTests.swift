@@ -36,6 +36,22 @@ func testParameters(_ shapes: [[Int]]) -> [Parameter] {
     }
 }
 
+/// Each parameter's gradient: its part of `sum` (the parameters laid end to end) ÷ `divisor`.
+func setGradients(_ parameters: [Parameter], to sum: [Float], dividedBy divisor: Float) {
+    var offset = 0
+    for p in parameters {
+        let n = p.value.count, o = offset
+        p.grad = Tensor(shape: p.value.shape, (0..<n).map { sum[o + $0] / divisor })
+        offset += n
+    }
+}
+
+/// Each parameter's values: its part of `values` (laid end to end), copied.
+func setValues(_ parameters: [Parameter], to values: [Float]) {
+    var o = 0
+    for p in parameters { let n = p.value.count; p.value = Tensor(shape: p.value.shape, Array(values[o..<o + n])); o += n }
+}
+
 func batch(_ x: Tensor, _ y: [Int32], _ idx: ArraySlice<Int>) -> (Tensor, [Int32]) {
     let d = x.shape[1]
     let xs = x.scalars
@@ -173,12 +189,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                 // Reference: the gradient as a tensor per parameter, then `step`.
                 var sum = a
                 if let b { for i in 0..<total { sum[i] = a[i] + b[i] } }
-                var offset = 0
-                for p in pa {
-                    let n = p.value.count, o = offset
-                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { sum[o + $0] / divisor })
-                    offset += n
-                }
+                setGradients(pa, to: sum, dividedBy: divisor)
                 oa.step(pa)
                 let before = pb.flatMap { $0.value.withData { Array($0) } }
                 a.withUnsafeBytes { ra in
@@ -192,8 +203,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                 #expect(pb.flatMap { $0.value.withData { Array($0) } } == before, "the fused step wrote the parameters, μ \(mu), λ \(wd), step \(step)")
                 #expect(out.map(\.bitPattern) == expected.map(\.bitPattern), "written weights, μ \(mu), λ \(wd), step \(step)")
                 // The caller points the parameters at the new weights (here by copy) for the next step.
-                var o = 0
-                for p in pb { let n = p.value.count; p.value = Tensor(shape: p.value.shape, Array(out[o..<o + n])); o += n }
+                setValues(pb, to: out)
             }
         }
     }
@@ -213,12 +223,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                 // Reference: ((v0 + v1) + v2) ÷ divisor as a tensor per parameter, then `step`.
                 var sum = vectors[0]
                 for i in 0..<total { sum[i] = (sum[i] + vectors[1][i]) + vectors[2][i] }
-                var offset = 0
-                for p in pa {
-                    let n = p.value.count, o = offset
-                    p.grad = Tensor(shape: p.value.shape, (0..<n).map { sum[o + $0] / divisor })
-                    offset += n
-                }
+                setGradients(pa, to: sum, dividedBy: divisor)
                 oa.step(pa)
                 vectors[0].withUnsafeBytes { r0 in vectors[1].withUnsafeBytes { r1 in vectors[2].withUnsafeBytes { r2 in
                     out.withUnsafeMutableBytes { o in
@@ -229,8 +234,7 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
                 // (compared as one Bool: a failure would print 220,000 bit patterns twice)
                 let same = out.map(\.bitPattern) == expected.map(\.bitPattern)
                 #expect(same, "decoupled \(decoupled), λ \(wd), step \(step)")
-                var o = 0
-                for p in pb { let n = p.value.count; p.value = Tensor(shape: p.value.shape, Array(out[o..<o + n])); o += n }
+                setValues(pb, to: out)
             }
             #expect(ob.stepCount == 4)
         }
