@@ -15,6 +15,9 @@ struct CollectiveSegment {
 }
 
 extension CoordinatorCore {
+    /// Collective attempts stopped in a row at one step before the coordinator takes over that job's reduce.
+    static let collectiveStopsAllowed = 3
+
     /// The address other workers reach worker `k` on for collective steps, if it offers one.
     func peerAddress(_ k: Int) -> PeerAddress? {
         guard let e = table[k].features["peer"], !e.isEmpty else { return nil }
@@ -26,6 +29,10 @@ extension CoordinatorCore {
     /// model left out gets the least share: every member owns a slice, so every one computes).
     mutating func collectiveShares(_ job: JobEntry, _ d: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
                                    into out: inout [CoordinatorAction]) -> [(weight: Double, worker: PeerID?)] {
+        if config.collectiveSteps, d.collectiveCapable, !job.collectiveOff, d.segmentSize == 0, d.segmentStartBytes > config.maxPayload {
+            job.collectiveOff = true
+            out.append(.log(.info, "job \(job.id): the coordinator reduces the steps: a collective segment's start (weights and optimizer state, \(d.segmentStartBytes) bytes) exceeds the payload limit of \(config.maxPayload) bytes (cluster.yaml coordinator.max_frame_bytes)", job: job.id))
+        }
         guard config.collectiveSteps, d.collectiveCapable, !job.collectiveOff else {
             // (collective steps turned off for the job: back to the coordinator reducing, from the snapshot)
             if d.segmentSize > 0 && d.atSnapshot {
@@ -83,6 +90,14 @@ extension CoordinatorCore {
             job.collective = nil
             let lost = d.rollback()
             out.append(.log(.warning, "job \(id): collective step \(step) stopped (\(reason)); back to step \(d.progress.step), \(lost) step(s) run again", job: id))
+            // (stopped again and again at the same step — a worker refusing the segment's start, say: its retries
+            // would only repeat; the coordinator reduces the job's steps)
+            let again = job.collectiveStops.step == d.progress.step ? job.collectiveStops.count + 1 : 1
+            job.collectiveStops = (d.progress.step, again)
+            if again >= CoordinatorCore.collectiveStopsAllowed, !job.collectiveOff {
+                job.collectiveOff = true
+                out.append(.log(.warning, "job \(id): collective steps stopped \(again) times at step \(step); the coordinator reduces this job's steps from now on", job: id))
+            }
             planRound(job, d, now: now, into: &out)
         }
     }

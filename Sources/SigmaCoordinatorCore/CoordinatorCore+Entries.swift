@@ -219,6 +219,8 @@ final class JobEntry {
     var collective: CollectiveSegment? = nil
     var collectiveBroken: String? = nil
     var collectiveOff = false
+    /// The step whose collective attempts were last stopped, and how many times in a row (`repairCollectives`).
+    var collectiveStops: (step: Int, count: Int) = (0, 0)
     let submitter: PeerID
     let request: UInt64
     let options: SubmitOptions

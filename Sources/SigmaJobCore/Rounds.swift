@@ -86,10 +86,12 @@ public protocol RoundDriver: AnyObject, Sendable {
 
     // Collective rounds (docs/architecture.md "Collective steps"): the workers of a round reduce it among
     // themselves; the coordinator keeps a snapshot of the weights and optimizer state it can go back to.
-    /// The job's rounds may be collective (training with SGD and float32 gradients).
+    /// The job's rounds may be collective (training with SGD, Adam or AdamW and float32 gradients).
     var collectiveCapable: Bool { get }
     /// Workers in the current collective segment (0: the coordinator reduces the rounds).
     var segmentSize: Int { get }
+    /// Bytes of a collective segment's start (the PARAMS its members get: weights and optimizer state).
+    var segmentStartBytes: Int { get }
     /// The driver holds the state of the current round (its snapshot is current): members may change here.
     var atSnapshot: Bool { get }
     /// The current round's end brings the workers' weights and optimizer state back (`plan` decides).
@@ -107,6 +109,7 @@ extension RoundDriver {
     public var resumesFromShards: Bool { true }
     public var collectiveCapable: Bool { false }
     public var segmentSize: Int { 0 }
+    public var segmentStartBytes: Int { 0 }
     public var atSnapshot: Bool { true }
     public var snapshotDue: Bool { false }
     public func beginSegment(size: Int) -> UInt32 { 0 }

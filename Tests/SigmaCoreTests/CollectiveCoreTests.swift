@@ -10,6 +10,8 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
     let steps: Int
     var step = 0, snapshotStep = 0, segmentSize = 0, dueAtPlan = false, broadcast = false
     var segments: [Int] = [], rollbacks: [Int] = []
+    /// What a segment's start would weigh (weights and optimizer state).
+    var segmentStartBytes = 8
     init(steps: Int) { self.steps = steps }
     var kind: String { "train" }
     var round: UInt32 { UInt32(step) }
@@ -54,10 +56,11 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
 /// each gets its rank and every member's address, the segment's weights go out once, and a member lost or failing
 /// mid-segment takes the job back to the snapshot.
 @Suite struct CollectiveCoreTests {
-    func start(_ steps: Int, workers: [(PeerID, String)]) -> (Harness, CollectiveDriver) {
-        var h = Harness()
+    func start(_ steps: Int, workers: [(PeerID, String)], startBytes: Int = 8, config: CoordinatorConfig = CoordinatorConfig()) -> (Harness, CollectiveDriver) {
+        var h = Harness(config)
         for (w, f) in workers { h.hello(w, features: f) }
         let d = CollectiveDriver(steps: steps)
+        d.segmentStartBytes = startBytes
         h.event(.inputResolved(client, Submit(request: 1, options: [], spec: .mapReduce(spec)), .success(d)))
         return (h, d)
     }
@@ -143,5 +146,43 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
         #expect(!rest.isEmpty && rest.allSatisfy { $0.1.collective == nil })
         for _ in 0..<30 where h.core.job(1)?.state == .running { answerAll(&h, [w1, w2]) }
         #expect(h.core.job(1)?.state == .completed)
+    }
+
+    /// A worker that keeps answering a collective step's ASSIGN without having its weights (it refused the segment's
+    /// PARAMS — larger than its payload limit, say) would have the step started again forever: after three stops at
+    /// the same step the coordinator reduces the job's steps.
+    @Test func aStepStoppedAgainAndAgainHandsTheReduceToTheCoordinator() throws {
+        var (h, d) = start(6, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")])
+        answerAll(&h, [w1, w2])   // step 1, the coordinator reduces
+        for stop in 1...3 {
+            let a = try #require(h.takeAssigns(w2).first, "stop \(stop)")
+            #expect(a.collective != nil && a.round == 1)
+            _ = h.takeAssigns(w1)
+            h.event(.received(w2, .result(ShardResult(job: a.job, shard: a.shard, attempt: a.attempt, status: .unknownJob))))
+            #expect(h.logs.contains { $0.contains("the coordinator reduces this job's steps from now on") } == (stop == 3), "stop \(stop)")
+        }
+        #expect(h.logs.contains { $0.contains("collective steps stopped 3 times at step 2") })
+        #expect(d.rollbacks.count == 3 && d.segments.last == 0)
+        let rest = answerAll(&h, [w1, w2])
+        #expect(!rest.isEmpty && rest.allSatisfy { $0.1.collective == nil })
+        for _ in 0..<30 where h.core.job(1)?.state == .running { answerAll(&h, [w1, w2]) }
+        #expect(h.core.job(1)?.state == .completed && d.step == 6)
+    }
+
+    /// A segment whose start (weights and optimizer state in one PARAMS) exceeds the payload limit is not begun:
+    /// the coordinator reduces the job's steps and says why, once.
+    @Test func aSegmentStartOverThePayloadLimitIsNotBegun() throws {
+        var config = CoordinatorConfig()
+        config.maxPayload = 1000
+        var (h, d) = start(5, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")], startBytes: 1001, config: config)
+        for _ in 0..<30 where h.core.job(1)?.state == .running {
+            #expect(answerAll(&h, [w1, w2]).allSatisfy { $0.1.collective == nil })
+        }
+        #expect(h.core.job(1)?.state == .completed && d.step == 5 && d.segments.allSatisfy { $0 == 0 })
+        #expect(h.logs.filter { $0.contains("1001 bytes) exceeds the payload limit of 1000 bytes") }.count == 1, "\(h.logs)")
+        // At the limit, it is begun.
+        var (h2, d2) = start(5, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")], startBytes: 1000, config: config)
+        for _ in 0..<30 where h2.core.job(1)?.state == .running { answerAll(&h2, [w1, w2]) }
+        #expect(d2.segments.contains(2))
     }
 }

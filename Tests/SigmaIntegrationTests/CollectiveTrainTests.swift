@@ -33,7 +33,7 @@ func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.
         return try #require((o?["totals"] as? [String: Any])?["bytes_in"] as? Int)
     }
 
-    @Test(arguments: ["sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}"])
+    @Test(arguments: ["sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", "adamw: {lr: 0.005, weight_decay: 0.01}"])
     func threeWorkersReduceTheStepsThemselvesBitwise(_ optimizer: String) async throws {
         let dir = try Scratch("collective")
         defer { dir.remove() }

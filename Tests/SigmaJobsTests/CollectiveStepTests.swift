@@ -123,8 +123,6 @@ final class MemoryPeers: @unchecked Sendable {
 
     /// Adam and AdamW: the members carry both moments and count the steps from the segment's start — the same bits
     /// as the coordinator's Adam, from the first step, after coordinator-reduced steps, and through stopped steps.
-    /// (The algorithm, driven here directly; the coordinator does not choose collective steps for Adam jobs yet:
-    /// `TrainDriver.collectiveCapable`.)
     @Test(arguments: ["adam: {lr: 0.01, weight_decay: 0.0001}", "adamw: {lr: 0.01, weight_decay: 0.01}"])
     func adamStepsGiveTheCoordinatorsBits(_ optimizer: String) throws {
         let yaml = Self.yaml.replacingOccurrences(of: "sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", with: optimizer)

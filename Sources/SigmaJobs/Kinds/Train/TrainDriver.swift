@@ -47,10 +47,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public var round: UInt32 { UInt32(step) }
     public var params: Frame? { segmentSize > 0 ? segmentParams : paramsFrame }
 
-    /// SGD jobs only for now: Adam's segments work (`CollectiveStepTests`), but a 22.7 M-parameter Adam fine-tune (MiniLM) on
-    /// two workers left its coordinator unresponsive for 120 s in one CI run of three (cause not found; its segment
-    /// start and snapshots hold 3× the weights), so the coordinator does not choose them yet.
-    public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && optimizer is SGD }
+    public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && (optimizer is SGD || optimizer is Adam) }
+    public var segmentStartBytes: Int { parameterCount * 4 * (1 + spec.collectiveStateVectors) }
     public var atSnapshot: Bool { segmentSize == 0 || step == snapshot.step }
     public var snapshotDue: Bool { snapshotRound }
 
