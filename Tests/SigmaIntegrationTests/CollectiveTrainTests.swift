@@ -63,8 +63,9 @@ func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.
         let dir = try Scratch("collective-kill")
         defer { dir.remove() }
         // (long enough that the kill lands well before the end even when progress reaches the client late: 400 steps
-        // took 4 s in CI and the coordinator needs 0.75 s to call a silent worker dead)
-        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 1500))
+        // took 4 s in CI and the coordinator needs 0.75 s to call a silent worker dead; in one loaded CI run the
+        // client's first progress, step 23, came after all 1,500 steps had run in 13 s — the kill landed after the end)
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 4000))
         let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
         let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])

@@ -215,7 +215,7 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         // start (22.6 M weights and both moments, 271 MB) exceeds the 256 MiB payload limit: the coordinator reduces it.
         let log = cluster.coordinator.stderr.joined(separator: "\n")
         #expect(log.contains("job 1: step 2 on, 2 workers reduce the steps among themselves"), "\(log.suffix(2000))")
-        #expect(log.contains("job 2: the coordinator reduces the steps: a collective segment's start") 
+        #expect(log.contains("job 2: the coordinator reduces the steps: a collective segment's start")
                 && !log.split(separator: "\n").contains { $0.contains("job 2: step") && $0.contains("among themselves") },
                 "\(log.suffix(2000))")
     }
