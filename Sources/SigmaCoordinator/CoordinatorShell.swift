@@ -236,7 +236,9 @@ public final class CoordinatorShell: Sendable {
             self.logger = logger
             self.shared = shared
             let now = monotonicNanos()
-            core = CoordinatorCore(config: options.core, now: now)
+            var config = options.core
+            config.maxPayload = options.limits.maxPayload   // (one limit: the link's, which the core plans within)
+            core = CoordinatorCore(config: config, now: now)
             nextTick = now + options.tickInterval
         }
 

@@ -8,8 +8,9 @@ public struct CoordinatorConfig: Sendable {
     /// Training steps of two or more workers that offer peer endpoints are reduced by the workers among themselves
     /// (docs/architecture.md "Collective steps"); false: always by the coordinator.
     public var collectiveSteps = true
-    /// The largest payload a worker takes (cluster.yaml `max_frame`): a collective segment whose start (weights and
-    /// optimizer state in one PARAMS) would be larger is not begun — the coordinator reduces that job's steps.
+    /// The largest payload a peer takes (cluster.yaml `coordinator.max_frame_bytes`; the shell sets it from its link's
+    /// limits): a collective segment whose start (weights and optimizer state in one PARAMS) would be larger is not
+    /// begun — the coordinator reduces that job's steps.
     public var maxPayload = ProtocolLimits.standard.maxPayload
     /// How often each side sends a heartbeat when it has nothing else to send.
     public var heartbeatInterval: Nanos = 1_000_000_000

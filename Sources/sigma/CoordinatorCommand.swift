@@ -93,7 +93,6 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000
             }
             options.limits.maxPayload = cfg.maxFrame
-            options.core.maxPayload = cfg.maxFrame
             options.dataRoots = try data.roots(cfg)
             options.core.specLimits = cfg.limits
             if let n = cfg.keepJobs { options.core.keepFinishedJobs = n }
