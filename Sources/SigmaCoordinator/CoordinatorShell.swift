@@ -17,7 +17,8 @@ public final class CoordinatorShell: Sendable {
             c.build = BuildIdentity.described(sigmaBuild)
             return c
         }()
-        public var limits = ProtocolLimits.standard
+        /// What peers may send; the core plans within its payload limit (collective segment starts).
+        public var limits = ProtocolLimits.standard { didSet { core.maxPayload = limits.maxPayload } }
         /// How often the core is ticked, nanoseconds.
         public var tickInterval: Nanos = 50_000_000
         /// Offer same-host workers shared memory for large payloads (also off when `SIGMA_SHM=0`).
@@ -236,9 +237,7 @@ public final class CoordinatorShell: Sendable {
             self.logger = logger
             self.shared = shared
             let now = monotonicNanos()
-            var config = options.core
-            config.maxPayload = options.limits.maxPayload   // (one limit: the link's, which the core plans within)
-            core = CoordinatorCore(config: config, now: now)
+            core = CoordinatorCore(config: options.core, now: now)
             nextTick = now + options.tickInterval
         }
 

@@ -112,6 +112,15 @@ struct TestCluster {
     }
 
     /// ≥ 100,000 random frames sent over TCP never crash the coordinator; it keeps serving afterwards.
+    /// The core plans collective segment starts within the payload limit the link enforces (one value: setting the
+    /// shell's limits sets the core's).
+    @Test func theCoresPayloadLimitIsTheLinks() {
+        var o = CoordinatorShell.Options()
+        #expect(o.core.maxPayload == ProtocolLimits.standard.maxPayload)
+        o.limits.maxPayload = 123_456
+        #expect(o.core.maxPayload == 123_456)
+    }
+
     @Test func randomFramesOverTCPNeverCrashTheCoordinator() async throws {
         let cluster = try TestCluster(.tcp, workers: 1)
         defer { cluster.stop() }
