@@ -33,6 +33,9 @@ void csys_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __A
 uint64_t csys_atomic_add_u64(uint64_t *p, uint64_t delta) { return __atomic_add_fetch(p, delta, __ATOMIC_SEQ_CST); }
 uint64_t csys_atomic_or_u64(uint64_t *p, uint64_t bits) { return __atomic_or_fetch(p, bits, __ATOMIC_SEQ_CST); }
 uint64_t csys_atomic_and_u64(uint64_t *p, uint64_t bits) { return __atomic_and_fetch(p, bits, __ATOMIC_SEQ_CST); }
+int csys_atomic_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
 
 /* Every Sigma process tunes its heap before main and before any thread exists: a thread that allocated
    before `mallopt(M_ARENA_MAX, 1)` keeps its own arena, whose 64 MiB heaps cannot hold a large tensor or
@@ -89,4 +92,50 @@ int csys_build_id(unsigned char *out, int cap) {
     struct csys_build_id_search s = { out, cap, 0 };
     dl_iterate_phdr(csys_build_id_visit, &s);
     return s.found;
+}
+
+#include <semaphore.h>
+#include <stdlib.h>
+#include <time.h>
+struct csys_wake { uint64_t ticket; uint64_t sleeping; sem_t sem; };
+csys_wake *csys_wake_new(void) {
+    csys_wake *w = calloc(1, sizeof *w);
+    if (w) sem_init(&w->sem, 0, 0);
+    return w;
+}
+uint64_t csys_wake_ticket(csys_wake *w) { return __atomic_load_n(&w->ticket, __ATOMIC_SEQ_CST); }
+static inline void csys_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+static long long csys_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+uint64_t csys_wake_wait(csys_wake *w, uint64_t seen, long spin_ns) {
+    long long deadline = csys_now_ns() + spin_ns;
+    for (unsigned i = 1;; i++) {
+        uint64_t t = __atomic_load_n(&w->ticket, __ATOMIC_SEQ_CST);
+        if (t != seen) return t;
+        if ((i & 127) == 0 && csys_now_ns() >= deadline) break;
+        csys_relax();
+    }
+    for (;;) {
+        /* Say we sleep, then look again: a signaller advances the ticket and then reads `sleeping`, so one of the
+           two sees the other (sequentially consistent), and no wake-up is lost. A post left over from a look that
+           found the ticket moved only makes a later sleep return early: the loop looks again. */
+        __atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&w->ticket, __ATOMIC_SEQ_CST) == seen) while (sem_wait(&w->sem) != 0) {}
+        __atomic_store_n(&w->sleeping, 0, __ATOMIC_SEQ_CST);
+        uint64_t t = __atomic_load_n(&w->ticket, __ATOMIC_SEQ_CST);
+        if (t != seen) return t;
+    }
+}
+void csys_wake_signal(csys_wake *w) {
+    __atomic_add_fetch(&w->ticket, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST)) sem_post(&w->sem);
 }

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSysShims
 
 /// What the OpenBLAS library in this process is and does (reported in HELLO and by benchmarks).
 public enum BLASInfo {
@@ -9,18 +10,38 @@ public enum BLASInfo {
         return String(cString: p)
     }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// Threads the engine's products and passes run on (`setThreads`; at start, what OpenBLAS would have used:
+    /// `OPENBLAS_NUM_THREADS`, or the cores). OpenBLAS itself runs one thread from then on: the engine splits a large
+    /// product by rows or columns over its own threads (`BLAS.sgemm`), each part one single-threaded `cblas_sgemm` — faster
+    /// than OpenBLAS's threads for a training step's shapes, and the same bits whatever the thread count
+    /// (docs/architecture.md, "Threads in the engine").
+    public static var threads: Int { Int(csys_atomic_load_u64(engineThreads)) }
 
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    public static func setThreads(_ n: Int) { csys_atomic_store_u64(engineThreads, UInt64(max(1, n))) }
+
+    /// The threads OpenBLAS started with in this process (read before the engine sets it to one).
+    public static let openBLASStarted = max(1, Int(openblas_get_num_threads()))
+
+    nonisolated(unsafe) private static let engineThreads: UnsafeMutablePointer<UInt64> = {
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        p.initialize(to: UInt64(openBLASStarted))
+        openblas_set_num_threads(1)
+        return p
+    }()
 }
 
 extension BLASInfo {
-    /// `cblas_sgemm` on the tensors' buffers into a reused output, for benchmarks (the baseline the engine is
-    /// measured against).
-    public static func sgemmDirect(_ a: Tensor, _ b: Tensor, n: Int) {
+    /// `cblas_sgemm` on the tensors' buffers into a reused output, on OpenBLAS's own threads (`threads` of them, not
+    /// the engine's split), for benchmarks (the baseline the engine is measured against).
+    public static func sgemmDirect(_ a: Tensor, _ b: Tensor, n: Int, threads: Int = 1) {
         let c = scratch(n * n)
+        _ = BLASInfo.threads   // (OpenBLAS is set to one thread the first time, not after this)
+        _ = BLASKernels.startup
+        openblas_set_num_threads(Int32(threads))
+        defer { openblas_set_num_threads(1) }
         a.withData { pa in b.withData { pb in
-            BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, pa.baseAddress, lda: n, pb.baseAddress, ldb: n, beta: 0, c, ldc: n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, pa.baseAddress, Int32(n),
+                        pb.baseAddress, Int32(n), 0, c, Int32(n))
         } }
     }
 
@@ -46,7 +67,42 @@ enum BLAS {
                       _ a: UnsafePointer<Float>?, lda: Int, _ b: UnsafePointer<Float>?, ldb: Int,
                       beta: Float, _ c: UnsafeMutablePointer<Float>?, ldc: Int, choosing: Bool = true) {
         if choosing { _ = BLASKernels.startup }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        let call = Call(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        let threads = BLASInfo.threads
+        if threads > 1, let split = productSplit(m: m, n: n, k: k, threads: threads), PassTeam.shared.run(parts: split.bounds.count - 1, { i in
+            let lo = split.bounds[i], hi = split.bounds[i + 1]
+            if split.byRows { call.run(lo, hi, 0, n) } else { call.run(0, m, lo, hi) }
+        }) { return }
+        call.run(0, m, 0, n)
     }
+
+    /// One product's operands, handed to the engine's threads (each writes its own part of C).
+    struct Call: @unchecked Sendable {
+        let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
+        let a: UnsafePointer<Float>?, lda: Int, b: UnsafePointer<Float>?, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>?, ldc: Int
+
+        /// Rows m0..<m1, columns n0..<n1 of C (row-major): from rows m0..<m1 of op(A) and columns n0..<n1 of op(B).
+        func run(_ m0: Int, _ m1: Int, _ n0: Int, _ n1: Int) {
+            let pa = a.map { transA ? $0 + m0 : $0 + m0 * lda }, pb = b.map { transB ? $0 + n0 * ldb : $0 + n0 }
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(m1 - m0), Int32(n1 - n0), Int32(k), alpha, pa, Int32(lda), pb, Int32(ldb), beta, c.map { $0 + m0 * ldc + n0 }, Int32(ldc))
+        }
+    }
+
+    /// How a product is split over the engine's threads: by rows or by columns of C, at
+    /// multiples of `splitAlign` — every part's tiles are the whole product's tiles, and OpenBLAS's K blocking depends
+    /// on K alone, so each element is the same sum in the same order as one single-threaded call (tests check it).
+    /// nil: too small to be worth a helper's wake-up (under about 2 M multiply-adds), or too narrow both ways.
+    static func productSplit(m: Int, n: Int, k: Int, threads: Int) -> (byRows: Bool, bounds: [Int])? {
+        guard m * n * k >= 1 << 21 else { return nil }
+        // Each part packs all of the operand the parts share — op(B) (k × n) when split by rows, op(A) (m × k) by
+        // columns — so split along the longer side: the smaller operand is the one packed twice.
+        let byRows = n < 2 * splitAlign || (m >= n && m >= 2 * splitAlign)
+        let extent = byRows ? m : n
+        let parts = min(threads, extent / splitAlign)
+        guard parts > 1 else { return nil }
+        return (byRows, (0...parts).map { p in p == parts ? extent : (extent * p / parts) / splitAlign * splitAlign })
+    }
+
+    static let splitAlign = 64
 }

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import COpenBLAS
 
 /// The shell: OpenBLAS's kernel table, switched in-process. A DYNAMIC_ARCH OpenBLAS keeps the running set in the
 /// exported pointer `gotoblas`; `gotoblas_dynamic_init()` fills it (from `OPENBLAS_CORETYPE`, else its own CPU
@@ -34,9 +35,10 @@ extension BLASKernels {
                                     // OpenBLAS starts its threads when it loads, and a thread still starting up reads
                                     // the table: switching under it crashed, or broke the switch (5–9 in 10,000
                                     // start-ups of a C program under load; none once its threads had run a product).
-                                    // So they run one first, on OpenBLAS's own set; then the switch and its check
-                                    // run on one BLAS thread, as every process computes.
-                                    startThreads(threads)
+                                    // So they run one first, on OpenBLAS's own set and all the threads it started
+                                    // (the engine keeps it on one otherwise); then the switch and its check run on
+                                    // one engine thread.
+                                    startThreads()
                                     BLASInfo.setThreads(1)
                                     started = true
                                 }
@@ -50,18 +52,22 @@ extension BLASKernels {
         return status
     }
 
-    /// A product OpenBLAS splits over all its `threads` threads — (64·threads × 64) · (64 × 64·threads), ≥ 128 square: every
+    /// A product OpenBLAS splits over all the threads it started — (64·threads × 64) · (64 × 64·threads), ≥ 128 square: every
     /// thread gets rows and columns, yet it is a few million multiply-adds on a 2-core host (a 64-core one: 2 GFLOP,
     /// not the 137 of a cube that size) — so each has started, and taken its buffer, by the time it returns.
-    static func startThreads(_ threads: Int) {
+    static func startThreads() {
+        let threads = BLASInfo.openBLASStarted
+        _ = BLASInfo.threads   // (sets OpenBLAS to one thread the first time: not after this product)
         let n = max(128, 64 * threads), k = 64
         let a = [Float](repeating: 1, count: n * k)
         var c = [Float](repeating: 0, count: n * n)
+        openblas_set_num_threads(Int32(threads))
+        defer { openblas_set_num_threads(1) }
         a.withUnsafeBufferPointer { pa in
             c.withUnsafeMutableBufferPointer { pc in
                 // (a as both operands: n × k, and read as k × n through the transposed B)
-                BLAS.sgemm(transA: false, transB: true, m: n, n: n, k: k, pa.baseAddress, lda: k, pa.baseAddress, ldb: k,
-                           beta: 0, pc.baseAddress, ldc: n, choosing: false)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(k), 1, pa.baseAddress, Int32(k),
+                            pa.baseAddress, Int32(k), 0, pc.baseAddress, Int32(n))
             }
         }
     }

@@ -238,19 +238,26 @@ public enum Kernels {
             t.withData { pt in out.withMutableData { po in
                 guard let src = pt.baseAddress, let dst = po.baseAddress else { return }
                 // Row after row into the sum, 8 lanes at a time (each lane adds its rows in the same order: the same
-                // bits as one element at a time, which the compiler did not vectorize: the pointers might alias).
-                let rs = UnsafeRawPointer(src), rd = UnsafeMutableRawPointer(dst)
-                var base = 0
-                while base < pt.count {
-                    var j = 0
-                    while j + 8 <= target {
-                        let sum = rd.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                            + rs.loadUnaligned(fromByteOffset: (base + j) * 4, as: SIMD8<Float>.self)
-                        rd.storeBytes(of: sum, toByteOffset: j * 4, as: SIMD8<Float>.self)
-                        j += 8
+                // bits as one element at a time, which the compiler did not vectorize: the pointers might alias);
+                // columns split over the engine's threads (each column's sum is the same whoever makes it).
+                let (rs, rd, count) = (Unchecked(UnsafeRawPointer(src)), Unchecked(UnsafeMutableRawPointer(dst)), pt.count)
+                splitOverThreads(total: target, threads: BLASInfo.threads, minimumPart: max(64, 65_536 / max(1, count / target))) { cols in
+                    var base = 0
+                    while base < count {
+                        var j = cols.lowerBound
+                        while j + 8 <= cols.upperBound {
+                            let sum = rd.v.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                                + rs.v.loadUnaligned(fromByteOffset: (base + j) * 4, as: SIMD8<Float>.self)
+                            rd.v.storeBytes(of: sum, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                            j += 8
+                        }
+                        while j < cols.upperBound {
+                            rd.v.storeBytes(of: rd.v.load(fromByteOffset: j * 4, as: Float.self) + rs.v.load(fromByteOffset: (base + j) * 4, as: Float.self),
+                                            toByteOffset: j * 4, as: Float.self)
+                            j += 1
+                        }
+                        base += target
                     }
-                    while j < target { dst[j] += src[base + j]; j += 1 }
-                    base += target
                 }
             } }
             return out
@@ -304,9 +311,17 @@ public enum Kernels {
     }
 
     /// out[i] = x[i] > 0 ? v[i] : 0 (NaN → 0), 16 lanes at a time without branches: ReLU is v = x, its backward
-    /// v = the upstream gradient. (A branch per element mispredicts half the time on real activations.)
-    @inline(__always)
+    /// v = the upstream gradient. (A branch per element mispredicts half the time on real activations.) Split over
+    /// the engine's threads.
     static func reluSelect(_ x: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>) {
+        let (x, v, out) = (Unchecked(x), Unchecked(v), Unchecked(out))
+        splitOverThreads(total: out.v.count, threads: BLASInfo.threads) { r in
+            reluSelectRange(UnsafeBufferPointer(rebasing: x.v[r]), UnsafeBufferPointer(rebasing: v.v[r]), UnsafeMutableBufferPointer(rebasing: out.v[r]))
+        }
+    }
+
+    @inline(__always)
+    static func reluSelectRange(_ x: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>) {
         let n = out.count
         guard n > 0, let px = x.baseAddress, let pv = v.baseAddress, let po = out.baseAddress else { return }
         let rx = UnsafeRawPointer(px), rv = UnsafeRawPointer(pv), ro = UnsafeMutableRawPointer(po)

@@ -453,11 +453,3 @@ extension SumTree {
         }
     }
 }
-
-/// Elements 0..<total in up to `threads` contiguous ranges at once — one per thread, at most one per 64 Ki elements
-/// (an optimizer's pass: each element's update is independent, so the bits do not depend on the split).
-func splitOverThreads(total: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
-    let n = max(1, min(threads, total / 65_536))
-    if n == 1 { body(0..<total); return }
-    DispatchQueue.concurrentPerform(iterations: n) { k in body(total * k / n ..< total * (k + 1) / n) }
-}

@@ -35,3 +35,16 @@ void csys_softmax_rows(const float *x, float *y, long rows, long cols);
 /// The running executable's GNU build id (the linker's NT_GNU_BUILD_ID note), copied into `out`: its length in
 /// bytes, or 0 when the executable carries none (or it does not fit `cap`).
 int csys_build_id(unsigned char *out, int cap);
+/// A wake-up word one thread waits on and another signals: a ticket the signaller advances, with a semaphore for a
+/// waiter that has stopped spinning. Made once, never freed (the engine's helper threads live as long as the process).
+typedef struct csys_wake csys_wake;
+csys_wake *csys_wake_new(void);
+/// The ticket now.
+uint64_t csys_wake_ticket(csys_wake *w);
+/// Waits until the ticket differs from `seen` — spinning (with the CPU's pause hint) for up to `spin_ns`, then
+/// asleep — and returns it.
+uint64_t csys_wake_wait(csys_wake *w, uint64_t seen, long spin_ns);
+/// Advances the ticket; wakes the waiter if it sleeps.
+void csys_wake_signal(csys_wake *w);
+/// Sets *p to `desired` if it holds `expected`; returns whether it did (sequentially consistent).
+int csys_atomic_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired);

@@ -179,16 +179,8 @@ enum Subtree {
 enum ElementChunks {
     static var threads: Int { min(8, ComputeLanes.shared.total) }
     static func run(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
-        let n = max(1, min(threads, count / 262_144))
-        if n == 1 { body(0..<count); return }
-        DispatchQueue.concurrentPerform(iterations: n) { k in body(count * k / n ..< count * (k + 1) / n) }
+        splitOverThreads(total: count, threads: threads, minimumPart: 262_144, body)
     }
-}
-
-/// A buffer pointer handed to chunk threads that write disjoint ranges of it.
-struct Unchecked<P>: @unchecked Sendable {
-    let v: P
-    init(_ v: P) { self.v = v }
 }
 
 extension Array where Element == Float {
