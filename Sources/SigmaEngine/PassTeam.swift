@@ -44,7 +44,8 @@ final class PassTeam: @unchecked Sendable {
         guard parts > 1 else { body(0); return true }
         guard csys_atomic_cas_u64(busy, 0, 1) != 0 else { return false }
         defer { csys_atomic_store_u64(busy, 0) }
-        while helpers.count < parts - 1 { helpers.append(Helper()) }
+        while helpers.count < parts - 1, let h = Helper() { helpers.append(h) }
+        guard helpers.count >= parts - 1 else { return false }   // (no thread could be made: the caller's way)
         withoutActuallyEscaping(body) { b in
             for k in 1..<parts { helpers[k - 1].start(part: k, b) }
             b(0)
@@ -59,14 +60,18 @@ final class PassTeam: @unchecked Sendable {
         private var job: (@Sendable (Int) -> Void)?
         private var part = 0
 
-        init() {
+        /// nil when the system makes no more threads.
+        init?() {
             var thread = pthread_t()
             // (retained for good: the team keeps its helpers for the process's life)
-            let rc = pthread_create(&thread, nil, { arg in
+            let me = Unmanaged.passRetained(self)
+            guard pthread_create(&thread, nil, { arg in
                 Unmanaged<Helper>.fromOpaque(arg!).takeUnretainedValue().loop()
                 return nil
-            }, Unmanaged.passRetained(self).toOpaque())
-            precondition(rc == 0, "pthread_create failed: \(rc)")
+            }, me.toOpaque()) == 0 else {
+                me.release()
+                return nil
+            }
             pthread_detach(thread)
         }
 
@@ -75,7 +80,7 @@ final class PassTeam: @unchecked Sendable {
             var seen: UInt64 = 0
             while true {
                 seen = csys_wake_wait(go, seen, PassTeam.helperSpin)
-                job?(part)
+                do { let body = job; body?(part) }   // (its reference dropped before the caller hears it is done)
                 csys_wake_signal(done)
             }
         }
