@@ -97,10 +97,17 @@ final class PictureSource: DashboardSource {
 
         // The overview, in a browser that never saw it before: the charts start from the coordinator's past.
         let shot = artifacts.appendingPathComponent("dashboard-history.png").path
-        try? FileManager.default.removeItem(atPath: shot)
-        _ = await runToolAsync(chromium, Self.flags + ["--window-size=1280,1200", "--screenshot=\(shot)", base], timeout: 90)
-        let overview = try await Picture.load(png: shot)
         func columns(_ hex: String, in p: Picture) -> Set<Int> { Set(p.find(hex).map(\.x)) }
+        // (Chromium shoots at its 5 s timeout, the event stream keeping the page loading; in one loaded clean-clone CI
+        // run of 2026-12-06 the shot showed no chart line at all — the script had not drawn yet. As for the job page
+        // below, a shot without the utilisation line is taken again, up to three times; the checks use the last.)
+        var overview = Picture.empty
+        for _ in 0..<3 {
+            try? FileManager.default.removeItem(atPath: shot)
+            _ = await runToolAsync(chromium, Self.flags + ["--window-size=1280,1200", "--screenshot=\(shot)", base], timeout: 90)
+            overview = (try? await Picture.load(png: shot)) ?? .empty
+            if columns("#7c3aed", in: overview).count >= 400 { break }
+        }
         let utilisation = columns("#7c3aed", in: overview)
         #expect(utilisation.count >= 400, "the utilisation line covers \(utilisation.count) columns: the past was not drawn")
         for (k, color) in ["#e11d48", "#0284c7", "#65a30d"].enumerated() {
