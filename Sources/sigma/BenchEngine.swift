@@ -29,6 +29,9 @@ func benchGemm(runs: Int) {
                 t = monotonicNanos()
                 for _ in 0..<reps { BLASInfo.sgemmDirect(a, b, n: n, threads: threads) }
                 direct.append(Double(monotonicNanos() - t))
+                // After a product on several threads OpenBLAS's threads spin for ~0.1 s (their default timeout) — on the
+                // cores the engine's next sample needs (measured: 88–95 % at n = 2048 without this pause, 2 threads).
+                if threads > 1 { usleep(200_000) }
             }
             let flops = 2 * pow(Double(n), 3) * Double(reps)
             let g1 = flops / median(ours), g2 = flops / median(direct)
@@ -38,9 +41,9 @@ func benchGemm(runs: Int) {
 }
 
 /// One SGD training step of an MLP 784-1024-1024-10 on batches of 256 (forward, backward, update), samples/s,
-/// 1 and 2 engine threads; medians of `runs` (each 20 steps after 3 warm-up steps). Each run is followed by a run of
-/// the hand-written NumPy loop (`bench/mlp_numpy.py`, same shapes and update) and by a measure of the ceiling, so
-/// drift on a shared machine hits all three alike; each ratio is the median of its run's pairs.
+/// 1 and 2 engine threads; medians of `runs` (each 20 steps after 3 warm-up steps). Each run is followed by a measure of
+/// the ceiling and a run of the hand-written NumPy loop (`bench/mlp_numpy.py`, same shapes and update), so drift on a
+/// shared machine hits all three alike; each ratio is the median of its run's pairs.
 func benchMLP(runs: Int) {
     print("# sigma bench mlp — \(BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)), \(ProcessInfo.processInfo.activeProcessorCount) cores; "
           + "OpenBLAS kernels: \(BLASInfo.coreName), MLP 784-1024-1024-10, batch 256, SGD momentum 0.9")
@@ -55,8 +58,9 @@ func benchMLP(runs: Int) {
         var ours: [Double] = [], numpy: [Double] = [], ceilings: [Double] = []
         for _ in 0..<runs {
             ours.append(engineStepRate(threads: threads, runs: 1))
-            if let r = numpyStepRate(threads: threads) { numpy.append(r) }
+            // (the ceiling before NumPy: its OpenBLAS threads' spinning ends while Python starts, not in our next run)
             ceilings.append(peakGEMMRate(threads: threads) / flopsPerSample)
+            if let r = numpyStepRate(threads: threads) { numpy.append(r) }
         }
         let base = numpy.isEmpty ? "unavailable (python3 with numpy)" : "\(Int(median(numpy)))"
         let peak = median(ceilings) * flopsPerSample
@@ -97,7 +101,8 @@ func peakGEMMRate(threads: Int) -> Double {
         }
         return 2 * pow(Double(n), 3) / median(times)
     }
-    return max(rate { BLASInfo.sgemmDirect(a, b, n: n, threads: threads) }, rate { _ = Kernels.matmul(a, b) })
+    // (the engine first: after `cblas_sgemm` on several threads OpenBLAS's threads spin for ~0.1 s, which would slow it)
+    return max(rate { _ = Kernels.matmul(a, b) }, rate { BLASInfo.sgemmDirect(a, b, n: n, threads: threads) })
 }
 
 /// FLOP/s of `threads` threads each computing 1024 × 1024 products on one BLAS thread (`Kernels.matmul`, each into its
