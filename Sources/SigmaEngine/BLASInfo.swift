@@ -35,14 +35,22 @@ extension BLASInfo {
     /// the engine's split), for benchmarks (the baseline the engine is measured against).
     public static func sgemmDirect(_ a: Tensor, _ b: Tensor, n: Int, threads: Int = 1) {
         let c = scratch(n * n)
-        _ = BLASInfo.threads   // (OpenBLAS is set to one thread the first time, not after this)
         _ = BLASKernels.startup
-        openblas_set_num_threads(Int32(threads))
+        onOpenBLASThreads(threads) {
+            a.withData { pa in b.withData { pb in
+                BLAS.Call(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: pa.baseAddress, lda: n, b: pb.baseAddress, ldb: n,
+                          beta: 0, c: c, ldc: n).run(0, n, 0, n)
+            } }
+        }
+    }
+
+    /// Runs `body` with OpenBLAS on `n` threads of its own — the kernel choice's warm-up product, benchmarks' baseline —
+    /// then puts it back on one.
+    static func onOpenBLASThreads<T>(_ n: Int, _ body: () -> T) -> T {
+        _ = threads   // (the engine sets OpenBLAS to one thread the first time: not after `body`)
+        openblas_set_num_threads(Int32(n))
         defer { openblas_set_num_threads(1) }
-        a.withData { pa in b.withData { pb in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, pa.baseAddress, Int32(n),
-                        pb.baseAddress, Int32(n), 0, c, Int32(n))
-        } }
+        return body()
     }
 
     nonisolated(unsafe) private static var scratchBuffer: UnsafeMutablePointer<Float>? = nil

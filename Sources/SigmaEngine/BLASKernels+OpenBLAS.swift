@@ -4,7 +4,6 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
-import COpenBLAS
 
 /// The shell: OpenBLAS's kernel table, switched in-process. A DYNAMIC_ARCH OpenBLAS keeps the running set in the
 /// exported pointer `gotoblas`; `gotoblas_dynamic_init()` fills it (from `OPENBLAS_CORETYPE`, else its own CPU
@@ -57,17 +56,16 @@ extension BLASKernels {
     /// not the 137 of a cube that size) — so each has started, and taken its buffer, by the time it returns.
     static func startThreads() {
         let threads = BLASInfo.openBLASStarted
-        _ = BLASInfo.threads   // (sets OpenBLAS to one thread the first time: not after this product)
         let n = max(128, 64 * threads), k = 64
         let a = [Float](repeating: 1, count: n * k)
         var c = [Float](repeating: 0, count: n * n)
-        openblas_set_num_threads(Int32(threads))
-        defer { openblas_set_num_threads(1) }
-        a.withUnsafeBufferPointer { pa in
-            c.withUnsafeMutableBufferPointer { pc in
-                // (a as both operands: n × k, and read as k × n through the transposed B)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(k), 1, pa.baseAddress, Int32(k),
-                            pa.baseAddress, Int32(k), 0, pc.baseAddress, Int32(n))
+        BLASInfo.onOpenBLASThreads(threads) {
+            a.withUnsafeBufferPointer { pa in
+                c.withUnsafeMutableBufferPointer { pc in
+                    // (a as both operands: n × k, and read as k × n through the transposed B)
+                    BLAS.Call(transA: false, transB: true, m: n, n: n, k: k, alpha: 1, a: pa.baseAddress, lda: k, b: pa.baseAddress, ldb: k,
+                              beta: 0, c: pc.baseAddress, ldc: n).run(0, n, 0, n)
+                }
             }
         }
     }
