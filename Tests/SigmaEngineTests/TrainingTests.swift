@@ -131,6 +131,16 @@ func trainDigits(_ model: Layer, _ d: Digits, optimizer opt: Optimizer, epochs: 
         for i in 0..<2 { #expect(abs(Double(p.value[i]) - w[i]) < 1e-6) }
     }
 
+    /// Without weight decay no decay term is added at all, as PyTorch does: an infinite weight stays infinite (adding
+    /// 0·∞ would have made its gradient, its velocity and then the weight NaN), and the finite ones move as usual.
+    @Test func sgdWithoutWeightDecayAddsNoDecayTerm() {
+        let p = Parameter("w", Tensor(shape: [2], [.infinity, 1]))
+        p.grad = Tensor(shape: [2], [0.5, 0.5])
+        SGD(learningRate: 0.5, momentum: 0.9).step([p])
+        #expect(p.value[0] == .infinity)
+        #expect(p.value[1] == 0.75)
+    }
+
     /// `step` splits its in-place pass over threads: 1, 2 and 3 threads give the same bits, and those are the
     /// scalar float32 update (g = grad + λ·w, v = μ·v + g — v = g on the first step — and w − lr·v, in that order).
     @Test func sgdStepOnSeveralThreadsIsTheScalarUpdate() {
