@@ -29,9 +29,10 @@ extension CoordinatorCore {
     /// model left out gets the least share: every member owns a slice, so every one computes).
     mutating func collectiveShares(_ job: JobEntry, _ d: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
                                    into out: inout [CoordinatorAction]) -> [(weight: Double, worker: PeerID?)] {
-        if config.collectiveSteps, d.collectiveCapable, !job.collectiveOff, d.segmentSize == 0, d.segmentStartBytes > config.maxPayload {
+        // (the largest member's start is with two members: each then gets the weights and half of the state)
+        if config.collectiveSteps, d.collectiveCapable, !job.collectiveOff, d.segmentSize == 0, d.segmentStartBytes(members: 2) > config.maxPayload {
             job.collectiveOff = true
-            out.append(.log(.info, "job \(job.id): the coordinator reduces the steps: a collective segment's start (weights and optimizer state, \(d.segmentStartBytes) bytes) exceeds the payload limit of \(config.maxPayload) bytes (cluster.yaml coordinator.max_frame_bytes)", job: job.id))
+            out.append(.log(.info, "job \(job.id): the coordinator reduces the steps: a collective segment's start (the weights and half of the optimizer's state, \(d.segmentStartBytes(members: 2)) bytes) exceeds the payload limit of \(config.maxPayload) bytes (cluster.yaml coordinator.max_frame_bytes)", job: job.id))
         }
         guard config.collectiveSteps, d.collectiveCapable, !job.collectiveOff else {
             // (collective steps turned off for the job: back to the coordinator reducing, from the snapshot)

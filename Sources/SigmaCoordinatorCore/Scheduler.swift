@@ -231,7 +231,12 @@ extension CoordinatorCore {
         if needsSpec { table[k].specSent.insert(job.id) }
         let round = job.driver?.round ?? 0
         var bytes = 64
-        if let d = job.driver, let params = d.params, table[k].paramsSent[job.id] != round {
+        let collective = collectiveStep(job, i)
+        // (a collective segment's start: the weights and all of the optimizer's state in one frame for every member when
+        // that fits a payload, else each member the weights and its own slice of the state)
+        if let d = job.driver, let params = collective.map({ c in
+            d.params(member: Int(c.rank), of: d.segmentStartBytes(members: 1) <= config.maxPayload ? 1 : c.peers.count)
+        }) ?? d.params, table[k].paramsSent[job.id] != round {
             table[k].paramsSent[job.id] = round
             bytes += params.count
             out.append(.send(peer, .params(Params(job: job.id, version: round, payload: params))))
@@ -252,7 +257,7 @@ extension CoordinatorCore {
         decisions += 1
         out.append(.send(peer, .assign(Assign(job: job.id, shard: shard, attempt: attempt, start: job.ranges[i].start,
                                               count: items, round: round, withParams: job.driver?.params != nil,
-                                              spec: needsSpec ? job.spec : nil, collective: collectiveStep(job, i)))))
+                                              spec: needsSpec ? job.spec : nil, collective: collective))))
     }
 
     // MARK: hedging

@@ -90,8 +90,13 @@ public protocol RoundDriver: AnyObject, Sendable {
     var collectiveCapable: Bool { get }
     /// Workers in the current collective segment (0: the coordinator reduces the rounds).
     var segmentSize: Int { get }
-    /// Bytes of a collective segment's start (the PARAMS its members get: weights and optimizer state).
-    var segmentStartBytes: Int { get }
+    /// Bytes of the largest PARAMS a member gets at the start of a collective segment when the optimizer's state is
+    /// shared out among `size` members (the weights and its slice of the state; 1: all of the state).
+    func segmentStartBytes(members size: Int) -> Int
+    /// The PARAMS for member `rank` at the current collective segment's start, the optimizer's state shared out among
+    /// `size` (the weights and that member's slice of the state; size 1: all of it, one frame for every member);
+    /// elsewhere `params`.
+    func params(member rank: Int, of size: Int) -> Frame?
     /// The driver holds the state of the current round (its snapshot is current): members may change here.
     var atSnapshot: Bool { get }
     /// The current round's end brings the workers' weights and optimizer state back (`plan` decides).
@@ -109,7 +114,8 @@ extension RoundDriver {
     public var resumesFromShards: Bool { true }
     public var collectiveCapable: Bool { false }
     public var segmentSize: Int { 0 }
-    public var segmentStartBytes: Int { 0 }
+    public func segmentStartBytes(members size: Int) -> Int { 0 }
+    public func params(member rank: Int, of size: Int) -> Frame? { params }
     public var atSnapshot: Bool { true }
     public var snapshotDue: Bool { false }
     public func beginSegment(size: Int) -> UInt32 { 0 }

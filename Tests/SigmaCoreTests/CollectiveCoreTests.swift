@@ -10,12 +10,15 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
     let steps: Int
     var step = 0, snapshotStep = 0, segmentSize = 0, dueAtPlan = false, broadcast = false
     var segments: [Int] = [], rollbacks: [Int] = []
-    /// What a segment's start would weigh (weights and optimizer state).
-    var segmentStartBytes = 8
+    /// What a segment's start would weigh: the weights, and the optimizer's state shared out among the members.
+    var weightBytes = 4, stateBytes = 4
     init(steps: Int) { self.steps = steps }
     var kind: String { "train" }
     var round: UInt32 { UInt32(step) }
     var params: Frame? { segmentSize > 0 ? (broadcast ? Frame([1, 2, 3, 4, 5, 6, 7, 8]) : nil) : Frame([1, 2, 3, 4]) }
+    /// A member's PARAMS at a segment's start name its rank and the members the state is shared out among.
+    func params(member rank: Int, of size: Int) -> Frame? { segmentSize > 0 && broadcast ? Frame([UInt8(rank), UInt8(size), 3, 4, 5, 6]) : params }
+    func segmentStartBytes(members size: Int) -> Int { weightBytes + stateBytes / size }
     var unit: String { "micro-batches" }
     var roundItems: Int { 8 }
     var sharesPerWorker: Bool { true }
@@ -56,11 +59,11 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
 /// each gets its rank and every member's address, the segment's weights go out once, and a member lost or failing
 /// mid-segment takes the job back to the snapshot.
 @Suite struct CollectiveCoreTests {
-    func start(_ steps: Int, workers: [(PeerID, String)], startBytes: Int = 8, config: CoordinatorConfig = CoordinatorConfig()) -> (Harness, CollectiveDriver) {
+    func start(_ steps: Int, workers: [(PeerID, String)], weightBytes: Int = 4, stateBytes: Int = 4, config: CoordinatorConfig = CoordinatorConfig()) -> (Harness, CollectiveDriver) {
         var h = Harness(config)
         for (w, f) in workers { h.hello(w, features: f) }
         let d = CollectiveDriver(steps: steps)
-        d.segmentStartBytes = startBytes
+        (d.weightBytes, d.stateBytes) = (weightBytes, stateBytes)
         h.event(.inputResolved(client, Submit(request: 1, options: [], spec: .mapReduce(spec)), .success(d)))
         return (h, d)
     }
@@ -84,12 +87,13 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
         answerAll(&h, [w1, w2, w3])   // step 1: planned at submission, the coordinator reduces it
         // Step 2 on: w1 and w2 (w3 offers no peer endpoint) reduce it, ranks in the worker table's order; the
         // segment's weights went to both, once.
-        func takeParams(_ h: inout Harness) -> [PeerID] {
-            var to: [PeerID] = []
-            h.outbox.removeAll { p, m in if case .params = m { to.append(p); return true } else { return false } }
+        func takeParams(_ h: inout Harness) -> [PeerID: Frame] {
+            var to: [PeerID: Frame] = [:]
+            h.outbox.removeAll { p, m in if case .params(let x) = m { to[p] = x.payload; return true } else { return false } }
             return to
         }
-        #expect(Set(takeParams(&h)) == [w1, w2])
+        // (the whole start fits one payload: each asked for the weights and all of the optimizer's state — "of 1")
+        #expect(takeParams(&h) == [w1: Frame([0, 1, 3, 4, 5, 6]), w2: Frame([1, 1, 3, 4, 5, 6])])
         let step2 = answerAll(&h, [w1, w2, w3])
         #expect(step2.map(\.0) == [w1, w2])
         let peers = [PeerAddress(endpoint: "tcp://h1:7001", key: "K1"), PeerAddress(endpoint: "tcp://h2:7002")]
@@ -169,20 +173,28 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
         #expect(h.core.job(1)?.state == .completed && d.step == 6)
     }
 
-    /// A segment whose start (weights and optimizer state in one PARAMS) exceeds the payload limit is not begun:
-    /// the coordinator reduces the job's steps and says why, once.
+    /// A segment whose start (the weights and a member's share of the optimizer state in one PARAMS, with two members:
+    /// the largest share) exceeds the payload limit is not begun: the coordinator reduces the job's steps and says
+    /// why, once — even with three workers at hand, whose shares would fit.
     @Test func aSegmentStartOverThePayloadLimitIsNotBegun() throws {
         var config = CoordinatorConfig()
         config.maxPayload = 1000
-        var (h, d) = start(5, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")], startBytes: 1001, config: config)
+        let three = [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2"), (w3, "peer=tcp://h3:3")]
+        var (h, d) = start(5, workers: three, weightBytes: 600, stateBytes: 802, config: config)
         for _ in 0..<30 where h.core.job(1)?.state == .running {
-            #expect(answerAll(&h, [w1, w2]).allSatisfy { $0.1.collective == nil })
+            #expect(answerAll(&h, [w1, w2, w3]).allSatisfy { $0.1.collective == nil })
         }
         #expect(h.core.job(1)?.state == .completed && d.step == 5 && d.segments.allSatisfy { $0 == 0 })
         #expect(h.logs.filter { $0.contains("1001 bytes) exceeds the payload limit of 1000 bytes") }.count == 1, "\(h.logs)")
-        // At the limit, it is begun.
-        var (h2, d2) = start(5, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")], startBytes: 1000, config: config)
-        for _ in 0..<30 where h2.core.job(1)?.state == .running { answerAll(&h2, [w1, w2]) }
+        // At the limit, it is begun (weights and optimizer state together, 1,400 bytes, would not have been): each
+        // member gets the weights and its own half of the state.
+        var (h2, d2) = start(5, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2")], weightBytes: 600, stateBytes: 800, config: config)
+        var sent: [PeerID: Frame] = [:]
+        for _ in 0..<30 where h2.core.job(1)?.state == .running {
+            h2.outbox.removeAll { p, m in if case .params(let x) = m, x.payload.count == 6 { sent[p] = x.payload; return true } else { return false } }
+            answerAll(&h2, [w1, w2])
+        }
         #expect(d2.segments.contains(2))
+        #expect(sent == [w1: Frame([0, 2, 3, 4, 5, 6]), w2: Frame([1, 2, 3, 4, 5, 6])], "\(sent)")
     }
 }

@@ -62,7 +62,9 @@ final class MemoryPeers: @unchecked Sendable {
 
     /// Runs the job with `sizes(step, rollbacks so far)` workers reducing each step among themselves (0: the driver);
     /// `stopAt`: steps whose round is abandoned half-way (as when a member is lost) and run again from the snapshot.
-    func runCollective(_ sizes: (Int, Int) -> Int, stopAt: Set<Int> = [], yaml: String = Self.yaml) throws -> (result: [UInt8], rollbacks: Int) {
+    /// `sliced`: at a segment's start each member gets only its slice of the optimizer's state (else all of it, as when
+    /// that fits one payload).
+    func runCollective(_ sizes: (Int, Int) -> Int, stopAt: Set<Int> = [], yaml: String = Self.yaml, sliced: Bool = true) throws -> (result: [UInt8], rollbacks: Int) {
         let spec = try JobSpec.parse(yaml).decode(as: TrainJob.self)
         let data = try LabeledData.load(spec.data, for: spec.model, needLabels: true)
         let driver = try TrainDriver(spec: spec, data: data)
@@ -92,10 +94,12 @@ final class MemoryPeers: @unchecked Sendable {
                 let addresses = (0..<size).map { PeerAddress(endpoint: "w\($0)") }
                 let snapshot = driver.snapshotDue, current = segment
                 let results = (0..<size).map { _ in ResultBox() }
-                let threads = (0..<size).map { k in
-                    OSThreadForTests {
+                let memberParams: [Frame?] = (0..<size).map { driver.params(member: $0, of: sliced ? size : 1) }
+                let threads = (0..<size).map { (k: Int) -> OSThreadForTests in
+                    let mine: Frame? = memberParams[k]
+                    return OSThreadForTests {
                         results[k].value = Result {
-                            try workers[k].collectiveStep(job: 1, step: step, params: params, range: Int(plans[k].start)..<Int(plans[k].start + plans[k].count),
+                            try workers[k].collectiveStep(job: 1, step: step, params: mine, range: Int(plans[k].start)..<Int(plans[k].start + plans[k].count),
                                                           CollectiveStep(segment: current, rank: UInt16(k), snapshot: snapshot, peers: addresses),
                                                           exchange: peers.exchange("w\(k)"))
                         }
@@ -146,9 +150,53 @@ final class MemoryPeers: @unchecked Sendable {
         let two = try runCollective { _, _ in 2 }.result == expected, three = try runCollective { _, _ in 3 }.result == expected
         #expect(two)
         #expect(three)
+        // (all of the optimizer's state to every member at a segment's start: the same bits)
+        let whole = try runCollective({ _, _ in 3 }, sliced: false).result == expected
+        #expect(whole)
         // (the coordinator reduces the first steps, then workers: a segment starts from the driver's state, velocity included)
         let later = try runCollective { step, _ in step < 5 ? 0 : 4 }.result == expected
         #expect(later)
+    }
+
+    /// At a segment's start each member may get the weights and only its own slice of the optimizer's state (SGD's
+    /// velocity, Adam's two moments): the slices tile the state, the largest start is with two members, and a
+    /// worker refuses a PARAMS sized for another rank, naming the sizes; or all of the state, one frame for all.
+    @Test(arguments: ["sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", "adam: {lr: 0.01}"])
+    func eachMemberGetsTheWeightsAndItsSliceOfTheState(_ optimizer: String) throws {
+        let yaml = Self.yaml.replacingOccurrences(of: "sgd: {lr: 0.05, momentum: 0.9, weight_decay: 0.0001}", with: optimizer)
+        let spec = try JobSpec.parse(yaml).decode(as: TrainJob.self)
+        let data = try LabeledData.load(spec.data, for: spec.model, needLabels: true)
+        let driver = try TrainDriver(spec: spec, data: data)
+        let n = driver.parameterCount, k = spec.collectiveStateVectors
+        // (one coordinator-reduced step first, so SGD has a velocity)
+        let worker = try TrainWorker(spec: spec, data: data)
+        let plan = driver.plan(shares: [1])[0]
+        try driver.accept(shard: 0, payload: try worker.run(round: driver.round, params: driver.params, start: plan.start, count: plan.count))
+        _ = try driver.completeRound()
+        for size in [2, 3] {
+            _ = driver.beginSegment(size: size)
+            let frames = (0..<size).map { driver.params(member: $0, of: size) }
+            let slices = (0..<size).map { Collective.slice($0, of: size, parameters: n) }
+            #expect(zip(frames, slices).allSatisfy { $0?.count == (n + k * $1.count) * 4 }, "\(frames.map { $0?.count ?? 0 })")
+            #expect(slices.map(\.count).reduce(0, +) == n)
+            #expect(driver.segmentStartBytes(members: size) == frames.map { $0?.count ?? 0 }.max())
+            // every member's weights are the same, and the state after them is its own part of the whole
+            let weights = Set(frames.map { $0.map { Array($0.withUnsafeBytes { $0[0..<n * 4] }) } ?? [] })
+            #expect(weights.count == 1)
+            #expect(driver.segmentStartBytes(members: 2) > driver.segmentStartBytes(members: 3))
+            // all of the state: one frame, the same for every member
+            let whole = (0..<size).map { driver.params(member: $0, of: 1) }
+            #expect(whole.allSatisfy { $0?.count == n * (1 + k) * 4 && $0 == whole[0] } && driver.segmentStartBytes(members: 1) == n * (1 + k) * 4)
+            let wrong = try TrainWorker(spec: spec, data: data)
+            let addresses = (0..<size).map { PeerAddress(endpoint: "w\($0)") }
+            // rank 1's PARAMS handed to rank 0 (the slices differ by 16-float rounding or size): refused
+            if frames[0]?.count != frames[1]?.count {
+                #expect { _ = try wrong.collectiveStep(job: 1, step: 1, params: frames[1], range: 0..<1,
+                                                       CollectiveStep(segment: 1, rank: 0, snapshot: false, peers: addresses), exchange: MemoryPeers().exchange("w0")) }
+                    throws: { "\($0)".contains("rank 0 of \(size)") && "\($0)".contains("\(frames[1]!.count) bytes;") }
+            }
+            _ = driver.beginSegment(size: 0)
+        }
     }
 
     /// Each member sends to every other rank once, starting with the next rank: the first messages of all members go

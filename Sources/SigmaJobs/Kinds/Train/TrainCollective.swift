@@ -175,9 +175,9 @@ struct CollectiveState {
 
 extension TrainWorker {
     /// One collective step of micro-batches `range` (docs/architecture.md "Collective steps"): the RESULT payload
-    /// (`CollectiveResult`). `params`: the coordinator's PARAMS at a segment's start (the weights, then the SGD
-    /// velocity when there is one, float32), nil within a segment (this worker holds the weights of `step` from the
-    /// last all-gather, and its velocity slice).
+    /// (`CollectiveResult`). `params`: the coordinator's PARAMS at a segment's start (the weights, then the
+    /// optimizer's state when there is one — all of it, or this member's slice of it — float32), nil within a segment (this worker holds the
+    /// weights of `step` from the last all-gather, and its slice of the state).
     public func collectiveStep(job: JobID, step: Int, params: Frame?, range: Range<Int>, _ c: CollectiveStep,
                                exchange: any PeerExchange) throws -> Frame {
         let k = spec.collectiveStateVectors
@@ -186,16 +186,19 @@ extension TrainWorker {
         let total = plan.microBatches(step: step)
         var weights: Frame
         if let p = params {
-            guard p.count == n * 4 || p.count == n * 4 * (1 + k) else {
-                throw JobError("collective PARAMS: \(p.count) bytes; the model needs \(n) float32 weights (and \(k)× as many for the \(spec.optimizer.kind) state)")
+            let slice = Collective.slice(rank, of: size, parameters: n)
+            let whole = n * 4 * (1 + k), own = (n + k * slice.count) * 4
+            guard p.count == n * 4 || p.count == whole || p.count == own else {
+                throw JobError("collective PARAMS: \(p.count) bytes; rank \(rank) of \(size) needs the model's \(n) float32 weights (\(n * 4) bytes), then the \(spec.optimizer.kind) state's \(k) vector(s) whole (\(whole) bytes in all) or its slice of them (\(own))")
             }
             weights = Frame(borrowing: p.withUnsafeBytes { $0.baseAddress }, count: n * 4) { _ in _ = p }
-            let slice = Collective.slice(rank, of: size, parameters: n)
+            // This member's part of each state vector: read from the whole vectors, or its slices one after the other.
             var state = [Float](repeating: 0, count: k * slice.count)
             if p.count > n * 4 {
                 p.withUnsafeBytes { b in
                     for j in 0..<k {
-                        let part = Array(floats: UnsafeRawBufferPointer(rebasing: b[(n * (1 + j) + slice.lowerBound) * 4..<(n * (1 + j) + slice.upperBound) * 4]))
+                        let at = p.count == own ? n + j * slice.count : n * (1 + j) + slice.lowerBound
+                        let part = Array(floats: UnsafeRawBufferPointer(rebasing: b[at * 4..<(at + slice.count) * 4]))
                         state.replaceSubrange(j * slice.count..<(j + 1) * slice.count, with: part)
                     }
                 }

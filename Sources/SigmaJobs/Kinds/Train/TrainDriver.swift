@@ -26,14 +26,17 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var lastEval: HeldOut? = nil
     public let parameterCount: Int
     /// Collective rounds: the segment, its size (0: this coordinator reduces), the step whose state the model and
-    /// optimizer hold and what history and loss were then, the PARAMS a segment starts from (weights, then the SGD
-    /// velocity or Adam moments) until its first round is in, and the slices a snapshot round gathers.
+    /// optimizer hold and what history and loss were then, the weights and optimizer state a segment starts from (the
+    /// SGD velocity or Adam's moments, laid end to end; each member gets the weights and its slice of the state) until
+    /// its first round is in, and the slices a snapshot round gathers.
     /// (from a random start: a restarted coordinator's segments are not its predecessor's, whose late messages a
     /// worker drops by segment)
     var segment = UInt32.random(in: 0...UInt32.max)
     public private(set) var segmentSize = 0
     var snapshot = (step: 0, history: 0, loss: Double.nan, at: DispatchTime.now().uptimeNanoseconds)
     var segmentParams: Frame? = nil
+    var segmentState: [Float] = []
+    var segmentWhole: Frame? = nil
     var snapshotRound = false
     var gathered: SnapshotBuffers? = nil
     /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again).
@@ -48,7 +51,32 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public var params: Frame? { segmentSize > 0 ? segmentParams : paramsFrame }
 
     public var collectiveCapable: Bool { spec.gradientOnly != true && spec.gradientTransport == .f32 && (optimizer is SGD || optimizer is Adam) }
-    public var segmentStartBytes: Int { parameterCount * 4 * (1 + spec.collectiveStateVectors) }
+    public func segmentStartBytes(members size: Int) -> Int {
+        let largest = (0..<max(1, size)).map { Collective.slice($0, of: max(1, size), parameters: parameterCount).count }.max() ?? 0
+        return (parameterCount + spec.collectiveStateVectors * largest) * 4
+    }
+
+    /// At a segment's start: the weights, then member `rank`'s slice of each state vector (k × its slice's length; of
+    /// 1: all of the state, built once for every member); the weights alone before the optimizer has any state (SGD's
+    /// first step).
+    public func params(member rank: Int, of size: Int) -> Frame? {
+        guard segmentSize > 0, let weights = segmentParams, !segmentState.isEmpty else { return params }
+        if size == 1, let whole = segmentWhole { return whole }
+        let n = parameterCount, slice = Collective.slice(rank, of: size, parameters: n)
+        let k = segmentState.count / n
+        let frame = Frame(shareable: (n + k * slice.count) * 4) { dst in
+            weights.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: n * 4) }
+            segmentState.withUnsafeBytes { state in
+                for j in 0..<k where !slice.isEmpty {
+                    dst.baseAddress!.advanced(by: (n + j * slice.count) * 4)
+                        .copyMemory(from: state.baseAddress!.advanced(by: (j * n + slice.lowerBound) * 4), byteCount: slice.count * 4)
+                }
+            }
+        }
+        if size == 1 { segmentWhole = frame }
+        return frame
+    }
+
     public var atSnapshot: Bool { segmentSize == 0 || step == snapshot.step }
     public var snapshotDue: Bool { snapshotRound }
 
@@ -58,6 +86,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         segmentSize = size
         snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds)
         segmentParams = nil
+        segmentState = []
+        segmentWhole = nil
         // The optimizer's state the members start from: SGD's velocity (none before the first step), Adam's moments
         // (zeros before the first step; its step count must be the step's, as members count from it).
         let state: [Float]
@@ -70,11 +100,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             segmentSize = 0
             return segment
         }
-        let weights = paramsFrame
-        segmentParams = Frame(shareable: parameterCount * 4 + state.count * 4) { dst in
-            weights.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            state.withUnsafeBytes { if $0.count > 0 { dst.baseAddress!.advanced(by: parameterCount * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
-        }
+        segmentParams = paramsFrame
+        segmentState = state
         return segment
     }
 
@@ -211,6 +238,8 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         }
         record((reduced.loss, reduced.correct, reduced.rows), lr: learningRate(at: step), params: next)
         segmentParams = nil   // (the members hold the weights now)
+        segmentState = []
+        segmentWhole = nil
         if next != nil { snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds) }
     }
 
