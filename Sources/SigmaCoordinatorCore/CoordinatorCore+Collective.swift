@@ -63,7 +63,9 @@ extension CoordinatorCore {
             for k in table.indices { table[k].paramsSent[job.id] = nil }
             guard size > 0 else { return shares }
             job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: members.map { peerAddress($0)! })
-            out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))", job: job.id))
+            let whole = d.segmentStartBytes(members: 1)
+            let start = whole <= config.maxPayload ? "" : "; each starts from the weights and its slice of the optimizer's state (all of it, \(whole) bytes, exceeds the payload limit)"
+            out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))\(start)", job: job.id))
         }
         let c = job.collective!
         let least = shares.map(\.weight).filter { $0 > 0 }.min() ?? 1
