@@ -29,6 +29,9 @@ final class SigmaProcess: Sendable {
 
     final class Lines: Sendable {
         let m = Mutex<[String]>([])
+        /// Set when the reader has seen the end of the stream (for a failure's message: a missing line that never came,
+        /// or a reader that stopped early).
+        let ended = Mutex<Bool>(false)
         func withLock<R>(_ body: (inout [String]) -> R) -> R { m.withLock { body(&$0) } }
     }
 
@@ -50,7 +53,7 @@ final class SigmaProcess: Sendable {
                 var buffer = Data()
                 while true {
                     let d = h.availableData
-                    if d.isEmpty { break }
+                    if d.isEmpty { (isErr ? errLines : lines).ended.withLock { $0 = true }; break }
                     buffer.append(d)
                     while let nl = buffer.firstIndex(of: 10) {
                         let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
@@ -79,7 +82,8 @@ final class SigmaProcess: Sendable {
             }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
-        throw SigmaTestError("no '\(prefix)' line within \(timeout) s; stderr: \(stderr.suffix(5))")
+        let reader = lines.ended.withLock { $0 } ? "its stdout had ended" : "its stdout was still being read"
+        throw SigmaTestError("no '\(prefix)' line within \(timeout) s (\(stdout.count) stdout lines; \(reader); process \(process.isRunning ? "running" : "exited")); stderr: \(stderr.suffix(5))")
     }
 
     /// Waits for a stderr line containing `text`.
