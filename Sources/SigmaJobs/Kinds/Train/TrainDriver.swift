@@ -27,8 +27,9 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     public let parameterCount: Int
     /// Collective rounds: the segment, its size (0: this coordinator reduces), the step whose state the model and
     /// optimizer hold and what history and loss were then, the weights and optimizer state a segment starts from (the
-    /// SGD velocity or Adam's moments, laid end to end; each member gets the weights and its slice of the state) until
-    /// its first round is in, and the slices a snapshot round gathers.
+    /// SGD velocity or Adam's moments, laid end to end; every member gets the weights and all of the state in one frame,
+    /// or — when that is over the payload limit — the weights and its own slice of the state) until its first round is
+    /// in, and the slices a snapshot round gathers.
     /// (from a random start: a restarted coordinator's segments are not its predecessor's, whose late messages a
     /// worker drops by segment)
     var segment = UInt32.random(in: 0...UInt32.max)
