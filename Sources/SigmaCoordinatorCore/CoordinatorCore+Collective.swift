@@ -12,6 +12,9 @@ struct CollectiveSegment {
     var segment: UInt32
     var members: [PeerID]
     var peers: [PeerAddress]
+    /// Among how many members the optimizer's state at the segment's start is shared out: 1 (all of it to every
+    /// member, one frame) when weights and state fit one payload, else every member gets its own slice.
+    var stateShares: Int
 }
 
 extension CoordinatorCore {
@@ -62,8 +65,9 @@ extension CoordinatorCore {
             // (the weights' form changes with the segment: every worker gets them again)
             for k in table.indices { table[k].paramsSent[job.id] = nil }
             guard size > 0 else { return shares }
-            job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: members.map { peerAddress($0)! })
             let whole = d.segmentStartBytes(members: 1)
+            job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: members.map { peerAddress($0)! },
+                                               stateShares: whole <= config.maxPayload ? 1 : size)
             let start = whole <= config.maxPayload ? "" : "; each starts from the weights and its slice of the optimizer's state (all of it, \(whole) bytes, exceeds the payload limit)"
             out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))\(start)", job: job.id))
         }

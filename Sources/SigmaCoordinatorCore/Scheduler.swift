@@ -232,11 +232,10 @@ extension CoordinatorCore {
         let round = job.driver?.round ?? 0
         var bytes = 64
         let collective = collectiveStep(job, i)
-        // (a collective segment's start: the weights and all of the optimizer's state in one frame for every member when
-        // that fits a payload, else each member the weights and its own slice of the state)
-        if let d = job.driver, let params = collective.map({ c in
-            d.params(member: Int(c.rank), of: d.segmentStartBytes(members: 1) <= config.maxPayload ? 1 : c.peers.count)
-        }) ?? d.params, table[k].paramsSent[job.id] != round {
+        // (a collective segment's start: each member gets the weights and the optimizer's state shared out as the
+        // segment decided — all of it in one frame, or its own slice)
+        if let d = job.driver, table[k].paramsSent[job.id] != round,
+           let params = collective.flatMap({ c in job.collective.map { d.params(member: Int(c.rank), of: $0.stateShares) } }) ?? d.params {
             table[k].paramsSent[job.id] = round
             bytes += params.count
             out.append(.send(peer, .params(Params(job: job.id, version: round, payload: params))))
