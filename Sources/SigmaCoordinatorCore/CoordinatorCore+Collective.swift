@@ -27,6 +27,16 @@ extension CoordinatorCore {
         return PeerAddress(endpoint: e, key: table[k].features["peer-key"] ?? "")
     }
 
+    /// Each member's shared-memory group from its `shm=` host key ("" when it offers none): members with the same key
+    /// share a group numbered from 1 in order of first appearance; a key no other member has gives 0.
+    public static func memoryGroups(_ keys: [String]) -> [UInt16] {
+        var numbers: [String: UInt16] = [:]
+        for key in keys where !key.isEmpty && numbers[key] == nil && keys.filter({ $0 == key }).count > 1 {
+            numbers[key] = UInt16(numbers.count + 1)
+        }
+        return keys.map { numbers[$0] ?? 0 }
+    }
+
     /// The shares of a training step, made collective where the job can be: the segment's members (kept while all
     /// are live and, between snapshots, whatever else changes), each with its share of `shares` (a member the cost
     /// model left out gets the least share: every member owns a slice, so every one computes).
@@ -66,10 +76,18 @@ extension CoordinatorCore {
             for k in table.indices { table[k].paramsSent[job.id] = nil }
             guard size > 0 else { return shares }
             let whole = d.segmentStartBytes(members: 1)
-            job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: members.map { peerAddress($0)! },
+            let groups = Self.memoryGroups(members.map { table[$0].features["shm"] ?? "" })
+            let peers = zip(members, groups).map { k, g in
+                var p = peerAddress(k)!
+                p.memoryGroup = g
+                return p
+            }
+            job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: peers,
                                                stateShares: whole <= config.maxPayload ? 1 : size)
             let start = whole <= config.maxPayload ? "" : "; each starts from the weights and its slice of the optimizer's state (all of it, \(whole) bytes, exceeds the payload limit)"
-            out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))\(start)", job: job.id))
+            let sharing = groups.filter { $0 != 0 }.count
+            let memory = sharing == 0 ? "" : sharing == size ? "; all share memory (large payloads through /dev/shm)" : "; \(sharing) of them share memory with another (large payloads between those through /dev/shm)"
+            out.append(.log(.info, "job \(job.id): step \(d.progress.step + 1) on, \(size) workers reduce the steps among themselves (segment \(segment))\(start)\(memory)", job: job.id))
         }
         let c = job.collective!
         let least = shares.map(\.weight).filter { $0 > 0 }.min() ?? 1

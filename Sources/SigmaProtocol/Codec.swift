@@ -56,7 +56,7 @@ public enum Codec {
             w.u8((a.withParams ? 1 : 0) | (a.collective != nil ? 2 : 0))
             if let c = a.collective {
                 w.u32(c.segment); w.u16(c.rank); w.u8(c.snapshot ? 1 : 0); w.u16(UInt16(c.peers.count))
-                for p in c.peers { w.string(p.endpoint); w.string(p.key) }
+                for p in c.peers { w.string(p.endpoint); w.string(p.key); w.u16(p.memoryGroup) }
             }
             if let s = a.spec { payload = Frame(s.encoded) }
         case .result(let r):
@@ -276,7 +276,10 @@ public enum Codec {
                             throw ByteReadError(field: "collective.peers", problem: "rank \(rank) of \(n) peers (a collective step has at least 2, the rank among them)")
                         }
                         var peers: [PeerAddress] = []
-                        for _ in 0..<n { peers.append(PeerAddress(endpoint: try r.string("collective.endpoint"), key: try r.string("collective.key"))) }
+                        for _ in 0..<n {
+                            peers.append(PeerAddress(endpoint: try r.string("collective.endpoint"), key: try r.string("collective.key"),
+                                                     memoryGroup: try r.u16("collective.memory_group")))
+                        }
                         a.collective = CollectiveStep(segment: segment, rank: rank, snapshot: snapshot == 1, peers: peers)
                     }
                     if let p = payload { a.spec = try p.withUnsafeBytes { try JobSpec.decode($0) } }

@@ -18,12 +18,24 @@ public struct CollectiveStep: Sendable, Equatable {
     }
 }
 
-/// Where another worker takes collective messages (`peer=` in its HELLO features) and its CURVE public key ("" without CURVE).
+/// Where another worker takes collective messages (`peer=` in its HELLO features), its CURVE public key ("" without
+/// CURVE), and its shared-memory group: members with the same nonzero group offered the same `shm=` host key (same
+/// machine, same `/dev/shm`, same user), so large messages between them go through shared memory; 0: none shares it.
 public struct PeerAddress: Sendable, Equatable, Hashable {
     public var endpoint: String
     public var key: String
-    public init(endpoint: String, key: String = "") {
+    public var memoryGroup: UInt16
+    public init(endpoint: String, key: String = "", memoryGroup: UInt16 = 0) {
         self.endpoint = endpoint
         self.key = key
+        self.memoryGroup = memoryGroup
+    }
+}
+
+extension CollectiveStep {
+    /// Whether this member and `peer` share memory (the same nonzero group).
+    public func sharesMemory(with peer: PeerAddress) -> Bool {
+        let own = Int(rank) < peers.count ? peers[Int(rank)].memoryGroup : 0
+        return own != 0 && peer.memoryGroup == own
     }
 }

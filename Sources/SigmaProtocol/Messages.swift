@@ -3,7 +3,7 @@ import SigmaModel
 /// Sigma Protocol version spoken by this build. Every message carries it in byte 1 of its header; a peer of another
 /// version is refused at its first message (ERROR 505), so builds whose messages differ never meet mid-job
 /// (docs/protocol.md, "Versions").
-public let sigmaProtocolVersion: UInt8 = 4
+public let sigmaProtocolVersion: UInt8 = 5
 
 /// The build string sent in HELLO/READY.
 public let sigmaBuild = "sigma 0.1.0"

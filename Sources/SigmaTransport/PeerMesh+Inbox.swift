@@ -6,6 +6,8 @@ extension PeerMesh {
     /// What `take` found.
     enum Taken {
         case taken([[Frame]])
+        /// One of the messages could not be read (a shared-memory reference that did not resolve): why.
+        case unreadable(String)
         /// Fewer than asked for: this many with the tag so far.
         case waiting(arrived: Int)
         case closed
@@ -30,6 +32,8 @@ extension PeerMesh {
             let frames: [Frame]
             /// The tag's and the frames' bytes.
             let bytes: Int
+            /// Why the message could not be read (its frames are then empty).
+            let failure: String?
         }
 
         init(limit: Int) { self.limit = limit }
@@ -45,7 +49,7 @@ extension PeerMesh {
         func count(tag: [UInt8]) -> Int { locked { byTag[tag]?.count ?? 0 } }
 
         /// Keeps a message for a `receive` (on the mesh's thread) unless its tag was discarded.
-        func deliver(tag: [UInt8], frames: [Frame]) {
+        func deliver(tag: [UInt8], frames: [Frame], failure: String? = nil) {
             let size = frames.reduce(tag.count) { $0 + $1.count }
             cond.lock()
             defer { cond.unlock() }
@@ -54,7 +58,7 @@ extension PeerMesh {
                 droppedCount += 1
                 return
             }
-            byTag[tag, default: []].append(Arrival(sequence: sequence, frames: frames, bytes: size))
+            byTag[tag, default: []].append(Arrival(sequence: sequence, frames: frames, bytes: size, failure: failure))
             sequence += 1
             total += size
             while total > limit { dropOldest() }
@@ -83,6 +87,7 @@ extension PeerMesh {
                     q.removeFirst(count)
                     byTag[tag] = q.isEmpty ? nil : q
                     total -= taken.reduce(0) { $0 + $1.bytes }
+                    if let failure = taken.lazy.compactMap(\.failure).first { return .unreadable(failure) }
                     return .taken(taken.map(\.frames))
                 }
                 if attempt == 0 && seconds > 0 { _ = cond.wait(until: Date(timeIntervalSinceNow: seconds)) } else { return .waiting(arrived: arrived) }

@@ -5,12 +5,20 @@ import SigmaModel
 import Synchronization
 
 extension PeerMesh {
-    /// A message on its way to a peer: the tag frame, then the caller's frames.
+    /// A message on its way to a peer: the tag frame, the flags frame, then the caller's frames (those flagged are
+    /// shared-memory references that `carrier` made).
     struct Outgoing: Sendable {
         let endpoint: String
         let serverKey: String?
         let tag: [UInt8]
         let frames: [Frame]
+        let carrier: SharedMemoryCarrier?
+
+        /// The message will never be sent: its references are taken back (their segments can be reused).
+        func withdraw() {
+            guard let carrier, let flags = frames[1].bytes.first else { return }
+            for (i, f) in frames.dropFirst(2).enumerated() where flags & (1 << i) != 0 { carrier.withdraw(f) }
+        }
     }
 
     /// What callers hand the mesh's thread.
@@ -31,11 +39,15 @@ extension PeerMesh {
         /// The endpoint bound, or why not; set once by the thread.
         let started = Mutex<Result<String, TransportError>?>(nil)
         let startSignal = Waker()
+        /// Maps the segments of peers that share memory with this worker (nil: shared memory is off here, and a
+        /// message that carries a reference is unreadable).
+        let reader: SharedMemoryCarrier?
 
-        init(limit: Int, security: PeerSecurity, onRefusal: (@Sendable (String, String) -> Void)?) {
+        init(limit: Int, security: PeerSecurity, sharedMemory directory: String?, onRefusal: (@Sendable (String, String) -> Void)?) {
             inbox = Inbox(limit: limit)
             self.security = security
             self.onRefusal = onRefusal
+            reader = directory.map { SharedMemoryCarrier(maxSegments: 0, directory: $0, maxMappings: 64) }
         }
     }
 
@@ -164,7 +176,10 @@ extension PeerMesh {
                 p.pending.append(m)
                 p.lastUsed = now
             case .discard(let predicate):
-                for p in peers.values { p.pending.removeAll { predicate($0.tag) } }
+                for p in peers.values {
+                    p.pending.filter { predicate($0.tag) }.forEach { $0.withdraw() }
+                    p.pending.removeAll { predicate($0.tag) }
+                }
             }
         }
 
@@ -174,9 +189,26 @@ extension PeerMesh {
                 let e: Envelope?
                 do { e = try router.receive() } catch { return false }
                 guard let e else { return true }
-                // [tag, frame…]: anything else (no frames, an empty or long tag, too many frames) is dropped.
-                guard let tag = e.frames.first, (1...PeerMesh.maxTag).contains(tag.count), e.frames.count <= 1 + PeerMesh.maxFrames else { continue }
-                shared.inbox.deliver(tag: tag.bytes, frames: Array(e.frames.dropFirst()))
+                // [tag, flags, frame…]: anything else (an empty or long tag, no flags byte, too many frames, a flag
+                // for a frame that is not there) is dropped.
+                guard e.frames.count >= 2, e.frames.count <= 2 + PeerMesh.maxFrames, case let tag = e.frames[0],
+                      (1...PeerMesh.maxTag).contains(tag.count), e.frames[1].count == 1 else { continue }
+                let flags = e.frames[1].bytes[0]
+                guard flags >> (e.frames.count - 2) == 0 else { continue }
+                var frames = Array(e.frames.dropFirst(2))
+                var failure: String? = nil
+                // (a reference is resolved now: the message then holds the segment until it is taken or dropped)
+                for i in frames.indices where flags & (1 << i) != 0 {
+                    guard let reader = shared.reader else {
+                        failure = "a peer sent a payload through shared memory, but shared memory is off on this worker"
+                        break
+                    }
+                    do { frames[i] = try reader.resolve(frames[i], limit: PeerMesh.maxFrame) } catch {
+                        failure = "a peer's payload in shared memory cannot be read: \(error)"
+                        break
+                    }
+                }
+                shared.inbox.deliver(tag: tag.bytes, frames: failure == nil ? frames : [], failure: failure)
             }
             return true
         }
@@ -218,6 +250,7 @@ extension PeerMesh {
             } catch {
                 // (a bad endpoint or key stays bad: what waits for it is dropped, later sends try again)
                 shared.undeliverable.add(p.pending.count, ordering: .relaxed)
+                p.pending.forEach { $0.withdraw() }
                 p.pending.removeAll()
                 p.retryAt = now + Self.maxBackoff
                 report(p, "cannot connect to the peer at \(p.endpoint): \(error)")

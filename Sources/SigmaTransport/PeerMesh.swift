@@ -18,12 +18,15 @@ public enum PeerMeshError: Error, Equatable, CustomStringConvertible {
     case cancelled
     /// The mesh was closed.
     case closed
+    /// A message with `tag` arrived but could not be read (a shared-memory payload that did not resolve): why.
+    case unreadable(String)
 
     public var description: String {
         switch self {
         case .timedOut(let tag, let arrived, let wanted): "timed out waiting for peers: \(arrived) of \(wanted) messages with tag \(tag) arrived"
         case .cancelled: "cancelled while waiting for peers"
         case .closed: "the peer mesh is closed"
+        case .unreadable(let why): why
         }
     }
 }
@@ -34,8 +37,10 @@ public enum PeerMeshError: Error, Equatable, CustomStringConvertible {
 /// compute thread, never a Swift task — until they are there. Nothing is acknowledged: a message handed to a peer
 /// whose connection then breaks for good is lost, and the caller's timeout says so.
 ///
-/// Wire format, per message: [tag (1…256 bytes), frame…] with at most 4 frames, each at most `maxFrame` bytes;
-/// anything else from the network is dropped. A DEALER is given messages only once its handshake has succeeded, so a
+/// Wire format, per message: [tag (1…256 bytes), flags (1 byte), frame…] with at most 4 frames, each at most
+/// `maxFrame` bytes; flags bit i: frame i is a shared-memory reference (docs/protocol.md §6.1) — a message sent with
+/// `sharedMemory` to a peer on this machine carries its large frames that way. Anything else from the network is
+/// dropped. A DEALER is given messages only once its handshake has succeeded, so a
 /// peer that refuses this worker's credentials (it has not admitted its key yet) costs nothing but time: the mesh
 /// connects again (0.1 s, doubling up to 2 s) and keeps the messages until the peer takes them or they are discarded.
 public final class PeerMesh: Sendable {
@@ -53,12 +58,20 @@ public final class PeerMesh: Sendable {
     private let security: PeerSecurity
     /// The ZAP domain of the ROUTER (CURVE or the local token); nil without authentication.
     private let zapDomain: String?
+    /// Where shared-memory segments live (nil: this mesh neither sends nor reads payloads through shared memory).
+    private let sharedMemoryDirectory: String?
+    /// The carriers of large frames to peers that share memory with this worker, by endpoint (the most recent
+    /// `maxCarriers`; a carrier dropped takes its references back and unlinks its segments).
+    private let carriers = Mutex<(byEndpoint: [String: SharedMemoryCarrier], order: [String])>(([:], []))
+    static let maxCarriers = 32
 
     /// Binds a ROUTER on tcp://host:port (port 0: any free port; `host` an IPv4 address) on a thread of its own.
     /// Messages that arrived and wait for a `receive` hold at most `maxBufferedBytes` (then the oldest go, counted in
     /// `dropped`). `onRefusal` is called on the mesh's thread, once per run of failed connections to a peer, with
     /// the peer's endpoint and why (its key not admitted there, another kind of authentication, a bad endpoint).
+    /// `sharedMemory`: the directory of same-host segments (`/dev/shm`; nil when shared memory is off or unusable here).
     public init(host: String, port: Int = 0, security: PeerSecurity, maxBufferedBytes: Int = 1 << 30,
+                sharedMemory: String? = SharedMemory.hostKey == nil ? nil : SharedMemory.directory,
                 onRefusal: (@Sendable (_ endpoint: String, _ reason: String) -> Void)? = nil) throws {
         let address = "tcp://\(host):\(port)"
         guard (0...65_535).contains(port) else { throw TransportError.bind(endpoint: address, reason: "the port must be 0…65535") }
@@ -84,7 +97,8 @@ public final class PeerMesh: Sendable {
         }
         zapDomain = domain
         self.security = security
-        let shared = Shared(limit: maxBufferedBytes, security: security, onRefusal: onRefusal)
+        sharedMemoryDirectory = sharedMemory
+        let shared = Shared(limit: maxBufferedBytes, security: security, sharedMemory: sharedMemory, onRefusal: onRefusal)
         self.shared = shared
         let t = OSThread(name: "sigma-peers") { Loop.run(shared, bind: address, server: server) }
         // Wait (briefly, on the caller's thread) until the ROUTER is bound or failed.
@@ -112,16 +126,45 @@ public final class PeerMesh: Sendable {
 
     /// Queues a message for the peer bound at `endpoint` (its CURVE public key `serverKey` under .curve); connects
     /// on first use and keeps the connection; never blocks the caller. `tag` is matched exactly by the receiver;
-    /// `frames` (at most 4) travel as they are (zero-copy for large frames, as ZmqLink does). After `close()` it
-    /// does nothing.
-    public func send(to endpoint: String, serverKey: String?, tag: [UInt8], frames: [Frame]) {
+    /// `frames` (at most 4) travel as they are (zero-copy for large frames, as ZmqLink does) — or, with
+    /// `sharedMemory` (the caller knows the peer shares this machine's `/dev/shm` and user), those of 1 MiB or more
+    /// through shared memory: written once into a segment this worker owns (not even that when the frame was made
+    /// in one, `Frame(shareable:)`), and the peer reads it in place. After `close()` it does nothing.
+    public func send(to endpoint: String, serverKey: String?, tag: [UInt8], frames: [Frame], sharedMemory: Bool = false) {
         precondition(!tag.isEmpty && tag.count <= Self.maxTag, "a peer message's tag must be 1…\(Self.maxTag) bytes, got \(tag.count)")
         precondition(frames.count <= Self.maxFrames, "a peer message holds at most \(Self.maxFrames) frames, got \(frames.count)")
         precondition(frames.allSatisfy { $0.count <= Self.maxFrame }, "a peer message's frame may hold at most \(Self.maxFrame) bytes")
         guard !shared.stopping.load(ordering: .acquiring) else { return }
-        let m = Outgoing(endpoint: endpoint, serverKey: serverKey, tag: tag, frames: [Frame(tag)] + frames)
+        var wire = frames, flags: UInt8 = 0
+        let carrier = sharedMemory ? self.carrier(for: endpoint) : nil
+        if let carrier {
+            for i in frames.indices {
+                if let r = carrier.carry(frames[i]) { wire[i] = r; flags |= 1 << i }
+            }
+        }
+        let m = Outgoing(endpoint: endpoint, serverKey: serverKey, tag: tag, frames: [Frame(tag), Frame([flags])] + wire,
+                         carrier: flags == 0 ? nil : carrier)
         shared.commands.withLock { $0.append(.send(m)) }
         shared.waker.wake()
+    }
+
+    /// The carrier of large frames to the peer at `endpoint` (made on first use); nil when shared memory is off.
+    private func carrier(for endpoint: String) -> SharedMemoryCarrier? {
+        guard let directory = sharedMemoryDirectory else { return nil }
+        return carriers.withLock { c in
+            if let k = c.byEndpoint[endpoint] { return k }
+            let k = SharedMemoryCarrier(directory: directory)
+            c.byEndpoint[endpoint] = k
+            c.order.append(endpoint)
+            if c.order.count > Self.maxCarriers { c.byEndpoint[c.order.removeFirst()] = nil }
+            return k
+        }
+    }
+
+    /// Large frames sent through shared memory, and those that went through the socket because every segment for
+    /// their peer was busy (over the carriers kept now).
+    public var sharedMemoryCounts: (carried: UInt64, fellBack: UInt64) {
+        carriers.withLock { c in c.byEndpoint.values.reduce((UInt64(0), UInt64(0))) { ($0.0 + $1.counts.carried, $0.1 + $1.counts.fellBack) } }
     }
 
     /// Blocks the calling OS thread (a compute thread, never a Swift task) until `count` messages with `tag` have
@@ -136,6 +179,7 @@ public final class PeerMesh: Sendable {
             let left = deadline > monotonicNanos() ? Double(deadline - monotonicNanos()) / 1e9 : 0
             switch shared.inbox.take(tag: tag, count: count, waitingAtMost: min(left, 0.02)) {
             case .taken(let messages): return messages
+            case .unreadable(let why): throw PeerMeshError.unreadable(why)
             case .closed: throw PeerMeshError.closed
             case .waiting(let arrived):
                 if cancelled() { throw PeerMeshError.cancelled }
@@ -177,6 +221,7 @@ public final class PeerMesh: Sendable {
         guard let t else { return }
         t.join()
         shared.inbox.close()
+        carriers.withLock { $0 = ([:], []) }   // (their segments unlinked)
         if let d = zapDomain { ZAPService.shared.unregister(d) }
     }
 

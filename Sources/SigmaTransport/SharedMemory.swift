@@ -70,6 +70,14 @@ public enum SharedMemory {
         return Frame(w.bytes)
     }
 
+    /// A reference's (name, generation, size, reader).
+    static func parse(_ reference: Frame) throws -> (String, UInt64, UInt64, UInt64) {
+        try reference.read { r -> (String, UInt64, UInt64, UInt64) in
+            guard try r.u32("shm.magic") == referenceMagic else { throw SharedMemoryError("not a shared-memory reference") }
+            return (try r.string("shm.name"), try r.u64("shm.generation"), try r.u64("shm.size"), try r.u64("shm.reader"))
+        }
+    }
+
     /// Reader bits for links (one per carrier, 64 at most per process): a pool segment's busy word has one bit per
     /// link reading it, so a link that ends can take its bits back even when its peer died holding a reference.
     static let readerBits = Mutex<UInt64>(0)
@@ -204,6 +212,15 @@ public final class SharedMemoryPool: SharedFrameAllocator, @unchecked Sendable {
         lock.withLock { _ in (segments.count, segments.filter { $0.inUse || $0.segment.busy }.count) }
     }
 
+    /// Clears `reader`'s bit in segment `name` if it still holds `generation` (a reference that was never delivered).
+    func withdraw(name: String, generation: UInt64, reader: UInt64) {
+        lock.withLock { _ in
+            for p in segments where p.segment.name == name && p.segment.generation == generation {
+                _ = csys_atomic_and_u64(p.segment.word(1), ~reader)
+            }
+        }
+    }
+
     func unlinkAll() {
         lock.withLock { _ in for p in segments { unlink(p.segment.directory + "/" + p.segment.name) } }
     }
@@ -232,7 +249,8 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     public let maxSegments: Int
     /// Where segments live (`/dev/shm`; tests use a small tmpfs of their own).
     public let directory: String
-    static let maxMappings = 16
+    /// Peer segments kept mapped (16 on a link to one peer; a mesh that reads from many peers keeps more).
+    let maxMappings: Int
     /// This link's bit in pool segments' busy words (0: none left — pool frames are then copied like any other).
     let readerBit: UInt64
     /// Pool segments this link sent references to: when the link ends, its bit is cleared in each (a peer that
@@ -242,8 +260,9 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     /// The segments this link copies payloads into (unlinked with the carrier).
     private let own: SharedMemoryPool
 
-    public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4, directory: String = SharedMemory.directory) {
+    public init(threshold: Int = SharedMemory.threshold, maxSegments: Int = 4, directory: String = SharedMemory.directory, maxMappings: Int = 16) {
         self.threshold = threshold
+        self.maxMappings = maxMappings
         self.maxSegments = maxSegments
         self.directory = directory
         own = SharedMemoryPool(directory: directory, maxSegments: maxSegments, threshold: 0)
@@ -265,6 +284,18 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     /// busy, payloads sent by reference to a pool segment without a copy — included in `carried`)
     public var counts: (carried: UInt64, fellBack: UInt64, byReference: UInt64) {
         lock.withLock { _ in (state.carried, state.fellBack, state.byReference) }
+    }
+
+    /// Takes back a reference `carry` made that will never reach the peer (its message was dropped before it was
+    /// sent): the reader's bit is cleared, so the segment can be reused.
+    public func withdraw(_ reference: Frame) {
+        guard let (name, generation, _, reader) = try? SharedMemory.parse(reference) else { return }
+        lock.withLock { _ in
+            for p in referenced.values where p.segment.name == name && p.segment.generation == generation {
+                _ = csys_atomic_and_u64(p.segment.word(1), ~reader)
+            }
+        }
+        own.withdraw(name: name, generation: generation, reader: reader)
     }
 
     public func carry(_ frame: Frame) -> Frame? {
@@ -301,10 +332,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
     }
 
     public func resolve(_ reference: Frame, limit: Int) throws -> Frame {
-        let (name, generation, size, reader) = try reference.read { r -> (String, UInt64, UInt64, UInt64) in
-            guard try r.u32("shm.magic") == SharedMemory.referenceMagic else { throw SharedMemoryError("not a shared-memory reference") }
-            return (try r.string("shm.name"), try r.u64("shm.generation"), try r.u64("shm.size"), try r.u64("shm.reader"))
-        }
+        let (name, generation, size, reader) = try SharedMemory.parse(reference)
         guard reader != 0, reader & (reader - 1) == 0 else { throw SharedMemoryError("segment \(name): reader \(reader) is not a single bit") }
         guard SharedMemory.validName(name) else { throw SharedMemoryError("bad segment name '\(name.prefix(80))'") }
         guard size <= UInt64(limit) else { throw SharedMemoryError("segment \(name): payload of \(size) bytes exceeds the limit \(limit)") }
@@ -340,7 +368,7 @@ public final class SharedMemoryCarrier: PayloadCarrier, @unchecked Sendable {
         let m = SharedMemory.Mapping(base: p, length: length)
         state.mappings[name] = m
         state.mappingOrder.append(name)
-        if state.mappingOrder.count > SharedMemoryCarrier.maxMappings {
+        if state.mappingOrder.count > maxMappings {
             state.mappings[state.mappingOrder.removeFirst()] = nil   // frames still reading it keep it mapped
         }
         return m

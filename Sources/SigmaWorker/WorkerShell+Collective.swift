@@ -8,14 +8,17 @@ import Synchronization
 
 /// A collective step's way to the other workers of its step, through this worker's peer mesh: sends are queued on
 /// the mesh's thread; a receive waits on the compute thread until the peers' messages are in, the coordinator
-/// cancels the step (it lost a member), the worker stops, or `timeout` passes.
+/// cancels the step (it lost a member), the worker stops, or `timeout` passes. Large payloads to members that share
+/// memory with this one (`CollectiveStep.sharesMemory`) go through shared memory.
 struct MeshExchange: PeerExchange {
     let mesh: PeerMesh
+    let step: CollectiveStep
     let timeout: Double
     let cancelled: @Sendable () -> Bool
 
     func send(to peer: PeerAddress, tag: [UInt8], frames: [Frame]) {
-        mesh.send(to: peer.endpoint, serverKey: peer.key.isEmpty ? nil : peer.key, tag: tag, frames: frames)
+        mesh.send(to: peer.endpoint, serverKey: peer.key.isEmpty ? nil : peer.key, tag: tag, frames: frames,
+                  sharedMemory: step.sharesMemory(with: peer))
     }
 
     func receive(tag: [UInt8], count: Int) throws -> [[Frame]] {
@@ -29,6 +32,8 @@ struct MeshExchange: PeerExchange {
             throw JobError("collective step cancelled by the coordinator")
         } catch PeerMeshError.closed {
             throw JobError("collective step: the worker is stopping")
+        } catch PeerMeshError.unreadable(let why) {
+            throw JobError("collective step: \(why)")
         }
     }
 }
@@ -89,7 +94,7 @@ extension WorkerShell {
             }
         }
         let since = shared.collective.cancels.current
-        let exchange = MeshExchange(mesh: mesh, timeout: peerTimeout) { [shared] in
+        let exchange = MeshExchange(mesh: mesh, step: step, timeout: peerTimeout) { [shared] in
             shared.stopping.load(ordering: .acquiring) || shared.collective.cancels.check(task, since: since)
         }
         return try runner.runCollective(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count,

@@ -110,6 +110,25 @@ final class CollectiveDriver: RoundDriver, @unchecked Sendable {
         #expect(h.core.job(1)?.state == .completed && d.rollbacks.isEmpty && takeParams(&h).isEmpty)
     }
 
+    /// Members on one machine (the same `shm=` host key in HELLO) share a memory group, so their large messages go
+    /// through /dev/shm; a member whose key no other member has, or that offers none, is in group 0.
+    @Test func membersThatShareMemoryGetOneGroup() throws {
+        #expect(CoordinatorCore.memoryGroups(["K", "L", "K", "", "L", "M"]) == [1, 2, 1, 0, 2, 0])
+        #expect(CoordinatorCore.memoryGroups(["", ""]) == [0, 0])
+        let w4 = PeerID([0, 0, 0, 0, 4])
+        var (h, _) = start(6, workers: [(w1, "peer=tcp://h1:1,shm=boot:1:2:0"), (w2, "peer=tcp://h2:2,shm=boot2:1:2:0"),
+                                        (w3, "peer=tcp://h3:3,shm=boot:1:2:0"), (w4, "peer=tcp://h4:4")])
+        answerAll(&h, [w1, w2, w3, w4])
+        let step2 = answerAll(&h, [w1, w2, w3, w4])
+        let c = try #require(step2.first?.1.collective)
+        #expect(c.peers.map(\.memoryGroup) == [1, 0, 1, 0])
+        // Each member sees whom it shares memory with.
+        let ranks = step2.compactMap(\.1.collective)
+        #expect(ranks.map { r in r.peers.map { r.sharesMemory(with: $0) } } == [[true, false, true, false], [false, false, false, false],
+                                                                               [true, false, true, false], [false, false, false, false]])
+        #expect(h.logs.contains { $0.contains("4 workers reduce the steps among themselves (segment 101); 2 of them share memory with another") }, "\(h.logs)")
+    }
+
     @Test func aLostMemberCancelsTheStepAndGoesBackToTheSnapshot() throws {
         var (h, d) = start(12, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2"), (w3, "peer=tcp://h3:3")])
         for _ in 0..<6 { answerAll(&h, [w1, w2, w3]) }   // steps 1–6; step 4 was a snapshot

@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct CommandLineTests {
     @Test func versionUsageErrorsAndMessages() async throws {
         let (vs, vout, _) = try await sigma(["--version"])
-        #expect(vs == 0 && vout.hasPrefix("sigma ") && vout.contains("SGP/4"), "\(vout)")
+        #expect(vs == 0 && vout.hasPrefix("sigma ") && vout.contains("SGP/5"), "\(vout)")
         // Argument errors exit 2, as documented ("2 bad input (spec, config, flags)"), not ArgumentParser's 64.
         for args in [["jobs", "--no-such-flag"], ["job", "not-a-number"], ["submit"]] {
             let (s, _, e) = try await sigma(args)

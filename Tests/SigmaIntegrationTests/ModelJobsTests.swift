@@ -216,8 +216,10 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         // the 256 MiB payload limit (all of both moments to each member, 271 MB, was over it: the coordinator reduced).
         let log = cluster.coordinator.stderr.joined(separator: "\n")
         #expect(log.contains("job 1: step 2 on, 2 workers reduce the steps among themselves"), "\(log.suffix(2000))")
+        // (the two workers of this machine exchange their 45 MB halves through /dev/shm)
         #expect(log.contains("job 2: step 2 on, 2 workers reduce the steps among themselves")
                 && log.contains("each starts from the weights and its slice of the optimizer's state (all of it, 27")
+                && log.contains("bytes, exceeds the payload limit); all share memory (large payloads through /dev/shm)")
                 && !log.contains("job 2: the coordinator reduces the steps"), "\(log.suffix(2000))")
         // (the frozen job's start fits whole: one PARAMS for both members, no slices)
         #expect(!log.split(separator: "\n").contains { $0.contains("job 1: step") && $0.contains("its slice of the optimizer's state") })

@@ -14,7 +14,7 @@ import Testing
         hb.available = 8
         let frames = Codec.encode(.heartbeat(hb))
         #expect(frames.count == 1)
-        #expect(frames[0].bytes == [0x53, 0x04, 0x03, 0x00,
+        #expect(frames[0].bytes == [0x53, 0x05, 0x03, 0x00,
                                     0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
                                     1, 0, 0, 0, 0, 0, 0, 0,
                                     2, 0, 0, 0, 0, 0, 0, 0,
@@ -30,7 +30,7 @@ import Testing
     @Test func goldenBytesAssignAndReady() throws {
         let a = Codec.encode(.assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5)))
         #expect(a.count == 1)
-        #expect(a[0].bytes == [0x53, 0x04, 0x04, 0x00,
+        #expect(a[0].bytes == [0x53, 0x05, 0x04, 0x00,
                                7, 0, 0, 0, 0, 0, 0, 0,
                                2, 0, 0, 0,
                                1, 0, 0, 0,
@@ -43,15 +43,15 @@ import Testing
         #expect(try Codec.decode(withParams) == .assign(Assign(job: 7, shard: 2, attempt: 1, start: 256, count: 128, round: 5, withParams: true)))
         let p = Codec.encode(.params(Params(job: 7, version: 3, payload: Frame([1, 2, 3, 4]))))
         #expect(p.count == 2)
-        #expect(p[0].bytes == [0x53, 0x04, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
+        #expect(p[0].bytes == [0x53, 0x05, 0x09, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0])
         #expect(p[1].bytes == [1, 2, 3, 4])
         let r = Codec.encode(.ready(Ready(workerID: "w1", heartbeatInterval: 1000, liveness: 3, build: "b")))
-        #expect(r[0].bytes == [0x53, 0x04, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62, 0, 0])
+        #expect(r[0].bytes == [0x53, 0x05, 0x02, 0x00, 2, 0, 0x77, 0x31, 0xE8, 0x03, 0, 0, 3, 0, 1, 0, 0x62, 0, 0])
     }
 
     @Test func goldenBytesHello() {
         let h = Codec.encode(.hello(Hello(build: "s", cores: 2, slots: 1, memory: 1024, host: "h", name: "n", instance: "i", features: "f")))
-        #expect(h[0].bytes == [0x53, 0x04, 0x01, 0x00, 1, 0, 0x73, 2, 0, 1, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
+        #expect(h[0].bytes == [0x53, 0x05, 0x01, 0x00, 1, 0, 0x73, 2, 0, 1, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
                                1, 0, 0x68, 1, 0, 0x6E, 1, 0, 0x69, 1, 0, 0x66])
     }
 
@@ -78,7 +78,8 @@ import Testing
                                                           PeerAddress(endpoint: "tcp://10.0.0.2:7001", key: "")]))),
         .assign(Assign(job: 1, shard: 2, attempt: 3, start: 4, count: 5, round: 9,
                        collective: CollectiveStep(segment: 0, rank: 0, snapshot: false,
-                                                  peers: [PeerAddress(endpoint: "a"), PeerAddress(endpoint: "b"), PeerAddress(endpoint: "c")]))),
+                                                  peers: [PeerAddress(endpoint: "a", memoryGroup: 1), PeerAddress(endpoint: "b"),
+                                                          PeerAddress(endpoint: "c", memoryGroup: 65_535)]))),
         .params(Params(job: 1, version: 17, payload: Frame([0, 0, 128, 63]))),
         .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .ok, computeTime: 12, payload: Frame([1, 2, 3]))),
         .result(ShardResult(job: 1, shard: 2, attempt: 1, status: .failed, error: "boom")),
@@ -226,16 +227,16 @@ import Testing
         #expect { _ = try Codec.decode([Frame(header)]) } throws: { ($0 as! DecodeError).code == .tooLarge }
         let three = Codec.encode(.status(request: 1)) + [Frame([1]), Frame([2])]
         #expect { _ = try Codec.decode(three) } throws: { ($0 as! DecodeError).code == .tooLarge }
-        #expect { _ = try Codec.decode([Frame([0x53, 4, 0x7F, 0])]) } throws: { ($0 as! DecodeError).message.contains("unknown message type 0x7f") }
+        #expect { _ = try Codec.decode([Frame([0x53, 5, 0x7F, 0])]) } throws: { ($0 as! DecodeError).message.contains("unknown message type 0x7f") }
         #expect { _ = try Codec.decode([Frame([0x41, 1, 1, 0])]) } throws: { ($0 as! DecodeError).message.contains("signature") }
         #expect { _ = try Codec.decode([]) } throws: { ($0 as! DecodeError).message.contains("empty") }
-        #expect { _ = try Codec.decode([Frame([0x53, 4, 0x12, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])]) } throws: { ($0 as! DecodeError).message.contains("flag") }
+        #expect { _ = try Codec.decode([Frame([0x53, 5, 0x12, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])]) } throws: { ($0 as! DecodeError).message.contains("flag") }
         var trailing = Codec.encode(.status(request: 1))[0].bytes
         trailing.append(0)
         #expect { _ = try Codec.decode([Frame(trailing)]) } throws: { ($0 as! DecodeError).message.contains("trailing") }
         let submitNoPayload = [Codec.encode(.submit(Submit(request: 1, options: [], spec: Self.spec)))[0]]
         #expect { _ = try Codec.decode(submitNoPayload) } throws: { ($0 as! DecodeError).message.contains("missing payload") }
-        let compressedNoDecompressor = Frame([0x53, 4, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
+        let compressedNoDecompressor = Frame([0x53, 5, 0x05, 0x01] + Array(Codec.encode(.result(ShardResult(job: 1, shard: 0, attempt: 1, status: .ok)))[0].bytes.dropFirst(4)))
         #expect(throws: DecodeError.self) { _ = try Codec.decode([compressedNoDecompressor, Frame([1, 2, 3, 4, 5])]) }
     }
 
@@ -308,7 +309,7 @@ import Testing
         w.u8(0x53); w.u8(sigmaProtocolVersion); w.u8(MessageType.assign.rawValue); w.u8(0)
         w.u64(1); w.u32(0); w.u32(1); w.u64(0); w.u64(4); w.u32(0); w.u8(2)
         w.u32(0); w.u16(rank); w.u8(0); w.u16(peers)
-        for _ in 0..<peers { w.string("tcp://127.0.0.1:1"); w.string("") }
+        for _ in 0..<peers { w.string("tcp://127.0.0.1:1"); w.string(""); w.u16(0) }
         return [Frame(w.bytes)]
     }
     #expect(decodeError(assign(rank: 2, peers: 2))?.message.contains("collective.peers") == true)
@@ -328,11 +329,11 @@ func decodeError(_ frames: [Frame]) -> DecodeError? {
 /// §3: truncated, oversized, wrong-version and unknown-type frames each earn an ERROR reply from the coordinator.
 @Suite struct RejectionReplyTests {
     @Test(arguments: [
-        ("truncated", [Frame([0x53, 0x04, 0x12, 0x00, 1, 2, 3])], UInt16(400)),
-        ("oversized header", [Frame([0x53, 0x04, 0x12, 0x00] + [UInt8](repeating: 0, count: 70_000))], UInt16(413)),
-        ("too many frames", [Frame([0x53, 0x04, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), Frame([1]), Frame([2])], UInt16(413)),
+        ("truncated", [Frame([0x53, 0x05, 0x12, 0x00, 1, 2, 3])], UInt16(400)),
+        ("oversized header", [Frame([0x53, 0x05, 0x12, 0x00] + [UInt8](repeating: 0, count: 70_000))], UInt16(413)),
+        ("too many frames", [Frame([0x53, 0x05, 0x12, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), Frame([1]), Frame([2])], UInt16(413)),
         ("wrong version", [Frame([0x53, 0x07, 0x03, 0x00] + [UInt8](repeating: 0, count: 32))], UInt16(505)),
-        ("unknown type", [Frame([0x53, 0x04, 0x66, 0x00])], UInt16(400)),
+        ("unknown type", [Frame([0x53, 0x05, 0x66, 0x00])], UInt16(400)),
         ("not Sigma", [Frame(Array("GET / HTTP/1.1".utf8))], UInt16(400)),
     ])
     func coordinatorRepliesWithError(_ name: String, _ frames: [Frame], _ code: UInt16) throws {

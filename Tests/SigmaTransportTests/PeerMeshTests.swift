@@ -162,10 +162,13 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
         let got = try await onComputeThread {
             let raw = try ZmqLink.connect(endpoint)
             defer { raw.close() }
-            raw.send(Envelope(frames: [Frame.empty, Frame([1])]))                                   // empty tag
-            raw.send(Envelope(frames: [Frame(tag("many"))] + (0..<5).map { Frame([UInt8($0)]) }))   // 5 frames after the tag
-            raw.send(Envelope(frames: [Frame([UInt8](repeating: 65, count: PeerMesh.maxTag + 1))]))  // tag too long
-            raw.send(Envelope(frames: [Frame(tag("ok")), Frame([1]), Frame([2]), Frame([3]), Frame([4])]))
+            raw.send(Envelope(frames: [Frame.empty, Frame([0]), Frame([1])]))                                       // empty tag
+            raw.send(Envelope(frames: [Frame(tag("many")), Frame([0])] + (0..<5).map { Frame([UInt8($0)]) }))       // 5 frames
+            raw.send(Envelope(frames: [Frame([UInt8](repeating: 65, count: PeerMesh.maxTag + 1)), Frame([0])]))      // tag too long
+            raw.send(Envelope(frames: [Frame(tag("many"))]))                                                         // no flags
+            raw.send(Envelope(frames: [Frame(tag("many")), Frame([0, 0]), Frame([1])]))                              // 2-byte flags
+            raw.send(Envelope(frames: [Frame(tag("many")), Frame([2]), Frame([1])]))                                 // flag past the frames
+            raw.send(Envelope(frames: [Frame(tag("ok")), Frame([0]), Frame([1]), Frame([2]), Frame([3]), Frame([4])]))
             // (the socket stays open until the last message is in: closing drops what is still queued)
             return try a.receive(tag: tag("ok"), count: 1, timeout: Self.arrival) { false }
         }

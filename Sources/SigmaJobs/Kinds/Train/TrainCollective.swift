@@ -273,7 +273,8 @@ extension TrainWorker {
         collective = state
         // All-gather: the updated slice to every other rank; theirs into the next weights.
         let gather = Collective.tag(job: job, segment: c.segment, step: version, phase: 1)
-        let mine = updated.withUnsafeBytes { Frame($0) }
+        // (in a pool segment when shared memory is on: members on this machine read it there, no copy per peer)
+        let mine = updated.withUnsafeBytes { src in Frame(shareable: src.count) { $0.copyMemory(from: src) } }
         for j in Collective.sendOrder(rank: rank, size: size) { exchange.send(to: c.peers[j], tag: gather, frames: [meta, mine]) }
         let arrived = try exchange.receive(tag: gather, count: size - 1)
         var filled: Set<Int> = [rank]
