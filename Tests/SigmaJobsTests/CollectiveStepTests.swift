@@ -236,3 +236,31 @@ final class OSThreadForTests: @unchecked Sendable {
     }
     func join() { done.wait() }
 }
+
+/// Snapshots by time: every 5 s while they are cheap; where one costs more than 5 % of that, no sooner than its cost
+/// ÷ 0.05 — measured as a snapshot round's length less the last regular round's; a segment's first round (its start)
+/// is not measured.
+@Test func snapshotsByTimeStretchWhenTheyAreCostly() {
+    let s: UInt64 = 1_000_000_000
+    var c = SnapshotCadence(seconds: 5, share: 0.05)
+    #expect(c.interval == 5e9)
+    // A segment's first round (4 s: it carries the start), then regular rounds of 3 s.
+    c.roundBegins(at: 0, snapshot: false)
+    c.roundBegins(at: 4 * s, snapshot: false)
+    #expect(c.regular == nil, "the segment's first round was measured")
+    c.roundBegins(at: 7 * s, snapshot: true)
+    #expect(c.regular == 3 * s)
+    // The snapshot round took 4.25 s: 1.25 s more than a regular one — snapshots then at most every 25 s.
+    c.roundBegins(at: 11 * s + s / 4, snapshot: false)
+    #expect(c.cost == s + s / 4)
+    #expect(c.interval == 25e9)
+    // A cheap snapshot (0.1 s more) brings back 5 s.
+    c.roundBegins(at: 14 * s + s / 4, snapshot: true)
+    c.roundBegins(at: 17 * s + s / 4 + s / 10, snapshot: false)
+    #expect(c.cost == s / 10 && c.interval == 5e9)
+    // A rollback or a new segment: the next round is not measured.
+    c.restart()
+    c.roundBegins(at: 30 * s, snapshot: true)
+    c.roundBegins(at: 40 * s, snapshot: false)
+    #expect(c.cost == s / 10, "the round after a restart was measured")
+}

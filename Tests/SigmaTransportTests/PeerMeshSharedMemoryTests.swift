@@ -11,16 +11,9 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
 /// lets go; a message dropped before it was sent gives its segment back; a reference the receiver cannot read fails
 /// its receive with the reason (never a crash, never a hang until the timeout).
 @Suite struct PeerMeshSharedMemoryTests {
-    func payload(_ n: Int, seed: UInt8) -> Frame {
-        Frame(count: n) { b in for i in 0..<n { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)) } }
-    }
-
-    /// A directory of this test's own on /dev/shm.
-    func scratch() throws -> String {
-        let dir = "/dev/shm/sigma-test-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        return dir
-    }
+    // (the same payloads and scratch directories as the carrier's own tests)
+    func payload(_ n: Int, seed: UInt8) -> Frame { SharedMemoryTests().payload(n, seed: seed) }
+    func scratch() throws -> String { try SharedMemoryTests().scratch() }
 
     func segments(_ dir: String) -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("sigma-shm-") }.count

@@ -40,9 +40,11 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     var segmentWhole: Frame? = nil
     var snapshotRound = false
     var gathered: SnapshotBuffers? = nil
-    /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again).
+    /// Steps and seconds between snapshots (a lost worker costs at most that much work, run again); the seconds
+    /// stretch where a snapshot would cost more than 5 % of them (`SnapshotCadence`).
     public static let snapshotSteps = 64
     public static let snapshotSeconds = 5.0
+    var cadence = SnapshotCadence(seconds: snapshotSeconds)
 
     public var kind: String { "train" }
     public var sharesPerWorker: Bool { true }
@@ -85,6 +87,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
         precondition(atSnapshot, "a collective segment starts from the driver's own state")
         segment &+= 1
         segmentSize = size
+        cadence.restart()
         snapshot = (step, history.count, lastLoss, DispatchTime.now().uptimeNanoseconds)
         segmentParams = nil
         segmentState = []
@@ -108,6 +111,7 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
 
     public func rollback() -> Int {
         let lost = step - snapshot.step
+        cadence.restart()
         step = snapshot.step
         history.removeSubrange(snapshot.history...)
         lastLoss = snapshot.loss
@@ -118,13 +122,13 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
     }
 
     /// Whether the round about to run must end in a snapshot: the steps that evaluate or write a checkpoint, the
-    /// last, and one at least every `snapshotSteps` steps or `snapshotSeconds`.
+    /// last, and one at least every `snapshotSteps` steps or `snapshotSeconds` (longer where snapshots are costly).
     func needsSnapshot(now: UInt64) -> Bool {
         let next = step + 1
         if next == plan.totalSteps || next - snapshot.step >= Self.snapshotSteps { return true }
         if plan.microBatches(step: next) < segmentSize { return true }   // (the next step cannot give every member one)
         if spec.evalEvery > 0 && next % spec.evalEvery == 0 && !plan.holdout.isEmpty { return true }
-        if Double(now &- snapshot.at) >= Self.snapshotSeconds * 1e9 { return true }
+        if Double(now &- snapshot.at) >= cadence.interval { return true }
         guard spec.checkpoints, spec.checkpointDir != nil else { return false }
         if spec.checkpointEvery > 0 && next % spec.checkpointEvery == 0 { return true }
         return spec.checkpointEverySeconds.map { $0 > 0 && Double(now &- lastCheckpointAt) >= $0 * 1e9 } ?? false
@@ -174,7 +178,9 @@ public final class TrainDriver: ReducingDriver, @unchecked Sendable {
             // no larger than a step's micro-batches).
             precondition(counts.count == segmentSize && roundItems >= segmentSize, "a collective step of \(segmentSize) ranks planned with \(counts.count) shares")
             for k in counts.indices where counts[k] == 0 { counts[counts.indices.max { counts[$0] < counts[$1] }!] -= 1; counts[k] = 1 }
-            snapshotRound = needsSnapshot(now: DispatchTime.now().uptimeNanoseconds)
+            let now = DispatchTime.now().uptimeNanoseconds
+            snapshotRound = needsSnapshot(now: now)
+            cadence.roundBegins(at: now, snapshot: snapshotRound)
             gathered = snapshotRound ? SnapshotBuffers(parameters: parameterCount, stateVectors: spec.collectiveStateVectors) : nil
         } else {
             snapshotRound = false
