@@ -40,6 +40,8 @@ public struct Dashboard: Sendable {
     public var eventInterval: Double = 1
     /// Seconds between the history's points (an hour of them at 1 s, `History.capacity`).
     public var historyInterval: Double = 1
+    /// How many different jobs' details may be asked for, per window (the defaults; tests lengthen the window).
+    public var detailGate = JobDetailGate()
     /// The charts' past, sampled from `source` while the dashboard runs (`/api/history`).
     public let history: HistoryRecorder
 
@@ -61,7 +63,7 @@ public struct Dashboard: Sendable {
             }
         }
         defer { recorder.cancel() }
-        let gate = Mutex(JobDetailGate())
+        let gate = Mutex(detailGate)
         router.add(middleware: AccessMiddleware(access: access))
         router.get("/") { _, _ in
             // The first frame and the charts' past are in the page itself (it shows them without waiting for a

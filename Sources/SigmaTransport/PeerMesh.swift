@@ -60,10 +60,11 @@ public final class PeerMesh: Sendable {
     private let zapDomain: String?
     /// Where shared-memory segments live (nil: this mesh neither sends nor reads payloads through shared memory).
     private let sharedMemoryDirectory: String?
-    /// The carriers of large frames to peers that share memory with this worker, by endpoint (the most recent
-    /// `maxCarriers`; a carrier dropped takes its references back and unlinks its segments).
+    /// The carriers of large frames to peers that share memory with this worker, by endpoint (the `maxCarriers`
+    /// used most recently — far more than the workers one machine holds, so only peers long gone are dropped: a
+    /// carrier dropped unlinks its segments and takes back its pool references, which a peer still reading would lose).
     private let carriers = Mutex<(byEndpoint: [String: SharedMemoryCarrier], order: [String])>(([:], []))
-    static let maxCarriers = 32
+    static let maxCarriers = 256
 
     /// Binds a ROUTER on tcp://host:port (port 0: any free port; `host` an IPv4 address) on a thread of its own.
     /// Messages that arrived and wait for a `receive` hold at most `maxBufferedBytes` (then the oldest go, counted in
@@ -152,7 +153,10 @@ public final class PeerMesh: Sendable {
     private func carrier(for endpoint: String) -> SharedMemoryCarrier? {
         guard let directory = sharedMemoryDirectory else { return nil }
         return carriers.withLock { c in
-            if let k = c.byEndpoint[endpoint] { return k }
+            if let k = c.byEndpoint[endpoint] {
+                if c.order.last != endpoint, let i = c.order.firstIndex(of: endpoint) { c.order.append(c.order.remove(at: i)) }
+                return k
+            }
             let k = SharedMemoryCarrier(directory: directory)
             c.byEndpoint[endpoint] = k
             c.order.append(endpoint)
