@@ -40,8 +40,9 @@ extension CoordinatorCore {
     /// The shares of a training step, made collective where the job can be: the segment's members (kept while all
     /// are live and, between snapshots, whatever else changes), each with its share of `shares` (a member the cost
     /// model left out gets the least share: every member owns a slice, so every one computes).
-    mutating func collectiveShares(_ job: JobEntry, _ d: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
+    mutating func collectiveShares(_ job: JobEntry, _ driver: any RoundDriver, _ shares: [(weight: Double, worker: PeerID?)],
                                    into out: inout [CoordinatorAction]) -> [(weight: Double, worker: PeerID?)] {
+        guard let d = driver as? any CollectiveRounds else { return shares }
         // (the largest member's start is with two members: each then gets the weights and half of the state)
         if config.collectiveSteps, d.collectiveCapable, !job.collectiveOff, d.segmentSize == 0, d.segmentStartBytes(members: 2) > config.maxPayload {
             job.collectiveOff = true
@@ -98,7 +99,7 @@ extension CoordinatorCore {
     /// are cancelled, the driver goes back to its snapshot, and the step is planned again.
     mutating func repairCollectives(now: Nanos, into out: inout [CoordinatorAction]) {
         for id in jobs.keys.sorted() {
-            guard let job = jobs[id], let reason = job.collectiveBroken, !job.state.isFinal, let d = job.driver else { continue }
+            guard let job = jobs[id], let reason = job.collectiveBroken, !job.state.isFinal, let d = job.driver as? any CollectiveRounds else { continue }
             job.collectiveBroken = nil
             for i in job.shards.indices {
                 for p in job.shards[i].holders {
@@ -137,7 +138,7 @@ extension CoordinatorCore {
 
     /// The collective step of `job` to send with shard `i` (its rank), if the round is one.
     func collectiveStep(_ job: JobEntry, _ i: Int) -> CollectiveStep? {
-        guard let c = job.collective, let d = job.driver, i < c.members.count else { return nil }
+        guard let c = job.collective, let d = job.driver as? any CollectiveRounds, i < c.members.count else { return nil }
         return CollectiveStep(segment: c.segment, rank: UInt16(i), snapshot: d.snapshotDue, peers: c.peers)
     }
 }

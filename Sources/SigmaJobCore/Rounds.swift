@@ -83,9 +83,14 @@ public protocol RoundDriver: AnyObject, Sendable {
     /// A restart may resume the job from its committed shards (they are journaled): true for single-round jobs;
     /// false for training, whose shards are one step's gradients (a restarted train job starts over).
     var resumesFromShards: Bool { get }
+}
 
-    // Collective rounds (docs/architecture.md "Collective steps"): the workers of a round reduce it among
-    // themselves; the coordinator keeps a snapshot of the weights and optimizer state it can go back to.
+/// A driver whose rounds may be collective (docs/architecture.md "Collective steps"): the workers of a round reduce it
+/// among themselves, and the driver keeps a snapshot of the weights and optimizer state it can go back to. Nothing
+/// here has a default: a driver that lost one of these would otherwise compile and answer as if the coordinator
+/// reduced every round (it once lost `atSnapshot` and `snapshotDue` that way, silently; a test caught it). The core
+/// asks a driver that is not one of these for nothing collective.
+public protocol CollectiveRounds: RoundDriver {
     /// The job's rounds may be collective (training with SGD, Adam or AdamW and float32 gradients).
     var collectiveCapable: Bool { get }
     /// Workers in the current collective segment (0: the coordinator reduces the rounds).
@@ -112,14 +117,6 @@ extension RoundDriver {
     public var planSummary: String? { nil }
     public var sharesPerWorker: Bool { false }
     public var resumesFromShards: Bool { true }
-    public var collectiveCapable: Bool { false }
-    public var segmentSize: Int { 0 }
-    public func segmentStartBytes(members size: Int) -> Int { 0 }
-    public func params(member rank: Int, of size: Int) -> Frame? { params }
-    public var atSnapshot: Bool { true }
-    public var snapshotDue: Bool { false }
-    public func beginSegment(size: Int) -> UInt32 { 0 }
-    public func rollback() -> Int { 0 }
 }
 
 /// Named result files of a job (`model.safetensors`, `history.json`, `predictions.npy`, …) in one payload:

@@ -174,7 +174,8 @@ public final class PeerMesh: Sendable {
     /// Blocks the calling OS thread (a compute thread, never a Swift task) until `count` messages with `tag` have
     /// arrived, and returns their frames (without the tag), in arrival order, removing them from the buffer.
     /// Throws PeerMeshError.timedOut after `timeout` seconds and .cancelled as soon as `cancelled()` is true
-    /// (checked at least every 20 ms); .closed after close(). When it throws, nothing is removed.
+    /// (checked at least every 20 ms); .closed after close() — and then nothing is removed; .unreadable when one of the
+    /// `count` messages could not be read (a shared-memory reference that did not resolve), which takes them all.
     public func receive(tag: [UInt8], count: Int, timeout: Double, cancelled: () -> Bool) throws -> [[Frame]] {
         precondition(count >= 0, "count must be ≥ 0")
         if count == 0 { return [] }

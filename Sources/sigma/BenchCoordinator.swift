@@ -120,8 +120,12 @@ enum BenchCoordinator {
             // (the coordinator reducing every step, unless the sweep measures collective steps: the workers reduce)
             options.core.collectiveSteps = collective
             setenv("OPENBLAS_NUM_THREADS", "1", 1)   // each worker process: one compute thread, single-threaded BLAS
+            // (shared memory off: for the workers too, so collective members use their sockets, as between hosts)
+            let userShm = getenv("SIGMA_SHM").map { String(cString: $0) }
+            if !sharedMemory { setenv("SIGMA_SHM", "0", 1) }
             let c = try LocalCluster(workers: w, threadsPerWorker: 1, logger: logger, coordinatorOptions: options, dataRoots: [try BenchJobs.scratch()])
             unsetenv("OPENBLAS_NUM_THREADS")
+            if let userShm { setenv("SIGMA_SHM", userShm, 1) } else { unsetenv("SIGMA_SHM") }
             defer { c.stop() }
             guard await c.waitForWorkers(w, timeout: 60) >= w else { throw CLIError.unreachable("\(w) workers did not join") }
             let client = try c.client()

@@ -6,7 +6,7 @@ import Testing
 
 /// A training job's rounds as the core sees them, collective-capable: 8 micro-batches a step, a snapshot every
 /// fourth step; it records the segments it was asked to start and its rollbacks.
-final class CollectiveDriver: RoundDriver, @unchecked Sendable {
+final class CollectiveDriver: CollectiveRounds, @unchecked Sendable {
     let steps: Int
     var step = 0, snapshotStep = 0, segmentSize = 0, dueAtPlan = false, broadcast = false
     var segments: [Int] = [], rollbacks: [Int] = []

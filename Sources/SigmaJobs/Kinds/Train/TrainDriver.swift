@@ -2,7 +2,7 @@ import Foundation
 import SigmaEngine
 import SigmaModel
 
-public final class TrainDriver: ReducingDriver, @unchecked Sendable {
+public final class TrainDriver: ReducingDriver, CollectiveRounds, @unchecked Sendable {
     public var planSummary: String? {
         "\(plan.totalSteps) steps of \(spec.batchSize) rows (\(parameterCount) parameters), from step \(step)"
     }
