@@ -44,6 +44,8 @@ final class CollectiveShared: Sendable {
     let cancels = CollectiveCancels()
     let admitted = Mutex<Set<String>>([])
     let segments = Mutex<[JobID: UInt32]>([:])
+    /// The log has said that payloads to members on this machine go through shared memory (once a process).
+    let toldSharedMemory = Atomic<Bool>(false)
 }
 
 /// Collective steps the coordinator cancelled (a member was lost), and connections reset: a step waiting for its
@@ -97,8 +99,14 @@ extension WorkerShell {
         let exchange = MeshExchange(mesh: mesh, step: step, timeout: peerTimeout) { [shared] in
             shared.stopping.load(ordering: .acquiring) || shared.collective.cancels.check(task, since: since)
         }
-        return try runner.runCollective(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count,
-                                        step, exchange: exchange)
+        let result = try runner.runCollective(spec, job: task.job, round: task.round, params: task.params, start: task.start, count: task.count,
+                                              step, exchange: exchange)
+        let local = step.peers.enumerated().filter { $0.offset != Int(step.rank) && step.sharesMemory(with: $0.element) }.count
+        if local > 0, !shared.collective.toldSharedMemory.load(ordering: .relaxed), mesh.sharedMemoryCounts.carried > 0,
+           shared.collective.toldSharedMemory.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            shared.logger.info("collective steps: payloads of 1 MiB or more to the \(local) other member(s) on this machine go through /dev/shm")
+        }
+        return result
     }
 
     /// Whether a peer message's tag (`Collective.tag`: u64 job, u32 segment, u32 step, u8 phase) is of `job`.

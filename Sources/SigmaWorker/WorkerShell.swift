@@ -52,41 +52,6 @@ public final class WorkerShell: Sendable {
     let fetcher: InputFetcher
     let serve: ServeHost
 
-    final class Shared: Sendable {
-        let stopping = Atomic<Bool>(false)
-        let draining = Atomic<Bool>(false)
-        let stopped = Atomic<Bool>(false)
-        let waker = Mutex<Waker?>(nil)
-        let work = BlockingQueue<ShardTask>()
-        /// Results from compute threads, waiting for the poller thread.
-        /// Results of the compute threads, each with its task's session.
-        let results = Mutex<[(ShardResult, UInt64)]>([])
-        let fatal = Mutex<String?>(nil)
-        let workerID = Mutex<String?>(nil)
-        let completed = Atomic<Int>(0)
-        /// Jobs the coordinator ended or cancelled (most recent last, bounded): compute threads drop their state.
-        let ended = Mutex<[JobID]>([])
-        /// Bumped with every addition to `ended`, so a compute thread looks at the list only when it changed.
-        let endedVersion = Atomic<Int>(0)
-        /// Compute thread 0's context; the poller borrows it to run a short ML shard itself when that thread is idle.
-        let primary: Mutex<ComputeContext>
-        let kinds: JobKinds
-        let roots: DataRoots
-        let limits: SpecLimits
-        /// Links to other workers (collective training steps), for compute threads.
-        let mesh: PeerMesh?
-        /// What compute threads and the poller share about collective steps.
-        let collective = CollectiveShared()
-
-        init(kinds: JobKinds, roots: DataRoots, limits: SpecLimits, mesh: PeerMesh?) {
-            self.kinds = kinds
-            self.roots = roots
-            self.limits = limits
-            self.mesh = mesh
-            primary = Mutex(ComputeContext(kinds: kinds, roots: roots, limits: limits))
-        }
-    }
-
     public init(_ factory: LinkFactory, options: Options = Options(), logger: Logger = Logger(label: "sigma.worker")) {
         let kernels = WorkerShell.kernels
         if let warning = kernels.warning {
@@ -97,7 +62,7 @@ public final class WorkerShell: Sendable {
         TensorStorage.tuneHeap()   // before our threads allocate: parameter and gradient buffers are reused, not re-faulted
         SharedMemoryPool.install()   // gradients written straight into shared memory (no-op when it is off)
         let (mesh, peerFeatures) = WorkerShell.peerMesh(factory, options: options, logger: logger)
-        let shared = Shared(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits, mesh: mesh)
+        let shared = Shared(kinds: options.kinds, roots: options.dataRoots, limits: options.specLimits, mesh: mesh, logger: logger)
         self.shared = shared
         let fetcher = InputFetcher(directory: options.cacheDirectory, limit: options.cacheLimit, wake: { [shared] in shared.waker.withLock { $0 }?.wake() })
         self.fetcher = fetcher

@@ -57,6 +57,30 @@ func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.
         #expect(inBytes < 1_500_000, "the coordinator received \(inBytes) bytes")
     }
 
+    /// Three workers of this machine with a model whose slices are over 1 MiB (862 K parameters): every member sends
+    /// the others its slices through /dev/shm (the workers say so), and the model is still bitwise `--local`'s.
+    @Test func threeWorkersOfOneMachineExchangeThroughSharedMemoryBitwise() async throws {
+        let dir = try Scratch("collective-shm")
+        defer { dir.remove() }
+        let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 24).replacingOccurrences(of: "mlp: [64, 32, 10]", with: "mlp: [64, 1024, 768, 10]"))
+        let (ls, _, le) = try await sigma(["submit", spec, "--local", "--json", "-o", dir.path + "/local"])
+        try #require(ls == 0, "\(le)")
+        let cluster = try await ProcessCluster(workers: 0)
+        defer { cluster.stop() }
+        let workers = try (1...3).map { try cluster.addWorker("w\($0)", logLevel: "info") }
+        try await cluster.waitForWorkers(3)
+        let (s, _, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "--json", "-o", dir.path + "/cluster"])
+        #expect(s == 0, "\(e.suffix(500))")
+        await expectSameAsLocal(cluster, job: 1, clusterOut: dir.path + "/cluster", localOut: dir.path + "/local",
+                                files: ["model.safetensors", "history.json"], "3 workers exchanging through shared memory")
+        let log = cluster.coordinator.stderr.joined(separator: "\n")
+        #expect(log.contains("3 workers reduce the steps among themselves") && log.contains("all share memory"), "\(log.suffix(2000))")
+        for w in workers {
+            let wlog = w.stderr.joined(separator: "\n")
+            #expect(wlog.contains("payloads of 1 MiB or more to the 2 other member(s) on this machine go through /dev/shm"), "\(wlog.suffix(1500))")
+        }
+    }
+
     /// A member SIGKILLed mid-segment: the coordinator goes back to the last snapshot, the steps since run again on
     /// the workers left, and the result is still bitwise `--local`'s.
     @Test func aKilledMemberGoesBackToTheSnapshotBitwise() async throws {

@@ -149,9 +149,9 @@ final class ProcessCluster: Sendable {
     }
 
     @discardableResult
-    func addWorker(_ name: String, threads: Int = 1) throws -> SigmaProcess {
+    func addWorker(_ name: String, threads: Int = 1, logLevel: String = "warning") throws -> SigmaProcess {
         adopt(workerName(name))
-        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", workerName(name), "--log-level", "warning"] + testDataRoots)
+        let w = try SigmaProcess(["worker", "--join", endpoint, "--threads", "\(threads)", "--name", workerName(name), "--log-level", logLevel] + testDataRoots)
         workers.withLock { $0.append(w) }
         return w
     }
