@@ -4,7 +4,8 @@ import SigmaTransport
 
 /// Finished jobs' results larger than `CoordinatorConfig.storeResultsOver`, one file per job: in the state folder
 /// (`<state>/results/<job>.result`, written durably before the journal records the job's end) or, for a
-/// coordinator without a journal, in a private temporary folder removed when it stops. The coordinator's memory
+/// coordinator without a journal, in a private temporary folder removed when it stops (or, when it was killed, by the
+/// next coordinator without a journal that starts: `sweepStale`). The coordinator's memory
 /// holds none of them; clients read them in pieces (RESULT-GET).
 final class ResultStore: @unchecked Sendable {   // (written by the poller thread, read by the file server's)
     let folder: String
@@ -23,7 +24,8 @@ final class ResultStore: @unchecked Sendable {   // (written by the poller threa
             }
         } else {
             let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-            var template = Array((base + "/sigma-results-XXXXXX").utf8CString)
+            ResultStore.sweepStale(in: base)
+            var template = Array((base + "/\(ResultStore.temporaryPrefix)\(getpid())-XXXXXX").utf8CString)
             guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
                 throw JournalError(file: base, problem: "cannot create a folder for job results (\(String(cString: strerror(errno)))); set TMPDIR to a writable folder")
             }
@@ -81,6 +83,23 @@ final class ResultStore: @unchecked Sendable {   // (written by the poller threa
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
             if name.hasSuffix(".result"), let id = JobID(name.dropLast(".result".count)), kept.contains(id) { continue }
             unlink(folder + "/" + name)
+        }
+    }
+
+    /// Temporary stores are `sigma-results-<pid>-XXXXXX`, so one whose coordinator was killed (SIGKILL cannot clean up)
+    /// is known as such.
+    static let temporaryPrefix = "sigma-results-"
+
+    /// Removes the temporary stores in `base` of this user's coordinators that no longer run (their results went with
+    /// them: nothing can ask for them again). Another user's, a live process's and any other name are left alone.
+    static func sweepStale(in base: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where name.hasPrefix(temporaryPrefix) {
+            let rest = name.dropFirst(temporaryPrefix.count).split(separator: "-", maxSplits: 1)
+            guard rest.count == 2, rest[1].count == 6, let pid = Int32(rest[0]), pid > 0 else { continue }
+            var st = stat()
+            let path = base + "/" + name
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, st.st_uid == geteuid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: path) }
         }
     }
 
