@@ -30,10 +30,9 @@ extension CoordinatorCore {
     /// Each member's shared-memory group from its `shm=` host key ("" when it offers none): members with the same key
     /// share a group numbered from 1 in order of first appearance; a key no other member has gives 0.
     public static func memoryGroups(_ keys: [String]) -> [UInt16] {
+        let counts = Dictionary(keys.map { ($0, 1) }, uniquingKeysWith: +)
         var numbers: [String: UInt16] = [:]
-        for key in keys where !key.isEmpty && numbers[key] == nil && keys.filter({ $0 == key }).count > 1 {
-            numbers[key] = UInt16(numbers.count + 1)
-        }
+        for key in keys where !key.isEmpty && numbers[key] == nil && counts[key]! > 1 { numbers[key] = UInt16(numbers.count + 1) }
         return keys.map { numbers[$0] ?? 0 }
     }
 
@@ -134,6 +133,13 @@ extension CoordinatorCore {
         guard job.collective != nil, !job.collectiveOff else { return }
         job.collectiveOff = true
         out.append(.log(.warning, "job \(job.id): a collective step failed on worker \(w.label) (\(error)); the coordinator reduces this job's steps from now on", job: job.id))
+    }
+
+    /// The PARAMS for shard `i` of `job`'s round: at a collective segment's start, member i's — the weights and the
+    /// optimizer's state shared out as the segment decided (all of it in one frame, or its own slice); else the driver's.
+    func params(_ job: JobEntry, shard i: Int) -> Frame? {
+        if let c = job.collective, i < c.members.count, let d = job.driver as? any CollectiveRounds { return d.params(member: i, of: c.stateShares) }
+        return job.driver?.params
     }
 
     /// The collective step of `job` to send with shard `i` (its rank), if the round is one.

@@ -232,10 +232,7 @@ extension CoordinatorCore {
         let round = job.driver?.round ?? 0
         var bytes = 64
         let collective = collectiveStep(job, i)
-        // (a collective segment's start: each member gets the weights and the optimizer's state shared out as the
-        // segment decided — all of it in one frame, or its own slice)
-        if let d = job.driver, table[k].paramsSent[job.id] != round,
-           let params = collective.flatMap({ c in job.collective.flatMap { (d as? any CollectiveRounds)?.params(member: Int(c.rank), of: $0.stateShares) } }) ?? d.params {
+        if table[k].paramsSent[job.id] != round, let params = params(job, shard: i) {
             table[k].paramsSent[job.id] = round
             bytes += params.count
             out.append(.send(peer, .params(Params(job: job.id, version: round, payload: params))))

@@ -15,6 +15,9 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
     func payload(_ n: Int, seed: UInt8) -> Frame { SharedMemoryTests().payload(n, seed: seed) }
     func scratch() throws -> String { try SharedMemoryTests().scratch() }
 
+    /// A mesh on loopback without authentication, its segments in `dir` (nil: shared memory off).
+    func mesh(_ dir: String?) throws -> PeerMesh { try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir) }
+
     func segments(_ dir: String) -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("sigma-shm-") }.count
     }
@@ -22,8 +25,8 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test func largeFramesGoThroughSharedMemoryAndItsSegmentsAreReused() async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let a = try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir)
-        let b = try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir)
+        let a = try mesh(dir)
+        let b = try mesh(dir)
         defer { a.close(); b.close() }
         for round in 0..<6 {
             let big = payload(3 << 20, seed: UInt8(round))
@@ -48,7 +51,7 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let pool = SharedMemoryPool(directory: dir, maxSegments: 2)
-        let meshes = try (0..<3).map { _ in try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir) }
+        let meshes = try (0..<3).map { _ in try mesh(dir) }
         defer { meshes.forEach { $0.close() } }
         let frame = Frame(shareable: 2 << 20, in: pool) { b in for i in 0..<b.count { b[i] = UInt8(truncatingIfNeeded: i &* 7) } }
         #expect(frame.retainedStorage.shared != nil)
@@ -65,7 +68,7 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test func discardedMessagesGiveTheirSegmentsBack() async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let a = try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir)
+        let a = try mesh(dir)
         defer { a.close() }
         // (nothing listens there: the messages wait for a handshake that never comes)
         let nobody = "tcp://127.0.0.1:\(try #require(freeLoopbackPort()))"
@@ -85,8 +88,8 @@ private func tag(_ s: String) -> [UInt8] { Array(s.utf8) }
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A receiver with shared memory off.
-        let off = try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: nil)
-        let on = try PeerMesh(host: "127.0.0.1", security: .none, sharedMemory: dir)
+        let off = try mesh(nil)
+        let on = try mesh(dir)
         defer { off.close(); on.close() }
         on.send(to: off.endpoint, serverKey: nil, tag: tag("x"), frames: [Frame([1]), payload(2 << 20, seed: 1)], sharedMemory: true)
         await #expect(throws: PeerMeshError.unreadable("a peer sent a payload through shared memory, but shared memory is off on this worker")) {
