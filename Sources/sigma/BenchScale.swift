@@ -25,7 +25,7 @@ enum BenchScale {
         let cpu = BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)
         print("# sigma bench scale — \(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS \(BLASInfo.coreName) kernels")
         print("# one-thread workers: \(counts.map(String.init).joined(separator: ", ")); one worker × \(threads) threads; "
-              + "rates from a short and a long run (start-up cancels out), medians of \(runs) rounds, each round every setup in turn")
+              + "rates from a short and a long run (start-up cancels out), medians of \(runs) rounds, each round job by job, every setup in turn (in reverse every other round)")
         for j in jobs { print("# \(j.name): \(j.short.0) and \(j.long.0) \(j.unit)") }
         if threads > 1 {
             // What the host itself gives: a VM's vCPUs may share a physical core's units, its caches or its memory
@@ -37,19 +37,22 @@ enum BenchScale {
         print("")
         var setups: [(label: String, workers: Int, threads: Int)] = counts.map { ($0 == 1 ? "1 worker × 1 thread" : "\($0) workers × 1 thread", $0, 1) }
         if threads > 1 { setups.append(("1 worker × \(threads) threads", 1, threads)) }
-        // Round by round, every setup in turn (a cluster each, started and stopped: workers on one host claim its
-        // cores), so a host whose speed drifts from minute to minute slows every setup of a round alike; a speedup is
-        // the median of its rounds' ratios.
+        // Round by round, job by job, every setup in turn — a cluster each, started and stopped (workers on one host
+        // claim its cores) — so the runs whose rates make a speedup follow one another within seconds, and a host whose
+        // speed drifts from minute to minute slows them alike; the setups' order reverses every other round, so a drift
+        // within those seconds does not favour one setup. A speedup is the median of its rounds' ratios.
         var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: setups.count), count: jobs.count)
         var breakdowns = [[[StepBreakdown]]](repeating: [[StepBreakdown]](repeating: [], count: setups.count), count: jobs.count)
-        for _ in 0..<runs {
-            for (si, s) in setups.enumerated() {
-                let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger, dataRoots: [try BenchJobs.scratch()])
-                defer { c.stop() }
-                guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
-                let client = try c.client()
-                defer { client.close() }
-                for (ji, j) in jobs.enumerated() {
+        for round in 0..<runs {
+            for (ji, j) in jobs.enumerated() {
+                let order = round % 2 == 0 ? Array(setups.indices) : setups.indices.reversed()
+                for si in order {
+                    let s = setups[si]
+                    let c = try LocalCluster(workers: s.workers, threadsPerWorker: s.threads, logger: logger, dataRoots: [try BenchJobs.scratch()])
+                    defer { c.stop() }
+                    guard await c.waitForWorkers(s.workers) >= s.workers else { throw CLIError.unreachable("\(s.workers) workers did not join") }
+                    let client = try c.client()
+                    defer { client.close() }
                     let a = try await client.runToEnd(j.short.1, acceptTimeout: 120)
                     _ = c.coordinator.takeSamples()
                     let b = try await client.runToEnd(j.long.1, acceptTimeout: 120)
