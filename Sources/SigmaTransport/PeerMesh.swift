@@ -128,7 +128,7 @@ public final class PeerMesh: Sendable {
     /// Queues a message for the peer bound at `endpoint` (its CURVE public key `serverKey` under .curve); connects
     /// on first use and keeps the connection; never blocks the caller. `tag` is matched exactly by the receiver;
     /// `frames` (at most 4) travel as they are (zero-copy for large frames, as ZmqLink does) — or, with
-    /// `sharedMemory` (the caller knows the peer shares this machine's `/dev/shm` and user), those of 1 MiB or more
+    /// `sharedMemory` (the caller knows the peer shares this machine's `/dev/shm` and user), those of 64 KiB or more
     /// through shared memory: written once into a segment this worker owns (not even that when the frame was made
     /// in one, `Frame(shareable:)`), and the peer reads it in place. After `close()` it does nothing.
     public func send(to endpoint: String, serverKey: String?, tag: [UInt8], frames: [Frame], sharedMemory: Bool = false) {
@@ -157,7 +157,7 @@ public final class PeerMesh: Sendable {
                 if c.order.last != endpoint, let i = c.order.firstIndex(of: endpoint) { c.order.append(c.order.remove(at: i)) }
                 return k
             }
-            let k = SharedMemoryCarrier(directory: directory)
+            let k = SharedMemoryCarrier(threshold: SharedMemory.meshThreshold, directory: directory)
             c.byEndpoint[endpoint] = k
             c.order.append(endpoint)
             if c.order.count > Self.maxCarriers { c.byEndpoint[c.order.removeFirst()] = nil }

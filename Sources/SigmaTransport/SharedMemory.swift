@@ -15,8 +15,21 @@ public enum SharedMemory {
     static let headerSize = 4096
     static let magic: UInt64 = 0x5347_534D_0000_0001
     static let referenceMagic: UInt32 = 0x314D_4853   // "SHM1"
-    /// Payloads at least this large go through shared memory.
+    /// Payloads at least this large go through shared memory between a worker and the coordinator.
     public static let threshold = 1 << 20
+    /// Payloads at least this large go through shared memory between two members of a collective step on one
+    /// machine — their slices are the model split W ways, so they shrink as members are added (a 1.3 M-parameter
+    /// model's slice is 376 KB at 14 members), and loopback TCP costs each member two copies and the kernel's work
+    /// per byte, a pool frame by reference none.
+    public static let meshThreshold = 64 << 10
+
+    /// What the process's pool may hold in segments: a quarter of `/dev/shm` (a container's may be 64 MiB), at least
+    /// one 1 MiB segment.
+    public static let poolBudget: Int = {
+        var st = statvfs()
+        guard statvfs(directory, &st) == 0 else { return 1 << 30 }
+        return max(1 << 20, Int(st.f_blocks) * Int(st.f_frsize) / 4)
+    }()
 
     /// What a peer must also see for shared memory to work between us; nil when `/dev/shm` is not usable here
     /// or `SIGMA_SHM=0` turns it off.
@@ -145,9 +158,11 @@ public enum SharedMemory {
 /// Segments this process writes payloads into directly (`Frame(shareable:fill:)`: PARAMS, gradient results), so
 /// a carrier sends such a frame by reference without copying it — to any number of same-host peers at once: the
 /// segment's busy word counts the readers (each reference sent adds one, each receiver's release takes one away).
-/// A segment is reused once its frame is gone here and no reader holds it. At most `maxSegments`; beyond that (or
-/// when `/dev/shm` is full) frames are allocated normally and carriers copy as before. A reader that dies holding
-/// a reference keeps its segment busy until this process exits (bounded by `maxSegments`).
+/// A segment is reused once its frame is gone here and no reader holds it. At most `maxSegments` of at most
+/// `maxBytes` in all; beyond that (or when `/dev/shm` is full) frames are allocated normally and carriers copy as
+/// before. A reader that dies holding a reference keeps its segment busy until this process exits (bounded by both).
+/// (64 segments: a collective member's frames of a step — a slice of its partial sums for each other member and its
+/// updated slice — and the previous step's, still being read, at 14 or more members on one machine.)
 public final class SharedMemoryPool: SharedFrameAllocator, @unchecked Sendable {
     /// One segment and whether a frame here still uses it (guarded by the pool's lock).
     final class Pooled: @unchecked Sendable {
@@ -160,11 +175,14 @@ public final class SharedMemoryPool: SharedFrameAllocator, @unchecked Sendable {
     private var segments: [Pooled] = []
     public let directory: String
     public let maxSegments: Int
+    public let maxBytes: Int
     public let threshold: Int
 
-    public init(directory: String = SharedMemory.directory, maxSegments: Int = 8, threshold: Int = SharedMemory.threshold) {
+    public init(directory: String = SharedMemory.directory, maxSegments: Int = 64, maxBytes: Int = SharedMemory.poolBudget,
+                threshold: Int = SharedMemory.meshThreshold) {
         self.directory = directory
         self.maxSegments = maxSegments
+        self.maxBytes = maxBytes
         self.threshold = threshold
     }
 
@@ -188,11 +206,17 @@ public final class SharedMemoryPool: SharedFrameAllocator, @unchecked Sendable {
         return lock.withLock { _ in
             var pick = segments.filter { !$0.inUse && !$0.segment.busy && $0.segment.capacity >= count }.min { $0.segment.capacity < $1.segment.capacity }
             if pick == nil {
-                if segments.count >= maxSegments {
-                    guard let i = segments.firstIndex(where: { !$0.inUse && !$0.segment.busy }) else { return nil }
-                    segments.remove(at: i)   // free but too small: replaced by a larger one
+                // (whole MiB from 1 MiB, whole 64 KiB below: a segment serves the next frames of about its size)
+                let unit = count >= 1 << 20 ? 1 << 20 : 64 << 10
+                let rounded = (count + unit - 1) & ~(unit - 1)
+                var bytes = segments.reduce(0) { $0 + $1.segment.capacity }
+                // Free segments too small for this frame make room for it, smallest first.
+                while segments.count >= maxSegments || bytes + rounded > maxBytes {
+                    let free = segments.indices.filter { !segments[$0].inUse && !segments[$0].segment.busy }
+                    guard let i = free.min(by: { segments[$0].segment.capacity < segments[$1].segment.capacity }) else { return nil }
+                    bytes -= segments[i].segment.capacity
+                    segments.remove(at: i)
                 }
-                let rounded = (count + (1 << 20) - 1) & ~((1 << 20) - 1)
                 guard let s = SharedMemory.Segment(payloadCapacity: rounded, directory: directory) else { return nil }
                 pick = Pooled(s)
                 segments.append(pick!)

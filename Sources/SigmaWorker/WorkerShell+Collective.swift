@@ -104,7 +104,7 @@ extension WorkerShell {
         let local = step.peers.enumerated().filter { $0.offset != Int(step.rank) && step.sharesMemory(with: $0.element) }.count
         if local > 0, !shared.collective.toldSharedMemory.load(ordering: .relaxed), mesh.sharedMemoryCounts.carried > 0,
            shared.collective.toldSharedMemory.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
-            shared.logger.info("collective steps: payloads of 1 MiB or more to the \(local) other member(s) on this machine go through /dev/shm")
+            shared.logger.info("collective steps: payloads of \(SharedMemory.meshThreshold >> 10) KiB or more to the \(local) other member(s) on this machine go through /dev/shm")
         }
         return result
     }

@@ -77,7 +77,7 @@ func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.
         #expect(log.contains("3 workers reduce the steps among themselves") && log.contains("all share memory"), "\(log.suffix(2000))")
         for w in workers {
             let wlog = w.stderr.joined(separator: "\n")
-            #expect(wlog.contains("payloads of 1 MiB or more to the 2 other member(s) on this machine go through /dev/shm"), "\(wlog.suffix(1500))")
+            #expect(wlog.contains("payloads of 64 KiB or more to the 2 other member(s) on this machine go through /dev/shm"), "\(wlog.suffix(1500))")
         }
     }
 

@@ -66,6 +66,28 @@ import Testing
         #expect(second == payload(2 << 20, seed: 2) && third == payload(2 << 20, seed: 3) && fourth == payload(2 << 20, seed: 4))
     }
 
+    /// The pool keeps to its byte budget: a frame that would go over it while the others are held is allocated
+    /// normally, and a free segment too small for the next frame makes room for it. Frames from 64 KiB — a collective
+    /// member's slices at many members — are pooled (in 64 KiB steps below 1 MiB), smaller ones are not.
+    @Test func thePoolKeepsToItsByteBudget() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pool = SharedMemoryPool(directory: dir, maxBytes: 3 << 20)
+        #expect(Frame(shareable: SharedMemory.meshThreshold - 1, in: pool) { _ in }.retainedStorage.shared == nil)
+        var small: Frame? = Frame(shareable: 100_000, in: pool) { _ in }
+        #expect(small!.retainedStorage.shared != nil, "a 100 KB frame was not pooled")
+        let big = Frame(shareable: 2 << 20, in: pool) { _ in }
+        #expect(big.retainedStorage.shared != nil)
+        #expect(pool.counts == (2, 2))
+        // 128 KiB + 2 MiB held: 1 MiB more would pass 3 MiB.
+        #expect(Frame(shareable: 1 << 20, in: pool) { _ in }.retainedStorage.shared == nil, "over the pool's byte budget")
+        small = nil
+        let third = Frame(shareable: 1 << 20, in: pool) { b in b.initializeMemory(as: UInt8.self, repeating: 5) }
+        #expect(third.retainedStorage.shared != nil, "the free 128 KiB segment did not make room")
+        #expect(pool.counts == (2, 2))
+        #expect(third == Frame([UInt8](repeating: 5, count: 1 << 20)))
+    }
+
     /// A peer that dies holding a reference must not keep a pool segment busy for good: when its link (carrier)
     /// ends, the link's reader bit is cleared and the segment can be reused.
     @Test func aDeadReadersLinkGivesItsPoolSegmentsBack() throws {
