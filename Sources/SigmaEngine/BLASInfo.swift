@@ -97,20 +97,25 @@ enum BLAS {
         }
     }
 
-    /// How a product is split over the engine's threads: by rows or by columns of C, at
-    /// multiples of `splitAlign` — every part's tiles are the whole product's tiles, and OpenBLAS's K blocking depends
-    /// on K alone, so each element is the same sum in the same order as one single-threaded call (tests check it).
-    /// nil: too small to be worth a helper's wake-up (under about 2 M multiply-adds), or too narrow both ways.
-    static func productSplit(m: Int, n: Int, k: Int, threads: Int) -> (byRows: Bool, bounds: [Int])? {
+    /// How a product is split over the engine's threads: by rows or by columns of C, at multiples of the alignment
+    /// measured for that side and the kernel set running (`BLASTiling`: 64 on the AVX-512 sets; rows at 24 and
+    /// columns never on Haswell and Zen) — every part's tiles are the whole product's tiles, and OpenBLAS's K
+    /// blocking depends on K alone, so each element is the same sum in the same order as one single-threaded call
+    /// (tests check it). nil: too small to be worth a helper's wake-up (under about 2 M multiply-adds), or no side
+    /// both long enough for two parts and cuttable.
+    static func productSplit(m: Int, n: Int, k: Int, threads: Int,
+                             align: (rows: Int?, columns: Int?) = BLASTiling.current.split)
+        -> (byRows: Bool, bounds: [Int])? {
         guard m * n * k >= 1 << 21 else { return nil }
         // Each part packs all of the operand the parts share — op(B) (k × n) when split by rows, op(A) (m × k) by
         // columns — so split along the longer side: the smaller operand is the one packed twice.
-        let byRows = n < 2 * splitAlign || (m >= n && m >= 2 * splitAlign)
-        let extent = byRows ? m : n
-        let parts = min(threads, extent / splitAlign)
+        let rows = align.rows.map { m >= 2 * $0 } ?? false, columns = align.columns.map { n >= 2 * $0 } ?? false
+        guard rows || columns else { return nil }
+        let byRows = rows && (!columns || m >= n)
+        let extent = byRows ? m : n, unit = byRows ? align.rows! : align.columns!
+        let parts = min(threads, extent / unit)
         guard parts > 1 else { return nil }
-        return (byRows, (0...parts).map { p in p == parts ? extent : (extent * p / parts) / splitAlign * splitAlign })
+        // (each inner bound the multiple of `unit` nearest an even share: distinct, since the shares are ≥ unit apart)
+        return (byRows, (0...parts).map { p in p == parts ? extent : (extent * p / parts + unit / 2) / unit * unit })
     }
-
-    static let splitAlign = 64
 }

@@ -326,7 +326,7 @@ public struct Var {
     /// On a graph that does not record (inference), row by row stable: each row's outputs are the same bits whatever
     /// other rows share its batch (`Kernels.linear(rowBlock:)`), so served requests equal batch jobs.
     public func linear(_ w: Var, _ b: Var?) -> Var {
-        graph.record(graph.recording ? Kernels.linear(value, w.value, b?.value) : Kernels.linear(value, w.value, b?.value, rowBlock: Kernels.stableRows),
+        graph.record(graph.recording ? Kernels.linear(value, w.value, b?.value) : Kernels.linearRowStable(value, w.value, b?.value),
                      .linear(id, w.id, bias: b?.id))
     }
 

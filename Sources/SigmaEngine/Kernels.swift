@@ -39,13 +39,31 @@ public enum Kernels {
     }
 
     /// Rows per GEMM call of a row-stable product (`linear(rowBlock:)`): OpenBLAS picks other kernels for few rows, and
-    /// rows in a partial tile of a product can round differently than in a full one; every call of exactly this many
-    /// rows (a multiple of every kernel's tile, and past its small-matrix paths) computes each row the same way.
-    public static let stableRows = 32
+    /// a kernel may round a row by where it sits in its tile; every call of exactly this many rows computes each row the
+    /// same way at every position — measured for the kernel set running (`BLASTiling`): 32 on the AVX-512 sets, 8 on
+    /// Haswell and Zen, whose blocks are multiplied transposed (`stableTransposed`).
+    public static var stableRows: Int {
+        _ = BLASKernels.startup
+        return BLASTiling.current.stableRows
+    }
+
+    /// Whether row-stable blocks are multiplied transposed (W · blockᵀ: the block's rows as the product's columns).
+    public static var stableTransposed: Bool {
+        _ = BLASKernels.startup
+        return BLASTiling.current.stableTransposed
+    }
+
+    /// `linear` with every row's outputs the same bits whatever other rows share its batch, as measured for the
+    /// kernel set running (`BLASTiling`; docs/architecture.md, "Row-stable inference").
+    public static func linearRowStable(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
+        let t = BLASTiling.current
+        return linear(x, w, b, rowBlock: t.stableRows, transposed: t.stableTransposed)
+    }
 
     /// `linear` with every row's outputs independent of the other rows: the rows go through GEMM `rowBlock` at a
-    /// time, the last block padded with zero rows (docs/architecture.md, "Row-stable inference").
-    public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?, rowBlock: Int) -> Tensor {
+    /// time, the last block padded with zero rows (docs/architecture.md, "Row-stable inference"); `transposed`: each
+    /// block as the columns of W · blockᵀ (n × rowBlock), then turned back.
+    public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?, rowBlock: Int, transposed: Bool = false) -> Tensor {
         let (m, k, n) = matmulDims(x, w, false, true)
         if b != nil { precondition(b!.shape == [n], "linear: bias \(b!.shape) for \(n) outputs") }
         var out = Tensor(uninitialized: [m, n])
@@ -58,6 +76,18 @@ public enum Kernels {
                 let rows = min(rowBlock, m - start)
                 block.update(from: px.baseAddress! + start * k, count: rows * k)
                 if rows < rowBlock { (block + rows * k).update(repeating: 0, count: (rowBlock - rows) * k) }
+                if transposed {
+                    // (result: n × rowBlock, each output's bias along its row)
+                    for o in 0..<n { (result + o * rowBlock).update(repeating: b.map { $0[o] } ?? 0, count: rowBlock) }
+                    if k > 0 {
+                        BLAS.sgemm(transA: false, transB: true, m: n, n: rowBlock, k: k, pw.baseAddress, lda: k, block, ldb: k, beta: 1, result, ldc: rowBlock)
+                    }
+                    for r in 0..<rows {
+                        let row = po.baseAddress! + (start + r) * n
+                        for o in 0..<n { row[o] = result[o * rowBlock + r] }
+                    }
+                    continue
+                }
                 for r in 0..<rowBlock {
                     if let b { b.withData { (result + r * n).update(from: $0.baseAddress!, count: n) } } else { (result + r * n).update(repeating: 0, count: n) }
                 }

@@ -17,19 +17,26 @@ import Testing
 
     @Test func aProductIsSplitAlongItsLongerSideAtAlignedBounds() throws {
         // rows: more rows than columns; every bound but the last a multiple of 64, the last the whole extent
-        let rows = try #require(BLAS.productSplit(m: 1000, n: 300, k: 64, threads: 3))
+        let rows = try #require(BLAS.productSplit(m: 1000, n: 300, k: 64, threads: 3, align: (64, 64)))
         #expect(rows.byRows && rows.bounds == [0, 320, 640, 1000])
         // columns: a batch of 256 rows against 1024 outputs (a training step's forward): the 256-row operand is the
         // one each part packs again
-        let cols = try #require(BLAS.productSplit(m: 256, n: 1024, k: 784, threads: 2))
+        let cols = try #require(BLAS.productSplit(m: 256, n: 1024, k: 784, threads: 2, align: (64, 64)))
         #expect(!cols.byRows && cols.bounds == [0, 512, 1024])
         // a 10-wide output is split by rows; a 10-row one by columns
-        #expect(BLAS.productSplit(m: 256, n: 10, k: 1024, threads: 2)?.byRows == true)
-        #expect(BLAS.productSplit(m: 10, n: 1024, k: 256, threads: 2)?.byRows == false)
+        #expect(BLAS.productSplit(m: 256, n: 10, k: 1024, threads: 2, align: (64, 64))?.byRows == true)
+        #expect(BLAS.productSplit(m: 10, n: 1024, k: 256, threads: 2, align: (64, 64))?.byRows == false)
         // no more parts than 64-wide slices; none for small products or narrow ones
-        #expect(BLAS.productSplit(m: 200, n: 100, k: 4096, threads: 8)?.bounds == [0, 64, 128, 200])
-        #expect(BLAS.productSplit(m: 64, n: 64, k: 64, threads: 4) == nil)
-        #expect(BLAS.productSplit(m: 100, n: 100, k: 100_000, threads: 4) == nil)
+        #expect(BLAS.productSplit(m: 200, n: 100, k: 4096, threads: 8, align: (64, 64))?.bounds == [0, 64, 128, 200])
+        #expect(BLAS.productSplit(m: 64, n: 64, k: 64, threads: 4, align: (64, 64)) == nil)
+        #expect(BLAS.productSplit(m: 100, n: 100, k: 100_000, threads: 4, align: (64, 64)) == nil)
+        // a kernel set no cut keeps the bits of: never split
+        #expect(BLAS.productSplit(m: 1000, n: 300, k: 64, threads: 3, align: (nil, nil)) == nil)
+        // rows only (Haswell and Zen: 24-row tiles, and rounding that depends on the width): a wide product is split by
+        // rows all the same, at the multiples of 24 nearest the even shares
+        #expect(BLAS.productSplit(m: 256, n: 1024, k: 784, threads: 2, align: (24, nil))?.bounds == [0, 120, 256])
+        #expect(BLAS.productSplit(m: 1000, n: 300, k: 64, threads: 3, align: (96, nil))?.bounds == [0, 288, 672, 1000])
+        #expect(BLAS.productSplit(m: 40, n: 4096, k: 4096, threads: 2, align: (24, nil)) == nil)
     }
 
     /// Products of every transpose form, odd sizes (partial tiles, K over OpenBLAS's block, where its own threads
