@@ -540,7 +540,9 @@ func runKillingAWorker(_ cluster: ProcessCluster, spec: String, atStep step: UIn
             }
             let spec = repoRoot + "/examples/" + name
             let out = dir.path + "/cluster-" + name
-            let (s, o, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", out], timeout: 600)
+            // (a debug build's coordinator reads MiniLM's 90 MB for the fine-tune before it accepts: more than the CLI's
+            // default 10 s once, under the whole suite on 2 cores)
+            let (s, o, e) = try await sigma(["submit", spec, "--coordinator", cluster.endpoint, "--follow", "-o", out, "--timeout", "120"], timeout: 600)
             #expect(s == 0, "\(name): \(e.suffix(400))")
             // --follow off a terminal: plain progress lines with throughput (rows/s when the job's rows are known); a
             // job over before a second progress update has its mean rate on the completion line.

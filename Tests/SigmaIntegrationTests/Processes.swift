@@ -82,6 +82,9 @@ final class SigmaProcess: Sendable {
             }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
+        // (once more at the deadline: a poller starved past it under load had seen the line arrive — 1 stdout line,
+        // "listening …", in a failure's own report — without looking)
+        if let l = stdout.first(where: { $0.hasPrefix(prefix) }) { return l }
         let reader = lines.ended.withLock { $0 } ? "its stdout had ended" : "its stdout was still being read"
         throw SigmaTestError("no '\(prefix)' line within \(timeout) s (\(stdout.count) stdout lines; \(reader); process \(process.isRunning ? "running" : "exited")); stderr: \(stderr.suffix(5))")
     }
@@ -94,6 +97,7 @@ final class SigmaProcess: Sendable {
             if !process.isRunning { throw SigmaTestError("process exited (\(process.terminationStatus)) before saying '\(text)': \(stderr.suffix(5))") }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
+        if let l = stderr.first(where: { $0.contains(text) }) { return l }
         throw SigmaTestError("no stderr line with '\(text)' within \(timeout) s; stderr: \(stderr.suffix(5))")
     }
 
