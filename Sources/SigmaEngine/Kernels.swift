@@ -56,6 +56,7 @@ public enum Kernels {
     /// `linear` with every row's outputs the same bits whatever other rows share its batch, as measured for the
     /// kernel set running (`BLASTiling`; docs/architecture.md, "Row-stable inference").
     public static func linearRowStable(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
+        _ = BLASKernels.startup   // (the measure of the set this process computes with, not of the one before the choice)
         let t = BLASTiling.current
         return linear(x, w, b, rowBlock: t.stableRows, transposed: t.stableTransposed)
     }
