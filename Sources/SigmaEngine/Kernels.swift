@@ -38,26 +38,20 @@ public enum Kernels {
         return out
     }
 
-    /// Rows per GEMM call of a row-stable product (`linear(rowBlock:)`): OpenBLAS picks other kernels for few rows, and
-    /// a kernel may round a row by where it sits in its tile; every call of exactly this many rows computes each row the
-    /// same way at every position — measured for the kernel set running (`BLASTiling`): 32 on the AVX-512 sets, 8 on
-    /// Haswell and Zen, whose blocks are multiplied transposed (`stableTransposed`).
-    public static var stableRows: Int {
+    /// Where the kernel set this process computes with rounds alike (`BLASTiling`), read after the process's kernel
+    /// choice (not the set OpenBLAS loaded before Sigma's switch): the rows per GEMM call of a row-stable product — a
+    /// kernel may round a row by where it sits in its tile; every call of exactly that many rows computes each row the
+    /// same way at every position: 32 plain on the AVX-512 sets, 16 transposed on Haswell and Zen — and where split
+    /// products may be cut.
+    public static var tiling: BLASTiling.Measured {
         _ = BLASKernels.startup
-        return BLASTiling.current.stableRows
+        return BLASTiling.current
     }
 
-    /// Whether row-stable blocks are multiplied transposed (W · blockᵀ: the block's rows as the product's columns).
-    public static var stableTransposed: Bool {
-        _ = BLASKernels.startup
-        return BLASTiling.current.stableTransposed
-    }
-
-    /// `linear` with every row's outputs the same bits whatever other rows share its batch, as measured for the
-    /// kernel set running (`BLASTiling`; docs/architecture.md, "Row-stable inference").
+    /// `linear` with every row's outputs the same bits whatever other rows share its batch (`tiling`;
+    /// docs/architecture.md, "Row-stable inference").
     public static func linearRowStable(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
-        _ = BLASKernels.startup   // (the measure of the set this process computes with, not of the one before the choice)
-        let t = BLASTiling.current
+        let t = tiling
         return linear(x, w, b, rowBlock: t.stableRows, transposed: t.stableTransposed)
     }
 
@@ -72,6 +66,7 @@ public enum Kernels {
         let block = UnsafeMutablePointer<Float>.allocate(capacity: rowBlock * max(k, 1))
         let result = UnsafeMutablePointer<Float>.allocate(capacity: rowBlock * n)
         defer { block.deallocate(); result.deallocate() }
+        let bias = b?.scalars
         x.withData { px in w.withData { pw in out.withMutableData { po in
             for start in stride(from: 0, to: m, by: rowBlock) {
                 let rows = min(rowBlock, m - start)
@@ -79,7 +74,7 @@ public enum Kernels {
                 if rows < rowBlock { (block + rows * k).update(repeating: 0, count: (rowBlock - rows) * k) }
                 if transposed {
                     // (result: n × rowBlock, each output's bias along its row)
-                    for o in 0..<n { (result + o * rowBlock).update(repeating: b.map { $0[o] } ?? 0, count: rowBlock) }
+                    for o in 0..<n { (result + o * rowBlock).update(repeating: bias?[o] ?? 0, count: rowBlock) }
                     if k > 0 {
                         BLAS.sgemm(transA: false, transB: true, m: n, n: rowBlock, k: k, pw.baseAddress, lda: k, block, ldb: k, beta: 1, result, ldc: rowBlock)
                     }
@@ -90,7 +85,7 @@ public enum Kernels {
                     continue
                 }
                 for r in 0..<rowBlock {
-                    if let b { b.withData { (result + r * n).update(from: $0.baseAddress!, count: n) } } else { (result + r * n).update(repeating: 0, count: n) }
+                    if let bias { (result + r * n).update(from: bias, count: n) } else { (result + r * n).update(repeating: 0, count: n) }
                 }
                 if k > 0 {
                     BLAS.sgemm(transA: false, transB: true, m: rowBlock, n: n, k: k, block, lda: k, pw.baseAddress, ldb: k, beta: 1, result, ldc: n)

@@ -10,7 +10,7 @@ func benchGemm(runs: Int) {
     print("# sigma bench gemm — \(BLASKernels.cpuModel(cpuinfo: BLASKernels.procCPUInfo)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
     print("# OpenBLAS kernels: \(BLASInfo.coreName), chosen by \(kernels.choice.rawValue) (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")): \(kernels.note)")
     if let w = kernels.warning { print("# warning: \(w)") }
-    let tiling = BLASTiling.current
+    let tiling = Kernels.tiling
     func cut(_ a: Int?, _ unit: String) -> String { a.map { "\(unit) at multiples of \($0)" } ?? "never by \(unit)" }
     print("# where this kernel set rounds alike (BLASTiling): row-stable products \(tiling.stableRows) rows per call\(tiling.stableTransposed ? " (transposed)" : ""); "
           + "products split over threads \(cut(tiling.splitRows, "rows")), \(cut(tiling.splitColumns, "columns"))")

@@ -9,7 +9,7 @@ import Testing
     /// Each row of a row-stable product is the same bits alone as at any place in a batch, for layer shapes the probe
     /// did not run (odd widths: partial tiles both ways).
     @Test func rowStableProductsGiveEachRowTheSameBitsAloneAsInABatch() {
-        let measured = BLASTiling.current
+        let measured = Kernels.tiling
         #expect((BLASTiling.rowCandidates + [1]).contains(measured.stableRows))
         #expect(!measured.stableTransposed || measured.stableRows > 1)
         var rng = SeededRandom(seed: 12)
@@ -27,9 +27,9 @@ import Testing
     /// The probe takes the first stable block of 32, 16, 8 … rows, each plain then transposed: where it settled for
     /// less than 32 rows plain (Haswell and Zen kernels), the candidate just before its choice does round one row
     /// differently by its position — the reason for the choice; where it kept 32 plain, nothing to show.
-    @Test(.enabled(if: Kernels.stableRows < 32 || Kernels.stableTransposed, "this kernel set keeps 32-row blocks: no smaller block to justify"))
+    @Test(.enabled(if: Kernels.tiling.stableRows < 32 || Kernels.tiling.stableTransposed, "this kernel set keeps 32-row blocks: no smaller block to justify"))
     func aSmallerRowBlockIsChosenOnlyWhereTheLargerOneRoundsByPosition() {
-        let measured = BLASTiling.current
+        let measured = Kernels.tiling
         let order = BLASTiling.rowCandidates.flatMap { [($0, false), ($0, true)] }
         let i = order.firstIndex { $0 == (measured.stableRows, measured.stableTransposed) } ?? order.count
         let (larger, transposed) = order[i - 1]
@@ -59,9 +59,9 @@ import Testing
 
     /// Products cut at the measured alignments, by rows and (where the set allows it) by columns, keep the whole
     /// product's bits, for a product the probe did not run.
-    @Test(.enabled(if: (_ = Kernels.stableRows, BLASTiling.current.splitRows).1 != nil, "no cut of rows keeps this kernel set's bits: products are not split"))
+    @Test(.enabled(if: Kernels.tiling.splitRows != nil, "no cut of rows keeps this kernel set's bits: products are not split"))
     func productsCutAtTheMeasuredAlignmentKeepTheWholeProductsBits() throws {
-        let measured = BLASTiling.current
+        let measured = Kernels.tiling
         var rng = SeededRandom(seed: 8)
         for (m, n) in [(3 * measured.splitRows! + 11, 150), (150, 3 * (measured.splitColumns ?? 64) + 5)] {
             let a = Tensor.uniform([m, 200], low: -1, high: 1, rng: &rng), b = Tensor.uniform([200, n], low: -1, high: 1, rng: &rng)
