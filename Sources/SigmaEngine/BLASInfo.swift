@@ -101,21 +101,31 @@ enum BLAS {
     /// measured for that side and the kernel set running (`BLASTiling`: 64 on the AVX-512 sets; rows at 24 and
     /// columns never on Haswell and Zen) — every part's tiles are the whole product's tiles, and OpenBLAS's K
     /// blocking depends on K alone, so each element is the same sum in the same order as one single-threaded call
-    /// (tests check it). nil: too small to be worth a helper's wake-up (under about 2 M multiply-adds), or no side
-    /// both long enough for two parts and cuttable.
+    /// (tests check it) — into as many parts as leave each at least `smallestPart` multiply-adds. nil: no side both
+    /// long enough for two such parts and cuttable.
     static func productSplit(m: Int, n: Int, k: Int, threads: Int,
                              align: (rows: Int?, columns: Int?) = BLASTiling.current.split)
         -> (byRows: Bool, bounds: [Int])? {
-        guard m * n * k >= 1 << 21 else { return nil }
+        guard m * n * k >= 2 * smallestPart else { return nil }
         // Each part packs all of the operand the parts share — op(B) (k × n) when split by rows, op(A) (m × k) by
         // columns — so split along the longer side: the smaller operand is the one packed twice.
         let rows = align.rows.map { m >= 2 * $0 } ?? false, columns = align.columns.map { n >= 2 * $0 } ?? false
         guard rows || columns else { return nil }
         let byRows = rows && (!columns || m >= n)
-        let extent = byRows ? m : n, unit = byRows ? align.rows! : align.columns!
-        let parts = min(threads, extent / unit)
-        guard parts > 1 else { return nil }
-        // (each inner bound the multiple of `unit` nearest an even share: distinct, since the shares are ≥ unit apart)
-        return (byRows, (0...parts).map { p in p == parts ? extent : (extent * p / parts + unit / 2) / unit * unit })
+        let extent = byRows ? m : n, unit = byRows ? align.rows! : align.columns!, across = (byRows ? n : m) * k
+        var parts = min(threads, extent / unit)
+        while parts > 1 {
+            // (each inner bound the multiple of `unit` nearest an even share: distinct, since the shares are ≥ unit apart)
+            let bounds = (0...parts).map { p in p == parts ? extent : (extent * p / parts + unit / 2) / unit * unit }
+            if zip(bounds, bounds.dropFirst()).allSatisfy({ ($1 - $0) * across >= smallestPart }) { return (byRows, bounds) }
+            parts -= 1
+        }
+        return nil
     }
+
+    /// The fewest multiply-adds in a part of a split product (2²¹): below it a helper's wake-up costs more than the
+    /// part, and OpenBLAS's AVX-512 sets send a product of at most 100³ to their small-matrix kernel, which rounds a
+    /// partial tile apart from the regular kernel — a 300 × 37 × 70 part of a 300 × 165 × 70 product changed bits on
+    /// Cooperlake (AMD EPYC Zen 4, OpenBLAS 0.3.21) — so no part comes near that bound.
+    static let smallestPart = 1 << 21
 }

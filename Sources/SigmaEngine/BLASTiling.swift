@@ -73,11 +73,14 @@ public enum BLASTiling {
     /// For each candidate alignment, a product with a partial tile at its end cut at it and at twice it, by rows or by
     /// columns (as `BLAS.sgemm` cuts them over threads): every part must give the whole product's bits. The side
     /// not cut is 300 wide (a kernel may round by the product's width: Haswell's rounds rows two ways at 1,024
-    /// columns and one way at 10).
+    /// columns and one way at 10), and K 300, so every part has at least `BLAS.smallestPart` multiply-adds, as every
+    /// part `BLAS.productSplit` makes has (with K 70, the 37-wide part went to the AVX-512 sets' small-matrix kernel,
+    /// which the split never reaches, and columns were never cut on them).
     static func probeSplit(byRows: Bool) -> Int? {
         var rng = ProbeRandom()
         for align in alignCandidates {
-            let extent = 2 * align + 37, k = 70
+            let extent = 2 * align + 37, k = 300
+            assert(300 * min(align, 37) * k >= BLAS.smallestPart)
             let m = byRows ? extent : 300, n = byRows ? 300 : extent
             let a = rng.floats(m * k), b = rng.floats(k * n)
             var whole = [Float](repeating: 0, count: m * n)

@@ -64,13 +64,13 @@ import Testing
         let measured = Kernels.tiling
         var rng = SeededRandom(seed: 8)
         for (m, n) in [(3 * measured.splitRows! + 11, 150), (150, 3 * (measured.splitColumns ?? 64) + 5)] {
-            let a = Tensor.uniform([m, 200], low: -1, high: 1, rng: &rng), b = Tensor.uniform([200, n], low: -1, high: 1, rng: &rng)
+            let a = Tensor.uniform([m, 400], low: -1, high: 1, rng: &rng), b = Tensor.uniform([400, n], low: -1, high: 1, rng: &rng)
             let saved = BLASInfo.threads
             defer { BLASInfo.setThreads(saved) }
             BLASInfo.setThreads(1)
             let whole = Kernels.matmul(a, b)
             BLASInfo.setThreads(3)
-            let split = BLAS.productSplit(m: m, n: n, k: 200, threads: 3)
+            let split = BLAS.productSplit(m: m, n: n, k: 400, threads: 3)
             #expect(split != nil || m < n && measured.splitColumns == nil, "(\(m), \(n)) was not split")
             #expect(bits(Kernels.matmul(a, b)) == bits(whole), "(\(m), \(n)) split \(String(describing: split))")
         }

@@ -24,8 +24,13 @@ import Testing
         let cols = try #require(BLAS.productSplit(m: 256, n: 1024, k: 784, threads: 2, align: (64, 64)))
         #expect(!cols.byRows && cols.bounds == [0, 512, 1024])
         // a 10-wide output is split by rows; a 10-row one by columns
-        #expect(BLAS.productSplit(m: 256, n: 10, k: 1024, threads: 2, align: (64, 64))?.byRows == true)
-        #expect(BLAS.productSplit(m: 10, n: 1024, k: 256, threads: 2, align: (64, 64))?.byRows == false)
+        #expect(BLAS.productSplit(m: 2048, n: 10, k: 1024, threads: 2, align: (64, 64))?.byRows == true)
+        #expect(BLAS.productSplit(m: 10, n: 2048, k: 1024, threads: 2, align: (64, 64))?.byRows == false)
+        // every part keeps 2²¹ multiply-adds or more: fewer parts than threads where three would be smaller, and none
+        // for a product whose parts would go to OpenBLAS's small-matrix kernel (100³ and under on the AVX-512 sets)
+        #expect(BLAS.productSplit(m: 1000, n: 100, k: 64, threads: 3, align: (64, 64))?.bounds == [0, 512, 1000])
+        #expect(BLAS.productSplit(m: 300, n: 165, k: 70, threads: 3, align: (64, 64)) == nil)
+        #expect(BLAS.productSplit(m: 256, n: 10, k: 1024, threads: 2, align: (64, 64)) == nil)
         // no more parts than 64-wide slices; none for small products or narrow ones
         #expect(BLAS.productSplit(m: 200, n: 100, k: 4096, threads: 8, align: (64, 64))?.bounds == [0, 64, 128, 200])
         #expect(BLAS.productSplit(m: 64, n: 64, k: 64, threads: 4, align: (64, 64)) == nil)
