@@ -39,12 +39,15 @@ demo: release
 	$(RELEASE_BIN) demo
 
 # The suite takes a few minutes; a hung test must not hold CI for its whole budget: 25 minutes, then it is stopped.
+# Its scratch files (test inputs, crafted files, the processes' own temporary folders) go to a folder of this run
+# (TMPDIR), removed when the suite ends.
 TEST_TIMEOUT ?= 1500
 test: test-deps model
 	scripts/check-imports
 	$(SWIFT) build --build-tests
-	@mkdir -p artifacts; set -o pipefail; \
-	timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build 2>&1 | tee artifacts/test.log; rc=$$?; \
+	@mkdir -p artifacts; set -o pipefail; scratch=$$(mktemp -d /tmp/sigma-test.XXXXXX); \
+	TMPDIR=$$scratch timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --skip-build 2>&1 | tee artifacts/test.log; rc=$$?; \
+	rm -rf "$$scratch"; \
 	if [ $$rc = 124 ] || [ $$rc = 137 ]; then echo "error: the test suite did not finish within $(TEST_TIMEOUT) s (see the last tests started above)" >&2; fi; \
 	if [ $$rc != 0 ]; then echo "== what failed (from artifacts/test.log) =="; grep -a -A3 -E "✘|error:|Fatal error|Crash" artifacts/test.log | grep -av "^✔" | head -60; fi; \
 	exit $$rc
