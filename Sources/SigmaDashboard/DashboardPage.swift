@@ -85,7 +85,7 @@ enum DashboardPage {
       document.getElementById('workers').innerHTML=s.workers.map(w=>`<tr${w.state==='dead'?' class="muted"':''}><td>${w.id}</td><td>${esc(w.name)}</td><td>${esc(w.host)}</td><td>${w.state}</td><td>${w.state==='dead'?'-':w.cpu_percent.toFixed(0)}</td>
         <td>${fmtBytes(w.rss_bytes)}</td><td>${w.in_flight}</td><td>${w.throughput_items_per_s?fmtRate(w.throughput_items_per_s):'-'}</td><td>${w.rtt_us?fmtDur(w.rtt_us/1e6):'-'}</td>
         <td>${fmtBytes(w.bytes_in)}</td><td>${fmtBytes(w.bytes_out)}</td><td>${w.compression_ratio.toFixed(2)}</td><td>${w.shards_done}</td>
-        <td${w.blas_below_best?' class="state-failed" title="below what this CPU can run"':''}>${esc(w.blas||'-')}${w.blas_below_best?' (best: '+esc(w.blas_best)+')':''}${w.blas_choice?' · '+esc(w.blas_choice):''}</td></tr>`).join('')||'<tr><td colspan="14" class="muted">no workers</td></tr>';
+        <td${w.blas_below_best?' class="state-failed" title="slower than the best set for this CPU"':''}>${esc(w.blas||'-')}${w.blas_below_best?' (best: '+esc(w.blas_best)+')':''}${w.blas_choice?' · '+esc(w.blas_choice):''}</td></tr>`).join('')||'<tr><td colspan="14" class="muted">no workers</td></tr>';
     }
     function connect(){const es=new EventSource('/api/events');es.onmessage=e=>render(JSON.parse(e.data));
       es.onerror=()=>{document.getElementById('summary').textContent='reconnecting…';};}

@@ -22,13 +22,13 @@ extension BLASKernels {
     /// `override`: the user's `OPENBLAS_CORETYPE`.
     @discardableResult
     public static func chooseNow(override: String? = environmentOverride) -> Status {
-        let flags = cpuFlags(cpuinfo: procCPUInfo)
+        let flags = cpuFlags(cpuinfo: procCPUInfo), halfWidth = avx512HalfWidth(cpuinfo: procCPUInfo)
         let status: Status
         if let t = OpenBLASTable.load() {
             let saved = t.pointer, threads = BLASInfo.threads
             var started = false
             defer { BLASInfo.setThreads(threads) }
-            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: t.available,
+            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: t.available, halfWidth: halfWidth,
                             switchTo: { name in
                                 if !started {
                                     // OpenBLAS starts its threads when it loads, and a thread still starting up reads
@@ -44,7 +44,7 @@ extension BLASKernels {
                                 return t.install(name)
                             }, selfCheck: { selfCheck() }, restore: { t.pointer = saved })
         } else {
-            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: [],
+            status = choose(running: BLASInfo.coreName, override: override, flags: flags, available: [], halfWidth: halfWidth,
                             switchTo: { _ in false }, selfCheck: { false }, restore: {})
         }
         latest.withLock { $0 = status }

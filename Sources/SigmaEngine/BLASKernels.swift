@@ -29,6 +29,18 @@ public enum BLASKernels {
     /// kept when OpenBLAS picks it itself).
     public static let preference = ["Cooperlake", "SkylakeX", "Haswell", "Sandybridge"]
 
+    /// The order on a CPU whose AVX-512 units are half width (`avx512HalfWidth`): the AVX2 set first. Measured on a
+    /// Zen 4 VM with Debian's OpenBLAS 0.3.21: Haswell's products 4–11 % faster than Cooperlake's (n = 1024, 1 thread),
+    /// an MLP training step 3–8 % faster, MiniLM embedding as fast (docs/performance.md, "Zen 4").
+    public static let halfWidthPreference = ["Haswell", "Cooperlake", "SkylakeX", "Sandybridge"]
+
+    /// Whether this CPU runs each 512-bit FMA as two 256-bit passes, so OpenBLAS's AVX-512 kernels gain nothing on its
+    /// AVX2 ones: AMD family 25 (Zen 4 — Zen 3, the same family, has no AVX-512 and never runs those sets). Zen 5
+    /// (family 26) has full-width units: Cooperlake ran twice Haswell's rate there.
+    public static func avx512HalfWidth(cpuinfo: String) -> Bool {
+        field("vendor_id", cpuinfo) == "AuthenticAMD" && field("cpu family", cpuinfo) == "25"
+    }
+
     /// The instruction-set level of any kernel set OpenBLAS 0.3.x may name, or nil for a name Sigma does not know
     /// (a newer set: never replaced).
     public static func level(of name: String) -> Int? {
@@ -48,8 +60,8 @@ public enum BLASKernels {
     }
 
     /// The best set for these CPU flags among those this OpenBLAS has (`available`: set names), or nil if none.
-    public static func best(flags: Set<String>, available: Set<String>) -> String? {
-        preference.first { name in
+    public static func best(flags: Set<String>, available: Set<String>, halfWidth: Bool = false) -> String? {
+        (halfWidth ? halfWidthPreference : preference).first { name in
             available.contains(name) && sets.first { $0.name == name }!.needs.allSatisfy(flags.contains)
         }
     }
@@ -96,7 +108,7 @@ public enum BLASKernels {
         public var warning: String? {
             guard belowBest else { return nil }
             let why = choice == .env ? "OPENBLAS_CORETYPE=\(running) selects them; unset it to let Sigma choose" : note
-            return "OpenBLAS runs its \(running) kernels but this CPU can run \(best) (faster): \(why)"
+            return "OpenBLAS runs its \(running) kernels but this CPU runs \(best) faster: \(why)"
         }
 
         /// HELLO features: `blas=NAME,blas-choice=auto|openblas|env,blas-best=NAME` (names have no commas).
@@ -105,11 +117,14 @@ public enum BLASKernels {
 
     /// The start-up decision. `running`: OpenBLAS's current set; `override`: `OPENBLAS_CORETYPE` if the user set it;
     /// `available`: the sets whose tables this OpenBLAS exports (empty without DYNAMIC_ARCH).
-    public static func decide(running: String, override: String?, flags: Set<String>, available: Set<String>) -> Decision {
-        let target = best(flags: flags, available: available)
+    /// `halfWidth`: the CPU's AVX-512 units are half width (`avx512HalfWidth`), so an AVX-512 set gives way to Haswell.
+    public static func decide(running: String, override: String?, flags: Set<String>, available: Set<String>,
+                              halfWidth: Bool = false) -> Decision {
+        let target = best(flags: flags, available: available, halfWidth: halfWidth)
         let better: String? = {
-            guard let t = target, let tl = level(of: t), let rl = level(of: running), rl < tl else { return nil }
-            return t
+            guard let t = target, let tl = level(of: t), let rl = level(of: running) else { return nil }
+            if halfWidth && t == "Haswell" && rl >= 3 { return t }
+            return rl < tl ? t : nil
         }()
         if let o = override, !o.isEmpty {
             return .keep(Status(running: running, choice: .env, best: better ?? running,
@@ -131,9 +146,9 @@ public enum BLASKernels {
     /// check that fails is tried again, `attempts` times in all, before OpenBLAS's choice is kept: a process whose
     /// choice fell back by chance would compute other bits than every other process on the host (a worker did, once,
     /// under a full test suite's load); one that fails every time keeps OpenBLAS's set, and the note says why.
-    public static func choose(running: String, override: String?, flags: Set<String>, available: Set<String>, attempts: Int = 3,
-                              switchTo: (String) -> Bool, selfCheck: () -> Bool, restore: () -> Void) -> Status {
-        switch decide(running: running, override: override, flags: flags, available: available) {
+    public static func choose(running: String, override: String?, flags: Set<String>, available: Set<String>, halfWidth: Bool = false,
+                              attempts: Int = 3, switchTo: (String) -> Bool, selfCheck: () -> Bool, restore: () -> Void) -> Status {
+        switch decide(running: running, override: override, flags: flags, available: available, halfWidth: halfWidth) {
         case .keep(let status):
             return status
         case .trySwitch(let target):
@@ -161,16 +176,21 @@ public enum BLASKernels {
     /// The `flags` of the first processor in /proc/cpuinfo text (Linux lists only what the OS enabled: no AVX-512
     /// when the kernel does not save its registers).
     public static func cpuFlags(cpuinfo: String) -> Set<String> {
-        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return [] }
-        return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+        Set((field("flags", cpuinfo) ?? "").split(separator: " ").map(String.init))
     }
 
     /// The first "model name" in /proc/cpuinfo text, or "unknown CPU".
     public static func cpuModel(cpuinfo: String) -> String {
-        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-              let colon = line.firstIndex(of: ":") else { return "unknown CPU" }
-        return line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+        field("model name", cpuinfo) ?? "unknown CPU"
+    }
+
+    /// The value of the first line of /proc/cpuinfo text whose name (before the colon) is `name`, trimmed.
+    static func field(_ name: String, _ cpuinfo: String) -> String? {
+        for line in cpuinfo.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":"), line[..<colon].trimmingCharacters(in: " \t") == name else { continue }
+            return line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+        }
+        return nil
     }
 }
 

@@ -23,7 +23,7 @@ extension ClusterStatus {
 /// One line per worker whose BLAS kernel set is below what its CPU could run (marked `!` in the tables).
 public func blasWarnings(_ workers: [ClusterStatus.Worker]) -> [String] {
     workers.filter { $0.blasBelowBest && $0.state != "dead" }.map { w in
-        "! worker \(w.id) (\(w.name)@\(w.host)) runs OpenBLAS \(w.blas) kernels; its CPU can run \(w.blasBest)"
+        "! worker \(w.id) (\(w.name)@\(w.host)) runs OpenBLAS \(w.blas) kernels; its CPU runs \(w.blasBest) faster"
             + (w.blasChoice == "env" ? " (OPENBLAS_CORETYPE=\(w.blas) is set there: unset it)" : "")
     }
 }

@@ -70,6 +70,33 @@ import Testing
         #expect(s.choice == .openblas && s.note.contains("DYNAMIC_ARCH"))
     }
 
+    /// AMD family 25 with AVX-512 (Zen 4) runs 512-bit FMAs in two halves: Haswell is its best set, switched to from
+    /// OpenBLAS's AVX-512 choice; Zen (Haswell's kernels) is kept; a user's AVX-512 choice is kept and warned about.
+    /// Family 26 (Zen 5) and Intel keep the AVX-512 order.
+    @Test func halfWidthAVX512PrefersTheAVX2Set() {
+        func cpu(_ vendor: String, _ family: Int) -> String {
+            "processor\t: 0\nvendor_id\t: \(vendor)\ncpu family\t: \(family)\nmodel\t\t: 17\nmodel name\t: X\nflags\t\t: avx2 avx512f\n"
+        }
+        #expect(BLASKernels.avx512HalfWidth(cpuinfo: cpu("AuthenticAMD", 25)))
+        #expect(!BLASKernels.avx512HalfWidth(cpuinfo: cpu("AuthenticAMD", 26)))
+        #expect(!BLASKernels.avx512HalfWidth(cpuinfo: cpu("GenuineIntel", 6)))
+        #expect(!BLASKernels.avx512HalfWidth(cpuinfo: ""))
+        #expect(BLASKernels.best(flags: Self.bf16, available: Self.all, halfWidth: true) == "Haswell")
+        #expect(BLASKernels.best(flags: Self.bf16, available: Self.all.subtracting(["Haswell"]), halfWidth: true) == "Cooperlake")
+        func decide(_ running: String, override: String? = nil) -> BLASKernels.Decision {
+            BLASKernels.decide(running: running, override: override, flags: Self.bf16, available: Self.all, halfWidth: true)
+        }
+        for running in ["Cooperlake", "SkylakeX", "Prescott", "Sandybridge"] {
+            #expect(decide(running) == .trySwitch(to: "Haswell"), "\(running)")
+        }
+        for running in ["Haswell", "Zen", "SapphireRapids"] {
+            guard case .keep(let s) = decide(running) else { Issue.record("\(running) switched"); continue }
+            #expect(s.choice == .openblas && s.running == running && !s.belowBest)
+        }
+        guard case .keep(let forced) = decide("Cooperlake", override: "Cooperlake") else { Issue.record("override not kept"); return }
+        #expect(forced.choice == .env && forced.best == "Haswell" && forced.warning?.contains("runs Haswell faster") == true)
+    }
+
     /// An explicit OPENBLAS_CORETYPE always wins; below the CPU's best it is warned about, naming both sets.
     @Test func explicitOverrideWinsAndIsWarnedAbout() {
         let low = BLASKernels.decide(running: "Haswell", override: "Haswell", flags: Self.bf16, available: Self.all)

@@ -19,7 +19,9 @@ import Testing
         let p = try SigmaProcess(["bench", "gemm", "--check-switch-from-generic"])
         #expect(try await p.wait() == 0, "\(p.stderr.suffix(3))")
         let f = fields(p.stdout.first { $0.hasPrefix("forced=") } ?? "")
-        let best = BLASKernels.best(flags: BLASKernels.cpuFlags(cpuinfo: BLASKernels.procCPUInfo), available: BLASKernels.available)
+        let info = BLASKernels.procCPUInfo
+        let best = BLASKernels.best(flags: BLASKernels.cpuFlags(cpuinfo: info), available: BLASKernels.available,
+                                    halfWidth: BLASKernels.avx512HalfWidth(cpuinfo: info))
         #expect(f["products"] == "ok", "\(p.stdout)")
         if let best, BLASKernels.available.contains("Prescott") {
             #expect(f["forced"] == "Prescott")

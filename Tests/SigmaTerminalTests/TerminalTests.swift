@@ -67,7 +67,7 @@ import Testing
         let w1 = lines.firstIndex { $0.hasPrefix("w1 ") }, w2 = lines.firstIndex { $0.hasPrefix("w2 ") }
         #expect(w1 != nil && w2 != nil && w1! < w2!)
         #expect(lines[w1!].contains("1.23M") && lines[w1!].contains("3.0GiB") && lines[w1!].contains("3.00"))
-        #expect(text.contains("! worker w1 (alpha@host-a) runs OpenBLAS Haswell kernels; its CPU can run SkylakeX"))
+        #expect(text.contains("! worker w1 (alpha@host-a) runs OpenBLAS Haswell kernels; its CPU runs SkylakeX faster"))
         // A short terminal keeps the header and says how many workers it left out.
         let short = TopView(status: status(), sort: .id).render(width: 60, height: 12)
         #expect(short.count <= 14 && short.allSatisfy { $0.count <= 60 })
