@@ -22,7 +22,7 @@ extension BLASKernels {
     /// `override`: the user's `OPENBLAS_CORETYPE`.
     @discardableResult
     public static func chooseNow(override: String? = environmentOverride) -> Status {
-        let flags = cpuFlags(cpuinfo: procCPUInfo), halfWidth = avx512HalfWidth(cpuinfo: procCPUInfo)
+        let (flags, halfWidth) = thisCPU
         let status: Status
         if let t = OpenBLASTable.load() {
             let saved = t.pointer, threads = BLASInfo.threads
@@ -83,6 +83,13 @@ extension BLASKernels {
 
     /// `OPENBLAS_CORETYPE` as the user set it (Sigma unsets what it sets itself).
     public static var environmentOverride: String? { getenv("OPENBLAS_CORETYPE").map { String(cString: $0) } }
+
+    /// What the choice reads of this machine's CPU (/proc/cpuinfo, once): its flags and whether its AVX-512 units are
+    /// half width.
+    public static var thisCPU: (flags: Set<String>, halfWidth: Bool) {
+        let info = procCPUInfo
+        return (cpuFlags(cpuinfo: info), avx512HalfWidth(cpuinfo: info))
+    }
 
     /// /proc/cpuinfo, or "" where there is none (no flags: no switch).
     public static var procCPUInfo: String {
@@ -184,8 +191,8 @@ private struct OpenBLASTable {
 extension BLASKernels {
     /// What the start-up choice would say, without switching anything (safe while other threads use BLAS).
     public static func reportOnly(override: String? = environmentOverride) -> Status {
-        let running = BLASInfo.coreName
-        switch decide(running: running, override: override, flags: cpuFlags(cpuinfo: procCPUInfo), available: available) {
+        let running = BLASInfo.coreName, (flags, halfWidth) = thisCPU
+        switch decide(running: running, override: override, flags: flags, available: available, halfWidth: halfWidth) {
         case .keep(let s): return s
         case .trySwitch(let target):
             return Status(running: running, choice: .openblas, best: target, note: "OpenBLAS chose \(running); \(target) not tried (report only)")

@@ -79,9 +79,9 @@ public enum BLASTiling {
     static func probeSplit(byRows: Bool) -> Int? {
         var rng = ProbeRandom()
         for align in alignCandidates {
-            let extent = 2 * align + 37, k = 300
-            assert(300 * min(align, 37) * k >= BLAS.smallestPart)
-            let m = byRows ? extent : 300, n = byRows ? 300 : extent
+            let extent = 2 * align + 37, side = 300, k = 300
+            assert(side * min(align, 37) * k >= BLAS.smallestPart)
+            let m = byRows ? extent : side, n = byRows ? side : extent
             let a = rng.floats(m * k), b = rng.floats(k * n)
             var whole = [Float](repeating: 0, count: m * n)
             gemm(transB: false, m: m, n: n, k: k, a, b, beta: 0, &whole)

@@ -176,4 +176,11 @@ import Testing
         let s = BLASKernels.current ?? BLASKernels.reportOnly()
         #expect(s.running == BLASInfo.coreName)
     }
+
+    /// A report made after the process's choice (a worker's HELLO before its choice is recorded, `sigma workers`'
+    /// test) names the same running and best sets as the choice — on a half-width AVX-512 CPU too.
+    @Test func aReportAfterTheChoiceAgreesWithIt() {
+        let chosen = BLASKernels.startup, report = BLASKernels.reportOnly()
+        #expect(report.running == chosen.running && report.best == chosen.best, "chosen \(chosen), report \(report)")
+    }
 }

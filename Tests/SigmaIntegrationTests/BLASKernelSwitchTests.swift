@@ -19,9 +19,8 @@ import Testing
         let p = try SigmaProcess(["bench", "gemm", "--check-switch-from-generic"])
         #expect(try await p.wait() == 0, "\(p.stderr.suffix(3))")
         let f = fields(p.stdout.first { $0.hasPrefix("forced=") } ?? "")
-        let info = BLASKernels.procCPUInfo
-        let best = BLASKernels.best(flags: BLASKernels.cpuFlags(cpuinfo: info), available: BLASKernels.available,
-                                    halfWidth: BLASKernels.avx512HalfWidth(cpuinfo: info))
+        let cpu = BLASKernels.thisCPU
+        let best = BLASKernels.best(flags: cpu.flags, available: BLASKernels.available, halfWidth: cpu.halfWidth)
         #expect(f["products"] == "ok", "\(p.stdout)")
         if let best, BLASKernels.available.contains("Prescott") {
             #expect(f["forced"] == "Prescott")
