@@ -21,7 +21,7 @@ extension RawBaseline {
             var buf = [CChar](repeating: 0, count: 256)
             var len = buf.count
             zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, &buf, &len)
-            endpoints.append(String(cString: buf))
+            endpoints.append(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         let threads = endpoints.map { endpoint in
             OSThread(name: "raw-peer") {

@@ -71,10 +71,13 @@ enum BenchJobs {
         // warm-up steps.
         let client = try c.client()
         defer { client.close() }
-        func run(_ s: JobSpec) async throws -> (whole: Double, warm: Double) {
+        var breakdowns: [StepBreakdown] = []
+        func run(_ s: JobSpec, breakdown: Bool = false) async throws -> (whole: Double, warm: Double) {
+            _ = c.coordinator.takeSamples()
             let o = try await client.runToEnd(s, acceptTimeout: 60)
             guard o.state == .completed else { throw CLIError.jobFailed("bench job failed: \(o.error)") }
             let d = try await client.detail(job: o.job, attempts: true)
+            if breakdown, let b = StepBreakdown(d.attempts, skip: 10, samples: c.coordinator.takeSamples()) { breakdowns.append(b) }
             let from = d.attempts.filter { $0.round == 10 }.map(\.queued).min() ?? 0
             let to = d.attempts.filter { $0.outcome == .ok }.map(\.finished).max() ?? 0
             let warm = to > from && d.attemptsDropped == 0 ? Double((steps - 10) * 256) / (Double(to - from) / 1e9) : .nan
@@ -86,7 +89,7 @@ enum BenchJobs {
         var bf16: [(engine: Double, sigma: Double)] = []
         var before = engine()
         for _ in 0..<n {
-            let r = try await run(try spec("f32"))
+            let r = try await run(try spec("f32"), breakdown: true)
             let after = engine()
             let e = (before + after) / 2
             f32.append((e, r.whole))
@@ -108,6 +111,10 @@ enum BenchJobs {
         print("| same, whole job, gradient_transport: bf16 (lossy) | \(Int(median(bf16.map(\.sigma)))) | \(share(bf16)) | |")
         print("")
         print("Pairs, steps 10–\(steps) (engine alone, bracketed mean → Sigma): " + f32Warm.map { "\(Int($0.engine)) → \(Int($0.sigma)) (\(Int(($0.sigma / $0.engine * 100).rounded())) %)" }.joined(separator: "; "))
+        if !breakdowns.isEmpty {
+            print("")
+            StepBreakdown.table([("2 local workers × 1 thread, float32", StepBreakdown.combined(breakdowns))], note: "steps 10–\(steps) of each float32 run")
+        }
     }
 
     /// 4 workers each return a 64 MiB float32 gradient per step (and receive 64 MiB of parameters), against raw

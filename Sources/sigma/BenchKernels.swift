@@ -4,9 +4,12 @@ import SigmaTransport
 
 /// `sigma bench gemm`'s second part: `cblas_sgemm` GFLOP/s on 1 thread under each kernel set this CPU can run, each
 /// in a child process of this binary (`bench gemm --child`) with `OPENBLAS_CORETYPE` forced by hand, and once with it
-/// unset (the default environment: Sigma's automatic choice), and the verdict.
+/// unset (the default environment: Sigma's automatic choice), and the verdict. Every child runs `rounds` times, the
+/// sets in turn (in reverse every other round), and each set keeps its best: a noisy window on a shared machine then
+/// slows one round of one set, not the verdict (one round alone had the same kernels 17 % apart).
 enum BenchKernels {
     static let sizes = [1024, 2048]
+    static let rounds = 3
 
     /// One child's report: the set that ran, how it was chosen, GFLOP/s per size.
     struct Row {
@@ -22,7 +25,7 @@ enum BenchKernels {
         let sets = BLASKernels.runnable(flags: flags).map(\.name).filter(available.contains)
         print("")
         print("Kernel sets on \(BLASKernels.cpuModel(cpuinfo: info)): cblas_sgemm, 1 thread, GFLOP/s (best of 3 at n = 1024, of 2 at")
-        print("n = 2048), each row a child process of this binary")
+        print("n = 2048, in each of \(rounds) child processes of this binary per row, run in turn; the best round)")
         print("")
         guard !sets.isEmpty else {
             print("This OpenBLAS offers no kernel sets to choose from (built without DYNAMIC_ARCH).")
@@ -30,15 +33,20 @@ enum BenchKernels {
         }
         print("| kernel set | OPENBLAS_CORETYPE | " + sizes.map { "n = \($0)" }.joined(separator: " | ") + " |")
         print("|---|---|" + sizes.map { _ in "---|" }.joined())
-        guard let auto = child(label: "default environment", coretype: nil) else {
+        // nil: the default environment
+        let order: [String?] = [nil] + sets
+        var rows: [String?: Row] = [:]
+        for round in 0..<rounds {
+            for s in round % 2 == 0 ? order : order.reversed() {
+                guard let r = child(label: s ?? "default environment", coretype: s) else { continue }
+                rows[s] = rows[s].map { b in Row(label: b.label, running: b.running, choice: b.choice, gflops: zip(b.gflops, r.gflops).map(max)) } ?? r
+            }
+        }
+        guard let auto = rows[nil] else {
             print("(the child process failed)")
             return
         }
-        var forced: [Row] = []
-        for s in sets {
-            guard let r = child(label: s, coretype: s) else { continue }
-            forced.append(r)
-        }
+        let forced = sets.compactMap { rows[$0] }
         for r in [auto] + forced {
             let cells = r.gflops.map { String(format: "%.1f", $0) }.joined(separator: " | ")
             let label = r.label == "default environment" ? "default environment → \(r.running) (\(r.choice))" : r.running

@@ -95,15 +95,7 @@ enum BenchScale {
         }
         if !trains.isEmpty {
             print("")
-            print("Where a train step's time goes (medians over the long run's steps after the first 2; ms):")
-            print("")
-            print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: the last result stored, the tree walked | coordinator: optimizer pass (the tree's additions left, SGD, next PARAMS) |")
-            print("|---|---|---|---|---|---|---|")
-            for r in trains {
-                let b = r.breakdown
-                print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
-                             b.transfer * 1e3, b.reduce * 1e3, b.optimizer * 1e3))
-            }
+            StepBreakdown.table(trains, note: "the long run's steps after the first 2")
         }
     }
 
@@ -180,6 +172,19 @@ struct StepBreakdown {
     init(step: Double, compute: Double, imbalance: Double, transfer: Double, reduce: Double, optimizer: Double) {
         self.step = step; self.compute = compute; self.imbalance = imbalance; self.transfer = transfer
         self.reduce = reduce; self.optimizer = optimizer
+    }
+
+    /// The table `sigma bench scale` and `sigma bench train` print: one row per setup, in ms.
+    static func table(_ rows: [(setup: String, breakdown: StepBreakdown)], note: String) {
+        print("Where a train step's time goes (medians over \(note); ms):")
+        print("")
+        print("| setup | step | worker compute (slowest shard) | waiting on the slowest (slowest − mean) | params out + gradients in + queueing | coordinator: the last result stored, the tree walked | coordinator: optimizer pass (the tree's additions left, SGD, next PARAMS) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows {
+            let b = r.breakdown
+            print(String(format: "| %@ | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |", r.setup, b.step * 1e3, b.compute * 1e3, b.imbalance * 1e3,
+                         b.transfer * 1e3, b.reduce * 1e3, b.optimizer * 1e3))
+        }
     }
 
     /// Medians, part by part, of several runs' breakdowns.

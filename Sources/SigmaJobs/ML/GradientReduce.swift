@@ -12,6 +12,9 @@ public struct ArrivedPartial: Sendable {
     public enum Values: Sendable {
         case inFrame(Frame, offset: Int, count: Int)
         case decoded([Float])
+        /// `count` values of an array from `offset` on, read where they are (a collective step's own partial sums:
+        /// the worker's slice of them, not copied out).
+        case inArray([Float], offset: Int, count: Int)
     }
     public let values: Values
     public let loss: Double, correct: UInt64, rows: UInt64
@@ -32,6 +35,8 @@ public struct ArrivedPartial: Sendable {
             return try f.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + count * 4])) }
         case .decoded(let v):
             return try v.withUnsafeBytes(body)
+        case .inArray(let v, let offset, let count):
+            return try v.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset * 4..<(offset + count) * 4])) }
         }
     }
 }

@@ -269,7 +269,8 @@ extension TrainWorker {
         }
         var parts: [TreeNode: ArrivedPartial] = [:]
         for (node, p) in zip(cover, partials) {
-            parts[node] = ArrivedPartial(values: .decoded(Array(p.values[state.slice])), loss: p.loss, correct: p.correct, rows: p.rows)
+            parts[node] = ArrivedPartial(values: .inArray(p.values, offset: state.slice.lowerBound, count: state.slice.count), loss: p.loss,
+                                         correct: p.correct, rows: p.rows)
         }
         var seen: Set<Int> = [rank]
         for frames in try exchange.receive(tag: scatter, count: size - 1) {
@@ -282,23 +283,25 @@ extension TrainWorker {
         }
         let reduced: ReducedGradient
         do { reduced = try GradientTree.reduce(parts, total: total) } catch { throw JobError("collective step \(step + 1): \(error)") }
-        // The optimizer's step on the owned slice, the tree's additions made inside its pass (as the coordinator's).
-        var updated = [Float](repeating: 0, count: state.slice.count)
+        // The optimizer's step on the owned slice, the tree's additions made inside its pass (as the coordinator's),
+        // the updated slice written straight into the frame the all-gather sends (in a pool segment when shared
+        // memory is on: members on this machine read it there, no copy per peer).
         let o = spec.optimizer, count = state.slice.count, lr = spec.learningRate(at: step, totalSteps: plan.totalSteps)
-        weights.withUnsafeBytes { w in
+        let mine = weights.withUnsafeBytes { w in
             let base = w.baseAddress!.assumingMemoryBound(to: Float.self) + state.slice.lowerBound
             let first = state.first
-            state.state.withUnsafeMutableBufferPointer { s in
-                updated.withUnsafeMutableBufferPointer { out in
+            return state.state.withUnsafeMutableBufferPointer { s in
+                Frame(shareable: count * 4) { out in
+                    guard count > 0 else { return }
                     reduced.withSumTree { tree in
                         if let adam = spec.makeOptimizer() as? Adam {
                             adam.learningRate = lr
                             adam.sliceStep(weights: base, m: s.baseAddress!, v: s.baseAddress! + count, count: count, sumOf: tree,
-                                           divisor: Float(reduced.rows), step: step + 1, writingTo: out.baseAddress!)
+                                           divisor: Float(reduced.rows), step: step + 1, writingTo: out.baseAddress!.assumingMemoryBound(to: Float.self))
                         } else {
                             SGD.sliceStep(weights: base, velocity: s.baseAddress!, first: first, count: count, sumOf: tree,
                                           divisor: Float(reduced.rows), learningRate: lr, momentum: Float(o.momentum),
-                                          weightDecay: Float(o.weightDecay), writingTo: UnsafeMutableRawPointer(out.baseAddress!))
+                                          weightDecay: Float(o.weightDecay), writingTo: out.baseAddress!)
                         }
                     }
                 }
@@ -308,13 +311,11 @@ extension TrainWorker {
         collective = state
         // All-gather: the updated slice to every other rank; theirs into the next weights.
         let gather = Collective.tag(job: job, segment: c.segment, step: version, phase: 1)
-        // (in a pool segment when shared memory is on: members on this machine read it there, no copy per peer)
-        let mine = updated.withUnsafeBytes { src in Frame(shareable: src.count) { $0.copyMemory(from: src) } }
         for j in Collective.sendOrder(rank: rank, size: size) { exchange.send(to: c.peers[j], tag: gather, frames: [meta, mine]) }
         let arrived = try exchange.receive(tag: gather, count: size - 1)
         var filled: Set<Int> = [rank]
         let next = try Frame(shareable: n * 4) { dst in
-            updated.withUnsafeBytes { dst.baseAddress!.advanced(by: state.slice.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            mine.withUnsafeBytes { if $0.count > 0 { dst.baseAddress!.advanced(by: state.slice.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
             for frames in arrived {
                 guard frames.count == 2 else { throw JobError("collective step \(step + 1): a peer's weights came in \(frames.count) frames, expected 2") }
                 let (from, _) = try Collective.readMeta(frames[0], size: size, total: total)
@@ -330,8 +331,8 @@ extension TrainWorker {
             let p = partials[cover.firstIndex(of: node)!]
             return (p.loss, p.correct, p.rows)
         }
-        return updated.withUnsafeBufferPointer { w in
-            CollectiveResult.encode(stats: stats, snapshot: c.snapshot ? (state.slice, w, state.state) : nil)
+        return mine.withUnsafeBytes { w in
+            CollectiveResult.encode(stats: stats, snapshot: c.snapshot ? (state.slice, w.bindMemory(to: Float.self), state.state) : nil)
         }
     }
 }
