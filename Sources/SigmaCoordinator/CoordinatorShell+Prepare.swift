@@ -79,3 +79,13 @@ extension CoordinatorShell {
         return (next, jobs)
     }
 }
+
+extension CoordinatorShell.Options {
+    /// The core's settings, with this machine's shared-memory key when same-host workers are offered shared memory
+    /// (the core then knows which workers share its memory: `CoordinatorConfig.sameMachineCollectiveFrom`).
+    var coreConfig: CoordinatorConfig {
+        var c = core
+        c.sharedMemoryKey = sharedMemory ? SharedMemory.hostKey : nil
+        return c
+    }
+}

@@ -237,7 +237,7 @@ public final class CoordinatorShell: Sendable {
             self.logger = logger
             self.shared = shared
             let now = monotonicNanos()
-            core = CoordinatorCore(config: options.core, now: now)
+            core = CoordinatorCore(config: options.coreConfig, now: now)
             nextTick = now + options.tickInterval
         }
 

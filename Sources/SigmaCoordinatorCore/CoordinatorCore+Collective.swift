@@ -27,6 +27,12 @@ extension CoordinatorCore {
         return PeerAddress(endpoint: e, key: table[k].features["peer-key"] ?? "")
     }
 
+    /// Whether every one of `workers` (table indices) shares this coordinator's memory (its `shm=` key is ours).
+    func sharesOurMemory(_ workers: [Int]) -> Bool {
+        guard let key = config.sharedMemoryKey else { return false }
+        return workers.allSatisfy { table[$0].features["shm"] == key }
+    }
+
     /// Each member's shared-memory group from its `shm=` host key ("" when it offers none): members with the same key
     /// share a group numbered from 1 in order of first appearance; a key no other member has gives 0.
     public static func memoryGroups(_ keys: [String]) -> [UInt16] {
@@ -69,7 +75,12 @@ extension CoordinatorCore {
         }
         if job.collective == nil {
             guard d.atSnapshot else { return shares }
-            let size = members.count >= 2 ? members.count : 0
+            let onOneMachine = members.count >= 2 && members.count < config.sameMachineCollectiveFrom && sharesOurMemory(members)
+            if onOneMachine && !job.reducedOnOneMachineSaid {
+                job.reducedOnOneMachineSaid = true
+                out.append(.log(.info, "job \(job.id): the coordinator reduces the steps: its \(members.count) workers share its machine's memory, where its path copies nothing (collective steps there from \(config.sameMachineCollectiveFrom) workers)", job: job.id))
+            }
+            let size = members.count >= 2 && !onOneMachine ? members.count : 0
             guard size > 0 || d.segmentSize > 0 else { return shares }
             let segment = d.beginSegment(size: size)
             // (the weights' form changes with the segment: every worker gets them again)

@@ -219,6 +219,8 @@ final class JobEntry {
     var collective: CollectiveSegment? = nil
     var collectiveBroken: String? = nil
     var collectiveOff = false
+    /// The log said once that this job's few workers, all on the coordinator's machine, are reduced by it.
+    var reducedOnOneMachineSaid = false
     /// The step whose collective attempts were last stopped, and how many times in a row (`repairCollectives`).
     var collectiveStops: (step: Int, count: Int) = (0, 0)
     let submitter: PeerID

@@ -8,6 +8,15 @@ public struct CoordinatorConfig: Sendable {
     /// Training steps of two or more workers that offer peer endpoints are reduced by the workers among themselves
     /// (docs/architecture.md "Collective steps"); false: always by the coordinator.
     public var collectiveSteps = true
+    /// This coordinator's shared-memory host key (`SharedMemory.hostKey`; the shell sets it when it offers shared
+    /// memory): a worker whose HELLO carries `shm=` this key shares its machine and memory.
+    public var sharedMemoryKey: String? = nil
+    /// The fewest members of a collective segment whose workers all share the coordinator's memory: with fewer the
+    /// coordinator reduces, since on one machine its path copies nothing (gradients written into shared memory, the
+    /// next PARAMS read there) while each member of a collective step copies about 2·P floats a step — two local
+    /// workers trained at 97–99 % of the engine alone through the coordinator, 81–84 % collective
+    /// (docs/performance.md). `sigma coordinator --same-machine-collective-from`.
+    public var sameMachineCollectiveFrom = 3
     /// The largest payload a peer takes (cluster.yaml `coordinator.max_frame_bytes`; the shell sets it from its link's
     /// limits): a collective segment whose start (weights and optimizer state in one PARAMS) would be larger is not
     /// begun — the coordinator reduces that job's steps.

@@ -41,6 +41,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Scheduling policy: latency-aware (default), least-loaded, round-robin (default: coordinator.policy).") var policy: String?
     @Flag(help: "Turn off hedged (backup) copies of late shards.") var noHedging = false
     @Flag(help: "Have the coordinator reduce every training step itself, never the workers among themselves (collective steps need workers that reach each other's peer ports).") var noCollectiveSteps = false
+    @Option(help: "Fewest workers that reduce a training step among themselves when all of them share this coordinator's machine (default 3): with fewer the coordinator reduces, as its path through shared memory copies nothing there.") var sameMachineCollectiveFrom: Int?
     @Option(help: "Seconds a step (or a whole single-round job) may take before it fails naming the missing shards (default 3600; 0: no limit).") var stepTimeout: Int?
     @Flag(help: "Allow binding a non-loopback address without encryption.") var insecure = false
     @Option(help: "The coordinator's CURVE key pair file from `sigma keygen coordinator` (default: cluster.yaml security.key; none: no encryption).") var key: String?
@@ -88,6 +89,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
             if noHedging || !cfg.hedging { options.core.hedging = false }
             if noCollectiveSteps { options.core.collectiveSteps = false }
+            if let n = sameMachineCollectiveFrom {
+                guard n >= 2 else { throw CLIError.usage("--same-machine-collective-from must be ≥ 2 (a collective step needs two workers), got \(n)") }
+                options.core.sameMachineCollectiveFrom = n
+            }
             if let t = stepTimeout ?? cfg.stepTimeout {
                 guard t >= 0 else { throw CLIError.usage("--step-timeout must be ≥ 0, got \(t)") }
                 options.core.stepTimeout = UInt64(t) * 1_000_000_000

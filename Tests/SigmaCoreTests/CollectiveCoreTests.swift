@@ -129,6 +129,29 @@ final class CollectiveDriver: CollectiveRounds, @unchecked Sendable {
         #expect(h.logs.contains { $0.contains("4 workers reduce the steps among themselves (segment 101); 2 of them share memory with another") }, "\(h.logs)")
     }
 
+    /// Two workers that share the coordinator's machine and memory are reduced by the coordinator (its path copies
+    /// nothing there; docs/performance.md, "Two local workers with collective steps"), and the log says so once;
+    /// from `sameMachineCollectiveFrom` workers, or with one of them on another machine, they reduce among
+    /// themselves.
+    @Test func fewWorkersOnTheCoordinatorsMachineAreReducedByIt() throws {
+        let here = "shm=boot:1:2:0"
+        func collectiveSizes(_ workers: [(PeerID, String)], from: Int? = nil) -> (segments: [Int], said: Int) {
+            var config = CoordinatorConfig()
+            config.sharedMemoryKey = "boot:1:2:0"
+            if let from { config.sameMachineCollectiveFrom = from }
+            var (h, d) = start(8, workers: workers, config: config)
+            for _ in 0..<20 where h.core.job(1)?.state == .running { answerAll(&h, workers.map(\.0)) }
+            #expect(h.core.job(1)?.state == .completed)
+            return (d.segments, h.logs.filter { $0.contains("the coordinator reduces the steps: its 2 workers share its machine's memory") }.count)
+        }
+        let two = collectiveSizes([(w1, "peer=tcp://h1:1,\(here)"), (w2, "peer=tcp://h2:2,\(here)")])
+        #expect(two.segments.isEmpty && two.said == 1, "\(two)")
+        #expect(collectiveSizes([(w1, "peer=tcp://h1:1,\(here)"), (w2, "peer=tcp://h2:2,\(here)")], from: 2) == ([2], 0))
+        #expect(collectiveSizes([(w1, "peer=tcp://h1:1,\(here)"), (w2, "peer=tcp://h2:2,shm=boot2:1:2:0")]) == ([2], 0))
+        #expect(collectiveSizes([(w1, "peer=tcp://h1:1,\(here)"), (w2, "peer=tcp://h2:2")]) == ([2], 0))
+        #expect(collectiveSizes([(w1, "peer=tcp://h1:1,\(here)"), (w2, "peer=tcp://h2:2,\(here)"), (w3, "peer=tcp://h3:3,\(here)")]) == ([3], 0))
+    }
+
     @Test func aLostMemberCancelsTheStepAndGoesBackToTheSnapshot() throws {
         var (h, d) = start(12, workers: [(w1, "peer=tcp://h1:1"), (w2, "peer=tcp://h2:2"), (w3, "peer=tcp://h3:3")])
         for _ in 0..<6 { answerAll(&h, [w1, w2, w3]) }   // steps 1–6; step 4 was a snapshot

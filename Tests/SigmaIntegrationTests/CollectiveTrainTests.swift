@@ -92,7 +92,8 @@ func sgdDigitsSpec(steps: Int, optimizer: String = "sgd: {lr: 0.05, momentum: 0.
         let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 4000))
         let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
-        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250"])
+        // (collective from two workers of the coordinator's machine: the two left go on among themselves)
+        let cluster = try await ProcessCluster(workers: 3, coordinatorArgs: ["--heartbeat-ms", "250", "--same-machine-collective-from", "2"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(3)
         let run = try await runKillingAWorker(cluster, spec: spec, atStep: 20, out: dir.path + "/cluster")

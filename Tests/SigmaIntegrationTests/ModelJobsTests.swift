@@ -202,7 +202,8 @@ func writeDigits28(_ dir: String) throws -> (images: String, labels: String) {
         let (_, meta) = try SafeTensors.readWithMetadata(fileBytes(dir.path + "/local-unfrozen/model.safetensors") ?? Data(), file: "model.safetensors")
         #expect(meta["sigma.labels"] == #"["negative","positive"]"#)
 
-        let cluster = try await ProcessCluster(workers: 2)
+        // (two workers of the coordinator's machine: collective from two, or the coordinator would reduce their steps)
+        let cluster = try await ProcessCluster(workers: 2, coordinatorArgs: ["--same-machine-collective-from", "2"])
         defer { cluster.stop() }
         try await cluster.waitForWorkers(2)
         for (name, path) in [("frozen", frozen), ("unfrozen", unfrozen)] {

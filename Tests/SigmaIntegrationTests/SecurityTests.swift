@@ -247,7 +247,8 @@ final class RecordingRelay: @unchecked Sendable {
         let spec = try dir.write("train.yaml", sgdDigitsSpec(steps: 60))
         let (ls, _, le) = try await sigma(["submit", spec, "--local", "-o", dir.path + "/local"])
         try #require(ls == 0, "\(le)")
-        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info",
+        // (two workers of the coordinator's machine: collective from two, or the coordinator would reduce their steps)
+        let coordinator = try SigmaProcess(["coordinator", "--port", "0", "--no-http", "--log-level", "info", "--same-machine-collective-from", "2",
                                             "--key", k.key("coordinator"), "--allow", k.allow] + testDataRoots)
         defer { coordinator.kill() }
         let endpoint = String(try await coordinator.waitForLine("listening ").dropFirst("listening ".count))
