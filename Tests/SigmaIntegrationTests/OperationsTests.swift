@@ -21,11 +21,21 @@ import Testing
     func run(_ args: [String], timeout: Double = 30) async throws -> (code: Int32, out: String, err: String) {
         let p = try SigmaProcess(args)
         let code = try await p.wait(timeout: timeout)
-        return (code, p.stdout.joined(separator: "\n"), p.stderr.joined(separator: "\n"))
+        let err = p.stderr.joined(separator: "\n")
+        // (in the test's log: which command failed and why, should its output then not parse)
+        if code != 0 { print("OperationsTests: sigma \(args.prefix(3).joined(separator: " ")) … exited \(code): \(err.suffix(400))") }
+        return (code, p.stdout.joined(separator: "\n"), err)
+    }
+
+    /// A command's output that should have been JSON, and was not (an empty answer: the command failed; one CI run
+    /// failed here with only "The given data was not valid JSON", naming neither the command nor what it printed).
+    struct NotJSON: Error, CustomStringConvertible {
+        let text: String
+        var description: String { "not JSON (\(text.utf8.count) bytes): '\(text.prefix(400))'" }
     }
 
     func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8))
+        do { return try JSONSerialization.jsonObject(with: Data(text.utf8)) } catch { throw NotJSON(text: text) }
     }
 
     @Test func jobCommandsTopDashboardMetricsAndTrace() async throws {
