@@ -54,40 +54,36 @@ public final class SigmaMetrics: Sendable {
     public init() {
         let r = registry
         workers = Dictionary(uniqueKeysWithValues: SigmaMetrics.workerStates.map {
-            ($0, r.makeGauge(name: "sigma_workers", labels: [("state", $0)], help: "Workers by state"))
+            ($0, r.makeGauge(descriptor: .sigma("sigma_workers", "Workers by state"), labels: [("state", $0)]))
         })
         shards = Dictionary(uniqueKeysWithValues: SigmaMetrics.shardStates.map {
-            ($0, r.makeGauge(name: "sigma_shards", labels: [("state", $0)], help: "Shards of unfinished jobs by state (current round)"))
+            ($0, r.makeGauge(descriptor: .sigma("sigma_shards", "Shards of unfinished jobs by state (current round)"), labels: [("state", $0)]))
         })
-        jobsActive = r.makeGauge(name: "sigma_jobs_active", help: "Jobs queued or running")
-        slots = r.makeGauge(name: "sigma_worker_slots", help: "Compute slots of live workers")
-        cpu = r.makeGauge(name: "sigma_worker_cpu_percent", help: "Sum of live workers' CPU use, percent of one core")
+        jobsActive = r.makeGauge(descriptor: .sigma("sigma_jobs_active", "Jobs queued or running"))
+        slots = r.makeGauge(descriptor: .sigma("sigma_worker_slots", "Compute slots of live workers"))
+        cpu = r.makeGauge(descriptor: .sigma("sigma_worker_cpu_percent", "Sum of live workers' CPU use, percent of one core"))
         counters = [
-            ("sigma_bytes_received_total", r.makeCounter(name: "sigma_bytes_received_total", help: "Bytes of shard results received from workers"), { $0.bytesIn }),
-            ("sigma_bytes_sent_total", r.makeCounter(name: "sigma_bytes_sent_total", help: "Bytes of assignments and parameters sent to workers"), { $0.bytesOut }),
-            ("sigma_shards_completed_total", r.makeCounter(name: "sigma_shards_completed_total", help: "Shard results committed"), { $0.shardsDone }),
-            ("sigma_shards_failed_total", r.makeCounter(name: "sigma_shards_failed_total", help: "Shard attempts that failed"), { $0.shardsFailed }),
-            ("sigma_shard_reruns_total", r.makeCounter(name: "sigma_shard_reruns_total", help: "Shards run again after a worker died or failed them"), { $0.reruns }),
-            ("sigma_hedges_total", r.makeCounter(name: "sigma_hedges_total", help: "Backup attempts started by hedging"), { $0.hedges }),
-            ("sigma_jobs_completed_total", r.makeCounter(name: "sigma_jobs_completed_total", help: "Jobs completed"), { $0.jobsCompleted }),
-            ("sigma_jobs_failed_total", r.makeCounter(name: "sigma_jobs_failed_total", help: "Jobs failed"), { $0.jobsFailed }),
-            ("sigma_jobs_cancelled_total", r.makeCounter(name: "sigma_jobs_cancelled_total", help: "Jobs cancelled"), { $0.jobsCancelled }),
+            ("sigma_bytes_received_total", r.makeCounter(descriptor: .sigma("sigma_bytes_received_total", "Bytes of shard results received from workers")), { $0.bytesIn }),
+            ("sigma_bytes_sent_total", r.makeCounter(descriptor: .sigma("sigma_bytes_sent_total", "Bytes of assignments and parameters sent to workers")), { $0.bytesOut }),
+            ("sigma_shards_completed_total", r.makeCounter(descriptor: .sigma("sigma_shards_completed_total", "Shard results committed")), { $0.shardsDone }),
+            ("sigma_shards_failed_total", r.makeCounter(descriptor: .sigma("sigma_shards_failed_total", "Shard attempts that failed")), { $0.shardsFailed }),
+            ("sigma_shard_reruns_total", r.makeCounter(descriptor: .sigma("sigma_shard_reruns_total", "Shards run again after a worker died or failed them")), { $0.reruns }),
+            ("sigma_hedges_total", r.makeCounter(descriptor: .sigma("sigma_hedges_total", "Backup attempts started by hedging")), { $0.hedges }),
+            ("sigma_jobs_completed_total", r.makeCounter(descriptor: .sigma("sigma_jobs_completed_total", "Jobs completed")), { $0.jobsCompleted }),
+            ("sigma_jobs_failed_total", r.makeCounter(descriptor: .sigma("sigma_jobs_failed_total", "Jobs failed")), { $0.jobsFailed }),
+            ("sigma_jobs_cancelled_total", r.makeCounter(descriptor: .sigma("sigma_jobs_cancelled_total", "Jobs cancelled")), { $0.jobsCancelled }),
         ]
-        rtt = r.makeValueHistogram(name: "sigma_worker_rtt_seconds",
-                                   buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-                                   help: "Live workers' smoothed round-trip times, one sample per worker per scrape")
-        shardDuration = r.makeDurationHistogram(name: "sigma_shard_duration_seconds",
+        rtt = r.makeValueHistogram(descriptor: .sigma("sigma_worker_rtt_seconds", "Live workers' smoothed round-trip times, one sample per worker per scrape"),
+                                   buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
+        shardDuration = r.makeDurationHistogram(descriptor: .sigma("sigma_shard_duration_seconds", "Shard attempts from sent to result committed"),
                                                 buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-                                                          .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30)],
-                                                help: "Shard attempts from sent to result committed")
-        reduce = r.makeDurationHistogram(name: "sigma_reduce_duration_seconds",
+                                                          .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30)])
+        reduce = r.makeDurationHistogram(descriptor: .sigma("sigma_reduce_duration_seconds", "Reduction (and optimizer step) per completed round of an ML job"),
                                          buckets: [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-                                                   .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)],
-                                         help: "Reduction (and optimizer step) per completed round of an ML job")
-        optimizer = r.makeDurationHistogram(name: "sigma_optimizer_duration_seconds",
+                                                   .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)])
+        optimizer = r.makeDurationHistogram(descriptor: .sigma("sigma_optimizer_duration_seconds", "Optimizer step (with the gradient tree's last addition) per training step; part of the reduce duration"),
                                             buckets: [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-                                                      .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)],
-                                            help: "Optimizer step (with the gradient tree's last addition) per training step; part of the reduce duration")
+                                                      .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(2)])
     }
 
     /// Brings the metrics up to `status` and the new samples; returns the text exposition.
@@ -100,7 +96,7 @@ public final class SigmaMetrics: Sendable {
                 g[name] = nil
             }
             for d in deployments {
-                let gauges = g[d.name] ?? SigmaMetrics.perDeployment.map { registry.makeGauge(name: $0.name, labels: [("deployment", d.name)], help: $0.help) }
+                let gauges = g[d.name] ?? SigmaMetrics.perDeployment.map { registry.makeGauge(descriptor: .sigma($0.name, $0.help), labels: [("deployment", d.name)]) }
                 g[d.name] = gauges
                 // (figures not measured yet read 0)
                 for (x, m) in zip(gauges, SigmaMetrics.perDeployment) { let v = m.value(d); x.set(to: v.isFinite ? v : 0) }
@@ -110,8 +106,8 @@ public final class SigmaMetrics: Sendable {
             handshakeCounters.withLock { c in
                 if c == nil {
                     let help = "CURVE handshakes answered: admitted (enrolled keys) or refused"
-                    c = (registry.makeCounter(name: "sigma_curve_handshakes_total", labels: [("outcome", "admitted")], help: help),
-                         registry.makeCounter(name: "sigma_curve_handshakes_total", labels: [("outcome", "refused")], help: help), (0, 0))
+                    c = (registry.makeCounter(descriptor: .sigma("sigma_curve_handshakes_total", help), labels: [("outcome", "admitted")]),
+                         registry.makeCounter(descriptor: .sigma("sigma_curve_handshakes_total", help), labels: [("outcome", "refused")]), (0, 0))
                 }
                 if h.admitted > c!.last.0 { c!.admitted.increment(by: Int64(clamping: h.admitted - c!.last.0)) }
                 if h.refused > c!.last.1 { c!.refused.increment(by: Int64(clamping: h.refused - c!.last.1)) }
@@ -140,7 +136,7 @@ public final class SigmaMetrics: Sendable {
                 }
                 for w in live {
                     let gauges = g[w.id] ?? SigmaMetrics.perWorker.map {
-                        registry.makeGauge(name: $0.name, labels: [("worker", w.id), ("host", w.host)], help: $0.help)
+                        registry.makeGauge(descriptor: .sigma($0.name, $0.help), labels: [("worker", w.id), ("host", w.host)])
                     }
                     g[w.id] = gauges
                     for (x, m) in zip(gauges, SigmaMetrics.perWorker) { x.set(to: m.value(w)) }
@@ -156,5 +152,12 @@ public final class SigmaMetrics: Sendable {
             }
         }
         return registry.emitToString()
+    }
+}
+
+extension MetricNameDescriptor {
+    /// A metric named whole (Sigma's names carry their unit), with its help text.
+    static func sigma(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 }
