@@ -242,7 +242,18 @@ struct FusedSGDPass: @unchecked Sendable {
 
     /// Elements 0..<total (the slices laid end to end), in `threads` contiguous ranges at once — one per thread, at
     /// most one per 64 Ki elements. Each element's update is independent, so the bits do not depend on the split.
-    func run(total: Int, threads: Int) { splitOverThreads(total: total, threads: threads) { run($0) } }
+    ///
+    /// With the gradients whole (no tree), thread k takes the k-th of n pieces of every slice instead: after a backward
+    /// pass (`SGD.step`), the rows of each weight whose gradient the same thread computed — the engine splits a weight
+    /// gradient's product by rows (`BLAS.productSplit`) — so they are read from its own core's caches. Measured
+    /// on a 2-vCPU AMD EPYC (`sigma bench mlp`'s step, 1,600 steps alternating the two splits): the pass took 1.15
+    /// against 1.17 ms, and 1.61 against 1.73 ms in the minutes when data moving between the two cores costs more.
+    func run(total: Int, threads: Int) {
+        guard tree == nil else { splitOverThreads(total: total, threads: threads) { run($0) }; return }
+        partsOverThreads(total: total, threads: threads) { k, n in
+            for s in slices { pass(s, s.start + s.count * k / n ..< s.start + s.count * (k + 1) / n, a: s.a!, b: s.b, shift: 0) }
+        }
+    }
 
     /// Elements per chunk of a tree's sum: a few kilobytes per buffer, so they stay in the core's first caches.
     static let chunk = 2048

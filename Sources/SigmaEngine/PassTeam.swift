@@ -6,11 +6,17 @@ import Glibc
 /// elements (an optimizer's update, a reduce's additions: each element's result is independent of the others, so
 /// the bits do not depend on the split). The calling thread runs the first range, `PassTeam`'s helpers the others.
 public func splitOverThreads(total: Int, threads: Int, minimumPart: Int = 65_536, _ body: @Sendable (Range<Int>) -> Void) {
+    partsOverThreads(total: total, threads: threads, minimumPart: minimumPart) { k, n in body(total * k / n ..< total * (k + 1) / n) }
+}
+
+/// Parts 0..<n of a piece of work of `total` elements at once — n at most `threads`, at most one per `minimumPart`
+/// elements — each `body(k, n)` on its own thread (the calling thread part 0, `PassTeam`'s helpers the others).
+public func partsOverThreads(total: Int, threads: Int, minimumPart: Int = 65_536, _ body: @Sendable (_ part: Int, _ parts: Int) -> Void) {
     let n = max(1, min(threads, total / max(1, minimumPart)))
-    if n == 1 { body(0..<total); return }
-    if PassTeam.shared.run(parts: n, { k in body(total * k / n ..< total * (k + 1) / n) }) { return }
+    if n == 1 { body(0, 1); return }
+    if PassTeam.shared.run(parts: n, { k in body(k, n) }) { return }
     // (the team is running another caller's work)
-    DispatchQueue.concurrentPerform(iterations: n) { k in body(total * k / n ..< total * (k + 1) / n) }
+    DispatchQueue.concurrentPerform(iterations: n) { k in body(k, n) }
 }
 
 /// A buffer pointer handed to threads that write disjoint ranges of it.

@@ -233,10 +233,16 @@ extension ProcessHeavyTests {
             let client = try localClient(endpoint)
             let accepted = try await client.submit(spec)
             client.close()
-            for _ in 0..<600 where !FileManager.default.fileExists(atPath: ckpt + "/step-40.safetensors") {
-                try await Task.sleep(nanoseconds: 10_000_000)
+            // (watched, and the coordinator killed, from a thread of its own: under the whole suite's load the
+            // cooperative pool's wake-ups came so late that the 600-step job had finished before a poll saw step 40)
+            let victim = coordinator
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    for _ in 0..<6000 where !FileManager.default.fileExists(atPath: ckpt + "/step-40.safetensors") { usleep(1000) }
+                    victim.kill(SIGKILL)
+                    done.resume()
+                }
             }
-            coordinator.kill(SIGKILL)
             _ = try await coordinator.wait()
             let written = try FileManager.default.contentsOfDirectory(atPath: ckpt).filter { $0.hasPrefix("step-") }.count
             (coordinator, _) = try await Self.start(port: port, state: state)

@@ -194,15 +194,21 @@ final class ProcessCluster: Sendable {
 
     /// Waits until `n` of this cluster's workers are registered and alive (per `sigma status --json`), draining any
     /// stranger (a live worker this cluster did not start) on the way; a stranger is said on stderr.
-    func waitForWorkers(_ n: Int, timeout: Double = 30) async throws {
+    /// (60 s: under the whole suite's load three workers once took more than 30 s to register.) A timeout says what
+    /// the last status showed and each worker this cluster started: running or not, and its last stderr lines.
+    func waitForWorkers(_ n: Int, timeout: Double = 60) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         let ours = names.withLock { $0 }
+        var seen = "no status answered"
         while Date() < deadline {
             let st = try SigmaProcess(["status", "--coordinator", endpoint, "--json"])
-            if try await st.wait() == 0,
+            let code = try await st.wait()
+            if code != 0 { seen = "status exited \(code): \(st.stderr.suffix(2))" }
+            if code == 0,
                let o = try? JSONSerialization.jsonObject(with: Data(st.stdout.joined(separator: "\n").utf8)) as? [String: Any],
                let ws = o["workers"] as? [[String: Any]] {
                 let live = ws.filter { !["dead", "left"].contains($0["state"] as? String ?? "") }
+                seen = "the last status listed \(ws.count) workers, \(live.count) live: \(live.map { $0["name"] as? String ?? "?" })"
                 let strangers = live.filter { !ours.contains($0["name"] as? String ?? "") }
                 for w in strangers {
                     let id = w["id"] as? String ?? "?"
@@ -213,7 +219,10 @@ final class ProcessCluster: Sendable {
             }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
-        throw SigmaTestError("\(n) workers did not register within \(timeout) s")
+        let started = workers.withLock { $0 }.map { w in
+            "pid \(w.pid) \(w.process.isRunning ? "running" : "exited \(w.process.terminationStatus)"), stderr \(w.stderr.suffix(3))"
+        }
+        throw SigmaTestError("\(n) workers did not register within \(timeout) s; \(seen); started: \(started)")
     }
 }
 
