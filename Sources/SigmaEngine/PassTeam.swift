@@ -11,7 +11,7 @@ public func splitOverThreads(total: Int, threads: Int, minimumPart: Int = 65_536
 
 /// Parts 0..<n of a piece of work of `total` elements at once — n at most `threads`, at most one per `minimumPart`
 /// elements — each `body(k, n)` on its own thread (the calling thread part 0, `PassTeam`'s helpers the others).
-public func partsOverThreads(total: Int, threads: Int, minimumPart: Int = 65_536, _ body: @Sendable (_ part: Int, _ parts: Int) -> Void) {
+func partsOverThreads(total: Int, threads: Int, minimumPart: Int = 65_536, _ body: @Sendable (_ part: Int, _ parts: Int) -> Void) {
     let n = max(1, min(threads, total / max(1, minimumPart)))
     if n == 1 { body(0, 1); return }
     if PassTeam.shared.run(parts: n, { k in body(k, n) }) { return }
