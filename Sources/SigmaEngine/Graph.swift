@@ -42,6 +42,8 @@ public final class Graph {
         case pool2d(ConvKernels.Pool, Int, kernel: Int, stride: Int, argmax: [Int32])
         /// Rows (G·size, D) → the mean of each run of `size` rows (G, D).
         case groupMean(Int, size: Int)
+        /// Linear layers with activations between them, feature-major (`LinearChain`).
+        case linearChain(Int, LinearChain)
 
         /// The vars this op reads.
         var inputs: [Int] {
@@ -54,6 +56,7 @@ public final class Graph {
                 return [a]
             case .layerNorm(let x, let g, let b, _, _): return [x, g, b]
             case .linear(let x, let w, let b), .conv2d(let x, let w, let b, _, _): return [x, w] + (b.map { [$0] } ?? [])
+            case .linearChain(let x, let c): return [x] + c.inputs
             }
         }
     }
@@ -237,6 +240,8 @@ public final class Graph {
             return (dx.map { [(x, $0)] } ?? []) + [(w, dw)] + (b.map { [($0, db!)] } ?? [])
         case .pool2d(let kind, let x, let k, let s, let argmax):
             return [(x, ConvKernels.pool2dBackward(kind, inputShape: values[x].shape, dy: g, argmax: argmax, kernel: k, stride: s))]
+        case .linearChain(let x, let c):
+            return chainDerivatives(x, c, gradient: g, sink: sink)
         case .groupMean(let x, let size):
             let d = g.shape[1], scale = 1 / Float(size)
             let dx = Tensor(shape: values[x].shape) { o in

@@ -309,7 +309,7 @@ public enum Kernels {
 
     // MARK: unary
 
-    public enum Unary { case relu, tanh, gelu, exp, log, neg, sqrt }
+    public enum Unary: Sendable { case relu, tanh, gelu, exp, log, neg, sqrt }
 
     @inline(__always)
     static func apply(_ op: Unary, _ x: Float) -> Float {

@@ -23,8 +23,12 @@ public final class Linear: Layer {
     }
 
     public func callAsFunction(_ x: Var) -> Var {
-        x.linear(x.graph.param(weight), bias.map { x.graph.param($0) })
+        let (w, b) = graph(x)
+        return x.linear(w, b)
     }
+
+    /// The weight and bias fed into x's graph.
+    func graph(_ x: Var) -> (weight: Var, bias: Var?) { (x.graph.param(weight), bias.map { x.graph.param($0) }) }
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 }
@@ -41,7 +45,31 @@ public final class Activation: Layer {
 public final class Sequential: Layer {
     public let layers: [Layer]
     public init(_ layers: [Layer]) { self.layers = layers }
-    public func callAsFunction(_ x: Var) -> Var { layers.reduce(x) { $1($0) } }
+    /// Each run of two or more `Linear` layers with an `Activation` between each two is one feature-major op on a
+    /// graph that records (`Var.linearChain`); every other layer is applied as it is.
+    public func callAsFunction(_ x: Var) -> Var {
+        guard x.graph.recording else { return layers.reduce(x) { $1($0) } }
+        var y = x, i = 0
+        while i < layers.count {
+            var chain: [Linear] = [], activations: [Kernels.Unary] = []
+            if let first = layers[i] as? Linear {
+                chain = [first]
+                while i + 2 * chain.count < layers.count, let a = layers[i + 2 * chain.count - 1] as? Activation,
+                      let next = layers[i + 2 * chain.count] as? Linear {
+                    chain.append(next)
+                    activations.append(a.op)
+                }
+            }
+            if chain.count >= 2 {
+                y = y.linearChain(chain.map { $0.graph(y) }, activations: activations)
+                i += 2 * chain.count - 1
+            } else {
+                y = layers[i](y)
+                i += 1
+            }
+        }
+        return y
+    }
     public var parameters: [Parameter] { layers.flatMap(\.parameters) }
 
     /// A multi-layer perceptron: Linear → activation → … → Linear. Parameter names follow PyTorch's
