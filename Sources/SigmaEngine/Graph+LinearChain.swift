@@ -95,6 +95,7 @@ extension Kernels {
     static func biasThenActivation(_ z: inout Tensor, _ b: Tensor?, _ op: Unary) -> Tensor {
         let rows = z.shape[0], cols = z.shape[1]
         if let b { precondition(b.count == rows, "bias of \(b.count) values for \(rows) rows") }
+        if rows == 0 || cols == 0 { return Tensor(zeros: z.shape) }
         var h = Tensor(uninitialized: z.shape)
         let bias = b?.scalars ?? []
         bias.withUnsafeBufferPointer { pb in z.withMutableData { pz in h.withMutableData { ph in
@@ -119,6 +120,7 @@ extension Kernels {
     /// whichever thread sums the row); rows split over the engine's threads.
     static func sumAlongRows(_ t: Tensor) -> Tensor {
         let rows = t.shape[0], cols = t.shape[1]
+        if rows == 0 || cols == 0 { return Tensor(zeros: [rows]) }
         var out = Tensor(uninitialized: [rows])
         t.withData { pt in out.withMutableData { po in
             let (src, dst) = (Unchecked(pt), Unchecked(po))

@@ -149,7 +149,7 @@ public enum Kernels {
             let x = i < r - a.count ? 1 : a[i - (r - a.count)]
             let y = i < r - b.count ? 1 : b[i - (r - b.count)]
             precondition(x == y || x == 1 || y == 1, "shapes \(a) and \(b) do not broadcast")
-            out[i] = max(x, y)
+            out[i] = x == 1 ? y : x   // (an axis of 0 against 1 stays 0: an empty batch plus a bias is empty)
         }
         return out
     }

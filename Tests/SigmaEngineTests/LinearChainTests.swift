@@ -93,6 +93,18 @@ import Testing
         #expect(direct.inPlace == [true, true, true, true, true, true])
     }
 
+    /// A batch of no rows goes through (a shard's empty micro-batch): an empty output, zero weight gradients.
+    @Test func anEmptyBatchGivesEmptyOutputsAndZeroGradients() {
+        let model = Sequential.mlp([6, 8, 8, 3], seed: 2)
+        let g = Graph()
+        let y = model(g.constant(Tensor(zeros: [0, 6])))
+        #expect(y.shape == [0, 3])
+        #expect(Kernels.binary(.add, Tensor(zeros: [0, 3]), Tensor(zeros: [3])).shape == [0, 3], "an empty batch plus a bias")
+        g.backward(from: y.sum())
+        for p in model.parameters { #expect(p.grad.map { $0.scalars.allSatisfy { $0 == 0 } } ?? true, "\(p.name)") }
+        for p in model.parameters { p.zeroGrad() }
+    }
+
     /// Inference (a graph that does not record) keeps the layer-by-layer ops, whose rows are stable whatever else
     /// shares the batch (served requests equal batch jobs).
     @Test func inferenceStaysLayerByLayer() {
