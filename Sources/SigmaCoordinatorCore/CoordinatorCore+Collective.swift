@@ -95,6 +95,7 @@ extension CoordinatorCore {
             }
             job.collective = CollectiveSegment(segment: segment, members: members.map { table[$0].peer }, peers: peers,
                                                stateShares: whole <= config.maxPayload ? 1 : size)
+            collectiveJobs.insert(job.id)
             let start = whole <= config.maxPayload ? "" : "; each starts from the weights and its slice of the optimizer's state (all of it, \(whole) bytes, exceeds the payload limit)"
             let sharing = groups.filter { $0 != 0 }.count
             let memory = sharing == 0 ? "" : sharing == size ? "; all share memory (large payloads through /dev/shm)" : "; \(sharing) of them share memory with another (large payloads between those through /dev/shm)"
@@ -108,8 +109,13 @@ extension CoordinatorCore {
     /// A collective step can no longer finish (a member was lost, a shard failed or was declined): its attempts
     /// are cancelled, the driver goes back to its snapshot, and the step is planned again.
     mutating func repairCollectives(now: Nanos, into out: inout [CoordinatorAction]) {
-        for id in jobs.keys.sorted() {
-            guard let job = jobs[id], let reason = job.collectiveBroken, !job.state.isFinal, let d = job.driver as? any CollectiveRounds else { continue }
+        guard !collectiveJobs.isEmpty else { return }
+        for id in collectiveJobs.sorted() {
+            guard let job = jobs[id], !job.state.isFinal, job.collective != nil || job.collectiveBroken != nil else {
+                collectiveJobs.remove(id)
+                continue
+            }
+            guard let reason = job.collectiveBroken, let d = job.driver as? any CollectiveRounds else { continue }
             job.collectiveBroken = nil
             for i in job.shards.indices {
                 for p in job.shards[i].holders {

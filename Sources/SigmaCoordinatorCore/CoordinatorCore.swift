@@ -42,6 +42,10 @@ public struct CoordinatorCore {
     /// Counters since start (STATUS, Prometheus).
     var totals = ClusterStatus.Totals()
     var rerunsOfForgottenJobs: UInt64 = 0
+    /// Jobs given a collective segment (`JobEntry.collective`; an id stays until `repairCollectives` finds the job
+    /// ended, or neither a segment nor a stop to handle): what that pass, run after every event, walks — it sorted
+    /// every job kept (up to `keepFinishedJobs` ended ones) after every message.
+    var collectiveJobs: Set<JobID> = []
     var hedgesStarted = 0
     /// Recent samples for the shell's histograms (bounded; the shell takes them): shard round trips (sent to
     /// result, ns), and reduce times of completed rounds (ns).

@@ -1,4 +1,4 @@
-import SigmaCoordinatorCore
+@testable import SigmaCoordinatorCore
 import SigmaJobs
 import SigmaModel
 import SigmaProtocol
@@ -100,6 +100,7 @@ final class CollectiveDriver: CollectiveRounds, @unchecked Sendable {
         #expect(step2.map { $0.1.collective?.rank } == [0, 1])
         #expect(step2.allSatisfy { $0.1.collective?.peers == peers && $0.1.collective?.segment == 101 && $0.1.withParams })
         #expect(d.segments == [2])
+        #expect(h.core.collectiveJobs == [1], "the pass run after every event walks the collective job alone")
         // Step 3: no weights from the coordinator (the members hold them); step 4 is a snapshot.
         #expect(takeParams(&h).isEmpty)
         let step3 = answerAll(&h, [w1, w2, w3])
@@ -108,6 +109,7 @@ final class CollectiveDriver: CollectiveRounds, @unchecked Sendable {
         #expect(step4.count == 2 && step4.allSatisfy { $0.1.collective?.snapshot == true })
         for _ in 0..<20 where h.core.job(1)?.state == .running { answerAll(&h, [w1, w2, w3]) }
         #expect(h.core.job(1)?.state == .completed && d.rollbacks.isEmpty && takeParams(&h).isEmpty)
+        #expect(h.core.collectiveJobs.isEmpty, "an ended job leaves the collective pass")
     }
 
     /// Members on one machine (the same `shm=` host key in HELLO) share a memory group, so their large messages go
