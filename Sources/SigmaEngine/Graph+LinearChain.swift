@@ -1,5 +1,3 @@
-import CSysShims
-
 /// A run of linear layers with elementwise activations between them — an MLP, or an MLP head — recorded as one op
 /// and computed **feature-major**: each hidden layer's activations are stored transposed, (features, N), so every
 /// large product of the training step is split over the engine's threads by the features of a layer (rows of W, of
@@ -105,11 +103,7 @@ extension Kernels {
                     let zr = UnsafeMutableBufferPointer(rebasing: src.v[i * cols ..< (i + 1) * cols])
                     let hr = UnsafeMutableBufferPointer(rebasing: dst.v[i * cols ..< (i + 1) * cols])
                     if !bv.v.isEmpty { let v = bv.v[i]; for j in 0..<cols { zr[j] += v } }
-                    switch op {
-                    case .relu: reluSelectRange(UnsafeBufferPointer(zr), UnsafeBufferPointer(zr), hr)
-                    case .gelu: csys_gelu(zr.baseAddress, hr.baseAddress, cols)
-                    default: for j in 0..<cols { hr[j] = apply(op, zr[j]) }
-                    }
+                    unary(op, UnsafeBufferPointer(zr), into: hr)
                 }
             }
         } } }

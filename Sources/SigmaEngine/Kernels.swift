@@ -327,13 +327,20 @@ public enum Kernels {
     public static func unary(_ op: Unary, _ a: Tensor) -> Tensor {
         var out = Tensor(uninitialized: a.shape)
         a.withData { pa in out.withMutableData { po in
-            switch op {
-            case .relu: reluSelect(pa, pa, po)
-            case .gelu: csys_gelu(pa.baseAddress, po.baseAddress, po.count)
-            default: for i in 0..<po.count { po[i] = apply(op, pa[i]) }
-            }
+            if op == .relu { reluSelect(pa, pa, po) } else { unary(op, pa, into: po) }
         } }
         return out
+    }
+
+    /// out[i] = op(x[i]) on the calling thread (`x` may be `out`'s memory): the vector forms of ReLU and GELU, the
+    /// scalar rule for the rest.
+    @inline(__always)
+    static func unary(_ op: Unary, _ x: UnsafeBufferPointer<Float>, into out: UnsafeMutableBufferPointer<Float>) {
+        switch op {
+        case .relu: reluSelectRange(x, x, out)
+        case .gelu: csys_gelu(x.baseAddress, out.baseAddress, out.count)
+        default: for i in 0..<out.count { out[i] = apply(op, x[i]) }
+        }
     }
 
     /// out[i] = x[i] > 0 ? v[i] : 0 (NaN → 0), 16 lanes at a time without branches: ReLU is v = x, its backward

@@ -23,12 +23,12 @@ public final class Linear: Layer {
     }
 
     public func callAsFunction(_ x: Var) -> Var {
-        let (w, b) = graph(x)
+        let (w, b) = fed(x)
         return x.linear(w, b)
     }
 
     /// The weight and bias fed into x's graph.
-    func graph(_ x: Var) -> (weight: Var, bias: Var?) { (x.graph.param(weight), bias.map { x.graph.param($0) }) }
+    func fed(_ x: Var) -> (weight: Var, bias: Var?) { (x.graph.param(weight), bias.map { x.graph.param($0) }) }
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 }
@@ -61,7 +61,7 @@ public final class Sequential: Layer {
                 }
             }
             if chain.count >= 2 {
-                y = y.linearChain(chain.map { $0.graph(y) }, activations: activations)
+                y = y.linearChain(chain.map { $0.fed(y) }, activations: activations)
                 i += 2 * chain.count - 1
             } else {
                 y = layers[i](y)
