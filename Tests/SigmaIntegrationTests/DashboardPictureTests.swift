@@ -130,10 +130,13 @@ final class PictureSource: DashboardSource {
         // (the page fetches its data and draws afterwards; under load Chromium's virtual-time budget can run out before
         // the fetch is answered and the shot shows empty charts (a clean-clone CI run of 2026-12-06) — so a shot without the
         // drawn curves is taken again, up to three times; the checks below are made on the last one)
+        // (a retry gets a longer virtual-time budget: a clean-clone CI run of 2026-12-07 under load got no curves in
+        // three shots at 5 s)
         var page = Picture.empty
-        for _ in 0..<3 {
+        for attempt in 0..<3 {
             try? FileManager.default.removeItem(atPath: jobShot)
-            _ = await runToolAsync(chromium, Self.fetching + ["--window-size=1280,1000", "--screenshot=\(jobShot)", base + "job/25"], timeout: 90)
+            let budget = attempt == 0 ? Self.fetching : Self.flags + ["--virtual-time-budget=\(5000 * (attempt + 2))"]
+            _ = await runToolAsync(chromium, budget + ["--window-size=1280,1000", "--screenshot=\(jobShot)", base + "job/25"], timeout: 90)
             // (no file at all when Chromium ran out of time: seen in CI too; then the checks below fail on an empty page)
             page = (try? await Picture.load(png: jobShot)) ?? .empty
             if Set(page.find("#db2777").map(\.x)).count >= 500 { break }
