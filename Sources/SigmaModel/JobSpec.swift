@@ -12,6 +12,15 @@ public struct JobSpec: Sendable, Hashable {
     /// The kind's spec as JSON (keys sorted, snake case).
     public let body: [UInt8]
 
+    /// The body hashed as one block of bytes (the derived hash fed a hasher byte by byte: ~10 µs for a small spec, on
+    /// every lookup of a worker's opened specs).
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(kind)
+        hasher.combine(name)
+        hasher.combine(body.count)
+        body.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
     public init(kind: String, name: String, body: [UInt8]) {
         self.kind = kind
         self.name = name

@@ -43,7 +43,9 @@ public final class BlockingQueue<Element: Sendable>: @unchecked Sendable {
 
     public func remove(where match: (Element) -> Bool) {
         cond.lock()
-        items.removeAll(where: match)
+        // (Deque's removeAll(where:) is the generic, unspecialized one: skipped when nothing matches — the usual case
+        // of a worker told that a job which ran here has ended)
+        if items.contains(where: match) { items.removeAll(where: match) }
         cond.unlock()
     }
 

@@ -133,6 +133,8 @@ public final class WorkerShell: Sendable {
     final class ComputeContext {
         let runner: ShardRunner
         var seen = 0
+        /// An ended job this context was running a task of when it heard: forgotten at the next look.
+        var endedLater: Set<JobID> = []
         /// Specs of jobs as this thread runs them: reading the cache's copies of files the coordinator shipped, or
         /// the real paths of files under the data roots.
         /// (with the spec as assigned: a restarted coordinator numbers its jobs from 1 again)
@@ -148,14 +150,20 @@ public final class WorkerShell: Sendable {
         /// Runs `task`; nil (nothing done) when its inputs still have to be fetched and `mayFetch` is false — the
         /// poller must not wait for answers only it can receive.
         func run(_ task: ShardTask, shared: Shared, fetcher: InputFetcher, mayFetch: Bool = true) -> ShardResult? {
-            var task = task
-            let version = shared.endedVersion.load(ordering: .acquiring)
-            if version != seen {
-                seen = version
-                let ended = Set(shared.ended.withLock { $0 }).subtracting([task.job])
-                runner.forget(ended)
-                localized = localized.filter { !ended.contains($0.key) }
-                fetcher.release(ended)
+            if shared.endedVersion.load(ordering: .acquiring) != seen {
+                // (the jobs ended since this context last looked — not the whole list again, once per job that ends)
+                var ended = shared.ended.withLock { e in
+                    let version = shared.endedVersion.load(ordering: .relaxed)
+                    defer { seen = version }
+                    return Set(e.suffix(min(e.count, version &- seen))).union(endedLater)
+                }
+                // (a task of an ended job id — a restarted coordinator's new job — keeps its state until it has run)
+                endedLater = ended.remove(task.job).map { [$0] } ?? []
+                if !ended.isEmpty {
+                    runner.forget(ended)
+                    localized = localized.filter { !ended.contains($0.key) }
+                    fetcher.release(ended)
+                }
             }
             let known = localized[task.job].flatMap { $0.assigned == task.spec ? $0.local : nil }
             let opened = known == nil ? try? kinds.open(task.spec) : nil
@@ -429,8 +437,8 @@ public final class WorkerShell: Sendable {
                         shared.ended.withLock { e in
                             e.append(job)
                             if e.count > 256 { e.removeFirst(e.count - 256) }
+                            shared.endedVersion.add(1, ordering: .releasing)
                         }
-                        shared.endedVersion.add(1, ordering: .releasing)
                     }
                 case .cancelAll:
                     shared.collective.cancels.cancelAll()

@@ -326,6 +326,27 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
     }
 }
 
+/// A small job's end, as a round trip sees it: the JOB-RESULT goes out before the worker hears that the job ended
+/// (the client waits on the one, nobody on the other), and the log gives the job's time with three decimals.
+@Suite struct JobEndOrderTests {
+    @Test func theReplyGoesOutBeforeTheWorkerIsToldAndTheLogGivesMilliseconds() throws {
+        var h = Harness()
+        _ = h.hello(w1, slots: 1)
+        let one = MapReduceSpec(input: .range(count: 3, start: 0, step: 1), reduce: [.sum], sharding: .count(1))
+        for (request, nanos, text) in [(UInt64(1), Nanos(1_234_600_000), "job 1 completed in 1.235 s"), (2, 2_000_400, "job 2 completed in 0.002 s"),
+                                       (3, 61_000_000_000, "job 3 completed in 61.000 s")] {
+            h.event(.received(client, .submit(Submit(request: request, options: [.pushResult, .deferAccept], spec: .mapReduce(one)))))
+            let a = try #require(h.takeAssigns(w1).first)
+            h.advance(nanos)
+            let sent = try h.answer(w1, a, spec: one)
+            let reply = try #require(sent.firstIndex { $0.0 == client && { if case .jobResult = $0 { true } else { false } }($0.1) })
+            let release = try #require(sent.firstIndex { $0.0 == w1 && { if case .cancel = $0 { true } else { false } }($0.1) })
+            #expect(reply < release, "\(sent.map(\.1))")
+            #expect(h.logs.contains(text), "\(h.logs)")
+        }
+    }
+}
+
 /// The shell reads a submission's input on another thread; a second submission with the same client id that
 /// arrives meanwhile must not start a second job: it is answered with the first one's job once that is accepted.
 @Suite struct KeyedSubmitWhileResolvingTests {
