@@ -280,8 +280,15 @@ final class JobEntry {
     var attemptsDropped = 0
     static let maxLogLines = 2000
     static let maxAttempts = 200_000
-    /// Digests of the spec, input and model ("" when unknown).
-    var specDigest = ""
+    /// Digests of the spec, input and model ("" when unknown); the spec's is computed when first asked for (`sigma
+    /// job`, the dashboard), not for every job accepted — a small job's round trip paid for encoding and hashing it.
+    var specDigest: String {
+        if let d = specDigestKept { return d }
+        let d = Digest.fnv1a64(spec.encoded)
+        specDigestKept = d
+        return d
+    }
+    private var specDigestKept: String?
     var inputDigest = ""
     var modelDigest = ""
     /// What workers may fetch from the coordinator (`input_transport: coordinator`).

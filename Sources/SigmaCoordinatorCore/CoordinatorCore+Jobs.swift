@@ -29,7 +29,6 @@ extension CoordinatorCore {
         job.ownerName = restoring?.ownerName ?? who.name
         if !s.key.isEmpty { keyed[Self.scoped(s.key, owner: job.owner)] = id }
         job.policyName = policy(of: job).rawValue
-        job.specDigest = Digest.fnv1a64(s.spec.encoded)
         if s.options.contains(.watch) { addWatcher(job, peer, request: s.request) }
         jobs[id] = job
         for i in 0..<ranges.count { queue.append(ShardRef(job: id, shard: ShardIndex(i))) }
