@@ -343,6 +343,9 @@ func outcome(_ sent: [(PeerID, Message)]) -> JobOutcome? {
             let release = try #require(sent.firstIndex { $0.0 == w1 && { if case .cancel = $0 { true } else { false } }($0.1) })
             #expect(reply < release, "\(sent.map(\.1))")
             #expect(h.logs.contains(text), "\(h.logs)")
+            // (its spec digest, computed when first asked for, is the digest of the spec as submitted)
+            let spec = JobSpec.mapReduce(one)
+            #expect(h.core.detail(job: JobID(request), attempts: false, now: h.now)?.specDigest == Digest.fnv1a64(spec.encoded))
         }
     }
 }
