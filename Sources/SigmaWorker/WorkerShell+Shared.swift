@@ -20,10 +20,9 @@ extension WorkerShell {
         let fatal = Mutex<String?>(nil)
         let workerID = Mutex<String?>(nil)
         let completed = Atomic<Int>(0)
-        /// Jobs the coordinator ended or cancelled (most recent last, bounded): compute threads drop their state.
-        let ended = Mutex<[JobID]>([])
-        /// How many jobs were ever added to `ended` (bumped while its lock is held), so a compute thread looks at the
-        /// list only when it changed, and then only at the jobs added since it last looked.
+        /// Jobs the coordinator ended or cancelled: compute threads drop their state.
+        let ended = Mutex(EndedJobs())
+        /// `ended.total`, stored while its lock is held, so a compute thread takes the lock only when it changed.
         let endedVersion = Atomic<Int>(0)
         /// Compute thread 0's context; the poller borrows it to run a short ML shard itself when that thread is idle.
         let primary: Mutex<ComputeContext>

@@ -153,9 +153,8 @@ public final class WorkerShell: Sendable {
             if shared.endedVersion.load(ordering: .acquiring) != seen {
                 // (the jobs ended since this context last looked — not the whole list again, once per job that ends)
                 var ended = shared.ended.withLock { e in
-                    let version = shared.endedVersion.load(ordering: .relaxed)
-                    defer { seen = version }
-                    return Set(e.suffix(min(e.count, version &- seen))).union(endedLater)
+                    defer { seen = e.total }
+                    return Set(e.since(seen)).union(endedLater)
                 }
                 // (a task of an ended job id — a restarted coordinator's new job — keeps its state until it has run)
                 endedLater = ended.remove(task.job).map { [$0] } ?? []
@@ -435,9 +434,8 @@ public final class WorkerShell: Sendable {
                     inline.removeAll(where: named)
                     if shard == nil {
                         shared.ended.withLock { e in
-                            e.append(job)
-                            if e.count > 256 { e.removeFirst(e.count - 256) }
-                            shared.endedVersion.add(1, ordering: .releasing)
+                            e.add(job)
+                            shared.endedVersion.store(e.total, ordering: .releasing)
                         }
                     }
                 case .cancelAll:

@@ -120,3 +120,21 @@ import Testing
         #expect(c.pending.count == 1, "attempt 2 is still pending")
     }
 }
+
+/// What a compute context takes from the jobs a worker heard have ended: only those added since it last looked.
+@Suite struct EndedJobsTests {
+    @Test func aReaderTakesWhatWasAddedSinceItLooked() {
+        var e = EndedJobs(keep: 4)
+        #expect(e.since(0).isEmpty && e.total == 0)
+        for j in [JobID(7), 8, 9] { e.add(j) }
+        #expect(e.since(0) == [7, 8, 9])
+        #expect(e.since(1) == [8, 9])
+        #expect(e.since(3).isEmpty)
+        for j in [JobID(10), 11, 12] { e.add(j) }
+        #expect(e.total == 6)
+        #expect(e.since(3) == [10, 11, 12])
+        // A reader more than `keep` behind gets the last `keep`; what was dropped before is gone for everyone.
+        #expect(e.since(0) == [9, 10, 11, 12])
+        #expect(e.since(1) == [9, 10, 11, 12])
+    }
+}
