@@ -42,6 +42,9 @@ struct WorkerEntry {
     var inFlight: [AttemptKey: InFlight] = [:]
     /// Jobs whose spec this worker already has.
     var specSent: Set<JobID> = []
+    /// Completed jobs this worker may now let go of, told at the next tick (a CANCEL each): the release is then
+    /// not part of a small job's round trip, whose processes would handle it meanwhile.
+    var releases: [JobID] = []
     /// The parameter version of each job this worker holds (PARAMS is sent once per version).
     var paramsSent: [JobID: UInt32] = [:]
     var shardsDone: UInt64 = 0

@@ -210,13 +210,19 @@ extension CoordinatorCore {
             job.resultPending = true
         }
         // Stop whatever still runs for this job; workers that hold its parameters are told too, so they free
-        // the job's state (model, gradients, data) now rather than when a later job pushes it out.
+        // the job's state (model, gradients, data) rather than when a later job pushes it out.
         var emptied: [Int] = [], releases: [CoordinatorAction] = []
         // (and every worker that got the job's spec: it releases what it holds of the job — shipped input files pinned
         // in its cache, per-job maps — which a job that ended normally never freed)
-        for k in table.indices where table[k].isLive && (table[k].inFlight.keys.contains(where: { $0.job == id }) || table[k].paramsSent[id] != nil
-                                                          || table[k].specSent.contains(id)) {
-            releases.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+        for k in table.indices where table[k].isLive {
+            let running = table[k].inFlight.keys.contains(where: { $0.job == id })
+            guard running || table[k].paramsSent[id] != nil || table[k].specSent.contains(id) else { continue }
+            // (at once where something may still run; a completed job's state at the next tick)
+            if running || state != .completed {
+                releases.append(.send(table[k].peer, .cancel(Cancel(job: id, shard: Cancel.allShards, attempt: 0))))
+            } else {
+                table[k].releases.append(id)
+            }
             for (key, f) in table[k].inFlight where key.job == id { job.endAttempt(f.record, .cancelled, now: now, error: "job \(state)") }
             table[k].inFlight = table[k].inFlight.filter { $0.key.job != id }
             if table[k].inFlight.isEmpty { table[k].busyUntil = now; emptied.append(k) }

@@ -57,6 +57,7 @@ extension CoordinatorCore {
         for (key, f) in w.inFlight { jobs[key.job]?.endAttempt(f.record, died ? .lost : .declined, now: now, error: "worker \(w.id) \(reason)") }
         table[k].inFlight.removeAll()
         table[k].paramsSent.removeAll()
+        table[k].releases.removeAll()
         table[k].state = .dead
         table[k].diedAt = now
         var poisoned: [(JobID, String)] = []
@@ -126,6 +127,10 @@ extension CoordinatorCore {
             } else if now &- table[k].lastSent >= config.heartbeatInterval {
                 out.append(.send(table[k].peer, .heartbeat(table[k].heartbeat(now: now))))
                 table[k].lastSent = now
+            }
+            if table[k].isLive, !table[k].releases.isEmpty {
+                for job in table[k].releases { out.append(.send(table[k].peer, .cancel(Cancel(job: job, shard: Cancel.allShards, attempt: 0)))) }
+                table[k].releases = []
             }
         }
         // Forget workers dead for a while (they stay visible in STATUS for 10 liveness windows).

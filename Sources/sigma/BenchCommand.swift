@@ -109,11 +109,14 @@ struct BenchCommand: AsyncParsableCommand {
         defer { echoBrokered.process.terminate() }
         _ = stop
         var rawDirect: [Double] = [], rawBrokered: [Double] = [], rawTput: [Double] = []
-        var rawDirectP99: [Double] = [], rawBrokeredP99: [Double] = []
+        var rawDirectP99: [Double] = [], rawBrokeredP99: [Double] = [], rawCPU: [String: [Double]] = [:]
+        let brokered = CPUPerTrip(roles: ["raw-broker": "broker", "echo": "echo"], workers: [echoBrokered.process.processIdentifier])
         for _ in 0..<runs {
             let d = try await onThread { try RawBaseline.roundTrips(endpoint: echoDirect.endpoint, count: samples, warmup: 500) }
             rawDirect.append(percentile(d, 0.5)); rawDirectP99.append(percentile(d, 0.99))
-            let b = try await onThread { try RawBaseline.roundTrips(endpoint: brokerEP, count: samples, warmup: 500) }
+            let b = try await brokered.measure(trips: samples + 500, into: &rawCPU) {
+                try RawBaseline.roundTrips(endpoint: brokerEP, count: samples, warmup: 500)
+            }
             rawBrokered.append(percentile(b, 0.5)); rawBrokeredP99.append(percentile(b, 0.99))
             rawTput.append(try await onThread { try RawBaseline.throughput(endpoint: brokerEP, messages: shards, window: 64) })
         }
@@ -171,10 +174,15 @@ struct BenchCommand: AsyncParsableCommand {
 
         // The same round trip from a client that owns its socket on its own thread (no async bridge): shows what
         // the bridge to Swift concurrency costs.
-        var directP50: [Double] = []
+        // Meanwhile, each thread's CPU per round trip: where the time on the CPU goes, a figure this VM's wake-up
+        // noise moves far less than the p50.
+        var directP50: [Double] = [], cpu: [String: [Double]] = [:]
         let endpoint = cluster.coordinator.endpoint, options = cluster.clientLinkOptions
+        let sigma = CPUPerTrip(roles: ["sigma-coord": "coordinator loop", "sigma-worker": "worker loop"], workers: cluster.workers.map(\.processIdentifier))
         for _ in 0..<runs {
-            let lat = try await onThread { try blockingRoundTrips(endpoint: endpoint, options: options, spec: one, count: samples, warmup: 200) }
+            let lat = try await sigma.measure(trips: samples + 200, into: &cpu) {
+                try blockingRoundTrips(endpoint: endpoint, options: options, spec: one, count: samples, warmup: 200)
+            }
             directP50.append(percentile(lat, 0.5))
         }
 
@@ -186,6 +194,7 @@ struct BenchCommand: AsyncParsableCommand {
         print("| round trip p50 client→coordinator→worker→client | \(us(median(p50))) | \(us(median(rawBrokered))) brokered; \(us(median(rawDirect))) direct | ≤ 250 µs |")
         print("| round trip p50, async client on its link thread (withLinkExecutor) | \(us(median(execP50))) | | |")
         print("| round trip p50, client on its own thread (no async bridge) | \(us(median(directP50))) | | |")
+        print("| CPU per round trip, client on its own thread (each thread's, /proc schedstat) | \(CPUPerTrip.text(cpu)) | brokered: \(CPUPerTrip.text(rawCPU)) | |")
         print("| round trip p99 | \(us(median(p99))) | \(us(median(rawBrokeredP99))) brokered; \(us(median(rawDirectP99))) direct | |")
         print("")
         print("runs: throughput \(tput.map { Int($0) }), p50 \(p50.map { Int($0 / 1e3) }) µs")
@@ -277,6 +286,56 @@ final class StopFlag: Sendable {
 }
 
 /// Runs blocking work on its own OS thread and awaits it (never blocks the cooperative pool).
+/// Each thread's CPU per round trip (`/proc/<pid>/task/*/schedstat`, ns) while a client on a thread of its own makes
+/// round trips: this process's threads (the broker or coordinator, libzmq's I/O thread) and those of the processes
+/// that answer (worker or echo), by role.
+struct CPUPerTrip {
+    /// Thread name → role; other threads count as "… other threads".
+    let roles: [String: String]
+    let workers: [Int32]
+
+    func threads() -> [String: Double] {
+        var t: [String: Double] = [:]
+        for (name, s) in BenchCoordinator.threadCPU() {
+            t[roles[name] ?? (name.hasPrefix("ZMQbg/IO") ? "libzmq I/O, client's process" : ""), default: 0] += s
+        }
+        for w in workers {
+            for (name, s) in BenchCoordinator.threadCPU(pid: w) {
+                t[roles[name] ?? (name.hasPrefix("ZMQbg/IO") ? "libzmq I/O, answering process" : "answering process, other threads"), default: 0] += s
+            }
+        }
+        return t
+    }
+
+    /// Runs `trips` round trips on a thread of their own (`body`), adding each role's µs per round trip to `out`.
+    func measure<T: Sendable>(trips: Int, into out: inout [String: [Double]], _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let before = threads()
+        let (r, client) = try await onThread { () throws -> (T, Double) in
+            let c0 = threadCPUSeconds()
+            let r = try body()
+            return (r, threadCPUSeconds() - c0)
+        }
+        let after = threads()
+        for (k, v) in after where !k.isEmpty { out[k, default: []].append((v - (before[k] ?? 0)) / Double(trips) * 1e6) }
+        out["client thread", default: []].append(client / Double(trips) * 1e6)
+        return r
+    }
+
+    /// "client thread 22.5 µs; …" (medians), the client first, then by name; with the sum of all.
+    static func text(_ cpu: [String: [Double]]) -> String {
+        let parts = cpu.keys.sorted { ($0 == "client thread" ? 0 : 1, $0) < ($1 == "client thread" ? 0 : 1, $1) }.map { ($0, median(cpu[$0]!)) }
+        return parts.map { "\($0.0) \(String(format: "%.1f", $0.1)) µs" }.joined(separator: "; ")
+            + String(format: "; all %.0f µs", parts.reduce(0) { $0 + $1.1 })
+    }
+}
+
+/// CPU time of the calling thread, seconds.
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
 func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { k in
         _ = OSThread(name: "bench") {

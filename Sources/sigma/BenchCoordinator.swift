@@ -63,13 +63,15 @@ enum BenchCoordinator {
         return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
     }
 
-    /// CPU seconds of this process's live threads, summed by thread name (`/proc/self/task/*/schedstat`, ns).
-    static func threadCPU() -> [String: Double] {
+    /// CPU seconds of a process's live threads (this one's by default), summed by thread name
+    /// (`/proc/<pid>/task/*/schedstat`, ns).
+    static func threadCPU(pid: Int32? = nil) -> [String: Double] {
         var out: [String: Double] = [:]
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        let dir = "/proc/\(pid.map(String.init) ?? "self")/task"
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         for t in tasks {
-            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(t)/comm", encoding: .utf8),
-                  let stat = try? String(contentsOfFile: "/proc/self/task/\(t)/schedstat", encoding: .utf8),
+            guard let comm = try? String(contentsOfFile: "\(dir)/\(t)/comm", encoding: .utf8),
+                  let stat = try? String(contentsOfFile: "\(dir)/\(t)/schedstat", encoding: .utf8),
                   let ns = stat.split(separator: " ").first.flatMap({ Double($0) }) else { continue }
             out[comm.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += ns / 1e9
         }

@@ -259,6 +259,7 @@ final class TwoStepDriver: RoundDriver, @unchecked Sendable {
         }
         #expect(h.logs.contains { $0.contains("completed") }, "\(h.logs)")
         try #require(!paramsTo.isEmpty)
+        h.event(.tick)   // (a completed job's release goes out at the next tick)
         for p in paramsTo {
             let told = h.outbox.contains { q, m in
                 if q == p, case .cancel(let c) = m { return c.shard == Cancel.allShards }

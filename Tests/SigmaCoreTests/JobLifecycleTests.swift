@@ -165,14 +165,28 @@ final class RowsDriver: RoundDriver, @unchecked Sendable {
     }
 
     /// A job that ends normally still tells the workers that got its spec to let go of it (CANCEL of all its
-    /// shards): they pin its shipped input files in their cache until then, and kept them for good.
+    /// shards): they pin its shipped input files in their cache until then, and kept them for good. Nothing of it
+    /// runs any more, so they hear at the next tick — once, and not from a worker that died meanwhile.
     @Test func theWorkersOfAJobThatEndedAreToldToReleaseIt() throws {
         var h = Harness()
         h.hello(w1)
+        h.hello(w2)
+        let release = { (job: JobID) in Message.cancel(Cancel(job: job, shard: Cancel.allShards, attempt: 0)) }
         h.event(.received(client, .submit(Submit(request: 1, options: [], spec: .mapReduce(one)))))
-        let a = try #require(h.takeAssigns(w1).first)
-        let sent = try h.answer(w1, a, spec: one)
+        let a = try #require(h.takeAssigns(w1).first ?? h.takeAssigns(w2).first)
+        let holder = h.outbox.first { if case .assign(let x) = $0.1 { x == a } else { false } }?.0 ?? w1
+        let sent = try h.answer(holder, a, spec: one)
         #expect(h.core.job(a.job)?.state == .completed)
-        #expect(sent.contains { $0.0 == w1 && $0.1 == .cancel(Cancel(job: a.job, shard: Cancel.allShards, attempt: 0)) }, "\(sent.map(\.1))")
+        #expect(!sent.contains { $0.1 == release(a.job) }, "\(sent.map(\.1))")
+        let tick = h.event(.tick)
+        #expect(tick.filter { $0.1 == release(a.job) }.map(\.0) == [holder], "\(tick.map(\.1))")
+        #expect(!h.event(.tick).contains { $0.1 == release(a.job) })
+        // A worker that dies before the tick is not told.
+        h.event(.received(client, .submit(Submit(request: 2, options: [], spec: .mapReduce(one)))))
+        let b = try #require(h.takeAssigns(w1).first ?? h.takeAssigns(w2).first)
+        let second = h.outbox.last { if case .assign(let x) = $0.1 { x == b } else { false } }?.0 ?? w1
+        _ = try h.answer(second, b, spec: one)
+        h.event(.received(second, .disconnect(reason: "going")))
+        #expect(!h.event(.tick).contains { $0.0 == second && $0.1 == release(b.job) })
     }
 }
